@@ -1,0 +1,137 @@
+#pragma once
+/*
+ * nf_http: the HTTP server every service runs, on libevent's evhttp.
+ *
+ *   client --> evhttp --> [size limits, timeouts] --> route match (method + pattern with
+ *   {params}) --> handler(req, arg) ... later ... nf_http_reply_*(req) --> request freed
+ *
+ * - Routes: patterns such as "/api/jobs/{job_id}/events"; a {name} segment matches one
+ *   non-empty path segment; a trailing "/" in the request is ignored except for "/" itself.
+ *   No route for the path -> 404 JSON; path known but method not -> 405 JSON.
+ * - Every request gets a request id: the client's X-Request-Id when it is sane
+ *   (<= 64 chars of [A-Za-z0-9._-]), else "req_<ULID>". It is echoed in the X-Request-Id
+ *   answer header and in every JSON error body.
+ * - Body larger than limits.max_body -> 413 JSON; headers larger than max_headers -> 431
+ *   (evhttp's own answer); idle connections close after timeout_s.
+ * - Built-in routes: GET /healthz (always 200 {"status":"ok"}), GET /readyz (200 or 503
+ *   with {"status", "checks": {...}} from the ready callback), GET /metrics (Prometheus
+ *   text from the registry). Each request is counted in nf_http_requests_total{route,
+ *   method,status} and timed in nf_http_request_duration_seconds{route}.
+ *
+ * Ownership and lifetime: the handler owns `req` until it calls exactly one nf_http_reply_*
+ * function, synchronously or later from another callback. If the client goes away first,
+ * `req` stays valid and the reply is silently dropped; the reply call always frees req.
+ * Request accessors return pointers owned by req, valid until the reply.
+ */
+#include <cjson/cJSON.h>
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+struct nf_http_server;
+struct nf_http_req;
+struct nf_metrics;
+
+typedef void (*nf_http_handler)(struct nf_http_req *req, void *arg);
+/* Fills `checks` with {"kafka": "ok", "redis": "down", ...}; returns true when ready. */
+typedef bool (*nf_http_ready_fn)(cJSON *checks, void *arg);
+
+struct nf_http_limits {
+    size_t max_body;    /* bytes; default 1 MiB when 0 */
+    size_t max_headers; /* bytes; default 16 KiB when 0 */
+    int timeout_s;      /* idle/read timeout; default 30 when 0 */
+};
+
+/*
+ * Binds host:port (SO_REUSEPORT when reuseport, so N processes can share the port).
+ * metrics may be NULL (then /metrics answers an empty body). -1 if binding fails.
+ */
+int nf_http_server_new(struct nf_http_server **out, struct event_base *base, const char *host,
+                       int port, const struct nf_http_limits *limits, bool reuseport,
+                       struct nf_metrics *metrics);
+/* Stops accepting and frees the server; in-flight requests are answered 503 first. */
+void nf_http_server_free(struct nf_http_server *srv);
+/* method: "GET", "POST", "PUT", "DELETE", "PATCH". pattern and method are copied. */
+int nf_http_route(struct nf_http_server *srv, const char *method, const char *pattern,
+                  nf_http_handler fn, void *arg);
+void nf_http_set_ready(struct nf_http_server *srv, nf_http_ready_fn fn, void *arg);
+/* Number of requests accepted but not yet answered (for graceful shutdown). */
+size_t nf_http_inflight(const struct nf_http_server *srv);
+
+/* Request accessors. Header names are case-insensitive. NULL when absent. */
+const char *nf_http_req_method(const struct nf_http_req *req);
+const char *nf_http_req_path(const struct nf_http_req *req);   /* without query string */
+const char *nf_http_req_route(const struct nf_http_req *req);  /* the matched pattern */
+const char *nf_http_req_param(const struct nf_http_req *req, const char *name); /* {name} */
+const char *nf_http_req_query(const struct nf_http_req *req, const char *name); /* decoded */
+const char *nf_http_req_header(const struct nf_http_req *req, const char *name);
+const char *nf_http_req_id(const struct nf_http_req *req);
+const char *nf_http_req_peer(const struct nf_http_req *req);   /* client address */
+/* The body (NUL-terminated copy); *len may be NULL. Empty body -> "" and 0. */
+const char *nf_http_req_body(struct nf_http_req *req, size_t *len);
+/*
+ * Parses the body as a JSON object. On success returns it (owned by req, freed with it).
+ * On a missing or malformed body or a non-object, answers 400 invalid_json itself and
+ * returns NULL: the handler must then return without replying again.
+ */
+cJSON *nf_http_req_json(struct nf_http_req *req);
+/* Per-request slot for the handler's own state (not freed by nf_http). */
+void nf_http_req_set_data(struct nf_http_req *req, void *data);
+void *nf_http_req_data(const struct nf_http_req *req);
+
+/* Adds a header to the answer (before the reply). name and value are copied. */
+void nf_http_set_header(struct nf_http_req *req, const char *name, const char *value);
+
+/* Replies. Each frees req. body is consumed (freed) by nf_http_reply_json. */
+void nf_http_reply_json(struct nf_http_req *req, int status, cJSON *body);
+void nf_http_reply_raw(struct nf_http_req *req, int status, const char *content_type,
+                       const void *body, size_t len);
+/* {"error": {"code", "message", "param"?, "request_id"}}; param may be NULL. */
+void nf_http_reply_error(struct nf_http_req *req, int status, const char *code,
+                         const char *param, const char *fmt, ...)
+    __attribute__((format(printf, 5, 6)));
+
+/*
+ * Streaming answers (text/event-stream): start once, send chunks, end once (end frees
+ * req). nf_http_stream_send returns -1 when the client went away; the caller must still
+ * call nf_http_stream_end.
+ */
+void nf_http_stream_start(struct nf_http_req *req, int status, const char *content_type);
+int nf_http_stream_send(struct nf_http_req *req, const void *buf, size_t len);
+void nf_http_stream_end(struct nf_http_req *req);
+/* Called once if the client closes a streaming answer early (then stream_send fails). */
+void nf_http_stream_on_close(struct nf_http_req *req, void (*fn)(struct nf_http_req *, void *),
+                             void *arg);
+
+/* ------------------------------------------------------------------------------------
+ * Internal HTTP client: keep-alive connections to one host:port, per-request timeouts.
+ * ------------------------------------------------------------------------------------ */
+struct nf_http_client;
+
+struct nf_http_resp {
+    int status;           /* HTTP status, or 0 on connection error / timeout */
+    const char *body;     /* NUL-terminated; "" when empty; valid during the callback */
+    size_t len;
+    const char *error;    /* transport error text when status == 0, else NULL */
+    const struct evkeyvalq *headers; /* answer headers (NULL when status == 0) */
+};
+
+/* Fires exactly once per request, also when the client is freed first (status 0). */
+typedef void (*nf_http_client_cb)(const struct nf_http_resp *resp, void *arg);
+
+/* timeout_ms: default per-request timeout. max_conns: pool size (requests beyond it
+ * wait for a free connection). */
+int nf_http_client_new(struct nf_http_client **out, struct event_base *base, const char *host,
+                       int port, int timeout_ms, int max_conns);
+void nf_http_client_free(struct nf_http_client *cli);
+/*
+ * Sends a request. headers: NULL or a NULL-terminated array of name, value, name, value...
+ * body may be NULL. Content-Type defaults to application/json when a body is given.
+ * timeout_ms 0 uses the client default. Everything is copied. -1 if it cannot be queued
+ * (cb is then not called).
+ */
+int nf_http_client_request(struct nf_http_client *cli, const char *method, const char *path,
+                           const char *const *headers, const char *body, size_t len,
+                           int timeout_ms, nf_http_client_cb cb, void *arg);
+/* Header value from an answer, NULL when absent. */
+const char *nf_http_resp_header(const struct nf_http_resp *resp, const char *name);

@@ -1,0 +1,87 @@
+#pragma once
+/*
+ * nf_kafka: librdkafka driven from the libevent loop.
+ *
+ * Both the producer and the consumer route librdkafka's queues to a non-blocking pipe
+ * (rd_kafka_queue_io_event_enable); a libevent read event on the pipe drains the queue
+ * fully, and a periodic 100 ms timer polls as a safety net. No librdkafka call blocks
+ * the loop except the explicit flush at shutdown.
+ *
+ * Producer: enable.idempotence=true, acks=all. Every accepted message gets exactly one
+ * delivery callback, also on shutdown (err set).
+ *
+ * Consumer: a consumer-group member with enable.auto.offset.store=false and auto commit of
+ * stored offsets. A message is handed to the callback and then belongs to the handler
+ * until nf_kafka_msg_done(). Offsets are stored per partition only up to the highest
+ * contiguous done message, so a crash redelivers everything not yet done
+ * (at-least-once). At most `max_inflight` messages are outstanding; beyond that the
+ * consumer stops pulling until some are done. On rebalance, messages of revoked
+ * partitions may still be done (their offsets are then dropped).
+ */
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct nf_kafka_producer;
+struct nf_kafka_consumer;
+
+/* err: 0 on success, else a negative rd_kafka_resp_err_t; errstr NULL on success. */
+typedef void (*nf_kafka_delivery_cb)(int err, const char *errstr, void *arg);
+
+/* extra: NULL or NULL-terminated name, value pairs of librdkafka properties. err gets a
+ * message on failure. */
+int nf_kafka_producer_new(struct nf_kafka_producer **out, struct event_base *base,
+                          const char *brokers, const char *client_id,
+                          const char *const *extra, char *err, size_t errlen);
+/* Flushes for up to timeout_ms, fails what is left (callbacks fire), frees. NULL ok. */
+void nf_kafka_producer_free(struct nf_kafka_producer *p, int timeout_ms);
+/*
+ * Queues a message (key and payload are copied). Returns 0 and later calls cb exactly
+ * once; or returns a negative error without calling cb (queue full, unknown topic...).
+ * cb may be NULL.
+ */
+int nf_kafka_produce(struct nf_kafka_producer *p, const char *topic, const char *key,
+                     const void *payload, size_t len, nf_kafka_delivery_cb cb, void *arg);
+/* Messages queued and not yet reported. */
+int nf_kafka_producer_outq(const struct nf_kafka_producer *p);
+/* true once a broker answered and no fatal error occurred (for /readyz). */
+bool nf_kafka_producer_ready(const struct nf_kafka_producer *p);
+
+struct nf_kafka_msg {
+    const char *topic;
+    int32_t partition;
+    int64_t offset;
+    const char *key;      /* NUL-terminated copy, "" when absent */
+    const char *payload;  /* NUL-terminated copy */
+    size_t len;
+};
+
+/* The message stays valid until nf_kafka_msg_done(). */
+typedef void (*nf_kafka_msg_cb)(struct nf_kafka_msg *msg, void *arg);
+
+int nf_kafka_consumer_new(struct nf_kafka_consumer **out, struct event_base *base,
+                          const char *brokers, const char *group_id,
+                          const char *const *topics, size_t ntopics, int max_inflight,
+                          const char *const *extra, nf_kafka_msg_cb cb, void *arg,
+                          char *err, size_t errlen);
+/* Marks msg handled (its effect is committed), stores offsets that became contiguous,
+ * frees msg. Exactly once per message. */
+void nf_kafka_msg_done(struct nf_kafka_msg *msg);
+/* Commits stored offsets, closes (leaves the group), frees. Messages not yet done are
+ * freed without storing. NULL ok. */
+void nf_kafka_consumer_free(struct nf_kafka_consumer *c);
+bool nf_kafka_consumer_ready(const struct nf_kafka_consumer *c);
+/* Messages handed out and not yet done. */
+size_t nf_kafka_consumer_inflight(const struct nf_kafka_consumer *c);
+
+/*
+ * Creates topics that do not exist yet (blocking, for start-up only; existing topics are
+ * fine). Returns 0, or -1 with err filled.
+ */
+int nf_kafka_create_topics(const char *brokers, const char *const *topics, size_t ntopics,
+                           int partitions, int replication, int timeout_ms, char *err,
+                           size_t errlen);
+
+/* Every topic of DESIGN §6, NULL-terminated. */
+extern const char *const nf_kafka_forge_topics[];
