@@ -22,13 +22,14 @@ enum nf_cfg_type {
 };
 
 struct nf_cfg_opt {
-    const char *env;      /* environment variable name, NF_<SVC>_<NAME> */
+    const char *env; /* environment variable name, NF_<SVC>_<NAME> */
     enum nf_cfg_type type;
-    const char *def;      /* default as text; NULL means the variable is required */
-    long long min, max;   /* bounds for NF_CFG_INT (inclusive); for NF_CFG_STR min is the
-                             minimum length (0 = may be empty) */
-    bool secret;          /* masked as "***" when logged */
-    size_t offset;        /* offsetof() the field in the config struct */
+    const char *def;    /* default as text; NULL means the variable is required */
+    long long min, max; /* bounds for NF_CFG_INT (inclusive; min == max == 0 means any
+                           int); for NF_CFG_STR min is the minimum length (0 = may be
+                           empty) and max, when > 0, the maximum length */
+    bool secret;        /* masked as "***" when logged */
+    size_t offset;      /* offsetof() the field in the config struct */
     const char *help;
 };
 

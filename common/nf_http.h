@@ -49,8 +49,20 @@ struct nf_http_limits {
 int nf_http_server_new(struct nf_http_server **out, struct event_base *base, const char *host,
                        int port, const struct nf_http_limits *limits, bool reuseport,
                        struct nf_metrics *metrics);
-/* Stops accepting and frees the server; in-flight requests are answered 503 first. */
+/*
+ * Stops accepting and frees the server; in-flight requests are answered 503 first. A
+ * handler still holding such a req still owns it: its reply call is then a no-op that
+ * frees req (accessors keep working until then).
+ */
 void nf_http_server_free(struct nf_http_server *srv);
+/* The bound port (useful with port 0, which picks a free one); -1 for NULL. */
+int nf_http_server_port(const struct nf_http_server *srv);
+/*
+ * Graceful stop: closes the listening socket (with SO_REUSEPORT the kernel sends new
+ * connections to the other processes), answers on open connections carry
+ * "Connection: close", and /readyz answers 503. Requests in flight are unaffected.
+ */
+void nf_http_server_stop(struct nf_http_server *srv);
 /* method: "GET", "POST", "PUT", "DELETE", "PATCH". pattern and method are copied. */
 int nf_http_route(struct nf_http_server *srv, const char *method, const char *pattern,
                   nf_http_handler fn, void *arg);
@@ -60,13 +72,15 @@ size_t nf_http_inflight(const struct nf_http_server *srv);
 
 /* Request accessors. Header names are case-insensitive. NULL when absent. */
 const char *nf_http_req_method(const struct nf_http_req *req);
-const char *nf_http_req_path(const struct nf_http_req *req);   /* without query string */
+const char *nf_http_req_path(const struct nf_http_req *req);   /* raw, without query string */
 const char *nf_http_req_route(const struct nf_http_req *req);  /* the matched pattern */
 const char *nf_http_req_param(const struct nf_http_req *req, const char *name); /* {name} */
 const char *nf_http_req_query(const struct nf_http_req *req, const char *name); /* decoded */
+/* The raw query string as received (still percent-encoded, no '?'), NULL when none. */
+const char *nf_http_req_query_string(const struct nf_http_req *req);
 const char *nf_http_req_header(const struct nf_http_req *req, const char *name);
 const char *nf_http_req_id(const struct nf_http_req *req);
-const char *nf_http_req_peer(const struct nf_http_req *req);   /* client address */
+const char *nf_http_req_peer(const struct nf_http_req *req);   /* client IP address */
 /* The body (NUL-terminated copy); *len may be NULL. Empty body -> "" and 0. */
 const char *nf_http_req_body(struct nf_http_req *req, size_t *len);
 /*

@@ -93,8 +93,7 @@ static bool rnd_increment(uint8_t rnd[ULID_RAND_BYTES])
 }
 
 /* An empty (or NULL) prefix gives the bare ULID without the '_' separator. */
-int nf_id_new_at(const char *prefix, uint64_t ms, const uint8_t rnd[10], char *out,
-                 size_t outlen)
+int nf_id_new_at(const char *prefix, uint64_t ms, const uint8_t rnd[10], char *out, size_t outlen)
 {
     size_t plen = prefix ? strlen(prefix) : 0;
     size_t sep = plen ? 1 : 0;

@@ -28,6 +28,7 @@ int nf_json_fail(struct nf_json_err *err, const char *param, const char *fmt, ..
         return -1;
     snprintf(err->param, sizeof(err->param), "%s", param ? param : "");
     va_start(ap, fmt);
+    /* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): false positive, ap is started */
     vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
     va_end(ap);
     return -1;
@@ -46,9 +47,10 @@ static int lookup(const cJSON *obj, const char *key, bool required, const cJSON 
     if (cJSON_IsObject(obj))
         it = cJSON_GetObjectItemCaseSensitive(obj, key);
     if (!it || cJSON_IsNull(it)) {
-        if (required)
-            return nf_json_fail(err, key, "%s is required", key);
-        return NF_JSON_ABSENT;
+        if (!required)
+            return NF_JSON_ABSENT;
+        nf_json_fail(err, key, "%s is required", key);
+        return -1;
     }
     *item = it;
     return 0;
@@ -57,7 +59,7 @@ static int lookup(const cJSON *obj, const char *key, bool required, const cJSON 
 int nf_json_get_str(const cJSON *obj, const char *key, bool required, const char **out,
                     struct nf_json_err *err)
 {
-    const cJSON *it;
+    const cJSON *it = NULL;
     int rc = lookup(obj, key, required, &it, err);
 
     if (rc != 0)
@@ -82,14 +84,13 @@ static int int_fail(struct nf_json_err *err, const char *key, long long min, lon
 {
     if (min == LLONG_MIN && max == LLONG_MAX)
         return nf_json_fail(err, key, "%s must be an integer", key);
-    return nf_json_fail(err, key, "%s must be an integer between %lld and %lld", key, min,
-                        max);
+    return nf_json_fail(err, key, "%s must be an integer between %lld and %lld", key, min, max);
 }
 
-int nf_json_get_int(const cJSON *obj, const char *key, bool required, long long min,
-                    long long max, long long *out, struct nf_json_err *err)
+int nf_json_get_int(const cJSON *obj, const char *key, bool required, long long min, long long max,
+                    long long *out, struct nf_json_err *err)
 {
-    const cJSON *it;
+    const cJSON *it = NULL;
     long long v;
     int rc = lookup(obj, key, required, &it, err);
 
@@ -104,7 +105,7 @@ int nf_json_get_int(const cJSON *obj, const char *key, bool required, long long 
 int nf_json_get_num(const cJSON *obj, const char *key, bool required, double min, double max,
                     double *out, struct nf_json_err *err)
 {
-    const cJSON *it;
+    const cJSON *it = NULL;
     double d;
     int rc = lookup(obj, key, required, &it, err);
 
@@ -121,7 +122,7 @@ int nf_json_get_num(const cJSON *obj, const char *key, bool required, double min
 int nf_json_get_bool(const cJSON *obj, const char *key, bool required, bool *out,
                      struct nf_json_err *err)
 {
-    const cJSON *it;
+    const cJSON *it = NULL;
     int rc = lookup(obj, key, required, &it, err);
 
     if (rc != 0)
@@ -135,7 +136,7 @@ int nf_json_get_bool(const cJSON *obj, const char *key, bool required, bool *out
 int nf_json_get_obj(const cJSON *obj, const char *key, bool required, const cJSON **out,
                     struct nf_json_err *err)
 {
-    const cJSON *it;
+    const cJSON *it = NULL;
     int rc = lookup(obj, key, required, &it, err);
 
     if (rc != 0)
@@ -149,7 +150,7 @@ int nf_json_get_obj(const cJSON *obj, const char *key, bool required, const cJSO
 int nf_json_get_arr(const cJSON *obj, const char *key, bool required, const cJSON **out,
                     struct nf_json_err *err)
 {
-    const cJSON *it;
+    const cJSON *it = NULL;
     int rc = lookup(obj, key, required, &it, err);
 
     if (rc != 0)
@@ -224,7 +225,7 @@ const char *nf_json_str(const cJSON *obj, const char *key)
 {
     const cJSON *it = cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
 
-    return cJSON_IsString(it) ? it->valuestring : NULL;
+    return it && cJSON_IsString(it) ? it->valuestring : NULL;
 }
 
 long long nf_json_int(const cJSON *obj, const char *key, long long def)
@@ -232,7 +233,7 @@ long long nf_json_int(const cJSON *obj, const char *key, long long def)
     const cJSON *it = cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
     long long v;
 
-    if (cJSON_IsNumber(it) && double_to_ll(it->valuedouble, &v))
+    if (it && cJSON_IsNumber(it) && double_to_ll(it->valuedouble, &v))
         return v;
     return def;
 }

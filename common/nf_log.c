@@ -110,11 +110,21 @@ static void line_json_str(struct line *l, const char *s)
             i++;
         } else if (c < 0x20 || c == 0x7f) {
             switch (c) {
-            case '\n': line_put(l, "\\n", 2); break;
-            case '\r': line_put(l, "\\r", 2); break;
-            case '\t': line_put(l, "\\t", 2); break;
-            case '\b': line_put(l, "\\b", 2); break;
-            case '\f': line_put(l, "\\f", 2); break;
+            case '\n':
+                line_put(l, "\\n", 2);
+                break;
+            case '\r':
+                line_put(l, "\\r", 2);
+                break;
+            case '\t':
+                line_put(l, "\\t", 2);
+                break;
+            case '\b':
+                line_put(l, "\\b", 2);
+                break;
+            case '\f':
+                line_put(l, "\\f", 2);
+                break;
             default:
                 snprintf(esc, sizeof(esc), "\\u%04x", c);
                 line_put(l, esc, 6);
@@ -144,8 +154,7 @@ static void line_field(struct line *l, const char *key, const char *val)
 }
 
 /* Starts a line with ts, level, svc, event and msg. */
-static void line_begin(struct line *l, enum nf_log_level level, const char *event,
-                       const char *msg)
+static void line_begin(struct line *l, enum nf_log_level level, const char *event, const char *msg)
 {
     struct timespec ts;
     struct tm tm;
@@ -154,8 +163,7 @@ static void line_begin(struct line *l, enum nf_log_level level, const char *even
     clock_gettime(CLOCK_REALTIME, &ts);
     gmtime_r(&ts.tv_sec, &tm);
     snprintf(buf, sizeof(buf), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ", tm.tm_year + 1900,
-             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-             ts.tv_nsec / 1000000L);
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000L);
     line_puts(l, "{\"ts\":\"");
     line_puts(l, buf);
     line_puts(l, "\",\"level\":\"");
@@ -257,8 +265,8 @@ void nf_log_kv(enum nf_log_level level, const char *event, const char *msg, ...)
     line_end(&l);
 }
 
-void nf_log_kvs(enum nf_log_level level, const char *event, const char *msg,
-                const char *const *kv, size_t npairs)
+void nf_log_kvs(enum nf_log_level level, const char *event, const char *msg, const char *const *kv,
+                size_t npairs)
 {
     struct line l = {0};
     size_t i;

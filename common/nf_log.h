@@ -29,8 +29,8 @@ void nf_log_kv(enum nf_log_level level, const char *event, const char *msg, ...)
     __attribute__((sentinel));
 /* The same with a field list built at run time: kv holds npairs (key, value) pairs,
  * kv[2i] the key and kv[2i+1] the value (NULL -> null). Used by nf_cfg_log. */
-void nf_log_kvs(enum nf_log_level level, const char *event, const char *msg,
-                const char *const *kv, size_t npairs);
+void nf_log_kvs(enum nf_log_level level, const char *event, const char *msg, const char *const *kv,
+                size_t npairs);
 
 #define nf_log_debug(event, ...) nf_log(NF_LOG_DEBUG, event, __VA_ARGS__)
 #define nf_log_info(event, ...) nf_log(NF_LOG_INFO, event, __VA_ARGS__)

@@ -2,12 +2,18 @@
 # deploy/local/lib.sh - small helpers shared by ./forge, the stack scripts and .ci/run.
 # Sourced, never run. Callers use `set -euo pipefail`.
 
-forge_say()  { printf '\033[1;34m==>\033[0m %s\n' "$*"; }
-forge_warn() { printf '\033[1;33mwarning:\033[0m %s\n' "$*" >&2; }
-forge_die()  { printf '\033[1;31merror:\033[0m %s\n' "$*" >&2; exit 1; }
+# Colour only on a terminal: CI logs should not be full of escape codes.
+if [[ -t 1 ]]; then
+    FORGE_C_BOLD=$'\033[1m' FORGE_C_BLUE=$'\033[1;34m' FORGE_C_YELLOW=$'\033[1;33m'
+    FORGE_C_RED=$'\033[1;31m' FORGE_C_MAGENTA=$'\033[1;35m' FORGE_C_OFF=$'\033[0m'
+else
+    FORGE_C_BOLD='' FORGE_C_BLUE='' FORGE_C_YELLOW='' FORGE_C_RED='' FORGE_C_MAGENTA='' FORGE_C_OFF=''
+fi
 
-# Monotonic-enough seconds for timing summaries.
-forge_now() { date +%s; }
+forge_say()  { printf '%s==>%s %s\n' "$FORGE_C_BLUE" "$FORGE_C_OFF" "$*"; }
+forge_warn() { printf '%swarning:%s %s\n' "$FORGE_C_YELLOW" "$FORGE_C_OFF" "$*" >&2; }
+forge_die()  { printf '%serror:%s %s\n' "$FORGE_C_RED" "$FORGE_C_OFF" "$*" >&2; exit 1; }
+
 
 # forge_wait_until TIMEOUT_S DESCRIPTION CMD...: polls CMD every 0.25 s until it succeeds.
 # Returns 1 on timeout so the caller decides what to print.
@@ -50,6 +56,15 @@ forge_pidfile_alive() {
     printf '%s\n' "$pid"
 }
 
+# forge_pid_exists PID: the process exists and is not a zombie (an exited child that its
+# new parent has not reaped yet still answers kill -0).
+forge_pid_exists() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [[ ${stat%% *} != Z ]]
+}
+
 # forge_stop_pid PID NAME TIMEOUT_S: SIGTERM, wait, then SIGKILL as a last resort.
 # The services and Kafka shut down gracefully on SIGTERM (flush producers, commit
 # offsets), so SIGKILL only happens when something hangs, and we say so.
@@ -57,7 +72,7 @@ forge_stop_pid() {
     local pid=$1 name=$2 timeout=$3
     kill -TERM "$pid" 2>/dev/null || return 0
     local deadline=$((SECONDS + timeout))
-    while kill -0 "$pid" 2>/dev/null; do
+    while forge_pid_exists "$pid"; do
         if ((SECONDS >= deadline)); then
             forge_warn "$name (pid $pid) ignored SIGTERM for ${timeout}s: killing it"
             kill -KILL "$pid" 2>/dev/null || true

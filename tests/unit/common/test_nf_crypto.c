@@ -3,7 +3,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the four headers it needs */
 
 #include <string.h>
 
@@ -159,9 +160,12 @@ static void test_apikey_rejects(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sha256_vectors),   cmocka_unit_test(test_crc32),
-        cmocka_unit_test(test_equal),            cmocka_unit_test(test_b64url),
-        cmocka_unit_test(test_random_and_token), cmocka_unit_test(test_apikey_roundtrip),
+        cmocka_unit_test(test_sha256_vectors),
+        cmocka_unit_test(test_crc32),
+        cmocka_unit_test(test_equal),
+        cmocka_unit_test(test_b64url),
+        cmocka_unit_test(test_random_and_token),
+        cmocka_unit_test(test_apikey_roundtrip),
         cmocka_unit_test(test_apikey_checksum_format),
         cmocka_unit_test(test_apikey_rejects),
     };

@@ -3,7 +3,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the four headers it needs */
 
 #include <string.h>
 #include <time.h>
@@ -94,9 +95,9 @@ static void test_valid_rejects(void **state)
     const char *good = "job_01ARYZ6S41041061050R3GG28A";
 
     assert_true(nf_id_valid("job", good));
-    assert_false(nf_id_valid("evt", good));                            /* other prefix */
-    assert_false(nf_id_valid("jo", good));                             /* prefix of prefix */
-    assert_false(nf_id_valid("job", "job01ARYZ6S41041061050R3GG28A")); /* no separator */
+    assert_false(nf_id_valid("evt", good));                              /* other prefix */
+    assert_false(nf_id_valid("jo", good));                               /* prefix of prefix */
+    assert_false(nf_id_valid("job", "job01ARYZ6S41041061050R3GG28A"));   /* no separator */
     assert_false(nf_id_valid("job", "job_01ARYZ6S41041061050R3GG28"));   /* 25 chars */
     assert_false(nf_id_valid("job", "job_01ARYZ6S41041061050R3GG28AA")); /* 27 chars */
     assert_false(nf_id_valid("job", "job_01ARYZ6S41041061050R3GG28I"));  /* I not Crockford */
@@ -121,10 +122,13 @@ static void test_time_ms_invalid(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_known_vectors),  cmocka_unit_test(test_new_at_failures),
+        cmocka_unit_test(test_known_vectors),
+        cmocka_unit_test(test_new_at_failures),
         cmocka_unit_test(test_new_is_valid_and_current),
-        cmocka_unit_test(test_monotonic),      cmocka_unit_test(test_time_ordering),
-        cmocka_unit_test(test_valid_rejects),  cmocka_unit_test(test_time_ms_invalid),
+        cmocka_unit_test(test_monotonic),
+        cmocka_unit_test(test_time_ordering),
+        cmocka_unit_test(test_valid_rejects),
+        cmocka_unit_test(test_time_ms_invalid),
     };
 
     return cmocka_run_group_tests(tests, init, NULL);

@@ -3,7 +3,8 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the four headers it needs */
 
 #include <limits.h>
 #include <stdlib.h>
@@ -11,9 +12,9 @@
 
 #include "nf_json.h"
 
-#define DOC                                                                                \
-    "{\"s\":\"text\",\"i\":42,\"neg\":-7,\"f\":1.5,\"whole\":3.0,\"exp\":1e3,"             \
-    "\"huge\":1e300,\"big\":12345678901234567890,\"b\":true,\"n\":null,"                   \
+#define DOC                                                                                        \
+    "{\"s\":\"text\",\"i\":42,\"neg\":-7,\"f\":1.5,\"whole\":3.0,\"exp\":1e3,"                     \
+    "\"huge\":1e300,\"big\":12345678901234567890,\"b\":true,\"n\":null,"                           \
     "\"o\":{\"k\":1},\"a\":[1,2],\"str_num\":\"5\"}"
 
 static int setup(void **state)
@@ -34,7 +35,7 @@ static int teardown(void **state)
 static void test_str(void **state)
 {
     const cJSON *doc = *state;
-    struct nf_json_err err = {{0}};
+    struct nf_json_err err = {0};
     const char *s = "untouched";
 
     assert_int_equal(nf_json_get_str(doc, "s", true, &s, &err), 0);
@@ -61,7 +62,7 @@ static void test_str(void **state)
 static void test_int(void **state)
 {
     const cJSON *doc = *state;
-    struct nf_json_err err = {{0}};
+    struct nf_json_err err = {0};
     long long v = -99;
 
     assert_int_equal(nf_json_get_int(doc, "i", true, 1, 100, &v, &err), 0);
@@ -96,7 +97,7 @@ static void test_int(void **state)
 
 static void test_int_extremes(void **state)
 {
-    struct nf_json_err err = {{0}};
+    struct nf_json_err err = {0};
     const char *txt = "{\"inf\":1e400,\"edge\":9223372036854775807,\"lo\":-9223372036854775808,"
                       "\"p53\":9007199254740992}";
     cJSON *doc = nf_json_parse(txt, strlen(txt));
@@ -118,7 +119,7 @@ static void test_int_extremes(void **state)
 static void test_num(void **state)
 {
     const cJSON *doc = *state;
-    struct nf_json_err err = {{0}};
+    struct nf_json_err err = {0};
     double d = -1;
 
     assert_int_equal(nf_json_get_num(doc, "f", true, 0, 2, &d, &err), 0);
@@ -129,7 +130,7 @@ static void test_num(void **state)
     assert_int_equal(nf_json_get_num(doc, "f", true, 0, 1, &d, &err), -1);
     assert_string_equal(err.param, "f");
     assert_string_equal(err.msg, "f must be a number between 0 and 1");
-    assert_int_equal(nf_json_get_num(doc, "huge", true, 0, 1e308, &d, &err), -1);
+    assert_int_equal(nf_json_get_num(doc, "huge", true, 0, 1e6, &d, &err), -1);
     assert_int_equal(nf_json_get_num(doc, "s", true, 0, 1, &d, &err), -1);
     assert_int_equal(nf_json_get_num(doc, "n", false, 0, 1, &d, &err), NF_JSON_ABSENT);
     assert_int_equal(nf_json_get_num(doc, "n", true, 0, 1, &d, &err), -1);
@@ -139,7 +140,7 @@ static void test_num(void **state)
 static void test_bool_obj_arr(void **state)
 {
     const cJSON *doc = *state, *o = NULL, *a = NULL;
-    struct nf_json_err err = {{0}};
+    struct nf_json_err err = {0};
     bool b = false;
 
     assert_int_equal(nf_json_get_bool(doc, "b", true, &b, &err), 0);
@@ -163,7 +164,7 @@ static void test_bool_obj_arr(void **state)
 
 static void test_non_object_input(void **state)
 {
-    struct nf_json_err err = {{0}};
+    struct nf_json_err err = {0};
     const char *s = NULL;
     cJSON *arr = nf_json_parse("[1]", 3);
 
@@ -176,7 +177,7 @@ static void test_non_object_input(void **state)
 
 static void test_fail(void **state)
 {
-    struct nf_json_err err = {{0}};
+    struct nf_json_err err = {0};
     char longkey[300];
 
     assert_int_equal(nf_json_fail(&err, "params.epochs", "epochs must be %d..%d", 1, 100), -1);
@@ -204,10 +205,10 @@ static void test_parse(void **state)
     j = nf_json_parse("  [1, 2] \r\n", 11);
     assert_non_null(j);
     cJSON_Delete(j);
-    assert_null(nf_json_parse("{\"a\":1", 6));   /* truncated */
-    assert_null(nf_json_parse("\"str\"", 5));    /* not an object/array */
+    assert_null(nf_json_parse("{\"a\":1", 6)); /* truncated */
+    assert_null(nf_json_parse("\"str\"", 5));  /* not an object/array */
     assert_null(nf_json_parse("42", 2));
-    assert_null(nf_json_parse("{}\0{}", 5));     /* embedded NUL */
+    assert_null(nf_json_parse("{}\0{}", 5)); /* embedded NUL */
     assert_null(nf_json_parse("", 0));
     assert_null(nf_json_parse(NULL, 0));
     assert_null(nf_json_parse("{\"a\":}", 6));

@@ -1,9 +1,11 @@
 /* Unit tests for nf_log: every line must be one valid JSON object with the fixed fields. */
+#define _GNU_SOURCE /* strptime, timegm */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
+
+#include <cmocka.h> /* after the four headers it needs */
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -166,8 +168,8 @@ static void test_kv_fields_and_null(void **state)
     const cJSON *n;
     cJSON *j;
 
-    nf_log_kv(NF_LOG_INFO, "job_queued", "job queued", "job_id", "job_1", "user\"id",
-              "u\n1", "worker_id", (const char *)NULL, (const char *)NULL);
+    nf_log_kv(NF_LOG_INFO, "job_queued", "job queued", "job_id", "job_1", "user\"id", "u\n1",
+              "worker_id", (const char *)NULL, (const char *)NULL);
     j = only_line(c);
     assert_string_equal(field(j, "event"), "job_queued");
     assert_string_equal(field(j, "msg"), "job queued");

@@ -1,0 +1,115 @@
+# shellcheck shell=bash
+# deploy/local/install.sh - installs what the stack and the tests need, and only what is
+# missing, so a second run costs a few dpkg/python look-ups. Used by `./forge up`,
+# `./forge test`, `./forge install` and (through ./forge) by .ci/run on a fresh Debian 12.
+# Sourced after lib.sh with FORGE_ROOT set.
+
+# Debian 12 packages: the C toolchain and libraries (DESIGN §2), the backing servers, the
+# JDK + Maven that fetch and run the Kafka broker, and the lint tools.
+FORGE_APT_PACKAGES=(
+    build-essential cmake pkg-config
+    librdkafka-dev libhiredis-dev libevent-dev libcjson-dev libsodium-dev libcmocka-dev libpq-dev
+    postgresql-15 redis-server redis-tools
+    openjdk-17-jre-headless maven
+    clang-format clang-tidy
+    python3 python3-pip python3-yaml curl ca-certificates procps
+)
+
+# Python packages for the tests and the Kafka readiness check: "pip name:import name".
+FORGE_PIP_MODULES=(
+    pytest:pytest
+    jsonschema:jsonschema
+    openapi-schema-validator:openapi_schema_validator
+    pyyaml:yaml
+    confluent-kafka:confluent_kafka
+    requests:requests
+)
+
+FORGE_KAFKA_LIB=$FORGE_ROOT/deploy/kafka/lib
+
+forge_install_deps() {
+    forge_install_apt
+    forge_install_pip
+    forge_install_kafka_jars
+}
+
+forge_apt_missing() {
+    local pkg status
+    for pkg in "${FORGE_APT_PACKAGES[@]}"; do
+        # `dpkg -s` also succeeds for removed-but-configured packages; the status
+        # string is the reliable test.
+        status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
+        [[ $status == "install ok installed" ]] || echo "$pkg"
+    done
+}
+
+forge_install_apt() {
+    local missing
+    mapfile -t missing < <(forge_apt_missing)
+    ((${#missing[@]})) || return 0
+    forge_say "installing Debian packages: ${missing[*]}"
+    local sudo=()
+    if ((EUID != 0)); then
+        command -v sudo >/dev/null || forge_die "need root (or sudo) to install: ${missing[*]}"
+        sudo=(sudo)
+    fi
+    # Debian starts a freshly installed server (a system-wide redis on 6379, a
+    # postgresql cluster on 5432), which would collide with the dev stack's ports.
+    # A policy-rc.d that answers 101 ("action forbidden") is Debian's documented way
+    # to keep package scripts from starting services. Kept if one was already there.
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if [[ ! -e $policy ]]; then
+        printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod 755 "$policy"
+        made_policy=1
+    fi
+    local rc=0
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q || rc=$?
+    if ((rc == 0)); then
+        "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -q --no-install-recommends "${missing[@]}" || rc=$?
+    fi
+    ((made_policy)) && "${sudo[@]}" rm -f "$policy"
+    ((rc == 0)) || forge_die "apt-get failed (exit $rc)"
+}
+
+forge_install_pip() {
+    local missing
+    # One interpreter start for all checks: python3 -c per module costs ~0.2 s each.
+    mapfile -t missing < <(python3 - "${FORGE_PIP_MODULES[@]}" <<'PY'
+import importlib.util, sys
+for entry in sys.argv[1:]:
+    pip_name, module = entry.split(":")
+    if importlib.util.find_spec(module) is None:
+        print(pip_name)
+PY
+    )
+    ((${#missing[@]})) || return 0
+    forge_say "installing Python packages: ${missing[*]}"
+    # tests/requirements.txt holds the version bounds; installing the whole file keeps
+    # one source of truth. Debian's own python3 refuses pip installs
+    # into the system (PEP 668) - there, --break-system-packages is the documented way
+    # for a machine that is only a dev/CI box; a pyenv or venv python needs no flag.
+    local flags=(-q --disable-pip-version-check --root-user-action=ignore)
+    if python3 -m pip install --help 2>/dev/null | grep -q -- --break-system-packages &&
+        [[ -e "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ]]; then
+        flags+=(--break-system-packages)
+    fi
+    python3 -m pip install "${flags[@]}" -r "$FORGE_ROOT/tests/requirements.txt" ||
+        forge_die "pip install failed"
+}
+
+# The Kafka broker's jars come from Maven Central (deploy/kafka/pom.xml) into the
+# git-ignored lib/. A stamp holding the pom's hash marks a complete copy: a missing or
+# different stamp (first run, interrupted copy, edited pom) refetches into an emptied
+# lib/, so jars of an old version never linger on the broker's classpath.
+forge_install_kafka_jars() {
+    local pom=$FORGE_ROOT/deploy/kafka/pom.xml stamp=$FORGE_KAFKA_LIB/.pom.sha256 want
+    want=$(sha256sum "$pom" | cut -d' ' -f1)
+    [[ -f $stamp && $(cat "$stamp") == "$want" ]] && return 0
+    forge_say "fetching the Kafka broker jars (Maven Central)"
+    mkdir -p "$FORGE_KAFKA_LIB"
+    rm -f "$FORGE_KAFKA_LIB"/*.jar
+    mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies || forge_die "mvn could not fetch the Kafka jars"
+    echo "$want" >"$stamp"
+}

@@ -1,0 +1,233 @@
+/*
+ * nf-auth's internal routes (docs/internals.md "Internal HTTP").
+ *
+ *   POST /internal/keys/verify {"key_hash"}
+ *     body (400) -> 64 lowercase hex (422) -> UPDATE ... RETURNING (live key only)
+ *       -> row: SET auth:key:<hash> (EX <= 300, fire and forget) -> 200 record
+ *       -> no row: 404          Postgres down: 503 Retry-After 1
+ *
+ *   POST /internal/bootstrap {"email", "name"?}
+ *     body (400) -> e-mail shape (422) -> new key (nf_crypto_apikey_new), its SHA-256
+ *       -> tx: INSERT user ON CONFLICT DO NOTHING; INSERT key for that e-mail's user
+ *       -> 201 {"user_id","key_id","api_key","prefix"}       (the key is shown only here)
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+#include "nf_http.h"
+#include "nf_json.h"
+#include "nf_log.h"
+#include "nf_metrics.h"
+#include "nf_pg.h"
+#include "nf_redis.h"
+
+#define KEY_NAME_MAX 64
+
+static const char verify_sql[] =
+    "UPDATE auth.api_keys SET last_used_at = now()"
+    " WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
+    " RETURNING key_id, user_id,"
+    " to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS expires_at,"
+    " CASE WHEN expires_at IS NULL THEN -1"
+    " ELSE floor(extract(epoch FROM expires_at - now()))::bigint END AS secs_left";
+
+static const char user_sql[] =
+    "INSERT INTO auth.users (user_id, email) VALUES ($1, $2) ON CONFLICT (email) DO NOTHING";
+
+static const char key_sql[] = "INSERT INTO auth.api_keys (key_id, user_id, name, key_hash, prefix)"
+                              " SELECT $1, user_id, $2, $3, $4 FROM auth.users WHERE email = $5"
+                              " RETURNING user_id, key_id";
+
+static void unavailable(struct nf_http_req *req, const char *msg)
+{
+    nf_http_set_header(req, "Retry-After", "1");
+    nf_http_reply_error(req, 503, "unavailable", NULL, "%s", msg);
+}
+
+static bool refuse_if_stopping(struct auth_ctx *ctx, struct nf_http_req *req)
+{
+    if (!ctx->stopping)
+        return false;
+    unavailable(req, "nf-auth is shutting down");
+    return true;
+}
+
+/* ---- verify ------------------------------------------------------------------------ */
+
+struct verify_op {
+    struct auth_ctx *ctx;
+    struct nf_http_req *req;
+    char hash[NF_SHA256_HEX_LEN + 1];
+};
+
+static void verified(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct verify_op *op = arg;
+    struct auth_ctx *ctx = op->ctx;
+    const char *key_id, *user_id, *left;
+    char *rec;
+    int ttl;
+
+    if (!res) {
+        nf_log_kv(NF_LOG_ERROR, "verify_failed", "key lookup failed", "error", err, "pgcode",
+                  pgcode, NULL);
+        nf_metrics_counter_add(ctx->m_backend_err[AUTH_BACKEND_PG], 1);
+        unavailable(op->req, "the key store is unavailable, try again");
+        goto done;
+    }
+    if (PQntuples(res) != 1) {
+        nf_metrics_counter_add(ctx->m_verify_miss, 1);
+        nf_http_reply_error(op->req, 404, "not_found", NULL,
+                            "no live API key has this hash (unknown, revoked or expired)");
+        goto done;
+    }
+    key_id = nf_pg_val(res, 0, "key_id");
+    user_id = nf_pg_val(res, 0, "user_id");
+    left = nf_pg_val(res, 0, "secs_left");
+    rec = auth_keys_record(key_id, user_id, nf_pg_val(res, 0, "expires_at"));
+    ttl = auth_keys_cache_ttl(left ? strtoll(left, NULL, 10) : 0);
+    if (ttl > 0 && !ctx->closing)
+        nf_redis_cmd(ctx->redis, NULL, NULL, "SET auth:key:%s %s EX %d", op->hash, rec, ttl);
+    nf_metrics_counter_add(ctx->m_verify_ok, 1);
+    nf_http_reply_raw(op->req, 200, "application/json", rec, strlen(rec));
+    free(rec);
+done:
+    free(op);
+}
+
+static void on_verify(struct nf_http_req *req, void *arg)
+{
+    struct auth_ctx *ctx = arg;
+    struct nf_json_err err = {{0}, {0}};
+    struct verify_op *op;
+    const char *hash, *params[1];
+    cJSON *body;
+
+    if (refuse_if_stopping(ctx, req))
+        return;
+    body = nf_http_req_json(req); /* owned by req; on NULL it answered 400 */
+    if (!body)
+        return;
+    if (nf_json_get_str(body, "key_hash", true, &hash, &err) != 0) {
+        nf_http_reply_error(req, 422, "invalid_params", err.param, "%s", err.msg);
+        return;
+    }
+    if (!auth_keys_hash_valid(hash)) {
+        nf_http_reply_error(req, 422, "invalid_params", "key_hash",
+                            "key_hash must be 64 lowercase hex digits (SHA-256 of the key)");
+        return;
+    }
+    op = calloc(1, sizeof(*op));
+    if (!op)
+        abort();
+    op->ctx = ctx;
+    op->req = req;
+    memcpy(op->hash, hash, NF_SHA256_HEX_LEN + 1);
+    params[0] = op->hash;
+    nf_pg_query(ctx->pg, verify_sql, 1, params, verified, op);
+}
+
+/* ---- bootstrap --------------------------------------------------------------------- */
+
+struct boot_op {
+    struct auth_ctx *ctx;
+    struct nf_http_req *req;
+    char key_id[NF_ID_MAX];
+    char api_key[NF_APIKEY_LEN + 1]; /* the secret: answered once, then wiped */
+};
+
+static void boot_done(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct boot_op *op = arg;
+    struct auth_ctx *ctx = op->ctx;
+    char prefix[NF_APIKEY_DISPLAY_LEN + 1];
+    cJSON *out;
+
+    if (!res || PQntuples(res) != 1) {
+        nf_log_kv(NF_LOG_ERROR, "bootstrap_failed", "cannot create the user key", "error",
+                  err ? err : "no user row", "pgcode", pgcode, NULL);
+        nf_metrics_counter_add(ctx->m_backend_err[AUTH_BACKEND_PG], 1);
+        unavailable(op->req, "the key store is unavailable, try again");
+        goto done;
+    }
+    memcpy(prefix, op->api_key, NF_APIKEY_DISPLAY_LEN);
+    prefix[NF_APIKEY_DISPLAY_LEN] = '\0';
+    out = nf_json_obj();
+    nf_json_add_str(out, "user_id", nf_pg_val(res, 0, "user_id"));
+    nf_json_add_str(out, "key_id", op->key_id);
+    nf_json_add_str(out, "api_key", op->api_key);
+    nf_json_add_str(out, "prefix", prefix);
+    nf_metrics_counter_add(ctx->m_bootstrap, 1);
+    nf_log_kv(NF_LOG_INFO, "bootstrap_key", "api key created", "user_id",
+              nf_pg_val(res, 0, "user_id"), "key_id", op->key_id, "prefix", prefix, NULL);
+    nf_http_reply_json(op->req, 201, out); /* out consumed */
+done:
+    explicit_bzero(op->api_key, sizeof(op->api_key));
+    free(op);
+}
+
+static void on_bootstrap(struct nf_http_req *req, void *arg)
+{
+    struct auth_ctx *ctx = arg;
+    struct nf_json_err err = {{0}, {0}};
+    struct boot_op *op;
+    const char *email_in, *name = "bootstrap";
+    char email[AUTH_EMAIL_MAX + 1], user_id[NF_ID_MAX], hash[NF_SHA256_HEX_LEN + 1];
+    char prefix[NF_APIKEY_DISPLAY_LEN + 1];
+    const char *user_params[2], *key_params[5];
+    struct nf_pg_stmt stmts[2];
+    cJSON *body;
+
+    if (refuse_if_stopping(ctx, req))
+        return;
+    body = nf_http_req_json(req); /* owned by req; on NULL it answered 400 */
+    if (!body)
+        return;
+    if (nf_json_get_str(body, "email", true, &email_in, &err) != 0 ||
+        nf_json_get_str(body, "name", false, &name, &err) < 0) {
+        nf_http_reply_error(req, 422, "invalid_params", err.param, "%s", err.msg);
+        return;
+    }
+    if (auth_keys_email_normalize(email_in, email, sizeof(email)) != 0) {
+        nf_http_reply_error(req, 422, "invalid_params", "email",
+                            "email must be an e-mail address such as dev@example.com");
+        return;
+    }
+    if (strlen(name) > KEY_NAME_MAX) {
+        nf_http_reply_error(req, 422, "invalid_params", "name",
+                            "name must be at most %d characters long", KEY_NAME_MAX);
+        return;
+    }
+    op = calloc(1, sizeof(*op));
+    if (!op)
+        abort();
+    op->ctx = ctx;
+    op->req = req;
+    nf_id_new("usr", user_id, sizeof(user_id)); /* used only if the e-mail is new */
+    nf_id_new("key", op->key_id, sizeof(op->key_id));
+    nf_crypto_apikey_new(op->api_key);
+    nf_crypto_sha256_hex(op->api_key, NF_APIKEY_LEN, hash);
+    memcpy(prefix, op->api_key, NF_APIKEY_DISPLAY_LEN);
+    prefix[NF_APIKEY_DISPLAY_LEN] = '\0';
+
+    user_params[0] = user_id;
+    user_params[1] = email;
+    key_params[0] = op->key_id;
+    key_params[1] = name;
+    key_params[2] = hash;
+    key_params[3] = prefix;
+    key_params[4] = email;
+    stmts[0] = (struct nf_pg_stmt){user_sql, 2, user_params};
+    stmts[1] = (struct nf_pg_stmt){key_sql, 5, key_params};
+    nf_pg_tx(ctx->pg, stmts, 2, boot_done, op); /* copied */
+}
+
+int auth_internal_register(struct auth_ctx *ctx)
+{
+    if (nf_http_route(ctx->srv, "POST", "/internal/keys/verify", on_verify, ctx) != 0 ||
+        nf_http_route(ctx->srv, "POST", "/internal/bootstrap", on_bootstrap, ctx) != 0)
+        return -1;
+    return 0;
+}

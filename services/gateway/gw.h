@@ -1,0 +1,231 @@
+#pragma once
+/*
+ * nf-gateway: the only public HTTP port. It authenticates, validates and routes; it owns
+ * nothing persistent (DESIGN §2).
+ *
+ *   client --> nf_http --> stopping? 503
+ *                      --> gw_keys_auth: key format (offline) -> Redis auth:key:<sha256>
+ *                          -> miss: nf-auth /internal/keys/verify -> principal
+ *                      --> [rate-limit seam, later] --> route handler
+ *
+ *   POST /api/jobs/{job_type}  validate -> HSET job:<id> -> produce forge.job.requested
+ *                              -> delivery report -> 202 (failure: DEL snapshot, 503)
+ *   GET  /api/jobs/{job_id}    HMGET job:<id> -> hit: 200 | miss: nf-scheduler
+ *   /api/workers/...           forwarded unchanged to nf-worker-manager
+ *   GET  /openapi.json, /docs  served from memory
+ *
+ * Files by role: config.c (the NF_GATEWAY_* table), gw.c (context, shutdown),
+ * keys.c (API key auth), validate.c (job params, pure), job.c (job object, pure),
+ * snapshot.c (Redis job:<id>), routes_jobs.c, routes_workers.c, routes_meta.c.
+ */
+#include <cjson/cJSON.h>
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "nf_crypto.h"
+#include "nf_http.h"
+#include "nf_id.h"
+#include "nf_json.h"
+
+struct gw_ctx;
+struct nf_app;
+struct nf_counter;
+struct nf_kafka_producer;
+struct nf_metrics;
+struct nf_redis;
+struct nf_redis_script;
+
+/* ---- config.c --------------------------------------------------------------------- */
+
+/* Filled once at start by gw_config_load; read-only afterwards. */
+struct gw_config {
+    char *log_level;
+    char *addr;            /* public listen address host:port */
+    bool reuseport;        /* SO_REUSEPORT: several gateway processes on one port */
+    int max_body;          /* bytes */
+    char *openapi;         /* path of the OpenAPI JSON served at /openapi.json */
+    char *auth_addr;       /* nf-auth internal host:port */
+    char *sched_addr;      /* nf-scheduler internal host:port */
+    char *wm_addr;         /* nf-worker-manager host:port */
+    char *kafka_brokers;
+    int kafka_partitions;  /* for topics created at start */
+    int kafka_replication;
+    char *redis_addr;
+    int backend_timeout_ms; /* Redis, nf-auth and nf-scheduler calls */
+    int produce_timeout_ms; /* Kafka delivery deadline (then 503) */
+    int wm_conns;          /* connections to the worker-manager (long polls hold one) */
+    int drain_ms;          /* graceful stop: longest wait for in-flight work */
+};
+
+/* Reads the environment into cfg; -1 with err filled on a bad value (cfg is then freed). */
+int gw_config_load(struct gw_config *cfg, char *err, size_t errlen);
+void gw_config_log(const struct gw_config *cfg);
+/* Frees the strings; NULL-safe fields. */
+void gw_config_free(struct gw_config *cfg);
+void gw_config_usage(FILE *out);
+
+/* ---- validate.c: job request validation (pure) ----------------------------------- */
+
+#define GW_NJOB_TYPES 6
+extern const char *const gw_job_types[GW_NJOB_TYPES];
+
+/* Index of job_type in gw_job_types, -1 when unknown (or NULL). */
+int gw_job_type_index(const char *job_type);
+/* true for s3://bucket..., file:///path, https://host..., artifact://art_<ULID>. */
+bool gw_validate_uri(const char *uri);
+/*
+ * Validates a submit body for a known job_type. Two shapes are accepted:
+ *   nested {"params": {...}, "priority": 3, ...}  and  flat {"domain": "x", "priority": 3}
+ * Unknown or duplicate keys, missing required params, wrong types and out-of-range values
+ * fail with err.param set to the plain key name. On success *out is a new object the
+ * caller frees, with every common field present and defaults filled in:
+ *   {"params":{...}, "metadata":{}, "priority":5, "max_attempts":3, "timeout_seconds":3600,
+ *    "gpu_type":null, "gpu_count":1, "labels":{}}
+ * On failure returns -1 and *out is untouched.
+ */
+int gw_validate_job(const char *job_type, const cJSON *body, cJSON **out,
+                    struct nf_json_err *err);
+
+/* ---- job.c: job documents (pure) ------------------------------------------------- */
+
+/*
+ * The job object of DESIGN §4 for a request just accepted (status queued, attempt 1):
+ * every field present, nulls where unknown. req is gw_validate_job's output (copied).
+ * Returns a new object the caller frees.
+ */
+cJSON *gw_job_new(const char *job_id, const char *job_type, const cJSON *req, uint64_t now_ms);
+/* The data of forge.job.requested (docs/internals.md); new object, caller frees. */
+cJSON *gw_job_requested(const char *job_id, const char *user_id, const char *job_type,
+                        const cJSON *req, uint64_t now_ms);
+
+/* ---- keys.c: API key authentication --------------------------------------------- */
+
+enum {
+    GW_KEY_OK = 0,
+    GW_KEY_MISSING = -1,   /* no key in either header */
+    GW_KEY_MALFORMED = -2, /* a key that fails the offline format/checksum check */
+};
+
+/* Who is calling, resolved from an API key. */
+struct gw_principal {
+    char user_id[NF_ID_MAX];
+    char key_id[NF_ID_MAX];
+};
+
+/*
+ * Finds the API key in the X-Nexa-Api-Key header (preferred) or "Authorization: Bearer".
+ * Either header may be NULL. Surrounding blanks are ignored. On GW_KEY_OK out holds the
+ * key, which passed nf_crypto_apikey_valid; otherwise out is untouched.
+ */
+int gw_keys_extract(const char *x_api_key, const char *authorization,
+                    char out[NF_APIKEY_LEN + 1]);
+/*
+ * Parses a key record {"key_id","user_id","expires_at"} (the auth:key cache value or the
+ * nf-auth verify answer). Returns 0 and fills out, -1 when malformed, -2 when expired at
+ * now_ms (out then untouched).
+ */
+int gw_keys_parse_record(const char *json, size_t len, uint64_t now_ms,
+                         struct gw_principal *out);
+/* RFC 3339 time ("2026-11-28T21:03:52.123Z", "...+02:00") to ms since the epoch; -1 if
+ * malformed. */
+int gw_time_parse(const char *s, uint64_t *ms);
+
+/* Continuation after a successful authentication; who is valid only during the call. */
+typedef void (*gw_authed_fn)(struct gw_ctx *ctx, struct nf_http_req *req,
+                             const struct gw_principal *who);
+/*
+ * Authenticates req and calls next, possibly later. On failure answers req itself (403,
+ * or 503 with Retry-After when a backend is down) and never calls next.
+ */
+void gw_keys_auth(struct gw_ctx *ctx, struct nf_http_req *req, gw_authed_fn next);
+
+/* ---- snapshot.c: the Redis job:<id> hash ---------------------------------------- */
+
+/* result: 0 stored, -1 Redis failed. */
+typedef void (*gw_snapshot_put_cb)(int result, void *arg);
+/* user_id, status, doc; result: 1 hit, 0 miss, -1 Redis failed. Strings valid only during
+ * the call. */
+typedef void (*gw_snapshot_get_cb)(int result, const char *user_id, const char *doc,
+                                   size_t doc_len, void *arg);
+
+/* Registers the Lua script used by gw_snapshot_put (at start). */
+int gw_snapshot_init(struct gw_ctx *ctx);
+/* HSET job:<id> user_id status=queued doc + EXPIRE 7 days, atomically. cb fires once. */
+void gw_snapshot_put(struct gw_ctx *ctx, const char *job_id, const char *user_id,
+                     const char *doc, size_t doc_len, gw_snapshot_put_cb cb, void *arg);
+void gw_snapshot_get(struct gw_ctx *ctx, const char *job_id, gw_snapshot_get_cb cb, void *arg);
+/* Best effort DEL job:<id> (after a failed produce). */
+void gw_snapshot_del(struct gw_ctx *ctx, const char *job_id);
+
+#define GW_SNAPSHOT_TTL_S (7 * 24 * 3600)
+
+/* ---- routes_*.c -------------------------------------------------------------------- */
+
+int gw_jobs_register(struct gw_ctx *ctx);
+int gw_workers_register(struct gw_ctx *ctx);
+/* Reads cfg->openapi into ctx (it must exist and be a JSON object); -1 with err. */
+int gw_meta_load(struct gw_ctx *ctx, char *err, size_t errlen);
+/* GET /openapi.json and GET /docs. */
+int gw_meta_register(struct gw_ctx *ctx);
+
+/* ---- gw.c: the context ----------------------------------------------------------- */
+
+enum gw_backend {
+    GW_BACKEND_REDIS,
+    GW_BACKEND_KAFKA,
+    GW_BACKEND_AUTH,
+    GW_BACKEND_SCHEDULER,
+    GW_BACKEND_WM,
+    GW_NBACKENDS
+};
+
+enum gw_auth_fail {
+    GW_AUTH_MISSING,
+    GW_AUTH_MALFORMED,
+    GW_AUTH_UNKNOWN, /* unknown, revoked or expired */
+    GW_NAUTH_FAILS
+};
+
+/* Everything the gateway process holds; the callback argument of every handler. */
+struct gw_ctx {
+    const struct gw_config *cfg;
+    struct nf_app *app;
+    struct event_base *base;
+    struct nf_metrics *metrics;
+    struct nf_http_server *srv;
+    struct nf_redis *redis;
+    struct nf_redis_script *snap_put; /* owned by redis */
+    struct nf_kafka_producer *producer;
+    struct nf_http_client *auth;
+    struct nf_http_client *sched;
+    struct nf_http_client *wm;
+    char *openapi;        /* the /openapi.json body */
+    size_t openapi_len;
+    struct event *drain;  /* polls in-flight work during a graceful stop */
+    uint64_t drain_deadline_ms;
+    bool stopping;        /* SIGTERM seen: new requests are refused with 503 */
+    bool closing;         /* gw_free running: callbacks must not start backend work */
+    struct nf_counter *m_submitted[GW_NJOB_TYPES];
+    struct nf_counter *m_auth_fail[GW_NAUTH_FAILS];
+    struct nf_counter *m_backend_err[GW_NBACKENDS];
+};
+
+/*
+ * Builds the context: backends (Redis, Kafka producer, internal HTTP clients), the HTTP
+ * server and its routes. cfg and app must outlive the context. -1 on failure (logged),
+ * *out untouched.
+ */
+int gw_new(struct gw_ctx **out, const struct gw_config *cfg, struct nf_app *app);
+/* nf_app on_stop: refuses new requests and waits (bounded) for in-flight work. */
+void gw_stop(void *arg);
+/* Answers what is still pending with 503, flushes Kafka, frees everything. NULL ok. */
+void gw_free(struct gw_ctx *ctx);
+
+/* 503 {"error":{"code":"unavailable"}} with Retry-After: retry_s. */
+void gw_reply_unavailable(struct nf_http_req *req, int retry_s, const char *msg);
+/* Answers 503 and returns true while the gateway is stopping. */
+bool gw_refuse_if_stopping(struct gw_ctx *ctx, struct nf_http_req *req);
+void gw_backend_error(struct gw_ctx *ctx, enum gw_backend b);

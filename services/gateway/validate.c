@@ -1,0 +1,510 @@
+/*
+ * Job request validation (DESIGN §4): one table of params per job type plus the common
+ * fields. Pure functions: no I/O, no context, so every rule is unit-tested.
+ *
+ *   body --shape--> nested {"params":{..}, common...} | flat {param..., common...}
+ *        --keys---> every key known for the type, none twice      (else 422 naming it)
+ *        --params-> required present, types, bounds, defaults     (table below)
+ *        --common-> metadata, priority, max_attempts, timeout_seconds, gpu_*, labels
+ *        --> normalised request {"params", every common field}
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gw.h"
+#include "nf_id.h"
+#include "nf_json.h"
+
+const char *const gw_job_types[GW_NJOB_TYPES] = {"generate", "audit",    "distill",
+                                                 "train",    "evaluate", "deploy"};
+
+enum pkind {
+    P_STR,     /* non-empty string of at most max bytes */
+    P_INT,     /* integer in [min, max] */
+    P_RATE,    /* number in (0, 1] */
+    P_BOOL,    /* true or false */
+    P_URI,     /* s3:// file:// https:// artifact:// (gw_validate_uri) */
+    P_STRLIST, /* array of at most max non-empty strings of at most 64 bytes */
+    P_ENUM,    /* one of choices */
+    P_REGION,  /* cloud region name, e.g. us-east-1 */
+};
+
+struct pspec {
+    const char *name;
+    enum pkind kind;
+    bool required;
+    long long min, max;         /* P_INT bounds; P_STR and P_STRLIST use max */
+    const char *const *choices; /* P_ENUM: NULL-terminated */
+    const char *def_str;        /* default of a string kind, NULL for none */
+    long long def_int;          /* default of P_INT when has_def */
+    bool has_def;
+};
+
+struct tspec {
+    const char *type;
+    const struct pspec *params;
+    size_t n;
+    /* Cross-field rules on the normalised params; NULL when none. */
+    int (*check)(const cJSON *params, struct nf_json_err *err);
+};
+
+#define NAME_MAX_LEN 256 /* model names, domains */
+#define URI_MAX_LEN 2048
+#define MAP_MAX_ENTRIES 16
+#define MAP_KEY_MAX 64
+#define MAP_VAL_MAX 512
+#define STRLIST_ITEM_MAX 64
+#define GPU_TYPE_MAX 64
+#define REGION_MAX 32
+#define SAMPLES_MAX 1000000
+
+static const char *const formats[] = {"jsonl", NULL};
+static const char *const benchmarks[] = {"mmlu", "gsm8k", "hellaswag", "custom", NULL};
+
+/* name, kind, required, min, max, choices, default string, default int, has default */
+static const struct pspec generate_params[] = {
+    {"domain", P_STR, true, 0, NAME_MAX_LEN, NULL, NULL, 0, false},
+    {"num_samples", P_INT, true, 1, SAMPLES_MAX, NULL, NULL, 0, false},
+    {"model", P_STR, false, 0, NAME_MAX_LEN, NULL, NULL, 0, false},
+    {"seed", P_INT, false, 0, 4294967295LL, NULL, NULL, 0, false},
+    {"format", P_ENUM, false, 0, 0, formats, "jsonl", 0, false},
+};
+static const struct pspec audit_params[] = {
+    {"dataset_uri", P_URI, true, 0, 0, NULL, NULL, 0, false},
+    {"checks", P_STRLIST, false, 0, 32, NULL, NULL, 0, false},
+};
+static const struct pspec distill_params[] = {
+    {"teacher_model", P_STR, true, 0, NAME_MAX_LEN, NULL, NULL, 0, false},
+    {"student_model", P_STR, true, 0, NAME_MAX_LEN, NULL, NULL, 0, false},
+    {"dataset_uri", P_URI, true, 0, 0, NULL, NULL, 0, false},
+    {"num_samples", P_INT, false, 1, SAMPLES_MAX, NULL, NULL, 0, false},
+};
+static const struct pspec train_params[] = {
+    {"model_id", P_STR, true, 0, NAME_MAX_LEN, NULL, NULL, 0, false},
+    {"dataset_uri", P_URI, true, 0, 0, NULL, NULL, 0, false},
+    {"epochs", P_INT, false, 1, 100, NULL, NULL, 3, true},
+    {"learning_rate", P_RATE, false, 0, 0, NULL, NULL, 0, false},
+    {"lora", P_BOOL, false, 0, 0, NULL, NULL, 0, false},
+};
+static const struct pspec evaluate_params[] = {
+    {"model_id", P_STR, true, 0, NAME_MAX_LEN, NULL, NULL, 0, false},
+    {"benchmark", P_ENUM, true, 0, 0, benchmarks, NULL, 0, false},
+    {"dataset_uri", P_URI, false, 0, 0, NULL, NULL, 0, false},
+};
+static const struct pspec deploy_params[] = {
+    {"model_id", P_STR, true, 0, NAME_MAX_LEN, NULL, NULL, 0, false},
+    {"region", P_REGION, false, 0, 0, NULL, "us-east-1", 0, false},
+    {"replicas", P_INT, false, 1, 64, NULL, NULL, 1, true},
+};
+
+/* evaluate: dataset_uri goes with benchmark "custom", and only with it. */
+static int evaluate_check(const cJSON *params, struct nf_json_err *err)
+{
+    const char *bench = nf_json_str(params, "benchmark");
+    bool has_uri = cJSON_GetObjectItemCaseSensitive(params, "dataset_uri") != NULL;
+
+    if (bench && strcmp(bench, "custom") == 0 && !has_uri)
+        return nf_json_fail(err, "dataset_uri", "dataset_uri is required when benchmark is custom");
+    if (bench && strcmp(bench, "custom") != 0 && has_uri)
+        return nf_json_fail(err, "dataset_uri",
+                            "dataset_uri is only allowed when benchmark is custom");
+    return 0;
+}
+
+#define TSPEC(t, p, c) {t, p, sizeof(p) / sizeof(p[0]), c}
+
+/* In the order of gw_job_types. */
+static const struct tspec types[GW_NJOB_TYPES] = {
+    TSPEC("generate", generate_params, NULL), TSPEC("audit", audit_params, NULL),
+    TSPEC("distill", distill_params, NULL),   TSPEC("train", train_params, NULL),
+    TSPEC("evaluate", evaluate_params, evaluate_check), TSPEC("deploy", deploy_params, NULL),
+};
+
+/* The fields every job type takes besides its params; index = bit in the seen mask. */
+static const char *const common_fields[] = {"metadata",    "priority",  "max_attempts",
+                                            "timeout_seconds", "gpu_type", "gpu_count",
+                                            "labels"};
+#define NCOMMON (sizeof(common_fields) / sizeof(common_fields[0]))
+#define PARAMS_BIT NCOMMON /* the "params" key of the nested shape */
+
+int gw_job_type_index(const char *job_type)
+{
+    int i;
+
+    if (!job_type)
+        return -1;
+    for (i = 0; i < GW_NJOB_TYPES; i++)
+        if (strcmp(job_type, gw_job_types[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* true when s has no control characters, spaces or DEL. */
+static bool printable_no_space(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s == 0x7f)
+            return false;
+    return true;
+}
+
+static bool starts_with(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+bool gw_validate_uri(const char *uri)
+{
+    const char *rest;
+
+    if (!uri || strlen(uri) > URI_MAX_LEN || !printable_no_space(uri))
+        return false;
+    if (starts_with(uri, "s3://")) {
+        rest = uri + strlen("s3://");
+        return rest[0] != '\0' && rest[0] != '/'; /* a bucket name comes first */
+    }
+    if (starts_with(uri, "file://")) {
+        rest = uri + strlen("file://");
+        return rest[0] == '/' && rest[1] != '\0'; /* file:///absolute/path */
+    }
+    if (starts_with(uri, "https://")) {
+        rest = uri + strlen("https://");
+        return rest[0] != '\0' && !strchr("/?#:", rest[0]); /* a host comes first */
+    }
+    if (starts_with(uri, "artifact://"))
+        return nf_id_valid("art", uri + strlen("artifact://"));
+    return false;
+}
+
+static bool region_valid(const char *s)
+{
+    size_t n = strlen(s), i;
+
+    if (n == 0 || n > REGION_MAX || s[0] == '-' || s[n - 1] == '-')
+        return false;
+    for (i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '-'))
+            return false;
+    return true;
+}
+
+static cJSON *dup_item(const cJSON *it)
+{
+    cJSON *c = cJSON_Duplicate(it, true);
+
+    if (!c)
+        abort();
+    return c;
+}
+
+static void add_item(cJSON *obj, const char *key, cJSON *it)
+{
+    if (!cJSON_AddItemToObject(obj, key, it)) /* it is now owned by obj */
+        abort();
+}
+
+/* A string value of at most max bytes, not empty. */
+static int get_name(const cJSON *src, const char *key, bool required, size_t max,
+                    const char **out, struct nf_json_err *err)
+{
+    const char *s;
+    int rc = nf_json_get_str(src, key, required, &s, err);
+
+    if (rc != 0)
+        return rc;
+    if (s[0] == '\0' || strlen(s) > max)
+        return nf_json_fail(err, key, "%s must be a non-empty string of at most %zu characters",
+                            key, max);
+    *out = s;
+    return 0;
+}
+
+static int get_strlist(const cJSON *src, const struct pspec *ps, cJSON *dst,
+                       struct nf_json_err *err)
+{
+    const cJSON *arr, *it;
+    int rc = nf_json_get_arr(src, ps->name, ps->required, &arr, err);
+
+    if (rc != 0)
+        return rc;
+    if (cJSON_GetArraySize(arr) > ps->max)
+        return nf_json_fail(err, ps->name, "%s must have at most %lld entries", ps->name,
+                            ps->max);
+    cJSON_ArrayForEach(it, arr)
+    {
+        if (!cJSON_IsString(it) || it->valuestring[0] == '\0' ||
+            strlen(it->valuestring) > STRLIST_ITEM_MAX)
+            return nf_json_fail(err, ps->name,
+                                "%s must be a list of non-empty strings of at most %d "
+                                "characters",
+                                ps->name, STRLIST_ITEM_MAX);
+    }
+    add_item(dst, ps->name, dup_item(arr));
+    return 0;
+}
+
+/* Reads one param of src into dst (defaults applied); -1 with err on a bad value. */
+static int param_one(const struct pspec *ps, const cJSON *src, cJSON *dst,
+                     struct nf_json_err *err)
+{
+    const char *s = NULL;
+    long long v = 0;
+    double d = 0;
+    bool b = false;
+    size_t i;
+    int rc;
+
+    switch (ps->kind) {
+    case P_STR:
+        rc = get_name(src, ps->name, ps->required, (size_t)ps->max, &s, err);
+        break;
+    case P_INT:
+        rc = nf_json_get_int(src, ps->name, ps->required, ps->min, ps->max, &v, err);
+        if (rc == NF_JSON_ABSENT && ps->has_def) {
+            v = ps->def_int;
+            rc = 0;
+        }
+        if (rc == 0)
+            nf_json_add_int(dst, ps->name, v);
+        return rc < 0 ? -1 : 0;
+    case P_RATE:
+        rc = nf_json_get_num(src, ps->name, ps->required, 0, 1, &d, err);
+        if (rc == 0 && d <= 0)
+            rc = -1;
+        if (rc < 0)
+            return nf_json_fail(err, ps->name, "%s must be a number greater than 0 and at most 1",
+                                ps->name);
+        if (rc == 0 && !cJSON_AddNumberToObject(dst, ps->name, d))
+            abort();
+        return 0;
+    case P_BOOL:
+        rc = nf_json_get_bool(src, ps->name, ps->required, &b, err);
+        if (rc == 0 && !cJSON_AddBoolToObject(dst, ps->name, b))
+            abort();
+        return rc < 0 ? -1 : 0;
+    case P_URI:
+        rc = nf_json_get_str(src, ps->name, ps->required, &s, err);
+        if (rc == 0 && !gw_validate_uri(s))
+            return nf_json_fail(err, ps->name,
+                                "%s must be an s3://, file:///, https:// or "
+                                "artifact://art_<id> URI",
+                                ps->name);
+        break;
+    case P_STRLIST:
+        return get_strlist(src, ps, dst, err) < 0 ? -1 : 0;
+    case P_ENUM:
+        rc = nf_json_get_str(src, ps->name, ps->required, &s, err);
+        if (rc != 0)
+            break;
+        for (i = 0; ps->choices[i]; i++)
+            if (strcmp(s, ps->choices[i]) == 0)
+                break;
+        if (!ps->choices[i]) {
+            char list[128] = "";
+            for (i = 0; ps->choices[i]; i++) {
+                if (i > 0)
+                    strncat(list, ", ", sizeof(list) - strlen(list) - 1);
+                strncat(list, ps->choices[i], sizeof(list) - strlen(list) - 1);
+            }
+            return nf_json_fail(err, ps->name, "%s must be one of %s", ps->name, list);
+        }
+        break;
+    case P_REGION:
+        rc = nf_json_get_str(src, ps->name, ps->required, &s, err);
+        if (rc == 0 && !region_valid(s))
+            return nf_json_fail(err, ps->name,
+                                "%s must be a region name such as us-east-1 (lowercase "
+                                "letters, digits and dashes)",
+                                ps->name);
+        break;
+    default:
+        return nf_json_fail(err, ps->name, "%s has an unsupported type", ps->name);
+    }
+    if (rc < 0)
+        return -1;
+    if (rc == NF_JSON_ABSENT)
+        s = ps->def_str;
+    if (s)
+        nf_json_add_str(dst, ps->name, s);
+    return 0;
+}
+
+static int common_index(const char *key)
+{
+    size_t i;
+
+    for (i = 0; i < NCOMMON; i++)
+        if (strcmp(key, common_fields[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+static int param_index(const struct tspec *t, const char *key)
+{
+    size_t i;
+
+    for (i = 0; i < t->n; i++)
+        if (strcmp(key, t->params[i].name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/*
+ * Checks the top-level keys of body: common fields, then "params" (nested shape) or the
+ * type's params (flat shape). Anything else, or a key given twice, fails.
+ */
+static int check_top_keys(const struct tspec *t, const cJSON *body, bool nested,
+                          struct nf_json_err *err)
+{
+    const cJSON *it;
+    uint64_t seen = 0, bit;
+    int idx;
+
+    cJSON_ArrayForEach(it, body)
+    {
+        idx = common_index(it->string);
+        if (idx >= 0)
+            bit = 1ULL << idx;
+        else if (nested && strcmp(it->string, "params") == 0)
+            bit = 1ULL << PARAMS_BIT;
+        else if (!nested && (idx = param_index(t, it->string)) >= 0)
+            bit = 1ULL << (PARAMS_BIT + 1 + (size_t)idx);
+        else if (nested)
+            return nf_json_fail(err, it->string, "unknown field \"%s\" (job params go in params)",
+                                it->string);
+        else
+            return nf_json_fail(err, it->string, "unknown field \"%s\" for a %s job", it->string,
+                                t->type);
+        if (seen & bit)
+            return nf_json_fail(err, it->string, "duplicate key \"%s\"", it->string);
+        seen |= bit;
+    }
+    return 0;
+}
+
+/* Checks the keys of the nested params object against the type's table. */
+static int check_param_keys(const struct tspec *t, const cJSON *params, struct nf_json_err *err)
+{
+    const cJSON *it;
+    uint64_t seen = 0, bit;
+    int idx;
+
+    cJSON_ArrayForEach(it, params)
+    {
+        idx = param_index(t, it->string);
+        if (idx < 0)
+            return nf_json_fail(err, it->string, "unknown parameter \"%s\" for a %s job",
+                                it->string, t->type);
+        bit = 1ULL << idx;
+        if (seen & bit)
+            return nf_json_fail(err, it->string, "duplicate key \"%s\"", it->string);
+        seen |= bit;
+    }
+    return 0;
+}
+
+/* metadata / labels: at most 16 string pairs, keys 1..64 bytes, values up to 512 bytes. */
+static int get_string_map(const cJSON *body, const char *key, cJSON *dst,
+                          struct nf_json_err *err)
+{
+    const cJSON *map = NULL, *it, *other;
+    int rc = nf_json_get_obj(body, key, false, &map, err);
+
+    if (rc < 0)
+        return -1;
+    if (rc == NF_JSON_ABSENT) {
+        add_item(dst, key, nf_json_obj());
+        return 0;
+    }
+    if (cJSON_GetArraySize(map) > MAP_MAX_ENTRIES)
+        return nf_json_fail(err, key, "%s must have at most %d entries", key, MAP_MAX_ENTRIES);
+    cJSON_ArrayForEach(it, map)
+    {
+        if (it->string[0] == '\0' || strlen(it->string) > MAP_KEY_MAX)
+            return nf_json_fail(err, key, "%s keys must be 1 to %d characters long", key,
+                                MAP_KEY_MAX);
+        if (!cJSON_IsString(it))
+            return nf_json_fail(err, key, "%s[\"%s\"] must be a string", key, it->string);
+        if (strlen(it->valuestring) > MAP_VAL_MAX)
+            return nf_json_fail(err, key, "%s[\"%s\"] must be at most %d characters long", key,
+                                it->string, MAP_VAL_MAX);
+        for (other = map->child; other != it; other = other->next)
+            if (strcmp(other->string, it->string) == 0)
+                return nf_json_fail(err, key, "%s has the key \"%s\" twice", key, it->string);
+    }
+    add_item(dst, key, dup_item(map));
+    return 0;
+}
+
+static int get_common_int(const cJSON *body, const char *key, long long min, long long max,
+                          long long def, cJSON *dst, struct nf_json_err *err)
+{
+    long long v = def;
+
+    if (nf_json_get_int(body, key, false, min, max, &v, err) < 0)
+        return -1;
+    nf_json_add_int(dst, key, v);
+    return 0;
+}
+
+/* The common fields of DESIGN §4 into dst, in the job object's order. */
+static int common_all(const cJSON *body, cJSON *dst, struct nf_json_err *err)
+{
+    const char *gpu_type = NULL;
+
+    if (get_string_map(body, "metadata", dst, err) < 0 ||
+        get_common_int(body, "priority", 0, 9, 5, dst, err) < 0 ||
+        get_common_int(body, "max_attempts", 1, 10, 3, dst, err) < 0 ||
+        get_common_int(body, "timeout_seconds", 1, 604800, 3600, dst, err) < 0)
+        return -1;
+    if (get_name(body, "gpu_type", false, GPU_TYPE_MAX, &gpu_type, err) < 0)
+        return -1;
+    nf_json_add_str(dst, "gpu_type", gpu_type);
+    if (get_common_int(body, "gpu_count", 0, 16, 1, dst, err) < 0 ||
+        get_string_map(body, "labels", dst, err) < 0)
+        return -1;
+    return 0;
+}
+
+int gw_validate_job(const char *job_type, const cJSON *body, cJSON **out,
+                    struct nf_json_err *err)
+{
+    const struct tspec *t;
+    const cJSON *src;
+    cJSON *req, *params;
+    size_t i;
+    int idx = gw_job_type_index(job_type);
+
+    if (idx < 0)
+        return nf_json_fail(err, "job_type", "unknown job type");
+    t = &types[idx];
+    if (!cJSON_IsObject(body))
+        return nf_json_fail(err, "body", "the body must be a JSON object");
+    src = cJSON_GetObjectItemCaseSensitive(body, "params");
+    if (src && !cJSON_IsObject(src))
+        return nf_json_fail(err, "params", "params must be an object");
+    if (check_top_keys(t, body, src != NULL, err) < 0)
+        return -1;
+    if (src && check_param_keys(t, src, err) < 0)
+        return -1;
+    if (!src)
+        src = body; /* flat shape: the params sit next to the common fields */
+
+    req = nf_json_obj();
+    params = nf_json_obj();
+    add_item(req, "params", params); /* params is now owned by req */
+    for (i = 0; i < t->n; i++)
+        if (param_one(&t->params[i], src, params, err) < 0)
+            goto fail;
+    if (t->check && t->check(params, err) < 0)
+        goto fail;
+    if (common_all(body, req, err) < 0)
+        goto fail;
+    *out = req;
+    return 0;
+
+fail:
+    cJSON_Delete(req);
+    return -1;
+}

@@ -1,0 +1,433 @@
+#pragma once
+/*
+ * nf-scheduler: owns the `sched` schema (jobs, job_events, artifacts) and the job:<id>
+ * snapshots in Redis. It consumes forge.jobs.requested (insert, dispatch, emit queued)
+ * and forge.jobs.events (the job state machine of DESIGN §4), and answers
+ * GET /internal/jobs/{job_id}.
+ *
+ *   forge.jobs.requested --> consume_requested.c: INSERT job --> produce forge.jobs.<type>
+ *                              (dispatch) + forge.job.queued --> snapshot --> msg done
+ *   forge.jobs.events    --> consume_events.c: state.c decides the rule, one SQL
+ *                              statement applies it --> snapshot --> follow-ups (retrying +
+ *                              delayed re-dispatch, dead_lettered + forge.jobs.dlq) --> done
+ *
+ * Every message is a struct sched_work (work.c): a small chain of stages, each waiting on
+ * one backend; a failed stage is retried with backoff and the Kafka message is marked
+ * done only when the last stage succeeded (at-least-once, every stage idempotent).
+ *
+ * Files: main.c (thin), sched.c (context, start, stop), config.c, work.c, state.c and
+ * job.c (pure: state machine, request/event parsing, job object), snapshot.c (Redis),
+ * consume_requested.c, consume_events.c, routes_internal.c.
+ */
+#include <cjson/cJSON.h>
+#include <event2/event.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "nf_json.h"
+#include "nf_redis.h"
+
+struct nf_app;
+struct nf_counter;
+struct nf_gauge;
+struct nf_http_server;
+struct nf_kafka_consumer;
+struct nf_kafka_msg;
+struct nf_kafka_producer;
+struct nf_metrics;
+struct nf_pg;
+
+#define SCHED_SOURCE "nf-scheduler"
+#define SCHED_GROUP "nf-scheduler"
+#define SCHED_TOPIC_REQUESTED "forge.jobs.requested"
+#define SCHED_TOPIC_EVENTS "forge.jobs.events"
+#define SCHED_TOPIC_DLQ "forge.jobs.dlq"
+#define SCHED_SNAPSHOT_TTL_S (7 * 24 * 3600)
+
+/* ------------------------------------------------------------------------------------
+ * Configuration (config.c)
+ * ------------------------------------------------------------------------------------ */
+struct sched_config {
+    char *log_level;
+    char *addr;         /* internal HTTP host:port */
+    char *brokers;
+    int partitions;     /* for topics created at start */
+    int replication;
+    char *redis_addr;
+    char *pg_dsn;
+    char *migrations;   /* directory of NNNN_*.sql */
+    int pg_conns;
+    int max_inflight;   /* Kafka messages handled at once */
+    int retry_cap_s;    /* cap of the job retry backoff (2^attempt s) */
+    int grace_ms;       /* SIGTERM: time allowed to finish in-flight work */
+};
+
+/* Loads and validates the table; on failure err holds the reason and cfg is freed. */
+int sched_config_load(struct sched_config *cfg, char *err, size_t errlen);
+void sched_config_log(const struct sched_config *cfg);
+void sched_config_free(struct sched_config *cfg);
+void sched_config_usage(FILE *out);
+
+/* ------------------------------------------------------------------------------------
+ * The state machine (state.c, pure)
+ * ------------------------------------------------------------------------------------ */
+enum sched_status {
+    SCHED_QUEUED = 0,
+    SCHED_ASSIGNED,
+    SCHED_RUNNING,
+    SCHED_CANCEL_REQUESTED,
+    SCHED_SUCCEEDED,
+    SCHED_FAILED,
+    SCHED_CANCELLED,
+    SCHED_DEAD_LETTERED,
+    SCHED_NSTATUS
+};
+
+/* forge.job.<name> */
+enum sched_evtype {
+    SCHED_EV_QUEUED = 0,
+    SCHED_EV_ASSIGNED,
+    SCHED_EV_RUNNING,
+    SCHED_EV_PROGRESS,
+    SCHED_EV_LOG,
+    SCHED_EV_SUCCEEDED,
+    SCHED_EV_FAILED,
+    SCHED_EV_CANCEL_REQUESTED,
+    SCHED_EV_CANCELLED,
+    SCHED_EV_RETRYING,
+    SCHED_EV_DEAD_LETTERED,
+    SCHED_NEVTYPE
+};
+
+/* error.class of a failed event. */
+enum sched_fail_class {
+    SCHED_FAIL_NONE = 0, /* no error object or no class */
+    SCHED_FAIL_USER_ERROR,
+    SCHED_FAIL_WORKER_LOST,
+    SCHED_FAIL_PREEMPTED,
+    SCHED_FAIL_TIMEOUT,
+    SCHED_FAIL_INFRA,
+    SCHED_FAIL_UNKNOWN, /* a class we do not know: treated as not retryable */
+};
+
+#define SCHED_BIT(s) (1u << (s))
+#define SCHED_NONTERMINAL                                                                  \
+    (SCHED_BIT(SCHED_QUEUED) | SCHED_BIT(SCHED_ASSIGNED) | SCHED_BIT(SCHED_RUNNING) |      \
+     SCHED_BIT(SCHED_CANCEL_REQUESTED))
+
+/*
+ * What one event type may do. An event carries the attempt it belongs to (ev_attempt);
+ * the job row has its current attempt. The event applies when the job's status is in
+ *   from_same and ev_attempt == attempt, or
+ *   from_next and ev_attempt == attempt + 1 (someone requeued the job), or
+ *   from_any  and ev_attempt <= attempt (attempt-agnostic, e.g. a user's cancel).
+ * It is an echo (recorded in job_events, nothing changes, not counted as ignored) when
+ * the status is in `echo` and ev_attempt == attempt: the scheduler reading back its own
+ * queued / retrying / dead_lettered events. Anything else is ignored and counted.
+ */
+struct sched_rule {
+    unsigned from_same, from_next, from_any, echo; /* SCHED_BIT() masks */
+    bool has_to;            /* the event sets a status ... */
+    enum sched_status to;   /* ... this one (for failed: see failure) */
+    bool failure;           /* failed: the target depends on class, attempts and status */
+    bool record_any;        /* log: recorded whenever the job exists, never changes it */
+};
+
+enum sched_outcome {
+    SCHED_OUT_IGNORE = 0, /* stale or illegal: nothing stored, counted */
+    SCHED_OUT_APPLY,      /* the row changes */
+    SCHED_OUT_ECHO,       /* recorded only */
+    SCHED_OUT_RECORD,     /* recorded only (log) */
+};
+
+/* The job row as the state machine sees it. */
+struct sched_job_state {
+    enum sched_status status;
+    int attempt;
+    int max_attempts;
+};
+
+/* The outcome of one event on one job (the reference semantics the SQL implements). */
+struct sched_decision {
+    enum sched_outcome outcome;
+    enum sched_status status; /* after the event */
+    int attempt;              /* after the event */
+    bool retry;               /* emit forge.job.retrying, re-dispatch after backoff */
+    bool emit_dead_letter;    /* emit forge.job.dead_lettered (the scheduler decided it) */
+    bool dlq;                 /* produce to forge.jobs.dlq */
+};
+
+const char *sched_status_name(enum sched_status s);
+int sched_status_parse(const char *name, enum sched_status *out);
+bool sched_status_terminal(enum sched_status s);
+const char *sched_evtype_name(enum sched_evtype t);
+/* "forge.job.running" -> SCHED_EV_RUNNING; -1 for anything else. */
+int sched_evtype_parse(const char *ce_type, enum sched_evtype *out);
+enum sched_fail_class sched_fail_class_parse(const char *cls);
+const char *sched_fail_class_name(enum sched_fail_class c);
+/* infra, timeout, preempted and worker_lost are retried. */
+bool sched_fail_class_retryable(enum sched_fail_class c);
+/* The rule of an event type; -1 for an out-of-range type. */
+int sched_state_rule(enum sched_evtype t, struct sched_rule *out);
+/* "{queued,assigned}" for a mask (Postgres text[] literal) into out; -1 if it does not fit. */
+int sched_status_array(unsigned mask, char *out, size_t outlen);
+/*
+ * Applies one event to a job state: the pure reference of what consume_events.c makes
+ * Postgres do in one statement (the integration test checks they agree). -1 on a bad
+ * type; *out is always written otherwise.
+ */
+int sched_state_decide(const struct sched_job_state *cur, enum sched_evtype t, int ev_attempt,
+                       enum sched_fail_class cls, struct sched_decision *out);
+/* Delay before re-dispatching a failed attempt: 2^attempt s, capped at cap_s. */
+int sched_retry_backoff_ms(int attempt, int cap_s);
+
+/* ------------------------------------------------------------------------------------
+ * Requests, events and the job object (job.c, pure)
+ * ------------------------------------------------------------------------------------ */
+#define SCHED_NJOBTYPES 6
+extern const char *const sched_job_types[SCHED_NJOBTYPES];
+bool sched_job_type_valid(const char *t);
+/* Strict RFC 3339 ("2026-11-28T21:03:52.123Z", "...+02:00"). */
+bool sched_time_valid(const char *s);
+
+/* data of forge.job.requested; every pointer points into the parsed event. */
+struct sched_request {
+    const char *job_id, *user_id, *job_type;
+    const cJSON *params, *metadata, *labels;  /* metadata / labels may be NULL */
+    long long priority, max_attempts;
+    long long timeout_seconds;                /* 0: none */
+    const char *gpu_type;                     /* may be NULL */
+    long long gpu_count;                      /* -1: none */
+    const char *created_at;                   /* NULL when absent or not RFC 3339 */
+};
+
+/*
+ * Validates the data of a forge.job.requested event (subject must be the job id).
+ * Defaults: priority 5, max_attempts 3. 0 on success (*out filled), -1 with err set.
+ */
+int sched_request_parse(const cJSON *data, const char *subject, struct sched_request *out,
+                        struct nf_json_err *err);
+
+/* A job event from forge.jobs.events; pointers into the parsed envelope. */
+struct sched_event {
+    const char *id, *job_id, *time; /* time NULL unless RFC 3339 */
+    enum sched_evtype type;
+    int attempt;
+    const cJSON *data;
+    const char *worker_id;          /* may be NULL */
+    bool has_progress;
+    double progress;                /* 0..1 */
+    const cJSON *result;            /* succeeded; may be NULL */
+    const cJSON *error;             /* failed / cancelled / dead_lettered; may be NULL */
+    enum sched_fail_class cls;
+    const cJSON *artifacts;         /* succeeded; may be NULL */
+};
+
+/* Checks a whole envelope (nf_event_data) and its data; -1 with *why on malformed. */
+int sched_event_parse(const cJSON *ev, struct sched_event *out, const char **why);
+
+/*
+ * The well-formed members of a succeeded event's artifacts[]: a new array (caller owns)
+ * of {artifact_id ("art_<ULID>"), name, kind, uri, bytes >= 0, sha256 (64 hex or null)};
+ * *dropped counts the members left out. arr may be NULL (-> []).
+ */
+cJSON *sched_artifacts_clean(const cJSON *arr, int *dropped);
+
+/*
+ * A job row in the text form Postgres returns (NULL = SQL NULL). The columns come from
+ * SCHED_JOB_COLS; artifacts is a JSON array text.
+ */
+struct sched_job {
+    const char *job_id, *user_id, *job_type, *status;
+    const char *params, *metadata, *labels, *result, *error; /* JSON texts */
+    const char *priority, *attempt, *max_attempts, *timeout_seconds, *gpu_type, *gpu_count;
+    const char *worker_id, *progress, *cost_micros, *version;
+    const char *created_at, *updated_at, *started_at, *finished_at;
+    const char *artifacts;
+};
+
+/* Fills job with pointers into res (valid while res lives). Missing columns -> NULL. */
+void sched_job_from_row(const PGresult *res, int row, struct sched_job *job);
+/*
+ * The job object of internals.md ("Job events in detail"): every field always present,
+ * null when unknown. The one builder used by the snapshot and the HTTP route. Caller owns.
+ */
+cJSON *sched_job_json(const struct sched_job *job);
+/* data of forge.job.dispatch: the request fields plus attempt. Caller owns. */
+cJSON *sched_dispatch_data(const struct sched_job *job);
+/* "0.000123" from integer micro-USD; out needs 32 bytes. */
+void sched_usd_format(long long micros, char out[32]);
+/* Deterministic event id "evt_" + 32 hex of SHA-256("kind:job_id:attempt"), so a step
+ * that is retried produces the same event (deduplicated by job_events). out: NF_ID_MAX. */
+void sched_event_id(const char *kind, const char *job_id, int attempt, char *out, size_t len);
+
+/*
+ * Everything needed to write a snapshot, copied out of a result (heap strings, owned).
+ */
+struct sched_snap {
+    char *job_id, *user_id, *status, *doc;
+    long long version;
+};
+/* Builds from a row (doc = sched_job_json). 0 or -1 when the row lacks an id. */
+int sched_snap_from_job(const struct sched_job *job, struct sched_snap *out);
+void sched_snap_clear(struct sched_snap *s);
+
+/* Column list of a job row, formatted for sched_job_from_row; p is a table alias + ".". */
+#define SCHED_TS(c) "to_char(" c " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+#define SCHED_JOB_COLS(p)                                                                  \
+    p "job_id AS job_id, " p "user_id AS user_id, " p "job_type AS job_type, " p           \
+      "status AS status, " p "params::text AS params, " p "metadata::text AS metadata, " p \
+      "labels::text AS labels, " p "priority AS priority, " p "attempt AS attempt, " p     \
+      "max_attempts AS max_attempts, " p "timeout_seconds AS timeout_seconds, " p          \
+      "gpu_type AS gpu_type, " p "gpu_count AS gpu_count, " p "worker_id AS worker_id, " p \
+      "progress AS progress, " p "result::text AS result, " p "error::text AS error, " p   \
+      "cost_micros AS cost_micros, " p "version AS version, " SCHED_TS(p "created_at")      \
+      " AS created_at, " SCHED_TS(p "updated_at") " AS updated_at, " SCHED_TS(             \
+          p "started_at") " AS started_at, " SCHED_TS(p "finished_at") " AS finished_at"
+/* One artifact as the job object lists it. */
+#define SCHED_ARTIFACT_JSON(p)                                                             \
+    "jsonb_build_object('artifact_id', " p "artifact_id, 'name', " p "name, 'kind', " p    \
+    "kind, 'uri', " p "uri, 'bytes', " p "bytes, 'sha256', " p "sha256)"
+
+/* ------------------------------------------------------------------------------------
+ * The running service
+ * ------------------------------------------------------------------------------------ */
+struct sched_work;
+struct sched_lane;
+
+/* Metric series, registered at start. */
+struct sched_counters {
+    struct nf_counter *requested;       /* jobs inserted */
+    struct nf_counter *requested_dup;   /* requested redelivered (already known) */
+    struct nf_counter *dispatched;
+    struct nf_counter *malformed_req;
+    struct nf_counter *malformed_ev;
+    struct nf_counter *retries;         /* failed attempts sent back to queued */
+    struct nf_counter *dead_lettered;
+    struct nf_counter *step_retries;    /* backend failures retried with backoff */
+    struct nf_gauge *inflight;
+};
+
+struct sched_ctx {
+    struct event_base *base;
+    struct nf_app *app;               /* NULL outside main */
+    struct sched_config cfg;
+    struct nf_metrics *metrics;
+    struct nf_http_server *http;
+    struct nf_pg *pg;
+    struct nf_redis *redis;
+    struct nf_redis_script *snap_script;
+    struct nf_kafka_producer *producer;
+    struct nf_kafka_consumer *consumer; /* requested + events, group nf-scheduler */
+    struct sched_work *works;         /* every live work item */
+    size_t nworks;
+    struct sched_lane *lanes;         /* per-job ordering of forge.jobs.events */
+    struct event *drain;              /* shutdown: waits for in-flight stages */
+    bool stopping;                    /* no new messages, no new retries */
+    bool closing;                     /* tearing down: callbacks only unwind */
+    struct sched_counters m;
+};
+
+/*
+ * Starts the service on base: config, migrations, topics, backends, routes, consumer.
+ * app may be NULL (then stopping ends nothing). On failure logs why and returns -1
+ * (*out untouched). The config is taken over from cfg (cfg is zeroed).
+ */
+int sched_new(struct sched_ctx **out, struct event_base *base, struct nf_app *app,
+              struct sched_config *cfg);
+/* SIGTERM: stop taking messages, finish the stages in flight, then nf_app_stop_done. */
+void sched_stop(void *ctx);
+/* Orderly teardown: consumer (commits), producer (flush), Postgres, Redis, HTTP. NULL ok. */
+void sched_free(struct sched_ctx *ctx);
+
+/* Message entry points (called by the consumer callback in sched.c). */
+void sched_requested_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg);
+void sched_events_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg);
+/* GET /internal/jobs/{job_id} */
+int sched_routes_internal(struct sched_ctx *ctx);
+
+/* The events statement and its parameters (exported for the integration test). */
+#define SCHED_EVENTS_NPARAMS 18
+extern const char sched_events_sql[];
+/*
+ * Fills params[SCHED_EVENTS_NPARAMS] for ev; bufs is scratch space the params point into
+ * (freed by the caller with sched_events_params_free). Returns 0.
+ */
+struct sched_events_bufs {
+    char attempt[16], same[160], next[160], any[160], echo[160], progress[32], failure[16];
+    char *data, *result, *error, *artifacts;
+};
+int sched_events_params(const struct sched_event *ev, const char *params[SCHED_EVENTS_NPARAMS],
+                        struct sched_events_bufs *bufs);
+void sched_events_params_free(struct sched_events_bufs *bufs);
+/* The requested statement (insert-if-absent, returns the row and `inserted`). */
+#define SCHED_REQUESTED_NPARAMS 12
+extern const char sched_requested_sql[];
+
+/* ------------------------------------------------------------------------------------
+ * Work items (work.c): one per Kafka message being handled
+ * ------------------------------------------------------------------------------------ */
+typedef void (*sched_step_fn)(struct sched_work *w);
+
+struct sched_work {
+    struct sched_ctx *ctx;
+    struct nf_kafka_msg *msg;        /* ours until nf_kafka_msg_done */
+    struct sched_work *prev, *next;  /* ctx->works */
+    struct sched_lane *lane;         /* the lane held or waited in, NULL if none */
+    struct sched_work *lane_next;
+    struct event *timer;             /* backoff and delayed steps */
+    sched_step_fn step;              /* the current stage */
+    sched_step_fn after_produce;     /* the stage after a produce batch */
+    void (*dtor)(struct sched_work *w); /* frees the kind's own fields; may be NULL */
+    const char *what;                /* current stage name, for logs */
+    int backoff_ms;
+    int pending;                     /* produce callbacks outstanding (+1 while queuing) */
+    bool produce_failed;
+    bool busy;                       /* waiting on a backend callback */
+};
+
+/* Allocates a zeroed item of `size` bytes (>= sizeof(struct sched_work)) and links it. */
+struct sched_work *sched_work_new(struct sched_ctx *ctx, struct nf_kafka_msg *msg, size_t size);
+/* Runs step now, or queues behind the items holding lane `key` (NULL: no ordering). */
+void sched_work_start(struct sched_work *w, const char *key, sched_step_fn step);
+/* Moves on to the next stage (resets the backoff) and runs it. */
+void sched_work_goto(struct sched_work *w, sched_step_fn step);
+/* The current stage failed: run it again after a backoff (100 ms doubling to 5 s). */
+void sched_work_retry(struct sched_work *w, const char *why);
+/* Runs step after delay_ms (abandoned if the service stops meanwhile). */
+void sched_work_delay(struct sched_work *w, int delay_ms, sched_step_fn step);
+/* Lets the next item of the lane start while w still waits for something else. */
+void sched_work_release_lane(struct sched_work *w);
+/* Marks the Kafka message done, releases the lane, frees w. */
+void sched_work_finish(struct sched_work *w);
+/* Frees w without marking the message done (teardown). */
+void sched_work_free(struct sched_work *w);
+/*
+ * A produce batch: begin, then produce one or more envelopes (ev consumed), then end.
+ * When every delivery report is in: all ok -> next stage `then`; any failed -> the
+ * current stage is retried (it must re-produce the whole batch; consumers dedupe).
+ */
+void sched_work_produce_begin(struct sched_work *w);
+void sched_work_produce(struct sched_work *w, const char *topic, const char *key, cJSON *ev);
+void sched_work_produce_end(struct sched_work *w, sched_step_fn then);
+/* Items waiting on a backend callback right now (shutdown waits for 0). */
+size_t sched_work_busy(const struct sched_ctx *ctx);
+/* Allocation that aborts on out of memory (STYLE: OOM aborts). s may be NULL -> NULL. */
+void *sched_xcalloc(size_t n, size_t size);
+char *sched_xstrdup(const char *s);
+
+/* ------------------------------------------------------------------------------------
+ * Snapshots (snapshot.c)
+ * ------------------------------------------------------------------------------------ */
+/* The Lua source: writes user_id, status, doc, ver unless a newer version is stored. */
+extern const char sched_snapshot_lua[];
+/*
+ * Writes job:<id> (HSET + EXPIRE, skipped when the stored `ver` is newer). cb gets the
+ * reply (NULL on failure; integer 1 written, 0 stale). Same return contract as
+ * nf_redis_eval.
+ */
+int sched_snapshot_write(struct sched_ctx *ctx, const struct sched_snap *s, nf_redis_cb cb,
+                         void *arg);

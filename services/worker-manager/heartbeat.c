@@ -1,0 +1,182 @@
+/*
+ * POST /api/workers/heartbeat {worker_id, jobs: [{job_id, lease_id, progress}]}
+ *
+ *   auth --> EVALSHA heartbeat: renew the listed leases that are still this worker's,
+ *            release this worker's leases it no longer lists (granted at least one
+ *            heartbeat ago, so a lease racing with this heartbeat survives), refresh the
+ *            worker's liveness --> 200 {lease_expires_at, cancelled: [job_id...]}
+ *
+ * `cancelled` lists jobs the worker must stop: those in wm:cancel:<worker_id> (the seam
+ * for user cancels) and those whose lease it lost (reaped or taken over).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nf_event.h"
+#include "nf_log.h"
+#include "nf_metrics.h"
+#include "nf_pg.h"
+#include "nf_redis.h"
+#include "wm.h"
+
+#define PG_SEEN_EVERY_MS 60000
+
+struct hb_call {
+    struct wm *ctx;
+    struct nf_http_req *req;
+    char worker_id[NF_ID_MAX];
+    const cJSON *jobs; /* points into the request body (lives with req) */
+};
+
+static void on_pg_seen(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    if (res == NULL)
+        nf_log_kv(NF_LOG_WARN, "worker_seen_failed", "last_seen_at update failed", "error", err,
+                  NULL);
+}
+
+static void on_heartbeat(redisReply *reply, void *arg)
+{
+    struct hb_call *call = arg;
+    struct wm *ctx = call->ctx;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+        reply->element[1]->type != REDIS_REPLY_ARRAY) {
+        if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
+            nf_log_kv(NF_LOG_ERROR, "heartbeat_failed", "heartbeat script failed", "error",
+                      reply->str, NULL);
+        nf_http_set_header(call->req, "Retry-After", "1");
+        nf_http_reply_error(call->req, 503, "unavailable", NULL, "lease store unavailable");
+        free(call);
+        return;
+    }
+    if (reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer == 1 &&
+        !ctx->closing) {
+        const char *params[] = {call->worker_id};
+        nf_pg_query(ctx->pg,
+                    "UPDATE wm.workers SET last_seen_at = now(), status = 'online' "
+                    "WHERE worker_id = $1",
+                    1, params, on_pg_seen, NULL);
+    }
+    char expires[32];
+    nf_event_time(nf_now_ms() + (uint64_t)ctx->cfg.lease_ttl_s * 1000, expires);
+    cJSON *body = nf_json_obj();
+    nf_json_add_str(body, "lease_expires_at", expires);
+    cJSON *cancelled = cJSON_AddArrayToObject(body, "cancelled");
+    const redisReply *list = reply->element[1];
+    for (size_t i = 0; i < list->elements; i++)
+        if (list->element[i]->type == REDIS_REPLY_STRING)
+            cJSON_AddItemToArray(cancelled, cJSON_CreateString(list->element[i]->str));
+    if (list->elements > 0)
+        nf_log_kv(NF_LOG_INFO, "heartbeat_cancelled", "worker told to stop jobs", "worker_id",
+                  call->worker_id, NULL);
+    nf_http_reply_json(call->req, 200, body);
+    free(call);
+}
+
+static void on_auth(struct wm *ctx, int status, const struct wm_worker *w, void *arg)
+{
+    struct hb_call *call = arg;
+    if (status != 0 || ctx->closing) {
+        if (status == 403) {
+            nf_http_reply_error(call->req, 403, "forbidden", NULL,
+                                "missing or invalid worker token");
+        } else {
+            nf_http_set_header(call->req, "Retry-After", "1");
+            nf_http_reply_error(call->req, 503, "unavailable", NULL, "worker store unavailable");
+        }
+        free(call);
+        return;
+    }
+    int njobs = cJSON_GetArraySize(call->jobs);
+    int argc = 4 + 7 + 2 * njobs;
+    const char **argv = wm_xcalloc((size_t)argc, sizeof(*argv));
+    char worker_key[NF_ID_MAX + 16], wleases_key[NF_ID_MAX + 16], cancel_key[NF_ID_MAX + 16];
+    char now_s[24], ttl_ms[16], worker_ttl[16], grace[16], done_ttl[16], pg_every[16];
+    snprintf(worker_key, sizeof(worker_key), "wm:worker:%s", call->worker_id);
+    snprintf(wleases_key, sizeof(wleases_key), "wm:wleases:%s", call->worker_id);
+    snprintf(cancel_key, sizeof(cancel_key), "wm:cancel:%s", call->worker_id);
+    snprintf(now_s, sizeof(now_s), "%llu", (unsigned long long)nf_now_ms());
+    snprintf(ttl_ms, sizeof(ttl_ms), "%d", ctx->cfg.lease_ttl_s * 1000);
+    snprintf(worker_ttl, sizeof(worker_ttl), "%d", 3 * ctx->cfg.heartbeat_s);
+    snprintf(grace, sizeof(grace), "%d", ctx->cfg.heartbeat_s * 1000);
+    snprintf(done_ttl, sizeof(done_ttl), "%d", WM_DONE_TTL_S);
+    snprintf(pg_every, sizeof(pg_every), "%d", PG_SEEN_EVERY_MS);
+    int i = 0;
+    argv[i++] = "wm:leases";
+    argv[i++] = worker_key;
+    argv[i++] = wleases_key;
+    argv[i++] = cancel_key;
+    argv[i++] = call->worker_id;
+    argv[i++] = now_s;
+    argv[i++] = ttl_ms;
+    argv[i++] = worker_ttl;
+    argv[i++] = grace;
+    argv[i++] = done_ttl;
+    argv[i++] = pg_every;
+    const cJSON *job = NULL;
+    cJSON_ArrayForEach(job, call->jobs)
+    {
+        argv[i++] = nf_json_str(job, "job_id");
+        argv[i++] = nf_json_str(job, "lease_id");
+    }
+    nf_redis_eval(ctx->redis, ctx->lua_heartbeat, on_heartbeat, call, 4, argc, argv, NULL);
+    free(argv);
+}
+
+/* Checks the jobs list: at most WM_MAX_HB_JOBS entries of {job_id, lease_id, progress?}. */
+static int check_jobs(const cJSON *jobs, struct nf_json_err *err)
+{
+    int n = 0;
+    const cJSON *job = NULL;
+    cJSON_ArrayForEach(job, jobs)
+    {
+        const char *s = NULL;
+        double progress = 0;
+        char param[32];
+        if (++n > WM_MAX_HB_JOBS)
+            return nf_json_fail(err, "jobs", "jobs must have at most %d entries",
+                                WM_MAX_HB_JOBS);
+        snprintf(param, sizeof(param), "jobs[%d]", n - 1);
+        if (!cJSON_IsObject(job))
+            return nf_json_fail(err, param, "%s must be an object", param);
+        if (nf_json_get_str(job, "job_id", true, &s, err) != 0 || !nf_id_valid("job", s))
+            return nf_json_fail(err, param, "%s.job_id must be a job id", param);
+        if (nf_json_get_str(job, "lease_id", true, &s, err) != 0 || !nf_id_valid("lse", s))
+            return nf_json_fail(err, param, "%s.lease_id must be a lease id", param);
+        if (nf_json_get_num(job, "progress", false, 0, 1, &progress, err) < 0)
+            return nf_json_fail(err, param, "%s.progress must be a number from 0 to 1",
+                                param);
+    }
+    return 0;
+}
+
+void wm_route_heartbeat(struct nf_http_req *req, void *arg)
+{
+    struct wm *ctx = arg;
+    struct nf_json_err err = {0};
+    const char *worker_id = NULL;
+    const cJSON *jobs = NULL;
+    static const cJSON empty = {.type = cJSON_Array};
+
+    cJSON *body = nf_http_req_json(req);
+    if (body == NULL)
+        return; /* answered 400 */
+    int rc = nf_json_get_str(body, "worker_id", true, &worker_id, &err);
+    if (rc == 0)
+        rc = nf_json_get_arr(body, "jobs", false, &jobs, &err);
+    if (rc == 0 || rc == NF_JSON_ABSENT)
+        rc = jobs ? check_jobs(jobs, &err) : 0;
+    if (rc < 0) {
+        nf_http_reply_error(req, 422, "invalid_params", err.param, "%s", err.msg);
+        return;
+    }
+    struct hb_call *call = wm_xcalloc(1, sizeof(*call));
+    call->ctx = ctx;
+    call->req = req;
+    call->jobs = jobs ? jobs : &empty;
+    snprintf(call->worker_id, sizeof(call->worker_id), "%s", worker_id);
+    wm_auth_worker(ctx, worker_id, wm_bearer(nf_http_req_header(req, "Authorization")), on_auth,
+                   call);
+}

@@ -1,0 +1,265 @@
+#pragma once
+/*
+ * nf-worker-manager: leases queued jobs to pull-based worker agents (DESIGN §2, §3).
+ *
+ *   forge.jobs.<type> --consume_jobs.c--> Redis wm:job:<id> + wm:queue:<type>
+ *                                              |
+ *   agent --POST /api/workers/next_job--> next_job.c --lua pop--> wm:lease:<id>, wm:leases
+ *   agent --POST /api/workers/heartbeat--> heartbeat.c --lua--> renew / release leases
+ *   agent --POST /api/workers/register--> routes_workers.c --> wm.workers (Postgres)
+ *   reaper.c: expired leases --> forge.job.failed (class worker_lost) --> scheduler retries
+ *
+ * Files: config.c (the option table), wm.c (context, backends, routes, shutdown),
+ * validate.c (pure parsing and matching, unit tested), lua.c (the Redis scripts),
+ * worker_auth.c (worker token check), events.c (Kafka events the service emits).
+ */
+#include <cjson/cJSON.h>
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "nf_app.h"
+#include "nf_cfg.h"
+#include "nf_crypto.h"
+#include "nf_http.h"
+#include "nf_id.h"
+#include "nf_json.h"
+#include "nf_kafka.h"
+
+struct nf_metrics;
+struct nf_counter;
+struct nf_gauge;
+struct nf_pg;
+struct nf_redis;
+struct nf_redis_script;
+
+#define WM_NJOB_TYPES 6
+#define WM_MAX_LABELS 32
+#define WM_MAX_WAIT_S 30
+#define WM_DEFAULT_WAIT_S 20
+#define WM_SCAN_LIMIT 50          /* jobs looked at per queue by one pop */
+#define WM_POLL_RETRY_MS 200      /* long-poll rescan period */
+#define WM_MAX_HB_JOBS 256        /* jobs one heartbeat may list */
+#define WM_DONE_TTL_S (7 * 86400) /* wm:job:<id> kept after its lease ends (redelivery) */
+
+/* The six job types, index = bit in a types mask. */
+extern const char *const wm_job_types[WM_NJOB_TYPES];
+
+struct wm_config {
+    char *addr;           /* NF_WM_ADDR host:port */
+    char *brokers;        /* NF_KAFKA_BROKERS */
+    int partitions;       /* NF_KAFKA_PARTITIONS */
+    int replication;      /* NF_KAFKA_REPLICATION */
+    char *redis_addr;     /* NF_REDIS_ADDR */
+    char *pg_dsn;         /* NF_PG_DSN */
+    char *reg_token;      /* NF_WORKER_REGISTRATION_TOKEN (secret) */
+    int heartbeat_s;      /* NF_WM_HEARTBEAT_INTERVAL_S */
+    int lease_ttl_s;      /* NF_WM_LEASE_TTL_S */
+    int reap_interval_ms; /* NF_WM_REAP_INTERVAL_MS */
+    char *migrations;     /* NF_WM_MIGRATIONS directory */
+};
+
+extern const struct nf_cfg_opt wm_cfg_opts[];
+extern const size_t wm_cfg_nopts;
+
+/*
+ * Loads and checks the configuration (also the cross-field rules: lease TTL at least two
+ * heartbeats). On error fills err and returns -1; cfg must still be freed with
+ * wm_config_free.
+ */
+int wm_config_load(struct wm_config *cfg, char *err, size_t errlen);
+void wm_config_free(struct wm_config *cfg);
+
+/* A registered worker as the routes need it (Redis hash wm:worker:<id> or wm.workers). */
+struct wm_worker {
+    char worker_id[NF_ID_MAX];
+    char token_hash[NF_SHA256_HEX_LEN + 1];
+    char *hostname;
+    char *gpu_type;   /* "" = none */
+    int gpu_count;
+    unsigned types;   /* bit i = wm_job_types[i] */
+    cJSON *labels;    /* object of strings, never NULL once parsed */
+    char *version;    /* may be "" */
+};
+
+/* A dispatch message reduced to what the queue needs. */
+struct wm_dispatch {
+    cJSON *ev;            /* the parsed envelope (owned) */
+    const cJSON *data;    /* points into ev */
+    const char *job_id;   /* points into ev */
+    int type;             /* index into wm_job_types */
+    int priority;         /* 0..9 */
+    long long attempt;    /* >= 1 */
+};
+
+/* ---- validate.c: pure functions, no I/O ---------------------------------------- */
+
+/* Index of a job type name, -1 when unknown. */
+int wm_job_type_index(const char *name);
+/*
+ * Reads a registration body (hostname, gpu_type, gpu_count, job_types[], labels{},
+ * version) into w (worker_id and token_hash untouched). On error fills err (param and
+ * message for a 422) and returns -1; w may then hold partial fields (wm_worker_clear).
+ */
+int wm_register_parse(const cJSON *body, struct wm_worker *w, struct nf_json_err *err);
+/* Frees the heap fields of w and zeroes it. NULL ok. */
+void wm_worker_clear(struct wm_worker *w);
+/* "generate,train" for a types mask into out; "" when empty. */
+void wm_types_join(unsigned types, char *out, size_t outlen);
+/* Parses "generate,train" (as written by wm_types_join); -1 on an unknown name. */
+int wm_types_parse(const char *s, unsigned *types);
+/*
+ * The requirement rule the pop script applies, in C (tests and documentation): the job's
+ * gpu_type is null/empty or equals the worker's; its gpu_count (absent = 0) is at most the
+ * worker's; every job label is present in the worker labels with the same value.
+ */
+bool wm_job_matches(const struct wm_worker *w, const cJSON *job);
+/*
+ * Parses a forge.job.dispatch envelope. On success fills d (free with wm_dispatch_clear)
+ * and returns 0; on a malformed message returns -1 with *why set to a static reason.
+ */
+int wm_dispatch_parse(const char *payload, size_t len, struct wm_dispatch *d,
+                      const char **why);
+void wm_dispatch_clear(struct wm_dispatch *d);
+/* Parses "Bearer <token>"; returns the token (pointer into header) or NULL. */
+const char *wm_bearer(const char *header);
+
+/* ---- lua.c: the Redis scripts (sources, also run by the integration tests) -------- */
+
+/*
+ * enqueue: KEYS wm:job:<id>, wm:queue:<type>, wm:lease:<id>, wm:leases;
+ *   ARGV data, attempt, score, job_id. Returns 1 queued, 0 duplicate (same or newer
+ *   attempt already known).
+ * pop: KEYS wm:leases, wm:worker:<wid>, wm:wleases:<wid>, wm:queue:<type>...;
+ *   ARGV worker_id, gpu_type, gpu_count, labels_json, lease_id, now_ms, lease_ttl_ms,
+ *   scan_limit, worker_ttl_s. Returns nil or {job_id, data, attempt}.
+ * heartbeat: KEYS wm:leases, wm:worker:<wid>, wm:wleases:<wid>, wm:cancel:<wid>;
+ *   ARGV worker_id, now_ms, lease_ttl_ms, worker_ttl_s, grace_ms, done_ttl_s, pg_every_ms,
+ *   then job_id, lease_id pairs. Returns {update_pg (0/1), {cancelled job ids...},
+ *   renewed count}.
+ * reap_claim: KEYS wm:leases; ARGV now_ms, limit, reclaim_ms. Returns a flat array of
+ *   job_id, lease_json ("" when the lease key is gone), job data ("" when gone).
+ * reap_done: KEYS wm:leases; ARGV job_id, lease_id ("" = unknown), done_ttl_s.
+ * requeue: KEYS wm:leases, wm:queue:<type>; ARGV job_id, lease_id, score. Gives a job
+ *   just leased back to its queue (the poll's client went away). Returns 1, or 0 when the
+ *   lease is not that one any more.
+ * seen: KEYS wm:worker:<id>...; returns each worker's last_seen_ms or "".
+ */
+extern const char wm_lua_enqueue[];
+extern const char wm_lua_pop[];
+extern const char wm_lua_heartbeat[];
+extern const char wm_lua_reap_claim[];
+extern const char wm_lua_reap_done[];
+extern const char wm_lua_requeue[];
+extern const char wm_lua_seen[];
+
+/* ---- the running service ---------------------------------------------------------- */
+
+struct wm_poll; /* next_job.c: one waiting long poll */
+struct wm_retry; /* consume_jobs.c: one dispatch message waiting for Redis */
+
+struct wm_metrics {
+    struct nf_counter *dispatch_queued;
+    struct nf_counter *dispatch_duplicate;
+    struct nf_counter *dispatch_malformed;
+    struct nf_counter *dispatch_retry;
+    struct nf_counter *jobs_leased;
+    struct nf_counter *polls_empty;
+    struct nf_counter *leases_released;
+    struct nf_counter *leases_reaped;
+    struct nf_counter *workers_registered;
+    struct nf_counter *auth_failed;
+    struct nf_counter *events_failed;
+    struct nf_gauge *polls_waiting;
+};
+
+struct wm {
+    struct wm_config cfg;
+    struct nf_app *app;          /* not owned */
+    struct event_base *base;     /* not owned (app->base) */
+    struct nf_metrics *metrics;
+    struct wm_metrics m;
+    struct nf_http_server *http;
+    struct nf_redis *redis;
+    struct nf_pg *pg;
+    struct nf_kafka_producer *producer;
+    struct nf_kafka_consumer *consumer;
+    struct nf_redis_script *lua_enqueue; /* owned by redis */
+    struct nf_redis_script *lua_pop;
+    struct nf_redis_script *lua_heartbeat;
+    struct nf_redis_script *lua_reap_claim;
+    struct nf_redis_script *lua_reap_done;
+    struct nf_redis_script *lua_requeue;
+    struct nf_redis_script *lua_seen;
+    uint8_t reg_token_hash[32];  /* SHA-256 of the registration token */
+    struct wm_poll *polls;       /* waiting long polls (doubly linked) */
+    size_t npolls;
+    struct wm_retry *retries;    /* dispatch messages waiting to retry Redis */
+    struct event *reaper;        /* periodic lease reaper */
+    int reaping;                 /* reaper rounds in flight */
+    struct event *drain;         /* shutdown: waits for in-flight work */
+    bool stopping;               /* SIGTERM seen: no new work */
+    bool closing;                /* backends being freed: callbacks must not chain */
+};
+
+/* wm.c */
+/*
+ * Builds the whole service from cfg (taken over: cfg's strings belong to ctx), runs the
+ * migrations and creates the topics (blocking, at start), binds the HTTP port and
+ * starts consuming. On failure returns -1 (logged) and *out is untouched.
+ */
+int wm_new(struct wm **out, struct nf_app *app, struct wm_config *cfg);
+/* Frees everything; pending callbacks fire and are told the service is closing. NULL ok. */
+void wm_free(struct wm *ctx);
+/* nf_app on_stop hook: stop polling and consuming, then finish in-flight work. */
+void wm_on_stop(void *arg);
+
+/* consume_jobs.c */
+void wm_consume_msg(struct nf_kafka_msg *msg, void *arg);
+/* Frees retry timers (their messages stay with the consumer). */
+void wm_consume_free_retries(struct wm *ctx);
+
+/* routes_workers.c */
+void wm_route_register(struct nf_http_req *req, void *arg);
+void wm_route_list(struct nf_http_req *req, void *arg);
+
+/* next_job.c */
+void wm_route_next_job(struct nf_http_req *req, void *arg);
+/* A job of type `type` was queued: wake long polls that could take it. */
+void wm_polls_wake(struct wm *ctx, int type);
+/* Answers every waiting poll with 204 and frees them (shutdown). */
+void wm_polls_flush(struct wm *ctx);
+
+/* heartbeat.c */
+void wm_route_heartbeat(struct nf_http_req *req, void *arg);
+
+/* reaper.c */
+void wm_reaper_start(struct wm *ctx);
+
+/* worker_auth.c */
+/*
+ * Checks "Authorization: Bearer <worker_token>" against worker_id's stored hash (Redis
+ * wm:worker:<id>, else wm.workers, which then refills Redis). cb fires exactly once:
+ * status 0 with the worker (valid only during the callback), or status 403 / 503 with w
+ * NULL. The caller still owns req and answers it.
+ */
+typedef void (*wm_auth_cb)(struct wm *ctx, int status, const struct wm_worker *w, void *arg);
+void wm_auth_worker(struct wm *ctx, const char *worker_id, const char *token, wm_auth_cb cb,
+                    void *arg);
+/* Writes the worker's Redis hash (HSET + EXPIRE), fire and forget. */
+void wm_worker_cache(struct wm *ctx, const struct wm_worker *w, const char *registered_at);
+
+/* events.c */
+/* Produces an event (CloudEvents envelope, source nf-worker-manager, key = subject); data
+ * consumed. 0: cb fires later exactly once; -1: not queued (logged), cb not called. */
+int wm_event_send(struct wm *ctx, const char *topic, const char *type, const char *subject,
+                  cJSON *data, nf_kafka_delivery_cb cb, void *arg);
+/* Produces a job event to forge.jobs.events; data consumed. Logs a failure. */
+void wm_event_job(struct wm *ctx, const char *type, const char *job_id, cJSON *data);
+/* Produces a worker event to forge.workers.events; data consumed. */
+void wm_event_worker(struct wm *ctx, const char *type, const char *worker_id, cJSON *data);
+
+/* Out-of-memory-aborting allocation helpers. */
+void *wm_xcalloc(size_t n, size_t size);
+char *wm_xstrdup(const char *s);

@@ -1,0 +1,463 @@
+/*
+ * nf_kafka against a real broker (NF_TEST_KAFKA_BROKERS, e.g. 127.0.0.1:19092; skipped
+ * when unset). Every run uses fresh topic and group names, so runs never see each other's
+ * messages or offsets.
+ *
+ *   create topics twice, and a failing creation (replication above the broker count)
+ *   produce N with delivery reports, consume them in a fresh group, nothing left after
+ *   done out of order: a new member of the group gets exactly the offsets from the first
+ *     one not done (contiguous store), and nothing once all are done
+ *   max_inflight: the consumer stops at the limit and goes on after nf_kafka_msg_done,
+ *     without losing, repeating or reordering messages
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nf_kafka.h"
+#include "nf_log.h"
+
+#define WAIT_MS 30000
+
+struct it {
+    const char *brokers;
+    char prefix[64]; /* unique per run */
+    struct event_base *base;
+};
+
+/* ---- loop helpers ---- */
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void tick(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+static bool run_until(struct event_base *base, bool (*pred)(void *), void *arg, int max_ms)
+{
+    struct event *t = event_new(base, -1, EV_PERSIST, tick, NULL);
+    struct timeval tv = {0, 5000};
+    long long end = now_ms() + max_ms;
+
+    event_add(t, &tv);
+    while (!(pred && pred(arg)) && now_ms() < end)
+        event_base_loop(base, EVLOOP_ONCE);
+    event_free(t);
+    return pred ? pred(arg) : false;
+}
+
+static void run_for(struct event_base *base, int ms)
+{
+    run_until(base, NULL, NULL, ms);
+}
+
+static int setup(void **state)
+{
+    static struct it it;
+    const char *lvl = getenv("NF_TEST_LOG_LEVEL");
+    enum nf_log_level level = NF_LOG_WARN;
+
+    if (lvl != NULL)
+        nf_log_level_parse(lvl, &level);
+    nf_log_init("test", level);
+    it.brokers = getenv("NF_TEST_KAFKA_BROKERS");
+    snprintf(it.prefix, sizeof(it.prefix), "nf-it-%d-%lld", (int)getpid(),
+             (long long)time(NULL));
+    it.base = event_base_new();
+    *state = &it;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct it *it = *state;
+
+    event_base_free(it->base);
+    return 0;
+}
+
+static struct it *need_broker(void **state)
+{
+    struct it *it = *state;
+
+    if (it->brokers == NULL || it->brokers[0] == '\0')
+        skip();
+    return it;
+}
+
+static void name(char *out, size_t len, const struct it *it, const char *what)
+{
+    snprintf(out, len, "%s.%s", it->prefix, what);
+}
+
+/* ---- producing ---- */
+
+struct sent {
+    int calls;
+    int err;
+};
+
+static void on_dr(int err, const char *errstr, void *arg)
+{
+    struct sent *s = arg;
+
+    s->calls++;
+    s->err = err;
+}
+
+static bool producer_ready(void *arg)
+{
+    return nf_kafka_producer_ready(arg);
+}
+
+struct dr_wait {
+    struct sent *sent;
+    int n;
+};
+
+static bool all_reported(void *arg)
+{
+    struct dr_wait *w = arg;
+
+    for (int i = 0; i < w->n; i++)
+        if (w->sent[i].calls == 0)
+            return false;
+    return true;
+}
+
+/* Produces n messages "m<i>" with key "k<i>" and checks every delivery report. */
+static void produce_n(struct it *it, const char *topic, int n)
+{
+    struct nf_kafka_producer *p = NULL;
+    struct sent *sent = calloc((size_t)n, sizeof(*sent));
+    struct dr_wait w = {sent, n};
+    char err[256], key[32], payload[32];
+
+    assert_non_null(sent);
+    assert_int_equal(nf_kafka_producer_new(&p, it->base, it->brokers, "nf-it-producer", NULL,
+                                           err, sizeof(err)), 0);
+    assert_true(run_until(it->base, producer_ready, p, WAIT_MS));
+    for (int i = 0; i < n; i++) {
+        snprintf(key, sizeof(key), "k%d", i);
+        snprintf(payload, sizeof(payload), "m%d", i);
+        assert_int_equal(nf_kafka_produce(p, topic, key, payload, strlen(payload), on_dr,
+                                          &sent[i]), 0);
+    }
+    assert_true(run_until(it->base, all_reported, &w, WAIT_MS));
+    run_for(it->base, 100);
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(sent[i].calls, 1);
+        assert_int_equal(sent[i].err, 0);
+    }
+    assert_int_equal(nf_kafka_producer_outq(p), 0);
+    assert_true(nf_kafka_producer_ready(p));
+    nf_kafka_producer_free(p, 1000);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(sent[i].calls, 1);
+    free(sent);
+}
+
+static void create(struct it *it, const char *topic, int partitions)
+{
+    char err[256];
+
+    err[0] = '\0';
+    if (nf_kafka_create_topics(it->brokers, &topic, 1, partitions, 1, 10000, err,
+                               sizeof(err)) != 0)
+        fail_msg("create %s: %s", topic, err);
+}
+
+/* ---- consuming ---- */
+
+#define MAXMSG 256
+#define MAXPART 8
+
+struct rx {
+    struct nf_kafka_consumer *c;
+    int max_inflight;
+    bool auto_done;                  /* done inside the callback */
+    int received;
+    int copies[MAXMSG];              /* per message number, from the payload "m<i>" */
+    struct nf_kafka_msg *held[MAXMSG]; /* not done yet, by message number */
+    int64_t offset_of[MAXMSG];
+    int64_t last_offset[MAXPART];
+    bool bad;                        /* a malformed message, reordering or overflow */
+    int want;
+};
+
+static void rx_init(struct rx *rx, int max_inflight, bool auto_done)
+{
+    memset(rx, 0, sizeof(*rx));
+    rx->max_inflight = max_inflight;
+    rx->auto_done = auto_done;
+    for (int i = 0; i < MAXPART; i++)
+        rx->last_offset[i] = -1;
+}
+
+static void on_msg(struct nf_kafka_msg *msg, void *arg)
+{
+    struct rx *rx = arg;
+    char want_key[32];
+    int i;
+
+    rx->received++;
+    if (sscanf(msg->payload, "m%d", &i) != 1 || i < 0 || i >= MAXMSG ||
+        msg->len != strlen(msg->payload) || msg->partition < 0 || msg->partition >= MAXPART) {
+        rx->bad = true;
+        nf_kafka_msg_done(msg);
+        return;
+    }
+    snprintf(want_key, sizeof(want_key), "k%d", i);
+    if (strcmp(msg->key, want_key) != 0 || msg->offset <= rx->last_offset[msg->partition] ||
+        nf_kafka_consumer_inflight(rx->c) > (size_t)rx->max_inflight)
+        rx->bad = true;
+    rx->last_offset[msg->partition] = msg->offset;
+    rx->copies[i]++;
+    rx->offset_of[i] = msg->offset;
+    if (rx->auto_done) {
+        nf_kafka_msg_done(msg);
+    } else {
+        if (rx->held[i] != NULL)
+            rx->bad = true;
+        rx->held[i] = msg;
+    }
+}
+
+static bool rx_has_want(void *arg)
+{
+    struct rx *rx = arg;
+
+    return rx->received >= rx->want;
+}
+
+static bool consumer_ready(void *arg)
+{
+    struct rx *rx = arg;
+
+    return nf_kafka_consumer_ready(rx->c);
+}
+
+static void consumer_start(struct it *it, struct rx *rx, const char *group, const char *topic)
+{
+    char err[256];
+
+    err[0] = '\0';
+    if (nf_kafka_consumer_new(&rx->c, it->base, it->brokers, group, &topic, 1,
+                              rx->max_inflight, NULL, on_msg, rx, err, sizeof(err)) != 0)
+        fail_msg("consumer: %s", err);
+}
+
+/* ---- tests ---- */
+
+static void test_create_topics(void **state)
+{
+    struct it *it = need_broker(state);
+    char a[128], b[128], c[128], err[256];
+    const char *topics[2] = {a, b};
+    const char *bad[1] = {c};
+
+    name(a, sizeof(a), it, "create.a");
+    name(b, sizeof(b), it, "create.b");
+    name(c, sizeof(c), it, "create.c");
+    err[0] = '\0';
+    assert_int_equal(nf_kafka_create_topics(it->brokers, topics, 2, 3, 1, 10000, err,
+                                            sizeof(err)), 0);
+    assert_int_equal(nf_kafka_create_topics(it->brokers, topics, 2, 3, 1, 10000, err,
+                                            sizeof(err)), 0); /* exists: fine */
+    err[0] = '\0';
+    assert_int_equal(nf_kafka_create_topics(it->brokers, bad, 1, 1, 3, 10000, err,
+                                            sizeof(err)), -1);
+    assert_non_null(strstr(err, c));
+}
+
+static void test_produce_consume(void **state)
+{
+    struct it *it = need_broker(state);
+    char topic[128], group[128];
+    struct rx rx;
+    const int n = 30;
+
+    name(topic, sizeof(topic), it, "pc");
+    name(group, sizeof(group), it, "pc.g");
+    create(it, topic, 3);
+    produce_n(it, topic, n);
+
+    rx_init(&rx, 100, true);
+    rx.want = n;
+    consumer_start(it, &rx, group, topic);
+    assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
+    run_for(it->base, 500);
+    assert_false(rx.bad);
+    assert_int_equal(rx.received, n);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(rx.copies[i], 1);
+    assert_true(nf_kafka_consumer_ready(rx.c));
+    assert_int_equal(nf_kafka_consumer_inflight(rx.c), 0);
+    nf_kafka_consumer_free(rx.c);
+
+    /* everything was done: a new member of the group gets nothing */
+    rx_init(&rx, 100, true);
+    consumer_start(it, &rx, group, topic);
+    assert_true(run_until(it->base, consumer_ready, &rx, WAIT_MS));
+    run_for(it->base, 2000);
+    assert_int_equal(rx.received, 0);
+    nf_kafka_consumer_free(rx.c);
+}
+
+static void test_redelivery_contiguous(void **state)
+{
+    struct it *it = need_broker(state);
+    char topic[128], group[128];
+    static const int done_order[] = {9, 4, 0, 2, 1, 7, 5}; /* 3, 6 and 8 stay open */
+    struct rx rx;
+    const int n = 10;
+
+    name(topic, sizeof(topic), it, "rd");
+    name(group, sizeof(group), it, "rd.g");
+    create(it, topic, 1);
+    produce_n(it, topic, n);
+
+    rx_init(&rx, 100, false);
+    rx.want = n;
+    consumer_start(it, &rx, group, topic);
+    assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
+    assert_false(rx.bad);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(rx.offset_of[i], i); /* one partition, produced in order */
+    assert_int_equal(nf_kafka_consumer_inflight(rx.c), n);
+    for (size_t k = 0; k < sizeof(done_order) / sizeof(done_order[0]); k++) {
+        nf_kafka_msg_done(rx.held[done_order[k]]);
+        rx.held[done_order[k]] = NULL;
+    }
+    assert_int_equal(nf_kafka_consumer_inflight(rx.c), 3);
+    run_for(it->base, 200);
+    nf_kafka_consumer_free(rx.c); /* 3, 6, 8 freed without storing */
+
+    /* stored offset is 3: everything from the first open message comes again */
+    rx_init(&rx, 100, true);
+    rx.want = 7;
+    consumer_start(it, &rx, group, topic);
+    assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
+    run_for(it->base, 1500);
+    assert_false(rx.bad);
+    assert_int_equal(rx.received, 7);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(rx.copies[i], i >= 3 ? 1 : 0);
+    nf_kafka_consumer_free(rx.c);
+
+    /* now all are done */
+    rx_init(&rx, 100, true);
+    consumer_start(it, &rx, group, topic);
+    assert_true(run_until(it->base, consumer_ready, &rx, WAIT_MS));
+    run_for(it->base, 2000);
+    assert_int_equal(rx.received, 0);
+    nf_kafka_consumer_free(rx.c);
+}
+
+static void test_max_inflight(void **state)
+{
+    struct it *it = need_broker(state);
+    char topic[128], group[128];
+    struct rx rx;
+    const int n = 40, max = 3;
+    int first = -1;
+
+    name(topic, sizeof(topic), it, "bp");
+    name(group, sizeof(group), it, "bp.g");
+    create(it, topic, 2);
+    produce_n(it, topic, n);
+
+    rx_init(&rx, max, false);
+    rx.want = max;
+    consumer_start(it, &rx, group, topic);
+    assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
+    run_for(it->base, 1500);
+    assert_false(rx.bad);
+    assert_int_equal(rx.received, max); /* stopped at the limit */
+    assert_int_equal(nf_kafka_consumer_inflight(rx.c), max);
+
+    /* one done: room for one more */
+    for (int i = 0; i < MAXMSG && first < 0; i++)
+        if (rx.held[i] != NULL)
+            first = i;
+    nf_kafka_msg_done(rx.held[first]);
+    rx.held[first] = NULL;
+    assert_int_equal(nf_kafka_consumer_inflight(rx.c), max - 1);
+    rx.want = max + 1;
+    assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
+    run_for(it->base, 500);
+    assert_int_equal(rx.received, max + 1);
+    assert_int_equal(nf_kafka_consumer_inflight(rx.c), max);
+
+    /* then keep finishing whatever is held until all n arrived */
+    for (long long end = now_ms() + WAIT_MS; rx.received < n && now_ms() < end;) {
+        for (int i = 0; i < MAXMSG; i++) {
+            if (rx.held[i] != NULL) {
+                nf_kafka_msg_done(rx.held[i]);
+                rx.held[i] = NULL;
+            }
+        }
+        run_for(it->base, 20);
+    }
+    run_for(it->base, 500);
+    for (int i = 0; i < MAXMSG; i++) {
+        if (rx.held[i] != NULL) {
+            nf_kafka_msg_done(rx.held[i]);
+            rx.held[i] = NULL;
+        }
+    }
+    assert_false(rx.bad);
+    assert_int_equal(rx.received, n);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(rx.copies[i], 1);
+    assert_int_equal(nf_kafka_consumer_inflight(rx.c), 0);
+    nf_kafka_consumer_free(rx.c);
+}
+
+/* Messages held at shutdown are freed by nf_kafka_consumer_free (ASan checks). */
+static void test_free_with_held(void **state)
+{
+    struct it *it = need_broker(state);
+    char topic[128], group[128];
+    struct rx rx;
+
+    name(topic, sizeof(topic), it, "held");
+    name(group, sizeof(group), it, "held.g");
+    create(it, topic, 1);
+    produce_n(it, topic, 5);
+    rx_init(&rx, 2, false);
+    rx.want = 2;
+    consumer_start(it, &rx, group, topic);
+    assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
+    assert_int_equal(nf_kafka_consumer_inflight(rx.c), 2);
+    nf_kafka_consumer_free(rx.c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_create_topics),
+        cmocka_unit_test(test_produce_consume),
+        cmocka_unit_test(test_redelivery_contiguous),
+        cmocka_unit_test(test_max_inflight),
+        cmocka_unit_test(test_free_with_held),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
