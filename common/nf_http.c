@@ -48,22 +48,25 @@
 
 #include "nf_id.h"
 #include "nf_log.h"
+#include "nf_mem.h"
 #include "nf_metrics.h"
 
-#define DEFAULT_MAX_BODY (1024 * 1024)
-#define DEFAULT_MAX_HEADERS (16 * 1024)
+#define DEFAULT_MAX_BODY ((size_t)1024 * 1024)
+#define DEFAULT_MAX_HEADERS ((size_t)16 * 1024)
 #define DEFAULT_TIMEOUT_S 30
 #define LISTEN_BACKLOG 1024
 #define REQ_ID_MAX 64
 /* evhttp's own error pages are a few hundred bytes; anything larger is not one. */
 #define OWN_ERROR_MAX 4096
+/* Bytes a client may send (a pipelined request) while we watch for its close. */
+#define WATCH_READ_MAX (64 * 1024)
 
 struct route {
     enum evhttp_cmd_type method;
     const char *method_name; /* static string */
     char *pattern;           /* as registered; also the metrics label */
     size_t nsegs;
-    char **segs;             /* literal segment, or the parameter name */
+    char **segs; /* literal segment, or the parameter name */
     bool *is_param;
     nf_http_handler fn;
     void *arg;
@@ -81,14 +84,14 @@ struct nf_http_server {
     struct evhttp_bound_socket *bound; /* NULL once stopped */
     int port;
     struct nf_http_limits limits;
-    struct nf_metrics *metrics;        /* not owned; may be NULL */
+    struct nf_metrics *metrics; /* not owned; may be NULL */
     struct nf_counter *m_conns;
     struct nf_histogram *m_unmatched;
     struct route **routes;
     size_t nroutes;
     nf_http_ready_fn ready_fn;
     void *ready_arg;
-    struct nf_http_req *first;         /* requests not answered yet */
+    struct nf_http_req *first; /* requests not answered yet */
     size_t inflight;
     bool stopped;
     bool replying; /* one of our answers is being queued: on_output leaves it alone */
@@ -107,13 +110,14 @@ struct nf_http_req {
     struct kv *query;
     size_t nquery;
     char *query_raw;
-    struct evkeyvalq headers;        /* copy of the request headers, made on first use */
+    struct evkeyvalq headers; /* copy of the request headers, made on first use */
     bool headers_copied;
-    char *body;                      /* NUL-terminated copy, made on first use */
+    char *body; /* NUL-terminated copy, made on first use */
     size_t body_len;
     cJSON *json;
     void *data;
-    bool gone;                       /* the client closed the connection */
+    bool gone;     /* the client closed the connection */
+    bool watching; /* reading the waiting connection to notice a close */
     bool streaming;
     bool close_notified;
     void (*on_close)(struct nf_http_req *, void *);
@@ -126,46 +130,6 @@ struct nf_http_req {
 
 /* ---- small helpers ------------------------------------------------------------------ */
 
-static void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-static void *xrealloc(void *p, size_t n)
-{
-    p = realloc(p, n ? n : 1);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    char *p = strdup(s);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-static char *xstrndup(const char *s, size_t n)
-{
-    char *p = strndup(s, n);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
 static cJSON *jcheck(cJSON *item)
 {
     if (item == NULL)
@@ -176,33 +140,60 @@ static cJSON *jcheck(cJSON *item)
 static const char *reason_phrase(int status)
 {
     switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 410: return "Gone";
-    case 411: return "Length Required";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 417: return "Expectation Failed";
-    case 422: return "Unprocessable Entity";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return NULL; /* evhttp picks one */
+    case 200:
+        return "OK";
+    case 201:
+        return "Created";
+    case 202:
+        return "Accepted";
+    case 204:
+        return "No Content";
+    case 301:
+        return "Moved Permanently";
+    case 302:
+        return "Found";
+    case 304:
+        return "Not Modified";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 409:
+        return "Conflict";
+    case 410:
+        return "Gone";
+    case 411:
+        return "Length Required";
+    case 413:
+        return "Payload Too Large";
+    case 415:
+        return "Unsupported Media Type";
+    case 417:
+        return "Expectation Failed";
+    case 422:
+        return "Unprocessable Entity";
+    case 429:
+        return "Too Many Requests";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 500:
+        return "Internal Server Error";
+    case 501:
+        return "Not Implemented";
+    case 502:
+        return "Bad Gateway";
+    case 503:
+        return "Service Unavailable";
+    case 504:
+        return "Gateway Timeout";
+    default:
+        return NULL; /* evhttp picks one */
     }
 }
 
@@ -210,11 +201,9 @@ static const struct {
     enum evhttp_cmd_type type;
     const char *name;
 } methods[] = {
-    {EVHTTP_REQ_GET, "GET"},         {EVHTTP_REQ_POST, "POST"},
-    {EVHTTP_REQ_PUT, "PUT"},         {EVHTTP_REQ_DELETE, "DELETE"},
-    {EVHTTP_REQ_PATCH, "PATCH"},     {EVHTTP_REQ_HEAD, "HEAD"},
-    {EVHTTP_REQ_OPTIONS, "OPTIONS"}, {EVHTTP_REQ_TRACE, "TRACE"},
-    {EVHTTP_REQ_CONNECT, "CONNECT"},
+    {EVHTTP_REQ_GET, "GET"},         {EVHTTP_REQ_POST, "POST"},   {EVHTTP_REQ_PUT, "PUT"},
+    {EVHTTP_REQ_DELETE, "DELETE"},   {EVHTTP_REQ_PATCH, "PATCH"}, {EVHTTP_REQ_HEAD, "HEAD"},
+    {EVHTTP_REQ_OPTIONS, "OPTIONS"}, {EVHTTP_REQ_TRACE, "TRACE"}, {EVHTTP_REQ_CONNECT, "CONNECT"},
 };
 
 static const char *method_name(enum evhttp_cmd_type type)
@@ -304,7 +293,7 @@ static void new_request_id(char *out, size_t outlen)
 /* Percent-decodes s[0..n) ('+' as space when plus); NULL when it decodes to a NUL byte. */
 static char *decode(const char *s, size_t n, bool plus)
 {
-    char *tmp = xstrndup(s, n);
+    char *tmp = nf_xstrndup(s, n);
     size_t len = 0;
     char *out = evhttp_uridecode(tmp, plus ? 1 : 0, &len);
     free(tmp);
@@ -347,26 +336,39 @@ static void headers_init(struct evkeyvalq *q)
     q->tqh_last = &q->tqh_first;
 }
 
-/* Copies the request headers and body out of the evhttp request (idempotent). */
+/* Copies the request headers out of the evhttp request (once). */
+static void keep_headers(struct nf_http_req *req)
+{
+    if (req->ev == NULL || req->headers_copied)
+        return;
+    const struct evkeyvalq *in = evhttp_request_get_input_headers(req->ev);
+    for (const struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next)
+        evhttp_add_header(&req->headers, h->key, h->value);
+    req->headers_copied = true;
+}
+
+/* Copies the body out of the evhttp request (once), NUL-terminated. */
+static void keep_body(struct nf_http_req *req)
+{
+    struct evbuffer *buf;
+    size_t len;
+
+    if (req->body != NULL)
+        return;
+    buf = req->ev != NULL ? evhttp_request_get_input_buffer(req->ev) : NULL;
+    len = buf != NULL ? evbuffer_get_length(buf) : 0;
+    req->body = nf_xmalloc(len + 1);
+    if (len > 0)
+        evbuffer_copyout(buf, req->body, len);
+    req->body[len] = '\0';
+    req->body_len = len;
+}
+
+/* Before the evhttp request goes away: keep what the accessors hand out. */
 static void keep_copies(struct nf_http_req *req)
 {
-    if (req->ev == NULL)
-        return;
-    if (!req->headers_copied) {
-        const struct evkeyvalq *in = evhttp_request_get_input_headers(req->ev);
-        for (const struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next)
-            evhttp_add_header(&req->headers, h->key, h->value);
-        req->headers_copied = true;
-    }
-    if (req->body == NULL) {
-        struct evbuffer *buf = evhttp_request_get_input_buffer(req->ev);
-        size_t len = evbuffer_get_length(buf);
-        req->body = xmalloc(len + 1);
-        if (len > 0)
-            evbuffer_copyout(buf, req->body, len);
-        req->body[len] = '\0';
-        req->body_len = len;
-    }
+    keep_headers(req);
+    keep_body(req);
 }
 
 static void req_unlink(struct nf_http_req *req)
@@ -443,10 +445,45 @@ static void on_conn_close(struct evhttp_connection *evcon, void *arg)
         req->ev = NULL; /* freed by evhttp with the connection */
     }
     /* else: evhttp detached the request; our reply call frees it */
-    if (req->streaming && req->on_close != NULL && !req->close_notified) {
+    if ((req->streaming || req->watching) && req->on_close != NULL && !req->close_notified) {
         req->close_notified = true;
         req->on_close(req, req->on_close_arg); /* may free req */
     }
+}
+
+/*
+ * While a request waits for its answer evhttp does not read its connection. To learn
+ * that a long-polling client left, read it the way evhttp itself does while it writes:
+ * no read callback (a pipelined request just waits in the input buffer, bounded by a
+ * watermark), evhttp's event callback (EOF -> request detached -> on_conn_close), and no
+ * read timeout, since a long poll is silent by design.
+ */
+static void watch_close(struct nf_http_req *req, struct evhttp_connection *evcon)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+    bufferevent_data_cb writecb = NULL;
+    bufferevent_event_cb eventcb = NULL;
+    void *cbarg = NULL;
+
+    bufferevent_getcb(bev, NULL, &writecb, &eventcb, &cbarg);
+    bufferevent_setcb(bev, NULL, writecb, eventcb, cbarg);
+    bufferevent_set_timeouts(bev, NULL, NULL);
+    bufferevent_setwatermark(bev, EV_READ, 0, WATCH_READ_MAX);
+    bufferevent_enable(bev, EV_READ);
+    req->watching = true;
+}
+
+/* Undoes watch_close before evhttp takes the connection back for the answer. */
+static void unwatch_close(struct nf_http_req *req, struct evhttp_connection *evcon)
+{
+    struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
+    struct timeval tv = {req->srv->limits.timeout_s, 0};
+
+    if (!req->watching)
+        return;
+    req->watching = false;
+    bufferevent_setwatermark(bev, EV_READ, 0, 0);
+    bufferevent_set_timeouts(bev, &tv, &tv);
 }
 
 /* Connection of a request still able to take an answer, or NULL. */
@@ -468,20 +505,23 @@ static void req_answer(struct nf_http_req *req, int status, const char *content_
 
     req->status = status;
     if (evcon != NULL) {
+        struct nf_http_server *srv = req->srv; /* a live connection means not orphaned */
         struct evkeyvalq *out = evhttp_request_get_output_headers(req->ev);
         evhttp_connection_set_closecb(evcon, NULL, NULL);
+        unwatch_close(req, evcon);
         if (content_type != NULL &&
             !(keep_ctype && evhttp_find_header(out, "Content-Type") != NULL)) {
             evhttp_remove_header(out, "Content-Type");
             evhttp_add_header(out, "Content-Type", content_type);
         }
-        if (req->srv != NULL && req->srv->stopped)
+        if (srv->stopped)
             evhttp_add_header(out, "Connection", "close");
-        if (len > 0)
+        /* evhttp would send a body even where HTTP forbids one */
+        if (len > 0 && status != 204 && status != 304 && strcmp(req->method, "HEAD") != 0)
             evbuffer_add(evhttp_request_get_output_buffer(req->ev), body, len);
-        req->srv->replying = true;
+        srv->replying = true;
         evhttp_send_reply(req->ev, status, reason_phrase(status), NULL);
-        req->srv->replying = false;
+        srv->replying = false;
     } else if (req->ev != NULL) {
         evhttp_request_free(req->ev); /* detached: the client left */
     }
@@ -530,9 +570,9 @@ static int route_parse(struct route *rt, const char *pattern)
             return -1;
         if (!param && (memchr(seg, '{', n) != NULL || memchr(seg, '}', n) != NULL))
             return -1;
-        rt->segs = xrealloc(rt->segs, (rt->nsegs + 1) * sizeof(*rt->segs));
-        rt->is_param = xrealloc(rt->is_param, (rt->nsegs + 1) * sizeof(*rt->is_param));
-        rt->segs[rt->nsegs] = param ? xstrndup(seg + 1, n - 2) : xstrndup(seg, n);
+        rt->segs = nf_xrealloc(rt->segs, (rt->nsegs + 1) * sizeof(*rt->segs));
+        rt->is_param = nf_xrealloc(rt->is_param, (rt->nsegs + 1) * sizeof(*rt->is_param));
+        rt->segs[rt->nsegs] = param ? nf_xstrndup(seg + 1, n - 2) : nf_xstrndup(seg, n);
         rt->is_param[rt->nsegs] = param;
         rt->nsegs++;
         start += n + 1;
@@ -581,7 +621,7 @@ int nf_http_route(struct nf_http_server *srv, const char *method, const char *pa
 
     if (srv == NULL || method == NULL || fn == NULL)
         return -1;
-    rt = xcalloc(1, sizeof(*rt));
+    rt = nf_xcalloc(1, sizeof(*rt));
     for (i = 0; i < sizeof(methods) / sizeof(methods[0]); i++) {
         if (strcmp(methods[i].name, method) == 0) {
             rt->method = methods[i].type;
@@ -589,23 +629,22 @@ int nf_http_route(struct nf_http_server *srv, const char *method, const char *pa
         }
     }
     if (rt->method_name == NULL || route_parse(rt, pattern) != 0) {
-        nf_log_kv(NF_LOG_ERROR, "http_route_invalid", "invalid route", "method", method,
-                  "pattern", pattern, NULL);
+        nf_log_kv(NF_LOG_ERROR, "http_route_invalid", "invalid route", "method", method, "pattern",
+                  pattern, NULL);
         goto err;
     }
     for (i = 0; i < srv->nroutes; i++) {
         if (route_same_shape(srv->routes[i], rt)) {
-            nf_log_kv(NF_LOG_ERROR, "http_route_duplicate", "route already registered",
-                      "method", method, "pattern", pattern, "existing",
-                      srv->routes[i]->pattern, NULL);
+            nf_log_kv(NF_LOG_ERROR, "http_route_duplicate", "route already registered", "method",
+                      method, "pattern", pattern, "existing", srv->routes[i]->pattern, NULL);
             goto err;
         }
     }
-    rt->pattern = xstrdup(pattern);
+    rt->pattern = nf_xstrdup(pattern);
     rt->fn = fn;
     rt->arg = arg;
     rt->duration = route_histogram(srv, pattern);
-    srv->routes = xrealloc(srv->routes, (srv->nroutes + 1) * sizeof(*srv->routes));
+    srv->routes = nf_xrealloc(srv->routes, (srv->nroutes + 1) * sizeof(struct route *));
     srv->routes[srv->nroutes++] = rt;
     return 0;
 
@@ -651,7 +690,7 @@ static int split_path(const char *path, char ***out, size_t *nout)
             segs_free(segs, n);
             return -1;
         }
-        segs = xrealloc(segs, (n + 1) * sizeof(*segs));
+        segs = nf_xrealloc(segs, (n + 1) * sizeof(*segs));
         segs[n++] = dec;
         start += sn + 1;
     }
@@ -660,7 +699,8 @@ static int split_path(const char *path, char ***out, size_t *nout)
     return 0;
 }
 
-/* Decodes "a=1&b=x%20y" into req->query; -1 when something decodes to a NUL byte. */
+/* Decodes "a=1&b=x%20y" (q may be NULL) into req->query; -1 when something decodes to a
+ * NUL byte. */
 static int parse_query(struct nf_http_req *req, const char *q)
 {
     char *copy, *rest, *piece;
@@ -668,8 +708,7 @@ static int parse_query(struct nf_http_req *req, const char *q)
 
     if (q == NULL)
         return 0;
-    req->query_raw = xstrdup(q);
-    copy = rest = xstrdup(q);
+    copy = rest = nf_xstrdup(q);
     while ((piece = strsep(&rest, "&")) != NULL) {
         char *eq = strchr(piece, '=');
         const char *val = "";
@@ -694,13 +733,45 @@ static int parse_query(struct nf_http_req *req, const char *q)
             free(value);
             continue;
         }
-        req->query = xrealloc(req->query, (req->nquery + 1) * sizeof(*req->query));
+        req->query = nf_xrealloc(req->query, (req->nquery + 1) * sizeof(*req->query));
         req->query[req->nquery].name = name;
         req->query[req->nquery].value = value;
         req->nquery++;
     }
     free(copy);
     return rc;
+}
+
+/*
+ * Sets req->path and req->query_raw from the request target. Origin form ("/a/b?q") is
+ * split by hand: evhttp's URI parser would read "//x" as an authority. -1 when the
+ * target has no usable path.
+ */
+static int target_split(struct nf_http_req *req, struct evhttp_request *ev)
+{
+    const char *raw = evhttp_request_get_uri(ev);
+    const struct evhttp_uri *uri;
+    const char *path, *query;
+
+    if (raw != NULL && raw[0] == '/') {
+        size_t plen = strcspn(raw, "?#");
+        req->path = nf_xstrndup(raw, plen);
+        if (raw[plen] == '?')
+            req->query_raw = nf_xstrndup(raw + plen + 1, strcspn(raw + plen + 1, "#"));
+        return 0;
+    }
+    /* absolute form, "http://host/path?q" */
+    uri = evhttp_request_get_evhttp_uri(ev);
+    path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
+    query = uri != NULL ? evhttp_uri_get_query(uri) : NULL;
+    if (uri == NULL || evhttp_uri_get_host(uri) == NULL) {
+        req->path = nf_xstrdup(raw != NULL ? raw : "");
+        return -1;
+    }
+    req->path = nf_xstrdup(path != NULL && path[0] == '/' ? path : "/");
+    if (query != NULL)
+        req->query_raw = nf_xstrdup(query);
+    return 0;
 }
 
 static size_t header_bytes(struct evhttp_request *ev)
@@ -716,7 +787,7 @@ static size_t header_bytes(struct evhttp_request *ev)
 
 static struct nf_http_req *req_new(struct nf_http_server *srv, struct evhttp_request *ev)
 {
-    struct nf_http_req *req = xcalloc(1, sizeof(*req));
+    struct nf_http_req *req = nf_xcalloc(1, sizeof(*req));
     struct evhttp_connection *evcon = evhttp_request_get_connection(ev);
     const char *rid = evhttp_find_header(evhttp_request_get_input_headers(ev), "X-Request-Id");
 
@@ -750,8 +821,6 @@ static void on_request(struct evhttp_request *ev, void *arg)
 {
     struct nf_http_server *srv = arg;
     struct nf_http_req *req = req_new(srv, ev);
-    const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(ev);
-    const char *path = uri != NULL ? evhttp_uri_get_path(uri) : NULL;
     enum evhttp_cmd_type cmd = evhttp_request_get_command(ev);
     struct route *best = NULL;
     bool path_known = false;
@@ -759,18 +828,18 @@ static void on_request(struct evhttp_request *ev, void *arg)
     char **segs = NULL;
     size_t nsegs = 0;
 
-    req->path = xstrdup(path != NULL ? path : "");
+    int target_rc = target_split(req, ev);
+
     if (header_bytes(ev) > srv->limits.max_headers) {
-        nf_http_reply_error(req, 431, "headers_too_large", NULL,
-                            "request headers exceed %zu bytes", srv->limits.max_headers);
+        nf_http_reply_error(req, 431, "headers_too_large", NULL, "request headers exceed %zu bytes",
+                            srv->limits.max_headers);
         return;
     }
-    if (path == NULL || path[0] != '/') {
+    if (target_rc != 0) {
         nf_http_reply_error(req, 400, "bad_request", NULL, "invalid request target");
         return;
     }
-    if (parse_query(req, uri != NULL ? evhttp_uri_get_query(uri) : NULL) != 0 ||
-        split_path(path, &segs, &nsegs) != 0) {
+    if (parse_query(req, req->query_raw) != 0 || split_path(req->path, &segs, &nsegs) != 0) {
         nf_http_reply_error(req, 400, "bad_request", NULL, "request target contains a NUL byte");
         return;
     }
@@ -802,13 +871,13 @@ static void on_request(struct evhttp_request *ev, void *arg)
         return;
     }
 
-    req->route = xstrdup(best->pattern);
+    req->route = nf_xstrdup(best->pattern);
     req->duration = best->duration;
     for (size_t i = 0; i < nsegs; i++) {
         if (!best->is_param[i])
             continue;
-        req->params = xrealloc(req->params, (req->nparams + 1) * sizeof(*req->params));
-        req->params[req->nparams].name = xstrdup(best->segs[i]);
+        req->params = nf_xrealloc(req->params, (req->nparams + 1) * sizeof(*req->params));
+        req->params[req->nparams].name = nf_xstrdup(best->segs[i]);
         req->params[req->nparams].value = segs[i];
         segs[i] = NULL;
         req->nparams++;
@@ -867,14 +936,14 @@ static void rewrite_own_error(struct nf_http_server *srv, struct evbuffer *buf, 
     cJSON_Delete(body);
     if (json == NULL)
         abort();
-    hl = snprintf(head, sizeof(head),
-                  "HTTP/1.%c %d %s\r\nContent-Type: application/json\r\n"
-                  "Content-Length: %zu\r\nConnection: close\r\nX-Request-Id: %s\r\n\r\n",
-                  p[off + 7], status,
-                  reason_phrase(status) != NULL ? reason_phrase(status) : "Error", strlen(json),
-                  id);
+    hl =
+        snprintf(head, sizeof(head),
+                 "HTTP/1.%c %d %s\r\nContent-Type: application/json\r\n"
+                 "Content-Length: %zu\r\nConnection: close\r\nX-Request-Id: %s\r\n\r\n",
+                 p[off + 7], status,
+                 reason_phrase(status) != NULL ? reason_phrase(status) : "Error", strlen(json), id);
     if (off > 0) {
-        prefix = xmalloc(off);
+        prefix = nf_xmalloc(off);
         memcpy(prefix, p, off);
     }
 
@@ -1024,8 +1093,7 @@ static int listen_socket(const char *host, int port, bool reuseport, int *out_po
     }
     for (ai = res; ai != NULL; ai = ai->ai_next) {
         int one = 1;
-        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    ai->ai_protocol);
+        fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
         if (fd < 0) {
             err = errno;
             continue;
@@ -1046,6 +1114,8 @@ static int listen_socket(const char *host, int port, bool reuseport, int *out_po
     {
         struct sockaddr_storage ss;
         socklen_t sl = sizeof(ss);
+
+        memset(&ss, 0, sizeof(ss));
         *out_port = port;
         if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
             if (ss.ss_family == AF_INET)
@@ -1069,7 +1139,7 @@ int nf_http_server_new(struct nf_http_server **out, struct event_base *base, con
     if (out == NULL || base == NULL || port < 0 || port > 65535)
         return -1;
     ignore_sigpipe();
-    srv = xcalloc(1, sizeof(*srv));
+    srv = nf_xcalloc(1, sizeof(*srv));
     srv->base = base;
     srv->metrics = metrics;
     if (limits != NULL)
@@ -1124,8 +1194,8 @@ int nf_http_server_new(struct nf_http_server **out, struct event_base *base, con
         goto err_http;
     }
     snprintf(portstr, sizeof(portstr), "%d", srv->port);
-    nf_log_kv(NF_LOG_INFO, "http_listen", "listening", "host", host, "port", portstr,
-              "reuseport", reuseport ? "true" : "false", NULL);
+    nf_log_kv(NF_LOG_INFO, "http_listen", "listening", "host", host, "port", portstr, "reuseport",
+              reuseport ? "true" : "false", NULL);
     *out = srv;
     return 0;
 
@@ -1272,7 +1342,7 @@ const char *nf_http_req_query_string(const struct nf_http_req *req)
 const char *nf_http_req_header(const struct nf_http_req *req, const char *name)
 {
     /* Answers come from a copy so that they outlive the evhttp request. */
-    keep_copies((struct nf_http_req *)req);
+    keep_headers((struct nf_http_req *)req);
     return evhttp_find_header(&req->headers, name);
 }
 
@@ -1288,11 +1358,7 @@ const char *nf_http_req_peer(const struct nf_http_req *req)
 
 const char *nf_http_req_body(struct nf_http_req *req, size_t *len)
 {
-    keep_copies(req);
-    if (req->body == NULL) { /* no evhttp request left and nothing copied */
-        req->body = xcalloc(1, 1);
-        req->body_len = 0;
-    }
+    keep_body(req);
     if (len != NULL)
         *len = req->body_len;
     return req->body;
@@ -1358,8 +1424,8 @@ void nf_http_reply_json(struct nf_http_req *req, int status, cJSON *body)
     char *text = NULL;
 
     if (req->streaming) {
-        nf_log_kv(NF_LOG_ERROR, "http_reply_misuse", "reply on a started stream",
-                  "request_id", req->id, NULL);
+        nf_log_kv(NF_LOG_ERROR, "http_reply_misuse", "reply on a started stream", "request_id",
+                  req->id, NULL);
         cJSON_Delete(body);
         nf_http_stream_end(req);
         return;
@@ -1379,16 +1445,16 @@ void nf_http_reply_raw(struct nf_http_req *req, int status, const char *content_
                        const void *body, size_t len)
 {
     if (req->streaming) {
-        nf_log_kv(NF_LOG_ERROR, "http_reply_misuse", "reply on a started stream",
-                  "request_id", req->id, NULL);
+        nf_log_kv(NF_LOG_ERROR, "http_reply_misuse", "reply on a started stream", "request_id",
+                  req->id, NULL);
         nf_http_stream_end(req);
         return;
     }
     req_answer(req, status, content_type, false, body, body != NULL ? len : 0);
 }
 
-void nf_http_reply_error(struct nf_http_req *req, int status, const char *code,
-                         const char *param, const char *fmt, ...)
+void nf_http_reply_error(struct nf_http_req *req, int status, const char *code, const char *param,
+                         const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
@@ -1415,6 +1481,7 @@ void nf_http_stream_start(struct nf_http_req *req, int status, const char *conte
         struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
         struct timeval wtv = {req->srv->limits.timeout_s, 0};
 
+        unwatch_close(req, evcon);
         evhttp_remove_header(out, "Content-Type");
         evhttp_add_header(out, "Content-Type",
                           content_type != NULL ? content_type : "text/event-stream");
@@ -1478,6 +1545,10 @@ void nf_http_stream_end(struct nf_http_req *req)
 void nf_http_stream_on_close(struct nf_http_req *req, void (*fn)(struct nf_http_req *, void *),
                              void *arg)
 {
+    struct evhttp_connection *evcon = live_conn(req);
+
     req->on_close = fn;
     req->on_close_arg = arg;
+    if (fn != NULL && !req->streaming && !req->watching && !req->gone && evcon != NULL)
+        watch_close(req, evcon);
 }

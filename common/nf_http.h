@@ -43,8 +43,11 @@ struct nf_http_limits {
 };
 
 /*
- * Binds host:port (SO_REUSEPORT when reuseport, so N processes can share the port).
- * metrics may be NULL (then /metrics answers an empty body). -1 if binding fails.
+ * Binds host:port (SO_REUSEPORT when reuseport, so N processes can share the port); port 0
+ * picks a free port (nf_http_server_port tells which). host NULL or "" binds all
+ * addresses. metrics may be NULL (then /metrics answers an empty body); it is not owned and
+ * must outlive the server. -1 if binding fails (logged), *out untouched. Also sets SIGPIPE
+ * to ignored if it was at its default.
  */
 int nf_http_server_new(struct nf_http_server **out, struct event_base *base, const char *host,
                        int port, const struct nf_http_limits *limits, bool reuseport,
@@ -72,15 +75,15 @@ size_t nf_http_inflight(const struct nf_http_server *srv);
 
 /* Request accessors. Header names are case-insensitive. NULL when absent. */
 const char *nf_http_req_method(const struct nf_http_req *req);
-const char *nf_http_req_path(const struct nf_http_req *req);   /* raw, without query string */
-const char *nf_http_req_route(const struct nf_http_req *req);  /* the matched pattern */
+const char *nf_http_req_path(const struct nf_http_req *req);  /* raw, without query string */
+const char *nf_http_req_route(const struct nf_http_req *req); /* the matched pattern */
 const char *nf_http_req_param(const struct nf_http_req *req, const char *name); /* {name} */
 const char *nf_http_req_query(const struct nf_http_req *req, const char *name); /* decoded */
 /* The raw query string as received (still percent-encoded, no '?'), NULL when none. */
 const char *nf_http_req_query_string(const struct nf_http_req *req);
 const char *nf_http_req_header(const struct nf_http_req *req, const char *name);
 const char *nf_http_req_id(const struct nf_http_req *req);
-const char *nf_http_req_peer(const struct nf_http_req *req);   /* client IP address */
+const char *nf_http_req_peer(const struct nf_http_req *req); /* client IP address */
 /* The body (NUL-terminated copy); *len may be NULL. Empty body -> "" and 0. */
 const char *nf_http_req_body(struct nf_http_req *req, size_t *len);
 /*
@@ -101,9 +104,8 @@ void nf_http_reply_json(struct nf_http_req *req, int status, cJSON *body);
 void nf_http_reply_raw(struct nf_http_req *req, int status, const char *content_type,
                        const void *body, size_t len);
 /* {"error": {"code", "message", "param"?, "request_id"}}; param may be NULL. */
-void nf_http_reply_error(struct nf_http_req *req, int status, const char *code,
-                         const char *param, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+void nf_http_reply_error(struct nf_http_req *req, int status, const char *code, const char *param,
+                         const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 
 /*
  * Streaming answers (text/event-stream): start once, send chunks, end once (end frees
@@ -113,7 +115,12 @@ void nf_http_reply_error(struct nf_http_req *req, int status, const char *code,
 void nf_http_stream_start(struct nf_http_req *req, int status, const char *content_type);
 int nf_http_stream_send(struct nf_http_req *req, const void *buf, size_t len);
 void nf_http_stream_end(struct nf_http_req *req);
-/* Called once if the client closes a streaming answer early (then stream_send fails). */
+/*
+ * Called once if the client closes a streaming answer early (then stream_send fails).
+ * Also for a request still waiting for its answer (a long poll): set it there and fn is
+ * called once if the client disconnects before the reply, which is still owed (and
+ * dropped). fn may reply or end the stream itself.
+ */
 void nf_http_stream_on_close(struct nf_http_req *req, void (*fn)(struct nf_http_req *, void *),
                              void *arg);
 
@@ -123,10 +130,10 @@ void nf_http_stream_on_close(struct nf_http_req *req, void (*fn)(struct nf_http_
 struct nf_http_client;
 
 struct nf_http_resp {
-    int status;           /* HTTP status, or 0 on connection error / timeout */
-    const char *body;     /* NUL-terminated; "" when empty; valid during the callback */
+    int status;       /* HTTP status, or 0 on connection error / timeout */
+    const char *body; /* NUL-terminated; "" when empty; valid during the callback */
     size_t len;
-    const char *error;    /* transport error text when status == 0, else NULL */
+    const char *error;               /* transport error text when status == 0, else NULL */
     const struct evkeyvalq *headers; /* answer headers (NULL when status == 0) */
 };
 
@@ -145,7 +152,7 @@ void nf_http_client_free(struct nf_http_client *cli);
  * (cb is then not called).
  */
 int nf_http_client_request(struct nf_http_client *cli, const char *method, const char *path,
-                           const char *const *headers, const char *body, size_t len,
-                           int timeout_ms, nf_http_client_cb cb, void *arg);
+                           const char *const *headers, const char *body, size_t len, int timeout_ms,
+                           nf_http_client_cb cb, void *arg);
 /* Header value from an answer, NULL when absent. */
 const char *nf_http_resp_header(const struct nf_http_resp *resp, const char *name);

@@ -26,9 +26,10 @@
  * the last message it returned to us, so nothing is skipped; the few messages that may
  * race the pause wait in `pending`.
  *
- * Readiness comes from the statistics (statistics.interval.ms=1000): a broker in state UP,
- * plus ALL_BROKERS_DOWN errors in between, plus the cluster id (a metadata answer) for the
- * producer or a first assignment for the consumer, and no fatal error.
+ * Readiness: some broker connection is up (the statistics, every second, say whether one
+ * is in state UP; an ALL_BROKERS_DOWN error clears it in between; an acknowledged
+ * message or an assignment sets it early), the cluster id is known (producer: a metadata
+ * answer arrived) or a first assignment arrived (consumer), and no fatal error.
  */
 #include "nf_kafka.h"
 
@@ -44,16 +45,19 @@
 
 #include "nf_kafka_track.h"
 #include "nf_log.h"
+#include "nf_mem.h"
 
 #define TICK_MS 100
 #define DRAIN_BATCH 64
 #define STATS_INTERVAL "1000"
 
 const char *const nf_kafka_forge_topics[] = {
-    "forge.jobs.requested", "forge.jobs.generate", "forge.jobs.audit",
-    "forge.jobs.distill",   "forge.jobs.train",    "forge.jobs.evaluate",
-    "forge.jobs.deploy",    "forge.jobs.events",   "forge.jobs.dlq",
-    "forge.usage",          "forge.usage.dlq",     "forge.workers.events",
+    "forge.jobs.requested", "forge.jobs.generate",
+    "forge.jobs.audit",     "forge.jobs.distill",
+    "forge.jobs.train",     "forge.jobs.evaluate",
+    "forge.jobs.deploy",    "forge.jobs.events",
+    "forge.jobs.dlq",       "forge.usage",
+    "forge.usage.dlq",      "forge.workers.events",
     "forge.audit",          NULL,
 };
 
@@ -64,30 +68,30 @@ const char *const nf_kafka_forge_topics[] = {
 struct kio {
     struct event_base *base;
     rd_kafka_t *rk;
-    rd_kafka_queue_t *rkqu;  /* the queue whose io event writes to fds[1] */
-    int fds[2];              /* non-blocking pipe; -1 when closed */
-    struct event *io_ev;     /* EV_READ|EV_PERSIST on fds[0] */
-    struct event *tick_ev;   /* TICK_MS persistent safety net */
-    struct event *kick_ev;   /* made active when a drain left work behind */
+    rd_kafka_queue_t *rkqu; /* the queue whose io event writes to fds[1] */
+    int fds[2];             /* non-blocking pipe; -1 when closed */
+    struct event *io_ev;    /* EV_READ|EV_PERSIST on fds[0] */
+    struct event *tick_ev;  /* TICK_MS persistent safety net */
+    struct event *kick_ev;  /* made active when a drain left work behind */
     void (*drain)(void *owner);
     void *owner;
-    const char *kind;        /* "producer" or "consumer", for logs */
-    bool fatal;              /* librdkafka raised a fatal error */
-    bool brokers_up;         /* last statistics saw a broker UP, no ALL_BROKERS_DOWN since */
-    bool metadata_seen;      /* the cluster id is known */
+    const char *kind;   /* "producer" or "consumer", for logs */
+    bool fatal;         /* librdkafka raised a fatal error */
+    bool brokers_up;    /* last statistics saw a broker UP, no ALL_BROKERS_DOWN since */
+    bool metadata_seen; /* the cluster id is known */
 };
 
 /* Delivery record of one accepted message; the per-message opaque. */
 struct dr {
     nf_kafka_delivery_cb cb; /* may be NULL */
     void *arg;
-    struct dr *prev, *next;  /* in p->outstanding until reported */
+    struct dr *prev, *next; /* in p->outstanding until reported */
 };
 
 struct nf_kafka_producer {
-    struct kio io;           /* first: see struct kio */
-    struct dr *outstanding;  /* accepted, not yet reported */
-    int outq;                /* length of outstanding */
+    struct kio io;          /* first: see struct kio */
+    struct dr *outstanding; /* accepted, not yet reported */
+    int outq;               /* length of outstanding */
 };
 
 /* A consumed message: the public part first, so nf_kafka_msg_done finds the rest. */
@@ -105,27 +109,19 @@ struct kmsg_list {
 };
 
 struct nf_kafka_consumer {
-    struct kio io;           /* first: see struct kio */
+    struct kio io; /* first: see struct kio */
     nf_kafka_msg_cb cb;
     void *arg;
     size_t max_inflight;
-    size_t resume_below;     /* resume fetching once inflight drops below this */
+    size_t resume_below; /* resume fetching once inflight drops below this */
     struct nf_kafka_track *track;
-    struct kmsg_list inflight;  /* handed out, not done */
-    struct kmsg_list pending;   /* consumed, waiting for room */
+    struct kmsg_list inflight;               /* handed out, not done */
+    struct kmsg_list pending;                /* consumed, waiting for room */
     rd_kafka_topic_partition_list_t *paused; /* what we paused while full */
-    bool full;               /* inflight reached max; the assignment is paused */
-    bool assigned;           /* a first assignment arrived */
+    bool full;                               /* inflight reached max; the assignment is paused */
+    bool assigned;                           /* a first assignment arrived */
     bool draining;
 };
-
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (p == NULL)
-        abort();
-    return p;
-}
 
 /* librdkafka errors as our negative codes: its own (already negative) pass unchanged,
  * broker errors (positive) are negated. */
@@ -163,8 +159,7 @@ static int conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, 
 }
 
 /* Sets NULL-terminated name/value pairs, stopping at the first bad one. */
-static int conf_set_all(rd_kafka_conf_t *conf, const char *const *kv, char *err,
-                        size_t errlen)
+static int conf_set_all(rd_kafka_conf_t *conf, const char *const *kv, char *err, size_t errlen)
 {
     for (size_t i = 0; kv != NULL && kv[i] != NULL; i += 2) {
         if (kv[i + 1] == NULL) {
@@ -183,7 +178,7 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 {
     /* syslog levels; librdkafka reports refused connections at 3, which a broker
      * restart makes routine: warn */
-    enum nf_log_level lvl = level <= 2 ? NF_LOG_ERROR
+    enum nf_log_level lvl = level <= 2   ? NF_LOG_ERROR
                             : level <= 4 ? NF_LOG_WARN
                             : level <= 6 ? NF_LOG_INFO
                                          : NF_LOG_DEBUG;
@@ -229,8 +224,8 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque)
     }
     if (up != io->brokers_up)
         nf_log_kv(up ? NF_LOG_INFO : NF_LOG_WARN, "kafka_brokers",
-                  up ? "kafka broker connection up" : "no kafka broker connection up",
-                  "client", rd_kafka_name(rk), NULL);
+                  up ? "kafka broker connection up" : "no kafka broker connection up", "client",
+                  rd_kafka_name(rk), NULL);
     io->brokers_up = up;
     cJSON_Delete(doc);
     return 0; /* librdkafka frees json */
@@ -286,8 +281,8 @@ static void kio_kick(struct kio *io)
 }
 
 /* Pipe and events, not armed yet. */
-static int kio_init(struct kio *io, struct event_base *base, void (*drain)(void *),
-                    void *owner, const char *kind, char *err, size_t errlen)
+static int kio_init(struct kio *io, struct event_base *base, void (*drain)(void *), void *owner,
+                    const char *kind, char *err, size_t errlen)
 {
     io->base = base;
     io->drain = drain;
@@ -312,7 +307,7 @@ static int kio_init(struct kio *io, struct event_base *base, void (*drain)(void 
 /* Routes rkqu's wake-ups to the pipe and arms the events; rkqu is owned by io now. */
 static void kio_start(struct kio *io, rd_kafka_queue_t *rkqu)
 {
-    struct timeval tick = {0, TICK_MS * 1000};
+    struct timeval tick = {0, (suseconds_t)TICK_MS * 1000};
 
     io->rkqu = rkqu;
     rd_kafka_queue_io_event_enable(rkqu, io->fds[1], "1", 1);
@@ -356,12 +351,13 @@ static void kio_close(struct kio *io)
 
 static void dr_unlink(struct nf_kafka_producer *p, struct dr *d)
 {
-    if (d->prev)
-        d->prev->next = d->next;
-    else
+    if (p->outstanding == d)
         p->outstanding = d->next;
+    else
+        d->prev->next = d->next;
     if (d->next)
         d->next->prev = d->prev;
+    d->prev = d->next = NULL;
     p->outq--;
 }
 
@@ -382,8 +378,10 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm, void *opaqu
     if (d == NULL)
         return;
     if (rkm->err)
-        nf_log_kv(NF_LOG_DEBUG, "kafka_delivery_failed", rd_kafka_err2str(rkm->err),
-                  "topic", rd_kafka_topic_name(rkm->rkt), NULL);
+        nf_log_kv(NF_LOG_DEBUG, "kafka_delivery_failed", rd_kafka_err2str(rkm->err), "topic",
+                  rd_kafka_topic_name(rkm->rkt), NULL);
+    else
+        p->io.brokers_up = true; /* a broker acknowledged; statistics follow */
     dr_finish(p, d, rkm->err);
 }
 
@@ -395,8 +393,8 @@ static void producer_drain(void *owner)
 }
 
 int nf_kafka_producer_new(struct nf_kafka_producer **out, struct event_base *base,
-                          const char *brokers, const char *client_id,
-                          const char *const *extra, char *err, size_t errlen)
+                          const char *brokers, const char *client_id, const char *const *extra,
+                          char *err, size_t errlen)
 {
     struct nf_kafka_producer *p;
     rd_kafka_conf_t *conf;
@@ -406,7 +404,7 @@ int nf_kafka_producer_new(struct nf_kafka_producer **out, struct event_base *bas
         set_err(err, errlen, "kafka producer: %s%s", "no brokers given", "");
         return -1;
     }
-    p = xcalloc(1, sizeof(*p));
+    p = nf_xcalloc(1, sizeof(*p));
     if (kio_init(&p->io, base, producer_drain, p, "producer", err, errlen) < 0)
         goto fail_io;
 
@@ -476,20 +474,18 @@ void nf_kafka_producer_free(struct nf_kafka_producer *p, int timeout_ms)
 int nf_kafka_produce(struct nf_kafka_producer *p, const char *topic, const char *key,
                      const void *payload, size_t len, nf_kafka_delivery_cb cb, void *arg)
 {
-    struct dr *d = xcalloc(1, sizeof(*d));
+    struct dr *d = nf_xcalloc(1, sizeof(*d));
     size_t klen = key != NULL ? strlen(key) : 0;
     rd_kafka_resp_err_t err;
 
     d->cb = cb;
     d->arg = arg;
     err = rd_kafka_producev(p->io.rk, RD_KAFKA_V_TOPIC(topic),
-                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                            RD_KAFKA_V_KEY(key, klen),
+                            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key, klen),
                             RD_KAFKA_V_VALUE((void *)payload, len), RD_KAFKA_V_OPAQUE(d),
                             RD_KAFKA_V_END);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        nf_log_kv(NF_LOG_WARN, "kafka_produce_failed", rd_kafka_err2str(err), "topic", topic,
-                  NULL);
+        nf_log_kv(NF_LOG_WARN, "kafka_produce_failed", rd_kafka_err2str(err), "topic", topic, NULL);
         free(d);
         return neg_err(err);
     }
@@ -527,14 +523,14 @@ static void list_push(struct kmsg_list *l, struct kmsg *km)
 
 static void list_del(struct kmsg_list *l, struct kmsg *km)
 {
-    if (km->prev)
-        km->prev->next = km->next;
-    else
+    if (l->first == km)
         l->first = km->next;
-    if (km->next)
-        km->next->prev = km->prev;
     else
+        km->prev->next = km->next;
+    if (l->last == km)
         l->last = km->prev;
+    else
+        km->next->prev = km->prev;
     km->prev = km->next = NULL;
     l->n--;
 }
@@ -545,11 +541,11 @@ static struct kmsg *kmsg_new(struct nf_kafka_consumer *c, const rd_kafka_message
     const char *topic = rd_kafka_topic_name(rkm->rkt);
     size_t tlen = strlen(topic), klen = rkm->key ? rkm->key_len : 0;
     size_t plen = rkm->payload ? rkm->len : 0;
-    struct kmsg *km = xcalloc(1, sizeof(*km) + tlen + 1 + klen + 1 + plen + 1);
+    struct kmsg *km = nf_xcalloc(1, sizeof(*km) + tlen + 1 + klen + 1 + plen + 1);
     char *s = (char *)(km + 1);
 
     km->c = c;
-    memcpy(s, topic, tlen);
+    memcpy(s, topic, tlen + 1);
     km->msg.topic = s;
     s += tlen + 1;
     if (klen > 0)
@@ -566,8 +562,7 @@ static struct kmsg *kmsg_new(struct nf_kafka_consumer *c, const rd_kafka_message
 }
 
 /* Pauses the assigned partitions in list that are not paused yet, remembering them. */
-static void pause_some(struct nf_kafka_consumer *c,
-                       const rd_kafka_topic_partition_list_t *list)
+static void pause_some(struct nf_kafka_consumer *c, const rd_kafka_topic_partition_list_t *list)
 {
     rd_kafka_topic_partition_list_t *todo = rd_kafka_topic_partition_list_new(list->cnt);
 
@@ -612,8 +607,7 @@ static void maybe_resume(struct nf_kafka_consumer *c)
 /* Gives km to the handler; km may be done (and gone) when this returns. */
 static void hand_out(struct nf_kafka_consumer *c, struct kmsg *km)
 {
-    km->entry = nf_kafka_track_add(c->track, km->msg.topic, km->msg.partition,
-                                   km->msg.offset);
+    km->entry = nf_kafka_track_add(c->track, km->msg.topic, km->msg.partition, km->msg.offset);
     list_push(&c->inflight, km);
     if (c->inflight.n >= c->max_inflight && !c->full)
         set_full(c);
@@ -628,8 +622,7 @@ static void consumer_drain(void *owner)
     if (c->draining)
         return;
     c->draining = true;
-    while (n < DRAIN_BATCH && c->pending.first != NULL &&
-           c->inflight.n < c->max_inflight) {
+    while (n < DRAIN_BATCH && c->pending.first != NULL && c->inflight.n < c->max_inflight) {
         struct kmsg *km = c->pending.first;
 
         list_del(&c->pending, km);
@@ -666,15 +659,17 @@ static void consumer_drain(void *owner)
 /* Drops pending messages of a revoked partition: they were never handed out. */
 static void pending_drop(struct nf_kafka_consumer *c, const char *topic, int32_t partition)
 {
-    struct kmsg *km, *next;
+    struct kmsg_list keep = {NULL, NULL, 0};
+    struct kmsg *km;
 
-    for (km = c->pending.first; km != NULL; km = next) {
-        next = km->next;
-        if (km->msg.partition == partition && strcmp(km->msg.topic, topic) == 0) {
-            list_del(&c->pending, km);
+    while ((km = c->pending.first) != NULL) {
+        c->pending.first = km->next;
+        if (km->msg.partition == partition && strcmp(km->msg.topic, topic) == 0)
             free(km);
-        }
+        else
+            list_push(&keep, km);
     }
+    c->pending = keep;
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -698,8 +693,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (c->full)
             pause_some(c, parts);
         c->assigned = true;
-        nf_log_kv(NF_LOG_INFO, "kafka_assigned", "partitions assigned", "client",
-                  rd_kafka_name(rk), "partitions", count, NULL);
+        c->io.brokers_up = true; /* the coordinator answered; statistics follow */
+        nf_log_kv(NF_LOG_INFO, "kafka_assigned", "partitions assigned", "client", rd_kafka_name(rk),
+                  "partitions", count, NULL);
         break;
     case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
         for (int i = 0; i < parts->cnt; i++) {
@@ -710,8 +706,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             error = rd_kafka_incremental_unassign(rk, parts);
         else
             aerr = rd_kafka_assign(rk, NULL);
-        nf_log_kv(NF_LOG_INFO, "kafka_revoked", "partitions revoked", "client",
-                  rd_kafka_name(rk), "partitions", count, NULL);
+        nf_log_kv(NF_LOG_INFO, "kafka_revoked", "partitions revoked", "client", rd_kafka_name(rk),
+                  "partitions", count, NULL);
         break;
     default:
         nf_log_kv(NF_LOG_ERROR, "kafka_rebalance_failed", rd_kafka_err2str(err), "client",
@@ -720,8 +716,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         break;
     }
     if (error != NULL) {
-        nf_log_kv(NF_LOG_ERROR, "kafka_assign_failed", rd_kafka_error_string(error),
-                  "client", rd_kafka_name(rk), NULL);
+        nf_log_kv(NF_LOG_ERROR, "kafka_assign_failed", rd_kafka_error_string(error), "client",
+                  rd_kafka_name(rk), NULL);
         rd_kafka_error_destroy(error);
     }
     if (aerr != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -730,10 +726,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 }
 
 int nf_kafka_consumer_new(struct nf_kafka_consumer **out, struct event_base *base,
-                          const char *brokers, const char *group_id,
-                          const char *const *topics, size_t ntopics, int max_inflight,
-                          const char *const *extra, nf_kafka_msg_cb cb, void *arg,
-                          char *err, size_t errlen)
+                          const char *brokers, const char *group_id, const char *const *topics,
+                          size_t ntopics, int max_inflight, const char *const *extra,
+                          nf_kafka_msg_cb cb, void *arg, char *err, size_t errlen)
 {
     struct nf_kafka_consumer *c;
     rd_kafka_conf_t *conf;
@@ -747,7 +742,7 @@ int nf_kafka_consumer_new(struct nf_kafka_consumer **out, struct event_base *bas
                 "brokers, group, topics, callback and max_inflight >= 1 are required", "");
         return -1;
     }
-    c = xcalloc(1, sizeof(*c));
+    c = nf_xcalloc(1, sizeof(*c));
     c->cb = cb;
     c->arg = arg;
     c->max_inflight = (size_t)max_inflight;
@@ -775,7 +770,7 @@ int nf_kafka_consumer_new(struct nf_kafka_consumer **out, struct event_base *bas
         set_err(err, errlen, "kafka consumer: %s%s", errstr, "");
         goto fail_conf;
     }
-    conf = NULL; /* owned by rk */
+    conf = NULL;                          /* owned by rk */
     rd_kafka_poll_set_consumer(c->io.rk); /* main queue now forwards to the consumer queue */
     rd_kafka_set_log_queue(c->io.rk, NULL);
     kio_start(&c->io, rd_kafka_queue_get_consumer(c->io.rk));
@@ -813,15 +808,14 @@ void nf_kafka_msg_done(struct nf_kafka_msg *msg)
     store = nf_kafka_track_done(km->entry, &topic, &partition);
     if (store >= 0) {
         rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(list, topic,
-                                                                           partition);
+        rd_kafka_topic_partition_t *tp = rd_kafka_topic_partition_list_add(list, topic, partition);
         rd_kafka_resp_err_t err;
 
         tp->offset = store;
         err = rd_kafka_offsets_store(c->io.rk, list);
         if (err != RD_KAFKA_RESP_ERR_NO_ERROR || tp->err != RD_KAFKA_RESP_ERR_NO_ERROR)
-            nf_log_kv(NF_LOG_DEBUG, "kafka_store_skipped",
-                      rd_kafka_err2str(err ? err : tp->err), "topic", topic, NULL);
+            nf_log_kv(NF_LOG_DEBUG, "kafka_store_skipped", rd_kafka_err2str(err ? err : tp->err),
+                      "topic", topic, NULL);
         rd_kafka_topic_partition_list_destroy(list);
     }
     list_del(&c->inflight, km);
@@ -844,8 +838,8 @@ void nf_kafka_consumer_free(struct nf_kafka_consumer *c)
         if (c->assigned && c->io.brokers_up) {
             err = rd_kafka_commit(c->io.rk, NULL, 0);
             if (err != RD_KAFKA_RESP_ERR_NO_ERROR && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
-                nf_log_kv(NF_LOG_WARN, "kafka_commit_failed", rd_kafka_err2str(err),
-                          "client", rd_kafka_name(c->io.rk), NULL);
+                nf_log_kv(NF_LOG_WARN, "kafka_commit_failed", rd_kafka_err2str(err), "client",
+                          rd_kafka_name(c->io.rk), NULL);
         }
         err = rd_kafka_consumer_close(c->io.rk);
         if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -933,10 +927,10 @@ int nf_kafka_create_topics(const char *brokers, const char *const *topics, size_
     rkqu = rd_kafka_queue_new(rk);
     rd_kafka_set_log_queue(rk, rkqu); /* log lines arrive as events on rkqu */
 
-    newt = xcalloc(ntopics, sizeof(*newt));
+    newt = nf_xcalloc(ntopics, sizeof(rd_kafka_NewTopic_t *));
     for (made = 0; made < ntopics; made++) {
-        newt[made] = rd_kafka_NewTopic_new(topics[made], partitions, replication, errstr,
-                                           sizeof(errstr));
+        newt[made] =
+            rd_kafka_NewTopic_new(topics[made], partitions, replication, errstr, sizeof(errstr));
         if (newt[made] == NULL) {
             set_err(err, errlen, "kafka create topics: %s: %s", topics[made], errstr);
             goto out_topics;
@@ -975,21 +969,19 @@ int nf_kafka_create_topics(const char *brokers, const char *const *topics, size_
             continue;
         }
         if (rd_kafka_event_error(ev) != RD_KAFKA_RESP_ERR_NO_ERROR) {
-            set_err(err, errlen, "kafka create topics: %s%s", rd_kafka_event_error_string(ev),
-                    "");
+            set_err(err, errlen, "kafka create topics: %s%s", rd_kafka_event_error_string(ev), "");
         } else {
             const rd_kafka_CreateTopics_result_t *res = rd_kafka_event_CreateTopics_result(ev);
             size_t nres = 0;
-            const rd_kafka_topic_result_t **tres = rd_kafka_CreateTopics_result_topics(res,
-                                                                                     &nres);
+            const rd_kafka_topic_result_t **tres = rd_kafka_CreateTopics_result_topics(res, &nres);
             rc = 0;
             for (size_t i = 0; i < nres; i++) {
                 rd_kafka_resp_err_t terr = rd_kafka_topic_result_error(tres[i]);
                 const char *name = rd_kafka_topic_result_name(tres[i]);
 
                 if (terr == RD_KAFKA_RESP_ERR_NO_ERROR) {
-                    nf_log_kv(NF_LOG_INFO, "kafka_topic_created", "topic created", "topic",
-                              name, NULL);
+                    nf_log_kv(NF_LOG_INFO, "kafka_topic_created", "topic created", "topic", name,
+                              NULL);
                 } else if (terr != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
                     const char *why = rd_kafka_topic_result_error_string(tres[i]);
 

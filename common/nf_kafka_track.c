@@ -13,13 +13,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nf_mem.h"
+
 struct part {
-    struct part *next;             /* in t->parts while attached */
-    char *topic;                   /* owned */
+    struct part *next; /* in t->parts while attached */
+    char *topic;       /* owned */
     int32_t partition;
-    struct nf_kafka_track *t;      /* NULL once detached: revoked, reset or tracker gone */
+    struct nf_kafka_track *t; /* NULL once detached: revoked, reset or tracker gone */
     struct nf_kafka_track_entry *first, *last; /* hand-out order */
-    size_t open;                   /* entries on the list that are not done */
+    size_t open;                               /* entries on the list that are not done */
 };
 
 struct nf_kafka_track_entry {
@@ -33,34 +35,18 @@ struct nf_kafka_track {
     struct part *parts; /* attached partitions */
 };
 
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    char *p = strdup(s);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
 static void entry_unlink(struct nf_kafka_track_entry *e)
 {
     struct part *pt = e->part;
 
-    if (e->prev)
-        e->prev->next = e->next;
-    else
+    if (pt->first == e)
         pt->first = e->next;
-    if (e->next)
-        e->next->prev = e->prev;
     else
+        e->prev->next = e->next;
+    if (pt->last == e)
         pt->last = e->prev;
+    else
+        e->next->prev = e->prev;
     e->prev = e->next = NULL;
 }
 
@@ -102,8 +88,7 @@ static void part_detach(struct part *pt)
     part_release(pt);
 }
 
-static struct part *part_find(const struct nf_kafka_track *t, const char *topic,
-                              int32_t partition)
+static struct part *part_find(const struct nf_kafka_track *t, const char *topic, int32_t partition)
 {
     struct part *pt;
 
@@ -113,12 +98,11 @@ static struct part *part_find(const struct nf_kafka_track *t, const char *topic,
     return NULL;
 }
 
-static struct part *part_attach(struct nf_kafka_track *t, const char *topic,
-                                int32_t partition)
+static struct part *part_attach(struct nf_kafka_track *t, const char *topic, int32_t partition)
 {
-    struct part *pt = xcalloc(1, sizeof(*pt));
+    struct part *pt = nf_xcalloc(1, sizeof(*pt));
 
-    pt->topic = xstrdup(topic);
+    pt->topic = nf_xstrdup(topic);
     pt->partition = partition;
     pt->t = t;
     pt->next = t->parts;
@@ -128,7 +112,7 @@ static struct part *part_attach(struct nf_kafka_track *t, const char *topic,
 
 struct nf_kafka_track *nf_kafka_track_new(void)
 {
-    return xcalloc(1, sizeof(struct nf_kafka_track));
+    return nf_xcalloc(1, sizeof(struct nf_kafka_track));
 }
 
 void nf_kafka_track_free(struct nf_kafka_track *t)
@@ -170,7 +154,7 @@ struct nf_kafka_track_entry *nf_kafka_track_add(struct nf_kafka_track *t, const 
     if (pt == NULL)
         pt = part_attach(t, topic, partition);
 
-    e = xcalloc(1, sizeof(*e));
+    e = nf_xcalloc(1, sizeof(*e));
     e->part = pt;
     e->offset = offset;
     e->prev = pt->last;
@@ -183,8 +167,7 @@ struct nf_kafka_track_entry *nf_kafka_track_add(struct nf_kafka_track *t, const 
     return e;
 }
 
-int64_t nf_kafka_track_done(struct nf_kafka_track_entry *e, const char **topic,
-                            int32_t *partition)
+int64_t nf_kafka_track_done(struct nf_kafka_track_entry *e, const char **topic, int32_t *partition)
 {
     struct part *pt = e->part;
     int64_t store = -1;
@@ -201,7 +184,11 @@ int64_t nf_kafka_track_done(struct nf_kafka_track_entry *e, const char **topic,
         struct nf_kafka_track_entry *head = pt->first;
 
         store = head->offset + 1;
-        entry_unlink(head);
+        pt->first = head->next;
+        if (pt->first != NULL)
+            pt->first->prev = NULL;
+        else
+            pt->last = NULL;
         free(head);
     }
     if (store >= 0) {
@@ -224,8 +211,7 @@ void nf_kafka_track_drop(struct nf_kafka_track_entry *e)
         part_release(pt);
 }
 
-size_t nf_kafka_track_open(const struct nf_kafka_track *t, const char *topic,
-                           int32_t partition)
+size_t nf_kafka_track_open(const struct nf_kafka_track *t, const char *topic, int32_t partition)
 {
     const struct part *pt = part_find(t, topic, partition);
 

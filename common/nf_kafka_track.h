@@ -45,14 +45,12 @@ struct nf_kafka_track_entry *nf_kafka_track_add(struct nf_kafka_track *t, const 
  * the contiguous done prefix) with *topic and *partition set, or -1 when nothing became
  * storable. *topic points into the tracker and stays valid until its next call.
  */
-int64_t nf_kafka_track_done(struct nf_kafka_track_entry *e, const char **topic,
-                            int32_t *partition);
+int64_t nf_kafka_track_done(struct nf_kafka_track_entry *e, const char **topic, int32_t *partition);
 /* Frees the entry without marking it done; its partition is detached when it still is
  * attached, so nothing at or after the entry will be stored. */
 void nf_kafka_track_drop(struct nf_kafka_track_entry *e);
 
 /* Open (handed-out, not yet done) entries of an attached partition; 0 when unknown. */
-size_t nf_kafka_track_open(const struct nf_kafka_track *t, const char *topic,
-                           int32_t partition);
+size_t nf_kafka_track_open(const struct nf_kafka_track *t, const char *topic, int32_t partition);
 /* Attached partitions. */
 size_t nf_kafka_track_parts(const struct nf_kafka_track *t);

@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "nf_log.h"
+#include "nf_mem.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
@@ -70,11 +71,11 @@ struct conn {
     struct event *ev; /* socket event; rebuilt when the socket or interest changes */
     int ev_fd;
     short ev_what;
-    bool flushing;           /* PQflush said more output is queued */
-    struct event *retry_ev;  /* reconnect after backoff_ms */
-    struct event *deadline;  /* connect attempt deadline */
+    bool flushing;          /* PQflush said more output is queued */
+    struct event *retry_ev; /* reconnect after backoff_ms */
+    struct event *deadline; /* connect attempt deadline */
     int backoff_ms;
-    bool failing;            /* the last connect failed: log the next ones at debug */
+    bool failing; /* the last connect failed: log the next ones at debug */
     struct job *job;
 };
 
@@ -89,25 +90,9 @@ struct nf_pg {
     bool closing; /* nf_pg_free was called */
 };
 
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    char *p = strdup(s);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
 static struct timeval ms_tv(int ms)
 {
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = {ms / 1000, (long)(ms % 1000) * 1000};
     return tv;
 }
 
@@ -129,14 +114,13 @@ static void notice_cb(void *arg, const char *message)
 
 /* ---- jobs ---- */
 
-static void stmt_copy(struct stmt *dst, const char *sql, int nparams,
-                      const char *const *params)
+static void stmt_copy(struct stmt *dst, const char *sql, int nparams, const char *const *params)
 {
-    dst->sql = xstrdup(sql);
+    dst->sql = nf_xstrdup(sql);
     dst->nparams = nparams;
-    dst->params = xcalloc((size_t)(nparams > 0 ? nparams : 1), sizeof(char *));
+    dst->params = nf_xcalloc((size_t)(nparams > 0 ? nparams : 1), sizeof(char *));
     for (int i = 0; i < nparams; i++)
-        dst->params[i] = params[i] ? xstrdup(params[i]) : NULL;
+        dst->params[i] = params[i] ? nf_xstrdup(params[i]) : NULL;
 }
 
 static void job_free(struct job *job)
@@ -228,22 +212,31 @@ static void leave(struct nf_pg *pg)
         destroy(pg);
 }
 
-/* Watches the connection's current socket for `what` (persistently). */
-static int watch(struct conn *pc, short what)
+/*
+ * Watches the connection's current socket for `what` (persistently). While connecting,
+ * libpq may close its socket and open another that gets the same number, which epoll
+ * would no longer report: `fresh` rebuilds the event regardless.
+ */
+static int watch_fd(struct conn *pc, short what, bool fresh)
 {
     int fd = PQsocket(pc->conn);
     if (fd < 0)
         return -1;
-    if (pc->ev && pc->ev_fd == fd && pc->ev_what == what)
+    if (!fresh && pc->ev && pc->ev_fd == fd && pc->ev_what == what)
         return 0;
     if (pc->ev)
         event_free(pc->ev);
-    pc->ev = event_new(pc->pg->base, fd, what | EV_PERSIST, conn_cb, pc);
+    pc->ev = event_new(pc->pg->base, fd, (short)(what | EV_PERSIST), conn_cb, pc);
     if (pc->ev == NULL)
         abort();
     pc->ev_fd = fd;
     pc->ev_what = what;
     return event_add(pc->ev, NULL);
+}
+
+static int watch(struct conn *pc, short what)
+{
+    return watch_fd(pc, what, false);
 }
 
 /* Closes the socket and forgets the connection; the running job, if any, stays with the
@@ -299,8 +292,8 @@ static void conn_lost(struct conn *pc, const char *prefix, const char *why)
     set_msg(msg, sizeof(msg), prefix, why);
     char idx[16];
     snprintf(idx, sizeof(idx), "%d", pc->idx);
-    nf_log_kv(NF_LOG_WARN, "pg_conn_lost", "postgres connection closed", "conn", idx, "error",
-              msg, NULL);
+    nf_log_kv(NF_LOG_WARN, "pg_conn_lost", "postgres connection closed", "conn", idx, "error", msg,
+              NULL);
     pc->job = NULL;
     close_conn(pc);
     schedule_retry(pc);
@@ -314,7 +307,7 @@ static void conn_lost(struct conn *pc, const char *prefix, const char *why)
 static void connected(struct conn *pc)
 {
     evtimer_del(pc->deadline);
-    if (PQsetnonblocking(pc->conn, 1) != 0 || watch(pc, EV_READ) < 0) {
+    if (PQsetnonblocking(pc->conn, 1) != 0 || watch_fd(pc, EV_READ, true) < 0) {
         connect_failed(pc, PQerrorMessage(pc->conn));
         return;
     }
@@ -334,11 +327,11 @@ static void poll_connect(struct conn *pc)
 {
     switch (PQconnectPoll(pc->conn)) {
     case PGRES_POLLING_READING:
-        if (watch(pc, EV_READ) < 0)
+        if (watch_fd(pc, EV_READ, true) < 0)
             connect_failed(pc, "no socket");
         break;
     case PGRES_POLLING_WRITING:
-        if (watch(pc, EV_WRITE) < 0)
+        if (watch_fd(pc, EV_WRITE, true) < 0)
             connect_failed(pc, "no socket");
         break;
     case PGRES_POLLING_OK:
@@ -369,7 +362,7 @@ static void start_connect(struct conn *pc)
     struct timeval tv = ms_tv(ms);
     evtimer_add(pc->deadline, &tv);
     /* libpq: after PQconnectStart, act as if PQconnectPoll had said WRITING */
-    if (watch(pc, EV_WRITE) < 0)
+    if (watch_fd(pc, EV_WRITE, true) < 0)
         connect_failed(pc, "no socket");
 }
 
@@ -448,8 +441,8 @@ static void dispatch(struct nf_pg *pg)
             /* nothing ran: the job goes back to the front, the connection is redone */
             char msg[512];
             set_msg(msg, sizeof(msg), "", PQerrorMessage(pc->conn));
-            nf_log_kv(NF_LOG_WARN, "pg_conn_lost", "postgres connection closed", "error",
-                      msg, NULL);
+            nf_log_kv(NF_LOG_WARN, "pg_conn_lost", "postgres connection closed", "error", msg,
+                      NULL);
             pc->job = NULL;
             job->pc = NULL;
             queue_push_head(pg, job);
@@ -485,7 +478,9 @@ static int absorb(struct job *job, PGresult *res)
         if (!job->failed) {
             const char *code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
             job->failed = true;
-            set_msg(job->err, sizeof(job->err), "", PQresultErrorMessage(res));
+            /* the primary message only: DETAIL may quote row values */
+            const char *primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+            set_msg(job->err, sizeof(job->err), "", primary ? primary : PQresultErrorMessage(res));
             if (job->err[0] == '\0')
                 set_msg(job->err, sizeof(job->err), "", PQresStatus(PQresultStatus(res)));
             snprintf(job->pgcode, sizeof(job->pgcode), "%s", code ? code : "");
@@ -611,8 +606,7 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
         struct conn *pc = job->pc;
         pc->job = NULL;
         job->pc = NULL;
-        nf_log_kv(NF_LOG_WARN, "pg_query_timeout", "postgres query timed out, reconnecting",
-                  NULL);
+        nf_log_kv(NF_LOG_WARN, "pg_query_timeout", "postgres query timed out, reconnecting", NULL);
         close_conn(pc);
         pc->backoff_ms = BACKOFF_MIN_MS;
         schedule_retry(pc);
@@ -650,17 +644,16 @@ int nf_pg_query(struct nf_pg *pg, const char *sql, int nparams, const char *cons
 {
     if (pg == NULL || sql == NULL || nparams < 0 || (nparams > 0 && params == NULL))
         return -1;
-    struct job *job = xcalloc(1, sizeof(*job));
+    struct job *job = nf_xcalloc(1, sizeof(*job));
     job->cb = cb;
     job->arg = arg;
     job->n = 1;
-    job->stmts = xcalloc(1, sizeof(*job->stmts));
+    job->stmts = nf_xcalloc(1, sizeof(*job->stmts));
     stmt_copy(&job->stmts[0], sql, nparams, params);
     return enqueue(pg, job);
 }
 
-int nf_pg_tx(struct nf_pg *pg, const struct nf_pg_stmt *stmts, size_t n, nf_pg_cb cb,
-             void *arg)
+int nf_pg_tx(struct nf_pg *pg, const struct nf_pg_stmt *stmts, size_t n, nf_pg_cb cb, void *arg)
 {
     if (pg == NULL || stmts == NULL || n == 0)
         return -1;
@@ -668,22 +661,22 @@ int nf_pg_tx(struct nf_pg *pg, const struct nf_pg_stmt *stmts, size_t n, nf_pg_c
         if (stmts[i].sql == NULL || stmts[i].nparams < 0 ||
             (stmts[i].nparams > 0 && stmts[i].params == NULL))
             return -1;
-    struct job *job = xcalloc(1, sizeof(*job));
+    struct job *job = nf_xcalloc(1, sizeof(*job));
     job->cb = cb;
     job->arg = arg;
     job->tx = true;
     job->n = n;
-    job->stmts = xcalloc(n, sizeof(*job->stmts));
+    job->stmts = nf_xcalloc(n, sizeof(*job->stmts));
     for (size_t i = 0; i < n; i++)
         stmt_copy(&job->stmts[i], stmts[i].sql, stmts[i].nparams, stmts[i].params);
     return enqueue(pg, job);
 }
 
-int nf_pg_new(struct nf_pg **out, struct event_base *base, const char *conninfo,
-              int nconns, int timeout_ms)
+int nf_pg_new(struct nf_pg **out, struct event_base *base, const char *conninfo, int nconns,
+              int timeout_ms)
 {
-    if (out == NULL || base == NULL || conninfo == NULL || nconns <= 0 ||
-        nconns > MAX_CONNS || timeout_ms <= 0)
+    if (out == NULL || base == NULL || conninfo == NULL || nconns <= 0 || nconns > MAX_CONNS ||
+        timeout_ms <= 0)
         return -1;
 
     char *perr = NULL;
@@ -691,19 +684,19 @@ int nf_pg_new(struct nf_pg **out, struct event_base *base, const char *conninfo,
     if (opts == NULL) {
         char msg[512];
         set_msg(msg, sizeof(msg), "", perr ? perr : "out of memory");
-        nf_log_kv(NF_LOG_ERROR, "pg_bad_conninfo", "cannot parse postgres conninfo", "error",
-                  msg, NULL);
+        nf_log_kv(NF_LOG_ERROR, "pg_bad_conninfo", "cannot parse postgres conninfo", "error", msg,
+                  NULL);
         PQfreemem(perr);
         return -1;
     }
     PQconninfoFree(opts);
 
-    struct nf_pg *pg = xcalloc(1, sizeof(*pg));
+    struct nf_pg *pg = nf_xcalloc(1, sizeof(*pg));
     pg->base = base;
-    pg->conninfo = xstrdup(conninfo);
+    pg->conninfo = nf_xstrdup(conninfo);
     pg->nconns = nconns;
     pg->timeout_ms = timeout_ms;
-    pg->conns = xcalloc((size_t)nconns, sizeof(*pg->conns));
+    pg->conns = nf_xcalloc((size_t)nconns, sizeof(*pg->conns));
     for (int i = 0; i < nconns; i++) {
         struct conn *pc = &pg->conns[i];
         pc->pg = pg;

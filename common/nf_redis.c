@@ -33,6 +33,7 @@
 #include <string.h>
 
 #include "nf_log.h"
+#include "nf_mem.h"
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
@@ -48,8 +49,8 @@ struct cmd {
     struct nf_redis *r; /* NULL once finished */
     nf_redis_cb cb;     /* may be NULL */
     void *arg;
-    struct event *timer; /* NULL once finished */
-    bool done;           /* the caller's callback has fired */
+    struct event *timer;     /* NULL once finished */
+    bool done;               /* the caller's callback has fired */
     struct cmd *prev, *next; /* in r->pending while not done */
     /* EVALSHA only: the whole command, kept to send it again after NOSCRIPT */
     struct nf_redis_script *script;
@@ -67,32 +68,22 @@ struct nf_redis {
     redisAsyncContext *ac; /* NULL while disconnected; owned until hiredis takes it back */
     bool connected;        /* on_connect(OK) seen and no disconnect since */
     bool freeing;
-    int backoff_ms;            /* delay before the next reconnect */
-    struct event *retry_ev;    /* reconnect timer */
-    struct event *connect_ev;  /* deadline of a connect in progress */
-    struct cmd *pending;       /* commands whose callback has not fired */
+    int backoff_ms;           /* delay before the next reconnect */
+    struct event *retry_ev;   /* reconnect timer */
+    struct event *connect_ev; /* deadline of a connect in progress */
+    struct cmd *pending;      /* commands whose callback has not fired */
     struct nf_redis_script *scripts;
 };
 
-static void *xcalloc(size_t n, size_t size)
+static struct timeval ms_tv(int ms)
 {
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (p == NULL)
-        abort();
-    return p;
+    struct timeval tv = {ms / 1000, (long)(ms % 1000) * 1000};
+    return tv;
 }
 
-static char *xstrdup(const char *s)
+static void *dup_bytes(const void *s, size_t len)
 {
-    char *p = strdup(s);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-static void *xmemdup(const void *s, size_t len)
-{
-    char *p = xcalloc(1, len + 1);
+    char *p = nf_xcalloc(1, len + 1);
     if (len > 0)
         memcpy(p, s, len);
     return p;
@@ -115,7 +106,7 @@ static uint32_t rol32(uint32_t x, int k)
 static void sha1_block(uint32_t h[5], const uint8_t *p)
 {
     uint32_t w[80];
-    for (int i = 0; i < 16; i++)
+    for (size_t i = 0; i < 16; i++)
         w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 |
                (uint32_t)p[4 * i + 2] << 8 | (uint32_t)p[4 * i + 3];
     for (int i = 16; i < 80; i++)
@@ -153,8 +144,7 @@ static void sha1_block(uint32_t h[5], const uint8_t *p)
 
 static void sha1_init(struct sha1 *s)
 {
-    static const uint32_t iv[5] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476,
-                                   0xc3d2e1f0};
+    static const uint32_t iv[5] = {0x67452301, 0xefcdab89, 0x98badcfe, 0x10325476, 0xc3d2e1f0};
     memset(s, 0, sizeof(*s));
     memcpy(s->h, iv, sizeof(iv));
 }
@@ -188,7 +178,7 @@ static void sha1_hex(struct sha1 *s, char out[41])
     for (int i = 0; i < 8; i++)
         len[i] = (uint8_t)(bits >> (56 - 8 * i));
     sha1_update(s, len, sizeof(len));
-    for (int i = 0; i < 5; i++)
+    for (size_t i = 0; i < 5; i++)
         snprintf(out + 8 * i, 9, "%08x", s->h[i]);
 }
 
@@ -257,8 +247,8 @@ static int resend_eval(redisAsyncContext *ac, struct cmd *cmd)
     cmd->retried = true;
     if (redisAsyncCommand(ac, NULL, NULL, "SCRIPT LOAD %s", cmd->script->lua) != REDIS_OK)
         return -1;
-    if (redisAsyncCommandArgv(ac, on_reply, cmd, cmd->argc, (const char **)cmd->argv,
-                              cmd->lens) != REDIS_OK)
+    if (redisAsyncCommandArgv(ac, on_reply, cmd, cmd->argc, (const char **)cmd->argv, cmd->lens) !=
+        REDIS_OK)
         return -1;
     return 0;
 }
@@ -295,7 +285,7 @@ static bool can_send(const struct nf_redis *r)
 
 static struct cmd *cmd_new(struct nf_redis *r, nf_redis_cb cb, void *arg)
 {
-    struct cmd *cmd = xcalloc(1, sizeof(*cmd));
+    struct cmd *cmd = nf_xcalloc(1, sizeof(*cmd));
     cmd->cb = cb;
     cmd->arg = arg;
     cmd->timer = evtimer_new(r->base, on_timeout, cmd);
@@ -307,7 +297,7 @@ static struct cmd *cmd_new(struct nf_redis *r, nf_redis_cb cb, void *arg)
 /* Called once hiredis accepted cmd: from now on only on_reply frees it. */
 static void cmd_start(struct nf_redis *r, struct cmd *cmd)
 {
-    struct timeval tv = {r->timeout_ms / 1000, (r->timeout_ms % 1000) * 1000};
+    struct timeval tv = ms_tv(r->timeout_ms);
     cmd->r = r;
     cmd->next = r->pending;
     if (r->pending)
@@ -341,8 +331,7 @@ int nf_redis_cmd_argv(struct nf_redis *r, nf_redis_cb cb, void *arg, int argc,
         return fail_now(cb, arg);
 
     struct cmd *cmd = cmd_new(r, cb, arg);
-    if (redisAsyncCommandArgv(r->ac, on_reply, cmd, argc, (const char **)argv, lens) !=
-        REDIS_OK) {
+    if (redisAsyncCommandArgv(r->ac, on_reply, cmd, argc, (const char **)argv, lens) != REDIS_OK) {
         cmd_free(cmd);
         return fail_now(cb, arg);
     }
@@ -354,12 +343,12 @@ struct nf_redis_script *nf_redis_script_new(struct nf_redis *r, const char *lua)
 {
     if (r == NULL || lua == NULL)
         return NULL;
-    struct nf_redis_script *s = xcalloc(1, sizeof(*s));
+    struct nf_redis_script *s = nf_xcalloc(1, sizeof(*s));
     struct sha1 ctx;
     sha1_init(&ctx);
     sha1_update(&ctx, lua, strlen(lua));
     sha1_hex(&ctx, s->sha);
-    s->lua = xstrdup(lua);
+    s->lua = nf_xstrdup(lua);
     s->next = r->scripts;
     r->scripts = s;
     return s;
@@ -376,16 +365,16 @@ int nf_redis_eval(struct nf_redis *r, struct nf_redis_script *s, nf_redis_cb cb,
     snprintf(nk, sizeof(nk), "%d", nkeys);
     cmd->script = s;
     cmd->argc = argc + 3;
-    cmd->argv = xcalloc((size_t)cmd->argc, sizeof(*cmd->argv));
-    cmd->lens = xcalloc((size_t)cmd->argc, sizeof(*cmd->lens));
-    cmd->argv[0] = xstrdup("EVALSHA");
-    cmd->argv[1] = xstrdup(s->sha);
-    cmd->argv[2] = xstrdup(nk);
+    cmd->argv = nf_xcalloc((size_t)cmd->argc, sizeof(*cmd->argv));
+    cmd->lens = nf_xcalloc((size_t)cmd->argc, sizeof(*cmd->lens));
+    cmd->argv[0] = nf_xstrdup("EVALSHA");
+    cmd->argv[1] = nf_xstrdup(s->sha);
+    cmd->argv[2] = nf_xstrdup(nk);
     for (int i = 0; i < 3; i++)
         cmd->lens[i] = strlen(cmd->argv[i]);
     for (int i = 0; i < argc; i++) {
         size_t len = lens ? lens[i] : strlen(argv[i]);
-        cmd->argv[3 + i] = xmemdup(argv[i], len);
+        cmd->argv[3 + i] = dup_bytes(argv[i], len);
         cmd->lens[3 + i] = len;
     }
     if (redisAsyncCommandArgv(r->ac, on_reply, cmd, cmd->argc, (const char **)cmd->argv,
@@ -405,7 +394,7 @@ static void schedule_retry(struct nf_redis *r)
 {
     if (r->freeing)
         return;
-    struct timeval tv = {r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000};
+    struct timeval tv = ms_tv(r->backoff_ms);
     evtimer_add(r->retry_ev, &tv);
     r->backoff_ms *= 2;
     if (r->backoff_ms > BACKOFF_MAX_MS)
@@ -425,7 +414,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
     evtimer_del(r->connect_ev);
     if (status != REDIS_OK) {
         nf_log_kv(NF_LOG_WARN, "redis_connect_failed", "cannot connect to redis", "error",
-                  ac->errstr, NULL);
+                  ac->c.errstr, NULL);
         r->ac = NULL; /* hiredis frees it when this returns */
         schedule_retry(r);
         return;
@@ -445,7 +434,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
     r->ac = NULL;
     r->connected = false;
     nf_log_kv(NF_LOG_WARN, "redis_disconnected", "lost connection to redis", "error",
-              status == REDIS_OK ? NULL : ac->errstr, NULL);
+              status == REDIS_OK ? NULL : ac->c.errstr, NULL);
     schedule_retry(r);
 }
 
@@ -471,7 +460,7 @@ static void start_connect(struct nf_redis *r)
     }
     if (ac->err) {
         nf_log_kv(NF_LOG_WARN, "redis_connect_failed", "cannot connect to redis", "error",
-                  ac->errstr, NULL);
+                  ac->c.errstr, NULL);
         redisAsyncFree(ac);
         schedule_retry(r);
         return;
@@ -487,20 +476,19 @@ static void start_connect(struct nf_redis *r)
     r->ac = ac;
 
     int ms = r->timeout_ms > CONNECT_TIMEOUT_MIN_MS ? r->timeout_ms : CONNECT_TIMEOUT_MIN_MS;
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = ms_tv(ms);
     evtimer_add(r->connect_ev, &tv);
 }
 
 int nf_redis_new(struct nf_redis **out, struct event_base *base, const char *host, int port,
                  int timeout_ms)
 {
-    if (out == NULL || base == NULL || host == NULL || port <= 0 || port > 65535 ||
-        timeout_ms <= 0)
+    if (out == NULL || base == NULL || host == NULL || port <= 0 || port > 65535 || timeout_ms <= 0)
         return -1;
 
-    struct nf_redis *r = xcalloc(1, sizeof(*r));
+    struct nf_redis *r = nf_xcalloc(1, sizeof(*r));
     r->base = base;
-    r->host = xstrdup(host);
+    r->host = nf_xstrdup(host);
     r->port = port;
     r->timeout_ms = timeout_ms;
     r->backoff_ms = BACKOFF_MIN_MS;

@@ -58,6 +58,12 @@ forge_pg_psql() {
 }
 
 forge_pg_prepare_home() {
+    # A cluster whose .forge link is gone was orphaned by `rm -rf .forge` (a full reset of
+    # the profile): Redis and Kafka state went with it, so the database goes too.
+    if ((EUID == 0)) && [[ -d $PG_HOME && ! -L $FORGE_STATE/pg ]] && ! forge_pg_pid >/dev/null; then
+        forge_say "postgres: removing the cluster orphaned by a wiped .forge/$FORGE_PROFILE"
+        rm -rf "$PG_HOME"
+    fi
     mkdir -p "$PG_HOME"
     if ((EUID == 0)); then
         chmod 755 "$(dirname "$PG_HOME")"
@@ -242,6 +248,7 @@ forge_kafka_start() {
         setsid "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_PROPS" >"$KAFKA_LOG" 2>&1 </dev/null &
         pid=$!
         echo "$pid" >"$KAFKA_PIDFILE"
+        forge_wait_exec "$pid" "$KAFKA_PROPS" || true # an instant exit is reported below
     fi
     # Ready = the port answers AND a metadata request works (see kafka_ready.py).
     local deadline=$((SECONDS + 90))

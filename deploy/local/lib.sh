@@ -47,6 +47,19 @@ forge_pid_alive() {
     [[ $cmdline == *"$pattern"* ]]
 }
 
+# forge_wait_exec PID PATTERN: after `cmd &`, waits (up to 5 s) until the child has exec'd
+# the program - until then its command line is still this shell's and would not match.
+# Returns 1 when the child is gone instead.
+forge_wait_exec() {
+    local pid=$1 pattern=$2 i
+    for ((i = 0; i < 100; i++)); do
+        forge_pid_alive "$pid" "$pattern" && return 0
+        forge_pid_exists "$pid" || return 1
+        sleep 0.05
+    done
+    return 1
+}
+
 # forge_pidfile_alive FILE PATTERN: prints the pid when FILE names a live matching process.
 forge_pidfile_alive() {
     local file=$1 pattern=$2 pid

@@ -38,6 +38,7 @@ forge_svc_start() {
             forge_stop_pid "$pid" "$name" 20
         else
             forge_say "$name: already running (pid $pid)"
+            FORGE_SVC_STARTED=0
             return 0
         fi
     fi
@@ -57,6 +58,8 @@ forge_svc_start() {
     # the service's own pid. The cwd is the state dir so stray relative files land there.
     (cd "$FORGE_STATE" && exec env "${env_lines[@]}" setsid "$bin" >"$log" 2>&1 </dev/null) &
     echo $! >"$pidfile"
+    forge_wait_exec $! "$bin" || true # an instant exit is reported by the readiness wait
+    FORGE_SVC_STARTED=1
 }
 
 # Waits until every server answers GET /readyz with 200. A service that exits, or is not
@@ -90,7 +93,7 @@ forge_svcs_wait_ready() {
 # The worker is an agent with no port: it counts as up when it is still alive a moment
 # after start (a bad token or an unreachable gateway makes it exit at registration).
 forge_worker_check() {
-    sleep 1
+    ((FORGE_SVC_STARTED)) && sleep 1
     forge_svc_pid worker >/dev/null && return 0
     forge_warn "worker exited during start"
     forge_tail_log "$(forge_svc_log worker)" 40

@@ -4,8 +4,8 @@
  *
  *   start: nf_migrate_run (retried for up to 30 s while Postgres comes up) -> pg pool,
  *          redis, server, routes
- *   SIGTERM -> auth_stop: stopping = true (new requests: 503), poll every 50 ms until no
- *              request is in flight or drain_ms passed -> nf_app_stop_done -> auth_free
+ *   SIGTERM -> auth_stop: close the listener (nf_http_server_stop), poll every 50 ms until
+ *              no request is in flight or drain_ms passed -> nf_app_stop_done -> auth_free
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,11 +47,10 @@ static void metrics_register(struct auth_ctx *ctx)
     ctx->m_bootstrap = nf_metrics_counter(ctx->metrics, "nf_auth_bootstrap_keys_total",
                                           "API keys created by /internal/bootstrap", NULL);
     ctx->m_backend_err[AUTH_BACKEND_PG] =
-        nf_metrics_counter(ctx->metrics, "nf_auth_backend_errors_total",
-                           "failed backend calls", "backend=\"postgres\"");
-    ctx->m_backend_err[AUTH_BACKEND_REDIS] =
-        nf_metrics_counter(ctx->metrics, "nf_auth_backend_errors_total",
-                           "failed backend calls", "backend=\"redis\"");
+        nf_metrics_counter(ctx->metrics, "nf_auth_backend_errors_total", "failed backend calls",
+                           "backend=\"postgres\"");
+    ctx->m_backend_err[AUTH_BACKEND_REDIS] = nf_metrics_counter(
+        ctx->metrics, "nf_auth_backend_errors_total", "failed backend calls", "backend=\"redis\"");
 }
 
 /* Blocking, before the loop runs: several copies starting together are serialised by
@@ -65,13 +64,12 @@ static int migrate(const struct auth_config *cfg)
         rc = nf_migrate_run(cfg->pg_dsn, "auth", cfg->migrations, err, sizeof(err));
         if (rc >= 0)
             break;
-        nf_log_kv(NF_LOG_WARN, "migrate_retry", "migrations failed, retrying", "error", err,
-                  NULL);
+        nf_log_kv(NF_LOG_WARN, "migrate_retry", "migrations failed, retrying", "error", err, NULL);
         sleep(1);
     }
     if (rc < 0) {
-        nf_log_kv(NF_LOG_ERROR, "migrate_failed", "cannot apply migrations", "dir",
-                  cfg->migrations, "error", err, NULL);
+        nf_log_kv(NF_LOG_ERROR, "migrate_failed", "cannot apply migrations", "dir", cfg->migrations,
+                  "error", err, NULL);
         return -1;
     }
     snprintf(n, sizeof(n), "%d", rc);
@@ -102,7 +100,7 @@ static int backends_new(struct auth_ctx *ctx)
 
 static int server_new(struct auth_ctx *ctx)
 {
-    struct nf_http_limits limits = {64 * 1024, 0, 0};
+    struct nf_http_limits limits = {(size_t)64 * 1024, 0, 0};
     char *host = NULL;
     int port, rc;
 
@@ -119,7 +117,6 @@ static int server_new(struct auth_ctx *ctx)
         nf_log_error("routes_failed", "cannot register routes");
         return -1;
     }
-    nf_log_kv(NF_LOG_INFO, "http_listen", "listening", "addr", ctx->cfg->addr, NULL);
     return 0;
 }
 
@@ -140,13 +137,14 @@ static void drain_tick(evutil_socket_t fd, short what, void *arg)
 void auth_stop(void *arg)
 {
     struct auth_ctx *ctx = arg;
-    struct timeval tick = {0, DRAIN_TICK_MS * 1000};
+    struct timeval tick = {0, (suseconds_t)DRAIN_TICK_MS * 1000};
 
     if (!ctx || ctx->stopping)
         return;
     ctx->stopping = true;
     ctx->drain_deadline_ms = nf_now_ms() + (uint64_t)ctx->cfg->drain_ms;
-    nf_log_info("stopping", "draining in-flight requests");
+    nf_http_server_stop(ctx->srv);
+    nf_log_info("draining", "listener closed, finishing in-flight requests");
     event_add(ctx->drain, &tick);
 }
 

@@ -34,13 +34,13 @@ struct nf_redis;
 
 struct auth_config {
     char *log_level;
-    char *addr;       /* internal listen address host:port */
-    char *pg_dsn;     /* libpq conninfo (a secret: it may hold a password) */
+    char *addr;   /* internal listen address host:port */
+    char *pg_dsn; /* libpq conninfo (a secret: it may hold a password) */
     char *redis_addr;
     char *migrations; /* directory of NNNN_*.sql */
     int pg_conns;
-    int timeout_ms;   /* Postgres and Redis calls */
-    int drain_ms;     /* graceful stop: longest wait for in-flight requests */
+    int timeout_ms; /* Postgres and Redis calls */
+    int drain_ms;   /* graceful stop: longest wait for in-flight requests */
 };
 
 /* Reads the environment into cfg; -1 with err filled on a bad value (cfg is then freed). */
@@ -85,8 +85,8 @@ struct auth_ctx {
     struct nf_redis *redis;
     struct event *drain; /* polls in-flight requests during a graceful stop */
     uint64_t drain_deadline_ms;
-    bool stopping;       /* SIGTERM seen: new requests are refused with 503 */
-    bool closing;        /* auth_free running: callbacks must not start backend work */
+    bool stopping; /* SIGTERM seen: listener closed, draining */
+    bool closing;  /* auth_free running: callbacks must not start backend work */
     struct nf_counter *m_verify_ok;
     struct nf_counter *m_verify_miss;
     struct nf_counter *m_bootstrap;
@@ -99,7 +99,7 @@ struct auth_ctx {
  * (logged), *out untouched.
  */
 int auth_new(struct auth_ctx **out, const struct auth_config *cfg, struct nf_app *app);
-/* nf_app on_stop: refuses new requests and waits (bounded) for in-flight ones. */
+/* nf_app on_stop: closes the listener and waits (bounded) for in-flight requests. */
 void auth_stop(void *arg);
 /* Fails what is still pending (503), frees everything. NULL ok. */
 void auth_free(struct auth_ctx *ctx);

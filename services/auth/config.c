@@ -14,8 +14,10 @@
 #define NF_SOURCE_DIR "."
 #endif
 
-#define OPT(env, type, def, min, max, secret, field, help)                                     \
-    {env, type, def, min, max, secret, offsetof(struct auth_config, field), help}
+#define OPT(env, type, def, min, max, secret, field, help)                                         \
+    {                                                                                              \
+        env, type, def, min, max, secret, offsetof(struct auth_config, field), help                \
+    }
 
 static const struct nf_cfg_opt auth_opts[] = {
     OPT("NF_LOG_LEVEL", NF_CFG_STR, "info", 1, 0, false, log_level, "debug, info, warn or error"),
@@ -23,8 +25,7 @@ static const struct nf_cfg_opt auth_opts[] = {
         "internal listen address host:port"),
     OPT("NF_PG_DSN", NF_CFG_STR, "host=127.0.0.1 port=5432 dbname=forge user=forge", 1, 0, true,
         pg_dsn, "libpq conninfo of the forge database"),
-    OPT("NF_REDIS_ADDR", NF_CFG_STR, "127.0.0.1:6379", 3, 0, false, redis_addr,
-        "Redis host:port"),
+    OPT("NF_REDIS_ADDR", NF_CFG_STR, "127.0.0.1:6379", 3, 0, false, redis_addr, "Redis host:port"),
     OPT("NF_AUTH_MIGRATIONS", NF_CFG_STR, NF_SOURCE_DIR "/services/auth/migrations", 1, 0, false,
         migrations, "directory of the auth schema migrations (NNNN_*.sql)"),
     OPT("NF_AUTH_PG_CONNS", NF_CFG_INT, "4", 1, 64, false, pg_conns, "Postgres connections"),
@@ -82,7 +83,6 @@ void auth_config_free(struct auth_config *cfg)
 void auth_config_usage(FILE *out)
 {
     fprintf(out, "usage: nf-auth [--help]\n\n"
-                 "Nexa Forge authentication service (internal HTTP). Configuration "
-                 "(environment):\n\n");
+                 "The Nexa Forge authentication service (internal HTTP).\n\n");
     nf_cfg_usage(auth_opts, AUTH_NOPTS, out);
 }

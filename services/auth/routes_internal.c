@@ -46,14 +46,6 @@ static void unavailable(struct nf_http_req *req, const char *msg)
     nf_http_reply_error(req, 503, "unavailable", NULL, "%s", msg);
 }
 
-static bool refuse_if_stopping(struct auth_ctx *ctx, struct nf_http_req *req)
-{
-    if (!ctx->stopping)
-        return false;
-    unavailable(req, "nf-auth is shutting down");
-    return true;
-}
-
 /* ---- verify ------------------------------------------------------------------------ */
 
 struct verify_op {
@@ -105,8 +97,6 @@ static void on_verify(struct nf_http_req *req, void *arg)
     const char *hash, *params[1];
     cJSON *body;
 
-    if (refuse_if_stopping(ctx, req))
-        return;
     body = nf_http_req_json(req); /* owned by req; on NULL it answered 400 */
     if (!body)
         return;
@@ -180,8 +170,6 @@ static void on_bootstrap(struct nf_http_req *req, void *arg)
     struct nf_pg_stmt stmts[2];
     cJSON *body;
 
-    if (refuse_if_stopping(ctx, req))
-        return;
     body = nf_http_req_json(req); /* owned by req; on NULL it answered 400 */
     if (!body)
         return;

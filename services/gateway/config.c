@@ -14,8 +14,10 @@
 #define NF_BINARY_DIR "."
 #endif
 
-#define OPT(env, type, def, min, max, field, help)                                             \
-    {env, type, def, min, max, false, offsetof(struct gw_config, field), help}
+#define OPT(env, type, def, min, max, field, help)                                                 \
+    {                                                                                              \
+        env, type, def, min, max, false, offsetof(struct gw_config, field), help                   \
+    }
 
 static const struct nf_cfg_opt gw_opts[] = {
     OPT("NF_LOG_LEVEL", NF_CFG_STR, "info", 1, 0, log_level, "debug, info, warn or error"),
@@ -110,6 +112,6 @@ void gw_config_free(struct gw_config *cfg)
 void gw_config_usage(FILE *out)
 {
     fprintf(out, "usage: nf-gateway [--help]\n\n"
-                 "The Nexa Forge public API gateway. Configuration (environment):\n\n");
+                 "The Nexa Forge public API gateway.\n\n");
     nf_cfg_usage(gw_opts, GW_NOPTS, out);
 }

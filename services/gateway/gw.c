@@ -2,10 +2,13 @@
  * The gateway context: backends, server, routes, readiness, metrics and the graceful
  * stop.
  *
- *   SIGTERM -> gw_stop: stopping = true (new requests: 503), poll every 50 ms until no
- *              request is in flight and the Kafka queue is empty, or drain_ms passed
- *           -> nf_app_stop_done -> loop exits -> gw_free: flush Kafka, fail what is left
- *              (each pending request still gets its one answer), free.
+ *   SIGTERM -> gw_stop: close the listener (nf_http_server_stop: with SO_REUSEPORT new
+ *              connections go to the other gateways), keep serving what is in flight
+ *           -> every 50 ms: only worker long polls left? free the wm client (they are
+ *              answered 503 at once and the agents retry elsewhere); nothing in flight
+ *              and the Kafka queue empty, or drain_ms passed? -> nf_app_stop_done
+ *           -> loop exits -> gw_free: flush Kafka, fail what is left (each pending
+ *              request still gets its one answer), free.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,14 +35,6 @@ void gw_reply_unavailable(struct nf_http_req *req, int retry_s, const char *msg)
     snprintf(v, sizeof(v), "%d", retry_s);
     nf_http_set_header(req, "Retry-After", v);
     nf_http_reply_error(req, 503, "unavailable", NULL, "%s", msg);
-}
-
-bool gw_refuse_if_stopping(struct gw_ctx *ctx, struct nf_http_req *req)
-{
-    if (!ctx->stopping)
-        return false;
-    gw_reply_unavailable(req, 1, "the gateway is shutting down");
-    return true;
 }
 
 void gw_backend_error(struct gw_ctx *ctx, enum gw_backend b)
@@ -84,8 +79,8 @@ static void metrics_register(struct gw_ctx *ctx)
     }
 }
 
-static int connect_client(struct nf_http_client **out, struct event_base *base,
-                          const char *env, const char *addr, int timeout_ms, int conns)
+static int connect_client(struct nf_http_client **out, struct event_base *base, const char *env,
+                          const char *addr, int timeout_ms, int conns)
 {
     char *host = NULL;
     int port, rc;
@@ -123,8 +118,8 @@ static int backends_new(struct gw_ctx *ctx)
     if (nf_kafka_create_topics(cfg->kafka_brokers, nf_kafka_forge_topics, ntopics,
                                cfg->kafka_partitions, cfg->kafka_replication, 5000, err,
                                sizeof(err)) != 0)
-        nf_log_kv(NF_LOG_WARN, "kafka_topics_failed", "cannot create kafka topics", "error",
-                  err, NULL);
+        nf_log_kv(NF_LOG_WARN, "kafka_topics_failed", "cannot create kafka topics", "error", err,
+                  NULL);
     snprintf(timeout, sizeof(timeout), "%d", cfg->produce_timeout_ms);
     if (nf_kafka_producer_new(&ctx->producer, ctx->base, cfg->kafka_brokers, "nf-gateway", extra,
                               err, sizeof(err)) != 0) {
@@ -137,8 +132,7 @@ static int backends_new(struct gw_ctx *ctx)
                        cfg->backend_timeout_ms, BACKEND_CONNS) != 0 ||
         connect_client(&ctx->sched, ctx->base, "NF_SCHEDULER_ADDR", cfg->sched_addr,
                        cfg->backend_timeout_ms, BACKEND_CONNS) != 0 ||
-        connect_client(&ctx->wm, ctx->base, "NF_WM_ADDR", cfg->wm_addr, 10000, cfg->wm_conns) !=
-            0)
+        connect_client(&ctx->wm, ctx->base, "NF_WM_ADDR", cfg->wm_addr, 10000, cfg->wm_conns) != 0)
         return -1;
     return 0;
 }
@@ -152,20 +146,18 @@ static int server_new(struct gw_ctx *ctx)
 
     if (nf_cfg_split_addr(cfg->addr, &host, &port) != 0)
         return -1;
-    rc = nf_http_server_new(&ctx->srv, ctx->base, host, port, &limits, cfg->reuseport,
-                            ctx->metrics);
+    rc =
+        nf_http_server_new(&ctx->srv, ctx->base, host, port, &limits, cfg->reuseport, ctx->metrics);
     if (rc != 0)
         nf_log_kv(NF_LOG_ERROR, "listen_failed", "cannot listen", "addr", cfg->addr, NULL);
     free(host);
     if (rc != 0)
         return -1;
     nf_http_set_ready(ctx->srv, ready, ctx);
-    if (gw_meta_register(ctx) != 0 || gw_jobs_register(ctx) != 0 ||
-        gw_workers_register(ctx) != 0) {
+    if (gw_meta_register(ctx) != 0 || gw_jobs_register(ctx) != 0 || gw_workers_register(ctx) != 0) {
         nf_log_error("routes_failed", "cannot register routes");
         return -1;
     }
-    nf_log_kv(NF_LOG_INFO, "http_listen", "listening", "addr", cfg->addr, NULL);
     return 0;
 }
 
@@ -176,6 +168,12 @@ static void drain_tick(evutil_socket_t fd, short what, void *arg)
     int outq = nf_kafka_producer_outq(ctx->producer);
     char a[24], b[24];
 
+    if (ctx->wm && inflight > 0 && inflight == ctx->long_polls) {
+        /* a long poll may last 30 s more: end them now (503) rather than wait */
+        nf_http_client_free(ctx->wm);
+        ctx->wm = NULL;
+        return; /* the next tick sees them answered */
+    }
     if ((inflight > 0 || outq > 0) && nf_now_ms() < ctx->drain_deadline_ms)
         return;
     snprintf(a, sizeof(a), "%zu", inflight);
@@ -188,13 +186,14 @@ static void drain_tick(evutil_socket_t fd, short what, void *arg)
 void gw_stop(void *arg)
 {
     struct gw_ctx *ctx = arg;
-    struct timeval tick = {0, DRAIN_TICK_MS * 1000};
+    struct timeval tick = {0, (suseconds_t)DRAIN_TICK_MS * 1000};
 
     if (!ctx || ctx->stopping)
         return;
     ctx->stopping = true;
     ctx->drain_deadline_ms = nf_now_ms() + (uint64_t)ctx->cfg->drain_ms;
-    nf_log_info("stopping", "draining in-flight requests");
+    nf_http_server_stop(ctx->srv);
+    nf_log_info("draining", "listener closed, finishing in-flight requests");
     event_add(ctx->drain, &tick);
 }
 
@@ -209,8 +208,8 @@ int gw_new(struct gw_ctx **out, const struct gw_config *cfg, struct nf_app *app)
     ctx->app = app;
     ctx->base = app->base;
     if (gw_meta_load(ctx, err, sizeof(err)) != 0) {
-        nf_log_kv(NF_LOG_ERROR, "openapi_failed", "cannot load the openapi document", "error",
-                  err, NULL);
+        nf_log_kv(NF_LOG_ERROR, "openapi_failed", "cannot load the openapi document", "error", err,
+                  NULL);
         goto fail;
     }
     if (nf_metrics_new(&ctx->metrics) != 0)

@@ -3,8 +3,7 @@
  * nf-gateway: the only public HTTP port. It authenticates, validates and routes; it owns
  * nothing persistent (DESIGN §2).
  *
- *   client --> nf_http --> stopping? 503
- *                      --> gw_keys_auth: key format (offline) -> Redis auth:key:<sha256>
+ *   client --> nf_http --> gw_keys_auth: key format (offline) -> Redis auth:key:<sha256>
  *                          -> miss: nf-auth /internal/keys/verify -> principal
  *                      --> [rate-limit seam, later] --> route handler
  *
@@ -43,21 +42,21 @@ struct nf_redis_script;
 /* Filled once at start by gw_config_load; read-only afterwards. */
 struct gw_config {
     char *log_level;
-    char *addr;            /* public listen address host:port */
-    bool reuseport;        /* SO_REUSEPORT: several gateway processes on one port */
-    int max_body;          /* bytes */
-    char *openapi;         /* path of the OpenAPI JSON served at /openapi.json */
-    char *auth_addr;       /* nf-auth internal host:port */
-    char *sched_addr;      /* nf-scheduler internal host:port */
-    char *wm_addr;         /* nf-worker-manager host:port */
+    char *addr;       /* public listen address host:port */
+    bool reuseport;   /* SO_REUSEPORT: several gateway processes on one port */
+    int max_body;     /* bytes */
+    char *openapi;    /* path of the OpenAPI JSON served at /openapi.json */
+    char *auth_addr;  /* nf-auth internal host:port */
+    char *sched_addr; /* nf-scheduler internal host:port */
+    char *wm_addr;    /* nf-worker-manager host:port */
     char *kafka_brokers;
-    int kafka_partitions;  /* for topics created at start */
+    int kafka_partitions; /* for topics created at start */
     int kafka_replication;
     char *redis_addr;
     int backend_timeout_ms; /* Redis, nf-auth and nf-scheduler calls */
     int produce_timeout_ms; /* Kafka delivery deadline (then 503) */
-    int wm_conns;          /* connections to the worker-manager (long polls hold one) */
-    int drain_ms;          /* graceful stop: longest wait for in-flight work */
+    int wm_conns;           /* connections to the worker-manager (long polls hold one) */
+    int drain_ms;           /* graceful stop: longest wait for in-flight work */
 };
 
 /* Reads the environment into cfg; -1 with err filled on a bad value (cfg is then freed). */
@@ -86,8 +85,7 @@ bool gw_validate_uri(const char *uri);
  *    "gpu_type":null, "gpu_count":1, "labels":{}}
  * On failure returns -1 and *out is untouched.
  */
-int gw_validate_job(const char *job_type, const cJSON *body, cJSON **out,
-                    struct nf_json_err *err);
+int gw_validate_job(const char *job_type, const cJSON *body, cJSON **out, struct nf_json_err *err);
 
 /* ---- job.c: job documents (pure) ------------------------------------------------- */
 
@@ -120,15 +118,13 @@ struct gw_principal {
  * Either header may be NULL. Surrounding blanks are ignored. On GW_KEY_OK out holds the
  * key, which passed nf_crypto_apikey_valid; otherwise out is untouched.
  */
-int gw_keys_extract(const char *x_api_key, const char *authorization,
-                    char out[NF_APIKEY_LEN + 1]);
+int gw_keys_extract(const char *x_api_key, const char *authorization, char out[NF_APIKEY_LEN + 1]);
 /*
  * Parses a key record {"key_id","user_id","expires_at"} (the auth:key cache value or the
  * nf-auth verify answer). Returns 0 and fills out, -1 when malformed, -2 when expired at
  * now_ms (out then untouched).
  */
-int gw_keys_parse_record(const char *json, size_t len, uint64_t now_ms,
-                         struct gw_principal *out);
+int gw_keys_parse_record(const char *json, size_t len, uint64_t now_ms, struct gw_principal *out);
 /* RFC 3339 time ("2026-11-28T21:03:52.123Z", "...+02:00") to ms since the epoch; -1 if
  * malformed. */
 int gw_time_parse(const char *s, uint64_t *ms);
@@ -148,14 +144,14 @@ void gw_keys_auth(struct gw_ctx *ctx, struct nf_http_req *req, gw_authed_fn next
 typedef void (*gw_snapshot_put_cb)(int result, void *arg);
 /* user_id, status, doc; result: 1 hit, 0 miss, -1 Redis failed. Strings valid only during
  * the call. */
-typedef void (*gw_snapshot_get_cb)(int result, const char *user_id, const char *doc,
-                                   size_t doc_len, void *arg);
+typedef void (*gw_snapshot_get_cb)(int result, const char *user_id, const char *doc, size_t doc_len,
+                                   void *arg);
 
 /* Registers the Lua script used by gw_snapshot_put (at start). */
 int gw_snapshot_init(struct gw_ctx *ctx);
 /* HSET job:<id> user_id status=queued doc + EXPIRE 7 days, atomically. cb fires once. */
-void gw_snapshot_put(struct gw_ctx *ctx, const char *job_id, const char *user_id,
-                     const char *doc, size_t doc_len, gw_snapshot_put_cb cb, void *arg);
+void gw_snapshot_put(struct gw_ctx *ctx, const char *job_id, const char *user_id, const char *doc,
+                     size_t doc_len, gw_snapshot_put_cb cb, void *arg);
 void gw_snapshot_get(struct gw_ctx *ctx, const char *job_id, gw_snapshot_get_cb cb, void *arg);
 /* Best effort DEL job:<id> (after a failed produce). */
 void gw_snapshot_del(struct gw_ctx *ctx, const char *job_id);
@@ -202,12 +198,13 @@ struct gw_ctx {
     struct nf_http_client *auth;
     struct nf_http_client *sched;
     struct nf_http_client *wm;
-    char *openapi;        /* the /openapi.json body */
+    char *openapi; /* the /openapi.json body */
     size_t openapi_len;
-    struct event *drain;  /* polls in-flight work during a graceful stop */
+    struct event *drain; /* polls in-flight work during a graceful stop */
     uint64_t drain_deadline_ms;
-    bool stopping;        /* SIGTERM seen: new requests are refused with 503 */
-    bool closing;         /* gw_free running: callbacks must not start backend work */
+    size_t long_polls; /* forwarded next_job requests in flight */
+    bool stopping;     /* SIGTERM seen: listener closed, draining */
+    bool closing;      /* gw_free running: callbacks must not start backend work */
     struct nf_counter *m_submitted[GW_NJOB_TYPES];
     struct nf_counter *m_auth_fail[GW_NAUTH_FAILS];
     struct nf_counter *m_backend_err[GW_NBACKENDS];
@@ -219,13 +216,11 @@ struct gw_ctx {
  * *out untouched.
  */
 int gw_new(struct gw_ctx **out, const struct gw_config *cfg, struct nf_app *app);
-/* nf_app on_stop: refuses new requests and waits (bounded) for in-flight work. */
+/* nf_app on_stop: closes the listener and waits (bounded) for in-flight work. */
 void gw_stop(void *arg);
 /* Answers what is still pending with 503, flushes Kafka, frees everything. NULL ok. */
 void gw_free(struct gw_ctx *ctx);
 
 /* 503 {"error":{"code":"unavailable"}} with Retry-After: retry_s. */
 void gw_reply_unavailable(struct nf_http_req *req, int retry_s, const char *msg);
-/* Answers 503 and returns true while the gateway is stopping. */
-bool gw_refuse_if_stopping(struct gw_ctx *ctx, struct nf_http_req *req);
 void gw_backend_error(struct gw_ctx *ctx, enum gw_backend b);

@@ -42,8 +42,7 @@ static size_t trim(const char *s, const char **start)
     return n;
 }
 
-int gw_keys_extract(const char *x_api_key, const char *authorization,
-                    char out[NF_APIKEY_LEN + 1])
+int gw_keys_extract(const char *x_api_key, const char *authorization, char out[NF_APIKEY_LEN + 1])
 {
     char key[NF_APIKEY_LEN + 1];
     const char *s = NULL;
@@ -130,10 +129,9 @@ int gw_time_parse(const char *s, uint64_t *ms)
 
     if (!s)
         return -1;
-    if (!read_num(&p, 4, &y) || !expect(&p, "-") || !read_num(&p, 2, &mo) ||
-        !expect(&p, "-") || !read_num(&p, 2, &d) || !expect(&p, "Tt ") ||
-        !read_num(&p, 2, &h) || !expect(&p, ":") || !read_num(&p, 2, &mi) ||
-        !expect(&p, ":") || !read_num(&p, 2, &sec))
+    if (!read_num(&p, 4, &y) || !expect(&p, "-") || !read_num(&p, 2, &mo) || !expect(&p, "-") ||
+        !read_num(&p, 2, &d) || !expect(&p, "Tt ") || !read_num(&p, 2, &h) || !expect(&p, ":") ||
+        !read_num(&p, 2, &mi) || !expect(&p, ":") || !read_num(&p, 2, &sec))
         return -1;
     if (*p == '.') {
         p++;
@@ -160,16 +158,15 @@ int gw_time_parse(const char *s, uint64_t *ms)
     if (*p != '\0' || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) ||
         h > 23 || mi > 59 || sec > 60)
         return -1;
-    t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
-    t -= (long long)sign * (oh * 3600 + om * 60);
+    t = days_from_civil(y, mo, d) * 86400 + (long long)h * 3600 + (long long)mi * 60 + sec;
+    t -= (long long)sign * ((long long)oh * 3600 + (long long)om * 60);
     if (t < 0)
         return -1;
     *ms = (uint64_t)t * 1000 + (uint64_t)frac;
     return 0;
 }
 
-int gw_keys_parse_record(const char *json, size_t len, uint64_t now_ms,
-                         struct gw_principal *out)
+int gw_keys_parse_record(const char *json, size_t len, uint64_t now_ms, struct gw_principal *out)
 {
     cJSON *rec = nf_json_parse(json, len);
     const cJSON *exp;

@@ -3,6 +3,7 @@
  *
  *   POST /api/jobs/{job_type}
  *     auth -> known type? (404) -> JSON body (400) -> gw_validate_job (422)
+ *       -> no Kafka broker reachable? 503 Retry-After 2 at once
  *       -> job_<ULID>, job object, forge.job.requested envelope
  *       -> snapshot put ---failed---> 503 Retry-After 2 (nothing produced)
  *       -> produce (key = job id) ---refused / delivery failed---> DEL snapshot, 503
@@ -87,11 +88,11 @@ static void stored(int result, void *arg)
         submit_fail(op, false, "the job store is unavailable, try again");
         return;
     }
-    rc = nf_kafka_produce(op->ctx->producer, TOPIC_REQUESTED, op->job_id, op->event,
-                          op->event_len, delivered, op);
+    rc = nf_kafka_produce(op->ctx->producer, TOPIC_REQUESTED, op->job_id, op->event, op->event_len,
+                          delivered, op);
     if (rc != 0) {
-        nf_log_kv(NF_LOG_WARN, "job_produce_refused", "producer refused the job request",
-                  "job_id", op->job_id, NULL);
+        nf_log_kv(NF_LOG_WARN, "job_produce_refused", "producer refused the job request", "job_id",
+                  op->job_id, NULL);
         gw_backend_error(op->ctx, GW_BACKEND_KAFKA);
         submit_fail(op, true, "the job queue is unavailable, try again");
     }
@@ -118,6 +119,13 @@ static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
         return;
     if (gw_validate_job(job_type, body, &valid, &err) != 0) {
         nf_http_reply_error(req, 422, "invalid_params", err.param, "%s", err.msg);
+        return;
+    }
+    if (!nf_kafka_producer_ready(ctx->producer)) {
+        /* no broker reachable: answer now rather than after the delivery timeout */
+        cJSON_Delete(valid);
+        gw_backend_error(ctx, GW_BACKEND_KAFKA);
+        gw_reply_unavailable(req, 2, "the job queue is unavailable, try again");
         return;
     }
     op = calloc(1, sizeof(*op));
@@ -148,8 +156,6 @@ static void on_submit(struct nf_http_req *req, void *arg)
 {
     struct gw_ctx *ctx = arg;
 
-    if (gw_refuse_if_stopping(ctx, req))
-        return;
     gw_keys_auth(ctx, req, submit_authed);
 }
 
@@ -217,8 +223,7 @@ static void snapshot_done(int result, const char *user_id, const char *doc, size
     }
 }
 
-static void get_authed(struct gw_ctx *ctx, struct nf_http_req *req,
-                       const struct gw_principal *who)
+static void get_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct gw_principal *who)
 {
     const char *job_id = nf_http_req_param(req, "job_id");
     struct get_op *op;
@@ -241,8 +246,6 @@ static void on_get(struct nf_http_req *req, void *arg)
 {
     struct gw_ctx *ctx = arg;
 
-    if (gw_refuse_if_stopping(ctx, req))
-        return;
     gw_keys_auth(ctx, req, get_authed);
 }
 

@@ -11,7 +11,7 @@
 #include "gw.h"
 #include "nf_log.h"
 
-#define OPENAPI_MAX (16 * 1024 * 1024)
+#define OPENAPI_MAX ((size_t)16 * 1024 * 1024)
 
 static const char docs_html[] =
     "<!doctype html>\n"
@@ -167,7 +167,7 @@ int gw_meta_load(struct gw_ctx *ctx, char *err, size_t errlen)
             break;
     }
     if (ferror(f) || len > OPENAPI_MAX) {
-        snprintf(err, errlen, "cannot read %s (or larger than %d bytes)", path, OPENAPI_MAX);
+        snprintf(err, errlen, "cannot read %s (or larger than %zu bytes)", path, OPENAPI_MAX);
         goto fail;
     }
     doc = nf_json_parse(buf, len);

@@ -1,8 +1,9 @@
 /*
  * /api/workers/...: the worker agent protocol and the worker list belong to the
  * worker-manager, which authenticates its callers itself (registration token, worker
- * tokens). The gateway forwards method, path, query, body and the credentials unchanged
- * and relays status, body, Content-Type and Retry-After.
+ * tokens). The gateway forwards method, path and query (as received), body, the
+ * credentials (Authorization, X-Nexa-Api-Key) and X-Request-Id, and relays status, body,
+ * Content-Type and Retry-After.
  *
  *   client --> gateway --(keep-alive pool, 40 s for next_job, 10 s otherwise)--> wm
  *   wm unreachable or timed out --> 503 Retry-After 1
@@ -18,65 +19,11 @@
 #define WM_LONG_POLL_TIMEOUT_MS 40000 /* next_job waits up to 30 s on the worker-manager */
 #define TARGET_MAX 4096
 
-/* Query parameters the worker routes take (they are re-encoded when forwarded). */
-static const char *const query_names[] = {"status",   "job_type",  "gpu_type", "limit",
-                                          "cursor",   "worker_id", "wait_seconds"};
-
 struct fwd_op {
     struct gw_ctx *ctx;
     struct nf_http_req *req;
+    bool long_poll; /* counted in ctx->long_polls */
 };
-
-static bool unreserved(unsigned char c)
-{
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_' || c == '.' || c == '~';
-}
-
-/* Appends s percent-encoded to buf (of size cap, holding *len bytes); false if full. */
-static bool put_encoded(char *buf, size_t cap, size_t *len, const char *s)
-{
-    static const char hex[] = "0123456789ABCDEF";
-
-    for (; *s; s++) {
-        if (*len + 4 >= cap)
-            return false;
-        if (unreserved((unsigned char)*s)) {
-            buf[(*len)++] = *s;
-        } else {
-            buf[(*len)++] = '%';
-            buf[(*len)++] = hex[(unsigned char)*s >> 4];
-            buf[(*len)++] = hex[(unsigned char)*s & 15];
-        }
-    }
-    buf[*len] = '\0';
-    return true;
-}
-
-/* path?name=value&... into out; false when it does not fit. */
-static bool build_target(const struct nf_http_req *req, char *out, size_t cap)
-{
-    const char *path = nf_http_req_path(req), *v;
-    size_t len, i;
-    int n = snprintf(out, cap, "%s", path);
-    char sep = '?';
-
-    if (n < 0 || (size_t)n >= cap)
-        return false;
-    len = (size_t)n;
-    for (i = 0; i < sizeof(query_names) / sizeof(query_names[0]); i++) {
-        v = nf_http_req_query(req, query_names[i]);
-        if (!v)
-            continue;
-        if (len + strlen(query_names[i]) + 3 >= cap)
-            return false;
-        len += (size_t)snprintf(out + len, cap - len, "%c%s=", sep, query_names[i]);
-        if (!put_encoded(out, cap, &len, v))
-            return false;
-        sep = '&';
-    }
-    return true;
-}
 
 static bool ends_with(const char *s, const char *suffix)
 {
@@ -90,6 +37,13 @@ static void forwarded(const struct nf_http_resp *resp, void *arg)
     struct fwd_op *op = arg;
     const char *ct, *retry;
 
+    if (op->long_poll)
+        op->ctx->long_polls--;
+    if (resp->status == 0 && op->ctx->stopping) { /* gw_stop ended the long polls */
+        gw_reply_unavailable(op->req, 1, "the gateway is shutting down, try again");
+        free(op);
+        return;
+    }
     if (resp->status == 0) {
         nf_log_kv(NF_LOG_WARN, "wm_unavailable", "worker-manager call failed", "path",
                   nf_http_req_path(op->req), "error", resp->error, NULL);
@@ -102,23 +56,29 @@ static void forwarded(const struct nf_http_resp *resp, void *arg)
     retry = nf_http_resp_header(resp, "Retry-After");
     if (retry)
         nf_http_set_header(op->req, "Retry-After", retry);
-    nf_http_reply_raw(op->req, resp->status, ct ? ct : "application/json", resp->body,
-                      resp->len);
+    if (!ct && resp->len > 0)
+        ct = "application/json";
+    nf_http_reply_raw(op->req, resp->status, ct, resp->body, resp->len); /* ct NULL: none */
     free(op);
 }
 
 static void on_forward(struct nf_http_req *req, void *arg)
 {
     struct gw_ctx *ctx = arg;
-    const char *headers[9], *v, *body;
+    const char *headers[7], *v, *body, *path = nf_http_req_path(req);
+    const char *query = nf_http_req_query_string(req);
     char target[TARGET_MAX];
     struct fwd_op *op;
     size_t nh = 0, len = 0;
-    int timeout;
+    int n;
 
-    if (gw_refuse_if_stopping(ctx, req))
+    if (!ctx->wm) { /* stopping: the long polls were ended */
+        gw_reply_unavailable(req, 1, "the gateway is shutting down, try again");
         return;
-    if (!build_target(req, target, sizeof(target))) {
+    }
+    /* path and query as received (still percent-encoded) */
+    n = snprintf(target, sizeof(target), "%s%s%s", path, query ? "?" : "", query ? query : "");
+    if (n < 0 || (size_t)n >= sizeof(target)) {
         nf_http_reply_error(req, 414, "uri_too_long", NULL, "the request URI is too long");
         return;
     }
@@ -134,15 +94,19 @@ static void on_forward(struct nf_http_req *req, void *arg)
     headers[nh++] = nf_http_req_id(req);
     headers[nh] = NULL;
     body = nf_http_req_body(req, &len);
-    timeout = ends_with(nf_http_req_path(req), "/next_job") ? WM_LONG_POLL_TIMEOUT_MS
-                                                            : WM_TIMEOUT_MS;
-    op = malloc(sizeof(*op));
+    op = calloc(1, sizeof(*op));
     if (!op)
         abort();
     op->ctx = ctx;
     op->req = req;
-    if (nf_http_client_request(ctx->wm, nf_http_req_method(req), target, headers,
-                               len ? body : NULL, len, timeout, forwarded, op) != 0) {
+    op->long_poll = ends_with(path, "/next_job") || ends_with(path, "/next_job/");
+    if (op->long_poll)
+        ctx->long_polls++;
+    if (nf_http_client_request(ctx->wm, nf_http_req_method(req), target, headers, len ? body : NULL,
+                               len, op->long_poll ? WM_LONG_POLL_TIMEOUT_MS : WM_TIMEOUT_MS,
+                               forwarded, op) != 0) {
+        if (op->long_poll)
+            ctx->long_polls--;
         gw_backend_error(ctx, GW_BACKEND_WM);
         gw_reply_unavailable(req, 1, "the worker-manager is unavailable, try again");
         free(op);

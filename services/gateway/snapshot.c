@@ -41,16 +41,16 @@ static void put_done(redisReply *reply, void *arg)
     if (!reply) {
         result = -1;
     } else if (reply->type == REDIS_REPLY_ERROR) {
-        nf_log_kv(NF_LOG_ERROR, "snapshot_put_failed", "redis refused the job snapshot",
-                  "error", reply->str, NULL);
+        nf_log_kv(NF_LOG_ERROR, "snapshot_put_failed", "redis refused the job snapshot", "error",
+                  reply->str, NULL);
         result = -1;
     }
     op->cb(result, op->arg);
     free(op);
 }
 
-void gw_snapshot_put(struct gw_ctx *ctx, const char *job_id, const char *user_id,
-                     const char *doc, size_t doc_len, gw_snapshot_put_cb cb, void *arg)
+void gw_snapshot_put(struct gw_ctx *ctx, const char *job_id, const char *user_id, const char *doc,
+                     size_t doc_len, gw_snapshot_put_cb cb, void *arg)
 {
     char key[8 + NF_ID_MAX], ttl[16];
     const char *argv[4];

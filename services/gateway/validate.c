@@ -32,12 +32,12 @@ enum pkind {
 
 struct pspec {
     const char *name;
-    enum pkind kind;
-    bool required;
-    long long min, max;         /* P_INT bounds; P_STR and P_STRLIST use max */
     const char *const *choices; /* P_ENUM: NULL-terminated */
     const char *def_str;        /* default of a string kind, NULL for none */
+    long long min, max;         /* P_INT bounds; P_STR and P_STRLIST use max */
     long long def_int;          /* default of P_INT when has_def */
+    enum pkind kind;
+    bool required;
     bool has_def;
 };
 
@@ -49,7 +49,8 @@ struct tspec {
     int (*check)(const cJSON *params, struct nf_json_err *err);
 };
 
-#define NAME_MAX_LEN 256 /* model names, domains */
+#define NAME_MAX_LEN 256 /* model names */
+#define DOMAIN_MAX_LEN 128
 #define URI_MAX_LEN 2048
 #define MAP_MAX_ENTRIES 16
 #define MAP_KEY_MAX 64
@@ -58,44 +59,45 @@ struct tspec {
 #define GPU_TYPE_MAX 64
 #define REGION_MAX 32
 #define SAMPLES_MAX 1000000
+#define SEED_MAX 9007199254740991LL /* 2^53 - 1: exact in every JSON parser */
 
 static const char *const formats[] = {"jsonl", NULL};
 static const char *const benchmarks[] = {"mmlu", "gsm8k", "hellaswag", "custom", NULL};
 
-/* name, kind, required, min, max, choices, default string, default int, has default */
+/* name, choices, default string, min, max, default int, kind, required, has default */
 static const struct pspec generate_params[] = {
-    {"domain", P_STR, true, 0, NAME_MAX_LEN, NULL, NULL, 0, false},
-    {"num_samples", P_INT, true, 1, SAMPLES_MAX, NULL, NULL, 0, false},
-    {"model", P_STR, false, 0, NAME_MAX_LEN, NULL, NULL, 0, false},
-    {"seed", P_INT, false, 0, 4294967295LL, NULL, NULL, 0, false},
-    {"format", P_ENUM, false, 0, 0, formats, "jsonl", 0, false},
+    {"domain", NULL, NULL, 0, DOMAIN_MAX_LEN, 0, P_STR, true, false},
+    {"num_samples", NULL, NULL, 1, SAMPLES_MAX, 0, P_INT, true, false},
+    {"model", NULL, NULL, 0, NAME_MAX_LEN, 0, P_STR, false, false},
+    {"seed", NULL, NULL, 0, SEED_MAX, 0, P_INT, false, false},
+    {"format", formats, "jsonl", 0, 0, 0, P_ENUM, false, false},
 };
 static const struct pspec audit_params[] = {
-    {"dataset_uri", P_URI, true, 0, 0, NULL, NULL, 0, false},
-    {"checks", P_STRLIST, false, 0, 32, NULL, NULL, 0, false},
+    {"dataset_uri", NULL, NULL, 0, 0, 0, P_URI, true, false},
+    {"checks", NULL, NULL, 0, 32, 0, P_STRLIST, false, false},
 };
 static const struct pspec distill_params[] = {
-    {"teacher_model", P_STR, true, 0, NAME_MAX_LEN, NULL, NULL, 0, false},
-    {"student_model", P_STR, true, 0, NAME_MAX_LEN, NULL, NULL, 0, false},
-    {"dataset_uri", P_URI, true, 0, 0, NULL, NULL, 0, false},
-    {"num_samples", P_INT, false, 1, SAMPLES_MAX, NULL, NULL, 0, false},
+    {"teacher_model", NULL, NULL, 0, NAME_MAX_LEN, 0, P_STR, true, false},
+    {"student_model", NULL, NULL, 0, NAME_MAX_LEN, 0, P_STR, true, false},
+    {"dataset_uri", NULL, NULL, 0, 0, 0, P_URI, true, false},
+    {"num_samples", NULL, NULL, 1, SAMPLES_MAX, 0, P_INT, false, false},
 };
 static const struct pspec train_params[] = {
-    {"model_id", P_STR, true, 0, NAME_MAX_LEN, NULL, NULL, 0, false},
-    {"dataset_uri", P_URI, true, 0, 0, NULL, NULL, 0, false},
-    {"epochs", P_INT, false, 1, 100, NULL, NULL, 3, true},
-    {"learning_rate", P_RATE, false, 0, 0, NULL, NULL, 0, false},
-    {"lora", P_BOOL, false, 0, 0, NULL, NULL, 0, false},
+    {"model_id", NULL, NULL, 0, NAME_MAX_LEN, 0, P_STR, true, false},
+    {"dataset_uri", NULL, NULL, 0, 0, 0, P_URI, true, false},
+    {"epochs", NULL, NULL, 1, 100, 3, P_INT, false, true},
+    {"learning_rate", NULL, NULL, 0, 0, 0, P_RATE, false, false},
+    {"lora", NULL, NULL, 0, 0, 0, P_BOOL, false, false},
 };
 static const struct pspec evaluate_params[] = {
-    {"model_id", P_STR, true, 0, NAME_MAX_LEN, NULL, NULL, 0, false},
-    {"benchmark", P_ENUM, true, 0, 0, benchmarks, NULL, 0, false},
-    {"dataset_uri", P_URI, false, 0, 0, NULL, NULL, 0, false},
+    {"model_id", NULL, NULL, 0, NAME_MAX_LEN, 0, P_STR, true, false},
+    {"benchmark", benchmarks, NULL, 0, 0, 0, P_ENUM, true, false},
+    {"dataset_uri", NULL, NULL, 0, 0, 0, P_URI, false, false},
 };
 static const struct pspec deploy_params[] = {
-    {"model_id", P_STR, true, 0, NAME_MAX_LEN, NULL, NULL, 0, false},
-    {"region", P_REGION, false, 0, 0, NULL, "us-east-1", 0, false},
-    {"replicas", P_INT, false, 1, 64, NULL, NULL, 1, true},
+    {"model_id", NULL, NULL, 0, NAME_MAX_LEN, 0, P_STR, true, false},
+    {"region", NULL, "us-east-1", 0, 0, 0, P_REGION, false, false},
+    {"replicas", NULL, NULL, 1, 64, 1, P_INT, false, true},
 };
 
 /* evaluate: dataset_uri goes with benchmark "custom", and only with it. */
@@ -112,19 +114,24 @@ static int evaluate_check(const cJSON *params, struct nf_json_err *err)
     return 0;
 }
 
-#define TSPEC(t, p, c) {t, p, sizeof(p) / sizeof(p[0]), c}
+#define TSPEC(t, p, c)                                                                             \
+    {                                                                                              \
+        (t), (p), sizeof(p) / sizeof((p)[0]), (c)                                                  \
+    }
 
 /* In the order of gw_job_types. */
 static const struct tspec types[GW_NJOB_TYPES] = {
-    TSPEC("generate", generate_params, NULL), TSPEC("audit", audit_params, NULL),
-    TSPEC("distill", distill_params, NULL),   TSPEC("train", train_params, NULL),
-    TSPEC("evaluate", evaluate_params, evaluate_check), TSPEC("deploy", deploy_params, NULL),
+    TSPEC("generate", generate_params, NULL),
+    TSPEC("audit", audit_params, NULL),
+    TSPEC("distill", distill_params, NULL),
+    TSPEC("train", train_params, NULL),
+    TSPEC("evaluate", evaluate_params, evaluate_check),
+    TSPEC("deploy", deploy_params, NULL),
 };
 
 /* The fields every job type takes besides its params; index = bit in the seen mask. */
-static const char *const common_fields[] = {"metadata",    "priority",  "max_attempts",
-                                            "timeout_seconds", "gpu_type", "gpu_count",
-                                            "labels"};
+static const char *const common_fields[] = {
+    "metadata", "priority", "max_attempts", "timeout_seconds", "gpu_type", "gpu_count", "labels"};
 #define NCOMMON (sizeof(common_fields) / sizeof(common_fields[0]))
 #define PARAMS_BIT NCOMMON /* the "params" key of the nested shape */
 
@@ -205,8 +212,8 @@ static void add_item(cJSON *obj, const char *key, cJSON *it)
 }
 
 /* A string value of at most max bytes, not empty. */
-static int get_name(const cJSON *src, const char *key, bool required, size_t max,
-                    const char **out, struct nf_json_err *err)
+static int get_name(const cJSON *src, const char *key, bool required, size_t max, const char **out,
+                    struct nf_json_err *err)
 {
     const char *s;
     int rc = nf_json_get_str(src, key, required, &s, err);
@@ -229,8 +236,7 @@ static int get_strlist(const cJSON *src, const struct pspec *ps, cJSON *dst,
     if (rc != 0)
         return rc;
     if (cJSON_GetArraySize(arr) > ps->max)
-        return nf_json_fail(err, ps->name, "%s must have at most %lld entries", ps->name,
-                            ps->max);
+        return nf_json_fail(err, ps->name, "%s must have at most %lld entries", ps->name, ps->max);
     cJSON_ArrayForEach(it, arr)
     {
         if (!cJSON_IsString(it) || it->valuestring[0] == '\0' ||
@@ -245,8 +251,7 @@ static int get_strlist(const cJSON *src, const struct pspec *ps, cJSON *dst,
 }
 
 /* Reads one param of src into dst (defaults applied); -1 with err on a bad value. */
-static int param_one(const struct pspec *ps, const cJSON *src, cJSON *dst,
-                     struct nf_json_err *err)
+static int param_one(const struct pspec *ps, const cJSON *src, cJSON *dst, struct nf_json_err *err)
 {
     const char *s = NULL;
     long long v = 0;
@@ -405,8 +410,7 @@ static int check_param_keys(const struct tspec *t, const cJSON *params, struct n
 }
 
 /* metadata / labels: at most 16 string pairs, keys 1..64 bytes, values up to 512 bytes. */
-static int get_string_map(const cJSON *body, const char *key, cJSON *dst,
-                          struct nf_json_err *err)
+static int get_string_map(const cJSON *body, const char *key, cJSON *dst, struct nf_json_err *err)
 {
     const cJSON *map = NULL, *it, *other;
     int rc = nf_json_get_obj(body, key, false, &map, err);
@@ -467,8 +471,7 @@ static int common_all(const cJSON *body, cJSON *dst, struct nf_json_err *err)
     return 0;
 }
 
-int gw_validate_job(const char *job_type, const cJSON *body, cJSON **out,
-                    struct nf_json_err *err)
+int gw_validate_job(const char *job_type, const cJSON *body, cJSON **out, struct nf_json_err *err)
 {
     const struct tspec *t;
     const cJSON *src;

@@ -88,7 +88,6 @@ void sched_config_free(struct sched_config *cfg)
 
 void sched_config_usage(FILE *out)
 {
-    fprintf(out, "nf-scheduler: schedules jobs and tracks their state (DESIGN §2)\n\n"
-                 "Configuration (environment):\n");
+    fprintf(out, "nf-scheduler: schedules jobs and tracks their state (DESIGN §2)\n\n");
     nf_cfg_usage(opts, NOPTS, out);
 }

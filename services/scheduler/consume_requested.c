@@ -46,7 +46,7 @@ const char sched_requested_sql[] =
     ")"
     " SELECT " SCHED_JOB_COLS("r.") ","
     "  (SELECT count(*) FROM ins) AS inserted,"
-    "  (SELECT coalesce(jsonb_agg(x.a ORDER BY x.a->>'artifact_id'), '[]'::jsonb)::text"
+    "  (SELECT coalesce(json_agg(x.a ORDER BY x.a->>'artifact_id'), '[]'::json)::text"
     "   FROM (SELECT " SCHED_ARTIFACT_JSON("s.") " AS a FROM sched.artifacts s"
     "         WHERE s.job_id = $1) x) AS artifacts"
     " FROM r";

@@ -15,6 +15,7 @@
 #include "nf_crypto.h"
 #include "nf_event.h"
 #include "nf_id.h"
+#include "nf_mem.h"
 #include "nf_pg.h"
 
 const char *const sched_job_types[SCHED_NJOBTYPES] = {
@@ -412,9 +413,9 @@ int sched_snap_from_job(const struct sched_job *job, struct sched_snap *out)
     doc = sched_job_json(job);
     out->doc = nf_json_print(doc);
     cJSON_Delete(doc);
-    out->job_id = sched_xstrdup(job->job_id);
-    out->user_id = sched_xstrdup(job->user_id);
-    out->status = sched_xstrdup(job->status);
+    out->job_id = nf_xstrdup(job->job_id);
+    out->user_id = nf_xstrdup(job->user_id);
+    out->status = nf_xstrdup(job->status);
     out->version = int_or(job->version, 0);
     return 0;
 }

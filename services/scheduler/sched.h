@@ -289,7 +289,7 @@ void sched_snap_clear(struct sched_snap *s);
           p "started_at") " AS started_at, " SCHED_TS(p "finished_at") " AS finished_at"
 /* One artifact as the job object lists it. */
 #define SCHED_ARTIFACT_JSON(p)                                                             \
-    "jsonb_build_object('artifact_id', " p "artifact_id, 'name', " p "name, 'kind', " p    \
+    "json_build_object('artifact_id', " p "artifact_id, 'name', " p "name, 'kind', " p    \
     "kind, 'uri', " p "uri, 'bytes', " p "bytes, 'sha256', " p "sha256)"
 
 /* ------------------------------------------------------------------------------------
@@ -359,6 +359,7 @@ extern const char sched_events_sql[];
 struct sched_events_bufs {
     char attempt[16], same[160], next[160], any[160], echo[160], progress[32], failure[16];
     char *data, *result, *error, *artifacts;
+    int dropped_artifacts; /* malformed members of data.artifacts left out */
 };
 int sched_events_params(const struct sched_event *ev, const char *params[SCHED_EVENTS_NPARAMS],
                         struct sched_events_bufs *bufs);
@@ -405,6 +406,8 @@ void sched_work_release_lane(struct sched_work *w);
 void sched_work_finish(struct sched_work *w);
 /* Frees w without marking the message done (teardown). */
 void sched_work_free(struct sched_work *w);
+/* Frees every item and lane left (teardown, after the backends are gone). */
+void sched_work_free_all(struct sched_ctx *ctx);
 /*
  * A produce batch: begin, then produce one or more envelopes (ev consumed), then end.
  * When every delivery report is in: all ok -> next stage `then`; any failed -> the
@@ -415,9 +418,6 @@ void sched_work_produce(struct sched_work *w, const char *topic, const char *key
 void sched_work_produce_end(struct sched_work *w, sched_step_fn then);
 /* Items waiting on a backend callback right now (shutdown waits for 0). */
 size_t sched_work_busy(const struct sched_ctx *ctx);
-/* Allocation that aborts on out of memory (STYLE: OOM aborts). s may be NULL -> NULL. */
-void *sched_xcalloc(size_t n, size_t size);
-char *sched_xstrdup(const char *s);
 
 /* ------------------------------------------------------------------------------------
  * Snapshots (snapshot.c)

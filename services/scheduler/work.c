@@ -22,6 +22,7 @@
 
 #include "nf_kafka.h"
 #include "nf_log.h"
+#include "nf_mem.h"
 #include "nf_metrics.h"
 
 #define BACKOFF_FIRST_MS 100
@@ -32,27 +33,6 @@ struct sched_lane {
     struct sched_work *head, *tail; /* head holds the lane, the others wait */
     struct sched_lane *next;
 };
-
-void *sched_xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-
-    if (!p)
-        abort();
-    return p;
-}
-
-char *sched_xstrdup(const char *s)
-{
-    char *p;
-
-    if (!s)
-        return NULL;
-    p = strdup(s);
-    if (!p)
-        abort();
-    return p;
-}
 
 static void set_gauge(struct sched_ctx *ctx)
 {
@@ -72,7 +52,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 
 struct sched_work *sched_work_new(struct sched_ctx *ctx, struct nf_kafka_msg *msg, size_t size)
 {
-    struct sched_work *w = sched_xcalloc(1, size < sizeof(*w) ? sizeof(*w) : size);
+    struct sched_work *w = nf_xcalloc(1, size < sizeof(*w) ? sizeof(*w) : size);
 
     w->ctx = ctx;
     w->msg = msg;
@@ -136,8 +116,8 @@ void sched_work_start(struct sched_work *w, const char *key, sched_step_fn step)
             lane->tail = w;
             return; /* started when the items ahead release the lane */
         }
-        lane = sched_xcalloc(1, sizeof(*lane));
-        lane->key = sched_xstrdup(key);
+        lane = nf_xcalloc(1, sizeof(*lane));
+        lane->key = nf_xstrdup(key);
         lane->head = lane->tail = w;
         lane->next = ctx->lanes;
         ctx->lanes = lane;
@@ -253,6 +233,20 @@ void sched_work_free(struct sched_work *w)
     if (w->dtor)
         w->dtor(w);
     free(w);
+}
+
+void sched_work_free_all(struct sched_ctx *ctx)
+{
+    struct sched_lane *lane;
+
+    ctx->stopping = true; /* nothing is kicked while the lanes unwind */
+    while (ctx->works)
+        sched_work_free(ctx->works);
+    while ((lane = ctx->lanes)) { /* none should remain */
+        ctx->lanes = lane->next;
+        free(lane->key);
+        free(lane);
+    }
 }
 
 void sched_work_finish(struct sched_work *w)

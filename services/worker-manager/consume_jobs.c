@@ -97,7 +97,7 @@ static void enqueue(struct wm_retry *r)
 {
     struct wm *ctx = r->ctx;
     char job_key[NF_ID_MAX + 16], lease_key[NF_ID_MAX + 16], queue_key[32];
-    char attempt[24], score[8];
+    char attempt[24], score[16];
     snprintf(job_key, sizeof(job_key), "wm:job:%s", r->d.job_id);
     snprintf(lease_key, sizeof(lease_key), "wm:lease:%s", r->d.job_id);
     snprintf(queue_key, sizeof(queue_key), "wm:queue:%s", wm_job_types[r->d.type]);
@@ -114,7 +114,7 @@ void wm_consume_msg(struct nf_kafka_msg *msg, void *arg)
 {
     struct wm *ctx = arg;
     const char *why = NULL;
-    struct wm_retry *r = wm_xcalloc(1, sizeof(*r));
+    struct wm_retry *r = nf_xcalloc(1, sizeof(*r));
 
     if (wm_dispatch_parse(msg->payload, msg->len, &r->d, &why) < 0) {
         char offset[24];

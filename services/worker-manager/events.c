@@ -49,7 +49,7 @@ int wm_event_send(struct wm *ctx, const char *topic, const char *type, const cha
 static void send_logged(struct wm *ctx, const char *topic, const char *type,
                         const char *subject, cJSON *data)
 {
-    struct delivery *d = wm_xcalloc(1, sizeof(*d));
+    struct delivery *d = nf_xcalloc(1, sizeof(*d));
     d->ctx = ctx;
     snprintf(d->type, sizeof(d->type), "%s", type);
     snprintf(d->subject, sizeof(d->subject), "%s", subject);

@@ -91,7 +91,7 @@ static void on_auth(struct wm *ctx, int status, const struct wm_worker *w, void 
     }
     int njobs = cJSON_GetArraySize(call->jobs);
     int argc = 4 + 7 + 2 * njobs;
-    const char **argv = wm_xcalloc((size_t)argc, sizeof(*argv));
+    const char **argv = nf_xcalloc((size_t)argc, sizeof(*argv));
     char worker_key[NF_ID_MAX + 16], wleases_key[NF_ID_MAX + 16], cancel_key[NF_ID_MAX + 16];
     char now_s[24], ttl_ms[16], worker_ttl[16], grace[16], done_ttl[16], pg_every[16];
     snprintf(worker_key, sizeof(worker_key), "wm:worker:%s", call->worker_id);
@@ -172,7 +172,7 @@ void wm_route_heartbeat(struct nf_http_req *req, void *arg)
         nf_http_reply_error(req, 422, "invalid_params", err.param, "%s", err.msg);
         return;
     }
-    struct hb_call *call = wm_xcalloc(1, sizeof(*call));
+    struct hb_call *call = nf_xcalloc(1, sizeof(*call));
     call->ctx = ctx;
     call->req = req;
     call->jobs = jobs ? jobs : &empty;

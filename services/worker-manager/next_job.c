@@ -110,7 +110,7 @@ static void on_requeued(redisReply *reply, void *arg)
 static void give_back(struct wm_poll *p, const char *job_id, const cJSON *job)
 {
     struct wm *ctx = p->ctx;
-    char queue[64], score[8];
+    char queue[64], score[24];
     int type = wm_job_type_index(nf_json_str(job, "job_type"));
     long long prio = nf_json_int(job, "priority", 0);
     if (type < 0 || ctx->closing)
@@ -118,7 +118,7 @@ static void give_back(struct wm_poll *p, const char *job_id, const cJSON *job)
     snprintf(queue, sizeof(queue), "wm:queue:%s", wm_job_types[type]);
     snprintf(score, sizeof(score), "%lld", 9 - prio);
     const char *argv[] = {"wm:leases", queue, job_id, p->lease_id, score};
-    nf_redis_eval(ctx->redis, ctx->lua_requeue, on_requeued, wm_xstrdup(job_id), 2, 5, argv,
+    nf_redis_eval(ctx->redis, ctx->lua_requeue, on_requeued, nf_xstrdup(job_id), 2, 5, argv,
                   NULL);
 }
 
@@ -278,7 +278,7 @@ static void on_auth(struct wm *ctx, int status, const struct wm_worker *w, void 
         poll_free(p);
         return;
     }
-    p->gpu_type = wm_xstrdup(w->gpu_type);
+    p->gpu_type = nf_xstrdup(w->gpu_type);
     p->gpu_count = w->gpu_count;
     p->types = w->types;
     p->labels = nf_json_print(w->labels);
@@ -305,7 +305,7 @@ void wm_route_next_job(struct nf_http_req *req, void *arg)
         nf_http_reply_error(req, 422, "invalid_params", err.param, "%s", err.msg);
         return;
     }
-    struct wm_poll *p = wm_xcalloc(1, sizeof(*p));
+    struct wm_poll *p = nf_xcalloc(1, sizeof(*p));
     p->ctx = ctx;
     p->req = req;
     p->retry_ms = WM_POLL_RETRY_MS;

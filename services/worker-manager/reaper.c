@@ -62,7 +62,7 @@ static void report(struct wm *ctx, const char *job_id, const char *lease_json,
     const char *worker_id = lease ? nf_json_str(lease, "worker_id") : NULL;
     long long attempt = nf_json_int(lease, "attempt", nf_json_int(job, "attempt", 1));
 
-    struct reap_item *it = wm_xcalloc(1, sizeof(*it));
+    struct reap_item *it = nf_xcalloc(1, sizeof(*it));
     it->ctx = ctx;
     snprintf(it->job_id, sizeof(it->job_id), "%s", job_id);
     snprintf(it->lease_id, sizeof(it->lease_id), "%s",

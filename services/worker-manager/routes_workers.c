@@ -103,7 +103,7 @@ void wm_route_register(struct nf_http_req *req, void *arg)
     if (body == NULL)
         return; /* answered 400 */
 
-    struct reg_call *call = wm_xcalloc(1, sizeof(*call));
+    struct reg_call *call = nf_xcalloc(1, sizeof(*call));
     call->ctx = ctx;
     call->req = req;
     if (wm_register_parse(body, &call->w, &err) < 0) {
@@ -187,8 +187,8 @@ static void on_listed(const PGresult *res, const char *err, const char *pgcode, 
         return;
     }
     int n = PQntuples(res);
-    const char **keys = wm_xcalloc((size_t)n + 1, sizeof(*keys));
-    char **owned = wm_xcalloc((size_t)n + 1, sizeof(*owned));
+    const char **keys = nf_xcalloc((size_t)n + 1, sizeof(*keys));
+    char **owned = nf_xcalloc((size_t)n + 1, sizeof(*owned));
     for (int i = 0; i < n; i++) {
         cJSON *w = nf_json_obj();
         const char *id = nf_pg_val(res, i, "worker_id");
@@ -213,7 +213,7 @@ static void on_listed(const PGresult *res, const char *err, const char *pgcode, 
         nf_json_add_str(w, "status", nf_pg_val(res, i, "status"));
         cJSON_AddItemToArray(call->workers, w);
         size_t klen = strlen(id) + 16;
-        owned[i] = wm_xcalloc(1, klen);
+        owned[i] = nf_xcalloc(1, klen);
         snprintf(owned[i], klen, "wm:worker:%s", id);
         keys[i] = owned[i];
     }
@@ -244,7 +244,7 @@ void wm_route_list(struct nf_http_req *req, void *arg)
     }
     char lim[16];
     snprintf(lim, sizeof(lim), "%ld", limit);
-    struct list_call *call = wm_xcalloc(1, sizeof(*call));
+    struct list_call *call = nf_xcalloc(1, sizeof(*call));
     call->ctx = ctx;
     call->req = req;
     call->workers = cJSON_CreateArray();

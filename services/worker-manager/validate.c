@@ -20,22 +20,6 @@
 const char *const wm_job_types[WM_NJOB_TYPES] = {"generate", "audit",    "distill",
                                                  "train",    "evaluate", "deploy"};
 
-void *wm_xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-char *wm_xstrdup(const char *s)
-{
-    char *p = strdup(s ? s : "");
-    if (p == NULL)
-        abort();
-    return p;
-}
-
 int wm_job_type_index(const char *name)
 {
     if (name == NULL)
@@ -136,12 +120,12 @@ int wm_register_parse(const cJSON *body, struct wm_worker *w, struct nf_json_err
         return -1;
     if (*s == '\0')
         return nf_json_fail(err, "hostname", "hostname must not be empty");
-    w->hostname = wm_xstrdup(s);
+    w->hostname = nf_xstrdup(s);
 
     s = "";
     if (get_short_str(body, "gpu_type", false, GPU_TYPE_MAX, &s, err) < 0)
         return -1;
-    w->gpu_type = wm_xstrdup(s);
+    w->gpu_type = nf_xstrdup(s);
 
     n = 0;
     if (nf_json_get_int(body, "gpu_count", false, 0, GPU_COUNT_MAX, &n, err) < 0)
@@ -172,7 +156,7 @@ int wm_register_parse(const cJSON *body, struct wm_worker *w, struct nf_json_err
     rc = get_short_str(body, "version", false, VERSION_MAX, &s, err);
     if (rc < 0)
         return -1;
-    w->version = wm_xstrdup(s);
+    w->version = nf_xstrdup(s);
     return 0;
 }
 

@@ -187,7 +187,7 @@ static int open_consumer(struct wm *ctx)
 
 int wm_new(struct wm **out, struct nf_app *app, struct wm_config *cfg)
 {
-    struct wm *ctx = wm_xcalloc(1, sizeof(*ctx));
+    struct wm *ctx = nf_xcalloc(1, sizeof(*ctx));
     ctx->cfg = *cfg;
     memset(cfg, 0, sizeof(*cfg)); /* strings owned by ctx now */
     ctx->app = app;

@@ -26,6 +26,7 @@
 #include "nf_id.h"
 #include "nf_json.h"
 #include "nf_kafka.h"
+#include "nf_mem.h"
 
 struct nf_metrics;
 struct nf_counter;
@@ -259,7 +260,3 @@ int wm_event_send(struct wm *ctx, const char *topic, const char *type, const cha
 void wm_event_job(struct wm *ctx, const char *type, const char *job_id, cJSON *data);
 /* Produces a worker event to forge.workers.events; data consumed. */
 void wm_event_worker(struct wm *ctx, const char *type, const char *worker_id, cJSON *data);
-
-/* Out-of-memory-aborting allocation helpers. */
-void *wm_xcalloc(size_t n, size_t size);
-char *wm_xstrdup(const char *s);

@@ -48,9 +48,9 @@ static int worker_from_fields(struct wm_worker *w, const char *worker_id, const 
 {
     snprintf(w->worker_id, sizeof(w->worker_id), "%s", worker_id);
     snprintf(w->token_hash, sizeof(w->token_hash), "%s", hash ? hash : "");
-    w->hostname = wm_xstrdup(hostname);
-    w->gpu_type = wm_xstrdup(gpu_type);
-    w->version = wm_xstrdup(version);
+    w->hostname = nf_xstrdup(hostname ? hostname : "");
+    w->gpu_type = nf_xstrdup(gpu_type ? gpu_type : "");
+    w->version = nf_xstrdup(version ? version : "");
     w->gpu_count = gpu_count ? atoi(gpu_count) : 0;
     if (wm_types_parse(types ? types : "", &w->types) < 0)
         return -1;
@@ -153,7 +153,7 @@ void wm_auth_worker(struct wm *ctx, const char *worker_id, const char *token, wm
         cb(ctx, 403, NULL, arg);
         return;
     }
-    struct auth_call *call = wm_xcalloc(1, sizeof(*call));
+    struct auth_call *call = nf_xcalloc(1, sizeof(*call));
     call->ctx = ctx;
     call->cb = cb;
     call->arg = arg;

@@ -55,30 +55,6 @@ const struct nf_cfg_opt wk_cfg_opts[] = {
 };
 const size_t wk_cfg_nopts = sizeof(wk_cfg_opts) / sizeof(wk_cfg_opts[0]);
 
-void *wk_xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n ? n : 1, size ? size : 1);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-char *wk_xstrdup(const char *s)
-{
-    char *p = strdup(s ? s : "");
-    if (p == NULL)
-        abort();
-    return p;
-}
-
-static char *xstrndup(const char *s, size_t n)
-{
-    char *p = strndup(s, n);
-    if (p == NULL)
-        abort();
-    return p;
-}
-
 int wk_job_type_index(const char *name)
 {
     if (name == NULL)
@@ -121,9 +97,9 @@ int wk_parse_url(const char *url, char **host, int *port, char **prefix)
     size_t plen = strlen(path);
     while (plen > 0 && path[plen - 1] == '/')
         plen--;
-    *host = xstrndup(p, (size_t)(host_end - p));
+    *host = nf_xstrndup(p, (size_t)(host_end - p));
     *port = (int)n;
-    *prefix = xstrndup(path, plen);
+    *prefix = nf_xstrndup(path, plen);
     return 0;
 }
 
@@ -163,7 +139,7 @@ int wk_parse_labels(const char *s, cJSON **out, char *err, size_t errlen)
             snprintf(err, errlen, "NF_WORKER_LABELS: keys are 1..63 and values 0..255 chars");
             goto fail;
         }
-        char *k = xstrndup(key, klen), *v = xstrndup(val, vlen);
+        char *k = nf_xstrndup(key, klen), *v = nf_xstrndup(val, vlen);
         bool dup = cJSON_GetObjectItemCaseSensitive(labels, k) != NULL;
         if (!dup)
             nf_json_add_str(labels, k, v);
@@ -227,12 +203,12 @@ int wk_config_load(struct wk_config *cfg, struct wk_settings *set, char *err, si
     if (wk_parse_labels(cfg->labels, &set->labels, err, errlen) < 0)
         return -1;
     if (cfg->hostname[0] != '\0') {
-        set->hostname = wk_xstrdup(cfg->hostname);
+        set->hostname = nf_xstrdup(cfg->hostname);
     } else {
         char name[256] = "";
         if (gethostname(name, sizeof(name) - 1) < 0 || name[0] == '\0')
             snprintf(name, sizeof(name), "unknown");
-        set->hostname = wk_xstrdup(name);
+        set->hostname = nf_xstrdup(name);
     }
     return 0;
 }

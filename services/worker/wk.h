@@ -27,6 +27,7 @@
 #include "nf_id.h"
 #include "nf_json.h"
 #include "nf_kafka.h"
+#include "nf_mem.h"
 
 struct bufferevent;
 struct nf_http_client;
@@ -172,7 +173,8 @@ struct wk {
     struct nf_app *app;             /* not owned */
     struct event_base *base;        /* not owned */
     struct nf_kafka_producer *producer;
-    struct nf_http_client *http;
+    struct nf_http_client *http;      /* register and heartbeat */
+    struct nf_http_client *poll_http; /* next_job long polls (dropped at SIGTERM) */
     char worker_id[NF_ID_MAX];
     char *worker_token;
     char source[NF_ID_MAX + 16];    /* "nf-worker/<worker_id>" */
@@ -240,6 +242,3 @@ void wk_publish_job_event(struct wk *ctx, struct wk_job *job, const char *type, 
                           bool reliable);
 /* Frees timer-waiting messages at teardown. */
 void wk_publish_free(struct wk *ctx);
-
-void *wk_xcalloc(size_t n, size_t size);
-char *wk_xstrdup(const char *s);

@@ -9,6 +9,8 @@
  *     one not done (contiguous store), and nothing once all are done
  *   max_inflight: the consumer stops at the limit and goes on after nf_kafka_msg_done,
  *     without losing, repeating or reordering messages
+ *   a second member joins while the first holds messages: the revoked ones may still be
+ *     done (storing nothing), each partition ends with one member, nothing is lost
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -77,8 +79,7 @@ static int setup(void **state)
         nf_log_level_parse(lvl, &level);
     nf_log_init("test", level);
     it.brokers = getenv("NF_TEST_KAFKA_BROKERS");
-    snprintf(it.prefix, sizeof(it.prefix), "nf-it-%d-%lld", (int)getpid(),
-             (long long)time(NULL));
+    snprintf(it.prefix, sizeof(it.prefix), "nf-it-%d-%lld", (int)getpid(), (long long)time(NULL));
     it.base = event_base_new();
     *state = &it;
     return 0;
@@ -150,14 +151,15 @@ static void produce_n(struct it *it, const char *topic, int n)
     char err[256], key[32], payload[32];
 
     assert_non_null(sent);
-    assert_int_equal(nf_kafka_producer_new(&p, it->base, it->brokers, "nf-it-producer", NULL,
-                                           err, sizeof(err)), 0);
+    assert_int_equal(
+        nf_kafka_producer_new(&p, it->base, it->brokers, "nf-it-producer", NULL, err, sizeof(err)),
+        0);
     assert_true(run_until(it->base, producer_ready, p, WAIT_MS));
     for (int i = 0; i < n; i++) {
         snprintf(key, sizeof(key), "k%d", i);
         snprintf(payload, sizeof(payload), "m%d", i);
-        assert_int_equal(nf_kafka_produce(p, topic, key, payload, strlen(payload), on_dr,
-                                          &sent[i]), 0);
+        assert_int_equal(nf_kafka_produce(p, topic, key, payload, strlen(payload), on_dr, &sent[i]),
+                         0);
     }
     assert_true(run_until(it->base, all_reported, &w, WAIT_MS));
     run_for(it->base, 100);
@@ -178,8 +180,7 @@ static void create(struct it *it, const char *topic, int partitions)
     char err[256];
 
     err[0] = '\0';
-    if (nf_kafka_create_topics(it->brokers, &topic, 1, partitions, 1, 10000, err,
-                               sizeof(err)) != 0)
+    if (nf_kafka_create_topics(it->brokers, &topic, 1, partitions, 1, 10000, err, sizeof(err)) != 0)
         fail_msg("create %s: %s", topic, err);
 }
 
@@ -191,13 +192,13 @@ static void create(struct it *it, const char *topic, int partitions)
 struct rx {
     struct nf_kafka_consumer *c;
     int max_inflight;
-    bool auto_done;                  /* done inside the callback */
+    bool auto_done; /* done inside the callback */
     int received;
-    int copies[MAXMSG];              /* per message number, from the payload "m<i>" */
+    int copies[MAXMSG];                /* per message number, from the payload "m<i>" */
     struct nf_kafka_msg *held[MAXMSG]; /* not done yet, by message number */
     int64_t offset_of[MAXMSG];
     int64_t last_offset[MAXPART];
-    bool bad;                        /* a malformed message, reordering or overflow */
+    bool bad; /* a malformed message, reordering or overflow */
     int want;
 };
 
@@ -258,8 +259,8 @@ static void consumer_start(struct it *it, struct rx *rx, const char *group, cons
     char err[256];
 
     err[0] = '\0';
-    if (nf_kafka_consumer_new(&rx->c, it->base, it->brokers, group, &topic, 1,
-                              rx->max_inflight, NULL, on_msg, rx, err, sizeof(err)) != 0)
+    if (nf_kafka_consumer_new(&rx->c, it->base, it->brokers, group, &topic, 1, rx->max_inflight,
+                              NULL, on_msg, rx, err, sizeof(err)) != 0)
         fail_msg("consumer: %s", err);
 }
 
@@ -276,13 +277,13 @@ static void test_create_topics(void **state)
     name(b, sizeof(b), it, "create.b");
     name(c, sizeof(c), it, "create.c");
     err[0] = '\0';
-    assert_int_equal(nf_kafka_create_topics(it->brokers, topics, 2, 3, 1, 10000, err,
-                                            sizeof(err)), 0);
-    assert_int_equal(nf_kafka_create_topics(it->brokers, topics, 2, 3, 1, 10000, err,
-                                            sizeof(err)), 0); /* exists: fine */
+    assert_int_equal(nf_kafka_create_topics(it->brokers, topics, 2, 3, 1, 10000, err, sizeof(err)),
+                     0);
+    assert_int_equal(nf_kafka_create_topics(it->brokers, topics, 2, 3, 1, 10000, err, sizeof(err)),
+                     0); /* exists: fine */
     err[0] = '\0';
-    assert_int_equal(nf_kafka_create_topics(it->brokers, bad, 1, 1, 3, 10000, err,
-                                            sizeof(err)), -1);
+    assert_int_equal(nf_kafka_create_topics(it->brokers, bad, 1, 1, 3, 10000, err, sizeof(err)),
+                     -1);
     assert_non_null(strstr(err, c));
 }
 
@@ -307,7 +308,7 @@ static void test_produce_consume(void **state)
     assert_int_equal(rx.received, n);
     for (int i = 0; i < n; i++)
         assert_int_equal(rx.copies[i], 1);
-    assert_true(nf_kafka_consumer_ready(rx.c));
+    assert_true(run_until(it->base, consumer_ready, &rx, WAIT_MS));
     assert_int_equal(nf_kafka_consumer_inflight(rx.c), 0);
     nf_kafka_consumer_free(rx.c);
 
@@ -430,6 +431,122 @@ static void test_max_inflight(void **state)
     nf_kafka_consumer_free(rx.c);
 }
 
+/* ---- rebalance: two members, messages still held across the revocation ---- */
+
+struct member {
+    struct nf_kafka_consumer *c;
+    int received;
+    int copies[MAXMSG];
+    int32_t partition_of[MAXMSG];
+    struct nf_kafka_msg *held[4 * MAXMSG];
+    int nheld;
+};
+
+static void on_member_msg(struct nf_kafka_msg *msg, void *arg)
+{
+    struct member *m = arg;
+    int i;
+
+    m->received++;
+    if (sscanf(msg->payload, "m%d", &i) == 1 && i >= 0 && i < MAXMSG) {
+        m->copies[i]++;
+        m->partition_of[i] = msg->partition;
+    }
+    if (m->nheld < 4 * MAXMSG)
+        m->held[m->nheld++] = msg;
+    else
+        nf_kafka_msg_done(msg);
+}
+
+static void member_done_all(struct member *m)
+{
+    for (int i = 0; i < m->nheld; i++)
+        nf_kafka_msg_done(m->held[i]);
+    m->nheld = 0;
+}
+
+struct pair {
+    struct member *a, *b;
+    int n;
+};
+
+/* Both members hold a copy of every message received after the rebalance. */
+static bool pair_covers(void *arg)
+{
+    struct pair *pr = arg;
+
+    if (!nf_kafka_consumer_ready(pr->b->c))
+        return false;
+    for (int i = 0; i < pr->n; i++)
+        if (pr->a->copies[i] < 2 && pr->b->copies[i] < 1)
+            return false;
+    return true;
+}
+
+static bool member_ready(void *arg)
+{
+    struct member *m = arg;
+
+    return nf_kafka_consumer_ready(m->c);
+}
+
+static void test_rebalance_with_held(void **state)
+{
+    struct it *it = need_broker(state);
+    char topic[128], group[128], err[256];
+    const char *topics[1] = {topic};
+    struct member *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
+    struct member *c = calloc(1, sizeof(*c));
+    struct pair pr = {a, b, 20};
+    int b_total = 0;
+
+    assert_true(a && b && c);
+    name(topic, sizeof(topic), it, "rb");
+    name(group, sizeof(group), it, "rb.g");
+    create(it, topic, 2);
+    produce_n(it, topic, pr.n);
+
+    assert_int_equal(nf_kafka_consumer_new(&a->c, it->base, it->brokers, group, topics, 1, 1000,
+                                           NULL, on_member_msg, a, err, sizeof(err)),
+                     0);
+    for (long long end = now_ms() + WAIT_MS; a->received < pr.n && now_ms() < end;)
+        run_for(it->base, 20);
+    assert_int_equal(a->received, pr.n);
+
+    /* b joins: a loses a partition while holding all 20, gets the other one again from
+     * the (empty) committed offset, and b gets its partition from the start */
+    assert_int_equal(nf_kafka_consumer_new(&b->c, it->base, it->brokers, group, topics, 1, 1000,
+                                           NULL, on_member_msg, b, err, sizeof(err)),
+                     0);
+    assert_true(run_until(it->base, pair_covers, &pr, WAIT_MS));
+    run_for(it->base, 1000);
+    for (int i = 0; i < pr.n; i++) {
+        b_total += b->copies[i];
+        /* a partition belongs to one member after the rebalance */
+        assert_false(a->copies[i] == 2 && b->copies[i] == 1);
+    }
+    assert_true(b_total > 0 && b_total < pr.n); /* two partitions, one each */
+
+    /* old copies done after the revocation store nothing; the new ones do */
+    member_done_all(a);
+    member_done_all(b);
+    assert_int_equal(nf_kafka_consumer_inflight(a->c), 0);
+    run_for(it->base, 200);
+    nf_kafka_consumer_free(b->c);
+    nf_kafka_consumer_free(a->c);
+
+    assert_int_equal(nf_kafka_consumer_new(&c->c, it->base, it->brokers, group, topics, 1, 1000,
+                                           NULL, on_member_msg, c, err, sizeof(err)),
+                     0);
+    assert_true(run_until(it->base, member_ready, c, WAIT_MS));
+    run_for(it->base, 2000);
+    assert_int_equal(c->received, 0);
+    nf_kafka_consumer_free(c->c);
+    free(a);
+    free(b);
+    free(c);
+}
+
 /* Messages held at shutdown are freed by nf_kafka_consumer_free (ASan checks). */
 static void test_free_with_held(void **state)
 {
@@ -452,11 +569,9 @@ static void test_free_with_held(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_create_topics),
-        cmocka_unit_test(test_produce_consume),
-        cmocka_unit_test(test_redelivery_contiguous),
-        cmocka_unit_test(test_max_inflight),
-        cmocka_unit_test(test_free_with_held),
+        cmocka_unit_test(test_create_topics),         cmocka_unit_test(test_produce_consume),
+        cmocka_unit_test(test_redelivery_contiguous), cmocka_unit_test(test_max_inflight),
+        cmocka_unit_test(test_rebalance_with_held),   cmocka_unit_test(test_free_with_held),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

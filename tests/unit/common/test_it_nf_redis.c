@@ -117,8 +117,7 @@ static struct nf_redis *connect_redis(struct env *e, int timeout_ms)
 }
 
 /* Runs one command on e->r and waits for its callback. */
-static void cmd_wait(struct env *e, struct seen *s, const char *fmt, const char *a,
-                     const char *b)
+static void cmd_wait(struct env *e, struct seen *s, const char *fmt, const char *a, const char *b)
 {
     memset(s, 0, sizeof(*s));
     assert_int_equal(nf_redis_cmd(e->r, on_reply, s, fmt, a, b), 0);
@@ -445,8 +444,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_hset_hgetall, setup, teardown),
         cmocka_unit_test_setup_teardown(test_error_reply, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_and_late_reply, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_connection_killed_then_reconnect, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_connection_killed_then_reconnect, setup, teardown),
         cmocka_unit_test_setup_teardown(test_server_hung_times_out, setup, teardown),
         cmocka_unit_test_setup_teardown(test_eval_and_noscript_reload, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_with_pending, setup, teardown),

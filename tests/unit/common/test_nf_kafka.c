@@ -273,24 +273,23 @@ static void test_producer_bad_config(void **state)
     char err[256];
 
     err[0] = '\0';
-    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, "t", unknown, err,
-                                           sizeof(err)), -1);
+    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, "t", unknown, err, sizeof(err)),
+                     -1);
     assert_non_null(strstr(err, "no.such.property"));
     assert_ptr_equal(p, (struct nf_kafka_producer *)0x1);
 
     err[0] = '\0';
-    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, "t", bad_value, err,
-                                           sizeof(err)), -1);
+    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, "t", bad_value, err, sizeof(err)),
+                     -1);
     assert_non_null(strstr(err, "linger.ms"));
 
     err[0] = '\0';
-    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, "t", conflict, err,
-                                           sizeof(err)), -1);
+    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, "t", conflict, err, sizeof(err)),
+                     -1);
     assert_non_null(strstr(err, "acks"));
 
     err[0] = '\0';
-    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, "t", odd, err,
-                                           sizeof(err)), -1);
+    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, "t", odd, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "value missing"));
 
     err[0] = '\0';
@@ -312,11 +311,10 @@ static void test_producer_unreachable_free_fails_once(void **state)
     long long t0;
 
     memset(seen, 0, sizeof(seen));
-    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, "t-unreach", NULL, err,
-                                           sizeof(err)), 0);
+    assert_int_equal(
+        nf_kafka_producer_new(&p, base, DEAD_BROKER, "t-unreach", NULL, err, sizeof(err)), 0);
     for (int i = 0; i < 5; i++)
-        assert_int_equal(nf_kafka_produce(p, "nf.test", "k", "payload", 7, on_dr, &seen[i]),
-                         0);
+        assert_int_equal(nf_kafka_produce(p, "nf.test", "k", "payload", 7, on_dr, &seen[i]), 0);
     assert_int_equal(nf_kafka_produce(p, "nf.test", NULL, NULL, 0, NULL, NULL), 0);
     assert_int_equal(nf_kafka_producer_outq(p), 6);
 
@@ -356,8 +354,8 @@ static void test_producer_timeout_in_loop(void **state)
     char err[256];
 
     memset(seen, 0, sizeof(seen));
-    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, NULL, extra, err,
-                                           sizeof(err)), 0);
+    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, NULL, extra, err, sizeof(err)),
+                     0);
     for (int i = 0; i < 3; i++)
         assert_int_equal(nf_kafka_produce(p, "nf.test", "k", "x", 1, on_dr, &seen[i]), 0);
     assert_true(run_until(base, all_called, seen, 8000));
@@ -383,8 +381,7 @@ static void test_producer_local_errors(void **state)
     char err[256];
 
     memset(seen, 0, sizeof(seen));
-    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, "t", extra, err,
-                                           sizeof(err)), 0);
+    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, "t", extra, err, sizeof(err)), 0);
     assert_int_equal(nf_kafka_produce(p, "nf.test", "k", "a", 1, on_dr, &seen[0]), 0);
     assert_int_equal(nf_kafka_produce(p, "nf.test", "k", "b", 1, on_dr, &seen[1]), 0);
     assert_int_equal(nf_kafka_produce(p, "nf.test", "k", "c", 1, on_dr, &seen[2]),
@@ -418,23 +415,28 @@ static void test_consumer_bad_args(void **state)
 
     err[0] = '\0';
     assert_int_equal(nf_kafka_consumer_new(&c, base, DEAD_BROKER, "g", topics, 1, 0, NULL,
-                                           on_msg_unused, &calls, err, sizeof(err)), -1);
+                                           on_msg_unused, &calls, err, sizeof(err)),
+                     -1);
     assert_non_null(strstr(err, "max_inflight"));
     err[0] = '\0';
     assert_int_equal(nf_kafka_consumer_new(&c, base, DEAD_BROKER, "g", topics, 0, 4, NULL,
-                                           on_msg_unused, &calls, err, sizeof(err)), -1);
+                                           on_msg_unused, &calls, err, sizeof(err)),
+                     -1);
     assert_true(err[0] != '\0');
     err[0] = '\0';
     assert_int_equal(nf_kafka_consumer_new(&c, base, DEAD_BROKER, "", topics, 1, 4, NULL,
-                                           on_msg_unused, &calls, err, sizeof(err)), -1);
+                                           on_msg_unused, &calls, err, sizeof(err)),
+                     -1);
     assert_true(err[0] != '\0');
     err[0] = '\0';
-    assert_int_equal(nf_kafka_consumer_new(&c, base, DEAD_BROKER, "g", topics, 1, 4, NULL,
-                                           NULL, &calls, err, sizeof(err)), -1);
+    assert_int_equal(nf_kafka_consumer_new(&c, base, DEAD_BROKER, "g", topics, 1, 4, NULL, NULL,
+                                           &calls, err, sizeof(err)),
+                     -1);
     assert_true(err[0] != '\0');
     err[0] = '\0';
     assert_int_equal(nf_kafka_consumer_new(&c, base, DEAD_BROKER, "g", topics, 1, 4, unknown,
-                                           on_msg_unused, &calls, err, sizeof(err)), -1);
+                                           on_msg_unused, &calls, err, sizeof(err)),
+                     -1);
     assert_non_null(strstr(err, "no.such.property"));
     assert_ptr_equal(c, (struct nf_kafka_consumer *)0x1);
     nf_kafka_consumer_free(NULL);
@@ -451,8 +453,8 @@ static void test_consumer_unreachable(void **state)
     char err[256];
     long long t0;
 
-    assert_int_equal(nf_kafka_consumer_new(&c, base, DEAD_BROKER, "g-unreach", topics, 2, 4,
-                                           NULL, on_msg_unused, &calls, err, sizeof(err)),
+    assert_int_equal(nf_kafka_consumer_new(&c, base, DEAD_BROKER, "g-unreach", topics, 2, 4, NULL,
+                                           on_msg_unused, &calls, err, sizeof(err)),
                      0);
     run_until(base, NULL, NULL, 500);
     assert_false(nf_kafka_consumer_ready(c));
@@ -473,8 +475,8 @@ static void test_create_topics_unreachable(void **state)
     long long t0 = now_ms();
 
     err[0] = '\0';
-    assert_int_equal(nf_kafka_create_topics(DEAD_BROKER, topics, 2, 1, 1, 500, err,
-                                            sizeof(err)), -1);
+    assert_int_equal(nf_kafka_create_topics(DEAD_BROKER, topics, 2, 1, 1, 500, err, sizeof(err)),
+                     -1);
     assert_true(err[0] != '\0');
     assert_true(now_ms() - t0 < 6000);
 }
@@ -485,19 +487,18 @@ static void test_create_topics_bad_args(void **state)
     char err[256];
 
     err[0] = '\0';
-    assert_int_equal(nf_kafka_create_topics(DEAD_BROKER, topics, 1, 0, 1, 500, err,
-                                            sizeof(err)), -1);
+    assert_int_equal(nf_kafka_create_topics(DEAD_BROKER, topics, 1, 0, 1, 500, err, sizeof(err)),
+                     -1);
     assert_non_null(strstr(err, "partitions"));
     err[0] = '\0';
-    assert_int_equal(nf_kafka_create_topics(DEAD_BROKER, topics, 1, 1, 0, 500, err,
-                                            sizeof(err)), -1);
+    assert_int_equal(nf_kafka_create_topics(DEAD_BROKER, topics, 1, 1, 0, 500, err, sizeof(err)),
+                     -1);
     assert_non_null(strstr(err, "replication"));
     err[0] = '\0';
-    assert_int_equal(nf_kafka_create_topics(NULL, topics, 1, 1, 1, 500, err, sizeof(err)),
-                     -1);
+    assert_int_equal(nf_kafka_create_topics(NULL, topics, 1, 1, 1, 500, err, sizeof(err)), -1);
     assert_true(err[0] != '\0');
-    assert_int_equal(nf_kafka_create_topics(DEAD_BROKER, topics, 0, 1, 1, 500, err,
-                                            sizeof(err)), 0);
+    assert_int_equal(nf_kafka_create_topics(DEAD_BROKER, topics, 0, 1, 1, 500, err, sizeof(err)),
+                     0);
 }
 
 static void test_forge_topics(void **state)

@@ -115,8 +115,9 @@ static void fake_start(struct fake *f, struct event_base *base, bool hang_up)
     memset(f, 0, sizeof(*f));
     f->hang_up = hang_up;
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    f->lis = evconnlistener_new_bind(base, fake_accept, f, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
-                                     16, (struct sockaddr *)&sin, sizeof(sin));
+    f->lis =
+        evconnlistener_new_bind(base, fake_accept, f, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
+                                (struct sockaddr *)&sin, sizeof(sin));
     assert_non_null(f->lis);
     struct sockaddr_in got;
     socklen_t len = sizeof(got);

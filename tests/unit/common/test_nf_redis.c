@@ -145,8 +145,9 @@ static void fake_start(struct fake *f, struct event_base *base)
     f->base = base;
     f->rx = evbuffer_new();
     struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    f->lis = evconnlistener_new_bind(base, fake_accept, f, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE,
-                                     16, (struct sockaddr *)&sin, sizeof(sin));
+    f->lis =
+        evconnlistener_new_bind(base, fake_accept, f, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
+                                (struct sockaddr *)&sin, sizeof(sin));
     assert_non_null(f->lis);
     struct sockaddr_in got;
     socklen_t len = sizeof(got);
@@ -274,6 +275,23 @@ static void test_closed_port_fails_fast(void **state)
     assert_int_equal(s2.calls, 1);
     assert_int_equal(s3.calls, 1);
     nf_redis_free(r);
+    event_base_free(base);
+}
+
+static void test_free_while_connecting(void **state)
+{
+    struct event_base *base = event_base_new();
+    struct fake f;
+    fake_start(&f, base);
+    struct nf_redis *r = NULL;
+    assert_int_equal(nf_redis_new(&r, base, "127.0.0.1", f.port, 200), 0);
+    assert_false(nf_redis_ready(r)); /* connect in progress */
+    struct seen s = {0};
+    assert_int_equal(nf_redis_cmd(r, on_reply, &s, "PING"), -1);
+    assert_int_equal(s.calls, 1);
+    nf_redis_free(r);
+    run_for(base, 200); /* no events of the freed client fire */
+    fake_stop(&f);
     event_base_free(base);
 }
 
@@ -598,6 +616,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new_bad_args),
         cmocka_unit_test(test_closed_port_fails_fast),
+        cmocka_unit_test(test_free_while_connecting),
         cmocka_unit_test_setup_teardown(test_reply_and_error_reply, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_timeout_then_late_reply, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_lost_connection_and_reconnect, env_setup,
@@ -605,8 +624,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_backoff_grows, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_free_with_pending, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_free_inside_callback, env_setup, env_teardown),
-        cmocka_unit_test_setup_teardown(test_free_inside_timeout_callback, env_setup,
-                                        env_teardown),
+        cmocka_unit_test_setup_teardown(test_free_inside_timeout_callback, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_script_sha1_vectors, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_eval_noscript_reload, env_setup, env_teardown),
         cmocka_unit_test_setup_teardown(test_eval_bad_args, env_setup, env_teardown),

@@ -1,0 +1,259 @@
+/*
+ * The agent's side of the worker protocol (internals.md "Worker agent protocol"), spoken
+ * to the API (the gateway forwards the /api/workers routes to the worker-manager).
+ *
+ *   register --201--> heartbeat timer + poll
+ *      |  connection error / 5xx / 429: retry, 0.5 s doubling to 10 s
+ *      +  400/401/403/422: the operator must fix the configuration -> exit 1
+ *   poll (next_job, wait_seconds) --200--> wk_job_start, poll again while slots are free
+ *                                 --204--> poll again
+ *                                 --403--> register again
+ *                                 --else-> retry with backoff
+ *   heartbeat every heartbeat_interval_s: leases + progress; `cancelled` -> wk_job_cancel
+ *
+ * Polls use their own HTTP client so a shutdown can drop a waiting poll at once.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nf_http.h"
+#include "nf_log.h"
+#include "wk.h"
+
+#define REGISTER_TIMEOUT_MS 10000
+#define BACKOFF_FIRST_MS 500
+#define BACKOFF_MAX_MS 10000
+
+static void api_path(const struct wk *ctx, const char *route, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/api/workers/%s", ctx->set.api_prefix, route);
+}
+
+static void schedule_retry(struct wk *ctx)
+{
+    struct timeval tv = {ctx->backoff_ms / 1000, (ctx->backoff_ms % 1000) * 1000};
+    evtimer_add(ctx->retry, &tv);
+    ctx->backoff_ms = ctx->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ctx->backoff_ms * 2;
+}
+
+static char *auth_header(const char *token)
+{
+    size_t n = strlen(token) + 8;
+    char *h = nf_xcalloc(1, n);
+    snprintf(h, n, "Bearer %s", token);
+    return h;
+}
+
+/* ---- register ----------------------------------------------------------------------------- */
+
+static void on_registered(const struct nf_http_resp *resp, void *arg)
+{
+    struct wk *ctx = arg;
+    ctx->registering = false;
+    if (ctx->closing)
+        return;
+    if (resp->status == 201) {
+        cJSON *body = nf_json_parse(resp->body, resp->len);
+        const char *id = nf_json_str(body, "worker_id");
+        const char *token = nf_json_str(body, "worker_token");
+        long long hb = nf_json_int(body, "heartbeat_interval_s", 5);
+        if (id == NULL || token == NULL || !nf_id_valid("wrk", id)) {
+            nf_log_kv(NF_LOG_ERROR, "register_bad_answer", "registration answer malformed",
+                      NULL);
+            cJSON_Delete(body);
+            schedule_retry(ctx);
+            return;
+        }
+        snprintf(ctx->worker_id, sizeof(ctx->worker_id), "%s", id);
+        snprintf(ctx->source, sizeof(ctx->source), "nf-worker/%s", id);
+        free(ctx->worker_token);
+        ctx->worker_token = nf_xstrdup(token);
+        ctx->heartbeat_s = hb >= 1 && hb <= 300 ? (int)hb : 5;
+        ctx->registered = true;
+        ctx->backoff_ms = BACKOFF_FIRST_MS;
+        cJSON_Delete(body);
+        nf_log_kv(NF_LOG_INFO, "registered", "registered with the API", "worker_id", id, NULL);
+        wk_api_heartbeat_start(ctx);
+        wk_slot_freed(ctx);
+        return;
+    }
+    if (resp->status == 0 || resp->status >= 500 || resp->status == 429 ||
+        resp->status == 404) {
+        char code[8];
+        snprintf(code, sizeof(code), "%d", resp->status);
+        nf_log_kv(NF_LOG_WARN, "register_retry", "API not available, retrying", "status", code,
+                  "error", resp->error, NULL);
+        schedule_retry(ctx);
+        return;
+    }
+    char code[8];
+    snprintf(code, sizeof(code), "%d", resp->status);
+    nf_log_kv(NF_LOG_ERROR, "register_refused",
+              "registration refused; check NF_WORKER_REGISTRATION_TOKEN and the settings",
+              "status", code, "body", resp->body, NULL);
+    ctx->exit_code = 1;
+    nf_app_stop(ctx->app);
+}
+
+void wk_api_register(struct wk *ctx)
+{
+    char path[256];
+    if (ctx->registering || ctx->closing || ctx->stopping)
+        return;
+    cJSON *body = nf_json_obj();
+    nf_json_add_str(body, "hostname", ctx->set.hostname);
+    nf_json_add_str(body, "gpu_type", ctx->cfg.gpu_type[0] ? ctx->cfg.gpu_type : NULL);
+    nf_json_add_int(body, "gpu_count", ctx->cfg.gpu_count);
+    cJSON *types = cJSON_AddArrayToObject(body, "job_types");
+    for (int i = 0; i < WK_NJOB_TYPES; i++)
+        if (ctx->set.types & (1u << i))
+            cJSON_AddItemToArray(types, cJSON_CreateString(wk_job_types[i]));
+    cJSON_AddItemToObject(body, "labels", cJSON_Duplicate(ctx->set.labels, true));
+    nf_json_add_str(body, "version", WK_VERSION);
+    char *text = nf_json_print(body);
+    cJSON_Delete(body);
+    char *auth = auth_header(ctx->cfg.reg_token);
+    const char *headers[] = {"Authorization", auth, NULL};
+    api_path(ctx, "register", path, sizeof(path));
+    ctx->registering = true;
+    if (nf_http_client_request(ctx->http, "POST", path, headers, text, strlen(text),
+                               REGISTER_TIMEOUT_MS, on_registered, ctx) < 0) {
+        ctx->registering = false;
+        schedule_retry(ctx);
+    }
+    free(auth);
+    free(text);
+}
+
+/* ---- next_job ----------------------------------------------------------------------------- */
+
+static void on_polled(const struct nf_http_resp *resp, void *arg)
+{
+    struct wk *ctx = arg;
+    ctx->polling = false;
+    if (ctx->closing || ctx->poll_http == NULL)
+        return; /* dropped at shutdown */
+    if (resp->status == 200) {
+        cJSON *body = nf_json_parse(resp->body, resp->len);
+        const cJSON *job = cJSON_GetObjectItemCaseSensitive(body, "job");
+        const char *lease_id = nf_json_str(body, "lease_id");
+        ctx->backoff_ms = BACKOFF_FIRST_MS;
+        if (cJSON_IsObject(job) && lease_id != NULL)
+            wk_job_start(ctx, job, lease_id);
+        else
+            nf_log_kv(NF_LOG_ERROR, "poll_bad_answer", "next_job answer malformed", NULL);
+        cJSON_Delete(body);
+        wk_slot_freed(ctx);
+        return;
+    }
+    if (resp->status == 204) {
+        ctx->backoff_ms = BACKOFF_FIRST_MS;
+        wk_slot_freed(ctx);
+        return;
+    }
+    char code[8];
+    snprintf(code, sizeof(code), "%d", resp->status);
+    if (resp->status == 403) {
+        nf_log_kv(NF_LOG_WARN, "poll_forbidden", "worker token refused, registering again",
+                  "worker_id", ctx->worker_id, NULL);
+        ctx->registered = false;
+        wk_api_register(ctx);
+        return;
+    }
+    nf_log_kv(NF_LOG_WARN, "poll_retry", "next_job failed, retrying", "status", code, "error",
+              resp->error, NULL);
+    schedule_retry(ctx);
+}
+
+void wk_api_poll(struct wk *ctx)
+{
+    char path[256];
+    if (!ctx->registered || ctx->polling || ctx->stopping || ctx->closing ||
+        ctx->poll_http == NULL || ctx->njobs >= ctx->cfg.slots ||
+        evtimer_pending(ctx->retry, NULL))
+        return;
+    cJSON *body = nf_json_obj();
+    nf_json_add_str(body, "worker_id", ctx->worker_id);
+    nf_json_add_int(body, "wait_seconds", ctx->cfg.poll_wait_s);
+    char *text = nf_json_print(body);
+    cJSON_Delete(body);
+    char *auth = auth_header(ctx->worker_token);
+    const char *headers[] = {"Authorization", auth, NULL};
+    api_path(ctx, "next_job", path, sizeof(path));
+    ctx->polling = true;
+    if (nf_http_client_request(ctx->poll_http, "POST", path, headers, text, strlen(text),
+                               (ctx->cfg.poll_wait_s + 15) * 1000, on_polled, ctx) < 0) {
+        ctx->polling = false;
+        schedule_retry(ctx);
+    }
+    free(auth);
+    free(text);
+}
+
+/* ---- heartbeat ---------------------------------------------------------------------------- */
+
+static void on_heartbeat_done(const struct nf_http_resp *resp, void *arg)
+{
+    struct wk *ctx = arg;
+    ctx->heartbeating = false;
+    if (ctx->closing)
+        return;
+    if (resp->status != 200) {
+        char code[8];
+        snprintf(code, sizeof(code), "%d", resp->status);
+        nf_log_kv(NF_LOG_WARN, "heartbeat_failed", "heartbeat not accepted", "status", code,
+                  "error", resp->error, NULL);
+        if (resp->status == 403 && !ctx->stopping) {
+            ctx->registered = false;
+            wk_api_register(ctx);
+        }
+        return;
+    }
+    cJSON *body = nf_json_parse(resp->body, resp->len);
+    const cJSON *cancelled = cJSON_GetObjectItemCaseSensitive(body, "cancelled");
+    const cJSON *it = NULL;
+    cJSON_ArrayForEach(it, cancelled)
+    {
+        if (cJSON_IsString(it)) {
+            nf_log_kv(NF_LOG_INFO, "job_cancel_received", "job to stop", "job_id",
+                      it->valuestring, NULL);
+            wk_job_cancel(ctx, it->valuestring);
+        }
+    }
+    cJSON_Delete(body);
+}
+
+static void on_heartbeat_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct wk *ctx = arg;
+    char path[256];
+    if (!ctx->registered || ctx->heartbeating || ctx->closing)
+        return;
+    cJSON *body = nf_json_obj();
+    nf_json_add_str(body, "worker_id", ctx->worker_id);
+    cJSON_AddItemToObject(body, "jobs", wk_jobs_heartbeat(ctx));
+    char *text = nf_json_print(body);
+    cJSON_Delete(body);
+    char *auth = auth_header(ctx->worker_token);
+    const char *headers[] = {"Authorization", auth, NULL};
+    api_path(ctx, "heartbeat", path, sizeof(path));
+    ctx->heartbeating = true;
+    int timeout_ms = ctx->heartbeat_s * 1000 < 2000 ? 2000 : ctx->heartbeat_s * 1000;
+    if (nf_http_client_request(ctx->http, "POST", path, headers, text, strlen(text), timeout_ms,
+                               on_heartbeat_done, ctx) < 0)
+        ctx->heartbeating = false;
+    free(auth);
+    free(text);
+}
+
+void wk_api_heartbeat_start(struct wk *ctx)
+{
+    if (ctx->heartbeat == NULL) {
+        ctx->heartbeat = event_new(ctx->base, -1, EV_PERSIST, on_heartbeat_tick, ctx);
+        if (ctx->heartbeat == NULL)
+            abort();
+    }
+    struct timeval tv = {ctx->heartbeat_s, 0};
+    event_add(ctx->heartbeat, &tv);
+}

@@ -1,0 +1,162 @@
+/*
+ * Kafka publishing for the agent.
+ *
+ *   wk_publish --produce--> delivered --> wk_job_delivered (slot freed when it was the
+ *                  |                        job's last message and the job finished)
+ *                  +--> not queued / delivery failed --> timer (0.5 s doubling to 10 s)
+ *                                                        --> produce again
+ *
+ * Nothing a job accepted is dropped while the agent runs: a terminal event or a usage
+ * record is retried until Kafka takes it. Only teardown (after the drain) gives up, and
+ * says so in the log.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nf_event.h"
+#include "nf_log.h"
+#include "wk.h"
+
+#define RETRY_FIRST_MS 500
+#define RETRY_MAX_MS 10000
+
+struct wk_out {
+    struct wk *ctx;
+    struct wk_job *job; /* held (wk_job_hold) until delivered; NULL = fire and forget */
+    char *topic;
+    char *key;
+    char *payload;
+    int delay_ms;
+    struct event *timer;
+    bool waiting;       /* linked in ctx->outs, timer armed */
+    struct wk_out *prev, *next;
+};
+
+static void produce(struct wk_out *o);
+
+static void out_free(struct wk_out *o)
+{
+    struct wk *ctx = o->ctx;
+    if (o->waiting) {
+        if (o->prev)
+            o->prev->next = o->next;
+        else
+            ctx->outs = o->next;
+        if (o->next)
+            o->next->prev = o->prev;
+    }
+    if (o->timer)
+        event_free(o->timer);
+    free(o->topic);
+    free(o->key);
+    free(o->payload);
+    free(o);
+}
+
+static void done(struct wk_out *o)
+{
+    struct wk_job *job = o->job;
+    out_free(o);
+    if (job != NULL)
+        wk_job_delivered(job);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct wk_out *o = arg;
+    struct wk *ctx = o->ctx;
+    if (o->prev)
+        o->prev->next = o->next;
+    else
+        ctx->outs = o->next;
+    if (o->next)
+        o->next->prev = o->prev;
+    o->waiting = false;
+    o->prev = o->next = NULL;
+    produce(o);
+}
+
+static void retry_later(struct wk_out *o, const char *why)
+{
+    struct wk *ctx = o->ctx;
+    if (ctx->closing || o->job == NULL) {
+        nf_log_kv(NF_LOG_ERROR, "publish_lost", "message given up", "topic", o->topic, "key",
+                  o->key, "error", why, NULL);
+        done(o);
+        return;
+    }
+    nf_log_kv(NF_LOG_WARN, "publish_retry", "message not delivered, retrying", "topic",
+              o->topic, "key", o->key, "error", why, NULL);
+    if (o->timer == NULL) {
+        o->timer = evtimer_new(ctx->base, on_retry, o);
+        if (o->timer == NULL)
+            abort();
+    }
+    struct timeval tv = {o->delay_ms / 1000, (o->delay_ms % 1000) * 1000};
+    evtimer_add(o->timer, &tv);
+    o->delay_ms = o->delay_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : o->delay_ms * 2;
+    o->waiting = true;
+    o->prev = NULL;
+    o->next = ctx->outs;
+    if (ctx->outs)
+        ctx->outs->prev = o;
+    ctx->outs = o;
+}
+
+static void on_delivery(int err, const char *errstr, void *arg)
+{
+    struct wk_out *o = arg;
+    if (err != 0) {
+        retry_later(o, errstr ? errstr : "delivery failed");
+        return;
+    }
+    done(o);
+}
+
+static void produce(struct wk_out *o)
+{
+    struct wk *ctx = o->ctx;
+    if (ctx->producer == NULL) {
+        retry_later(o, "no producer");
+        return;
+    }
+    int rc = nf_kafka_produce(ctx->producer, o->topic, o->key, o->payload, strlen(o->payload),
+                              on_delivery, o);
+    if (rc != 0)
+        retry_later(o, "not queued");
+}
+
+void wk_publish(struct wk *ctx, struct wk_job *job, const char *topic, const char *key,
+                const char *payload)
+{
+    struct wk_out *o = nf_xcalloc(1, sizeof(*o));
+    o->ctx = ctx;
+    o->job = job;
+    o->topic = nf_xstrdup(topic);
+    o->key = nf_xstrdup(key);
+    o->payload = nf_xstrdup(payload);
+    o->delay_ms = RETRY_FIRST_MS;
+    if (job != NULL)
+        wk_job_hold(job);
+    produce(o);
+}
+
+void wk_publish_job_event(struct wk *ctx, struct wk_job *job, const char *type, cJSON *data,
+                          bool reliable)
+{
+    const char *job_id = nf_json_str(data, "job_id");
+    char *subject = nf_xstrdup(job_id ? job_id : "");
+    cJSON *ev = nf_event_new(type, ctx->source, subject, NULL, data);
+    char *payload = nf_json_print(ev);
+    wk_publish(ctx, reliable ? job : NULL, "forge.jobs.events", subject, payload);
+    free(payload);
+    free(subject);
+    cJSON_Delete(ev);
+}
+
+void wk_publish_free(struct wk *ctx)
+{
+    while (ctx->outs != NULL)
+        done(ctx->outs); /* unlinks itself */
+}

@@ -1,0 +1,75 @@
+/* Unit tests for nf-auth's configuration table (config.c): defaults and refusals. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h> /* after the four headers it needs */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "auth.h"
+
+static const char *const vars[] = {
+    "NF_LOG_LEVEL",       "NF_AUTH_ADDR",     "NF_PG_DSN",          "NF_REDIS_ADDR",
+    "NF_AUTH_MIGRATIONS", "NF_AUTH_PG_CONNS", "NF_AUTH_TIMEOUT_MS", "NF_AUTH_DRAIN_MS",
+};
+
+static int clear_env(void **state)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+        unsetenv(vars[i]);
+    return 0;
+}
+
+static void test_defaults(void **state)
+{
+    struct auth_config cfg;
+    char err[256] = "";
+
+    assert_int_equal(auth_config_load(&cfg, err, sizeof(err)), 0);
+    assert_string_equal(cfg.addr, "127.0.0.1:8101");
+    assert_string_equal(cfg.pg_dsn, "host=127.0.0.1 port=5432 dbname=forge user=forge");
+    assert_string_equal(cfg.redis_addr, "127.0.0.1:6379");
+    assert_true(strstr(cfg.migrations, "/services/auth/migrations") != NULL);
+    assert_int_equal(cfg.pg_conns, 4);
+    auth_config_free(&cfg);
+}
+
+static void refused(const char *var, const char *value)
+{
+    struct auth_config cfg;
+    char err[256] = "";
+
+    clear_env(NULL);
+    setenv(var, value, 1);
+    if (auth_config_load(&cfg, err, sizeof(err)) != -1)
+        fail_msg("%s=%s accepted", var, value);
+    if (!strstr(err, var))
+        fail_msg("%s=%s: message does not name it: %s", var, value, err);
+}
+
+static void test_refusals(void **state)
+{
+    refused("NF_AUTH_ADDR", "8101");
+    refused("NF_REDIS_ADDR", "localhost");
+    refused("NF_LOG_LEVEL", "verbose");
+    refused("NF_AUTH_PG_CONNS", "0");
+    refused("NF_AUTH_PG_CONNS", "65");
+    refused("NF_AUTH_TIMEOUT_MS", "10");
+    refused("NF_PG_DSN", "");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_defaults, clear_env),
+        cmocka_unit_test_setup(test_refusals, clear_env),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

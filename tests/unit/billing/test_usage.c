@@ -1,0 +1,380 @@
+/*
+ * usage.c: usage event validation (each failure path), the price math with exact values
+ * for the seeded rates and the half-up rounding rule, and the time helpers.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "bill.h"
+
+static const struct bill_rate gpu = BILL_GPU_RATE;
+static const struct bill_rate input = BILL_INPUT_RATE;
+static const struct bill_rate output = BILL_OUTPUT_RATE;
+static const struct bill_rate storage = BILL_STORAGE_RATE;
+
+static long long cost(uint64_t q, const struct bill_rate *r)
+{
+    long long c = -1;
+
+    assert_int_equal(bill_cost_micros(q, r, &c), 0);
+    return c;
+}
+
+static void test_seeded_rates_exact(void **state)
+{
+    /* GPU: $2.50 per hour of one GPU */
+    assert_int_equal(cost(3600000, &gpu), 2500000);        /* 1 GPU hour = $2.50 */
+    assert_int_equal(cost(2 * 3600000ULL * 8, &gpu), 40000000); /* 8 GPUs x 2 h = $40 */
+    assert_int_equal(cost(1800, &gpu), 1250);              /* 1.8 s = 1250 micro-USD */
+    assert_int_equal(cost(1000, &gpu), 694);               /* 694.44 -> 694 */
+    assert_int_equal(cost(1, &gpu), 1);                    /* 0.694 -> 1 */
+    /* tokens */
+    assert_int_equal(cost(1000000, &input), 10000000);     /* 1M input = $10 */
+    assert_int_equal(cost(1, &input), 10);
+    assert_int_equal(cost(1000000, &output), 30000000);    /* 1M output = $30 */
+    assert_int_equal(cost(1234, &output), 37020);
+    /* storage: $0.02 per GB-month, GB = 1e9 B, month = 730 h */
+    assert_int_equal(cost(730000000000ULL, &storage), 20000);   /* 1 GB-month = $0.02 */
+    assert_int_equal(cost(1000000000ULL * 730 * 50, &storage), 1000000); /* 50 GB-month */
+    assert_int_equal(cost(1000000000ULL, &storage), 27);   /* 1 GB for 1 h: 27.397 -> 27 */
+    assert_int_equal(cost(0, &gpu), 0);
+}
+
+static void test_rounding_half_up(void **state)
+{
+    /* 18 ms x 25/36 = 12.5 exactly -> 13; 17 ms = 11.806 -> 12; 19 ms = 13.19 -> 13 */
+    assert_int_equal(cost(18, &gpu), 13);
+    assert_int_equal(cost(17, &gpu), 12);
+    assert_int_equal(cost(19, &gpu), 13);
+    /* storage: 18,250,000 byte-hours = 0.5 micro-USD exactly -> 1; one less -> 0 */
+    assert_int_equal(cost(18250000, &storage), 1);
+    assert_int_equal(cost(18249999, &storage), 0);
+    /* a rate of 1/2: 1 -> 0.5 -> 1, 3 -> 1.5 -> 2, 2 -> 1 */
+    {
+        struct bill_rate half = {1, 2};
+
+        assert_int_equal(cost(1, &half), 1);
+        assert_int_equal(cost(3, &half), 2);
+        assert_int_equal(cost(2, &half), 1);
+    }
+    /* per-line rounding: two lines round separately, the sum is not re-rounded */
+    assert_int_equal(cost(18, &gpu) + cost(18, &gpu), 26);
+    assert_int_equal(cost(36, &gpu), 25);
+}
+
+static void test_cost_errors(void **state)
+{
+    struct bill_rate bad_per = {1, 0}, neg_price = {-1, 1}, neg_per = {1, -5};
+    struct bill_rate big = {LLONG_MAX, 1};
+    long long c = 42;
+
+    assert_int_equal(bill_cost_micros(1, &bad_per, &c), -EINVAL);
+    assert_int_equal(bill_cost_micros(1, &neg_price, &c), -EINVAL);
+    assert_int_equal(bill_cost_micros(1, &neg_per, &c), -EINVAL);
+    assert_int_equal(bill_cost_micros(1, NULL, &c), -EINVAL);
+    assert_int_equal(c, 42); /* untouched on error */
+    assert_int_equal(bill_cost_micros(2, &big, &c), -ERANGE);
+    assert_int_equal(bill_cost_micros(UINT64_MAX, &output, &c), -ERANGE);
+    assert_int_equal(c, 42);
+    /* the largest product: 2^64-1 x (2^63-1) / (2^63-1) does not overflow internally */
+    {
+        struct bill_rate one = {LLONG_MAX, LLONG_MAX};
+
+        assert_int_equal(bill_cost_micros((uint64_t)LLONG_MAX, &one, &c), 0);
+        assert_int_equal(c, LLONG_MAX);
+        assert_int_equal(bill_cost_micros(UINT64_MAX, &one, &c), -ERANGE);
+    }
+    /* the largest event quantities cost what they should, no overflow */
+    assert_int_equal(cost(BILL_MAX_STORAGE_BYTE_HOURS, &storage), 246575342LL);
+    assert_int_equal(cost(BILL_MAX_TOKENS, &output), 3000000000000LL);
+}
+
+static void test_usd_format(void **state)
+{
+    char b[32];
+
+    bill_usd_format(0, b);
+    assert_string_equal(b, "0.000000");
+    bill_usd_format(1250, b);
+    assert_string_equal(b, "0.001250");
+    bill_usd_format(2500000, b);
+    assert_string_equal(b, "2.500000");
+    bill_usd_format(-20000, b);
+    assert_string_equal(b, "-0.020000");
+}
+
+/* ---------------------------------------------------------------------------------- */
+
+static const char *good_data =
+    "{\"user_id\":\"usr_1\",\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\",\"job_type\":\"train\","
+    "\"attempt\":1,\"worker_id\":\"wrk_1\",\"meter\":\"gpu_ms\",\"quantity\":60000,"
+    "\"window_start\":\"2026-11-28T21:00:00.000Z\",\"window_end\":\"2026-11-28T21:01:00Z\"}";
+
+static cJSON *usage_event(const char *type, const char *data)
+{
+    char buf[2048];
+
+    snprintf(buf, sizeof(buf),
+             "{\"specversion\":\"1.0\",\"id\":\"use_0123456789abcdef0123456789abcdef\","
+             "\"source\":\"nf-worker/wrk_1\",\"type\":\"%s\",\"subject\":\"usr_1\","
+             "\"time\":\"2026-11-28T21:01:00.000Z\",\"data\":%s}",
+             type, data);
+    return cJSON_Parse(buf);
+}
+
+static void test_usage_ok(void **state)
+{
+    cJSON *ev = usage_event("forge.usage.recorded", good_data);
+    struct bill_usage u;
+    const char *why = NULL;
+
+    assert_int_equal(bill_usage_parse(ev, &u, &why), 0);
+    assert_string_equal(u.event_id, "use_0123456789abcdef0123456789abcdef");
+    assert_string_equal(u.user_id, "usr_1");
+    assert_string_equal(u.job_type, "train");
+    assert_int_equal(u.meter, BILL_GPU_MS);
+    assert_int_equal(u.quantity, 60000);
+    assert_int_equal(u.attempt, 1);
+    assert_string_equal(u.worker_id, "wrk_1");
+    assert_int_equal(u.end_ms - u.start_ms, 60000);
+    cJSON_Delete(ev);
+
+    /* optional fields absent or null */
+    ev = usage_event("forge.usage.recorded",
+                     "{\"user_id\":\"u\",\"job_id\":\"j\",\"job_type\":\"deploy\","
+                     "\"meter\":\"storage_byte_hours\",\"quantity\":9000000000000000,"
+                     "\"worker_id\":null,\"window_start\":\"2026-11-28T21:00:00Z\","
+                     "\"window_end\":\"2026-11-28T21:00:00Z\"}");
+    assert_int_equal(bill_usage_parse(ev, &u, &why), 0);
+    assert_int_equal(u.attempt, 0);
+    assert_null(u.worker_id);
+    assert_int_equal(u.quantity, BILL_MAX_STORAGE_BYTE_HOURS);
+    cJSON_Delete(ev);
+}
+
+/* The good event with one data key replaced (val NULL: removed); must fail with reason. */
+static void expect_usage_fail(const char *key, const char *val, const char *reason)
+{
+    cJSON *ev = usage_event("forge.usage.recorded", good_data);
+    cJSON *data = cJSON_GetObjectItemCaseSensitive(ev, "data");
+    struct bill_usage u;
+    const char *why = NULL;
+
+    cJSON_DeleteItemFromObjectCaseSensitive(data, key);
+    if (val)
+        cJSON_AddItemToObject(data, key, cJSON_Parse(val));
+    if (bill_usage_parse(ev, &u, &why) != -1)
+        fail_msg("%s=%s accepted", key, val ? val : "(absent)");
+    if (!why || !strstr(why, reason))
+        fail_msg("%s=%s: reason '%s', expected '%s'", key, val ? val : "(absent)",
+                 why ? why : "(null)", reason);
+    cJSON_Delete(ev);
+}
+
+static void test_usage_failures(void **state)
+{
+    cJSON *ev;
+    struct bill_usage u;
+    const char *why = NULL;
+    char longid[200];
+
+    expect_usage_fail("meter", "\"cpu_ms\"", "meter");
+    expect_usage_fail("meter", NULL, "meter");
+    expect_usage_fail("meter", "3", "meter");
+    expect_usage_fail("quantity", NULL, "quantity must be an integer");
+    expect_usage_fail("quantity", "\"5\"", "quantity must be an integer");
+    expect_usage_fail("quantity", "1.5", "quantity must be an integer");
+    expect_usage_fail("quantity", "0", "quantity must be positive");
+    expect_usage_fail("quantity", "-3", "quantity must be positive");
+    expect_usage_fail("quantity", "10000000001", "maximum");
+    expect_usage_fail("user_id", NULL, "user_id");
+    expect_usage_fail("user_id", "\"\"", "user_id");
+    expect_usage_fail("job_id", NULL, "job_id");
+    expect_usage_fail("job_id", "12", "job_id");
+    expect_usage_fail("job_type", NULL, "job_type");
+    expect_usage_fail("job_type", "\"bake\"", "job_type");
+    expect_usage_fail("attempt", "0", "attempt");
+    expect_usage_fail("attempt", "\"1\"", "attempt");
+    expect_usage_fail("worker_id", "\"\"", "worker_id");
+    expect_usage_fail("worker_id", "9", "worker_id");
+    expect_usage_fail("window_start", NULL, "window_start");
+    expect_usage_fail("window_start", "\"2026-11-28\"", "window_start"); /* a date is not a time */
+    expect_usage_fail("window_start", "\"2026-02-30T00:00:00Z\"", "window_start");
+    expect_usage_fail("window_end", "\"soon\"", "window_end");
+    expect_usage_fail("window_end", "\"2026-11-28T20:59:59.999Z\"", "before");
+
+    /* per-meter maxima */
+    {
+        cJSON *e2 = usage_event("forge.usage.recorded", good_data);
+        cJSON *d = cJSON_GetObjectItemCaseSensitive(e2, "data");
+
+        cJSON_ReplaceItemInObject(d, "meter", cJSON_CreateString("input_tokens"));
+        cJSON_ReplaceItemInObject(d, "quantity", cJSON_CreateNumber(100000000000.0));
+        assert_int_equal(bill_usage_parse(e2, &u, &why), 0);
+        cJSON_ReplaceItemInObject(d, "quantity", cJSON_CreateNumber(100000000001.0));
+        assert_int_equal(bill_usage_parse(e2, &u, &why), -1);
+        cJSON_ReplaceItemInObject(d, "meter", cJSON_CreateString("storage_byte_hours"));
+        assert_int_equal(bill_usage_parse(e2, &u, &why), 0);
+        cJSON_ReplaceItemInObject(d, "quantity", cJSON_CreateNumber(9000000000000001.0));
+        assert_int_equal(bill_usage_parse(e2, &u, &why), -1);
+        cJSON_Delete(e2);
+    }
+
+    /* envelope problems */
+    ev = usage_event("forge.job.running", good_data);
+    assert_int_equal(bill_usage_parse(ev, &u, &why), -1);
+    assert_non_null(strstr(why, "type"));
+    cJSON_Delete(ev);
+    ev = usage_event("forge.usage.recorded", "[1]");
+    assert_int_equal(bill_usage_parse(ev, &u, &why), -1);
+    cJSON_Delete(ev);
+    ev = cJSON_Parse("{\"data\":{}}");
+    assert_int_equal(bill_usage_parse(ev, &u, &why), -1);
+    cJSON_Delete(ev);
+    ev = usage_event("forge.usage.recorded", good_data);
+    memset(longid, 'a', sizeof(longid) - 1);
+    longid[sizeof(longid) - 1] = '\0';
+    cJSON_ReplaceItemInObject(ev, "id", cJSON_CreateString(longid));
+    assert_int_equal(bill_usage_parse(ev, &u, &why), -1);
+    assert_non_null(strstr(why, "id"));
+    cJSON_Delete(ev);
+}
+
+static void test_meters(void **state)
+{
+    enum bill_meter m;
+    int i;
+
+    for (i = 0; i < BILL_NMETERS; i++) {
+        assert_int_equal(bill_meter_parse(bill_meter_name((enum bill_meter)i), &m), 0);
+        assert_int_equal(m, i);
+        assert_true(bill_meter_max((enum bill_meter)i) > 0);
+        assert_true(bill_meter_max((enum bill_meter)i) <= (1LL << 53));
+    }
+    assert_int_equal(bill_meter_parse("GPU_MS", &m), -1);
+    assert_int_equal(bill_meter_parse(NULL, &m), -1);
+    assert_int_equal(bill_meter_max(BILL_NMETERS), 0);
+    assert_string_equal(bill_meter_name(BILL_NMETERS), "unknown");
+}
+
+/* ---------------------------------------------------------------------------------- */
+
+static void test_time_parse(void **state)
+{
+    int64_t ms = -1;
+    char buf[32];
+
+    assert_int_equal(bill_time_parse("1970-01-01T00:00:00Z", &ms), 0);
+    assert_int_equal(ms, 0);
+    assert_int_equal(bill_time_parse("2026-11-28T21:03:52.123Z", &ms), 0);
+    assert_int_equal(ms, 1795899832123LL);
+    bill_time_format(ms, buf);
+    assert_string_equal(buf, "2026-11-28T21:03:52.123Z");
+    assert_int_equal(bill_time_parse("2026-11-28T23:03:52.123456+02:00", &ms), 0);
+    assert_int_equal(ms, 1795899832123LL);
+    assert_int_equal(bill_time_parse("2026-11-28T16:03:52.1-05:00", &ms), 0);
+    assert_int_equal(ms, 1795899832100LL);
+    assert_int_equal(bill_time_parse("2026-11-01", &ms), 0);
+    bill_time_format(ms, buf);
+    assert_string_equal(buf, "2026-11-01T00:00:00.000Z");
+    assert_int_equal(bill_time_parse("2024-02-29", &ms), 0); /* leap year */
+    assert_int_equal(bill_time_parse("2000-02-29T00:00:00Z", &ms), 0);
+
+    ms = 7;
+    assert_int_equal(bill_time_parse("2026-02-29", &ms), -1);
+    assert_int_equal(bill_time_parse("1900-02-29", &ms), -1);
+    assert_int_equal(bill_time_parse("2026-04-31", &ms), -1);
+    assert_int_equal(bill_time_parse("2026-11-28T21:03:52", &ms), -1);
+    assert_int_equal(bill_time_parse("2026-11-28T25:00:00Z", &ms), -1);
+    assert_int_equal(bill_time_parse("2026-11-28 21:03:52Z", &ms), -1);
+    assert_int_equal(bill_time_parse("2026-11-28T21:03:52.Z", &ms), -1);
+    assert_int_equal(bill_time_parse("1969-12-31T23:59:59Z", &ms), -1);
+    assert_int_equal(bill_time_parse("1970-01-01T00:30:00+01:00", &ms), -1);
+    assert_int_equal(bill_time_parse("", &ms), -1);
+    assert_int_equal(bill_time_parse(NULL, &ms), -1);
+    assert_int_equal(bill_time_parse("2026-11-28Tjunk", &ms), -1);
+    assert_int_equal(ms, 7); /* untouched on error */
+}
+
+static void test_month_start(void **state)
+{
+    int64_t ms;
+    char buf[32];
+
+    bill_time_parse("2026-11-28T21:03:52.123Z", &ms);
+    bill_time_format(bill_month_start(ms), buf);
+    assert_string_equal(buf, "2026-11-01T00:00:00.000Z");
+    bill_time_parse("2024-03-01T00:00:00Z", &ms);
+    bill_time_format(bill_month_start(ms - 1), buf);
+    assert_string_equal(buf, "2024-02-01T00:00:00.000Z");
+    bill_time_format(bill_month_start(ms), buf);
+    assert_string_equal(buf, "2024-03-01T00:00:00.000Z");
+}
+
+static void test_u64_parse(void **state)
+{
+    uint64_t v = 3;
+
+    assert_int_equal(bill_u64_parse("0", &v), 0);
+    assert_true(v == 0);
+    assert_int_equal(bill_u64_parse("18446744073709551615", &v), 0);
+    assert_true(v == UINT64_MAX);
+    v = 3;
+    assert_int_equal(bill_u64_parse("18446744073709551616", &v), -1);
+    assert_int_equal(bill_u64_parse("-1", &v), -1);
+    assert_int_equal(bill_u64_parse("12a", &v), -1);
+    assert_int_equal(bill_u64_parse("", &v), -1);
+    assert_int_equal(bill_u64_parse(NULL, &v), -1);
+    assert_true(v == 3);
+}
+
+static void test_usage_params(void **state)
+{
+    cJSON *ev = usage_event("forge.usage.recorded", good_data);
+    const char *p[BILL_USAGE_NPARAMS];
+    struct bill_usage_bufs b;
+    struct bill_usage u;
+    const char *why;
+
+    assert_int_equal(bill_usage_parse(ev, &u, &why), 0);
+    bill_usage_params(&u, p, &b);
+    assert_string_equal(p[0], "use_0123456789abcdef0123456789abcdef");
+    assert_string_equal(p[4], "1");
+    assert_string_equal(p[6], "gpu_ms");
+    assert_string_equal(p[7], "60000");
+    assert_string_equal(p[8], "2026-11-28T21:00:00.000Z");
+    assert_string_equal(p[9], "2026-11-28T21:01:00.000Z"); /* canonical form */
+    u.attempt = 0;
+    u.worker_id = NULL;
+    bill_usage_params(&u, p, &b);
+    assert_null(p[4]);
+    assert_null(p[5]);
+    cJSON_Delete(ev);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_seeded_rates_exact),
+        cmocka_unit_test(test_rounding_half_up),
+        cmocka_unit_test(test_cost_errors),
+        cmocka_unit_test(test_usd_format),
+        cmocka_unit_test(test_usage_ok),
+        cmocka_unit_test(test_usage_failures),
+        cmocka_unit_test(test_meters),
+        cmocka_unit_test(test_time_parse),
+        cmocka_unit_test(test_month_start),
+        cmocka_unit_test(test_u64_parse),
+        cmocka_unit_test(test_usage_params),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

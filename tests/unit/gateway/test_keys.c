@@ -1,0 +1,262 @@
+/* Unit tests for the gateway's API key handling (keys.c): header extraction, key records
+ * and RFC 3339 times. The asynchronous lookup is covered by the end-to-end suite. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h> /* after the four headers it needs */
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "gw.h"
+#include "nf_crypto.h"
+
+#define USR "usr_01ARYZ6S41041061050R3GG28A"
+#define KEY "key_01ARYZ6S41041061050R3GG28B"
+
+static char valid_key[NF_APIKEY_LEN + 1];
+
+static int setup(void **state)
+{
+    if (nf_crypto_init() != 0)
+        return -1;
+    nf_crypto_apikey_new(valid_key);
+    return nf_crypto_apikey_valid(valid_key) ? 0 : -1;
+}
+
+/* Runs gw_keys_extract and checks the outcome; on success the key must be valid_key. */
+static void extract(const char *x, const char *authz, int want)
+{
+    char out[NF_APIKEY_LEN + 1];
+    int rc;
+
+    memset(out, '#', sizeof(out));
+    rc = gw_keys_extract(x, authz, out);
+    if (rc != want)
+        fail_msg("x=[%s] authz=[%s]: got %d, want %d", x ? x : "(null)", authz ? authz : "(null)",
+                 rc, want);
+    if (want == GW_KEY_OK)
+        assert_string_equal(out, valid_key);
+    else
+        assert_int_equal(out[0], '#'); /* untouched */
+}
+
+static void test_extract_header_forms(void **state)
+{
+    char buf[128];
+
+    extract(valid_key, NULL, GW_KEY_OK);
+    snprintf(buf, sizeof(buf), "  %s\t ", valid_key);
+    extract(buf, NULL, GW_KEY_OK);
+    snprintf(buf, sizeof(buf), "Bearer %s", valid_key);
+    extract(NULL, buf, GW_KEY_OK);
+    snprintf(buf, sizeof(buf), "bearer %s", valid_key);
+    extract(NULL, buf, GW_KEY_OK);
+    snprintf(buf, sizeof(buf), "  BEARER \t %s  ", valid_key);
+    extract(NULL, buf, GW_KEY_OK);
+    /* a blank X-Nexa-Api-Key falls back to Authorization */
+    snprintf(buf, sizeof(buf), "Bearer %s", valid_key);
+    extract("   ", buf, GW_KEY_OK);
+    /* X-Nexa-Api-Key wins over Authorization */
+    extract(valid_key, "Bearer nope", GW_KEY_OK);
+}
+
+static void test_extract_missing(void **state)
+{
+    char buf[128];
+
+    extract(NULL, NULL, GW_KEY_MISSING);
+    extract("", NULL, GW_KEY_MISSING);
+    extract(" \t ", "", GW_KEY_MISSING);
+    extract(NULL, "Bearer", GW_KEY_MISSING);
+    extract(NULL, "Bearer    ", GW_KEY_MISSING);
+    snprintf(buf, sizeof(buf), "Basic %s", valid_key);
+    extract(NULL, buf, GW_KEY_MISSING); /* another scheme carries no API key */
+    snprintf(buf, sizeof(buf), "Bearer%s", valid_key);
+    extract(NULL, buf, GW_KEY_MISSING); /* no blank after the scheme */
+}
+
+static void test_extract_malformed(void **state)
+{
+    char buf[128], bad[NF_APIKEY_LEN + 1];
+
+    extract("not-a-key", NULL, GW_KEY_MALFORMED);
+    extract(NULL, "Bearer not-a-key", GW_KEY_MALFORMED);
+    /* right shape, wrong checksum */
+    extract("nexa_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA000000", NULL, GW_KEY_MALFORMED);
+    /* one character changed */
+    memcpy(bad, valid_key, sizeof(bad));
+    bad[10] = bad[10] == 'A' ? 'B' : 'A';
+    extract(bad, NULL, GW_KEY_MALFORMED);
+    /* wrong prefix */
+    memcpy(bad, valid_key, sizeof(bad));
+    bad[0] = 'N';
+    extract(bad, NULL, GW_KEY_MALFORMED);
+    /* too short, too long */
+    snprintf(buf, sizeof(buf), "%.*s", NF_APIKEY_LEN - 1, valid_key);
+    extract(buf, NULL, GW_KEY_MALFORMED);
+    snprintf(buf, sizeof(buf), "%sA", valid_key);
+    extract(buf, NULL, GW_KEY_MALFORMED);
+    /* a space inside */
+    snprintf(buf, sizeof(buf), "%.20s %s", valid_key, valid_key + 21);
+    extract(buf, NULL, GW_KEY_MALFORMED);
+    /* X-Nexa-Api-Key wins even when it is the bad one */
+    snprintf(buf, sizeof(buf), "Bearer %s", valid_key);
+    extract("nexa_bad", buf, GW_KEY_MALFORMED);
+}
+
+/* Reference: timegm of the broken-down UTC time. */
+static uint64_t ref_ms(int y, int mo, int d, int h, int mi, int s, int ms)
+{
+    struct tm tm = {0};
+
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = s;
+    return (uint64_t)timegm(&tm) * 1000 + (uint64_t)ms;
+}
+
+static void test_time_parse(void **state)
+{
+    uint64_t ms = 42;
+
+    assert_int_equal(gw_time_parse("1970-01-01T00:00:00Z", &ms), 0);
+    assert_int_equal(ms, 0);
+    assert_int_equal(gw_time_parse("2026-11-28T21:03:52.123Z", &ms), 0);
+    assert_int_equal(ms, ref_ms(2026, 11, 28, 21, 3, 52, 123));
+    assert_int_equal(gw_time_parse("2026-11-28t21:03:52.5z", &ms), 0);
+    assert_int_equal(ms, ref_ms(2026, 11, 28, 21, 3, 52, 500));
+    assert_int_equal(gw_time_parse("2026-11-28 21:03:52.123456Z", &ms), 0);
+    assert_int_equal(ms, ref_ms(2026, 11, 28, 21, 3, 52, 123));
+    /* offsets: local time minus the offset is UTC */
+    assert_int_equal(gw_time_parse("2026-11-28T23:03:52+02:00", &ms), 0);
+    assert_int_equal(ms, ref_ms(2026, 11, 28, 21, 3, 52, 0));
+    assert_int_equal(gw_time_parse("2026-11-28T15:33:52.001-05:30", &ms), 0);
+    assert_int_equal(ms, ref_ms(2026, 11, 28, 21, 3, 52, 1));
+    /* leap years */
+    assert_int_equal(gw_time_parse("2024-02-29T00:00:00Z", &ms), 0);
+    assert_int_equal(ms, ref_ms(2024, 2, 29, 0, 0, 0, 0));
+    assert_int_equal(gw_time_parse("2000-02-29T12:00:00Z", &ms), 0);
+    assert_int_equal(ms, ref_ms(2000, 2, 29, 12, 0, 0, 0));
+    assert_int_equal(gw_time_parse("2099-12-31T23:59:59.999Z", &ms), 0);
+    assert_int_equal(ms, ref_ms(2099, 12, 31, 23, 59, 59, 999));
+}
+
+static void test_time_parse_failures(void **state)
+{
+    static const char *const bad[] = {
+        "",
+        "2026",
+        "2026-11-28",
+        "2026-11-28T21:03:52",      /* no zone */
+        "2026-11-28T21:03:52.Z",    /* empty fraction */
+        "2026-11-28T21:03:52ZZ",    /* trailing garbage */
+        "2026-11-28T21:03:52+0200", /* offset without colon */
+        "2026-11-28T21:03:52+24:00",
+        "2026-13-01T00:00:00Z",
+        "2026-00-01T00:00:00Z",
+        "2026-02-29T00:00:00Z", /* not a leap year */
+        "1900-02-29T00:00:00Z",
+        "2026-04-31T00:00:00Z",
+        "2026-11-00T00:00:00Z",
+        "2026-11-28T24:00:00Z",
+        "2026-11-28T21:60:00Z",
+        "2026-11-28T21:03:61Z",
+        "1969-12-31T23:59:59Z",      /* before the epoch */
+        "1970-01-01T00:30:00+01:00", /* also before the epoch */
+        "26-11-28T21:03:52Z",
+        "2026/11/28T21:03:52Z",
+        " 2026-11-28T21:03:52Z",
+    };
+    uint64_t ms = 42;
+    size_t i;
+
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (gw_time_parse(bad[i], &ms) != -1)
+            fail_msg("accepted \"%s\"", bad[i]);
+        assert_int_equal(ms, 42);
+    }
+    assert_int_equal(gw_time_parse(NULL, &ms), -1);
+}
+
+static int parse(const char *json, uint64_t now, struct gw_principal *who)
+{
+    return gw_keys_parse_record(json, strlen(json), now, who);
+}
+
+static void test_record(void **state)
+{
+    struct gw_principal who;
+    uint64_t exp = ref_ms(2030, 1, 1, 0, 0, 0, 0);
+
+    memset(&who, 0, sizeof(who));
+    assert_int_equal(
+        parse("{\"key_id\":\"" KEY "\",\"user_id\":\"" USR "\",\"expires_at\":null}", exp, &who),
+        0);
+    assert_string_equal(who.user_id, USR);
+    assert_string_equal(who.key_id, KEY);
+    /* expires_at may be absent */
+    memset(&who, 0, sizeof(who));
+    assert_int_equal(parse("{\"key_id\":\"" KEY "\",\"user_id\":\"" USR "\"}", exp, &who), 0);
+    assert_string_equal(who.user_id, USR);
+    /* not yet expired: one millisecond before */
+    assert_int_equal(parse("{\"key_id\":\"" KEY "\",\"user_id\":\"" USR
+                           "\",\"expires_at\":\"2030-01-01T00:00:00.000Z\"}",
+                           exp - 1, &who),
+                     0);
+}
+
+static void test_record_expired_and_malformed(void **state)
+{
+    static const char *const bad[] = {
+        "",
+        "not json",
+        "[]",
+        "{}",
+        "{\"key_id\":\"" KEY "\"}",
+        "{\"user_id\":\"" USR "\"}",
+        "{\"key_id\":\"" KEY "\",\"user_id\":\"usr_short\"}",
+        "{\"key_id\":\"" KEY "\",\"user_id\":\"" KEY "\"}", /* wrong prefix */
+        "{\"key_id\":\"" USR "\",\"user_id\":\"" USR "\"}",
+        "{\"key_id\":\"" KEY "\",\"user_id\":7}",
+        "{\"key_id\":\"" KEY "\",\"user_id\":\"" USR "\",\"expires_at\":1893456000}",
+        "{\"key_id\":\"" KEY "\",\"user_id\":\"" USR "\",\"expires_at\":\"tomorrow\"}",
+    };
+    const char *expiring =
+        "{\"key_id\":\"" KEY "\",\"user_id\":\"" USR "\",\"expires_at\":\"2030-01-01T00:00:00Z\"}";
+    uint64_t exp = ref_ms(2030, 1, 1, 0, 0, 0, 0);
+    struct gw_principal who;
+    size_t i;
+
+    memset(&who, 'x', sizeof(who));
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (parse(bad[i], 0, &who) != -1)
+            fail_msg("accepted %s", bad[i]);
+        assert_int_equal(who.user_id[0], 'x'); /* untouched */
+    }
+    /* expired exactly now, and later */
+    assert_int_equal(parse(expiring, exp, &who), -2);
+    assert_int_equal(parse(expiring, exp + 60000, &who), -2);
+    assert_int_equal(who.user_id[0], 'x');
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_extract_header_forms),
+        cmocka_unit_test(test_extract_missing),
+        cmocka_unit_test(test_extract_malformed),
+        cmocka_unit_test(test_time_parse),
+        cmocka_unit_test(test_time_parse_failures),
+        cmocka_unit_test(test_record),
+        cmocka_unit_test(test_record_expired_and_malformed),
+    };
+
+    return cmocka_run_group_tests(tests, setup, NULL);
+}

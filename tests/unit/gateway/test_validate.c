@@ -1,0 +1,578 @@
+/* Unit tests for the gateway's job request validation (validate.c, DESIGN §4). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h> /* after the four headers it needs */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gw.h"
+#include "nf_json.h"
+
+/* A valid artifact id (art_ + ULID) for URI tests. */
+#define ART "artifact://art_01ARYZ6S41041061050R3GG28A"
+
+/* Validates json for type and expects success; returns the normalised request. */
+static cJSON *ok(const char *type, const char *json)
+{
+    struct nf_json_err err = {{0}, {0}};
+    cJSON *body = cJSON_Parse(json), *out = NULL;
+    int rc;
+
+    assert_non_null(body);
+    rc = gw_validate_job(type, body, &out, &err);
+    if (rc != 0)
+        fail_msg("%s %s: unexpected failure param=%s msg=%s", type, json, err.param, err.msg);
+    assert_non_null(out);
+    cJSON_Delete(body);
+    return out;
+}
+
+static void ok_free(const char *type, const char *json)
+{
+    cJSON_Delete(ok(type, json));
+}
+
+/* Expects failure naming param; *out must stay untouched and a message must be set. */
+static void bad(const char *type, const char *json, const char *param)
+{
+    struct nf_json_err err = {{0}, {0}};
+    cJSON *body = cJSON_Parse(json), *sentinel = (cJSON *)&err, *out = sentinel;
+    int rc;
+
+    assert_non_null(body);
+    rc = gw_validate_job(type, body, &out, &err);
+    if (rc != -1)
+        fail_msg("%s %s: accepted, expected a failure on %s", type, json, param);
+    assert_ptr_equal(out, sentinel);
+    if (strcmp(err.param, param) != 0)
+        fail_msg("%s %s: failed on '%s' (%s), expected '%s'", type, json, err.param, err.msg,
+                 param);
+    assert_true(strlen(err.msg) > 0);
+    cJSON_Delete(body);
+}
+
+static const cJSON *get(const cJSON *o, const char *k)
+{
+    return cJSON_GetObjectItemCaseSensitive(o, k);
+}
+
+static const cJSON *param(const cJSON *req, const char *k)
+{
+    return get(get(req, "params"), k);
+}
+
+/* "x" repeated n times inside a JSON string. */
+static char *repeat(char c, size_t n)
+{
+    char *s = malloc(n + 1);
+
+    assert_non_null(s);
+    memset(s, c, n);
+    s[n] = '\0';
+    return s;
+}
+
+/* ---- job types and URIs -------------------------------------------------------- */
+
+static void test_job_types(void **state)
+{
+    assert_int_equal(gw_job_type_index("generate"), 0);
+    assert_int_equal(gw_job_type_index("audit"), 1);
+    assert_int_equal(gw_job_type_index("distill"), 2);
+    assert_int_equal(gw_job_type_index("train"), 3);
+    assert_int_equal(gw_job_type_index("evaluate"), 4);
+    assert_int_equal(gw_job_type_index("deploy"), 5);
+    assert_int_equal(gw_job_type_index("Generate"), -1);
+    assert_int_equal(gw_job_type_index("gen"), -1);
+    assert_int_equal(gw_job_type_index(""), -1);
+    assert_int_equal(gw_job_type_index(NULL), -1);
+    bad("nope", "{}", "job_type");
+    bad(NULL, "{}", "job_type");
+}
+
+static void test_uris(void **state)
+{
+    char *longpath;
+    char buf[2100];
+
+    assert_true(gw_validate_uri("s3://bucket/key.jsonl"));
+    assert_true(gw_validate_uri("s3://bucket"));
+    assert_true(gw_validate_uri("file:///data/set.jsonl"));
+    assert_true(gw_validate_uri("https://example.com/d.jsonl"));
+    assert_true(gw_validate_uri("https://example.com"));
+    assert_true(gw_validate_uri(ART));
+
+    assert_false(gw_validate_uri(NULL));
+    assert_false(gw_validate_uri(""));
+    assert_false(gw_validate_uri("http://example.com/d.jsonl")); /* plain http refused */
+    assert_false(gw_validate_uri("ftp://example.com/d"));
+    assert_false(gw_validate_uri("S3://bucket/key"));
+    assert_false(gw_validate_uri("s3://"));
+    assert_false(gw_validate_uri("s3:///key"));
+    assert_false(gw_validate_uri("file://"));
+    assert_false(gw_validate_uri("file:///"));
+    assert_false(gw_validate_uri("file://relative/path"));
+    assert_false(gw_validate_uri("https://"));
+    assert_false(gw_validate_uri("https:///path"));
+    assert_false(gw_validate_uri("https://:443/x"));
+    assert_false(gw_validate_uri("artifact://"));
+    assert_false(gw_validate_uri("artifact://art_123"));
+    assert_false(gw_validate_uri("artifact://job_01ARYZ6S41041061050R3GG28A"));
+    assert_false(gw_validate_uri(ART "/extra"));
+    assert_false(gw_validate_uri("s3://bucket/with space"));
+    assert_false(gw_validate_uri("s3://bucket/tab\there"));
+    assert_false(gw_validate_uri("/data/set.jsonl"));
+    assert_false(gw_validate_uri("data.jsonl"));
+
+    /* 2048 characters is the limit */
+    longpath = repeat('a', 2048 - strlen("s3://b/"));
+    snprintf(buf, sizeof(buf), "s3://b/%s", longpath);
+    assert_int_equal(strlen(buf), 2048);
+    assert_true(gw_validate_uri(buf));
+    snprintf(buf, sizeof(buf), "s3://b/%sa", longpath);
+    assert_false(gw_validate_uri(buf));
+    free(longpath);
+}
+
+/* ---- generate ------------------------------------------------------------------ */
+
+static void test_generate_flat_defaults(void **state)
+{
+    cJSON *req = ok("generate", "{\"domain\":\"biology\",\"num_samples\":100}");
+    const cJSON *p = get(req, "params");
+
+    assert_string_equal(cJSON_GetStringValue(param(req, "domain")), "biology");
+    assert_int_equal((int)cJSON_GetNumberValue(param(req, "num_samples")), 100);
+    assert_string_equal(cJSON_GetStringValue(param(req, "format")), "jsonl");
+    assert_null(param(req, "model"));
+    assert_null(param(req, "seed"));
+    assert_int_equal(cJSON_GetArraySize(p), 3);
+    /* every common field with its default */
+    assert_true(cJSON_IsObject(get(req, "metadata")));
+    assert_int_equal(cJSON_GetArraySize(get(req, "metadata")), 0);
+    assert_int_equal((int)cJSON_GetNumberValue(get(req, "priority")), 5);
+    assert_int_equal((int)cJSON_GetNumberValue(get(req, "max_attempts")), 3);
+    assert_int_equal((int)cJSON_GetNumberValue(get(req, "timeout_seconds")), 3600);
+    assert_true(cJSON_IsNull(get(req, "gpu_type")));
+    assert_int_equal((int)cJSON_GetNumberValue(get(req, "gpu_count")), 1);
+    assert_true(cJSON_IsObject(get(req, "labels")));
+    assert_int_equal(cJSON_GetArraySize(get(req, "labels")), 0);
+    assert_int_equal(cJSON_GetArraySize(req), 8);
+    cJSON_Delete(req);
+}
+
+static void test_flat_and_nested_agree(void **state)
+{
+    cJSON *a = ok("generate", "{\"domain\":\"bio\",\"num_samples\":7,\"priority\":9,"
+                              "\"metadata\":{\"team\":\"x\"}}");
+    cJSON *b = ok("generate", "{\"params\":{\"domain\":\"bio\",\"num_samples\":7},"
+                              "\"priority\":9,\"metadata\":{\"team\":\"x\"}}");
+    char *sa = cJSON_PrintUnformatted(a), *sb = cJSON_PrintUnformatted(b);
+
+    assert_string_equal(sa, sb);
+    free(sa);
+    free(sb);
+    cJSON_Delete(a);
+    cJSON_Delete(b);
+}
+
+static void test_generate_all_params(void **state)
+{
+    cJSON *req = ok("generate", "{\"params\":{\"domain\":\"law\",\"num_samples\":1000000,"
+                                "\"model\":\"llama-3-8b\",\"seed\":42,\"format\":\"jsonl\"}}");
+
+    assert_string_equal(cJSON_GetStringValue(param(req, "model")), "llama-3-8b");
+    assert_int_equal((int)cJSON_GetNumberValue(param(req, "seed")), 42);
+    assert_int_equal((int)cJSON_GetNumberValue(param(req, "num_samples")), 1000000);
+    cJSON_Delete(req);
+    ok_free("generate", "{\"domain\":\"d\",\"num_samples\":1,\"seed\":0}");
+    ok_free("generate", "{\"domain\":\"d\",\"num_samples\":1,\"seed\":9007199254740991}");
+    /* optional params given as null count as absent */
+    ok_free("generate", "{\"domain\":\"d\",\"num_samples\":1,\"seed\":null,\"model\":null}");
+}
+
+static void test_generate_failures(void **state)
+{
+    char json[600];
+    char *s;
+
+    bad("generate", "{\"num_samples\":100}", "domain");
+    bad("generate", "{\"domain\":\"bio\"}", "num_samples");
+    bad("generate", "{}", "domain");
+    bad("generate", "{\"params\":{}}", "domain");
+    bad("generate", "{\"domain\":null,\"num_samples\":1}", "domain");
+    bad("generate", "{\"domain\":\"\",\"num_samples\":1}", "domain");
+    bad("generate", "{\"domain\":5,\"num_samples\":1}", "domain");
+    bad("generate", "{\"domain\":[\"a\"],\"num_samples\":1}", "domain");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":0}", "num_samples");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":-1}", "num_samples");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1000001}", "num_samples");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1.5}", "num_samples");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":\"100\"}", "num_samples");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":true}", "num_samples");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1e300}", "num_samples");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"format\":\"csv\"}", "format");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"format\":\"JSONL\"}", "format");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"format\":1}", "format");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"seed\":-1}", "seed");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"seed\":9007199254740993}", "seed");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"seed\":1.5}", "seed");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"model\":\"\"}", "model");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"model\":{}}", "model");
+
+    /* domain: 128 characters is the limit (proto/openapi.yaml GenerateParams) */
+    s = repeat('d', 128);
+    snprintf(json, sizeof(json), "{\"domain\":\"%s\",\"num_samples\":1}", s);
+    ok_free("generate", json);
+    free(s);
+    s = repeat('d', 129);
+    snprintf(json, sizeof(json), "{\"domain\":\"%s\",\"num_samples\":1}", s);
+    bad("generate", json, "domain");
+    free(s);
+}
+
+/* ---- body shape and keys ------------------------------------------------------- */
+
+static void test_unknown_and_duplicate_keys(void **state)
+{
+    /* a typo is reported before the missing required param */
+    bad("generate", "{\"domain\":\"d\",\"num_sample\":1}", "num_sample");
+    bad("generate", "{\"params\":{\"domain\":\"d\",\"num_samples\":1,\"foo\":1}}", "foo");
+    /* flat params next to "params" are unknown fields */
+    bad("generate", "{\"params\":{\"num_samples\":1},\"domain\":\"d\"}", "domain");
+    /* params of another job type */
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"epochs\":3}", "epochs");
+    bad("train", "{\"params\":{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"domain\":\"x\"}}",
+        "domain");
+    /* fields the server owns */
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"user_id\":\"usr_x\"}", "user_id");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"status\":\"succeeded\"}", "status");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"cost_usd\":\"0\"}", "cost_usd");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"job_id\":\"job_x\"}", "job_id");
+    /* keys are case-sensitive */
+    bad("generate", "{\"Domain\":\"d\",\"num_samples\":1}", "Domain");
+    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"Priority\":1}", "Priority");
+    /* duplicates are ambiguous */
+    bad("generate", "{\"domain\":\"a\",\"domain\":\"b\",\"num_samples\":1}", "domain");
+    bad("generate", "{\"params\":{\"domain\":\"a\",\"num_samples\":1,\"num_samples\":2}}",
+        "num_samples");
+    bad("generate", "{\"domain\":\"a\",\"num_samples\":1,\"priority\":1,\"priority\":2}",
+        "priority");
+    bad("generate", "{\"params\":{\"domain\":\"a\",\"num_samples\":1},\"params\":{}}", "params");
+}
+
+static void test_params_shape(void **state)
+{
+    bad("generate", "{\"params\":[1]}", "params");
+    bad("generate", "{\"params\":null}", "params");
+    bad("generate", "{\"params\":\"domain=x\"}", "params");
+    bad("generate", "[1,2]", "body");
+    /* nested with common fields */
+    ok_free("generate", "{\"params\":{\"domain\":\"d\",\"num_samples\":1},\"priority\":0,"
+                        "\"max_attempts\":10,\"timeout_seconds\":604800,\"gpu_type\":\"a100\","
+                        "\"gpu_count\":16,\"labels\":{\"zone\":\"eu\"},\"metadata\":{}}");
+}
+
+/* ---- audit, distill ------------------------------------------------------------- */
+
+static void test_audit(void **state)
+{
+    cJSON *req = ok("audit", "{\"dataset_uri\":\"s3://b/d.jsonl\",\"checks\":[\"pii\",\"dedup\"]}");
+
+    assert_string_equal(cJSON_GetStringValue(param(req, "dataset_uri")), "s3://b/d.jsonl");
+    assert_int_equal(cJSON_GetArraySize(param(req, "checks")), 2);
+    cJSON_Delete(req);
+    req = ok("audit", "{\"dataset_uri\":\"" ART "\"}");
+    assert_null(param(req, "checks"));
+    cJSON_Delete(req);
+    ok_free("audit", "{\"dataset_uri\":\"file:///tmp/x.jsonl\",\"checks\":[]}");
+    ok_free("audit", "{\"dataset_uri\":\"https://h/x.jsonl\"}");
+
+    bad("audit", "{}", "dataset_uri");
+    bad("audit", "{\"checks\":[\"pii\"]}", "dataset_uri");
+    bad("audit", "{\"dataset_uri\":\"http://h/x\"}", "dataset_uri");
+    bad("audit", "{\"dataset_uri\":\"gs://b/x\"}", "dataset_uri");
+    bad("audit", "{\"dataset_uri\":\"artifact://art_nope\"}", "dataset_uri");
+    bad("audit", "{\"dataset_uri\":42}", "dataset_uri");
+    bad("audit", "{\"dataset_uri\":\"s3://b\",\"checks\":\"pii\"}", "checks");
+    bad("audit", "{\"dataset_uri\":\"s3://b\",\"checks\":[1]}", "checks");
+    bad("audit", "{\"dataset_uri\":\"s3://b\",\"checks\":[\"\"]}", "checks");
+    bad("audit", "{\"dataset_uri\":\"s3://b\",\"checks\":[null]}", "checks");
+}
+
+static void test_audit_checks_limit(void **state)
+{
+    char json[1024];
+    size_t len;
+    int i;
+
+    for (int n = 32; n <= 33; n++) {
+        len = (size_t)snprintf(json, sizeof(json), "{\"dataset_uri\":\"s3://b\",\"checks\":[");
+        for (i = 0; i < n; i++)
+            len += (size_t)snprintf(json + len, sizeof(json) - len, "%s\"c%d\"", i ? "," : "", i);
+        snprintf(json + len, sizeof(json) - len, "]}");
+        if (n == 32)
+            ok_free("audit", json);
+        else
+            bad("audit", json, "checks");
+    }
+}
+
+static void test_distill(void **state)
+{
+    cJSON *req = ok("distill", "{\"teacher_model\":\"big\",\"student_model\":\"small\","
+                               "\"dataset_uri\":\"s3://b/d\",\"num_samples\":500}");
+
+    assert_int_equal((int)cJSON_GetNumberValue(param(req, "num_samples")), 500);
+    cJSON_Delete(req);
+    req = ok("distill", "{\"teacher_model\":\"big\",\"student_model\":\"small\","
+                        "\"dataset_uri\":\"s3://b/d\"}");
+    assert_null(param(req, "num_samples")); /* optional, no default */
+    cJSON_Delete(req);
+
+    bad("distill", "{\"student_model\":\"s\",\"dataset_uri\":\"s3://b\"}", "teacher_model");
+    bad("distill", "{\"teacher_model\":\"t\",\"dataset_uri\":\"s3://b\"}", "student_model");
+    bad("distill", "{\"teacher_model\":\"t\",\"student_model\":\"s\"}", "dataset_uri");
+    bad("distill",
+        "{\"teacher_model\":\"t\",\"student_model\":\"s\",\"dataset_uri\":\"s3://b\","
+        "\"num_samples\":0}",
+        "num_samples");
+    bad("distill",
+        "{\"teacher_model\":\"t\",\"student_model\":\"s\",\"dataset_uri\":\"s3://b\","
+        "\"num_samples\":2000000}",
+        "num_samples");
+    bad("distill", "{\"teacher_model\":1,\"student_model\":\"s\",\"dataset_uri\":\"s3://b\"}",
+        "teacher_model");
+}
+
+/* ---- train, evaluate, deploy ---------------------------------------------------- */
+
+static void test_train(void **state)
+{
+    cJSON *req = ok("train", "{\"model_id\":\"m\",\"dataset_uri\":\"" ART "\"}");
+
+    assert_int_equal((int)cJSON_GetNumberValue(param(req, "epochs")), 3); /* default */
+    assert_null(param(req, "learning_rate"));
+    assert_null(param(req, "lora"));
+    cJSON_Delete(req);
+    req = ok("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"epochs\":100,"
+                      "\"learning_rate\":0.0002,\"lora\":true}");
+    assert_int_equal((int)cJSON_GetNumberValue(param(req, "epochs")), 100);
+    assert_true(cJSON_GetNumberValue(param(req, "learning_rate")) > 0.00019);
+    assert_true(cJSON_IsTrue(param(req, "lora")));
+    cJSON_Delete(req);
+    ok_free("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"epochs\":1,"
+                     "\"learning_rate\":1,\"lora\":false}");
+
+    bad("train", "{\"dataset_uri\":\"s3://b\"}", "model_id");
+    bad("train", "{\"model_id\":\"m\"}", "dataset_uri");
+    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"epochs\":0}", "epochs");
+    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"epochs\":101}", "epochs");
+    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"epochs\":2.5}", "epochs");
+    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"learning_rate\":0}",
+        "learning_rate");
+    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"learning_rate\":-0.1}",
+        "learning_rate");
+    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"learning_rate\":1.5}",
+        "learning_rate");
+    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"learning_rate\":\"0.1\"}",
+        "learning_rate");
+    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"lora\":\"yes\"}", "lora");
+    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"lora\":1}", "lora");
+}
+
+static void test_evaluate(void **state)
+{
+    cJSON *req;
+
+    ok_free("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"mmlu\"}");
+    ok_free("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"gsm8k\"}");
+    ok_free("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"hellaswag\"}");
+    req = ok("evaluate",
+             "{\"model_id\":\"m\",\"benchmark\":\"custom\",\"dataset_uri\":\"s3://b/e\"}");
+    assert_string_equal(cJSON_GetStringValue(param(req, "dataset_uri")), "s3://b/e");
+    cJSON_Delete(req);
+
+    bad("evaluate", "{\"benchmark\":\"mmlu\"}", "model_id");
+    bad("evaluate", "{\"model_id\":\"m\"}", "benchmark");
+    bad("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"squad\"}", "benchmark");
+    bad("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"MMLU\"}", "benchmark");
+    bad("evaluate", "{\"model_id\":\"m\",\"benchmark\":[\"mmlu\"]}", "benchmark");
+    bad("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"custom\"}", "dataset_uri");
+    bad("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"custom\",\"dataset_uri\":\"x\"}",
+        "dataset_uri");
+    bad("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"mmlu\",\"dataset_uri\":\"s3://b\"}",
+        "dataset_uri");
+}
+
+static void test_deploy(void **state)
+{
+    cJSON *req = ok("deploy", "{\"model_id\":\"m\"}");
+
+    assert_string_equal(cJSON_GetStringValue(param(req, "region")), "us-east-1");
+    assert_int_equal((int)cJSON_GetNumberValue(param(req, "replicas")), 1);
+    cJSON_Delete(req);
+    req = ok("deploy", "{\"model_id\":\"m\",\"region\":\"eu-west-2\",\"replicas\":64}");
+    assert_string_equal(cJSON_GetStringValue(param(req, "region")), "eu-west-2");
+    assert_int_equal((int)cJSON_GetNumberValue(param(req, "replicas")), 64);
+    cJSON_Delete(req);
+
+    bad("deploy", "{}", "model_id");
+    bad("deploy", "{\"region\":\"us-east-1\"}", "model_id");
+    bad("deploy", "{\"model_id\":\"m\",\"replicas\":0}", "replicas");
+    bad("deploy", "{\"model_id\":\"m\",\"replicas\":65}", "replicas");
+    bad("deploy", "{\"model_id\":\"m\",\"replicas\":\"2\"}", "replicas");
+    bad("deploy", "{\"model_id\":\"m\",\"region\":\"\"}", "region");
+    bad("deploy", "{\"model_id\":\"m\",\"region\":\"US-EAST-1\"}", "region");
+    bad("deploy", "{\"model_id\":\"m\",\"region\":\"us east\"}", "region");
+    bad("deploy", "{\"model_id\":\"m\",\"region\":\"-us\"}", "region");
+    bad("deploy", "{\"model_id\":\"m\",\"region\":5}", "region");
+    bad("deploy", "{\"model_id\":\"m\",\"region\":\"a-very-long-region-name-of-33-chars\"}",
+        "region");
+}
+
+/* ---- common fields -------------------------------------------------------------- */
+
+#define GEN "\"domain\":\"d\",\"num_samples\":1"
+
+static void test_common_bounds(void **state)
+{
+    cJSON *req;
+
+    ok_free("generate", "{" GEN ",\"priority\":0}");
+    ok_free("generate", "{" GEN ",\"priority\":9}");
+    bad("generate", "{" GEN ",\"priority\":10}", "priority");
+    bad("generate", "{" GEN ",\"priority\":-1}", "priority");
+    bad("generate", "{" GEN ",\"priority\":\"5\"}", "priority");
+    bad("generate", "{" GEN ",\"priority\":4.5}", "priority");
+
+    ok_free("generate", "{" GEN ",\"max_attempts\":1}");
+    ok_free("generate", "{" GEN ",\"max_attempts\":10}");
+    bad("generate", "{" GEN ",\"max_attempts\":0}", "max_attempts");
+    bad("generate", "{" GEN ",\"max_attempts\":11}", "max_attempts");
+
+    ok_free("generate", "{" GEN ",\"timeout_seconds\":1}");
+    ok_free("generate", "{" GEN ",\"timeout_seconds\":604800}");
+    bad("generate", "{" GEN ",\"timeout_seconds\":0}", "timeout_seconds");
+    bad("generate", "{" GEN ",\"timeout_seconds\":604801}", "timeout_seconds");
+
+    req = ok("generate", "{" GEN ",\"gpu_type\":\"a100\",\"gpu_count\":0}");
+    assert_string_equal(cJSON_GetStringValue(get(req, "gpu_type")), "a100");
+    assert_int_equal((int)cJSON_GetNumberValue(get(req, "gpu_count")), 0);
+    cJSON_Delete(req);
+    req = ok("generate", "{" GEN ",\"gpu_type\":null}");
+    assert_true(cJSON_IsNull(get(req, "gpu_type")));
+    cJSON_Delete(req);
+    ok_free("generate", "{" GEN ",\"gpu_count\":16}");
+    bad("generate", "{" GEN ",\"gpu_type\":\"\"}", "gpu_type");
+    bad("generate", "{" GEN ",\"gpu_type\":1}", "gpu_type");
+    bad("generate", "{" GEN ",\"gpu_count\":17}", "gpu_count");
+    bad("generate", "{" GEN ",\"gpu_count\":-1}", "gpu_count");
+}
+
+/* {"<field>":{"k0":"v",...}} with n entries, keys of klen and values of vlen characters. */
+static char *map_json(const char *field, int n, size_t klen, size_t vlen)
+{
+    size_t cap = 256 + (size_t)n * (klen + vlen + 16), len;
+    char *s = malloc(cap), *k = repeat('k', klen), *v = repeat('v', vlen);
+    int i;
+
+    assert_non_null(s);
+    len = (size_t)snprintf(s, cap, "{" GEN ",\"%s\":{", field);
+    for (i = 0; i < n; i++)
+        len += (size_t)snprintf(s + len, cap - len, "%s\"%.*s%02d\":\"%s\"", i ? "," : "",
+                                (int)(klen - 2), k, i, v);
+    snprintf(s + len, cap - len, "}}");
+    free(k);
+    free(v);
+    return s;
+}
+
+static void check_map(const char *field)
+{
+    char *s;
+    cJSON *req;
+
+    s = map_json(field, 16, 64, 512);
+    req = ok("generate", s);
+    assert_int_equal(cJSON_GetArraySize(get(req, field)), 16);
+    cJSON_Delete(req);
+    free(s);
+    s = map_json(field, 17, 8, 8);
+    bad("generate", s, field);
+    free(s);
+    s = map_json(field, 1, 65, 8);
+    bad("generate", s, field);
+    free(s);
+    s = map_json(field, 1, 8, 513);
+    bad("generate", s, field);
+    free(s);
+}
+
+static void test_metadata_and_labels(void **state)
+{
+    cJSON *req = ok("generate", "{" GEN ",\"metadata\":{\"team\":\"bio\",\"run\":\"7\"},"
+                                "\"labels\":{\"zone\":\"eu\"}}");
+
+    assert_string_equal(cJSON_GetStringValue(get(get(req, "metadata"), "team")), "bio");
+    assert_string_equal(cJSON_GetStringValue(get(get(req, "labels"), "zone")), "eu");
+    cJSON_Delete(req);
+    check_map("metadata");
+    check_map("labels");
+    bad("generate", "{" GEN ",\"metadata\":\"x\"}", "metadata");
+    bad("generate", "{" GEN ",\"metadata\":[]}", "metadata");
+    bad("generate", "{" GEN ",\"metadata\":{\"n\":1}}", "metadata");
+    bad("generate", "{" GEN ",\"metadata\":{\"n\":null}}", "metadata");
+    bad("generate", "{" GEN ",\"metadata\":{\"n\":{\"x\":\"y\"}}}", "metadata");
+    bad("generate", "{" GEN ",\"metadata\":{\"\":\"v\"}}", "metadata");
+    bad("generate", "{" GEN ",\"metadata\":{\"a\":\"1\",\"a\":\"2\"}}", "metadata");
+    bad("generate", "{" GEN ",\"labels\":{\"gpu\":true}}", "labels");
+    bad("generate", "{" GEN ",\"labels\":5}", "labels");
+    /* null means absent: the default empty object */
+    req = ok("generate", "{" GEN ",\"metadata\":null,\"labels\":null}");
+    assert_int_equal(cJSON_GetArraySize(get(req, "metadata")), 0);
+    cJSON_Delete(req);
+}
+
+static void test_output_is_a_copy(void **state)
+{
+    cJSON *body = cJSON_Parse("{\"domain\":\"d\",\"num_samples\":1,\"metadata\":{\"a\":\"b\"}}");
+    struct nf_json_err err;
+    cJSON *out = NULL;
+
+    assert_int_equal(gw_validate_job("generate", body, &out, &err), 0);
+    cJSON_Delete(body); /* out must not point into body (ASan would catch it) */
+    assert_string_equal(cJSON_GetStringValue(param(out, "domain")), "d");
+    assert_string_equal(cJSON_GetStringValue(get(get(out, "metadata"), "a")), "b");
+    cJSON_Delete(out);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_job_types),
+        cmocka_unit_test(test_uris),
+        cmocka_unit_test(test_generate_flat_defaults),
+        cmocka_unit_test(test_flat_and_nested_agree),
+        cmocka_unit_test(test_generate_all_params),
+        cmocka_unit_test(test_generate_failures),
+        cmocka_unit_test(test_unknown_and_duplicate_keys),
+        cmocka_unit_test(test_params_shape),
+        cmocka_unit_test(test_audit),
+        cmocka_unit_test(test_audit_checks_limit),
+        cmocka_unit_test(test_distill),
+        cmocka_unit_test(test_train),
+        cmocka_unit_test(test_evaluate),
+        cmocka_unit_test(test_deploy),
+        cmocka_unit_test(test_common_bounds),
+        cmocka_unit_test(test_metadata_and_labels),
+        cmocka_unit_test(test_output_is_a_copy),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,376 @@
+/*
+ * Integration (needs NF_TEST_PG_DSN): the one-statement state machine of
+ * consume_events.c against the reference sched_state_decide(), for every status, event
+ * type, attempt relation, failure class and attempts-left case; plus redelivery,
+ * artifacts, unknown jobs and the requested insert. Skips cleanly without a database.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nf_id.h"
+#include "nf_migrate.h"
+#include "sched.h"
+
+#define CUR 2
+#define ART_ID_LEN 64
+
+static PGconn *conn;
+
+static int setup(void **state)
+{
+    const char *dsn = getenv("NF_TEST_PG_DSN");
+    char err[512];
+
+    if (!dsn || !*dsn)
+        return 0;
+    if (nf_migrate_run(dsn, "sched", NF_SOURCE_DIR "/services/scheduler/migrations", err,
+                       sizeof(err)) < 0) {
+        fprintf(stderr, "migrate: %s\n", err);
+        return -1;
+    }
+    conn = PQconnectdb(dsn);
+    if (PQstatus(conn) != CONNECTION_OK) {
+        fprintf(stderr, "connect: %s\n", PQerrorMessage(conn));
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    if (conn)
+        PQfinish(conn);
+    conn = NULL;
+    return 0;
+}
+
+#define NEED_PG()                                                                          \
+    do {                                                                                   \
+        if (!conn)                                                                         \
+            skip();                                                                        \
+    } while (0)
+
+static void exec_ok(const char *sql, int n, const char *const *params)
+{
+    PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+        fail_msg("%s: %s", sql, PQerrorMessage(conn));
+    PQclear(res);
+}
+
+static void new_job(const char *status, int attempt, int max_attempts, char *id, size_t len)
+{
+    char a[16], m[16];
+    const char *p[5];
+
+    nf_id_new("job", id, len);
+    snprintf(a, sizeof(a), "%d", attempt);
+    snprintf(m, sizeof(m), "%d", max_attempts);
+    p[0] = id;
+    p[1] = "usr_it";
+    p[2] = status;
+    p[3] = a;
+    p[4] = m;
+    exec_ok("INSERT INTO sched.jobs (job_id, user_id, job_type, status, attempt, max_attempts)"
+            " VALUES ($1, $2, 'generate', $3, $4::int, $5::int)",
+            5, p);
+}
+
+static cJSON *envelope(const char *ev_id, const char *type, const char *job, int attempt,
+                       const char *extra)
+{
+    char buf[4096];
+
+    snprintf(buf, sizeof(buf),
+             "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"test\",\"type\":\"forge.job.%s\","
+             "\"time\":\"2026-11-28T21:00:00.000Z\",\"subject\":\"%s\",\"data\":{\"job_id\":\"%s\","
+             "\"attempt\":%d%s}}",
+             ev_id, type, job, job, attempt, extra ? extra : "");
+    return cJSON_Parse(buf);
+}
+
+/* Runs the events statement; returns the result (caller clears). */
+static PGresult *apply(const cJSON *ev)
+{
+    const char *params[SCHED_EVENTS_NPARAMS];
+    struct sched_events_bufs bufs;
+    struct sched_event e;
+    const char *why = NULL;
+    PGresult *res;
+
+    if (sched_event_parse(ev, &e, &why) < 0)
+        fail_msg("event does not parse: %s", why);
+    assert_int_equal(sched_events_params(&e, params, &bufs), 0);
+    res = PQexecParams(conn, sched_events_sql, SCHED_EVENTS_NPARAMS, NULL, params, NULL, NULL, 0);
+    sched_events_params_free(&bufs);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        fail_msg("events sql: %s", PQerrorMessage(conn));
+    return res;
+}
+
+static const char *val(const PGresult *res, const char *col)
+{
+    int c = PQfnumber(res, col);
+
+    if (c < 0 || PQntuples(res) < 1 || PQgetisnull(res, 0, c))
+        return NULL;
+    return PQgetvalue(res, 0, c);
+}
+
+static long count_events(const char *event_id)
+{
+    const char *p[1] = {event_id};
+    PGresult *res = PQexecParams(conn, "SELECT count(*) FROM sched.job_events WHERE event_id = $1",
+                                 1, NULL, p, NULL, NULL, 0);
+    long n = atol(PQgetvalue(res, 0, 0));
+
+    PQclear(res);
+    return n;
+}
+
+static const char *outcome_name(enum sched_outcome o)
+{
+    switch (o) {
+    case SCHED_OUT_APPLY:
+        return "apply";
+    case SCHED_OUT_ECHO:
+        return "echo";
+    case SCHED_OUT_RECORD:
+        return "record";
+    default:
+        return "ignore";
+    }
+}
+
+static void check_one(enum sched_status s, enum sched_evtype t, int ev_attempt,
+                      const char *cls, int max_attempts)
+{
+    static unsigned seq;
+    struct sched_job_state cur = {s, CUR, max_attempts};
+    struct sched_decision d;
+    char job[NF_ID_MAX], ev_id[64], extra[160];
+    const char *o, *st, *att;
+    PGresult *res;
+    cJSON *ev;
+
+    new_job(sched_status_name(s), CUR, max_attempts, job, sizeof(job));
+    snprintf(ev_id, sizeof(ev_id), "evt_it_%u_%s", ++seq, job + 4);
+    extra[0] = '\0';
+    if (t == SCHED_EV_PROGRESS)
+        snprintf(extra, sizeof(extra), ",\"progress\":0.5");
+    else if (cls)
+        snprintf(extra, sizeof(extra), ",\"error\":{\"code\":\"x\",\"message\":\"m\",\"class\":\"%s\"}",
+                 cls);
+    ev = envelope(ev_id, sched_evtype_name(t), job, ev_attempt, extra);
+    assert_int_equal(
+        sched_state_decide(&cur, t, ev_attempt, sched_fail_class_parse(cls), &d), 0);
+
+    res = apply(ev);
+    assert_int_equal(PQntuples(res), 1);
+    o = val(res, "outcome");
+    st = val(res, "status");
+    att = val(res, "attempt");
+    if (strcmp(o, outcome_name(d.outcome)) != 0 || strcmp(st, sched_status_name(d.status)) != 0 ||
+        atoi(att) != d.attempt)
+        fail_msg("%s + %s(attempt %d, class %s, max %d): sql %s -> %s/%s, reference %s -> %s/%d",
+                 sched_status_name(s), sched_evtype_name(t), ev_attempt, cls ? cls : "-",
+                 max_attempts, o, st, att, outcome_name(d.outcome), sched_status_name(d.status),
+                 d.attempt);
+    /* stored exactly when not ignored */
+    assert_int_equal(count_events(ev_id), d.outcome == SCHED_OUT_IGNORE ? 0 : 1);
+    /* the version moves only when the row changes */
+    assert_int_equal(atoi(val(res, "version")), d.outcome == SCHED_OUT_APPLY ? 2 : 1);
+    if (d.outcome == SCHED_OUT_APPLY && sched_status_terminal(d.status))
+        assert_non_null(val(res, "finished_at"));
+    if (d.outcome == SCHED_OUT_APPLY && d.status == SCHED_QUEUED) {
+        assert_null(val(res, "worker_id"));
+        assert_null(val(res, "started_at"));
+    }
+    if (d.outcome == SCHED_OUT_APPLY && t == SCHED_EV_RUNNING)
+        assert_non_null(val(res, "started_at"));
+    PQclear(res);
+
+    /* redelivery: a recorded event is a duplicate and changes nothing */
+    res = apply(ev);
+    if (d.outcome != SCHED_OUT_IGNORE)
+        assert_string_equal(val(res, "outcome"), "duplicate");
+    else
+        assert_string_equal(val(res, "outcome"), "ignore");
+    assert_string_equal(val(res, "status"), sched_status_name(d.status));
+    assert_int_equal(atoi(val(res, "version")), d.outcome == SCHED_OUT_APPLY ? 2 : 1);
+    PQclear(res);
+    cJSON_Delete(ev);
+}
+
+static void test_sql_matches_reference(void **state)
+{
+    static const int rels[] = {CUR, CUR + 1, CUR - 1, CUR + 2};
+    static const char *const classes[] = {NULL, "user_error", "infra", "worker_lost", "bogus"};
+    int s, t, r, m;
+    size_t c;
+
+    NEED_PG();
+    for (s = 0; s < SCHED_NSTATUS; s++)
+        for (t = 0; t < SCHED_NEVTYPE; t++)
+            for (r = 0; r < 4; r++)
+                for (m = CUR; m <= CUR + 1; m++) {
+                    if (t != SCHED_EV_FAILED) {
+                        check_one((enum sched_status)s, (enum sched_evtype)t, rels[r], NULL, m);
+                        continue;
+                    }
+                    for (c = 0; c < sizeof(classes) / sizeof(classes[0]); c++)
+                        check_one((enum sched_status)s, (enum sched_evtype)t, rels[r],
+                                  classes[c], m);
+                }
+}
+
+static void test_unknown_job(void **state)
+{
+    char job[NF_ID_MAX];
+    PGresult *res;
+    cJSON *ev;
+
+    NEED_PG();
+    nf_id_new("job", job, sizeof(job));
+    ev = envelope("evt_it_unknown", "running", job, 1, NULL);
+    res = apply(ev);
+    assert_int_equal(PQntuples(res), 0);
+    assert_int_equal(count_events("evt_it_unknown"), 0);
+    PQclear(res);
+    cJSON_Delete(ev);
+}
+
+static void test_succeeded_artifacts(void **state)
+{
+    char job[NF_ID_MAX], art1[NF_ID_MAX], art2[NF_ID_MAX], extra[1024], ev_id[80];
+    PGresult *res;
+    cJSON *ev, *arts;
+
+    NEED_PG();
+    new_job("running", 1, 3, job, sizeof(job));
+    nf_id_new("art", art1, sizeof(art1));
+    nf_id_new("art", art2, sizeof(art2));
+    snprintf(extra, sizeof(extra),
+             ",\"result\":{\"n\":1},\"artifacts\":["
+             "{\"artifact_id\":\"%s\",\"name\":\"a\",\"kind\":\"dataset\",\"uri\":\"file:///a\","
+             "\"bytes\":10},"
+             "{\"artifact_id\":\"%s\",\"name\":\"b\",\"kind\":\"model\",\"uri\":\"file:///b\","
+             "\"bytes\":20,\"sha256\":\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"},"
+             "{\"artifact_id\":\"nope\",\"name\":\"c\",\"kind\":\"k\",\"uri\":\"u\",\"bytes\":1}]",
+             art1, art2);
+    snprintf(ev_id, sizeof(ev_id), "evt_it_succ_%s", job + 4);
+    ev = envelope(ev_id, "succeeded", job, 1, extra);
+    res = apply(ev);
+    assert_string_equal(val(res, "outcome"), "apply");
+    assert_string_equal(val(res, "status"), "succeeded");
+    assert_string_equal(val(res, "result"), "{\"n\": 1}");
+    assert_string_equal(val(res, "progress"), "1");
+    arts = cJSON_Parse(val(res, "artifacts"));
+    assert_int_equal(cJSON_GetArraySize(arts), 2); /* the bad one dropped */
+    cJSON_Delete(arts);
+    PQclear(res);
+    /* redelivery lists the same two (from the table now), inserts nothing */
+    res = apply(ev);
+    assert_string_equal(val(res, "outcome"), "duplicate");
+    arts = cJSON_Parse(val(res, "artifacts"));
+    assert_int_equal(cJSON_GetArraySize(arts), 2);
+    assert_string_equal(nf_json_str(cJSON_GetArrayItem(arts, 0), "artifact_id"),
+                        strcmp(art1, art2) < 0 ? art1 : art2);
+    cJSON_Delete(arts);
+    PQclear(res);
+    {
+        const char *p[1] = {job};
+
+        res = PQexecParams(conn,
+                           "SELECT count(*) FROM sched.artifacts WHERE job_id = $1 AND "
+                           "user_id = 'usr_it'",
+                           1, NULL, p, NULL, NULL, 0);
+        assert_string_equal(PQgetvalue(res, 0, 0), "2");
+        PQclear(res);
+    }
+    cJSON_Delete(ev);
+}
+
+static void test_progress_and_worker(void **state)
+{
+    char job[NF_ID_MAX], id1[80], id2[80];
+    PGresult *res;
+    cJSON *ev;
+
+    NEED_PG();
+    new_job("queued", 1, 3, job, sizeof(job));
+    snprintf(id1, sizeof(id1), "evt_it_run_%s", job + 4);
+    ev = envelope(id1, "running", job, 1, ",\"worker_id\":\"wrk_7\"");
+    res = apply(ev);
+    assert_string_equal(val(res, "worker_id"), "wrk_7");
+    PQclear(res);
+    cJSON_Delete(ev);
+    snprintf(id2, sizeof(id2), "evt_it_prog_%s", job + 4);
+    ev = envelope(id2, "progress", job, 1, ",\"progress\":0.75");
+    res = apply(ev);
+    assert_string_equal(val(res, "status"), "running");
+    assert_string_equal(val(res, "progress"), "0.75");
+    assert_string_equal(val(res, "worker_id"), "wrk_7"); /* kept */
+    PQclear(res);
+    cJSON_Delete(ev);
+}
+
+static void test_requested_insert_idempotent(void **state)
+{
+    const char *p[SCHED_REQUESTED_NPARAMS];
+    char job[NF_ID_MAX];
+    PGresult *res;
+    int i;
+
+    NEED_PG();
+    nf_id_new("job", job, sizeof(job));
+    p[0] = job;
+    p[1] = "usr_it";
+    p[2] = "audit";
+    p[3] = "{\"dataset_uri\":\"s3://x\"}";
+    p[4] = NULL;
+    p[5] = "{\"a\":\"b\"}";
+    p[6] = "3";
+    p[7] = "2";
+    p[8] = NULL;
+    p[9] = NULL;
+    p[10] = NULL;
+    p[11] = "2026-11-28T21:03:52.123Z";
+    for (i = 0; i < 2; i++) {
+        res = PQexecParams(conn, sched_requested_sql, SCHED_REQUESTED_NPARAMS, NULL, p, NULL,
+                           NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK)
+            fail_msg("requested sql: %s", PQerrorMessage(conn));
+        assert_int_equal(PQntuples(res), 1);
+        assert_string_equal(val(res, "inserted"), i == 0 ? "1" : "0");
+        assert_string_equal(val(res, "status"), "queued");
+        assert_string_equal(val(res, "attempt"), "1");
+        assert_string_equal(val(res, "metadata"), "{}");
+        assert_string_equal(val(res, "created_at"), "2026-11-28T21:03:52.123Z");
+        assert_string_equal(val(res, "artifacts"), "[]");
+        assert_null(val(res, "timeout_seconds"));
+        PQclear(res);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sql_matches_reference),
+        cmocka_unit_test(test_unknown_job),
+        cmocka_unit_test(test_succeeded_artifacts),
+        cmocka_unit_test(test_progress_and_worker),
+        cmocka_unit_test(test_requested_insert_idempotent),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

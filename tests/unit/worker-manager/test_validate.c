@@ -1,0 +1,295 @@
+/*
+ * validate.c: registration bodies, dispatch envelopes, requirement matching, helpers.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nf_event.h"
+#include "nf_log.h"
+#include "wm.h"
+
+static cJSON *json(const char *text)
+{
+    cJSON *j = cJSON_Parse(text);
+    assert_non_null(j);
+    return j;
+}
+
+/* Parses a registration body; returns the rc and leaves the error param in err. */
+static int reg(const char *text, struct wm_worker *w, struct nf_json_err *err)
+{
+    cJSON *body = json(text);
+    memset(w, 0, sizeof(*w));
+    memset(err, 0, sizeof(*err));
+    int rc = wm_register_parse(body, w, err);
+    cJSON_Delete(body);
+    return rc;
+}
+
+static void test_register_ok(void **state)
+{
+    struct wm_worker w;
+    struct nf_json_err err;
+    assert_int_equal(reg("{\"hostname\":\"gpu-01\",\"gpu_type\":\"a100\",\"gpu_count\":8,"
+                         "\"job_types\":[\"generate\",\"train\",\"generate\"],"
+                         "\"labels\":{\"zone\":\"eu\",\"tier\":\"gold\"},\"version\":\"1.0\"}",
+                         &w, &err),
+                     0);
+    assert_string_equal(w.hostname, "gpu-01");
+    assert_string_equal(w.gpu_type, "a100");
+    assert_int_equal(w.gpu_count, 8);
+    assert_int_equal(w.types, (1u << 0) | (1u << 3));
+    assert_string_equal(nf_json_str(w.labels, "zone"), "eu");
+    assert_string_equal(w.version, "1.0");
+    wm_worker_clear(&w);
+
+    /* optional fields default: no GPU type, 0 GPUs, no labels, empty version */
+    assert_int_equal(reg("{\"hostname\":\"h\",\"job_types\":[\"deploy\"],\"gpu_type\":null}", &w,
+                         &err),
+                     0);
+    assert_string_equal(w.gpu_type, "");
+    assert_int_equal(w.gpu_count, 0);
+    assert_int_equal(cJSON_GetArraySize(w.labels), 0);
+    assert_string_equal(w.version, "");
+    wm_worker_clear(&w);
+    wm_worker_clear(NULL);
+}
+
+static void test_register_refused(void **state)
+{
+    static const struct {
+        const char *body;
+        const char *param;
+    } cases[] = {
+        {"{\"job_types\":[\"generate\"]}", "hostname"},
+        {"{\"hostname\":\"\",\"job_types\":[\"generate\"]}", "hostname"},
+        {"{\"hostname\":7,\"job_types\":[\"generate\"]}", "hostname"},
+        {"{\"hostname\":\"h\"}", "job_types"},
+        {"{\"hostname\":\"h\",\"job_types\":[]}", "job_types"},
+        {"{\"hostname\":\"h\",\"job_types\":[\"generate\",\"mine_bitcoin\"]}", "job_types"},
+        {"{\"hostname\":\"h\",\"job_types\":[3]}", "job_types"},
+        {"{\"hostname\":\"h\",\"job_types\":\"generate\"}", "job_types"},
+        {"{\"hostname\":\"h\",\"job_types\":[\"train\"],\"gpu_count\":17}", "gpu_count"},
+        {"{\"hostname\":\"h\",\"job_types\":[\"train\"],\"gpu_count\":-1}", "gpu_count"},
+        {"{\"hostname\":\"h\",\"job_types\":[\"train\"],\"gpu_count\":1.5}", "gpu_count"},
+        {"{\"hostname\":\"h\",\"job_types\":[\"train\"],\"labels\":[\"a\"]}", "labels"},
+        {"{\"hostname\":\"h\",\"job_types\":[\"train\"],\"labels\":{\"zone\":1}}", "labels.zone"},
+        {"{\"hostname\":\"h\",\"job_types\":[\"train\"],\"labels\":{\"\":\"x\"}}", "labels."},
+        {"{\"hostname\":\"h\\u0001\",\"job_types\":[\"train\"]}", "hostname"},
+        {"{\"hostname\":\"h\",\"job_types\":[\"train\"],\"gpu_type\":5}", "gpu_type"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct wm_worker w;
+        struct nf_json_err err;
+        int rc = reg(cases[i].body, &w, &err);
+        if (rc != -1)
+            fail_msg("case %zu accepted: %s", i, cases[i].body);
+        assert_string_equal(err.param, cases[i].param);
+        assert_true(strlen(err.msg) > 0);
+        wm_worker_clear(&w);
+    }
+}
+
+static void test_register_label_limits(void **state)
+{
+    char body[4096];
+    size_t off = (size_t)snprintf(body, sizeof(body), "{\"hostname\":\"h\",\"job_types\":[\"audit\"],"
+                                                      "\"labels\":{");
+    for (int i = 0; i < WM_MAX_LABELS + 1; i++)
+        off += (size_t)snprintf(body + off, sizeof(body) - off, "%s\"k%d\":\"v\"", i ? "," : "",
+                                i);
+    snprintf(body + off, sizeof(body) - off, "}}");
+    struct wm_worker w;
+    struct nf_json_err err;
+    assert_int_equal(reg(body, &w, &err), -1);
+    assert_string_equal(err.param, "labels");
+    wm_worker_clear(&w);
+
+    /* a value longer than 255 characters */
+    char big[400];
+    memset(big, 'x', 300);
+    big[300] = '\0';
+    snprintf(body, sizeof(body), "{\"hostname\":\"h\",\"job_types\":[\"audit\"],\"labels\":"
+                                 "{\"k\":\"%s\"}}",
+             big);
+    assert_int_equal(reg(body, &w, &err), -1);
+    assert_string_equal(err.param, "labels.k");
+    wm_worker_clear(&w);
+}
+
+static void test_types_join_parse(void **state)
+{
+    char out[128];
+    unsigned mask = 0;
+    wm_types_join((1u << 0) | (1u << 5), out, sizeof(out));
+    assert_string_equal(out, "generate,deploy");
+    assert_int_equal(wm_types_parse(out, &mask), 0);
+    assert_int_equal(mask, (1u << 0) | (1u << 5));
+    wm_types_join(0, out, sizeof(out));
+    assert_string_equal(out, "");
+    assert_int_equal(wm_types_parse("", &mask), 0);
+    assert_int_equal(mask, 0);
+    assert_int_equal(wm_types_parse("generate,,train", &mask), -1);
+    assert_int_equal(wm_types_parse("generate,nope", &mask), -1);
+    /* a short buffer is cut, never overrun */
+    char small[10];
+    wm_types_join(0x3f, small, sizeof(small));
+    assert_true(strlen(small) < sizeof(small));
+    assert_int_equal(wm_job_type_index("evaluate"), 4);
+    assert_int_equal(wm_job_type_index("Evaluate"), -1);
+    assert_int_equal(wm_job_type_index(NULL), -1);
+}
+
+static struct wm_worker worker(const char *gpu_type, int gpu_count, const char *labels)
+{
+    struct wm_worker w = {0};
+    w.gpu_type = nf_xstrdup(gpu_type);
+    w.gpu_count = gpu_count;
+    w.labels = json(labels);
+    return w;
+}
+
+static bool matches(struct wm_worker *w, const char *job_text)
+{
+    cJSON *job = json(job_text);
+    bool ok = wm_job_matches(w, job);
+    cJSON_Delete(job);
+    return ok;
+}
+
+static void test_job_matches(void **state)
+{
+    struct wm_worker a100 = worker("a100", 4, "{\"zone\":\"eu\",\"tier\":\"gold\"}");
+    struct wm_worker cpu = worker("", 0, "{}");
+
+    assert_true(matches(&a100, "{}"));
+    assert_true(matches(&a100, "{\"gpu_type\":null,\"gpu_count\":4,\"labels\":null}"));
+    assert_true(matches(&a100, "{\"gpu_type\":\"a100\",\"gpu_count\":1}"));
+    assert_true(matches(&a100, "{\"gpu_type\":\"\"}"));
+    assert_false(matches(&a100, "{\"gpu_type\":\"h100\"}"));
+    assert_false(matches(&a100, "{\"gpu_count\":5}"));
+    assert_true(matches(&a100, "{\"labels\":{\"zone\":\"eu\"}}"));
+    assert_true(matches(&a100, "{\"labels\":{\"zone\":\"eu\",\"tier\":\"gold\"}}"));
+    assert_false(matches(&a100, "{\"labels\":{\"zone\":\"us\"}}"));
+    assert_false(matches(&a100, "{\"labels\":{\"rack\":\"7\"}}"));
+    assert_true(matches(&a100, "{\"labels\":{}}"));
+
+    /* a worker without GPUs takes only jobs asking for none */
+    assert_false(matches(&cpu, "{\"gpu_count\":1}"));
+    assert_true(matches(&cpu, "{\"gpu_count\":0}"));
+    assert_false(matches(&cpu, "{\"gpu_type\":\"a100\",\"gpu_count\":0}"));
+    assert_false(matches(&cpu, "{\"labels\":{\"zone\":\"eu\"}}"));
+    wm_worker_clear(&a100);
+    wm_worker_clear(&cpu);
+}
+
+static char *dispatch(const char *type, const char *data)
+{
+    cJSON *ev = nf_event_new(type, "nf-scheduler", "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M", NULL,
+                             json(data));
+    char *text = nf_json_print(ev);
+    cJSON_Delete(ev);
+    return text;
+}
+
+static void test_dispatch_ok(void **state)
+{
+    char *text = dispatch("forge.job.dispatch",
+                          "{\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\",\"user_id\":\"usr_1\","
+                          "\"job_type\":\"train\",\"priority\":7,\"attempt\":2,"
+                          "\"gpu_type\":null,\"gpu_count\":1,\"labels\":{\"zone\":\"eu\"},"
+                          "\"params\":{\"model_id\":\"m\"}}");
+    struct wm_dispatch d;
+    const char *why = NULL;
+    assert_int_equal(wm_dispatch_parse(text, strlen(text), &d, &why), 0);
+    assert_string_equal(d.job_id, "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M");
+    assert_int_equal(d.type, 3);
+    assert_int_equal(d.priority, 7);
+    assert_int_equal(d.attempt, 2);
+    assert_string_equal(nf_json_str(d.data, "user_id"), "usr_1");
+    wm_dispatch_clear(&d);
+    wm_dispatch_clear(NULL);
+    free(text);
+
+    /* priority absent -> 0 */
+    text = dispatch("forge.job.dispatch", "{\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\","
+                                          "\"job_type\":\"deploy\",\"attempt\":1}");
+    assert_int_equal(wm_dispatch_parse(text, strlen(text), &d, &why), 0);
+    assert_int_equal(d.priority, 0);
+    wm_dispatch_clear(&d);
+    free(text);
+}
+
+static void test_dispatch_malformed(void **state)
+{
+    static const char *const datas[] = {
+        "{\"job_type\":\"train\",\"attempt\":1}",
+        "{\"job_id\":\"job_bad\",\"job_type\":\"train\",\"attempt\":1}",
+        "{\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\",\"job_type\":\"sing\",\"attempt\":1}",
+        "{\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\",\"job_type\":\"train\"}",
+        "{\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\",\"job_type\":\"train\",\"attempt\":0}",
+        "{\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\",\"job_type\":\"train\",\"attempt\":1.5}",
+        "{\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\",\"job_type\":\"train\",\"attempt\":1,"
+        "\"priority\":10}",
+        "{\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\",\"job_type\":\"train\",\"attempt\":1,"
+        "\"priority\":\"high\"}",
+        "{\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\",\"job_type\":\"train\",\"attempt\":1,"
+        "\"gpu_count\":\"1\"}",
+        "{\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\",\"job_type\":\"train\",\"attempt\":1,"
+        "\"gpu_type\":3}",
+        "{\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\",\"job_type\":\"train\",\"attempt\":1,"
+        "\"labels\":[1]}",
+        "{\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\",\"job_type\":\"train\",\"attempt\":1,"
+        "\"labels\":{\"a\":1}}",
+    };
+    for (size_t i = 0; i < sizeof(datas) / sizeof(datas[0]); i++) {
+        char *text = dispatch("forge.job.dispatch", datas[i]);
+        struct wm_dispatch d = {0};
+        const char *why = NULL;
+        if (wm_dispatch_parse(text, strlen(text), &d, &why) != -1)
+            fail_msg("case %zu accepted: %s", i, datas[i]);
+        assert_non_null(why);
+        assert_null(d.ev);
+        free(text);
+    }
+    /* wrong event type, not an envelope, not JSON, empty */
+    char *text = dispatch("forge.job.requested", "{\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\","
+                                                 "\"job_type\":\"train\",\"attempt\":1}");
+    struct wm_dispatch d = {0};
+    const char *why = NULL;
+    assert_int_equal(wm_dispatch_parse(text, strlen(text), &d, &why), -1);
+    free(text);
+    const char *bad[] = {"{\"data\":{}}", "not json", "", "[1,2]"};
+    for (size_t i = 0; i < 4; i++)
+        assert_int_equal(wm_dispatch_parse(bad[i], strlen(bad[i]), &d, &why), -1);
+}
+
+static void test_bearer(void **state)
+{
+    assert_string_equal(wm_bearer("Bearer abc"), "abc");
+    assert_string_equal(wm_bearer("bearer   abc"), "abc");
+    assert_null(wm_bearer("Basic abc"));
+    assert_null(wm_bearer("Bearer "));
+    assert_null(wm_bearer("Bearer"));
+    assert_null(wm_bearer(NULL));
+}
+
+int main(void)
+{
+    nf_log_init("test", NF_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_register_ok),      cmocka_unit_test(test_register_refused),
+        cmocka_unit_test(test_register_label_limits), cmocka_unit_test(test_types_join_parse),
+        cmocka_unit_test(test_job_matches),      cmocka_unit_test(test_dispatch_ok),
+        cmocka_unit_test(test_dispatch_malformed), cmocka_unit_test(test_bearer),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

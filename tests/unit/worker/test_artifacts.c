@@ -1,0 +1,186 @@
+/*
+ * artifacts.c: paths a handler announces must resolve to regular files inside the job's
+ * directory - escapes through "..", absolute paths and symlinks are refused.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "nf_log.h"
+#include "wk.h"
+
+static char root[PATH_MAX]; /* mkdtemp: root/job (the artifact dir) and root/outside */
+static char dir[PATH_MAX + 8];
+
+static void write_file(const char *path, const char *content)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(content, f);
+    fclose(f);
+}
+
+static int setup(void **state)
+{
+    char p[PATH_MAX + 64];
+    snprintf(root, sizeof(root), "/tmp/nf-wk-art-XXXXXX");
+    if (mkdtemp(root) == NULL)
+        return -1;
+    snprintf(dir, sizeof(dir), "%s/job", root);
+    mkdir(dir, 0755);
+    snprintf(p, sizeof(p), "%s/sub", dir);
+    mkdir(p, 0755);
+    snprintf(p, sizeof(p), "%s/outside.txt", root);
+    write_file(p, "secret");
+    snprintf(p, sizeof(p), "%s/data.jsonl", dir);
+    write_file(p, "{\"a\":1}\n");
+    snprintf(p, sizeof(p), "%s/sub/m.bin", dir);
+    write_file(p, "");
+    snprintf(p, sizeof(p), "%s/link_out", dir);
+    char target[PATH_MAX + 32];
+    snprintf(target, sizeof(target), "%s/outside.txt", root);
+    if (symlink(target, p) < 0)
+        return -1;
+    snprintf(p, sizeof(p), "%s/link_in", dir);
+    if (symlink("data.jsonl", p) < 0)
+        return -1;
+    snprintf(p, sizeof(p), "%s/link_etc", dir);
+    if (symlink("/etc", p) < 0)
+        return -1;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void test_resolve_inside(void **state)
+{
+    char out[PATH_MAX], expect[PATH_MAX + 32], abs[PATH_MAX + 32];
+    const char *why = NULL;
+    char real_dir[PATH_MAX];
+    assert_non_null(realpath(dir, real_dir));
+
+    assert_int_equal(wk_artifact_resolve(dir, "data.jsonl", out, sizeof(out), &why), 0);
+    snprintf(expect, sizeof(expect), "%s/data.jsonl", real_dir);
+    assert_string_equal(out, expect);
+    assert_int_equal(wk_artifact_resolve(dir, "./sub/../data.jsonl", out, sizeof(out), &why), 0);
+    assert_string_equal(out, expect);
+    snprintf(abs, sizeof(abs), "%s/data.jsonl", dir);
+    assert_int_equal(wk_artifact_resolve(dir, abs, out, sizeof(out), &why), 0);
+    assert_string_equal(out, expect);
+    /* a symlink staying inside resolves to its target */
+    assert_int_equal(wk_artifact_resolve(dir, "link_in", out, sizeof(out), &why), 0);
+    assert_string_equal(out, expect);
+    assert_int_equal(wk_artifact_resolve(dir, "sub/m.bin", out, sizeof(out), &why), 0);
+}
+
+static void test_resolve_refused(void **state)
+{
+    char out[PATH_MAX], abs[PATH_MAX + 32];
+    static const char *const bad[] = {
+        "../outside.txt",       /* climbs out */
+        "sub/../../outside.txt",
+        "link_out",             /* symlink to a file outside */
+        "link_etc/hostname",    /* through a symlinked directory */
+        "/etc/hostname",        /* absolute, elsewhere */
+        "missing.txt",          /* does not exist */
+        "sub",                  /* a directory */
+        ".",                    /* the directory itself */
+        "",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *why = NULL;
+        if (wk_artifact_resolve(dir, bad[i], out, sizeof(out), &why) != -1)
+            fail_msg("accepted: \"%s\" -> %s", bad[i], out);
+        assert_non_null(why);
+    }
+    const char *why = NULL;
+    snprintf(abs, sizeof(abs), "%s/outside.txt", root);
+    assert_int_equal(wk_artifact_resolve(dir, abs, out, sizeof(out), &why), -1);
+    assert_string_equal(why, "path escapes the artifact directory");
+    /* a sibling whose name starts with the directory's name is still outside */
+    char sibling[PATH_MAX + 32];
+    snprintf(sibling, sizeof(sibling), "%s/jobx", root);
+    mkdir(sibling, 0755);
+    snprintf(abs, sizeof(abs), "%s/jobx/f", root);
+    write_file(abs, "x");
+    assert_int_equal(wk_artifact_resolve(dir, abs, out, sizeof(out), &why), -1);
+    assert_int_equal(wk_artifact_resolve(dir, "../jobx/f", out, sizeof(out), &why), -1);
+    /* an output buffer too small is an error, not a truncation */
+    char tiny[8];
+    assert_int_equal(wk_artifact_resolve(dir, "data.jsonl", tiny, sizeof(tiny), &why), -1);
+    /* a missing directory */
+    assert_int_equal(wk_artifact_resolve("/nonexistent/dir", "a", out, sizeof(out), &why), -1);
+}
+
+static void test_digest_and_record(void **state)
+{
+    char path[PATH_MAX + 32], sha[NF_SHA256_HEX_LEN + 1], expect[NF_SHA256_HEX_LEN + 1];
+    uint64_t bytes = 0;
+    snprintf(path, sizeof(path), "%s/data.jsonl", dir);
+    assert_int_equal(wk_artifact_digest(path, &bytes, sha), 0);
+    assert_int_equal(bytes, 8);
+    nf_crypto_sha256_hex("{\"a\":1}\n", 8, expect);
+    assert_string_equal(sha, expect);
+    snprintf(path, sizeof(path), "%s/sub/m.bin", dir);
+    assert_int_equal(wk_artifact_digest(path, &bytes, sha), 0);
+    assert_int_equal(bytes, 0);
+    assert_string_equal(sha, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    assert_int_equal(wk_artifact_digest("/nonexistent", &bytes, sha), -1);
+
+    /* a big file is streamed in chunks: compare against hashing it whole */
+    size_t big = 300 * 1024 + 17;
+    char *buf = malloc(big);
+    for (size_t i = 0; i < big; i++)
+        buf[i] = (char)(i * 31 + 7);
+    snprintf(path, sizeof(path), "%s/big.bin", dir);
+    FILE *f = fopen(path, "wb");
+    fwrite(buf, 1, big, f);
+    fclose(f);
+    assert_int_equal(wk_artifact_digest(path, &bytes, sha), 0);
+    assert_int_equal(bytes, big);
+    nf_crypto_sha256_hex(buf, big, expect);
+    assert_string_equal(sha, expect);
+    free(buf);
+
+    const char *why = NULL;
+    cJSON *rec = wk_artifact_record(dir, "data.jsonl", "dataset", &why);
+    assert_non_null(rec);
+    assert_true(nf_id_valid("art", nf_json_str(rec, "artifact_id")));
+    assert_string_equal(nf_json_str(rec, "name"), "data.jsonl");
+    assert_string_equal(nf_json_str(rec, "kind"), "dataset");
+    assert_int_equal(nf_json_int(rec, "bytes", -1), 8);
+    nf_crypto_sha256_hex("{\"a\":1}\n", 8, expect);
+    assert_string_equal(nf_json_str(rec, "sha256"), expect);
+    const char *uri = nf_json_str(rec, "uri");
+    assert_memory_equal(uri, "file:///", 8);
+    assert_non_null(strstr(uri, "/job/data.jsonl"));
+    cJSON_Delete(rec);
+    assert_null(wk_artifact_record(dir, "../outside.txt", "file", &why));
+    assert_null(wk_artifact_record(dir, "missing", "file", &why));
+}
+
+int main(void)
+{
+    nf_log_init("test", NF_LOG_ERROR);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_resolve_inside, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resolve_refused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_digest_and_record, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,491 @@
+/*
+ * job.c end to end with real handler processes (small /bin/sh scripts) and a link-time
+ * fake of publish.c: this file defines wk_publish, wk_publish_job_event and
+ * wk_publish_free, so the archive's publish.o is never linked and every message the job
+ * code sends is recorded here instead of going to Kafka. Deliveries are reported on the
+ * next loop turn, or held back to check that a slot stays taken until they arrive.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <event2/event.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nf_event.h"
+#include "nf_log.h"
+#include "wk.h"
+
+/* ---- the fake publisher --------------------------------------------------------------- */
+
+#define MAX_SENT 512
+
+struct sent {
+    char topic[32];
+    char *payload;
+    cJSON *ev;
+};
+
+static struct sent sent[MAX_SENT];
+static int nsent;
+static struct wk_job *undelivered[MAX_SENT];
+static int nundelivered;
+static bool hold_deliveries;
+static struct event *deliver_ev;
+
+static void deliver(evutil_socket_t fd, short what, void *arg)
+{
+    if (hold_deliveries)
+        return;
+    while (nundelivered > 0)
+        wk_job_delivered(undelivered[--nundelivered]);
+}
+
+void wk_publish(struct wk *ctx, struct wk_job *job, const char *topic, const char *key,
+                const char *payload)
+{
+    assert_true(nsent < MAX_SENT);
+    snprintf(sent[nsent].topic, sizeof(sent[nsent].topic), "%s", topic);
+    sent[nsent].payload = nf_xstrdup(payload);
+    sent[nsent].ev = cJSON_Parse(payload);
+    assert_non_null(sent[nsent].ev);
+    nsent++;
+    if (job != NULL) {
+        wk_job_hold(job);
+        undelivered[nundelivered++] = job;
+        event_active(deliver_ev, EV_TIMEOUT, 0);
+    }
+}
+
+void wk_publish_job_event(struct wk *ctx, struct wk_job *job, const char *type, cJSON *data,
+                          bool reliable)
+{
+    char *subject = nf_xstrdup(nf_json_str(data, "job_id"));
+    cJSON *ev = nf_event_new(type, ctx->source, subject, NULL, data);
+    char *payload = nf_json_print(ev);
+    wk_publish(ctx, reliable ? job : NULL, "forge.jobs.events", subject, payload);
+    free(payload);
+    free(subject);
+    cJSON_Delete(ev);
+}
+
+void wk_publish_free(struct wk *ctx)
+{
+}
+
+/* ---- fixture ------------------------------------------------------------------------------ */
+
+static char root[PATH_MAX];
+static char handlers[PATH_MAX + 16];
+static char artifacts[PATH_MAX + 16];
+static struct wk *ctx;
+
+static void script(const char *type, const char *body)
+{
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/%s", handlers, type);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "#!/bin/sh\n%s\n", body);
+    fclose(f);
+    chmod(path, 0755);
+}
+
+static void noop(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+static int setup(void **state)
+{
+    snprintf(root, sizeof(root), "/tmp/nf-wk-job-XXXXXX");
+    if (mkdtemp(root) == NULL)
+        return -1;
+    snprintf(handlers, sizeof(handlers), "%s/handlers", root);
+    snprintf(artifacts, sizeof(artifacts), "%s/artifacts", root);
+    mkdir(handlers, 0755);
+    mkdir(artifacts, 0755);
+    setenv("NF_WORKER_REGISTRATION_TOKEN", "do-not-leak-this-token", 1);
+
+    ctx = calloc(1, sizeof(*ctx));
+    ctx->base = event_base_new();
+    ctx->cfg.handlers = nf_xstrdup(handlers);
+    ctx->cfg.artifact_root = nf_xstrdup(artifacts);
+    ctx->cfg.slots = 8;
+    ctx->cfg.kill_grace_s = 1;
+    ctx->cfg.usage_window_s = 1;
+    ctx->cfg.progress_ms = 100;
+    snprintf(ctx->worker_id, sizeof(ctx->worker_id), "wrk_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M");
+    snprintf(ctx->source, sizeof(ctx->source), "nf-worker/%s", ctx->worker_id);
+    ctx->sigchld = evsignal_new(ctx->base, SIGCHLD, wk_on_sigchld, ctx);
+    event_add(ctx->sigchld, NULL);
+    deliver_ev = evtimer_new(ctx->base, deliver, NULL);
+    /* what wk_slot_freed may touch: the retry timer (poll) and the shutdown event */
+    ctx->retry = evtimer_new(ctx->base, noop, NULL);
+    ctx->finish = evtimer_new(ctx->base, noop, NULL);
+    nsent = nundelivered = 0;
+    hold_deliveries = false;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ctx->closing = true;
+    hold_deliveries = false;
+    wk_jobs_free(ctx);
+    for (int i = 0; i < nsent; i++) {
+        free(sent[i].payload);
+        cJSON_Delete(sent[i].ev);
+    }
+    nsent = nundelivered = 0;
+    event_free(deliver_ev);
+    event_free(ctx->retry);
+    event_free(ctx->finish);
+    event_free(ctx->sigchld);
+    event_base_free(ctx->base);
+    free(ctx->cfg.handlers);
+    free(ctx->cfg.artifact_root);
+    free(ctx);
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void tick(evutil_socket_t fd, short what, void *arg)
+{
+}
+
+/* Runs the loop until no job is left (or max_ms). */
+static bool run_until_idle(int max_ms)
+{
+    struct event *t = event_new(ctx->base, -1, EV_PERSIST, tick, NULL);
+    struct timeval tv = {0, 10000};
+    event_add(t, &tv);
+    long long end = mono_ms() + max_ms;
+    while (ctx->njobs > 0 && mono_ms() < end)
+        event_base_loop(ctx->base, EVLOOP_ONCE);
+    event_free(t);
+    return ctx->njobs == 0;
+}
+
+static void run_for(int ms)
+{
+    struct event *t = event_new(ctx->base, -1, EV_PERSIST, tick, NULL);
+    struct timeval tv = {0, 10000};
+    event_add(t, &tv);
+    long long end = mono_ms() + ms;
+    while (mono_ms() < end)
+        event_base_loop(ctx->base, EVLOOP_ONCE);
+    event_free(t);
+}
+
+static int n_job = 0;
+
+static void start(const char *type, int gpu_count, int timeout_s, char out_id[NF_ID_MAX])
+{
+    uint8_t rnd[10] = {0};
+    rnd[9] = (uint8_t)++n_job;
+    nf_id_new_at("job", 1700000000000ULL + (uint64_t)n_job, rnd, out_id, NF_ID_MAX);
+    char text[512];
+    snprintf(text, sizeof(text),
+             "{\"job_id\":\"%s\",\"user_id\":\"usr_1\",\"job_type\":\"%s\",\"attempt\":2,"
+             "\"gpu_count\":%d,\"timeout_seconds\":%d,\"params\":{\"domain\":\"law\"}}",
+             out_id, type, gpu_count, timeout_s);
+    cJSON *job = cJSON_Parse(text);
+    wk_job_start(ctx, job, "lse_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M");
+    cJSON_Delete(job);
+}
+
+/* The data of the first event of `type` about job_id, or NULL. */
+static const cJSON *event(const char *type, const char *job_id)
+{
+    for (int i = 0; i < nsent; i++) {
+        const char *t = NULL, *subject = NULL, *msg = NULL;
+        const cJSON *data = nf_event_data(sent[i].ev, &t, &subject, &msg);
+        if (data && strcmp(t, type) == 0 && strcmp(nf_json_str(data, "job_id"), job_id) == 0)
+            return data;
+    }
+    return NULL;
+}
+
+static int count(const char *type, const char *job_id)
+{
+    int n = 0;
+    for (int i = 0; i < nsent; i++) {
+        const char *t = NULL, *subject = NULL, *msg = NULL;
+        const cJSON *data = nf_event_data(sent[i].ev, &t, &subject, &msg);
+        if (data && strcmp(t, type) == 0 && strcmp(nf_json_str(data, "job_id"), job_id) == 0)
+            n++;
+    }
+    return n;
+}
+
+/* Sum of usage quantities of a meter for job_id. */
+static long long usage(const char *meter, const char *job_id, int *events)
+{
+    long long sum = 0;
+    *events = 0;
+    for (int i = 0; i < nsent; i++) {
+        const cJSON *data = cJSON_GetObjectItem(sent[i].ev, "data");
+        if (strcmp(sent[i].topic, "forge.usage") != 0 ||
+            strcmp(nf_json_str(data, "job_id"), job_id) != 0 ||
+            strcmp(nf_json_str(data, "meter"), meter) != 0)
+            continue;
+        sum += nf_json_int(data, "quantity", 0);
+        (*events)++;
+    }
+    return sum;
+}
+
+static const cJSON *error_of(const char *job_id)
+{
+    const cJSON *failed = event("forge.job.failed", job_id);
+    assert_non_null(failed);
+    return cJSON_GetObjectItem(failed, "error");
+}
+
+/* ---- tests --------------------------------------------------------------------------------- */
+
+static void test_success(void **state)
+{
+    char id[NF_ID_MAX], path[PATH_MAX + 128];
+    script("generate",
+           "cat > stdin.json\n"
+           "echo \"$NF_JOB_ID $NF_GPU_COUNT $NF_ARTIFACT_DIR ${NF_WORKER_REGISTRATION_TOKEN:-none}\""
+           " > env.txt\n"
+           "echo '{\"progress\":0.5}'\n"
+           "echo 'this is not json'\n"
+           "echo '{\"log\":\"hello from the handler\"}'\n"
+           "echo '{\"usage\":{\"input_tokens\":5,\"output_tokens\":7}}'\n"
+           "echo '{\"usage\":{\"output_tokens\":3}}'\n"
+           "printf x > out.txt\n"
+           "echo '{\"artifact\":{\"path\":\"out.txt\",\"kind\":\"dataset\"}}'\n"
+           "echo '{\"result\":{\"n\":1}}'\n"
+           "echo 'a warning' >&2\n"
+           "sleep 1.2\n"
+           "printf '{\"result\":{\"n\":2}}'\n" /* last line without newline */
+           "exit 0");
+    start("generate", 2, 0, id);
+    assert_int_equal(ctx->njobs, 1);
+    assert_true(run_until_idle(10000));
+
+    /* the handler got the job on stdin, its env, and not the agent's secrets */
+    snprintf(path, sizeof(path), "%s/%s/stdin.json", artifacts, id);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    char buf[8192] = "";
+    assert_non_null(fgets(buf, sizeof(buf), f));
+    fclose(f);
+    cJSON *in = cJSON_Parse(buf);
+    assert_string_equal(nf_json_str(in, "job_id"), id);
+    cJSON_Delete(in);
+    snprintf(path, sizeof(path), "%s/%s/env.txt", artifacts, id);
+    f = fopen(path, "r");
+    assert_non_null(fgets(buf, sizeof(buf), f));
+    fclose(f);
+    char expect[8192];
+    snprintf(expect, sizeof(expect), "%s 2 %s/%s none\n", id, artifacts, id);
+    assert_string_equal(buf, expect);
+
+    const cJSON *running = event("forge.job.running", id);
+    assert_non_null(running);
+    assert_string_equal(nf_json_str(running, "worker_id"), ctx->worker_id);
+    assert_int_equal(nf_json_int(running, "attempt", 0), 2);
+    assert_string_equal(nf_json_str(running, "user_id"), "usr_1");
+    assert_int_equal(count("forge.job.progress", id), 1);
+    const cJSON *log = event("forge.job.log", id);
+    assert_non_null(log);
+    assert_string_equal(nf_json_str(log, "message"), "hello from the handler");
+
+    const cJSON *ok = event("forge.job.succeeded", id);
+    assert_non_null(ok);
+    assert_null(event("forge.job.failed", id));
+    assert_int_equal(nf_json_int(cJSON_GetObjectItem(ok, "result"), "n", 0), 2);
+    const cJSON *arts = cJSON_GetObjectItem(ok, "artifacts");
+    assert_int_equal(cJSON_GetArraySize(arts), 1);
+    const cJSON *a = cJSON_GetArrayItem(arts, 0);
+    assert_string_equal(nf_json_str(a, "name"), "out.txt");
+    assert_string_equal(nf_json_str(a, "kind"), "dataset");
+    assert_int_equal(nf_json_int(a, "bytes", 0), 1);
+    char sha[NF_SHA256_HEX_LEN + 1];
+    nf_crypto_sha256_hex("x", 1, sha);
+    assert_string_equal(nf_json_str(a, "sha256"), sha);
+
+    int n = 0;
+    assert_int_equal(usage("output_tokens", id, &n), 10);
+    assert_int_equal(n, 1);
+    assert_int_equal(usage("input_tokens", id, &n), 5);
+    /* ran >= 1.2 s with 2 GPUs in 1 s windows: >= 2 windows, gpu_ms ~ 2 x wall time */
+    long long gpu = usage("gpu_ms", id, &n);
+    assert_true(n >= 2);
+    assert_true(gpu >= 2400 && gpu < 2 * 4000);
+    /* every usage event has a distinct deterministic id */
+    for (int i = 0; i < nsent; i++)
+        for (int j = i + 1; j < nsent; j++)
+            if (strcmp(sent[i].topic, "forge.usage") == 0 &&
+                strcmp(sent[j].topic, "forge.usage") == 0)
+                assert_string_not_equal(nf_json_str(sent[i].ev, "id"),
+                                        nf_json_str(sent[j].ev, "id"));
+}
+
+static void test_exit_codes(void **state)
+{
+    char retry[NF_ID_MAX], user[NF_ID_MAX], sig[NF_ID_MAX];
+    script("audit", "echo 'temporary glitch' >&2\nexit 75");
+    script("distill", "echo 'first' >&2\necho 'bad dataset given' >&2\nexit 3");
+    script("evaluate", "kill -9 $$");
+    start("audit", 0, 0, retry);
+    start("distill", 0, 0, user);
+    start("evaluate", 0, 0, sig);
+    assert_true(run_until_idle(10000));
+
+    const cJSON *e = error_of(retry);
+    assert_string_equal(nf_json_str(e, "class"), "infra");
+    assert_non_null(strstr(nf_json_str(e, "message"), "temporary glitch"));
+    e = error_of(user);
+    assert_string_equal(nf_json_str(e, "class"), "user_error");
+    assert_string_equal(nf_json_str(e, "code"), "handler_failed");
+    assert_non_null(strstr(nf_json_str(e, "message"), "code 3"));
+    assert_non_null(strstr(nf_json_str(e, "message"), "bad dataset given"));
+    e = error_of(sig);
+    assert_string_equal(nf_json_str(e, "class"), "user_error");
+    assert_non_null(strstr(nf_json_str(e, "message"), "signal 9"));
+    /* no GPU asked: no gpu_ms usage at all */
+    int n = 0;
+    usage("gpu_ms", retry, &n);
+    assert_int_equal(n, 0);
+    assert_null(event("forge.job.succeeded", retry));
+}
+
+static void test_timeout_and_kill(void **state)
+{
+    char polite[NF_ID_MAX], stubborn[NF_ID_MAX];
+    script("train", "sleep 30");
+    script("deploy", "trap '' TERM\nsleep 30");
+    long long t0 = mono_ms();
+    start("train", 1, 1, polite);
+    start("deploy", 1, 1, stubborn);
+    assert_true(run_until_idle(10000));
+    long long took = mono_ms() - t0;
+    assert_true(took >= 1900 && took < 6000); /* 1 s timeout + 1 s grace for the stubborn */
+    const cJSON *e = error_of(polite);
+    assert_string_equal(nf_json_str(e, "class"), "timeout");
+    e = error_of(stubborn);
+    assert_string_equal(nf_json_str(e, "class"), "timeout");
+}
+
+static void test_bad_artifact_and_long_lines(void **state)
+{
+    char esc[NF_ID_MAX], flood[NF_ID_MAX];
+    script("deploy", "echo secret > ../escape.txt\n"
+                     "echo '{\"artifact\":{\"path\":\"../escape.txt\"}}'");
+    /* a 100 KB line without a newline, then a normal result */
+    script("generate", "head -c 100000 /dev/zero | tr '\\0' a\n"
+                       "echo\n"
+                       "echo '{\"result\":{\"ok\":true}}'");
+    start("deploy", 0, 0, esc);
+    start("generate", 0, 0, flood);
+    assert_true(run_until_idle(10000));
+    const cJSON *e = error_of(esc);
+    assert_string_equal(nf_json_str(e, "class"), "user_error");
+    assert_string_equal(nf_json_str(e, "code"), "bad_artifact");
+    assert_non_null(strstr(nf_json_str(e, "message"), "escapes"));
+    const cJSON *ok = event("forge.job.succeeded", flood);
+    assert_non_null(ok);
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(ok, "result"), "ok")));
+}
+
+static void test_cannot_run(void **state)
+{
+    char missing[NF_ID_MAX], stopping[NF_ID_MAX], path[PATH_MAX + 128];
+    snprintf(path, sizeof(path), "%s/train", handlers);
+    unlink(path);
+    start("train", 1, 0, missing);
+    ctx->stopping = true;
+    script("audit", "exit 0");
+    start("audit", 1, 0, stopping);
+    assert_true(run_until_idle(5000));
+    const cJSON *e = error_of(missing);
+    assert_string_equal(nf_json_str(e, "class"), "infra");
+    assert_string_equal(nf_json_str(e, "code"), "handler_unavailable");
+    e = error_of(stopping);
+    assert_string_equal(nf_json_str(e, "class"), "infra");
+    assert_string_equal(nf_json_str(e, "code"), "worker_shutdown");
+    assert_null(event("forge.job.running", stopping));
+    /* never started: no artifact directory, no usage */
+    snprintf(path, sizeof(path), "%s/%s", artifacts, stopping);
+    assert_int_equal(access(path, F_OK), -1);
+}
+
+static void test_cancel_and_shutdown(void **state)
+{
+    char cancelled[NF_ID_MAX], drained[NF_ID_MAX];
+    script("evaluate", "sleep 30");
+    script("distill", "sleep 30");
+    start("evaluate", 1, 0, cancelled);
+    start("distill", 1, 0, drained);
+    run_for(300);
+    cJSON *hb = wk_jobs_heartbeat(ctx);
+    assert_int_equal(cJSON_GetArraySize(hb), 2);
+    assert_string_equal(nf_json_str(cJSON_GetArrayItem(hb, 0), "lease_id"),
+                        "lse_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M");
+    cJSON_Delete(hb);
+    wk_job_cancel(ctx, cancelled);
+    wk_job_cancel(ctx, "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1ZZZ"); /* unknown: ignored */
+    wk_jobs_terminate(ctx);
+    assert_true(run_until_idle(5000));
+    assert_non_null(event("forge.job.cancelled", cancelled));
+    assert_null(event("forge.job.failed", cancelled));
+    const cJSON *e = error_of(drained);
+    assert_string_equal(nf_json_str(e, "class"), "infra");
+    assert_string_equal(nf_json_str(e, "code"), "worker_shutdown");
+}
+
+static void test_slot_held_until_delivered(void **state)
+{
+    char id[NF_ID_MAX];
+    script("generate", "echo '{\"result\":{}}'");
+    hold_deliveries = true;
+    start("generate", 1, 0, id);
+    run_for(1500);
+    assert_non_null(event("forge.job.succeeded", id));
+    assert_int_equal(ctx->njobs, 1); /* finished, but Kafka has not confirmed yet */
+    cJSON *hb = wk_jobs_heartbeat(ctx);
+    assert_int_equal(cJSON_GetArraySize(hb), 1); /* its lease is still renewed */
+    cJSON_Delete(hb);
+    hold_deliveries = false;
+    event_active(deliver_ev, EV_TIMEOUT, 0);
+    assert_true(run_until_idle(2000));
+}
+
+int main(void)
+{
+    nf_log_init("test", NF_LOG_ERROR);
+    signal(SIGPIPE, SIG_IGN); /* as wk_new does: a handler may exit before reading stdin */
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_success, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_exit_codes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_timeout_and_kill, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_artifact_and_long_lines, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cannot_run, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_and_shutdown, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_slot_held_until_delivered, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
