@@ -29,20 +29,18 @@
 #define MAX_SCHEMA_LEN 63
 #define MAX_FILE_BYTES ((size_t)16 * 1024 * 1024)
 
-__attribute__((format(printf, 3, 4))) static void seterr(char *err, size_t errlen,
-                                                         const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void seterr(char *err, size_t errlen, const char *fmt,
+                                                         ...)
 {
     if (err == NULL || errlen == 0)
         return;
     va_list ap;
     va_start(ap, fmt);
-    {
-        (void)vsnprintf(err, errlen, fmt, ap);
-        size_t n = strlen(err);
-        while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '))
-            err[--n] = '\0';
-    }
+    vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
+    size_t n = strlen(err);
+    while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == ' '))
+        err[--n] = '\0';
 }
 
 static bool schema_ok(const char *schema)

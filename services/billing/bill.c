@@ -51,16 +51,16 @@ static void register_metrics(struct bill_ctx *ctx)
 {
     struct nf_metrics *m = ctx->metrics;
 
-    ctx->m.recorded = nf_metrics_counter(m, "nf_bill_usage_events_total",
-                                         "usage events recorded", "result=\"recorded\"");
-    ctx->m.duplicate = nf_metrics_counter(m, "nf_bill_usage_events_total",
-                                          "usage events recorded", "result=\"duplicate\"");
-    ctx->m.invalid = nf_metrics_counter(m, "nf_bill_usage_events_total",
-                                        "usage events recorded", "result=\"invalid\"");
+    ctx->m.recorded = nf_metrics_counter(m, "nf_bill_usage_events_total", "usage events recorded",
+                                         "result=\"recorded\"");
+    ctx->m.duplicate = nf_metrics_counter(m, "nf_bill_usage_events_total", "usage events recorded",
+                                          "result=\"duplicate\"");
+    ctx->m.invalid = nf_metrics_counter(m, "nf_bill_usage_events_total", "usage events recorded",
+                                        "result=\"invalid\"");
     ctx->m.step_retries = nf_metrics_counter(m, "nf_bill_step_retries_total",
                                              "backend failures retried with backoff", NULL);
-    ctx->m.inflight = nf_metrics_gauge(m, "nf_bill_inflight_messages",
-                                       "Kafka messages being handled", NULL);
+    ctx->m.inflight =
+        nf_metrics_gauge(m, "nf_bill_inflight_messages", "Kafka messages being handled", NULL);
 }
 
 /* The shared topics plus our DLQ (created whether or not the shared list has it). */
@@ -76,8 +76,7 @@ static int create_topics(const struct bill_config *cfg)
                                cfg->replication, TOPICS_TIMEOUT_MS, err, sizeof(err)) < 0 ||
         nf_kafka_create_topics(cfg->brokers, own, 1, cfg->partitions, cfg->replication,
                                TOPICS_TIMEOUT_MS, err, sizeof(err)) < 0) {
-        nf_log_kv(NF_LOG_ERROR, "topics_failed", "cannot create kafka topics", "error", err,
-                  NULL);
+        nf_log_kv(NF_LOG_ERROR, "topics_failed", "cannot create kafka topics", "error", err, NULL);
         return -1;
     }
     return 0;
@@ -115,8 +114,8 @@ int bill_new(struct bill_ctx **out, struct event_base *base, struct nf_app *app,
     }
     if (nf_kafka_producer_new(&ctx->producer, base, ctx->cfg.brokers, BILL_SOURCE, NULL, err,
                               sizeof(err)) < 0) {
-        nf_log_kv(NF_LOG_ERROR, "producer_failed", "cannot create the kafka producer", "error",
-                  err, NULL);
+        nf_log_kv(NF_LOG_ERROR, "producer_failed", "cannot create the kafka producer", "error", err,
+                  NULL);
         goto fail;
     }
     if (nf_cfg_split_addr(ctx->cfg.addr, &host, &port) < 0 ||
@@ -131,8 +130,8 @@ int bill_new(struct bill_ctx **out, struct event_base *base, struct nf_app *app,
         goto fail;
     if (nf_kafka_consumer_new(&ctx->consumer, base, ctx->cfg.brokers, BILL_GROUP, topics, 1,
                               ctx->cfg.max_inflight, NULL, on_msg, ctx, err, sizeof(err)) < 0) {
-        nf_log_kv(NF_LOG_ERROR, "consumer_failed", "cannot create the kafka consumer", "error",
-                  err, NULL);
+        nf_log_kv(NF_LOG_ERROR, "consumer_failed", "cannot create the kafka consumer", "error", err,
+                  NULL);
         goto fail;
     }
     nf_log_kv(NF_LOG_INFO, "started", "billing started", "addr", ctx->cfg.addr, NULL);

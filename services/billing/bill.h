@@ -87,10 +87,10 @@ long long bill_meter_max(enum bill_meter m);
 /* A forge.usage.recorded event; string pointers point into the parsed envelope. */
 struct bill_usage {
     const char *event_id, *user_id, *job_id, *job_type;
-    const char *worker_id;          /* may be NULL (e.g. storage metered by the platform) */
-    long long attempt;              /* 0 when absent */
+    const char *worker_id; /* may be NULL (e.g. storage metered by the platform) */
+    long long attempt;     /* 0 when absent */
     enum bill_meter meter;
-    long long quantity;             /* 1 .. bill_meter_max(meter) */
+    long long quantity;                    /* 1 .. bill_meter_max(meter) */
     const char *window_start, *window_end; /* RFC 3339 as sent */
     int64_t start_ms, end_ms;              /* the same in ms; end >= start */
 };
@@ -113,10 +113,22 @@ struct bill_rate {
 
 /* The seeded price book (must match migrations/0002_price_book.sql). GB = 1e9 bytes,
  * month = 730 hours. */
-#define BILL_GPU_RATE {2500000LL, 3600000LL}            /* $2.50 per GPU hour */
-#define BILL_INPUT_RATE {10000000LL, 1000000LL}         /* $10 per 1M input tokens */
-#define BILL_OUTPUT_RATE {30000000LL, 1000000LL}        /* $30 per 1M output tokens */
-#define BILL_STORAGE_RATE {20000LL, 730000000000LL}     /* $0.02 per GB-month */
+#define BILL_GPU_RATE                                                                              \
+    {                                                                                              \
+        2500000LL, 3600000LL                                                                       \
+    } /* $2.50 per GPU hour */
+#define BILL_INPUT_RATE                                                                            \
+    {                                                                                              \
+        10000000LL, 1000000LL                                                                      \
+    } /* $10 per 1M input tokens */
+#define BILL_OUTPUT_RATE                                                                           \
+    {                                                                                              \
+        30000000LL, 1000000LL                                                                      \
+    } /* $30 per 1M output tokens */
+#define BILL_STORAGE_RATE                                                                          \
+    {                                                                                              \
+        20000LL, 730000000000LL                                                                    \
+    } /* $0.02 per GB-month */
 
 /*
  * The rounding rule: the cost of one line (a quantity at one price) is
@@ -163,7 +175,7 @@ struct bill_ctx {
     struct nf_pg *pg;
     struct nf_kafka_producer *producer; /* forge.usage.dlq */
     struct nf_kafka_consumer *consumer; /* forge.usage, group nf-billing */
-    struct bill_work *works;           /* every live work item */
+    struct bill_work *works;            /* every live work item */
     size_t nworks;
     struct event *drain;
     bool stopping, closing;

@@ -14,8 +14,7 @@
 #define OFF(f) offsetof(struct bill_config, f)
 
 static const struct nf_cfg_opt opts[] = {
-    {"NF_LOG_LEVEL", NF_CFG_STR, "info", 1, 0, false, OFF(log_level),
-     "debug, info, warn or error"},
+    {"NF_LOG_LEVEL", NF_CFG_STR, "info", 1, 0, false, OFF(log_level), "debug, info, warn or error"},
     {"NF_BILLING_ADDR", NF_CFG_STR, "127.0.0.1:8103", 3, 0, false, OFF(addr),
      "internal HTTP listen address host:port"},
     {"NF_KAFKA_BROKERS", NF_CFG_STR, "127.0.0.1:9092", 3, 0, false, OFF(brokers),
@@ -26,8 +25,8 @@ static const struct nf_cfg_opt opts[] = {
      "replication factor of topics created at start"},
     {"NF_PG_DSN", NF_CFG_STR, "host=127.0.0.1 port=5432 dbname=forge user=forge", 1, 0, true,
      OFF(pg_dsn), "libpq conninfo"},
-    {"NF_BILLING_MIGRATIONS", NF_CFG_STR, NF_SOURCE_DIR "/services/billing/migrations", 1, 0,
-     false, OFF(migrations), "directory of the billing schema migrations"},
+    {"NF_BILLING_MIGRATIONS", NF_CFG_STR, NF_SOURCE_DIR "/services/billing/migrations", 1, 0, false,
+     OFF(migrations), "directory of the billing schema migrations"},
     {"NF_BILLING_PG_CONNS", NF_CFG_INT, "4", 1, 64, false, OFF(pg_conns),
      "Postgres connections in the pool"},
     {"NF_BILLING_MAX_INFLIGHT", NF_CFG_INT, "256", 1, 100000, false, OFF(max_inflight),

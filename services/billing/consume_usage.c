@@ -50,14 +50,14 @@ const char bill_usage_sql[] =
 
 struct bill_work {
     struct bill_ctx *ctx;
-    struct nf_kafka_msg *msg;       /* ours until nf_kafka_msg_done */
-    struct bill_work *prev, *next;  /* ctx->works */
-    struct event *timer;            /* backoff */
+    struct nf_kafka_msg *msg;      /* ours until nf_kafka_msg_done */
+    struct bill_work *prev, *next; /* ctx->works */
+    struct event *timer;           /* backoff */
     void (*step)(struct bill_work *w);
     const char *what;
     int backoff_ms;
-    bool busy;                      /* waiting on a backend callback */
-    cJSON *ev;                      /* parsed envelope; u points into it */
+    bool busy; /* waiting on a backend callback */
+    cJSON *ev; /* parsed envelope; u points into it */
     struct bill_usage u;
 };
 
@@ -116,8 +116,8 @@ static void work_retry(struct bill_work *w, const char *why)
     if (w->backoff_ms > BACKOFF_MAX_MS)
         w->backoff_ms = BACKOFF_MAX_MS;
     snprintf(ms, sizeof(ms), "%d", w->backoff_ms);
-    nf_log_kv(NF_LOG_WARN, "step_retry", "stage failed, retrying", "stage", w->what, "reason",
-              why, "key", w->msg ? w->msg->key : NULL, "backoff_ms", ms, NULL);
+    nf_log_kv(NF_LOG_WARN, "step_retry", "stage failed, retrying", "stage", w->what, "reason", why,
+              "key", w->msg ? w->msg->key : NULL, "backoff_ms", ms, NULL);
     tv.tv_sec = w->backoff_ms / 1000;
     tv.tv_usec = (w->backoff_ms % 1000) * 1000;
     evtimer_add(w->timer, &tv);
@@ -178,8 +178,7 @@ static void on_record(const PGresult *res, const char *err, const char *pgcode, 
     if (inserted && strcmp(inserted, "1") == 0) {
         snprintf(labels, sizeof(labels), "meter=\"%s\"", bill_meter_name(w->u.meter));
         nf_metrics_counter_add(nf_metrics_counter(ctx->metrics, "nf_bill_usage_quantity_total",
-                                                  "metered quantity recorded, base units",
-                                                  labels),
+                                                  "metered quantity recorded, base units", labels),
                                (uint64_t)w->u.quantity);
         nf_metrics_counter_add(ctx->m.recorded, 1);
     } else {
@@ -220,8 +219,8 @@ static void on_dlq(int err, const char *errstr, void *arg)
 static void st_dlq(struct bill_work *w)
 {
     w->what = "dlq";
-    if (nf_kafka_produce(w->ctx->producer, BILL_TOPIC_DLQ, w->msg->key,
-                         w->msg->payload, w->msg->len, on_dlq, w) < 0)
+    if (nf_kafka_produce(w->ctx->producer, BILL_TOPIC_DLQ, w->msg->key, w->msg->payload,
+                         w->msg->len, on_dlq, w) < 0)
         work_retry(w, "could not queue the dlq message");
 }
 

@@ -54,7 +54,7 @@ struct meter_line {
     bool used;
     uint64_t quantity;
     long long cost_micros;
-    const char *unit;      /* of the latest price; points into the result */
+    const char *unit; /* of the latest price; points into the result */
     long long price_micros;
 };
 

@@ -123,8 +123,8 @@ static int parse_time(const char *s, bool allow_date, int64_t *out)
         *out = t;
         return 0;
     }
-    if (s[0] != 'T' || !num(s + 1, 2, &h) || s[3] != ':' || !num(s + 4, 2, &mi) ||
-        s[6] != ':' || !num(s + 7, 2, &sec) || h > 23 || mi > 59 || sec > 60)
+    if (s[0] != 'T' || !num(s + 1, 2, &h) || s[3] != ':' || !num(s + 4, 2, &mi) || s[6] != ':' ||
+        !num(s + 7, 2, &sec) || h > 23 || mi > 59 || sec > 60)
         return -1;
     s += 9;
     if (*s == '.') {
@@ -142,8 +142,8 @@ static int parse_time(const char *s, bool allow_date, int64_t *out)
         *out = t;
         return 0;
     }
-    if ((s[0] == '+' || s[0] == '-') && num(s + 1, 2, &oh) && s[3] == ':' &&
-        num(s + 4, 2, &om) && s[6] == '\0' && oh <= 23 && om <= 59) {
+    if ((s[0] == '+' || s[0] == '-') && num(s + 1, 2, &oh) && s[3] == ':' && num(s + 4, 2, &om) &&
+        s[6] == '\0' && oh <= 23 && om <= 59) {
         t -= (s[0] == '+' ? 1 : -1) * ((int64_t)oh * 60 + om) * 60000;
         if (t < 0)
             return -1;

@@ -153,7 +153,7 @@ int gw_snapshot_init(struct gw_ctx *ctx);
 void gw_snapshot_put(struct gw_ctx *ctx, const char *job_id, const char *user_id, const char *doc,
                      size_t doc_len, gw_snapshot_put_cb cb, void *arg);
 void gw_snapshot_get(struct gw_ctx *ctx, const char *job_id, gw_snapshot_get_cb cb, void *arg);
-/* Best effort DEL job:<id> (after a failed produce). */
+/* Best effort DEL job:<id> (after a failed produce); a no-op once gw_free released Redis. */
 void gw_snapshot_del(struct gw_ctx *ctx, const char *job_id);
 
 #define GW_SNAPSHOT_TTL_S (7 * 24 * 3600)

@@ -14,8 +14,7 @@
 #define OFF(f) offsetof(struct sched_config, f)
 
 static const struct nf_cfg_opt opts[] = {
-    {"NF_LOG_LEVEL", NF_CFG_STR, "info", 1, 0, false, OFF(log_level),
-     "debug, info, warn or error"},
+    {"NF_LOG_LEVEL", NF_CFG_STR, "info", 1, 0, false, OFF(log_level), "debug, info, warn or error"},
     {"NF_SCHEDULER_ADDR", NF_CFG_STR, "127.0.0.1:8102", 3, 0, false, OFF(addr),
      "internal HTTP listen address host:port"},
     {"NF_KAFKA_BROKERS", NF_CFG_STR, "127.0.0.1:9092", 3, 0, false, OFF(brokers),

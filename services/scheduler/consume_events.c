@@ -125,13 +125,13 @@ static const char recheck_sql[] =
 
 struct ev_work {
     struct sched_work w;
-    cJSON *ev;              /* the parsed envelope; e points into it */
+    cJSON *ev; /* the parsed envelope; e points into it */
     struct sched_event e;
     struct sched_snap snap; /* the row after the event */
     cJSON *dispatch;        /* dispatch data of the row (retry, dlq) */
     bool write_snapshot, retry, emit_dead_letter, dlq;
-    int new_attempt;        /* attempt after a retry */
-    int dropped_artifacts;  /* malformed artifacts of a succeeded event */
+    int new_attempt;       /* attempt after a retry */
+    int dropped_artifacts; /* malformed artifacts of a succeeded event */
     int backoff_ms;
 };
 
@@ -265,8 +265,7 @@ static void plan_followups(struct ev_work *ew, const char *status, int attempt, 
     const struct sched_event *e = &ew->e;
 
     ew->retry = ew->emit_dead_letter = ew->dlq = false;
-    if (e->type == SCHED_EV_FAILED && strcmp(status, "queued") == 0 &&
-        attempt == e->attempt + 1) {
+    if (e->type == SCHED_EV_FAILED && strcmp(status, "queued") == 0 && attempt == e->attempt + 1) {
         ew->retry = true;
         ew->new_attempt = attempt;
         ew->backoff_ms = sched_retry_backoff_ms(e->attempt, ew->w.ctx->cfg.retry_cap_s);
@@ -445,8 +444,7 @@ static void st_followups(struct sched_work *w)
         data = event_data(ew, ew->e.attempt, "dead_lettered");
         sched_event_id("dead_lettered", job_id, ew->e.attempt, id, sizeof(id));
         sched_work_produce(w, SCHED_TOPIC_EVENTS, job_id,
-                           nf_event_new("forge.job.dead_lettered", SCHED_SOURCE, job_id, id,
-                                        data));
+                           nf_event_new("forge.job.dead_lettered", SCHED_SOURCE, job_id, id, data));
     }
     if (ew->dlq) {
         /* the request fields too, so an operator can resubmit the job */
@@ -459,8 +457,7 @@ static void st_followups(struct sched_work *w)
             abort();
         sched_event_id("dlq", job_id, ew->e.attempt, id, sizeof(id));
         sched_work_produce(w, SCHED_TOPIC_DLQ, job_id,
-                           nf_event_new("forge.job.dead_lettered", SCHED_SOURCE, job_id, id,
-                                        data));
+                           nf_event_new("forge.job.dead_lettered", SCHED_SOURCE, job_id, id, data));
     }
     sched_work_produce_end(w, st_after_followups);
 }

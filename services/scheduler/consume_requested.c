@@ -54,7 +54,7 @@ const char sched_requested_sql[] =
 
 struct req_work {
     struct sched_work w;
-    cJSON *ev;              /* the parsed envelope; rq points into it */
+    cJSON *ev; /* the parsed envelope; rq points into it */
     struct sched_request rq;
     cJSON *dispatch;        /* dispatch data built from the row */
     struct sched_snap snap; /* the row's snapshot */
@@ -149,8 +149,8 @@ static void on_insert(const PGresult *res, const char *err, const char *pgcode, 
     }
     sched_job_from_row(res, 0, &job);
     if (!job.user_id || strcmp(job.user_id, rw->rq.user_id) != 0) {
-        nf_log_kv(NF_LOG_ERROR, "job_id_conflict", "job id already used by another user",
-                  "job_id", rw->rq.job_id, NULL);
+        nf_log_kv(NF_LOG_ERROR, "job_id_conflict", "job id already used by another user", "job_id",
+                  rw->rq.job_id, NULL);
         nf_metrics_counter_add(ctx->m.malformed_req, 1);
         sched_work_finish(&rw->w);
         return;
@@ -269,8 +269,7 @@ static void on_snapshot(redisReply *reply, void *arg)
     }
     if (rw->do_dispatch) {
         nf_metrics_counter_add(ctx->m.dispatched, 1);
-        nf_log_kv(NF_LOG_INFO, "job_dispatched", "job dispatched", "job_id", rw->snap.job_id,
-                  NULL);
+        nf_log_kv(NF_LOG_INFO, "job_dispatched", "job dispatched", "job_id", rw->snap.job_id, NULL);
     }
     sched_work_finish(&rw->w);
 }

@@ -107,8 +107,7 @@ int sched_request_parse(const cJSON *data, const char *subject, struct sched_req
     if (nf_json_get_str(data, "job_type", true, &r.job_type, err) < 0)
         return -1;
     if (!sched_job_type_valid(r.job_type))
-        return nf_json_fail(err, "job_type", "job_type %.32s is not a known job type",
-                            r.job_type);
+        return nf_json_fail(err, "job_type", "job_type %.32s is not a known job type", r.job_type);
     if (nf_json_get_obj(data, "params", true, &r.params, err) < 0)
         return -1;
     if (opt_obj(data, "metadata", &r.metadata, err) < 0 ||
@@ -173,8 +172,8 @@ int sched_event_parse(const cJSON *ev, struct sched_event *out, const char **why
         *why = "data.worker_id must be a string of 1 to 128 characters";
         return -1;
     }
-    switch (nf_json_get_num(e.data, "progress", e.type == SCHED_EV_PROGRESS, 0.0, 1.0,
-                            &e.progress, &err)) {
+    switch (nf_json_get_num(e.data, "progress", e.type == SCHED_EV_PROGRESS, 0.0, 1.0, &e.progress,
+                            &err)) {
     case 0:
         e.has_progress = true;
         break;
@@ -332,7 +331,8 @@ static long long int_or(const char *text, long long def)
 
 void sched_usd_format(long long micros, char out[32])
 {
-    unsigned long long u = micros < 0 ? 0ULL - (unsigned long long)micros : (unsigned long long)micros;
+    unsigned long long u =
+        micros < 0 ? 0ULL - (unsigned long long)micros : (unsigned long long)micros;
 
     snprintf(out, 32, "%s%llu.%06llu", micros < 0 ? "-" : "", u / 1000000ULL, u % 1000000ULL);
 }

@@ -62,26 +62,26 @@ static void register_metrics(struct sched_ctx *ctx)
 {
     struct nf_metrics *m = ctx->metrics;
 
-    ctx->m.requested = nf_metrics_counter(m, "nf_sched_jobs_requested_total",
-                                          "job requests recorded", NULL);
+    ctx->m.requested =
+        nf_metrics_counter(m, "nf_sched_jobs_requested_total", "job requests recorded", NULL);
     ctx->m.requested_dup = nf_metrics_counter(m, "nf_sched_jobs_requested_duplicate_total",
                                               "job requests redelivered for known jobs", NULL);
     ctx->m.dispatched = nf_metrics_counter(m, "nf_sched_jobs_dispatched_total",
                                            "dispatch messages delivered", NULL);
-    ctx->m.malformed_req = nf_metrics_counter(m, "nf_sched_malformed_total",
-                                              "malformed messages skipped",
-                                              "topic=\"" SCHED_TOPIC_REQUESTED "\"");
-    ctx->m.malformed_ev = nf_metrics_counter(m, "nf_sched_malformed_total",
-                                             "malformed messages skipped",
-                                             "topic=\"" SCHED_TOPIC_EVENTS "\"");
+    ctx->m.malformed_req =
+        nf_metrics_counter(m, "nf_sched_malformed_total", "malformed messages skipped",
+                           "topic=\"" SCHED_TOPIC_REQUESTED "\"");
+    ctx->m.malformed_ev =
+        nf_metrics_counter(m, "nf_sched_malformed_total", "malformed messages skipped",
+                           "topic=\"" SCHED_TOPIC_EVENTS "\"");
     ctx->m.retries = nf_metrics_counter(m, "nf_sched_job_retries_total",
                                         "failed attempts sent back to queued", NULL);
-    ctx->m.dead_lettered = nf_metrics_counter(m, "nf_sched_jobs_dead_lettered_total",
-                                              "jobs dead-lettered", NULL);
+    ctx->m.dead_lettered =
+        nf_metrics_counter(m, "nf_sched_jobs_dead_lettered_total", "jobs dead-lettered", NULL);
     ctx->m.step_retries = nf_metrics_counter(m, "nf_sched_step_retries_total",
                                              "backend failures retried with backoff", NULL);
-    ctx->m.inflight = nf_metrics_gauge(m, "nf_sched_inflight_messages",
-                                       "Kafka messages being handled", NULL);
+    ctx->m.inflight =
+        nf_metrics_gauge(m, "nf_sched_inflight_messages", "Kafka messages being handled", NULL);
 }
 
 static int create_topics(const struct sched_config *cfg)
@@ -93,8 +93,7 @@ static int create_topics(const struct sched_config *cfg)
         n++;
     if (nf_kafka_create_topics(cfg->brokers, nf_kafka_forge_topics, n, cfg->partitions,
                                cfg->replication, TOPICS_TIMEOUT_MS, err, sizeof(err)) < 0) {
-        nf_log_kv(NF_LOG_ERROR, "topics_failed", "cannot create kafka topics", "error", err,
-                  NULL);
+        nf_log_kv(NF_LOG_ERROR, "topics_failed", "cannot create kafka topics", "error", err, NULL);
         return -1;
     }
     return 0;
@@ -143,8 +142,8 @@ int sched_new(struct sched_ctx **out, struct event_base *base, struct nf_app *ap
         goto fail;
     if (nf_kafka_producer_new(&ctx->producer, base, ctx->cfg.brokers, SCHED_SOURCE, NULL, err,
                               sizeof(err)) < 0) {
-        nf_log_kv(NF_LOG_ERROR, "producer_failed", "cannot create the kafka producer", "error",
-                  err, NULL);
+        nf_log_kv(NF_LOG_ERROR, "producer_failed", "cannot create the kafka producer", "error", err,
+                  NULL);
         goto fail;
     }
     if (nf_cfg_split_addr(ctx->cfg.addr, &host, &port) < 0 ||
@@ -159,8 +158,8 @@ int sched_new(struct sched_ctx **out, struct event_base *base, struct nf_app *ap
         goto fail;
     if (nf_kafka_consumer_new(&ctx->consumer, base, ctx->cfg.brokers, SCHED_GROUP, topics, 2,
                               ctx->cfg.max_inflight, NULL, on_msg, ctx, err, sizeof(err)) < 0) {
-        nf_log_kv(NF_LOG_ERROR, "consumer_failed", "cannot create the kafka consumer", "error",
-                  err, NULL);
+        nf_log_kv(NF_LOG_ERROR, "consumer_failed", "cannot create the kafka consumer", "error", err,
+                  NULL);
         goto fail;
     }
     nf_log_kv(NF_LOG_INFO, "started", "scheduler started", "addr", ctx->cfg.addr, NULL);
@@ -220,7 +219,7 @@ void sched_free(struct sched_ctx *ctx)
     close_consumer(ctx);
     /* delivery reports still due fire now (closing: they only unwind) */
     nf_kafka_producer_free(ctx->producer, FLUSH_TIMEOUT_MS);
-    nf_pg_free(ctx->pg);         /* queued queries fail: HTTP requests get their 503 */
+    nf_pg_free(ctx->pg); /* queued queries fail: HTTP requests get their 503 */
     nf_redis_free(ctx->redis);
     nf_http_server_free(ctx->http);
     sched_work_free_all(ctx);

@@ -52,17 +52,17 @@ struct nf_pg;
  * ------------------------------------------------------------------------------------ */
 struct sched_config {
     char *log_level;
-    char *addr;         /* internal HTTP host:port */
+    char *addr; /* internal HTTP host:port */
     char *brokers;
-    int partitions;     /* for topics created at start */
+    int partitions; /* for topics created at start */
     int replication;
     char *redis_addr;
     char *pg_dsn;
-    char *migrations;   /* directory of NNNN_*.sql */
+    char *migrations; /* directory of NNNN_*.sql */
     int pg_conns;
-    int max_inflight;   /* Kafka messages handled at once */
-    int retry_cap_s;    /* cap of the job retry backoff (2^attempt s) */
-    int grace_ms;       /* SIGTERM: time allowed to finish in-flight work */
+    int max_inflight; /* Kafka messages handled at once */
+    int retry_cap_s;  /* cap of the job retry backoff (2^attempt s) */
+    int grace_ms;     /* SIGTERM: time allowed to finish in-flight work */
 };
 
 /* Loads and validates the table; on failure err holds the reason and cfg is freed. */
@@ -114,8 +114,8 @@ enum sched_fail_class {
 };
 
 #define SCHED_BIT(s) (1u << (s))
-#define SCHED_NONTERMINAL                                                                  \
-    (SCHED_BIT(SCHED_QUEUED) | SCHED_BIT(SCHED_ASSIGNED) | SCHED_BIT(SCHED_RUNNING) |      \
+#define SCHED_NONTERMINAL                                                                          \
+    (SCHED_BIT(SCHED_QUEUED) | SCHED_BIT(SCHED_ASSIGNED) | SCHED_BIT(SCHED_RUNNING) |              \
      SCHED_BIT(SCHED_CANCEL_REQUESTED))
 
 /*
@@ -130,10 +130,10 @@ enum sched_fail_class {
  */
 struct sched_rule {
     unsigned from_same, from_next, from_any, echo; /* SCHED_BIT() masks */
-    bool has_to;            /* the event sets a status ... */
-    enum sched_status to;   /* ... this one (for failed: see failure) */
-    bool failure;           /* failed: the target depends on class, attempts and status */
-    bool record_any;        /* log: recorded whenever the job exists, never changes it */
+    bool has_to;                                   /* the event sets a status ... */
+    enum sched_status to;                          /* ... this one (for failed: see failure) */
+    bool failure;    /* failed: the target depends on class, attempts and status */
+    bool record_any; /* log: recorded whenever the job exists, never changes it */
 };
 
 enum sched_outcome {
@@ -196,12 +196,12 @@ bool sched_time_valid(const char *s);
 /* data of forge.job.requested; every pointer points into the parsed event. */
 struct sched_request {
     const char *job_id, *user_id, *job_type;
-    const cJSON *params, *metadata, *labels;  /* metadata / labels may be NULL */
+    const cJSON *params, *metadata, *labels; /* metadata / labels may be NULL */
     long long priority, max_attempts;
-    long long timeout_seconds;                /* 0: none */
-    const char *gpu_type;                     /* may be NULL */
-    long long gpu_count;                      /* -1: none */
-    const char *created_at;                   /* NULL when absent or not RFC 3339 */
+    long long timeout_seconds; /* 0: none */
+    const char *gpu_type;      /* may be NULL */
+    long long gpu_count;       /* -1: none */
+    const char *created_at;    /* NULL when absent or not RFC 3339 */
 };
 
 /*
@@ -217,13 +217,13 @@ struct sched_event {
     enum sched_evtype type;
     int attempt;
     const cJSON *data;
-    const char *worker_id;          /* may be NULL */
+    const char *worker_id; /* may be NULL */
     bool has_progress;
-    double progress;                /* 0..1 */
-    const cJSON *result;            /* succeeded; may be NULL */
-    const cJSON *error;             /* failed / cancelled / dead_lettered; may be NULL */
+    double progress;     /* 0..1 */
+    const cJSON *result; /* succeeded; may be NULL */
+    const cJSON *error;  /* failed / cancelled / dead_lettered; may be NULL */
     enum sched_fail_class cls;
-    const cJSON *artifacts;         /* succeeded; may be NULL */
+    const cJSON *artifacts; /* succeeded; may be NULL */
 };
 
 /* Checks a whole envelope (nf_event_data) and its data; -1 with *why on malformed. */
@@ -277,19 +277,27 @@ void sched_snap_clear(struct sched_snap *s);
 
 /* Column list of a job row, formatted for sched_job_from_row; p is a table alias + ".". */
 #define SCHED_TS(c) "to_char(" c " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-#define SCHED_JOB_COLS(p)                                                                  \
-    p "job_id AS job_id, " p "user_id AS user_id, " p "job_type AS job_type, " p           \
-      "status AS status, " p "params::text AS params, " p "metadata::text AS metadata, " p \
-      "labels::text AS labels, " p "priority AS priority, " p "attempt AS attempt, " p     \
-      "max_attempts AS max_attempts, " p "timeout_seconds AS timeout_seconds, " p          \
-      "gpu_type AS gpu_type, " p "gpu_count AS gpu_count, " p "worker_id AS worker_id, " p \
-      "progress AS progress, " p "result::text AS result, " p "error::text AS error, " p   \
-      "cost_micros AS cost_micros, " p "version AS version, " SCHED_TS(p "created_at")      \
-      " AS created_at, " SCHED_TS(p "updated_at") " AS updated_at, " SCHED_TS(             \
-          p "started_at") " AS started_at, " SCHED_TS(p "finished_at") " AS finished_at"
+#define SCHED_JOB_COLS(p)                                                                          \
+    p "job_id AS job_id, " p "user_id AS user_id, " p "job_type AS job_type, " p                   \
+      "status AS status, " p "params::text AS params, " p "metadata::text AS metadata, " p         \
+      "labels::text AS labels, " p "priority AS priority, " p "attempt AS attempt, " p             \
+      "max_attempts AS max_attempts, " p "timeout_seconds AS timeout_seconds, " p                  \
+      "gpu_type AS gpu_type, " p "gpu_count AS gpu_count, " p "worker_id AS worker_id, " p         \
+      "progress AS progress, " p "result::text AS result, " p "error::text AS error, " p           \
+      "cost_micros AS cost_micros, " p                                                             \
+      "version AS version, " SCHED_TS(p "created_at") " AS created_at, " SCHED_TS(                 \
+          p                                                                                        \
+          "updated_at") " AS updated_at, " SCHED_TS(p                                              \
+                                                    "started_at") " AS started_at, " SCHED_TS(p    \
+                                                                                              "fi" \
+                                                                                              "ni" \
+                                                                                              "sh" \
+                                                                                              "ed" \
+                                                                                              "_a" \
+                                                                                              "t") " AS finished_at"
 /* One artifact as the job object lists it. */
-#define SCHED_ARTIFACT_JSON(p)                                                             \
-    "json_build_object('artifact_id', " p "artifact_id, 'name', " p "name, 'kind', " p    \
+#define SCHED_ARTIFACT_JSON(p)                                                                     \
+    "json_build_object('artifact_id', " p "artifact_id, 'name', " p "name, 'kind', " p             \
     "kind, 'uri', " p "uri, 'bytes', " p "bytes, 'sha256', " p "sha256)"
 
 /* ------------------------------------------------------------------------------------
@@ -300,20 +308,20 @@ struct sched_lane;
 
 /* Metric series, registered at start. */
 struct sched_counters {
-    struct nf_counter *requested;       /* jobs inserted */
-    struct nf_counter *requested_dup;   /* requested redelivered (already known) */
+    struct nf_counter *requested;     /* jobs inserted */
+    struct nf_counter *requested_dup; /* requested redelivered (already known) */
     struct nf_counter *dispatched;
     struct nf_counter *malformed_req;
     struct nf_counter *malformed_ev;
-    struct nf_counter *retries;         /* failed attempts sent back to queued */
+    struct nf_counter *retries; /* failed attempts sent back to queued */
     struct nf_counter *dead_lettered;
-    struct nf_counter *step_retries;    /* backend failures retried with backoff */
+    struct nf_counter *step_retries; /* backend failures retried with backoff */
     struct nf_gauge *inflight;
 };
 
 struct sched_ctx {
     struct event_base *base;
-    struct nf_app *app;               /* NULL outside main */
+    struct nf_app *app; /* NULL outside main */
     struct sched_config cfg;
     struct nf_metrics *metrics;
     struct nf_http_server *http;
@@ -322,12 +330,12 @@ struct sched_ctx {
     struct nf_redis_script *snap_script;
     struct nf_kafka_producer *producer;
     struct nf_kafka_consumer *consumer; /* requested + events, group nf-scheduler */
-    struct sched_work *works;         /* every live work item */
+    struct sched_work *works;           /* every live work item */
     size_t nworks;
-    struct sched_lane *lanes;         /* per-job ordering of forge.jobs.events */
-    struct event *drain;              /* shutdown: waits for in-flight stages */
-    bool stopping;                    /* no new messages, no new retries */
-    bool closing;                     /* tearing down: callbacks only unwind */
+    struct sched_lane *lanes; /* per-job ordering of forge.jobs.events */
+    struct event *drain;      /* shutdown: waits for in-flight stages */
+    bool stopping;            /* no new messages, no new retries */
+    bool closing;             /* tearing down: callbacks only unwind */
     struct sched_counters m;
 };
 
@@ -375,19 +383,19 @@ typedef void (*sched_step_fn)(struct sched_work *w);
 
 struct sched_work {
     struct sched_ctx *ctx;
-    struct nf_kafka_msg *msg;        /* ours until nf_kafka_msg_done */
-    struct sched_work *prev, *next;  /* ctx->works */
-    struct sched_lane *lane;         /* the lane held or waited in, NULL if none */
+    struct nf_kafka_msg *msg;       /* ours until nf_kafka_msg_done */
+    struct sched_work *prev, *next; /* ctx->works */
+    struct sched_lane *lane;        /* the lane held or waited in, NULL if none */
     struct sched_work *lane_next;
-    struct event *timer;             /* backoff and delayed steps */
-    sched_step_fn step;              /* the current stage */
-    sched_step_fn after_produce;     /* the stage after a produce batch */
+    struct event *timer;                /* backoff and delayed steps */
+    sched_step_fn step;                 /* the current stage */
+    sched_step_fn after_produce;        /* the stage after a produce batch */
     void (*dtor)(struct sched_work *w); /* frees the kind's own fields; may be NULL */
-    const char *what;                /* current stage name, for logs */
+    const char *what;                   /* current stage name, for logs */
     int backoff_ms;
-    int pending;                     /* produce callbacks outstanding (+1 while queuing) */
+    int pending; /* produce callbacks outstanding (+1 while queuing) */
     bool produce_failed;
-    bool busy;                       /* waiting on a backend callback */
+    bool busy; /* waiting on a backend callback */
 };
 
 /* Allocates a zeroed item of `size` bytes (>= sizeof(struct sched_work)) and links it. */

@@ -23,8 +23,8 @@ static const char *const status_names[SCHED_NSTATUS] = {
 };
 
 static const char *const evtype_names[SCHED_NEVTYPE] = {
-    "queued",    "assigned", "running", "progress",  "log",          "succeeded",
-    "failed",    "cancel_requested",    "cancelled", "retrying",     "dead_lettered",
+    "queued", "assigned",         "running",   "progress", "log",           "succeeded",
+    "failed", "cancel_requested", "cancelled", "retrying", "dead_lettered",
 };
 
 #define Q SCHED_BIT(SCHED_QUEUED)
@@ -53,12 +53,14 @@ static const struct sched_rule rules[SCHED_NEVTYPE] = {
     [SCHED_EV_LOG] = {.record_any = true},
     [SCHED_EV_SUCCEEDED] = {.from_same = NT, .has_to = true, .to = SCHED_SUCCEEDED},
     [SCHED_EV_FAILED] = {.from_same = NT, .failure = true},
-    [SCHED_EV_CANCEL_REQUESTED] = {.from_any = Q | A | R, .has_to = true,
+    [SCHED_EV_CANCEL_REQUESTED] = {.from_any = Q | A | R,
+                                   .has_to = true,
                                    .to = SCHED_CANCEL_REQUESTED},
     [SCHED_EV_CANCELLED] = {.from_same = NT, .has_to = true, .to = SCHED_CANCELLED},
-    [SCHED_EV_RETRYING] = {.from_next = Q | A | R, .echo = Q, .has_to = true,
-                           .to = SCHED_QUEUED},
-    [SCHED_EV_DEAD_LETTERED] = {.from_same = NT, .echo = D, .has_to = true,
+    [SCHED_EV_RETRYING] = {.from_next = Q | A | R, .echo = Q, .has_to = true, .to = SCHED_QUEUED},
+    [SCHED_EV_DEAD_LETTERED] = {.from_same = NT,
+                                .echo = D,
+                                .has_to = true,
                                 .to = SCHED_DEAD_LETTERED},
 };
 

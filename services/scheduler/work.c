@@ -160,8 +160,8 @@ void sched_work_retry(struct sched_work *w, const char *why)
     if (w->backoff_ms > BACKOFF_MAX_MS)
         w->backoff_ms = BACKOFF_MAX_MS;
     snprintf(ms, sizeof(ms), "%d", w->backoff_ms);
-    nf_log_kv(NF_LOG_WARN, "step_retry", "stage failed, retrying", "stage", w->what, "reason",
-              why, "topic", w->msg ? w->msg->topic : NULL, "key", w->msg ? w->msg->key : NULL,
+    nf_log_kv(NF_LOG_WARN, "step_retry", "stage failed, retrying", "stage", w->what, "reason", why,
+              "topic", w->msg ? w->msg->topic : NULL, "key", w->msg ? w->msg->key : NULL,
               "backoff_ms", ms, NULL);
     tv.tv_sec = w->backoff_ms / 1000;
     tv.tv_usec = (w->backoff_ms % 1000) * 1000;
@@ -286,8 +286,8 @@ static void on_delivery(int err, const char *errstr, void *arg)
     if (err) {
         w->produce_failed = true;
         if (!w->ctx->closing)
-            nf_log_kv(NF_LOG_WARN, "produce_failed", "delivery failed", "stage", w->what,
-                      "error", errstr, NULL);
+            nf_log_kv(NF_LOG_WARN, "produce_failed", "delivery failed", "stage", w->what, "error",
+                      errstr, NULL);
     }
     w->pending--;
     produced(w);
@@ -304,8 +304,8 @@ void sched_work_produce(struct sched_work *w, const char *topic, const char *key
     if (rc < 0) {
         w->pending--;
         w->produce_failed = true;
-        nf_log_kv(NF_LOG_WARN, "produce_failed", "could not queue message", "topic", topic,
-                  "key", key, NULL);
+        nf_log_kv(NF_LOG_WARN, "produce_failed", "could not queue message", "topic", topic, "key",
+                  key, NULL);
     }
     free(payload);
 }

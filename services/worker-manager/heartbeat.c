@@ -160,6 +160,12 @@ void wm_route_heartbeat(struct nf_http_req *req, void *arg)
     const cJSON *jobs = NULL;
     static const cJSON empty = {.type = cJSON_Array};
 
+    const char *token = wm_bearer(nf_http_req_header(req, "Authorization"));
+    if (token == NULL) {
+        nf_metrics_counter_add(ctx->m.auth_failed, 1);
+        nf_http_reply_error(req, 403, "forbidden", NULL, "missing or invalid worker token");
+        return;
+    }
     cJSON *body = nf_http_req_json(req);
     if (body == NULL)
         return; /* answered 400 */
@@ -177,6 +183,5 @@ void wm_route_heartbeat(struct nf_http_req *req, void *arg)
     call->req = req;
     call->jobs = jobs ? jobs : &empty;
     snprintf(call->worker_id, sizeof(call->worker_id), "%s", worker_id);
-    wm_auth_worker(ctx, worker_id, wm_bearer(nf_http_req_header(req, "Authorization")), on_auth,
-                   call);
+    wm_auth_worker(ctx, worker_id, token, on_auth, call);
 }

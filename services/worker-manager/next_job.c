@@ -39,6 +39,9 @@ struct wm_poll {
     bool woken;               /* a wake-up came while busy: scan again at once */
     bool stop;                /* shutdown: answer after the scan in flight */
     bool gone;                /* the client closed the connection */
+    char job_id[NF_ID_MAX];   /* the leased job, between lease and answer */
+    cJSON *job;               /* its dispatch data (owned until answered) */
+    char expires[32];         /* lease_expires_at of the answer */
     struct wm_poll *prev, *next;
 };
 
@@ -55,22 +58,28 @@ static void poll_link(struct wm_poll *p)
     nf_metrics_gauge_set(ctx->m.polls_waiting, (double)ctx->npolls);
 }
 
-static void poll_free(struct wm_poll *p)
+static void poll_unlink(struct wm_poll *p)
 {
     struct wm *ctx = p->ctx;
-    if (p->prev || p->next || ctx->polls == p) {
-        if (p->prev)
-            p->prev->next = p->next;
-        else
-            ctx->polls = p->next;
-        if (p->next)
-            p->next->prev = p->prev;
-        ctx->npolls--;
-        if (!ctx->closing)
-            nf_metrics_gauge_set(ctx->m.polls_waiting, (double)ctx->npolls);
-    }
+    if (!(p->prev || p->next || ctx->polls == p))
+        return;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        ctx->polls = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->prev = p->next = NULL;
+    ctx->npolls--;
+    nf_metrics_gauge_set(ctx->m.polls_waiting, (double)ctx->npolls);
+}
+
+static void poll_free(struct wm_poll *p)
+{
+    poll_unlink(p);
     if (p->timer)
         event_free(p->timer);
+    cJSON_Delete(p->job);
     free(p->gpu_type);
     free(p->labels);
     free(p);
@@ -122,45 +131,68 @@ static void give_back(struct wm_poll *p, const char *job_id, const cJSON *job)
                   NULL);
 }
 
+/* After the lease: the assigned event must be in Kafka before the worker hears of the
+ * job, so `assigned` always precedes the worker's own `running`. */
+static void on_assigned(int err, const char *errstr, void *arg)
+{
+    struct wm_poll *p = arg;
+    struct wm *ctx = p->ctx;
+    if (err != 0) {
+        nf_log_kv(NF_LOG_ERROR, "assign_not_recorded",
+                  "assigned event not delivered, job given back", "job_id", p->job_id,
+                  "error", errstr, NULL);
+        nf_metrics_counter_add(ctx->m.events_failed, 1);
+        give_back(p, p->job_id, p->job);
+        reply_status(p, 503);
+        poll_free(p);
+        return;
+    }
+    nf_metrics_counter_add(ctx->m.jobs_leased, 1);
+    nf_log_kv(NF_LOG_INFO, "job_leased", "job leased", "job_id", p->job_id, "worker_id",
+              p->worker_id, "lease_id", p->lease_id, NULL);
+    cJSON *body = nf_json_obj();
+    cJSON_AddItemToObject(body, "job", p->job);
+    p->job = NULL; /* owned by body */
+    nf_json_add_str(body, "lease_id", p->lease_id);
+    nf_json_add_str(body, "lease_expires_at", p->expires);
+    nf_http_reply_json(p->req, 200, body);
+    p->req = NULL;
+    poll_free(p);
+}
+
+/* A job was leased to this poll: record the assignment, then answer (on_assigned).
+ * Takes over p (freed here or by on_assigned). */
 static void answer_job(struct wm_poll *p, const char *job_id, const char *data)
 {
     struct wm *ctx = p->ctx;
-    cJSON *job = nf_json_parse(data, strlen(data));
-    if (job == NULL) {
+    snprintf(p->job_id, sizeof(p->job_id), "%s", job_id);
+    p->job = nf_json_parse(data, strlen(data));
+    if (p->job == NULL) {
         /* The enqueue script only stores parsed dispatch data; treat as an outage. */
         nf_log_kv(NF_LOG_ERROR, "job_data_bad", "leased job has malformed data", "job_id",
                   job_id, NULL);
         reply_status(p, 503);
+        poll_free(p);
         return;
     }
-    if (p->gone) {
-        give_back(p, job_id, job);
-        cJSON_Delete(job);
-        reply_status(p, 204);
+    if (p->gone || ctx->closing) {
+        give_back(p, job_id, p->job);
+        reply_status(p, p->gone ? 204 : 503);
+        poll_free(p);
         return;
     }
-    uint64_t now = nf_now_ms();
-    char expires[32];
-    nf_event_time(now + (uint64_t)ctx->cfg.lease_ttl_s * 1000, expires);
-
+    poll_unlink(p); /* no more wake-ups or flushes: it has its job */
+    nf_event_time(nf_now_ms() + (uint64_t)ctx->cfg.lease_ttl_s * 1000, p->expires);
     cJSON *data_ev = nf_json_obj();
     nf_json_add_str(data_ev, "job_id", job_id);
-    nf_json_add_str(data_ev, "user_id", nf_json_str(job, "user_id"));
-    nf_json_add_int(data_ev, "attempt", nf_json_int(job, "attempt", 1));
+    nf_json_add_str(data_ev, "user_id", nf_json_str(p->job, "user_id"));
+    nf_json_add_int(data_ev, "attempt", nf_json_int(p->job, "attempt", 1));
     nf_json_add_str(data_ev, "status", "assigned");
     nf_json_add_str(data_ev, "worker_id", p->worker_id);
     nf_json_add_str(data_ev, "lease_id", p->lease_id);
-    wm_event_job(ctx, "forge.job.assigned", job_id, data_ev);
-    nf_metrics_counter_add(ctx->m.jobs_leased, 1);
-    nf_log_kv(NF_LOG_INFO, "job_leased", "job leased", "job_id", job_id, "worker_id",
-              p->worker_id, "lease_id", p->lease_id, NULL);
-
-    cJSON *body = nf_json_obj();
-    cJSON_AddItemToObject(body, "job", job); /* job now owned by body */
-    nf_json_add_str(body, "lease_id", p->lease_id);
-    nf_json_add_str(body, "lease_expires_at", expires);
-    nf_http_reply_json(p->req, 200, body);
-    p->req = NULL;
+    if (wm_event_send(ctx, "forge.jobs.events", "forge.job.assigned", job_id, data_ev,
+                      on_assigned, p) < 0)
+        on_assigned(-1, "not queued", p);
 }
 
 static void wait_more(struct wm_poll *p)
@@ -203,8 +235,7 @@ static void on_popped(redisReply *reply, void *arg)
     if (reply->type == REDIS_REPLY_ARRAY && reply->elements >= 2 &&
         reply->element[0]->type == REDIS_REPLY_STRING &&
         reply->element[1]->type == REDIS_REPLY_STRING) {
-        answer_job(p, reply->element[0]->str, reply->element[1]->str);
-        poll_free(p);
+        answer_job(p, reply->element[0]->str, reply->element[1]->str); /* takes p */
         return;
     }
     if (ctx->closing) {
@@ -297,6 +328,12 @@ void wm_route_next_job(struct nf_http_req *req, void *arg)
     const char *worker_id = NULL;
     long long wait_s = WM_DEFAULT_WAIT_S;
 
+    const char *token = wm_bearer(nf_http_req_header(req, "Authorization"));
+    if (token == NULL) {
+        nf_metrics_counter_add(ctx->m.auth_failed, 1);
+        nf_http_reply_error(req, 403, "forbidden", NULL, "missing or invalid worker token");
+        return;
+    }
     cJSON *body = nf_http_req_json(req);
     if (body == NULL)
         return; /* answered 400 */
@@ -311,8 +348,7 @@ void wm_route_next_job(struct nf_http_req *req, void *arg)
     p->retry_ms = WM_POLL_RETRY_MS;
     p->deadline_ms = nf_now_ms() + (uint64_t)wait_s * 1000;
     snprintf(p->worker_id, sizeof(p->worker_id), "%s", worker_id);
-    wm_auth_worker(ctx, worker_id, wm_bearer(nf_http_req_header(req, "Authorization")),
-                   on_auth, p);
+    wm_auth_worker(ctx, worker_id, token, on_auth, p);
 }
 
 void wm_polls_wake(struct wm *ctx, int type)

@@ -55,13 +55,15 @@ static void on_inserted(const PGresult *res, const char *err, const char *pgcode
     if (!ctx->closing) {
         wm_worker_cache(ctx, &call->w, registered_at);
         cJSON *data = nf_json_obj();
-        char types[128];
-        wm_types_join(call->w.types, types, sizeof(types));
         nf_json_add_str(data, "worker_id", call->w.worker_id);
         nf_json_add_str(data, "hostname", call->w.hostname);
         nf_json_add_str(data, "gpu_type", call->w.gpu_type[0] ? call->w.gpu_type : NULL);
         nf_json_add_int(data, "gpu_count", call->w.gpu_count);
-        nf_json_add_str(data, "job_types", types);
+        cJSON *types = cJSON_AddArrayToObject(data, "job_types");
+        for (int t = 0; t < WM_NJOB_TYPES; t++)
+            if (call->w.types & (1u << t))
+                cJSON_AddItemToArray(types, cJSON_CreateString(wm_job_types[t]));
+        cJSON_AddItemToObject(data, "labels", cJSON_Duplicate(call->w.labels, true));
         nf_json_add_str(data, "registered_at", registered_at);
         wm_event_worker(ctx, "forge.worker.registered", call->w.worker_id, data);
     }

@@ -168,7 +168,6 @@ static int open_http(struct wm *ctx)
     nf_http_route(ctx->http, "POST", "/api/workers/next_job", wm_route_next_job, ctx);
     nf_http_route(ctx->http, "POST", "/api/workers/heartbeat", wm_route_heartbeat, ctx);
     nf_http_route(ctx->http, "GET", "/api/workers", wm_route_list, ctx);
-    nf_log_kv(NF_LOG_INFO, "http_listen", "listening", "addr", ctx->cfg.addr, NULL);
     return 0;
 }
 

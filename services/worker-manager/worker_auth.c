@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nf_event.h"
 #include "nf_log.h"
 #include "nf_metrics.h"
 #include "nf_pg.h"
@@ -165,11 +166,12 @@ void wm_auth_worker(struct wm *ctx, const char *worker_id, const char *token, wm
 
 void wm_worker_cache(struct wm *ctx, const struct wm_worker *w, const char *registered_at)
 {
-    char key[NF_ID_MAX + 16], count[16], types[128], ttl[16];
+    char key[NF_ID_MAX + 16], count[16], types[128], ttl[16], now[24];
     char *labels = nf_json_print(w->labels);
     snprintf(key, sizeof(key), "wm:worker:%s", w->worker_id);
     snprintf(count, sizeof(count), "%d", w->gpu_count);
     snprintf(ttl, sizeof(ttl), "%d", 3 * ctx->cfg.heartbeat_s);
+    snprintf(now, sizeof(now), "%llu", (unsigned long long)nf_now_ms());
     wm_types_join(w->types, types, sizeof(types));
     const char *argv[] = {"HSET",         key,
                           "worker_id",    w->worker_id,
@@ -180,7 +182,8 @@ void wm_worker_cache(struct wm *ctx, const struct wm_worker *w, const char *regi
                           "job_types",    types,
                           "labels",       labels,
                           "version",      w->version ? w->version : "",
-                          "registered_at", registered_at ? registered_at : ""};
+                          "registered_at", registered_at ? registered_at : "",
+                          "last_seen_ms", now};
     nf_redis_cmd_argv(ctx->redis, NULL, NULL, (int)(sizeof(argv) / sizeof(argv[0])), argv,
                       NULL);
     const char *exp[] = {"EXPIRE", key, ttl};

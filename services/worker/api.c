@@ -72,8 +72,9 @@ static void on_registered(const struct nf_http_resp *resp, void *arg)
         ctx->heartbeat_s = hb >= 1 && hb <= 300 ? (int)hb : 5;
         ctx->registered = true;
         ctx->backoff_ms = BACKOFF_FIRST_MS;
-        cJSON_Delete(body);
-        nf_log_kv(NF_LOG_INFO, "registered", "registered with the API", "worker_id", id, NULL);
+        cJSON_Delete(body); /* id and token point into it: use ctx's copies below */
+        nf_log_kv(NF_LOG_INFO, "registered", "registered with the API", "worker_id",
+                  ctx->worker_id, NULL);
         wk_api_heartbeat_start(ctx);
         wk_slot_freed(ctx);
         return;

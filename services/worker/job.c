@@ -736,6 +736,8 @@ static void finish(struct wk_job *job)
                   job->job_id, "malformed", m, "logs_dropped", d, NULL);
     }
     wk_job_hold(job); /* keep job alive while queuing its messages */
+    if (job->progress_dirty)
+        send_progress(job); /* the last value the throttle held back */
     emit_final_usage(job);
     report_outcome(job);
     wk_job_delivered(job);

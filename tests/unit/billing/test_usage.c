@@ -2,11 +2,11 @@
  * usage.c: usage event validation (each failure path), the price math with exact values
  * for the seeded rates and the half-up rounding rule, and the time helpers.
  */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 
 #include <errno.h>
 #include <limits.h>
@@ -31,20 +31,20 @@ static long long cost(uint64_t q, const struct bill_rate *r)
 static void test_seeded_rates_exact(void **state)
 {
     /* GPU: $2.50 per hour of one GPU */
-    assert_int_equal(cost(3600000, &gpu), 2500000);        /* 1 GPU hour = $2.50 */
+    assert_int_equal(cost(3600000, &gpu), 2500000);             /* 1 GPU hour = $2.50 */
     assert_int_equal(cost(2 * 3600000ULL * 8, &gpu), 40000000); /* 8 GPUs x 2 h = $40 */
-    assert_int_equal(cost(1800, &gpu), 1250);              /* 1.8 s = 1250 micro-USD */
-    assert_int_equal(cost(1000, &gpu), 694);               /* 694.44 -> 694 */
-    assert_int_equal(cost(1, &gpu), 1);                    /* 0.694 -> 1 */
+    assert_int_equal(cost(1800, &gpu), 1250);                   /* 1.8 s = 1250 micro-USD */
+    assert_int_equal(cost(1000, &gpu), 694);                    /* 694.44 -> 694 */
+    assert_int_equal(cost(1, &gpu), 1);                         /* 0.694 -> 1 */
     /* tokens */
-    assert_int_equal(cost(1000000, &input), 10000000);     /* 1M input = $10 */
+    assert_int_equal(cost(1000000, &input), 10000000); /* 1M input = $10 */
     assert_int_equal(cost(1, &input), 10);
-    assert_int_equal(cost(1000000, &output), 30000000);    /* 1M output = $30 */
+    assert_int_equal(cost(1000000, &output), 30000000); /* 1M output = $30 */
     assert_int_equal(cost(1234, &output), 37020);
     /* storage: $0.02 per GB-month, GB = 1e9 B, month = 730 h */
-    assert_int_equal(cost(730000000000ULL, &storage), 20000);   /* 1 GB-month = $0.02 */
+    assert_int_equal(cost(730000000000ULL, &storage), 20000);            /* 1 GB-month = $0.02 */
     assert_int_equal(cost(1000000000ULL * 730 * 50, &storage), 1000000); /* 50 GB-month */
-    assert_int_equal(cost(1000000000ULL, &storage), 27);   /* 1 GB for 1 h: 27.397 -> 27 */
+    assert_int_equal(cost(1000000000ULL, &storage), 27); /* 1 GB for 1 h: 27.397 -> 27 */
     assert_int_equal(cost(0, &gpu), 0);
 }
 

@@ -1185,9 +1185,17 @@ static void test_long_poll_outlives_idle_timeout(void **state)
     reply_held(fx, 200);
     assert_true(run_until(fx, &r.done, WAIT_MS));
     assert_int_equal(r.status, 200);
-    /* the same connection serves the next request normally */
+    /* the same connection serves the next requests normally, large bodies too */
     call(fx, "GET", "/healthz", NULL, NULL, &r);
     assert_int_equal(r.status, 200);
+    {
+        char *big = malloc(200001);
+        memset(big, 'b', 200000);
+        big[200000] = '\0';
+        call(fx, "POST", "/api/echo", NULL, big, &r);
+        assert_int_equal(r.status, 200);
+        free(big);
+    }
     txt = render(fx);
     assert_non_null(strstr(txt, "\nnf_http_connections_total 1\n"));
     free(txt);

@@ -4,11 +4,11 @@
  * type, attempt relation, failure class and attempts-left case; plus redelivery,
  * artifacts, unknown jobs and the requested insert. Skips cleanly without a database.
  */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -41,6 +41,8 @@ static int setup(void **state)
         fprintf(stderr, "connect: %s\n", PQerrorMessage(conn));
         return -1;
     }
+    /* a thousand small commits: no need to wait for each flush */
+    PQclear(PQexec(conn, "SET synchronous_commit = off"));
     return 0;
 }
 
@@ -52,10 +54,10 @@ static int teardown(void **state)
     return 0;
 }
 
-#define NEED_PG()                                                                          \
-    do {                                                                                   \
-        if (!conn)                                                                         \
-            skip();                                                                        \
+#define NEED_PG()                                                                                  \
+    do {                                                                                           \
+        if (!conn)                                                                                 \
+            skip();                                                                                \
     } while (0)
 
 static void exec_ok(const char *sql, int n, const char *const *params)
@@ -151,8 +153,8 @@ static const char *outcome_name(enum sched_outcome o)
     }
 }
 
-static void check_one(enum sched_status s, enum sched_evtype t, int ev_attempt,
-                      const char *cls, int max_attempts)
+static void check_one(enum sched_status s, enum sched_evtype t, int ev_attempt, const char *cls,
+                      int max_attempts)
 {
     static unsigned seq;
     struct sched_job_state cur = {s, CUR, max_attempts};
@@ -168,11 +170,10 @@ static void check_one(enum sched_status s, enum sched_evtype t, int ev_attempt,
     if (t == SCHED_EV_PROGRESS)
         snprintf(extra, sizeof(extra), ",\"progress\":0.5");
     else if (cls)
-        snprintf(extra, sizeof(extra), ",\"error\":{\"code\":\"x\",\"message\":\"m\",\"class\":\"%s\"}",
-                 cls);
+        snprintf(extra, sizeof(extra),
+                 ",\"error\":{\"code\":\"x\",\"message\":\"m\",\"class\":\"%s\"}", cls);
     ev = envelope(ev_id, sched_evtype_name(t), job, ev_attempt, extra);
-    assert_int_equal(
-        sched_state_decide(&cur, t, ev_attempt, sched_fail_class_parse(cls), &d), 0);
+    assert_int_equal(sched_state_decide(&cur, t, ev_attempt, sched_fail_class_parse(cls), &d), 0);
 
     res = apply(ev);
     assert_int_equal(PQntuples(res), 1);
@@ -224,12 +225,14 @@ static void test_sql_matches_reference(void **state)
             for (r = 0; r < 4; r++)
                 for (m = CUR; m <= CUR + 1; m++) {
                     if (t != SCHED_EV_FAILED) {
-                        check_one((enum sched_status)s, (enum sched_evtype)t, rels[r], NULL, m);
+                        /* only a failure depends on the attempts left */
+                        if (m == CUR + 1)
+                            check_one((enum sched_status)s, (enum sched_evtype)t, rels[r], NULL, m);
                         continue;
                     }
                     for (c = 0; c < sizeof(classes) / sizeof(classes[0]); c++)
-                        check_one((enum sched_status)s, (enum sched_evtype)t, rels[r],
-                                  classes[c], m);
+                        check_one((enum sched_status)s, (enum sched_evtype)t, rels[r], classes[c],
+                                  m);
                 }
 }
 
@@ -264,7 +267,8 @@ static void test_succeeded_artifacts(void **state)
              "{\"artifact_id\":\"%s\",\"name\":\"a\",\"kind\":\"dataset\",\"uri\":\"file:///a\","
              "\"bytes\":10},"
              "{\"artifact_id\":\"%s\",\"name\":\"b\",\"kind\":\"model\",\"uri\":\"file:///b\","
-             "\"bytes\":20,\"sha256\":\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"},"
+             "\"bytes\":20,\"sha256\":"
+             "\"9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\"},"
              "{\"artifact_id\":\"nope\",\"name\":\"c\",\"kind\":\"k\",\"uri\":\"u\",\"bytes\":1}]",
              art1, art2);
     snprintf(ev_id, sizeof(ev_id), "evt_it_succ_%s", job + 4);
@@ -346,8 +350,8 @@ static void test_requested_insert_idempotent(void **state)
     p[10] = NULL;
     p[11] = "2026-11-28T21:03:52.123Z";
     for (i = 0; i < 2; i++) {
-        res = PQexecParams(conn, sched_requested_sql, SCHED_REQUESTED_NPARAMS, NULL, p, NULL,
-                           NULL, 0);
+        res = PQexecParams(conn, sched_requested_sql, SCHED_REQUESTED_NPARAMS, NULL, p, NULL, NULL,
+                           0);
         if (PQresultStatus(res) != PGRES_TUPLES_OK)
             fail_msg("requested sql: %s", PQerrorMessage(conn));
         assert_int_equal(PQntuples(res), 1);

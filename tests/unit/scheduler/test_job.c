@@ -3,11 +3,11 @@
  * parsing with every failure path, artifacts, money formatting, deterministic ids, and
  * the parameters consume_events.c derives from an event.
  */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,10 +22,10 @@
 #define SHA "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 static const char *const job_fields[] = {
-    "job_id",     "job_type",   "status",     "params",          "metadata",    "priority",
-    "attempt",    "max_attempts", "timeout_seconds", "gpu_type", "gpu_count",   "labels",
-    "worker_id",  "progress",   "result",     "error",           "artifacts",   "cost_usd",
-    "created_at", "updated_at", "started_at", "finished_at",
+    "job_id",     "job_type",     "status",          "params",      "metadata",  "priority",
+    "attempt",    "max_attempts", "timeout_seconds", "gpu_type",    "gpu_count", "labels",
+    "worker_id",  "progress",     "result",          "error",       "artifacts", "cost_usd",
+    "created_at", "updated_at",   "started_at",      "finished_at",
 };
 #define NFIELDS (sizeof(job_fields) / sizeof(job_fields[0]))
 
@@ -424,8 +424,8 @@ static void test_artifacts_clean(void **state)
     assert_int_equal(dropped, 5);
     assert_int_equal(cJSON_GetArraySize(out), 2);
     assert_string_equal(nf_json_str(cJSON_GetArrayItem(out, 0), "sha256"), SHA);
-    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(out, 1),
-                                                              "sha256")));
+    assert_true(
+        cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(out, 1), "sha256")));
     assert_int_equal(nf_json_int(cJSON_GetArrayItem(out, 0), "bytes", -1), 5);
     cJSON_Delete(out);
     out = sched_artifacts_clean(NULL, &dropped);
@@ -527,8 +527,7 @@ static void test_events_params(void **state)
     cJSON_Delete(ev);
 
     parse_ok("forge.job.failed",
-             "{\"job_id\":\"" JOB "\",\"attempt\":1,\"error\":{\"class\":\"preempted\"}}", &e,
-             &ev);
+             "{\"job_id\":\"" JOB "\",\"attempt\":1,\"error\":{\"class\":\"preempted\"}}", &e, &ev);
     sched_events_params(&e, p, &b);
     assert_string_equal(p[9], "retryable");
     sched_events_params_free(&b);
@@ -552,8 +551,7 @@ static void test_events_params(void **state)
     sched_events_params_free(&b);
     cJSON_Delete(ev);
 
-    parse_ok("forge.job.log", "{\"job_id\":\"" JOB "\",\"attempt\":1,\"message\":\"hi\"}", &e,
-             &ev);
+    parse_ok("forge.job.log", "{\"job_id\":\"" JOB "\",\"attempt\":1,\"message\":\"hi\"}", &e, &ev);
     sched_events_params(&e, p, &b);
     assert_string_equal(p[10], "true");
     sched_events_params_free(&b);

@@ -3,11 +3,11 @@
  * transition. Every (status, event type, attempt relation) not in the table must be
  * ignored, echoed or recorded exactly as the table's side lists say.
  */
+#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
 
 #include <stdio.h>
 #include <string.h>
@@ -202,7 +202,7 @@ static void test_rules_never_leave_terminal(void **state)
         assert_int_equal(r.from_any & term, 0);
     }
     assert_int_equal(sched_state_rule(SCHED_NEVTYPE, &r), -1);
-    assert_int_equal(sched_state_rule((enum sched_evtype)-1, &r), -1);
+    assert_int_equal(sched_state_rule((enum sched_evtype) - 1, &r), -1);
 }
 
 static void test_failed_by_class(void **state)
