@@ -15,7 +15,8 @@
  * until nf_kafka_msg_done(). Offsets are stored per partition only up to the highest
  * contiguous done message, so a crash redelivers everything not yet done
  * (at-least-once). At most `max_inflight` messages are outstanding; beyond that the
- * consumer stops pulling until some are done. On rebalance, messages of revoked
+ * consumer pauses its partitions (it keeps polling, so it stays in the group) until
+ * inflight drops below max_inflight - max_inflight / 4. On rebalance, messages of revoked
  * partitions may still be done (their offsets are then dropped).
  */
 #include <event2/event.h>
@@ -26,14 +27,15 @@
 struct nf_kafka_producer;
 struct nf_kafka_consumer;
 
-/* err: 0 on success, else a negative rd_kafka_resp_err_t; errstr NULL on success. */
+/* err: 0 on success, else a negative rd_kafka_resp_err_t (librdkafka's own errors, already
+ * negative, as they are; broker errors negated); errstr NULL on success. */
 typedef void (*nf_kafka_delivery_cb)(int err, const char *errstr, void *arg);
 
 /* extra: NULL or NULL-terminated name, value pairs of librdkafka properties. err gets a
  * message on failure. */
 int nf_kafka_producer_new(struct nf_kafka_producer **out, struct event_base *base,
-                          const char *brokers, const char *client_id,
-                          const char *const *extra, char *err, size_t errlen);
+                          const char *brokers, const char *client_id, const char *const *extra,
+                          char *err, size_t errlen);
 /* Flushes for up to timeout_ms, fails what is left (callbacks fire), frees. NULL ok. */
 void nf_kafka_producer_free(struct nf_kafka_producer *p, int timeout_ms);
 /*
@@ -52,8 +54,8 @@ struct nf_kafka_msg {
     const char *topic;
     int32_t partition;
     int64_t offset;
-    const char *key;      /* NUL-terminated copy, "" when absent */
-    const char *payload;  /* NUL-terminated copy */
+    const char *key;     /* NUL-terminated copy, "" when absent */
+    const char *payload; /* NUL-terminated copy */
     size_t len;
 };
 
@@ -61,10 +63,9 @@ struct nf_kafka_msg {
 typedef void (*nf_kafka_msg_cb)(struct nf_kafka_msg *msg, void *arg);
 
 int nf_kafka_consumer_new(struct nf_kafka_consumer **out, struct event_base *base,
-                          const char *brokers, const char *group_id,
-                          const char *const *topics, size_t ntopics, int max_inflight,
-                          const char *const *extra, nf_kafka_msg_cb cb, void *arg,
-                          char *err, size_t errlen);
+                          const char *brokers, const char *group_id, const char *const *topics,
+                          size_t ntopics, int max_inflight, const char *const *extra,
+                          nf_kafka_msg_cb cb, void *arg, char *err, size_t errlen);
 /* Marks msg handled (its effect is committed), stores offsets that became contiguous,
  * frees msg. Exactly once per message. */
 void nf_kafka_msg_done(struct nf_kafka_msg *msg);

@@ -517,7 +517,13 @@ static void step_done(struct conn *pc)
     pc->job = NULL;
     job->pc = NULL;
     pc->state = CONN_IDLE;
-    if (watch(pc, EV_READ) < 0) {
+    if (PQtransactionStatus(pc->conn) != PQTRANS_IDLE) {
+        /* a statement opened a transaction (a bare BEGIN) or a ROLLBACK failed: never
+         * hand that session to the next caller */
+        nf_log_kv(NF_LOG_WARN, "pg_conn_reset", "postgres session left inside a transaction", NULL);
+        close_conn(pc);
+        schedule_retry(pc);
+    } else if (watch(pc, EV_READ) < 0) {
         close_conn(pc);
         schedule_retry(pc);
     }

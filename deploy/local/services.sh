@@ -90,12 +90,37 @@ forge_svcs_wait_ready() {
     forge_say "all services ready"
 }
 
-# The worker is an agent with no port: it counts as up when it is still alive a moment
-# after start (a bad token or an unreachable gateway makes it exit at registration).
+# The worker is an agent with no port: it is up once it has registered with the
+# worker-manager, which keeps one `wm:worker:<id>` hash per live worker in Redis
+# (internals.md). A bad token, an unreachable gateway or a crash makes it exit instead.
+forge_worker_registered() {
+    [[ -n $(redis-cli -h 127.0.0.1 -p "$PORT_REDIS" --scan --pattern 'wm:worker:*' 2>/dev/null | head -n1) ]]
+}
+
 forge_worker_check() {
+    local deadline=$((SECONDS + 30))
+    until forge_worker_registered; do
+        if ! forge_svc_pid worker >/dev/null; then
+            forge_warn "worker exited during start"
+            forge_tail_log "$(forge_svc_log worker)" 40
+            return 1
+        fi
+        if ((SECONDS >= deadline)); then
+            forge_warn "worker not registered with the worker-manager after 30s"
+            forge_tail_log "$(forge_svc_log worker)" 40
+            return 1
+        fi
+        sleep 0.25
+    done
+    # Registered; a worker that crashes on the answer must not pass for a running one.
+    # A sanitizer prints its header at once but takes seconds to symbolize the stack
+    # before the process exits, hence the log check beside the liveness check.
     ((FORGE_SVC_STARTED)) && sleep 1
-    forge_svc_pid worker >/dev/null && return 0
-    forge_warn "worker exited during start"
+    if forge_svc_pid worker >/dev/null &&
+        ! grep -qE 'ERROR: [A-Za-z]+Sanitizer|runtime error:' "$(forge_svc_log worker)"; then
+        return 0
+    fi
+    forge_warn "worker crashed right after registering"
     forge_tail_log "$(forge_svc_log worker)" 40
     return 1
 }

@@ -166,7 +166,7 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
 void bill_stop(void *arg)
 {
     struct bill_ctx *ctx = arg;
-    struct timeval tv = {0, DRAIN_POLL_MS * 1000};
+    struct timeval tv = {0, (suseconds_t)DRAIN_POLL_MS * 1000};
 
     if (!ctx || ctx->stopping)
         return;

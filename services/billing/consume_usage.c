@@ -119,7 +119,7 @@ static void work_retry(struct bill_work *w, const char *why)
     nf_log_kv(NF_LOG_WARN, "step_retry", "stage failed, retrying", "stage", w->what, "reason", why,
               "key", w->msg ? w->msg->key : NULL, "backoff_ms", ms, NULL);
     tv.tv_sec = w->backoff_ms / 1000;
-    tv.tv_usec = (w->backoff_ms % 1000) * 1000;
+    tv.tv_usec = (suseconds_t)(w->backoff_ms % 1000) * 1000;
     evtimer_add(w->timer, &tv);
 }
 
@@ -136,8 +136,12 @@ size_t bill_work_busy(const struct bill_ctx *ctx)
 
 void bill_work_free_all(struct bill_ctx *ctx)
 {
-    while (ctx->works)
-        work_free(ctx->works);
+    struct bill_work *w, *next;
+
+    for (w = ctx->works; w; w = next) {
+        next = w->next; /* freeing w unlinks only w */
+        work_free(w);
+    }
 }
 
 void bill_usage_params(const struct bill_usage *u, const char *params[BILL_USAGE_NPARAMS],

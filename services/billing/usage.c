@@ -137,7 +137,7 @@ static int parse_time(const char *s, bool allow_date, int64_t *out)
         for (; i < 3; i++)
             ms *= 10;
     }
-    t += ((int64_t)h * 3600 + mi * 60 + sec) * 1000 + ms;
+    t += ((int64_t)h * 3600 + (int64_t)mi * 60 + sec) * 1000 + ms;
     if (s[0] == 'Z' && s[1] == '\0') {
         *out = t;
         return 0;

@@ -20,6 +20,7 @@
  */
 #include "sched.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -238,6 +239,19 @@ void sched_events_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg)
     sched_work_start(&ew->w, e.job_id, st_apply);
 }
 
+/* An integer column; -1 when NULL or not a number (never expected from our rows). */
+static int int_col(const char *text)
+{
+    char *end;
+    long v;
+
+    if (!text || !*text)
+        return -1;
+    errno = 0;
+    v = strtol(text, &end, 10);
+    return errno || *end || v < 0 || v > 1000000 ? -1 : (int)v;
+}
+
 static void count_ignored(struct sched_ctx *ctx, const struct sched_event *e, const char *reason)
 {
     char labels[96];
@@ -316,7 +330,7 @@ static void on_apply(const PGresult *res, const char *err, const char *pgcode, v
         sched_work_retry(&ew->w, "incomplete result row");
         return;
     }
-    attempt = atoi(job.attempt);
+    attempt = int_col(job.attempt);
 
     if (strcmp(outcome, "ignore") == 0) {
         count_ignored(ctx, e, "stale");
@@ -333,8 +347,8 @@ static void on_apply(const PGresult *res, const char *err, const char *pgcode, v
     if (strcmp(outcome, "apply") == 0) {
         /* cross-check the statement against the reference semantics of state.c */
         if (old_status && old_attempt && sched_status_parse(old_status, &cur.status) == 0) {
-            cur.attempt = atoi(old_attempt);
-            cur.max_attempts = job.max_attempts ? atoi(job.max_attempts) : 0;
+            cur.attempt = int_col(old_attempt);
+            cur.max_attempts = int_col(job.max_attempts);
             if (sched_state_decide(&cur, e->type, e->attempt, e->cls, &d) == 0 &&
                 (strcmp(sched_status_name(d.status), job.status) != 0 || d.attempt != attempt))
                 nf_log_kv(NF_LOG_ERROR, "state_mismatch", "sql and state machine disagree",
@@ -500,7 +514,7 @@ static void on_recheck(const PGresult *res, const char *err, const char *pgcode,
     }
     sched_job_from_row(res, 0, &job);
     if (!job.status || strcmp(job.status, "queued") != 0 || !job.attempt ||
-        atoi(job.attempt) != ew->new_attempt) {
+        int_col(job.attempt) != ew->new_attempt) {
         nf_log_kv(NF_LOG_INFO, "redispatch_skipped", "job moved on before its retry", "job_id",
                   job.job_id, "status", job.status, "attempt", job.attempt, NULL);
         sched_work_finish(&ew->w);

@@ -196,7 +196,7 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
 void sched_stop(void *arg)
 {
     struct sched_ctx *ctx = arg;
-    struct timeval tv = {0, DRAIN_POLL_MS * 1000};
+    struct timeval tv = {0, (suseconds_t)DRAIN_POLL_MS * 1000};
 
     if (!ctx || ctx->stopping)
         return;

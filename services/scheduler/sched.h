@@ -130,8 +130,8 @@ enum sched_fail_class {
  */
 struct sched_rule {
     unsigned from_same, from_next, from_any, echo; /* SCHED_BIT() masks */
-    bool has_to;                                   /* the event sets a status ... */
-    enum sched_status to;                          /* ... this one (for failed: see failure) */
+    enum sched_status to; /* the status the event sets, when has_to (failed: see failure) */
+    bool has_to;
     bool failure;    /* failed: the target depends on class, attempts and status */
     bool record_any; /* log: recorded whenever the job exists, never changes it */
 };
@@ -276,29 +276,37 @@ int sched_snap_from_job(const struct sched_job *job, struct sched_snap *out);
 void sched_snap_clear(struct sched_snap *s);
 
 /* Column list of a job row, formatted for sched_job_from_row; p is a table alias + ".". */
+/* clang-format off */
 #define SCHED_TS(c) "to_char(" c " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-#define SCHED_JOB_COLS(p)                                                                          \
-    p "job_id AS job_id, " p "user_id AS user_id, " p "job_type AS job_type, " p                   \
-      "status AS status, " p "params::text AS params, " p "metadata::text AS metadata, " p         \
-      "labels::text AS labels, " p "priority AS priority, " p "attempt AS attempt, " p             \
-      "max_attempts AS max_attempts, " p "timeout_seconds AS timeout_seconds, " p                  \
-      "gpu_type AS gpu_type, " p "gpu_count AS gpu_count, " p "worker_id AS worker_id, " p         \
-      "progress AS progress, " p "result::text AS result, " p "error::text AS error, " p           \
-      "cost_micros AS cost_micros, " p                                                             \
-      "version AS version, " SCHED_TS(p "created_at") " AS created_at, " SCHED_TS(                 \
-          p                                                                                        \
-          "updated_at") " AS updated_at, " SCHED_TS(p                                              \
-                                                    "started_at") " AS started_at, " SCHED_TS(p    \
-                                                                                              "fi" \
-                                                                                              "ni" \
-                                                                                              "sh" \
-                                                                                              "ed" \
-                                                                                              "_a" \
-                                                                                              "t") " AS finished_at"
+#define SCHED_JOB_COLS(p)                                                                  \
+    p "job_id AS job_id, "                                                                 \
+    p "user_id AS user_id, "                                                               \
+    p "job_type AS job_type, "                                                             \
+    p "status AS status, "                                                                 \
+    p "params::text AS params, "                                                           \
+    p "metadata::text AS metadata, "                                                       \
+    p "labels::text AS labels, "                                                           \
+    p "priority AS priority, "                                                             \
+    p "attempt AS attempt, "                                                               \
+    p "max_attempts AS max_attempts, "                                                     \
+    p "timeout_seconds AS timeout_seconds, "                                               \
+    p "gpu_type AS gpu_type, "                                                             \
+    p "gpu_count AS gpu_count, "                                                           \
+    p "worker_id AS worker_id, "                                                           \
+    p "progress AS progress, "                                                             \
+    p "result::text AS result, "                                                           \
+    p "error::text AS error, "                                                             \
+    p "cost_micros AS cost_micros, "                                                       \
+    p "version AS version, "                                                               \
+    SCHED_TS(p "created_at") " AS created_at, "                                            \
+    SCHED_TS(p "updated_at") " AS updated_at, "                                            \
+    SCHED_TS(p "started_at") " AS started_at, "                                            \
+    SCHED_TS(p "finished_at") " AS finished_at"
 /* One artifact as the job object lists it. */
-#define SCHED_ARTIFACT_JSON(p)                                                                     \
-    "json_build_object('artifact_id', " p "artifact_id, 'name', " p "name, 'kind', " p             \
-    "kind, 'uri', " p "uri, 'bytes', " p "bytes, 'sha256', " p "sha256)"
+#define SCHED_ARTIFACT_JSON(p)                                                             \
+    "json_build_object('artifact_id', " p "artifact_id, 'name', " p "name, "               \
+    "'kind', " p "kind, 'uri', " p "uri, 'bytes', " p "bytes, 'sha256', " p "sha256)"
+/* clang-format on */
 
 /* ------------------------------------------------------------------------------------
  * The running service

@@ -164,7 +164,7 @@ void sched_work_retry(struct sched_work *w, const char *why)
               "topic", w->msg ? w->msg->topic : NULL, "key", w->msg ? w->msg->key : NULL,
               "backoff_ms", ms, NULL);
     tv.tv_sec = w->backoff_ms / 1000;
-    tv.tv_usec = (w->backoff_ms % 1000) * 1000;
+    tv.tv_usec = (suseconds_t)(w->backoff_ms % 1000) * 1000;
     evtimer_add(w->timer, &tv);
 }
 
@@ -178,7 +178,7 @@ void sched_work_delay(struct sched_work *w, int delay_ms, sched_step_fn step)
     if (w->ctx->stopping)
         return;
     tv.tv_sec = delay_ms / 1000;
-    tv.tv_usec = (delay_ms % 1000) * 1000;
+    tv.tv_usec = (suseconds_t)(delay_ms % 1000) * 1000;
     evtimer_add(w->timer, &tv);
 }
 
@@ -237,11 +237,14 @@ void sched_work_free(struct sched_work *w)
 
 void sched_work_free_all(struct sched_ctx *ctx)
 {
+    struct sched_work *w, *next;
     struct sched_lane *lane;
 
     ctx->stopping = true; /* nothing is kicked while the lanes unwind */
-    while (ctx->works)
-        sched_work_free(ctx->works);
+    for (w = ctx->works; w; w = next) {
+        next = w->next; /* freeing w unlinks only w */
+        sched_work_free(w);
+    }
     while ((lane = ctx->lanes)) { /* none should remain */
         ctx->lanes = lane->next;
         free(lane->key);

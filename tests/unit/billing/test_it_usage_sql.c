@@ -3,11 +3,12 @@
  * consume_usage.c (a redelivered event changes nothing), and the seeded price book
  * matching the rates the price math is tested with. Skips cleanly without a database.
  */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <cmocka.h> /* after the four headers it needs */
 
 #include <libpq-fe.h>
 #include <stdio.h>

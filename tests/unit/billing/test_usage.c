@@ -2,11 +2,12 @@
  * usage.c: usage event validation (each failure path), the price math with exact values
  * for the seeded rates and the half-up rounding rule, and the time helpers.
  */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <cmocka.h> /* after the four headers it needs */
 
 #include <errno.h>
 #include <limits.h>

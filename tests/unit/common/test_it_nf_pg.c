@@ -336,6 +336,21 @@ static void test_tx_rollback(void **state)
     count_items(e, "", 0);
 }
 
+/* A bare BEGIN through nf_pg_query must not leak its transaction to the next caller. */
+static void test_bare_begin_not_leaked(void **state)
+{
+    struct env *e = need_env(state);
+    struct nf_pg *pg = open_pool(e, 1, 3000);
+    struct seen s;
+    q_ok(e, pg, &s, "BEGIN");
+    char ins[256];
+    snprintf(ins, sizeof(ins), "INSERT INTO %s.items (id, n) VALUES ('leak', 1)", e->schema);
+    assert_true(run_until(e->base, pg_ready, pg, 3000));
+    q_ok(e, pg, &s, ins);
+    nf_pg_free(pg);
+    count_items(e, "WHERE id = 'leak'", 1); /* committed: it did not run inside the BEGIN */
+}
+
 static void test_tx_not_interleaved(void **state)
 {
     struct env *e = need_env(state);
@@ -498,6 +513,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_errors_carry_sqlstate, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tx_commit, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tx_rollback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bare_begin_not_leaked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_tx_not_interleaved, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pool_runs_concurrently, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_then_pool_recovers, setup, teardown),

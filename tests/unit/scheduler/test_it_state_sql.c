@@ -4,11 +4,12 @@
  * type, attempt relation, failure class and attempts-left case; plus redelivery,
  * artifacts, unknown jobs and the requested insert. Skips cleanly without a database.
  */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <cmocka.h> /* after the four headers it needs */
 
 #include <libpq-fe.h>
 #include <stdio.h>

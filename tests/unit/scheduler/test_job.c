@@ -3,11 +3,12 @@
  * parsing with every failure path, artifacts, money formatting, deterministic ids, and
  * the parameters consume_events.c derives from an event.
  */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <cmocka.h> /* after the four headers it needs */
 
 #include <stdio.h>
 #include <stdlib.h>

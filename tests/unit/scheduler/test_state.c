@@ -3,11 +3,12 @@
  * transition. Every (status, event type, attempt relation) not in the table must be
  * ignored, echoed or recorded exactly as the table's side lists say.
  */
-#include <cmocka.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include <cmocka.h> /* after the four headers it needs */
 
 #include <stdio.h>
 #include <string.h>
