@@ -11,8 +11,10 @@
 #define NF_SOURCE_DIR "."
 #endif
 
-#define OPT(env, type, def, min, max, secret, field, help)                                  \
-    {env, type, def, min, max, secret, offsetof(struct wm_config, field), help}
+#define OPT(env, type, def, min, max, secret, field, help)                                         \
+    {                                                                                              \
+        env, type, def, min, max, secret, offsetof(struct wm_config, field), help                  \
+    }
 
 const struct nf_cfg_opt wm_cfg_opts[] = {
     OPT("NF_WM_ADDR", NF_CFG_STR, "127.0.0.1:8104", 3, 0, false, addr,
@@ -23,8 +25,7 @@ const struct nf_cfg_opt wm_cfg_opts[] = {
         "partitions for topics created at start"),
     OPT("NF_KAFKA_REPLICATION", NF_CFG_INT, "1", 1, 16, false, replication,
         "replication factor for topics created at start"),
-    OPT("NF_REDIS_ADDR", NF_CFG_STR, "127.0.0.1:6379", 3, 0, false, redis_addr,
-        "Redis host:port"),
+    OPT("NF_REDIS_ADDR", NF_CFG_STR, "127.0.0.1:6379", 3, 0, false, redis_addr, "Redis host:port"),
     OPT("NF_PG_DSN", NF_CFG_STR, "host=127.0.0.1 port=5432 dbname=forge user=forge", 1, 0, true,
         pg_dsn, "libpq conninfo"),
     OPT("NF_WORKER_REGISTRATION_TOKEN", NF_CFG_STR, NULL, 16, 0, true, reg_token,
@@ -45,8 +46,7 @@ int wm_config_load(struct wm_config *cfg, char *err, size_t errlen)
     if (nf_cfg_load(wm_cfg_opts, wm_cfg_nopts, cfg, err, errlen) < 0)
         return -1;
     if (cfg->lease_ttl_s < 2 * cfg->heartbeat_s) {
-        snprintf(err, errlen,
-                 "NF_WM_LEASE_TTL_S: must be at least two heartbeats (%d s) (got %d)",
+        snprintf(err, errlen, "NF_WM_LEASE_TTL_S: must be at least two heartbeats (%d s) (got %d)",
                  2 * cfg->heartbeat_s, cfg->lease_ttl_s);
         return -1;
     }

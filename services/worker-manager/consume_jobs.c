@@ -27,10 +27,10 @@ struct wm_retry {
     struct wm *ctx;
     struct nf_kafka_msg *msg; /* owned until nf_kafka_msg_done */
     struct wm_dispatch d;
-    char *data;               /* the dispatch data, compact JSON */
-    struct event *timer;      /* armed between attempts */
+    char *data;          /* the dispatch data, compact JSON */
+    struct event *timer; /* armed between attempts */
     int delay_ms;
-    bool inflight;            /* an EVALSHA is outstanding */
+    bool inflight; /* an EVALSHA is outstanding */
     struct wm_retry *prev, *next;
 };
 
@@ -69,9 +69,8 @@ static void on_enqueued(redisReply *reply, void *arg)
     }
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
         nf_log_kv(NF_LOG_WARN, "dispatch_enqueue_retry", "enqueue failed, retrying", "job_id",
-                  r->d.job_id, "error", reply && reply->type == REDIS_REPLY_ERROR ? reply->str
-                                                                                  : "no answer",
-                  NULL);
+                  r->d.job_id, "error",
+                  reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "no answer", NULL);
         nf_metrics_counter_add(ctx->m.dispatch_retry, 1);
         struct timeval tv = {r->delay_ms / 1000, (r->delay_ms % 1000) * 1000};
         evtimer_add(r->timer, &tv);
@@ -119,8 +118,8 @@ void wm_consume_msg(struct nf_kafka_msg *msg, void *arg)
     if (wm_dispatch_parse(msg->payload, msg->len, &r->d, &why) < 0) {
         char offset[24];
         snprintf(offset, sizeof(offset), "%lld", (long long)msg->offset);
-        nf_log_kv(NF_LOG_WARN, "dispatch_malformed", "malformed dispatch message skipped",
-                  "topic", msg->topic, "offset", offset, "reason", why, NULL);
+        nf_log_kv(NF_LOG_WARN, "dispatch_malformed", "malformed dispatch message skipped", "topic",
+                  msg->topic, "offset", offset, "reason", why, NULL);
         nf_metrics_counter_add(ctx->m.dispatch_malformed, 1);
         nf_kafka_msg_done(msg);
         free(r);

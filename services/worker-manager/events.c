@@ -25,8 +25,8 @@ static void on_delivery(int err, const char *errstr, void *arg)
 {
     struct delivery *d = arg;
     if (err != 0) {
-        nf_log_kv(NF_LOG_ERROR, "event_delivery_failed", "event not delivered", "type",
-                  d->type, "subject", d->subject, "error", errstr, NULL);
+        nf_log_kv(NF_LOG_ERROR, "event_delivery_failed", "event not delivered", "type", d->type,
+                  "subject", d->subject, "error", errstr, NULL);
         nf_metrics_counter_add(d->ctx->m.events_failed, 1);
     }
     free(d);
@@ -39,15 +39,15 @@ int wm_event_send(struct wm *ctx, const char *topic, const char *type, const cha
     char *payload = nf_json_print(ev);
     int rc = nf_kafka_produce(ctx->producer, topic, subject, payload, strlen(payload), cb, arg);
     if (rc != 0)
-        nf_log_kv(NF_LOG_ERROR, "event_produce_failed", "event not queued", "type", type,
-                  "subject", subject, NULL);
+        nf_log_kv(NF_LOG_ERROR, "event_produce_failed", "event not queued", "type", type, "subject",
+                  subject, NULL);
     free(payload);
     cJSON_Delete(ev);
     return rc != 0 ? -1 : 0;
 }
 
-static void send_logged(struct wm *ctx, const char *topic, const char *type,
-                        const char *subject, cJSON *data)
+static void send_logged(struct wm *ctx, const char *topic, const char *type, const char *subject,
+                        cJSON *data)
 {
     struct delivery *d = nf_xcalloc(1, sizeof(*d));
     d->ctx = ctx;

@@ -136,8 +136,7 @@ static int check_jobs(const cJSON *jobs, struct nf_json_err *err)
         double progress = 0;
         char param[32];
         if (++n > WM_MAX_HB_JOBS)
-            return nf_json_fail(err, "jobs", "jobs must have at most %d entries",
-                                WM_MAX_HB_JOBS);
+            return nf_json_fail(err, "jobs", "jobs must have at most %d entries", WM_MAX_HB_JOBS);
         snprintf(param, sizeof(param), "jobs[%d]", n - 1);
         if (!cJSON_IsObject(job))
             return nf_json_fail(err, param, "%s must be an object", param);
@@ -146,8 +145,7 @@ static int check_jobs(const cJSON *jobs, struct nf_json_err *err)
         if (nf_json_get_str(job, "lease_id", true, &s, err) != 0 || !nf_id_valid("lse", s))
             return nf_json_fail(err, param, "%s.lease_id must be a lease id", param);
         if (nf_json_get_num(job, "progress", false, 0, 1, &progress, err) < 0)
-            return nf_json_fail(err, param, "%s.progress must be a number from 0 to 1",
-                                param);
+            return nf_json_fail(err, param, "%s.progress must be a number from 0 to 1", param);
     }
     return 0;
 }

@@ -15,38 +15,36 @@
 #include "wm.h"
 
 /* Decodes a JSON string or returns nil (pcall: a corrupt value must not abort a script). */
-#define LUA_DECODE                                                                          \
-    "local function dec(raw)\n"                                                             \
-    "  if not raw then return nil end\n"                                                    \
-    "  local ok, v = pcall(cjson.decode, raw)\n"                                            \
-    "  if ok and type(v) == 'table' then return v end\n"                                    \
-    "  return nil\n"                                                                        \
+#define LUA_DECODE                                                                                 \
+    "local function dec(raw)\n"                                                                    \
+    "  if not raw then return nil end\n"                                                           \
+    "  local ok, v = pcall(cjson.decode, raw)\n"                                                   \
+    "  if ok and type(v) == 'table' then return v end\n"                                           \
+    "  return nil\n"                                                                               \
     "end\n"
 
 const char wm_lua_enqueue[] =
-    LUA_DECODE
-    "local attempt = tonumber(ARGV[2])\n"
-    "local cur = dec(redis.call('GET', KEYS[1]))\n"
-    "if cur and type(cur['attempt']) == 'number' and cur['attempt'] >= attempt then\n"
-    "  return 0\n"
-    "end\n"
-    "local lease = dec(redis.call('GET', KEYS[3]))\n"
-    "if lease then\n"
-    "  if type(lease['attempt']) == 'number' and lease['attempt'] >= attempt then\n"
-    "    return 0\n"
-    "  end\n"
-    "  redis.call('DEL', KEYS[3])\n"
-    "  redis.call('ZREM', KEYS[4], ARGV[4])\n"
-    "  if type(lease['worker_id']) == 'string' then\n"
-    "    redis.call('SREM', 'wm:wleases:' .. lease['worker_id'], ARGV[4])\n"
-    "  end\n"
-    "end\n"
-    "redis.call('SET', KEYS[1], ARGV[1])\n"
-    "redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])\n"
-    "return 1\n";
+    LUA_DECODE "local attempt = tonumber(ARGV[2])\n"
+               "local cur = dec(redis.call('GET', KEYS[1]))\n"
+               "if cur and type(cur['attempt']) == 'number' and cur['attempt'] >= attempt then\n"
+               "  return 0\n"
+               "end\n"
+               "local lease = dec(redis.call('GET', KEYS[3]))\n"
+               "if lease then\n"
+               "  if type(lease['attempt']) == 'number' and lease['attempt'] >= attempt then\n"
+               "    return 0\n"
+               "  end\n"
+               "  redis.call('DEL', KEYS[3])\n"
+               "  redis.call('ZREM', KEYS[4], ARGV[4])\n"
+               "  if type(lease['worker_id']) == 'string' then\n"
+               "    redis.call('SREM', 'wm:wleases:' .. lease['worker_id'], ARGV[4])\n"
+               "  end\n"
+               "end\n"
+               "redis.call('SET', KEYS[1], ARGV[1])\n"
+               "redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])\n"
+               "return 1\n";
 
-const char wm_lua_pop[] =
-    LUA_DECODE
+const char wm_lua_pop[] = LUA_DECODE
     "local wid, wgt = ARGV[1], ARGV[2]\n"
     "local wgc = tonumber(ARGV[3]) or 0\n"
     "local wl = dec(ARGV[4]) or {}\n"
@@ -93,8 +91,7 @@ const char wm_lua_pop[] =
     "redis.call('SADD', KEYS[3], best)\n"
     "return {best, bdata, tostring(attempt)}\n";
 
-const char wm_lua_heartbeat[] =
-    LUA_DECODE
+const char wm_lua_heartbeat[] = LUA_DECODE
     "local wid = ARGV[1]\n"
     "local now, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local grace, done_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])\n"
@@ -143,8 +140,7 @@ const char wm_lua_heartbeat[] =
     "end\n"
     "return {pg, cancelled, renewed}\n";
 
-const char wm_lua_reap_claim[] =
-    LUA_DECODE
+const char wm_lua_reap_claim[] = LUA_DECODE
     "local now, reclaim = tonumber(ARGV[1]), tonumber(ARGV[3])\n"
     "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, ARGV[2])\n"
     "local out = {}\n"
@@ -164,31 +160,29 @@ const char wm_lua_reap_claim[] =
     "return out\n";
 
 const char wm_lua_reap_done[] =
-    LUA_DECODE
-    "local jid = ARGV[1]\n"
-    "local l = dec(redis.call('GET', 'wm:lease:' .. jid))\n"
-    "if l then\n"
-    "  if ARGV[2] ~= '' and l['lease_id'] ~= ARGV[2] then return 0 end\n"
-    "  redis.call('DEL', 'wm:lease:' .. jid)\n"
-    "  if type(l['worker_id']) == 'string' then\n"
-    "    redis.call('SREM', 'wm:wleases:' .. l['worker_id'], jid)\n"
-    "    redis.call('SREM', 'wm:cancel:' .. l['worker_id'], jid)\n"
-    "  end\n"
-    "end\n"
-    "redis.call('ZREM', KEYS[1], jid)\n"
-    "redis.call('EXPIRE', 'wm:job:' .. jid, ARGV[3])\n"
-    "return 1\n";
+    LUA_DECODE "local jid = ARGV[1]\n"
+               "local l = dec(redis.call('GET', 'wm:lease:' .. jid))\n"
+               "if l then\n"
+               "  if ARGV[2] ~= '' and l['lease_id'] ~= ARGV[2] then return 0 end\n"
+               "  redis.call('DEL', 'wm:lease:' .. jid)\n"
+               "  if type(l['worker_id']) == 'string' then\n"
+               "    redis.call('SREM', 'wm:wleases:' .. l['worker_id'], jid)\n"
+               "    redis.call('SREM', 'wm:cancel:' .. l['worker_id'], jid)\n"
+               "  end\n"
+               "end\n"
+               "redis.call('ZREM', KEYS[1], jid)\n"
+               "redis.call('EXPIRE', 'wm:job:' .. jid, ARGV[3])\n"
+               "return 1\n";
 
 const char wm_lua_requeue[] =
-    LUA_DECODE
-    "local jid = ARGV[1]\n"
-    "local l = dec(redis.call('GET', 'wm:lease:' .. jid))\n"
-    "if not l or l['lease_id'] ~= ARGV[2] then return 0 end\n"
-    "redis.call('DEL', 'wm:lease:' .. jid)\n"
-    "redis.call('ZREM', KEYS[1], jid)\n"
-    "redis.call('SREM', 'wm:wleases:' .. l['worker_id'], jid)\n"
-    "redis.call('ZADD', KEYS[2], ARGV[3], jid)\n"
-    "return 1\n";
+    LUA_DECODE "local jid = ARGV[1]\n"
+               "local l = dec(redis.call('GET', 'wm:lease:' .. jid))\n"
+               "if not l or l['lease_id'] ~= ARGV[2] then return 0 end\n"
+               "redis.call('DEL', 'wm:lease:' .. jid)\n"
+               "redis.call('ZREM', KEYS[1], jid)\n"
+               "redis.call('SREM', 'wm:wleases:' .. l['worker_id'], jid)\n"
+               "redis.call('ZADD', KEYS[2], ARGV[3], jid)\n"
+               "return 1\n";
 
 const char wm_lua_seen[] = "local out = {}\n"
                            "for i = 1, #KEYS do\n"

@@ -25,8 +25,8 @@
 
 struct wm_poll {
     struct wm *ctx;
-    struct nf_http_req *req;  /* answered exactly once, then NULL */
-    struct event *timer;      /* next scan */
+    struct nf_http_req *req; /* answered exactly once, then NULL */
+    struct event *timer;     /* next scan */
     uint64_t deadline_ms;
     char worker_id[NF_ID_MAX];
     char *gpu_type;
@@ -102,8 +102,8 @@ static void on_client_gone(struct nf_http_req *req, void *arg)
 {
     struct wm_poll *p = arg;
     p->gone = true;
-    nf_log_kv(NF_LOG_DEBUG, "poll_client_gone", "worker went away during long poll",
-              "worker_id", p->worker_id, NULL);
+    nf_log_kv(NF_LOG_DEBUG, "poll_client_gone", "worker went away during long poll", "worker_id",
+              p->worker_id, NULL);
 }
 
 static void on_requeued(redisReply *reply, void *arg)
@@ -127,8 +127,7 @@ static void give_back(struct wm_poll *p, const char *job_id, const cJSON *job)
     snprintf(queue, sizeof(queue), "wm:queue:%s", wm_job_types[type]);
     snprintf(score, sizeof(score), "%lld", 9 - prio);
     const char *argv[] = {"wm:leases", queue, job_id, p->lease_id, score};
-    nf_redis_eval(ctx->redis, ctx->lua_requeue, on_requeued, nf_xstrdup(job_id), 2, 5, argv,
-                  NULL);
+    nf_redis_eval(ctx->redis, ctx->lua_requeue, on_requeued, nf_xstrdup(job_id), 2, 5, argv, NULL);
 }
 
 /* After the lease: the assigned event must be in Kafka before the worker hears of the
@@ -139,8 +138,8 @@ static void on_assigned(int err, const char *errstr, void *arg)
     struct wm *ctx = p->ctx;
     if (err != 0) {
         nf_log_kv(NF_LOG_ERROR, "assign_not_recorded",
-                  "assigned event not delivered, job given back", "job_id", p->job_id,
-                  "error", errstr, NULL);
+                  "assigned event not delivered, job given back", "job_id", p->job_id, "error",
+                  errstr, NULL);
         nf_metrics_counter_add(ctx->m.events_failed, 1);
         give_back(p, p->job_id, p->job);
         reply_status(p, 503);
@@ -169,8 +168,8 @@ static void answer_job(struct wm_poll *p, const char *job_id, const char *data)
     p->job = nf_json_parse(data, strlen(data));
     if (p->job == NULL) {
         /* The enqueue script only stores parsed dispatch data; treat as an outage. */
-        nf_log_kv(NF_LOG_ERROR, "job_data_bad", "leased job has malformed data", "job_id",
-                  job_id, NULL);
+        nf_log_kv(NF_LOG_ERROR, "job_data_bad", "leased job has malformed data", "job_id", job_id,
+                  NULL);
         reply_status(p, 503);
         poll_free(p);
         return;
@@ -190,8 +189,8 @@ static void answer_job(struct wm_poll *p, const char *job_id, const char *data)
     nf_json_add_str(data_ev, "status", "assigned");
     nf_json_add_str(data_ev, "worker_id", p->worker_id);
     nf_json_add_str(data_ev, "lease_id", p->lease_id);
-    if (wm_event_send(ctx, "forge.jobs.events", "forge.job.assigned", job_id, data_ev,
-                      on_assigned, p) < 0)
+    if (wm_event_send(ctx, "forge.jobs.events", "forge.job.assigned", job_id, data_ev, on_assigned,
+                      p) < 0)
         on_assigned(-1, "not queued", p);
 }
 

@@ -43,8 +43,8 @@ static void on_delivered(int err, const char *errstr, void *arg)
     struct wm *ctx = it->ctx;
     if (err != 0 || ctx->closing) {
         if (err != 0)
-            nf_log_kv(NF_LOG_WARN, "reap_event_failed", "worker_lost event not delivered",
-                      "job_id", it->job_id, "error", errstr, NULL);
+            nf_log_kv(NF_LOG_WARN, "reap_event_failed", "worker_lost event not delivered", "job_id",
+                      it->job_id, "error", errstr, NULL);
         free(it);
         return;
     }
@@ -54,8 +54,7 @@ static void on_delivered(int err, const char *errstr, void *arg)
     nf_redis_eval(ctx->redis, ctx->lua_reap_done, on_done, it, 1, 4, argv, NULL);
 }
 
-static void report(struct wm *ctx, const char *job_id, const char *lease_json,
-                   const char *job_json)
+static void report(struct wm *ctx, const char *job_id, const char *lease_json, const char *job_json)
 {
     cJSON *lease = lease_json[0] ? nf_json_parse(lease_json, strlen(lease_json)) : NULL;
     cJSON *job = job_json[0] ? nf_json_parse(job_json, strlen(job_json)) : NULL;
@@ -80,8 +79,8 @@ static void report(struct wm *ctx, const char *job_id, const char *lease_json,
     nf_json_add_str(error, "class", "worker_lost");
     cJSON_AddItemToObject(data, "error", error);
 
-    nf_log_kv(NF_LOG_WARN, "lease_expired", "lease expired, job reported lost", "job_id",
-              job_id, "worker_id", worker_id, NULL);
+    nf_log_kv(NF_LOG_WARN, "lease_expired", "lease expired, job reported lost", "job_id", job_id,
+              "worker_id", worker_id, NULL);
     nf_metrics_counter_add(ctx->m.leases_reaped, 1);
     if (wm_event_send(ctx, "forge.jobs.events", "forge.job.failed", job_id, data, on_delivered,
                       it) < 0)
@@ -96,8 +95,7 @@ static void on_claimed(redisReply *reply, void *arg)
     ctx->reaping--;
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
         if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
-            nf_log_kv(NF_LOG_ERROR, "reap_failed", "reap script failed", "error", reply->str,
-                      NULL);
+            nf_log_kv(NF_LOG_ERROR, "reap_failed", "reap script failed", "error", reply->str, NULL);
         return;
     }
     if (ctx->closing)

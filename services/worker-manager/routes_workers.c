@@ -68,8 +68,8 @@ static void on_inserted(const PGresult *res, const char *err, const char *pgcode
         wm_event_worker(ctx, "forge.worker.registered", call->w.worker_id, data);
     }
     nf_metrics_counter_add(ctx->m.workers_registered, 1);
-    nf_log_kv(NF_LOG_INFO, "worker_registered", "worker registered", "worker_id",
-              call->w.worker_id, "hostname", call->w.hostname, NULL);
+    nf_log_kv(NF_LOG_INFO, "worker_registered", "worker registered", "worker_id", call->w.worker_id,
+              "hostname", call->w.hostname, NULL);
 
     cJSON *body = nf_json_obj();
     nf_json_add_str(body, "worker_id", call->w.worker_id);
@@ -124,9 +124,14 @@ void wm_route_register(struct nf_http_req *req, void *arg)
     snprintf(count, sizeof(count), "%d", call->w.gpu_count);
     wm_types_join(call->w.types, joined, sizeof(joined));
     snprintf(types, sizeof(types), "{%s}", joined);
-    const char *params[] = {call->w.worker_id, call->w.token_hash, call->w.hostname,
-                            call->w.gpu_type[0] ? call->w.gpu_type : NULL, count, types,
-                            labels, call->w.version};
+    const char *params[] = {call->w.worker_id,
+                            call->w.token_hash,
+                            call->w.hostname,
+                            call->w.gpu_type[0] ? call->w.gpu_type : NULL,
+                            count,
+                            types,
+                            labels,
+                            call->w.version};
     nf_pg_query(ctx->pg,
                 "INSERT INTO wm.workers (worker_id, token_hash, hostname, gpu_type, gpu_count, "
                 "job_types, labels, version, registered_at, last_seen_at, status) "
@@ -253,9 +258,9 @@ void wm_route_list(struct nf_http_req *req, void *arg)
     const char *params[] = {lim};
     nf_pg_query(ctx->pg,
                 "SELECT worker_id, hostname, gpu_type, gpu_count, "
-                "array_to_string(job_types, ',') AS job_types, labels::text AS labels, version, "
-                TS_SQL("registered_at") " AS registered_at, " TS_SQL("last_seen_at")
-                " AS last_seen_at, status FROM wm.workers "
-                "ORDER BY registered_at DESC, worker_id DESC LIMIT $1::int",
+                "array_to_string(job_types, ',') AS job_types, labels::text AS labels, "
+                "version, " TS_SQL("registered_at") " AS registered_at, " TS_SQL(
+                    "last_seen_at") " AS last_seen_at, status FROM wm.workers "
+                                    "ORDER BY registered_at DESC, worker_id DESC LIMIT $1::int",
                 1, params, on_listed, call);
 }

@@ -94,8 +94,8 @@ static int parse_labels(const cJSON *body, cJSON **out, struct nf_json_err *err)
         if (!cJSON_IsString(it) || strlen(it->valuestring) > LABEL_VAL_MAX ||
             !printable(it->valuestring)) {
             cJSON_Delete(copy);
-            return nf_json_fail(err, param, "%s must be a string of at most %d characters",
-                                param, LABEL_VAL_MAX);
+            return nf_json_fail(err, param, "%s must be a string of at most %d characters", param,
+                                LABEL_VAL_MAX);
         }
         if (cJSON_GetObjectItemCaseSensitive(copy, it->string) != NULL) {
             cJSON_Delete(copy);
@@ -211,9 +211,8 @@ bool wm_job_matches(const struct wm_worker *w, const cJSON *job)
         const cJSON *it = NULL;
         cJSON_ArrayForEach(it, labels)
         {
-            const cJSON *have = w->labels
-                                    ? cJSON_GetObjectItemCaseSensitive(w->labels, it->string)
-                                    : NULL;
+            const cJSON *have =
+                w->labels ? cJSON_GetObjectItemCaseSensitive(w->labels, it->string) : NULL;
             if (!cJSON_IsString(have) || !cJSON_IsString(it) ||
                 strcmp(have->valuestring, it->valuestring) != 0)
                 return false;

@@ -29,9 +29,9 @@
 #define PRODUCER_FLUSH_MS 5000
 #define DRAIN_CHECK_MS 50
 
-static const char *const job_topics[WM_NJOB_TYPES] = {
-    "forge.jobs.generate", "forge.jobs.audit",    "forge.jobs.distill",
-    "forge.jobs.train",    "forge.jobs.evaluate", "forge.jobs.deploy"};
+static const char *const job_topics[WM_NJOB_TYPES] = {"forge.jobs.generate", "forge.jobs.audit",
+                                                      "forge.jobs.distill",  "forge.jobs.train",
+                                                      "forge.jobs.evaluate", "forge.jobs.deploy"};
 
 static bool ready(cJSON *checks, void *arg)
 {
@@ -137,8 +137,8 @@ static int open_backends(struct wm *ctx)
     }
     if (nf_kafka_producer_new(&ctx->producer, ctx->base, ctx->cfg.brokers, "nf-worker-manager",
                               NULL, err, sizeof(err)) < 0) {
-        nf_log_kv(NF_LOG_ERROR, "kafka_failed", "cannot create the Kafka producer", "error",
-                  err, NULL);
+        nf_log_kv(NF_LOG_ERROR, "kafka_failed", "cannot create the Kafka producer", "error", err,
+                  NULL);
         return -1;
     }
     return 0;
@@ -157,8 +157,7 @@ static int open_http(struct wm *ctx)
     }
     int rc = nf_http_server_new(&ctx->http, ctx->base, host, port, &limits, false, ctx->metrics);
     if (rc < 0) {
-        nf_log_kv(NF_LOG_ERROR, "http_bind_failed", "cannot listen", "addr", ctx->cfg.addr,
-                  NULL);
+        nf_log_kv(NF_LOG_ERROR, "http_bind_failed", "cannot listen", "addr", ctx->cfg.addr, NULL);
         free(host);
         return -1;
     }
@@ -177,8 +176,8 @@ static int open_consumer(struct wm *ctx)
     if (nf_kafka_consumer_new(&ctx->consumer, ctx->base, ctx->cfg.brokers, "nf-worker-manager",
                               job_topics, WM_NJOB_TYPES, CONSUMER_MAX_INFLIGHT, NULL,
                               wm_consume_msg, ctx, err, sizeof(err)) < 0) {
-        nf_log_kv(NF_LOG_ERROR, "kafka_failed", "cannot create the Kafka consumer", "error",
-                  err, NULL);
+        nf_log_kv(NF_LOG_ERROR, "kafka_failed", "cannot create the Kafka consumer", "error", err,
+                  NULL);
         return -1;
     }
     return 0;

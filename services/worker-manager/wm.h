@@ -77,21 +77,21 @@ struct wm_worker {
     char worker_id[NF_ID_MAX];
     char token_hash[NF_SHA256_HEX_LEN + 1];
     char *hostname;
-    char *gpu_type;   /* "" = none */
+    char *gpu_type; /* "" = none */
     int gpu_count;
-    unsigned types;   /* bit i = wm_job_types[i] */
-    cJSON *labels;    /* object of strings, never NULL once parsed */
-    char *version;    /* may be "" */
+    unsigned types; /* bit i = wm_job_types[i] */
+    cJSON *labels;  /* object of strings, never NULL once parsed */
+    char *version;  /* may be "" */
 };
 
 /* A dispatch message reduced to what the queue needs. */
 struct wm_dispatch {
-    cJSON *ev;            /* the parsed envelope (owned) */
-    const cJSON *data;    /* points into ev */
-    const char *job_id;   /* points into ev */
-    int type;             /* index into wm_job_types */
-    int priority;         /* 0..9 */
-    long long attempt;    /* >= 1 */
+    cJSON *ev;          /* the parsed envelope (owned) */
+    const cJSON *data;  /* points into ev */
+    const char *job_id; /* points into ev */
+    int type;           /* index into wm_job_types */
+    int priority;       /* 0..9 */
+    long long attempt;  /* >= 1 */
 };
 
 /* ---- validate.c: pure functions, no I/O ---------------------------------------- */
@@ -120,8 +120,7 @@ bool wm_job_matches(const struct wm_worker *w, const cJSON *job);
  * Parses a forge.job.dispatch envelope. On success fills d (free with wm_dispatch_clear)
  * and returns 0; on a malformed message returns -1 with *why set to a static reason.
  */
-int wm_dispatch_parse(const char *payload, size_t len, struct wm_dispatch *d,
-                      const char **why);
+int wm_dispatch_parse(const char *payload, size_t len, struct wm_dispatch *d, const char **why);
 void wm_dispatch_clear(struct wm_dispatch *d);
 /* Parses "Bearer <token>"; returns the token (pointer into header) or NULL. */
 const char *wm_bearer(const char *header);
@@ -157,7 +156,7 @@ extern const char wm_lua_seen[];
 
 /* ---- the running service ---------------------------------------------------------- */
 
-struct wm_poll; /* next_job.c: one waiting long poll */
+struct wm_poll;  /* next_job.c: one waiting long poll */
 struct wm_retry; /* consume_jobs.c: one dispatch message waiting for Redis */
 
 struct wm_metrics {
@@ -177,8 +176,8 @@ struct wm_metrics {
 
 struct wm {
     struct wm_config cfg;
-    struct nf_app *app;          /* not owned */
-    struct event_base *base;     /* not owned (app->base) */
+    struct nf_app *app;      /* not owned */
+    struct event_base *base; /* not owned (app->base) */
     struct nf_metrics *metrics;
     struct wm_metrics m;
     struct nf_http_server *http;
@@ -193,15 +192,15 @@ struct wm {
     struct nf_redis_script *lua_reap_done;
     struct nf_redis_script *lua_requeue;
     struct nf_redis_script *lua_seen;
-    uint8_t reg_token_hash[32];  /* SHA-256 of the registration token */
-    struct wm_poll *polls;       /* waiting long polls (doubly linked) */
+    uint8_t reg_token_hash[32]; /* SHA-256 of the registration token */
+    struct wm_poll *polls;      /* waiting long polls (doubly linked) */
     size_t npolls;
-    struct wm_retry *retries;    /* dispatch messages waiting to retry Redis */
-    struct event *reaper;        /* periodic lease reaper */
-    int reaping;                 /* reaper rounds in flight */
-    struct event *drain;         /* shutdown: waits for in-flight work */
-    bool stopping;               /* SIGTERM seen: no new work */
-    bool closing;                /* backends being freed: callbacks must not chain */
+    struct wm_retry *retries; /* dispatch messages waiting to retry Redis */
+    struct event *reaper;     /* periodic lease reaper */
+    int reaping;              /* reaper rounds in flight */
+    struct event *drain;      /* shutdown: waits for in-flight work */
+    bool stopping;            /* SIGTERM seen: no new work */
+    bool closing;             /* backends being freed: callbacks must not chain */
 };
 
 /* wm.c */

@@ -43,9 +43,8 @@ static bool token_ok(const struct auth_call *call, const struct wm_worker *w)
 
 /* Fills w from the string fields of a worker record; -1 if a field is malformed. */
 static int worker_from_fields(struct wm_worker *w, const char *worker_id, const char *hash,
-                              const char *hostname, const char *gpu_type,
-                              const char *gpu_count, const char *types, const char *labels,
-                              const char *version)
+                              const char *hostname, const char *gpu_type, const char *gpu_count,
+                              const char *types, const char *labels, const char *version)
 {
     snprintf(w->worker_id, sizeof(w->worker_id), "%s", worker_id);
     snprintf(w->token_hash, sizeof(w->token_hash), "%s", hash ? hash : "");
@@ -173,19 +172,18 @@ void wm_worker_cache(struct wm *ctx, const struct wm_worker *w, const char *regi
     snprintf(ttl, sizeof(ttl), "%d", 3 * ctx->cfg.heartbeat_s);
     snprintf(now, sizeof(now), "%llu", (unsigned long long)nf_now_ms());
     wm_types_join(w->types, types, sizeof(types));
-    const char *argv[] = {"HSET",         key,
-                          "worker_id",    w->worker_id,
-                          "token_hash",   w->token_hash,
-                          "hostname",     w->hostname,
-                          "gpu_type",     w->gpu_type ? w->gpu_type : "",
-                          "gpu_count",    count,
-                          "job_types",    types,
-                          "labels",       labels,
-                          "version",      w->version ? w->version : "",
+    const char *argv[] = {"HSET",          key,
+                          "worker_id",     w->worker_id,
+                          "token_hash",    w->token_hash,
+                          "hostname",      w->hostname,
+                          "gpu_type",      w->gpu_type ? w->gpu_type : "",
+                          "gpu_count",     count,
+                          "job_types",     types,
+                          "labels",        labels,
+                          "version",       w->version ? w->version : "",
                           "registered_at", registered_at ? registered_at : "",
-                          "last_seen_ms", now};
-    nf_redis_cmd_argv(ctx->redis, NULL, NULL, (int)(sizeof(argv) / sizeof(argv[0])), argv,
-                      NULL);
+                          "last_seen_ms",  now};
+    nf_redis_cmd_argv(ctx->redis, NULL, NULL, (int)(sizeof(argv) / sizeof(argv[0])), argv, NULL);
     const char *exp[] = {"EXPIRE", key, ttl};
     nf_redis_cmd_argv(ctx->redis, NULL, NULL, 3, exp, NULL);
     free(labels);

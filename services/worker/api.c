@@ -10,6 +10,8 @@
  *                                 --403--> register again
  *                                 --else-> retry with backoff
  *   heartbeat every heartbeat_interval_s: leases + progress; `cancelled` -> wk_job_cancel
+ *   farewell at shutdown: one last heartbeat without jobs, so the manager releases the
+ *   leases of jobs already reported instead of reaping them as lost later
  *
  * Polls use their own HTTP client so a shutdown can drop a waiting poll at once.
  */
@@ -24,6 +26,7 @@
 #define REGISTER_TIMEOUT_MS 10000
 #define BACKOFF_FIRST_MS 500
 #define BACKOFF_MAX_MS 10000
+#define FAREWELL_TIMEOUT_MS 3000
 
 static void api_path(const struct wk *ctx, const char *route, char *out, size_t outlen)
 {
@@ -59,8 +62,7 @@ static void on_registered(const struct nf_http_resp *resp, void *arg)
         const char *token = nf_json_str(body, "worker_token");
         long long hb = nf_json_int(body, "heartbeat_interval_s", 5);
         if (id == NULL || token == NULL || !nf_id_valid("wrk", id)) {
-            nf_log_kv(NF_LOG_ERROR, "register_bad_answer", "registration answer malformed",
-                      NULL);
+            nf_log_kv(NF_LOG_ERROR, "register_bad_answer", "registration answer malformed", NULL);
             cJSON_Delete(body);
             schedule_retry(ctx);
             return;
@@ -73,14 +75,13 @@ static void on_registered(const struct nf_http_resp *resp, void *arg)
         ctx->registered = true;
         ctx->backoff_ms = BACKOFF_FIRST_MS;
         cJSON_Delete(body); /* id and token point into it: use ctx's copies below */
-        nf_log_kv(NF_LOG_INFO, "registered", "registered with the API", "worker_id",
-                  ctx->worker_id, NULL);
+        nf_log_kv(NF_LOG_INFO, "registered", "registered with the API", "worker_id", ctx->worker_id,
+                  NULL);
         wk_api_heartbeat_start(ctx);
         wk_slot_freed(ctx);
         return;
     }
-    if (resp->status == 0 || resp->status >= 500 || resp->status == 429 ||
-        resp->status == 404) {
+    if (resp->status == 0 || resp->status >= 500 || resp->status == 429 || resp->status == 404) {
         char code[8];
         snprintf(code, sizeof(code), "%d", resp->status);
         nf_log_kv(NF_LOG_WARN, "register_retry", "API not available, retrying", "status", code,
@@ -91,8 +92,8 @@ static void on_registered(const struct nf_http_resp *resp, void *arg)
     char code[8];
     snprintf(code, sizeof(code), "%d", resp->status);
     nf_log_kv(NF_LOG_ERROR, "register_refused",
-              "registration refused; check NF_WORKER_REGISTRATION_TOKEN and the settings",
-              "status", code, "body", resp->body, NULL);
+              "registration refused; check NF_WORKER_REGISTRATION_TOKEN and the settings", "status",
+              code, "body", resp->body, NULL);
     ctx->exit_code = 1;
     nf_app_stop(ctx->app);
 }
@@ -171,8 +172,7 @@ void wk_api_poll(struct wk *ctx)
 {
     char path[256];
     if (!ctx->registered || ctx->polling || ctx->stopping || ctx->closing ||
-        ctx->poll_http == NULL || ctx->njobs >= ctx->cfg.slots ||
-        evtimer_pending(ctx->retry, NULL))
+        ctx->poll_http == NULL || ctx->njobs >= ctx->cfg.slots || evtimer_pending(ctx->retry, NULL))
         return;
     cJSON *body = nf_json_obj();
     nf_json_add_str(body, "worker_id", ctx->worker_id);
@@ -217,20 +217,18 @@ static void on_heartbeat_done(const struct nf_http_resp *resp, void *arg)
     cJSON_ArrayForEach(it, cancelled)
     {
         if (cJSON_IsString(it)) {
-            nf_log_kv(NF_LOG_INFO, "job_cancel_received", "job to stop", "job_id",
-                      it->valuestring, NULL);
+            nf_log_kv(NF_LOG_INFO, "job_cancel_received", "job to stop", "job_id", it->valuestring,
+                      NULL);
             wk_job_cancel(ctx, it->valuestring);
         }
     }
     cJSON_Delete(body);
 }
 
-static void on_heartbeat_tick(evutil_socket_t fd, short what, void *arg)
+/* Sends a heartbeat listing the current jobs; cb gets the answer. -1 if not sent. */
+static int send_heartbeat(struct wk *ctx, nf_http_client_cb cb, int timeout_ms)
 {
-    struct wk *ctx = arg;
     char path[256];
-    if (!ctx->registered || ctx->heartbeating || ctx->closing)
-        return;
     cJSON *body = nf_json_obj();
     nf_json_add_str(body, "worker_id", ctx->worker_id);
     cJSON_AddItemToObject(body, "jobs", wk_jobs_heartbeat(ctx));
@@ -239,13 +237,41 @@ static void on_heartbeat_tick(evutil_socket_t fd, short what, void *arg)
     char *auth = auth_header(ctx->worker_token);
     const char *headers[] = {"Authorization", auth, NULL};
     api_path(ctx, "heartbeat", path, sizeof(path));
-    ctx->heartbeating = true;
-    int timeout_ms = ctx->heartbeat_s * 1000 < 2000 ? 2000 : ctx->heartbeat_s * 1000;
-    if (nf_http_client_request(ctx->http, "POST", path, headers, text, strlen(text), timeout_ms,
-                               on_heartbeat_done, ctx) < 0)
-        ctx->heartbeating = false;
+    int rc = nf_http_client_request(ctx->http, "POST", path, headers, text, strlen(text),
+                                    timeout_ms, cb, ctx);
     free(auth);
     free(text);
+    return rc;
+}
+
+static void on_heartbeat_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct wk *ctx = arg;
+    if (!ctx->registered || ctx->heartbeating || ctx->closing)
+        return;
+    ctx->heartbeating = true;
+    int timeout_ms = ctx->heartbeat_s * 1000 < 2000 ? 2000 : ctx->heartbeat_s * 1000;
+    if (send_heartbeat(ctx, on_heartbeat_done, timeout_ms) < 0)
+        ctx->heartbeating = false;
+}
+
+static void on_farewell_done(const struct nf_http_resp *resp, void *arg)
+{
+    struct wk *ctx = arg;
+    if (ctx->closing)
+        return;
+    if (resp->status != 200)
+        nf_log_kv(NF_LOG_WARN, "farewell_failed",
+                  "last heartbeat not accepted; leases will expire instead", "error", resp->error,
+                  NULL);
+    nf_app_stop_done(ctx->app);
+}
+
+void wk_api_farewell(struct wk *ctx)
+{
+    if (!ctx->registered || ctx->closing ||
+        send_heartbeat(ctx, on_farewell_done, FAREWELL_TIMEOUT_MS) < 0)
+        nf_app_stop_done(ctx->app);
 }
 
 void wk_api_heartbeat_start(struct wk *ctx)

@@ -92,8 +92,7 @@ int wk_artifact_digest(const char *path, uint64_t *bytes, char sha_hex[NF_SHA256
     return 0;
 }
 
-cJSON *wk_artifact_record(const char *dir, const char *path, const char *kind,
-                          const char **why)
+cJSON *wk_artifact_record(const char *dir, const char *path, const char *kind, const char **why)
 {
     char real[PATH_MAX], sha[NF_SHA256_HEX_LEN + 1], id[NF_ID_MAX];
     uint64_t bytes = 0;

@@ -14,8 +14,10 @@
 #define NF_SOURCE_DIR "."
 #endif
 
-#define OPT(env, type, def, min, max, secret, field, help)                                  \
-    {env, type, def, min, max, secret, offsetof(struct wk_config, field), help}
+#define OPT(env, type, def, min, max, secret, field, help)                                         \
+    {                                                                                              \
+        env, type, def, min, max, secret, offsetof(struct wk_config, field), help                  \
+    }
 
 const char *const wk_job_types[WK_NJOB_TYPES] = {"generate", "audit",    "distill",
                                                  "train",    "evaluate", "deploy"};

@@ -34,10 +34,10 @@
 
 extern char **environ;
 
-#define EOF_WAIT_MS 2000          /* after exit, how long to wait for the pipes' EOF */
+#define EOF_WAIT_MS 2000 /* after exit, how long to wait for the pipes' EOF */
 #define MAX_ARTIFACTS 1000
-#define MAX_STDERR_LOGGED 10000   /* stderr lines logged per job */
-#define STDERR_LOG_MAX 1024       /* a logged stderr line is cut to this */
+#define MAX_STDERR_LOGGED 10000 /* stderr lines logged per job */
+#define STDERR_LOG_MAX 1024     /* a logged stderr line is cut to this */
 
 enum stop_reason { STOP_NONE = 0, STOP_TIMEOUT, STOP_CANCEL, STOP_SHUTDOWN };
 
@@ -50,13 +50,13 @@ struct wk_job {
     char job_type[16];
     long long attempt;
     int gpu_count;
-    long long timeout_s;      /* 0 = none */
-    char dir[PATH_MAX];       /* <artifact_root>/<job_id> */
-    pid_t pid;                /* 0 before spawn */
+    long long timeout_s; /* 0 = none */
+    char dir[PATH_MAX];  /* <artifact_root>/<job_id> */
+    pid_t pid;           /* 0 before spawn */
     bool exited;
     int wstatus;
     struct bufferevent *in, *out, *err;
-    bool out_skip, err_skip;  /* discarding the rest of an over-long line */
+    bool out_skip, err_skip; /* discarding the rest of an over-long line */
     struct event *timeout_ev;
     struct event *kill_ev;
     struct event *window_ev;
@@ -67,15 +67,15 @@ struct wk_job {
     double progress;
     bool progress_dirty;
     uint64_t progress_sent_ms;
-    cJSON *result;            /* last {"result": ...} object */
-    cJSON *artifacts;         /* announced [{path, kind}] */
+    cJSON *result;    /* last {"result": ...} object */
+    cJSON *artifacts; /* announced [{path, kind}] */
     long long input_tokens, output_tokens;
     char last_stderr[512];
     int malformed, logs, logs_dropped, stderr_lines;
     uint64_t started_ms, exited_ms;
-    long long window;         /* index of the open GPU usage window */
-    int held;                 /* reliable messages not yet delivered */
-    bool finished;            /* terminal event queued */
+    long long window; /* index of the open GPU usage window */
+    int held;         /* reliable messages not yet delivered */
+    bool finished;    /* terminal event queued */
 };
 
 static void finish(struct wk_job *job);
@@ -148,8 +148,7 @@ void wk_job_delivered(struct wk_job *job)
     job->held--;
     if (job->held > 0 || !job->finished)
         return;
-    nf_log_kv(NF_LOG_INFO, "job_released", "job reported, slot free", "job_id", job->job_id,
-              NULL);
+    nf_log_kv(NF_LOG_INFO, "job_released", "job reported, slot free", "job_id", job->job_id, NULL);
     job_destroy(job);
     if (!ctx->closing)
         wk_slot_freed(ctx);
@@ -165,8 +164,8 @@ static struct wk_job *find_job(struct wk *ctx, const char *job_id, pid_t pid)
 
 /* ---- usage ------------------------------------------------------------------------------ */
 
-static void emit_usage(struct wk_job *job, const char *meter, long long quantity,
-                       long long window, uint64_t start_ms, uint64_t end_ms)
+static void emit_usage(struct wk_job *job, const char *meter, long long quantity, long long window,
+                       uint64_t start_ms, uint64_t end_ms)
 {
     struct wk *ctx = job->ctx;
     struct wk_usage u = {.user_id = job->user_id,
@@ -202,8 +201,8 @@ static void emit_final_usage(struct wk_job *job)
     uint64_t end = job->exited_ms ? job->exited_ms : nf_now_ms();
     uint64_t start = job->started_ms + (uint64_t)job->window * w;
     if (job->started_ms != 0 && job->gpu_count > 0 && end > start)
-        emit_usage(job, "gpu_ms", (long long)wk_gpu_ms(end - start, job->gpu_count),
-                   job->window, start, end);
+        emit_usage(job, "gpu_ms", (long long)wk_gpu_ms(end - start, job->gpu_count), job->window,
+                   start, end);
     if (job->input_tokens > 0)
         emit_usage(job, "input_tokens", job->input_tokens, 0, job->started_ms, end);
     if (job->output_tokens > 0)
@@ -277,8 +276,8 @@ static void stdout_line(struct wk_job *job, const char *line, size_t len)
         break;
     case WK_LINE_MALFORMED:
         if (job->malformed++ < 5)
-            nf_log_kv(NF_LOG_DEBUG, "handler_line_malformed", "handler line ignored",
-                      "job_id", job->job_id, NULL);
+            nf_log_kv(NF_LOG_DEBUG, "handler_line_malformed", "handler line ignored", "job_id",
+                      job->job_id, NULL);
         break;
     case WK_LINE_PROGRESS:
         got_progress(job, l.progress);
@@ -431,8 +430,8 @@ static void signal_job(struct wk_job *job, int sig)
 static void on_kill(evutil_socket_t fd, short what, void *arg)
 {
     struct wk_job *job = arg;
-    nf_log_kv(NF_LOG_WARN, "handler_killed", "handler ignored SIGTERM, sending SIGKILL",
-              "job_id", job->job_id, NULL);
+    nf_log_kv(NF_LOG_WARN, "handler_killed", "handler ignored SIGTERM, sending SIGKILL", "job_id",
+              job->job_id, NULL);
     signal_job(job, SIGKILL);
 }
 
@@ -442,8 +441,8 @@ static void terminate(struct wk_job *job, enum stop_reason reason)
     if (job->pid <= 0 || job->exited || job->stop != STOP_NONE)
         return;
     job->stop = reason;
-    nf_log_kv(NF_LOG_INFO, "handler_terminate", "stopping handler", "job_id", job->job_id,
-              "reason", names[reason], NULL);
+    nf_log_kv(NF_LOG_INFO, "handler_terminate", "stopping handler", "job_id", job->job_id, "reason",
+              names[reason], NULL);
     signal_job(job, SIGTERM);
     struct timeval tv = {job->ctx->cfg.kill_grace_s, 0};
     evtimer_add(job->kill_ev, &tv);
@@ -603,8 +602,8 @@ static int spawn(struct wk_job *job, const cJSON *doc, const char **why)
         int status;
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
             ;
-        nf_log_kv(NF_LOG_ERROR, "handler_exec_failed", strerror(e), "job_id", job->job_id,
-                  "path", path, NULL);
+        nf_log_kv(NF_LOG_ERROR, "handler_exec_failed", strerror(e), "job_id", job->job_id, "path",
+                  path, NULL);
         *why = "the handler could not be executed";
         goto close_pipes;
     }
@@ -659,8 +658,8 @@ static void report_failed(struct wk_job *job, const char *klass, const char *cod
     nf_json_add_str(error, "message", message);
     nf_json_add_str(error, "class", klass);
     cJSON_AddItemToObject(data, "error", error);
-    nf_log_kv(NF_LOG_WARN, "job_failed", message, "job_id", job->job_id, "class", klass,
-              "code", code, NULL);
+    nf_log_kv(NF_LOG_WARN, "job_failed", message, "job_id", job->job_id, "class", klass, "code",
+              code, NULL);
     wk_publish_job_event(job->ctx, job, "forge.job.failed", data, true);
 }
 
@@ -708,8 +707,8 @@ static void report_outcome(struct wk_job *job)
     } else if (WIFEXITED(job->wstatus) && WEXITSTATUS(job->wstatus) == 0) {
         report_succeeded(job);
     } else if (WIFEXITED(job->wstatus) && WEXITSTATUS(job->wstatus) == WK_EXIT_RETRYABLE) {
-        snprintf(msg, sizeof(msg), "handler exited with code %d (retryable): %s",
-                 WK_EXIT_RETRYABLE, tail);
+        snprintf(msg, sizeof(msg), "handler exited with code %d (retryable): %s", WK_EXIT_RETRYABLE,
+                 tail);
         report_failed(job, "infra", "handler_retryable", msg);
     } else if (WIFEXITED(job->wstatus)) {
         snprintf(msg, sizeof(msg), "handler exited with code %d: %s", WEXITSTATUS(job->wstatus),
@@ -784,8 +783,7 @@ static struct wk_job *job_new(struct wk *ctx, const cJSON *doc, const char *leas
     job->window_ev = event_new(ctx->base, -1, EV_PERSIST, on_window, job);
     job->progress_ev = evtimer_new(ctx->base, on_progress_timer, job);
     job->eof_ev = evtimer_new(ctx->base, on_eof_wait, job);
-    if (!job->timeout_ev || !job->kill_ev || !job->window_ev || !job->progress_ev ||
-        !job->eof_ev)
+    if (!job->timeout_ev || !job->kill_ev || !job->window_ev || !job->progress_ev || !job->eof_ev)
         abort();
     job->next = ctx->jobs;
     if (ctx->jobs)

@@ -49,8 +49,7 @@ static bool kind_ok(const char *s)
     return true;
 }
 
-static enum wk_line_kind parse_member(struct wk_line *out, enum wk_line_kind kind,
-                                      cJSON *val)
+static enum wk_line_kind parse_member(struct wk_line *out, enum wk_line_kind kind, cJSON *val)
 {
     switch (kind) {
     case WK_LINE_PROGRESS:
@@ -73,8 +72,7 @@ static enum wk_line_kind parse_member(struct wk_line *out, enum wk_line_kind kin
     }
     case WK_LINE_ARTIFACT: {
         const char *path = cJSON_IsObject(val) ? nf_json_str(val, "path") : NULL;
-        const cJSON *k = cJSON_IsObject(val) ? cJSON_GetObjectItemCaseSensitive(val, "kind")
-                                             : NULL;
+        const cJSON *k = cJSON_IsObject(val) ? cJSON_GetObjectItemCaseSensitive(val, "kind") : NULL;
         if (path == NULL || path[0] == '\0' || strlen(path) > PATH_MAX_LEN)
             return WK_LINE_MALFORMED;
         if (k != NULL && !cJSON_IsNull(k) && (!cJSON_IsString(k) || !kind_ok(k->valuestring)))

@@ -29,7 +29,7 @@ struct wk_out {
     char *payload;
     int delay_ms;
     struct event *timer;
-    bool waiting;       /* linked in ctx->outs, timer armed */
+    bool waiting; /* linked in ctx->outs, timer armed */
     struct wk_out *prev, *next;
 };
 
@@ -86,8 +86,8 @@ static void retry_later(struct wk_out *o, const char *why)
         done(o);
         return;
     }
-    nf_log_kv(NF_LOG_WARN, "publish_retry", "message not delivered, retrying", "topic",
-              o->topic, "key", o->key, "error", why, NULL);
+    nf_log_kv(NF_LOG_WARN, "publish_retry", "message not delivered, retrying", "topic", o->topic,
+              "key", o->key, "error", why, NULL);
     if (o->timer == NULL) {
         o->timer = evtimer_new(ctx->base, on_retry, o);
         if (o->timer == NULL)

@@ -45,8 +45,8 @@ char *wk_usage_event(const struct wk_usage *u, const char *source)
     nf_json_add_int(data, "quantity", u->quantity);
     nf_json_add_str(data, "window_start", start);
     nf_json_add_str(data, "window_end", end);
-    cJSON *ev = nf_event_new("forge.usage.recorded", source, u->user_id ? u->user_id : "",
-                             id, data);
+    cJSON *ev =
+        nf_event_new("forge.usage.recorded", source, u->user_id ? u->user_id : "", id, data);
     char *text = nf_json_print(ev);
     cJSON_Delete(ev);
     return text;

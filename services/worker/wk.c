@@ -57,7 +57,7 @@ static void on_finish(evutil_socket_t fd, short what, void *arg)
     if (ctx->heartbeat)
         event_del(ctx->heartbeat);
     nf_log_kv(NF_LOG_INFO, "drained", "all jobs reported, stopping", NULL);
-    nf_app_stop_done(ctx->app);
+    wk_api_farewell(ctx); /* then nf_app_stop_done */
 }
 
 static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
@@ -107,10 +107,10 @@ int wk_new(struct wk **out, struct nf_app *app, struct wk_config *cfg, struct wk
     if (access(ctx->cfg.handlers, R_OK | X_OK) < 0)
         nf_log_kv(NF_LOG_WARN, "handlers_missing", "handler directory not readable", "path",
                   ctx->cfg.handlers, NULL);
-    if (nf_kafka_producer_new(&ctx->producer, ctx->base, ctx->cfg.brokers, "nf-worker", NULL,
-                              err, sizeof(err)) < 0) {
-        nf_log_kv(NF_LOG_ERROR, "kafka_failed", "cannot create the Kafka producer", "error",
-                  err, NULL);
+    if (nf_kafka_producer_new(&ctx->producer, ctx->base, ctx->cfg.brokers, "nf-worker", NULL, err,
+                              sizeof(err)) < 0) {
+        nf_log_kv(NF_LOG_ERROR, "kafka_failed", "cannot create the Kafka producer", "error", err,
+                  NULL);
         goto fail;
     }
     if (nf_http_client_new(&ctx->http, ctx->base, ctx->set.api_host, ctx->set.api_port,

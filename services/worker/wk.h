@@ -34,30 +34,30 @@ struct nf_http_client;
 
 #define WK_NJOB_TYPES 6
 #define WK_VERSION "nf-worker/0.1.0"
-#define WK_MAX_LINE (64 * 1024)    /* longest stdout/stderr line kept */
-#define WK_MAX_LOG_EVENTS 1000     /* log events per job; more are counted, not sent */
-#define WK_LOG_MSG_MAX 4096        /* a log event's message is cut to this */
-#define WK_EXIT_RETRYABLE 75       /* EX_TEMPFAIL: retryable failure (class infra) */
+#define WK_MAX_LINE (64 * 1024) /* longest stdout/stderr line kept */
+#define WK_MAX_LOG_EVENTS 1000  /* log events per job; more are counted, not sent */
+#define WK_LOG_MSG_MAX 4096     /* a log event's message is cut to this */
+#define WK_EXIT_RETRYABLE 75    /* EX_TEMPFAIL: retryable failure (class infra) */
 
 extern const char *const wk_job_types[WK_NJOB_TYPES];
 
 struct wk_config {
-    char *api_url;          /* NF_API_URL */
-    char *reg_token;        /* NF_WORKER_REGISTRATION_TOKEN (secret) */
-    char *brokers;          /* NF_KAFKA_BROKERS */
-    char *handlers;         /* NF_WORKER_HANDLERS directory */
-    char *artifact_root;    /* NF_WORKER_ARTIFACT_ROOT */
-    int slots;              /* NF_WORKER_SLOTS */
-    char *gpu_type;         /* NF_WORKER_GPU_TYPE, "" = none */
-    int gpu_count;          /* NF_WORKER_GPU_COUNT */
-    char *job_types;        /* NF_WORKER_JOB_TYPES, comma separated */
-    char *labels;           /* NF_WORKER_LABELS "k=v,k2=v2" */
-    char *hostname;         /* NF_WORKER_HOSTNAME, "" = gethostname() */
-    int poll_wait_s;        /* NF_WORKER_POLL_WAIT_S */
-    int drain_timeout_s;    /* NF_WORKER_DRAIN_TIMEOUT_S */
-    int kill_grace_s;       /* NF_WORKER_KILL_GRACE_S */
-    int usage_window_s;     /* NF_WORKER_USAGE_WINDOW_S */
-    int progress_ms;        /* NF_WORKER_PROGRESS_INTERVAL_MS */
+    char *api_url;       /* NF_API_URL */
+    char *reg_token;     /* NF_WORKER_REGISTRATION_TOKEN (secret) */
+    char *brokers;       /* NF_KAFKA_BROKERS */
+    char *handlers;      /* NF_WORKER_HANDLERS directory */
+    char *artifact_root; /* NF_WORKER_ARTIFACT_ROOT */
+    int slots;           /* NF_WORKER_SLOTS */
+    char *gpu_type;      /* NF_WORKER_GPU_TYPE, "" = none */
+    int gpu_count;       /* NF_WORKER_GPU_COUNT */
+    char *job_types;     /* NF_WORKER_JOB_TYPES, comma separated */
+    char *labels;        /* NF_WORKER_LABELS "k=v,k2=v2" */
+    char *hostname;      /* NF_WORKER_HOSTNAME, "" = gethostname() */
+    int poll_wait_s;     /* NF_WORKER_POLL_WAIT_S */
+    int drain_timeout_s; /* NF_WORKER_DRAIN_TIMEOUT_S */
+    int kill_grace_s;    /* NF_WORKER_KILL_GRACE_S */
+    int usage_window_s;  /* NF_WORKER_USAGE_WINDOW_S */
+    int progress_ms;     /* NF_WORKER_PROGRESS_INTERVAL_MS */
 };
 
 extern const struct nf_cfg_opt wk_cfg_opts[];
@@ -67,9 +67,9 @@ extern const size_t wk_cfg_nopts;
 struct wk_settings {
     char *api_host;
     int api_port;
-    char *api_prefix;       /* "" or "/base" without a trailing slash */
-    unsigned types;         /* bit i = wk_job_types[i] */
-    cJSON *labels;          /* object of strings */
+    char *api_prefix; /* "" or "/base" without a trailing slash */
+    unsigned types;   /* bit i = wk_job_types[i] */
+    cJSON *labels;    /* object of strings */
     char *hostname;
 };
 
@@ -101,14 +101,14 @@ enum wk_line_kind {
 
 struct wk_line {
     enum wk_line_kind kind;
-    cJSON *doc;              /* the parsed line (owned; wk_line_clear) */
+    cJSON *doc; /* the parsed line (owned; wk_line_clear) */
     double progress;
-    const char *message;     /* log: points into doc */
-    long long input_tokens;  /* usage: 0 when absent */
+    const char *message;    /* log: points into doc */
+    long long input_tokens; /* usage: 0 when absent */
     long long output_tokens;
-    const char *path;        /* artifact: points into doc */
-    const char *art_kind;    /* artifact: "file" when absent */
-    cJSON *result;           /* result: points into doc; detach to keep it */
+    const char *path;     /* artifact: points into doc */
+    const char *art_kind; /* artifact: "file" when absent */
+    cJSON *result;        /* result: points into doc; detach to keep it */
 };
 
 /*
@@ -134,8 +134,7 @@ int wk_artifact_digest(const char *path, uint64_t *bytes, char sha_hex[NF_SHA256
  * Builds the artifact record of a succeeded event: {artifact_id, name, kind, uri, bytes,
  * sha256} for the resolved file; NULL with *why on failure.
  */
-cJSON *wk_artifact_record(const char *dir, const char *path, const char *kind,
-                          const char **why);
+cJSON *wk_artifact_record(const char *dir, const char *path, const char *kind, const char **why);
 
 /* ---- usage.c ------------------------------------------------------------------------- */
 
@@ -153,9 +152,9 @@ struct wk_usage {
     const char *job_type;
     long long attempt;
     const char *worker_id;
-    const char *meter;      /* gpu_ms, input_tokens, output_tokens */
+    const char *meter; /* gpu_ms, input_tokens, output_tokens */
     long long quantity;
-    long long window;       /* window index (0 for per-job totals) */
+    long long window; /* window index (0 for per-job totals) */
     uint64_t start_ms, end_ms;
 };
 
@@ -170,30 +169,30 @@ struct wk_out;
 struct wk {
     struct wk_config cfg;
     struct wk_settings set;
-    struct nf_app *app;             /* not owned */
-    struct event_base *base;        /* not owned */
+    struct nf_app *app;      /* not owned */
+    struct event_base *base; /* not owned */
     struct nf_kafka_producer *producer;
     struct nf_http_client *http;      /* register and heartbeat */
     struct nf_http_client *poll_http; /* next_job long polls (dropped at SIGTERM) */
     char worker_id[NF_ID_MAX];
     char *worker_token;
-    char source[NF_ID_MAX + 16];    /* "nf-worker/<worker_id>" */
+    char source[NF_ID_MAX + 16]; /* "nf-worker/<worker_id>" */
     int heartbeat_s;
     bool registered;
-    bool registering;               /* a register request is in flight */
-    bool polling;                   /* a next_job request is in flight */
+    bool registering; /* a register request is in flight */
+    bool polling;     /* a next_job request is in flight */
     bool heartbeating;
-    int backoff_ms;                 /* register / poll retry delay */
-    struct event *retry;            /* register or poll retry */
+    int backoff_ms;      /* register / poll retry delay */
+    struct event *retry; /* register or poll retry */
     struct event *heartbeat;
     struct event *sigchld;
-    struct event *drain;            /* drain deadline after SIGTERM */
-    struct event *finish;           /* deferred shutdown completion */
-    struct wk_job *jobs;            /* running and finishing jobs */
+    struct event *drain;  /* drain deadline after SIGTERM */
+    struct event *finish; /* deferred shutdown completion */
+    struct wk_job *jobs;  /* running and finishing jobs */
     int njobs;
-    struct wk_out *outs;            /* messages waiting for a Kafka retry */
-    bool stopping;                  /* SIGTERM: no new jobs */
-    bool closing;                   /* tearing down: callbacks must not chain */
+    struct wk_out *outs; /* messages waiting for a Kafka retry */
+    bool stopping;       /* SIGTERM: no new jobs */
+    bool closing;        /* tearing down: callbacks must not chain */
     int exit_code;
 };
 
@@ -210,6 +209,9 @@ void wk_slot_freed(struct wk *ctx);
 void wk_api_register(struct wk *ctx);
 void wk_api_poll(struct wk *ctx);
 void wk_api_heartbeat_start(struct wk *ctx);
+/* Shutdown: a last heartbeat listing no jobs (releases their leases), then
+ * nf_app_stop_done. Stops at once when not registered. */
+void wk_api_farewell(struct wk *ctx);
 
 /* job.c */
 /* Starts a job from a next_job answer (job object and lease id; job not consumed). When

@@ -56,10 +56,10 @@ static int teardown(void **state)
     return 0;
 }
 
-#define NEED_REDIS()                                                                         \
-    do {                                                                                     \
-        if (rc == NULL)                                                                      \
-            skip();                                                                          \
+#define NEED_REDIS()                                                                               \
+    do {                                                                                           \
+        if (rc == NULL)                                                                            \
+            skip();                                                                                \
     } while (0)
 
 /* EVAL script with nkeys keys then args (NULL-terminated list). Caller frees. */
@@ -133,8 +133,8 @@ static long long enqueue(const char *id, const char *type, int priority, int att
     snprintf(queue, sizeof(queue), "wm:queue:%s", type);
     snprintf(att, sizeof(att), "%d", attempt);
     snprintf(score, sizeof(score), "%d", 9 - priority);
-    return integer(eval(wm_lua_enqueue, 4, key, queue, lease, "wm:leases", data, att, score, id,
-                        NULL));
+    return integer(
+        eval(wm_lua_enqueue, 4, key, queue, lease, "wm:leases", data, att, score, id, NULL));
 }
 
 struct popped {
@@ -144,9 +144,8 @@ struct popped {
 };
 
 /* Pops for worker wid over the given queue types (comma list) at time now. */
-static struct popped pop(const char *wid, const char *types, const char *gpu_type,
-                         int gpu_count, const char *labels, const char *lease_id,
-                         unsigned long long now)
+static struct popped pop(const char *wid, const char *types, const char *gpu_type, int gpu_count,
+                         const char *labels, const char *lease_id, unsigned long long now)
 {
     const char *argv[64];
     char nk[8], count[8], now_s[24], ttl[16], wkey[96], wlkey[96];
@@ -453,8 +452,7 @@ static void test_heartbeat(void **state)
     assert_true(cmd_int("TTL %s", "wm:worker:wrk_h", NULL) > 0);
 
     /* wrong lease id -> cancelled, not renewed; Postgres update throttled */
-    heartbeat("wrk_h", T0 + 11000, cancelled, sizeof(cancelled), &pg, &renewed, c, "lse_zzz",
-              NULL);
+    heartbeat("wrk_h", T0 + 11000, cancelled, sizeof(cancelled), &pg, &renewed, c, "lse_zzz", NULL);
     assert_string_equal(cancelled, c);
     assert_int_equal(renewed, 0);
     assert_int_equal(pg, 0);
@@ -503,8 +501,8 @@ static void test_reaper(void **state)
     /* the worker comes back: its reaped lease is lost -> cancelled, not renewed */
     char cancelled[256];
     long long pg, renewed;
-    heartbeat("wrk_r", T0 + TTL_MS + 10, cancelled, sizeof(cancelled), &pg, &renewed, a,
-              "lse_r", NULL);
+    heartbeat("wrk_r", T0 + TTL_MS + 10, cancelled, sizeof(cancelled), &pg, &renewed, a, "lse_r",
+              NULL);
     assert_string_equal(cancelled, a);
     assert_int_equal(renewed, 0);
 

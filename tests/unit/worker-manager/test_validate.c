@@ -52,9 +52,8 @@ static void test_register_ok(void **state)
     wm_worker_clear(&w);
 
     /* optional fields default: no GPU type, 0 GPUs, no labels, empty version */
-    assert_int_equal(reg("{\"hostname\":\"h\",\"job_types\":[\"deploy\"],\"gpu_type\":null}", &w,
-                         &err),
-                     0);
+    assert_int_equal(
+        reg("{\"hostname\":\"h\",\"job_types\":[\"deploy\"],\"gpu_type\":null}", &w, &err), 0);
     assert_string_equal(w.gpu_type, "");
     assert_int_equal(w.gpu_count, 0);
     assert_int_equal(cJSON_GetArraySize(w.labels), 0);
@@ -101,11 +100,11 @@ static void test_register_refused(void **state)
 static void test_register_label_limits(void **state)
 {
     char body[4096];
-    size_t off = (size_t)snprintf(body, sizeof(body), "{\"hostname\":\"h\",\"job_types\":[\"audit\"],"
-                                                      "\"labels\":{");
+    size_t off = (size_t)snprintf(body, sizeof(body),
+                                  "{\"hostname\":\"h\",\"job_types\":[\"audit\"],"
+                                  "\"labels\":{");
     for (int i = 0; i < WM_MAX_LABELS + 1; i++)
-        off += (size_t)snprintf(body + off, sizeof(body) - off, "%s\"k%d\":\"v\"", i ? "," : "",
-                                i);
+        off += (size_t)snprintf(body + off, sizeof(body) - off, "%s\"k%d\":\"v\"", i ? "," : "", i);
     snprintf(body + off, sizeof(body) - off, "}}");
     struct wm_worker w;
     struct nf_json_err err;
@@ -117,8 +116,9 @@ static void test_register_label_limits(void **state)
     char big[400];
     memset(big, 'x', 300);
     big[300] = '\0';
-    snprintf(body, sizeof(body), "{\"hostname\":\"h\",\"job_types\":[\"audit\"],\"labels\":"
-                                 "{\"k\":\"%s\"}}",
+    snprintf(body, sizeof(body),
+             "{\"hostname\":\"h\",\"job_types\":[\"audit\"],\"labels\":"
+             "{\"k\":\"%s\"}}",
              big);
     assert_int_equal(reg(body, &w, &err), -1);
     assert_string_equal(err.param, "labels.k");
@@ -193,8 +193,8 @@ static void test_job_matches(void **state)
 
 static char *dispatch(const char *type, const char *data)
 {
-    cJSON *ev = nf_event_new(type, "nf-scheduler", "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M", NULL,
-                             json(data));
+    cJSON *ev =
+        nf_event_new(type, "nf-scheduler", "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M", NULL, json(data));
     char *text = nf_json_print(ev);
     cJSON_Delete(ev);
     return text;
@@ -286,10 +286,10 @@ int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_register_ok),      cmocka_unit_test(test_register_refused),
+        cmocka_unit_test(test_register_ok),           cmocka_unit_test(test_register_refused),
         cmocka_unit_test(test_register_label_limits), cmocka_unit_test(test_types_join_parse),
-        cmocka_unit_test(test_job_matches),      cmocka_unit_test(test_dispatch_ok),
-        cmocka_unit_test(test_dispatch_malformed), cmocka_unit_test(test_bearer),
+        cmocka_unit_test(test_job_matches),           cmocka_unit_test(test_dispatch_ok),
+        cmocka_unit_test(test_dispatch_malformed),    cmocka_unit_test(test_bearer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -92,14 +92,14 @@ static void test_resolve_refused(void **state)
 {
     char out[PATH_MAX], abs[PATH_MAX + 32];
     static const char *const bad[] = {
-        "../outside.txt",       /* climbs out */
+        "../outside.txt", /* climbs out */
         "sub/../../outside.txt",
-        "link_out",             /* symlink to a file outside */
-        "link_etc/hostname",    /* through a symlinked directory */
-        "/etc/hostname",        /* absolute, elsewhere */
-        "missing.txt",          /* does not exist */
-        "sub",                  /* a directory */
-        ".",                    /* the directory itself */
+        "link_out",          /* symlink to a file outside */
+        "link_etc/hostname", /* through a symlinked directory */
+        "/etc/hostname",     /* absolute, elsewhere */
+        "missing.txt",       /* does not exist */
+        "sub",               /* a directory */
+        ".",                 /* the directory itself */
         "",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {

@@ -31,8 +31,9 @@ static void test_url(void **state)
     free(host);
     free(prefix);
     static const char *const bad[] = {
-        "https://x:443", "ftp://x", "http://", "http://:80", "http://x:", "http://x:0",
-        "http://x:70000", "http://x:80a", "http://x y", "http://x/a?b=1", "127.0.0.1:8000", NULL,
+        "https://x:443", "ftp://x",        "http://",        "http://:80",
+        "http://x:",     "http://x:0",     "http://x:70000", "http://x:80a",
+        "http://x y",    "http://x/a?b=1", "127.0.0.1:8000", NULL,
     };
     for (size_t i = 0; bad[i] != NULL; i++) {
         host = prefix = NULL;
@@ -48,8 +49,7 @@ static void test_labels(void **state)
 {
     cJSON *labels = NULL;
     char err[256] = "";
-    assert_int_equal(wk_parse_labels("zone=eu, tier = gold ,empty=", &labels, err, sizeof(err)),
-                     0);
+    assert_int_equal(wk_parse_labels("zone=eu, tier = gold ,empty=", &labels, err, sizeof(err)), 0);
     assert_string_equal(nf_json_str(labels, "zone"), "eu");
     assert_string_equal(nf_json_str(labels, "tier"), "gold");
     assert_string_equal(nf_json_str(labels, "empty"), "");

@@ -265,22 +265,23 @@ static const cJSON *error_of(const char *job_id)
 static void test_success(void **state)
 {
     char id[NF_ID_MAX], path[PATH_MAX + 128];
-    script("generate",
-           "cat > stdin.json\n"
-           "echo \"$NF_JOB_ID $NF_GPU_COUNT $NF_ARTIFACT_DIR ${NF_WORKER_REGISTRATION_TOKEN:-none}\""
-           " > env.txt\n"
-           "echo '{\"progress\":0.5}'\n"
-           "echo 'this is not json'\n"
-           "echo '{\"log\":\"hello from the handler\"}'\n"
-           "echo '{\"usage\":{\"input_tokens\":5,\"output_tokens\":7}}'\n"
-           "echo '{\"usage\":{\"output_tokens\":3}}'\n"
-           "printf x > out.txt\n"
-           "echo '{\"artifact\":{\"path\":\"out.txt\",\"kind\":\"dataset\"}}'\n"
-           "echo '{\"result\":{\"n\":1}}'\n"
-           "echo 'a warning' >&2\n"
-           "sleep 1.2\n"
-           "printf '{\"result\":{\"n\":2}}'\n" /* last line without newline */
-           "exit 0");
+    script(
+        "generate",
+        "cat > stdin.json\n"
+        "echo \"$NF_JOB_ID $NF_GPU_COUNT $NF_ARTIFACT_DIR ${NF_WORKER_REGISTRATION_TOKEN:-none}\""
+        " > env.txt\n"
+        "echo '{\"progress\":0.5}'\n"
+        "echo 'this is not json'\n"
+        "echo '{\"log\":\"hello from the handler\"}'\n"
+        "echo '{\"usage\":{\"input_tokens\":5,\"output_tokens\":7}}'\n"
+        "echo '{\"usage\":{\"output_tokens\":3}}'\n"
+        "printf x > out.txt\n"
+        "echo '{\"artifact\":{\"path\":\"out.txt\",\"kind\":\"dataset\"}}'\n"
+        "echo '{\"result\":{\"n\":1}}'\n"
+        "echo 'a warning' >&2\n"
+        "sleep 1.2\n"
+        "printf '{\"result\":{\"n\":2}}'\n" /* last line without newline */
+        "exit 0");
     start("generate", 2, 0, id);
     assert_int_equal(ctx->njobs, 1);
     assert_true(run_until_idle(10000));

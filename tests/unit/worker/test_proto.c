@@ -113,12 +113,12 @@ static void test_malformed_and_empty(void **state)
     assert_int_equal(parse("", &l), WK_LINE_EMPTY);
     assert_int_equal(parse("   \r", &l), WK_LINE_EMPTY);
     static const char *const bad[] = {
-        "hello world",                           /* plain text */
-        "{\"progress\":0.5",                     /* truncated */
-        "[{\"progress\":0.5}]",                  /* not an object */
-        "{}",                                    /* no known key */
-        "{\"status\":\"ok\"}",                   /* unknown key only */
-        "{\"progress\":0.5,\"log\":\"both\"}",   /* two kinds at once */
+        "hello world",                         /* plain text */
+        "{\"progress\":0.5",                   /* truncated */
+        "[{\"progress\":0.5}]",                /* not an object */
+        "{}",                                  /* no known key */
+        "{\"status\":\"ok\"}",                 /* unknown key only */
+        "{\"progress\":0.5,\"log\":\"both\"}", /* two kinds at once */
         "\"progress\"",
         "42",
     };
@@ -143,8 +143,10 @@ int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_progress), cmocka_unit_test(test_log_and_result),
-        cmocka_unit_test(test_usage),    cmocka_unit_test(test_artifact),
+        cmocka_unit_test(test_progress),
+        cmocka_unit_test(test_log_and_result),
+        cmocka_unit_test(test_usage),
+        cmocka_unit_test(test_artifact),
         cmocka_unit_test(test_malformed_and_empty),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
