@@ -22,8 +22,9 @@ void *nf_xmalloc(size_t n)
 
 void *nf_xcalloc(size_t count, size_t size)
 {
-    void *p = calloc(count ? count : 1, size ? size : 1);
-    return checked(p, count * size ? count * size : 1);
+    size_t n = count * size;
+
+    return checked(calloc(count ? count : 1, size ? size : 1), n != 0 ? n : 1);
 }
 
 void *nf_xrealloc(void *p, size_t n)

@@ -224,36 +224,51 @@ forge_kafka_render_props() {
 forge_kafka_format() {
     [[ -f $KAFKA_DATA/meta.properties ]] && return 0
     local cluster_id
-    cluster_id=$(python3 -c 'import base64, uuid; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))')
+    # 16 random bytes, base64url (Kafka's format); never with a leading '-', which the
+    # storage tool would read as an option (Kafka's own random-uuid avoids it too).
+    cluster_id=$(python3 -c '
+import base64, uuid
+while True:
+    cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    if not cid.startswith("-"):
+        print(cid)
+        break
+')
     forge_say "kafka: formatting storage (cluster $cluster_id)"
     forge_kafka_java_cmd
     "${KAFKA_JAVA[@]}" kafka.tools.StorageTool format -t "$cluster_id" -c "$KAFKA_PROPS" \
         >"$KAFKA_DIR/format.log" 2>&1 || { forge_tail_log "$KAFKA_DIR/format.log"; return 1; }
 }
 
-forge_kafka_start() {
+# Starts the broker without waiting for it (the JVM takes seconds to come up: `up` starts
+# Postgres and Redis meanwhile); forge_kafka_wait_ready then waits.
+forge_kafka_launch() {
     forge_kafka_paths
     local pid
     if pid=$(forge_kafka_pid); then
         forge_say "kafka: already running (port $PORT_KAFKA)"
-    else
-        forge_check_port_free kafka "$PORT_KAFKA"
-        forge_check_port_free kafka-controller "$PORT_KAFKA_CONTROLLER"
-        forge_kafka_render_props
-        forge_kafka_format
-        forge_say "kafka: starting on port $PORT_KAFKA"
-        [[ -f $KAFKA_LOG ]] && mv -f "$KAFKA_LOG" "$KAFKA_LOG.1"
-        # setsid: the broker outlives this script and a Ctrl-C in its terminal.
-        forge_kafka_java_cmd
-        setsid "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_PROPS" >"$KAFKA_LOG" 2>&1 </dev/null &
-        pid=$!
-        echo "$pid" >"$KAFKA_PIDFILE"
-        forge_wait_exec "$pid" "$KAFKA_PROPS" || true # an instant exit is reported below
+        return 0
     fi
-    # Ready = the port answers AND a metadata request works (see kafka_ready.py).
+    forge_check_port_free kafka "$PORT_KAFKA"
+    forge_check_port_free kafka-controller "$PORT_KAFKA_CONTROLLER"
+    forge_kafka_render_props
+    forge_kafka_format
+    forge_say "kafka: starting on port $PORT_KAFKA"
+    [[ -f $KAFKA_LOG ]] && mv -f "$KAFKA_LOG" "$KAFKA_LOG.1"
+    # setsid: the broker outlives this script and a Ctrl-C in its terminal.
+    forge_kafka_java_cmd
+    setsid "${KAFKA_JAVA[@]}" kafka.Kafka "$KAFKA_PROPS" >"$KAFKA_LOG" 2>&1 </dev/null &
+    pid=$!
+    echo "$pid" >"$KAFKA_PIDFILE"
+    forge_wait_exec "$pid" "$KAFKA_PROPS" || true # an instant exit is reported by the wait
+}
+
+# Ready = the port answers AND a metadata request works (see kafka_ready.py).
+forge_kafka_wait_ready() {
+    forge_kafka_paths
     local deadline=$((SECONDS + 90))
     until forge_kafka_ready; do
-        if ! forge_pid_alive "$pid" "$KAFKA_PROPS"; then
+        if ! forge_kafka_pid >/dev/null; then
             forge_warn "kafka exited during start"
             forge_tail_log "$KAFKA_LOG" 40
             return 1
@@ -285,9 +300,10 @@ forge_kafka_status() {
 
 forge_backing_start() {
     mkdir -p "$FORGE_LOGS" "$FORGE_RUN"
+    forge_kafka_launch
     forge_pg_start
     forge_redis_start
-    forge_kafka_start
+    forge_kafka_wait_ready
 }
 
 # Reverse order of start: Kafka and Redis first, Postgres last.

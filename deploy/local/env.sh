@@ -143,4 +143,8 @@ forge_test_env() {
     if [[ -s $FORGE_API_KEY_FILE ]]; then
         echo "NF_TEST_API_KEY=$(cat "$FORGE_API_KEY_FILE")"
     fi
+    # For tests that register their own (fake) workers.
+    if [[ -s $FORGE_SECRETS ]]; then
+        echo "NF_TEST_WORKER_REGISTRATION_TOKEN=$(forge_secret NF_WORKER_REGISTRATION_TOKEN)"
+    fi
 }

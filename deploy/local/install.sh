@@ -34,12 +34,16 @@ forge_install_deps() {
 }
 
 forge_apt_missing() {
-    local pkg status
+    # One dpkg-query for all (a call per package costs ~20 ms each). `dpkg -s` would also
+    # succeed for removed-but-configured packages; the status string is the reliable test.
+    local -A installed=()
+    local name pkg
+    while read -r name; do installed[$name]=1; done < <(
+        dpkg-query -W -f='${Package} ${Status}\n' "${FORGE_APT_PACKAGES[@]}" 2>/dev/null |
+            awk '$2 == "install" && $3 == "ok" && $4 == "installed" { print $1 }' || true
+    )
     for pkg in "${FORGE_APT_PACKAGES[@]}"; do
-        # `dpkg -s` also succeeds for removed-but-configured packages; the status
-        # string is the reliable test.
-        status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
-        [[ $status == "install ok installed" ]] || echo "$pkg"
+        [[ -n ${installed[$pkg]:-} ]] || echo "$pkg"
     done
 }
 
@@ -110,6 +114,8 @@ forge_install_kafka_jars() {
     forge_say "fetching the Kafka broker jars (Maven Central)"
     mkdir -p "$FORGE_KAFKA_LIB"
     rm -f "$FORGE_KAFKA_LIB"/*.jar
-    mvn -q -B -Dstyle.color=never -f "$pom" dependency:copy-dependencies || forge_die "mvn could not fetch the Kafka jars"
+    # Maven's own output (escape codes even in batch mode) is kept for a failure only.
+    mvn -q -B -f "$pom" dependency:copy-dependencies >"$FORGE_KAFKA_LIB/.mvn.log" 2>&1 ||
+        { forge_tail_log "$FORGE_KAFKA_LIB/.mvn.log" 40; forge_die "mvn could not fetch the Kafka jars"; }
     echo "$want" >"$stamp"
 }

@@ -112,7 +112,7 @@ forge_test_summary() {
     local name failed=0 passed=0
     printf '\n%s=== forge test summary ===%s\n' "$FORGE_C_BOLD" "$FORGE_C_OFF"
     for name in "${FORGE_STAGES[@]}"; do
-        printf '  %-12s %-22s %4ss\n' "$name" "${FORGE_STAGE_RESULT[$name]}" "${FORGE_STAGE_TIME[$name]}"
+        printf '  %-12s %-34s %4ss\n' "$name" "${FORGE_STAGE_RESULT[$name]}" "${FORGE_STAGE_TIME[$name]}"
         case ${FORGE_STAGE_RESULT[$name]} in
         ok) passed=$((passed + 1)) ;;
         FAILED*) failed=$((failed + 1)) ;;

@@ -3,10 +3,12 @@
  * stop.
  *
  *   start: nf_migrate_run (retried for up to 30 s while Postgres comes up) -> pg pool,
- *          redis, server, routes
+ *          redis, forge.audit producer, Argon2id threads + the dummy hash, server, routes,
+ *          the last_used_at timer
  *   SIGTERM -> auth_stop: close the listener (nf_http_server_stop), poll every 50 ms until
  *              no request is in flight or drain_ms passed -> nf_app_stop_done -> auth_free
  */
+#include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,7 @@
 #include "nf_event.h"
 #include "nf_http.h"
 #include "nf_json.h"
+#include "nf_kafka.h"
 #include "nf_log.h"
 #include "nf_metrics.h"
 #include "nf_migrate.h"
@@ -26,6 +29,19 @@
 
 #define DRAIN_TICK_MS 50
 #define MIGRATE_TRIES 30 /* one per second */
+#define FLUSH_MS 3000
+#define HASH_QUEUE 256 /* logins and registrations waiting for a hasher thread, then 503 */
+
+void auth_reply_unavailable(struct nf_http_req *req, const char *msg)
+{
+    nf_http_set_header(req, "Retry-After", "1");
+    nf_http_reply_error(req, 503, "unavailable", NULL, "%s", msg);
+}
+
+void auth_backend_error(struct auth_ctx *ctx, enum auth_backend b)
+{
+    nf_metrics_counter_add(ctx->m_backend_err[b], 1);
+}
 
 static bool ready(cJSON *checks, void *arg)
 {
@@ -35,11 +51,34 @@ static bool ready(cJSON *checks, void *arg)
 
     nf_json_add_str(checks, "postgres", pg ? "ok" : "down");
     nf_json_add_str(checks, "redis", redis ? "ok" : "down");
+    /* audit events wait in the producer while Kafka is away: reported, not required */
+    nf_json_add_str(checks, "kafka",
+                    ctx->producer && nf_kafka_producer_ready(ctx->producer) ? "ok" : "down");
     return pg && redis && !ctx->stopping;
 }
 
 static void metrics_register(struct auth_ctx *ctx)
 {
+    static const char *const logins[AUTH_NLOGIN] = {"ok", "failed", "limited"};
+    char labels[64];
+    int i;
+
+    for (i = 0; i < AUTH_NLOGIN; i++) {
+        snprintf(labels, sizeof(labels), "result=\"%s\"", logins[i]);
+        ctx->m_login[i] =
+            nf_metrics_counter(ctx->metrics, "nf_auth_logins_total", "logins by result", labels);
+    }
+    ctx->m_keys_created = nf_metrics_counter(ctx->metrics, "nf_auth_keys_created_total",
+                                             "API keys created through the API", NULL);
+    ctx->m_keys_revoked =
+        nf_metrics_counter(ctx->metrics, "nf_auth_keys_revoked_total", "API keys revoked", NULL);
+    ctx->m_registered =
+        nf_metrics_counter(ctx->metrics, "nf_auth_users_registered_total", "users registered", NULL);
+    ctx->m_usage_flushed =
+        nf_metrics_counter(ctx->metrics, "nf_auth_key_usage_flushed_total",
+                           "last_used_at updates written from auth:used batches", NULL);
+    ctx->m_backend_err[AUTH_BACKEND_KAFKA] = nf_metrics_counter(
+        ctx->metrics, "nf_auth_backend_errors_total", "failed backend calls", "backend=\"kafka\"");
     ctx->m_verify_ok = nf_metrics_counter(ctx->metrics, "nf_auth_key_verify_total",
                                           "key verifications by result", "result=\"ok\"");
     ctx->m_verify_miss = nf_metrics_counter(ctx->metrics, "nf_auth_key_verify_total",
@@ -91,11 +130,48 @@ static int backends_new(struct auth_ctx *ctx)
         return -1;
     rc = nf_redis_new(&ctx->redis, ctx->base, host, port, cfg->timeout_ms);
     free(host);
-    if (rc != 0) {
+    if (rc != 0 || auth_account_init(ctx) != 0) {
         nf_log_error("redis_failed", "cannot create the redis client");
         return -1;
     }
     return 0;
+}
+
+/* The audit producer. A broker that is down now is no reason to refuse to start: keys
+ * still verify, and the events wait in the producer. */
+static void producer_new(struct auth_ctx *ctx)
+{
+    const struct auth_config *cfg = ctx->cfg;
+    const char *topics[] = {"forge.audit"};
+    const char *extra[] = {"linger.ms", "5", NULL};
+    char err[512];
+
+    if (nf_kafka_create_topics(cfg->kafka_brokers, topics, 1, cfg->kafka_partitions,
+                               cfg->kafka_replication, 5000, err, sizeof(err)) != 0)
+        nf_log_kv(NF_LOG_WARN, "kafka_topics_failed", "cannot create forge.audit", "error", err,
+                  NULL);
+    if (nf_kafka_producer_new(&ctx->producer, ctx->base, cfg->kafka_brokers, "nf-auth", extra, err,
+                              sizeof(err)) != 0)
+        nf_log_kv(NF_LOG_ERROR, "kafka_failed", "cannot create the audit producer", "error", err,
+                  NULL);
+}
+
+/* Argon2id threads, and the hash that unknown e-mails are verified against so a login
+ * takes as long whether the e-mail exists or not (computed once, before the loop runs). */
+static int hasher_new(struct auth_ctx *ctx)
+{
+    char pw[48];
+
+    nf_crypto_token(24, pw, sizeof(pw));
+    if (crypto_pwhash_str(ctx->dummy_hash, pw, strlen(pw), crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                          crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0) {
+        sodium_memzero(pw, sizeof(pw));
+        nf_log_error("hasher_failed", "cannot compute the dummy password hash");
+        return -1;
+    }
+    sodium_memzero(pw, sizeof(pw));
+    return auth_hasher_new(&ctx->hasher, ctx->base, ctx->cfg->hash_threads, HASH_QUEUE,
+                           crypto_pwhash_OPSLIMIT_INTERACTIVE, crypto_pwhash_MEMLIMIT_INTERACTIVE);
 }
 
 static int server_new(struct auth_ctx *ctx)
@@ -113,7 +189,8 @@ static int server_new(struct auth_ctx *ctx)
         return -1;
     }
     nf_http_set_ready(ctx->srv, ready, ctx);
-    if (auth_internal_register(ctx) != 0) {
+    if (auth_internal_register(ctx) != 0 || auth_account_register(ctx) != 0 ||
+        auth_keys_register(ctx) != 0) {
         nf_log_error("routes_failed", "cannot register routes");
         return -1;
     }
@@ -166,7 +243,10 @@ int auth_new(struct auth_ctx **out, const struct auth_config *cfg, struct nf_app
     ctx->drain = event_new(ctx->base, -1, EV_PERSIST, drain_tick, ctx);
     if (!ctx->drain)
         goto fail;
-    if (backends_new(ctx) != 0 || server_new(ctx) != 0)
+    if (backends_new(ctx) != 0 || hasher_new(ctx) != 0)
+        goto fail;
+    producer_new(ctx);
+    if (server_new(ctx) != 0 || auth_usage_start(ctx) != 0)
         goto fail;
     *out = ctx;
     return 0;
@@ -185,6 +265,15 @@ void auth_free(struct auth_ctx *ctx)
     ctx->closing = true;
     if (ctx->drain)
         event_free(ctx->drain);
+    if (ctx->usage)
+        event_free(ctx->usage);
+    /* logins waiting for a hash answer 503 now, held-back failures their 401; each reply
+     * frees its request */
+    auth_hasher_free(ctx->hasher);
+    auth_account_flush(ctx);
+    ctx->hasher = NULL;
+    nf_kafka_producer_free(ctx->producer, FLUSH_MS);
+    ctx->producer = NULL;
     nf_pg_free(ctx->pg);
     ctx->pg = NULL;
     nf_redis_free(ctx->redis);

@@ -1,22 +1,39 @@
 #pragma once
 /*
  * nf-auth: owner of the `auth` schema (users, API keys, sessions) and of the Redis
- * auth:* keys. Internal HTTP only (loopback by default).
+ * auth:* keys. Internal HTTP only (loopback by default): the gateway authenticates the
+ * public caller and forwards /api/auth/... here with the principal in trusted headers.
  *
- *   POST /internal/keys/verify {"key_hash"}
- *     -> UPDATE api_keys (live key: not revoked, not expired) SET last_used_at
- *     -> 200 {"key_id","user_id","expires_at"} + SET auth:key:<hash> EX min(300, ttl)
- *     -> 404 when no live key has that hash
- *   POST /internal/bootstrap {"email"}
- *     -> one transaction: user if absent + a new API key -> 201 {..., "api_key"}
+ *   gateway --/api/auth/register, login, logout (no caller)----------------> nf-auth
+ *           --/api/auth/me, api-keys (X-Nf-User-Id, X-Nf-Key-Id, X-Nf-Auth)--> nf-auth
+ *           --/internal/keys/verify, /internal/sessions/verify (cache miss)-> nf-auth
+ *   every forward carries X-Nf-Client-Addr (the caller's address) and X-Request-Id.
+ *
+ *   POST /api/auth/register  -> per-address limit -> Argon2id (hasher thread) -> INSERT user
+ *   POST /api/auth/login     -> failure counters (per e-mail, per address) -> user row
+ *                            -> Argon2id verify (a dummy hash for unknown e-mails) ->
+ *                               ok: session row, Set-Cookie nf_session, audit login
+ *                               bad: count, answer 401 after a growing delay
+ *   POST /api/auth/api-keys  -> tx: lock user row, INSERT if < max live keys -> audit
+ *   DELETE .../{key_id}      -> UPDATE revoked_at -> SET auth:key:<hash> "revoked" -> audit
+ *   POST /internal/keys/verify -> SELECT live key -> SET NX auth:key:<hash> -> record
+ *   timer: drain auth:used (written by the gateway's rate-limit script) -> last_used_at
+ *
+ * Redis keys: auth:key:<sha256> and auth:session:<sha256> (record or the tombstone
+ * "revoked", TTL <= 300 s), auth:used (hash key_id -> last use ms), auth:lf:email:<sha256>
+ * and auth:lf:addr:<addr> (login failures), auth:reg:addr:<addr> (registrations).
  *
  * Files by role: config.c (the NF_AUTH_* table), auth.c (context, migrations, shutdown),
- * keys.c (pure key and email helpers), routes_internal.c.
+ * keys.c (pure helpers), hasher.c (Argon2id threads), audit.c (forge.audit events),
+ * usage.c (last_used_at batches, session cleanup), routes_account.c, routes_keys.c,
+ * routes_internal.c.
  */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include <cjson/cJSON.h>
 
 #include "nf_crypto.h"
 #include "nf_id.h"
@@ -25,10 +42,15 @@ struct event;
 struct event_base;
 struct nf_app;
 struct nf_counter;
+struct nf_http_req;
 struct nf_http_server;
+struct nf_kafka_producer;
 struct nf_metrics;
 struct nf_pg;
 struct nf_redis;
+struct nf_redis_script;
+struct auth_hasher;
+struct auth_login_op;
 
 /* ---- config.c --------------------------------------------------------------------- */
 
@@ -37,10 +59,23 @@ struct auth_config {
     char *addr;   /* internal listen address host:port */
     char *pg_dsn; /* libpq conninfo (a secret: it may hold a password) */
     char *redis_addr;
+    char *kafka_brokers; /* forge.audit */
+    int kafka_partitions;
+    int kafka_replication;
     char *migrations; /* directory of NNNN_*.sql */
     int pg_conns;
     int timeout_ms; /* Postgres and Redis calls */
     int drain_ms;   /* graceful stop: longest wait for in-flight requests */
+    int session_ttl_s;
+    bool cookie_secure;      /* add Secure to the nf_session cookie (HTTPS deployments) */
+    int max_keys;            /* live API keys per user */
+    int login_max_failures;  /* per e-mail within login_window_s, then 429 */
+    int login_max_failures_addr; /* per client address within login_window_s */
+    int login_window_s;
+    int login_delay_ms;     /* a failed login is answered after this x failures so far */
+    int register_per_hour;  /* registrations per client address */
+    int hash_threads;       /* Argon2id worker threads */
+    int usage_flush_ms;     /* last_used_at batch interval */
 };
 
 /* Reads the environment into cfg; -1 with err filled on a bad value (cfg is then freed). */
@@ -51,8 +86,17 @@ void auth_config_usage(FILE *out);
 
 /* ---- keys.c (pure) ---------------------------------------------------------------- */
 
-#define AUTH_CACHE_TTL_S 300 /* auth:key:<hash> lifetime */
+#define AUTH_CACHE_TTL_S 300 /* auth:key:<hash> and auth:session:<hash> lifetime */
 #define AUTH_EMAIL_MAX 254
+#define AUTH_KEY_NAME_MAX 64
+#define AUTH_PASSWORD_MIN 10   /* characters (code points) */
+#define AUTH_PASSWORD_MAX 1024 /* bytes */
+#define AUTH_TOMBSTONE "revoked"
+/* Session tokens: "nfs_" + 43 base64url chars (32 random bytes). */
+#define AUTH_SESSION_PREFIX "nfs_"
+#define AUTH_SESSION_TOKEN_LEN 47
+#define AUTH_SESSION_COOKIE "nf_session"
+#define AUTH_LOGIN_DELAY_STEPS 10 /* the delay stops growing after this many failures */
 
 /* true for exactly 64 lowercase hex digits (a SHA-256 as stored in api_keys.key_hash). */
 bool auth_keys_hash_valid(const char *hash);
@@ -63,16 +107,86 @@ bool auth_keys_hash_valid(const char *hash);
  */
 int auth_keys_email_normalize(const char *in, char *out, size_t outlen);
 /*
- * Cache lifetime for a key record: AUTH_CACHE_TTL_S, or less when the key expires sooner.
- * secs_left < 0 means the key never expires. 0 means "do not cache".
+ * Cache lifetime for a key or session record: AUTH_CACHE_TTL_S, or less when it expires
+ * sooner. secs_left < 0 means it never expires. 0 means "do not cache".
  */
 int auth_keys_cache_ttl(long long secs_left);
-/* {"key_id","user_id","expires_at"} (expires_at NULL -> null); heap string, free(). */
-char *auth_keys_record(const char *key_id, const char *user_id, const char *expires_at);
+/*
+ * The cached key record {"key_id","user_id","expires_at"} plus "rate_limit_per_minute"
+ * and "burst" when set (> 0). expires_at NULL -> null. Heap string, free().
+ */
+char *auth_keys_record(const char *key_id, const char *user_id, const char *expires_at,
+                       int rate_limit_per_minute, int burst);
+/* The cached session record {"user_id","expires_at"}; heap string, free(). */
+char *auth_session_record(const char *user_id, const char *expires_at);
+/* A key name: 1..AUTH_KEY_NAME_MAX bytes of valid UTF-8 without control characters. */
+bool auth_keys_name_valid(const char *name);
+/* Code points in a valid UTF-8 string (no overlongs, surrogates or > U+10FFFF); -1 when
+ * invalid or NULL. */
+long auth_utf8_len(const char *s);
+/*
+ * The password rules: valid UTF-8, at least AUTH_PASSWORD_MIN characters, at most
+ * AUTH_PASSWORD_MAX bytes, no control characters, not the e-mail address itself (email
+ * is the normalised address, may be NULL). NULL when acceptable, else a static message
+ * for the 422 answer (it never quotes the password).
+ */
+const char *auth_password_problem(const char *password, const char *email);
+/* A new session token "nfs_..." into out (AUTH_SESSION_TOKEN_LEN + 1 bytes). */
+void auth_session_token_new(char out[AUTH_SESSION_TOKEN_LEN + 1]);
+/* true when token has the prefix, the length and the base64url alphabet. */
+bool auth_session_token_valid(const char *token);
+/*
+ * The Set-Cookie value for a session: "nf_session=<token>; Path=/; Max-Age=<n>; HttpOnly;
+ * SameSite=Lax" plus "; Secure" when secure. token NULL writes the clearing cookie
+ * (empty value, Max-Age=0). -1 when out is too small.
+ */
+int auth_session_cookie(char *out, size_t outlen, const char *token, int max_age_s, bool secure);
+/* How long to hold back the answer to a failed login: base_ms x failures so far, capped
+ * at AUTH_LOGIN_DELAY_STEPS x base_ms; 0 for failures <= 0. */
+int auth_login_delay_ms(long long failures, int base_ms);
+
+/* ---- hasher.c: Argon2id off the event loop ------------------------------------------- */
+
+/*
+ * crypto_pwhash_str with INTERACTIVE limits takes ~50-100 ms of CPU and 64 MiB: run on the
+ * loop it would stall every other request (key verification included). A few worker
+ * threads take jobs from a queue; each finished job is put on a done list and the loop is
+ * woken through a pipe, where the callback runs (on the loop thread, like every other
+ * callback).
+ *
+ *   loop --job--> [queue] --> thread: crypto_pwhash_str(_verify) --> [done] --pipe--> loop cb
+ */
+enum {
+    AUTH_HASH_OK = 0,         /* hashed, or the password matches */
+    AUTH_HASH_MISMATCH = 1,   /* verify: wrong password (or an unreadable hash) */
+    AUTH_HASH_FAILED = -1,    /* out of memory inside libsodium */
+    AUTH_HASH_CANCELLED = -2, /* the hasher was freed first */
+};
+
+/* rc as above; hash (hash jobs with AUTH_HASH_OK only, else NULL) is valid during the call. */
+typedef void (*auth_hash_cb)(int rc, const char *hash, void *arg);
+
+/* threads >= 1; max_queue bounds waiting jobs (beyond it submissions are refused).
+ * opslimit/memlimit as crypto_pwhash_str (tests pass the MIN values). -1 on failure. */
+int auth_hasher_new(struct auth_hasher **out, struct event_base *base, int threads,
+                    int max_queue, unsigned long long opslimit, size_t memlimit);
+/* Joins the threads (a job being computed finishes first), then calls every callback not
+ * yet called with AUTH_HASH_CANCELLED. NULL ok. */
+void auth_hasher_free(struct auth_hasher *h);
+/* Queues a hash of password (copied, wiped after use). 0 and cb fires later exactly once;
+ * -1 when the queue is full or the hasher is stopping (cb is not called). */
+int auth_hasher_hash(struct auth_hasher *h, const char *password, auth_hash_cb cb, void *arg);
+/* Queues a verification of password against an Argon2 string; same contract. */
+int auth_hasher_verify(struct auth_hasher *h, const char *hash, const char *password,
+                       auth_hash_cb cb, void *arg);
+/* Jobs queued or running (for metrics and tests). */
+size_t auth_hasher_pending(const struct auth_hasher *h);
 
 /* ---- auth.c: the context ------------------------------------------------------------ */
 
-enum auth_backend { AUTH_BACKEND_PG, AUTH_BACKEND_REDIS, AUTH_NBACKENDS };
+enum auth_backend { AUTH_BACKEND_PG, AUTH_BACKEND_REDIS, AUTH_BACKEND_KAFKA, AUTH_NBACKENDS };
+
+enum auth_login_result { AUTH_LOGIN_OK, AUTH_LOGIN_FAILED, AUTH_LOGIN_LIMITED, AUTH_NLOGIN };
 
 /* Everything the process holds; the callback argument of every handler. */
 struct auth_ctx {
@@ -83,13 +197,29 @@ struct auth_ctx {
     struct nf_http_server *srv;
     struct nf_pg *pg;
     struct nf_redis *redis;
-    struct event *drain; /* polls in-flight requests during a graceful stop */
+    struct nf_redis_script *lf_check; /* login failure counters: read (owned by redis) */
+    struct nf_redis_script *lf_fail;  /* login failure counters: count one */
+    struct nf_redis_script *reg_count; /* registrations per address */
+    struct nf_redis_script *used_drain; /* auth:used: read and delete */
+    struct nf_kafka_producer *producer; /* forge.audit; NULL when it could not be made */
+    struct auth_hasher *hasher;
+    char dummy_hash[128]; /* Argon2id of a random password: unknown e-mails verify too */
+    struct event *drain;  /* polls in-flight requests during a graceful stop */
+    struct event *usage;  /* the last_used_at flush timer */
+    struct auth_login_op *delayed; /* failed logins waiting to be answered (a list) */
+    bool usage_busy;      /* a flush is in flight */
+    uint64_t last_cleanup_ms; /* expired sessions last deleted */
     uint64_t drain_deadline_ms;
     bool stopping; /* SIGTERM seen: listener closed, draining */
     bool closing;  /* auth_free running: callbacks must not start backend work */
     struct nf_counter *m_verify_ok;
     struct nf_counter *m_verify_miss;
     struct nf_counter *m_bootstrap;
+    struct nf_counter *m_keys_created;
+    struct nf_counter *m_keys_revoked;
+    struct nf_counter *m_registered;
+    struct nf_counter *m_login[AUTH_NLOGIN];
+    struct nf_counter *m_usage_flushed;
     struct nf_counter *m_backend_err[AUTH_NBACKENDS];
 };
 
@@ -104,6 +234,44 @@ void auth_stop(void *arg);
 /* Fails what is still pending (503), frees everything. NULL ok. */
 void auth_free(struct auth_ctx *ctx);
 
-/* ---- routes_internal.c ---------------------------------------------------------------- */
+/* 503 {"error":{"code":"unavailable"}} with Retry-After: 1. */
+void auth_reply_unavailable(struct nf_http_req *req, const char *msg);
+void auth_backend_error(struct auth_ctx *ctx, enum auth_backend b);
+
+/* ---- audit.c: forge.audit ------------------------------------------------------------ */
+
+/*
+ * Produces forge.auth.<what> (key_created, key_revoked, login) with subject and message
+ * key user_id. data is consumed. Never pass a secret. Best effort: a failure is logged and
+ * counted, never answered to the caller (the change it reports is already committed).
+ */
+void auth_audit(struct auth_ctx *ctx, const char *what, const char *user_id, cJSON *data);
+
+/* ---- usage.c ------------------------------------------------------------------------- */
+
+/* Starts the timer that moves auth:used into api_keys.last_used_at and deletes sessions
+ * expired more than a day ago. */
+int auth_usage_start(struct auth_ctx *ctx);
+
+/* ---- routes --------------------------------------------------------------------------- */
+
+/* Who calls, from the gateway's trusted headers (X-Nf-User-Id, X-Nf-Key-Id, X-Nf-Auth). */
+struct auth_caller {
+    char user_id[NF_ID_MAX];
+    char key_id[NF_ID_MAX]; /* "" for a session */
+    bool session;
+};
+
+/* Fills out from the headers; answers 403 itself and returns false when they are missing
+ * or malformed (a request that did not come through the gateway's authentication). */
+bool auth_req_caller(struct nf_http_req *req, struct auth_caller *out);
+/* The caller's address as the gateway saw it (X-Nf-Client-Addr), else the TCP peer. */
+const char *auth_req_client_addr(struct nf_http_req *req);
 
 int auth_internal_register(struct auth_ctx *ctx);
+int auth_account_register(struct auth_ctx *ctx);
+int auth_keys_register(struct auth_ctx *ctx);
+/* Registers the Redis scripts of the login limiter (at start). */
+int auth_account_init(struct auth_ctx *ctx);
+/* Answers the failed logins still held back (at shutdown, before the server goes). */
+void auth_account_flush(struct auth_ctx *ctx);

@@ -1,10 +1,13 @@
 /*
- * Pure helpers of nf-auth: key hash and e-mail checks, the cache lifetime of a key record
- * and its JSON. No I/O, so every rule is unit-tested.
+ * Pure helpers of nf-auth: key hash, e-mail, key name and password checks, the cache
+ * records, session tokens and cookies, the login delay. No I/O, so every rule is
+ * unit-tested.
  */
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "auth.h"
 #include "nf_json.h"
@@ -67,7 +70,8 @@ int auth_keys_cache_ttl(long long secs_left)
     return AUTH_CACHE_TTL_S;
 }
 
-char *auth_keys_record(const char *key_id, const char *user_id, const char *expires_at)
+char *auth_keys_record(const char *key_id, const char *user_id, const char *expires_at,
+                       int rate_limit_per_minute, int burst)
 {
     cJSON *rec = nf_json_obj();
     char *s;
@@ -75,7 +79,163 @@ char *auth_keys_record(const char *key_id, const char *user_id, const char *expi
     nf_json_add_str(rec, "key_id", key_id);
     nf_json_add_str(rec, "user_id", user_id);
     nf_json_add_str(rec, "expires_at", expires_at);
+    if (rate_limit_per_minute > 0)
+        nf_json_add_int(rec, "rate_limit_per_minute", rate_limit_per_minute);
+    if (burst > 0)
+        nf_json_add_int(rec, "burst", burst);
     s = nf_json_print(rec);
     cJSON_Delete(rec);
     return s;
+}
+
+char *auth_session_record(const char *user_id, const char *expires_at)
+{
+    cJSON *rec = nf_json_obj();
+    char *s;
+
+    nf_json_add_str(rec, "user_id", user_id);
+    nf_json_add_str(rec, "expires_at", expires_at);
+    s = nf_json_print(rec);
+    cJSON_Delete(rec);
+    return s;
+}
+
+/* Length of the UTF-8 sequence at s (1..4), or 0 when it is not valid UTF-8. Sets *cp. */
+static size_t utf8_seq(const unsigned char *s, unsigned long *cp)
+{
+    unsigned long c;
+    size_t n, i;
+
+    if (s[0] < 0x80) {
+        *cp = s[0];
+        return 1;
+    }
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        n = 2;
+        c = s[0] & 0x1f;
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        n = 3;
+        c = s[0] & 0x0f;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        n = 4;
+        c = s[0] & 0x07;
+    } else {
+        return 0; /* continuation byte, overlong lead (c0, c1) or beyond U+10FFFF */
+    }
+    for (i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0; /* also stops at the NUL */
+        c = (c << 6) | (s[i] & 0x3f);
+    }
+    if ((n == 3 && c < 0x800) || (n == 4 && (c < 0x10000 || c > 0x10ffff)) ||
+        (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    *cp = c;
+    return n;
+}
+
+long auth_utf8_len(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    unsigned long cp;
+    long count = 0;
+    size_t n;
+
+    if (!s)
+        return -1;
+    while (*p) {
+        n = utf8_seq(p, &cp);
+        if (n == 0)
+            return -1;
+        p += n;
+        count++;
+    }
+    return count;
+}
+
+/* true when s holds a C0 control character, DEL or a C1 control character. */
+static bool has_control(const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    unsigned long cp;
+    size_t n;
+
+    while (*p) {
+        n = utf8_seq(p, &cp);
+        if (n == 0 || cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+bool auth_keys_name_valid(const char *name)
+{
+    size_t n;
+
+    if (!name)
+        return false;
+    n = strlen(name);
+    return n >= 1 && n <= AUTH_KEY_NAME_MAX && auth_utf8_len(name) > 0 && !has_control(name);
+}
+
+const char *auth_password_problem(const char *password, const char *email)
+{
+    long chars;
+
+    if (!password)
+        return "password is required";
+    if (strlen(password) > AUTH_PASSWORD_MAX)
+        return "password must be at most 1024 bytes long";
+    chars = auth_utf8_len(password);
+    if (chars < 0)
+        return "password must be valid UTF-8";
+    if (chars < AUTH_PASSWORD_MIN)
+        return "password must be at least 10 characters long";
+    if (has_control(password))
+        return "password must not contain control characters";
+    if (email && strcasecmp(password, email) == 0)
+        return "password must not be the e-mail address";
+    return NULL;
+}
+
+void auth_session_token_new(char out[AUTH_SESSION_TOKEN_LEN + 1])
+{
+    size_t plen = strlen(AUTH_SESSION_PREFIX);
+
+    memcpy(out, AUTH_SESSION_PREFIX, plen);
+    nf_crypto_token(32, out + plen, AUTH_SESSION_TOKEN_LEN + 1 - plen);
+}
+
+bool auth_session_token_valid(const char *token)
+{
+    size_t plen = strlen(AUTH_SESSION_PREFIX), i;
+
+    if (!token || strncmp(token, AUTH_SESSION_PREFIX, plen) != 0)
+        return false;
+    for (i = plen; i < AUTH_SESSION_TOKEN_LEN; i++) {
+        char c = token[i];
+
+        if (!(isalnum((unsigned char)c) || c == '-' || c == '_'))
+            return false; /* also stops at the NUL of a short token */
+    }
+    return token[AUTH_SESSION_TOKEN_LEN] == '\0';
+}
+
+int auth_session_cookie(char *out, size_t outlen, const char *token, int max_age_s, bool secure)
+{
+    int n = snprintf(out, outlen, "%s=%s; Path=/; Max-Age=%d; HttpOnly; SameSite=Lax%s",
+                     AUTH_SESSION_COOKIE, token ? token : "", token ? max_age_s : 0,
+                     secure ? "; Secure" : "");
+
+    return n < 0 || (size_t)n >= outlen ? -1 : 0;
+}
+
+int auth_login_delay_ms(long long failures, int base_ms)
+{
+    if (failures <= 0 || base_ms <= 0)
+        return 0;
+    if (failures > AUTH_LOGIN_DELAY_STEPS)
+        failures = AUTH_LOGIN_DELAY_STEPS;
+    return (int)failures * base_ms;
 }

@@ -1,15 +1,21 @@
 /*
- * nf-auth's internal routes (docs/internals.md "Internal HTTP").
+ * nf-auth's internal routes (docs/internals.md "Internal HTTP"), called by the gateway on a
+ * cache miss and by `./forge up`.
  *
  *   POST /internal/keys/verify {"key_hash"}
- *     body (400) -> 64 lowercase hex (422) -> UPDATE ... RETURNING (live key only)
- *       -> row: SET auth:key:<hash> (EX <= 300, fire and forget) -> 200 record
+ *     body (400) -> 64 lowercase hex (422) -> SELECT the live key (read only: usage is
+ *       batched through auth:used, see usage.c)
+ *       -> row: SET NX auth:key:<hash> (EX <= 300; NX so a revocation's tombstone is never
+ *          overwritten by a lookup that raced it) -> 200 record
  *       -> no row: 404          Postgres down: 503 Retry-After 1
+ *
+ *   POST /internal/sessions/verify {"token_hash"}    the same for auth:session:<hash>
  *
  *   POST /internal/bootstrap {"email", "name"?}
  *     body (400) -> e-mail shape (422) -> new key (nf_crypto_apikey_new), its SHA-256
  *       -> tx: INSERT user ON CONFLICT DO NOTHING; INSERT key for that e-mail's user
  *       -> 201 {"user_id","key_id","api_key","prefix"}       (the key is shown only here)
+ *       -> forge.auth.key_created
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,65 +29,78 @@
 #include "nf_pg.h"
 #include "nf_redis.h"
 
-#define KEY_NAME_MAX 64
+#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 
 static const char verify_sql[] =
-    "UPDATE auth.api_keys SET last_used_at = now()"
-    " WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())"
-    " RETURNING key_id, user_id,"
-    " to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS expires_at,"
+    "SELECT key_id, user_id, " TS("expires_at") " AS expires_at, rate_limit_per_minute, burst,"
     " CASE WHEN expires_at IS NULL THEN -1"
-    " ELSE floor(extract(epoch FROM expires_at - now()))::bigint END AS secs_left";
+    " ELSE floor(extract(epoch FROM expires_at - now()))::bigint END AS secs_left"
+    " FROM auth.api_keys"
+    " WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())";
+
+static const char session_sql[] =
+    "SELECT user_id, " TS("expires_at") " AS expires_at,"
+    " floor(extract(epoch FROM expires_at - now()))::bigint AS secs_left"
+    " FROM auth.sessions WHERE token_hash = $1 AND expires_at > now()";
 
 static const char user_sql[] =
     "INSERT INTO auth.users (user_id, email) VALUES ($1, $2) ON CONFLICT (email) DO NOTHING";
 
 static const char key_sql[] = "INSERT INTO auth.api_keys (key_id, user_id, name, key_hash, prefix)"
                               " SELECT $1, user_id, $2, $3, $4 FROM auth.users WHERE email = $5"
-                              " RETURNING user_id, key_id";
+                              " RETURNING user_id, key_id, " TS("created_at") " AS created_at";
 
-static void unavailable(struct nf_http_req *req, const char *msg)
-{
-    nf_http_set_header(req, "Retry-After", "1");
-    nf_http_reply_error(req, 503, "unavailable", NULL, "%s", msg);
-}
-
-/* ---- verify ------------------------------------------------------------------------ */
+/* ---- verify (keys and sessions) ------------------------------------------------------ */
 
 struct verify_op {
     struct auth_ctx *ctx;
     struct nf_http_req *req;
+    bool session;
     char hash[NF_SHA256_HEX_LEN + 1];
 };
+
+static int int_val(const PGresult *res, const char *col)
+{
+    const char *v = nf_pg_val(res, 0, col);
+
+    return v ? atoi(v) : 0;
+}
 
 static void verified(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
     struct verify_op *op = arg;
     struct auth_ctx *ctx = op->ctx;
-    const char *key_id, *user_id, *left;
+    const char *left;
     char *rec;
     int ttl;
 
     if (!res) {
-        nf_log_kv(NF_LOG_ERROR, "verify_failed", "key lookup failed", "error", err, "pgcode",
-                  pgcode, NULL);
-        nf_metrics_counter_add(ctx->m_backend_err[AUTH_BACKEND_PG], 1);
-        unavailable(op->req, "the key store is unavailable, try again");
+        nf_log_kv(NF_LOG_ERROR, "verify_failed", "credential lookup failed", "error", err,
+                  "pgcode", pgcode, NULL);
+        if (!ctx->closing)
+            auth_backend_error(ctx, AUTH_BACKEND_PG);
+        auth_reply_unavailable(op->req, "the key store is unavailable, try again");
         goto done;
     }
     if (PQntuples(res) != 1) {
         nf_metrics_counter_add(ctx->m_verify_miss, 1);
-        nf_http_reply_error(op->req, 404, "not_found", NULL,
-                            "no live API key has this hash (unknown, revoked or expired)");
+        nf_http_reply_error(op->req, 404, "not_found", NULL, "%s",
+                            op->session ? "no live session has this hash"
+                                        : "no live API key has this hash (unknown, revoked or "
+                                          "expired)");
         goto done;
     }
-    key_id = nf_pg_val(res, 0, "key_id");
-    user_id = nf_pg_val(res, 0, "user_id");
+    if (op->session)
+        rec = auth_session_record(nf_pg_val(res, 0, "user_id"), nf_pg_val(res, 0, "expires_at"));
+    else
+        rec = auth_keys_record(nf_pg_val(res, 0, "key_id"), nf_pg_val(res, 0, "user_id"),
+                               nf_pg_val(res, 0, "expires_at"),
+                               int_val(res, "rate_limit_per_minute"), int_val(res, "burst"));
     left = nf_pg_val(res, 0, "secs_left");
-    rec = auth_keys_record(key_id, user_id, nf_pg_val(res, 0, "expires_at"));
     ttl = auth_keys_cache_ttl(left ? strtoll(left, NULL, 10) : 0);
     if (ttl > 0 && !ctx->closing)
-        nf_redis_cmd(ctx->redis, NULL, NULL, "SET auth:key:%s %s EX %d", op->hash, rec, ttl);
+        nf_redis_cmd(ctx->redis, NULL, NULL, "SET auth:%s:%s %s EX %d NX",
+                     op->session ? "session" : "key", op->hash, rec, ttl);
     nf_metrics_counter_add(ctx->m_verify_ok, 1);
     nf_http_reply_raw(op->req, 200, "application/json", rec, strlen(rec));
     free(rec);
@@ -89,9 +108,9 @@ done:
     free(op);
 }
 
-static void on_verify(struct nf_http_req *req, void *arg)
+static void verify(struct auth_ctx *ctx, struct nf_http_req *req, bool session)
 {
-    struct auth_ctx *ctx = arg;
+    const char *field = session ? "token_hash" : "key_hash";
     struct nf_json_err err = {{0}, {0}};
     struct verify_op *op;
     const char *hash, *params[1];
@@ -100,13 +119,13 @@ static void on_verify(struct nf_http_req *req, void *arg)
     body = nf_http_req_json(req); /* owned by req; on NULL it answered 400 */
     if (!body)
         return;
-    if (nf_json_get_str(body, "key_hash", true, &hash, &err) != 0) {
+    if (nf_json_get_str(body, field, true, &hash, &err) != 0) {
         nf_http_reply_error(req, 422, "invalid_params", err.param, "%s", err.msg);
         return;
     }
     if (!auth_keys_hash_valid(hash)) {
-        nf_http_reply_error(req, 422, "invalid_params", "key_hash",
-                            "key_hash must be 64 lowercase hex digits (SHA-256 of the key)");
+        nf_http_reply_error(req, 422, "invalid_params", field,
+                            "%s must be 64 lowercase hex digits (a SHA-256)", field);
         return;
     }
     op = calloc(1, sizeof(*op));
@@ -114,9 +133,20 @@ static void on_verify(struct nf_http_req *req, void *arg)
         abort();
     op->ctx = ctx;
     op->req = req;
+    op->session = session;
     memcpy(op->hash, hash, NF_SHA256_HEX_LEN + 1);
     params[0] = op->hash;
-    nf_pg_query(ctx->pg, verify_sql, 1, params, verified, op);
+    nf_pg_query(ctx->pg, session ? session_sql : verify_sql, 1, params, verified, op);
+}
+
+static void on_verify(struct nf_http_req *req, void *arg)
+{
+    verify(arg, req, false);
+}
+
+static void on_session_verify(struct nf_http_req *req, void *arg)
+{
+    verify(arg, req, true);
 }
 
 /* ---- bootstrap --------------------------------------------------------------------- */
@@ -125,6 +155,7 @@ struct boot_op {
     struct auth_ctx *ctx;
     struct nf_http_req *req;
     char key_id[NF_ID_MAX];
+    char name[AUTH_KEY_NAME_MAX + 1];
     char api_key[NF_APIKEY_LEN + 1]; /* the secret: answered once, then wiped */
 };
 
@@ -133,25 +164,40 @@ static void boot_done(const PGresult *res, const char *err, const char *pgcode, 
     struct boot_op *op = arg;
     struct auth_ctx *ctx = op->ctx;
     char prefix[NF_APIKEY_DISPLAY_LEN + 1];
-    cJSON *out;
+    const char *user_id;
+    cJSON *out, *ev;
 
     if (!res || PQntuples(res) != 1) {
         nf_log_kv(NF_LOG_ERROR, "bootstrap_failed", "cannot create the user key", "error",
                   err ? err : "no user row", "pgcode", pgcode, NULL);
-        nf_metrics_counter_add(ctx->m_backend_err[AUTH_BACKEND_PG], 1);
-        unavailable(op->req, "the key store is unavailable, try again");
+        if (!ctx->closing)
+            auth_backend_error(ctx, AUTH_BACKEND_PG);
+        auth_reply_unavailable(op->req, "the key store is unavailable, try again");
         goto done;
     }
+    user_id = nf_pg_val(res, 0, "user_id");
     memcpy(prefix, op->api_key, NF_APIKEY_DISPLAY_LEN);
     prefix[NF_APIKEY_DISPLAY_LEN] = '\0';
     out = nf_json_obj();
-    nf_json_add_str(out, "user_id", nf_pg_val(res, 0, "user_id"));
+    nf_json_add_str(out, "user_id", user_id);
     nf_json_add_str(out, "key_id", op->key_id);
     nf_json_add_str(out, "api_key", op->api_key);
     nf_json_add_str(out, "prefix", prefix);
     nf_metrics_counter_add(ctx->m_bootstrap, 1);
-    nf_log_kv(NF_LOG_INFO, "bootstrap_key", "api key created", "user_id",
-              nf_pg_val(res, 0, "user_id"), "key_id", op->key_id, "prefix", prefix, NULL);
+    nf_log_kv(NF_LOG_INFO, "bootstrap_key", "api key created", "user_id", user_id, "key_id",
+              op->key_id, "prefix", prefix, NULL);
+
+    ev = nf_json_obj();
+    nf_json_add_str(ev, "user_id", user_id);
+    nf_json_add_str(ev, "key_id", op->key_id);
+    nf_json_add_str(ev, "name", op->name);
+    nf_json_add_str(ev, "prefix", prefix);
+    nf_json_add_str(ev, "created_at", nf_pg_val(res, 0, "created_at"));
+    nf_json_add_str(ev, "expires_at", NULL);
+    nf_json_add_str(ev, "via", "bootstrap");
+    auth_audit(ctx, "key_created", user_id, ev); /* ev consumed */
+
+    nf_http_set_header(op->req, "Cache-Control", "no-store");
     nf_http_reply_json(op->req, 201, out); /* out consumed */
 done:
     explicit_bzero(op->api_key, sizeof(op->api_key));
@@ -183,9 +229,9 @@ static void on_bootstrap(struct nf_http_req *req, void *arg)
                             "email must be an e-mail address such as dev@example.com");
         return;
     }
-    if (strlen(name) > KEY_NAME_MAX) {
+    if (!auth_keys_name_valid(name)) {
         nf_http_reply_error(req, 422, "invalid_params", "name",
-                            "name must be at most %d characters long", KEY_NAME_MAX);
+                            "name must be 1 to %d characters of text", AUTH_KEY_NAME_MAX);
         return;
     }
     op = calloc(1, sizeof(*op));
@@ -193,6 +239,7 @@ static void on_bootstrap(struct nf_http_req *req, void *arg)
         abort();
     op->ctx = ctx;
     op->req = req;
+    snprintf(op->name, sizeof(op->name), "%s", name);
     nf_id_new("usr", user_id, sizeof(user_id)); /* used only if the e-mail is new */
     nf_id_new("key", op->key_id, sizeof(op->key_id));
     nf_crypto_apikey_new(op->api_key);
@@ -203,7 +250,7 @@ static void on_bootstrap(struct nf_http_req *req, void *arg)
     user_params[0] = user_id;
     user_params[1] = email;
     key_params[0] = op->key_id;
-    key_params[1] = name;
+    key_params[1] = op->name;
     key_params[2] = hash;
     key_params[3] = prefix;
     key_params[4] = email;
@@ -215,6 +262,8 @@ static void on_bootstrap(struct nf_http_req *req, void *arg)
 int auth_internal_register(struct auth_ctx *ctx)
 {
     if (nf_http_route(ctx->srv, "POST", "/internal/keys/verify", on_verify, ctx) != 0 ||
+        nf_http_route(ctx->srv, "POST", "/internal/sessions/verify", on_session_verify, ctx) !=
+            0 ||
         nf_http_route(ctx->srv, "POST", "/internal/bootstrap", on_bootstrap, ctx) != 0)
         return -1;
     return 0;

@@ -2,7 +2,8 @@
  * The billing service's context: start-up, readiness and the graceful stop.
  *
  *   start:  migrations (blocking) -> topics (blocking) -> Postgres pool -> producer
- *           (forge.usage.dlq) -> HTTP -> consumer (forge.usage)
+ *           (DLQ, costs, alerts) -> HTTP -> sweep timer -> consumer (forge.usage +
+ *           forge.jobs.events, group NF_BILLING_GROUP)
  *   SIGTERM: stopping = true -> new messages left un-done, backoffs abandoned -> busy
  *           stages finish -> consumer closed (commits) -> nf_app_stop_done -> bill_free.
  */
@@ -33,7 +34,12 @@ static void on_msg(struct nf_kafka_msg *msg, void *arg)
 
     if (ctx->stopping)
         return; /* left un-done: redelivered to the next consumer of the partition */
-    bill_usage_handle(ctx, msg);
+    if (strcmp(msg->topic, BILL_TOPIC_USAGE) == 0)
+        bill_usage_handle(ctx, msg);
+    else if (strcmp(msg->topic, BILL_TOPIC_EVENTS) == 0)
+        bill_events_handle(ctx, msg);
+    else
+        nf_kafka_msg_done(msg);
 }
 
 static bool ready(cJSON *checks, void *arg)
@@ -57,16 +63,27 @@ static void register_metrics(struct bill_ctx *ctx)
                                           "result=\"duplicate\"");
     ctx->m.invalid = nf_metrics_counter(m, "nf_bill_usage_events_total", "usage events recorded",
                                         "result=\"invalid\"");
+    ctx->m.refused = nf_metrics_counter(m, "nf_bill_usage_events_total", "usage events recorded",
+                                        "result=\"refused\"");
+    ctx->m.pending = nf_metrics_counter(m, "nf_bill_usage_events_total", "usage events recorded",
+                                        "result=\"pending\"");
+    ctx->m.leases =
+        nf_metrics_counter(m, "nf_bill_leases_total", "job leases recorded (assigned events)", NULL);
+    ctx->m.alerts = nf_metrics_counter(m, "nf_bill_budget_alerts_total", "budget alerts sent", NULL);
+    ctx->m.costs =
+        nf_metrics_counter(m, "nf_bill_job_costs_total", "job cost updates produced", NULL);
+    ctx->m.batches = nf_metrics_counter(m, "nf_bill_batches_total",
+                                        "usage batches committed (one statement each)", NULL);
     ctx->m.step_retries = nf_metrics_counter(m, "nf_bill_step_retries_total",
                                              "backend failures retried with backoff", NULL);
     ctx->m.inflight =
         nf_metrics_gauge(m, "nf_bill_inflight_messages", "Kafka messages being handled", NULL);
 }
 
-/* The shared topics plus our DLQ (created whether or not the shared list has it). */
+/* The shared topics plus ours (created whether or not the shared list has them). */
 static int create_topics(const struct bill_config *cfg)
 {
-    static const char *const own[] = {BILL_TOPIC_DLQ};
+    static const char *const own[] = {BILL_TOPIC_DLQ, BILL_TOPIC_COSTS};
     char err[512];
     size_t n = 0;
 
@@ -74,7 +91,7 @@ static int create_topics(const struct bill_config *cfg)
         n++;
     if (nf_kafka_create_topics(cfg->brokers, nf_kafka_forge_topics, n, cfg->partitions,
                                cfg->replication, TOPICS_TIMEOUT_MS, err, sizeof(err)) < 0 ||
-        nf_kafka_create_topics(cfg->brokers, own, 1, cfg->partitions, cfg->replication,
+        nf_kafka_create_topics(cfg->brokers, own, 2, cfg->partitions, cfg->replication,
                                TOPICS_TIMEOUT_MS, err, sizeof(err)) < 0) {
         nf_log_kv(NF_LOG_ERROR, "topics_failed", "cannot create kafka topics", "error", err, NULL);
         return -1;
@@ -85,7 +102,7 @@ static int create_topics(const struct bill_config *cfg)
 int bill_new(struct bill_ctx **out, struct event_base *base, struct nf_app *app,
              struct bill_config *cfg)
 {
-    static const char *const topics[] = {BILL_TOPIC_USAGE};
+    static const char *const topics[] = {BILL_TOPIC_USAGE, BILL_TOPIC_EVENTS};
     struct bill_ctx *ctx = nf_xcalloc(1, sizeof(*ctx));
     struct nf_http_limits limits = {0};
     char err[512], *host = NULL;
@@ -126,15 +143,16 @@ int bill_new(struct bill_ctx **out, struct event_base *base, struct nf_app *app,
     free(host);
     host = NULL;
     nf_http_set_ready(ctx->http, ready, ctx);
-    if (bill_routes_internal(ctx) < 0)
+    if (bill_routes_internal(ctx) < 0 || bill_sweep_init(ctx) < 0)
         goto fail;
-    if (nf_kafka_consumer_new(&ctx->consumer, base, ctx->cfg.brokers, BILL_GROUP, topics, 1,
+    if (nf_kafka_consumer_new(&ctx->consumer, base, ctx->cfg.brokers, ctx->cfg.group, topics, 2,
                               ctx->cfg.max_inflight, NULL, on_msg, ctx, err, sizeof(err)) < 0) {
         nf_log_kv(NF_LOG_ERROR, "consumer_failed", "cannot create the kafka consumer", "error", err,
                   NULL);
         goto fail;
     }
-    nf_log_kv(NF_LOG_INFO, "started", "billing started", "addr", ctx->cfg.addr, NULL);
+    nf_log_kv(NF_LOG_INFO, "started", "billing started", "addr", ctx->cfg.addr, "group",
+              ctx->cfg.group, NULL);
     *out = ctx;
     return 0;
 fail:
@@ -186,6 +204,9 @@ void bill_free(struct bill_ctx *ctx)
     ctx->stopping = true;
     if (ctx->drain)
         event_free(ctx->drain);
+    if (ctx->sweep)
+        event_free(ctx->sweep);
+    ctx->sweep = NULL;
     close_consumer(ctx);
     nf_kafka_producer_free(ctx->producer, FLUSH_TIMEOUT_MS);
     nf_pg_free(ctx->pg);

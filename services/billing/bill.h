@@ -1,26 +1,38 @@
 #pragma once
 /*
- * nf-billing: owns the `billing` schema (usage_events, usage_hourly, price_book,
- * budgets). It consumes forge.usage and answers the internal billing routes.
+ * nf-billing: owns the `billing` schema (usage_events, usage_hourly, usage_jobs,
+ * price_book, budgets, leases, ...). It consumes forge.usage and forge.jobs.events and
+ * answers the internal billing routes (the gateway forwards /api/billing/... here).
  *
- *   forge.usage --> consume_usage.c: usage.c validates --> bad: raw message to
- *                   forge.usage.dlq --> done
- *                                     --> good: ONE statement inserts the event if absent
- *                   and adds it to its hourly rollup --> done after the commit
- *   GET /internal/summary, GET /internal/jobs/{job_id}/cost --> routes_internal.c:
- *                   quantities x price_book, cost per line in integer micro-USD (usage.c)
+ *   forge.jobs.events --> consume_events.c: forge.job.assigned -> billing.leases
+ *                         (who leased which attempt), every other type: done at once
+ *   forge.usage --> consume_usage.c: messages gathered into a batch (NF_BILLING_BATCH_MAX
+ *                   or NF_BILLING_BATCH_LINGER_MS) --> bad ones: to forge.usage.dlq
+ *               --> ONE statement for the good ones: each event checked against its
+ *                   lease (ok | pending | refused), inserted if its id is new, and only
+ *                   the inserted ones added to usage_hourly and usage_jobs
+ *               --> follow-ups (effects.c): cost of every touched job to
+ *                   forge.billing.costs, budget alerts to forge.audit, refused to the DLQ
+ *               --> every message of the batch marked done (offsets stored) last
+ *   sweep.c (timer) --> pending usage whose lease has shown up: recorded or refused;
+ *                   pending longer than NF_BILLING_LEASE_WAIT_S: refused
+ *   routes_internal.c: summary, usage time series, job cost; routes_budget.c: budgets
  *
  * Money is integer micro-USD (DESIGN §8); no floating point anywhere on the path.
  *
- * Files: main.c (thin), bill.c (context, start, stop), config.c, usage.c (pure:
- * validation, price math, times), consume_usage.c, routes_internal.c, migrations/.
+ * Files: main.c (thin), bill.c (context, start, stop), config.c, usage.c and budget.c
+ * (pure: validation, price math, periods, thresholds), work.c (work items), consume_*.c,
+ * sweep.c, effects.c, routes_internal.c, routes_budget.c, migrations/.
  */
 #include <cjson/cJSON.h>
 #include <event2/event.h>
+#include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include "nf_json.h"
 
 struct nf_app;
 struct nf_counter;
@@ -36,6 +48,9 @@ struct nf_pg;
 #define BILL_GROUP "nf-billing"
 #define BILL_TOPIC_USAGE "forge.usage"
 #define BILL_TOPIC_DLQ "forge.usage.dlq"
+#define BILL_TOPIC_EVENTS "forge.jobs.events"
+#define BILL_TOPIC_COSTS "forge.billing.costs" /* job costs, consumed by the scheduler */
+#define BILL_TOPIC_AUDIT "forge.audit"         /* budget alerts */
 
 /* ------------------------------------------------------------------------------------
  * Configuration (config.c)
@@ -51,6 +66,11 @@ struct bill_config {
     int pg_conns;
     int max_inflight;
     int grace_ms;
+    char *group;      /* consumer group (a new one replays both topics from the start) */
+    int batch_max;    /* usage events per ingest statement */
+    int linger_ms;    /* wait this long for a batch to fill */
+    int sweep_ms;     /* pending usage sweep interval */
+    int lease_wait_s; /* pending usage without a lease is refused after this */
 };
 
 int bill_config_load(struct bill_config *cfg, char *err, size_t errlen);
@@ -81,6 +101,8 @@ enum bill_meter {
 #define BILL_MAX_STORAGE_BYTE_HOURS 9000000000000000LL
 
 const char *bill_meter_name(enum bill_meter m);
+/* The meter's base unit for people: "ms", "token", "byte-hour". */
+const char *bill_meter_base_unit(enum bill_meter m);
 int bill_meter_parse(const char *name, enum bill_meter *out);
 long long bill_meter_max(enum bill_meter m);
 
@@ -153,6 +175,71 @@ int64_t bill_month_start(int64_t ms);
  * -1 on junk or overflow. */
 int bill_u64_parse(const char *s, uint64_t *out);
 
+/* The job types usage may be metered for; -1 for anything else. */
+int bill_job_type_index(const char *s);
+extern const char *const bill_job_types[6];
+
+/* ------------------------------------------------------------------------------------
+ * Query parameters (usage.c, pure)
+ * ------------------------------------------------------------------------------------ */
+enum bill_bucket { BILL_BUCKET_HOUR = 0, BILL_BUCKET_DAY };
+
+/* The longest period a summary or time series may cover. */
+#define BILL_MAX_PERIOD_MS (366LL * 24 * 3600 * 1000)
+
+/* "hour" | "day"; NULL or "" -> hour. -1 for anything else. */
+int bill_bucket_parse(const char *s, enum bill_bucket *out);
+const char *bill_bucket_name(enum bill_bucket b);
+/*
+ * A [start, end) period from the period_start / period_end query values (RFC 3339 or a
+ * plain date; NULL or "" -> default): start defaults to the start of now's UTC month,
+ * end to now. -1 with err (param + message) when a value is malformed, end <= start or
+ * the period is longer than BILL_MAX_PERIOD_MS; *start / *end untouched then.
+ */
+int bill_period_parse(const char *ps, const char *pe, int64_t now_ms, int64_t *start,
+                      int64_t *end, struct nf_json_err *err);
+
+/* ------------------------------------------------------------------------------------
+ * Budgets (budget.c, pure)
+ * ------------------------------------------------------------------------------------ */
+/* The largest monthly budget: one billion USD. */
+#define BILL_MAX_BUDGET_MICROS 1000000000000000LL
+#define BILL_NALERTS 3
+/* The alert thresholds in percent of the monthly budget: 50, 80, 100. */
+extern const int bill_alert_pcts[BILL_NALERTS];
+
+/*
+ * "12", "12.5", "0.000001": a non-negative USD amount with at most 6 decimals, at most
+ * BILL_MAX_BUDGET_MICROS. 0 with *micros set, or -1.
+ */
+int bill_usd_parse(const char *s, long long *micros);
+/*
+ * The body of PUT /api/billing/budget: {"monthly_limit_usd": "50.00" | 50.5 | null}
+ * (null removes the budget). No other keys. 0 with *has_limit / *micros set, or -1 with
+ * err (param + message).
+ */
+int bill_budget_parse(const cJSON *body, bool *has_limit, long long *micros,
+                      struct nf_json_err *err);
+/* A user is over budget when a budget exists (limit >= 0) and spent >= limit. */
+bool bill_budget_over(long long spent, long long limit);
+/*
+ * Bit i set when spent has reached bill_alert_pcts[i] percent of limit (exact integer
+ * math). No budget (limit < 0) or a zero budget: 0 (nothing was spent against it).
+ */
+unsigned bill_budget_crossed(long long spent, long long limit);
+/* floor(100 * spent / limit), capped at 999; -1 without a positive budget. */
+int bill_budget_percent(long long spent, long long limit);
+/* "alr_" + first 32 hex of SHA-256("user:YYYY-MM:pct"): one id per alert, out >= 40 B. */
+void bill_alert_id(const char *user_id, int64_t month_ms, int pct, char out[40]);
+/*
+ * The forge.billing.budget_alert envelope (forge.audit, subject = user id) for the month
+ * starting at month_ms. Caller owns.
+ */
+cJSON *bill_alert_event(const char *user_id, int64_t month_ms, int pct, long long limit,
+                        long long spent);
+/* The forge.billing.job_cost envelope (forge.billing.costs, subject = job id). */
+cJSON *bill_cost_event(const char *job_id, const char *user_id, long long cost_micros);
+
 /* ------------------------------------------------------------------------------------
  * The running service
  * ------------------------------------------------------------------------------------ */
@@ -161,7 +248,13 @@ struct bill_work;
 struct bill_counters {
     struct nf_counter *recorded;     /* new usage events */
     struct nf_counter *duplicate;    /* redelivered usage events */
-    struct nf_counter *invalid;      /* sent to forge.usage.dlq */
+    struct nf_counter *invalid;      /* malformed, sent to forge.usage.dlq */
+    struct nf_counter *refused;      /* not leased by the emitting worker */
+    struct nf_counter *pending;      /* parked until their lease is seen */
+    struct nf_counter *leases;       /* forge.job.assigned recorded */
+    struct nf_counter *alerts;       /* budget alerts sent */
+    struct nf_counter *costs;        /* job cost updates produced */
+    struct nf_counter *batches;      /* ingest statements committed */
     struct nf_counter *step_retries; /* backend failures retried */
     struct nf_gauge *inflight;
 };
@@ -173,10 +266,13 @@ struct bill_ctx {
     struct nf_metrics *metrics;
     struct nf_http_server *http;
     struct nf_pg *pg;
-    struct nf_kafka_producer *producer; /* forge.usage.dlq */
-    struct nf_kafka_consumer *consumer; /* forge.usage, group nf-billing */
+    struct nf_kafka_producer *producer; /* DLQ, costs, alerts */
+    struct nf_kafka_consumer *consumer; /* forge.usage + forge.jobs.events */
     struct bill_work *works;            /* every live work item */
     size_t nworks;
+    struct bill_work *open; /* the usage batch still gathering messages, or NULL */
+    struct event *sweep;    /* periodic pending sweep */
+    bool sweeping;          /* a sweep work item is alive */
     struct event *drain;
     bool stopping, closing;
     struct bill_counters m;
@@ -187,19 +283,127 @@ int bill_new(struct bill_ctx **out, struct event_base *base, struct nf_app *app,
 void bill_stop(void *ctx);
 void bill_free(struct bill_ctx *ctx);
 
-/* consume_usage.c */
-void bill_usage_handle(struct bill_ctx *ctx, struct nf_kafka_msg *msg);
+/* ------------------------------------------------------------------------------------
+ * Work items (work.c): a Kafka batch, a lease, a sweep or an alert check, each a chain
+ * of stages waiting on one backend at a time; failed stages retry with backoff.
+ * ------------------------------------------------------------------------------------ */
+typedef void (*bill_step_fn)(struct bill_work *w);
+
+/* One forge.usage message of a batch. */
+struct bill_item {
+    struct nf_kafka_msg *msg; /* ours until done */
+    cJSON *ev;                /* parsed envelope; u points into it */
+    struct bill_usage u;
+    bool valid;
+};
+
+/* A message to produce once the work's effect is committed. */
+struct bill_out {
+    const char *topic; /* static */
+    char *key, *payload;
+    size_t len;
+};
+
+/* A budget alert to mark as sent after its event was delivered. */
+struct bill_alert {
+    char *user_id;
+    int pct;
+};
+
+struct bill_work {
+    struct bill_ctx *ctx;
+    struct bill_work *prev, *next; /* ctx->works */
+    struct event *timer;           /* linger, backoff */
+    bill_step_fn step;
+    const char *what; /* stage name for logs */
+    int backoff_ms;
+    bool busy;   /* waiting on a backend callback */
+    bool sealed; /* a batch that stopped gathering */
+    struct nf_kafka_msg *msg; /* a single message (events), or NULL */
+    cJSON *ev;
+    struct bill_item *items; /* a usage batch */
+    size_t nitems, cap;
+    char **jobs, **users; /* follow-ups: costs to push, budgets to check (owned) */
+    size_t njobs, nusers;
+    struct bill_out *outs; /* produced by st_produce */
+    size_t nouts;
+    struct bill_alert *alerts;
+    size_t nalerts;
+    int64_t month_ms; /* the month the alerts belong to */
+    int pending; /* delivery reports outstanding (+1 while queuing) */
+    bool produce_failed;
+    bool sweep;      /* the pending sweep (ctx->sweeping while alive) */
+    bool sweep_full; /* the sweep returned a full page: sweep again at once */
+};
+
+struct bill_work *bill_work_new(struct bill_ctx *ctx);
+void bill_work_goto(struct bill_work *w, bill_step_fn step);
+void bill_work_retry(struct bill_work *w, const char *why);
+/* Marks every message done (unless closing) and frees w. */
+void bill_work_finish(struct bill_work *w);
+void bill_work_free(struct bill_work *w);
 size_t bill_work_busy(const struct bill_ctx *ctx);
 void bill_work_free_all(struct bill_ctx *ctx);
-/* The insert-if-absent + rollup statement (exported for the integration test). */
-#define BILL_USAGE_NPARAMS 10
-extern const char bill_usage_sql[];
-/* params[BILL_USAGE_NPARAMS] for u; bufs holds the numbers' text. */
-struct bill_usage_bufs {
-    char attempt[24], quantity[24], start[32], end[32];
-};
-void bill_usage_params(const struct bill_usage *u, const char *params[BILL_USAGE_NPARAMS],
-                       struct bill_usage_bufs *bufs);
+/* Follow-ups to run after the commit; strings are copied. */
+void bill_work_add_job(struct bill_work *w, const char *job_id);
+void bill_work_add_user(struct bill_work *w, const char *user_id);
+void bill_work_add_out(struct bill_work *w, const char *topic, const char *key, cJSON *ev);
+void bill_work_add_raw(struct bill_work *w, const char *topic, const char *key,
+                       const char *payload, size_t len);
+/* Sorts and de-duplicates jobs and users. */
+void bill_work_dedupe(struct bill_work *w);
 
-/* routes_internal.c */
+/* effects.c: the stages after a commit: costs + budgets query -> produce -> markers ->
+ * bill_work_finish. */
+void bill_effects_start(struct bill_work *w);
+
+/* consume_usage.c */
+void bill_usage_handle(struct bill_ctx *ctx, struct nf_kafka_msg *msg);
+/* The batch statement: $1 = JSON array of events (bill_usage_json). */
+extern const char bill_batch_sql[];
+/* The sweep statement: $1 = lease wait in seconds, $2 = page size. */
+extern const char bill_sweep_sql[];
+/* One event as a member of the batch array. Caller owns. */
+cJSON *bill_usage_json(const struct bill_usage *u);
+/* The usage envelope rebuilt from a row's fields (for the DLQ of a pending event). */
+cJSON *bill_usage_rebuild(const char *event_id, const char *user_id, const char *job_id,
+                          const char *job_type, long long attempt, const char *worker_id,
+                          const char *meter, long long quantity, const char *start,
+                          const char *end);
+
+/* consume_events.c */
+void bill_events_handle(struct bill_ctx *ctx, struct nf_kafka_msg *msg);
+#define BILL_LEASE_NPARAMS 4
+extern const char bill_lease_sql[];
+
+/* sweep.c */
+int bill_sweep_init(struct bill_ctx *ctx);
+#define BILL_SWEEP_PAGE 1000
+
+/* effects.c: the follow-up query, $1 job ids, $2 user ids (JSON arrays), $3 month start,
+ * $4 month as a date. */
+extern const char bill_effects_sql[];
+extern const char bill_markers_sql[];
+
+/* routes_internal.c, routes_budget.c */
 int bill_routes_internal(struct bill_ctx *ctx);
+int bill_routes_budget(struct bill_ctx *ctx);
+/* Starts an alert check for user (after a budget change). */
+void bill_budget_check_alerts(struct bill_ctx *ctx, const char *user_id);
+
+/* Price of an hour: the latest price_book row effective at `hour` for x.meter. */
+/* clang-format off */
+#define BILL_PRICE_AT(hour)                                                                \
+    " LEFT JOIN LATERAL (SELECT b.unit, b.price_micros, b.per_units, b.effective_from"     \
+    "  FROM billing.price_book b WHERE b.meter = x.meter AND b.effective_from <= " hour     \
+    "  ORDER BY b.effective_from DESC LIMIT 1) p ON true"
+#define BILL_TS(c) "to_char(" c " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+/* clang-format on */
+
+/*
+ * Adds up (meter, price) rows: each row's quantity x its price is one line rounded once
+ * (bill_cost_micros); *total gets the sum. Rows with a NULL meter count nothing.
+ * Columns: meter, price_micros, per_units, quantity. -1 (logged) on malformed values or
+ * overflow.
+ */
+int bill_rows_cost(const PGresult *res, int first, int last, long long *total);

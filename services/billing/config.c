@@ -29,10 +29,20 @@ static const struct nf_cfg_opt opts[] = {
      OFF(migrations), "directory of the billing schema migrations"},
     {"NF_BILLING_PG_CONNS", NF_CFG_INT, "4", 1, 64, false, OFF(pg_conns),
      "Postgres connections in the pool"},
-    {"NF_BILLING_MAX_INFLIGHT", NF_CFG_INT, "256", 1, 100000, false, OFF(max_inflight),
-     "Kafka messages handled at once"},
+    {"NF_BILLING_MAX_INFLIGHT", NF_CFG_INT, "8192", 1, 100000, false, OFF(max_inflight),
+     "Kafka messages handled at once (at least a few batches)"},
     {"NF_BILLING_GRACE_MS", NF_CFG_INT, "10000", 100, 600000, false, OFF(grace_ms),
      "time allowed on SIGTERM to finish in-flight work"},
+    {"NF_BILLING_GROUP", NF_CFG_STR, BILL_GROUP, 1, 0, false, OFF(group),
+     "Kafka consumer group (a new group replays forge.usage from the start)"},
+    {"NF_BILLING_BATCH_MAX", NF_CFG_INT, "1000", 1, 10000, false, OFF(batch_max),
+     "usage events recorded by one statement"},
+    {"NF_BILLING_BATCH_LINGER_MS", NF_CFG_INT, "5", 0, 10000, false, OFF(linger_ms),
+     "how long a batch waits to fill before it is recorded"},
+    {"NF_BILLING_SWEEP_MS", NF_CFG_INT, "500", 10, 600000, false, OFF(sweep_ms),
+     "how often usage waiting for its lease is looked at again"},
+    {"NF_BILLING_LEASE_WAIT_S", NF_CFG_INT, "3600", 1, 604800, false, OFF(lease_wait_s),
+     "usage whose lease is still unknown after this long is refused"},
 };
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))

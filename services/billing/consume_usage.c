@@ -1,15 +1,27 @@
 /*
- * forge.usage: metering.
+ * forge.usage: metering, in batches.
  *
- *   msg --validate (usage.c)--> bad:  produce the raw message to forge.usage.dlq, count,
- *                                     done after the delivery report
- *                           --> good: ONE statement: insert the event if its id is new
- *                                     and, only then, add its quantity to usage_hourly
- *                                     --> done after the commit
+ *   msg --> parse (usage.c) --> appended to ctx->open, the batch gathering messages
+ *   batch full (NF_BILLING_BATCH_MAX) or NF_BILLING_BATCH_LINGER_MS passed --> sealed:
+ *     malformed members: their raw messages to forge.usage.dlq (counted)
+ *     the others: ONE statement (bill_batch_sql), so all of it commits or none:
+ *       lease check  worker_id given: billing.leases must say this worker leased this
+ *                    attempt of this user's job -> ok; another worker or user -> refused
+ *                    (usage_refused + DLQ); no lease seen yet -> parked in usage_pending
+ *                    (sweep.c decides later); no worker_id (platform storage) -> ok
+ *       insert       usage_events ON CONFLICT (event_id) DO NOTHING
+ *       rollups      only the rows the insert returned are added to usage_hourly and
+ *                    usage_jobs, so a redelivered, replayed or duplicated event adds 0
+ *   --> effects.c: job costs, budget alerts, DLQ messages produced
+ *   --> every message of the batch marked done: offsets are stored only now
  *
- * A backend failure (Postgres down, DLQ produce failed) retries the same stage with
- * backoff (100 ms doubling to 5 s) and never marks the message done, so nothing is lost;
- * a redelivered event inserts nothing and so adds nothing to the rollup.
+ * The lease rule. A worker learns of a job only after the worker-manager's
+ * forge.job.assigned event {job_id, attempt, worker_id, user_id} was delivered, and that
+ * event is the only record of a lease that outlives it (wm:lease:<id> is deleted when the
+ * job ends, before its last usage window arrives). Billing keeps those events in
+ * billing.leases, first one per (job, attempt) wins, so a usage event is billed exactly
+ * when the worker it names leased that attempt. The two topics are consumed
+ * independently, hence the pending state instead of a refusal.
  */
 #include "bill.h"
 
@@ -21,241 +33,332 @@
 #include "nf_json.h"
 #include "nf_kafka.h"
 #include "nf_log.h"
-#include "nf_mem.h"
 #include "nf_metrics.h"
 #include "nf_pg.h"
 
-#define BACKOFF_FIRST_MS 100
-#define BACKOFF_MAX_MS 5000
-
 /* clang-format off */
-const char bill_usage_sql[] =
-    "WITH ins AS ("
-    " INSERT INTO billing.usage_events (event_id, user_id, job_id, job_type, attempt,"
+/* The common tail: insert the `ok` rows of cls, add what was inserted to the rollups. */
+#define RECORD_CTES                                                                        \
+    ", ins AS ("                                                                           \
+    " INSERT INTO billing.usage_events (event_id, user_id, job_id, job_type, attempt,"     \
+    "  worker_id, meter, quantity, window_start, window_end)"                              \
+    " SELECT event_id, user_id, job_id, job_type, attempt, worker_id, meter, quantity,"    \
+    "  window_start, window_end FROM cls WHERE verdict = 'ok' ORDER BY event_id"           \
+    " ON CONFLICT (event_id) DO NOTHING"                                                   \
+    " RETURNING event_id, user_id, job_id, job_type, meter, quantity, window_start"        \
+    "), roll AS ("                                                                         \
+    " INSERT INTO billing.usage_hourly AS h (user_id, job_type, meter, hour, quantity)"    \
+    " SELECT user_id, job_type, meter, date_trunc('hour', window_start, 'UTC'),"           \
+    "  sum(quantity) FROM ins GROUP BY 1, 2, 3, 4 ORDER BY 1, 2, 3, 4"                     \
+    " ON CONFLICT (user_id, job_type, meter, hour)"                                        \
+    " DO UPDATE SET quantity = h.quantity + excluded.quantity"                             \
+    " RETURNING 1"                                                                         \
+    "), jroll AS ("                                                                        \
+    " INSERT INTO billing.usage_jobs AS j (job_id, user_id, meter, hour, quantity)"        \
+    " SELECT job_id, min(user_id), meter, date_trunc('hour', window_start, 'UTC'),"        \
+    "  sum(quantity) FROM ins WHERE meter <> 'storage_byte_hours'"                         \
+    " GROUP BY job_id, meter, 4 ORDER BY 1, 3, 4"                                          \
+    " ON CONFLICT (job_id, meter, hour)"                                                   \
+    " DO UPDATE SET quantity = j.quantity + excluded.quantity"                             \
+    " RETURNING 1"                                                                         \
+    ")"
+
+/* The verdict of a lease check; cls reads a source `s` joined to its lease `l`. */
+#define LEASE_VERDICT(none)                                                                \
+    " CASE WHEN s.worker_id IS NULL THEN 'ok'"                                             \
+    "  WHEN l.job_id IS NULL THEN " none                                                   \
+    "  WHEN l.worker_id = s.worker_id AND l.user_id = s.user_id THEN 'ok'"                 \
+    "  ELSE 'refused' END AS verdict"
+
+const char bill_batch_sql[] =
+    "WITH src AS ("
+    " SELECT DISTINCT ON (x.event_id) x.*"
+    " FROM jsonb_to_recordset($1::jsonb) AS x(event_id text, user_id text, job_id text,"
+    "  job_type text, attempt int, worker_id text, meter text, quantity bigint,"
+    "  window_start timestamptz, window_end timestamptz)"
+    " ORDER BY x.event_id"
+    "), cls AS ("
+    " SELECT s.*," LEASE_VERDICT("'pending'")
+    " FROM src s LEFT JOIN billing.leases l ON l.job_id = s.job_id AND l.attempt = s.attempt"
+    ")" RECORD_CTES
+    ", pend AS ("
+    " INSERT INTO billing.usage_pending (event_id, user_id, job_id, job_type, attempt,"
     "  worker_id, meter, quantity, window_start, window_end)"
-    " VALUES ($1, $2, $3, $4, $5::int, $6, $7, $8::bigint, $9::timestamptz,"
-    "  $10::timestamptz)"
+    " SELECT event_id, user_id, job_id, job_type, attempt, worker_id, meter, quantity,"
+    "  window_start, window_end FROM cls c WHERE c.verdict = 'pending'"
+    "  AND NOT EXISTS (SELECT 1 FROM billing.usage_events e WHERE e.event_id = c.event_id)"
     " ON CONFLICT (event_id) DO NOTHING"
-    " RETURNING user_id, job_type, meter, quantity, window_start"
-    "), roll AS ("
-    " INSERT INTO billing.usage_hourly AS h (user_id, job_type, meter, hour, quantity)"
-    " SELECT user_id, job_type, meter, date_trunc('hour', window_start, 'UTC'), quantity"
-    " FROM ins"
-    " ON CONFLICT (user_id, job_type, meter, hour)"
-    " DO UPDATE SET quantity = h.quantity + excluded.quantity"
+    " RETURNING 1"
+    "), ref AS ("
+    " INSERT INTO billing.usage_refused (event_id, user_id, job_id, attempt, worker_id,"
+    "  meter, quantity, reason)"
+    " SELECT event_id, user_id, job_id, attempt, worker_id, meter, quantity, 'not_leased'"
+    " FROM cls WHERE verdict = 'refused'"
+    " ON CONFLICT (event_id) DO NOTHING"
     " RETURNING 1"
     ")"
-    " SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM roll) AS rolled";
+    " SELECT c.event_id, CASE WHEN c.verdict <> 'ok' THEN c.verdict"
+    "  WHEN i.event_id IS NOT NULL THEN 'recorded' ELSE 'duplicate' END AS verdict,"
+    "  c.job_id, c.user_id, c.meter"
+    " FROM cls c LEFT JOIN ins i ON i.event_id = c.event_id ORDER BY c.event_id";
+
+/*
+ * Pending usage whose lease is known now, or that waited longer than $1 seconds: at most
+ * $2 rows, locked so that several billing copies never take the same one.
+ */
+const char bill_sweep_sql[] =
+    "WITH pick AS ("
+    " SELECT p.event_id FROM billing.usage_pending p"
+    " WHERE EXISTS (SELECT 1 FROM billing.leases l"
+    "               WHERE l.job_id = p.job_id AND l.attempt = p.attempt)"
+    "  OR p.parked_at < now() - make_interval(secs => $1::int)"
+    " ORDER BY p.event_id LIMIT $2::int FOR UPDATE SKIP LOCKED"
+    "), s AS ("
+    " DELETE FROM billing.usage_pending p USING pick WHERE p.event_id = pick.event_id"
+    " RETURNING p.*"
+    "), cls AS ("
+    " SELECT s.*," LEASE_VERDICT("'expired'")
+    " FROM s LEFT JOIN billing.leases l ON l.job_id = s.job_id AND l.attempt = s.attempt"
+    ")" RECORD_CTES
+    ", ref AS ("
+    " INSERT INTO billing.usage_refused (event_id, user_id, job_id, attempt, worker_id,"
+    "  meter, quantity, reason)"
+    " SELECT event_id, user_id, job_id, attempt, worker_id, meter, quantity,"
+    "  CASE verdict WHEN 'expired' THEN 'lease_timeout' ELSE 'not_leased' END"
+    " FROM cls WHERE verdict <> 'ok'"
+    " ON CONFLICT (event_id) DO NOTHING"
+    " RETURNING 1"
+    ")"
+    " SELECT c.event_id, CASE WHEN c.verdict <> 'ok' THEN c.verdict"
+    "  WHEN i.event_id IS NOT NULL THEN 'recorded' ELSE 'duplicate' END AS verdict,"
+    "  c.job_id, c.user_id, c.job_type, c.attempt, c.worker_id, c.meter,"
+    "  c.quantity, " BILL_TS("c.window_start") " AS window_start,"
+    "  " BILL_TS("c.window_end") " AS window_end"
+    " FROM cls c LEFT JOIN ins i ON i.event_id = c.event_id ORDER BY c.event_id";
 /* clang-format on */
 
-struct bill_work {
-    struct bill_ctx *ctx;
-    struct nf_kafka_msg *msg;      /* ours until nf_kafka_msg_done */
-    struct bill_work *prev, *next; /* ctx->works */
-    struct event *timer;           /* backoff */
-    void (*step)(struct bill_work *w);
-    const char *what;
-    int backoff_ms;
-    bool busy; /* waiting on a backend callback */
-    cJSON *ev; /* parsed envelope; u points into it */
-    struct bill_usage u;
-};
-
-static void work_free(struct bill_work *w)
+cJSON *bill_usage_json(const struct bill_usage *u)
 {
-    struct bill_ctx *ctx = w->ctx;
+    char start[32], end[32];
+    cJSON *o = nf_json_obj();
 
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        ctx->works = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    ctx->nworks--;
-    nf_metrics_gauge_set(ctx->m.inflight, (double)ctx->nworks);
-    event_free(w->timer);
-    cJSON_Delete(w->ev);
-    free(w);
+    bill_time_format(u->start_ms, start);
+    bill_time_format(u->end_ms, end);
+    nf_json_add_str(o, "event_id", u->event_id);
+    nf_json_add_str(o, "user_id", u->user_id);
+    nf_json_add_str(o, "job_id", u->job_id);
+    nf_json_add_str(o, "job_type", u->job_type);
+    if (u->attempt > 0)
+        nf_json_add_int(o, "attempt", u->attempt);
+    else if (!cJSON_AddNullToObject(o, "attempt"))
+        abort();
+    nf_json_add_str(o, "worker_id", u->worker_id); /* NULL -> null */
+    nf_json_add_str(o, "meter", bill_meter_name(u->meter));
+    nf_json_add_int(o, "quantity", u->quantity);
+    nf_json_add_str(o, "window_start", start);
+    nf_json_add_str(o, "window_end", end);
+    return o;
 }
 
-static void work_finish(struct bill_work *w)
+cJSON *bill_usage_rebuild(const char *event_id, const char *user_id, const char *job_id,
+                          const char *job_type, long long attempt, const char *worker_id,
+                          const char *meter, long long quantity, const char *start,
+                          const char *end)
 {
-    w->busy = false;
-    if (w->msg && !w->ctx->closing)
-        nf_kafka_msg_done(w->msg);
-    w->msg = NULL;
-    work_free(w);
+    cJSON *data = nf_json_obj();
+
+    nf_json_add_str(data, "user_id", user_id);
+    nf_json_add_str(data, "job_id", job_id);
+    nf_json_add_str(data, "job_type", job_type);
+    nf_json_add_int(data, "attempt", attempt);
+    nf_json_add_str(data, "worker_id", worker_id);
+    nf_json_add_str(data, "meter", meter);
+    nf_json_add_int(data, "quantity", quantity);
+    nf_json_add_str(data, "window_start", start);
+    nf_json_add_str(data, "window_end", end);
+    return nf_event_new("forge.usage.recorded", BILL_SOURCE, user_id, event_id, data);
 }
 
-static void on_timer(evutil_socket_t fd, short what, void *arg)
-{
-    struct bill_work *w = arg;
+static void st_seal(struct bill_work *w);
+static void st_ingest(struct bill_work *w);
 
-    if (w->ctx->stopping)
-        return; /* abandoned: redelivered after the restart */
-    w->busy = true;
-    w->step(w);
+static int cmp_item(const void *a, const void *b)
+{
+    const struct bill_item *x = *(struct bill_item *const *)a, *y = *(struct bill_item *const *)b;
+
+    return strcmp(x->u.event_id, y->u.event_id);
 }
 
-static void work_retry(struct bill_work *w, const char *why)
+static struct bill_item *find_item(struct bill_item **sorted, size_t n, const char *id)
 {
-    struct bill_ctx *ctx = w->ctx;
-    struct timeval tv;
-    char ms[16];
+    size_t lo = 0, hi = n;
+    int c;
 
-    w->busy = false;
-    if (ctx->closing)
-        return;
-    nf_metrics_counter_add(ctx->m.step_retries, 1);
-    if (ctx->stopping) {
-        nf_log_kv(NF_LOG_WARN, "step_abandoned", "stage failed while stopping, left for redelivery",
-                  "stage", w->what, "reason", why, NULL);
-        return;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+
+        c = strcmp(sorted[mid]->u.event_id, id);
+        if (c == 0)
+            return sorted[mid];
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
-    w->backoff_ms = w->backoff_ms ? w->backoff_ms * 2 : BACKOFF_FIRST_MS;
-    if (w->backoff_ms > BACKOFF_MAX_MS)
-        w->backoff_ms = BACKOFF_MAX_MS;
-    snprintf(ms, sizeof(ms), "%d", w->backoff_ms);
-    nf_log_kv(NF_LOG_WARN, "step_retry", "stage failed, retrying", "stage", w->what, "reason", why,
-              "key", w->msg ? w->msg->key : NULL, "backoff_ms", ms, NULL);
-    tv.tv_sec = w->backoff_ms / 1000;
-    tv.tv_usec = (suseconds_t)(w->backoff_ms % 1000) * 1000;
-    evtimer_add(w->timer, &tv);
+    return NULL;
 }
 
-size_t bill_work_busy(const struct bill_ctx *ctx)
+static void count_quantity(struct bill_ctx *ctx, enum bill_meter meter, long long q)
 {
-    const struct bill_work *w;
-    size_t n = 0;
-
-    for (w = ctx->works; w; w = w->next)
-        if (w->busy)
-            n++;
-    return n;
-}
-
-void bill_work_free_all(struct bill_ctx *ctx)
-{
-    struct bill_work *w, *next;
-
-    for (w = ctx->works; w; w = next) {
-        next = w->next; /* freeing w unlinks only w */
-        work_free(w);
-    }
-}
-
-void bill_usage_params(const struct bill_usage *u, const char *params[BILL_USAGE_NPARAMS],
-                       struct bill_usage_bufs *b)
-{
-    snprintf(b->attempt, sizeof(b->attempt), "%lld", u->attempt);
-    snprintf(b->quantity, sizeof(b->quantity), "%lld", u->quantity);
-    bill_time_format(u->start_ms, b->start);
-    bill_time_format(u->end_ms, b->end);
-    params[0] = u->event_id;
-    params[1] = u->user_id;
-    params[2] = u->job_id;
-    params[3] = u->job_type;
-    params[4] = u->attempt > 0 ? b->attempt : NULL;
-    params[5] = u->worker_id;
-    params[6] = bill_meter_name(u->meter);
-    params[7] = b->quantity;
-    params[8] = b->start;
-    params[9] = b->end;
-}
-
-static void on_record(const PGresult *res, const char *err, const char *pgcode, void *arg)
-{
-    struct bill_work *w = arg;
-    struct bill_ctx *ctx = w->ctx;
-    const char *inserted;
     char labels[64];
+
+    snprintf(labels, sizeof(labels), "meter=\"%s\"", bill_meter_name(meter));
+    nf_metrics_counter_add(nf_metrics_counter(ctx->metrics, "nf_bill_usage_quantity_total",
+                                              "metered quantity recorded, base units", labels),
+                           (uint64_t)q);
+}
+
+static void on_ingest(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct bill_work *w = arg;
+    struct bill_ctx *ctx = w->ctx;
+    struct bill_item **sorted, *it;
+    size_t i, n = 0;
+    int row, rows;
 
     if (ctx->closing) {
         w->busy = false;
         return;
     }
     if (!res) {
-        work_retry(w, err);
+        bill_work_retry(w, err);
         return;
     }
-    inserted = nf_pg_val(res, 0, "inserted");
-    if (inserted && strcmp(inserted, "1") == 0) {
-        snprintf(labels, sizeof(labels), "meter=\"%s\"", bill_meter_name(w->u.meter));
-        nf_metrics_counter_add(nf_metrics_counter(ctx->metrics, "nf_bill_usage_quantity_total",
-                                                  "metered quantity recorded, base units", labels),
-                               (uint64_t)w->u.quantity);
-        nf_metrics_counter_add(ctx->m.recorded, 1);
-    } else {
-        nf_metrics_counter_add(ctx->m.duplicate, 1);
-        nf_log_kv(NF_LOG_DEBUG, "usage_duplicate", "usage event already recorded", "event_id",
-                  w->u.event_id, NULL);
+    sorted = calloc(w->nitems ? w->nitems : 1, sizeof(*sorted));
+    if (!sorted)
+        abort();
+    for (i = 0; i < w->nitems; i++)
+        if (w->items[i].valid)
+            sorted[n++] = &w->items[i];
+    qsort(sorted, n, sizeof(*sorted), cmp_item);
+    rows = PQntuples(res);
+    for (row = 0; row < rows; row++) {
+        const char *id = nf_pg_val(res, row, "event_id");
+        const char *verdict = nf_pg_val(res, row, "verdict");
+        const char *meter = nf_pg_val(res, row, "meter");
+
+        it = id ? find_item(sorted, n, id) : NULL;
+        if (!it || !verdict)
+            continue;
+        if (strcmp(verdict, "recorded") == 0) {
+            nf_metrics_counter_add(ctx->m.recorded, 1);
+            count_quantity(ctx, it->u.meter, it->u.quantity);
+        } else if (strcmp(verdict, "duplicate") == 0) {
+            nf_metrics_counter_add(ctx->m.duplicate, 1);
+        } else if (strcmp(verdict, "pending") == 0) {
+            nf_metrics_counter_add(ctx->m.pending, 1);
+            nf_log_kv(NF_LOG_INFO, "usage_pending", "usage parked until its lease is seen",
+                      "event_id", id, "job_id", it->u.job_id, "worker_id", it->u.worker_id,
+                      NULL);
+            continue;
+        } else {
+            nf_metrics_counter_add(ctx->m.refused, 1);
+            nf_log_kv(NF_LOG_WARN, "usage_refused", "usage from a worker that did not lease the job",
+                      "event_id", id, "job_id", it->u.job_id, "worker_id", it->u.worker_id, NULL);
+            bill_work_add_raw(w, BILL_TOPIC_DLQ, it->msg->key, it->msg->payload, it->msg->len);
+            continue;
+        }
+        /* recorded or already recorded: the job's cost and the user's budget are due
+         * (again, after a crash that may have cut the follow-ups short) */
+        if (meter && strcmp(meter, "storage_byte_hours") != 0)
+            bill_work_add_job(w, it->u.job_id);
+        bill_work_add_user(w, it->u.user_id);
     }
-    work_finish(w);
+    free(sorted);
+    nf_metrics_counter_add(ctx->m.batches, 1);
+    bill_effects_start(w);
 }
 
-static void st_record(struct bill_work *w)
+static void st_ingest(struct bill_work *w)
 {
-    const char *params[BILL_USAGE_NPARAMS];
-    struct bill_usage_bufs bufs;
+    cJSON *arr = cJSON_CreateArray();
+    const char *params[1];
+    char *text;
+    size_t i, n = 0;
 
-    w->what = "record";
-    bill_usage_params(&w->u, params, &bufs);
-    if (nf_pg_query(w->ctx->pg, bill_usage_sql, BILL_USAGE_NPARAMS, params, on_record, w) < 0)
-        work_retry(w, "could not queue the insert");
-}
-
-static void on_dlq(int err, const char *errstr, void *arg)
-{
-    struct bill_work *w = arg;
-
-    if (w->ctx->closing) {
-        w->busy = false;
+    w->what = "ingest";
+    if (!arr)
+        abort();
+    for (i = 0; i < w->nitems; i++) {
+        if (!w->items[i].valid)
+            continue;
+        if (!cJSON_AddItemToArray(arr, bill_usage_json(&w->items[i].u)))
+            abort();
+        n++;
+    }
+    if (n == 0) { /* only malformed messages: straight to their DLQ copies */
+        cJSON_Delete(arr);
+        bill_effects_start(w);
         return;
     }
-    if (err) {
-        work_retry(w, errstr ? errstr : "dlq delivery failed");
-        return;
-    }
-    nf_metrics_counter_add(w->ctx->m.invalid, 1);
-    work_finish(w);
+    text = nf_json_print(arr);
+    cJSON_Delete(arr);
+    params[0] = text;
+    if (nf_pg_query(w->ctx->pg, bill_batch_sql, 1, params, on_ingest, w) < 0)
+        bill_work_retry(w, "could not queue the batch");
+    free(text);
 }
 
-static void st_dlq(struct bill_work *w)
+/* The batch stops gathering: the next message starts a new one. */
+static void st_seal(struct bill_work *w)
 {
-    w->what = "dlq";
-    if (nf_kafka_produce(w->ctx->producer, BILL_TOPIC_DLQ, w->msg->key, w->msg->payload,
-                         w->msg->len, on_dlq, w) < 0)
-        work_retry(w, "could not queue the dlq message");
+    struct bill_ctx *ctx = w->ctx;
+
+    if (ctx->open == w)
+        ctx->open = NULL;
+    w->sealed = true;
+    event_del(w->timer);
+    bill_work_goto(w, st_ingest);
 }
 
 void bill_usage_handle(struct bill_ctx *ctx, struct nf_kafka_msg *msg)
 {
-    struct bill_work *w = nf_xcalloc(1, sizeof(*w));
+    struct bill_work *w = ctx->open;
+    struct bill_item *it;
     const char *why = "payload is not a JSON object";
     char part[16], off[24];
 
-    w->ctx = ctx;
-    w->msg = msg;
-    w->timer = evtimer_new(ctx->base, on_timer, w);
-    if (!w->timer)
-        abort();
-    w->next = ctx->works;
-    if (ctx->works)
-        ctx->works->prev = w;
-    ctx->works = w;
-    ctx->nworks++;
-    nf_metrics_gauge_set(ctx->m.inflight, (double)ctx->nworks);
+    if (!w) {
+        struct timeval tv = {ctx->cfg.linger_ms / 1000,
+                             (suseconds_t)(ctx->cfg.linger_ms % 1000) * 1000};
 
-    w->ev = nf_json_parse(msg->payload, msg->len);
-    if (w->ev && bill_usage_parse(w->ev, &w->u, &why) == 0) {
-        w->step = st_record;
-    } else {
+        w = bill_work_new(ctx);
+        w->what = "gather";
+        w->step = st_seal;
+        ctx->open = w;
+        evtimer_add(w->timer, &tv);
+    }
+    if (w->nitems == w->cap) {
+        w->cap = w->cap ? w->cap * 2 : 64;
+        w->items = realloc(w->items, w->cap * sizeof(*w->items));
+        if (!w->items)
+            abort();
+    }
+    it = &w->items[w->nitems++];
+    memset(it, 0, sizeof(*it));
+    it->msg = msg;
+    it->ev = nf_json_parse(msg->payload, msg->len);
+    it->valid = it->ev && bill_usage_parse(it->ev, &it->u, &why) == 0;
+    if (!it->valid) {
         snprintf(part, sizeof(part), "%d", (int)msg->partition);
         snprintf(off, sizeof(off), "%lld", (long long)msg->offset);
         nf_log_kv(NF_LOG_WARN, "usage_invalid", "invalid usage event sent to the dlq", "reason",
                   why, "partition", part, "offset", off, "key", msg->key, NULL);
-        w->step = st_dlq;
+        nf_metrics_counter_add(ctx->m.invalid, 1);
+        bill_work_add_raw(w, BILL_TOPIC_DLQ, msg->key, msg->payload, msg->len);
     }
-    w->busy = true;
-    w->step(w);
+    if (w->nitems >= (size_t)ctx->cfg.batch_max) {
+        w->busy = true;
+        st_seal(w);
+    }
 }

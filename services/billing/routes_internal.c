@@ -1,19 +1,28 @@
 /*
- * Internal billing routes (minimal; the billing issue extends them):
+ * Internal billing reads (the gateway forwards /api/billing/... here with the caller's id):
  *
  *   GET /internal/summary?user_id=&period_start=&period_end=
- *       -> {user_id, period_start, period_end, currency, meters: [{meter, quantity, unit,
- *           rate, cost_usd, cost_micros}], total_usd, total_micros}
- *       The period defaults to the current UTC month up to now. Hours are the rollup's
- *       buckets: an hour counts when it starts in [period_start, period_end).
+ *       -> {user_id, period_start, period_end, currency,
+ *           meters:    [line...]                   one per (meter, price version)
+ *           job_types: [{job_type, lines: [line...], total_usd, total_micros}],
+ *           total_usd, total_micros}               = the sum of the meter lines
+ *       line = {meter, quantity, base_unit, unit, unit_size, rate, cost_usd,
+ *               cost_micros, effective_from}: quantity base units at `rate` USD per
+ *               `unit` of `unit_size` base units, cost = quantity x rate / unit_size
+ *               rounded half up to the micro-dollar, once per line.
+ *   GET /internal/usage?user_id=&bucket=hour|day&meter=&job_type=&period_start=&period_end=
+ *       -> {..., points: [{start, meter, quantity, cost_usd, cost_micros}]} (buckets with
+ *          usage only, oldest first)
  *   GET /internal/jobs/{job_id}/cost?user_id= -> {job_id, cost_usd, cost_micros}
  *
- * Postgres sums the quantities per (meter, price version); the money is computed here in
- * integers (usage.c): each (meter, price) line is rounded once, totals add lines.
+ * Periods default to the current UTC month up to now. Usage is kept in hourly buckets: a
+ * bucket counts when its hour starts in [period_start, period_end). Postgres sums the
+ * quantities; the money is computed here in integers (usage.c).
  */
 #include "bill.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,85 +35,42 @@
 #include "nf_pg.h"
 
 /* clang-format off */
-/* The price of a bucket: the latest price_book row effective at the given hour. */
-#define PRICE_AT(hour)                                                                     \
-    " JOIN LATERAL (SELECT b.unit, b.price_micros, b.per_units, b.effective_from"          \
-    "  FROM billing.price_book b WHERE b.meter = x.meter AND b.effective_from <= " hour      \
-    "  ORDER BY b.effective_from DESC LIMIT 1) p ON true"
-
 static const char summary_sql[] =
-    "SELECT x.meter, p.unit, p.price_micros, p.per_units, sum(x.quantity)::text AS quantity"
-    " FROM billing.usage_hourly x"
-    PRICE_AT("x.hour")
+    "SELECT x.job_type, x.meter, p.unit, p.price_micros, p.per_units,"
+    "  " BILL_TS("p.effective_from") " AS effective_from, sum(x.quantity)::text AS quantity"
+    " FROM billing.usage_hourly x" BILL_PRICE_AT("x.hour")
     " WHERE x.user_id = $1 AND x.hour >= $2::timestamptz AND x.hour < $3::timestamptz"
-    " GROUP BY x.meter, p.unit, p.price_micros, p.per_units, p.effective_from"
-    " ORDER BY x.meter, p.effective_from";
+    " GROUP BY x.job_type, x.meter, p.unit, p.price_micros, p.per_units, p.effective_from"
+    " ORDER BY x.meter, p.effective_from, x.job_type";
+
+static const char usage_sql[] =
+    "SELECT " BILL_TS("date_trunc($4, x.hour, 'UTC')") " AS bucket, x.meter,"
+    "  p.price_micros, p.per_units, sum(x.quantity)::text AS quantity"
+    " FROM billing.usage_hourly x" BILL_PRICE_AT("x.hour")
+    " WHERE x.user_id = $1 AND x.hour >= $2::timestamptz AND x.hour < $3::timestamptz"
+    "  AND ($5::text IS NULL OR x.meter = $5) AND ($6::text IS NULL OR x.job_type = $6)"
+    " GROUP BY 1, x.meter, p.price_micros, p.per_units, p.effective_from"
+    " ORDER BY 1, 2, p.effective_from";
 
 static const char job_cost_sql[] =
-    "SELECT x.meter, p.unit, p.price_micros, p.per_units, sum(x.quantity)::text AS quantity"
-    " FROM billing.usage_events x"
-    PRICE_AT("date_trunc('hour', x.window_start, 'UTC')")
+    "SELECT x.meter, p.price_micros, p.per_units, sum(x.quantity)::text AS quantity"
+    " FROM billing.usage_jobs x" BILL_PRICE_AT("x.hour")
     " WHERE x.job_id = $1 AND x.user_id = $2"
-    " GROUP BY x.meter, p.unit, p.price_micros, p.per_units, p.effective_from"
-    " ORDER BY x.meter, p.effective_from";
+    " GROUP BY x.meter, p.price_micros, p.per_units, p.effective_from";
 /* clang-format on */
 
-/* One meter's total over the rows of a result (several rows when the price changed). */
-struct meter_line {
-    bool used;
-    uint64_t quantity;
-    long long cost_micros;
-    const char *unit; /* of the latest price; points into the result */
-    long long price_micros;
+/* The period and filters of one read, kept until its query answers. */
+struct read_req {
+    char start[32], end[32];
+    enum bill_bucket bucket;
+    const char *meter, *job_type; /* static names, or NULL */
 };
 
-struct lines {
-    struct meter_line m[BILL_NMETERS];
-    long long total_micros;
-};
-
-/* Adds up the rows; -1 (logged) when a value is malformed or overflows. */
-static int sum_lines(const PGresult *res, struct lines *out)
+static void reply_unavailable(struct nf_http_req *req, const char *what, const char *err)
 {
-    int row, n = PQntuples(res);
-    enum bill_meter meter;
-    struct bill_rate rate;
-    uint64_t qty;
-    long long cost;
-    char *end;
-
-    memset(out, 0, sizeof(*out));
-    for (row = 0; row < n; row++) {
-        const char *qs = nf_pg_val(res, row, "quantity");
-        const char *ps = nf_pg_val(res, row, "price_micros");
-        const char *us = nf_pg_val(res, row, "per_units");
-
-        if (bill_meter_parse(nf_pg_val(res, row, "meter"), &meter) < 0 ||
-            bill_u64_parse(qs, &qty) < 0 || !ps || !us)
-            goto bad;
-        errno = 0;
-        rate.price_micros = strtoll(ps, &end, 10);
-        if (errno || *end)
-            goto bad;
-        rate.per_units = strtoll(us, &end, 10);
-        if (errno || *end)
-            goto bad;
-        if (bill_cost_micros(qty, &rate, &cost) < 0)
-            goto bad;
-        if (out->m[meter].quantity > UINT64_MAX - qty ||
-            out->m[meter].cost_micros > INT64_MAX - cost || out->total_micros > INT64_MAX - cost)
-            goto bad;
-        out->m[meter].used = true;
-        out->m[meter].quantity += qty;
-        out->m[meter].cost_micros += cost;
-        out->m[meter].unit = nf_pg_val(res, row, "unit");
-        out->m[meter].price_micros = rate.price_micros;
-        out->total_micros += cost;
-    }
-    return 0;
-bad:
-    nf_log_error("billing_sum_failed", "malformed or overflowing usage total in row %d", row);
-    return -1;
+    nf_log_kv(NF_LOG_WARN, "read_failed", "billing read failed", "read", what, "error", err, NULL);
+    nf_http_set_header(req, "Retry-After", "1");
+    nf_http_reply_error(req, 503, "unavailable", NULL, "billing store unavailable, retry");
 }
 
 static void add_raw_u64(cJSON *o, const char *key, uint64_t v)
@@ -119,133 +85,359 @@ static void add_raw_u64(cJSON *o, const char *key, uint64_t v)
         abort();
 }
 
-struct summary_req {
-    char start[32], end[32];
-};
+static int ll_val(const PGresult *res, int row, const char *col, long long *out)
+{
+    const char *s = nf_pg_val(res, row, col);
+    char *end;
+
+    if (!s || !*s)
+        return -1;
+    errno = 0;
+    *out = strtoll(s, &end, 10);
+    return errno || *end ? -1 : 0;
+}
+
+/* A row's rate; -1 when the meter has no price (never for the seeded book). */
+static int row_rate(const PGresult *res, int row, struct bill_rate *rate)
+{
+    return ll_val(res, row, "price_micros", &rate->price_micros) < 0 ||
+                   ll_val(res, row, "per_units", &rate->per_units) < 0
+               ? -1
+               : 0;
+}
+
+/* One priced line; -1 on overflow. */
+static int line_json(enum bill_meter meter, uint64_t qty, const struct bill_rate *rate,
+                     const char *unit, const char *effective_from, cJSON **out, long long *cost)
+{
+    char usd[32];
+    cJSON *o;
+
+    if (bill_cost_micros(qty, rate, cost) < 0)
+        return -1;
+    o = nf_json_obj();
+    nf_json_add_str(o, "meter", bill_meter_name(meter));
+    add_raw_u64(o, "quantity", qty);
+    nf_json_add_str(o, "base_unit", bill_meter_base_unit(meter));
+    nf_json_add_str(o, "unit", unit);
+    nf_json_add_int(o, "unit_size", rate->per_units);
+    bill_usd_format(rate->price_micros, usd);
+    nf_json_add_str(o, "rate", usd);
+    bill_usd_format(*cost, usd);
+    nf_json_add_str(o, "cost_usd", usd);
+    nf_json_add_int(o, "cost_micros", *cost);
+    nf_json_add_str(o, "effective_from", effective_from);
+    *out = o;
+    return 0;
+}
+
+static void add_total(cJSON *o, long long micros)
+{
+    char usd[32];
+
+    bill_usd_format(micros, usd);
+    nf_json_add_str(o, "total_usd", usd);
+    nf_json_add_int(o, "total_micros", micros);
+}
+
+static cJSON *add_array(cJSON *o, const char *key)
+{
+    cJSON *a = cJSON_AddArrayToObject(o, key);
+
+    if (!a)
+        abort();
+    return a;
+}
+
+static bool same_line(const PGresult *res, int a, int b)
+{
+    const char *ma = nf_pg_val(res, a, "meter"), *mb = nf_pg_val(res, b, "meter");
+    const char *ea = nf_pg_val(res, a, "effective_from"), *eb = nf_pg_val(res, b, "effective_from");
+
+    return ma && mb && ea && eb && strcmp(ma, mb) == 0 && strcmp(ea, eb) == 0;
+}
+
+/*
+ * The summary body from rows ordered by meter, price version, job type. Meter lines add
+ * the job types' quantities first and are priced once; job type lines are priced on
+ * their own. NULL on a malformed or overflowing row (logged).
+ */
+static cJSON *summary_body(const PGresult *res, const char *user_id, const struct read_req *rr)
+{
+    cJSON *body = nf_json_obj(), *meters, *types, *jt[6] = {0}, *jl[6] = {0}, *line;
+    long long jt_total[6] = {0}, total = 0, cost;
+    int rows = PQntuples(res), row, first, t;
+    enum bill_meter meter;
+    struct bill_rate rate;
+    uint64_t qty, sum;
+
+    nf_json_add_str(body, "user_id", user_id);
+    nf_json_add_str(body, "period_start", rr->start);
+    nf_json_add_str(body, "period_end", rr->end);
+    nf_json_add_str(body, "currency", "USD");
+    meters = add_array(body, "meters");
+    for (first = 0; first < rows; first = row) {
+        if (bill_meter_parse(nf_pg_val(res, first, "meter"), &meter) < 0 ||
+            row_rate(res, first, &rate) < 0)
+            goto bad;
+        sum = 0;
+        for (row = first; row < rows && (row == first || same_line(res, first, row)); row++) {
+            t = bill_job_type_index(nf_pg_val(res, row, "job_type"));
+            if (bill_u64_parse(nf_pg_val(res, row, "quantity"), &qty) < 0 || t < 0 ||
+                sum > UINT64_MAX - qty)
+                goto bad;
+            sum += qty;
+            if (line_json(meter, qty, &rate, nf_pg_val(res, row, "unit"),
+                          nf_pg_val(res, row, "effective_from"), &line, &cost) < 0 ||
+                jt_total[t] > LLONG_MAX - cost) {
+                goto bad;
+            }
+            if (!jt[t]) {
+                jt[t] = nf_json_obj();
+                nf_json_add_str(jt[t], "job_type", bill_job_types[t]);
+                jl[t] = add_array(jt[t], "lines");
+            }
+            if (!cJSON_AddItemToArray(jl[t], line))
+                abort();
+            jt_total[t] += cost;
+        }
+        if (line_json(meter, sum, &rate, nf_pg_val(res, first, "unit"),
+                      nf_pg_val(res, first, "effective_from"), &line, &cost) < 0 ||
+            total > LLONG_MAX - cost)
+            goto bad;
+        if (!cJSON_AddItemToArray(meters, line))
+            abort();
+        total += cost;
+    }
+    types = add_array(body, "job_types");
+    for (t = 0; t < 6; t++) {
+        if (!jt[t])
+            continue;
+        add_total(jt[t], jt_total[t]);
+        if (!cJSON_AddItemToArray(types, jt[t]))
+            abort();
+        jt[t] = NULL;
+    }
+    add_total(body, total);
+    return body;
+bad:
+    nf_log_error("summary_failed", "malformed or overflowing usage total in row %d", first);
+    for (t = 0; t < 6; t++)
+        cJSON_Delete(jt[t]);
+    cJSON_Delete(body);
+    return NULL;
+}
 
 static void on_summary(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
     struct nf_http_req *req = arg;
-    struct summary_req *sr = nf_http_req_data(req);
-    struct lines lines;
-    cJSON *body, *arr, *o;
-    char usd[32];
-    int i;
+    struct read_req *rr = nf_http_req_data(req);
+    cJSON *body;
 
     if (!res) {
-        nf_log_kv(NF_LOG_WARN, "summary_failed", "summary query failed", "error", err, NULL);
-        free(sr);
-        nf_http_set_header(req, "Retry-After", "1");
-        nf_http_reply_error(req, 503, "unavailable", NULL, "billing store unavailable, retry");
+        free(rr);
+        reply_unavailable(req, "summary", err);
         return;
     }
-    if (sum_lines(res, &lines) < 0) {
-        free(sr);
+    body = summary_body(res, nf_http_req_query(req, "user_id"), rr);
+    free(rr);
+    if (!body) {
         nf_http_reply_error(req, 500, "internal", NULL, "usage total out of range");
         return;
     }
-    body = nf_json_obj();
-    nf_json_add_str(body, "user_id", nf_http_req_query(req, "user_id"));
-    nf_json_add_str(body, "period_start", sr->start);
-    nf_json_add_str(body, "period_end", sr->end);
-    nf_json_add_str(body, "currency", "USD");
-    arr = cJSON_AddArrayToObject(body, "meters");
-    if (!arr)
-        abort();
-    for (i = 0; i < BILL_NMETERS; i++) {
-        if (!lines.m[i].used)
-            continue;
-        o = nf_json_obj();
-        nf_json_add_str(o, "meter", bill_meter_name((enum bill_meter)i));
-        add_raw_u64(o, "quantity", lines.m[i].quantity);
-        nf_json_add_str(o, "unit", lines.m[i].unit);
-        bill_usd_format(lines.m[i].price_micros, usd);
-        nf_json_add_str(o, "rate", usd); /* USD per unit */
-        bill_usd_format(lines.m[i].cost_micros, usd);
-        nf_json_add_str(o, "cost_usd", usd);
-        nf_json_add_int(o, "cost_micros", lines.m[i].cost_micros);
-        if (!cJSON_AddItemToArray(arr, o))
-            abort();
-    }
-    bill_usd_format(lines.total_micros, usd);
-    nf_json_add_str(body, "total_usd", usd);
-    nf_json_add_int(body, "total_micros", lines.total_micros);
-    free(sr);
     nf_http_reply_json(req, 200, body);
+}
+
+/*
+ * The common query parameters: user_id (the gateway's caller), the period, and for the
+ * time series bucket / meter / job_type. On a bad value answers 400/422 and returns NULL.
+ */
+static struct read_req *read_params(struct nf_http_req *req, bool series)
+{
+    const char *user_id = nf_http_req_query(req, "user_id");
+    const char *v;
+    struct nf_json_err err = {{0}, {0}};
+    struct read_req rr = {{0}, {0}, BILL_BUCKET_HOUR, NULL, NULL};
+    enum bill_meter meter;
+    int64_t start, end;
+    int t;
+
+    if (!user_id || !*user_id) {
+        nf_http_reply_error(req, 400, "invalid_request", "user_id", "user_id is required");
+        return NULL;
+    }
+    if (bill_period_parse(nf_http_req_query(req, "period_start"),
+                          nf_http_req_query(req, "period_end"), (int64_t)nf_now_ms(), &start,
+                          &end, &err) < 0) {
+        nf_http_reply_error(req, 422, "invalid_params", err.param, "%s", err.msg);
+        return NULL;
+    }
+    if (series) {
+        if (bill_bucket_parse(nf_http_req_query(req, "bucket"), &rr.bucket) < 0) {
+            nf_http_reply_error(req, 422, "invalid_params", "bucket", "bucket must be hour or day");
+            return NULL;
+        }
+        v = nf_http_req_query(req, "meter");
+        if (v && *v) {
+            if (bill_meter_parse(v, &meter) < 0) {
+                nf_http_reply_error(req, 422, "invalid_params", "meter",
+                                    "meter must be gpu_ms, input_tokens, output_tokens or "
+                                    "storage_byte_hours");
+                return NULL;
+            }
+            rr.meter = bill_meter_name(meter);
+        }
+        v = nf_http_req_query(req, "job_type");
+        if (v && *v) {
+            t = bill_job_type_index(v);
+            if (t < 0) {
+                nf_http_reply_error(req, 422, "invalid_params", "job_type",
+                                    "job_type must be generate, audit, distill, train, evaluate "
+                                    "or deploy");
+                return NULL;
+            }
+            rr.job_type = bill_job_types[t];
+        }
+    }
+    bill_time_format(start, rr.start);
+    bill_time_format(end, rr.end);
+    return memcpy(nf_xmalloc(sizeof(rr)), &rr, sizeof(rr));
 }
 
 static void get_summary(struct nf_http_req *req, void *arg)
 {
     struct bill_ctx *ctx = arg;
-    const char *user_id = nf_http_req_query(req, "user_id");
-    const char *ps = nf_http_req_query(req, "period_start");
-    const char *pe = nf_http_req_query(req, "period_end");
-    int64_t now = (int64_t)nf_now_ms(), start, end;
-    struct summary_req *sr;
+    struct read_req *rr = read_params(req, false);
     const char *params[3];
 
-    if (!user_id || !*user_id) {
-        nf_http_reply_error(req, 400, "invalid_request", "user_id", "user_id is required");
+    if (!rr)
         return;
-    }
-    if (ps && *ps) {
-        if (bill_time_parse(ps, &start) < 0) {
-            nf_http_reply_error(req, 400, "invalid_request", "period_start",
-                                "period_start must be an RFC 3339 time or a date");
-            return;
-        }
-    } else {
-        start = bill_month_start(now);
-    }
-    if (pe && *pe) {
-        if (bill_time_parse(pe, &end) < 0) {
-            nf_http_reply_error(req, 400, "invalid_request", "period_end",
-                                "period_end must be an RFC 3339 time or a date");
-            return;
-        }
-    } else {
-        end = now;
-    }
-    if (end <= start) {
-        nf_http_reply_error(req, 400, "invalid_request", "period_end",
-                            "period_end must be after period_start");
-        return;
-    }
-    sr = nf_xcalloc(1, sizeof(*sr));
-    bill_time_format(start, sr->start);
-    bill_time_format(end, sr->end);
-    params[0] = user_id;
-    params[1] = sr->start;
-    params[2] = sr->end;
-    nf_http_req_set_data(req, sr);
+    params[0] = nf_http_req_query(req, "user_id");
+    params[1] = rr->start;
+    params[2] = rr->end;
+    nf_http_req_set_data(req, rr);
     if (nf_pg_query(ctx->pg, summary_sql, 3, params, on_summary, req) < 0) {
-        free(sr);
-        nf_http_reply_error(req, 503, "unavailable", NULL, "billing store unavailable, retry");
+        free(rr);
+        reply_unavailable(req, "summary", "could not queue");
+    }
+}
+
+/* The time series body from rows ordered by bucket, meter, price version. */
+static cJSON *usage_body(const PGresult *res, const char *user_id, const struct read_req *rr)
+{
+    cJSON *body = nf_json_obj(), *points, *o;
+    int rows = PQntuples(res), row, first;
+    enum bill_meter meter;
+    struct bill_rate rate;
+    long long cost, sum_cost;
+    uint64_t qty, sum;
+    char usd[32];
+
+    nf_json_add_str(body, "user_id", user_id);
+    nf_json_add_str(body, "bucket", bill_bucket_name(rr->bucket));
+    nf_json_add_str(body, "period_start", rr->start);
+    nf_json_add_str(body, "period_end", rr->end);
+    nf_json_add_str(body, "meter", rr->meter);
+    nf_json_add_str(body, "job_type", rr->job_type);
+    points = add_array(body, "points");
+    for (first = 0; first < rows; first = row) {
+        const char *bucket = nf_pg_val(res, first, "bucket");
+        const char *m = nf_pg_val(res, first, "meter");
+
+        if (!bucket || bill_meter_parse(m, &meter) < 0)
+            goto bad;
+        sum = 0;
+        sum_cost = 0;
+        for (row = first; row < rows; row++) {
+            const char *b = nf_pg_val(res, row, "bucket"), *m2 = nf_pg_val(res, row, "meter");
+
+            if (!b || !m2 || strcmp(b, bucket) != 0 || strcmp(m2, m) != 0)
+                break;
+            if (bill_u64_parse(nf_pg_val(res, row, "quantity"), &qty) < 0 ||
+                row_rate(res, row, &rate) < 0 || bill_cost_micros(qty, &rate, &cost) < 0 ||
+                sum > UINT64_MAX - qty || sum_cost > LLONG_MAX - cost)
+                goto bad;
+            sum += qty;
+            sum_cost += cost;
+        }
+        o = nf_json_obj();
+        nf_json_add_str(o, "start", bucket);
+        nf_json_add_str(o, "meter", m);
+        add_raw_u64(o, "quantity", sum);
+        bill_usd_format(sum_cost, usd);
+        nf_json_add_str(o, "cost_usd", usd);
+        nf_json_add_int(o, "cost_micros", sum_cost);
+        if (!cJSON_AddItemToArray(points, o))
+            abort();
+    }
+    return body;
+bad:
+    nf_log_error("usage_series_failed", "malformed or overflowing usage in row %d", first);
+    cJSON_Delete(body);
+    return NULL;
+}
+
+static void on_usage(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct nf_http_req *req = arg;
+    struct read_req *rr = nf_http_req_data(req);
+    cJSON *body;
+
+    if (!res) {
+        free(rr);
+        reply_unavailable(req, "usage", err);
+        return;
+    }
+    body = usage_body(res, nf_http_req_query(req, "user_id"), rr);
+    free(rr);
+    if (!body) {
+        nf_http_reply_error(req, 500, "internal", NULL, "usage total out of range");
+        return;
+    }
+    nf_http_reply_json(req, 200, body);
+}
+
+static void get_usage(struct nf_http_req *req, void *arg)
+{
+    struct bill_ctx *ctx = arg;
+    struct read_req *rr = read_params(req, true);
+    const char *params[6];
+
+    if (!rr)
+        return;
+    params[0] = nf_http_req_query(req, "user_id");
+    params[1] = rr->start;
+    params[2] = rr->end;
+    params[3] = bill_bucket_name(rr->bucket);
+    params[4] = rr->meter;
+    params[5] = rr->job_type;
+    nf_http_req_set_data(req, rr);
+    if (nf_pg_query(ctx->pg, usage_sql, 6, params, on_usage, req) < 0) {
+        free(rr);
+        reply_unavailable(req, "usage", "could not queue");
     }
 }
 
 static void on_job_cost(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
     struct nf_http_req *req = arg;
-    struct lines lines;
+    long long total;
     cJSON *body;
     char usd[32];
 
     if (!res) {
-        nf_log_kv(NF_LOG_WARN, "job_cost_failed", "job cost query failed", "error", err, NULL);
-        nf_http_set_header(req, "Retry-After", "1");
-        nf_http_reply_error(req, 503, "unavailable", NULL, "billing store unavailable, retry");
+        reply_unavailable(req, "job_cost", err);
         return;
     }
-    if (sum_lines(res, &lines) < 0) {
+    if (bill_rows_cost(res, 0, PQntuples(res), &total) < 0) {
         nf_http_reply_error(req, 500, "internal", NULL, "usage total out of range");
         return;
     }
     body = nf_json_obj();
     nf_json_add_str(body, "job_id", nf_http_req_param(req, "job_id"));
-    bill_usd_format(lines.total_micros, usd);
+    bill_usd_format(total, usd);
     nf_json_add_str(body, "cost_usd", usd);
-    nf_json_add_int(body, "cost_micros", lines.total_micros);
+    nf_json_add_int(body, "cost_micros", total);
     nf_http_reply_json(req, 200, body);
 }
 
@@ -261,13 +453,14 @@ static void get_job_cost(struct nf_http_req *req, void *arg)
         return;
     }
     if (nf_pg_query(ctx->pg, job_cost_sql, 2, params, on_job_cost, req) < 0)
-        nf_http_reply_error(req, 503, "unavailable", NULL, "billing store unavailable, retry");
+        reply_unavailable(req, "job_cost", "could not queue");
 }
 
 int bill_routes_internal(struct bill_ctx *ctx)
 {
     if (nf_http_route(ctx->http, "GET", "/internal/summary", get_summary, ctx) < 0 ||
+        nf_http_route(ctx->http, "GET", "/internal/usage", get_usage, ctx) < 0 ||
         nf_http_route(ctx->http, "GET", "/internal/jobs/{job_id}/cost", get_job_cost, ctx) < 0)
         return -1;
-    return 0;
+    return bill_routes_budget(ctx);
 }

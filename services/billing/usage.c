@@ -37,9 +37,22 @@ static const long long meter_max[BILL_NMETERS] = {
     BILL_MAX_STORAGE_BYTE_HOURS,
 };
 
-static const char *const job_types[] = {
+const char *const bill_job_types[6] = {
     "generate", "audit", "distill", "train", "evaluate", "deploy",
 };
+
+/* A GPU window may not claim more GPU time than this many GPUs running all along. */
+#define MAX_GPUS_PER_WINDOW 64
+
+int bill_job_type_index(const char *s)
+{
+    int i;
+
+    for (i = 0; s && i < 6; i++)
+        if (strcmp(s, bill_job_types[i]) == 0)
+            return i;
+    return -1;
+}
 
 const char *bill_meter_name(enum bill_meter m)
 {
@@ -59,6 +72,13 @@ int bill_meter_parse(const char *name, enum bill_meter *out)
         }
     }
     return -1;
+}
+
+const char *bill_meter_base_unit(enum bill_meter m)
+{
+    static const char *const units[BILL_NMETERS] = {"ms", "token", "token", "byte-hour"};
+
+    return (unsigned)m < BILL_NMETERS ? units[m] : "unknown";
 }
 
 long long bill_meter_max(enum bill_meter m)
@@ -235,8 +255,6 @@ int bill_usage_parse(const cJSON *ev, struct bill_usage *out, const char **why)
     const char *type = NULL, *subject = NULL, *meter;
     const cJSON *data, *it;
     double d;
-    size_t i;
-    bool known = false;
 
     memset(&u, 0, sizeof(u));
     data = nf_event_data(ev, &type, &subject, why);
@@ -261,10 +279,12 @@ int bill_usage_parse(const cJSON *ev, struct bill_usage *out, const char **why)
         *why = "data.job_id must be a string of 1 to 128 characters";
         return -1;
     }
+    if (strcmp(subject, u.user_id) != 0) {
+        *why = "subject must be data.user_id";
+        return -1;
+    }
     u.job_type = nf_json_str(data, "job_type");
-    for (i = 0; u.job_type && i < sizeof(job_types) / sizeof(job_types[0]); i++)
-        known = known || strcmp(u.job_type, job_types[i]) == 0;
-    if (!known) {
+    if (bill_job_type_index(u.job_type) < 0) {
         *why = "data.job_type is not a known job type";
         return -1;
     }
@@ -319,6 +339,59 @@ int bill_usage_parse(const cJSON *ev, struct bill_usage *out, const char **why)
         *why = "data.window_end is before data.window_start";
         return -1;
     }
+    /* compute is metered by the worker that leased the job: it must say who it is */
+    if (u.meter != BILL_STORAGE_BYTE_HOURS && (!u.worker_id || u.attempt < 1)) {
+        *why = "data.worker_id and data.attempt are required for compute meters";
+        return -1;
+    }
+    if (u.meter == BILL_GPU_MS &&
+        (uint64_t)u.quantity > (uint64_t)(u.end_ms - u.start_ms) * MAX_GPUS_PER_WINDOW) {
+        *why = "data.quantity is more GPU time than the window holds";
+        return -1;
+    }
     *out = u;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------
+ * Query parameters
+ * ------------------------------------------------------------------------------------ */
+
+int bill_bucket_parse(const char *s, enum bill_bucket *out)
+{
+    if (!s || !*s || strcmp(s, "hour") == 0) {
+        *out = BILL_BUCKET_HOUR;
+        return 0;
+    }
+    if (strcmp(s, "day") == 0) {
+        *out = BILL_BUCKET_DAY;
+        return 0;
+    }
+    return -1;
+}
+
+const char *bill_bucket_name(enum bill_bucket b)
+{
+    return b == BILL_BUCKET_DAY ? "day" : "hour";
+}
+
+int bill_period_parse(const char *ps, const char *pe, int64_t now_ms, int64_t *start,
+                      int64_t *end, struct nf_json_err *err)
+{
+    int64_t s = bill_month_start(now_ms), e = now_ms;
+
+    if (ps && *ps && bill_time_parse(ps, &s) < 0)
+        return nf_json_fail(err, "period_start",
+                            "period_start must be an RFC 3339 time or a date (YYYY-MM-DD)");
+    if (pe && *pe && bill_time_parse(pe, &e) < 0)
+        return nf_json_fail(err, "period_end",
+                            "period_end must be an RFC 3339 time or a date (YYYY-MM-DD)");
+    if (e <= s)
+        return nf_json_fail(err, (pe && *pe) ? "period_end" : "period_start",
+                            "period_end must be after period_start");
+    if (e - s > BILL_MAX_PERIOD_MS)
+        return nf_json_fail(err, "period_end", "a period may cover at most 366 days");
+    *start = s;
+    *end = e;
     return 0;
 }

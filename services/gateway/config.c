@@ -50,6 +50,10 @@ static const struct nf_cfg_opt gw_opts[] = {
         "connections to the worker-manager (each next_job long poll holds one)"),
     OPT("NF_GATEWAY_DRAIN_MS", NF_CFG_INT, "10000", 0, 600000, drain_ms,
         "graceful stop: longest wait for in-flight requests and Kafka deliveries"),
+    OPT("NF_GATEWAY_RATE_LIMIT", NF_CFG_INT, "600", 1, 1000000, rate_per_min,
+        "requests per minute per API key (or per user for sessions); a key may carry less"),
+    OPT("NF_GATEWAY_RATE_BURST", NF_CFG_INT, "100", 1, 1000000, rate_burst,
+        "requests an API key may send at once before the per-minute rate applies"),
 };
 
 #define GW_NOPTS (sizeof(gw_opts) / sizeof(gw_opts[0]))

@@ -56,6 +56,7 @@ static bool ready(cJSON *checks, void *arg)
 static void metrics_register(struct gw_ctx *ctx)
 {
     static const char *const fails[GW_NAUTH_FAILS] = {"missing", "malformed", "unknown"};
+    static const char *const sources[GW_NAUTH_SOURCES] = {"cache", "auth", "revoked"};
     static const char *const backends[GW_NBACKENDS] = {"redis", "kafka", "auth", "scheduler",
                                                        "worker_manager"};
     char labels[64];
@@ -71,6 +72,17 @@ static void metrics_register(struct gw_ctx *ctx)
         ctx->m_auth_fail[i] = nf_metrics_counter(ctx->metrics, "nf_gw_auth_failures_total",
                                                  "requests refused with 403 by reason", labels);
     }
+    for (i = 0; i < GW_NAUTH_SOURCES; i++) {
+        snprintf(labels, sizeof(labels), "source=\"%s\"", sources[i]);
+        ctx->m_auth_source[i] =
+            nf_metrics_counter(ctx->metrics, "nf_gw_auth_lookups_total",
+                               "credential records by where they came from", labels);
+    }
+    ctx->m_rate_limited = nf_metrics_counter(ctx->metrics, "nf_gw_rate_limited_total",
+                                             "requests refused with 429 by the rate limit", NULL);
+    ctx->m_rl_skipped =
+        nf_metrics_counter(ctx->metrics, "nf_gw_rate_limit_skipped_total",
+                           "requests let through without a rate limit (Redis unavailable)", NULL);
     for (i = 0; i < GW_NBACKENDS; i++) {
         snprintf(labels, sizeof(labels), "backend=\"%s\"", backends[i]);
         ctx->m_backend_err[i] =
@@ -106,7 +118,7 @@ static int backends_new(struct gw_ctx *ctx)
         return -1;
     rc = nf_redis_new(&ctx->redis, ctx->base, host, port, cfg->backend_timeout_ms);
     free(host);
-    if (rc != 0 || gw_snapshot_init(ctx) != 0) {
+    if (rc != 0 || gw_snapshot_init(ctx) != 0 || gw_rl_init(ctx) != 0) {
         nf_log_error("redis_failed", "cannot create the redis client");
         return -1;
     }
@@ -154,7 +166,8 @@ static int server_new(struct gw_ctx *ctx)
     if (rc != 0)
         return -1;
     nf_http_set_ready(ctx->srv, ready, ctx);
-    if (gw_meta_register(ctx) != 0 || gw_jobs_register(ctx) != 0 || gw_workers_register(ctx) != 0) {
+    if (gw_meta_register(ctx) != 0 || gw_jobs_register(ctx) != 0 ||
+        gw_workers_register(ctx) != 0 || gw_auth_register(ctx) != 0) {
         nf_log_error("routes_failed", "cannot register routes");
         return -1;
     }

@@ -3,19 +3,25 @@
  * nf-gateway: the only public HTTP port. It authenticates, validates and routes; it owns
  * nothing persistent (DESIGN §2).
  *
- *   client --> nf_http --> gw_keys_auth: key format (offline) -> Redis auth:key:<sha256>
- *                          -> miss: nf-auth /internal/keys/verify -> principal
- *                      --> [rate-limit seam, later] --> route handler
+ *   client --> nf_http --> gw_keys_auth: API key (header) or nf_session cookie, format
+ *                          checked offline -> ONE Redis call (ratelimit.c): cached record
+ *                          auth:key|session:<sha256> + GCRA on gw:rl:<id>
+ *                          -> miss: nf-auth /internal/{keys,sessions}/verify, then the
+ *                             script again with the record -> principal, RateLimit-*
+ *                          -> 403 / 429 / 503, or the route handler
  *
  *   POST /api/jobs/{job_type}  validate -> HSET job:<id> -> produce forge.job.requested
  *                              -> delivery report -> 202 (failure: DEL snapshot, 503)
  *   GET  /api/jobs/{job_id}    HMGET job:<id> -> hit: 200 | miss: nf-scheduler
  *   /api/workers/...           forwarded unchanged to nf-worker-manager
+ *   /api/auth/...              forwarded to nf-auth (me, api-keys: after gw_keys_auth,
+ *                              with the caller in X-Nf-* headers)
  *   GET  /openapi.json, /docs  served from memory
  *
  * Files by role: config.c (the NF_GATEWAY_* table), gw.c (context, shutdown),
- * keys.c (API key auth), validate.c (job params, pure), job.c (job object, pure),
- * snapshot.c (Redis job:<id>), routes_jobs.c, routes_workers.c, routes_meta.c.
+ * keys.c (API key and session auth), ratelimit.c (GCRA, the auth + rate-limit script),
+ * validate.c (job params, pure), job.c (job object, pure), snapshot.c (Redis job:<id>),
+ * routes_jobs.c, routes_workers.c, routes_auth.c, routes_meta.c.
  */
 #include <cjson/cJSON.h>
 #include <event2/event.h>
@@ -28,6 +34,8 @@
 #include "nf_http.h"
 #include "nf_id.h"
 #include "nf_json.h"
+
+#include <hiredis/hiredis.h>
 
 struct gw_ctx;
 struct nf_app;
@@ -57,6 +65,8 @@ struct gw_config {
     int produce_timeout_ms; /* Kafka delivery deadline (then 503) */
     int wm_conns;           /* connections to the worker-manager (long polls hold one) */
     int drain_ms;           /* graceful stop: longest wait for in-flight work */
+    int rate_per_min;       /* default per-key rate limit (a key may carry a lower one) */
+    int rate_burst;         /* requests a key may send at once */
 };
 
 /* Reads the environment into cfg; -1 with err filled on a bad value (cfg is then freed). */
@@ -99,7 +109,7 @@ cJSON *gw_job_new(const char *job_id, const char *job_type, const cJSON *req, ui
 cJSON *gw_job_requested(const char *job_id, const char *user_id, const char *job_type,
                         const cJSON *req, uint64_t now_ms);
 
-/* ---- keys.c: API key authentication --------------------------------------------- */
+/* ---- keys.c: API key and session authentication ---------------------------------- */
 
 enum {
     GW_KEY_OK = 0,
@@ -107,10 +117,16 @@ enum {
     GW_KEY_MALFORMED = -2, /* a key that fails the offline format/checksum check */
 };
 
-/* Who is calling, resolved from an API key. */
+/* Dashboard sessions: cookie nf_session = "nfs_" + 43 base64url chars (nf-auth makes them). */
+#define GW_SESSION_COOKIE "nf_session"
+#define GW_SESSION_PREFIX "nfs_"
+#define GW_SESSION_TOKEN_LEN 47
+
+/* Who is calling, resolved from an API key or a session. */
 struct gw_principal {
     char user_id[NF_ID_MAX];
-    char key_id[NF_ID_MAX];
+    char key_id[NF_ID_MAX]; /* "" for a session */
+    bool session;
 };
 
 /*
@@ -120,11 +136,20 @@ struct gw_principal {
  */
 int gw_keys_extract(const char *x_api_key, const char *authorization, char out[NF_APIKEY_LEN + 1]);
 /*
- * Parses a key record {"key_id","user_id","expires_at"} (the auth:key cache value or the
- * nf-auth verify answer). Returns 0 and fills out, -1 when malformed, -2 when expired at
- * now_ms (out then untouched).
+ * Finds the session token in a Cookie header ("a=b; nf_session=nfs_...; c=d"; a quoted
+ * value is unquoted). GW_KEY_OK with the token in out, GW_KEY_MISSING when there is no
+ * (or an empty) nf_session cookie, GW_KEY_MALFORMED when it is there but not a token
+ * (out then untouched). cookie may be NULL.
  */
-int gw_keys_parse_record(const char *json, size_t len, uint64_t now_ms, struct gw_principal *out);
+int gw_keys_session_cookie(const char *cookie, char out[GW_SESSION_TOKEN_LEN + 1]);
+/*
+ * Parses a credential record (the auth:key / auth:session cache value or the nf-auth verify
+ * answer): {"key_id","user_id","expires_at",...} for a key, {"user_id","expires_at"} for a
+ * session. Returns 0 and fills out, -1 when malformed, -2 when expired at now_ms (out then
+ * untouched).
+ */
+int gw_keys_parse_record(const char *json, size_t len, uint64_t now_ms, bool session,
+                         struct gw_principal *out);
 /* RFC 3339 time ("2026-11-28T21:03:52.123Z", "...+02:00") to ms since the epoch; -1 if
  * malformed. */
 int gw_time_parse(const char *s, uint64_t *ms);
@@ -133,10 +158,55 @@ int gw_time_parse(const char *s, uint64_t *ms);
 typedef void (*gw_authed_fn)(struct gw_ctx *ctx, struct nf_http_req *req,
                              const struct gw_principal *who);
 /*
- * Authenticates req and calls next, possibly later. On failure answers req itself (403,
- * or 503 with Retry-After when a backend is down) and never calls next.
+ * Authenticates req (API key headers first, else the nf_session cookie), applies the rate
+ * limit and calls next, possibly later, with the RateLimit-* headers already set on the
+ * answer. On failure answers req itself (403; 429 with Retry-After; 503 with Retry-After
+ * when a backend is down) and never calls next.
  */
 void gw_keys_auth(struct gw_ctx *ctx, struct nf_http_req *req, gw_authed_fn next);
+
+/* ---- ratelimit.c: GCRA per key ------------------------------------------------------- */
+
+/* One GCRA decision and the header values that describe it. */
+struct gw_rl {
+    bool allowed;
+    int64_t tat_us;    /* the theoretical arrival time to store (unchanged when refused) */
+    int rate_per_min;  /* the limit applied */
+    int limit;         /* RateLimit-Limit: the burst, the most requests allowed at once */
+    int remaining;     /* RateLimit-Remaining: requests still allowed right now */
+    int reset_s;       /* RateLimit-Reset: seconds until the full burst is available */
+    int retry_after_s; /* Retry-After when refused (>= 1), else 0 */
+};
+
+/* The Lua source of the auth + rate-limit script (see ratelimit.c). */
+extern const char gw_rl_lua[];
+
+/*
+ * GCRA, pure: a request at now_us against the stored theoretical arrival time tat_us (0
+ * when none) with rate_per_min requests per minute and bursts of burst (both clamped to
+ * >= 1). Emission interval T = ceil(60 s / rate); allowed when max(tat, now) + T - now <=
+ * burst x T.
+ */
+void gw_rl_gcra(int64_t now_us, int64_t tat_us, int rate_per_min, int burst, struct gw_rl *out);
+
+/* The script's answer. */
+struct gw_rl_reply {
+    int status;         /* 1 found, 0 not cached, -1 revoked (tombstone), -2 bad record */
+    const char *record; /* status 1: the record, pointing into the reply */
+    size_t record_len;
+    bool allowed;
+    int64_t now_us, tat_us; /* Redis time and the stored tat the decision used */
+    int rate_per_min, burst;
+};
+
+/* Reads the script's answer; -1 when it is not one (out partly filled). */
+int gw_rl_parse_reply(const redisReply *reply, struct gw_rl_reply *out);
+/* RateLimit-Limit, -Remaining, -Reset and -Policy on the answer. */
+void gw_rl_set_headers(struct nf_http_req *req, const struct gw_rl *rl);
+/* 429 rate_limited with Retry-After. */
+void gw_rl_reply_limited(struct nf_http_req *req, const struct gw_rl *rl);
+/* Registers the script (at start). */
+int gw_rl_init(struct gw_ctx *ctx);
 
 /* ---- snapshot.c: the Redis job:<id> hash ---------------------------------------- */
 
@@ -162,6 +232,9 @@ void gw_snapshot_del(struct gw_ctx *ctx, const char *job_id);
 
 int gw_jobs_register(struct gw_ctx *ctx);
 int gw_workers_register(struct gw_ctx *ctx);
+/* /api/auth/...: register, login, logout forwarded as they are; me and api-keys after
+ * gw_keys_auth. */
+int gw_auth_register(struct gw_ctx *ctx);
 /* Reads cfg->openapi into ctx (it must exist and be a JSON object); -1 with err. */
 int gw_meta_load(struct gw_ctx *ctx, char *err, size_t errlen);
 /* GET /openapi.json and GET /docs. */
@@ -185,6 +258,14 @@ enum gw_auth_fail {
     GW_NAUTH_FAILS
 };
 
+/* Where a credential's record came from. */
+enum gw_auth_source {
+    GW_AUTH_CACHED,  /* auth:key|session:<hash>: one Redis round trip */
+    GW_AUTH_FETCHED, /* cache miss: asked nf-auth */
+    GW_AUTH_REVOKED, /* the tombstone: refused without asking nf-auth */
+    GW_NAUTH_SOURCES
+};
+
 /* Everything the gateway process holds; the callback argument of every handler. */
 struct gw_ctx {
     const struct gw_config *cfg;
@@ -194,6 +275,7 @@ struct gw_ctx {
     struct nf_http_server *srv;
     struct nf_redis *redis;
     struct nf_redis_script *snap_put; /* owned by redis */
+    struct nf_redis_script *auth_rl;  /* the auth + rate-limit script, owned by redis */
     struct nf_kafka_producer *producer;
     struct nf_http_client *auth;
     struct nf_http_client *sched;
@@ -207,6 +289,9 @@ struct gw_ctx {
     bool closing;      /* gw_free running: callbacks must not start backend work */
     struct nf_counter *m_submitted[GW_NJOB_TYPES];
     struct nf_counter *m_auth_fail[GW_NAUTH_FAILS];
+    struct nf_counter *m_auth_source[GW_NAUTH_SOURCES];
+    struct nf_counter *m_rate_limited; /* 429 answers */
+    struct nf_counter *m_rl_skipped;   /* allowed without a limit: Redis was down */
     struct nf_counter *m_backend_err[GW_NBACKENDS];
 };
 

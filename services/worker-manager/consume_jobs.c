@@ -72,7 +72,7 @@ static void on_enqueued(redisReply *reply, void *arg)
                   r->d.job_id, "error",
                   reply && reply->type == REDIS_REPLY_ERROR ? reply->str : "no answer", NULL);
         nf_metrics_counter_add(ctx->m.dispatch_retry, 1);
-        struct timeval tv = {r->delay_ms / 1000, (r->delay_ms % 1000) * 1000};
+        struct timeval tv = {r->delay_ms / 1000, (suseconds_t)(r->delay_ms % 1000) * 1000};
         evtimer_add(r->timer, &tv);
         r->delay_ms = r->delay_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : r->delay_ms * 2;
         return;

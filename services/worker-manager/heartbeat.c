@@ -1,10 +1,11 @@
 /*
  * POST /api/workers/heartbeat {worker_id, jobs: [{job_id, lease_id, progress}]}
  *
- *   auth --> EVALSHA heartbeat: renew the listed leases that are still this worker's,
- *            release this worker's leases it no longer lists (granted at least one
- *            heartbeat ago, so a lease racing with this heartbeat survives), refresh the
- *            worker's liveness --> 200 {lease_expires_at, cancelled: [job_id...]}
+ *   auth --> EVALSHA heartbeat: renew (and confirm) the listed leases that are still
+ *            this worker's, release its confirmed leases it no longer lists (a lease
+ *            never confirmed - a job the worker may never have received - is left to
+ *            expire and be reaped as lost), refresh the worker's liveness
+ *            --> 200 {lease_expires_at, cancelled: [job_id...]}
  *
  * `cancelled` lists jobs the worker must stop: those in wm:cancel:<worker_id> (the seam
  * for user cancels) and those whose lease it lost (reaped or taken over).
@@ -41,7 +42,7 @@ static void on_heartbeat(redisReply *reply, void *arg)
     struct hb_call *call = arg;
     struct wm *ctx = call->ctx;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3 ||
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 4 ||
         reply->element[1]->type != REDIS_REPLY_ARRAY) {
         if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
             nf_log_kv(NF_LOG_ERROR, "heartbeat_failed", "heartbeat script failed", "error",
@@ -59,6 +60,8 @@ static void on_heartbeat(redisReply *reply, void *arg)
                     "WHERE worker_id = $1",
                     1, params, on_pg_seen, NULL);
     }
+    if (reply->element[3]->type == REDIS_REPLY_INTEGER && reply->element[3]->integer > 0)
+        nf_metrics_counter_add(ctx->m.leases_released, (uint64_t)reply->element[3]->integer);
     char expires[32];
     nf_event_time(nf_now_ms() + (uint64_t)ctx->cfg.lease_ttl_s * 1000, expires);
     cJSON *body = nf_json_obj();
@@ -90,17 +93,16 @@ static void on_auth(struct wm *ctx, int status, const struct wm_worker *w, void 
         return;
     }
     int njobs = cJSON_GetArraySize(call->jobs);
-    int argc = 4 + 7 + 2 * njobs;
+    int argc = 4 + 6 + 2 * njobs;
     const char **argv = nf_xcalloc((size_t)argc, sizeof(*argv));
     char worker_key[NF_ID_MAX + 16], wleases_key[NF_ID_MAX + 16], cancel_key[NF_ID_MAX + 16];
-    char now_s[24], ttl_ms[16], worker_ttl[16], grace[16], done_ttl[16], pg_every[16];
+    char now_s[24], ttl_ms[16], worker_ttl[16], done_ttl[16], pg_every[16];
     snprintf(worker_key, sizeof(worker_key), "wm:worker:%s", call->worker_id);
     snprintf(wleases_key, sizeof(wleases_key), "wm:wleases:%s", call->worker_id);
     snprintf(cancel_key, sizeof(cancel_key), "wm:cancel:%s", call->worker_id);
     snprintf(now_s, sizeof(now_s), "%llu", (unsigned long long)nf_now_ms());
     snprintf(ttl_ms, sizeof(ttl_ms), "%d", ctx->cfg.lease_ttl_s * 1000);
     snprintf(worker_ttl, sizeof(worker_ttl), "%d", 3 * ctx->cfg.heartbeat_s);
-    snprintf(grace, sizeof(grace), "%d", ctx->cfg.heartbeat_s * 1000);
     snprintf(done_ttl, sizeof(done_ttl), "%d", WM_DONE_TTL_S);
     snprintf(pg_every, sizeof(pg_every), "%d", PG_SEEN_EVERY_MS);
     int i = 0;
@@ -112,7 +114,6 @@ static void on_auth(struct wm *ctx, int status, const struct wm_worker *w, void 
     argv[i++] = now_s;
     argv[i++] = ttl_ms;
     argv[i++] = worker_ttl;
-    argv[i++] = grace;
     argv[i++] = done_ttl;
     argv[i++] = pg_every;
     const cJSON *job = NULL;

@@ -6,7 +6,8 @@
  *   wm:job:<job_id>      dispatch data JSON; kept WM_DONE_TTL_S after its lease ends so
  *                        a redelivered dispatch of the same attempt stays a no-op
  *   wm:queue:<type>      zset, member job id, score 9 - priority (ties by id = age)
- *   wm:lease:<job_id>    {"worker_id","lease_id","attempt","granted_ms"[,"reaping"]}
+ *   wm:lease:<job_id>    {"worker_id","lease_id","attempt","granted_ms"[,"confirmed"]
+ *                        [,"reaping"]}; confirmed once a heartbeat listed it
  *   wm:leases            zset, job id by lease deadline (ms)
  *   wm:wleases:<wid>     set of job ids leased to one worker (for release-by-omission)
  *   wm:worker:<wid>      hash, the worker record, TTL 3 heartbeats
@@ -94,15 +95,19 @@ const char wm_lua_pop[] = LUA_DECODE
 const char wm_lua_heartbeat[] = LUA_DECODE
     "local wid = ARGV[1]\n"
     "local now, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
-    "local grace, done_ttl = tonumber(ARGV[5]), tonumber(ARGV[6])\n"
-    "local listed, cancelled, renewed = {}, {}, 0\n"
-    "for i = 8, #ARGV - 1, 2 do\n"
+    "local done_ttl = tonumber(ARGV[5])\n"
+    "local listed, cancelled, renewed, released = {}, {}, 0, 0\n"
+    "for i = 7, #ARGV - 1, 2 do\n"
     "  local jid, lid = ARGV[i], ARGV[i + 1]\n"
     "  listed[jid] = true\n"
     "  local key = 'wm:lease:' .. jid\n"
     "  local raw = redis.call('GET', key)\n"
     "  local l = dec(raw)\n"
     "  if l and l['worker_id'] == wid and l['lease_id'] == lid and not l['reaping'] then\n"
+    "    if not l['confirmed'] then\n"
+    "      l['confirmed'] = true\n"
+    "      raw = cjson.encode(l)\n"
+    "    end\n"
     "    redis.call('SET', key, raw, 'PX', ttl * 4)\n"
     "    redis.call('ZADD', KEYS[1], now + ttl, jid)\n"
     "    redis.call('SADD', KEYS[3], jid)\n"
@@ -119,12 +124,13 @@ const char wm_lua_heartbeat[] = LUA_DECODE
     "    local l = dec(redis.call('GET', 'wm:lease:' .. jid))\n"
     "    if not l or l['worker_id'] ~= wid then\n"
     "      redis.call('SREM', KEYS[3], jid)\n"
-    "    elseif (tonumber(l['granted_ms']) or 0) + grace <= now and not l['reaping'] then\n"
+    "    elseif l['confirmed'] and not l['reaping'] then\n"
     "      redis.call('DEL', 'wm:lease:' .. jid)\n"
     "      redis.call('ZREM', KEYS[1], jid)\n"
     "      redis.call('SREM', KEYS[3], jid)\n"
     "      redis.call('SREM', KEYS[4], jid)\n"
     "      redis.call('EXPIRE', 'wm:job:' .. jid, done_ttl)\n"
+    "      released = released + 1\n"
     "    end\n"
     "  end\n"
     "end\n"
@@ -133,12 +139,12 @@ const char wm_lua_heartbeat[] = LUA_DECODE
     "  redis.call('HSET', KEYS[2], 'last_seen_ms', ARGV[2])\n"
     "  redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
     "  local seen = tonumber(redis.call('HGET', KEYS[2], 'pg_seen_ms') or '0') or 0\n"
-    "  if now - seen >= tonumber(ARGV[7]) then\n"
+    "  if now - seen >= tonumber(ARGV[6]) then\n"
     "    redis.call('HSET', KEYS[2], 'pg_seen_ms', ARGV[2])\n"
     "    pg = 1\n"
     "  end\n"
     "end\n"
-    "return {pg, cancelled, renewed}\n";
+    "return {pg, cancelled, renewed, released}\n";
 
 const char wm_lua_reap_claim[] = LUA_DECODE
     "local now, reclaim = tonumber(ARGV[1]), tonumber(ARGV[3])\n"

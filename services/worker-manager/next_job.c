@@ -1,8 +1,9 @@
 /*
  * POST /api/workers/next_job {worker_id, wait_seconds}: the long poll that leases a job.
  *
- *   auth --> scan: EVALSHA pop --job--> lease written --> 200 {job, lease_id,
- *                    |                                        lease_expires_at}
+ *   auth --> scan: EVALSHA pop --job--> lease written --> forge.job.assigned delivered
+ *                    |                     --> 200 {job, lease_id, lease_expires_at}
+ *                    |                     (not delivered: job given back, 503)
  *                    +--none--> wait (timer 200 ms growing to 1 s, or woken at once when
  *                               this process queues a job of a matching type) --> scan
  *                    +--deadline passed--> 204
@@ -98,12 +99,18 @@ static void reply_status(struct wm_poll *p, int status)
     p->req = NULL;
 }
 
+/* nf_http: the client closed the connection while its answer is still owed. */
 static void on_client_gone(struct nf_http_req *req, void *arg)
 {
     struct wm_poll *p = arg;
     p->gone = true;
     nf_log_kv(NF_LOG_DEBUG, "poll_client_gone", "worker went away during long poll", "worker_id",
               p->worker_id, NULL);
+    if (!p->busy && p->job == NULL) { /* idle between scans: end it now */
+        reply_status(p, 204);         /* dropped by nf_http */
+        poll_free(p);
+    }
+    /* else: the pop or the assigned event in flight sees `gone` and gives the job back */
 }
 
 static void on_requeued(redisReply *reply, void *arg)
@@ -143,6 +150,14 @@ static void on_assigned(int err, const char *errstr, void *arg)
         nf_metrics_counter_add(ctx->m.events_failed, 1);
         give_back(p, p->job_id, p->job);
         reply_status(p, 503);
+        poll_free(p);
+        return;
+    }
+    if (p->gone) {
+        /* assigned is recorded but nobody will run it: the lease goes back to the queue
+         * and the next worker's assigned event supersedes this one */
+        give_back(p, p->job_id, p->job);
+        reply_status(p, 204);
         poll_free(p);
         return;
     }

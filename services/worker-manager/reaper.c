@@ -128,7 +128,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 void wm_reaper_start(struct wm *ctx)
 {
     struct timeval tv = {ctx->cfg.reap_interval_ms / 1000,
-                         (ctx->cfg.reap_interval_ms % 1000) * 1000};
+                         (suseconds_t)(ctx->cfg.reap_interval_ms % 1000) * 1000};
     ctx->reaper = event_new(ctx->base, -1, EV_PERSIST, on_tick, ctx);
     if (ctx->reaper == NULL)
         abort();

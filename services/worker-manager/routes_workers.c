@@ -205,7 +205,7 @@ static void on_listed(const PGresult *res, const char *err, const char *pgcode, 
         nf_json_add_str(w, "worker_id", id);
         nf_json_add_str(w, "hostname", nf_pg_val(res, i, "hostname"));
         nf_json_add_str(w, "gpu_type", gpu_type && *gpu_type ? gpu_type : NULL);
-        nf_json_add_int(w, "gpu_count", atoi(nf_pg_val(res, i, "gpu_count") ?: "0"));
+        nf_json_add_int(w, "gpu_count", strtol(nf_pg_val(res, i, "gpu_count") ?: "0", NULL, 10));
         cJSON *arr = cJSON_AddArrayToObject(w, "job_types");
         unsigned mask = 0;
         if (types != NULL && wm_types_parse(types, &mask) == 0)

@@ -213,7 +213,7 @@ bool wm_job_matches(const struct wm_worker *w, const cJSON *job)
         {
             const cJSON *have =
                 w->labels ? cJSON_GetObjectItemCaseSensitive(w->labels, it->string) : NULL;
-            if (!cJSON_IsString(have) || !cJSON_IsString(it) ||
+            if (have == NULL || !cJSON_IsString(have) || !cJSON_IsString(it) ||
                 strcmp(have->valuestring, it->valuestring) != 0)
                 return false;
         }

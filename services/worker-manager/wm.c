@@ -149,7 +149,8 @@ static int open_http(struct wm *ctx)
     char *host = NULL;
     int port = 0;
     /* Long polls last up to 30 s: the idle timeout must be longer. */
-    struct nf_http_limits limits = {.max_body = 256 * 1024, .max_headers = 0, .timeout_s = 60};
+    struct nf_http_limits limits = {
+        .max_body = (size_t)256 * 1024, .max_headers = 0, .timeout_s = 60};
 
     if (nf_cfg_split_addr(ctx->cfg.addr, &host, &port) < 0) {
         nf_log_kv(NF_LOG_ERROR, "config_invalid", "NF_WM_ADDR must be host:port", NULL);
@@ -223,7 +224,7 @@ static void on_drain(evutil_socket_t fd, short what, void *arg)
         nf_app_stop_done(ctx->app);
         return;
     }
-    struct timeval tv = {0, DRAIN_CHECK_MS * 1000};
+    struct timeval tv = {0, (suseconds_t)DRAIN_CHECK_MS * 1000};
     evtimer_add(ctx->drain, &tv);
 }
 

@@ -135,9 +135,12 @@ const char *wm_bearer(const char *header);
  *   ARGV worker_id, gpu_type, gpu_count, labels_json, lease_id, now_ms, lease_ttl_ms,
  *   scan_limit, worker_ttl_s. Returns nil or {job_id, data, attempt}.
  * heartbeat: KEYS wm:leases, wm:worker:<wid>, wm:wleases:<wid>, wm:cancel:<wid>;
- *   ARGV worker_id, now_ms, lease_ttl_ms, worker_ttl_s, grace_ms, done_ttl_s, pg_every_ms,
- *   then job_id, lease_id pairs. Returns {update_pg (0/1), {cancelled job ids...},
- *   renewed count}.
+ *   ARGV worker_id, now_ms, lease_ttl_ms, worker_ttl_s, done_ttl_s, pg_every_ms, then
+ *   job_id, lease_id pairs. Renews (and marks confirmed) the listed leases that are this
+ *   worker's; releases its confirmed leases it no longer lists. A lease never confirmed
+ *   (the answer carrying the job may never have reached the worker) is not released by
+ *   omission: it expires and the reaper reports it lost. Returns {update_pg (0/1),
+ *   {cancelled job ids...}, renewed count, released count}.
  * reap_claim: KEYS wm:leases; ARGV now_ms, limit, reclaim_ms. Returns a flat array of
  *   job_id, lease_json ("" when the lease key is gone), job data ("" when gone).
  * reap_done: KEYS wm:leases; ARGV job_id, lease_id ("" = unknown), done_ttl_s.

@@ -51,7 +51,7 @@ static int worker_from_fields(struct wm_worker *w, const char *worker_id, const 
     w->hostname = nf_xstrdup(hostname ? hostname : "");
     w->gpu_type = nf_xstrdup(gpu_type ? gpu_type : "");
     w->version = nf_xstrdup(version ? version : "");
-    w->gpu_count = gpu_count ? atoi(gpu_count) : 0;
+    w->gpu_count = gpu_count ? (int)strtol(gpu_count, NULL, 10) : 0;
     if (wm_types_parse(types ? types : "", &w->types) < 0)
         return -1;
     w->labels = labels ? nf_json_parse(labels, strlen(labels)) : nf_json_obj();

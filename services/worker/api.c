@@ -35,7 +35,7 @@ static void api_path(const struct wk *ctx, const char *route, char *out, size_t 
 
 static void schedule_retry(struct wk *ctx)
 {
-    struct timeval tv = {ctx->backoff_ms / 1000, (ctx->backoff_ms % 1000) * 1000};
+    struct timeval tv = {ctx->backoff_ms / 1000, (suseconds_t)(ctx->backoff_ms % 1000) * 1000};
     evtimer_add(ctx->retry, &tv);
     ctx->backoff_ms = ctx->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ctx->backoff_ms * 2;
 }
@@ -200,7 +200,12 @@ static void on_heartbeat_done(const struct nf_http_resp *resp, void *arg)
     ctx->heartbeating = false;
     if (ctx->closing)
         return;
+    if (ctx->heartbeat_again) {
+        ctx->heartbeat_again = false;
+        event_active(ctx->heartbeat_kick, EV_TIMEOUT, 0);
+    }
     if (resp->status != 200) {
+        wk_jobs_heartbeat_done(ctx, false);
         char code[8];
         snprintf(code, sizeof(code), "%d", resp->status);
         nf_log_kv(NF_LOG_WARN, "heartbeat_failed", "heartbeat not accepted", "status", code,
@@ -223,6 +228,7 @@ static void on_heartbeat_done(const struct nf_http_resp *resp, void *arg)
         }
     }
     cJSON_Delete(body);
+    wk_jobs_heartbeat_done(ctx, true);
 }
 
 /* Sends a heartbeat listing the current jobs; cb gets the answer. -1 if not sent. */
@@ -260,6 +266,7 @@ static void on_farewell_done(const struct nf_http_resp *resp, void *arg)
     struct wk *ctx = arg;
     if (ctx->closing)
         return;
+    wk_jobs_heartbeat_done(ctx, resp->status == 200);
     if (resp->status != 200)
         nf_log_kv(NF_LOG_WARN, "farewell_failed",
                   "last heartbeat not accepted; leases will expire instead", "error", resp->error,
@@ -274,11 +281,22 @@ void wk_api_farewell(struct wk *ctx)
         nf_app_stop_done(ctx->app);
 }
 
+void wk_api_heartbeat_now(struct wk *ctx)
+{
+    if (!ctx->registered || ctx->closing || ctx->heartbeat_kick == NULL)
+        return;
+    if (ctx->heartbeating)
+        ctx->heartbeat_again = true;
+    else
+        event_active(ctx->heartbeat_kick, EV_TIMEOUT, 0);
+}
+
 void wk_api_heartbeat_start(struct wk *ctx)
 {
     if (ctx->heartbeat == NULL) {
         ctx->heartbeat = event_new(ctx->base, -1, EV_PERSIST, on_heartbeat_tick, ctx);
-        if (ctx->heartbeat == NULL)
+        ctx->heartbeat_kick = evtimer_new(ctx->base, on_heartbeat_tick, ctx);
+        if (ctx->heartbeat == NULL || ctx->heartbeat_kick == NULL)
             abort();
     }
     struct timeval tv = {ctx->heartbeat_s, 0};

@@ -15,7 +15,7 @@
 
 #include "wk.h"
 
-#define READ_CHUNK (64 * 1024)
+#define READ_CHUNK ((size_t)64 * 1024)
 
 int wk_artifact_resolve(const char *dir, const char *path, char *out, size_t outlen,
                         const char **why)

@@ -7,8 +7,8 @@
  *       stderr --> lines --> agent log `handler_stderr` (last line kept for errors)
  *       timers: timeout_seconds (SIGTERM, grace, SIGKILL), GPU usage windows
  *   SIGCHLD --> waitpid --> exited; once stdout and stderr hit EOF (or 2 s passed)
- *       --> finish: usage records + terminal event (reliable) --> all delivered
- *       --> release: slot freed
+ *       --> finish: usage records + terminal event (reliable) --> all delivered and the
+ *       lease confirmed by a heartbeat (one is sent as the job starts) --> slot freed
  *
  * The child runs in its own process group so a timeout or cancel reaches its children
  * too. Only async-signal-safe calls happen between fork and exec (librdkafka has threads).
@@ -62,6 +62,7 @@ struct wk_job {
     struct event *window_ev;
     struct event *progress_ev;
     struct event *eof_ev;
+    struct event *check_ev; /* deferred check_done after the exit was seen */
     bool eof_waited;
     enum stop_reason stop;
     double progress;
@@ -76,6 +77,9 @@ struct wk_job {
     long long window; /* index of the open GPU usage window */
     int held;         /* reliable messages not yet delivered */
     bool finished;    /* terminal event queued */
+    bool hb_listed;   /* listed in the heartbeat in flight */
+    bool confirmed;   /* a heartbeat listing it was answered: the manager knows the worker
+                         holds it, so leaving it out of the list releases it */
 };
 
 static void finish(struct wk_job *job);
@@ -118,6 +122,7 @@ static void job_release_io(struct wk_job *job)
     free_event(&job->window_ev);
     free_event(&job->progress_ev);
     free_event(&job->eof_ev);
+    free_event(&job->check_ev);
 }
 
 static void job_destroy(struct wk_job *job)
@@ -142,16 +147,23 @@ void wk_job_hold(struct wk_job *job)
     job->held++;
 }
 
-void wk_job_delivered(struct wk_job *job)
+/* Frees the job once it finished, all its messages are delivered and its lease was
+ * confirmed; then the slot is free. */
+static void maybe_release(struct wk_job *job)
 {
     struct wk *ctx = job->ctx;
-    job->held--;
-    if (job->held > 0 || !job->finished)
+    if (job->held > 0 || !job->finished || !job->confirmed)
         return;
     nf_log_kv(NF_LOG_INFO, "job_released", "job reported, slot free", "job_id", job->job_id, NULL);
     job_destroy(job);
     if (!ctx->closing)
         wk_slot_freed(ctx);
+}
+
+void wk_job_delivered(struct wk_job *job)
+{
+    job->held--;
+    maybe_release(job);
 }
 
 static struct wk_job *find_job(struct wk *ctx, const char *job_id, pid_t pid)
@@ -410,6 +422,11 @@ static void on_in_event(struct bufferevent *bev, short what, void *arg)
     free_bev(&job->in); /* the handler closed stdin early: fine */
 }
 
+static void on_check(evutil_socket_t fd, short what, void *arg)
+{
+    check_done(arg);
+}
+
 static void on_eof_wait(evutil_socket_t fd, short what, void *arg)
 {
     struct wk_job *job = arg;
@@ -481,9 +498,9 @@ void wk_on_sigchld(evutil_socket_t fd, short what, void *arg)
         job->exited_ms = nf_now_ms();
         evtimer_del(job->timeout_ev);
         evtimer_del(job->kill_ev);
-        struct timeval tv = {EOF_WAIT_MS / 1000, (EOF_WAIT_MS % 1000) * 1000};
+        struct timeval tv = {EOF_WAIT_MS / 1000, (suseconds_t)(EOF_WAIT_MS % 1000) * 1000};
         evtimer_add(job->eof_ev, &tv);
-        check_done(job);
+        event_active(job->check_ev, EV_TIMEOUT, 0); /* next turn: not while reaping */
     }
 }
 
@@ -783,7 +800,9 @@ static struct wk_job *job_new(struct wk *ctx, const cJSON *doc, const char *leas
     job->window_ev = event_new(ctx->base, -1, EV_PERSIST, on_window, job);
     job->progress_ev = evtimer_new(ctx->base, on_progress_timer, job);
     job->eof_ev = evtimer_new(ctx->base, on_eof_wait, job);
-    if (!job->timeout_ev || !job->kill_ev || !job->window_ev || !job->progress_ev || !job->eof_ev)
+    job->check_ev = evtimer_new(ctx->base, on_check, job);
+    if (!job->timeout_ev || !job->kill_ev || !job->window_ev || !job->progress_ev || !job->eof_ev ||
+        !job->check_ev)
         abort();
     job->next = ctx->jobs;
     if (ctx->jobs)
@@ -801,6 +820,7 @@ void wk_job_start(struct wk *ctx, const cJSON *doc, const char *lease_id)
         return;
     nf_log_kv(NF_LOG_INFO, "job_started", "job received", "job_id", job->job_id, "job_type",
               job->job_type, "lease_id", job->lease_id, NULL);
+    wk_api_heartbeat_now(ctx); /* confirm the lease at once */
     if (ctx->stopping) {
         finish_early(job, "worker_shutdown", "the worker is shutting down");
         return;
@@ -843,14 +863,28 @@ cJSON *wk_jobs_heartbeat(struct wk *ctx)
         nf_json_add_str(j, "lease_id", job->lease_id);
         cJSON_AddNumberToObject(j, "progress", job->progress);
         cJSON_AddItemToArray(arr, j);
+        job->hb_listed = true;
     }
     return arr;
 }
 
+void wk_jobs_heartbeat_done(struct wk *ctx, bool ok)
+{
+    struct wk_job *next;
+    for (struct wk_job *job = ctx->jobs; job != NULL; job = next) {
+        next = job->next;
+        if (job->hb_listed && ok)
+            job->confirmed = true;
+        job->hb_listed = false;
+        maybe_release(job); /* may free job */
+    }
+}
+
 void wk_jobs_free(struct wk *ctx)
 {
-    while (ctx->jobs != NULL) {
-        struct wk_job *job = ctx->jobs;
+    struct wk_job *next;
+    for (struct wk_job *job = ctx->jobs; job != NULL; job = next) {
+        next = job->next;
         if (job->pid > 0 && !job->exited) {
             nf_log_kv(NF_LOG_ERROR, "job_abandoned", "handler killed at exit, job not reported",
                       "job_id", job->job_id, NULL);

@@ -78,7 +78,7 @@ static enum wk_line_kind parse_member(struct wk_line *out, enum wk_line_kind kin
         if (k != NULL && !cJSON_IsNull(k) && (!cJSON_IsString(k) || !kind_ok(k->valuestring)))
             return WK_LINE_MALFORMED;
         out->path = path;
-        out->art_kind = cJSON_IsString(k) ? k->valuestring : "file";
+        out->art_kind = k != NULL && cJSON_IsString(k) ? k->valuestring : "file";
         return kind;
     }
     case WK_LINE_RESULT:

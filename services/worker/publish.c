@@ -93,7 +93,7 @@ static void retry_later(struct wk_out *o, const char *why)
         if (o->timer == NULL)
             abort();
     }
-    struct timeval tv = {o->delay_ms / 1000, (o->delay_ms % 1000) * 1000};
+    struct timeval tv = {o->delay_ms / 1000, (suseconds_t)(o->delay_ms % 1000) * 1000};
     evtimer_add(o->timer, &tv);
     o->delay_ms = o->delay_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : o->delay_ms * 2;
     o->waiting = true;
@@ -157,6 +157,13 @@ void wk_publish_job_event(struct wk *ctx, struct wk_job *job, const char *type, 
 
 void wk_publish_free(struct wk *ctx)
 {
-    while (ctx->outs != NULL)
-        done(ctx->outs); /* unlinks itself */
+    while (ctx->outs != NULL) {
+        struct wk_out *o = ctx->outs;
+        ctx->outs = o->next;
+        o->waiting = false; /* unlinked here */
+        o->prev = o->next = NULL;
+        if (ctx->outs != NULL)
+            ctx->outs->prev = NULL;
+        done(o);
+    }
 }

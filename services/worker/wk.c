@@ -56,6 +56,8 @@ static void on_finish(evutil_socket_t fd, short what, void *arg)
     struct wk *ctx = arg;
     if (ctx->heartbeat)
         event_del(ctx->heartbeat);
+    if (ctx->heartbeat_kick)
+        event_del(ctx->heartbeat_kick);
     nf_log_kv(NF_LOG_INFO, "drained", "all jobs reported, stopping", NULL);
     wk_api_farewell(ctx); /* then nf_app_stop_done */
 }
@@ -166,6 +168,8 @@ void wk_free(struct wk *ctx)
         event_free(ctx->retry);
     if (ctx->heartbeat)
         event_free(ctx->heartbeat);
+    if (ctx->heartbeat_kick)
+        event_free(ctx->heartbeat_kick);
     if (ctx->finish)
         event_free(ctx->finish);
     if (ctx->drain)

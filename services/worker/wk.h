@@ -34,10 +34,10 @@ struct nf_http_client;
 
 #define WK_NJOB_TYPES 6
 #define WK_VERSION "nf-worker/0.1.0"
-#define WK_MAX_LINE (64 * 1024) /* longest stdout/stderr line kept */
-#define WK_MAX_LOG_EVENTS 1000  /* log events per job; more are counted, not sent */
-#define WK_LOG_MSG_MAX 4096     /* a log event's message is cut to this */
-#define WK_EXIT_RETRYABLE 75    /* EX_TEMPFAIL: retryable failure (class infra) */
+#define WK_MAX_LINE ((size_t)64 * 1024) /* longest stdout/stderr line kept */
+#define WK_MAX_LOG_EVENTS 1000          /* log events per job; more are counted, not sent */
+#define WK_LOG_MSG_MAX 4096             /* a log event's message is cut to this */
+#define WK_EXIT_RETRYABLE 75            /* EX_TEMPFAIL: retryable failure (class infra) */
 
 extern const char *const wk_job_types[WK_NJOB_TYPES];
 
@@ -182,9 +182,11 @@ struct wk {
     bool registering; /* a register request is in flight */
     bool polling;     /* a next_job request is in flight */
     bool heartbeating;
-    int backoff_ms;      /* register / poll retry delay */
-    struct event *retry; /* register or poll retry */
+    bool heartbeat_again; /* another heartbeat is wanted once this one answers */
+    int backoff_ms;       /* register / poll retry delay */
+    struct event *retry;  /* register or poll retry */
     struct event *heartbeat;
+    struct event *heartbeat_kick; /* one-shot: heartbeat now */
     struct event *sigchld;
     struct event *drain;  /* drain deadline after SIGTERM */
     struct event *finish; /* deferred shutdown completion */
@@ -209,6 +211,8 @@ void wk_slot_freed(struct wk *ctx);
 void wk_api_register(struct wk *ctx);
 void wk_api_poll(struct wk *ctx);
 void wk_api_heartbeat_start(struct wk *ctx);
+/* Sends a heartbeat now (or right after the one in flight). */
+void wk_api_heartbeat_now(struct wk *ctx);
 /* Shutdown: a last heartbeat listing no jobs (releases their leases), then
  * nf_app_stop_done. Stops at once when not registered. */
 void wk_api_farewell(struct wk *ctx);
@@ -221,8 +225,11 @@ void wk_job_start(struct wk *ctx, const cJSON *job, const char *lease_id);
 void wk_job_cancel(struct wk *ctx, const char *job_id);
 /* Drain deadline: terminate every running job (reported failed, class infra). */
 void wk_jobs_terminate(struct wk *ctx);
-/* The heartbeat's jobs array: [{job_id, lease_id, progress}]. */
+/* The heartbeat's jobs array: [{job_id, lease_id, progress}]; marks the jobs listed. */
 cJSON *wk_jobs_heartbeat(struct wk *ctx);
+/* That heartbeat was answered 200 (ok) or not: listed jobs become confirmed; finished,
+ * delivered and confirmed jobs are freed. */
+void wk_jobs_heartbeat_done(struct wk *ctx, bool ok);
 void wk_on_sigchld(evutil_socket_t fd, short what, void *arg);
 /* publish.c: a reliable message of job was queued (hold) / delivered (released). The job
  * is freed, and its slot reused, once it finished and nothing is held any more. */

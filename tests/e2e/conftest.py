@@ -81,6 +81,8 @@ class Contract:
         }.get(etype)
         if name is None and etype.startswith("forge.job."):
             name = "job.event.schema.json"
+        if name is None and etype.startswith("forge.auth."):
+            name = "audit.schema.json"
         assert name is not None, f"no schema for event type {etype!r}"
         self._validator(self.event_schemas[name]).validate(event)
         self.events_checked += 1
@@ -177,7 +179,7 @@ def other_user_key():
 
 TOPICS = ["forge.jobs.requested", "forge.jobs.generate", "forge.jobs.audit",
           "forge.jobs.distill", "forge.jobs.train", "forge.jobs.evaluate",
-          "forge.jobs.deploy", "forge.jobs.events", "forge.usage"]
+          "forge.jobs.deploy", "forge.jobs.events", "forge.usage", "forge.audit"]
 
 
 class EventLog:

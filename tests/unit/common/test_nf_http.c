@@ -1213,23 +1213,29 @@ static void test_long_poll_pipelined(void **state)
 {
     struct fx *fx = *state;
     const char *reqs = "POST /api/poll HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
-                       "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
-    int fd;
+                       "POST /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n";
+    char *big = malloc(100000);
     char *resp;
+    int fd;
 
+    /* a second request, larger than what is read while watching, queued behind the poll */
+    memset(big, 'q', 100000);
     assert_int_equal(nf_http_route(fx->srv, "POST", "/api/poll", h_poll, fx), 0);
     fd = raw_connect(fx->port);
     raw_send(fx, fd, reqs, strlen(reqs));
     for (long long end = now_ms() + WAIT_MS; fx->nheld == 0 && now_ms() < end;)
         event_base_loop(fx->base, EVLOOP_ONCE);
     assert_int_equal(fx->nheld, 1);
-    run_for(fx, 30);
+    raw_send(fx, fd, big, 100000);
+    run_for(fx, 50);
     assert_int_equal(fx->stream_closed, 0);
+    assert_int_equal(fx->handler_calls, 1);
     reply_held(fx, 200);
-    resp = raw_read(fx, fd, "{\"status\":\"ok\"}", WAIT_MS);
+    resp = raw_read(fx, fd, "\"body_len\":100000}", WAIT_MS);
     assert_non_null(strstr(resp, "{\"late\":true}"));
-    assert_non_null(strstr(resp, "{\"status\":\"ok\"}")); /* the second, answered after */
+    assert_non_null(strstr(resp, "\"body_len\":100000}")); /* the second, answered after */
     free(resp);
+    free(big);
     close(fd);
 }
 

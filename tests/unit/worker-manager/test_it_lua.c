@@ -363,6 +363,8 @@ static void test_pop_agrees_with_c(void **state)
 }
 
 /* Runs the heartbeat script; returns the cancelled ids joined by ',' and sets *pg. */
+static long long released;
+
 static void heartbeat(const char *wid, unsigned long long now, char *cancelled, size_t len,
                       long long *pg, long long *renewed, ...)
 {
@@ -386,7 +388,6 @@ static void heartbeat(const char *wid, unsigned long long now, char *cancelled, 
     argv[argc++] = now_s;
     argv[argc++] = ttl;
     argv[argc++] = "15";     /* worker TTL s */
-    argv[argc++] = "5000";   /* grace ms */
     argv[argc++] = "604800"; /* done TTL s */
     argv[argc++] = "60000";  /* pg every ms */
     va_start(ap, renewed);
@@ -397,9 +398,10 @@ static void heartbeat(const char *wid, unsigned long long now, char *cancelled, 
     if (r->type == REDIS_REPLY_ERROR)
         fail_msg("heartbeat error: %s", r->str);
     assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-    assert_int_equal(r->elements, 3);
+    assert_int_equal(r->elements, 4);
     *pg = r->element[0]->integer;
     *renewed = r->element[2]->integer;
+    released = r->element[3]->integer;
     cancelled[0] = '\0';
     size_t off = 0;
     for (size_t i = 0; i < r->element[1]->elements; i++)
@@ -412,6 +414,7 @@ static void test_heartbeat(void **state)
 {
     NEED_REDIS();
     char a[NF_ID_MAX], b[NF_ID_MAX], c[NF_ID_MAX], d[NF_ID_MAX], cancelled[512], key[96];
+    char expect[256];
     long long pg = 0, renewed = 0;
     job_id(200, a);
     job_id(201, b);
@@ -428,17 +431,29 @@ static void test_heartbeat(void **state)
     r = redisCommand(rc, "SADD wm:cancel:wrk_h %s", a);
     freeReplyObject(r);
 
-    /* at T0+10 s: lists a (renewed, but cancelled by the seam), d (not its lease), and a
-     * wrong lease id for... nothing else; b is unlisted and old -> released; c is unlisted
-     * but granted 1 s ago -> kept */
+    /* T0+1 s: a and b listed -> renewed and confirmed; a is also in the cancel set; c is
+     * unlisted but was never confirmed -> kept */
+    heartbeat("wrk_h", T0 + 1000, cancelled, sizeof(cancelled), &pg, &renewed, a, "lse_a", b,
+              "lse_b", NULL);
+    assert_string_equal(cancelled, a);
+    assert_int_equal(renewed, 2);
+    assert_int_equal(pg, 1);
+    assert_int_equal(cmd_int("ZSCORE %s %s", "wm:leases", a), (long long)T0 + 1000 + TTL_MS);
+    snprintf(key, sizeof(key), "wm:lease:%s", b);
+    char *lease = get("GET %s", key);
+    assert_non_null(strstr(lease, "\"confirmed\":true"));
+    free(lease);
+    assert_true(cmd_int("TTL %s", "wm:worker:wrk_h", NULL) > 0);
+
+    /* T0+10 s: a listed, d listed (another worker's lease -> cancelled), b left out
+     * (confirmed -> released), c left out (never confirmed -> kept for the reaper) */
     heartbeat("wrk_h", T0 + 10000, cancelled, sizeof(cancelled), &pg, &renewed, a, "lse_a", d,
               "lse_d", NULL);
-    char expect[256];
     snprintf(expect, sizeof(expect), "%s,%s", a, d);
     assert_string_equal(cancelled, expect);
     assert_int_equal(renewed, 1);
-    assert_int_equal(pg, 1);
-    assert_int_equal(cmd_int("ZSCORE %s %s", "wm:leases", a), (long long)T0 + 10000 + TTL_MS);
+    assert_int_equal(released, 1); /* b */
+    assert_int_equal(pg, 0);       /* Postgres last_seen_at at most once a minute */
     snprintf(key, sizeof(key), "wm:lease:%s", b);
     assert_int_equal(cmd_int("EXISTS %s", key, NULL), 0);
     assert_int_equal(cmd_int("ZSCORE %s %s", "wm:leases", b), -2);
@@ -449,16 +464,30 @@ static void test_heartbeat(void **state)
     assert_int_equal(cmd_int("EXISTS %s", key, NULL), 1);
     snprintf(key, sizeof(key), "wm:lease:%s", d);
     assert_int_equal(cmd_int("EXISTS %s", key, NULL), 1); /* another worker's: untouched */
-    assert_true(cmd_int("TTL %s", "wm:worker:wrk_h", NULL) > 0);
 
-    /* wrong lease id -> cancelled, not renewed; Postgres update throttled */
-    heartbeat("wrk_h", T0 + 11000, cancelled, sizeof(cancelled), &pg, &renewed, c, "lse_zzz", NULL);
-    assert_string_equal(cancelled, c);
-    assert_int_equal(renewed, 0);
-    assert_int_equal(pg, 0);
-    /* c was listed (with a wrong id), so it is not released by omission either */
+    /* a wrong lease id -> cancelled, not renewed, not confirmed */
+    heartbeat("wrk_h", T0 + 11000, cancelled, sizeof(cancelled), &pg, &renewed, c, "lse_zzz", a,
+              "lse_a", NULL);
+    snprintf(expect, sizeof(expect), "%s,%s", c, a); /* a: still in the cancel set */
+    assert_string_equal(cancelled, expect);
+    assert_int_equal(renewed, 1);
+    /* c still never confirmed: a heartbeat without it keeps it; the reaper reports it */
+    heartbeat("wrk_h", T0 + 12000, cancelled, sizeof(cancelled), &pg, &renewed, a, "lse_a", NULL);
     snprintf(key, sizeof(key), "wm:lease:%s", c);
     assert_int_equal(cmd_int("EXISTS %s", key, NULL), 1);
+    char now_s[24];
+    snprintf(now_s, sizeof(now_s), "%llu", T0 + 9000 + TTL_MS + 1);
+    r = eval(wm_lua_reap_claim, 1, "wm:leases", now_s, "100", "30000", NULL);
+    /* d (wrk_other never renewed it) and c; a was renewed at T0+12 s */
+    assert_int_equal(r->elements, 6);
+    bool found_c = false;
+    for (size_t i = 0; i < r->elements; i += 3) {
+        assert_string_not_equal(r->element[i]->str, a);
+        found_c |= strcmp(r->element[i]->str, c) == 0;
+    }
+    freeReplyObject(r);
+    assert_true(found_c);
+
     /* unknown worker hash: no liveness, no pg update */
     heartbeat("wrk_nobody", T0 + 99000, cancelled, sizeof(cancelled), &pg, &renewed, NULL);
     assert_int_equal(pg, 0);

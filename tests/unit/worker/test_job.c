@@ -41,6 +41,7 @@ static int nsent;
 static struct wk_job *undelivered[MAX_SENT];
 static int nundelivered;
 static bool hold_deliveries;
+static bool heartbeats_fail; /* the simulated heartbeats are not answered 200 */
 static struct event *deliver_ev;
 
 static void deliver(evutil_socket_t fd, short what, void *arg)
@@ -134,6 +135,7 @@ static int setup(void **state)
     ctx->finish = evtimer_new(ctx->base, noop, NULL);
     nsent = nundelivered = 0;
     hold_deliveries = false;
+    heartbeats_fail = false;
     return 0;
 }
 
@@ -167,8 +169,11 @@ static long long mono_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Every loop tick doubles as a heartbeat round trip (what api.c does every few seconds). */
 static void tick(evutil_socket_t fd, short what, void *arg)
 {
+    cJSON_Delete(wk_jobs_heartbeat(ctx));
+    wk_jobs_heartbeat_done(ctx, !heartbeats_fail);
 }
 
 /* Runs the loop until no job is left (or max_ms). */
@@ -463,6 +468,7 @@ static void test_slot_held_until_delivered(void **state)
     char id[NF_ID_MAX];
     script("generate", "echo '{\"result\":{}}'");
     hold_deliveries = true;
+    heartbeats_fail = true;
     start("generate", 1, 0, id);
     run_for(1500);
     assert_non_null(event("forge.job.succeeded", id));
@@ -472,6 +478,12 @@ static void test_slot_held_until_delivered(void **state)
     cJSON_Delete(hb);
     hold_deliveries = false;
     event_active(deliver_ev, EV_TIMEOUT, 0);
+    /* delivered, but no heartbeat confirmed the lease yet: the manager could still think
+     * the job never reached this worker, so the job stays listed */
+    run_for(300);
+    assert_int_equal(nundelivered, 0);
+    assert_int_equal(ctx->njobs, 1);
+    heartbeats_fail = false;
     assert_true(run_until_idle(2000));
 }
 

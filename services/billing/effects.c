@@ -1,0 +1,340 @@
+/*
+ * What follows a commit of usage (a batch, a sweep) or of a budget change:
+ *
+ *   st_query    ONE statement: the cost of every touched job (usage_jobs x price book)
+ *               and, for every touched user with a budget, the month's spending, limit
+ *               and the alerts already sent this month
+ *   st_produce  forge.billing.job_cost per job (the scheduler keeps the job object's
+ *               cost_usd with it), forge.billing.budget_alert per newly reached
+ *               threshold (forge.audit), and the work's DLQ copies; all delivery reports
+ *               must be ok, else the whole stage is produced again
+ *   st_markers  the alerts just delivered are recorded in billing.budget_alerts, so each
+ *               threshold is announced once per user and month
+ *   finish      the Kafka messages of the work are marked done
+ *
+ * Every stage is safe to repeat: a cost update carries the job's total (the scheduler
+ * keeps the larger value), an alert has a deterministic id and its marker is
+ * insert-if-absent. A crash between the produce and the markers re-sends an alert with
+ * the same id, which consumers can drop.
+ */
+#include "bill.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nf_event.h"
+#include "nf_json.h"
+#include "nf_kafka.h"
+#include "nf_log.h"
+#include "nf_mem.h"
+#include "nf_metrics.h"
+#include "nf_pg.h"
+
+/* clang-format off */
+const char bill_effects_sql[] =
+    "SELECT 'job' AS kind, x.job_id AS id, min(x.user_id) AS user_id, x.meter,"
+    "  p.price_micros, p.per_units, sum(x.quantity)::text AS quantity,"
+    "  NULL::bigint AS limit_micros, NULL::text AS alerted"
+    " FROM billing.usage_jobs x" BILL_PRICE_AT("x.hour")
+    " WHERE x.job_id IN (SELECT jsonb_array_elements_text($1::jsonb))"
+    " GROUP BY x.job_id, x.meter, p.price_micros, p.per_units, p.effective_from"
+    " UNION ALL"
+    " SELECT 'user', u.user_id, u.user_id, x.meter, p.price_micros, p.per_units,"
+    "  sum(x.quantity)::text, u.monthly_limit_micros,"
+    "  (SELECT string_agg(a.threshold::text, ',') FROM billing.budget_alerts a"
+    "   WHERE a.user_id = u.user_id AND a.month = $4::date)"
+    " FROM billing.budgets u"
+    " LEFT JOIN billing.usage_hourly x ON x.user_id = u.user_id"
+    "  AND x.hour >= $3::timestamptz" BILL_PRICE_AT("x.hour")
+    " WHERE u.user_id IN (SELECT jsonb_array_elements_text($2::jsonb))"
+    " GROUP BY u.user_id, u.monthly_limit_micros, x.meter, p.price_micros, p.per_units,"
+    "  p.effective_from"
+    " ORDER BY 1, 2";
+
+const char bill_markers_sql[] =
+    "INSERT INTO billing.budget_alerts (user_id, month, threshold)"
+    " SELECT x.user_id, $2::date, x.threshold"
+    " FROM jsonb_to_recordset($1::jsonb) AS x(user_id text, threshold int)"
+    " ON CONFLICT DO NOTHING";
+/* clang-format on */
+
+static int ll_col(const char *s, long long *out)
+{
+    char *end;
+
+    if (!s || !*s)
+        return -1;
+    errno = 0;
+    *out = strtoll(s, &end, 10);
+    return errno || *end ? -1 : 0;
+}
+
+int bill_rows_cost(const PGresult *res, int first, int last, long long *total)
+{
+    struct bill_rate rate;
+    enum bill_meter meter;
+    uint64_t qty;
+    long long cost, sum = 0;
+    const char *m;
+    int row;
+
+    for (row = first; row < last; row++) {
+        m = nf_pg_val(res, row, "meter");
+        if (!m)
+            continue; /* a budget without usage this month */
+        if (bill_meter_parse(m, &meter) < 0 ||
+            bill_u64_parse(nf_pg_val(res, row, "quantity"), &qty) < 0 ||
+            ll_col(nf_pg_val(res, row, "price_micros"), &rate.price_micros) < 0 ||
+            ll_col(nf_pg_val(res, row, "per_units"), &rate.per_units) < 0 ||
+            bill_cost_micros(qty, &rate, &cost) < 0 || sum > LLONG_MAX - cost) {
+            nf_log_error("billing_sum_failed", "malformed or overflowing usage total in row %d",
+                         row);
+            return -1;
+        }
+        sum += cost;
+    }
+    *total = sum;
+    return 0;
+}
+
+static void st_query(struct bill_work *w);
+static void st_produce(struct bill_work *w);
+static void st_markers(struct bill_work *w);
+
+static cJSON *str_array(char **arr, size_t n)
+{
+    cJSON *a = cJSON_CreateArray();
+    size_t i;
+
+    if (!a)
+        abort();
+    for (i = 0; i < n; i++)
+        if (!cJSON_AddItemToArray(a, cJSON_CreateString(arr[i])))
+            abort();
+    return a;
+}
+
+static bool alerted(const char *list, int pct)
+{
+    char want[8];
+    const char *p;
+    size_t n;
+
+    if (!list)
+        return false;
+    n = (size_t)snprintf(want, sizeof(want), "%d", pct);
+    for (p = list; *p; p += strcspn(p, ",") + (p[strcspn(p, ",")] ? 1 : 0))
+        if (strncmp(p, want, n) == 0 && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
+/* One user's rows: the alerts their spending calls for that were not sent yet. */
+static int user_alerts(struct bill_work *w, const PGresult *res, int first, int last)
+{
+    const char *user_id = nf_pg_val(res, first, "id");
+    const char *list = nf_pg_val(res, first, "alerted");
+    long long limit, spent;
+    unsigned bits;
+    int i;
+
+    if (ll_col(nf_pg_val(res, first, "limit_micros"), &limit) < 0 ||
+        bill_rows_cost(res, first, last, &spent) < 0)
+        return -1;
+    bits = bill_budget_crossed(spent, limit);
+    for (i = 0; i < BILL_NALERTS; i++) {
+        int pct = bill_alert_pcts[i];
+
+        if (!(bits & (1u << i)) || alerted(list, pct))
+            continue;
+        bill_work_add_out(w, BILL_TOPIC_AUDIT, user_id,
+                          bill_alert_event(user_id, w->month_ms, pct, limit, spent));
+        w->alerts = nf_xrealloc(w->alerts, (w->nalerts + 1) * sizeof(*w->alerts));
+        w->alerts[w->nalerts].user_id = nf_xstrdup(user_id);
+        w->alerts[w->nalerts].pct = pct;
+        w->nalerts++;
+    }
+    return 0;
+}
+
+static void on_query(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct bill_work *w = arg;
+    struct bill_ctx *ctx = w->ctx;
+    int row, first, rows;
+    long long cost;
+
+    if (ctx->closing) {
+        w->busy = false;
+        return;
+    }
+    if (!res) {
+        bill_work_retry(w, err);
+        return;
+    }
+    rows = PQntuples(res);
+    for (first = 0; first < rows; first = row) {
+        const char *kind = nf_pg_val(res, first, "kind");
+        const char *id = nf_pg_val(res, first, "id");
+
+        for (row = first + 1; row < rows; row++) {
+            const char *k = nf_pg_val(res, row, "kind"), *i = nf_pg_val(res, row, "id");
+
+            if (!k || !i || !kind || !id || strcmp(k, kind) != 0 || strcmp(i, id) != 0)
+                break;
+        }
+        if (!kind || !id)
+            continue;
+        if (strcmp(kind, "job") == 0) {
+            if (bill_rows_cost(res, first, row, &cost) < 0)
+                continue; /* logged; the other jobs still get theirs */
+            bill_work_add_out(w, BILL_TOPIC_COSTS, id,
+                              bill_cost_event(id, nf_pg_val(res, first, "user_id"), cost));
+            nf_metrics_counter_add(ctx->m.costs, 1);
+        } else if (user_alerts(w, res, first, row) < 0) {
+            nf_log_kv(NF_LOG_ERROR, "budget_check_failed", "cannot evaluate a budget",
+                      "user_id", id, NULL);
+        }
+    }
+    bill_work_goto(w, st_produce);
+}
+
+static void st_query(struct bill_work *w)
+{
+    char start[32], month[16];
+    const char *params[4];
+    cJSON *jobs = str_array(w->jobs, w->njobs), *users = str_array(w->users, w->nusers);
+    char *pj = nf_json_print(jobs), *pu = nf_json_print(users);
+
+    w->what = "effects";
+    w->month_ms = bill_month_start((int64_t)nf_now_ms());
+    bill_time_format(w->month_ms, start);
+    snprintf(month, sizeof(month), "%.10s", start);
+    params[0] = pj;
+    params[1] = pu;
+    params[2] = start;
+    params[3] = month;
+    if (nf_pg_query(w->ctx->pg, bill_effects_sql, 4, params, on_query, w) < 0)
+        bill_work_retry(w, "could not queue the effects query");
+    cJSON_Delete(jobs);
+    cJSON_Delete(users);
+    free(pj);
+    free(pu);
+}
+
+static void produced(struct bill_work *w)
+{
+    if (w->pending > 0)
+        return;
+    if (w->ctx->closing) {
+        w->busy = false;
+        return;
+    }
+    if (w->produce_failed)
+        bill_work_retry(w, "kafka produce failed");
+    else
+        bill_work_goto(w, st_markers);
+}
+
+static void on_delivery(int err, const char *errstr, void *arg)
+{
+    struct bill_work *w = arg;
+
+    if (err) {
+        w->produce_failed = true;
+        if (!w->ctx->closing)
+            nf_log_kv(NF_LOG_WARN, "produce_failed", "delivery failed", "stage", w->what, "error",
+                      errstr, NULL);
+    }
+    w->pending--;
+    produced(w);
+}
+
+static void st_produce(struct bill_work *w)
+{
+    size_t i;
+
+    w->what = "produce";
+    w->pending = 1; /* held until all are queued, so early reports cannot complete it */
+    w->produce_failed = false;
+    for (i = 0; i < w->nouts; i++) {
+        const struct bill_out *o = &w->outs[i];
+
+        w->pending++;
+        if (nf_kafka_produce(w->ctx->producer, o->topic, o->key, o->payload, o->len, on_delivery,
+                             w) < 0) {
+            w->pending--;
+            w->produce_failed = true;
+            nf_log_kv(NF_LOG_WARN, "produce_failed", "could not queue message", "topic", o->topic,
+                      NULL);
+            break;
+        }
+    }
+    w->pending--;
+    produced(w);
+}
+
+static void on_markers(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct bill_work *w = arg;
+    size_t i;
+    char pct[8];
+
+    if (w->ctx->closing) {
+        w->busy = false;
+        return;
+    }
+    if (!res) {
+        bill_work_retry(w, err);
+        return;
+    }
+    for (i = 0; i < w->nalerts; i++) {
+        snprintf(pct, sizeof(pct), "%d", w->alerts[i].pct);
+        nf_log_kv(NF_LOG_INFO, "budget_alert", "budget alert sent", "user_id",
+                  w->alerts[i].user_id, "threshold_percent", pct, NULL);
+    }
+    nf_metrics_counter_add(w->ctx->m.alerts, w->nalerts);
+    bill_work_finish(w);
+}
+
+static void st_markers(struct bill_work *w)
+{
+    char start[32], month[16], *text;
+    const char *params[2];
+    cJSON *arr, *o;
+    size_t i;
+
+    w->what = "markers";
+    if (w->nalerts == 0) {
+        bill_work_finish(w);
+        return;
+    }
+    arr = cJSON_CreateArray();
+    if (!arr)
+        abort();
+    for (i = 0; i < w->nalerts; i++) {
+        o = nf_json_obj();
+        nf_json_add_str(o, "user_id", w->alerts[i].user_id);
+        nf_json_add_int(o, "threshold", w->alerts[i].pct);
+        if (!cJSON_AddItemToArray(arr, o))
+            abort();
+    }
+    text = nf_json_print(arr);
+    cJSON_Delete(arr);
+    bill_time_format(w->month_ms, start);
+    snprintf(month, sizeof(month), "%.10s", start);
+    params[0] = text;
+    params[1] = month;
+    if (nf_pg_query(w->ctx->pg, bill_markers_sql, 2, params, on_markers, w) < 0)
+        bill_work_retry(w, "could not queue the alert markers");
+    free(text);
+}
+
+void bill_effects_start(struct bill_work *w)
+{
+    bill_work_dedupe(w);
+    bill_work_goto(w, (w->njobs || w->nusers) ? st_query : st_produce);
+}

@@ -1,0 +1,114 @@
+/*
+ * The pending sweep: usage parked because its lease had not been seen yet.
+ *
+ *   every NF_BILLING_SWEEP_MS (one sweep at a time per process) -->
+ *   ONE statement (bill_sweep_sql): up to BILL_SWEEP_PAGE pending rows whose lease is
+ *   known now, or that waited longer than NF_BILLING_LEASE_WAIT_S, are taken out
+ *   (FOR UPDATE SKIP LOCKED: several billing copies never take the same row) and
+ *       lease names the same worker and user --> recorded like any usage (rollups)
+ *       another worker or user                --> refused (not_leased)
+ *       still no lease                        --> refused (lease_timeout)
+ *   --> effects.c: costs, alerts, the refused ones rebuilt to forge.usage.dlq
+ *   a full page --> the next sweep runs at once
+ *
+ * The rows leave usage_pending in the same transaction that records them, so a crash
+ * anywhere leaves each event either pending or decided, never both or neither.
+ */
+#include "bill.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nf_log.h"
+#include "nf_metrics.h"
+#include "nf_pg.h"
+
+static long long ll(const char *s)
+{
+    return s ? strtoll(s, NULL, 10) : 0;
+}
+
+static void on_sweep(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct bill_work *w = arg;
+    struct bill_ctx *ctx = w->ctx;
+    int row, rows;
+
+    if (ctx->closing) {
+        w->busy = false;
+        return;
+    }
+    if (!res) {
+        bill_work_retry(w, err);
+        return;
+    }
+    rows = PQntuples(res);
+    for (row = 0; row < rows; row++) {
+        const char *id = nf_pg_val(res, row, "event_id");
+        const char *verdict = nf_pg_val(res, row, "verdict");
+        const char *job_id = nf_pg_val(res, row, "job_id");
+        const char *user_id = nf_pg_val(res, row, "user_id");
+        const char *meter = nf_pg_val(res, row, "meter");
+
+        if (!id || !verdict || !job_id || !user_id || !meter)
+            continue;
+        if (strcmp(verdict, "recorded") == 0 || strcmp(verdict, "duplicate") == 0) {
+            nf_metrics_counter_add(verdict[0] == 'r' ? ctx->m.recorded : ctx->m.duplicate, 1);
+            if (strcmp(meter, "storage_byte_hours") != 0)
+                bill_work_add_job(w, job_id);
+            bill_work_add_user(w, user_id);
+            continue;
+        }
+        nf_metrics_counter_add(ctx->m.refused, 1);
+        nf_log_kv(NF_LOG_WARN, "usage_refused",
+                  strcmp(verdict, "expired") == 0 ? "usage without a lease in time refused"
+                                                  : "usage from a worker that did not lease the job",
+                  "event_id", id, "job_id", job_id, "worker_id",
+                  nf_pg_val(res, row, "worker_id"), NULL);
+        bill_work_add_out(
+            w, BILL_TOPIC_DLQ, user_id,
+            bill_usage_rebuild(id, user_id, job_id, nf_pg_val(res, row, "job_type"),
+                               ll(nf_pg_val(res, row, "attempt")), nf_pg_val(res, row, "worker_id"),
+                               meter, ll(nf_pg_val(res, row, "quantity")),
+                               nf_pg_val(res, row, "window_start"),
+                               nf_pg_val(res, row, "window_end")));
+    }
+    w->sweep_full = rows >= BILL_SWEEP_PAGE;
+    bill_effects_start(w);
+}
+
+static void st_sweep(struct bill_work *w)
+{
+    char wait[16], page[16];
+    const char *params[2] = {wait, page};
+
+    w->what = "sweep";
+    snprintf(wait, sizeof(wait), "%d", w->ctx->cfg.lease_wait_s);
+    snprintf(page, sizeof(page), "%d", BILL_SWEEP_PAGE);
+    if (nf_pg_query(w->ctx->pg, bill_sweep_sql, 2, params, on_sweep, w) < 0)
+        bill_work_retry(w, "could not queue the sweep");
+}
+
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+    struct bill_ctx *ctx = arg;
+    struct bill_work *w;
+
+    if (ctx->sweeping || ctx->stopping || ctx->closing)
+        return;
+    w = bill_work_new(ctx);
+    w->sweep = true;
+    ctx->sweeping = true;
+    bill_work_goto(w, st_sweep);
+}
+
+int bill_sweep_init(struct bill_ctx *ctx)
+{
+    struct timeval tv = {ctx->cfg.sweep_ms / 1000, (suseconds_t)(ctx->cfg.sweep_ms % 1000) * 1000};
+
+    ctx->sweep = event_new(ctx->base, -1, EV_PERSIST, on_tick, ctx);
+    if (!ctx->sweep)
+        return -1;
+    return event_add(ctx->sweep, &tv);
+}

@@ -1,0 +1,198 @@
+/*
+ * /api/auth/...: accounts, sessions and API keys belong to nf-auth. The gateway forwards
+ * them; for the routes that need a caller it authenticates first (API key or session,
+ * rate limited like every other route) and passes the principal in headers nf-auth trusts
+ * (it listens on an internal address only). Client-sent X-Nf-* headers are never
+ * forwarded: each forward builds its headers from scratch.
+ *
+ *   POST /api/auth/register, /login      -> nf-auth (X-Nf-Client-Addr for its limits)
+ *   POST /api/auth/logout                -> nf-auth with X-Nf-Session-Hash of the cookie
+ *   GET  /api/auth/me, /api-keys         \
+ *   POST /api/auth/api-keys               > gw_keys_auth -> nf-auth with X-Nf-User-Id,
+ *   DELETE /api/auth/api-keys/{key_id}   /                  X-Nf-Key-Id, X-Nf-Auth
+ *
+ *   answer: status, body, Content-Type, Set-Cookie, Retry-After, Cache-Control relayed;
+ *   nf-auth unreachable or timed out -> 503 Retry-After 1
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gw.h"
+#include "nf_log.h"
+
+#define AUTH_FWD_TIMEOUT_MS 15000 /* a failed login is answered after a delay of up to 2.5 s */
+#define NHEADERS 16
+
+struct fwd_op {
+    struct gw_ctx *ctx;
+    struct nf_http_req *req;
+};
+
+static void relay_header(struct nf_http_req *req, const struct nf_http_resp *resp, const char *name)
+{
+    const char *v = nf_http_resp_header(resp, name);
+
+    if (v)
+        nf_http_set_header(req, name, v);
+}
+
+static void forwarded(const struct nf_http_resp *resp, void *arg)
+{
+    struct fwd_op *op = arg;
+    const char *ct;
+
+    if (resp->status == 0) {
+        nf_log_kv(NF_LOG_WARN, "auth_unavailable", "nf-auth call failed", "path",
+                  nf_http_req_path(op->req), "error", resp->error, NULL);
+        if (!op->ctx->closing)
+            gw_backend_error(op->ctx, GW_BACKEND_AUTH);
+        gw_reply_unavailable(op->req, 1, "the account service is unavailable, try again");
+        free(op);
+        return;
+    }
+    relay_header(op->req, resp, "Set-Cookie");
+    relay_header(op->req, resp, "Retry-After");
+    relay_header(op->req, resp, "Cache-Control");
+    ct = nf_http_resp_header(resp, "Content-Type");
+    if (!ct && resp->len > 0)
+        ct = "application/json";
+    nf_http_reply_raw(op->req, resp->status, ct, resp->body, resp->len); /* ct NULL: none */
+    free(op);
+}
+
+/* Sends req to nf-auth at path with the given extra headers (name, value, ..., NULL). */
+static void forward(struct gw_ctx *ctx, struct nf_http_req *req, const char *path,
+                    const char *const *extra)
+{
+    const char *headers[NHEADERS + 1], *body;
+    struct fwd_op *op;
+    size_t nh = 0, len = 0;
+
+    if (ctx->closing) {
+        gw_reply_unavailable(req, 1, "the gateway is shutting down, try again");
+        return;
+    }
+    headers[nh++] = "X-Request-Id";
+    headers[nh++] = nf_http_req_id(req);
+    headers[nh++] = "X-Nf-Client-Addr";
+    headers[nh++] = nf_http_req_peer(req);
+    while (extra && *extra && nh + 2 <= NHEADERS) {
+        headers[nh++] = extra[0];
+        headers[nh++] = extra[1];
+        extra += 2;
+    }
+    headers[nh] = NULL;
+    body = nf_http_req_body(req, &len);
+    op = calloc(1, sizeof(*op));
+    if (!op)
+        abort();
+    op->ctx = ctx;
+    op->req = req;
+    if (nf_http_client_request(ctx->auth, nf_http_req_method(req), path, headers,
+                               len ? body : NULL, len, AUTH_FWD_TIMEOUT_MS, forwarded, op) != 0) {
+        gw_backend_error(ctx, GW_BACKEND_AUTH);
+        gw_reply_unavailable(req, 1, "the account service is unavailable, try again");
+        free(op);
+    }
+}
+
+/* ---- without a caller -------------------------------------------------------------- */
+
+static void on_register(struct nf_http_req *req, void *arg)
+{
+    forward(arg, req, "/api/auth/register", NULL);
+}
+
+static void on_login(struct nf_http_req *req, void *arg)
+{
+    forward(arg, req, "/api/auth/login", NULL);
+}
+
+/* Logging out needs no valid session (ending an expired one is fine): the cookie's token
+ * hash tells nf-auth which session to end. The token itself never leaves the gateway. */
+static void on_logout(struct nf_http_req *req, void *arg)
+{
+    char token[GW_SESSION_TOKEN_LEN + 1], hash[NF_SHA256_HEX_LEN + 1];
+    const char *extra[3] = {NULL, NULL, NULL};
+
+    if (gw_keys_session_cookie(nf_http_req_header(req, "Cookie"), token) == GW_KEY_OK) {
+        nf_crypto_sha256_hex(token, GW_SESSION_TOKEN_LEN, hash);
+        explicit_bzero(token, sizeof(token));
+        extra[0] = "X-Nf-Session-Hash";
+        extra[1] = hash;
+    }
+    forward(arg, req, "/api/auth/logout", extra);
+}
+
+/* ---- with a caller ------------------------------------------------------------------ */
+
+static void forward_as(struct gw_ctx *ctx, struct nf_http_req *req, const char *path,
+                       const struct gw_principal *who)
+{
+    const char *extra[7];
+    size_t n = 0;
+
+    extra[n++] = "X-Nf-User-Id";
+    extra[n++] = who->user_id;
+    extra[n++] = "X-Nf-Auth";
+    extra[n++] = who->session ? "session" : "api_key";
+    if (!who->session) {
+        extra[n++] = "X-Nf-Key-Id";
+        extra[n++] = who->key_id;
+    }
+    extra[n] = NULL;
+    forward(ctx, req, path, extra);
+}
+
+static void me_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct gw_principal *who)
+{
+    forward_as(ctx, req, "/api/auth/me", who);
+}
+
+static void keys_authed(struct gw_ctx *ctx, struct nf_http_req *req,
+                        const struct gw_principal *who)
+{
+    forward_as(ctx, req, "/api/auth/api-keys", who);
+}
+
+static void key_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct gw_principal *who)
+{
+    const char *key_id = nf_http_req_param(req, "key_id");
+    char path[32 + NF_ID_MAX];
+
+    if (!nf_id_valid("key", key_id)) { /* not an id: no such key (and nothing to forward) */
+        nf_http_reply_error(req, 404, "not_found", "key_id", "no such API key");
+        return;
+    }
+    snprintf(path, sizeof(path), "/api/auth/api-keys/%s", key_id);
+    forward_as(ctx, req, path, who);
+}
+
+static void on_me(struct nf_http_req *req, void *arg)
+{
+    gw_keys_auth(arg, req, me_authed);
+}
+
+static void on_keys(struct nf_http_req *req, void *arg)
+{
+    gw_keys_auth(arg, req, keys_authed);
+}
+
+static void on_key(struct nf_http_req *req, void *arg)
+{
+    gw_keys_auth(arg, req, key_authed);
+}
+
+int gw_auth_register(struct gw_ctx *ctx)
+{
+    if (nf_http_route(ctx->srv, "POST", "/api/auth/register", on_register, ctx) != 0 ||
+        nf_http_route(ctx->srv, "POST", "/api/auth/login", on_login, ctx) != 0 ||
+        nf_http_route(ctx->srv, "POST", "/api/auth/logout", on_logout, ctx) != 0 ||
+        nf_http_route(ctx->srv, "GET", "/api/auth/me", on_me, ctx) != 0 ||
+        nf_http_route(ctx->srv, "GET", "/api/auth/api-keys", on_keys, ctx) != 0 ||
+        nf_http_route(ctx->srv, "POST", "/api/auth/api-keys", on_keys, ctx) != 0 ||
+        nf_http_route(ctx->srv, "DELETE", "/api/auth/api-keys/{key_id}", on_key, ctx) != 0)
+        return -1;
+    return 0;
+}
