@@ -11,7 +11,9 @@
  * Lifetime of the evhttp request under our struct nf_http_req (libevent 2.1.12):
  * - While a request waits for its answer evhttp stops reading the connection, so a
  *   client that leaves is only noticed when the answer is written; evhttp then frees the
- *   request itself once the reply call handed it over.
+ *   request itself once the reply call handed it over. A handler that wants to know
+ *   earlier (a long poll) sets nf_http_stream_on_close: we then read the connection
+ *   (watch_close) and a close detaches the request as below.
  * - While streaming, evhttp reads again and detaches the request when the client
  *   closes (the request then has no connection); the connection close callback marks
  *   req gone and the final reply call frees the detached request.
@@ -59,7 +61,7 @@
 /* evhttp's own error pages are a few hundred bytes; anything larger is not one. */
 #define OWN_ERROR_MAX 4096
 /* Bytes a client may send (a pipelined request) while we watch for its close. */
-#define WATCH_READ_MAX (64 * 1024)
+#define WATCH_READ_MAX ((size_t)64 * 1024)
 
 struct route {
     enum evhttp_cmd_type method;
@@ -432,7 +434,7 @@ static void req_done(struct nf_http_req *req)
 /*
  * Connection close callback, set while a request is waiting for (or streaming) its answer.
  * Marks req gone; if evhttp is about to free the request with the connection, keeps
- * copies and drops the pointer; tells a streaming handler once.
+ * copies and drops the pointer; tells a streaming or long-polling handler once.
  */
 static void on_conn_close(struct evhttp_connection *evcon, void *arg)
 {
@@ -794,6 +796,7 @@ static struct nf_http_req *req_new(struct nf_http_server *srv, struct evhttp_req
     clock_gettime(CLOCK_MONOTONIC, &req->start);
     req->srv = srv;
     req->ev = ev;
+    req->duration = srv->m_unmatched; /* until a route matches */
     req->method = method_name(evhttp_request_get_command(ev));
     headers_init(&req->headers);
     if (request_id_sane(rid))
@@ -827,7 +830,6 @@ static void on_request(struct evhttp_request *ev, void *arg)
     char allow[128] = "";
     char **segs = NULL;
     size_t nsegs = 0;
-
     int target_rc = target_split(req, ev);
 
     if (header_bytes(ev) > srv->limits.max_headers) {
@@ -860,7 +862,6 @@ static void on_request(struct evhttp_request *ev, void *arg)
 
     if (best == NULL) {
         segs_free(segs, nsegs);
-        req->duration = srv->m_unmatched;
         if (path_known) {
             nf_http_set_header(req, "Allow", allow);
             nf_http_reply_error(req, 405, "method_not_allowed", NULL,

@@ -37,6 +37,12 @@ static const struct nf_cfg_opt opts[] = {
      "cap in seconds of the retry backoff of failed attempts (2^attempt s)"},
     {"NF_SCHEDULER_GRACE_MS", NF_CFG_INT, "10000", 100, 600000, false, OFF(grace_ms),
      "time allowed on SIGTERM to finish in-flight work"},
+    {"NF_BILLING_ADDR", NF_CFG_STR, "127.0.0.1:8103", 3, 0, false, OFF(billing_addr),
+     "nf-billing internal address host:port (budget checks before dispatch)"},
+    {"NF_SCHEDULER_BUDGET_WAIT_MS", NF_CFG_INT, "30000", 0, 3600000, false, OFF(budget_wait_ms),
+     "billing unreachable this long: a new job is dispatched without its budget check"},
+    {"NF_SCHEDULER_STORAGE_WINDOW_S", NF_CFG_INT, "3600", 1, 86400, false,
+     OFF(storage_window_s), "stored artifacts are metered (byte-hours) per window of this length"},
 };
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
@@ -63,6 +69,12 @@ int sched_config_load(struct sched_config *cfg, char *err, size_t errlen)
     host = NULL;
     if (nf_cfg_split_addr(cfg->redis_addr, &host, &port) < 0) {
         snprintf(err, errlen, "NF_REDIS_ADDR: must be host:port (got %s)", cfg->redis_addr);
+        goto fail;
+    }
+    free(host);
+    host = NULL;
+    if (nf_cfg_split_addr(cfg->billing_addr, &host, &port) < 0) {
+        snprintf(err, errlen, "NF_BILLING_ADDR: must be host:port (got %s)", cfg->billing_addr);
         goto fail;
     }
     free(host);

@@ -3,7 +3,13 @@
  *
  *   msg --parse--> malformed? log + count + done (never stall the partition)
  *       --insert--> INSERT ... ON CONFLICT (job_id) DO NOTHING, returns the row either way
- *       --budget--> (seam: always allows for now)
+ *       --budget--> nf-billing GET /internal/budget?user_id=
+ *                   over budget: --refuse--> ONE statement: the job fails with error
+ *                   {budget_exceeded, user_error} and its failed event is recorded
+ *                   --> forge.job.failed produced (same id) --> snapshot --> done
+ *                   billing unreachable: retried with backoff; after
+ *                   NF_SCHEDULER_BUDGET_WAIT_MS the job is dispatched unchecked (counted):
+ *                   an outage of billing does not stop the platform
  *       --produce-> forge.jobs.<type> (forge.job.dispatch) + forge.jobs.events (queued),
  *                   both delivery reports ok
  *       --snapshot> job:<id>
@@ -21,7 +27,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/http.h>
+
 #include "nf_event.h"
+#include "nf_http.h"
 #include "nf_id.h"
 #include "nf_kafka.h"
 #include "nf_log.h"
@@ -50,6 +59,30 @@ const char sched_requested_sql[] =
     "   FROM (SELECT " SCHED_ARTIFACT_JSON("s.") " AS a FROM sched.artifacts s"
     "         WHERE s.job_id = $1) x) AS artifacts"
     " FROM r";
+
+/* Over budget: the job fails before it is dispatched, and its failed event is recorded
+ * (so the scheduler reading the event back finds a duplicate). */
+static const char refuse_sql[] =
+    "WITH upd AS ("
+    " UPDATE sched.jobs SET status = 'failed', error = $2::jsonb, finished_at = now(),"
+    "  updated_at = now(), version = version + 1"
+    " WHERE job_id = $1 AND status = 'queued' AND attempt = 1"
+    " RETURNING *"
+    "), ev AS ("
+    " INSERT INTO sched.job_events (event_id, job_id, type, attempt, data)"
+    " SELECT $3, job_id, 'failed', 1, $4::jsonb FROM upd"
+    " ON CONFLICT (event_id) DO NOTHING"
+    " RETURNING 1"
+    "), r AS ("
+    " SELECT * FROM upd"
+    " UNION ALL"
+    " SELECT * FROM sched.jobs WHERE job_id = $1 AND NOT EXISTS (SELECT 1 FROM upd)"
+    ")"
+    " SELECT " SCHED_JOB_COLS("r.") ","
+    "  (SELECT coalesce(json_agg(x.a ORDER BY x.a->>'artifact_id'), '[]'::json)::text"
+    "   FROM (SELECT " SCHED_ARTIFACT_JSON("s.") " AS a FROM sched.artifacts s"
+    "         WHERE s.job_id = $1) x) AS artifacts"
+    " FROM r";
 /* clang-format on */
 
 struct req_work {
@@ -59,10 +92,14 @@ struct req_work {
     cJSON *dispatch;        /* dispatch data built from the row */
     struct sched_snap snap; /* the row's snapshot */
     bool do_dispatch;
+    uint64_t budget_since_ms; /* first failed budget check, 0 if none */
+    cJSON *refusal;           /* data of the budget_exceeded failed event */
 };
 
 static void st_insert(struct sched_work *w);
 static void st_budget(struct sched_work *w);
+static void st_refuse(struct sched_work *w);
+static void st_refuse_produce(struct sched_work *w);
 static void st_produce(struct sched_work *w);
 static void st_snapshot(struct sched_work *w);
 
@@ -72,7 +109,38 @@ static void req_dtor(struct sched_work *w)
 
     cJSON_Delete(rw->ev);
     cJSON_Delete(rw->dispatch);
+    cJSON_Delete(rw->refusal);
     sched_snap_clear(&rw->snap);
+}
+
+/* data of the failed event of a job refused for its budget; error is copied. */
+static cJSON *refusal_data(const char *job_id, const char *user_id, const cJSON *error)
+{
+    cJSON *data = nf_json_obj();
+
+    nf_json_add_str(data, "job_id", job_id);
+    nf_json_add_str(data, "user_id", user_id);
+    nf_json_add_int(data, "attempt", 1);
+    nf_json_add_str(data, "status", "failed");
+    if (!cJSON_AddItemToObject(data, "error", cJSON_Duplicate(error, true)))
+        abort();
+    return data;
+}
+
+/* The row failed for its budget (this message's earlier delivery refused it). */
+static bool budget_failed(const struct sched_job *job, cJSON **error)
+{
+    cJSON *e;
+
+    if (!job->status || strcmp(job->status, "failed") != 0 || !job->error)
+        return false;
+    e = nf_json_parse(job->error, strlen(job->error));
+    if (e && nf_json_str(e, "code") && strcmp(nf_json_str(e, "code"), "budget_exceeded") == 0) {
+        *error = e;
+        return true;
+    }
+    cJSON_Delete(e);
+    return false;
 }
 
 static void malformed(struct sched_ctx *ctx, struct nf_kafka_msg *msg, const char *why)
@@ -133,6 +201,7 @@ static void on_insert(const PGresult *res, const char *err, const char *pgcode, 
     struct sched_ctx *ctx = rw->w.ctx;
     struct sched_job job;
     const char *inserted;
+    cJSON *error = NULL;
 
     if (ctx->closing) {
         rw->w.busy = false;
@@ -176,6 +245,14 @@ static void on_insert(const PGresult *res, const char *err, const char *pgcode, 
      * later attempt is dispatched by the retry path of consume_events.c. */
     rw->do_dispatch = job.status && strcmp(job.status, "queued") == 0 && job.attempt &&
                       strcmp(job.attempt, "1") == 0;
+    if (!rw->do_dispatch && budget_failed(&job, &error)) {
+        /* refused before a crash: its failed event may not have been produced yet */
+        cJSON_Delete(rw->refusal);
+        rw->refusal = refusal_data(job.job_id, job.user_id, error);
+        cJSON_Delete(error);
+        sched_work_goto(&rw->w, st_refuse_produce);
+        return;
+    }
     sched_work_goto(&rw->w, rw->do_dispatch ? st_budget : st_snapshot);
 }
 
@@ -217,15 +294,143 @@ static void st_insert(struct sched_work *w)
     free(p_labels);
 }
 
-/*
- * Budget seam (DESIGN §3 "checks the user's budget"). The budget issue replaces this
- * stage with an asynchronous check against billing; a refused job is then finished as
- * failed with error {code "budget_exceeded", class "user_error"} instead of dispatched.
- */
+/* Billing did not give a usable answer: retry, or after budget_wait_ms dispatch. */
+static void budget_unknown(struct req_work *rw, const char *why)
+{
+    struct sched_ctx *ctx = rw->w.ctx;
+    uint64_t now = nf_now_ms();
+
+    if (!rw->budget_since_ms)
+        rw->budget_since_ms = now;
+    if (now - rw->budget_since_ms >= (uint64_t)ctx->cfg.budget_wait_ms) {
+        nf_log_kv(NF_LOG_WARN, "budget_unchecked", "billing unreachable, job dispatched unchecked",
+                  "job_id", rw->snap.job_id, "user_id", rw->snap.user_id, "reason", why, NULL);
+        nf_metrics_counter_add(ctx->m.budget_unchecked, 1);
+        sched_work_goto(&rw->w, st_produce);
+        return;
+    }
+    sched_work_retry(&rw->w, why);
+}
+
+static void on_budget(const struct nf_http_resp *resp, void *arg)
+{
+    struct req_work *rw = arg;
+    struct sched_ctx *ctx = rw->w.ctx;
+    char why[64];
+    int over;
+
+    if (ctx->closing) {
+        rw->w.busy = false;
+        return;
+    }
+    over = resp->status == 200 ? sched_budget_over(resp->body, resp->len) : -1;
+    if (over == 0) {
+        sched_work_goto(&rw->w, st_produce);
+        return;
+    }
+    if (over == 1) {
+        cJSON *error = sched_budget_error(resp->body, resp->len);
+
+        cJSON_Delete(rw->refusal);
+        rw->refusal = refusal_data(rw->snap.job_id, rw->snap.user_id, error);
+        cJSON_Delete(error);
+        sched_work_goto(&rw->w, st_refuse);
+        return;
+    }
+    snprintf(why, sizeof(why), "billing answered %d", resp->status);
+    budget_unknown(rw, resp->status == 0 && resp->error ? resp->error : why);
+}
+
+/* Asks billing whether the user may start new work (DESIGN §3, §8). */
 static void st_budget(struct sched_work *w)
 {
+    struct req_work *rw = (struct req_work *)w;
+    char path[256], *user;
+
     w->what = "budget";
-    sched_work_goto(w, st_produce);
+    user = evhttp_uriencode(rw->snap.user_id, -1, 0);
+    if (!user)
+        abort();
+    snprintf(path, sizeof(path), "/internal/budget?user_id=%s", user);
+    free(user);
+    if (!w->ctx->billing ||
+        nf_http_client_request(w->ctx->billing, "GET", path, NULL, NULL, 0, 0, on_budget, rw) != 0)
+        budget_unknown(rw, "could not queue the budget check");
+}
+
+static void on_refuse(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct req_work *rw = arg;
+    struct sched_ctx *ctx = rw->w.ctx;
+    struct sched_job job;
+    cJSON *error = NULL;
+
+    if (ctx->closing) {
+        rw->w.busy = false;
+        return;
+    }
+    if (!res) {
+        sched_work_retry(&rw->w, err);
+        return;
+    }
+    if (PQntuples(res) < 1) {
+        sched_work_retry(&rw->w, "job row not visible");
+        return;
+    }
+    sched_job_from_row(res, 0, &job);
+    sched_snap_clear(&rw->snap);
+    if (sched_snap_from_job(&job, &rw->snap) < 0) {
+        sched_work_retry(&rw->w, "incomplete job row");
+        return;
+    }
+    rw->do_dispatch = false;
+    if (!budget_failed(&job, &error)) {
+        /* the job moved on meanwhile (e.g. cancelled): nothing to announce */
+        sched_work_goto(&rw->w, st_snapshot);
+        return;
+    }
+    cJSON_Delete(error);
+    nf_metrics_counter_add(ctx->m.budget_refused, 1);
+    nf_log_kv(NF_LOG_INFO, "job_over_budget", "job refused: monthly budget used up", "job_id",
+              job.job_id, "user_id", job.user_id, NULL);
+    sched_work_goto(&rw->w, st_refuse_produce);
+}
+
+static void st_refuse(struct sched_work *w)
+{
+    struct req_work *rw = (struct req_work *)w;
+    char id[NF_ID_MAX], *error, *data;
+    const char *params[4];
+
+    w->what = "refuse";
+    sched_event_id("budget", rw->snap.job_id, 1, id, sizeof(id));
+    error = nf_json_print(cJSON_GetObjectItemCaseSensitive(rw->refusal, "error"));
+    data = nf_json_print(rw->refusal);
+    params[0] = rw->snap.job_id;
+    params[1] = error;
+    params[2] = id;
+    params[3] = data;
+    if (nf_pg_query(w->ctx->pg, refuse_sql, 4, params, on_refuse, rw) < 0)
+        sched_work_retry(w, "could not queue the refusal");
+    free(error);
+    free(data);
+}
+
+/* forge.job.failed with the id the refusal recorded: consumers see why, once. */
+static void st_refuse_produce(struct sched_work *w)
+{
+    struct req_work *rw = (struct req_work *)w;
+    const char *job_id = nf_json_str(rw->refusal, "job_id");
+    char id[NF_ID_MAX];
+
+    w->what = "refuse_produce";
+    rw->do_dispatch = false;
+    sched_event_id("budget", job_id, 1, id, sizeof(id));
+    sched_work_produce_begin(w);
+    sched_work_produce(w, SCHED_TOPIC_EVENTS, job_id,
+                       nf_event_new("forge.job.failed", SCHED_SOURCE, job_id, id,
+                                    cJSON_Duplicate(rw->refusal, true)));
+    sched_work_produce_end(w, st_snapshot);
 }
 
 static void st_produce(struct sched_work *w)

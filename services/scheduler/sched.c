@@ -30,6 +30,8 @@
 #define TOPICS_TIMEOUT_MS 30000
 #define FLUSH_TIMEOUT_MS 5000
 #define DRAIN_POLL_MS 20
+#define BILLING_TIMEOUT_MS 5000
+#define BILLING_CONNS 16
 
 static void on_msg(struct nf_kafka_msg *msg, void *arg)
 {
@@ -41,6 +43,8 @@ static void on_msg(struct nf_kafka_msg *msg, void *arg)
         sched_requested_handle(ctx, msg);
     else if (strcmp(msg->topic, SCHED_TOPIC_EVENTS) == 0)
         sched_events_handle(ctx, msg);
+    else if (strcmp(msg->topic, SCHED_TOPIC_COSTS) == 0)
+        sched_costs_handle(ctx, msg);
     else
         nf_kafka_msg_done(msg);
 }
@@ -82,6 +86,15 @@ static void register_metrics(struct sched_ctx *ctx)
                                              "backend failures retried with backoff", NULL);
     ctx->m.inflight =
         nf_metrics_gauge(m, "nf_sched_inflight_messages", "Kafka messages being handled", NULL);
+    ctx->m.budget_refused = nf_metrics_counter(m, "nf_sched_budget_refused_total",
+                                               "jobs failed with budget_exceeded", NULL);
+    ctx->m.budget_unchecked =
+        nf_metrics_counter(m, "nf_sched_budget_unchecked_total",
+                           "jobs dispatched without a budget check (billing unreachable)", NULL);
+    ctx->m.costs_applied = nf_metrics_counter(m, "nf_sched_job_costs_applied_total",
+                                              "job cost updates that changed a job", NULL);
+    ctx->m.storage_events = nf_metrics_counter(m, "nf_sched_storage_events_total",
+                                               "storage_byte_hours usage events produced", NULL);
 }
 
 static int create_topics(const struct sched_config *cfg)
@@ -91,8 +104,12 @@ static int create_topics(const struct sched_config *cfg)
 
     while (nf_kafka_forge_topics[n])
         n++;
+    static const char *const own[] = {SCHED_TOPIC_COSTS}; /* billing's, we consume it */
+
     if (nf_kafka_create_topics(cfg->brokers, nf_kafka_forge_topics, n, cfg->partitions,
-                               cfg->replication, TOPICS_TIMEOUT_MS, err, sizeof(err)) < 0) {
+                               cfg->replication, TOPICS_TIMEOUT_MS, err, sizeof(err)) < 0 ||
+        nf_kafka_create_topics(cfg->brokers, own, 1, cfg->partitions, cfg->replication,
+                               TOPICS_TIMEOUT_MS, err, sizeof(err)) < 0) {
         nf_log_kv(NF_LOG_ERROR, "topics_failed", "cannot create kafka topics", "error", err, NULL);
         return -1;
     }
@@ -102,7 +119,8 @@ static int create_topics(const struct sched_config *cfg)
 int sched_new(struct sched_ctx **out, struct event_base *base, struct nf_app *app,
               struct sched_config *cfg)
 {
-    static const char *const topics[] = {SCHED_TOPIC_REQUESTED, SCHED_TOPIC_EVENTS};
+    static const char *const topics[] = {SCHED_TOPIC_REQUESTED, SCHED_TOPIC_EVENTS,
+                                         SCHED_TOPIC_COSTS};
     struct sched_ctx *ctx = nf_xcalloc(1, sizeof(*ctx));
     struct nf_http_limits limits = {0};
     char err[512], *host = NULL;
@@ -156,7 +174,16 @@ int sched_new(struct sched_ctx **out, struct event_base *base, struct nf_app *ap
     nf_http_set_ready(ctx->http, ready, ctx);
     if (sched_routes_internal(ctx) < 0)
         goto fail;
-    if (nf_kafka_consumer_new(&ctx->consumer, base, ctx->cfg.brokers, SCHED_GROUP, topics, 2,
+    if (nf_cfg_split_addr(ctx->cfg.billing_addr, &host, &port) < 0 ||
+        nf_http_client_new(&ctx->billing, base, host, port, BILLING_TIMEOUT_MS, BILLING_CONNS) < 0) {
+        nf_log_error("billing_client_failed", "cannot create the billing client");
+        goto fail;
+    }
+    free(host);
+    host = NULL;
+    if (sched_storage_start(ctx) < 0)
+        goto fail;
+    if (nf_kafka_consumer_new(&ctx->consumer, base, ctx->cfg.brokers, SCHED_GROUP, topics, 3,
                               ctx->cfg.max_inflight, NULL, on_msg, ctx, err, sizeof(err)) < 0) {
         nf_log_kv(NF_LOG_ERROR, "consumer_failed", "cannot create the kafka consumer", "error", err,
                   NULL);
@@ -219,6 +246,12 @@ void sched_free(struct sched_ctx *ctx)
     close_consumer(ctx);
     /* delivery reports still due fire now (closing: they only unwind) */
     nf_kafka_producer_free(ctx->producer, FLUSH_TIMEOUT_MS);
+    if (ctx->storage_tick)
+        event_free(ctx->storage_tick);
+    ctx->storage_tick = NULL;
+    /* budget checks still waiting fire now with status 0 (closing: they only unwind) */
+    nf_http_client_free(ctx->billing);
+    ctx->billing = NULL;
     nf_pg_free(ctx->pg); /* queued queries fail: HTTP requests get their 503 */
     nf_redis_free(ctx->redis);
     nf_http_server_free(ctx->http);

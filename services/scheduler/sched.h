@@ -33,6 +33,7 @@
 struct nf_app;
 struct nf_counter;
 struct nf_gauge;
+struct nf_http_client;
 struct nf_http_server;
 struct nf_kafka_consumer;
 struct nf_kafka_msg;
@@ -45,6 +46,8 @@ struct nf_pg;
 #define SCHED_TOPIC_REQUESTED "forge.jobs.requested"
 #define SCHED_TOPIC_EVENTS "forge.jobs.events"
 #define SCHED_TOPIC_DLQ "forge.jobs.dlq"
+#define SCHED_TOPIC_COSTS "forge.billing.costs" /* job costs from billing (consume_costs.c) */
+#define SCHED_TOPIC_USAGE "forge.usage"         /* storage metering (storage_meter.c) */
 #define SCHED_SNAPSHOT_TTL_S (7 * 24 * 3600)
 
 /* ------------------------------------------------------------------------------------
@@ -63,6 +66,9 @@ struct sched_config {
     int max_inflight; /* Kafka messages handled at once */
     int retry_cap_s;  /* cap of the job retry backoff (2^attempt s) */
     int grace_ms;     /* SIGTERM: time allowed to finish in-flight work */
+    char *billing_addr;     /* nf-billing host:port (budget checks) */
+    int budget_wait_ms;     /* billing unreachable this long: dispatch unchecked */
+    int storage_window_s;   /* storage metering window (3600: hourly byte-hours) */
 };
 
 /* Loads and validates the table; on failure err holds the reason and cfg is freed. */
@@ -325,6 +331,10 @@ struct sched_counters {
     struct nf_counter *dead_lettered;
     struct nf_counter *step_retries; /* backend failures retried with backoff */
     struct nf_gauge *inflight;
+    struct nf_counter *budget_refused;   /* jobs failed with budget_exceeded */
+    struct nf_counter *budget_unchecked; /* dispatched while billing was unreachable */
+    struct nf_counter *costs_applied;    /* job cost updates that changed a job */
+    struct nf_counter *storage_events;   /* storage_byte_hours usage events produced */
 };
 
 struct sched_ctx {
@@ -345,6 +355,9 @@ struct sched_ctx {
     bool stopping;            /* no new messages, no new retries */
     bool closing;             /* tearing down: callbacks only unwind */
     struct sched_counters m;
+    struct nf_http_client *billing; /* budget checks */
+    struct event *storage_tick;     /* storage metering timer */
+    bool storage_busy;              /* a storage metering run is alive */
 };
 
 /*
@@ -364,6 +377,26 @@ void sched_requested_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg);
 void sched_events_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg);
 /* GET /internal/jobs/{job_id} */
 int sched_routes_internal(struct sched_ctx *ctx);
+/* forge.billing.costs: a job's cost from billing -> cost_micros + snapshot. */
+void sched_costs_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg);
+#define SCHED_COSTS_NPARAMS 3
+extern const char sched_costs_sql[];
+/* Storage metering (storage_meter.c): starts the timer; the tick event is freed by
+ * sched_free. -1 on failure. */
+int sched_storage_start(struct sched_ctx *ctx);
+/* Byte-hours of `bytes` stored for `ms` milliseconds, rounded down (pure). */
+long long sched_storage_byte_hours(long long bytes, long long ms);
+/* The storage window [start, end) that follows `from` (end = the next multiple of
+ * window_ms after from). */
+int64_t sched_storage_window_end(int64_t from_ms, int64_t window_ms);
+/* The usage event of one job's stored bytes in a window; caller owns. */
+cJSON *sched_storage_event(const char *job_id, const char *user_id, const char *job_type,
+                           int attempt, long long quantity, int64_t start_ms, int64_t end_ms);
+/* Budget answer from billing's GET /internal/budget: 1 over budget, 0 not, -1 malformed. */
+int sched_budget_over(const char *body, size_t len);
+/* The error of a job refused for its budget, {code "budget_exceeded", message naming the
+ * limit and the spending from billing's answer, class "user_error"}. Caller owns. */
+cJSON *sched_budget_error(const char *body, size_t len);
 
 /* The events statement and its parameters (exported for the integration test). */
 #define SCHED_EVENTS_NPARAMS 18

@@ -13,8 +13,27 @@
 #include "auth.h"
 
 static const char *const vars[] = {
-    "NF_LOG_LEVEL",       "NF_AUTH_ADDR",     "NF_PG_DSN",          "NF_REDIS_ADDR",
-    "NF_AUTH_MIGRATIONS", "NF_AUTH_PG_CONNS", "NF_AUTH_TIMEOUT_MS", "NF_AUTH_DRAIN_MS",
+    "NF_LOG_LEVEL",
+    "NF_AUTH_ADDR",
+    "NF_PG_DSN",
+    "NF_REDIS_ADDR",
+    "NF_KAFKA_BROKERS",
+    "NF_KAFKA_PARTITIONS",
+    "NF_KAFKA_REPLICATION",
+    "NF_AUTH_MIGRATIONS",
+    "NF_AUTH_PG_CONNS",
+    "NF_AUTH_TIMEOUT_MS",
+    "NF_AUTH_DRAIN_MS",
+    "NF_AUTH_SESSION_TTL_S",
+    "NF_AUTH_COOKIE_SECURE",
+    "NF_AUTH_MAX_KEYS",
+    "NF_AUTH_LOGIN_MAX_FAILURES",
+    "NF_AUTH_LOGIN_MAX_FAILURES_ADDR",
+    "NF_AUTH_LOGIN_WINDOW_S",
+    "NF_AUTH_LOGIN_DELAY_MS",
+    "NF_AUTH_REGISTER_PER_HOUR",
+    "NF_AUTH_HASH_THREADS",
+    "NF_AUTH_USAGE_FLUSH_MS",
 };
 
 static int clear_env(void **state)
@@ -37,6 +56,14 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.redis_addr, "127.0.0.1:6379");
     assert_true(strstr(cfg.migrations, "/services/auth/migrations") != NULL);
     assert_int_equal(cfg.pg_conns, 4);
+    assert_string_equal(cfg.kafka_brokers, "127.0.0.1:9092");
+    assert_int_equal(cfg.session_ttl_s, 7 * 24 * 3600);
+    assert_false(cfg.cookie_secure);
+    assert_int_equal(cfg.max_keys, 50); /* issue 3: at most 50 active keys per user */
+    assert_int_equal(cfg.login_max_failures, 5);
+    assert_int_equal(cfg.login_window_s, 900);
+    assert_int_equal(cfg.hash_threads, 2);
+    assert_int_equal(cfg.usage_flush_ms, 5000);
     auth_config_free(&cfg);
 }
 
@@ -62,6 +89,12 @@ static void test_refusals(void **state)
     refused("NF_AUTH_PG_CONNS", "65");
     refused("NF_AUTH_TIMEOUT_MS", "10");
     refused("NF_PG_DSN", "");
+    refused("NF_AUTH_SESSION_TTL_S", "10");
+    refused("NF_AUTH_COOKIE_SECURE", "sometimes");
+    refused("NF_AUTH_MAX_KEYS", "0");
+    refused("NF_AUTH_HASH_THREADS", "0");
+    refused("NF_AUTH_LOGIN_DELAY_MS", "-1");
+    refused("NF_AUTH_USAGE_FLUSH_MS", "1");
 }
 
 int main(void)

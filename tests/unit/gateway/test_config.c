@@ -29,6 +29,8 @@ static const char *const vars[] = {
     "NF_GATEWAY_PRODUCE_TIMEOUT_MS",
     "NF_GATEWAY_WM_CONNS",
     "NF_GATEWAY_DRAIN_MS",
+    "NF_GATEWAY_RATE_LIMIT",
+    "NF_GATEWAY_RATE_BURST",
 };
 
 static int clear_env(void **state)
@@ -56,6 +58,8 @@ static void test_defaults(void **state)
     assert_string_equal(cfg.redis_addr, "127.0.0.1:6379");
     assert_true(strstr(cfg.openapi, "/openapi.json") != NULL);
     assert_int_equal(cfg.drain_ms, 10000);
+    assert_int_equal(cfg.rate_per_min, 600); /* issue 3: 600 a minute, bursts of 100 */
+    assert_int_equal(cfg.rate_burst, 100);
     gw_config_free(&cfg);
 }
 
@@ -67,7 +71,11 @@ static void test_overrides(void **state)
     setenv("NF_GATEWAY_ADDR", "0.0.0.0:9000", 1);
     setenv("NF_GATEWAY_REUSEPORT", "yes", 1);
     setenv("NF_GATEWAY_MAX_BODY", "2048", 1);
+    setenv("NF_GATEWAY_RATE_LIMIT", "60", 1);
+    setenv("NF_GATEWAY_RATE_BURST", "5", 1);
     assert_int_equal(gw_config_load(&cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg.rate_per_min, 60);
+    assert_int_equal(cfg.rate_burst, 5);
     assert_string_equal(cfg.addr, "0.0.0.0:9000");
     assert_true(cfg.reuseport);
     assert_int_equal(cfg.max_body, 2048);
@@ -102,6 +110,10 @@ static void test_refusals(void **state)
     refused("NF_GATEWAY_REUSEPORT", "maybe");
     refused("NF_GATEWAY_DRAIN_MS", "-1");
     refused("NF_GATEWAY_WM_CONNS", "0");
+    refused("NF_GATEWAY_RATE_LIMIT", "0");
+    refused("NF_GATEWAY_RATE_LIMIT", "fast");
+    refused("NF_GATEWAY_RATE_BURST", "0");
+    refused("NF_GATEWAY_RATE_BURST", "1000001");
 }
 
 int main(void)

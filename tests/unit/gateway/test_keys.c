@@ -1,5 +1,6 @@
-/* Unit tests for the gateway's API key handling (keys.c): header extraction, key records
- * and RFC 3339 times. The asynchronous lookup is covered by the end-to-end suite. */
+/* Unit tests for the gateway's credential handling (keys.c): API key header extraction,
+ * the nf_session cookie, key and session records and RFC 3339 times. The asynchronous
+ * lookup is covered by test_it_ratelimit (the script) and the end-to-end suite. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -187,7 +188,12 @@ static void test_time_parse_failures(void **state)
 
 static int parse(const char *json, uint64_t now, struct gw_principal *who)
 {
-    return gw_keys_parse_record(json, strlen(json), now, who);
+    return gw_keys_parse_record(json, strlen(json), now, false, who);
+}
+
+static int parse_session(const char *json, uint64_t now, struct gw_principal *who)
+{
+    return gw_keys_parse_record(json, strlen(json), now, true, who);
 }
 
 static void test_record(void **state)
@@ -201,6 +207,12 @@ static void test_record(void **state)
         0);
     assert_string_equal(who.user_id, USR);
     assert_string_equal(who.key_id, KEY);
+    assert_false(who.session);
+    /* extra fields (the key's own rate limit) are fine */
+    assert_int_equal(parse("{\"key_id\":\"" KEY "\",\"user_id\":\"" USR
+                           "\",\"expires_at\":null,\"rate_limit_per_minute\":5,\"burst\":2}",
+                           exp, &who),
+                     0);
     /* expires_at may be absent */
     memset(&who, 0, sizeof(who));
     assert_int_equal(parse("{\"key_id\":\"" KEY "\",\"user_id\":\"" USR "\"}", exp, &who), 0);
@@ -246,6 +258,88 @@ static void test_record_expired_and_malformed(void **state)
     assert_int_equal(who.user_id[0], 'x');
 }
 
+static void test_session_record(void **state)
+{
+    static const char *const bad[] = {
+        "{}",
+        "{\"user_id\":\"usr_short\"}",
+        "{\"user_id\":\"" KEY "\"}",
+        /* a key record is not a session record */
+        "{\"key_id\":\"" KEY "\",\"user_id\":\"" USR "\",\"expires_at\":null}",
+        "{\"user_id\":\"" USR "\",\"expires_at\":\"soon\"}",
+    };
+    uint64_t exp = ref_ms(2030, 1, 1, 0, 0, 0, 0);
+    struct gw_principal who;
+    size_t i;
+
+    memset(&who, 'x', sizeof(who));
+    assert_int_equal(
+        parse_session("{\"user_id\":\"" USR "\",\"expires_at\":\"2030-01-01T00:00:00.000Z\"}",
+                      exp - 1, &who),
+        0);
+    assert_string_equal(who.user_id, USR);
+    assert_string_equal(who.key_id, "");
+    assert_true(who.session);
+    memset(&who, 'x', sizeof(who));
+    assert_int_equal(
+        parse_session("{\"user_id\":\"" USR "\",\"expires_at\":\"2030-01-01T00:00:00.000Z\"}",
+                      exp, &who),
+        -2);
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (parse_session(bad[i], 0, &who) != -1)
+            fail_msg("accepted %s", bad[i]);
+        assert_int_equal(who.user_id[0], 'x'); /* untouched */
+    }
+    /* and a session record is not a key record */
+    assert_int_equal(parse("{\"user_id\":\"" USR "\",\"expires_at\":null}", 0, &who), -1);
+}
+
+#define TOKEN "nfs_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdE"
+
+/* Runs gw_keys_session_cookie and checks the outcome; on success the token is TOKEN. */
+static void cookie(const char *header, int want)
+{
+    char out[GW_SESSION_TOKEN_LEN + 1];
+    int rc;
+
+    memset(out, '#', sizeof(out));
+    rc = gw_keys_session_cookie(header, out);
+    if (rc != want)
+        fail_msg("cookie [%s]: got %d, want %d", header ? header : "(null)", rc, want);
+    if (want == GW_KEY_OK)
+        assert_string_equal(out, TOKEN);
+    else
+        assert_int_equal(out[0], '#'); /* untouched */
+}
+
+static void test_session_cookie(void **state)
+{
+    assert_int_equal(strlen(TOKEN), GW_SESSION_TOKEN_LEN);
+    cookie("nf_session=" TOKEN, GW_KEY_OK);
+    cookie("theme=dark; nf_session=" TOKEN "; lang=en", GW_KEY_OK);
+    cookie("theme=dark;nf_session=" TOKEN, GW_KEY_OK);
+    cookie("  nf_session=" TOKEN "  ", GW_KEY_OK);
+    cookie("nf_session=\"" TOKEN "\"", GW_KEY_OK); /* RFC 6265 quoted value */
+    /* a broken one first, a good one later (two paths): the good one counts */
+    cookie("nf_session=garbage; nf_session=" TOKEN, GW_KEY_OK);
+
+    cookie(NULL, GW_KEY_MISSING);
+    cookie("", GW_KEY_MISSING);
+    cookie("theme=dark; lang=en", GW_KEY_MISSING);
+    cookie("nf_session=", GW_KEY_MISSING); /* the clearing cookie */
+    cookie("nf_session=; theme=dark", GW_KEY_MISSING);
+    cookie("xnf_session=" TOKEN, GW_KEY_MISSING);   /* another cookie's name */
+    cookie("nf_sessionx=" TOKEN, GW_KEY_MISSING);
+    cookie("nf_session " TOKEN, GW_KEY_MISSING);
+
+    cookie("nf_session=garbage", GW_KEY_MALFORMED);
+    cookie("nf_session=" TOKEN "x", GW_KEY_MALFORMED); /* too long */
+    cookie("nf_session=nfs_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCd", GW_KEY_MALFORMED); /* too short */
+    cookie("nf_session=nfx_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdE", GW_KEY_MALFORMED);
+    cookie("nf_session=nfs_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/AbCdE", GW_KEY_MALFORMED);
+    cookie("nf_session=\"" TOKEN, GW_KEY_MALFORMED); /* half quoted */
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -256,6 +350,8 @@ int main(void)
         cmocka_unit_test(test_time_parse_failures),
         cmocka_unit_test(test_record),
         cmocka_unit_test(test_record_expired_and_malformed),
+        cmocka_unit_test(test_session_record),
+        cmocka_unit_test(test_session_cookie),
     };
 
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -1,0 +1,160 @@
+/*
+ * forge.billing.costs: the job object's cost_usd, kept up to date while the job runs.
+ *
+ *   nf-billing, after committing usage, produces each touched job's total cost
+ *   (forge.billing.job_cost {job_id, user_id, cost_micros}) -->
+ *   msg --parse--> malformed? log + count + done
+ *       --apply--> ONE statement: cost_micros = the new total when it is larger (version
+ *                  + 1), returns the row --> snapshot job:<id> --> done
+ *       nothing changed (an older or repeated total, an unknown job): done
+ *
+ * Why this way: billing is the only one that knows when a job's usage is committed and
+ * what it costs (price book, rounding), and the scheduler is the only writer of the job
+ * object. A total only grows (usage is never removed and prices apply by hour), so
+ * keeping the largest total makes redelivered, reordered or replayed updates harmless,
+ * and the last usage window, which lands after the terminal event, still reaches the
+ * object.
+ */
+#include "sched.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "nf_event.h"
+#include "nf_kafka.h"
+#include "nf_log.h"
+#include "nf_metrics.h"
+#include "nf_pg.h"
+
+/* clang-format off */
+const char sched_costs_sql[] =
+    "WITH upd AS ("
+    " UPDATE sched.jobs SET cost_micros = $3::bigint, updated_at = now(),"
+    "  version = version + 1"
+    " WHERE job_id = $1 AND user_id = $2 AND cost_micros < $3::bigint"
+    " RETURNING *"
+    ")"
+    " SELECT " SCHED_JOB_COLS("r.") ","
+    "  (SELECT coalesce(json_agg(x.a ORDER BY x.a->>'artifact_id'), '[]'::json)::text"
+    "   FROM (SELECT " SCHED_ARTIFACT_JSON("s.") " AS a FROM sched.artifacts s"
+    "         WHERE s.job_id = $1) x) AS artifacts"
+    " FROM upd r";
+/* clang-format on */
+
+struct cost_work {
+    struct sched_work w;
+    char job_id[NF_ID_MAX], user_id[NF_ID_MAX], micros[24];
+    struct sched_snap snap;
+};
+
+static void st_apply(struct sched_work *w);
+
+static void cost_dtor(struct sched_work *w)
+{
+    sched_snap_clear(&((struct cost_work *)w)->snap);
+}
+
+static void on_snapshot(redisReply *reply, void *arg)
+{
+    struct cost_work *cw = arg;
+
+    if (cw->w.ctx->closing) {
+        cw->w.busy = false;
+        return;
+    }
+    if (!reply || reply->type == REDIS_REPLY_ERROR) {
+        sched_work_retry(&cw->w, reply ? reply->str : "redis unavailable");
+        return;
+    }
+    sched_work_finish(&cw->w);
+}
+
+static void st_snapshot(struct sched_work *w)
+{
+    struct cost_work *cw = (struct cost_work *)w;
+
+    w->what = "snapshot";
+    (void)sched_snapshot_write(w->ctx, &cw->snap, on_snapshot, cw);
+}
+
+static void on_apply(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct cost_work *cw = arg;
+    struct sched_job job;
+
+    if (cw->w.ctx->closing) {
+        cw->w.busy = false;
+        return;
+    }
+    if (!res) {
+        sched_work_retry(&cw->w, err);
+        return;
+    }
+    if (PQntuples(res) < 1) { /* not larger, or a job we do not know */
+        sched_work_finish(&cw->w);
+        return;
+    }
+    sched_job_from_row(res, 0, &job);
+    sched_snap_clear(&cw->snap);
+    if (sched_snap_from_job(&job, &cw->snap) < 0) {
+        sched_work_retry(&cw->w, "incomplete job row");
+        return;
+    }
+    nf_metrics_counter_add(cw->w.ctx->m.costs_applied, 1);
+    sched_work_goto(&cw->w, st_snapshot);
+}
+
+static void st_apply(struct sched_work *w)
+{
+    struct cost_work *cw = (struct cost_work *)w;
+    const char *params[SCHED_COSTS_NPARAMS] = {cw->job_id, cw->user_id, cw->micros};
+
+    w->what = "cost";
+    if (nf_pg_query(w->ctx->pg, sched_costs_sql, SCHED_COSTS_NPARAMS, params, on_apply, cw) < 0)
+        sched_work_retry(w, "could not queue the cost update");
+}
+
+static void malformed(struct sched_ctx *ctx, struct nf_kafka_msg *msg, const char *why)
+{
+    nf_log_kv(NF_LOG_WARN, "cost_malformed", "malformed job cost skipped", "reason", why, "key",
+              msg->key, NULL);
+    nf_metrics_counter_add(nf_metrics_counter(ctx->metrics, "nf_sched_malformed_total",
+                                              "malformed messages skipped",
+                                              "topic=\"" SCHED_TOPIC_COSTS "\""),
+                           1);
+    nf_kafka_msg_done(msg);
+}
+
+void sched_costs_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg)
+{
+    const char *type = NULL, *subject = NULL, *why = "payload is not a JSON object";
+    const char *job_id, *user_id;
+    const cJSON *data, *micros;
+    struct cost_work *cw;
+    cJSON *ev = nf_json_parse(msg->payload, msg->len);
+
+    data = ev ? nf_event_data(ev, &type, &subject, &why) : NULL;
+    if (!data || strcmp(type, "forge.billing.job_cost") != 0) {
+        malformed(ctx, msg, data ? "type is not forge.billing.job_cost" : why);
+        cJSON_Delete(ev);
+        return;
+    }
+    job_id = nf_json_str(data, "job_id");
+    user_id = nf_json_str(data, "user_id");
+    micros = cJSON_GetObjectItemCaseSensitive(data, "cost_micros");
+    if (!job_id || !user_id || strlen(job_id) >= NF_ID_MAX || strlen(user_id) >= NF_ID_MAX ||
+        !cJSON_IsNumber(micros) || micros->valuedouble < 0 || micros->valuedouble > 9e15 ||
+        floor(micros->valuedouble) != micros->valuedouble) {
+        malformed(ctx, msg, "job_id, user_id and cost_micros (integer >= 0) are required");
+        cJSON_Delete(ev);
+        return;
+    }
+    cw = (struct cost_work *)sched_work_new(ctx, msg, sizeof(*cw));
+    cw->w.dtor = cost_dtor;
+    snprintf(cw->job_id, sizeof(cw->job_id), "%s", job_id);
+    snprintf(cw->user_id, sizeof(cw->user_id), "%s", user_id);
+    snprintf(cw->micros, sizeof(cw->micros), "%.0f", micros->valuedouble);
+    cJSON_Delete(ev);
+    sched_work_start(&cw->w, NULL, st_apply);
+}
