@@ -29,8 +29,8 @@ static void delivered(int err, const char *errstr, void *arg)
     struct audit_op *op = arg;
 
     if (err != 0) {
-        nf_log_kv(NF_LOG_WARN, "audit_lost", "audit event not delivered", "type", op->type,
-                  "error", errstr, NULL);
+        nf_log_kv(NF_LOG_WARN, "audit_lost", "audit event not delivered", "type", op->type, "error",
+                  errstr, NULL);
         if (!op->ctx->closing)
             auth_backend_error(op->ctx, AUTH_BACKEND_KAFKA);
     }
@@ -52,8 +52,8 @@ void auth_audit(struct auth_ctx *ctx, const char *what, const char *user_id, cJS
     payload = nf_json_print(ev);
     cJSON_Delete(ev);
     if (!ctx->producer || ctx->closing ||
-        nf_kafka_produce(ctx->producer, TOPIC_AUDIT, user_id, payload, strlen(payload),
-                         delivered, op) != 0) {
+        nf_kafka_produce(ctx->producer, TOPIC_AUDIT, user_id, payload, strlen(payload), delivered,
+                         op) != 0) {
         nf_log_kv(NF_LOG_WARN, "audit_lost", "audit event not queued", "type", op->type, NULL);
         auth_backend_error(ctx, AUTH_BACKEND_KAFKA);
         free(op);

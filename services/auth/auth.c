@@ -72,8 +72,8 @@ static void metrics_register(struct auth_ctx *ctx)
                                              "API keys created through the API", NULL);
     ctx->m_keys_revoked =
         nf_metrics_counter(ctx->metrics, "nf_auth_keys_revoked_total", "API keys revoked", NULL);
-    ctx->m_registered =
-        nf_metrics_counter(ctx->metrics, "nf_auth_users_registered_total", "users registered", NULL);
+    ctx->m_registered = nf_metrics_counter(ctx->metrics, "nf_auth_users_registered_total",
+                                           "users registered", NULL);
     ctx->m_usage_flushed =
         nf_metrics_counter(ctx->metrics, "nf_auth_key_usage_flushed_total",
                            "last_used_at updates written from auth:used batches", NULL);

@@ -67,15 +67,15 @@ struct auth_config {
     int timeout_ms; /* Postgres and Redis calls */
     int drain_ms;   /* graceful stop: longest wait for in-flight requests */
     int session_ttl_s;
-    bool cookie_secure;      /* add Secure to the nf_session cookie (HTTPS deployments) */
-    int max_keys;            /* live API keys per user */
-    int login_max_failures;  /* per e-mail within login_window_s, then 429 */
+    bool cookie_secure;          /* add Secure to the nf_session cookie (HTTPS deployments) */
+    int max_keys;                /* live API keys per user */
+    int login_max_failures;      /* per e-mail within login_window_s, then 429 */
     int login_max_failures_addr; /* per client address within login_window_s */
     int login_window_s;
-    int login_delay_ms;     /* a failed login is answered after this x failures so far */
-    int register_per_hour;  /* registrations per client address */
-    int hash_threads;       /* Argon2id worker threads */
-    int usage_flush_ms;     /* last_used_at batch interval */
+    int login_delay_ms;    /* a failed login is answered after this x failures so far */
+    int register_per_hour; /* registrations per client address */
+    int hash_threads;      /* Argon2id worker threads */
+    int usage_flush_ms;    /* last_used_at batch interval */
 };
 
 /* Reads the environment into cfg; -1 with err filled on a bad value (cfg is then freed). */
@@ -168,8 +168,8 @@ typedef void (*auth_hash_cb)(int rc, const char *hash, void *arg);
 
 /* threads >= 1; max_queue bounds waiting jobs (beyond it submissions are refused).
  * opslimit/memlimit as crypto_pwhash_str (tests pass the MIN values). -1 on failure. */
-int auth_hasher_new(struct auth_hasher **out, struct event_base *base, int threads,
-                    int max_queue, unsigned long long opslimit, size_t memlimit);
+int auth_hasher_new(struct auth_hasher **out, struct event_base *base, int threads, int max_queue,
+                    unsigned long long opslimit, size_t memlimit);
 /* Joins the threads (a job being computed finishes first), then calls every callback not
  * yet called with AUTH_HASH_CANCELLED. NULL ok. */
 void auth_hasher_free(struct auth_hasher *h);
@@ -197,18 +197,18 @@ struct auth_ctx {
     struct nf_http_server *srv;
     struct nf_pg *pg;
     struct nf_redis *redis;
-    struct nf_redis_script *lf_check; /* login failure counters: read (owned by redis) */
-    struct nf_redis_script *lf_fail;  /* login failure counters: count one */
-    struct nf_redis_script *reg_count; /* registrations per address */
+    struct nf_redis_script *lf_check;   /* login failure counters: read (owned by redis) */
+    struct nf_redis_script *lf_fail;    /* login failure counters: count one */
+    struct nf_redis_script *reg_count;  /* registrations per address */
     struct nf_redis_script *used_drain; /* auth:used: read and delete */
     struct nf_kafka_producer *producer; /* forge.audit; NULL when it could not be made */
     struct auth_hasher *hasher;
-    char dummy_hash[128]; /* Argon2id of a random password: unknown e-mails verify too */
-    struct event *drain;  /* polls in-flight requests during a graceful stop */
-    struct event *usage;  /* the last_used_at flush timer */
+    char dummy_hash[128];          /* Argon2id of a random password: unknown e-mails verify too */
+    struct event *drain;           /* polls in-flight requests during a graceful stop */
+    struct event *usage;           /* the last_used_at flush timer */
     struct auth_login_op *delayed; /* failed logins waiting to be answered (a list) */
-    bool usage_busy;      /* a flush is in flight */
-    uint64_t last_cleanup_ms; /* expired sessions last deleted */
+    bool usage_busy;               /* a flush is in flight */
+    uint64_t last_cleanup_ms;      /* expired sessions last deleted */
     uint64_t drain_deadline_ms;
     bool stopping; /* SIGTERM seen: listener closed, draining */
     bool closing;  /* auth_free running: callbacks must not start backend work */

@@ -47,8 +47,8 @@ struct auth_hasher {
     int nthreads; /* started */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct job_list todo; /* guarded by mu */
-    struct job_list done; /* guarded by mu */
+    struct job_list todo;  /* guarded by mu */
+    struct job_list done;  /* guarded by mu */
     size_t ntodo, running; /* guarded by mu */
     bool stop;             /* guarded by mu */
     size_t max_queue;
@@ -101,10 +101,10 @@ static void compute(const struct auth_hasher *h, struct hash_job *job)
                       ? AUTH_HASH_OK
                       : AUTH_HASH_MISMATCH;
     } else {
-        job->rc = crypto_pwhash_str(job->hash, job->password, job->pwlen, h->opslimit,
-                                    h->memlimit) == 0
-                      ? AUTH_HASH_OK
-                      : AUTH_HASH_FAILED;
+        job->rc =
+            crypto_pwhash_str(job->hash, job->password, job->pwlen, h->opslimit, h->memlimit) == 0
+                ? AUTH_HASH_OK
+                : AUTH_HASH_FAILED;
     }
     job_wipe(job);
 }
@@ -162,8 +162,8 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-int auth_hasher_new(struct auth_hasher **out, struct event_base *base, int threads,
-                    int max_queue, unsigned long long opslimit, size_t memlimit)
+int auth_hasher_new(struct auth_hasher **out, struct event_base *base, int threads, int max_queue,
+                    unsigned long long opslimit, size_t memlimit)
 {
     struct auth_hasher *h;
     int fds[2], i;

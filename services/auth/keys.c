@@ -203,7 +203,7 @@ void auth_session_token_new(char out[AUTH_SESSION_TOKEN_LEN + 1])
 {
     size_t plen = strlen(AUTH_SESSION_PREFIX);
 
-    memcpy(out, AUTH_SESSION_PREFIX, plen);
+    snprintf(out, AUTH_SESSION_TOKEN_LEN + 1, "%s", AUTH_SESSION_PREFIX);
     nf_crypto_token(32, out + plen, AUTH_SESSION_TOKEN_LEN + 1 - plen);
 }
 

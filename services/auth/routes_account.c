@@ -35,7 +35,6 @@
 #include "nf_pg.h"
 #include "nf_redis.h"
 
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 #define ADDR_MAX 64
 #define LF_KEY_MAX 96
 
@@ -71,17 +70,17 @@ static const char user_by_email_sql[] =
 static const char register_sql[] =
     "INSERT INTO auth.users (user_id, email, password_hash) VALUES ($1, $2, $3)"
     " ON CONFLICT (email) DO NOTHING"
-    " RETURNING user_id, email, " TS("created_at") " AS created_at";
+    " RETURNING user_id, email, auth.rfc3339(created_at) AS created_at";
 
 static const char session_sql[] =
     "INSERT INTO auth.sessions (token_hash, user_id, expires_at, client_addr)"
     " VALUES ($1, $2, now() + make_interval(secs => $3::int), $4)"
-    " RETURNING " TS("expires_at") " AS expires_at";
+    " RETURNING auth.rfc3339(expires_at) AS expires_at";
 
 static const char logout_sql[] = "DELETE FROM auth.sessions WHERE token_hash = $1";
 
 static const char me_sql[] =
-    "SELECT user_id, email, " TS("created_at") " AS created_at FROM auth.users"
+    "SELECT user_id, email, auth.rfc3339(created_at) AS created_at FROM auth.users"
     " WHERE user_id = $1";
 
 int auth_account_init(struct auth_ctx *ctx)
@@ -171,8 +170,7 @@ static int read_credentials(struct nf_http_req *req, const cJSON *body, char *em
     {
         if (strcmp(item->string, "email") != 0 && strcmp(item->string, "password") != 0) {
             nf_http_reply_error(req, 422, "invalid_params", item->string,
-                                "unknown field %.64s (expected email and password)",
-                                item->string);
+                                "unknown field %.64s (expected email and password)", item->string);
             return -1;
         }
     }
@@ -231,8 +229,8 @@ static void registered(const PGresult *res, const char *err, const char *pgcode,
     cJSON *out;
 
     if (!res) {
-        nf_log_kv(NF_LOG_ERROR, "register_failed", "cannot create the user", "error", err,
-                  "pgcode", pgcode, NULL);
+        nf_log_kv(NF_LOG_ERROR, "register_failed", "cannot create the user", "error", err, "pgcode",
+                  pgcode, NULL);
         if (!ctx->closing)
             auth_backend_error(ctx, AUTH_BACKEND_PG);
         auth_reply_unavailable(op->req, "the account store is unavailable, try again");
@@ -340,9 +338,9 @@ struct auth_login_op {
     char email_key[LF_KEY_MAX]; /* auth:lf:email:<sha256 of the e-mail> */
     char addr_key[LF_KEY_MAX];  /* auth:lf:addr:<address> */
     char addr[ADDR_MAX];
-    char user_id[NF_ID_MAX]; /* "" when no such user */
-    bool dummy;              /* verified against the dummy hash: never a success */
-    char *password;          /* private copy, wiped once verified */
+    char user_id[NF_ID_MAX];                /* "" when no such user */
+    bool dummy;                             /* verified against the dummy hash: never a success */
+    char *password;                         /* private copy, wiped once verified */
     char token[AUTH_SESSION_TOKEN_LEN + 1]; /* the new session's secret, wiped after use */
 };
 
@@ -390,10 +388,13 @@ static void delay_over(evutil_socket_t fd, short what, void *arg)
 
 void auth_account_flush(struct auth_ctx *ctx)
 {
-    while (ctx->delayed) {
-        struct auth_login_op *op = ctx->delayed;
+    struct auth_login_op *op;
 
-        unlink_delayed(op);
+    while ((op = ctx->delayed) != NULL) {
+        ctx->delayed = op->next;
+        if (op->next)
+            op->next->prev = NULL;
+        op->next = NULL;
         login_denied(op);
     }
 }
@@ -526,8 +527,8 @@ static void user_found(const PGresult *res, const char *err, const char *pgcode,
     const char *hash = ctx->dummy_hash, *stored;
 
     if (!res) {
-        nf_log_kv(NF_LOG_ERROR, "login_lookup_failed", "user lookup failed", "error", err,
-                  "pgcode", pgcode, NULL);
+        nf_log_kv(NF_LOG_ERROR, "login_lookup_failed", "user lookup failed", "error", err, "pgcode",
+                  pgcode, NULL);
         if (!ctx->closing)
             auth_backend_error(ctx, AUTH_BACKEND_PG);
         login_unavailable(op, "cannot sign in now, try again");
@@ -540,8 +541,8 @@ static void user_found(const PGresult *res, const char *err, const char *pgcode,
             hash = stored;
     }
     op->dummy = hash == ctx->dummy_hash; /* a match against it still fails */
-    if (ctx->closing || auth_hasher_verify(ctx->hasher, hash, op->password, login_verified, op) !=
-                            0)
+    if (ctx->closing ||
+        auth_hasher_verify(ctx->hasher, hash, op->password, login_verified, op) != 0)
         login_unavailable(op, "too many sign-ins in progress, try again");
 }
 

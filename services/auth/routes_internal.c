@@ -29,17 +29,16 @@
 #include "nf_pg.h"
 #include "nf_redis.h"
 
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
-
 static const char verify_sql[] =
-    "SELECT key_id, user_id, " TS("expires_at") " AS expires_at, rate_limit_per_minute, burst,"
+    "SELECT key_id, user_id, auth.rfc3339(expires_at) AS expires_at,"
+    " rate_limit_per_minute, burst,"
     " CASE WHEN expires_at IS NULL THEN -1"
     " ELSE floor(extract(epoch FROM expires_at - now()))::bigint END AS secs_left"
-    " FROM auth.api_keys"
-    " WHERE key_hash = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())";
+    " FROM auth.api_keys WHERE key_hash = $1 AND revoked_at IS NULL"
+    " AND (expires_at IS NULL OR expires_at > now())";
 
 static const char session_sql[] =
-    "SELECT user_id, " TS("expires_at") " AS expires_at,"
+    "SELECT user_id, auth.rfc3339(expires_at) AS expires_at,"
     " floor(extract(epoch FROM expires_at - now()))::bigint AS secs_left"
     " FROM auth.sessions WHERE token_hash = $1 AND expires_at > now()";
 
@@ -48,7 +47,7 @@ static const char user_sql[] =
 
 static const char key_sql[] = "INSERT INTO auth.api_keys (key_id, user_id, name, key_hash, prefix)"
                               " SELECT $1, user_id, $2, $3, $4 FROM auth.users WHERE email = $5"
-                              " RETURNING user_id, key_id, " TS("created_at") " AS created_at";
+                              " RETURNING user_id, key_id, auth.rfc3339(created_at) AS created_at";
 
 /* ---- verify (keys and sessions) ------------------------------------------------------ */
 
@@ -63,7 +62,9 @@ static int int_val(const PGresult *res, const char *col)
 {
     const char *v = nf_pg_val(res, 0, col);
 
-    return v ? atoi(v) : 0;
+    long n = v ? strtol(v, NULL, 10) : 0;
+
+    return n > 0 && n <= INT32_MAX ? (int)n : 0;
 }
 
 static void verified(const PGresult *res, const char *err, const char *pgcode, void *arg)
@@ -75,8 +76,8 @@ static void verified(const PGresult *res, const char *err, const char *pgcode, v
     int ttl;
 
     if (!res) {
-        nf_log_kv(NF_LOG_ERROR, "verify_failed", "credential lookup failed", "error", err,
-                  "pgcode", pgcode, NULL);
+        nf_log_kv(NF_LOG_ERROR, "verify_failed", "credential lookup failed", "error", err, "pgcode",
+                  pgcode, NULL);
         if (!ctx->closing)
             auth_backend_error(ctx, AUTH_BACKEND_PG);
         auth_reply_unavailable(op->req, "the key store is unavailable, try again");
@@ -262,8 +263,7 @@ static void on_bootstrap(struct nf_http_req *req, void *arg)
 int auth_internal_register(struct auth_ctx *ctx)
 {
     if (nf_http_route(ctx->srv, "POST", "/internal/keys/verify", on_verify, ctx) != 0 ||
-        nf_http_route(ctx->srv, "POST", "/internal/sessions/verify", on_session_verify, ctx) !=
-            0 ||
+        nf_http_route(ctx->srv, "POST", "/internal/sessions/verify", on_session_verify, ctx) != 0 ||
         nf_http_route(ctx->srv, "POST", "/internal/bootstrap", on_bootstrap, ctx) != 0)
         return -1;
     return 0;

@@ -26,7 +26,6 @@
 #include "nf_pg.h"
 #include "nf_redis.h"
 
-#define TS(col) "to_char(" col " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
 #define DAYS_MAX 3650
 #define RATE_MAX 1000000
 
@@ -42,15 +41,12 @@ static const char create_sql[] =
     " FROM auth.users u WHERE u.user_id = $2"
     "  AND (SELECT count(*) FROM auth.api_keys k WHERE k.user_id = $2 AND k.revoked_at IS NULL"
     "       AND (k.expires_at IS NULL OR k.expires_at > now())) < $9::int"
-    " RETURNING " TS("created_at") " AS created_at, " TS("expires_at") " AS expires_at";
+    " RETURNING auth.rfc3339(created_at) AS created_at, auth.rfc3339(expires_at) AS expires_at";
 
 static const char list_sql[] =
-    "SELECT key_id, prefix, name,"
-    " " TS("created_at") " AS created_at,"
-    " " TS("expires_at") " AS expires_at,"
-    " " TS("last_used_at") " AS last_used_at,"
-    " " TS("revoked_at") " AS revoked_at,"
-    " rate_limit_per_minute, burst,"
+    "SELECT key_id, prefix, name, auth.rfc3339(created_at) AS created_at,"
+    " auth.rfc3339(expires_at) AS expires_at, auth.rfc3339(last_used_at) AS last_used_at,"
+    " auth.rfc3339(revoked_at) AS revoked_at, rate_limit_per_minute, burst,"
     " CASE WHEN revoked_at IS NOT NULL THEN 'revoked'"
     "  WHEN expires_at IS NOT NULL AND expires_at <= now() THEN 'expired'"
     "  ELSE 'active' END AS status"
@@ -62,7 +58,7 @@ static const char revoke_sql[] =
     "             WHERE key_id = $1 AND user_id = $2 FOR UPDATE),"
     " upd AS (UPDATE auth.api_keys k SET revoked_at = now() FROM old"
     "         WHERE k.key_id = old.key_id AND old.revoked_at IS NULL RETURNING k.revoked_at)"
-    " SELECT old.key_hash, (SELECT " TS("revoked_at") " FROM upd) AS revoked_now FROM old";
+    " SELECT old.key_hash, (SELECT auth.rfc3339(revoked_at) FROM upd) AS revoked_now FROM old";
 
 /* ---- create ------------------------------------------------------------------------- */
 
@@ -251,9 +247,8 @@ static void add_pg_int(cJSON *obj, const PGresult *res, int row, const char *col
 
 static void listed(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
-    static const char *const cols[] = {"key_id",     "prefix",       "name",
-                                       "created_at", "expires_at",   "last_used_at",
-                                       "revoked_at", "status"};
+    static const char *const cols[] = {"key_id",     "prefix",       "name",       "created_at",
+                                       "expires_at", "last_used_at", "revoked_at", "status"};
     struct list_op *op = arg;
     cJSON *out, *data, *item;
     size_t c;

@@ -24,7 +24,7 @@
 #include "nf_redis.h"
 
 #define USED_KEY "auth:used"
-#define CLEANUP_EVERY_MS (10 * 60 * 1000)
+#define CLEANUP_EVERY_MS (10ULL * 60 * 1000)
 
 static const char drain_lua[] = "local v = redis.call('HGETALL', KEYS[1])\n"
                                 "if #v > 0 then redis.call('DEL', KEYS[1]) end\n"
@@ -135,8 +135,8 @@ static void cleaned(const PGresult *res, const char *err, const char *pgcode, vo
     struct auth_ctx *ctx = arg;
 
     if (!res) {
-        nf_log_kv(NF_LOG_WARN, "session_cleanup_failed", "cannot delete expired sessions",
-                  "error", err, NULL);
+        nf_log_kv(NF_LOG_WARN, "session_cleanup_failed", "cannot delete expired sessions", "error",
+                  err, NULL);
         if (!ctx->closing)
             auth_backend_error(ctx, AUTH_BACKEND_PG);
         return;

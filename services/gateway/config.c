@@ -35,6 +35,11 @@ static const struct nf_cfg_opt gw_opts[] = {
         "nf-scheduler internal address host:port"),
     OPT("NF_WM_ADDR", NF_CFG_STR, "127.0.0.1:8104", 3, 0, wm_addr,
         "nf-worker-manager address host:port (/api/workers/* is forwarded there)"),
+    OPT("NF_BILLING_ADDR", NF_CFG_STR, "127.0.0.1:8103", 3, 0, billing_addr,
+        "nf-billing internal address host:port (/api/billing/* is forwarded there)"),
+    OPT("NF_GATEWAY_ARTIFACT_ROOT", NF_CFG_STR, "", 0, 0, artifact_root,
+        "local artifact store: /api/artifacts/{id}/content serves files under it only "
+        "(empty: any file:// path the artifact registry holds)"),
     OPT("NF_KAFKA_BROKERS", NF_CFG_STR, "127.0.0.1:9092", 1, 0, kafka_brokers,
         "Kafka bootstrap servers"),
     OPT("NF_KAFKA_PARTITIONS", NF_CFG_INT, "3", 1, 1024, kafka_partitions,
@@ -63,7 +68,7 @@ int gw_config_load(struct gw_config *cfg, char *err, size_t errlen)
     enum nf_log_level level;
     char *host = NULL;
     int port;
-    const char *addrs[4][2];
+    const char *addrs[5][2];
     size_t i;
 
     memset(cfg, 0, sizeof(*cfg));
@@ -82,7 +87,9 @@ int gw_config_load(struct gw_config *cfg, char *err, size_t errlen)
     addrs[2][1] = cfg->sched_addr;
     addrs[3][0] = "NF_WM_ADDR";
     addrs[3][1] = cfg->wm_addr;
-    for (i = 0; i < 4; i++) {
+    addrs[4][0] = "NF_BILLING_ADDR";
+    addrs[4][1] = cfg->billing_addr;
+    for (i = 0; i < 5; i++) {
         if (nf_cfg_split_addr(addrs[i][1], &host, &port) != 0) {
             snprintf(err, errlen, "%s: must be host:port (got %s)", addrs[i][0], addrs[i][1]);
             goto fail;

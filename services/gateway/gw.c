@@ -57,8 +57,8 @@ static void metrics_register(struct gw_ctx *ctx)
 {
     static const char *const fails[GW_NAUTH_FAILS] = {"missing", "malformed", "unknown"};
     static const char *const sources[GW_NAUTH_SOURCES] = {"cache", "auth", "revoked"};
-    static const char *const backends[GW_NBACKENDS] = {"redis", "kafka", "auth", "scheduler",
-                                                       "worker_manager"};
+    static const char *const backends[GW_NBACKENDS] = {"redis",     "kafka",          "auth",
+                                                       "scheduler", "worker_manager", "billing"};
     char labels[64];
     int i;
 
@@ -144,7 +144,10 @@ static int backends_new(struct gw_ctx *ctx)
                        cfg->backend_timeout_ms, BACKEND_CONNS) != 0 ||
         connect_client(&ctx->sched, ctx->base, "NF_SCHEDULER_ADDR", cfg->sched_addr,
                        cfg->backend_timeout_ms, BACKEND_CONNS) != 0 ||
-        connect_client(&ctx->wm, ctx->base, "NF_WM_ADDR", cfg->wm_addr, 10000, cfg->wm_conns) != 0)
+        connect_client(&ctx->wm, ctx->base, "NF_WM_ADDR", cfg->wm_addr, 10000, cfg->wm_conns) !=
+            0 ||
+        connect_client(&ctx->billing, ctx->base, "NF_BILLING_ADDR", cfg->billing_addr,
+                       cfg->backend_timeout_ms, BACKEND_CONNS) != 0)
         return -1;
     return 0;
 }
@@ -166,8 +169,9 @@ static int server_new(struct gw_ctx *ctx)
     if (rc != 0)
         return -1;
     nf_http_set_ready(ctx->srv, ready, ctx);
-    if (gw_meta_register(ctx) != 0 || gw_jobs_register(ctx) != 0 ||
-        gw_workers_register(ctx) != 0 || gw_auth_register(ctx) != 0) {
+    if (gw_meta_register(ctx) != 0 || gw_jobs_register(ctx) != 0 || gw_workers_register(ctx) != 0 ||
+        gw_auth_register(ctx) != 0 || gw_billing_register(ctx) != 0 ||
+        gw_artifacts_register(ctx) != 0) {
         nf_log_error("routes_failed", "cannot register routes");
         return -1;
     }
@@ -261,6 +265,10 @@ void gw_free(struct gw_ctx *ctx)
         nf_http_client_free(ctx->wm);
     if (ctx->sched)
         nf_http_client_free(ctx->sched);
+    /* scheduler calls of streams fired above; end the streams waiting on timers */
+    gw_streams_close_all(ctx);
+    if (ctx->billing)
+        nf_http_client_free(ctx->billing);
     if (ctx->auth)
         nf_http_client_free(ctx->auth);
     redis = ctx->redis;

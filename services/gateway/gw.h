@@ -38,6 +38,7 @@
 #include <hiredis/hiredis.h>
 
 struct gw_ctx;
+struct gw_stream;
 struct nf_app;
 struct nf_counter;
 struct nf_kafka_producer;
@@ -50,13 +51,16 @@ struct nf_redis_script;
 /* Filled once at start by gw_config_load; read-only afterwards. */
 struct gw_config {
     char *log_level;
-    char *addr;       /* public listen address host:port */
-    bool reuseport;   /* SO_REUSEPORT: several gateway processes on one port */
-    int max_body;     /* bytes */
-    char *openapi;    /* path of the OpenAPI JSON served at /openapi.json */
-    char *auth_addr;  /* nf-auth internal host:port */
-    char *sched_addr; /* nf-scheduler internal host:port */
-    char *wm_addr;    /* nf-worker-manager host:port */
+    char *addr;         /* public listen address host:port */
+    bool reuseport;     /* SO_REUSEPORT: several gateway processes on one port */
+    int max_body;       /* bytes */
+    char *openapi;      /* path of the OpenAPI JSON served at /openapi.json */
+    char *auth_addr;    /* nf-auth internal host:port */
+    char *sched_addr;   /* nf-scheduler internal host:port */
+    char *wm_addr;      /* nf-worker-manager host:port */
+    char *billing_addr; /* nf-billing internal host:port */
+    char *artifact_root; /* local artifact store: content is served only from under it
+                            ("" = any file:// path the registry holds) */
     char *kafka_brokers;
     int kafka_partitions; /* for topics created at start */
     int kafka_replication;
@@ -232,6 +236,8 @@ void gw_snapshot_del(struct gw_ctx *ctx, const char *job_id);
 
 int gw_jobs_register(struct gw_ctx *ctx);
 int gw_workers_register(struct gw_ctx *ctx);
+/* GET /api/billing/summary, /usage, GET/PUT /api/billing/budget (routes_billing.c). */
+int gw_billing_register(struct gw_ctx *ctx);
 /* /api/auth/...: register, login, logout forwarded as they are; me and api-keys after
  * gw_keys_auth. */
 int gw_auth_register(struct gw_ctx *ctx);
@@ -248,6 +254,7 @@ enum gw_backend {
     GW_BACKEND_AUTH,
     GW_BACKEND_SCHEDULER,
     GW_BACKEND_WM,
+    GW_BACKEND_BILLING,
     GW_NBACKENDS
 };
 
@@ -276,10 +283,13 @@ struct gw_ctx {
     struct nf_redis *redis;
     struct nf_redis_script *snap_put; /* owned by redis */
     struct nf_redis_script *auth_rl;  /* the auth + rate-limit script, owned by redis */
+    struct nf_redis_script *idem_begin, *idem_finish, *idem_abort; /* owned by redis */
+    struct gw_stream *streams; /* live streamed answers (SSE, artifact content) */
     struct nf_kafka_producer *producer;
     struct nf_http_client *auth;
     struct nf_http_client *sched;
     struct nf_http_client *wm;
+    struct nf_http_client *billing;
     char *openapi; /* the /openapi.json body */
     size_t openapi_len;
     struct event *drain; /* polls in-flight work during a graceful stop */
@@ -309,3 +319,103 @@ void gw_free(struct gw_ctx *ctx);
 /* 503 {"error":{"code":"unavailable"}} with Retry-After: retry_s. */
 void gw_reply_unavailable(struct nf_http_req *req, int retry_s, const char *msg);
 void gw_backend_error(struct gw_ctx *ctx, enum gw_backend b);
+
+/* Called once when a forwarded call completes (before its answer is relayed). */
+typedef void (*gw_forward_done_fn)(struct gw_ctx *ctx, void *arg);
+/*
+ * Forwards req to an internal service (forward.c): method and target (path + query, as
+ * the backend should see them), headers (NULL or name, value, ..., NULL), body (may be
+ * NULL); the backend's status, body, Content-Type and Retry-After are relayed to the
+ * client. A transport failure or timeout answers 503 Retry-After 1. cli NULL (the
+ * gateway is stopping) answers 503 at once. Returns 0 when the call is under way (done,
+ * if given, fires once later), or -1 when req was already answered (done not called).
+ */
+int gw_forward(struct gw_ctx *ctx, struct nf_http_req *req, struct nf_http_client *cli,
+               enum gw_backend backend, const char *method, const char *target,
+               const char *const *headers, const char *body, size_t len, int timeout_ms,
+               gw_forward_done_fn done, void *done_arg);
+
+/* ---- idempotency.c: Idempotency-Key (Redis gw:idem:<user>:<key>) ------------------ */
+
+#define GW_IDEM_KEY_MAX 255
+#define GW_IDEM_TTL_S (24 * 3600)
+
+enum gw_idem_state {
+    GW_IDEM_NEW,      /* first use: this request submits (a pending marker is stored) */
+    GW_IDEM_PENDING,  /* the same request is being submitted by someone else right now */
+    GW_IDEM_REPLAY,   /* done before: status and body are the original answer */
+    GW_IDEM_CONFLICT, /* the key was used with another body */
+    GW_IDEM_ERROR,    /* Redis failed or answered something else */
+};
+
+/* The begin script's answer; body points into the Redis reply (valid in the callback). */
+struct gw_idem_reply {
+    enum gw_idem_state state;
+    int status;
+    const char *body;
+    size_t body_len;
+};
+
+extern const char gw_idem_begin_lua[];
+extern const char gw_idem_finish_lua[];
+extern const char gw_idem_abort_lua[];
+
+/* 1 to 255 printable ASCII characters without spaces. key may be NULL (false). */
+bool gw_idem_key_valid(const char *key);
+/* SHA-256 hex of job_type and the canonical form (keys sorted) of the validated request. */
+void gw_idem_hash(const char *job_type, const cJSON *req, char out[NF_SHA256_HEX_LEN + 1]);
+/* Reads the begin script's reply (NULL ok); -1 and state GW_IDEM_ERROR when it is not one. */
+int gw_idem_parse_reply(const redisReply *reply, struct gw_idem_reply *out);
+/* Registers the scripts (called by gw_jobs_register, after Redis exists). */
+int gw_idem_init(struct gw_ctx *ctx);
+typedef void (*gw_idem_cb)(const struct gw_idem_reply *r, void *arg);
+/*
+ * Claims (user_id, key) for a request whose body hashes to hash; token identifies this
+ * claim for finish/abort; a pending claim lives pending_ttl_s. cb fires exactly once.
+ */
+void gw_idem_begin(struct gw_ctx *ctx, const char *user_id, const char *key, const char *hash,
+                   const char *token, int pending_ttl_s, gw_idem_cb cb, void *arg);
+/* Stores the answer for 24 h (best effort; only while token still holds the claim). */
+void gw_idem_finish(struct gw_ctx *ctx, const char *user_id, const char *key, const char *token,
+                    int status, const char *body, size_t len);
+/* Drops the claim (best effort; only with its token), so the client may retry. */
+void gw_idem_abort(struct gw_ctx *ctx, const char *user_id, const char *key, const char *token);
+
+/* ---- streams.c: answers streamed over many loop turns (SSE, artifact content) ------ */
+
+/* Embedded first in each streaming operation; close ends the answer and frees it. */
+struct gw_stream {
+    struct gw_stream *prev, *next; /* ctx->streams */
+    void (*close)(struct gw_stream *st);
+};
+void gw_stream_link(struct gw_ctx *ctx, struct gw_stream *st);
+void gw_stream_unlink(struct gw_ctx *ctx, struct gw_stream *st);
+/* gw_free: ends every stream still open (each closes and frees itself). */
+void gw_streams_close_all(struct gw_ctx *ctx);
+
+/* ---- sse.c: GET /api/jobs/{job_id}/events with Accept: text/event-stream ---------- */
+
+/*
+ * Streams the job's events as Server-Sent Events until the job ends: polls
+ * nf-scheduler's events page every 250 ms (at once while it says has_more), one SSE
+ * message per event (id = its cursor, event = its type, data = the event JSON), and a
+ * final `event: end`. last_event_id (Last-Event-ID header, may be NULL) resumes after
+ * that event. The first page decides the status: 404 / 400 / 503 are answered as JSON.
+ */
+void gw_sse_start(struct gw_ctx *ctx, struct nf_http_req *req, const char *job_id,
+                  const char *user_id, const char *last_event_id);
+/* The SSE "id/event/data" block of one event item (caller frees); NULL if it lacks a type. */
+char *gw_sse_format(const cJSON *event);
+
+/* ---- routes_artifacts.c ----------------------------------------------------------- */
+
+/* GET /api/artifacts, /api/artifacts/{artifact_id}, /api/artifacts/{artifact_id}/content */
+int gw_artifacts_register(struct gw_ctx *ctx);
+/* Content-Type for an artifact file name (by extension; application/octet-stream else). */
+const char *gw_artifact_content_type(const char *name);
+/*
+ * The local path of a file:// URI when it may be served: absolute, no "..", no "//" or
+ * "/./", and under root when root is not empty (root itself: 0 or ""). Returns a new
+ * string or NULL.
+ */
+char *gw_artifact_path(const char *uri, const char *root);

@@ -441,8 +441,7 @@ static void scripted(redisReply *reply, void *arg)
             verify(op);
             return;
         }
-        if (gw_keys_parse_record(op->record, op->record_len, nf_now_ms(), op->session, &who) ==
-            0) {
+        if (gw_keys_parse_record(op->record, op->record_len, nf_now_ms(), op->session, &who) == 0) {
             finish_unlimited(op, &who);
             return;
         }
@@ -457,7 +456,7 @@ static void scripted(redisReply *reply, void *arg)
         nf_metrics_counter_add(op->ctx->m_auth_source[GW_AUTH_REVOKED], 1);
         op_fail(op, GW_AUTH_UNKNOWN);
         return;
-    default: /* 0 not cached, -2 unreadable */
+    default:              /* 0 not cached, -2 unreadable */
         if (op->record) { /* we gave it nf-auth's record: that cannot be "not cached" */
             op_unavailable(op);
             return;

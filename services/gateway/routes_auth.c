@@ -89,8 +89,8 @@ static void forward(struct gw_ctx *ctx, struct nf_http_req *req, const char *pat
         abort();
     op->ctx = ctx;
     op->req = req;
-    if (nf_http_client_request(ctx->auth, nf_http_req_method(req), path, headers,
-                               len ? body : NULL, len, AUTH_FWD_TIMEOUT_MS, forwarded, op) != 0) {
+    if (nf_http_client_request(ctx->auth, nf_http_req_method(req), path, headers, len ? body : NULL,
+                               len, AUTH_FWD_TIMEOUT_MS, forwarded, op) != 0) {
         gw_backend_error(ctx, GW_BACKEND_AUTH);
         gw_reply_unavailable(req, 1, "the account service is unavailable, try again");
         free(op);
@@ -150,8 +150,7 @@ static void me_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct 
     forward_as(ctx, req, "/api/auth/me", who);
 }
 
-static void keys_authed(struct gw_ctx *ctx, struct nf_http_req *req,
-                        const struct gw_principal *who)
+static void keys_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct gw_principal *who)
 {
     forward_as(ctx, req, "/api/auth/api-keys", who);
 }

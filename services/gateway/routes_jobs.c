@@ -1,45 +1,72 @@
 /*
- * /api/jobs routes: submit and read one job.
+ * /api/jobs routes: submit, read, list, cancel and events.
  *
  *   POST /api/jobs/{job_type}
- *     auth -> known type? (404) -> JSON body (400) -> gw_validate_job (422)
+ *     auth -> known type? (404) -> JSON body (400; over 1 MiB: 413 by nf_http)
+ *       -> gw_validate_job (422 naming the param)
  *       -> no Kafka broker reachable? 503 Retry-After 2 at once
+ *       -> Idempotency-Key? (idempotency.c) bad key 400 | conflict 409 | replay: the
+ *          original answer + Idempotent-Replayed: true | pending: ask again every
+ *          100 ms until it is done (then replay) or the wait is over (409) | new: on
  *       -> job_<ULID>, job object, forge.job.requested envelope
  *       -> snapshot put ---failed---> 503 Retry-After 2 (nothing produced)
  *       -> produce (key = job id) ---refused / delivery failed---> DEL snapshot, 503
- *       -> delivery report ok -> 202 job object          ("accepted means durable")
+ *          (and the idempotency claim dropped, so the client may retry the same key)
+ *       -> delivery report ok -> idempotency answer stored -> 202 job object
+ *                                                          ("accepted means durable")
  *
  *   GET /api/jobs/{job_id}
  *     auth -> well-formed id? (404) -> snapshot: other user's -> 404, hit -> 200 doc
  *       -> miss (or Redis down) -> nf-scheduler /internal/jobs/{id}?user_id= -> 200 / 404
  *       -> scheduler down -> 503 Retry-After 1
+ *
+ *   GET  /api/jobs/?status=&job_type=&metadata[k]=v&limit=&cursor=
+ *   POST /api/jobs/{job_id}/cancel
+ *   GET  /api/jobs/{job_id}/events?limit=&cursor=
+ *     auth -> forwarded to nf-scheduler (/internal/jobs..., caller in X-Nf-User-Id, the
+ *     client's query string as it came: the scheduler validates it) -> relayed
+ *   GET /api/jobs/{job_id}/events with Accept: text/event-stream -> sse.c
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "gw.h"
 #include "nf_event.h"
 #include "nf_kafka.h"
 #include "nf_log.h"
+#include "nf_mem.h"
 #include "nf_metrics.h"
 
 #define TOPIC_REQUESTED "forge.jobs.requested"
+#define IDEM_POLL_MS 100
+#define TARGET_MAX 4096
 
-/* One submission in flight; freed in exactly one of submit_fail() / delivered(). */
+/* One submission in flight; freed in exactly one of submit_free's callers. */
 struct submit_op {
     struct gw_ctx *ctx;
     struct nf_http_req *req;
     int type_idx;
     char job_id[NF_ID_MAX];
+    char user_id[NF_ID_MAX];
     char *doc; /* the job object JSON answered on success */
     size_t doc_len;
     char *event; /* the forge.job.requested envelope */
     size_t event_len;
+    /* Idempotency-Key, when the request carries one */
+    char *idem_key;
+    char idem_hash[NF_SHA256_HEX_LEN + 1];
+    char idem_token[48];
+    uint64_t idem_deadline_ms; /* waiting for a concurrent duplicate until then */
+    struct event *idem_timer;
 };
 
 static void submit_free(struct submit_op *op)
 {
+    if (op->idem_timer)
+        event_free(op->idem_timer);
+    free(op->idem_key);
     free(op->doc);
     free(op->event);
     free(op);
@@ -49,14 +76,23 @@ static void submit_fail(struct submit_op *op, bool drop_snapshot, const char *ms
 {
     if (drop_snapshot)
         gw_snapshot_del(op->ctx, op->job_id);
+    if (op->idem_key)
+        gw_idem_abort(op->ctx, op->user_id, op->idem_key, op->idem_token);
     gw_reply_unavailable(op->req, 2, msg);
     submit_free(op);
+}
+
+static void set_location(struct nf_http_req *req, const char *job_id)
+{
+    char location[32 + NF_ID_MAX];
+
+    snprintf(location, sizeof(location), "/api/jobs/%s", job_id);
+    nf_http_set_header(req, "Location", location);
 }
 
 static void delivered(int err, const char *errstr, void *arg)
 {
     struct submit_op *op = arg;
-    char location[32 + NF_ID_MAX];
 
     if (err != 0) {
         nf_log_kv(NF_LOG_WARN, "job_produce_failed", "job request not delivered", "job_id",
@@ -68,8 +104,10 @@ static void delivered(int err, const char *errstr, void *arg)
     nf_metrics_counter_add(op->ctx->m_submitted[op->type_idx], 1);
     nf_log_kv(NF_LOG_INFO, "job_accepted", "job accepted", "job_id", op->job_id, "job_type",
               gw_job_types[op->type_idx], NULL);
-    snprintf(location, sizeof(location), "/api/jobs/%s", op->job_id);
-    nf_http_set_header(op->req, "Location", location);
+    if (op->idem_key)
+        gw_idem_finish(op->ctx, op->user_id, op->idem_key, op->idem_token, 202, op->doc,
+                       op->doc_len);
+    set_location(op->req, op->job_id);
     nf_http_reply_raw(op->req, 202, "application/json", op->doc, op->doc_len);
     submit_free(op);
 }
@@ -98,10 +136,81 @@ static void stored(int result, void *arg)
     }
 }
 
+static void submit_start(struct submit_op *op)
+{
+    gw_snapshot_put(op->ctx, op->job_id, op->user_id, op->doc, op->doc_len, stored, op);
+}
+
+static void idem_ask(struct submit_op *op);
+
+static void idem_answered(const struct gw_idem_reply *r, void *arg)
+{
+    struct submit_op *op = arg;
+    struct timeval tv = {0, (suseconds_t)IDEM_POLL_MS * 1000};
+    const char *job_id;
+    cJSON *doc;
+
+    if (op->ctx->closing || op->ctx->stopping) {
+        gw_reply_unavailable(op->req, 1, "the gateway is shutting down, try again");
+        submit_free(op);
+        return;
+    }
+    switch (r->state) {
+    case GW_IDEM_NEW:
+        submit_start(op);
+        return;
+    case GW_IDEM_REPLAY:
+        doc = nf_json_parse(r->body, r->body_len);
+        job_id = nf_json_str(doc, "job_id");
+        if (job_id && nf_id_valid("job", job_id))
+            set_location(op->req, job_id);
+        cJSON_Delete(doc);
+        nf_http_set_header(op->req, "Idempotent-Replayed", "true");
+        nf_http_reply_raw(op->req, r->status, "application/json", r->body, r->body_len);
+        break;
+    case GW_IDEM_CONFLICT:
+        nf_http_reply_error(op->req, 409, "idempotency_key_reused", "Idempotency-Key",
+                            "this Idempotency-Key was used with a different request in the "
+                            "last 24 hours; use a new key for a new request");
+        break;
+    case GW_IDEM_PENDING:
+        if (nf_now_ms() < op->idem_deadline_ms) {
+            evtimer_add(op->idem_timer, &tv); /* made with the op: idem_ask_cb */
+            return;
+        }
+        nf_http_set_header(op->req, "Retry-After", "1");
+        nf_http_reply_error(op->req, 409, "idempotency_in_progress", "Idempotency-Key",
+                            "a request with this Idempotency-Key is still being processed; "
+                            "retry shortly");
+        break;
+    default:
+        gw_backend_error(op->ctx, GW_BACKEND_REDIS);
+        gw_reply_unavailable(op->req, 1, "the idempotency store is unavailable, try again");
+        break;
+    }
+    submit_free(op);
+}
+
+/* libevent timer callback shape: (fd, what, arg) - only arg is used. */
+static void idem_ask_cb(evutil_socket_t fd, short what, void *arg)
+{
+    idem_ask(arg);
+}
+
+static void idem_ask(struct submit_op *op)
+{
+    const struct gw_config *cfg = op->ctx->cfg;
+    int ttl = (cfg->backend_timeout_ms + cfg->produce_timeout_ms) / 1000 + 30;
+
+    gw_idem_begin(op->ctx, op->user_id, op->idem_key, op->idem_hash, op->idem_token, ttl,
+                  idem_answered, op);
+}
+
 static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
                           const struct gw_principal *who)
 {
     const char *job_type = nf_http_req_param(req, "job_type");
+    const char *idem = nf_http_req_header(req, "Idempotency-Key");
     struct nf_json_err err = {{0}, {0}};
     struct submit_op *op;
     cJSON *body, *valid = NULL, *job, *ev;
@@ -121,6 +230,14 @@ static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
         nf_http_reply_error(req, 422, "invalid_params", err.param, "%s", err.msg);
         return;
     }
+    if (idem && !gw_idem_key_valid(idem)) {
+        cJSON_Delete(valid);
+        nf_http_reply_error(req, 400, "invalid_request", "Idempotency-Key",
+                            "Idempotency-Key must be 1 to %d printable ASCII characters "
+                            "without spaces",
+                            GW_IDEM_KEY_MAX);
+        return;
+    }
     if (!nf_kafka_producer_ready(ctx->producer)) {
         /* no broker reachable: answer now rather than after the delivery timeout */
         cJSON_Delete(valid);
@@ -128,12 +245,11 @@ static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
         gw_reply_unavailable(req, 2, "the job queue is unavailable, try again");
         return;
     }
-    op = calloc(1, sizeof(*op));
-    if (!op)
-        abort();
+    op = nf_xcalloc(1, sizeof(*op));
     op->ctx = ctx;
     op->req = req;
     op->type_idx = idx;
+    snprintf(op->user_id, sizeof(op->user_id), "%s", who->user_id);
     nf_id_new("job", op->job_id, sizeof(op->job_id));
     now = nf_now_ms();
 
@@ -147,9 +263,22 @@ static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     op->event = nf_json_print(ev);
     op->event_len = strlen(op->event);
     cJSON_Delete(ev);
-    cJSON_Delete(valid);
 
-    gw_snapshot_put(ctx, op->job_id, who->user_id, op->doc, op->doc_len, stored, op);
+    if (idem) {
+        op->idem_key = nf_xstrdup(idem);
+        gw_idem_hash(job_type, valid, op->idem_hash);
+        nf_crypto_token(16, op->idem_token, sizeof(op->idem_token));
+        op->idem_deadline_ms =
+            now + (uint64_t)ctx->cfg->backend_timeout_ms + (uint64_t)ctx->cfg->produce_timeout_ms;
+        op->idem_timer = evtimer_new(ctx->base, idem_ask_cb, op);
+        if (!op->idem_timer)
+            abort();
+        cJSON_Delete(valid);
+        idem_ask(op);
+        return;
+    }
+    cJSON_Delete(valid);
+    submit_start(op);
 }
 
 static void on_submit(struct nf_http_req *req, void *arg)
@@ -249,10 +378,106 @@ static void on_get(struct nf_http_req *req, void *arg)
     gw_keys_auth(ctx, req, get_authed);
 }
 
+/* ---- forwarded to nf-scheduler: list, cancel, events --------------------------------- */
+
+/*
+ * Forwards req to nf-scheduler at path (+ the client's query string when with_query),
+ * naming the caller in X-Nf-User-Id. The request id goes along, so error bodies carry
+ * the client's request id.
+ */
+static void to_scheduler(struct gw_ctx *ctx, struct nf_http_req *req,
+                         const struct gw_principal *who, const char *method, const char *path,
+                         bool with_query)
+{
+    const char *query = with_query ? nf_http_req_query_string(req) : NULL;
+    const char *headers[] = {"X-Nf-User-Id", who->user_id, "X-Request-Id", nf_http_req_id(req),
+                             NULL};
+    char target[TARGET_MAX];
+    int n;
+
+    n = snprintf(target, sizeof(target), "%s%s%s", path, query ? "?" : "", query ? query : "");
+    if (n < 0 || (size_t)n >= sizeof(target)) {
+        nf_http_reply_error(req, 414, "uri_too_long", NULL, "the request URI is too long");
+        return;
+    }
+    gw_forward(ctx, req, ctx->sched, GW_BACKEND_SCHEDULER, method, target, headers,
+               strcmp(method, "POST") == 0 ? "{}" : NULL, strcmp(method, "POST") == 0 ? 2 : 0, 0,
+               NULL, NULL);
+}
+
+static void list_authed(struct gw_ctx *ctx, struct nf_http_req *req,
+                        const struct gw_principal *who)
+{
+    to_scheduler(ctx, req, who, "GET", "/internal/jobs", true);
+}
+
+static void cancel_authed(struct gw_ctx *ctx, struct nf_http_req *req,
+                          const struct gw_principal *who)
+{
+    const char *job_id = nf_http_req_param(req, "job_id");
+    char path[64 + NF_ID_MAX];
+
+    if (!nf_id_valid("job", job_id)) {
+        not_found(req);
+        return;
+    }
+    snprintf(path, sizeof(path), "/internal/jobs/%s/cancel", job_id);
+    to_scheduler(ctx, req, who, "POST", path, false);
+}
+
+/* true when the client asks for text/event-stream (and not only for JSON). */
+static bool wants_sse(struct nf_http_req *req)
+{
+    static const char want[] = "text/event-stream";
+    const char *accept = nf_http_req_header(req, "Accept");
+
+    for (; accept && *accept; accept++)
+        if (strncasecmp(accept, want, sizeof(want) - 1) == 0)
+            return true;
+    return false;
+}
+
+static void events_authed(struct gw_ctx *ctx, struct nf_http_req *req,
+                          const struct gw_principal *who)
+{
+    const char *job_id = nf_http_req_param(req, "job_id");
+    char path[64 + NF_ID_MAX];
+
+    if (!nf_id_valid("job", job_id)) {
+        not_found(req);
+        return;
+    }
+    if (wants_sse(req)) {
+        gw_sse_start(ctx, req, job_id, who->user_id, nf_http_req_header(req, "Last-Event-ID"));
+        return;
+    }
+    snprintf(path, sizeof(path), "/internal/jobs/%s/events", job_id);
+    to_scheduler(ctx, req, who, "GET", path, true);
+}
+
+static void on_list(struct nf_http_req *req, void *arg)
+{
+    gw_keys_auth(arg, req, list_authed);
+}
+
+static void on_cancel(struct nf_http_req *req, void *arg)
+{
+    gw_keys_auth(arg, req, cancel_authed);
+}
+
+static void on_events(struct nf_http_req *req, void *arg)
+{
+    gw_keys_auth(arg, req, events_authed);
+}
+
 int gw_jobs_register(struct gw_ctx *ctx)
 {
-    if (nf_http_route(ctx->srv, "POST", "/api/jobs/{job_type}", on_submit, ctx) != 0 ||
-        nf_http_route(ctx->srv, "GET", "/api/jobs/{job_id}", on_get, ctx) != 0)
+    if (gw_idem_init(ctx) != 0 ||
+        nf_http_route(ctx->srv, "POST", "/api/jobs/{job_type}", on_submit, ctx) != 0 ||
+        nf_http_route(ctx->srv, "GET", "/api/jobs/{job_id}", on_get, ctx) != 0 ||
+        nf_http_route(ctx->srv, "GET", "/api/jobs", on_list, ctx) != 0 ||
+        nf_http_route(ctx->srv, "POST", "/api/jobs/{job_id}/cancel", on_cancel, ctx) != 0 ||
+        nf_http_route(ctx->srv, "GET", "/api/jobs/{job_id}/events", on_events, ctx) != 0)
         return -1;
     return 0;
 }

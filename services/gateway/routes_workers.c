@@ -1,12 +1,15 @@
 /*
  * /api/workers/...: the worker agent protocol and the worker list belong to the
- * worker-manager, which authenticates its callers itself (registration token, worker
+ * worker-manager, which authenticates the agents itself (registration token, worker
  * tokens). The gateway forwards method, path and query (as received), body, the
  * credentials (Authorization, X-Nexa-Api-Key) and X-Request-Id, and relays status, body,
  * Content-Type and Retry-After.
  *
  *   client --> gateway --(keep-alive pool, 40 s for next_job, 10 s otherwise)--> wm
  *   wm unreachable or timed out --> 503 Retry-After 1
+ *
+ * The fleet list (GET /api/workers/) is for users: the gateway authenticates the API key
+ * or session (and rate-limits) first, and forwards it without the user's credentials.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,12 +22,6 @@
 #define WM_LONG_POLL_TIMEOUT_MS 40000 /* next_job waits up to 30 s on the worker-manager */
 #define TARGET_MAX 4096
 
-struct fwd_op {
-    struct gw_ctx *ctx;
-    struct nf_http_req *req;
-    bool long_poll; /* counted in ctx->long_polls */
-};
-
 static bool ends_with(const char *s, const char *suffix)
 {
     size_t n = strlen(s), m = strlen(suffix);
@@ -32,44 +29,19 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-static void forwarded(const struct nf_http_resp *resp, void *arg)
+/* A forwarded long poll completed (answered, failed or ended by gw_stop). */
+static void long_poll_done(struct gw_ctx *ctx, void *arg)
 {
-    struct fwd_op *op = arg;
-    const char *ct, *retry;
-
-    if (op->long_poll)
-        op->ctx->long_polls--;
-    if (resp->status == 0 && op->ctx->stopping) { /* gw_stop ended the long polls */
-        gw_reply_unavailable(op->req, 1, "the gateway is shutting down, try again");
-        free(op);
-        return;
-    }
-    if (resp->status == 0) {
-        nf_log_kv(NF_LOG_WARN, "wm_unavailable", "worker-manager call failed", "path",
-                  nf_http_req_path(op->req), "error", resp->error, NULL);
-        gw_backend_error(op->ctx, GW_BACKEND_WM);
-        gw_reply_unavailable(op->req, 1, "the worker-manager is unavailable, try again");
-        free(op);
-        return;
-    }
-    ct = nf_http_resp_header(resp, "Content-Type");
-    retry = nf_http_resp_header(resp, "Retry-After");
-    if (retry)
-        nf_http_set_header(op->req, "Retry-After", retry);
-    if (!ct && resp->len > 0)
-        ct = "application/json";
-    nf_http_reply_raw(op->req, resp->status, ct, resp->body, resp->len); /* ct NULL: none */
-    free(op);
+    ctx->long_polls--;
 }
 
-static void on_forward(struct nf_http_req *req, void *arg)
+static void forward(struct gw_ctx *ctx, struct nf_http_req *req, bool credentials)
 {
-    struct gw_ctx *ctx = arg;
     const char *headers[7], *v, *body, *path = nf_http_req_path(req);
     const char *query = nf_http_req_query_string(req);
     char target[TARGET_MAX];
-    struct fwd_op *op;
     size_t nh = 0, len = 0;
+    bool long_poll;
     int n;
 
     if (!ctx->wm) { /* stopping: the long polls were ended */
@@ -82,11 +54,11 @@ static void on_forward(struct nf_http_req *req, void *arg)
         nf_http_reply_error(req, 414, "uri_too_long", NULL, "the request URI is too long");
         return;
     }
-    if ((v = nf_http_req_header(req, "Authorization"))) {
+    if (credentials && (v = nf_http_req_header(req, "Authorization"))) {
         headers[nh++] = "Authorization";
         headers[nh++] = v;
     }
-    if ((v = nf_http_req_header(req, "X-Nexa-Api-Key"))) {
+    if (credentials && (v = nf_http_req_header(req, "X-Nexa-Api-Key"))) {
         headers[nh++] = "X-Nexa-Api-Key";
         headers[nh++] = v;
     }
@@ -94,23 +66,31 @@ static void on_forward(struct nf_http_req *req, void *arg)
     headers[nh++] = nf_http_req_id(req);
     headers[nh] = NULL;
     body = nf_http_req_body(req, &len);
-    op = calloc(1, sizeof(*op));
-    if (!op)
-        abort();
-    op->ctx = ctx;
-    op->req = req;
-    op->long_poll = ends_with(path, "/next_job") || ends_with(path, "/next_job/");
-    if (op->long_poll)
+    long_poll = ends_with(path, "/next_job") || ends_with(path, "/next_job/");
+    if (long_poll)
         ctx->long_polls++;
-    if (nf_http_client_request(ctx->wm, nf_http_req_method(req), target, headers, len ? body : NULL,
-                               len, op->long_poll ? WM_LONG_POLL_TIMEOUT_MS : WM_TIMEOUT_MS,
-                               forwarded, op) != 0) {
-        if (op->long_poll)
-            ctx->long_polls--;
-        gw_backend_error(ctx, GW_BACKEND_WM);
-        gw_reply_unavailable(req, 1, "the worker-manager is unavailable, try again");
-        free(op);
-    }
+    if (gw_forward(ctx, req, ctx->wm, GW_BACKEND_WM, nf_http_req_method(req), target, headers,
+                   body, len, long_poll ? WM_LONG_POLL_TIMEOUT_MS : WM_TIMEOUT_MS,
+                   long_poll ? long_poll_done : NULL, NULL) != 0 &&
+        long_poll)
+        ctx->long_polls--;
+}
+
+static void on_forward(struct nf_http_req *req, void *arg)
+{
+    forward(arg, req, true);
+}
+
+static void list_authed(struct gw_ctx *ctx, struct nf_http_req *req,
+                        const struct gw_principal *who)
+{
+    (void)who; /* the fleet is shared: any authenticated user may look */
+    forward(ctx, req, false);
+}
+
+static void on_list(struct nf_http_req *req, void *arg)
+{
+    gw_keys_auth(arg, req, list_authed);
 }
 
 int gw_workers_register(struct gw_ctx *ctx)
@@ -120,9 +100,13 @@ int gw_workers_register(struct gw_ctx *ctx)
                                            "/api/workers/{a}/{b}", "/api/workers/{a}/{b}/{c}"};
     size_t m, p;
 
-    for (p = 0; p < sizeof(patterns) / sizeof(patterns[0]); p++)
-        for (m = 0; m < sizeof(methods) / sizeof(methods[0]); m++)
-            if (nf_http_route(ctx->srv, methods[m], patterns[p], on_forward, ctx) != 0)
+    for (p = 0; p < sizeof(patterns) / sizeof(patterns[0]); p++) {
+        for (m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
+            bool list = p == 0 && strcmp(methods[m], "GET") == 0; /* also /api/workers/ */
+            if (nf_http_route(ctx->srv, methods[m], patterns[p], list ? on_list : on_forward,
+                              ctx) != 0)
                 return -1;
+        }
+    }
     return 0;
 }

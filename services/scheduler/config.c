@@ -37,6 +37,17 @@ static const struct nf_cfg_opt opts[] = {
      "cap in seconds of the retry backoff of failed attempts (2^attempt s)"},
     {"NF_SCHEDULER_GRACE_MS", NF_CFG_INT, "10000", 100, 600000, false, OFF(grace_ms),
      "time allowed on SIGTERM to finish in-flight work"},
+    {"NF_WM_ADDR", NF_CFG_STR, "127.0.0.1:8104", 3, 0, false, OFF(wm_addr),
+     "nf-worker-manager address host:port (job cancel)"},
+    {"NF_SCHEDULER_RETRY_POLL_MS", NF_CFG_INT, "500", 50, 60000, false, OFF(retry_poll_ms),
+     "how often retries that are due are dispatched"},
+    {"NF_SCHEDULER_RECONCILE_S", NF_CFG_INT, "5", 1, 3600, false, OFF(reconcile_s),
+     "period of the reconciler (lost dispatches, timeouts, stuck cancels, snapshots)"},
+    {"NF_SCHEDULER_STUCK_S", NF_CFG_INT, "30", 5, 86400, false, OFF(stuck_s),
+     "a queued job the worker-manager does not hold, or a cancel unanswered, this long is "
+     "handled again"},
+    {"NF_SCHEDULER_TIMEOUT_GRACE_S", NF_CFG_INT, "60", 0, 86400, false, OFF(timeout_grace_s),
+     "a job running this long past its timeout_seconds is failed with class timeout"},
     {"NF_BILLING_ADDR", NF_CFG_STR, "127.0.0.1:8103", 3, 0, false, OFF(billing_addr),
      "nf-billing internal address host:port (budget checks before dispatch)"},
     {"NF_SCHEDULER_BUDGET_WAIT_MS", NF_CFG_INT, "30000", 0, 3600000, false, OFF(budget_wait_ms),
@@ -69,6 +80,12 @@ int sched_config_load(struct sched_config *cfg, char *err, size_t errlen)
     host = NULL;
     if (nf_cfg_split_addr(cfg->redis_addr, &host, &port) < 0) {
         snprintf(err, errlen, "NF_REDIS_ADDR: must be host:port (got %s)", cfg->redis_addr);
+        goto fail;
+    }
+    free(host);
+    host = NULL;
+    if (nf_cfg_split_addr(cfg->wm_addr, &host, &port) < 0) {
+        snprintf(err, errlen, "NF_WM_ADDR: must be host:port (got %s)", cfg->wm_addr);
         goto fail;
     }
     free(host);

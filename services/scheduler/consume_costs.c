@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "nf_event.h"
+#include "nf_id.h"
 #include "nf_kafka.h"
 #include "nf_log.h"
 #include "nf_metrics.h"

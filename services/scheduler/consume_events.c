@@ -8,15 +8,18 @@
  *                    into job_events and, on success, the artifacts; returns the row
  *       --snapshot-> job:<id> (when the row changed)
  *       --follow---> retrying event | dead_lettered event + forge.jobs.dlq
- *       --done-----> nf_kafka_msg_done ... or, for a retry, release the lane and wait
- *                    2^attempt s (libevent timer), re-read the row and re-dispatch,
- *                    then done
+ *       --done-----> nf_kafka_msg_done
  *
- * The retry timer lives only in this process; the message stays un-done meanwhile, so a
- * crash redelivers it. A redelivered event is a `duplicate` (its id is in job_events):
- * nothing changes, but the follow-ups are repeated when the row still shows this event's
- * outcome (same ids, so consumers dedupe). Durable enough for now; a persistent retry
- * queue (e.g. a due-time column polled at start) is the later fix.
+ * Retries are durable: the statement that sends a failed attempt back to `queued` also
+ * sets next_attempt_at = now() + 2^attempt s (capped), and the retry poller of
+ * reconciler.c dispatches the new attempt when it is due - a restart in between loses
+ * nothing. A redelivered event is a `duplicate` (its id is in job_events): nothing
+ * changes, but the follow-ups are repeated when the row still shows this event's outcome
+ * (same ids, so consumers dedupe).
+ *
+ * An assigned / running / progress event for a job that was cancelled meanwhile (the
+ * cancel raced the dispatch) is ignored, and the worker-manager is told once more to stop
+ * the job (cancel.c), so a cancelled job does not keep a worker busy.
  */
 #include "sched.h"
 
@@ -81,6 +84,9 @@ const char sched_events_sql[] =
     "   ELSE j.started_at END,"
     "  finished_at = CASE WHEN n.status IN ('succeeded', 'failed', 'cancelled',"
     "   'dead_lettered') THEN now() ELSE NULL END,"
+    "  next_attempt_at = CASE WHEN n.status = 'queued' AND $10::text IS NOT NULL"
+    "   THEN now() + $19::int * interval '1 millisecond'"
+    "   WHEN n.status = 'queued' THEN j.next_attempt_at ELSE NULL END,"
     "  updated_at = now(),"
     "  version = j.version + 1"
     " FROM nxt n WHERE j.job_id = n.job_id"
@@ -116,12 +122,6 @@ const char sched_events_sql[] =
     "         SELECT " SCHED_ARTIFACT_JSON("n.") " FROM art n) x) AS artifacts"
     " FROM r";
 
-static const char recheck_sql[] =
-    "SELECT " SCHED_JOB_COLS("j.") ","
-    " (SELECT coalesce(json_agg(x.a ORDER BY x.a->>'artifact_id'), '[]'::json)::text"
-    "  FROM (SELECT " SCHED_ARTIFACT_JSON("s.") " AS a FROM sched.artifacts s"
-    "        WHERE s.job_id = $1) x) AS artifacts"
-    " FROM sched.jobs j WHERE j.job_id = $1";
 /* clang-format on */
 
 struct ev_work {
@@ -130,7 +130,7 @@ struct ev_work {
     struct sched_event e;
     struct sched_snap snap; /* the row after the event */
     cJSON *dispatch;        /* dispatch data of the row (retry, dlq) */
-    bool write_snapshot, retry, emit_dead_letter, dlq;
+    bool retry, emit_dead_letter, dlq;
     int new_attempt;       /* attempt after a retry */
     int dropped_artifacts; /* malformed artifacts of a succeeded event */
     int backoff_ms;
@@ -140,9 +140,6 @@ static void st_apply(struct sched_work *w);
 static void st_snapshot(struct sched_work *w);
 static void st_followups(struct sched_work *w);
 static void st_after_followups(struct sched_work *w);
-static void st_recheck(struct sched_work *w);
-static void st_dispatch(struct sched_work *w);
-static void st_done(struct sched_work *w);
 
 static void ev_dtor(struct sched_work *w)
 {
@@ -153,8 +150,8 @@ static void ev_dtor(struct sched_work *w)
     sched_snap_clear(&ew->snap);
 }
 
-int sched_events_params(const struct sched_event *ev, const char *params[SCHED_EVENTS_NPARAMS],
-                        struct sched_events_bufs *b)
+int sched_events_params(const struct sched_event *ev, int retry_cap_s,
+                        const char *params[SCHED_EVENTS_NPARAMS], struct sched_events_bufs *b)
 {
     struct sched_rule r;
     cJSON *arts;
@@ -163,6 +160,8 @@ int sched_events_params(const struct sched_event *ev, const char *params[SCHED_E
     if (sched_state_rule(ev->type, &r) < 0)
         return -1;
     snprintf(b->attempt, sizeof(b->attempt), "%d", ev->attempt);
+    snprintf(b->backoff, sizeof(b->backoff), "%d",
+             sched_retry_backoff_ms(ev->attempt, retry_cap_s));
     sched_status_array(r.from_same, b->same, sizeof(b->same));
     sched_status_array(r.from_next, b->next, sizeof(b->next));
     sched_status_array(r.from_any, b->any, sizeof(b->any));
@@ -201,6 +200,7 @@ int sched_events_params(const struct sched_event *ev, const char *params[SCHED_E
     params[15] = b->data;
     params[16] = ev->time;
     params[17] = b->artifacts;
+    params[18] = b->backoff;
     return 0;
 }
 
@@ -337,6 +337,10 @@ static void on_apply(const PGresult *res, const char *err, const char *pgcode, v
         nf_log_kv(NF_LOG_INFO, "transition_ignored", "stale or illegal event ignored", "job_id",
                   e->job_id, "type", sched_evtype_name(e->type), "event_attempt", ev_attempt,
                   "status", job.status, "attempt", job.attempt, NULL);
+        if (strcmp(job.status, "cancelled") == 0 &&
+            (e->type == SCHED_EV_ASSIGNED || e->type == SCHED_EV_RUNNING ||
+             e->type == SCHED_EV_PROGRESS))
+            sched_cancel_notify_wm(ctx, e->job_id); /* the cancel raced the dispatch */
         sched_work_finish(&ew->w);
         return;
     }
@@ -386,7 +390,7 @@ static void st_apply(struct sched_work *w)
     struct sched_events_bufs bufs;
 
     w->what = "apply";
-    if (sched_events_params(&ew->e, params, &bufs) < 0) {
+    if (sched_events_params(&ew->e, w->ctx->cfg.retry_cap_s, params, &bufs) < 0) {
         sched_work_finish(w); /* cannot happen: the type was parsed */
         return;
     }
@@ -481,84 +485,12 @@ static void st_after_followups(struct sched_work *w)
     struct ev_work *ew = (struct ev_work *)w;
     char ms[16], att[16];
 
-    w->what = "retry_wait";
-    if (!ew->retry) {
-        sched_work_finish(w);
-        return;
+    if (ew->retry) {
+        /* the row holds next_attempt_at: the retry poller (reconciler.c) dispatches it */
+        snprintf(ms, sizeof(ms), "%d", ew->backoff_ms);
+        snprintf(att, sizeof(att), "%d", ew->new_attempt);
+        nf_log_kv(NF_LOG_INFO, "job_retry_scheduled", "failed attempt will be retried", "job_id",
+                  ew->snap.job_id, "attempt", att, "backoff_ms", ms, NULL);
     }
-    snprintf(ms, sizeof(ms), "%d", ew->backoff_ms);
-    snprintf(att, sizeof(att), "%d", ew->new_attempt);
-    nf_log_kv(NF_LOG_INFO, "job_retry_scheduled", "failed attempt will be retried", "job_id",
-              ew->snap.job_id, "attempt", att, "backoff_ms", ms, NULL);
-    /* the job's next events may go ahead; this message stays un-done until dispatched */
-    sched_work_release_lane(w);
-    sched_work_delay(w, ew->backoff_ms, st_recheck);
-}
-
-static void on_recheck(const PGresult *res, const char *err, const char *pgcode, void *arg)
-{
-    struct ev_work *ew = arg;
-    struct sched_job job;
-
-    if (ew->w.ctx->closing) {
-        ew->w.busy = false;
-        return;
-    }
-    if (!res) {
-        sched_work_retry(&ew->w, err);
-        return;
-    }
-    if (PQntuples(res) < 1) {
-        sched_work_finish(&ew->w);
-        return;
-    }
-    sched_job_from_row(res, 0, &job);
-    if (!job.status || strcmp(job.status, "queued") != 0 || !job.attempt ||
-        int_col(job.attempt) != ew->new_attempt) {
-        nf_log_kv(NF_LOG_INFO, "redispatch_skipped", "job moved on before its retry", "job_id",
-                  job.job_id, "status", job.status, "attempt", job.attempt, NULL);
-        sched_work_finish(&ew->w);
-        return;
-    }
-    cJSON_Delete(ew->dispatch);
-    ew->dispatch = sched_dispatch_data(&job);
-    sched_work_goto(&ew->w, st_dispatch);
-}
-
-static void st_recheck(struct sched_work *w)
-{
-    struct ev_work *ew = (struct ev_work *)w;
-    const char *params[1] = {ew->snap.job_id};
-
-    w->what = "recheck";
-    if (nf_pg_query(w->ctx->pg, recheck_sql, 1, params, on_recheck, ew) < 0)
-        sched_work_retry(w, "could not queue the recheck");
-}
-
-static void st_dispatch(struct sched_work *w)
-{
-    struct ev_work *ew = (struct ev_work *)w;
-    const char *job_id = ew->snap.job_id;
-    char topic[64], id[NF_ID_MAX];
-
-    w->what = "dispatch";
-    snprintf(topic, sizeof(topic), "forge.jobs.%s", nf_json_str(ew->dispatch, "job_type"));
-    sched_event_id("dispatch", job_id, ew->new_attempt, id, sizeof(id));
-    sched_work_produce_begin(w);
-    sched_work_produce(w, topic, job_id,
-                       nf_event_new("forge.job.dispatch", SCHED_SOURCE, job_id, id,
-                                    cJSON_Duplicate(ew->dispatch, true)));
-    sched_work_produce_end(w, st_done);
-}
-
-static void st_done(struct sched_work *w)
-{
-    struct ev_work *ew = (struct ev_work *)w;
-    char att[16];
-
-    snprintf(att, sizeof(att), "%d", ew->new_attempt);
-    nf_metrics_counter_add(w->ctx->m.dispatched, 1);
-    nf_log_kv(NF_LOG_INFO, "job_redispatched", "job dispatched again", "job_id", ew->snap.job_id,
-              "attempt", att, NULL);
     sched_work_finish(w);
 }

@@ -1,28 +1,136 @@
 /*
- * Internal HTTP routes (internals.md): the gateway's fallback when job:<id> is missing.
+ * Internal HTTP read routes (internals.md). Tenancy is enforced here, by the owner of
+ * the data: another user's job or artifact does not exist (404 or absent from a list).
  *
- *   GET /internal/jobs/{job_id}?user_id=  -> 200 job object | 404 absent or another
- *                                           user's | 400 no user_id | 503 Postgres down
+ *   GET /internal/jobs/{job_id}?user_id=     -> 200 job object | 404 | 400 no user_id
+ *   GET /internal/jobs?<filters>              -> 200 {data, has_more, next_cursor}
+ *   GET /internal/jobs/{job_id}/events?...    -> 200 {data, has_more, next_cursor,
+ *                                                job_status} | 404
+ *   GET /internal/artifacts?job_id=&...       -> 200 {data, has_more, next_cursor}
+ *   GET /internal/artifacts/{artifact_id}     -> 200 artifact | 404
+ *   (POST /internal/jobs/{job_id}/cancel is in cancel.c)
  *
- * A hit also repairs the snapshot (versioned write, so it can never regress it).
+ * The routes after the first name their caller in X-Nf-User-Id (set by the gateway from
+ * the authenticated principal) and take the client's query string as it came; a bad
+ * filter, limit or cursor is a 400 naming the parameter (list.c). Postgres down: 503.
+ *
+ * Lists are keyset-paginated (job ids and artifact ids are ULIDs: newest first; events
+ * by job_events.seq: oldest first), so a page never repeats or skips a row that existed
+ * when the first page was read. A GET of one job also repairs its snapshot (versioned
+ * write, so it can never regress it).
  */
 #include "sched.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "nf_http.h"
 #include "nf_id.h"
 #include "nf_log.h"
+#include "nf_mem.h"
 #include "nf_pg.h"
 
+#define USER_MAX 128
+
 /* clang-format off */
+#define ARTIFACTS_OF(j)                                                                    \
+    "(SELECT coalesce(json_agg(x.a ORDER BY x.a->>'artifact_id'), '[]'::json)::text"       \
+    "  FROM (SELECT " SCHED_ARTIFACT_JSON("s.") " AS a FROM sched.artifacts s"             \
+    "        WHERE s.job_id = " j ") x) AS artifacts"
+
 static const char job_sql[] =
-    "SELECT " SCHED_JOB_COLS("j.") ","
-    " (SELECT coalesce(json_agg(x.a ORDER BY x.a->>'artifact_id'), '[]'::json)::text"
-    "  FROM (SELECT " SCHED_ARTIFACT_JSON("s.") " AS a FROM sched.artifacts s"
-    "        WHERE s.job_id = $1) x) AS artifacts"
+    "SELECT " SCHED_JOB_COLS("j.") ", " ARTIFACTS_OF("$1")
     " FROM sched.jobs j WHERE j.job_id = $1 AND j.user_id = $2";
+
+static const char list_sql[] =
+    "SELECT " SCHED_JOB_COLS("j.") ", " ARTIFACTS_OF("j.job_id")
+    " FROM sched.jobs j"
+    " WHERE j.user_id = $1"
+    "  AND ($2::text[] IS NULL OR j.status = ANY($2::text[]))"
+    "  AND ($3::text[] IS NULL OR j.job_type = ANY($3::text[]))"
+    "  AND ($4::jsonb IS NULL OR j.metadata @> $4::jsonb)"
+    "  AND ($5::text IS NULL OR j.job_id < $5::text)"
+    " ORDER BY j.job_id DESC LIMIT $6::int";
+
+/* One row per event (or one row with a NULL event_id: the job exists, no events). */
+static const char events_sql[] =
+    "SELECT j.status AS job_status, e.event_id, e.type, e.attempt, e.data::text AS data,"
+    " " SCHED_TS("e.at") " AS at, e.seq"
+    " FROM sched.jobs j"
+    " LEFT JOIN LATERAL (SELECT * FROM sched.job_events v"
+    "   WHERE v.job_id = j.job_id AND v.seq > $3::bigint ORDER BY v.seq LIMIT $4::int) e"
+    "  ON true"
+    " WHERE j.job_id = $1 AND j.user_id = $2"
+    " ORDER BY e.seq";
+
+#define ARTIFACT_COLS                                                                      \
+    "a.artifact_id, a.job_id, a.name, a.kind, a.uri, a.bytes, a.sha256, "                  \
+    SCHED_TS("a.created_at") " AS created_at"
+
+static const char artifacts_sql[] =
+    "SELECT " ARTIFACT_COLS " FROM sched.artifacts a"
+    " WHERE a.user_id = $1"
+    "  AND ($2::text IS NULL OR a.job_id = $2::text)"
+    "  AND ($3::text IS NULL OR a.artifact_id < $3::text)"
+    " ORDER BY a.artifact_id DESC LIMIT $4::int";
+
+static const char artifact_sql[] =
+    "SELECT " ARTIFACT_COLS " FROM sched.artifacts a"
+    " WHERE a.artifact_id = $1 AND a.user_id = $2";
 /* clang-format on */
+
+static void unavailable(struct nf_http_req *req, const char *err)
+{
+    nf_log_kv(NF_LOG_WARN, "read_failed", "read from postgres failed", "route",
+              nf_http_req_route(req), "error", err, NULL);
+    nf_http_set_header(req, "Retry-After", "1");
+    nf_http_reply_error(req, 503, "unavailable", NULL, "job store unavailable, retry");
+}
+
+/* The caller named by the gateway; answers 400 itself and returns NULL when absent. */
+static const char *caller(struct nf_http_req *req)
+{
+    const char *user = nf_http_req_header(req, "X-Nf-User-Id");
+
+    if (!user || !*user || strlen(user) > USER_MAX) {
+        nf_http_reply_error(req, 400, "invalid_request", "X-Nf-User-Id",
+                            "X-Nf-User-Id is required");
+        return NULL;
+    }
+    return user;
+}
+
+/* Parses the query of a list route; answers 400 itself and returns -1 when bad. */
+static int list_query(struct nf_http_req *req, enum sched_list_kind kind,
+                      struct sched_list_query *q)
+{
+    struct nf_json_err err = {{0}, {0}};
+
+    if (sched_list_parse(kind, nf_http_req_query_string(req), q, &err) < 0) {
+        nf_http_reply_error(req, 400, "invalid_query", err.param, "%s", err.msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* {data, has_more, next_cursor} around data; the cursor is made from last when has_more. */
+static cJSON *page(cJSON *data, bool has_more, char kind, const char *last)
+{
+    cJSON *o = nf_json_obj();
+    char cur[SCHED_CURSOR_MAX];
+
+    if (!cJSON_AddItemToObject(o, "data", data))
+        abort();
+    if (!cJSON_AddBoolToObject(o, "has_more", has_more))
+        abort();
+    if (has_more && last && sched_cursor_encode(kind, last, cur, sizeof(cur)) == 0)
+        nf_json_add_str(o, "next_cursor", cur);
+    else
+        nf_json_add_str(o, "next_cursor", NULL);
+    return o;
+}
+
+/* ---- GET /internal/jobs/{job_id} ---------------------------------------------------- */
 
 static void on_job(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
@@ -32,9 +140,7 @@ static void on_job(const PGresult *res, const char *err, const char *pgcode, voi
     struct sched_snap snap = {0};
 
     if (!res) {
-        nf_log_kv(NF_LOG_WARN, "job_read_failed", "job lookup failed", "error", err, NULL);
-        nf_http_set_header(req, "Retry-After", "1");
-        nf_http_reply_error(req, 503, "unavailable", NULL, "job store unavailable, retry");
+        unavailable(req, err);
         return;
     }
     if (PQntuples(res) < 1) {
@@ -55,6 +161,8 @@ static void get_job(struct nf_http_req *req, void *arg)
     const char *user_id = nf_http_req_query(req, "user_id");
     const char *params[2];
 
+    if (!user_id || !*user_id)
+        user_id = nf_http_req_header(req, "X-Nf-User-Id");
     if (!user_id || !*user_id) {
         nf_http_reply_error(req, 400, "invalid_request", "user_id", "user_id is required");
         return;
@@ -67,10 +175,277 @@ static void get_job(struct nf_http_req *req, void *arg)
     params[1] = user_id;
     nf_http_req_set_data(req, ctx);
     if (nf_pg_query(ctx->pg, job_sql, 2, params, on_job, req) < 0)
-        nf_http_reply_error(req, 503, "unavailable", NULL, "job store unavailable, retry");
+        unavailable(req, "could not queue the query");
+}
+
+/* ---- GET /internal/jobs ------------------------------------------------------------- */
+
+struct list_op {
+    struct nf_http_req *req;
+    int limit;
+};
+
+static void on_list(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct list_op *op = arg;
+    struct sched_job job;
+    const char *last = NULL;
+    cJSON *data;
+    int i, n;
+
+    if (!res) {
+        unavailable(op->req, err);
+        free(op);
+        return;
+    }
+    n = PQntuples(res);
+    data = cJSON_CreateArray();
+    if (!data)
+        abort();
+    for (i = 0; i < n && i < op->limit; i++) {
+        sched_job_from_row(res, i, &job);
+        if (!cJSON_AddItemToArray(data, sched_job_json(&job)))
+            abort();
+        last = job.job_id;
+    }
+    nf_http_reply_json(op->req, 200, page(data, n > op->limit, SCHED_CURSOR_JOBS, last));
+    free(op);
+}
+
+static void list_jobs(struct nf_http_req *req, void *arg)
+{
+    struct sched_ctx *ctx = arg;
+    struct sched_list_query q;
+    struct list_op *op;
+    const char *params[6], *user = caller(req);
+    char statuses[160], types[96], limit[16], *meta = NULL;
+
+    if (!user || list_query(req, SCHED_LIST_JOBS, &q) < 0)
+        return;
+    if (q.statuses)
+        sched_status_array(q.statuses, statuses, sizeof(statuses));
+    if (q.types)
+        sched_types_array(q.types, types, sizeof(types));
+    if (q.metadata)
+        meta = nf_json_print(q.metadata);
+    snprintf(limit, sizeof(limit), "%d", q.limit + 1); /* one more: is there a next page? */
+    params[0] = user;
+    params[1] = q.statuses ? statuses : NULL;
+    params[2] = q.types ? types : NULL;
+    params[3] = meta;
+    params[4] = q.after[0] ? q.after : NULL;
+    params[5] = limit;
+    op = nf_xcalloc(1, sizeof(*op));
+    op->req = req;
+    op->limit = q.limit;
+    if (nf_pg_query(ctx->pg, list_sql, 6, params, on_list, op) < 0) {
+        unavailable(req, "could not queue the query");
+        free(op);
+    }
+    free(meta);
+    sched_list_query_clear(&q);
+}
+
+/* ---- GET /internal/jobs/{job_id}/events --------------------------------------------- */
+
+static void on_events(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct list_op *op = arg;
+    const char *type, *seq, *last = NULL, *data_text;
+    char full[64], cur[SCHED_CURSOR_MAX];
+    cJSON *data, *item, *body;
+    int i, n, rows = 0;
+
+    if (!res) {
+        unavailable(op->req, err);
+        free(op);
+        return;
+    }
+    n = PQntuples(res);
+    if (n < 1) {
+        nf_http_reply_error(op->req, 404, "not_found", NULL, "job not found");
+        free(op);
+        return;
+    }
+    data = cJSON_CreateArray();
+    if (!data)
+        abort();
+    for (i = 0; i < n; i++) {
+        seq = nf_pg_val(res, i, "seq");
+        if (!nf_pg_val(res, i, "event_id") || !seq)
+            continue; /* the job has no (more) events */
+        rows++;
+        if (rows > op->limit)
+            break;
+        type = nf_pg_val(res, i, "type");
+        item = nf_json_obj();
+        nf_json_add_str(item, "event_id", nf_pg_val(res, i, "event_id"));
+        snprintf(full, sizeof(full), "forge.job.%s", type ? type : "unknown");
+        nf_json_add_str(item, "type", full);
+        nf_json_add_int(item, "attempt", strtoll(nf_pg_val(res, i, "attempt"), NULL, 10));
+        nf_json_add_str(item, "time", nf_pg_val(res, i, "at"));
+        data_text = nf_pg_val(res, i, "data");
+        if (!cJSON_AddItemToObject(item, "data",
+                                   data_text ? cJSON_Parse(data_text) : cJSON_CreateObject()))
+            abort();
+        if (sched_cursor_encode(SCHED_CURSOR_EVENTS, seq, cur, sizeof(cur)) == 0)
+            nf_json_add_str(item, "cursor", cur);
+        if (!cJSON_AddItemToArray(data, item))
+            abort();
+        last = seq;
+    }
+    /* events are a log that grows: next_cursor always points after the last one given */
+    body = nf_json_obj();
+    if (!cJSON_AddItemToObject(body, "data", data) ||
+        !cJSON_AddBoolToObject(body, "has_more", rows > op->limit))
+        abort();
+    if (last && sched_cursor_encode(SCHED_CURSOR_EVENTS, last, cur, sizeof(cur)) == 0)
+        nf_json_add_str(body, "next_cursor", cur);
+    else
+        nf_json_add_str(body, "next_cursor", NULL);
+    nf_json_add_str(body, "job_status", nf_pg_val(res, 0, "job_status"));
+    nf_http_reply_json(op->req, 200, body);
+    free(op);
+}
+
+static void list_events(struct nf_http_req *req, void *arg)
+{
+    struct sched_ctx *ctx = arg;
+    struct sched_list_query q;
+    struct list_op *op;
+    const char *params[4], *user = caller(req), *job_id = nf_http_req_param(req, "job_id");
+    char limit[16];
+
+    if (!user)
+        return;
+    if (!job_id || !nf_id_valid("job", job_id)) {
+        nf_http_reply_error(req, 404, "not_found", NULL, "job not found");
+        return;
+    }
+    if (list_query(req, SCHED_LIST_EVENTS, &q) < 0)
+        return;
+    snprintf(limit, sizeof(limit), "%d", q.limit + 1);
+    params[0] = job_id;
+    params[1] = user;
+    params[2] = q.after[0] ? q.after : "0";
+    params[3] = limit;
+    op = nf_xcalloc(1, sizeof(*op));
+    op->req = req;
+    op->limit = q.limit;
+    if (nf_pg_query(ctx->pg, events_sql, 4, params, on_events, op) < 0) {
+        unavailable(req, "could not queue the query");
+        free(op);
+    }
+    sched_list_query_clear(&q);
+}
+
+/* ---- artifacts -------------------------------------------------------------------------- */
+
+static cJSON *artifact_json(const PGresult *res, int row)
+{
+    cJSON *o = nf_json_obj();
+
+    nf_json_add_str(o, "artifact_id", nf_pg_val(res, row, "artifact_id"));
+    nf_json_add_str(o, "job_id", nf_pg_val(res, row, "job_id"));
+    nf_json_add_str(o, "name", nf_pg_val(res, row, "name"));
+    nf_json_add_str(o, "kind", nf_pg_val(res, row, "kind"));
+    nf_json_add_str(o, "uri", nf_pg_val(res, row, "uri"));
+    nf_json_add_int(o, "bytes", strtoll(nf_pg_val(res, row, "bytes"), NULL, 10));
+    nf_json_add_str(o, "sha256", nf_pg_val(res, row, "sha256"));
+    nf_json_add_str(o, "created_at", nf_pg_val(res, row, "created_at"));
+    return o;
+}
+
+static void on_artifacts(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct list_op *op = arg;
+    const char *last = NULL;
+    cJSON *data;
+    int i, n;
+
+    if (!res) {
+        unavailable(op->req, err);
+        free(op);
+        return;
+    }
+    n = PQntuples(res);
+    data = cJSON_CreateArray();
+    if (!data)
+        abort();
+    for (i = 0; i < n && i < op->limit; i++) {
+        if (!cJSON_AddItemToArray(data, artifact_json(res, i)))
+            abort();
+        last = nf_pg_val(res, i, "artifact_id");
+    }
+    nf_http_reply_json(op->req, 200, page(data, n > op->limit, SCHED_CURSOR_ARTIFACTS, last));
+    free(op);
+}
+
+static void list_artifacts(struct nf_http_req *req, void *arg)
+{
+    struct sched_ctx *ctx = arg;
+    struct sched_list_query q;
+    struct list_op *op;
+    const char *params[4], *user = caller(req);
+    char limit[16];
+
+    if (!user || list_query(req, SCHED_LIST_ARTIFACTS, &q) < 0)
+        return;
+    snprintf(limit, sizeof(limit), "%d", q.limit + 1);
+    params[0] = user;
+    params[1] = q.job_id[0] ? q.job_id : NULL;
+    params[2] = q.after[0] ? q.after : NULL;
+    params[3] = limit;
+    op = nf_xcalloc(1, sizeof(*op));
+    op->req = req;
+    op->limit = q.limit;
+    if (nf_pg_query(ctx->pg, artifacts_sql, 4, params, on_artifacts, op) < 0) {
+        unavailable(req, "could not queue the query");
+        free(op);
+    }
+    sched_list_query_clear(&q);
+}
+
+static void on_artifact(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct nf_http_req *req = arg;
+
+    if (!res) {
+        unavailable(req, err);
+        return;
+    }
+    if (PQntuples(res) < 1) {
+        nf_http_reply_error(req, 404, "not_found", NULL, "artifact not found");
+        return;
+    }
+    nf_http_reply_json(req, 200, artifact_json(res, 0));
+}
+
+static void get_artifact(struct nf_http_req *req, void *arg)
+{
+    struct sched_ctx *ctx = arg;
+    const char *params[2], *user = caller(req), *id = nf_http_req_param(req, "artifact_id");
+
+    if (!user)
+        return;
+    if (!id || !nf_id_valid("art", id)) {
+        nf_http_reply_error(req, 404, "not_found", NULL, "artifact not found");
+        return;
+    }
+    params[0] = id;
+    params[1] = user;
+    if (nf_pg_query(ctx->pg, artifact_sql, 2, params, on_artifact, req) < 0)
+        unavailable(req, "could not queue the query");
 }
 
 int sched_routes_internal(struct sched_ctx *ctx)
 {
-    return nf_http_route(ctx->http, "GET", "/internal/jobs/{job_id}", get_job, ctx);
+    if (nf_http_route(ctx->http, "GET", "/internal/jobs/{job_id}", get_job, ctx) < 0 ||
+        nf_http_route(ctx->http, "GET", "/internal/jobs", list_jobs, ctx) < 0 ||
+        nf_http_route(ctx->http, "GET", "/internal/jobs/{job_id}/events", list_events, ctx) < 0 ||
+        nf_http_route(ctx->http, "GET", "/internal/artifacts", list_artifacts, ctx) < 0 ||
+        nf_http_route(ctx->http, "GET", "/internal/artifacts/{artifact_id}", get_artifact, ctx) <
+            0)
+        return -1;
+    return sched_cancel_register(ctx);
 }

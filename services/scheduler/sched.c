@@ -32,6 +32,8 @@
 #define DRAIN_POLL_MS 20
 #define BILLING_TIMEOUT_MS 5000
 #define BILLING_CONNS 16
+#define WM_TIMEOUT_MS 3000
+#define WM_CONNS 8
 
 static void on_msg(struct nf_kafka_msg *msg, void *arg)
 {
@@ -183,6 +185,15 @@ int sched_new(struct sched_ctx **out, struct event_base *base, struct nf_app *ap
     host = NULL;
     if (sched_storage_start(ctx) < 0)
         goto fail;
+    if (nf_cfg_split_addr(ctx->cfg.wm_addr, &host, &port) < 0 ||
+        nf_http_client_new(&ctx->wm, base, host, port, WM_TIMEOUT_MS, WM_CONNS) < 0) {
+        nf_log_error("wm_client_failed", "cannot create the worker-manager client");
+        goto fail;
+    }
+    free(host);
+    host = NULL;
+    if (sched_reconciler_start(ctx) < 0)
+        goto fail;
     if (nf_kafka_consumer_new(&ctx->consumer, base, ctx->cfg.brokers, SCHED_GROUP, topics, 3,
                               ctx->cfg.max_inflight, NULL, on_msg, ctx, err, sizeof(err)) < 0) {
         nf_log_kv(NF_LOG_ERROR, "consumer_failed", "cannot create the kafka consumer", "error", err,
@@ -252,10 +263,14 @@ void sched_free(struct sched_ctx *ctx)
     /* budget checks still waiting fire now with status 0 (closing: they only unwind) */
     nf_http_client_free(ctx->billing);
     ctx->billing = NULL;
+    /* cancels waiting for the worker-manager fire now with status 0 (closing: unwind) */
+    nf_http_client_free(ctx->wm);
+    ctx->wm = NULL;
     nf_pg_free(ctx->pg); /* queued queries fail: HTTP requests get their 503 */
     nf_redis_free(ctx->redis);
     nf_http_server_free(ctx->http);
     sched_work_free_all(ctx);
+    sched_reconciler_free(ctx); /* after the work items: their dtors clear its flags */
     nf_metrics_free(ctx->metrics);
     sched_config_free(&ctx->cfg);
     free(ctx);

@@ -27,6 +27,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "nf_id.h"
 #include "nf_json.h"
 #include "nf_redis.h"
 
@@ -66,6 +67,11 @@ struct sched_config {
     int max_inflight; /* Kafka messages handled at once */
     int retry_cap_s;  /* cap of the job retry backoff (2^attempt s) */
     int grace_ms;     /* SIGTERM: time allowed to finish in-flight work */
+    char *wm_addr;        /* nf-worker-manager host:port (job cancel) */
+    int retry_poll_ms;    /* period of the due-retry poller (reconciler.c) */
+    int reconcile_s;      /* period of the reconciler's sweeps */
+    int stuck_s;          /* queued / cancel_requested this long: looked at again */
+    int timeout_grace_s;  /* running past timeout_seconds + this: failed as timeout */
     char *billing_addr;     /* nf-billing host:port (budget checks) */
     int budget_wait_ms;     /* billing unreachable this long: dispatch unchecked */
     int storage_window_s;   /* storage metering window (3600: hourly byte-hours) */
@@ -319,6 +325,7 @@ void sched_snap_clear(struct sched_snap *s);
  * ------------------------------------------------------------------------------------ */
 struct sched_work;
 struct sched_lane;
+struct sched_reconciler;
 
 /* Metric series, registered at start. */
 struct sched_counters {
@@ -355,6 +362,8 @@ struct sched_ctx {
     bool stopping;            /* no new messages, no new retries */
     bool closing;             /* tearing down: callbacks only unwind */
     struct sched_counters m;
+    struct nf_http_client *wm;    /* the worker-manager's cancel route (cancel.c) */
+    struct sched_reconciler *rec; /* reconciler.c */
     struct nf_http_client *billing; /* budget checks */
     struct event *storage_tick;     /* storage metering timer */
     bool storage_busy;              /* a storage metering run is alive */
@@ -399,19 +408,21 @@ int sched_budget_over(const char *body, size_t len);
 cJSON *sched_budget_error(const char *body, size_t len);
 
 /* The events statement and its parameters (exported for the integration test). */
-#define SCHED_EVENTS_NPARAMS 18
+#define SCHED_EVENTS_NPARAMS 19
 extern const char sched_events_sql[];
 /*
  * Fills params[SCHED_EVENTS_NPARAMS] for ev; bufs is scratch space the params point into
- * (freed by the caller with sched_events_params_free). Returns 0.
+ * (freed by the caller with sched_events_params_free). retry_cap_s caps the backoff a
+ * retried attempt waits (next_attempt_at). Returns 0.
  */
 struct sched_events_bufs {
     char attempt[16], same[160], next[160], any[160], echo[160], progress[32], failure[16];
+    char backoff[16];
     char *data, *result, *error, *artifacts;
     int dropped_artifacts; /* malformed members of data.artifacts left out */
 };
-int sched_events_params(const struct sched_event *ev, const char *params[SCHED_EVENTS_NPARAMS],
-                        struct sched_events_bufs *bufs);
+int sched_events_params(const struct sched_event *ev, int retry_cap_s,
+                        const char *params[SCHED_EVENTS_NPARAMS], struct sched_events_bufs *bufs);
 void sched_events_params_free(struct sched_events_bufs *bufs);
 /* The requested statement (insert-if-absent, returns the row and `inserted`). */
 #define SCHED_REQUESTED_NPARAMS 12
@@ -480,3 +491,99 @@ extern const char sched_snapshot_lua[];
  */
 int sched_snapshot_write(struct sched_ctx *ctx, const struct sched_snap *s, nf_redis_cb cb,
                          void *arg);
+
+/* ------------------------------------------------------------------------------------
+ * Reads, cancel and the reconciler (list.c pure; routes_internal.c, cancel.c,
+ * reconciler.c)
+ * ------------------------------------------------------------------------------------ */
+/* Opaque list cursors: base64url("<kind>1:<position>"), see list.c. */
+#define SCHED_CURSOR_JOBS 'j'      /* position: the last job id of the page */
+#define SCHED_CURSOR_EVENTS 'e'    /* position: job_events.seq */
+#define SCHED_CURSOR_ARTIFACTS 'a' /* position: the last artifact id of the page */
+#define SCHED_CURSOR_MAX 96
+/* Encodes a cursor into out; -1 when pos is not a valid position for kind or out is small. */
+int sched_cursor_encode(char kind, const char *pos, char *out, size_t outlen);
+/* Decodes a cursor of kind into pos; -1 (pos untouched) for anything we did not make. */
+int sched_cursor_decode(char kind, const char *cursor, char *pos, size_t poslen);
+
+enum sched_list_kind { SCHED_LIST_JOBS, SCHED_LIST_EVENTS, SCHED_LIST_ARTIFACTS };
+#define SCHED_LIST_DEFAULT_LIMIT 20
+#define SCHED_LIST_MAX_LIMIT 100
+#define SCHED_LIST_MAX_META 16
+
+/* A parsed list query. */
+struct sched_list_query {
+    int limit;
+    char after[NF_ID_MAX];  /* the cursor's position, "" from the start */
+    unsigned statuses;      /* jobs: SCHED_BIT() mask, 0 = any */
+    unsigned types;         /* jobs: bit i = sched_job_types[i], 0 = any */
+    cJSON *metadata;        /* jobs: {"key": "value"} that must all match; NULL = none */
+    char job_id[NF_ID_MAX]; /* artifacts: of this job only, "" = any */
+};
+/*
+ * Parses the raw (percent-encoded) query string of a list route. Jobs take status and
+ * job_type (comma-separated lists), metadata[key]=value (up to 16), limit (1..100,
+ * default 20) and cursor; events take limit and cursor; artifacts take job_id, limit and
+ * cursor. Unknown, repeated or invalid parameters fail with err.param naming them. query
+ * may be NULL. On success *out owns metadata (sched_list_query_clear); on failure *out is
+ * untouched.
+ */
+int sched_list_parse(enum sched_list_kind kind, const char *query, struct sched_list_query *out,
+                     struct nf_json_err *err);
+void sched_list_query_clear(struct sched_list_query *q);
+/* Percent-decodes len bytes of s ('+' is a space) into a new string; -1 on a malformed
+ * escape or an encoded NUL. */
+int sched_query_decode(const char *s, size_t len, char **out);
+/* "{generate,train}" for a job types mask (Postgres text[] literal); -1 if it does not fit. */
+int sched_types_array(unsigned mask, char *out, size_t outlen);
+
+/*
+ * GET /internal/jobs (list), GET /internal/jobs/{job_id}/events, GET /internal/artifacts,
+ * GET /internal/artifacts/{artifact_id}: registered by sched_routes_internal; the caller
+ * is named by the X-Nf-User-Id header (the gateway sets it; never a client).
+ * POST /internal/jobs/{job_id}/cancel (cancel.c), same header.
+ */
+int sched_cancel_register(struct sched_ctx *ctx);
+
+/* The worker-manager's answer to POST /internal/jobs/{job_id}/cancel. */
+enum sched_wm_cancel {
+    SCHED_WM_DEQUEUED,  /* it was waiting in a queue: removed, nobody runs it */
+    SCHED_WM_SIGNALLED, /* leased: the worker is told on its next heartbeat */
+    SCHED_WM_UNKNOWN,   /* neither queued nor leased there */
+    SCHED_WM_FAILED,    /* no usable answer (down, timeout, unexpected status or body) */
+};
+/* Reads the answer (status 0 = no answer); pure. */
+enum sched_wm_cancel sched_wm_cancel_parse(int status, const char *body, size_t len);
+/* Best effort: asks the worker-manager to stop job_id again (a cancelled job showed
+ * activity). Fire and forget. */
+void sched_cancel_notify_wm(struct sched_ctx *ctx, const char *job_id);
+/*
+ * The reconciler's look at a job stuck in cancel_requested: asks the worker-manager again
+ * and finishes the cancel (cancelled) when nobody holds the job any more. Fire and forget.
+ */
+void sched_cancel_recheck(struct sched_ctx *ctx, const char *job_id);
+
+/*
+ * The reconciler (reconciler.c): timers that repair what a lost message, a crash or a
+ * Redis without its data left behind.
+ *   every retry_poll_ms: dispatch the retries that are due (next_attempt_at <= now)
+ *   every reconcile_s:   re-dispatch queued jobs the worker-manager does not hold;
+ *                        fail jobs running past timeout_seconds + grace (class timeout);
+ *                        re-check jobs stuck in cancel_requested;
+ *                        repair job:<id> snapshots older than their row
+ * Every pass is idempotent (deterministic event ids, versioned snapshot writes), so
+ * several scheduler copies may run it. -1 when the timers cannot be created.
+ */
+int sched_reconciler_start(struct sched_ctx *ctx);
+/* Frees the timers (teardown; passes in flight are work items freed with the others). */
+void sched_reconciler_free(struct sched_ctx *ctx);
+/* The due-retry statement and the stuck-queued candidates (exported for the integration
+ * test): $1 limit. */
+extern const char sched_retry_due_sql[];
+extern const char sched_retry_clear_sql[];
+/* The Redis check of the stuck-queued pass: KEYS per job wm:queue:<type>, wm:lease:<id>,
+ * wm:job:<id>; returns per job {in_queue 0/1, leased 0/1, known attempt or -1}. */
+extern const char sched_wm_check_lua[];
+/* Snapshot repair: KEYS job:<id>...; ARGV their row versions; returns the 1-based indexes
+ * of the snapshots missing or older than their row. */
+extern const char sched_snap_check_lua[];

@@ -7,7 +7,7 @@
  *                                the message is not done, so a crash redelivers it
  *
  * The enqueue script is idempotent per (job, attempt): a redelivered message changes
- * nothing.
+ * nothing. A cancelled job (tombstone wm:cancelled:<id>, cancel.c) is never queued.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -96,17 +96,19 @@ static void enqueue(struct wm_retry *r)
 {
     struct wm *ctx = r->ctx;
     char job_key[NF_ID_MAX + 16], lease_key[NF_ID_MAX + 16], queue_key[32];
+    char tomb_key[NF_ID_MAX + 16];
     char attempt[24], score[16];
     snprintf(job_key, sizeof(job_key), "wm:job:%s", r->d.job_id);
     snprintf(lease_key, sizeof(lease_key), "wm:lease:%s", r->d.job_id);
     snprintf(queue_key, sizeof(queue_key), "wm:queue:%s", wm_job_types[r->d.type]);
+    snprintf(tomb_key, sizeof(tomb_key), "wm:cancelled:%s", r->d.job_id);
     snprintf(attempt, sizeof(attempt), "%lld", r->d.attempt);
     snprintf(score, sizeof(score), "%d", 9 - r->d.priority);
-    const char *argv[] = {job_key, queue_key, lease_key, "wm:leases",
+    const char *argv[] = {job_key, queue_key, lease_key, "wm:leases", tomb_key,
                           r->data, attempt,   score,     r->d.job_id};
     r->inflight = true;
     /* On -1 the callback already ran with NULL and scheduled a retry. */
-    nf_redis_eval(ctx->redis, ctx->lua_enqueue, on_enqueued, r, 4, 8, argv, NULL);
+    nf_redis_eval(ctx->redis, ctx->lua_enqueue, on_enqueued, r, 5, 9, argv, NULL);
 }
 
 void wm_consume_msg(struct nf_kafka_msg *msg, void *arg)

@@ -1,14 +1,21 @@
 /*
- * POST /api/workers/heartbeat {worker_id, jobs: [{job_id, lease_id, progress}]}
+ * POST /api/workers/heartbeat {worker_id, jobs: [{job_id, lease_id, progress}], draining}
  *
  *   auth --> EVALSHA heartbeat: renew (and confirm) the listed leases that are still
  *            this worker's, release its confirmed leases it no longer lists (a lease
  *            never confirmed - a job the worker may never have received - is left to
- *            expire and be reaped as lost), refresh the worker's liveness
- *            --> 200 {lease_expires_at, cancelled: [job_id...]}
+ *            expire and be reaped as lost), refresh the worker's liveness (wm:workers),
+ *            mark it draining when it says so; a draining worker without leases is
+ *            drained --> forge.worker.drained (once)
+ *            --> 200 {lease_expires_at, cancelled: [job_id...], lost: [job_id...], drain,
+ *                    heartbeat_interval_s}
  *
- * `cancelled` lists jobs the worker must stop: those in wm:cancel:<worker_id> (the seam
- * for user cancels) and those whose lease it lost (reaped or taken over).
+ * `cancelled` lists jobs the user cancelled (wm:cancel:<worker_id>): the agent stops the
+ * handler and reports forge.job.cancelled. `lost` lists jobs whose lease the worker no
+ * longer holds (reaped after missed heartbeats, or superseded by a retry): the agent
+ * stops them and reports nothing, since the job has moved on without it. `drain` is
+ * true once the worker is draining (its own SIGTERM or POST /api/workers/drain): it gets
+ * no new jobs and should exit when its jobs are done.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,7 +35,25 @@ struct hb_call {
     struct nf_http_req *req;
     char worker_id[NF_ID_MAX];
     const cJSON *jobs; /* points into the request body (lives with req) */
+    bool draining;     /* the agent says it is stopping */
 };
+
+static void add_ids(cJSON *body, const char *name, const redisReply *list)
+{
+    cJSON *arr = cJSON_AddArrayToObject(body, name);
+    if (list == NULL || list->type != REDIS_REPLY_ARRAY)
+        return;
+    for (size_t i = 0; i < list->elements; i++)
+        if (list->element[i]->type == REDIS_REPLY_STRING)
+            cJSON_AddItemToArray(arr, cJSON_CreateString(list->element[i]->str));
+}
+
+static long long int_at(const redisReply *reply, size_t i)
+{
+    if (i >= reply->elements || reply->element[i]->type != REDIS_REPLY_INTEGER)
+        return 0;
+    return reply->element[i]->integer;
+}
 
 static void on_pg_seen(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
@@ -42,7 +67,7 @@ static void on_heartbeat(redisReply *reply, void *arg)
     struct hb_call *call = arg;
     struct wm *ctx = call->ctx;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 4 ||
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 7 ||
         reply->element[1]->type != REDIS_REPLY_ARRAY) {
         if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
             nf_log_kv(NF_LOG_ERROR, "heartbeat_failed", "heartbeat script failed", "error",
@@ -52,28 +77,38 @@ static void on_heartbeat(redisReply *reply, void *arg)
         free(call);
         return;
     }
-    if (reply->element[0]->type == REDIS_REPLY_INTEGER && reply->element[0]->integer == 1 &&
-        !ctx->closing) {
-        const char *params[] = {call->worker_id};
+    bool draining = int_at(reply, 5) == 1;
+    long long drained = int_at(reply, 6);
+    if (int_at(reply, 0) == 1 && !ctx->closing) {
+        const char *status = drained ? "offline" : draining ? "draining" : "online";
+        const char *params[] = {call->worker_id, status};
         nf_pg_query(ctx->pg,
-                    "UPDATE wm.workers SET last_seen_at = now(), status = 'online' "
-                    "WHERE worker_id = $1",
-                    1, params, on_pg_seen, NULL);
+                    "UPDATE wm.workers SET last_seen_at = now(), status = $2 "
+                    "WHERE worker_id = $1 AND status <> 'disabled'",
+                    2, params, on_pg_seen, NULL);
     }
-    if (reply->element[3]->type == REDIS_REPLY_INTEGER && reply->element[3]->integer > 0)
-        nf_metrics_counter_add(ctx->m.leases_released, (uint64_t)reply->element[3]->integer);
+    if (drained == 1 && !ctx->closing)
+        wm_worker_drained(ctx, call->worker_id, "the worker stopped");
+    long long released = int_at(reply, 3);
+    if (released > 0)
+        nf_metrics_counter_add(ctx->m.leases_released, (uint64_t)released);
     char expires[32];
     nf_event_time(nf_now_ms() + (uint64_t)ctx->cfg.lease_ttl_s * 1000, expires);
     cJSON *body = nf_json_obj();
     nf_json_add_str(body, "lease_expires_at", expires);
-    cJSON *cancelled = cJSON_AddArrayToObject(body, "cancelled");
-    const redisReply *list = reply->element[1];
-    for (size_t i = 0; i < list->elements; i++)
-        if (list->element[i]->type == REDIS_REPLY_STRING)
-            cJSON_AddItemToArray(cancelled, cJSON_CreateString(list->element[i]->str));
-    if (list->elements > 0)
-        nf_log_kv(NF_LOG_INFO, "heartbeat_cancelled", "worker told to stop jobs", "worker_id",
-                  call->worker_id, NULL);
+    add_ids(body, "cancelled", reply->element[1]);
+    add_ids(body, "lost", reply->element[4]);
+    cJSON_AddBoolToObject(body, "drain", draining);
+    nf_json_add_int(body, "heartbeat_interval_s", ctx->cfg.heartbeat_s);
+    if (reply->element[1]->elements > 0)
+        nf_log_kv(NF_LOG_INFO, "heartbeat_cancelled", "worker told to stop cancelled jobs",
+                  "worker_id", call->worker_id, NULL);
+    if (reply->element[4]->type == REDIS_REPLY_ARRAY && reply->element[4]->elements > 0) {
+        nf_log_kv(NF_LOG_WARN, "heartbeat_lost", "worker listed jobs it no longer holds",
+                  "worker_id", call->worker_id, NULL);
+        nf_metrics_counter_add(ctx->m.leases_lost_reported,
+                               (uint64_t)reply->element[4]->elements);
+    }
     nf_http_reply_json(call->req, 200, body);
     free(call);
 }
@@ -93,7 +128,7 @@ static void on_auth(struct wm *ctx, int status, const struct wm_worker *w, void 
         return;
     }
     int njobs = cJSON_GetArraySize(call->jobs);
-    int argc = 4 + 6 + 2 * njobs;
+    int argc = 5 + 7 + 2 * njobs;
     const char **argv = nf_xcalloc((size_t)argc, sizeof(*argv));
     char worker_key[NF_ID_MAX + 16], wleases_key[NF_ID_MAX + 16], cancel_key[NF_ID_MAX + 16];
     char now_s[24], ttl_ms[16], worker_ttl[16], done_ttl[16], pg_every[16];
@@ -110,19 +145,21 @@ static void on_auth(struct wm *ctx, int status, const struct wm_worker *w, void 
     argv[i++] = worker_key;
     argv[i++] = wleases_key;
     argv[i++] = cancel_key;
+    argv[i++] = "wm:workers";
     argv[i++] = call->worker_id;
     argv[i++] = now_s;
     argv[i++] = ttl_ms;
     argv[i++] = worker_ttl;
     argv[i++] = done_ttl;
     argv[i++] = pg_every;
+    argv[i++] = call->draining ? "1" : "0";
     const cJSON *job = NULL;
     cJSON_ArrayForEach(job, call->jobs)
     {
         argv[i++] = nf_json_str(job, "job_id");
         argv[i++] = nf_json_str(job, "lease_id");
     }
-    nf_redis_eval(ctx->redis, ctx->lua_heartbeat, on_heartbeat, call, 4, argc, argv, NULL);
+    nf_redis_eval(ctx->redis, ctx->lua_heartbeat, on_heartbeat, call, 5, argc, argv, NULL);
     free(argv);
 }
 
@@ -157,6 +194,7 @@ void wm_route_heartbeat(struct nf_http_req *req, void *arg)
     struct nf_json_err err = {0};
     const char *worker_id = NULL;
     const cJSON *jobs = NULL;
+    bool draining = false;
     static const cJSON empty = {.type = cJSON_Array};
 
     const char *token = wm_bearer(nf_http_req_header(req, "Authorization"));
@@ -173,6 +211,8 @@ void wm_route_heartbeat(struct nf_http_req *req, void *arg)
         rc = nf_json_get_arr(body, "jobs", false, &jobs, &err);
     if (rc == 0 || rc == NF_JSON_ABSENT)
         rc = jobs ? check_jobs(jobs, &err) : 0;
+    if (rc == 0)
+        rc = nf_json_get_bool(body, "draining", false, &draining, &err) < 0 ? -1 : 0;
     if (rc < 0) {
         nf_http_reply_error(req, 422, "invalid_params", err.param, "%s", err.msg);
         return;
@@ -181,6 +221,7 @@ void wm_route_heartbeat(struct nf_http_req *req, void *arg)
     call->ctx = ctx;
     call->req = req;
     call->jobs = jobs ? jobs : &empty;
+    call->draining = draining;
     snprintf(call->worker_id, sizeof(call->worker_id), "%s", worker_id);
     wm_auth_worker(ctx, worker_id, token, on_auth, call);
 }

@@ -10,8 +10,12 @@
  *                        [,"reaping"]}; confirmed once a heartbeat listed it
  *   wm:leases            zset, job id by lease deadline (ms)
  *   wm:wleases:<wid>     set of job ids leased to one worker (for release-by-omission)
- *   wm:worker:<wid>      hash, the worker record, TTL 3 heartbeats
- *   wm:cancel:<wid>      set of job ids to report as cancelled (seam for job cancel)
+ *   wm:worker:<wid>      hash, the worker record, TTL 3 heartbeats; also last_seen_ms,
+ *                        draining ("1": no new jobs), drained ("1": draining and no lease
+ *                        left, forge.worker.drained sent)
+ *   wm:workers           zset, worker id by last heartbeat (ms): the lost-worker scan
+ *   wm:cancel:<wid>      set of job ids the worker must stop (user cancels)
+ *   wm:cancelled:<jid>   tombstone of a cancelled job: a later dispatch of it is dropped
  */
 #include "wm.h"
 
@@ -26,6 +30,7 @@
 
 const char wm_lua_enqueue[] =
     LUA_DECODE "local attempt = tonumber(ARGV[2])\n"
+               "if redis.call('EXISTS', KEYS[5]) == 1 then return 0 end\n"
                "local cur = dec(redis.call('GET', KEYS[1]))\n"
                "if cur and type(cur['attempt']) == 'number' and cur['attempt'] >= attempt then\n"
                "  return 0\n"
@@ -51,6 +56,7 @@ const char wm_lua_pop[] = LUA_DECODE
     "local wl = dec(ARGV[4]) or {}\n"
     "local now, ttl, lim = tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8])\n"
     "if redis.call('EXISTS', KEYS[2]) == 1 then\n"
+    "  if redis.call('HGET', KEYS[2], 'draining') == '1' then return -1 end\n"
     "  redis.call('EXPIRE', KEYS[2], ARGV[9])\n"
     "end\n"
     "local function matches(job)\n"
@@ -96,8 +102,8 @@ const char wm_lua_heartbeat[] = LUA_DECODE
     "local wid = ARGV[1]\n"
     "local now, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local done_ttl = tonumber(ARGV[5])\n"
-    "local listed, cancelled, renewed, released = {}, {}, 0, 0\n"
-    "for i = 7, #ARGV - 1, 2 do\n"
+    "local listed, cancelled, lost, renewed, released = {}, {}, {}, 0, 0\n"
+    "for i = 8, #ARGV - 1, 2 do\n"
     "  local jid, lid = ARGV[i], ARGV[i + 1]\n"
     "  listed[jid] = true\n"
     "  local key = 'wm:lease:' .. jid\n"
@@ -116,7 +122,7 @@ const char wm_lua_heartbeat[] = LUA_DECODE
     "      table.insert(cancelled, jid)\n"
     "    end\n"
     "  else\n"
-    "    table.insert(cancelled, jid)\n"
+    "    table.insert(lost, jid)\n"
     "  end\n"
     "end\n"
     "for _, jid in ipairs(redis.call('SMEMBERS', KEYS[3])) do\n"
@@ -134,17 +140,31 @@ const char wm_lua_heartbeat[] = LUA_DECODE
     "    end\n"
     "  end\n"
     "end\n"
-    "local pg = 0\n"
+    "local pg, draining, drained = 0, 0, 0\n"
     "if redis.call('EXISTS', KEYS[2]) == 1 then\n"
     "  redis.call('HSET', KEYS[2], 'last_seen_ms', ARGV[2])\n"
     "  redis.call('EXPIRE', KEYS[2], ARGV[4])\n"
-    "  local seen = tonumber(redis.call('HGET', KEYS[2], 'pg_seen_ms') or '0') or 0\n"
-    "  if now - seen >= tonumber(ARGV[6]) then\n"
-    "    redis.call('HSET', KEYS[2], 'pg_seen_ms', ARGV[2])\n"
+    "  local st = redis.call('HMGET', KEYS[2], 'draining', 'drained', 'pg_seen_ms')\n"
+    "  if ARGV[7] == '1' and st[1] ~= '1' then\n"
+    "    redis.call('HSET', KEYS[2], 'draining', '1')\n"
+    "    st[1] = '1'\n"
     "    pg = 1\n"
     "  end\n"
+    "  if st[1] == '1' then draining = 1 end\n"
+    "  if st[2] == '1' then\n"
+    "    drained = 2\n"
+    "  elseif draining == 1 and redis.call('SCARD', KEYS[3]) == 0 then\n"
+    "    redis.call('HSET', KEYS[2], 'drained', '1')\n"
+    "    redis.call('ZREM', KEYS[5], wid)\n"
+    "    drained, pg = 1, 1\n"
+    "  else\n"
+    "    redis.call('ZADD', KEYS[5], now, wid)\n"
+    "  end\n"
+    "  local seen = tonumber(st[3] or '0') or 0\n"
+    "  if now - seen >= tonumber(ARGV[6]) then pg = 1 end\n"
+    "  if pg == 1 then redis.call('HSET', KEYS[2], 'pg_seen_ms', ARGV[2]) end\n"
     "end\n"
-    "return {pg, cancelled, renewed, released}\n";
+    "return {pg, cancelled, renewed, released, lost, draining, drained}\n";
 
 const char wm_lua_reap_claim[] = LUA_DECODE
     "local now, reclaim = tonumber(ARGV[1]), tonumber(ARGV[3])\n"
@@ -190,8 +210,76 @@ const char wm_lua_requeue[] =
                "redis.call('ZADD', KEYS[2], ARGV[3], jid)\n"
                "return 1\n";
 
-const char wm_lua_seen[] = "local out = {}\n"
-                           "for i = 1, #KEYS do\n"
-                           "  out[i] = redis.call('HGET', KEYS[i], 'last_seen_ms') or ''\n"
-                           "end\n"
-                           "return out\n";
+const char wm_lua_lost_claim[] =
+    "local out = {}\n"
+    "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT',\n"
+    "                       0, ARGV[2])\n"
+    "for i = 1, #ids, 2 do\n"
+    "  local wid, seen = ids[i], ids[i + 1]\n"
+    "  redis.call('ZREM', KEYS[1], wid)\n"
+    "  local fresh = redis.call('HGET', 'wm:worker:' .. wid, 'last_seen_ms')\n"
+    "  if fresh and tonumber(fresh) > tonumber(ARGV[1]) then\n"
+    "    redis.call('ZADD', KEYS[1], fresh, wid)\n"
+    "  else\n"
+    "    table.insert(out, wid)\n"
+    "    table.insert(out, seen)\n"
+    "    table.insert(out, redis.call('SMEMBERS', 'wm:wleases:' .. wid))\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+const char wm_lua_drain[] =
+    LUA_DECODE "local wid = ARGV[1]\n"
+               "if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end\n"
+               "if redis.call('HGET', KEYS[1], 'drained') == '1' then return 2 end\n"
+               "redis.call('HSET', KEYS[1], 'draining', '1')\n"
+               "for _, jid in ipairs(redis.call('SMEMBERS', KEYS[2])) do\n"
+               "  local l = dec(redis.call('GET', 'wm:lease:' .. jid))\n"
+               "  if not l or l['worker_id'] ~= wid then redis.call('SREM', KEYS[2], jid) end\n"
+               "end\n"
+               "if redis.call('SCARD', KEYS[2]) == 0 then\n"
+               "  redis.call('HSET', KEYS[1], 'drained', '1')\n"
+               "  redis.call('ZREM', KEYS[3], wid)\n"
+               "  return 3\n"
+               "end\n"
+               "return 1\n";
+
+const char wm_lua_cancel[] =
+    LUA_DECODE "local jid = ARGV[1]\n"
+               "redis.call('SET', KEYS[3], '1', 'EX', ARGV[2])\n"
+               "local job = dec(redis.call('GET', KEYS[1]))\n"
+               "if job and type(job['job_type']) == 'string' and\n"
+               "   redis.call('ZREM', 'wm:queue:' .. job['job_type'], jid) == 1 then\n"
+               "  redis.call('EXPIRE', KEYS[1], ARGV[2])\n"
+               "  return {'dequeued', ''}\n"
+               "end\n"
+               "local l = dec(redis.call('GET', KEYS[2]))\n"
+               "if l and type(l['worker_id']) == 'string' then\n"
+               "  redis.call('SADD', 'wm:cancel:' .. l['worker_id'], jid)\n"
+               "  return {'signalled', l['worker_id']}\n"
+               "end\n"
+               "return {'unknown', ''}\n";
+
+const char wm_lua_lease_check[] =
+    LUA_DECODE "local l = dec(redis.call('GET', KEYS[1]))\n"
+               "if not l then return 0 end\n"
+               "if l['worker_id'] ~= ARGV[1] or l['lease_id'] ~= ARGV[2] or l['reaping'] then\n"
+               "  return 0\n"
+               "end\n"
+               "if tonumber(l['attempt']) ~= tonumber(ARGV[3]) then return 0 end\n"
+               "return 1\n";
+
+const char wm_lua_fleet[] =
+    LUA_DECODE "local out = {}\n"
+               "for i = 1, #ARGV do\n"
+               "  local wid = ARGV[i]\n"
+               "  local st = redis.call('HMGET', 'wm:worker:' .. wid, 'last_seen_ms', 'draining')\n"
+               "  local jobs = {}\n"
+               "  for _, jid in ipairs(redis.call('SMEMBERS', 'wm:wleases:' .. wid)) do\n"
+               "    local l = dec(redis.call('GET', 'wm:lease:' .. jid))\n"
+               "    if l and l['worker_id'] == wid then table.insert(jobs, jid) end\n"
+               "  end\n"
+               "  table.sort(jobs)\n"
+               "  table.insert(out, {st[1] or '', st[2] or '', jobs})\n"
+               "end\n"
+               "return out\n";

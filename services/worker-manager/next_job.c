@@ -7,6 +7,7 @@
  *                    +--none--> wait (timer 200 ms growing to 1 s, or woken at once when
  *                               this process queues a job of a matching type) --> scan
  *                    +--deadline passed--> 204
+ *                    +--the worker is draining--> 204 at once
  *
  * One pop script does the matching and the lease atomically, so concurrent polls (also
  * from other manager copies) never lease one job twice. A poll whose client went away
@@ -243,6 +244,12 @@ static void on_popped(redisReply *reply, void *arg)
             nf_log_kv(NF_LOG_ERROR, "job_pop_failed", "pop script failed", "error", reply->str,
                       NULL);
         reply_status(p, 503);
+        poll_free(p);
+        return;
+    }
+    if (reply->type == REDIS_REPLY_INTEGER) { /* the worker is draining: nothing for it */
+        nf_metrics_counter_add(ctx->m.polls_draining, 1);
+        reply_status(p, 204);
         poll_free(p);
         return;
     }

@@ -9,6 +9,7 @@
  *                                       --failed-----> nothing: the claim expires and the
  *                                                      next round reports again
  * Reporting twice is harmless: the scheduler ignores stale transitions.
+ * Each tick also runs the lost-worker scan (fleet.c).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -123,6 +124,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     ctx->reaping++;
     /* On -1 on_claimed already ran (NULL) and decremented. */
     nf_redis_eval(ctx->redis, ctx->lua_reap_claim, on_claimed, ctx, 1, 4, argv, NULL);
+    wm_fleet_scan(ctx);
 }
 
 void wm_reaper_start(struct wm *ctx)

@@ -3,7 +3,9 @@
  *
  *   register: Bearer registration token (constant time) -> body checks -> new worker id
  *             and token -> INSERT wm.workers -> Redis wm:worker:<id> -> 201
- *   list:     wm.workers (newest first) -> liveness from wm:worker:<id> -> 200
+ *   list:     wm.workers (newest first; not the ones that stopped cleanly or were seen
+ *             last over a day ago) -> EVALSHA fleet: last heartbeat, draining flag and
+ *             leased jobs from Redis -> status idle / busy / draining / lost -> 200
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,7 +83,7 @@ static void on_inserted(const PGresult *res, const char *err, const char *pgcode
 }
 
 /* Constant-time check of the registration token: both sides hashed to equal length. */
-static bool registration_ok(const struct wm *ctx, const char *token)
+bool wm_registration_ok(const struct wm *ctx, const char *token)
 {
     uint8_t got[32];
     if (token == NULL)
@@ -95,7 +97,7 @@ void wm_route_register(struct nf_http_req *req, void *arg)
     struct wm *ctx = arg;
     struct nf_json_err err = {0};
 
-    if (!registration_ok(ctx, wm_bearer(nf_http_req_header(req, "Authorization")))) {
+    if (!wm_registration_ok(ctx, wm_bearer(nf_http_req_header(req, "Authorization")))) {
         nf_metrics_counter_add(ctx->m.auth_failed, 1);
         nf_http_reply_error(req, 403, "forbidden", NULL,
                             "missing or invalid worker registration token");
@@ -143,6 +145,8 @@ void wm_route_register(struct nf_http_req *req, void *arg)
 
 /* ---- list ---------------------------------------------------------------------------- */
 
+#define LIST_MAX_AGE "1 day" /* lost workers stay listed this long after their last beat */
+
 struct list_call {
     struct wm *ctx;
     struct nf_http_req *req;
@@ -152,30 +156,49 @@ struct list_call {
 static void list_reply(struct list_call *call)
 {
     cJSON *body = nf_json_obj();
-    cJSON_AddItemToObject(body, "workers", call->workers);
+    cJSON_AddItemToObject(body, "data", call->workers);
     nf_http_reply_json(call->req, 200, body);
     free(call);
 }
 
-static void on_seen(redisReply *reply, void *arg)
+/* Fills status, current_jobs and last_heartbeat_at of each worker from the fleet script
+ * (NULL reply: Redis down -> every worker shows as lost, with Postgres' last_seen_at). */
+static void on_fleet(redisReply *reply, void *arg)
 {
     struct list_call *call = arg;
+    struct wm *ctx = call->ctx;
     bool ok = reply != NULL && reply->type == REDIS_REPLY_ARRAY &&
               reply->elements == (size_t)cJSON_GetArraySize(call->workers);
+    uint64_t now = nf_now_ms();
     size_t i = 0;
     cJSON *w = NULL;
+    if (!ok && reply != NULL && reply->type == REDIS_REPLY_ERROR)
+        nf_log_kv(NF_LOG_ERROR, "fleet_failed", "fleet script failed", "error", reply->str, NULL);
     cJSON_ArrayForEach(w, call->workers)
     {
         const redisReply *r = ok ? reply->element[i++] : NULL;
-        bool online = r != NULL && r->type == REDIS_REPLY_STRING && r->len > 0;
-        if (online) {
-            char ts[32];
-            nf_event_time(strtoull(r->str, NULL, 10), ts);
-            cJSON_ReplaceItemInObject(w, "last_seen_at", cJSON_CreateString(ts));
+        uint64_t seen = 0;
+        bool draining = false;
+        cJSON *jobs = cJSON_CreateArray();
+        if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+            if (r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len > 0)
+                seen = strtoull(r->element[0]->str, NULL, 10);
+            draining = r->element[1]->type == REDIS_REPLY_STRING &&
+                       strcmp(r->element[1]->str, "1") == 0;
+            const redisReply *ids = r->element[2];
+            for (size_t j = 0; ids->type == REDIS_REPLY_ARRAY && j < ids->elements; j++)
+                if (ids->element[j]->type == REDIS_REPLY_STRING)
+                    cJSON_AddItemToArray(jobs, cJSON_CreateString(ids->element[j]->str));
         }
-        if (ok)
-            cJSON_ReplaceItemInObject(w, "status",
-                                      cJSON_CreateString(online ? "online" : "offline"));
+        if (seen > 0) {
+            char ts[32];
+            nf_event_time(seen, ts);
+            cJSON_ReplaceItemInObject(w, "last_heartbeat_at", cJSON_CreateString(ts));
+        }
+        const char *status = wm_worker_status(now, seen, ctx->cfg.heartbeat_s, draining,
+                                              (size_t)cJSON_GetArraySize(jobs));
+        cJSON_ReplaceItemInObject(w, "status", cJSON_CreateString(status));
+        cJSON_ReplaceItemInObject(w, "current_jobs", jobs);
     }
     list_reply(call);
 }
@@ -194,8 +217,7 @@ static void on_listed(const PGresult *res, const char *err, const char *pgcode, 
         return;
     }
     int n = PQntuples(res);
-    const char **keys = nf_xcalloc((size_t)n + 1, sizeof(*keys));
-    char **owned = nf_xcalloc((size_t)n + 1, sizeof(*owned));
+    const char **ids = nf_xcalloc((size_t)n + 1, sizeof(*ids));
     for (int i = 0; i < n; i++) {
         cJSON *w = nf_json_obj();
         const char *id = nf_pg_val(res, i, "worker_id");
@@ -204,6 +226,7 @@ static void on_listed(const PGresult *res, const char *err, const char *pgcode, 
         const char *labels = nf_pg_val(res, i, "labels");
         nf_json_add_str(w, "worker_id", id);
         nf_json_add_str(w, "hostname", nf_pg_val(res, i, "hostname"));
+        nf_json_add_str(w, "status", "lost");
         nf_json_add_str(w, "gpu_type", gpu_type && *gpu_type ? gpu_type : NULL);
         nf_json_add_int(w, "gpu_count", strtol(nf_pg_val(res, i, "gpu_count") ?: "0", NULL, 10));
         cJSON *arr = cJSON_AddArrayToObject(w, "job_types");
@@ -214,25 +237,18 @@ static void on_listed(const PGresult *res, const char *err, const char *pgcode, 
                     cJSON_AddItemToArray(arr, cJSON_CreateString(wm_job_types[t]));
         cJSON *lab = labels ? nf_json_parse(labels, strlen(labels)) : NULL;
         cJSON_AddItemToObject(w, "labels", lab ? lab : nf_json_obj());
+        cJSON_AddArrayToObject(w, "current_jobs");
+        nf_json_add_str(w, "last_heartbeat_at", nf_pg_val(res, i, "last_seen_at"));
         nf_json_add_str(w, "version", nf_pg_val(res, i, "version"));
         nf_json_add_str(w, "registered_at", nf_pg_val(res, i, "registered_at"));
-        nf_json_add_str(w, "last_seen_at", nf_pg_val(res, i, "last_seen_at"));
-        nf_json_add_str(w, "status", nf_pg_val(res, i, "status"));
         cJSON_AddItemToArray(call->workers, w);
-        size_t klen = strlen(id) + 16;
-        owned[i] = nf_xcalloc(1, klen);
-        snprintf(owned[i], klen, "wm:worker:%s", id);
-        keys[i] = owned[i];
+        ids[i] = nf_json_str(w, "worker_id"); /* lives in call->workers */
     }
-    if (n == 0 || ctx->closing) {
+    if (n == 0 || ctx->closing)
         list_reply(call);
-    } else {
-        nf_redis_eval(ctx->redis, ctx->lua_seen, on_seen, call, n, n, keys, NULL);
-    }
-    for (int i = 0; i < n; i++)
-        free(owned[i]);
-    free(owned);
-    free(keys);
+    else
+        nf_redis_eval(ctx->redis, ctx->lua_fleet, on_fleet, call, 0, n, ids, NULL);
+    free(ids);
 }
 
 void wm_route_list(struct nf_http_req *req, void *arg)
@@ -260,7 +276,9 @@ void wm_route_list(struct nf_http_req *req, void *arg)
                 "SELECT worker_id, hostname, gpu_type, gpu_count, "
                 "array_to_string(job_types, ',') AS job_types, labels::text AS labels, "
                 "version, " TS_SQL("registered_at") " AS registered_at, " TS_SQL(
-                    "last_seen_at") " AS last_seen_at, status FROM wm.workers "
+                    "last_seen_at") " AS last_seen_at FROM wm.workers "
+                                    "WHERE status NOT IN ('offline', 'disabled') "
+                                    "AND last_seen_at > now() - interval '" LIST_MAX_AGE "' "
                                     "ORDER BY registered_at DESC, worker_id DESC LIMIT $1::int",
                 1, params, on_listed, call);
 }

@@ -315,3 +315,81 @@ const char *wm_bearer(const char *header)
         header++;
     return *header ? header : NULL;
 }
+
+const char *wm_worker_status(uint64_t now_ms, uint64_t last_seen_ms, int heartbeat_s,
+                             bool draining, size_t njobs)
+{
+    uint64_t limit = (uint64_t)(heartbeat_s > 0 ? heartbeat_s : 1) * 3000;
+    if (last_seen_ms == 0 || (now_ms > last_seen_ms && now_ms - last_seen_ms > limit))
+        return "lost";
+    if (draining)
+        return "draining";
+    return njobs > 0 ? "busy" : "idle";
+}
+
+/* The job event types an agent publishes itself (the others belong to the services). */
+static const char *const worker_event_types[] = {
+    "forge.job.running",   "forge.job.progress", "forge.job.log",
+    "forge.job.succeeded", "forge.job.failed",   "forge.job.cancelled",
+};
+
+#define REPORT_ID_MAX 128
+
+int wm_report_parse(const cJSON *body, enum wm_report_kind kind, const char *worker_id,
+                    struct wm_report *out, struct nf_json_err *err)
+{
+    const char *s = NULL;
+    const cJSON *ev = NULL, *data = NULL;
+    long long attempt = 0;
+
+    if (nf_json_get_str(body, "lease_id", true, &s, err) != 0)
+        return -1;
+    if (!nf_id_valid("lse", s))
+        return nf_json_fail(err, "lease_id", "lease_id must be a lease id");
+    out->lease_id = s;
+    if (nf_json_get_obj(body, "event", true, &ev, err) != 0)
+        return -1;
+    if (nf_json_get_str(ev, "specversion", true, &s, err) != 0 || strcmp(s, "1.0") != 0)
+        return nf_json_fail(err, "event.specversion", "event.specversion must be \"1.0\"");
+    if (nf_json_get_str(ev, "id", true, &s, err) != 0 || *s == '\0' ||
+        strlen(s) > REPORT_ID_MAX || !printable(s))
+        return nf_json_fail(err, "event.id", "event.id must be 1 to %d printable characters",
+                            REPORT_ID_MAX);
+    const char *type = NULL, *subject = NULL;
+    if (nf_json_get_str(ev, "type", true, &type, err) != 0)
+        return nf_json_fail(err, "event.type", "event.type must be a string");
+    if (nf_json_get_str(ev, "subject", true, &subject, err) != 0)
+        return nf_json_fail(err, "event.subject", "event.subject must be a string");
+    if (nf_json_get_obj(ev, "data", true, &data, err) != 0)
+        return nf_json_fail(err, "event.data", "event.data must be an object");
+    if (nf_json_get_str(data, "job_id", true, &s, err) != 0 || !nf_id_valid("job", s))
+        return nf_json_fail(err, "event.data.job_id", "event.data.job_id must be a job id");
+    out->job_id = s;
+    if (nf_json_get_int(data, "attempt", true, 1, 1000000, &attempt, err) != 0)
+        return nf_json_fail(err, "event.data.attempt",
+                            "event.data.attempt must be an integer >= 1");
+    out->attempt = attempt;
+
+    if (kind == WM_REPORT_EVENT) {
+        bool known = false;
+        for (size_t i = 0; i < sizeof(worker_event_types) / sizeof(worker_event_types[0]); i++)
+            known |= strcmp(type, worker_event_types[i]) == 0;
+        if (!known)
+            return nf_json_fail(err, "event.type",
+                                "event.type must be forge.job.running, progress, log, "
+                                "succeeded, failed or cancelled");
+        if (strcmp(subject, out->job_id) != 0)
+            return nf_json_fail(err, "event.subject", "event.subject must equal data.job_id");
+    } else {
+        if (strcmp(type, "forge.usage.recorded") != 0)
+            return nf_json_fail(err, "event.type", "event.type must be forge.usage.recorded");
+        if (nf_json_get_str(data, "worker_id", true, &s, err) != 0 || worker_id == NULL ||
+            strcmp(s, worker_id) != 0)
+            return nf_json_fail(err, "event.data.worker_id",
+                                "event.data.worker_id must be the reporting worker");
+        if (nf_json_get_str(data, "user_id", true, &s, err) != 0 || strcmp(subject, s) != 0)
+            return nf_json_fail(err, "event.subject", "event.subject must equal data.user_id");
+    }
+    out->event = ev;
+    return 0;
+}

@@ -63,6 +63,17 @@ static void metrics_init(struct wm *ctx)
     COUNTER(workers_registered, "wm_workers_registered_total", "workers registered");
     COUNTER(auth_failed, "wm_auth_failed_total", "worker calls refused with 403");
     COUNTER(events_failed, "wm_events_failed_total", "events not delivered to Kafka");
+    COUNTER(leases_lost_reported, "wm_heartbeat_lost_jobs_total",
+            "jobs listed in heartbeats whose lease the worker no longer holds");
+    COUNTER(workers_lost, "wm_workers_lost_total", "workers that missed 3 heartbeats");
+    COUNTER(workers_drained, "wm_workers_drained_total", "workers drained");
+    COUNTER(polls_draining, "wm_polls_draining_total", "polls of draining workers (204)");
+    COUNTER(cancel_dequeued, "wm_cancel_dequeued_total", "cancels of queued jobs");
+    COUNTER(cancel_signalled, "wm_cancel_signalled_total", "cancels passed to workers");
+    COUNTER(cancel_unknown, "wm_cancel_unknown_total", "cancels of jobs neither queued nor leased");
+    COUNTER(reports_accepted, "wm_reports_accepted_total", "HTTP fallback reports produced");
+    COUNTER(reports_refused, "wm_reports_refused_total",
+            "HTTP fallback reports refused: lease not held");
 #undef COUNTER
     ctx->m.polls_waiting =
         nf_metrics_gauge(m, "wm_polls_waiting", "long polls waiting for a job", NULL);
@@ -129,7 +140,11 @@ static int open_backends(struct wm *ctx)
     ctx->lua_reap_claim = nf_redis_script_new(ctx->redis, wm_lua_reap_claim);
     ctx->lua_reap_done = nf_redis_script_new(ctx->redis, wm_lua_reap_done);
     ctx->lua_requeue = nf_redis_script_new(ctx->redis, wm_lua_requeue);
-    ctx->lua_seen = nf_redis_script_new(ctx->redis, wm_lua_seen);
+    ctx->lua_lost_claim = nf_redis_script_new(ctx->redis, wm_lua_lost_claim);
+    ctx->lua_drain = nf_redis_script_new(ctx->redis, wm_lua_drain);
+    ctx->lua_cancel = nf_redis_script_new(ctx->redis, wm_lua_cancel);
+    ctx->lua_lease_check = nf_redis_script_new(ctx->redis, wm_lua_lease_check);
+    ctx->lua_fleet = nf_redis_script_new(ctx->redis, wm_lua_fleet);
 
     if (nf_pg_new(&ctx->pg, ctx->base, ctx->cfg.pg_dsn, PG_CONNS, PG_TIMEOUT_MS) < 0) {
         nf_log_kv(NF_LOG_ERROR, "pg_failed", "cannot create the Postgres pool", NULL);
@@ -168,6 +183,10 @@ static int open_http(struct wm *ctx)
     nf_http_route(ctx->http, "POST", "/api/workers/next_job", wm_route_next_job, ctx);
     nf_http_route(ctx->http, "POST", "/api/workers/heartbeat", wm_route_heartbeat, ctx);
     nf_http_route(ctx->http, "GET", "/api/workers", wm_route_list, ctx);
+    nf_http_route(ctx->http, "POST", "/api/workers/drain", wm_route_drain, ctx);
+    nf_http_route(ctx->http, "POST", "/api/workers/events", wm_route_events, ctx);
+    nf_http_route(ctx->http, "POST", "/api/workers/usage", wm_route_usage, ctx);
+    nf_http_route(ctx->http, "POST", "/internal/jobs/{job_id}/cancel", wm_route_cancel, ctx);
     return 0;
 }
 

@@ -8,6 +8,10 @@
  *   agent --POST /api/workers/heartbeat--> heartbeat.c --lua--> renew / release leases
  *   agent --POST /api/workers/register--> routes_workers.c --> wm.workers (Postgres)
  *   reaper.c: expired leases --> forge.job.failed (class worker_lost) --> scheduler retries
+ *             + fleet.c: workers silent for 3 heartbeats --> forge.worker.lost
+ *   agent --POST /api/workers/drain--> fleet.c: no new jobs; none left --> forge.worker.drained
+ *   scheduler --POST /internal/jobs/{id}/cancel--> cancel.c: dequeue, or tell the worker
+ *   agent --POST /api/workers/events|usage--> reports.c: lease checked (409) --> Kafka
  *
  * Files: config.c (the option table), wm.c (context, backends, routes, shutdown),
  * validate.c (pure parsing and matching, unit tested), lua.c (the Redis scripts),
@@ -125,29 +129,74 @@ void wm_dispatch_clear(struct wm_dispatch *d);
 /* Parses "Bearer <token>"; returns the token (pointer into header) or NULL. */
 const char *wm_bearer(const char *header);
 
+/*
+ * A worker's status in the fleet list: "lost" when no heartbeat came for 3 intervals
+ * (last_seen_ms 0 = never / record gone), else "draining", "busy" (holds leases) or
+ * "idle". Returns a static string.
+ */
+const char *wm_worker_status(uint64_t now_ms, uint64_t last_seen_ms, int heartbeat_s,
+                             bool draining, size_t njobs);
+
+/* A report an agent without Kafka posts to /api/workers/events or /api/workers/usage. */
+struct wm_report {
+    const cJSON *event;  /* the CloudEvents envelope (points into the body) */
+    const char *lease_id; /* points into the body */
+    const char *job_id;   /* data.job_id */
+    long long attempt;    /* data.attempt */
+};
+
+enum wm_report_kind { WM_REPORT_EVENT, WM_REPORT_USAGE };
+
+/*
+ * Checks a report body {worker_id, lease_id, event}: event is a CloudEvents 1.0
+ * envelope whose type a worker may send on that route - forge.job.{running, progress,
+ * log, succeeded, failed, cancelled} with subject = data.job_id (events), or
+ * forge.usage.recorded with data.worker_id = worker_id (usage) - and data.job_id,
+ * data.attempt are well formed. On success fills out (pointers into body) and returns 0;
+ * else -1 with err (param and message for a 422).
+ */
+int wm_report_parse(const cJSON *body, enum wm_report_kind kind, const char *worker_id,
+                    struct wm_report *out, struct nf_json_err *err);
+
 /* ---- lua.c: the Redis scripts (sources, also run by the integration tests) -------- */
 
 /*
- * enqueue: KEYS wm:job:<id>, wm:queue:<type>, wm:lease:<id>, wm:leases;
+ * enqueue: KEYS wm:job:<id>, wm:queue:<type>, wm:lease:<id>, wm:leases, wm:cancelled:<id>;
  *   ARGV data, attempt, score, job_id. Returns 1 queued, 0 duplicate (same or newer
- *   attempt already known).
+ *   attempt already known) or dropped (the job was cancelled: tombstone).
  * pop: KEYS wm:leases, wm:worker:<wid>, wm:wleases:<wid>, wm:queue:<type>...;
  *   ARGV worker_id, gpu_type, gpu_count, labels_json, lease_id, now_ms, lease_ttl_ms,
- *   scan_limit, worker_ttl_s. Returns nil or {job_id, data, attempt}.
- * heartbeat: KEYS wm:leases, wm:worker:<wid>, wm:wleases:<wid>, wm:cancel:<wid>;
- *   ARGV worker_id, now_ms, lease_ttl_ms, worker_ttl_s, done_ttl_s, pg_every_ms, then
- *   job_id, lease_id pairs. Renews (and marks confirmed) the listed leases that are this
- *   worker's; releases its confirmed leases it no longer lists. A lease never confirmed
- *   (the answer carrying the job may never have reached the worker) is not released by
- *   omission: it expires and the reaper reports it lost. Returns {update_pg (0/1),
- *   {cancelled job ids...}, renewed count, released count}.
+ *   scan_limit, worker_ttl_s. Returns nil, -1 (the worker is draining: no new jobs) or
+ *   {job_id, data, attempt}.
+ * heartbeat: KEYS wm:leases, wm:worker:<wid>, wm:wleases:<wid>, wm:cancel:<wid>,
+ *   wm:workers; ARGV worker_id, now_ms, lease_ttl_ms, worker_ttl_s, done_ttl_s,
+ *   pg_every_ms, draining ("1" = the agent is stopping), then job_id, lease_id pairs.
+ *   Renews (and marks confirmed) the listed leases that are this worker's; releases its
+ *   confirmed leases it no longer lists. A lease never confirmed (the answer carrying the
+ *   job may never have reached the worker) is not released by omission: it expires and
+ *   the reaper reports it lost. A draining worker left with no lease becomes drained
+ *   (once) and leaves wm:workers; any other known worker is (re)stamped there. Returns
+ *   {update_pg (0/1), {cancelled job ids...}, renewed, released, {lost job ids...},
+ *   draining (0/1), drained (0 no, 1 just now, 2 before)}. cancelled: listed jobs in
+ *   wm:cancel:<wid>; lost: listed jobs whose lease is not (any more) this worker's.
  * reap_claim: KEYS wm:leases; ARGV now_ms, limit, reclaim_ms. Returns a flat array of
  *   job_id, lease_json ("" when the lease key is gone), job data ("" when gone).
  * reap_done: KEYS wm:leases; ARGV job_id, lease_id ("" = unknown), done_ttl_s.
  * requeue: KEYS wm:leases, wm:queue:<type>; ARGV job_id, lease_id, score. Gives a job
  *   just leased back to its queue (the poll's client went away). Returns 1, or 0 when the
  *   lease is not that one any more.
- * seen: KEYS wm:worker:<id>...; returns each worker's last_seen_ms or "".
+ * lost_claim: KEYS wm:workers; ARGV cutoff_ms, limit. Removes workers last seen at or
+ *   before cutoff (a worker whose hash shows a newer heartbeat is re-stamped instead) and
+ *   returns a flat array of worker_id, last_seen_ms, {job ids in its wleases set}.
+ * drain: KEYS wm:worker:<wid>, wm:wleases:<wid>, wm:workers; ARGV worker_id. Returns -1
+ *   (no live worker), 1 (draining, jobs left), 2 (drained before), 3 (drained now).
+ * cancel: KEYS wm:job:<id>, wm:lease:<id>, wm:cancelled:<id>; ARGV job_id, tombstone_s.
+ *   Leaves the tombstone, then takes the job out of its ready queue, or asks its worker
+ *   to stop it. Returns {"dequeued"|"signalled"|"unknown", worker_id or ""}.
+ * lease_check: KEYS wm:lease:<id>; ARGV worker_id, lease_id, attempt. 1 when that lease
+ *   is held (not being reaped) by that worker for that attempt, else 0.
+ * fleet: no keys; ARGV worker ids. Returns per worker {last_seen_ms or "", draining
+ *   ("1" or ""), {job ids leased to it, sorted}}.
  */
 extern const char wm_lua_enqueue[];
 extern const char wm_lua_pop[];
@@ -155,7 +204,11 @@ extern const char wm_lua_heartbeat[];
 extern const char wm_lua_reap_claim[];
 extern const char wm_lua_reap_done[];
 extern const char wm_lua_requeue[];
-extern const char wm_lua_seen[];
+extern const char wm_lua_lost_claim[];
+extern const char wm_lua_drain[];
+extern const char wm_lua_cancel[];
+extern const char wm_lua_lease_check[];
+extern const char wm_lua_fleet[];
 
 /* ---- the running service ---------------------------------------------------------- */
 
@@ -174,6 +227,15 @@ struct wm_metrics {
     struct nf_counter *workers_registered;
     struct nf_counter *auth_failed;
     struct nf_counter *events_failed;
+    struct nf_counter *leases_lost_reported; /* heartbeats listing leases no longer held */
+    struct nf_counter *workers_lost;
+    struct nf_counter *workers_drained;
+    struct nf_counter *polls_draining; /* polls of draining workers answered 204 */
+    struct nf_counter *cancel_dequeued;
+    struct nf_counter *cancel_signalled;
+    struct nf_counter *cancel_unknown;
+    struct nf_counter *reports_accepted; /* HTTP fallback events and usage produced */
+    struct nf_counter *reports_refused;  /* ... refused 409: lease not held */
     struct nf_gauge *polls_waiting;
 };
 
@@ -194,7 +256,11 @@ struct wm {
     struct nf_redis_script *lua_reap_claim;
     struct nf_redis_script *lua_reap_done;
     struct nf_redis_script *lua_requeue;
-    struct nf_redis_script *lua_seen;
+    struct nf_redis_script *lua_lost_claim;
+    struct nf_redis_script *lua_drain;
+    struct nf_redis_script *lua_cancel;
+    struct nf_redis_script *lua_lease_check;
+    struct nf_redis_script *lua_fleet;
     uint8_t reg_token_hash[32]; /* SHA-256 of the registration token */
     struct wm_poll *polls;      /* waiting long polls (doubly linked) */
     size_t npolls;
@@ -225,7 +291,29 @@ void wm_consume_free_retries(struct wm *ctx);
 
 /* routes_workers.c */
 void wm_route_register(struct nf_http_req *req, void *arg);
+/* GET /api/workers/: {"data": [worker...]} with live status, current jobs, last heartbeat.
+ * The gateway authenticates the user's API key before forwarding it. */
 void wm_route_list(struct nf_http_req *req, void *arg);
+/* Constant-time check of token against the registration token (operator secret). */
+bool wm_registration_ok(const struct wm *ctx, const char *token);
+
+/* fleet.c */
+/* POST /api/workers/drain {worker_id}: registration token or that worker's token. */
+void wm_route_drain(struct nf_http_req *req, void *arg);
+/* One lost-worker scan (called by the reaper's tick): forge.worker.lost per worker. */
+void wm_fleet_scan(struct wm *ctx);
+/* Emits forge.worker.drained (the worker is draining and holds no lease). */
+void wm_worker_drained(struct wm *ctx, const char *worker_id, const char *reason);
+
+/* cancel.c */
+/* POST /internal/jobs/{job_id}/cancel -> 200 {"job_id", "state", "worker_id"}. */
+void wm_route_cancel(struct nf_http_req *req, void *arg);
+
+/* reports.c */
+/* POST /api/workers/events and /api/workers/usage: the HTTP fallback for agents without
+ * Kafka; 409 when the worker does not hold the lease. */
+void wm_route_events(struct nf_http_req *req, void *arg);
+void wm_route_usage(struct nf_http_req *req, void *arg);
 
 /* next_job.c */
 void wm_route_next_job(struct nf_http_req *req, void *arg);

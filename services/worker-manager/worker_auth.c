@@ -186,5 +186,8 @@ void wm_worker_cache(struct wm *ctx, const struct wm_worker *w, const char *regi
     nf_redis_cmd_argv(ctx->redis, NULL, NULL, (int)(sizeof(argv) / sizeof(argv[0])), argv, NULL);
     const char *exp[] = {"EXPIRE", key, ttl};
     nf_redis_cmd_argv(ctx->redis, NULL, NULL, 3, exp, NULL);
+    /* liveness for the lost-worker scan (fleet.c); NX: never move a newer stamp back */
+    const char *live[] = {"ZADD", "wm:workers", "NX", now, w->worker_id};
+    nf_redis_cmd_argv(ctx->redis, NULL, NULL, 5, live, NULL);
     free(labels);
 }

@@ -9,9 +9,13 @@
  *                                 --204--> poll again
  *                                 --403--> register again
  *                                 --else-> retry with backoff
- *   heartbeat every heartbeat_interval_s: leases + progress; `cancelled` -> wk_job_cancel
+ *   heartbeat every heartbeat_interval_s: leases + progress (+ draining once stopping);
+ *   answer: `cancelled` -> wk_job_cancel, `lost` -> wk_job_lost, `drain` -> wk_drain
  *   farewell at shutdown: one last heartbeat without jobs, so the manager releases the
- *   leases of jobs already reported instead of reaping them as lost later
+ *   leases of jobs already reported instead of reaping them as lost later, and records
+ *   the worker as drained
+ *   resume: with NF_WORKER_ID/NF_WORKER_TOKEN the agent skips registration and starts
+ *   heartbeating and polling as that worker; a 403 makes it register anew
  *
  * Polls use their own HTTP client so a shutdown can drop a waiting poll at once.
  */
@@ -96,6 +100,20 @@ static void on_registered(const struct nf_http_resp *resp, void *arg)
               code, "body", resp->body, NULL);
     ctx->exit_code = 1;
     nf_app_stop(ctx->app);
+}
+
+void wk_api_resume(struct wk *ctx)
+{
+    snprintf(ctx->worker_id, sizeof(ctx->worker_id), "%s", ctx->cfg.worker_id);
+    snprintf(ctx->source, sizeof(ctx->source), "nf-worker/%s", ctx->worker_id);
+    free(ctx->worker_token);
+    ctx->worker_token = nf_xstrdup(ctx->cfg.worker_token);
+    ctx->heartbeat_s = 1; /* until the first heartbeat answer tells the interval */
+    ctx->registered = true;
+    nf_log_kv(NF_LOG_INFO, "resumed", "running as a pre-registered worker", "worker_id",
+              ctx->worker_id, NULL);
+    wk_api_heartbeat_start(ctx);
+    wk_slot_freed(ctx);
 }
 
 void wk_api_register(struct wk *ctx)
@@ -218,17 +236,31 @@ static void on_heartbeat_done(const struct nf_http_resp *resp, void *arg)
     }
     cJSON *body = nf_json_parse(resp->body, resp->len);
     const cJSON *cancelled = cJSON_GetObjectItemCaseSensitive(body, "cancelled");
+    const cJSON *lost = cJSON_GetObjectItemCaseSensitive(body, "lost");
     const cJSON *it = NULL;
     cJSON_ArrayForEach(it, cancelled)
     {
         if (cJSON_IsString(it)) {
-            nf_log_kv(NF_LOG_INFO, "job_cancel_received", "job to stop", "job_id", it->valuestring,
-                      NULL);
+            nf_log_kv(NF_LOG_INFO, "job_cancel_received", "job cancelled: stopping it", "job_id",
+                      it->valuestring, NULL);
             wk_job_cancel(ctx, it->valuestring);
         }
     }
+    cJSON_ArrayForEach(it, lost)
+    {
+        if (cJSON_IsString(it))
+            wk_job_lost(ctx, it->valuestring);
+    }
+    bool drain = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "drain"));
+    long long hb = nf_json_int(body, "heartbeat_interval_s", ctx->heartbeat_s);
     cJSON_Delete(body);
+    if (hb >= 1 && hb <= 300 && hb != ctx->heartbeat_s) {
+        ctx->heartbeat_s = (int)hb; /* the manager's setting (a resumed agent starts at 1 s) */
+        wk_api_heartbeat_start(ctx);
+    }
     wk_jobs_heartbeat_done(ctx, true);
+    if (drain)
+        wk_drain(ctx);
 }
 
 /* Sends a heartbeat listing the current jobs; cb gets the answer. -1 if not sent. */
@@ -238,6 +270,8 @@ static int send_heartbeat(struct wk *ctx, nf_http_client_cb cb, int timeout_ms)
     cJSON *body = nf_json_obj();
     nf_json_add_str(body, "worker_id", ctx->worker_id);
     cJSON_AddItemToObject(body, "jobs", wk_jobs_heartbeat(ctx));
+    if (ctx->stopping || ctx->draining)
+        cJSON_AddTrueToObject(body, "draining");
     char *text = nf_json_print(body);
     cJSON_Delete(body);
     char *auth = auth_header(ctx->worker_token);

@@ -27,8 +27,9 @@ const struct nf_cfg_opt wk_cfg_opts[] = {
         "the API base URL the agent registers and polls at (http only)"),
     OPT("NF_WORKER_REGISTRATION_TOKEN", NF_CFG_STR, NULL, 16, 0, true, reg_token,
         "operator secret presented at registration"),
-    OPT("NF_KAFKA_BROKERS", NF_CFG_STR, "127.0.0.1:9092", 1, 0, false, brokers,
-        "Kafka bootstrap servers (job events and usage are published directly)"),
+    OPT("NF_KAFKA_BROKERS", NF_CFG_STR, "127.0.0.1:9092", 0, 0, false, brokers,
+        "Kafka bootstrap servers (job events and usage are published directly); empty = "
+        "no Kafka: report through POST /api/workers/events and /usage"),
     OPT("NF_WORKER_HANDLERS", NF_CFG_STR, NF_SOURCE_DIR "/handlers", 1, 0, false, handlers,
         "directory holding one executable per job type"),
     OPT("NF_WORKER_ARTIFACT_ROOT", NF_CFG_STR, NULL, 1, 0, false, artifact_root,
@@ -54,6 +55,10 @@ const struct nf_cfg_opt wk_cfg_opts[] = {
         "GPU time is metered in windows of this many seconds"),
     OPT("NF_WORKER_PROGRESS_INTERVAL_MS", NF_CFG_INT, "500", 0, 60000, false, progress_ms,
         "at most one progress event per job per this interval"),
+    OPT("NF_WORKER_ID", NF_CFG_STR, "", 0, 64, false, worker_id,
+        "a pre-registered worker id to run as (with NF_WORKER_TOKEN); empty = register"),
+    OPT("NF_WORKER_TOKEN", NF_CFG_STR, "", 0, 256, true, worker_token,
+        "the worker token of NF_WORKER_ID"),
 };
 const size_t wk_cfg_nopts = sizeof(wk_cfg_opts) / sizeof(wk_cfg_opts[0]);
 
@@ -204,6 +209,15 @@ int wk_config_load(struct wk_config *cfg, struct wk_settings *set, char *err, si
     }
     if (wk_parse_labels(cfg->labels, &set->labels, err, errlen) < 0)
         return -1;
+    if ((cfg->worker_id[0] != '\0') != (cfg->worker_token[0] != '\0')) {
+        snprintf(err, errlen, "NF_WORKER_ID and NF_WORKER_TOKEN: set both or neither");
+        return -1;
+    }
+    if (cfg->worker_id[0] != '\0' && !nf_id_valid("wrk", cfg->worker_id)) {
+        snprintf(err, errlen, "NF_WORKER_ID: must be a worker id wrk_<ULID> (got \"%s\")",
+                 cfg->worker_id);
+        return -1;
+    }
     if (cfg->hostname[0] != '\0') {
         set->hostname = nf_xstrdup(cfg->hostname);
     } else {

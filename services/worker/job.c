@@ -11,7 +11,11 @@
  *       lease confirmed by a heartbeat (one is sent as the job starts) --> slot freed
  *
  * The child runs in its own process group so a timeout or cancel reaches its children
- * too. Only async-signal-safe calls happen between fork and exec (librdkafka has threads).
+ * too, and gets SIGKILL if the agent dies (PR_SET_PDEATHSIG). Only async-signal-safe
+ * calls happen between fork and exec (librdkafka has threads).
+ *
+ * Stops: timeout (failed, class timeout), cancel (forge.job.cancelled), shutdown (failed,
+ * infra), lease lost (nothing reported: the job already has a new attempt elsewhere).
  */
 #define _GNU_SOURCE /* pipe2, close_range */
 #include <errno.h>
@@ -21,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,7 +44,7 @@ extern char **environ;
 #define MAX_STDERR_LOGGED 10000 /* stderr lines logged per job */
 #define STDERR_LOG_MAX 1024     /* a logged stderr line is cut to this */
 
-enum stop_reason { STOP_NONE = 0, STOP_TIMEOUT, STOP_CANCEL, STOP_SHUTDOWN };
+enum stop_reason { STOP_NONE = 0, STOP_TIMEOUT, STOP_CANCEL, STOP_SHUTDOWN, STOP_LOST };
 
 struct wk_job {
     struct wk *ctx;
@@ -80,6 +85,7 @@ struct wk_job {
     bool hb_listed;   /* listed in the heartbeat in flight */
     bool confirmed;   /* a heartbeat listing it was answered: the manager knows the worker
                          holds it, so leaving it out of the list releases it */
+    bool lost;        /* the manager said the lease is gone: report nothing more */
 };
 
 static void finish(struct wk_job *job);
@@ -454,7 +460,7 @@ static void on_kill(evutil_socket_t fd, short what, void *arg)
 
 static void terminate(struct wk_job *job, enum stop_reason reason)
 {
-    static const char *const names[] = {"", "timeout", "cancelled", "shutdown"};
+    static const char *const names[] = {"", "timeout", "cancelled", "shutdown", "lease_lost"};
     if (job->pid <= 0 || job->exited || job->stop != STOP_NONE)
         return;
     job->stop = reason;
@@ -475,6 +481,32 @@ void wk_job_cancel(struct wk *ctx, const char *job_id)
     struct wk_job *job = find_job(ctx, job_id, 0);
     if (job != NULL && !job->finished)
         terminate(job, STOP_CANCEL);
+}
+
+void wk_job_lost(struct wk *ctx, const char *job_id)
+{
+    struct wk_job *job = find_job(ctx, job_id, 0);
+    if (job == NULL)
+        return;
+    /* The manager no longer counts this lease as ours: leaving the job out of the next
+     * heartbeat cannot release anything, so the slot may be freed without a confirmation. */
+    job->confirmed = true;
+    job->lost = true;
+    if (job->finished) {
+        nf_log_kv(NF_LOG_WARN, "job_lease_lost", "lease lost after the job finished", "job_id",
+                  job->job_id, NULL);
+        return;
+    }
+    nf_log_kv(NF_LOG_WARN, "job_lease_lost",
+              "lease lost (missed heartbeats or superseded): stopping the handler, no report",
+              "job_id", job->job_id, NULL);
+    terminate(job, STOP_LOST);
+}
+
+const char *wk_job_lease(struct wk *ctx, const char *job_id)
+{
+    struct wk_job *job = find_job(ctx, job_id, 0);
+    return job != NULL ? job->lease_id : NULL;
 }
 
 void wk_jobs_terminate(struct wk *ctx)
@@ -540,13 +572,18 @@ static void free_env(char **env)
 
 /* Child side: only async-signal-safe calls until execve. */
 static void child_exec(const char *path, char *const argv[], char *const env[], int fd_in,
-                       int fd_out, int fd_err, int fd_report, const char *dir)
+                       int fd_out, int fd_err, int fd_report, const char *dir, pid_t parent)
 {
     sigset_t none;
     struct sigaction dfl;
     int e;
 
     setpgid(0, 0);
+    /* The handler dies with the agent: a SIGKILLed agent's job is requeued elsewhere, and
+     * an orphan must not keep the GPU busy or write artifacts for a lost attempt. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
     if (dup2(fd_in, 0) < 0 || dup2(fd_out, 1) < 0 || dup2(fd_err, 2) < 0)
         goto fail;
     /* Every other descriptor (sockets of the agent) closes at exec. */
@@ -600,9 +637,10 @@ static int spawn(struct wk_job *job, const cJSON *doc, const char **why)
     }
     char *argv[] = {path, NULL};
     char **env = build_env(job);
+    pid_t parent = getpid();
     pid_t pid = fork();
     if (pid == 0)
-        child_exec(path, argv, env, in[0], out[1], err[1], rep[1], job->dir);
+        child_exec(path, argv, env, in[0], out[1], err[1], rep[1], job->dir, parent);
     free_env(env);
     if (pid < 0) {
         *why = "fork failed";
@@ -711,7 +749,10 @@ static void report_outcome(struct wk_job *job)
     char msg[768];
     const char *tail = job->last_stderr[0] ? job->last_stderr : "no stderr output";
 
-    if (job->stop == STOP_CANCEL) {
+    if (job->lost || job->stop == STOP_LOST) {
+        nf_log_kv(NF_LOG_WARN, "job_abandoned_lost", "job stopped after its lease was lost; "
+                  "another attempt owns it", "job_id", job->job_id, NULL);
+    } else if (job->stop == STOP_CANCEL) {
         nf_log_kv(NF_LOG_INFO, "job_cancelled", "job cancelled", "job_id", job->job_id, NULL);
         wk_publish_job_event(job->ctx, job, "forge.job.cancelled", event_data(job, "cancelled"),
                              true);
@@ -752,6 +793,11 @@ static void finish(struct wk_job *job)
                   job->job_id, "malformed", m, "logs_dropped", d, NULL);
     }
     wk_job_hold(job); /* keep job alive while queuing its messages */
+    if (job->lost) {
+        report_outcome(job); /* logged only: the attempt belongs to nobody here any more */
+        wk_job_delivered(job);
+        return;
+    }
     if (job->progress_dirty)
         send_progress(job); /* the last value the throttle held back */
     emit_final_usage(job);

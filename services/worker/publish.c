@@ -1,20 +1,28 @@
 /*
- * Kafka publishing for the agent.
+ * Publishing for the agent: Kafka, or the API when the agent has no Kafka.
  *
  *   wk_publish --produce--> delivered --> wk_job_delivered (slot freed when it was the
  *                  |                        job's last message and the job finished)
  *                  +--> not queued / delivery failed --> timer (0.5 s doubling to 10 s)
  *                                                        --> produce again
  *
+ *   without Kafka (NF_KAFKA_BROKERS empty): POST /api/workers/events (job events) or
+ *   /api/workers/usage {worker_id, lease_id, event}, one request at a time, in order
+ *                  --> 202 delivered
+ *                  --> 409 the lease is gone: dropped (the job moved on without us)
+ *                  --> other 4xx: dropped, logged (a bug: retrying cannot help)
+ *                  --> no answer / 5xx / 429: retried like a Kafka failure
+ *
  * Nothing a job accepted is dropped while the agent runs: a terminal event or a usage
- * record is retried until Kafka takes it. Only teardown (after the drain) gives up, and
- * says so in the log.
+ * record is retried until Kafka (or the API) takes it. Only teardown (after the drain)
+ * gives up, and says so in the log.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "nf_event.h"
+#include "nf_http.h"
 #include "nf_log.h"
 #include "wk.h"
 
@@ -114,11 +122,72 @@ static void on_delivery(int err, const char *errstr, void *arg)
     done(o);
 }
 
+static void on_reported(const struct nf_http_resp *resp, void *arg)
+{
+    struct wk_out *o = arg;
+    struct wk *ctx = o->ctx;
+    char code[8];
+    snprintf(code, sizeof(code), "%d", resp->status);
+    if (resp->status == 202 || resp->status == 200) {
+        done(o);
+        return;
+    }
+    if (resp->status == 409) {
+        nf_log_kv(NF_LOG_WARN, "publish_refused", "report refused: the lease is gone", "topic",
+                  o->topic, "key", o->key, NULL);
+        done(o);
+        return;
+    }
+    if (resp->status >= 400 && resp->status < 500 && resp->status != 429 && !ctx->closing) {
+        nf_log_kv(NF_LOG_ERROR, "publish_rejected", "report rejected by the API", "topic",
+                  o->topic, "status", code, "body", resp->body, NULL);
+        done(o);
+        return;
+    }
+    retry_later(o, resp->error ? resp->error : code);
+}
+
+/* The HTTP fallback: one report through the API. -1 when it cannot be sent now. */
+static int report(struct wk_out *o)
+{
+    struct wk *ctx = o->ctx;
+    char path[256], auth[512];
+    bool usage = strcmp(o->topic, "forge.usage") == 0;
+    cJSON *ev = nf_json_parse(o->payload, strlen(o->payload));
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(ev, "data");
+    const char *lease = wk_job_lease(ctx, nf_json_str(data, "job_id"));
+    if (ev == NULL || lease == NULL || ctx->worker_token == NULL || ctx->report_http == NULL) {
+        cJSON_Delete(ev);
+        return -1;
+    }
+    cJSON *body = nf_json_obj();
+    nf_json_add_str(body, "worker_id", ctx->worker_id);
+    nf_json_add_str(body, "lease_id", lease);
+    cJSON_AddItemToObject(body, "event", ev); /* owned by body */
+    char *text = nf_json_print(body);
+    cJSON_Delete(body);
+    snprintf(path, sizeof(path), "%s/api/workers/%s", ctx->set.api_prefix,
+             usage ? "usage" : "events");
+    snprintf(auth, sizeof(auth), "Bearer %s", ctx->worker_token);
+    const char *headers[] = {"Authorization", auth, NULL};
+    int rc = nf_http_client_request(ctx->report_http, "POST", path, headers, text, strlen(text),
+                                    0, on_reported, o);
+    explicit_bzero(auth, sizeof(auth));
+    free(text);
+    return rc;
+}
+
 static void produce(struct wk_out *o)
 {
     struct wk *ctx = o->ctx;
     if (ctx->producer == NULL) {
-        retry_later(o, "no producer");
+        if (ctx->cfg.brokers == NULL || ctx->cfg.brokers[0] != '\0') {
+            retry_later(o, "no producer");
+        } else if (wk_job_lease(ctx, o->key) == NULL && o->job == NULL) {
+            done(o); /* a fire-and-forget event of a job already gone: nothing to attach */
+        } else if (report(o) < 0) {
+            retry_later(o, "report not sent");
+        }
         return;
     }
     int rc = nf_kafka_produce(ctx->producer, o->topic, o->key, o->payload, strlen(o->payload),

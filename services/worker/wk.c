@@ -1,11 +1,17 @@
 /*
- * The agent context: start-up, SIGTERM drain and teardown.
+ * The agent context: start-up, SIGTERM drain, operator drain and teardown.
  *
- *   start:   artifact root -> Kafka producer -> HTTP clients -> SIGCHLD -> register
- *   SIGTERM: stop polling (the waiting poll is dropped) -> running jobs may finish for
- *            NF_WORKER_DRAIN_TIMEOUT_S -> then they are terminated and reported failed
- *            (infra) -> every message delivered -> nf_app_stop_done -> wk_free flushes
- *            Kafka -> exit 0
+ *   start:   artifact root -> Kafka producer (none when NF_KAFKA_BROKERS is empty: HTTP
+ *            fallback) -> HTTP clients -> SIGCHLD -> register (or the pre-registered
+ *            NF_WORKER_ID / NF_WORKER_TOKEN)
+ *   SIGTERM: stop polling (the waiting poll is dropped), heartbeat now with draining:
+ *            true (the manager gives this worker nothing more) -> running jobs may
+ *            finish for NF_WORKER_DRAIN_TIMEOUT_S -> then they are terminated and reported
+ *            failed (infra) -> every message delivered -> the last heartbeat lists no job:
+ *            the manager releases the leases and emits forge.worker.drained ->
+ *            nf_app_stop_done -> wk_free flushes Kafka -> exit 0
+ *   drain:   a heartbeat answer says drain (POST /api/workers/drain by the operator):
+ *            stop polling, let every job finish (no deadline), then stop as above
  */
 #include <errno.h>
 #include <signal.h>
@@ -78,7 +84,34 @@ void wk_slot_freed(struct wk *ctx)
             event_active(ctx->finish, EV_TIMEOUT, 0);
         return;
     }
+    if (ctx->draining) {
+        if (ctx->njobs == 0)
+            nf_app_stop(ctx->app); /* wk_on_stop: nothing left, straight to the farewell */
+        return;
+    }
     wk_api_poll(ctx);
+}
+
+/* Drops the waiting long poll, if any (its callback fires with status 0 and is ignored). */
+static void drop_poll(struct wk *ctx)
+{
+    struct nf_http_client *poll = ctx->poll_http;
+    ctx->poll_http = NULL;
+    nf_http_client_free(poll);
+}
+
+void wk_drain(struct wk *ctx)
+{
+    if (ctx->draining || ctx->stopping || ctx->closing)
+        return;
+    ctx->draining = true;
+    char n[16];
+    snprintf(n, sizeof(n), "%d", ctx->njobs);
+    nf_log_kv(NF_LOG_INFO, "draining", "drain requested: no new jobs, exiting when idle", "jobs",
+              n, NULL);
+    evtimer_del(ctx->retry);
+    drop_poll(ctx);
+    wk_slot_freed(ctx);
 }
 
 int wk_new(struct wk **out, struct nf_app *app, struct wk_config *cfg, struct wk_settings *set)
@@ -109,8 +142,11 @@ int wk_new(struct wk **out, struct nf_app *app, struct wk_config *cfg, struct wk
     if (access(ctx->cfg.handlers, R_OK | X_OK) < 0)
         nf_log_kv(NF_LOG_WARN, "handlers_missing", "handler directory not readable", "path",
                   ctx->cfg.handlers, NULL);
-    if (nf_kafka_producer_new(&ctx->producer, ctx->base, ctx->cfg.brokers, "nf-worker", NULL, err,
-                              sizeof(err)) < 0) {
+    if (ctx->cfg.brokers[0] == '\0') {
+        nf_log_kv(NF_LOG_INFO, "kafka_none",
+                  "no Kafka brokers: job events and usage go through the API", NULL);
+    } else if (nf_kafka_producer_new(&ctx->producer, ctx->base, ctx->cfg.brokers, "nf-worker",
+                                     NULL, err, sizeof(err)) < 0) {
         nf_log_kv(NF_LOG_ERROR, "kafka_failed", "cannot create the Kafka producer", "error", err,
                   NULL);
         goto fail;
@@ -118,6 +154,8 @@ int wk_new(struct wk **out, struct nf_app *app, struct wk_config *cfg, struct wk
     if (nf_http_client_new(&ctx->http, ctx->base, ctx->set.api_host, ctx->set.api_port,
                            HTTP_TIMEOUT_MS, 2) < 0 ||
         nf_http_client_new(&ctx->poll_http, ctx->base, ctx->set.api_host, ctx->set.api_port,
+                           HTTP_TIMEOUT_MS, 1) < 0 ||
+        nf_http_client_new(&ctx->report_http, ctx->base, ctx->set.api_host, ctx->set.api_port,
                            HTTP_TIMEOUT_MS, 1) < 0) {
         nf_log_kv(NF_LOG_ERROR, "http_client_failed", "cannot create the HTTP client", NULL);
         goto fail;
@@ -129,7 +167,10 @@ int wk_new(struct wk **out, struct nf_app *app, struct wk_config *cfg, struct wk
     if (!ctx->retry || !ctx->finish || !ctx->drain || !ctx->sigchld ||
         event_add(ctx->sigchld, NULL) < 0)
         goto fail;
-    wk_api_register(ctx);
+    if (ctx->cfg.worker_id[0] != '\0')
+        wk_api_resume(ctx); /* the pre-registered identity; registers if it is refused */
+    else
+        wk_api_register(ctx);
     *out = ctx;
     return 0;
 fail:
@@ -147,9 +188,8 @@ void wk_on_stop(void *arg)
     snprintf(n, sizeof(n), "%d", ctx->njobs);
     nf_log_kv(NF_LOG_INFO, "stopping", "stopping: no new jobs, draining", "jobs", n, NULL);
     evtimer_del(ctx->retry);
-    struct nf_http_client *poll = ctx->poll_http;
-    ctx->poll_http = NULL;
-    nf_http_client_free(poll); /* a waiting poll fires with status 0 and is ignored */
+    drop_poll(ctx);
+    wk_api_heartbeat_now(ctx); /* draining: true, so the manager stops leasing to us */
     if (ctx->njobs == 0) {
         event_active(ctx->finish, EV_TIMEOUT, 0);
         return;
@@ -177,6 +217,7 @@ void wk_free(struct wk *ctx)
     if (ctx->sigchld)
         event_free(ctx->sigchld);
     nf_http_client_free(ctx->poll_http);
+    nf_http_client_free(ctx->report_http);
     nf_http_client_free(ctx->http);
     /* Delivery reports fire here; failures are given up (publish_lost in the log). */
     nf_kafka_producer_free(ctx->producer, PRODUCER_FLUSH_MS);

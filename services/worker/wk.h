@@ -4,12 +4,14 @@
  * runs handlers/<job_type> per job and publishes job events and usage to Kafka.
  *
  *   api.c      register (retry with backoff) --> poll next_job --> wk_job_start
- *              heartbeat every heartbeat_interval_s (leases + progress; cancels back)
+ *              heartbeat every heartbeat_interval_s (leases + progress; cancelled and
+ *              lost jobs and the drain flag back)
  *   job.c      fork/exec handler, stdin = job JSON, stdout lines --> proto.c
  *              SIGCHLD --> exit status --> terminal event (+ artifacts.c, usage.c)
  *   publish.c  Kafka with retry: a job's slot is freed only after its terminal event and
- *              usage were delivered
- *   wk.c       context, configuration parsing, SIGTERM drain
+ *              usage were delivered. Without Kafka (NF_KAFKA_BROKERS empty) the same
+ *              messages go to POST /api/workers/events|usage, which check the lease
+ *   wk.c       context, configuration parsing, SIGTERM drain, operator drain
  *
  * Pure, unit-tested parts: proto.c (stdout protocol), artifacts.c (path checks, digests),
  * usage.c (window ids and usage records), config.c (URL, labels, types parsing).
@@ -58,6 +60,8 @@ struct wk_config {
     int kill_grace_s;    /* NF_WORKER_KILL_GRACE_S */
     int usage_window_s;  /* NF_WORKER_USAGE_WINDOW_S */
     int progress_ms;     /* NF_WORKER_PROGRESS_INTERVAL_MS */
+    char *worker_id;     /* NF_WORKER_ID: a pre-registered identity ("" = register) */
+    char *worker_token;  /* NF_WORKER_TOKEN (secret), with NF_WORKER_ID */
 };
 
 extern const struct nf_cfg_opt wk_cfg_opts[];
@@ -174,6 +178,7 @@ struct wk {
     struct nf_kafka_producer *producer;
     struct nf_http_client *http;      /* register and heartbeat */
     struct nf_http_client *poll_http; /* next_job long polls (dropped at SIGTERM) */
+    struct nf_http_client *report_http; /* HTTP fallback reports (no Kafka), one at a time */
     char worker_id[NF_ID_MAX];
     char *worker_token;
     char source[NF_ID_MAX + 16]; /* "nf-worker/<worker_id>" */
@@ -194,6 +199,7 @@ struct wk {
     int njobs;
     struct wk_out *outs; /* messages waiting for a Kafka retry */
     bool stopping;       /* SIGTERM: no new jobs */
+    bool draining;       /* the manager said drain: no new jobs, exit once idle */
     bool closing;        /* tearing down: callbacks must not chain */
     int exit_code;
 };
@@ -204,11 +210,15 @@ struct wk {
 int wk_new(struct wk **out, struct nf_app *app, struct wk_config *cfg, struct wk_settings *set);
 void wk_free(struct wk *ctx);
 void wk_on_stop(void *arg);
-/* A job slot became free (or the agent is idle): poll, or finish a shutdown. */
+/* A job slot became free (or the agent is idle): poll, or finish a shutdown or drain. */
 void wk_slot_freed(struct wk *ctx);
+/* The manager asked this worker to drain: stop polling, exit once every job is reported. */
+void wk_drain(struct wk *ctx);
 
 /* api.c */
 void wk_api_register(struct wk *ctx);
+/* Starts as the pre-registered NF_WORKER_ID (heartbeat + poll); a 403 registers anew. */
+void wk_api_resume(struct wk *ctx);
 void wk_api_poll(struct wk *ctx);
 void wk_api_heartbeat_start(struct wk *ctx);
 /* Sends a heartbeat now (or right after the one in flight). */
@@ -221,8 +231,14 @@ void wk_api_farewell(struct wk *ctx);
 /* Starts a job from a next_job answer (job object and lease id; job not consumed). When
  * the agent is stopping, the job is reported failed (infra) without running. */
 void wk_job_start(struct wk *ctx, const cJSON *job, const char *lease_id);
-/* Heartbeat said stop (cancelled or lease lost). */
+/* Heartbeat said the user cancelled the job: SIGTERM, grace, SIGKILL, then
+ * forge.job.cancelled. */
 void wk_job_cancel(struct wk *ctx, const char *job_id);
+/* Heartbeat said the lease is gone (reaped or superseded): stop the handler and report
+ * nothing - the job has moved on without this worker. */
+void wk_job_lost(struct wk *ctx, const char *job_id);
+/* The lease id of a job this agent holds (for HTTP fallback reports); NULL if unknown. */
+const char *wk_job_lease(struct wk *ctx, const char *job_id);
 /* Drain deadline: terminate every running job (reported failed, class infra). */
 void wk_jobs_terminate(struct wk *ctx);
 /* The heartbeat's jobs array: [{job_id, lease_id, progress}]; marks the jobs listed. */

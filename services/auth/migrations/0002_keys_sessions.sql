@@ -12,3 +12,8 @@ CREATE INDEX api_keys_live_idx ON auth.api_keys (user_id) WHERE revoked_at IS NU
 
 -- Where a session was opened from (shown to the user, audited); never a secret.
 ALTER TABLE auth.sessions ADD COLUMN client_addr text;
+
+-- Times as the API writes them: RFC 3339 UTC with milliseconds ("2026-11-28T21:03:52.123Z").
+CREATE FUNCTION auth.rfc3339(t timestamptz) RETURNS text
+    LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+    AS $$ SELECT to_char(t AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"') $$;

@@ -90,7 +90,7 @@ static void test_hash_then_verify(void **state)
     snprintf(pw, sizeof(pw), "correct horse battery");
     assert_int_equal(auth_hasher_hash(h, pw, done, &made), 0);
     memset(pw, 'x', sizeof(pw) - 1); /* the hasher works on its own copy */
-    assert_int_equal(made.calls, 0);   /* never called synchronously */
+    assert_int_equal(made.calls, 0); /* never called synchronously */
     wait_all(&made, 1);
     assert_int_equal(made.calls, 1);
     assert_int_equal(made.rc, AUTH_HASH_OK);
@@ -169,12 +169,12 @@ static void test_bad_arguments(void **state)
 {
     struct auth_hasher *h = (struct auth_hasher *)0x1;
 
-    assert_int_equal(auth_hasher_new(&h, base, 0, 4, crypto_pwhash_OPSLIMIT_MIN,
-                                     crypto_pwhash_MEMLIMIT_MIN),
-                     -1);
-    assert_int_equal(auth_hasher_new(&h, base, 1, 0, crypto_pwhash_OPSLIMIT_MIN,
-                                     crypto_pwhash_MEMLIMIT_MIN),
-                     -1);
+    assert_int_equal(
+        auth_hasher_new(&h, base, 0, 4, crypto_pwhash_OPSLIMIT_MIN, crypto_pwhash_MEMLIMIT_MIN),
+        -1);
+    assert_int_equal(
+        auth_hasher_new(&h, base, 1, 0, crypto_pwhash_OPSLIMIT_MIN, crypto_pwhash_MEMLIMIT_MIN),
+        -1);
     assert_ptr_equal(h, (struct auth_hasher *)0x1); /* untouched on failure */
 }
 

@@ -153,16 +153,16 @@ static void test_utf8(void **state)
 {
     assert_int_equal(auth_utf8_len(""), 0);
     assert_int_equal(auth_utf8_len("abc"), 3);
-    assert_int_equal(auth_utf8_len("h\xc3\xa9llo"), 5);                /* e acute */
-    assert_int_equal(auth_utf8_len("\xe2\x82\xac"), 1);                /* euro sign */
-    assert_int_equal(auth_utf8_len("\xf0\x9f\x94\x91"), 1);            /* U+1F511 */
+    assert_int_equal(auth_utf8_len("h\xc3\xa9llo"), 5);     /* e acute */
+    assert_int_equal(auth_utf8_len("\xe2\x82\xac"), 1);     /* euro sign */
+    assert_int_equal(auth_utf8_len("\xf0\x9f\x94\x91"), 1); /* U+1F511 */
     assert_int_equal(auth_utf8_len(NULL), -1);
-    assert_int_equal(auth_utf8_len("\xc3"), -1);                         /* truncated */
-    assert_int_equal(auth_utf8_len("\xc0\xaf"), -1);                     /* overlong '/' */
-    assert_int_equal(auth_utf8_len("\xe0\x80\xaf"), -1);                 /* overlong */
-    assert_int_equal(auth_utf8_len("\xed\xa0\x80"), -1);                 /* surrogate */
-    assert_int_equal(auth_utf8_len("\xf4\x90\x80\x80"), -1);             /* > U+10FFFF */
-    assert_int_equal(auth_utf8_len("\x80"), -1);                         /* lone continuation */
+    assert_int_equal(auth_utf8_len("\xc3"), -1);             /* truncated */
+    assert_int_equal(auth_utf8_len("\xc0\xaf"), -1);         /* overlong '/' */
+    assert_int_equal(auth_utf8_len("\xe0\x80\xaf"), -1);     /* overlong */
+    assert_int_equal(auth_utf8_len("\xed\xa0\x80"), -1);     /* surrogate */
+    assert_int_equal(auth_utf8_len("\xf4\x90\x80\x80"), -1); /* > U+10FFFF */
+    assert_int_equal(auth_utf8_len("\x80"), -1);             /* lone continuation */
     assert_int_equal(auth_utf8_len("\xff"), -1);
 }
 

@@ -1,7 +1,13 @@
 /*
- * Integration (needs NF_TEST_PG_DSN): the insert-if-absent + hourly rollup statement of
- * consume_usage.c (a redelivered event changes nothing), and the seeded price book
- * matching the rates the price math is tested with. Skips cleanly without a database.
+ * Integration (needs NF_TEST_PG_DSN): the batch statement of consume_usage.c and the
+ * sweep, on a real Postgres with the billing migrations:
+ *   - a redelivered or in-batch duplicated event changes no rollup;
+ *   - the lease rule: the leasing worker's usage is recorded, another worker's refused,
+ *     usage before its lease parked and later recorded (or refused) by the sweep;
+ *   - platform storage (no worker) needs no lease;
+ *   - usage_jobs follows the compute meters only;
+ *   - the effects query prices jobs and budgets; the seeded price book matches the header.
+ * Skips cleanly without a database.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -17,6 +23,7 @@
 
 #include "bill.h"
 #include "nf_id.h"
+#include "nf_json.h"
 #include "nf_migrate.h"
 
 static PGconn *conn;
@@ -38,7 +45,6 @@ static int setup(void **state)
         fprintf(stderr, "connect: %s\n", PQerrorMessage(conn));
         return -1;
     }
-    /* a thousand small commits: no need to wait for each flush */
     PQclear(PQexec(conn, "SET synchronous_commit = off"));
     return 0;
 }
@@ -57,84 +63,283 @@ static int teardown(void **state)
             skip();                                                                                \
     } while (0)
 
-/* One usage event for user, built and validated through the real parser. */
-static PGresult *record(const char *id, const char *user, const char *meter, long long q,
-                        const char *start, const char *end)
+/* Test identities: fresh per test so runs never see each other's rows. */
+struct ids {
+    char user[NF_ID_MAX], job[NF_ID_MAX], worker[NF_ID_MAX], other[NF_ID_MAX];
+};
+
+static void ids_new(struct ids *x)
 {
-    char buf[1024];
-    const char *params[BILL_USAGE_NPARAMS], *why = NULL;
-    struct bill_usage_bufs bufs;
+    nf_id_new("usr", x->user, sizeof(x->user));
+    nf_id_new("job", x->job, sizeof(x->job));
+    nf_id_new("wrk", x->worker, sizeof(x->worker));
+    nf_id_new("wrk", x->other, sizeof(x->other));
+}
+
+/* One usage event of x's job, built and validated through the real parser; worker NULL:
+ * platform storage. Appended to arr (the batch statement's $1). */
+static void add_event(cJSON *arr, const struct ids *x, const char *tag, const char *worker,
+                      const char *meter, long long q, const char *start, const char *end)
+{
+    char buf[1024], id[96], wk[96];
+    const char *why = NULL;
     struct bill_usage u;
-    PGresult *res;
     cJSON *ev;
 
+    snprintf(id, sizeof(id), "use_%s_%s", tag, x->job);
+    if (worker)
+        snprintf(wk, sizeof(wk), "\"worker_id\":\"%s\",", worker);
+    else
+        wk[0] = '\0';
     snprintf(buf, sizeof(buf),
              "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"t\","
              "\"type\":\"forge.usage.recorded\",\"subject\":\"%s\",\"data\":{\"user_id\":\"%s\","
-             "\"job_id\":\"job_it\",\"job_type\":\"train\",\"attempt\":1,\"meter\":\"%s\","
+             "\"job_id\":\"%s\",\"job_type\":\"train\",\"attempt\":1,%s\"meter\":\"%s\","
              "\"quantity\":%lld,\"window_start\":\"%s\",\"window_end\":\"%s\"}}",
-             id, user, user, meter, q, start, end);
+             id, x->user, x->user, x->job, wk, meter, q, start, end);
     ev = cJSON_Parse(buf);
     if (bill_usage_parse(ev, &u, &why) < 0)
         fail_msg("usage does not parse: %s", why);
-    bill_usage_params(&u, params, &bufs);
-    res = PQexecParams(conn, bill_usage_sql, BILL_USAGE_NPARAMS, NULL, params, NULL, NULL, 0);
+    cJSON_AddItemToArray(arr, bill_usage_json(&u));
     cJSON_Delete(ev);
+}
+
+/* Runs the batch statement on arr (consumed); returns "verdict,verdict,..." in id order. */
+static char *run_batch(cJSON *arr)
+{
+    char *text = nf_json_print(arr), out[1024] = "";
+    const char *p[1] = {text};
+    PGresult *res;
+    int i;
+
+    res = PQexecParams(conn, bill_batch_sql, 1, NULL, p, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        fail_msg("usage sql: %s", PQerrorMessage(conn));
-    return res;
-}
-
-static char *hourly(const char *user, const char *meter, const char *hour)
-{
-    const char *p[3] = {user, meter, hour};
-    PGresult *res = PQexecParams(conn,
-                                 "SELECT quantity FROM billing.usage_hourly WHERE user_id = $1"
-                                 " AND meter = $2 AND hour = $3::timestamptz",
-                                 3, NULL, p, NULL, NULL, 0);
-    char *v = PQntuples(res) ? strdup(PQgetvalue(res, 0, 0)) : strdup("none");
-
+        fail_msg("batch sql: %s", PQerrorMessage(conn));
+    for (i = 0; i < PQntuples(res); i++) {
+        strcat(out, i ? "," : "");
+        strcat(out, PQgetvalue(res, i, 1));
+    }
     PQclear(res);
-    return v;
+    free(text);
+    cJSON_Delete(arr);
+    return strdup(out);
 }
 
-static void expect_hourly(const char *user, const char *meter, const char *hour, const char *want)
+static void expect_batch(cJSON *arr, const char *want)
 {
-    char *got = hourly(user, meter, hour);
+    char *got = run_batch(arr);
 
     assert_string_equal(got, want);
     free(got);
 }
 
-static void test_redelivery_changes_nothing(void **state)
+static char *scalar(const char *sql, const char *a, const char *b)
 {
-    char user[NF_ID_MAX], id1[80], id2[80], id3[80];
-    PGresult *res;
+    const char *p[2] = {a, b};
+    PGresult *res = PQexecParams(conn, sql, b ? 2 : 1, NULL, p, NULL, NULL, 0);
+    char *v;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        fail_msg("sql: %s", PQerrorMessage(conn));
+    v = PQntuples(res) && !PQgetisnull(res, 0, 0) ? strdup(PQgetvalue(res, 0, 0)) : strdup("none");
+    PQclear(res);
+    return v;
+}
+
+static void expect_scalar(const char *sql, const char *a, const char *b, const char *want)
+{
+    char *got = scalar(sql, a, b);
+
+    assert_string_equal(got, want);
+    free(got);
+}
+
+#define HOURLY                                                                                     \
+    "SELECT sum(quantity)::text FROM billing.usage_hourly WHERE user_id = $1 AND meter = $2"
+#define JOBS "SELECT sum(quantity)::text FROM billing.usage_jobs WHERE job_id = $1 AND meter = $2"
+
+static void lease(const struct ids *x, const char *worker)
+{
+    const char *p[4] = {x->job, "1", worker, x->user};
+    PGresult *res = PQexecParams(conn, bill_lease_sql, 4, NULL, p, NULL, NULL, 0);
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        fail_msg("lease sql: %s", PQerrorMessage(conn));
+    PQclear(res);
+}
+
+static void test_duplicates_change_nothing(void **state)
+{
+    struct ids x;
+    cJSON *arr;
 
     NEED_PG();
-    nf_id_new("usr", user, sizeof(user));
-    snprintf(id1, sizeof(id1), "use_a_%s", user);
-    snprintf(id2, sizeof(id2), "use_b_%s", user);
-    snprintf(id3, sizeof(id3), "use_c_%s", user);
-    res = record(id1, user, "gpu_ms", 60000, "2026-11-28T21:10:00Z", "2026-11-28T21:11:00Z");
-    assert_string_equal(PQgetvalue(res, 0, 0), "1");
+    ids_new(&x);
+    lease(&x, x.worker);
+    arr = cJSON_CreateArray();
+    add_event(arr, &x, "a", x.worker, "gpu_ms", 60000, "2026-11-28T21:10:00Z",
+              "2026-11-28T21:11:00Z");
+    add_event(arr, &x, "a", x.worker, "gpu_ms", 60000, "2026-11-28T21:10:00Z",
+              "2026-11-28T21:11:00Z"); /* the same event twice in one batch */
+    add_event(arr, &x, "b", x.worker, "input_tokens", 500, "2026-11-28T21:10:00Z",
+              "2026-11-28T21:11:00Z");
+    expect_batch(arr, "recorded,recorded");
+    expect_scalar(HOURLY, x.user, "gpu_ms", "60000");
+    expect_scalar(JOBS, x.job, "input_tokens", "500");
+    /* redelivery of the whole batch: nothing new */
+    arr = cJSON_CreateArray();
+    add_event(arr, &x, "a", x.worker, "gpu_ms", 60000, "2026-11-28T21:10:00Z",
+              "2026-11-28T21:11:00Z");
+    add_event(arr, &x, "b", x.worker, "input_tokens", 500, "2026-11-28T21:10:00Z",
+              "2026-11-28T21:11:00Z");
+    add_event(arr, &x, "c", x.worker, "gpu_ms", 1500, "2026-11-28T21:59:59.999Z",
+              "2026-11-28T22:00:01Z");
+    expect_batch(arr, "duplicate,duplicate,recorded");
+    expect_scalar(HOURLY, x.user, "gpu_ms", "61500");
+    expect_scalar(JOBS, x.job, "gpu_ms", "61500");
+    /* the window's start hour decides the bucket */
+    expect_scalar("SELECT quantity::text FROM billing.usage_hourly WHERE user_id = $1 AND"
+                  " hour = $2::timestamptz AND meter = 'gpu_ms'",
+                  x.user, "2026-11-28T21:00:00Z", "61500");
+}
+
+static void test_lease_rule(void **state)
+{
+    struct ids x;
+    cJSON *arr;
+
+    NEED_PG();
+    ids_new(&x);
+    /* before the lease is known: parked, nothing billed */
+    arr = cJSON_CreateArray();
+    add_event(arr, &x, "early", x.worker, "gpu_ms", 1000, "2026-11-28T21:00:00Z",
+              "2026-11-28T21:01:00Z");
+    add_event(arr, &x, "sneak", x.other, "gpu_ms", 2000, "2026-11-28T21:00:00Z",
+              "2026-11-28T21:01:00Z");
+    expect_batch(arr, "pending,pending");
+    expect_scalar(HOURLY, x.user, "gpu_ms", "none");
+    expect_scalar("SELECT count(*)::text FROM billing.usage_pending WHERE job_id = $1", x.job,
+                  NULL, "2");
+    /* the lease arrives; the same worker's next event is recorded, another's refused */
+    lease(&x, x.worker);
+    lease(&x, x.other); /* a second lease for the same attempt: the first one stands */
+    arr = cJSON_CreateArray();
+    add_event(arr, &x, "late", x.worker, "gpu_ms", 3000, "2026-11-28T21:01:00Z",
+              "2026-11-28T21:02:00Z");
+    add_event(arr, &x, "other", x.other, "gpu_ms", 4000, "2026-11-28T21:01:00Z",
+              "2026-11-28T21:02:00Z");
+    add_event(arr, &x, "disk", NULL, "storage_byte_hours", 5000, "2026-11-28T21:00:00Z",
+              "2026-11-28T22:00:00Z");
+    expect_batch(arr, "recorded,recorded,refused"); /* ids: disk, late, other */
+    expect_scalar(HOURLY, x.user, "gpu_ms", "3000");
+    expect_scalar(HOURLY, x.user, "storage_byte_hours", "5000");
+    expect_scalar(JOBS, x.job, "storage_byte_hours", "none"); /* not a job cost */
+    expect_scalar("SELECT reason FROM billing.usage_refused WHERE worker_id = $1", x.other, NULL,
+                  "not_leased");
+}
+
+static void test_sweep(void **state)
+{
+    struct ids x;
+    cJSON *arr;
+    PGresult *res;
+    const char *p[2] = {"3600", "1000"};
+    int i, recorded = 0, refused = 0;
+
+    NEED_PG();
+    ids_new(&x);
+    arr = cJSON_CreateArray();
+    add_event(arr, &x, "p1", x.worker, "output_tokens", 10, "2026-11-28T21:00:00Z",
+              "2026-11-28T21:01:00Z");
+    add_event(arr, &x, "p2", x.other, "output_tokens", 20, "2026-11-28T21:00:00Z",
+              "2026-11-28T21:01:00Z");
+    expect_batch(arr, "pending,pending");
+    lease(&x, x.worker);
+    res = PQexecParams(conn, bill_sweep_sql, 2, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        fail_msg("sweep sql: %s", PQerrorMessage(conn));
+    for (i = 0; i < PQntuples(res); i++) {
+        if (strcmp(PQgetvalue(res, i, 2), x.job) != 0)
+            continue; /* other tests' leftovers */
+        recorded += strcmp(PQgetvalue(res, i, 1), "recorded") == 0;
+        refused += strcmp(PQgetvalue(res, i, 1), "refused") == 0;
+    }
     PQclear(res);
-    expect_hourly(user, "gpu_ms", "2026-11-28T21:00:00Z", "60000");
-    /* the same event again: nothing inserted, rollup unchanged */
-    res = record(id1, user, "gpu_ms", 60000, "2026-11-28T21:10:00Z", "2026-11-28T21:11:00Z");
-    assert_string_equal(PQgetvalue(res, 0, 0), "0");
-    assert_string_equal(PQgetvalue(res, 0, 1), "0");
+    assert_int_equal(recorded, 1);
+    assert_int_equal(refused, 1);
+    expect_scalar(HOURLY, x.user, "output_tokens", "10");
+    expect_scalar("SELECT count(*)::text FROM billing.usage_pending WHERE job_id = $1", x.job,
+                  NULL, "0");
+    /* a sweep again finds nothing of this job */
+    res = PQexecParams(conn, bill_sweep_sql, 2, NULL, p, NULL, NULL, 0);
+    for (i = 0; i < PQntuples(res); i++)
+        assert_string_not_equal(PQgetvalue(res, i, 2), x.job);
     PQclear(res);
-    expect_hourly(user, "gpu_ms", "2026-11-28T21:00:00Z", "60000");
-    /* another event in the same hour adds up; the window's start hour decides */
-    res = record(id2, user, "gpu_ms", 1500, "2026-11-28T21:59:59.999Z", "2026-11-28T22:00:30Z");
+    expect_scalar(HOURLY, x.user, "output_tokens", "10");
+    /* without any lease, the wait (here 0 s) refuses */
+    ids_new(&x);
+    arr = cJSON_CreateArray();
+    add_event(arr, &x, "orphan", x.worker, "gpu_ms", 5, "2026-11-28T21:00:00Z",
+              "2026-11-28T21:01:00Z");
+    expect_batch(arr, "pending");
+    p[0] = "0";
+    res = PQexecParams(conn, bill_sweep_sql, 2, NULL, p, NULL, NULL, 0);
     PQclear(res);
-    expect_hourly(user, "gpu_ms", "2026-11-28T21:00:00Z", "61500");
-    expect_hourly(user, "gpu_ms", "2026-11-28T22:00:00Z", "none");
-    /* an offset time lands in its UTC hour */
-    res = record(id3, user, "gpu_ms", 7, "2026-11-28T23:30:00+01:00", "2026-11-28T23:31:00+01:00");
+    expect_scalar("SELECT reason FROM billing.usage_refused WHERE job_id = $1", x.job, NULL,
+                  "lease_timeout");
+    expect_scalar(HOURLY, x.user, "gpu_ms", "none");
+}
+
+static void test_effects_query(void **state)
+{
+    struct ids x;
+    cJSON *arr;
+    char jobs[128], users[128], limit[] = "50000";
+    const char *p[4] = {jobs, users, "2026-11-01T00:00:00Z", "2026-11-01"};
+    const char *b[2];
+    PGresult *res;
+    long long total;
+    int i, first = -1, last = -1, ufirst = -1, ulast = -1;
+
+    NEED_PG();
+    ids_new(&x);
+    lease(&x, x.worker);
+    arr = cJSON_CreateArray();
+    add_event(arr, &x, "g", x.worker, "gpu_ms", 3600000, "2026-11-28T21:00:00Z",
+              "2026-11-28T22:00:00Z"); /* $2.50 */
+    add_event(arr, &x, "o", x.worker, "output_tokens", 1234, "2026-11-28T21:00:00Z",
+              "2026-11-28T21:01:00Z"); /* $0.03702 */
+    add_event(arr, &x, "s", NULL, "storage_byte_hours", 1000000000, "2026-11-28T21:00:00Z",
+              "2026-11-28T22:00:00Z"); /* 27 micro-USD, the user's not the job's */
+    expect_batch(arr, "recorded,recorded,recorded");
+    b[0] = x.user;
+    b[1] = limit;
+    PQclear(PQexecParams(conn,
+                         "INSERT INTO billing.budgets (user_id, monthly_limit_micros)"
+                         " VALUES ($1, $2::bigint)",
+                         2, NULL, b, NULL, NULL, 0));
+    snprintf(jobs, sizeof(jobs), "[\"%s\"]", x.job);
+    snprintf(users, sizeof(users), "[\"%s\"]", x.user);
+    res = PQexecParams(conn, bill_effects_sql, 4, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        fail_msg("effects sql: %s", PQerrorMessage(conn));
+    for (i = 0; i < PQntuples(res); i++) {
+        if (strcmp(PQgetvalue(res, i, 0), "job") == 0) {
+            first = first < 0 ? i : first;
+            last = i + 1;
+        } else {
+            ufirst = ufirst < 0 ? i : ufirst;
+            ulast = i + 1;
+        }
+    }
+    assert_true(first >= 0 && ufirst >= 0);
+    assert_int_equal(bill_rows_cost(res, first, last, &total), 0);
+    assert_int_equal(total, 2500000 + 37020);
+    assert_int_equal(bill_rows_cost(res, ufirst, ulast, &total), 0);
+    /* the month's spending includes storage (and only this month's hours) */
+    assert_int_equal(total, 2500000 + 37020 + 27);
+    assert_string_equal(PQgetvalue(res, ufirst, 7), "50000");
     PQclear(res);
-    expect_hourly(user, "gpu_ms", "2026-11-28T22:00:00Z", "7");
 }
 
 static void test_price_book_matches_header(void **state)
@@ -174,7 +379,10 @@ static void test_price_book_matches_header(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_redelivery_changes_nothing),
+        cmocka_unit_test(test_duplicates_change_nothing),
+        cmocka_unit_test(test_lease_rule),
+        cmocka_unit_test(test_sweep),
+        cmocka_unit_test(test_effects_query),
         cmocka_unit_test(test_price_book_matches_header),
     };
 

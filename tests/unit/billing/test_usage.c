@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "bill.h"
+#include "nf_json.h"
 
 static const struct bill_rate gpu = BILL_GPU_RATE;
 static const struct bill_rate input = BILL_INPUT_RATE;
@@ -150,7 +151,7 @@ static void test_usage_ok(void **state)
 
     /* optional fields absent or null */
     ev = usage_event("forge.usage.recorded",
-                     "{\"user_id\":\"u\",\"job_id\":\"j\",\"job_type\":\"deploy\","
+                     "{\"user_id\":\"usr_1\",\"job_id\":\"j\",\"job_type\":\"deploy\","
                      "\"meter\":\"storage_byte_hours\",\"quantity\":9000000000000000,"
                      "\"worker_id\":null,\"window_start\":\"2026-11-28T21:00:00Z\","
                      "\"window_end\":\"2026-11-28T21:00:00Z\"}");
@@ -211,6 +212,25 @@ static void test_usage_failures(void **state)
     expect_usage_fail("window_start", "\"2026-02-30T00:00:00Z\"", "window_start");
     expect_usage_fail("window_end", "\"soon\"", "window_end");
     expect_usage_fail("window_end", "\"2026-11-28T20:59:59.999Z\"", "before");
+    /* compute meters come from the worker that leased the job: it must say who it is */
+    expect_usage_fail("worker_id", NULL, "required for compute meters");
+    expect_usage_fail("worker_id", "null", "required for compute meters");
+    expect_usage_fail("attempt", NULL, "required for compute meters");
+    /* more GPU time than 64 GPUs fill in the 60 s window: absurd */
+    expect_usage_fail("quantity", "3840001", "more GPU time than the window holds");
+    expect_usage_fail("window_end", "\"2026-11-28T21:00:00.000Z\"", "more GPU time");
+    /* the message key is the subject, which must be the user the usage is billed to */
+    expect_usage_fail("user_id", "\"usr_2\"", "subject");
+
+    /* the window's own limit: exactly 64 GPUs for 60 s is fine */
+    {
+        cJSON *e2 = usage_event("forge.usage.recorded", good_data);
+        cJSON *d = cJSON_GetObjectItemCaseSensitive(e2, "data");
+
+        cJSON_ReplaceItemInObject(d, "quantity", cJSON_CreateNumber(3840000.0));
+        assert_int_equal(bill_usage_parse(e2, &u, &why), 0);
+        cJSON_Delete(e2);
+    }
 
     /* per-meter maxima */
     {
@@ -337,28 +357,114 @@ static void test_u64_parse(void **state)
     assert_true(v == 3);
 }
 
-static void test_usage_params(void **state)
+static void test_usage_json(void **state)
 {
-    cJSON *ev = usage_event("forge.usage.recorded", good_data);
-    const char *p[BILL_USAGE_NPARAMS];
-    struct bill_usage_bufs b;
+    cJSON *ev = usage_event("forge.usage.recorded", good_data), *o;
     struct bill_usage u;
     const char *why;
 
     assert_int_equal(bill_usage_parse(ev, &u, &why), 0);
-    bill_usage_params(&u, p, &b);
-    assert_string_equal(p[0], "use_0123456789abcdef0123456789abcdef");
-    assert_string_equal(p[4], "1");
-    assert_string_equal(p[6], "gpu_ms");
-    assert_string_equal(p[7], "60000");
-    assert_string_equal(p[8], "2026-11-28T21:00:00.000Z");
-    assert_string_equal(p[9], "2026-11-28T21:01:00.000Z"); /* canonical form */
+    o = bill_usage_json(&u);
+    assert_string_equal(nf_json_str(o, "event_id"), "use_0123456789abcdef0123456789abcdef");
+    assert_int_equal(nf_json_int(o, "attempt", -1), 1);
+    assert_string_equal(nf_json_str(o, "worker_id"), "wrk_1");
+    assert_string_equal(nf_json_str(o, "meter"), "gpu_ms");
+    assert_int_equal(nf_json_int(o, "quantity", -1), 60000);
+    assert_string_equal(nf_json_str(o, "window_start"), "2026-11-28T21:00:00.000Z");
+    assert_string_equal(nf_json_str(o, "window_end"), "2026-11-28T21:01:00.000Z"); /* canonical */
+    cJSON_Delete(o);
+    /* platform storage: no attempt, no worker -> JSON nulls (SQL NULLs) */
     u.attempt = 0;
     u.worker_id = NULL;
-    bill_usage_params(&u, p, &b);
-    assert_null(p[4]);
-    assert_null(p[5]);
+    o = bill_usage_json(&u);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "attempt")));
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(o, "worker_id")));
+    cJSON_Delete(o);
     cJSON_Delete(ev);
+}
+
+/* A rebuilt envelope (the DLQ copy of a pending event) parses back to the same usage. */
+static void test_usage_rebuild(void **state)
+{
+    cJSON *ev = bill_usage_rebuild("use_0123456789abcdef0123456789abcdef", "usr_1", "job_1",
+                                   "train", 2, "wrk_9", "output_tokens", 77,
+                                   "2026-11-28T21:00:00.000Z", "2026-11-28T21:01:00.000Z");
+    struct bill_usage u;
+    const char *why = NULL;
+
+    assert_int_equal(bill_usage_parse(ev, &u, &why), 0);
+    assert_string_equal(u.event_id, "use_0123456789abcdef0123456789abcdef");
+    assert_string_equal(u.worker_id, "wrk_9");
+    assert_int_equal(u.attempt, 2);
+    assert_int_equal(u.meter, BILL_OUTPUT_TOKENS);
+    assert_int_equal(u.quantity, 77);
+    assert_string_equal(nf_json_str(ev, "source"), "nf-billing");
+    cJSON_Delete(ev);
+}
+
+static void test_bucket_parse(void **state)
+{
+    enum bill_bucket b = BILL_BUCKET_DAY;
+
+    assert_int_equal(bill_bucket_parse(NULL, &b), 0);
+    assert_int_equal(b, BILL_BUCKET_HOUR);
+    assert_int_equal(bill_bucket_parse("day", &b), 0);
+    assert_int_equal(b, BILL_BUCKET_DAY);
+    assert_int_equal(bill_bucket_parse("", &b), 0);
+    assert_int_equal(b, BILL_BUCKET_HOUR);
+    assert_int_equal(bill_bucket_parse("hour", &b), 0);
+    assert_int_equal(bill_bucket_parse("week", &b), -1);
+    assert_int_equal(bill_bucket_parse("Day", &b), -1);
+    assert_int_equal(bill_bucket_parse("hours", &b), -1);
+    assert_string_equal(bill_bucket_name(BILL_BUCKET_DAY), "day");
+    assert_string_equal(bill_bucket_name(BILL_BUCKET_HOUR), "hour");
+}
+
+static void expect_period_fail(const char *ps, const char *pe, const char *param)
+{
+    struct nf_json_err err = {{0}, {0}};
+    int64_t s = 42, e = 43;
+
+    if (bill_period_parse(ps, pe, 1795900000000LL, &s, &e, &err) != -1)
+        fail_msg("period %s .. %s accepted", ps ? ps : "-", pe ? pe : "-");
+    assert_string_equal(err.param, param);
+    assert_true(err.msg[0] != '\0');
+    assert_true(s == 42 && e == 43); /* untouched */
+}
+
+static void test_period_parse(void **state)
+{
+    struct nf_json_err err = {{0}, {0}};
+    int64_t now = 1795900000000LL; /* 2026-11-28T21:06:40Z */
+    int64_t s, e;
+
+    /* defaults: this month to date */
+    assert_int_equal(bill_period_parse(NULL, NULL, now, &s, &e, &err), 0);
+    assert_true(s == 1793491200000LL); /* 2026-11-01T00:00:00Z */
+    assert_true(e == now);
+    assert_int_equal(bill_period_parse("", "", now, &s, &e, &err), 0);
+    assert_true(s == 1793491200000LL && e == now);
+    /* dates and times, offsets */
+    assert_int_equal(bill_period_parse("2026-10-01", "2026-11-01", now, &s, &e, &err), 0);
+    assert_true(s == 1790812800000LL && e == 1793491200000LL);
+    assert_int_equal(
+        bill_period_parse("2026-11-28T01:00:00+01:00", "2026-11-28T00:30:00.5Z", now, &s, &e, &err),
+        0);
+    assert_true(s == 1795824000000LL && e == s + 1800500); /* 2026-11-28T00:00:00Z */
+    /* only one end given: the other defaults */
+    assert_int_equal(bill_period_parse("2026-11-20", NULL, now, &s, &e, &err), 0);
+    assert_true(e == now);
+    /* bad values name their parameter */
+    expect_period_fail("yesterday", NULL, "period_start");
+    expect_period_fail("2026-13-01", NULL, "period_start");
+    expect_period_fail("2026-02-29", NULL, "period_start"); /* not a leap year */
+    expect_period_fail(NULL, "2026-11-28T25:00:00Z", "period_end");
+    expect_period_fail(NULL, "1969-12-31", "period_end");
+    expect_period_fail("2026-11-02", "2026-11-01", "period_end");  /* reversed */
+    expect_period_fail("2026-11-01", "2026-11-01", "period_end");  /* empty */
+    expect_period_fail("2026-12-01", NULL, "period_start");        /* starts after now */
+    expect_period_fail("2024-01-01", "2025-01-02", "period_end");  /* 367 days */
+    assert_int_equal(bill_period_parse("2024-01-01", "2025-01-01", now, &s, &e, &err), 0);
 }
 
 int main(void)
@@ -374,7 +480,10 @@ int main(void)
         cmocka_unit_test(test_time_parse),
         cmocka_unit_test(test_month_start),
         cmocka_unit_test(test_u64_parse),
-        cmocka_unit_test(test_usage_params),
+        cmocka_unit_test(test_usage_json),
+        cmocka_unit_test(test_usage_rebuild),
+        cmocka_unit_test(test_bucket_parse),
+        cmocka_unit_test(test_period_parse),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -99,8 +99,8 @@ static void cmd_ok(struct fixture *f, const char *fmt, ...)
 /* Runs the script; returns the reply (caller frees). */
 static redisReply *run(struct fixture *f, const char *key, int rate, int burst, const char *rec)
 {
-    redisReply *r = redisCommand(f->c, "EVAL %s 1 %s %d %d %b", gw_rl_lua, key, rate, burst, rec,
-                                 strlen(rec));
+    redisReply *r =
+        redisCommand(f->c, "EVAL %s 1 %s %d %d %b", gw_rl_lua, key, rate, burst, rec, strlen(rec));
 
     assert_non_null(r);
     if (r->type == REDIS_REPLY_ERROR)

@@ -273,18 +273,18 @@ static void test_session_record(void **state)
     size_t i;
 
     memset(&who, 'x', sizeof(who));
-    assert_int_equal(
-        parse_session("{\"user_id\":\"" USR "\",\"expires_at\":\"2030-01-01T00:00:00.000Z\"}",
-                      exp - 1, &who),
-        0);
+    assert_int_equal(parse_session("{\"user_id\":\"" USR
+                                   "\",\"expires_at\":\"2030-01-01T00:00:00.000Z\"}",
+                                   exp - 1, &who),
+                     0);
     assert_string_equal(who.user_id, USR);
     assert_string_equal(who.key_id, "");
     assert_true(who.session);
     memset(&who, 'x', sizeof(who));
-    assert_int_equal(
-        parse_session("{\"user_id\":\"" USR "\",\"expires_at\":\"2030-01-01T00:00:00.000Z\"}",
-                      exp, &who),
-        -2);
+    assert_int_equal(parse_session("{\"user_id\":\"" USR
+                                   "\",\"expires_at\":\"2030-01-01T00:00:00.000Z\"}",
+                                   exp, &who),
+                     -2);
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         if (parse_session(bad[i], 0, &who) != -1)
             fail_msg("accepted %s", bad[i]);
@@ -328,13 +328,14 @@ static void test_session_cookie(void **state)
     cookie("theme=dark; lang=en", GW_KEY_MISSING);
     cookie("nf_session=", GW_KEY_MISSING); /* the clearing cookie */
     cookie("nf_session=; theme=dark", GW_KEY_MISSING);
-    cookie("xnf_session=" TOKEN, GW_KEY_MISSING);   /* another cookie's name */
+    cookie("xnf_session=" TOKEN, GW_KEY_MISSING); /* another cookie's name */
     cookie("nf_sessionx=" TOKEN, GW_KEY_MISSING);
     cookie("nf_session " TOKEN, GW_KEY_MISSING);
 
     cookie("nf_session=garbage", GW_KEY_MALFORMED);
     cookie("nf_session=" TOKEN "x", GW_KEY_MALFORMED); /* too long */
-    cookie("nf_session=nfs_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCd", GW_KEY_MALFORMED); /* too short */
+    cookie("nf_session=nfs_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCd",
+           GW_KEY_MALFORMED); /* too short */
     cookie("nf_session=nfx_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_AbCdE", GW_KEY_MALFORMED);
     cookie("nf_session=nfs_AbCdEfGhIjKlMnOpQrStUvWxYz0123456789+/AbCdE", GW_KEY_MALFORMED);
     cookie("nf_session=\"" TOKEN, GW_KEY_MALFORMED); /* half quoted */

@@ -14,7 +14,7 @@
 
 #include "gw.h"
 
-#define S 1000000LL /* microseconds */
+#define S 1000000LL           /* microseconds */
 #define T0 (1800000000LL * S) /* some wall-clock instant */
 
 /* Runs one request at now against *tat, storing the new tat when allowed. */
@@ -212,8 +212,8 @@ static void test_parse_reply(void **state)
     struct gw_rl_reply out;
     redisReply *r;
 
-    r = r_arr(7, r_int(1), r_str("{\"k\":1}"), r_int(1), r_str("1800000000123456"),
-              r_str("0"), r_int(600), r_int(100));
+    r = r_arr(7, r_int(1), r_str("{\"k\":1}"), r_int(1), r_str("1800000000123456"), r_str("0"),
+              r_int(600), r_int(100));
     assert_int_equal(gw_rl_parse_reply(r, &out), 0);
     assert_int_equal(out.status, 1);
     assert_int_equal(out.record_len, 7);
@@ -253,9 +253,9 @@ static void test_parse_reply_refusals(void **state)
         r_int(1),
         r_str("OK"),
         r_arr(0),
-        r_arr(1, r_int(2)),                   /* unknown status */
-        r_arr(1, r_int(1)),                   /* found, but nothing else */
-        r_arr(1, r_str("x")),                 /* status not a number */
+        r_arr(1, r_int(2)),   /* unknown status */
+        r_arr(1, r_int(1)),   /* found, but nothing else */
+        r_arr(1, r_str("x")), /* status not a number */
         r_arr(7, r_int(1), r_int(5), r_int(1), r_int(1), r_int(1), r_int(1), r_int(1)),
         r_arr(7, r_int(1), r_str("{}"), r_int(1), r_str("12x"), r_int(1), r_int(1), r_int(1)),
         r_arr(7, r_int(1), r_str("{}"), r_int(1), r_int(1), r_int(1), r_int(0), r_int(1)),

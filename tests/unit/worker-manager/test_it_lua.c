@@ -25,8 +25,11 @@
 
 static redisContext *rc;
 
+static bool hb_draining_arg; /* heartbeat(): the agent says it is stopping */
+
 static int setup(void **state)
 {
+    hb_draining_arg = false;
     const char *addr = getenv("NF_TEST_REDIS_ADDR");
     if (addr == NULL || *addr == '\0')
         return 0; /* each test skips itself */
@@ -123,7 +126,7 @@ static void job_id(int n, char out[NF_ID_MAX])
 static long long enqueue(const char *id, const char *type, int priority, int attempt,
                          const char *extra)
 {
-    char data[1024], key[96], lease[96], queue[64], att[16], score[16];
+    char data[1024], key[96], lease[96], queue[64], att[16], score[16], tomb[96];
     snprintf(data, sizeof(data),
              "{\"job_id\":\"%s\",\"user_id\":\"usr_1\",\"job_type\":\"%s\",\"priority\":%d,"
              "\"attempt\":%d%s%s}",
@@ -133,11 +136,13 @@ static long long enqueue(const char *id, const char *type, int priority, int att
     snprintf(queue, sizeof(queue), "wm:queue:%s", type);
     snprintf(att, sizeof(att), "%d", attempt);
     snprintf(score, sizeof(score), "%d", 9 - priority);
-    return integer(
-        eval(wm_lua_enqueue, 4, key, queue, lease, "wm:leases", data, att, score, id, NULL));
+    snprintf(tomb, sizeof(tomb), "wm:cancelled:%s", id);
+    return integer(eval(wm_lua_enqueue, 5, key, queue, lease, "wm:leases", tomb, data, att, score,
+                        id, NULL));
 }
 
 struct popped {
+    bool draining; /* the script answered -1 */
     bool got;
     char job_id[NF_ID_MAX];
     long long attempt;
@@ -194,6 +199,9 @@ static struct popped pop(const char *wid, const char *types, const char *gpu_typ
         assert_string_equal(nf_json_str(data, "job_id"), p.job_id);
         cJSON_Delete(data);
         p.attempt = strtoll(r->element[2]->str, NULL, 10);
+    } else if (r->type == REDIS_REPLY_INTEGER) {
+        assert_int_equal(r->integer, -1);
+        p.draining = true;
     } else {
         assert_int_equal(r->type, REDIS_REPLY_NIL);
     }
@@ -362,8 +370,18 @@ static void test_pop_agrees_with_c(void **state)
     }
 }
 
-/* Runs the heartbeat script; returns the cancelled ids joined by ',' and sets *pg. */
-static long long released;
+/* Runs the heartbeat script; cancelled (and, in hb_lost, the lost) ids joined by ','. */
+static long long released, hb_draining, hb_drained;
+static char hb_lost[512];
+
+static void join_ids(const redisReply *list, char *out, size_t len)
+{
+    size_t off = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < list->elements; i++)
+        off += (size_t)snprintf(out + off, len - off, "%s%s", i ? "," : "",
+                                list->element[i]->str);
+}
 
 static void heartbeat(const char *wid, unsigned long long now, char *cancelled, size_t len,
                       long long *pg, long long *renewed, ...)
@@ -379,17 +397,19 @@ static void heartbeat(const char *wid, unsigned long long now, char *cancelled, 
     snprintf(ttl, sizeof(ttl), "%d", TTL_MS);
     argv[argc++] = "EVAL";
     argv[argc++] = wm_lua_heartbeat;
-    argv[argc++] = "4";
+    argv[argc++] = "5";
     argv[argc++] = "wm:leases";
     argv[argc++] = wkey;
     argv[argc++] = wlkey;
     argv[argc++] = ckey;
+    argv[argc++] = "wm:workers";
     argv[argc++] = wid;
     argv[argc++] = now_s;
     argv[argc++] = ttl;
     argv[argc++] = "15";     /* worker TTL s */
     argv[argc++] = "604800"; /* done TTL s */
     argv[argc++] = "60000";  /* pg every ms */
+    argv[argc++] = hb_draining_arg ? "1" : "0";
     va_start(ap, renewed);
     for (const char *a; (a = va_arg(ap, const char *)) != NULL;)
         argv[argc++] = a;
@@ -398,15 +418,14 @@ static void heartbeat(const char *wid, unsigned long long now, char *cancelled, 
     if (r->type == REDIS_REPLY_ERROR)
         fail_msg("heartbeat error: %s", r->str);
     assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-    assert_int_equal(r->elements, 4);
+    assert_int_equal(r->elements, 7);
     *pg = r->element[0]->integer;
     *renewed = r->element[2]->integer;
     released = r->element[3]->integer;
-    cancelled[0] = '\0';
-    size_t off = 0;
-    for (size_t i = 0; i < r->element[1]->elements; i++)
-        off += (size_t)snprintf(cancelled + off, len - off, "%s%s", i ? "," : "",
-                                r->element[1]->element[i]->str);
+    hb_draining = r->element[5]->integer;
+    hb_drained = r->element[6]->integer;
+    join_ids(r->element[1], cancelled, len);
+    join_ids(r->element[4], hb_lost, sizeof(hb_lost));
     freeReplyObject(r);
 }
 
@@ -445,12 +464,12 @@ static void test_heartbeat(void **state)
     free(lease);
     assert_true(cmd_int("TTL %s", "wm:worker:wrk_h", NULL) > 0);
 
-    /* T0+10 s: a listed, d listed (another worker's lease -> cancelled), b left out
+    /* T0+10 s: a listed, d listed (another worker's lease -> lost), b left out
      * (confirmed -> released), c left out (never confirmed -> kept for the reaper) */
     heartbeat("wrk_h", T0 + 10000, cancelled, sizeof(cancelled), &pg, &renewed, a, "lse_a", d,
               "lse_d", NULL);
-    snprintf(expect, sizeof(expect), "%s,%s", a, d);
-    assert_string_equal(cancelled, expect);
+    assert_string_equal(cancelled, a);
+    assert_string_equal(hb_lost, d);
     assert_int_equal(renewed, 1);
     assert_int_equal(released, 1); /* b */
     assert_int_equal(pg, 0);       /* Postgres last_seen_at at most once a minute */
@@ -465,11 +484,12 @@ static void test_heartbeat(void **state)
     snprintf(key, sizeof(key), "wm:lease:%s", d);
     assert_int_equal(cmd_int("EXISTS %s", key, NULL), 1); /* another worker's: untouched */
 
-    /* a wrong lease id -> cancelled, not renewed, not confirmed */
+    /* a wrong lease id -> lost, not renewed, not confirmed */
     heartbeat("wrk_h", T0 + 11000, cancelled, sizeof(cancelled), &pg, &renewed, c, "lse_zzz", a,
               "lse_a", NULL);
-    snprintf(expect, sizeof(expect), "%s,%s", c, a); /* a: still in the cancel set */
-    assert_string_equal(cancelled, expect);
+    assert_string_equal(cancelled, a); /* a: still in the cancel set */
+    assert_string_equal(hb_lost, c);
+    (void)expect;
     assert_int_equal(renewed, 1);
     /* c still never confirmed: a heartbeat without it keeps it; the reaper reports it */
     heartbeat("wrk_h", T0 + 12000, cancelled, sizeof(cancelled), &pg, &renewed, a, "lse_a", NULL);
@@ -527,12 +547,13 @@ static void test_reaper(void **state)
     assert_int_equal(r->elements, 0);
     freeReplyObject(r);
 
-    /* the worker comes back: its reaped lease is lost -> cancelled, not renewed */
+    /* the worker comes back: its reaped lease is lost (not cancelled), not renewed */
     char cancelled[256];
     long long pg, renewed;
     heartbeat("wrk_r", T0 + TTL_MS + 10, cancelled, sizeof(cancelled), &pg, &renewed, a, "lse_r",
               NULL);
-    assert_string_equal(cancelled, a);
+    assert_string_equal(cancelled, "");
+    assert_string_equal(hb_lost, a);
     assert_int_equal(renewed, 0);
 
     /* done with another lease id does nothing; with the right one removes everything */
@@ -566,7 +587,7 @@ static void test_reaper(void **state)
     assert_int_equal(cmd_int("ZSCORE %s %s", "wm:leases", b), -2);
 }
 
-static void test_requeue_and_seen(void **state)
+static void test_requeue(void **state)
 {
     NEED_REDIS();
     char a[NF_ID_MAX], key[96];
@@ -585,12 +606,264 @@ static void test_requeue_and_seen(void **state)
     assert_int_equal(cmd_int("SISMEMBER %s %s", "wm:wleases:wrk_q", a), 0);
     assert_true(pop("wrk_q2", "distill", "", 1, "{}", "lse_q2", T0).got);
 
-    redisReply *r = redisCommand(rc, "HSET wm:worker:wrk_s1 last_seen_ms 123");
+}
+
+
+static long long drain(const char *wid)
+{
+    char wkey[96], wlkey[96];
+    snprintf(wkey, sizeof(wkey), "wm:worker:%s", wid);
+    snprintf(wlkey, sizeof(wlkey), "wm:wleases:%s", wid);
+    return integer(eval(wm_lua_drain, 3, wkey, wlkey, "wm:workers", wid, NULL));
+}
+
+static void test_drain(void **state)
+{
+    NEED_REDIS();
+    char a[NF_ID_MAX], b[NF_ID_MAX], cancelled[256];
+    long long pg = 0, renewed = 0;
+    job_id(500, a);
+    job_id(501, b);
+    enqueue(a, "audit", 5, 1, NULL);
+    enqueue(b, "audit", 5, 1, NULL);
+    redisReply *r = redisCommand(rc, "HSET wm:worker:wrk_d hostname d");
     freeReplyObject(r);
-    r = eval(wm_lua_seen, 2, "wm:worker:wrk_s1", "wm:worker:wrk_s2", NULL);
+    assert_string_equal(pop("wrk_d", "audit", "", 1, "{}", "lse_d1", T0).job_id, a);
+    heartbeat("wrk_d", T0 + 1000, cancelled, sizeof(cancelled), &pg, &renewed, a, "lse_d1", NULL);
+    assert_int_equal(renewed, 1);
+    assert_int_equal(hb_draining, 0);
+    assert_int_equal(hb_drained, 0);
+    assert_int_equal(cmd_int("ZSCORE %s %s", "wm:workers", "wrk_d"), (long long)T0 + 1000);
+
+    /* drained by the operator with a job running: draining, the job keeps its lease, the
+     * worker gets nothing new */
+    assert_int_equal(drain("wrk_d"), 1);
+    struct popped p = pop("wrk_d", "audit", "", 1, "{}", "lse_d2", T0 + 1500);
+    assert_true(p.draining);
+    assert_false(p.got);
+    assert_int_equal(cmd_int("ZCARD %s", "wm:queue:audit", NULL), 1); /* b still queued */
+    heartbeat("wrk_d", T0 + 2000, cancelled, sizeof(cancelled), &pg, &renewed, a, "lse_d1", NULL);
+    assert_int_equal(renewed, 1);
+    assert_int_equal(hb_draining, 1);
+    assert_int_equal(hb_drained, 0);
+    assert_int_equal(pg, 0);
+    /* the job is reported and left out: the lease goes, the worker is drained, once, and
+     * leaves the liveness set (it is not "lost" when it then stops) */
+    heartbeat("wrk_d", T0 + 3000, cancelled, sizeof(cancelled), &pg, &renewed, NULL);
+    assert_int_equal(released, 1);
+    assert_int_equal(hb_drained, 1);
+    assert_int_equal(pg, 1);
+    assert_int_equal(cmd_int("ZSCORE %s %s", "wm:workers", "wrk_d"), -2);
+    heartbeat("wrk_d", T0 + 4000, cancelled, sizeof(cancelled), &pg, &renewed, NULL);
+    assert_int_equal(hb_drained, 2);
+    assert_int_equal(cmd_int("ZSCORE %s %s", "wm:workers", "wrk_d"), -2);
+    assert_int_equal(drain("wrk_d"), 2);
+    /* another worker still gets b */
+    assert_string_equal(pop("wrk_x", "audit", "", 1, "{}", "lse_x", T0 + 5000).job_id, b);
+
+    /* unknown (or expired) worker: nothing to drain */
+    assert_int_equal(drain("wrk_nobody"), -1);
+    assert_int_equal(cmd_int("EXISTS %s", "wm:worker:wrk_nobody", NULL), 0);
+
+    /* an idle worker is drained at once; a stale wleases entry does not hold it back */
+    r = redisCommand(rc, "HSET wm:worker:wrk_i hostname i");
+    freeReplyObject(r);
+    r = redisCommand(rc, "SADD wm:wleases:wrk_i %s", b); /* b is wrk_x's lease */
+    freeReplyObject(r);
+    r = redisCommand(rc, "ZADD wm:workers 1 wrk_i");
+    freeReplyObject(r);
+    assert_int_equal(drain("wrk_i"), 3);
+    assert_int_equal(cmd_int("ZSCORE %s %s", "wm:workers", "wrk_i"), -2);
+
+    /* an agent stopping on SIGTERM says so in its heartbeat: idle -> drained at once */
+    r = redisCommand(rc, "HSET wm:worker:wrk_t hostname t");
+    freeReplyObject(r);
+    hb_draining_arg = true;
+    heartbeat("wrk_t", T0 + 6000, cancelled, sizeof(cancelled), &pg, &renewed, NULL);
+    assert_int_equal(hb_draining, 1);
+    assert_int_equal(hb_drained, 1);
+    assert_int_equal(pg, 1);
+    char *v = get("HGET wm:worker:%s draining", "wrk_t");
+    assert_string_equal(v, "1");
+    free(v);
+}
+
+static void test_lost_claim(void **state)
+{
+    NEED_REDIS();
+    char a[NF_ID_MAX], now_s[24];
+    job_id(600, a);
+    enqueue(a, "train", 0, 1, NULL);
+    redisReply *r = redisCommand(rc, "HSET wm:worker:wrk_l1 hostname l1");
+    freeReplyObject(r);
+    assert_true(pop("wrk_l1", "train", "", 1, "{}", "lse_l1", T0).got);
+    r = redisCommand(rc, "ZADD wm:workers %llu wrk_l1 %llu wrk_l2 %llu wrk_l3", T0, T0 + 5000, T0);
+    freeReplyObject(r);
+    /* wrk_l3 beat later than its stamp says (the stamp lagged): re-stamped, not lost */
+    r = redisCommand(rc, "HSET wm:worker:wrk_l3 last_seen_ms %llu", T0 + 9000);
+    freeReplyObject(r);
+
+    snprintf(now_s, sizeof(now_s), "%llu", T0 + 1000);
+    r = eval(wm_lua_lost_claim, 1, "wm:workers", now_s, "100", NULL);
+    assert_int_equal(r->elements, 3);
+    assert_string_equal(r->element[0]->str, "wrk_l1");
+    assert_int_equal(strtoll(r->element[1]->str, NULL, 10), (long long)T0);
+    assert_int_equal(r->element[2]->elements, 1);
+    assert_string_equal(r->element[2]->element[0]->str, a);
+    freeReplyObject(r);
+    assert_int_equal(cmd_int("ZSCORE %s %s", "wm:workers", "wrk_l1"), -2);
+    assert_int_equal(cmd_int("ZSCORE %s %s", "wm:workers", "wrk_l2"), (long long)T0 + 5000);
+    assert_int_equal(cmd_int("ZSCORE %s %s", "wm:workers", "wrk_l3"), (long long)T0 + 9000);
+    /* reported once */
+    r = eval(wm_lua_lost_claim, 1, "wm:workers", now_s, "100", NULL);
+    assert_int_equal(r->elements, 0);
+    freeReplyObject(r);
+    /* its lease is untouched: the lease reaper requeues the job when it expires */
+    char key[96];
+    snprintf(key, sizeof(key), "wm:lease:%s", a);
+    assert_int_equal(cmd_int("EXISTS %s", key, NULL), 1);
+
+    /* the worker comes back: its heartbeat stamps it in again */
+    char cancelled[64];
+    long long pg, renewed;
+    heartbeat("wrk_l1", T0 + 20000, cancelled, sizeof(cancelled), &pg, &renewed, a, "lse_l1",
+              NULL);
+    assert_int_equal(renewed, 1);
+    assert_int_equal(cmd_int("ZSCORE %s %s", "wm:workers", "wrk_l1"), (long long)T0 + 20000);
+    /* a heartbeat of an unknown worker (no hash) stamps nothing */
+    heartbeat("wrk_ghost", T0 + 20000, cancelled, sizeof(cancelled), &pg, &renewed, NULL);
+    assert_int_equal(cmd_int("ZSCORE %s %s", "wm:workers", "wrk_ghost"), -2);
+}
+
+static redisReply *cancel(const char *id)
+{
+    char jkey[96], lkey[96], tkey[96];
+    snprintf(jkey, sizeof(jkey), "wm:job:%s", id);
+    snprintf(lkey, sizeof(lkey), "wm:lease:%s", id);
+    snprintf(tkey, sizeof(tkey), "wm:cancelled:%s", id);
+    redisReply *r = eval(wm_lua_cancel, 3, jkey, lkey, tkey, id, "600", NULL);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
     assert_int_equal(r->elements, 2);
-    assert_string_equal(r->element[0]->str, "123");
+    return r;
+}
+
+static void test_cancel(void **state)
+{
+    NEED_REDIS();
+    char queued[NF_ID_MAX], leased[NF_ID_MAX], ghost[NF_ID_MAX], other[NF_ID_MAX];
+    char cancelled[256], key[96];
+    long long pg, renewed;
+    job_id(700, queued);
+    job_id(701, leased);
+    job_id(702, ghost);
+    job_id(703, other);
+    enqueue(queued, "generate", 5, 1, NULL);
+    enqueue(leased, "generate", 9, 1, NULL);
+    enqueue(other, "generate", 0, 1, NULL);
+    redisReply *r = redisCommand(rc, "HSET wm:worker:wrk_c hostname c");
+    freeReplyObject(r);
+    assert_string_equal(pop("wrk_c", "generate", "", 1, "{}", "lse_c", T0).job_id, leased);
+
+    /* queued: out of the queue at once, and a redelivered dispatch stays out */
+    r = cancel(queued);
+    assert_string_equal(r->element[0]->str, "dequeued");
     assert_string_equal(r->element[1]->str, "");
+    freeReplyObject(r);
+    assert_int_equal(cmd_int("ZSCORE %s %s", "wm:queue:generate", queued), -2);
+    assert_int_equal(enqueue(queued, "generate", 5, 1, NULL), 0);
+    assert_int_equal(enqueue(queued, "generate", 5, 2, NULL), 0);
+    assert_int_equal(cmd_int("ZSCORE %s %s", "wm:queue:generate", queued), -2);
+    snprintf(key, sizeof(key), "wm:cancelled:%s", queued);
+    assert_true(cmd_int("TTL %s", key, NULL) > 0);
+
+    /* leased: the worker's next heartbeat lists it as cancelled */
+    r = cancel(leased);
+    assert_string_equal(r->element[0]->str, "signalled");
+    assert_string_equal(r->element[1]->str, "wrk_c");
+    freeReplyObject(r);
+    assert_int_equal(cmd_int("SISMEMBER %s %s", "wm:cancel:wrk_c", leased), 1);
+    heartbeat("wrk_c", T0 + 1000, cancelled, sizeof(cancelled), &pg, &renewed, leased, "lse_c",
+              NULL);
+    assert_string_equal(cancelled, leased);
+    assert_string_equal(hb_lost, "");
+    /* the worker reports and drops it: lease and cancel entry go */
+    heartbeat("wrk_c", T0 + 2000, cancelled, sizeof(cancelled), &pg, &renewed, NULL);
+    assert_int_equal(released, 1);
+    assert_int_equal(cmd_int("SISMEMBER %s %s", "wm:cancel:wrk_c", leased), 0);
+
+    /* neither queued nor leased (e.g. still in Kafka): unknown, but a later dispatch of it
+     * is dropped */
+    r = cancel(ghost);
+    assert_string_equal(r->element[0]->str, "unknown");
+    freeReplyObject(r);
+    assert_int_equal(enqueue(ghost, "generate", 5, 1, NULL), 0);
+    assert_int_equal(cmd_int("ZSCORE %s %s", "wm:queue:generate", ghost), -2);
+    /* other jobs are untouched */
+    assert_string_equal(pop("wrk_c", "generate", "", 1, "{}", "lse_c2", T0).job_id, other);
+}
+
+static long long lease_check(const char *id, const char *wid, const char *lid, const char *att)
+{
+    char key[96];
+    snprintf(key, sizeof(key), "wm:lease:%s", id);
+    return integer(eval(wm_lua_lease_check, 1, key, wid, lid, att, NULL));
+}
+
+static void test_lease_check(void **state)
+{
+    NEED_REDIS();
+    char a[NF_ID_MAX], now_s[24];
+    job_id(800, a);
+    assert_int_equal(lease_check(a, "wrk_k", "lse_k", "2"), 0); /* no lease at all */
+    enqueue(a, "evaluate", 0, 2, NULL);
+    assert_true(pop("wrk_k", "evaluate", "", 1, "{}", "lse_k", T0).got);
+    assert_int_equal(lease_check(a, "wrk_k", "lse_k", "2"), 1);
+    assert_int_equal(lease_check(a, "wrk_other", "lse_k", "2"), 0);
+    assert_int_equal(lease_check(a, "wrk_k", "lse_other", "2"), 0);
+    assert_int_equal(lease_check(a, "wrk_k", "lse_k", "1"), 0);
+    /* being reaped: the worker lost it */
+    snprintf(now_s, sizeof(now_s), "%llu", T0 + TTL_MS + 1);
+    redisReply *r = eval(wm_lua_reap_claim, 1, "wm:leases", now_s, "100", "30000", NULL);
+    assert_int_equal(r->elements, 3);
+    freeReplyObject(r);
+    assert_int_equal(lease_check(a, "wrk_k", "lse_k", "2"), 0);
+    /* the retry leased to another worker: the first one's report is refused */
+    enqueue(a, "evaluate", 0, 3, NULL);
+    assert_true(pop("wrk_k2", "evaluate", "", 1, "{}", "lse_k2", T0 + 40000).got);
+    assert_int_equal(lease_check(a, "wrk_k", "lse_k", "2"), 0);
+    assert_int_equal(lease_check(a, "wrk_k2", "lse_k2", "3"), 1);
+}
+
+static void test_fleet(void **state)
+{
+    NEED_REDIS();
+    char a[NF_ID_MAX], b[NF_ID_MAX], c[NF_ID_MAX];
+    job_id(900, a);
+    job_id(901, b);
+    job_id(902, c);
+    enqueue(a, "deploy", 0, 1, NULL);
+    enqueue(b, "deploy", 0, 1, NULL);
+    enqueue(c, "deploy", 0, 1, NULL);
+    assert_true(pop("wrk_f", "deploy", "", 1, "{}", "lse_f1", T0).got);
+    assert_true(pop("wrk_f", "deploy", "", 1, "{}", "lse_f2", T0).got);
+    assert_true(pop("wrk_g", "deploy", "", 1, "{}", "lse_g", T0).got);
+    /* a stale entry: c is wrk_g's */
+    redisReply *r = redisCommand(rc, "SADD wm:wleases:wrk_f %s", c);
+    freeReplyObject(r);
+    r = redisCommand(rc, "HSET wm:worker:wrk_f last_seen_ms 123 draining 1");
+    freeReplyObject(r);
+    r = eval(wm_lua_fleet, 0, "wrk_f", "wrk_none", NULL);
+    assert_int_equal(r->elements, 2);
+    const redisReply *f = r->element[0], *n = r->element[1];
+    assert_int_equal(f->elements, 3);
+    assert_string_equal(f->element[0]->str, "123");
+    assert_string_equal(f->element[1]->str, "1");
+    assert_int_equal(f->element[2]->elements, 2);
+    assert_string_equal(f->element[2]->element[0]->str, a); /* sorted: a < b */
+    assert_string_equal(f->element[2]->element[1]->str, b);
+    assert_string_equal(n->element[0]->str, "");
+    assert_string_equal(n->element[1]->str, "");
+    assert_int_equal(n->element[2]->elements, 0);
     freeReplyObject(r);
 }
 
@@ -604,7 +877,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pop_agrees_with_c, setup, teardown),
         cmocka_unit_test_setup_teardown(test_heartbeat, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reaper, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_requeue_and_seen, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_requeue, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_drain, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost_claim, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lease_check, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fleet, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

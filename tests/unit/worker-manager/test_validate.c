@@ -282,6 +282,112 @@ static void test_bearer(void **state)
     assert_null(wm_bearer(NULL));
 }
 
+
+static void test_worker_status(void **state)
+{
+    const uint64_t now = 1800000000000ULL;
+    /* heartbeat every 5 s: lost after 3 missed ones (15 s) */
+    assert_string_equal(wm_worker_status(now, now - 1000, 5, false, 0), "idle");
+    assert_string_equal(wm_worker_status(now, now - 1000, 5, false, 2), "busy");
+    assert_string_equal(wm_worker_status(now, now - 1000, 5, true, 2), "draining");
+    assert_string_equal(wm_worker_status(now, now - 15000, 5, false, 1), "busy");
+    assert_string_equal(wm_worker_status(now, now - 15001, 5, false, 1), "lost");
+    assert_string_equal(wm_worker_status(now, now - 15001, 5, true, 0), "lost");
+    assert_string_equal(wm_worker_status(now, 0, 5, false, 0), "lost");
+    /* a clock step backwards (stamp in the future) is not a loss */
+    assert_string_equal(wm_worker_status(now, now + 5000, 1, false, 0), "idle");
+    assert_string_equal(wm_worker_status(now, now - 3001, 1, false, 0), "lost");
+}
+
+#define JOB "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M"
+#define LEASE "lse_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M"
+#define WRK "wrk_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M"
+
+/* Parses a report; returns rc, the error param in param (or ""). */
+static int report(const char *text, enum wm_report_kind kind, struct wm_report *rep,
+                  char *param, size_t len)
+{
+    struct nf_json_err err = {0};
+    cJSON *body = json(text);
+    memset(rep, 0, sizeof(*rep));
+    int rc = wm_report_parse(body, kind, WRK, rep, &err);
+    snprintf(param, len, "%s", rc < 0 ? err.param : "");
+    if (rc == 0) {
+        assert_non_null(rep->event);
+        assert_string_equal(rep->job_id, JOB);
+        assert_string_equal(rep->lease_id, LEASE);
+    }
+    cJSON_Delete(body);
+    return rc;
+}
+
+static void test_report(void **state)
+{
+    struct wm_report rep;
+    char param[64], text[1024];
+    const char *ev_fmt = "{\"worker_id\":\"" WRK "\",\"lease_id\":\"%s\",\"event\":"
+                         "{\"specversion\":\"%s\",\"id\":\"%s\",\"source\":\"x\",\"type\":\"%s\","
+                         "\"subject\":\"%s\",\"data\":{\"job_id\":\"%s\",\"attempt\":%s,"
+                         "\"user_id\":\"usr_1\",\"worker_id\":\"%s\"}}}";
+#define EV(lease, spec, id, type, subject, job, attempt, wid)                                      \
+    snprintf(text, sizeof(text), ev_fmt, lease, spec, id, type, subject, job, attempt, wid)
+
+    EV(LEASE, "1.0", "evt_1", "forge.job.succeeded", JOB, JOB, "2", WRK);
+    assert_int_equal(report(text, WM_REPORT_EVENT, &rep, param, sizeof(param)), 0);
+    assert_int_equal(rep.attempt, 2);
+    EV(LEASE, "1.0", "use_1", "forge.usage.recorded", "usr_1", JOB, "1", WRK);
+    assert_int_equal(report(text, WM_REPORT_USAGE, &rep, param, sizeof(param)), 0);
+
+    /* each refusal names the field */
+    static const struct {
+        enum wm_report_kind kind;
+        const char *lease, *spec, *id, *type, *subject, *job, *attempt, *wid, *param;
+    } bad[] = {
+        {WM_REPORT_EVENT, "lse_bad", "1.0", "e", "forge.job.log", JOB, JOB, "1", WRK, "lease_id"},
+        {WM_REPORT_EVENT, LEASE, "0.3", "e", "forge.job.log", JOB, JOB, "1", WRK,
+         "event.specversion"},
+        {WM_REPORT_EVENT, LEASE, "1.0", "", "forge.job.log", JOB, JOB, "1", WRK, "event.id"},
+        /* services' event types are not the worker's to send */
+        {WM_REPORT_EVENT, LEASE, "1.0", "e", "forge.job.assigned", JOB, JOB, "1", WRK,
+         "event.type"},
+        {WM_REPORT_EVENT, LEASE, "1.0", "e", "forge.job.retrying", JOB, JOB, "1", WRK,
+         "event.type"},
+        {WM_REPORT_EVENT, LEASE, "1.0", "e", "forge.usage.recorded", "usr_1", JOB, "1", WRK,
+         "event.type"},
+        {WM_REPORT_EVENT, LEASE, "1.0", "e", "forge.job.log", "job_other", JOB, "1", WRK,
+         "event.subject"},
+        {WM_REPORT_EVENT, LEASE, "1.0", "e", "forge.job.log", JOB, "job_x", "1", WRK,
+         "event.data.job_id"},
+        {WM_REPORT_EVENT, LEASE, "1.0", "e", "forge.job.log", JOB, JOB, "0", WRK,
+         "event.data.attempt"},
+        {WM_REPORT_EVENT, LEASE, "1.0", "e", "forge.job.log", JOB, JOB, "\"1\"", WRK,
+         "event.data.attempt"},
+        {WM_REPORT_USAGE, LEASE, "1.0", "e", "forge.job.log", JOB, JOB, "1", WRK, "event.type"},
+        /* usage on behalf of another worker */
+        {WM_REPORT_USAGE, LEASE, "1.0", "e", "forge.usage.recorded", "usr_1", JOB, "1",
+         "wrk_01JDQ7Z6V1TB6Y4Q4ZKX3R1ZZZ", "event.data.worker_id"},
+        {WM_REPORT_USAGE, LEASE, "1.0", "e", "forge.usage.recorded", "usr_2", JOB, "1", WRK,
+         "event.subject"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        EV(bad[i].lease, bad[i].spec, bad[i].id, bad[i].type, bad[i].subject, bad[i].job,
+           bad[i].attempt, bad[i].wid);
+        if (report(text, bad[i].kind, &rep, param, sizeof(param)) != -1 ||
+            strcmp(param, bad[i].param) != 0)
+            fail_msg("case %zu: expected a refusal naming %s, got \"%s\"", i, bad[i].param,
+                     param);
+    }
+    assert_int_equal(report("{\"worker_id\":\"" WRK "\",\"lease_id\":\"" LEASE "\"}",
+                            WM_REPORT_EVENT, &rep, param, sizeof(param)),
+                     -1);
+    assert_string_equal(param, "event");
+    assert_int_equal(report("{\"lease_id\":\"" LEASE "\",\"event\":[]}", WM_REPORT_EVENT, &rep,
+                            param, sizeof(param)),
+                     -1);
+    assert_string_equal(param, "event");
+#undef EV
+}
+
 int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
@@ -290,6 +396,7 @@ int main(void)
         cmocka_unit_test(test_register_label_limits), cmocka_unit_test(test_types_join_parse),
         cmocka_unit_test(test_job_matches),           cmocka_unit_test(test_dispatch_ok),
         cmocka_unit_test(test_dispatch_malformed),    cmocka_unit_test(test_bearer),
+        cmocka_unit_test(test_worker_status),         cmocka_unit_test(test_report),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -121,6 +121,26 @@ static void test_load(void **state)
     assert_non_null(strstr(err, "NF_WORKER_JOB_TYPES"));
     wk_config_free(&cfg, &set);
     unsetenv("NF_WORKER_JOB_TYPES");
+
+    /* a pre-registered identity: both or neither, and a real worker id; no Kafka is fine */
+    setenv("NF_WORKER_ID", "wrk_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M", 1);
+    assert_int_equal(wk_config_load(&cfg, &set, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "NF_WORKER_TOKEN"));
+    wk_config_free(&cfg, &set);
+    setenv("NF_WORKER_TOKEN", "tok", 1);
+    setenv("NF_KAFKA_BROKERS", "", 1);
+    assert_int_equal(wk_config_load(&cfg, &set, err, sizeof(err)), 0);
+    assert_string_equal(cfg.worker_id, "wrk_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M");
+    assert_string_equal(cfg.brokers, "");
+    wk_config_free(&cfg, &set);
+    setenv("NF_WORKER_ID", "worker-1", 1);
+    assert_int_equal(wk_config_load(&cfg, &set, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "NF_WORKER_ID"));
+    wk_config_free(&cfg, &set);
+    unsetenv("NF_WORKER_ID");
+    unsetenv("NF_WORKER_TOKEN");
+    unsetenv("NF_KAFKA_BROKERS");
+
     unsetenv("NF_WORKER_ARTIFACT_ROOT");
     assert_int_equal(wk_config_load(&cfg, &set, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "NF_WORKER_ARTIFACT_ROOT"));

@@ -487,6 +487,58 @@ static void test_slot_held_until_delivered(void **state)
     assert_true(run_until_idle(2000));
 }
 
+
+/* A cancel reaches a handler that ignores SIGTERM within the kill grace: SIGKILL, then
+ * forge.job.cancelled (not a failure). */
+static void test_cancel_stubborn(void **state)
+{
+    char id[NF_ID_MAX];
+    script("train", "trap '' TERM\necho '{\"progress\":0.1}'\nsleep 30");
+    start("train", 2, 0, id);
+    run_for(300);
+    long long t0 = mono_ms();
+    wk_job_cancel(ctx, id);
+    assert_true(run_until_idle(5000));
+    long long took = mono_ms() - t0;
+    assert_true(took >= 900 && took < 3000); /* kill_grace_s = 1 */
+    assert_non_null(event("forge.job.cancelled", id));
+    assert_null(event("forge.job.failed", id));
+    assert_null(event("forge.job.succeeded", id));
+    int n = 0;
+    assert_true(usage("gpu_ms", id, &n) > 0); /* the GPU time it did use is metered */
+}
+
+/* The lease was lost (reaped, or the job retried elsewhere): the handler is stopped and
+ * nothing more is reported for this attempt; the slot is free again. */
+static void test_lost(void **state)
+{
+    char id[NF_ID_MAX], done[NF_ID_MAX];
+    script("audit", "echo '{\"progress\":0.5}'\nsleep 30\necho '{\"result\":{}}'");
+    script("generate", "echo '{\"result\":{\"n\":1}}'");
+    heartbeats_fail = true; /* never confirmed: the loss alone must free the slot */
+    start("audit", 1, 0, id);
+    run_for(300);
+    int before = nsent;
+    wk_job_lost(ctx, id);
+    wk_job_lost(ctx, "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1ZZZ"); /* unknown: ignored */
+    assert_true(run_until_idle(5000));
+    for (int i = before; i < nsent; i++) {
+        const char *type = nf_json_str(sent[i].ev, "type");
+        if (strcmp(sent[i].topic, "forge.usage") == 0 ||
+            (type && (strstr(type, "succeeded") || strstr(type, "failed") ||
+                      strstr(type, "cancelled"))))
+            fail_msg("reported %s %s after the lease was lost", sent[i].topic, type);
+    }
+    /* a job that finishes, then hears its lease is gone, keeps its report */
+    heartbeats_fail = false;
+    start("generate", 0, 0, done);
+    run_for(200);
+    wk_job_lost(ctx, done);
+    assert_true(run_until_idle(2000));
+    assert_non_null(event("forge.job.succeeded", done));
+    assert_null(wk_job_lease(ctx, done));
+}
+
 int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
@@ -499,6 +551,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cannot_run, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_and_shutdown, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slot_held_until_delivered, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cancel_stubborn, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lost, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,657 @@
+"""NexaForgeClient: every public endpoint of the Nexa Forge API as a method.
+
+Answers are plain ``dict`` objects shaped as ``proto/openapi.yaml`` documents them (a job
+has ``job_id``, ``status``, ``params``, ``result``, ``artifacts``, ``cost_usd``...). Errors
+are raised as :mod:`nexa_forge.errors` exceptions.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import hashlib
+import os
+import pathlib
+import re
+import tempfile
+import time
+import urllib.parse
+import uuid
+from typing import (Any, Callable, Dict, Iterator, Literal, Mapping, Optional, Sequence,
+                    Union, overload)
+
+from . import errors
+from ._sse import ServerSentEvent, SSEDecoder, iter_sse_lines
+from ._transport import Response, Transport
+
+
+__all__ = ["NexaForgeClient", "JOB_TYPES", "TERMINAL_STATUSES", "DEFAULT_BASE_URL"]
+
+DEFAULT_BASE_URL = "http://localhost:8000"
+JOB_TYPES = ("generate", "audit", "distill", "train", "evaluate", "deploy")
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "dead_lettered"})
+
+Job = Dict[str, Any]
+Page = Dict[str, Any]
+JobRef = Union[str, Mapping[str, Any]]
+TimeParam = Union[str, _dt.datetime, _dt.date, None]
+
+_SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+class NexaForgeClient:
+    """A client for the Nexa Forge API.
+
+    ``api_key`` defaults to ``$NEXA_API_KEY`` and ``base_url`` to ``$NEXA_API_URL``, then
+    ``http://localhost:8000``. ``timeout`` (seconds) bounds each call, retries included;
+    ``max_retries`` is how many times a failed call is retried (connection errors, 429 and
+    5xx, with exponential backoff and jitter, honouring ``Retry-After``). A missing key
+    raises :class:`~nexa_forge.AuthenticationError` here, before any request.
+
+    One client may be shared by threads; it keeps connections open per host. Use it as a
+    context manager, or call :meth:`close`, to close them.
+    """
+
+    def __init__(
+        self,
+        api_key: Optional[str] = None,
+        base_url: Optional[str] = None,
+        timeout: Optional[float] = 30,
+        max_retries: int = 3,
+        *,
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+        user_agent: Optional[str] = None,
+        default_headers: Optional[Mapping[str, str]] = None,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get("NEXA_API_KEY")
+        key = (key or "").strip()
+        if not key:
+            raise errors.AuthenticationError(
+                "no API key: pass NexaForgeClient(api_key=\"nexa_...\") or set NEXA_API_KEY "
+                "(keys are made in the dashboard; `./forge up` prints one for a local stack)",
+                code="missing_api_key")
+        if any(ord(c) < 33 or ord(c) > 126 for c in key):
+            raise errors.AuthenticationError(
+                "the API key contains spaces, control or non-ASCII characters; "
+                "was it copied whole?", code="malformed_api_key")
+        url = base_url or os.environ.get("NEXA_API_URL") or DEFAULT_BASE_URL
+        self._transport = Transport(
+            url, key, timeout=timeout, max_retries=max_retries, backoff_base=backoff_base,
+            backoff_max=backoff_max, user_agent=user_agent, default_headers=default_headers)
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def base_url(self) -> str:
+        return self._transport.base_url
+
+    @property
+    def timeout(self) -> Optional[float]:
+        return self._transport.timeout
+
+    @property
+    def max_retries(self) -> int:
+        return self._transport.max_retries
+
+    def close(self) -> None:
+        """Closes the idle connections (the client stays usable)."""
+        self._transport.close()
+
+    def __enter__(self) -> "NexaForgeClient":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"NexaForgeClient(base_url={self.base_url!r})"
+
+    def _get(self, path: str, params: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+        return _object(self._transport.request("GET", path, params=params))
+
+    def request(self, method: str, path: str, *, params: Optional[Mapping[str, Any]] = None,
+                json: Any = None, headers: Optional[Mapping[str, str]] = None,
+                idempotent: Optional[bool] = None) -> Any:
+        """Any API call (for endpoints newer than this SDK): the parsed JSON answer, or
+        None for an empty one. Same authentication, retries and errors as the methods."""
+        resp = self._transport.request(method, path, params=params, json_body=json,
+                                       headers=headers, idempotent=idempotent)
+        return resp.json()
+
+    # ------------------------------------------------------------------ jobs: submit
+
+    def submit(
+        self,
+        job_type: str,
+        params: Optional[Mapping[str, Any]] = None,
+        *,
+        metadata: Optional[Mapping[str, str]] = None,
+        priority: Optional[int] = None,
+        max_attempts: Optional[int] = None,
+        timeout_seconds: Optional[int] = None,
+        gpu_type: Optional[str] = None,
+        gpu_count: Optional[int] = None,
+        labels: Optional[Mapping[str, str]] = None,
+        idempotency_key: Optional[str] = None,
+        **extra_params: Any,
+    ) -> Job:
+        """Submits a job of ``job_type`` with ``params`` (plus ``extra_params``); returns
+        the accepted job (status ``queued``).
+
+        Every submission carries an ``Idempotency-Key`` (``idempotency_key``, or a fresh
+        UUID), the same on every retry, so a retried submission never creates a second
+        job. Pass your own key to make resubmitting from another process safe too. Keys
+        whose value is None are left out, so the server applies its defaults.
+        """
+        if not _SEGMENT.match(job_type or ""):
+            raise ValueError(f"invalid job type {job_type!r}; one of {', '.join(JOB_TYPES)}")
+        merged = {k: v for k, v in dict(params or {}, **extra_params).items() if v is not None}
+        body: Dict[str, Any] = {"params": merged}
+        common = {"metadata": metadata, "priority": priority, "max_attempts": max_attempts,
+                  "timeout_seconds": timeout_seconds, "gpu_type": gpu_type,
+                  "gpu_count": gpu_count, "labels": labels}
+        body.update({k: v for k, v in common.items() if v is not None})
+        key = idempotency_key or str(uuid.uuid4())
+        resp = self._transport.request("POST", f"/api/jobs/{job_type}", json_body=body,
+                                       headers={"Idempotency-Key": key}, idempotent=True)
+        return _object(resp)
+
+    def generate(self, domain: str, num_samples: int, *, model: Optional[str] = None,
+                 seed: Optional[int] = None, format: Optional[str] = None,
+                 metadata: Optional[Mapping[str, str]] = None, priority: Optional[int] = None,
+                 max_attempts: Optional[int] = None, timeout_seconds: Optional[int] = None,
+                 gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
+                 labels: Optional[Mapping[str, str]] = None,
+                 idempotency_key: Optional[str] = None, **extra_params: Any) -> Job:
+        """Synthetic data generation: ``num_samples`` (1..1,000,000) samples about
+        ``domain``, written as a JSONL artifact."""
+        return self.submit(
+            "generate", {"domain": domain, "num_samples": num_samples, "model": model,
+                         "seed": seed, "format": format},
+            metadata=metadata, priority=priority, max_attempts=max_attempts,
+            timeout_seconds=timeout_seconds, gpu_type=gpu_type, gpu_count=gpu_count,
+            labels=labels, idempotency_key=idempotency_key, **extra_params)
+
+    def audit(self, dataset_uri: str, *, checks: Optional[Sequence[str]] = None,
+              metadata: Optional[Mapping[str, str]] = None, priority: Optional[int] = None,
+              max_attempts: Optional[int] = None, timeout_seconds: Optional[int] = None,
+              gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
+              labels: Optional[Mapping[str, str]] = None,
+              idempotency_key: Optional[str] = None, **extra_params: Any) -> Job:
+        """Dataset quality audit of ``dataset_uri`` (s3://, file://, https:// or
+        artifact://art_...)."""
+        return self.submit(
+            "audit", {"dataset_uri": dataset_uri,
+                      "checks": list(checks) if checks is not None else None},
+            metadata=metadata, priority=priority, max_attempts=max_attempts,
+            timeout_seconds=timeout_seconds, gpu_type=gpu_type, gpu_count=gpu_count,
+            labels=labels, idempotency_key=idempotency_key, **extra_params)
+
+    def distill(self, teacher_model: str, student_model: str, dataset_uri: str, *,
+                num_samples: Optional[int] = None,
+                metadata: Optional[Mapping[str, str]] = None, priority: Optional[int] = None,
+                max_attempts: Optional[int] = None, timeout_seconds: Optional[int] = None,
+                gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
+                labels: Optional[Mapping[str, str]] = None,
+                idempotency_key: Optional[str] = None, **extra_params: Any) -> Job:
+        """Distillation of ``teacher_model`` into ``student_model`` on ``dataset_uri``."""
+        return self.submit(
+            "distill", {"teacher_model": teacher_model, "student_model": student_model,
+                        "dataset_uri": dataset_uri, "num_samples": num_samples},
+            metadata=metadata, priority=priority, max_attempts=max_attempts,
+            timeout_seconds=timeout_seconds, gpu_type=gpu_type, gpu_count=gpu_count,
+            labels=labels, idempotency_key=idempotency_key, **extra_params)
+
+    def train(self, model_id: str, dataset_uri: str, *, epochs: Optional[int] = None,
+              learning_rate: Optional[float] = None, lora: Optional[bool] = None,
+              metadata: Optional[Mapping[str, str]] = None, priority: Optional[int] = None,
+              max_attempts: Optional[int] = None, timeout_seconds: Optional[int] = None,
+              gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
+              labels: Optional[Mapping[str, str]] = None,
+              idempotency_key: Optional[str] = None, **extra_params: Any) -> Job:
+        """Fine-tuning of ``model_id`` on ``dataset_uri`` (epochs 1..100, default 3)."""
+        return self.submit(
+            "train", {"model_id": model_id, "dataset_uri": dataset_uri, "epochs": epochs,
+                      "learning_rate": learning_rate, "lora": lora},
+            metadata=metadata, priority=priority, max_attempts=max_attempts,
+            timeout_seconds=timeout_seconds, gpu_type=gpu_type, gpu_count=gpu_count,
+            labels=labels, idempotency_key=idempotency_key, **extra_params)
+
+    def evaluate(self, model_id: str, benchmark: str, *, dataset_uri: Optional[str] = None,
+                 metadata: Optional[Mapping[str, str]] = None, priority: Optional[int] = None,
+                 max_attempts: Optional[int] = None, timeout_seconds: Optional[int] = None,
+                 gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
+                 labels: Optional[Mapping[str, str]] = None,
+                 idempotency_key: Optional[str] = None, **extra_params: Any) -> Job:
+        """Evaluation of ``model_id`` on ``benchmark`` (mmlu, gsm8k, hellaswag, or
+        ``custom`` with ``dataset_uri``)."""
+        return self.submit(
+            "evaluate", {"model_id": model_id, "benchmark": benchmark,
+                         "dataset_uri": dataset_uri},
+            metadata=metadata, priority=priority, max_attempts=max_attempts,
+            timeout_seconds=timeout_seconds, gpu_type=gpu_type, gpu_count=gpu_count,
+            labels=labels, idempotency_key=idempotency_key, **extra_params)
+
+    def deploy(self, model_id: str, *, region: Optional[str] = None,
+               replicas: Optional[int] = None,
+               metadata: Optional[Mapping[str, str]] = None, priority: Optional[int] = None,
+               max_attempts: Optional[int] = None, timeout_seconds: Optional[int] = None,
+               gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
+               labels: Optional[Mapping[str, str]] = None,
+               idempotency_key: Optional[str] = None, **extra_params: Any) -> Job:
+        """Deployment of ``model_id`` (region default us-east-1, replicas 1..64)."""
+        return self.submit(
+            "deploy", {"model_id": model_id, "region": region, "replicas": replicas},
+            metadata=metadata, priority=priority, max_attempts=max_attempts,
+            timeout_seconds=timeout_seconds, gpu_type=gpu_type, gpu_count=gpu_count,
+            labels=labels, idempotency_key=idempotency_key, **extra_params)
+
+    # ------------------------------------------------------------------ jobs: read
+
+    def get_job(self, job_id: JobRef) -> Job:
+        """The job (a dict with every field of the Job schema)."""
+        return self._get(f"/api/jobs/{_seg(_job_id(job_id))}")
+
+    def list_jobs(self, *, status: Optional[str] = None, job_type: Optional[str] = None,
+                  metadata: Optional[Mapping[str, str]] = None, limit: Optional[int] = None,
+                  cursor: Optional[str] = None) -> Page:
+        """One page of the caller's jobs, newest first: ``{data, has_more, next_cursor}``.
+        Pass ``next_cursor`` back as ``cursor`` for the next page, or use
+        :meth:`iter_jobs`. ``metadata`` filters on metadata pairs."""
+        return self._get("/api/jobs/", {"status": status, "job_type": job_type,
+                                        "metadata": metadata, "limit": limit,
+                                        "cursor": cursor})
+
+    def iter_jobs(self, *, status: Optional[str] = None, job_type: Optional[str] = None,
+                  metadata: Optional[Mapping[str, str]] = None,
+                  page_size: Optional[int] = 100) -> Iterator[Job]:
+        """Every job matching the filters, fetching pages as the iteration needs them."""
+        return self._paginate("/api/jobs/", {"status": status, "job_type": job_type,
+                                             "metadata": metadata}, page_size)
+
+    def cancel_job(self, job_id: JobRef) -> Job:
+        """Requests cancellation; the job moves to ``cancel_requested`` then ``cancelled``.
+        A finished job raises :class:`~nexa_forge.ConflictError`."""
+        resp = self._transport.request("POST", f"/api/jobs/{_seg(_job_id(job_id))}/cancel",
+                                       idempotent=True)
+        return _object(resp)
+
+    def wait(self, job_id: JobRef, timeout: Optional[float] = None, poll_interval: float = 1.0,
+             *, raise_on_failure: bool = True,
+             on_update: Optional[Callable[[Job], None]] = None) -> Job:
+        """Polls the job until it reaches a terminal state and returns it.
+
+        Raises :class:`~nexa_forge.JobFailedError` (with ``.job``) when it ends
+        ``failed``, ``cancelled`` or ``dead_lettered`` (unless ``raise_on_failure`` is
+        False), and :class:`~nexa_forge.WaitTimeoutError` after ``timeout`` seconds
+        (None = no limit). ``on_update`` is called with the job whenever its status or
+        progress changes.
+        """
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be > 0")
+        jid = _job_id(job_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        seen = None
+        job: Optional[Job] = None
+        while True:
+            job = self.get_job(jid)
+            state = (job.get("status"), job.get("progress"))
+            if on_update is not None and state != seen:
+                on_update(job)
+            seen = state
+            if job.get("status") in TERMINAL_STATUSES:
+                if raise_on_failure and job.get("status") != "succeeded":
+                    raise errors.JobFailedError(job)
+                return job
+            pause = poll_interval
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise errors.WaitTimeoutError(jid, timeout or 0, job)
+                pause = min(pause, left)
+            time.sleep(pause)
+
+    # ------------------------------------------------------------------ jobs: events
+
+    @overload
+    def job_events(self, job_id: JobRef, *, stream: Literal[False] = ...,
+                   limit: Optional[int] = ..., cursor: Optional[str] = ...) -> Page: ...
+
+    @overload
+    def job_events(self, job_id: JobRef, *, stream: Literal[True],
+                   limit: Optional[int] = ..., cursor: Optional[str] = ...
+                   ) -> Iterator[Dict[str, Any]]: ...
+
+    def job_events(self, job_id: JobRef, *, stream: bool = False, limit: Optional[int] = None,
+                   cursor: Optional[str] = None) -> Any:
+        """The job's events: one page ``{data, has_more, next_cursor}``, oldest first; or,
+        with ``stream=True``, an iterator over live events (see
+        :meth:`stream_job_events`)."""
+        if stream:
+            return self.stream_job_events(job_id)
+        return self._get(f"/api/jobs/{_seg(_job_id(job_id))}/events",
+                         {"limit": limit, "cursor": cursor})
+
+    def iter_job_events(self, job_id: JobRef, *, page_size: Optional[int] = 100
+                        ) -> Iterator[Dict[str, Any]]:
+        """Every recorded event of the job, across pages."""
+        return self._paginate(f"/api/jobs/{_seg(_job_id(job_id))}/events", {}, page_size)
+
+    @overload
+    def stream_job_events(self, job_id: JobRef, *, last_event_id: Optional[str] = ...,
+                          raw: Literal[False] = ...) -> Iterator[Dict[str, Any]]: ...
+
+    @overload
+    def stream_job_events(self, job_id: JobRef, *, last_event_id: Optional[str] = ...,
+                          raw: Literal[True]) -> Iterator[ServerSentEvent]: ...
+
+    def stream_job_events(self, job_id: JobRef, *, last_event_id: Optional[str] = None,
+                          raw: bool = False) -> Iterator[Any]:
+        """Live events of the job (server-sent events) until it reaches a terminal state.
+
+        Yields each event's JSON data as a dict (``raw=True``: the
+        :class:`~nexa_forge.ServerSentEvent` itself). A dropped connection is resumed
+        with ``Last-Event-ID`` (up to ``max_retries`` times in a row); a stream that
+        ends, or stays silent longer than the client's timeout, before a terminal event
+        is resumed too unless the job has finished meanwhile.
+        """
+        jid = _job_id(job_id)
+        path = f"/api/jobs/{_seg(jid)}/events"
+        return self._stream(jid, path, last_event_id, raw)
+
+    def _stream(self, jid: str, path: str, last_event_id: Optional[str], raw: bool
+                ) -> Iterator[Any]:
+        decoder = SSEDecoder()
+        decoder.last_event_id = last_event_id
+        failures = 0  # rounds in a row that ended without an event (silence excepted)
+        last_round = False
+        while True:
+            headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+            if decoder.last_event_id:
+                headers["Last-Event-ID"] = decoder.last_event_id
+            resp = self._transport.stream("GET", path, headers=headers)
+            ctype = (resp.header("Content-Type") or "").split(";")[0].strip().lower()
+            if ctype != "text/event-stream":
+                # The server answered a plain list: hand out what it has, then stop.
+                resp.close()
+                yield from self.iter_job_events(jid)
+                return
+            got_event = silent = False
+            broke: Optional[errors.ConnectionError] = None
+            try:
+                with resp:
+                    for event in iter_sse_lines(resp.iter_lines(), decoder):
+                        got_event = True
+                        failures = 0
+                        yield event if raw else _event_data(event)
+                        if _is_terminal_event(event):
+                            return
+            except errors.APITimeoutError:
+                silent = True  # no heartbeat for a while: resume at once, not a failure
+            except errors.ConnectionError as exc:
+                broke = exc
+            if last_round:
+                return
+            if self.get_job(jid).get("status") in TERMINAL_STATUSES:
+                last_round = True  # one more round for the events after the last one seen
+                continue
+            if got_event or silent:
+                continue
+            failures += 1
+            if failures > self._transport.max_retries:
+                raise errors.ConnectionError(
+                    f"the event stream of {jid} keeps ending before the job does"
+                    + (f": {broke}" if broke else "")) from broke
+            self._transport.sleep(decoder.retry / 1000.0 if decoder.retry is not None
+                                  else self._transport.backoff_delay(failures - 1))
+
+    # ------------------------------------------------------------------ artifacts
+
+    def artifacts(self, *, job_id: Optional[JobRef] = None, limit: Optional[int] = None,
+                  cursor: Optional[str] = None) -> Page:
+        """One page of the caller's artifacts (optionally of one job)."""
+        return self._get("/api/artifacts", {
+            "job_id": _job_id(job_id) if job_id is not None else None,
+            "limit": limit, "cursor": cursor})
+
+    list_artifacts = artifacts
+
+    def iter_artifacts(self, *, job_id: Optional[JobRef] = None,
+                       page_size: Optional[int] = 100) -> Iterator[Dict[str, Any]]:
+        """Every artifact (optionally of one job), across pages."""
+        return self._paginate("/api/artifacts", {
+            "job_id": _job_id(job_id) if job_id is not None else None}, page_size)
+
+    def get_artifact(self, artifact_id: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
+        """The artifact's record: ``artifact_id, job_id, name, kind, uri, bytes, sha256``."""
+        return self._get(f"/api/artifacts/{_seg(_artifact_id(artifact_id))}")
+
+    def read_artifact(self, artifact_id: Union[str, Mapping[str, Any]]) -> bytes:
+        """The artifact's content, in memory (use :meth:`download_artifact` for big ones)."""
+        resp = self._transport.request(
+            "GET", f"/api/artifacts/{_seg(_artifact_id(artifact_id))}/content",
+            headers={"Accept": "*/*"})
+        return resp.body
+
+    def download_artifact(self, artifact_id: Union[str, Mapping[str, Any]],
+                          path: Union[str, "os.PathLike[str]"], *,
+                          expected_sha256: Optional[str] = None) -> pathlib.Path:
+        """Streams the artifact's content to ``path`` (into it, named after the artifact,
+        when ``path`` is a directory) and returns the file's path. The file appears only
+        complete: it is written next to its destination, checked (length; SHA-256 when
+        ``expected_sha256`` is given or ``artifact_id`` is an artifact dict carrying
+        ``sha256``) and then renamed into place."""
+        aid = _artifact_id(artifact_id)
+        if expected_sha256 is None and isinstance(artifact_id, Mapping):
+            expected_sha256 = artifact_id.get("sha256")
+        resp = self._transport.stream("GET", f"/api/artifacts/{_seg(aid)}/content",
+                                      headers={"Accept": "*/*"})
+        target = pathlib.Path(path)
+        with resp:
+            if target.is_dir():
+                name = _filename_from(resp.header("Content-Disposition")) or (
+                    artifact_id.get("name") if isinstance(artifact_id, Mapping) else None) or aid
+                target = target / pathlib.Path(str(name)).name
+            digest = hashlib.sha256()
+            written = 0
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
+                                            dir=str(target.parent))
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    while True:
+                        chunk = resp.read(1 << 16)
+                        if not chunk:
+                            break
+                        out.write(chunk)
+                        digest.update(chunk)
+                        written += len(chunk)
+                length = resp.header("Content-Length")
+                if length is not None and length.isdigit() and int(length) != written:
+                    raise errors.ConnectionError(
+                        f"artifact {aid}: got {written} of {length} bytes")
+                if expected_sha256 and digest.hexdigest() != expected_sha256.lower():
+                    raise errors.NexaForgeError(
+                        f"artifact {aid}: SHA-256 {digest.hexdigest()} is not the expected "
+                        f"{expected_sha256}", code="checksum_mismatch")
+                os.replace(tmp_name, str(target))
+            except BaseException:
+                try:
+                    os.unlink(tmp_name)
+                except OSError:
+                    pass
+                raise
+        return target
+
+    # ------------------------------------------------------------------ workers, billing
+
+    def workers(self) -> Page:
+        """The worker fleet: ``{data: [{worker_id, hostname, status, gpu_type, ...}]}``."""
+        return self._get("/api/workers/")
+
+    def billing_summary(self, period_start: TimeParam = None, period_end: TimeParam = None
+                        ) -> Dict[str, Any]:
+        """Costs for a period (default: this month to date): totals per meter and per job
+        type, and ``total_usd``."""
+        return self._get("/api/billing/summary", {"period_start": _time_param(period_start),
+                                                  "period_end": _time_param(period_end)})
+
+    def usage(self, *, bucket: Optional[str] = None, meter: Optional[str] = None,
+              job_type: Optional[str] = None, period_start: TimeParam = None,
+              period_end: TimeParam = None) -> Dict[str, Any]:
+        """Usage over time in ``hour`` or ``day`` buckets, optionally for one meter
+        (gpu_ms, input_tokens, output_tokens, storage_byte_hours) or job type."""
+        return self._get("/api/billing/usage", {
+            "bucket": bucket, "meter": meter, "job_type": job_type,
+            "period_start": _time_param(period_start), "period_end": _time_param(period_end)})
+
+    def get_budget(self) -> Dict[str, Any]:
+        """The monthly budget and this month's spending."""
+        return self._get("/api/billing/budget")
+
+    def set_budget(self, monthly_limit_usd: Union[str, int, float, decimal.Decimal, None]
+                   ) -> Dict[str, Any]:
+        """Sets the monthly budget in USD (None removes it); returns the budget."""
+        value: Any = monthly_limit_usd
+        if isinstance(value, (float, decimal.Decimal)):
+            value = format(decimal.Decimal(str(value)), "f")
+        resp = self._transport.request("PUT", "/api/billing/budget",
+                                       json_body={"monthly_limit_usd": value})
+        return _object(resp)
+
+    # ------------------------------------------------------------------ account, API keys
+
+    def me(self) -> Dict[str, Any]:
+        """Who is calling: ``user_id, email, auth_method, key_id``."""
+        return self._get("/api/auth/me")
+
+    def create_api_key(self, name: str, *, expires_in_days: Optional[int] = None,
+                       rate_limit_per_minute: Optional[int] = None,
+                       burst: Optional[int] = None) -> Dict[str, Any]:
+        """Creates an API key. The answer's ``api_key`` is the secret, shown this once."""
+        body = {"name": name, "expires_in_days": expires_in_days,
+                "rate_limit_per_minute": rate_limit_per_minute, "burst": burst}
+        # Not idempotent: retried only when the server provably did not act (429, 503,
+        # connection never made).
+        resp = self._transport.request("POST", "/api/auth/api-keys", idempotent=False,
+                                       json_body={k: v for k, v in body.items()
+                                                  if v is not None})
+        return _object(resp)
+
+    def list_api_keys(self) -> Page:
+        """The caller's keys, never their secrets: ``{data: [{key_id, prefix, name,
+        status, ...}]}``."""
+        return self._get("/api/auth/api-keys")
+
+    def revoke_api_key(self, key_id: Union[str, Mapping[str, Any]]) -> None:
+        """Revokes a key (also when it already was); it stops working at once."""
+        kid = key_id.get("key_id") if isinstance(key_id, Mapping) else key_id
+        if not isinstance(kid, str) or not kid:
+            raise ValueError("revoke_api_key needs a key id such as 'key_01J...'")
+        self._transport.request("DELETE", f"/api/auth/api-keys/{_seg(kid)}")
+
+    # ------------------------------------------------------------------ pagination
+
+    def _paginate(self, path: str, params: Mapping[str, Any], page_size: Optional[int]
+                  ) -> Iterator[Dict[str, Any]]:
+        def pages() -> Iterator[Dict[str, Any]]:
+            cursor: Optional[str] = None
+            seen = set()
+            while True:
+                page = self._get(path, dict(params, limit=page_size, cursor=cursor))
+                items = page.get("data") if isinstance(page, dict) else page
+                for item in items or []:
+                    yield item
+                if not isinstance(page, dict) or not page.get("has_more"):
+                    return
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    return
+                if cursor in seen:
+                    raise errors.NexaForgeError(
+                        f"GET {path}: the server repeated cursor {cursor!r}",
+                        code="pagination_loop")
+                seen.add(cursor)
+        return pages()
+
+
+# ---------------------------------------------------------------------- helpers
+
+def _object(resp: Response) -> Dict[str, Any]:
+    """The answer's JSON object; anything else is an ``invalid_response`` error."""
+    data = resp.json()
+    if not isinstance(data, dict):
+        raise errors.NexaForgeError(
+            f"expected a JSON object from the server, got {type(data).__name__}",
+            status=resp.status, code="invalid_response",
+            request_id=resp.header("X-Request-Id"), body=data)
+    return data
+
+
+def _job_id(job: Any) -> str:
+    if isinstance(job, Mapping):
+        job = job.get("job_id")
+    if not isinstance(job, str) or not job:
+        raise ValueError("expected a job id such as 'job_01J...' or a job dict")
+    return job
+
+
+def _artifact_id(artifact: Any) -> str:
+    if isinstance(artifact, Mapping):
+        artifact = artifact.get("artifact_id")
+    if not isinstance(artifact, str) or not artifact:
+        raise ValueError("expected an artifact id such as 'art_01J...' or an artifact dict")
+    return artifact
+
+
+def _seg(value: str) -> str:
+    """A path segment, percent-encoded so an id can never change the path."""
+    return urllib.parse.quote(value, safe="")
+
+
+def _time_param(value: TimeParam) -> Optional[str]:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=_dt.timezone.utc)
+        value = value.astimezone(_dt.timezone.utc)
+        return value.strftime("%Y-%m-%dT%H:%M:%S") + (
+            f".{value.microsecond // 1000:03d}Z" if value.microsecond else "Z")
+    if isinstance(value, _dt.date):
+        return f"{value.isoformat()}T00:00:00Z"
+    raise TypeError(f"expected a datetime, date or RFC 3339 string, not {type(value).__name__}")
+
+
+def _event_data(event: ServerSentEvent) -> Dict[str, Any]:
+    try:
+        data = event.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        return data
+    return {"event": event.event, "data": data if data is not None else event.data,
+            "id": event.id}
+
+
+def _is_terminal_event(event: ServerSentEvent) -> bool:
+    names = {event.event.rsplit(".", 1)[-1]}
+    try:
+        data = event.json()
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        if isinstance(data.get("status"), str):
+            names.add(data["status"])
+        if isinstance(data.get("type"), str):
+            names.add(data["type"].rsplit(".", 1)[-1])
+    return bool(names & TERMINAL_STATUSES)
+
+
+def _filename_from(disposition: Optional[str]) -> Optional[str]:
+    if not disposition:
+        return None
+    match = re.search(r"filename\*=UTF-8''([^;]+)", disposition, re.IGNORECASE)
+    if match:
+        return urllib.parse.unquote(match.group(1).strip())
+    match = re.search(r'filename="?([^";]+)"?', disposition, re.IGNORECASE)
+    return match.group(1).strip() if match else None
