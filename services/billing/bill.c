@@ -67,9 +67,10 @@ static void register_metrics(struct bill_ctx *ctx)
                                         "result=\"refused\"");
     ctx->m.pending = nf_metrics_counter(m, "nf_bill_usage_events_total", "usage events recorded",
                                         "result=\"pending\"");
-    ctx->m.leases =
-        nf_metrics_counter(m, "nf_bill_leases_total", "job leases recorded (assigned events)", NULL);
-    ctx->m.alerts = nf_metrics_counter(m, "nf_bill_budget_alerts_total", "budget alerts sent", NULL);
+    ctx->m.leases = nf_metrics_counter(m, "nf_bill_leases_total",
+                                       "job leases recorded (assigned events)", NULL);
+    ctx->m.alerts =
+        nf_metrics_counter(m, "nf_bill_budget_alerts_total", "budget alerts sent", NULL);
     ctx->m.costs =
         nf_metrics_counter(m, "nf_bill_job_costs_total", "job cost updates produced", NULL);
     ctx->m.batches = nf_metrics_counter(m, "nf_bill_batches_total",

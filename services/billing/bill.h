@@ -196,8 +196,8 @@ const char *bill_bucket_name(enum bill_bucket b);
  * end to now. -1 with err (param + message) when a value is malformed, end <= start or
  * the period is longer than BILL_MAX_PERIOD_MS; *start / *end untouched then.
  */
-int bill_period_parse(const char *ps, const char *pe, int64_t now_ms, int64_t *start,
-                      int64_t *end, struct nf_json_err *err);
+int bill_period_parse(const char *ps, const char *pe, int64_t now_ms, int64_t *start, int64_t *end,
+                      struct nf_json_err *err);
 
 /* ------------------------------------------------------------------------------------
  * Budgets (budget.c, pure)
@@ -317,8 +317,8 @@ struct bill_work {
     bill_step_fn step;
     const char *what; /* stage name for logs */
     int backoff_ms;
-    bool busy;   /* waiting on a backend callback */
-    bool sealed; /* a batch that stopped gathering */
+    bool busy;                /* waiting on a backend callback */
+    bool sealed;              /* a batch that stopped gathering */
     struct nf_kafka_msg *msg; /* a single message (events), or NULL */
     cJSON *ev;
     struct bill_item *items; /* a usage batch */
@@ -330,7 +330,7 @@ struct bill_work {
     struct bill_alert *alerts;
     size_t nalerts;
     int64_t month_ms; /* the month the alerts belong to */
-    int pending; /* delivery reports outstanding (+1 while queuing) */
+    int pending;      /* delivery reports outstanding (+1 while queuing) */
     bool produce_failed;
     bool sweep;      /* the pending sweep (ctx->sweeping while alive) */
     bool sweep_full; /* the sweep returned a full page: sweep again at once */
@@ -348,8 +348,8 @@ void bill_work_free_all(struct bill_ctx *ctx);
 void bill_work_add_job(struct bill_work *w, const char *job_id);
 void bill_work_add_user(struct bill_work *w, const char *user_id);
 void bill_work_add_out(struct bill_work *w, const char *topic, const char *key, cJSON *ev);
-void bill_work_add_raw(struct bill_work *w, const char *topic, const char *key,
-                       const char *payload, size_t len);
+void bill_work_add_raw(struct bill_work *w, const char *topic, const char *key, const char *payload,
+                       size_t len);
 /* Sorts and de-duplicates jobs and users. */
 void bill_work_dedupe(struct bill_work *w);
 

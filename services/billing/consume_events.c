@@ -84,8 +84,8 @@ void bill_events_handle(struct bill_ctx *ctx, struct nf_kafka_msg *msg)
     attempt = nf_json_int(data, "attempt", 0);
     if (!id_ok(nf_json_str(data, "job_id")) || !id_ok(nf_json_str(data, "worker_id")) ||
         !id_ok(nf_json_str(data, "user_id")) || attempt < 1 || attempt > 1000) {
-        nf_log_kv(NF_LOG_WARN, "assigned_malformed", "assigned event without a usable lease",
-                  "key", msg->key, NULL);
+        nf_log_kv(NF_LOG_WARN, "assigned_malformed", "assigned event without a usable lease", "key",
+                  msg->key, NULL);
         cJSON_Delete(ev);
         nf_kafka_msg_done(msg);
         return;

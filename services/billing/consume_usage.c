@@ -33,6 +33,7 @@
 #include "nf_json.h"
 #include "nf_kafka.h"
 #include "nf_log.h"
+#include "nf_mem.h"
 #include "nf_metrics.h"
 #include "nf_pg.h"
 
@@ -162,8 +163,7 @@ cJSON *bill_usage_json(const struct bill_usage *u)
 
 cJSON *bill_usage_rebuild(const char *event_id, const char *user_id, const char *job_id,
                           const char *job_type, long long attempt, const char *worker_id,
-                          const char *meter, long long quantity, const char *start,
-                          const char *end)
+                          const char *meter, long long quantity, const char *start, const char *end)
 {
     cJSON *data = nf_json_obj();
 
@@ -234,13 +234,11 @@ static void on_ingest(const PGresult *res, const char *err, const char *pgcode, 
         bill_work_retry(w, err);
         return;
     }
-    sorted = calloc(w->nitems ? w->nitems : 1, sizeof(*sorted));
-    if (!sorted)
-        abort();
+    sorted = nf_xcalloc(w->nitems ? w->nitems : 1, sizeof(struct bill_item *));
     for (i = 0; i < w->nitems; i++)
         if (w->items[i].valid)
             sorted[n++] = &w->items[i];
-    qsort(sorted, n, sizeof(*sorted), cmp_item);
+    qsort(sorted, n, sizeof(struct bill_item *), cmp_item);
     rows = PQntuples(res);
     for (row = 0; row < rows; row++) {
         const char *id = nf_pg_val(res, row, "event_id");
@@ -258,13 +256,13 @@ static void on_ingest(const PGresult *res, const char *err, const char *pgcode, 
         } else if (strcmp(verdict, "pending") == 0) {
             nf_metrics_counter_add(ctx->m.pending, 1);
             nf_log_kv(NF_LOG_INFO, "usage_pending", "usage parked until its lease is seen",
-                      "event_id", id, "job_id", it->u.job_id, "worker_id", it->u.worker_id,
-                      NULL);
+                      "event_id", id, "job_id", it->u.job_id, "worker_id", it->u.worker_id, NULL);
             continue;
         } else {
             nf_metrics_counter_add(ctx->m.refused, 1);
-            nf_log_kv(NF_LOG_WARN, "usage_refused", "usage from a worker that did not lease the job",
-                      "event_id", id, "job_id", it->u.job_id, "worker_id", it->u.worker_id, NULL);
+            nf_log_kv(NF_LOG_WARN, "usage_refused",
+                      "usage from a worker that did not lease the job", "event_id", id, "job_id",
+                      it->u.job_id, "worker_id", it->u.worker_id, NULL);
             bill_work_add_raw(w, BILL_TOPIC_DLQ, it->msg->key, it->msg->payload, it->msg->len);
             continue;
         }
@@ -340,9 +338,7 @@ void bill_usage_handle(struct bill_ctx *ctx, struct nf_kafka_msg *msg)
     }
     if (w->nitems == w->cap) {
         w->cap = w->cap ? w->cap * 2 : 64;
-        w->items = realloc(w->items, w->cap * sizeof(*w->items));
-        if (!w->items)
-            abort();
+        w->items = nf_xrealloc(w->items, w->cap * sizeof(*w->items));
     }
     it = &w->items[w->nitems++];
     memset(it, 0, sizeof(*it));

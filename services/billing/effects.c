@@ -195,8 +195,8 @@ static void on_query(const PGresult *res, const char *err, const char *pgcode, v
                               bill_cost_event(id, nf_pg_val(res, first, "user_id"), cost));
             nf_metrics_counter_add(ctx->m.costs, 1);
         } else if (user_alerts(w, res, first, row) < 0) {
-            nf_log_kv(NF_LOG_ERROR, "budget_check_failed", "cannot evaluate a budget",
-                      "user_id", id, NULL);
+            nf_log_kv(NF_LOG_ERROR, "budget_check_failed", "cannot evaluate a budget", "user_id",
+                      id, NULL);
         }
     }
     bill_work_goto(w, st_produce);
@@ -293,8 +293,8 @@ static void on_markers(const PGresult *res, const char *err, const char *pgcode,
     }
     for (i = 0; i < w->nalerts; i++) {
         snprintf(pct, sizeof(pct), "%d", w->alerts[i].pct);
-        nf_log_kv(NF_LOG_INFO, "budget_alert", "budget alert sent", "user_id",
-                  w->alerts[i].user_id, "threshold_percent", pct, NULL);
+        nf_log_kv(NF_LOG_INFO, "budget_alert", "budget alert sent", "user_id", w->alerts[i].user_id,
+                  "threshold_percent", pct, NULL);
     }
     nf_metrics_counter_add(w->ctx->m.alerts, w->nalerts);
     bill_work_finish(w);

@@ -267,8 +267,8 @@ static struct read_req *read_params(struct nf_http_req *req, bool series)
         return NULL;
     }
     if (bill_period_parse(nf_http_req_query(req, "period_start"),
-                          nf_http_req_query(req, "period_end"), (int64_t)nf_now_ms(), &start,
-                          &end, &err) < 0) {
+                          nf_http_req_query(req, "period_end"), (int64_t)nf_now_ms(), &start, &end,
+                          &err) < 0) {
         nf_http_reply_error(req, 422, "invalid_params", err.param, "%s", err.msg);
         return NULL;
     }

@@ -61,18 +61,18 @@ static void on_sweep(const PGresult *res, const char *err, const char *pgcode, v
             continue;
         }
         nf_metrics_counter_add(ctx->m.refused, 1);
-        nf_log_kv(NF_LOG_WARN, "usage_refused",
-                  strcmp(verdict, "expired") == 0 ? "usage without a lease in time refused"
-                                                  : "usage from a worker that did not lease the job",
-                  "event_id", id, "job_id", job_id, "worker_id",
-                  nf_pg_val(res, row, "worker_id"), NULL);
-        bill_work_add_out(
-            w, BILL_TOPIC_DLQ, user_id,
-            bill_usage_rebuild(id, user_id, job_id, nf_pg_val(res, row, "job_type"),
-                               ll(nf_pg_val(res, row, "attempt")), nf_pg_val(res, row, "worker_id"),
-                               meter, ll(nf_pg_val(res, row, "quantity")),
-                               nf_pg_val(res, row, "window_start"),
-                               nf_pg_val(res, row, "window_end")));
+        nf_log_kv(
+            NF_LOG_WARN, "usage_refused",
+            strcmp(verdict, "expired") == 0 ? "usage without a lease in time refused"
+                                            : "usage from a worker that did not lease the job",
+            "event_id", id, "job_id", job_id, "worker_id", nf_pg_val(res, row, "worker_id"), NULL);
+        bill_work_add_out(w, BILL_TOPIC_DLQ, user_id,
+                          bill_usage_rebuild(id, user_id, job_id, nf_pg_val(res, row, "job_type"),
+                                             ll(nf_pg_val(res, row, "attempt")),
+                                             nf_pg_val(res, row, "worker_id"), meter,
+                                             ll(nf_pg_val(res, row, "quantity")),
+                                             nf_pg_val(res, row, "window_start"),
+                                             nf_pg_val(res, row, "window_end")));
     }
     w->sweep_full = rows >= BILL_SWEEP_PAGE;
     bill_effects_start(w);

@@ -375,8 +375,8 @@ const char *bill_bucket_name(enum bill_bucket b)
     return b == BILL_BUCKET_DAY ? "day" : "hour";
 }
 
-int bill_period_parse(const char *ps, const char *pe, int64_t now_ms, int64_t *start,
-                      int64_t *end, struct nf_json_err *err)
+int bill_period_parse(const char *ps, const char *pe, int64_t now_ms, int64_t *start, int64_t *end,
+                      struct nf_json_err *err)
 {
     int64_t s = bill_month_start(now_ms), e = now_ms;
 

@@ -168,8 +168,12 @@ size_t bill_work_busy(const struct bill_ctx *ctx)
 
 void bill_work_free_all(struct bill_ctx *ctx)
 {
-    while (ctx->works)
-        bill_work_free(ctx->works);
+    struct bill_work *w, *next;
+
+    for (w = ctx->works; w; w = next) {
+        next = w->next; /* freeing w unlinks only w */
+        bill_work_free(w);
+    }
 }
 
 static void add_str(char ***arr, size_t *n, const char *s)
@@ -190,8 +194,8 @@ void bill_work_add_user(struct bill_work *w, const char *user_id)
     add_str(&w->users, &w->nusers, user_id);
 }
 
-void bill_work_add_raw(struct bill_work *w, const char *topic, const char *key,
-                       const char *payload, size_t len)
+void bill_work_add_raw(struct bill_work *w, const char *topic, const char *key, const char *payload,
+                       size_t len)
 {
     struct bill_out *o;
 

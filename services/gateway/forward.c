@@ -16,9 +16,9 @@
 #include "nf_log.h"
 
 static const char *const backend_names[GW_NBACKENDS] = {
-    [GW_BACKEND_REDIS] = "redis",         [GW_BACKEND_KAFKA] = "kafka",
-    [GW_BACKEND_AUTH] = "auth",           [GW_BACKEND_SCHEDULER] = "scheduler",
-    [GW_BACKEND_WM] = "worker-manager",   [GW_BACKEND_BILLING] = "billing",
+    [GW_BACKEND_REDIS] = "redis",       [GW_BACKEND_KAFKA] = "kafka",
+    [GW_BACKEND_AUTH] = "auth",         [GW_BACKEND_SCHEDULER] = "scheduler",
+    [GW_BACKEND_WM] = "worker-manager", [GW_BACKEND_BILLING] = "billing",
 };
 
 struct fwd_op {
@@ -78,8 +78,8 @@ int gw_forward(struct gw_ctx *ctx, struct nf_http_req *req, struct nf_http_clien
         op->backend = backend;
         op->done = done;
         op->done_arg = done_arg;
-        if (nf_http_client_request(cli, method, target, headers, len ? body : NULL, len,
-                                   timeout_ms, forwarded, op) == 0)
+        if (nf_http_client_request(cli, method, target, headers, len ? body : NULL, len, timeout_ms,
+                                   forwarded, op) == 0)
             return 0;
         free(op);
         gw_backend_error(ctx, backend);

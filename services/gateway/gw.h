@@ -51,14 +51,14 @@ struct nf_redis_script;
 /* Filled once at start by gw_config_load; read-only afterwards. */
 struct gw_config {
     char *log_level;
-    char *addr;         /* public listen address host:port */
-    bool reuseport;     /* SO_REUSEPORT: several gateway processes on one port */
-    int max_body;       /* bytes */
-    char *openapi;      /* path of the OpenAPI JSON served at /openapi.json */
-    char *auth_addr;    /* nf-auth internal host:port */
-    char *sched_addr;   /* nf-scheduler internal host:port */
-    char *wm_addr;      /* nf-worker-manager host:port */
-    char *billing_addr; /* nf-billing internal host:port */
+    char *addr;          /* public listen address host:port */
+    bool reuseport;      /* SO_REUSEPORT: several gateway processes on one port */
+    int max_body;        /* bytes */
+    char *openapi;       /* path of the OpenAPI JSON served at /openapi.json */
+    char *auth_addr;     /* nf-auth internal host:port */
+    char *sched_addr;    /* nf-scheduler internal host:port */
+    char *wm_addr;       /* nf-worker-manager host:port */
+    char *billing_addr;  /* nf-billing internal host:port */
     char *artifact_root; /* local artifact store: content is served only from under it
                             ("" = any file:// path the registry holds) */
     char *kafka_brokers;

@@ -223,6 +223,8 @@ static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
                             "or deploy");
         return;
     }
+    if (idem && !*idem)
+        idem = NULL; /* an empty header is no key */
     body = nf_http_req_json(req); /* owned by req; on NULL it answered 400 */
     if (!body)
         return;

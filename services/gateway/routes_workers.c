@@ -69,8 +69,8 @@ static void forward(struct gw_ctx *ctx, struct nf_http_req *req, bool credential
     long_poll = ends_with(path, "/next_job") || ends_with(path, "/next_job/");
     if (long_poll)
         ctx->long_polls++;
-    if (gw_forward(ctx, req, ctx->wm, GW_BACKEND_WM, nf_http_req_method(req), target, headers,
-                   body, len, long_poll ? WM_LONG_POLL_TIMEOUT_MS : WM_TIMEOUT_MS,
+    if (gw_forward(ctx, req, ctx->wm, GW_BACKEND_WM, nf_http_req_method(req), target, headers, body,
+                   len, long_poll ? WM_LONG_POLL_TIMEOUT_MS : WM_TIMEOUT_MS,
                    long_poll ? long_poll_done : NULL, NULL) != 0 &&
         long_poll)
         ctx->long_polls--;

@@ -52,8 +52,8 @@ static const struct nf_cfg_opt opts[] = {
      "nf-billing internal address host:port (budget checks before dispatch)"},
     {"NF_SCHEDULER_BUDGET_WAIT_MS", NF_CFG_INT, "30000", 0, 3600000, false, OFF(budget_wait_ms),
      "billing unreachable this long: a new job is dispatched without its budget check"},
-    {"NF_SCHEDULER_STORAGE_WINDOW_S", NF_CFG_INT, "3600", 1, 86400, false,
-     OFF(storage_window_s), "stored artifacts are metered (byte-hours) per window of this length"},
+    {"NF_SCHEDULER_STORAGE_WINDOW_S", NF_CFG_INT, "3600", 1, 86400, false, OFF(storage_window_s),
+     "stored artifacts are metered (byte-hours) per window of this length"},
 };
 
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))

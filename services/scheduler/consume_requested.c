@@ -48,6 +48,15 @@ const char sched_requested_sql[] =
     "  coalesce($12::timestamptz, now()), now())"
     " ON CONFLICT (job_id) DO NOTHING"
     " RETURNING *"
+    "), qev AS ("
+    /* the queued event is recorded with the row, so the job's history starts with it
+     * even when the worker's events overtake ours on forge.jobs.events (its id is the
+     * one st_produce publishes: reading it back is a duplicate) */
+    " INSERT INTO sched.job_events (event_id, job_id, type, attempt, data)"
+    " SELECT 'evt_' || left(encode(sha256(convert_to('queued:' || i.job_id || ':1', 'UTF8')),"
+    "  'hex'), 32), i.job_id, 'queued', 1, jsonb_build_object('job_id', i.job_id, 'user_id',"
+    "  i.user_id, 'attempt', 1, 'status', 'queued')"
+    " FROM ins i ON CONFLICT (event_id) DO NOTHING RETURNING 1"
     "), r AS ("
     " SELECT * FROM ins"
     " UNION ALL"

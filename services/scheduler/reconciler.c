@@ -112,6 +112,14 @@ static const char requeue_sql[] =
     " WHERE j.job_id = d.job_id AND j.attempt = d.attempt AND j.status = 'queued'"
     "  AND j.next_attempt_at IS NULL"
     " RETURNING j.*"
+    "), qev AS ("
+    /* recorded now, so the history reads queued before the new attempt's events */
+    " INSERT INTO sched.job_events (event_id, job_id, type, attempt, data)"
+    " SELECT 'evt_' || left(encode(sha256(convert_to('queued:' || u.job_id || ':' ||"
+    "  u.attempt, 'UTF8')), 'hex'), 32), u.job_id, 'queued', u.attempt,"
+    "  jsonb_build_object('job_id', u.job_id, 'user_id', u.user_id, 'attempt', u.attempt,"
+    "  'status', 'queued')"
+    " FROM upd u ON CONFLICT (event_id) DO NOTHING RETURNING 1"
     ")"
     " SELECT " SCHED_JOB_COLS("j.") ", " ARTIFACTS_OF_J " FROM upd j";
 

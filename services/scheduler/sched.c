@@ -177,7 +177,8 @@ int sched_new(struct sched_ctx **out, struct event_base *base, struct nf_app *ap
     if (sched_routes_internal(ctx) < 0)
         goto fail;
     if (nf_cfg_split_addr(ctx->cfg.billing_addr, &host, &port) < 0 ||
-        nf_http_client_new(&ctx->billing, base, host, port, BILLING_TIMEOUT_MS, BILLING_CONNS) < 0) {
+        nf_http_client_new(&ctx->billing, base, host, port, BILLING_TIMEOUT_MS, BILLING_CONNS) <
+            0) {
         nf_log_error("billing_client_failed", "cannot create the billing client");
         goto fail;
     }

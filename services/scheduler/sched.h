@@ -64,17 +64,17 @@ struct sched_config {
     char *pg_dsn;
     char *migrations; /* directory of NNNN_*.sql */
     int pg_conns;
-    int max_inflight; /* Kafka messages handled at once */
-    int retry_cap_s;  /* cap of the job retry backoff (2^attempt s) */
-    int grace_ms;     /* SIGTERM: time allowed to finish in-flight work */
+    int max_inflight;     /* Kafka messages handled at once */
+    int retry_cap_s;      /* cap of the job retry backoff (2^attempt s) */
+    int grace_ms;         /* SIGTERM: time allowed to finish in-flight work */
     char *wm_addr;        /* nf-worker-manager host:port (job cancel) */
     int retry_poll_ms;    /* period of the due-retry poller (reconciler.c) */
     int reconcile_s;      /* period of the reconciler's sweeps */
     int stuck_s;          /* queued / cancel_requested this long: looked at again */
     int timeout_grace_s;  /* running past timeout_seconds + this: failed as timeout */
-    char *billing_addr;     /* nf-billing host:port (budget checks) */
-    int budget_wait_ms;     /* billing unreachable this long: dispatch unchecked */
-    int storage_window_s;   /* storage metering window (3600: hourly byte-hours) */
+    char *billing_addr;   /* nf-billing host:port (budget checks) */
+    int budget_wait_ms;   /* billing unreachable this long: dispatch unchecked */
+    int storage_window_s; /* storage metering window (3600: hourly byte-hours) */
 };
 
 /* Loads and validates the table; on failure err holds the reason and cfg is freed. */
@@ -362,8 +362,8 @@ struct sched_ctx {
     bool stopping;            /* no new messages, no new retries */
     bool closing;             /* tearing down: callbacks only unwind */
     struct sched_counters m;
-    struct nf_http_client *wm;    /* the worker-manager's cancel route (cancel.c) */
-    struct sched_reconciler *rec; /* reconciler.c */
+    struct nf_http_client *wm;      /* the worker-manager's cancel route (cancel.c) */
+    struct sched_reconciler *rec;   /* reconciler.c */
     struct nf_http_client *billing; /* budget checks */
     struct event *storage_tick;     /* storage metering timer */
     bool storage_busy;              /* a storage metering run is alive */

@@ -73,7 +73,8 @@ static void report(struct wm *ctx, const char *job_id, const char *lease_json, c
     nf_json_add_str(data, "user_id", job ? nf_json_str(job, "user_id") : NULL);
     nf_json_add_int(data, "attempt", attempt);
     nf_json_add_str(data, "status", "failed");
-    nf_json_add_str(data, "worker_id", worker_id);
+    if (worker_id != NULL) /* the lease record may be gone; the field is then left out */
+        nf_json_add_str(data, "worker_id", worker_id);
     cJSON *error = nf_json_obj();
     nf_json_add_str(error, "code", "worker_lost");
     nf_json_add_str(error, "message", "the worker stopped heartbeating; its lease expired");

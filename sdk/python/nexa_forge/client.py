@@ -347,13 +347,15 @@ class NexaForgeClient:
 
     def stream_job_events(self, job_id: JobRef, *, last_event_id: Optional[str] = None,
                           raw: bool = False) -> Iterator[Any]:
-        """Live events of the job (server-sent events) until it reaches a terminal state.
+        """Live events of the job (server-sent events) until the job has ended.
 
-        Yields each event's JSON data as a dict (``raw=True``: the
-        :class:`~nexa_forge.ServerSentEvent` itself). A dropped connection is resumed
-        with ``Last-Event-ID`` (up to ``max_retries`` times in a row); a stream that
-        ends, or stays silent longer than the client's timeout, before a terminal event
-        is resumed too unless the job has finished meanwhile.
+        Yields each event's JSON data as a dict (``raw=True``: every
+        :class:`~nexa_forge.ServerSentEvent` itself, the closing ``end`` event included).
+        The stream ends with the server's ``end`` event. A dropped connection is resumed
+        with ``Last-Event-ID`` (up to ``max_retries`` times in a row without an event); a
+        stream that closes, or stays silent longer than the client's timeout, without
+        ``end`` is resumed too - once more only when the job has finished meanwhile, to
+        collect the events after the last one seen.
         """
         jid = _job_id(job_id)
         path = f"/api/jobs/{_seg(jid)}/events"
@@ -383,9 +385,11 @@ class NexaForgeClient:
                     for event in iter_sse_lines(resp.iter_lines(), decoder):
                         got_event = True
                         failures = 0
-                        yield event if raw else _event_data(event)
-                        if _is_terminal_event(event):
+                        if event.event == "end":  # the server's "job over" marker
+                            if raw:
+                                yield event
                             return
+                        yield event if raw else _event_data(event)
             except errors.APITimeoutError:
                 silent = True  # no heartbeat for a while: resume at once, not a failure
             except errors.ConnectionError as exc:
@@ -512,8 +516,11 @@ class NexaForgeClient:
                    ) -> Dict[str, Any]:
         """Sets the monthly budget in USD (None removes it); returns the budget."""
         value: Any = monthly_limit_usd
-        if isinstance(value, (float, decimal.Decimal)):
-            value = format(decimal.Decimal(str(value)), "f")
+        if isinstance(value, float):  # to the micro-dollar, without binary noise
+            value = format(decimal.Decimal(repr(value)).quantize(decimal.Decimal("0.000001")),
+                           "f")
+        elif isinstance(value, decimal.Decimal):
+            value = format(value, "f")
         resp = self._transport.request("PUT", "/api/billing/budget",
                                        json_body={"monthly_limit_usd": value})
         return _object(resp)
@@ -631,20 +638,6 @@ def _event_data(event: ServerSentEvent) -> Dict[str, Any]:
         return data
     return {"event": event.event, "data": data if data is not None else event.data,
             "id": event.id}
-
-
-def _is_terminal_event(event: ServerSentEvent) -> bool:
-    names = {event.event.rsplit(".", 1)[-1]}
-    try:
-        data = event.json()
-    except ValueError:
-        data = None
-    if isinstance(data, dict):
-        if isinstance(data.get("status"), str):
-            names.add(data["status"])
-        if isinstance(data.get("type"), str):
-            names.add(data["type"].rsplit(".", 1)[-1])
-    return bool(names & TERMINAL_STATUSES)
 
 
 def _filename_from(disposition: Optional[str]) -> Optional[str]:

@@ -206,12 +206,13 @@ def test_job_events_page_and_iterator(api, client):
         "forge.job.queued", "forge.job.succeeded"]
 
 
-def test_stream_yields_live_events_until_terminal(api, client):
+def test_stream_yields_live_events_until_the_end_event(api, client):
     chunks = sse(("forge.job.running", {"status": "running"}),
                  ("forge.job.progress", {"status": "running", "progress": 0.5}))
     chunks.insert(1, b": keep-alive\n\n")
     chunks.append(b"id: 3\nevent: forge.job.succeeded\n")  # an event split over chunks
     chunks.append(b'data: {"status": "succeeded"}\n\n')
+    chunks.append(b'event: end\ndata: {"job_id": "x", "status": "succeeded"}\n\n')
     chunks.append(b'data: {"never": "read"}\n\n')
     api.on("GET", f"/api/jobs/{JID}/events", Reply(200, chunks=chunks, chunk_delay=0.01))
     events = list(client.job_events(JID, stream=True))
@@ -222,7 +223,8 @@ def test_stream_yields_live_events_until_terminal(api, client):
 
 def test_stream_resumes_with_last_event_id_after_a_drop(api, client, sleeps):
     first = sse(("forge.job.running", {"status": "running"})) + [None]  # connection drops
-    second = [b'id: 2\nevent: forge.job.succeeded\ndata: {"status": "succeeded"}\n\n']
+    second = [b'id: 2\nevent: forge.job.succeeded\ndata: {"status": "succeeded"}\n\n',
+              b'event: end\ndata: {"status": "succeeded"}\n\n']
     api.on("GET", f"/api/jobs/{JID}/events", Reply(200, chunks=first), Reply(200, chunks=second))
     api.on("GET", f"/api/jobs/{JID}", Reply(200, job(status="running")))
     events = list(client.stream_job_events(JID))
@@ -253,10 +255,23 @@ def test_stream_gives_up_when_it_keeps_ending_without_events(api, client, sleeps
 
 def test_stream_raw_yields_server_sent_events(api, client):
     api.on("GET", f"/api/jobs/{JID}/events",
-           Reply(200, chunks=sse(("forge.job.failed", {"status": "failed"}))))
-    [ev] = list(client.stream_job_events(JID, raw=True))
-    assert isinstance(ev, nexa_forge.ServerSentEvent)
-    assert ev.event == "forge.job.failed" and ev.id == "1"
+           Reply(200, chunks=sse(("forge.job.failed", {"status": "failed"}),
+                                 ("end", {"status": "failed"}))))
+    evs = list(client.stream_job_events(JID, raw=True))
+    assert all(isinstance(ev, nexa_forge.ServerSentEvent) for ev in evs)
+    assert [(ev.event, ev.id) for ev in evs] == [("forge.job.failed", "1"), ("end", "2")]
+
+
+def test_stream_does_not_stop_at_a_failure_that_will_be_retried(api, client):
+    # An attempt failed (retryable) and the job went back to the queue: the stream goes
+    # on until the server's end event.
+    api.on("GET", f"/api/jobs/{JID}/events", Reply(200, chunks=sse(
+        ("forge.job.failed", {"status": "failed", "attempt": 1}),
+        ("forge.job.retrying", {"status": "queued", "attempt": 2}),
+        ("forge.job.succeeded", {"status": "succeeded", "attempt": 2}),
+        ("end", {"status": "succeeded"}))))
+    events = list(client.stream_job_events(JID))
+    assert [e["status"] for e in events] == ["failed", "queued", "succeeded"]
 
 
 def test_stream_falls_back_to_the_list_when_the_server_does_not_stream(api, client):
@@ -358,7 +373,8 @@ def test_budget_get_set_and_clear(api, client):
     assert client.get_budget() == {"monthly_limit_usd": None}
     from decimal import Decimal
     assert client.set_budget(Decimal("50.5")) == {"monthly_limit_usd": "50.5"}
-    assert client.set_budget(12.25) == {"monthly_limit_usd": "12.25"}
+    assert client.set_budget(12.25) == {"monthly_limit_usd": "12.250000"}
+    assert client.set_budget(0.1 + 0.2) == {"monthly_limit_usd": "0.300000"}
     assert client.set_budget(None) == {"monthly_limit_usd": None}
 
 

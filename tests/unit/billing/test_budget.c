@@ -98,8 +98,7 @@ static void test_budget_parse(void **state)
     assert_string_equal(param, "monthly_limit_usd");
     assert_int_equal(budget("{}", &has, &m, param), -1);
     assert_string_equal(param, "monthly_limit_usd");
-    assert_int_equal(budget("{\"monthly_limit_usd\":5,\"currency\":\"EUR\"}", &has, &m, param),
-                     -1);
+    assert_int_equal(budget("{\"monthly_limit_usd\":5,\"currency\":\"EUR\"}", &has, &m, param), -1);
     assert_string_equal(param, "currency");
     assert_int_equal(budget("[1]", &has, &m, param), -1);
     assert_int_equal(m, -42); /* untouched on failure */

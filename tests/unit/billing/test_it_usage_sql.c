@@ -218,8 +218,8 @@ static void test_lease_rule(void **state)
               "2026-11-28T21:01:00Z");
     expect_batch(arr, "pending,pending");
     expect_scalar(HOURLY, x.user, "gpu_ms", "none");
-    expect_scalar("SELECT count(*)::text FROM billing.usage_pending WHERE job_id = $1", x.job,
-                  NULL, "2");
+    expect_scalar("SELECT count(*)::text FROM billing.usage_pending WHERE job_id = $1", x.job, NULL,
+                  "2");
     /* the lease arrives; the same worker's next event is recorded, another's refused */
     lease(&x, x.worker);
     lease(&x, x.other); /* a second lease for the same attempt: the first one stands */
@@ -268,8 +268,8 @@ static void test_sweep(void **state)
     assert_int_equal(recorded, 1);
     assert_int_equal(refused, 1);
     expect_scalar(HOURLY, x.user, "output_tokens", "10");
-    expect_scalar("SELECT count(*)::text FROM billing.usage_pending WHERE job_id = $1", x.job,
-                  NULL, "0");
+    expect_scalar("SELECT count(*)::text FROM billing.usage_pending WHERE job_id = $1", x.job, NULL,
+                  "0");
     /* a sweep again finds nothing of this job */
     res = PQexecParams(conn, bill_sweep_sql, 2, NULL, p, NULL, NULL, 0);
     for (i = 0; i < PQntuples(res); i++)

@@ -460,10 +460,10 @@ static void test_period_parse(void **state)
     expect_period_fail("2026-02-29", NULL, "period_start"); /* not a leap year */
     expect_period_fail(NULL, "2026-11-28T25:00:00Z", "period_end");
     expect_period_fail(NULL, "1969-12-31", "period_end");
-    expect_period_fail("2026-11-02", "2026-11-01", "period_end");  /* reversed */
-    expect_period_fail("2026-11-01", "2026-11-01", "period_end");  /* empty */
-    expect_period_fail("2026-12-01", NULL, "period_start");        /* starts after now */
-    expect_period_fail("2024-01-01", "2025-01-02", "period_end");  /* 367 days */
+    expect_period_fail("2026-11-02", "2026-11-01", "period_end"); /* reversed */
+    expect_period_fail("2026-11-01", "2026-11-01", "period_end"); /* empty */
+    expect_period_fail("2026-12-01", NULL, "period_start");       /* starts after now */
+    expect_period_fail("2024-01-01", "2025-01-02", "period_end"); /* 367 days */
     assert_int_equal(bill_period_parse("2024-01-01", "2025-01-01", now, &s, &e, &err), 0);
 }
 

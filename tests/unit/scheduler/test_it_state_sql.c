@@ -47,8 +47,23 @@ static int setup(void **state)
     return 0;
 }
 
+/*
+ * The rows of this test go when it ends: the database is the test stack's, and a
+ * scheduler started later would otherwise treat them as real jobs (its reconciler
+ * dispatches queued jobs the worker-manager does not hold).
+ */
+static void drop_rows(void)
+{
+    PQclear(PQexec(conn, "DELETE FROM sched.artifacts WHERE user_id = 'usr_it'"));
+    PQclear(PQexec(conn, "DELETE FROM sched.job_events WHERE job_id IN"
+                         " (SELECT job_id FROM sched.jobs WHERE user_id = 'usr_it')"));
+    PQclear(PQexec(conn, "DELETE FROM sched.jobs WHERE user_id = 'usr_it'"));
+}
+
 static int teardown(void **state)
 {
+    if (conn)
+        drop_rows();
     if (conn)
         PQfinish(conn);
     conn = NULL;
@@ -112,7 +127,7 @@ static PGresult *apply(const cJSON *ev)
 
     if (sched_event_parse(ev, &e, &why) < 0)
         fail_msg("event does not parse: %s", why);
-    assert_int_equal(sched_events_params(&e, params, &bufs), 0);
+    assert_int_equal(sched_events_params(&e, 60, params, &bufs), 0);
     res = PQexecParams(conn, sched_events_sql, SCHED_EVENTS_NPARAMS, NULL, params, NULL, NULL, 0);
     sched_events_params_free(&bufs);
     if (PQresultStatus(res) != PGRES_TUPLES_OK)

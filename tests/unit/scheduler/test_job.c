@@ -510,7 +510,7 @@ static void test_events_params(void **state)
     parse_ok("forge.job.failed",
              "{\"job_id\":\"" JOB "\",\"attempt\":2,\"error\":{\"class\":\"user_error\"}}", &e,
              &ev);
-    assert_int_equal(sched_events_params(&e, p, &b), 0);
+    assert_int_equal(sched_events_params(&e, 60, p, &b), 0);
     assert_string_equal(p[0], JOB);
     assert_string_equal(p[1], "evt_1");
     assert_string_equal(p[2], "failed");
@@ -529,14 +529,18 @@ static void test_events_params(void **state)
 
     parse_ok("forge.job.failed",
              "{\"job_id\":\"" JOB "\",\"attempt\":1,\"error\":{\"class\":\"preempted\"}}", &e, &ev);
-    sched_events_params(&e, p, &b);
+    sched_events_params(&e, 60, p, &b);
     assert_string_equal(p[9], "retryable");
+    assert_string_equal(p[18], "2000"); /* next_attempt_at: 2^1 s after attempt 1 */
+    sched_events_params_free(&b);
+    sched_events_params(&e, 1, p, &b);
+    assert_string_equal(p[18], "1000"); /* capped */
     sched_events_params_free(&b);
     cJSON_Delete(ev);
 
     parse_ok("forge.job.progress", "{\"job_id\":\"" JOB "\",\"attempt\":1,\"progress\":0.5}", &e,
              &ev);
-    sched_events_params(&e, p, &b);
+    sched_events_params(&e, 60, p, &b);
     assert_string_equal(p[12], "0.500000");
     assert_null(p[8]); /* no status change */
     assert_null(p[9]);
@@ -545,7 +549,7 @@ static void test_events_params(void **state)
     cJSON_Delete(ev);
 
     parse_ok("forge.job.cancel_requested", "{\"job_id\":\"" JOB "\",\"attempt\":1}", &e, &ev);
-    sched_events_params(&e, p, &b);
+    sched_events_params(&e, 60, p, &b);
     assert_string_equal(p[8], "cancel_requested");
     assert_string_equal(p[6], "{queued,assigned,running}");
     assert_string_equal(p[4], "{}");
@@ -553,7 +557,7 @@ static void test_events_params(void **state)
     cJSON_Delete(ev);
 
     parse_ok("forge.job.log", "{\"job_id\":\"" JOB "\",\"attempt\":1,\"message\":\"hi\"}", &e, &ev);
-    sched_events_params(&e, p, &b);
+    sched_events_params(&e, 60, p, &b);
     assert_string_equal(p[10], "true");
     sched_events_params_free(&b);
     cJSON_Delete(ev);
@@ -563,7 +567,7 @@ static void test_events_params(void **state)
              "{\"artifact_id\":\"" ART "\",\"name\":\"a\",\"kind\":\"k\",\"uri\":\"u\","
              "\"bytes\":1},{\"bad\":1}]}",
              &e, &ev);
-    sched_events_params(&e, p, &b);
+    sched_events_params(&e, 60, p, &b);
     assert_string_equal(p[8], "succeeded");
     assert_string_equal(p[13], "{\"ok\":true}");
     assert_int_equal(b.dropped_artifacts, 1);
@@ -574,7 +578,7 @@ static void test_events_params(void **state)
     cJSON_Delete(ev);
 
     parse_ok("forge.job.retrying", "{\"job_id\":\"" JOB "\",\"attempt\":3}", &e, &ev);
-    sched_events_params(&e, p, &b);
+    sched_events_params(&e, 60, p, &b);
     assert_string_equal(p[5], "{queued,assigned,running}");
     assert_string_equal(p[7], "{queued}");
     assert_string_equal(p[8], "queued");

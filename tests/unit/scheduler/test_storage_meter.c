@@ -18,10 +18,10 @@
 
 static void test_byte_hours(void **state)
 {
-    assert_int_equal(sched_storage_byte_hours(1000, 3600000), 1000);    /* 1 kB for an hour */
-    assert_int_equal(sched_storage_byte_hours(1000, 1800000), 500);     /* half an hour */
-    assert_int_equal(sched_storage_byte_hours(1, 3599999), 0);          /* rounded down */
-    assert_int_equal(sched_storage_byte_hours(3, 1200000), 1);          /* 1/3 h x 3 B */
+    assert_int_equal(sched_storage_byte_hours(1000, 3600000), 1000); /* 1 kB for an hour */
+    assert_int_equal(sched_storage_byte_hours(1000, 1800000), 500);  /* half an hour */
+    assert_int_equal(sched_storage_byte_hours(1, 3599999), 0);       /* rounded down */
+    assert_int_equal(sched_storage_byte_hours(3, 1200000), 1);       /* 1/3 h x 3 B */
     assert_int_equal(sched_storage_byte_hours(1000000000, 3600000), 1000000000); /* 1 GB-hour */
     assert_int_equal(sched_storage_byte_hours(0, 3600000), 0);
     assert_int_equal(sched_storage_byte_hours(1000, 0), 0);
@@ -38,8 +38,7 @@ static void test_window_end(void **state)
     /* aligned: the next boundary */
     assert_true(sched_storage_window_end(1795824000000LL, hour) == 1795824000000LL + hour);
     /* mid-window (a changed window length): up to the next boundary only */
-    assert_true(sched_storage_window_end(1795824000000LL + 60000, hour) ==
-                1795824000000LL + hour);
+    assert_true(sched_storage_window_end(1795824000000LL + 60000, hour) == 1795824000000LL + hour);
     assert_true(sched_storage_window_end(1795824000000LL - 1, hour) == 1795824000000LL);
     assert_true(sched_storage_window_end(10000, 5000) == 15000);
     assert_true(sched_storage_window_end(12345, 0) == 12345); /* a bad length moves nothing */
@@ -47,12 +46,12 @@ static void test_window_end(void **state)
 
 static void test_storage_event(void **state)
 {
-    cJSON *a = sched_storage_event("job_1", "usr_1", "train", 2, 4096, 1795824000000LL,
-                                   1795827600000LL);
-    cJSON *b = sched_storage_event("job_1", "usr_1", "train", 2, 9999, 1795824000000LL,
-                                   1795827600000LL);
-    cJSON *c = sched_storage_event("job_1", "usr_1", "train", 2, 4096, 1795827600000LL,
-                                   1795831200000LL);
+    cJSON *a =
+        sched_storage_event("job_1", "usr_1", "train", 2, 4096, 1795824000000LL, 1795827600000LL);
+    cJSON *b =
+        sched_storage_event("job_1", "usr_1", "train", 2, 9999, 1795824000000LL, 1795827600000LL);
+    cJSON *c =
+        sched_storage_event("job_1", "usr_1", "train", 2, 4096, 1795827600000LL, 1795831200000LL);
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(a, "data");
     const char *id = nf_json_str(a, "id");
 
