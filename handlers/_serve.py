@@ -46,14 +46,18 @@ MAX_TOKENS = 256
 
 
 def process_start(pid):
-    """The start time (clock ticks since boot) of a process, None when it is gone."""
+    """The start time (clock ticks since boot) of a process, None when it is gone (or a
+    zombie: dead, not yet reaped)."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read().decode(errors="replace")
     except OSError:
         return None
     # comm may contain spaces and parentheses: fields start after the last ')'
-    return stat[stat.rfind(")") + 2:].split()[19]
+    fields = stat[stat.rfind(")") + 2:].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
 class Generator:

@@ -200,7 +200,7 @@ forge_kafka_pid() {
 
 forge_kafka_ready() {
     forge_port_open "$PORT_KAFKA" &&
-        python3 "$FORGE_ROOT/deploy/local/kafka_ready.py" "$FORGE_KAFKA_BROKERS" 2 2>/dev/null
+        python3 "$FORGE_ROOT/deploy/local/kafka_ready.py" "$FORGE_KAFKA_BROKERS" 2
 }
 
 # The JVM command line of every Kafka tool we run (the options of Kafka's own scripts,
@@ -266,8 +266,12 @@ forge_kafka_launch() {
 # Ready = the port answers AND a metadata request works (see kafka_ready.py).
 forge_kafka_wait_ready() {
     forge_kafka_paths
-    local deadline=$((SECONDS + 90))
-    until forge_kafka_ready; do
+    local deadline=$((SECONDS + 90)) rc
+    while true; do
+        rc=0
+        forge_kafka_ready || rc=$?
+        ((rc == 0)) && return 0
+        ((rc == 2)) && forge_die "cannot check Kafka: python3 lacks confluent_kafka (./forge install)"
         if ! forge_kafka_pid >/dev/null; then
             forge_warn "kafka exited during start"
             forge_tail_log "$KAFKA_LOG" 40

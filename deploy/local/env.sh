@@ -21,8 +21,9 @@ gateway           nf-gateway          8000       NF_GATEWAY_ADDR
 worker            nf-worker           -          -
 '
 
-# The test profile's shift of every port.
-FORGE_TEST_PORT_OFFSET=10000
+# The test profile's shift of every port. Overridable so a second checkout on the same
+# machine can run its tests while another `./forge test` holds the default block.
+FORGE_TEST_PORT_OFFSET=${FORGE_TEST_PORT_OFFSET:-10000}
 
 forge_profile_load() {
     local profile=$1 offset

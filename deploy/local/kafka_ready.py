@@ -6,10 +6,15 @@ has elected itself and before it can serve metadata, and the services' topic cre
 would fail in that window. Used by deploy/local/backing.sh in a poll loop.
 
 usage: kafka_ready.py BOOTSTRAP [TIMEOUT_S]
+Exit 2 when confluent_kafka is missing, so the caller stops polling at once.
 """
 import sys
 
-from confluent_kafka.admin import AdminClient
+try:
+    from confluent_kafka.admin import AdminClient
+except ImportError as err:
+    print(f"kafka_ready.py: {err} (pip install confluent-kafka)", file=sys.stderr)
+    sys.exit(2)
 
 
 def main() -> int:

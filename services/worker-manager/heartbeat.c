@@ -7,13 +7,15 @@
  *            expire and be reaped as lost), refresh the worker's liveness (wm:workers),
  *            mark it draining when it says so; a draining worker without leases is
  *            drained --> forge.worker.drained (once)
- *            --> 200 {lease_expires_at, cancelled: [job_id...], lost: [job_id...], drain,
- *                    heartbeat_interval_s}
+ *            --> 200 {lease_expires_at, cancelled: [job_id...], lost: [job_id...],
+ *                    lost_leases: [lease_id...], drain, heartbeat_interval_s}
  *
  * `cancelled` lists jobs the user cancelled (wm:cancel:<worker_id>): the agent stops the
  * handler and reports forge.job.cancelled. `lost` lists jobs whose lease the worker no
  * longer holds (reaped after missed heartbeats, or superseded by a retry): the agent
- * stops them and reports nothing, since the job has moved on without it. `drain` is
+ * stops them and reports nothing, since the job has moved on without it. When `lost` is
+ * not empty the answer is 409 (a heartbeat for a job the worker does not hold) with the
+ * same fields plus `error`; every other listed lease was renewed all the same. `drain` is
  * true once the worker is draining (its own SIGTERM or POST /api/workers/drain): it gets
  * no new jobs and should exit when its jobs are done.
  */
@@ -67,7 +69,7 @@ static void on_heartbeat(redisReply *reply, void *arg)
     struct hb_call *call = arg;
     struct wm *ctx = call->ctx;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 7 ||
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 8 ||
         reply->element[1]->type != REDIS_REPLY_ARRAY) {
         if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
             nf_log_kv(NF_LOG_ERROR, "heartbeat_failed", "heartbeat script failed", "error",
@@ -98,16 +100,28 @@ static void on_heartbeat(redisReply *reply, void *arg)
     nf_json_add_str(body, "lease_expires_at", expires);
     add_ids(body, "cancelled", reply->element[1]);
     add_ids(body, "lost", reply->element[4]);
+    add_ids(body, "lost_leases", reply->element[7]); /* same order as lost */
     cJSON_AddBoolToObject(body, "drain", draining);
     nf_json_add_int(body, "heartbeat_interval_s", ctx->cfg.heartbeat_s);
     if (reply->element[1]->elements > 0)
         nf_log_kv(NF_LOG_INFO, "heartbeat_cancelled", "worker told to stop cancelled jobs",
                   "worker_id", call->worker_id, NULL);
     if (reply->element[4]->type == REDIS_REPLY_ARRAY && reply->element[4]->elements > 0) {
+        /* 409, with the whole answer: the other leases were renewed all the same */
         nf_log_kv(NF_LOG_WARN, "heartbeat_lost", "worker listed jobs it no longer holds",
                   "worker_id", call->worker_id, NULL);
         nf_metrics_counter_add(ctx->m.leases_lost_reported,
                                (uint64_t)reply->element[4]->elements);
+        cJSON *error = nf_json_obj();
+        nf_json_add_str(error, "code", "lease_lost");
+        nf_json_add_str(error, "message",
+                        "this worker does not hold the leases of the jobs in `lost`: stop "
+                        "them and do not report them; the other jobs' leases were renewed");
+        nf_json_add_str(error, "request_id", nf_http_req_id(call->req));
+        cJSON_AddItemToObject(body, "error", error);
+        nf_http_reply_json(call->req, 409, body);
+        free(call);
+        return;
     }
     nf_http_reply_json(call->req, 200, body);
     free(call);

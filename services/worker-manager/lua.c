@@ -102,7 +102,7 @@ const char wm_lua_heartbeat[] = LUA_DECODE
     "local wid = ARGV[1]\n"
     "local now, ttl = tonumber(ARGV[2]), tonumber(ARGV[3])\n"
     "local done_ttl = tonumber(ARGV[5])\n"
-    "local listed, cancelled, lost, renewed, released = {}, {}, {}, 0, 0\n"
+    "local listed, cancelled, lost, lost_leases, renewed, released = {}, {}, {}, {}, 0, 0\n"
     "for i = 8, #ARGV - 1, 2 do\n"
     "  local jid, lid = ARGV[i], ARGV[i + 1]\n"
     "  listed[jid] = true\n"
@@ -123,6 +123,7 @@ const char wm_lua_heartbeat[] = LUA_DECODE
     "    end\n"
     "  else\n"
     "    table.insert(lost, jid)\n"
+    "    table.insert(lost_leases, lid)\n"
     "  end\n"
     "end\n"
     "for _, jid in ipairs(redis.call('SMEMBERS', KEYS[3])) do\n"
@@ -164,7 +165,7 @@ const char wm_lua_heartbeat[] = LUA_DECODE
     "  if now - seen >= tonumber(ARGV[6]) then pg = 1 end\n"
     "  if pg == 1 then redis.call('HSET', KEYS[2], 'pg_seen_ms', ARGV[2]) end\n"
     "end\n"
-    "return {pg, cancelled, renewed, released, lost, draining, drained}\n";
+    "return {pg, cancelled, renewed, released, lost, draining, drained, lost_leases}\n";
 
 const char wm_lua_reap_claim[] = LUA_DECODE
     "local now, reclaim = tonumber(ARGV[1]), tonumber(ARGV[3])\n"

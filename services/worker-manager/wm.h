@@ -177,8 +177,9 @@ int wm_report_parse(const cJSON *body, enum wm_report_kind kind, const char *wor
  *   the reaper reports it lost. A draining worker left with no lease becomes drained
  *   (once) and leaves wm:workers; any other known worker is (re)stamped there. Returns
  *   {update_pg (0/1), {cancelled job ids...}, renewed, released, {lost job ids...},
- *   draining (0/1), drained (0 no, 1 just now, 2 before)}. cancelled: listed jobs in
- *   wm:cancel:<wid>; lost: listed jobs whose lease is not (any more) this worker's.
+ *   draining (0/1), drained (0 no, 1 just now, 2 before), {their lease ids...}}.
+ *   cancelled: listed jobs in wm:cancel:<wid>; lost: listed jobs whose lease is not (any
+ *   more) this worker's, with the lease ids the worker sent for them.
  * reap_claim: KEYS wm:leases; ARGV now_ms, limit, reclaim_ms. Returns a flat array of
  *   job_id, lease_json ("" when the lease key is gone), job data ("" when gone).
  * reap_done: KEYS wm:leases; ARGV job_id, lease_id ("" = unknown), done_ttl_s.

@@ -222,7 +222,8 @@ static void on_heartbeat_done(const struct nf_http_resp *resp, void *arg)
         ctx->heartbeat_again = false;
         event_active(ctx->heartbeat_kick, EV_TIMEOUT, 0);
     }
-    if (resp->status != 200) {
+    /* 409: some listed leases are lost (in the body); the others were renewed */
+    if (resp->status != 200 && resp->status != 409) {
         wk_jobs_heartbeat_done(ctx, false);
         char code[8];
         snprintf(code, sizeof(code), "%d", resp->status);
@@ -300,8 +301,8 @@ static void on_farewell_done(const struct nf_http_resp *resp, void *arg)
     struct wk *ctx = arg;
     if (ctx->closing)
         return;
-    wk_jobs_heartbeat_done(ctx, resp->status == 200);
-    if (resp->status != 200)
+    wk_jobs_heartbeat_done(ctx, resp->status == 200 || resp->status == 409);
+    if (resp->status != 200 && resp->status != 409)
         nf_log_kv(NF_LOG_WARN, "farewell_failed",
                   "last heartbeat not accepted; leases will expire instead", "error", resp->error,
                   NULL);

@@ -423,11 +423,12 @@ def test_sigkill_mid_job_requeues_to_another_worker(api, fleet, events, worker_e
                       json={"worker_id": victim.worker_id, "lease_id": lease_id,
                             "event": usage})
     assert r.status_code == 409, r.text
-    # a heartbeat for the job it no longer holds: told the lease is lost
+    # a heartbeat for the job it no longer holds: 409, told the lease is lost
     r = requests.post(f"{fleet.api}/api/workers/heartbeat", headers=hdr, timeout=10,
                       json={"worker_id": victim.worker_id,
                             "jobs": [{"job_id": job_id, "lease_id": lease_id}]})
-    assert r.status_code == 200 and r.json()["lost"] == [job_id], r.text
+    assert r.status_code == 409 and r.json()["lost"] == [job_id], r.text
+    assert r.json()["error"]["code"] == "lease_lost"
     # wrong token: 403, not a hint about the lease
     r = requests.post(f"{fleet.api}/api/workers/events", timeout=10,
                       headers={"Authorization": "Bearer not-the-token"},
@@ -589,12 +590,16 @@ def test_worker_protocol_refusals(fleet):
                                                                "job_types": ["train"]},
                       headers={"Authorization": "Bearer wrong-registration"}, timeout=10)
     assert r.status_code == 403
-    # a job the worker never held: lost in the heartbeat answer, 409 for a report
+    # a job the worker never held: 409 for a heartbeat listing it (lost named in the
+    # answer) and for a report about it
     ghost = "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1ZZZ"
     r = requests.post(f"{api_url}/api/workers/heartbeat", headers=hdr, timeout=10,
                       json={"worker_id": wid, "jobs": [
                           {"job_id": ghost, "lease_id": "lse_01JDQ7Z6V1TB6Y4Q4ZKX3R1ZZZ"}]})
-    assert r.status_code == 200 and r.json()["lost"] == [ghost] and r.json()["cancelled"] == []
+    assert r.status_code == 409 and r.json()["lost"] == [ghost] and r.json()["cancelled"] == []
+    r = requests.post(f"{api_url}/api/workers/heartbeat", headers=hdr, timeout=10,
+                      json={"worker_id": wid, "jobs": []})
+    assert r.status_code == 200 and r.json()["lost"] == []
     ev = {"specversion": "1.0", "id": "e1", "source": "x", "type": "forge.job.log",
           "subject": ghost, "data": {"job_id": ghost, "attempt": 1, "message": "hi"}}
     r = requests.post(f"{api_url}/api/workers/events", headers=hdr, timeout=10,
@@ -659,37 +664,46 @@ def test_deploy_serves_the_model_until_its_worker_goes(tmp_path):
     # a stand-in for the agent: the handler's parent, which we then stop
     parent = subprocess.Popen(
         [sys.executable, "-c", "import subprocess,sys; p=subprocess.run(sys.argv[1:]); "
-         "import time; time.sleep(3600)", sys.executable, str(HANDLERS / "deploy")],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+         "import time; time.sleep(120)", sys.executable, str(HANDLERS / "deploy")],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         env={**os.environ, "NF_ARTIFACT_DIR": str(tmp_path / "out"), "NF_JOB_ID": "job_dep"})
-    parent.stdin.write(json.dumps({"job_id": "job_dep", "params": {"model_id": "nexa-tiny",
-                                                                   "replicas": 2}}))
-    parent.stdin.close()
-    lines = []
-    for line in parent.stdout:
-        lines.append(json.loads(line))
-        if "result" in lines[-1]:
-            break
-    result = lines[-1]["result"]
-    url = result["endpoint_url"]
-    assert url.startswith("http://127.0.0.1:")
-    r = requests.post(url + "/completions", json={"prompt": "what does a catalyst do",
-                                                  "max_tokens": 5}, timeout=5)
-    assert r.status_code == 200
-    body = r.json()
-    assert body["usage"]["prompt_tokens"] == 4
-    assert body["usage"]["completion_tokens"] == len(body["choices"][0]["text"].split()) <= 5
-    used = [x["usage"] for x in lines if "usage" in x][0]
-    assert used["input_tokens"] > 0 and used["output_tokens"] > 0
-    manifest = json.loads((tmp_path / "out/deployment.json").read_text())
-    pid = int((tmp_path / "out/endpoint.pid").read_text())
-    assert manifest["pid"] == pid == result["pid"] and alive(pid)
-    assert requests.post(url + "/completions", json={"prompt": 3}, timeout=5).status_code == 422
-    parent.kill()
-    parent.wait(5)
-    wait(lambda: not alive(pid), 5, "the endpoint to stop with its worker")
-    with pytest.raises(requests.ConnectionError):
-        requests.get(url.rsplit("/v1", 1)[0] + "/healthz", timeout=2)
+    pid = None
+    try:
+        parent.stdin.write(json.dumps({"job_id": "job_dep",
+                                       "params": {"model_id": "nexa-tiny", "replicas": 2}}))
+        parent.stdin.close()
+        lines = []
+        for line in parent.stdout:
+            lines.append(json.loads(line))
+            if "result" in lines[-1]:
+                break
+        result = lines[-1]["result"]
+        url = result["endpoint_url"]
+        pid = int((tmp_path / "out/endpoint.pid").read_text())
+        assert url.startswith("http://127.0.0.1:")
+        r = requests.post(url + "/completions", json={"prompt": "what does a catalyst do",
+                                                      "max_tokens": 5}, timeout=5)
+        assert r.status_code == 200
+        body = r.json()
+        assert body["usage"]["prompt_tokens"] == 5
+        assert body["usage"]["completion_tokens"] == len(body["choices"][0]["text"].split()) <= 5
+        used = [x["usage"] for x in lines if "usage" in x][0]
+        assert used["input_tokens"] > 0 and used["output_tokens"] > 0
+        manifest = json.loads((tmp_path / "out/deployment.json").read_text())
+        assert manifest["pid"] == pid == result["pid"] and alive(pid)
+        r = requests.post(url + "/completions", json={"prompt": 3}, timeout=5)
+        assert r.status_code == 422
+        parent.kill()
+        parent.wait(5)
+        wait(lambda: not alive(pid), 5, "the endpoint to stop with its worker")
+        with pytest.raises(requests.ConnectionError):
+            requests.get(url.rsplit("/v1", 1)[0] + "/healthz", timeout=2)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(5)
+        if pid is not None and alive(pid):
+            os.kill(pid, signal.SIGTERM)
 
 
 def test_train_counts_the_tokens_it_processes(tmp_path):

@@ -372,7 +372,7 @@ static void test_pop_agrees_with_c(void **state)
 
 /* Runs the heartbeat script; cancelled (and, in hb_lost, the lost) ids joined by ','. */
 static long long released, hb_draining, hb_drained;
-static char hb_lost[512];
+static char hb_lost[512], hb_lost_leases[512];
 
 static void join_ids(const redisReply *list, char *out, size_t len)
 {
@@ -418,7 +418,7 @@ static void heartbeat(const char *wid, unsigned long long now, char *cancelled, 
     if (r->type == REDIS_REPLY_ERROR)
         fail_msg("heartbeat error: %s", r->str);
     assert_int_equal(r->type, REDIS_REPLY_ARRAY);
-    assert_int_equal(r->elements, 7);
+    assert_int_equal(r->elements, 8);
     *pg = r->element[0]->integer;
     *renewed = r->element[2]->integer;
     released = r->element[3]->integer;
@@ -426,6 +426,8 @@ static void heartbeat(const char *wid, unsigned long long now, char *cancelled, 
     hb_drained = r->element[6]->integer;
     join_ids(r->element[1], cancelled, len);
     join_ids(r->element[4], hb_lost, sizeof(hb_lost));
+    join_ids(r->element[7], hb_lost_leases, sizeof(hb_lost_leases));
+    assert_int_equal(r->element[4]->elements, r->element[7]->elements);
     freeReplyObject(r);
 }
 
@@ -489,6 +491,7 @@ static void test_heartbeat(void **state)
               "lse_a", NULL);
     assert_string_equal(cancelled, a); /* a: still in the cancel set */
     assert_string_equal(hb_lost, c);
+    assert_string_equal(hb_lost_leases, "lse_zzz");
     (void)expect;
     assert_int_equal(renewed, 1);
     /* c still never confirmed: a heartbeat without it keeps it; the reaper reports it */
