@@ -337,6 +337,10 @@ int gw_forward(struct gw_ctx *ctx, struct nf_http_req *req, struct nf_http_clien
 
 /* ---- idempotency.c: Idempotency-Key (Redis gw:idem:<user>:<key>) ------------------ */
 
+/* gw:recent:<user_id>: jobs accepted in the last 10 minutes (zset, score = ms), read by
+ * nf-scheduler's job list until it has recorded them (read-your-writes). */
+#define GW_RECENT_WINDOW_MS 600000
+
 #define GW_IDEM_KEY_MAX 255
 #define GW_IDEM_TTL_S (24 * 3600)
 

@@ -38,6 +38,7 @@
 #include "nf_log.h"
 #include "nf_mem.h"
 #include "nf_metrics.h"
+#include "nf_redis.h"
 
 #define TOPIC_REQUESTED "forge.jobs.requested"
 #define IDEM_POLL_MS 100
@@ -136,8 +137,29 @@ static void stored(int result, void *arg)
     }
 }
 
+/*
+ * Notes the job in gw:recent:<user_id> (zset by acceptance time, ms; entries older than
+ * GW_RECENT_WINDOW_MS trimmed) so nf-scheduler can list it before it has recorded it
+ * (read-your-writes). Sent before the snapshot put on the same connection, so it is in
+ * Redis before the 202 goes out. Best effort.
+ */
+static void note_recent(struct submit_op *op)
+{
+    char key[16 + NF_ID_MAX], now[24], oldest[24], ttl[16];
+    uint64_t ms = nf_now_ms();
+
+    snprintf(key, sizeof(key), "gw:recent:%s", op->user_id);
+    snprintf(now, sizeof(now), "%llu", (unsigned long long)ms);
+    snprintf(oldest, sizeof(oldest), "(%llu", (unsigned long long)(ms - GW_RECENT_WINDOW_MS));
+    snprintf(ttl, sizeof(ttl), "%d", GW_RECENT_WINDOW_MS);
+    nf_redis_cmd(op->ctx->redis, NULL, NULL, "ZADD %s %s %s", key, now, op->job_id);
+    nf_redis_cmd(op->ctx->redis, NULL, NULL, "ZREMRANGEBYSCORE %s -inf %s", key, oldest);
+    nf_redis_cmd(op->ctx->redis, NULL, NULL, "PEXPIRE %s %s", key, ttl);
+}
+
 static void submit_start(struct submit_op *op)
 {
+    note_recent(op);
     gw_snapshot_put(op->ctx, op->job_id, op->user_id, op->doc, op->doc_len, stored, op);
 }
 

@@ -396,3 +396,90 @@ int sched_types_array(unsigned mask, char *out, size_t outlen)
     out[len] = '\0';
     return 0;
 }
+
+/* ---- read-your-writes merge -------------------------------------------------------------- */
+
+static bool in_array(const cJSON *arr, const char *job_id)
+{
+    const cJSON *it;
+
+    cJSON_ArrayForEach(it, arr)
+    {
+        const char *id = nf_json_str(it, "job_id");
+
+        if (id && strcmp(id, job_id) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* The query's filters applied to a job object. */
+static bool matches(const struct sched_list_query *q, const cJSON *doc)
+{
+    const cJSON *meta = cJSON_GetObjectItemCaseSensitive(doc, "metadata"), *f;
+    const char *type = nf_json_str(doc, "job_type"), *v;
+    enum sched_status st;
+    int i;
+
+    if (q->statuses &&
+        (sched_status_parse(nf_json_str(doc, "status"), &st) < 0 || !(q->statuses & SCHED_BIT(st))))
+        return false;
+    if (q->types) {
+        for (i = 0; i < SCHED_NJOBTYPES; i++)
+            if (type && strcmp(type, sched_job_types[i]) == 0)
+                break;
+        if (i == SCHED_NJOBTYPES || !(q->types & (1u << i)))
+            return false;
+    }
+    cJSON_ArrayForEach(f, q->metadata)
+    {
+        v = nf_json_str(meta, f->string);
+        if (!v || strcmp(v, f->valuestring) != 0)
+            return false;
+    }
+    return true;
+}
+
+/* Inserts doc (owned from now on) into arr, keeping job ids in descending order. */
+static void insert_sorted(cJSON *arr, cJSON *doc)
+{
+    const char *id = nf_json_str(doc, "job_id");
+    int i = 0, n = cJSON_GetArraySize(arr);
+
+    while (i < n && strcmp(nf_json_str(cJSON_GetArrayItem(arr, i), "job_id"), id) > 0)
+        i++;
+    if (i == n) {
+        if (!cJSON_AddItemToArray(arr, doc))
+            abort();
+    } else if (!cJSON_InsertItemInArray(arr, i, doc)) {
+        abort();
+    }
+}
+
+void sched_list_merge(cJSON *pg, const struct sched_list_query *q, const char *const *docs,
+                      size_t ndocs, bool *has_more)
+{
+    int n = cJSON_GetArraySize(pg);
+    char lowest[NF_ID_MAX] = "";
+    const char *id;
+    cJSON *doc;
+    size_t i;
+
+    if (n > q->limit) /* Postgres has more: nothing below its last row belongs here */
+        snprintf(lowest, sizeof(lowest), "%s", nf_json_str(cJSON_GetArrayItem(pg, n - 1), "job_id"));
+    for (i = 0; i < ndocs; i++) {
+        doc = docs[i] ? nf_json_parse(docs[i], strlen(docs[i])) : NULL;
+        id = nf_json_str(doc, "job_id");
+        if (!id || !nf_id_valid("job", id) || in_array(pg, id) ||
+            (q->after[0] && strcmp(id, q->after) >= 0) || (lowest[0] && strcmp(id, lowest) < 0) ||
+            !matches(q, doc)) {
+            cJSON_Delete(doc);
+            continue;
+        }
+        insert_sorted(pg, doc);
+    }
+    n = cJSON_GetArraySize(pg);
+    *has_more = n > q->limit;
+    while (n > q->limit)
+        cJSON_DeleteItemFromArray(pg, --n);
+}

@@ -24,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nf_event.h"
 #include "nf_http.h"
 #include "nf_id.h"
 #include "nf_log.h"
@@ -178,38 +179,102 @@ static void get_job(struct nf_http_req *req, void *arg)
         unavailable(req, "could not queue the query");
 }
 
-/* ---- GET /internal/jobs ------------------------------------------------------------- */
+/* ---- GET /internal/jobs -------------------------------------------------------------
+ *
+ *   Postgres page (limit + 1 rows) --> Redis: the caller's jobs accepted by the gateway
+ *   but not recorded yet (sched_recent_lua) --> merged (sched_list_merge) --> answer
+ *
+ * The merge gives read-your-writes: a job is listed as soon as its 202 was sent, not
+ * only once this scheduler consumed its request. Redis down: the Postgres page alone.
+ */
+
+const char sched_recent_lua[] =
+    "local ids = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[1], '+inf', 'LIMIT', 0, 200)\n"
+    "local out = {}\n"
+    "for _, id in ipairs(ids) do\n"
+    "  local v = redis.call('HMGET', 'job:' .. id, 'user_id', 'doc', 'ver')\n"
+    "  if v[1] == ARGV[2] and v[2] and not v[3] then table.insert(out, v[2]) end\n"
+    "end\n"
+    "return out\n";
 
 struct list_op {
     struct nf_http_req *req;
     int limit;
+    struct sched_list_query q; /* jobs: kept for the merge */
+    cJSON *data;               /* jobs: the Postgres rows as job objects */
 };
+
+static void list_op_free(struct list_op *op)
+{
+    sched_list_query_clear(&op->q);
+    cJSON_Delete(op->data);
+    free(op);
+}
+
+static void list_reply(struct list_op *op, const char *const *docs, size_t ndocs)
+{
+    const char *last;
+    bool more;
+    cJSON *data = op->data;
+
+    op->data = NULL;
+    sched_list_merge(data, &op->q, docs, ndocs, &more);
+    last = nf_json_str(cJSON_GetArrayItem(data, cJSON_GetArraySize(data) - 1), "job_id");
+    nf_http_reply_json(op->req, 200, page(data, more, SCHED_CURSOR_JOBS, last));
+    list_op_free(op);
+}
+
+static void on_recent(redisReply *reply, void *arg)
+{
+    struct list_op *op = arg;
+    const char **docs = NULL;
+    size_t i, n = 0;
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements > 0) {
+        docs = nf_xcalloc(reply->elements, sizeof(*docs));
+        for (i = 0; i < reply->elements; i++)
+            if (reply->element[i]->type == REDIS_REPLY_STRING)
+                docs[n++] = reply->element[i]->str;
+    }
+    list_reply(op, docs, n); /* Redis down: the Postgres page alone */
+    free(docs);
+}
 
 static void on_list(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
     struct list_op *op = arg;
+    struct sched_ctx *ctx = nf_http_req_data(op->req);
     struct sched_job job;
-    const char *last = NULL;
-    cJSON *data;
+    char key[160], oldest[32];
+    const char *argv[3];
     int i, n;
 
     if (!res) {
         unavailable(op->req, err);
-        free(op);
+        list_op_free(op);
         return;
     }
     n = PQntuples(res);
-    data = cJSON_CreateArray();
-    if (!data)
+    op->data = cJSON_CreateArray();
+    if (!op->data)
         abort();
-    for (i = 0; i < n && i < op->limit; i++) {
+    for (i = 0; i < n; i++) {
         sched_job_from_row(res, i, &job);
-        if (!cJSON_AddItemToArray(data, sched_job_json(&job)))
+        if (!cJSON_AddItemToArray(op->data, sched_job_json(&job)))
             abort();
-        last = job.job_id;
     }
-    nf_http_reply_json(op->req, 200, page(data, n > op->limit, SCHED_CURSOR_JOBS, last));
-    free(op);
+    if (ctx->closing) {
+        list_reply(op, NULL, 0);
+        return;
+    }
+    snprintf(key, sizeof(key), "gw:recent:%s", nf_http_req_header(op->req, "X-Nf-User-Id"));
+    snprintf(oldest, sizeof(oldest), "%llu",
+             (unsigned long long)(nf_now_ms() - SCHED_RECENT_WINDOW_MS));
+    argv[0] = key;
+    argv[1] = oldest;
+    argv[2] = nf_http_req_header(op->req, "X-Nf-User-Id");
+    /* on_recent fires exactly once, at once with NULL when Redis is down */
+    (void)nf_redis_eval(ctx->redis, ctx->recent_script, on_recent, op, 1, 3, argv, NULL);
 }
 
 static void list_jobs(struct nf_http_req *req, void *arg)
@@ -238,12 +303,13 @@ static void list_jobs(struct nf_http_req *req, void *arg)
     op = nf_xcalloc(1, sizeof(*op));
     op->req = req;
     op->limit = q.limit;
+    op->q = q; /* owned by op from here */
+    nf_http_req_set_data(req, ctx);
     if (nf_pg_query(ctx->pg, list_sql, 6, params, on_list, op) < 0) {
         unavailable(req, "could not queue the query");
-        free(op);
+        list_op_free(op);
     }
     free(meta);
-    sched_list_query_clear(&q);
 }
 
 /* ---- GET /internal/jobs/{job_id}/events --------------------------------------------- */
@@ -440,6 +506,9 @@ static void get_artifact(struct nf_http_req *req, void *arg)
 
 int sched_routes_internal(struct sched_ctx *ctx)
 {
+    ctx->recent_script = nf_redis_script_new(ctx->redis, sched_recent_lua);
+    if (!ctx->recent_script)
+        return -1;
     if (nf_http_route(ctx->http, "GET", "/internal/jobs/{job_id}", get_job, ctx) < 0 ||
         nf_http_route(ctx->http, "GET", "/internal/jobs", list_jobs, ctx) < 0 ||
         nf_http_route(ctx->http, "GET", "/internal/jobs/{job_id}/events", list_events, ctx) < 0 ||

@@ -364,6 +364,7 @@ struct sched_ctx {
     struct sched_counters m;
     struct nf_http_client *wm;      /* the worker-manager's cancel route (cancel.c) */
     struct sched_reconciler *rec;   /* reconciler.c */
+    struct nf_redis_script *recent_script; /* sched_recent_lua (routes_internal.c) */
     struct nf_http_client *billing; /* budget checks */
     struct event *storage_tick;     /* storage metering timer */
     bool storage_busy;              /* a storage metering run is alive */
@@ -587,3 +588,20 @@ extern const char sched_wm_check_lua[];
 /* Snapshot repair: KEYS job:<id>...; ARGV their row versions; returns the 1-based indexes
  * of the snapshots missing or older than their row. */
 extern const char sched_snap_check_lua[];
+/*
+ * Read-your-writes for GET /internal/jobs: the gateway notes each accepted job in
+ * gw:recent:<user_id> (zset of job ids by acceptance time, ms). KEYS gw:recent:<user>;
+ * ARGV oldest score, user_id. Returns the docs of those job:<id> snapshots that the
+ * scheduler has not written yet (no `ver`): jobs accepted but not recorded in Postgres.
+ */
+extern const char sched_recent_lua[];
+#define SCHED_RECENT_WINDOW_MS 600000 /* gw:recent entries older than this are ignored */
+/*
+ * Merges the recent, unrecorded jobs (docs, JSON texts) into one page of the jobs list:
+ * pg holds the Postgres rows' job objects (newest first, up to limit + 1 of them); docs
+ * that fail the query's filters, are at or past its cursor, are already in pg, or sort
+ * below pg's last row when pg has more rows than limit, are left out. On return pg holds
+ * the page (at most limit) and *has_more is set. Pure (unit tested).
+ */
+void sched_list_merge(cJSON *pg, const struct sched_list_query *q, const char *const *docs,
+                      size_t ndocs, bool *has_more);

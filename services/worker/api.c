@@ -247,10 +247,13 @@ static void on_heartbeat_done(const struct nf_http_resp *resp, void *arg)
             wk_job_cancel(ctx, it->valuestring);
         }
     }
+    const cJSON *lost_leases = cJSON_GetObjectItemCaseSensitive(body, "lost_leases");
+    int i = 0;
     cJSON_ArrayForEach(it, lost)
     {
+        const cJSON *lease = cJSON_GetArrayItem(lost_leases, i++);
         if (cJSON_IsString(it))
-            wk_job_lost(ctx, it->valuestring);
+            wk_job_lost(ctx, it->valuestring, cJSON_IsString(lease) ? lease->valuestring : NULL);
     }
     bool drain = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(body, "drain"));
     long long hb = nf_json_int(body, "heartbeat_interval_s", ctx->heartbeat_s);

@@ -478,35 +478,48 @@ static void on_timeout(evutil_socket_t fd, short what, void *arg)
 
 void wk_job_cancel(struct wk *ctx, const char *job_id)
 {
-    struct wk_job *job = find_job(ctx, job_id, 0);
-    if (job != NULL && !job->finished)
-        terminate(job, STOP_CANCEL);
+    for (struct wk_job *job = ctx->jobs; job != NULL; job = job->next)
+        if (strcmp(job->job_id, job_id) == 0 && !job->finished && !job->lost)
+            terminate(job, STOP_CANCEL);
 }
 
-void wk_job_lost(struct wk *ctx, const char *job_id)
+/* The lease of job is gone: stop it, report nothing more for it. */
+static void job_lost(struct wk_job *job)
 {
-    struct wk_job *job = find_job(ctx, job_id, 0);
-    if (job == NULL)
-        return;
     /* The manager no longer counts this lease as ours: leaving the job out of the next
      * heartbeat cannot release anything, so the slot may be freed without a confirmation. */
     job->confirmed = true;
+    if (job->lost)
+        return;
     job->lost = true;
     if (job->finished) {
         nf_log_kv(NF_LOG_WARN, "job_lease_lost", "lease lost after the job finished", "job_id",
-                  job->job_id, NULL);
+                  job->job_id, "lease_id", job->lease_id, NULL);
         return;
     }
     nf_log_kv(NF_LOG_WARN, "job_lease_lost",
               "lease lost (missed heartbeats or superseded): stopping the handler, no report",
-              "job_id", job->job_id, NULL);
+              "job_id", job->job_id, "lease_id", job->lease_id, NULL);
     terminate(job, STOP_LOST);
+}
+
+void wk_job_lost(struct wk *ctx, const char *job_id, const char *lease_id)
+{
+    struct wk_job *next;
+    for (struct wk_job *job = ctx->jobs; job != NULL; job = next) {
+        next = job->next; /* job_lost never frees job, but stay safe */
+        if (strcmp(job->job_id, job_id) == 0 &&
+            (lease_id == NULL || strcmp(job->lease_id, lease_id) == 0))
+            job_lost(job);
+    }
 }
 
 const char *wk_job_lease(struct wk *ctx, const char *job_id)
 {
-    struct wk_job *job = find_job(ctx, job_id, 0);
-    return job != NULL ? job->lease_id : NULL;
+    for (struct wk_job *job = ctx->jobs; job != NULL; job = job->next)
+        if (!job->lost && strcmp(job->job_id, job_id) == 0)
+            return job->lease_id;
+    return NULL;
 }
 
 void wk_jobs_terminate(struct wk *ctx)
@@ -827,6 +840,11 @@ static struct wk_job *job_new(struct wk *ctx, const cJSON *doc, const char *leas
                   "job_id", job_id, NULL);
         return NULL;
     }
+    /* An older attempt of this job still here (this worker lost its lease, then got the
+     * retry): that attempt belongs to nobody now. */
+    for (struct wk_job *old = ctx->jobs; old != NULL; old = old->next)
+        if (strcmp(old->job_id, job_id) == 0 && strcmp(old->lease_id, lease_id) != 0)
+            job_lost(old);
     struct wk_job *job = nf_xcalloc(1, sizeof(*job));
     job->ctx = ctx;
     snprintf(job->job_id, sizeof(job->job_id), "%s", job_id);

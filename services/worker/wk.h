@@ -235,8 +235,9 @@ void wk_job_start(struct wk *ctx, const cJSON *job, const char *lease_id);
  * forge.job.cancelled. */
 void wk_job_cancel(struct wk *ctx, const char *job_id);
 /* Heartbeat said the lease is gone (reaped or superseded): stop the handler and report
- * nothing - the job has moved on without this worker. */
-void wk_job_lost(struct wk *ctx, const char *job_id);
+ * nothing - the job has moved on without this worker. lease_id NULL: every attempt of
+ * the job held here. */
+void wk_job_lost(struct wk *ctx, const char *job_id, const char *lease_id);
 /* The lease id of a job this agent holds (for HTTP fallback reports); NULL if unknown. */
 const char *wk_job_lease(struct wk *ctx, const char *job_id);
 /* Drain deadline: terminate every running job (reported failed, class infra). */

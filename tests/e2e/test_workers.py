@@ -640,7 +640,7 @@ def test_audit_reads_jsonl_and_csv(tmp_path):
                                       tmp_path)
     assert rc == 0, err
     result = [x["result"] for x in lines if "result" in x][0]
-    assert result["format"] == "csv" and result["records"] == 3
+    assert result["format"] == "csv" and result["rows"] == 3
     assert result["malformed_lines"] == 1 and result["duplicates"] == 1
     report = json.loads((out / "report.json").read_text())
     assert report["empty_fields"] == {"prompt": 1}
@@ -653,7 +653,7 @@ def test_audit_reads_jsonl_and_csv(tmp_path):
     rc, lines, out, err = run_handler("audit", {"params": {"dataset_uri": f"file://{jl}"}},
                                       tmp_path)
     result = [x["result"] for x in lines if "result" in x][0]
-    assert rc == 0 and result["format"] == "jsonl" and result["records"] == 2
+    assert rc == 0 and result["format"] == "jsonl" and result["rows"] == 2
     assert result["malformed_lines"] == 1 and result["duplicates"] == 1
     rc, _, _, err = run_handler("audit", {"params": {"dataset_uri": "file:///nope.csv"}},
                                 tmp_path)

@@ -519,8 +519,11 @@ static void test_lost(void **state)
     start("audit", 1, 0, id);
     run_for(300);
     int before = nsent;
-    wk_job_lost(ctx, id);
-    wk_job_lost(ctx, "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1ZZZ"); /* unknown: ignored */
+    wk_job_lost(ctx, id, "lse_01JDQ7Z6V1TB6Y4Q4ZKX3R1ZZZ"); /* another lease: not this one */
+    run_for(300);
+    assert_int_equal(ctx->njobs, 1);
+    wk_job_lost(ctx, id, "lse_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M");
+    wk_job_lost(ctx, "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1ZZZ", NULL); /* unknown: ignored */
     assert_true(run_until_idle(5000));
     for (int i = before; i < nsent; i++) {
         const char *type = nf_json_str(sent[i].ev, "type");
@@ -533,10 +536,46 @@ static void test_lost(void **state)
     heartbeats_fail = false;
     start("generate", 0, 0, done);
     run_for(200);
-    wk_job_lost(ctx, done);
+    wk_job_lost(ctx, done, NULL);
     assert_true(run_until_idle(2000));
     assert_non_null(event("forge.job.succeeded", done));
     assert_null(wk_job_lease(ctx, done));
+}
+
+/* This worker lost a job's lease (a long stall) and is then given the retry of the same
+ * job: the old attempt is stopped without a report, the new one runs and reports. */
+static void test_retry_supersedes_old_attempt(void **state)
+{
+    static const char *const id = "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1AAA";
+    script("train", "echo '{\"progress\":0.1}'\nsleep \"$(cat /dev/stdin | grep -c slow | "
+                    "sed 's/1/30/;s/^0$/0/')\"\necho '{\"result\":{\"ok\":1}}'");
+    cJSON *old = cJSON_Parse("{\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1AAA\",\"user_id\":\"u\","
+                             "\"job_type\":\"train\",\"attempt\":1,\"params\":{\"m\":\"slow\"}}");
+    cJSON *retry = cJSON_Parse("{\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1AAA\",\"user_id\":\"u\","
+                               "\"job_type\":\"train\",\"attempt\":2,\"params\":{}}");
+    wk_job_start(ctx, old, "lse_01JDQ7Z6V1TB6Y4Q4ZKX3R1OLD");
+    run_for(300);
+    wk_job_start(ctx, retry, "lse_01JDQ7Z6V1TB6Y4Q4ZKX3R1NEW");
+    assert_string_equal(wk_job_lease(ctx, id), "lse_01JDQ7Z6V1TB6Y4Q4ZKX3R1NEW");
+    /* the manager's late notice about the old lease does not touch the new attempt */
+    wk_job_lost(ctx, id, "lse_01JDQ7Z6V1TB6Y4Q4ZKX3R1OLD");
+    assert_true(run_until_idle(5000));
+    cJSON_Delete(old);
+    cJSON_Delete(retry);
+    int succeeded = 0, terminal = 0;
+    for (int i = 0; i < nsent; i++) {
+        const char *t = nf_json_str(sent[i].ev, "type");
+        const cJSON *data = cJSON_GetObjectItem(sent[i].ev, "data");
+        if (t == NULL || strcmp(sent[i].topic, "forge.jobs.events") != 0)
+            continue;
+        if (strstr(t, "succeeded") || strstr(t, "failed") || strstr(t, "cancelled")) {
+            terminal++;
+            assert_int_equal(nf_json_int(data, "attempt", 0), 2);
+        }
+        succeeded += strstr(t, "succeeded") != NULL;
+    }
+    assert_int_equal(terminal, 1);
+    assert_int_equal(succeeded, 1);
 }
 
 int main(void)
@@ -553,6 +592,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_slot_held_until_delivered, setup, teardown),
         cmocka_unit_test_setup_teardown(test_cancel_stubborn, setup, teardown),
         cmocka_unit_test_setup_teardown(test_lost, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_retry_supersedes_old_attempt, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
