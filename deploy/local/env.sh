@@ -100,6 +100,12 @@ forge_service_env() {
     case $name in
     worker-manager)
         echo "NF_WORKER_REGISTRATION_TOKEN=$(forge_secret NF_WORKER_REGISTRATION_TOKEN)"
+        if [[ $FORGE_PROFILE == test ]]; then
+            # short liveness for the fleet tests: lost after 3 s of silence, a dead
+            # worker's job requeued within 3 heartbeats + lease = 9 s
+            echo "NF_WM_HEARTBEAT_INTERVAL_S=1"
+            echo "NF_WM_LEASE_TTL_S=6"
+        fi
         ;;
     worker)
         echo "NF_API_URL=$FORGE_API_URL"
@@ -139,6 +145,8 @@ forge_test_env() {
     echo "NF_TEST_PG_DSN=$FORGE_PG_DSN"
     echo "NF_TEST_API_URL=$FORGE_API_URL"
     echo "NF_TEST_AUTH_URL=http://127.0.0.1:$PORT_AUTH"
+    echo "NF_TEST_WM_URL=http://127.0.0.1:${SVC_PORT[worker-manager]}"
+    echo "NF_TEST_WORKER_BIN=$FORGE_BIN/nf-worker"
     echo "NF_TEST_STATE_DIR=$FORGE_STATE"
     echo "NF_TEST_LOG_DIR=$FORGE_LOGS"
     if [[ -s $FORGE_API_KEY_FILE ]]; then

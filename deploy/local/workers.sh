@@ -37,6 +37,7 @@ forge_workers_extra() {
 forge_workers_stop() {
     local name pid
     for name in $(forge_workers_extra); do
+        forge_worker_register "$name" # the list came from a subshell
         pid=$(forge_svc_pid "$name") || continue
         forge_say "$name: stopping"
         forge_stop_pid "$pid" "$name" 20
@@ -47,6 +48,7 @@ forge_workers_stop() {
 forge_workers_status() {
     local name
     for name in $(forge_workers_extra); do
+        forge_worker_register "$name"
         forge_status_line "$name" "$(forge_svc_pid "$name" || true)" -
     done
 }
