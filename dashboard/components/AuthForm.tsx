@@ -74,9 +74,14 @@ export function AuthForm({ mode }: { mode: 'sign-in' | 'sign-up' }) {
             maxLength={1024}
             value={password}
             onChange={(e) => setPassword(e.target.value)}
+            aria-describedby={signUp ? 'password-hint' : undefined}
           />
-          {signUp ? <span className="hint">At least 10 characters, not your e-mail address.</span> : null}
         </label>
+        {signUp ? (
+          <span className="hint" id="password-hint">
+            At least 10 characters, not your e-mail address.
+          </span>
+        ) : null}
         <InlineError error={error} />
         <button type="submit" className="btn btn-primary" disabled={busy}>
           {busy ? 'Please wait…' : signUp ? 'Create account' : 'Sign in'}

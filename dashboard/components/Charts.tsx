@@ -12,10 +12,12 @@ export interface StackedPoint {
   values: Record<string, number>; // series key -> value
 }
 
-const W = 720;
-const H = 220;
-const PAD = { left: 64, right: 12, top: 12, bottom: 36 };
+const W = 960;
+const H = 260;
+const PAD = { left: 72, right: 12, top: 12, bottom: 36 };
+const TICKS = 5;
 
+/** A round axis maximum (1, 2, 5 or 10 x a power of ten) whose fifths are round too. */
 function niceMax(v: number): number {
   if (v <= 0) return 1;
   const p = 10 ** Math.floor(Math.log10(v));
@@ -24,15 +26,20 @@ function niceMax(v: number): number {
   return step * p;
 }
 
+
+
 export function StackedBars({
   points,
   series,
   format,
+  formatTick,
   title,
 }: {
   points: StackedPoint[];
   series: Series[];
   format: (v: number) => string;
+  /** The axis labels, given the value and the spacing of the ticks (to choose decimals). */
+  formatTick: (v: number, step: number) => string;
   title: string;
 }) {
   const totals = points.map((p) => series.reduce((s, x) => s + (p.values[x.key] ?? 0), 0));
@@ -43,7 +50,8 @@ export function StackedBars({
   const barW = Math.max(2, Math.min(40, slot * 0.7));
   const labelEvery = Math.max(1, Math.ceil(points.length / 8));
   const y = (v: number) => PAD.top + innerH - (v / max) * innerH;
-  const ticks = [0, 0.25, 0.5, 0.75, 1].map((f) => f * max);
+  const step = max / TICKS;
+  const ticks = Array.from({ length: TICKS + 1 }, (_, i) => i * step);
 
   return (
     <figure className="chart">
@@ -52,7 +60,7 @@ export function StackedBars({
           <g key={t}>
             <line x1={PAD.left} x2={W - PAD.right} y1={y(t)} y2={y(t)} className="grid" />
             <text x={PAD.left - 6} y={y(t) + 4} textAnchor="end" className="axis">
-              {format(t)}
+              {formatTick(t, step)}
             </text>
           </g>
         ))}

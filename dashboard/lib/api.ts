@@ -128,6 +128,7 @@ export interface Worker {
   labels?: Record<string, string>;
   current_jobs?: string[];
   last_heartbeat_at?: string | null;
+  version?: string;
 }
 
 export interface BillingLine {

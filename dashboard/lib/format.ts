@@ -58,15 +58,6 @@ export function fmtUsd(s: string | null | undefined): string {
   return `$${s}`;
 }
 
-/** Micro-USD -> a short dollar figure for chart labels. */
-export function fmtMicrosShort(micros: number): string {
-  const usd = micros / 1e6;
-  if (usd === 0) return '$0';
-  if (usd < 0.01) return `$${usd.toFixed(6)}`;
-  if (usd < 100) return `$${usd.toFixed(2)}`;
-  return `$${Math.round(usd).toLocaleString()}`;
-}
-
 export const METER_LABEL: Record<string, string> = {
   gpu_ms: 'GPU time',
   input_tokens: 'Input tokens',

@@ -3,9 +3,10 @@
 //
 //   sign up -> generate a key (shown once, gone after closing) -> submit a job with it
 //   (the Python SDK of this checkout, else plain HTTP) -> watch the job reach succeeded
-//   on its page (live event stream) -> see it cost money on Billing -> overview, workers,
-//   artifacts -> the gateway-down and not-served states -> session expiry back to
-//   sign-in -> revoke the key, which the gateway then refuses.
+//   on its page (live event stream) -> cancel a queued job from its page -> see the
+//   first one cost money on Billing -> overview, workers, artifacts -> the gateway-down
+//   and not-served states -> session expiry back to sign-in -> revoke the key, which the
+//   gateway then refuses.
 //
 // Environment:
 //   NF_DASHBOARD_URL   the dashboard (default http://127.0.0.1:3000)
@@ -71,7 +72,7 @@ after(async () => {
 });
 
 async function shot(name, opts = {}) {
-  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), ...opts });
+  await page.screenshot({ path: path.join(SHOTS, `${name}.png`), animations: 'disabled', ...opts });
 }
 
 /** Reloads until `check` passes (pages poll too; this just makes the wait explicit). */
@@ -122,31 +123,46 @@ test('the dashboard, end to end in Chromium', { timeout: 420_000 }, async (t) =>
   const password = 'correct horse battery staple';
   let apiKey;
   let jobId;
+  // The steps build on each other: after a failure the rest are skipped, not piled up.
+  let failed = null;
+  const step = async (name, fn) => {
+    await t.test(name, { skip: failed ? `after the failed step "${failed}"` : false }, async (st) => {
+      try {
+        await fn(st);
+      } catch (e) {
+        failed = name;
+        mkdirSync(path.join(here, 'out'), { recursive: true });
+        await page.screenshot({ path: path.join(here, 'out', 'failure.png'), fullPage: true }).catch(() => {});
+        throw e;
+      }
+    });
+  };
 
-  await t.test('signed out: any page leads to sign-in', async () => {
+  await step('signed out: any page leads to sign-in', async () => {
     await page.goto(`${BASE}/jobs`);
     await page.waitForURL(/\/sign-in\?next=%2Fjobs/);
     await page.getByRole('heading', { name: 'Sign in' }).waitFor();
     await shot('sign-in');
   });
 
-  await t.test('sign up', async () => {
+  await step('sign up', async () => {
     await page.getByRole('link', { name: 'Create an account' }).click();
     await page.waitForURL(/\/sign-up/);
-    await page.getByLabel('E-mail').fill(email);
-    await page.getByLabel('Password').fill('short');
+    await page.getByLabel('E-mail', { exact: true }).fill(email);
+    await page.getByLabel('Password', { exact: true }).fill(password);
+    await shot('sign-up');
+    await page.getByLabel('Password', { exact: true }).fill('short');
     await page.getByRole('button', { name: 'Create account' }).click();
     // the browser's own check (minLength 10) keeps us on the page
     assert.match(page.url(), /\/sign-up/);
-    await page.getByLabel('Password').fill(password);
-    await shot('sign-up');
+    await page.getByLabel('Password', { exact: true }).fill(password);
     await page.getByRole('button', { name: 'Create account' }).click();
     await page.waitForURL(/\/settings\/api-keys\?welcome=1/);
     await page.getByText(email).waitFor();
     await page.getByText('No API keys yet').waitFor();
   });
 
-  await t.test('generate a key: shown once, copied, gone after closing', async () => {
+  await step('generate a key: shown once, copied, gone after closing', async () => {
     await page.getByLabel('Name').fill('browser-test');
     await page.getByLabel('Expires').selectOption({ label: '90 days' });
     await page.getByRole('button', { name: 'Generate new key' }).click();
@@ -168,11 +184,12 @@ test('the dashboard, end to end in Chromium', { timeout: 420_000 }, async (t) =>
     await page.reload();
     await row.waitFor();
     assert.ok(!(await page.content()).includes(apiKey), 'the key list shows the secret');
+    await shot('api-keys');
   });
 
-  await t.test('a job submitted with the key runs to succeeded on its page', async () => {
+  await step('a job submitted with the key runs to succeeded on its page', async (st) => {
     const job = await submitJob(apiKey);
-    t.diagnostic(`job ${job.job_id} submitted via ${job.via}`);
+    st.diagnostic(`job ${job.job_id} submitted via ${job.via}`);
     jobId = job.job_id;
     await page.goto(`${BASE}/jobs/${jobId}`);
     await page.getByTestId('job-id').getByText(jobId).waitFor();
@@ -188,7 +205,28 @@ test('the dashboard, end to end in Chromium', { timeout: 420_000 }, async (t) =>
     await shot('job', { fullPage: true });
   });
 
-  await t.test('the jobs list shows it and filters', async () => {
+  await step('a queued job is cancelled from its page', async () => {
+    // No worker has this GPU type, so the job waits in the queue until we cancel it.
+    const res = await fetch(`${API}/api/jobs/generate`, {
+      method: 'POST',
+      headers: { 'X-Nexa-Api-Key': apiKey, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ domain: 'never-runs', num_samples: 5, gpu_type: 'dashboard-test-gpu' }),
+    });
+    assert.equal(res.status, 202, await res.text());
+    const parked = (await res.json()).job_id;
+    await page.goto(`${BASE}/jobs/${parked}`);
+    await page.getByTestId('job-status').getByText('queued').waitFor();
+    await page.getByRole('button', { name: 'Cancel job' }).click();
+    const dialog = page.getByRole('dialog', { name: 'Cancel this job?' });
+    await dialog.getByText('leaves the queue').waitFor();
+    await dialog.getByRole('button', { name: 'Cancel job' }).click();
+    await dialog.waitFor({ state: 'hidden' });
+    await page.getByTestId('job-status').getByText('cancelled').waitFor({ timeout: 30_000 });
+    await page.getByTestId('stream-state').getByText('complete').waitFor({ timeout: 30_000 });
+    assert.equal(await page.getByRole('button', { name: 'Cancel job' }).count(), 0);
+  });
+
+  await step('the jobs list shows them and filters', async () => {
     await page.getByRole('link', { name: 'Jobs', exact: true }).click();
     await page.waitForURL(/\/jobs$/);
     await page.getByRole('link', { name: jobId }).waitFor();
@@ -199,7 +237,7 @@ test('the dashboard, end to end in Chromium', { timeout: 420_000 }, async (t) =>
     await page.getByRole('link', { name: jobId }).waitFor();
   });
 
-  await t.test('billing shows what it cost', async () => {
+  await step('billing shows what it cost', async (st) => {
     await page.goto(`${BASE}/billing`);
     const total = await eventually('a non-zero billing total', 120_000, async () => {
       await page.reload();
@@ -208,7 +246,7 @@ test('the dashboard, end to end in Chromium', { timeout: 420_000 }, async (t) =>
       assert.notEqual(text, '$0.000000');
       return text;
     });
-    t.diagnostic(`billing total ${total}`);
+    st.diagnostic(`billing total ${total}`);
     await page.getByTestId('billing-meters').getByText('GPU time').waitFor();
     await page.getByRole('img', { name: 'Cost over time by meter' }).waitFor();
     await shot('billing', { fullPage: true });
@@ -221,7 +259,7 @@ test('the dashboard, end to end in Chromium', { timeout: 420_000 }, async (t) =>
     });
   });
 
-  await t.test('overview, workers and artifacts show the live system', async () => {
+  await step('overview, workers and artifacts show the live system', async () => {
     await page.goto(`${BASE}/`);
     await page.getByRole('heading', { name: 'Overview' }).waitFor();
     await page.getByText('ready', { exact: true }).first().waitFor();
@@ -241,7 +279,7 @@ test('the dashboard, end to end in Chromium', { timeout: 420_000 }, async (t) =>
     await shot('artifacts');
   });
 
-  await t.test('gateway down and not-served routes get honest error states', async () => {
+  await step('gateway down and not-served routes get honest error states', async () => {
     await page.route('**/api/workers/**', (r) =>
       r.fulfill({
         status: 502,
@@ -266,22 +304,22 @@ test('the dashboard, end to end in Chromium', { timeout: 420_000 }, async (t) =>
     await page.unroute('**/api/workers/**');
   });
 
-  await t.test('an ended session leads back to sign-in and returns to the page', async () => {
+  await step('an ended session leads back to sign-in and returns to the page', async () => {
     await page.goto(`${BASE}/workers`);
     await page.getByRole('columnheader', { name: 'Last heartbeat' }).waitFor();
     await context.clearCookies(); // the session is gone; the next refresh is refused
     await page.waitForURL(/\/sign-in\?.*expired=1/, { timeout: 20_000 });
     await page.getByText('Your session has ended').waitFor();
-    await page.getByLabel('Password').fill('wrong password, surely');
-    await page.getByLabel('E-mail').fill(email);
+    await page.getByLabel('Password', { exact: true }).fill('wrong password, surely');
+    await page.getByLabel('E-mail', { exact: true }).fill(email);
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.getByRole('alert').waitFor();
-    await page.getByLabel('Password').fill(password);
+    await page.getByLabel('Password', { exact: true }).fill(password);
     await page.getByRole('button', { name: 'Sign in' }).click();
     await page.waitForURL(/\/workers$/);
   });
 
-  await t.test('revoke the key: confirmed, then refused by the gateway', async () => {
+  await step('revoke the key: confirmed, then refused by the gateway', async () => {
     await page.getByRole('link', { name: 'Settings · API keys' }).click();
     await page.waitForURL(/\/settings\/api-keys$/);
     await page.getByRole('button', { name: 'Revoke browser-test' }).click();
@@ -290,14 +328,13 @@ test('the dashboard, end to end in Chromium', { timeout: 420_000 }, async (t) =>
     await dialog.waitFor({ state: 'hidden' });
     const row = page.getByTestId('key-list').getByRole('row', { name: /browser-test/ });
     await row.getByText('revoked').waitFor();
-    await shot('api-keys');
     await eventually('the revoked key refused', 5_000, async () => {
       const res = await fetch(`${API}/api/jobs/${jobId}`, { headers: { 'X-Nexa-Api-Key': apiKey } });
       assert.equal(res.status, 403);
     });
   });
 
-  await t.test('sign out', async () => {
+  await step('sign out', async () => {
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.waitForURL(/\/sign-in$/);
     await page.goto(`${BASE}/billing`);

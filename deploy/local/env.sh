@@ -54,6 +54,7 @@ forge_profile_load() {
     PORT_REDIS=$((6379 + offset))
     PORT_KAFKA=$((9092 + offset))
     PORT_KAFKA_CONTROLLER=$((9093 + offset))
+    PORT_DASHBOARD=$((3000 + offset)) # dashboard.sh (next start), not in the service table
 
     FORGE_KAFKA_BROKERS=127.0.0.1:$PORT_KAFKA
     FORGE_REDIS_ADDR=127.0.0.1:$PORT_REDIS

@@ -13,6 +13,7 @@ FORGE_APT_PACKAGES=(
     openjdk-17-jre-headless maven
     clang-format clang-tidy
     python3 python3-pip python3-yaml curl ca-certificates procps
+    chromium # the dashboard's browser test (dashboard.sh); no browser is ever downloaded
 )
 
 # Python packages for the tests and the Kafka readiness check: "pip name:import name".
@@ -31,6 +32,7 @@ forge_install_deps() {
     forge_install_apt
     forge_install_pip
     forge_install_kafka_jars
+    forge_install_dashboard # dashboard.sh: npm ci when package-lock.json changed
 }
 
 forge_apt_missing() {

@@ -10,6 +10,7 @@
 #   integration  ctest -L integration, NF_TEST_* pointed at the test stack
 #   services     the services and a worker from build-test/bin, an API key
 #   e2e          pytest tests/e2e against the test stack
+#   browser      the dashboard (dashboard.sh) on the test stack, driven by Chromium
 #   stop         stop the test stack (also done by the EXIT trap on any abort)
 #   sanitizers   the service logs hold no ASan/LSan/UBSan report
 #
@@ -76,6 +77,7 @@ forge_test_e2e() {
 }
 
 forge_test_stop_stack() {
+    forge_dash_stop
     forge_svcs_stop
     forge_backing_stop
 }
@@ -150,8 +152,10 @@ forge_cmd_test() {
     fi
     if ((services)); then
         forge_stage e2e forge_test_e2e || stack_failed=1
+        forge_stage browser forge_test_browser || stack_failed=1
     else
         forge_stage_skip e2e "services not up"
+        forge_stage_skip browser "services not up"
     fi
     ((stack_failed)) && forge_test_print_service_logs
     if ((built)); then

@@ -19,12 +19,14 @@ forge_worker_register() {
     SVC_ADDR_VAR[$name]=-
 }
 
-# The extra workers of this profile: names of live pid files run/worker-*.pid.
+# The extra workers of this profile: names of live pid files run/worker-*.pid (not the
+# stack's own services, such as worker-manager).
 forge_workers_extra() {
     local f name
     for f in "$FORGE_RUN"/worker-*.pid; do
         [[ -e $f ]] || continue
         name=$(basename "$f" .pid)
+        [[ " ${FORGE_SERVICES[*]} " == *" $name "* ]] && continue
         forge_worker_register "$name"
         if forge_svc_pid "$name" >/dev/null; then
             echo "$name"
@@ -85,7 +87,9 @@ cmd_worker() {
             return 0
             ;;
         --stop)
-            local stop=worker-${2#worker-} pid
+            local stop=${2:?--stop needs a name} pid
+            stop=worker-${stop#worker-}
+            [[ " ${FORGE_SERVICES[*]} " != *" $stop "* ]] || forge_die "$stop is a service of the stack"
             forge_worker_register "$stop"
             pid=$(forge_svc_pid "$stop") || forge_die "no running worker named $stop"
             forge_say "$stop: stopping (it finishes its jobs first)"
@@ -108,6 +112,7 @@ cmd_worker() {
         name=$n
     fi
     name=worker-${name#worker-}
+    [[ " ${FORGE_SERVICES[*]} " != *" $name "* ]] || forge_die "--name: $name is a service of the stack"
     forge_worker_register "$name"
     if forge_svc_pid "$name" >/dev/null; then
         forge_die "$name is already running (./forge worker --stop ${name#worker-})"

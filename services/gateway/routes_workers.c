@@ -81,8 +81,7 @@ static void on_forward(struct nf_http_req *req, void *arg)
     forward(arg, req, true);
 }
 
-static void list_authed(struct gw_ctx *ctx, struct nf_http_req *req,
-                        const struct gw_principal *who)
+static void list_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct gw_principal *who)
 {
     (void)who; /* the fleet is shared: any authenticated user may look */
     forward(ctx, req, false);

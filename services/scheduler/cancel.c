@@ -3,7 +3,10 @@
  *
  *   POST /internal/jobs/{job_id}/cancel (X-Nf-User-Id)
  *     --request---> ONE statement: lock the user's row; queued / assigned / running ->
- *                   cancel_requested (+ its event in job_events); 404 none; 409 finished
+ *                   cancel_requested (+ its event in job_events); 409 finished; no row:
+ *                   accepted but not recorded yet (the gateway's job:<id> snapshot is
+ *                   there, without `ver`)? ask again every 100 ms for up to 3 s, then
+ *                   503 Retry-After; else 404
  *     --snapshot--> job:<id>
  *     --ask wm----> worker-manager POST /internal/jobs/{job_id}/cancel
  *                     dequeued                    -> finalize
@@ -37,6 +40,8 @@
 #include "nf_pg.h"
 
 #define USER_MAX 128
+#define UNRECORDED_POLL_MS 100
+#define UNRECORDED_WAIT_MS 3000
 
 /* clang-format off */
 /* The event id sched_event_id() computes, in SQL: "evt_" + 32 hex of sha256(kind:job:n). */
@@ -107,9 +112,11 @@ struct cancel_work {
     int attempt;
     bool requested_now; /* this call moved the job into cancel_requested */
     bool finalized_now; /* this call moved it into cancelled */
+    uint64_t wait_until_ms; /* the job is not recorded yet: waiting for it until then */
 };
 
 static void st_request(struct sched_work *w);
+static void st_unrecorded(struct sched_work *w);
 static void st_snapshot(struct sched_work *w);
 static void st_ask_wm(struct sched_work *w);
 static void st_finalize(struct sched_work *w);
@@ -186,8 +193,7 @@ static void on_request(const PGresult *res, const char *err, const char *pgcode,
         return;
     }
     if (PQntuples(res) < 1) {
-        answer_error(cw, 404, "not_found", "job not found");
-        sched_work_finish(&cw->w);
+        sched_work_goto(&cw->w, st_unrecorded);
         return;
     }
     old = nf_pg_val(res, 0, "old_status");
@@ -220,6 +226,49 @@ static void st_request(struct sched_work *w)
     w->what = "cancel_request";
     if (nf_pg_query(w->ctx->pg, request_sql, 2, params, on_request, cw) < 0)
         sched_work_retry(w, "could not queue the cancel");
+}
+
+/* No row: a job the gateway accepted a moment ago may not be recorded yet. */
+static void on_unrecorded(redisReply *reply, void *arg)
+{
+    struct cancel_work *cw = arg;
+    bool pending;
+
+    if (cw->w.ctx->closing) {
+        cw->w.busy = false;
+        return;
+    }
+    /* HMGET user_id ver: this user's snapshot that the scheduler has not written yet */
+    pending = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+              reply->element[0]->type == REDIS_REPLY_STRING &&
+              strcmp(reply->element[0]->str, cw->user_id) == 0 &&
+              reply->element[1]->type == REDIS_REPLY_NIL;
+    if (!pending) {
+        answer_error(cw, 404, "not_found", "job not found");
+        sched_work_finish(&cw->w);
+        return;
+    }
+    if (!cw->wait_until_ms)
+        cw->wait_until_ms = nf_now_ms() + UNRECORDED_WAIT_MS;
+    if (nf_now_ms() >= cw->wait_until_ms) {
+        if (cw->req) {
+            nf_http_set_header(cw->req, "Retry-After", "1");
+            nf_http_reply_error(cw->req, 503, "unavailable", NULL,
+                                "the job was accepted but is not recorded yet, retry");
+        }
+        cw->req = NULL;
+        sched_work_finish(&cw->w);
+        return;
+    }
+    sched_work_delay(&cw->w, UNRECORDED_POLL_MS, st_request);
+}
+
+static void st_unrecorded(struct sched_work *w)
+{
+    struct cancel_work *cw = (struct cancel_work *)w;
+
+    w->what = "cancel_unrecorded";
+    (void)nf_redis_cmd(w->ctx->redis, on_unrecorded, cw, "HMGET job:%s user_id ver", cw->job_id);
 }
 
 /* After the snapshot: ask the worker-manager, unless the job is already cancelled. */

@@ -314,6 +314,44 @@ static void list_jobs(struct nf_http_req *req, void *arg)
 
 /* ---- GET /internal/jobs/{job_id}/events --------------------------------------------- */
 
+/*
+ * No row: a job the gateway accepted a moment ago is not recorded yet (its job:<id>
+ * snapshot is this user's and has no `ver`): an empty page, job_status queued; else 404.
+ */
+static void on_unrecorded(redisReply *reply, void *arg)
+{
+    struct list_op *op = arg;
+    const char *user = nf_http_req_header(op->req, "X-Nf-User-Id");
+    cJSON *body;
+
+    if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+        reply->element[0]->type == REDIS_REPLY_STRING && user &&
+        strcmp(reply->element[0]->str, user) == 0 && reply->element[1]->type == REDIS_REPLY_NIL) {
+        body = nf_json_obj();
+        if (!cJSON_AddArrayToObject(body, "data") || !cJSON_AddFalseToObject(body, "has_more"))
+            abort();
+        nf_json_add_str(body, "next_cursor", NULL);
+        nf_json_add_str(body, "job_status", "queued");
+        nf_http_reply_json(op->req, 200, body);
+    } else {
+        nf_http_reply_error(op->req, 404, "not_found", NULL, "job not found");
+    }
+    free(op);
+}
+
+static void unrecorded_events(struct list_op *op)
+{
+    struct sched_ctx *ctx = nf_http_req_data(op->req);
+
+    if (ctx->closing) {
+        on_unrecorded(NULL, op);
+        return;
+    }
+    /* on_unrecorded fires exactly once (at once with NULL when Redis is down) */
+    (void)nf_redis_cmd(ctx->redis, on_unrecorded, op, "HMGET job:%s user_id ver",
+                       nf_http_req_param(op->req, "job_id"));
+}
+
 static void on_events(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
     struct list_op *op = arg;
@@ -329,8 +367,7 @@ static void on_events(const PGresult *res, const char *err, const char *pgcode, 
     }
     n = PQntuples(res);
     if (n < 1) {
-        nf_http_reply_error(op->req, 404, "not_found", NULL, "job not found");
-        free(op);
+        unrecorded_events(op);
         return;
     }
     data = cJSON_CreateArray();
@@ -398,6 +435,7 @@ static void list_events(struct nf_http_req *req, void *arg)
     op = nf_xcalloc(1, sizeof(*op));
     op->req = req;
     op->limit = q.limit;
+    nf_http_req_set_data(req, ctx);
     if (nf_pg_query(ctx->pg, events_sql, 4, params, on_events, op) < 0) {
         unavailable(req, "could not queue the query");
         free(op);

@@ -31,8 +31,8 @@
 static void on_pg_status(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
     if (res == NULL)
-        nf_log_kv(NF_LOG_WARN, "worker_status_failed", "worker status update failed", "error",
-                  err, NULL);
+        nf_log_kv(NF_LOG_WARN, "worker_status_failed", "worker status update failed", "error", err,
+                  NULL);
 }
 
 /* wm.workers.status = status (never over 'disabled'); fire and forget. */

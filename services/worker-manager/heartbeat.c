@@ -110,8 +110,7 @@ static void on_heartbeat(redisReply *reply, void *arg)
         /* 409, with the whole answer: the other leases were renewed all the same */
         nf_log_kv(NF_LOG_WARN, "heartbeat_lost", "worker listed jobs it no longer holds",
                   "worker_id", call->worker_id, NULL);
-        nf_metrics_counter_add(ctx->m.leases_lost_reported,
-                               (uint64_t)reply->element[4]->elements);
+        nf_metrics_counter_add(ctx->m.leases_lost_reported, (uint64_t)reply->element[4]->elements);
         cJSON *error = nf_json_obj();
         nf_json_add_str(error, "code", "lease_lost");
         nf_json_add_str(error, "message",

@@ -87,8 +87,8 @@ static void on_checked(redisReply *reply, void *arg)
         return;
     }
     const char *topic = call->kind == WM_REPORT_USAGE ? "forge.usage" : "forge.jobs.events";
-    if (nf_kafka_produce(ctx->producer, topic, call->subject, call->payload,
-                         strlen(call->payload), on_delivered, call) != 0) {
+    if (nf_kafka_produce(ctx->producer, topic, call->subject, call->payload, strlen(call->payload),
+                         on_delivered, call) != 0) {
         nf_log_kv(NF_LOG_ERROR, "report_produce_failed", "worker report not queued", "job_id",
                   call->job_id, NULL);
         reply_unavailable(call, "event store unavailable, retry later");

@@ -183,8 +183,8 @@ static void on_fleet(redisReply *reply, void *arg)
         if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
             if (r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len > 0)
                 seen = strtoull(r->element[0]->str, NULL, 10);
-            draining = r->element[1]->type == REDIS_REPLY_STRING &&
-                       strcmp(r->element[1]->str, "1") == 0;
+            draining =
+                r->element[1]->type == REDIS_REPLY_STRING && strcmp(r->element[1]->str, "1") == 0;
             const redisReply *ids = r->element[2];
             for (size_t j = 0; ids->type == REDIS_REPLY_ARRAY && j < ids->elements; j++)
                 if (ids->element[j]->type == REDIS_REPLY_STRING)

@@ -316,8 +316,8 @@ const char *wm_bearer(const char *header)
     return *header ? header : NULL;
 }
 
-const char *wm_worker_status(uint64_t now_ms, uint64_t last_seen_ms, int heartbeat_s,
-                             bool draining, size_t njobs)
+const char *wm_worker_status(uint64_t now_ms, uint64_t last_seen_ms, int heartbeat_s, bool draining,
+                             size_t njobs)
 {
     uint64_t limit = (uint64_t)(heartbeat_s > 0 ? heartbeat_s : 1) * 3000;
     if (last_seen_ms == 0 || (now_ms > last_seen_ms && now_ms - last_seen_ms > limit))
@@ -351,8 +351,8 @@ int wm_report_parse(const cJSON *body, enum wm_report_kind kind, const char *wor
         return -1;
     if (nf_json_get_str(ev, "specversion", true, &s, err) != 0 || strcmp(s, "1.0") != 0)
         return nf_json_fail(err, "event.specversion", "event.specversion must be \"1.0\"");
-    if (nf_json_get_str(ev, "id", true, &s, err) != 0 || *s == '\0' ||
-        strlen(s) > REPORT_ID_MAX || !printable(s))
+    if (nf_json_get_str(ev, "id", true, &s, err) != 0 || *s == '\0' || strlen(s) > REPORT_ID_MAX ||
+        !printable(s))
         return nf_json_fail(err, "event.id", "event.id must be 1 to %d printable characters",
                             REPORT_ID_MAX);
     const char *type = NULL, *subject = NULL;

@@ -134,12 +134,12 @@ const char *wm_bearer(const char *header);
  * (last_seen_ms 0 = never / record gone), else "draining", "busy" (holds leases) or
  * "idle". Returns a static string.
  */
-const char *wm_worker_status(uint64_t now_ms, uint64_t last_seen_ms, int heartbeat_s,
-                             bool draining, size_t njobs);
+const char *wm_worker_status(uint64_t now_ms, uint64_t last_seen_ms, int heartbeat_s, bool draining,
+                             size_t njobs);
 
 /* A report an agent without Kafka posts to /api/workers/events or /api/workers/usage. */
 struct wm_report {
-    const cJSON *event;  /* the CloudEvents envelope (points into the body) */
+    const cJSON *event;   /* the CloudEvents envelope (points into the body) */
     const char *lease_id; /* points into the body */
     const char *job_id;   /* data.job_id */
     long long attempt;    /* data.attempt */

@@ -763,8 +763,10 @@ static void report_outcome(struct wk_job *job)
     const char *tail = job->last_stderr[0] ? job->last_stderr : "no stderr output";
 
     if (job->lost || job->stop == STOP_LOST) {
-        nf_log_kv(NF_LOG_WARN, "job_abandoned_lost", "job stopped after its lease was lost; "
-                  "another attempt owns it", "job_id", job->job_id, NULL);
+        nf_log_kv(NF_LOG_WARN, "job_abandoned_lost",
+                  "job stopped after its lease was lost; "
+                  "another attempt owns it",
+                  "job_id", job->job_id, NULL);
     } else if (job->stop == STOP_CANCEL) {
         nf_log_kv(NF_LOG_INFO, "job_cancelled", "job cancelled", "job_id", job->job_id, NULL);
         wk_publish_job_event(job->ctx, job, "forge.job.cancelled", event_data(job, "cancelled"),

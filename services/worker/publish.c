@@ -139,8 +139,8 @@ static void on_reported(const struct nf_http_resp *resp, void *arg)
         return;
     }
     if (resp->status >= 400 && resp->status < 500 && resp->status != 429 && !ctx->closing) {
-        nf_log_kv(NF_LOG_ERROR, "publish_rejected", "report rejected by the API", "topic",
-                  o->topic, "status", code, "body", resp->body, NULL);
+        nf_log_kv(NF_LOG_ERROR, "publish_rejected", "report rejected by the API", "topic", o->topic,
+                  "status", code, "body", resp->body, NULL);
         done(o);
         return;
     }
@@ -170,8 +170,8 @@ static int report(struct wk_out *o)
              usage ? "usage" : "events");
     snprintf(auth, sizeof(auth), "Bearer %s", ctx->worker_token);
     const char *headers[] = {"Authorization", auth, NULL};
-    int rc = nf_http_client_request(ctx->report_http, "POST", path, headers, text, strlen(text),
-                                    0, on_reported, o);
+    int rc = nf_http_client_request(ctx->report_http, "POST", path, headers, text, strlen(text), 0,
+                                    on_reported, o);
     explicit_bzero(auth, sizeof(auth));
     free(text);
     return rc;

@@ -107,8 +107,8 @@ void wk_drain(struct wk *ctx)
     ctx->draining = true;
     char n[16];
     snprintf(n, sizeof(n), "%d", ctx->njobs);
-    nf_log_kv(NF_LOG_INFO, "draining", "drain requested: no new jobs, exiting when idle", "jobs",
-              n, NULL);
+    nf_log_kv(NF_LOG_INFO, "draining", "drain requested: no new jobs, exiting when idle", "jobs", n,
+              NULL);
     evtimer_del(ctx->retry);
     drop_poll(ctx);
     wk_slot_freed(ctx);
@@ -145,8 +145,8 @@ int wk_new(struct wk **out, struct nf_app *app, struct wk_config *cfg, struct wk
     if (ctx->cfg.brokers[0] == '\0') {
         nf_log_kv(NF_LOG_INFO, "kafka_none",
                   "no Kafka brokers: job events and usage go through the API", NULL);
-    } else if (nf_kafka_producer_new(&ctx->producer, ctx->base, ctx->cfg.brokers, "nf-worker",
-                                     NULL, err, sizeof(err)) < 0) {
+    } else if (nf_kafka_producer_new(&ctx->producer, ctx->base, ctx->cfg.brokers, "nf-worker", NULL,
+                                     err, sizeof(err)) < 0) {
         nf_log_kv(NF_LOG_ERROR, "kafka_failed", "cannot create the Kafka producer", "error", err,
                   NULL);
         goto fail;

@@ -176,8 +176,8 @@ struct wk {
     struct nf_app *app;      /* not owned */
     struct event_base *base; /* not owned */
     struct nf_kafka_producer *producer;
-    struct nf_http_client *http;      /* register and heartbeat */
-    struct nf_http_client *poll_http; /* next_job long polls (dropped at SIGTERM) */
+    struct nf_http_client *http;        /* register and heartbeat */
+    struct nf_http_client *poll_http;   /* next_job long polls (dropped at SIGTERM) */
     struct nf_http_client *report_http; /* HTTP fallback reports (no Kafka), one at a time */
     char worker_id[NF_ID_MAX];
     char *worker_token;

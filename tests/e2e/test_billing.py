@@ -5,6 +5,7 @@ every forge.usage event) and the product's price book, never read back from bill
     GPU $2.50/hour, input tokens $10/1M, output tokens $30/1M, storage $0.02/GB-month,
     cost of a line = round_half_up(quantity x price_micros / per_units) micro-USD.
 """
+import calendar
 import json
 import os
 import pathlib
@@ -612,3 +613,41 @@ def test_over_budget_users_cannot_dispatch(api, events):
     assert put.json()["over_budget"] is False
     resp = api.submit("generate", {"domain": "x", "num_samples": 3}, key=key)
     assert wait_terminal(api, resp.json()["job_id"], key)["status"] == "succeeded"
+
+
+def storage_window_s():
+    """The scheduler's NF_SCHEDULER_STORAGE_WINDOW_S, from its effective-config log line."""
+    log = pathlib.Path(env("NF_TEST_LOG_DIR")) / "scheduler.log"
+    for line in log.read_text(errors="replace").splitlines():
+        if '"event":"config"' in line and "NF_SCHEDULER_STORAGE_WINDOW_S" in line:
+            return int(json.loads(line)["NF_SCHEDULER_STORAGE_WINDOW_S"])
+    return None
+
+
+def test_stored_artifacts_are_metered(api, events, billed):
+    window = storage_window_s()
+    if window is None or window > 30:
+        pytest.skip(f"storage window {window} s: too long to wait for in a test")
+    with_artifacts = {j["job_id"]: j for j in billed["jobs"] if j["artifacts"]}
+    assert with_artifacts
+
+    def metered():
+        return [e for e in logged_events(events, lambda e: e["type"] == "forge.usage.recorded"
+                                         and e["data"]["meter"] == "storage_byte_hours"
+                                         and e["data"]["job_id"] in with_artifacts)]
+
+    found = poll("storage_byte_hours for the stored artifacts", metered, timeout=3 * window + 20)
+    for e in found:
+        d, job = e["data"], with_artifacts[e["data"]["job_id"]]
+        assert e["source"] == "nf-scheduler" and "worker_id" not in d
+        start = calendar.timegm(time.strptime(d["window_start"][:19], "%Y-%m-%dT%H:%M:%S"))
+        want = "use_" + hashlib.sha256(
+            f"{d['job_id']}:{job['attempt']}:storage_byte_hours:{start}".encode()).hexdigest()[:32]
+        assert e["id"] == want, "deterministic per job and window"
+        stored = sum(a["bytes"] for a in job["artifacts"])
+        # at most every byte for the whole window
+        assert 0 < d["quantity"] <= stored * window // 3600 + 1, (d, stored)
+    body = poll("storage on the bill", lambda: (lambda b: b if "storage_byte_hours" in
+                                                meter_quantities(b) else None)(
+        summary(api, billed["key"])))
+    check_summary_arithmetic(body)

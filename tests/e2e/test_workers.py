@@ -216,8 +216,15 @@ class Fleet:
         return agent.proc.returncode
 
     def close(self):
+        """Stops the agents still running; each must drain and exit 0 on SIGTERM (a
+        sanitizer report, a leak or a hang would not)."""
+        bad = []
         for agent in self.agents:
-            self.stop(agent, timeout=20)
+            if agent.proc.poll() is None:
+                rc = self.stop(agent, timeout=30)
+                if rc != 0:
+                    bad.append(f"{agent.name} exited {rc}:\n{agent.tail()}")
+        return bad
 
 
 @pytest.fixture
@@ -225,8 +232,9 @@ def fleet():
     tmp = pathlib.Path(tempfile.mkdtemp(prefix="nf-fleet-"))
     f = Fleet(tmp)
     yield f
-    f.close()
+    bad = f.close()
     shutil.rmtree(tmp, ignore_errors=True)
+    assert not bad, "agents did not stop cleanly:\n" + "\n".join(bad)
 
 
 @pytest.fixture(scope="module")

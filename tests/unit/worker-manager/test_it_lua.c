@@ -137,8 +137,8 @@ static long long enqueue(const char *id, const char *type, int priority, int att
     snprintf(att, sizeof(att), "%d", attempt);
     snprintf(score, sizeof(score), "%d", 9 - priority);
     snprintf(tomb, sizeof(tomb), "wm:cancelled:%s", id);
-    return integer(eval(wm_lua_enqueue, 5, key, queue, lease, "wm:leases", tomb, data, att, score,
-                        id, NULL));
+    return integer(
+        eval(wm_lua_enqueue, 5, key, queue, lease, "wm:leases", tomb, data, att, score, id, NULL));
 }
 
 struct popped {
@@ -379,8 +379,7 @@ static void join_ids(const redisReply *list, char *out, size_t len)
     size_t off = 0;
     out[0] = '\0';
     for (size_t i = 0; i < list->elements; i++)
-        off += (size_t)snprintf(out + off, len - off, "%s%s", i ? "," : "",
-                                list->element[i]->str);
+        off += (size_t)snprintf(out + off, len - off, "%s%s", i ? "," : "", list->element[i]->str);
 }
 
 static void heartbeat(const char *wid, unsigned long long now, char *cancelled, size_t len,
@@ -608,9 +607,7 @@ static void test_requeue(void **state)
     assert_int_equal(cmd_int("ZSCORE %s %s", "wm:queue:distill", a), 5);
     assert_int_equal(cmd_int("SISMEMBER %s %s", "wm:wleases:wrk_q", a), 0);
     assert_true(pop("wrk_q2", "distill", "", 1, "{}", "lse_q2", T0).got);
-
 }
-
 
 static long long drain(const char *wid)
 {
@@ -729,8 +726,7 @@ static void test_lost_claim(void **state)
     /* the worker comes back: its heartbeat stamps it in again */
     char cancelled[64];
     long long pg, renewed;
-    heartbeat("wrk_l1", T0 + 20000, cancelled, sizeof(cancelled), &pg, &renewed, a, "lse_l1",
-              NULL);
+    heartbeat("wrk_l1", T0 + 20000, cancelled, sizeof(cancelled), &pg, &renewed, a, "lse_l1", NULL);
     assert_int_equal(renewed, 1);
     assert_int_equal(cmd_int("ZSCORE %s %s", "wm:workers", "wrk_l1"), (long long)T0 + 20000);
     /* a heartbeat of an unknown worker (no hash) stamps nothing */

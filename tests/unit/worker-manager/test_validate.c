@@ -282,7 +282,6 @@ static void test_bearer(void **state)
     assert_null(wm_bearer(NULL));
 }
 
-
 static void test_worker_status(void **state)
 {
     const uint64_t now = 1800000000000ULL;
@@ -304,8 +303,8 @@ static void test_worker_status(void **state)
 #define WRK "wrk_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M"
 
 /* Parses a report; returns rc, the error param in param (or ""). */
-static int report(const char *text, enum wm_report_kind kind, struct wm_report *rep,
-                  char *param, size_t len)
+static int report(const char *text, enum wm_report_kind kind, struct wm_report *rep, char *param,
+                  size_t len)
 {
     struct nf_json_err err = {0};
     cJSON *body = json(text);
@@ -374,8 +373,7 @@ static void test_report(void **state)
            bad[i].attempt, bad[i].wid);
         if (report(text, bad[i].kind, &rep, param, sizeof(param)) != -1 ||
             strcmp(param, bad[i].param) != 0)
-            fail_msg("case %zu: expected a refusal naming %s, got \"%s\"", i, bad[i].param,
-                     param);
+            fail_msg("case %zu: expected a refusal naming %s, got \"%s\"", i, bad[i].param, param);
     }
     assert_int_equal(report("{\"worker_id\":\"" WRK "\",\"lease_id\":\"" LEASE "\"}",
                             WM_REPORT_EVENT, &rep, param, sizeof(param)),

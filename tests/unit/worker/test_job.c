@@ -487,7 +487,6 @@ static void test_slot_held_until_delivered(void **state)
     assert_true(run_until_idle(2000));
 }
 
-
 /* A cancel reaches a handler that ignores SIGTERM within the kill grace: SIGKILL, then
  * forge.job.cancelled (not a failure). */
 static void test_cancel_stubborn(void **state)
@@ -528,8 +527,8 @@ static void test_lost(void **state)
     for (int i = before; i < nsent; i++) {
         const char *type = nf_json_str(sent[i].ev, "type");
         if (strcmp(sent[i].topic, "forge.usage") == 0 ||
-            (type && (strstr(type, "succeeded") || strstr(type, "failed") ||
-                      strstr(type, "cancelled"))))
+            (type &&
+             (strstr(type, "succeeded") || strstr(type, "failed") || strstr(type, "cancelled"))))
             fail_msg("reported %s %s after the lease was lost", sent[i].topic, type);
     }
     /* a job that finishes, then hears its lease is gone, keeps its report */

@@ -5,7 +5,7 @@ import { useState, type FormEvent } from 'react';
 import { HBars, StackedBars, type StackedPoint } from '@/components/Charts';
 import { Card, Empty, ErrorState, InlineError, Loading, PageHeader, ProgressBar } from '@/components/ui';
 import { api, METERS, type Budget, type UsageSeries } from '@/lib/api';
-import { fmtMicrosShort, fmtQuantity, fmtTime, fmtUsd, METER_LABEL } from '@/lib/format';
+import { fmtQuantity, fmtTime, fmtUsd, METER_LABEL } from '@/lib/format';
 import { useApi } from '@/lib/useApi';
 
 const METER_COLOR: Record<string, string> = {
@@ -189,7 +189,8 @@ export default function BillingPage() {
             <StackedBars
               title="Cost over time by meter"
               points={toPoints(usage.data)}
-              format={fmtMicrosShort}
+              format={(m) => fmtUsd((m / 1e6).toFixed(6))}
+              formatTick={(m, step) => `$${(m / 1e6).toFixed(Math.max(0, Math.min(6, -Math.floor(Math.log10(step / 1e6)))))}`}
               series={METERS.map((m) => ({ key: m, label: METER_LABEL[m], color: METER_COLOR[m] }))}
             />
           ) : (

@@ -41,6 +41,7 @@ export default function WorkersPage() {
                     <td className="mono small">{w.worker_id}</td>
                     <td>
                       {w.hostname}
+                      {w.version ? <div className="muted small">{w.version}</div> : null}
                       {w.labels && Object.keys(w.labels).length ? (
                         <div className="muted small">
                           {Object.entries(w.labels)
@@ -52,7 +53,7 @@ export default function WorkersPage() {
                     <td>
                       <StatusBadge status={w.status} />
                     </td>
-                    <td>{w.gpu_count ? `${w.gpu_count} × ${w.gpu_type ?? 'GPU'}` : w.gpu_type ?? 'CPU only'}</td>
+                    <td>{w.gpu_type ? `${w.gpu_count ?? 1} × ${w.gpu_type}` : `no GPU type · count ${w.gpu_count ?? 0}`}</td>
                     <td className="small">{w.job_types?.join(', ') ?? '—'}</td>
                     <td>
                       {w.current_jobs?.length
