@@ -114,8 +114,9 @@ async function submitJob(apiKey) {
     headers: { 'X-Nexa-Api-Key': apiKey, 'Content-Type': 'application/json' },
     body: JSON.stringify({ domain: 'dashboard-test', num_samples: 25, seed: 7 }),
   });
-  assert.equal(res.status, 202, await res.text());
-  return { via: 'http', ...(await res.json()) };
+  const body = await res.text();
+  assert.equal(res.status, 202, body);
+  return { via: 'http', ...JSON.parse(body) };
 }
 
 test('the dashboard, end to end in Chromium', { timeout: 420_000 }, async (t) => {
@@ -212,8 +213,9 @@ test('the dashboard, end to end in Chromium', { timeout: 420_000 }, async (t) =>
       headers: { 'X-Nexa-Api-Key': apiKey, 'Content-Type': 'application/json' },
       body: JSON.stringify({ domain: 'never-runs', num_samples: 5, gpu_type: 'dashboard-test-gpu' }),
     });
-    assert.equal(res.status, 202, await res.text());
-    const parked = (await res.json()).job_id;
+    const body = await res.text();
+    assert.equal(res.status, 202, body);
+    const parked = JSON.parse(body).job_id;
     await page.goto(`${BASE}/jobs/${parked}`);
     await page.getByTestId('job-status').getByText('queued').waitFor();
     await page.getByRole('button', { name: 'Cancel job' }).click();

@@ -56,7 +56,7 @@
     "  FROM (SELECT " SCHED_ARTIFACT_JSON("s.") " AS a FROM sched.artifacts s"             \
     "        WHERE s.job_id = $1) x) AS artifacts"
 
-static const char request_sql[] =
+const char sched_cancel_request_sql[] =
     "WITH cur AS ("
     " SELECT * FROM sched.jobs WHERE job_id = $1 AND user_id = $2 FOR UPDATE"
     "), upd AS ("
@@ -80,7 +80,7 @@ static const char request_sql[] =
     "  (SELECT count(*) FROM upd) AS changed, " ARTIFACTS_OF_1
     " FROM r";
 
-static const char finalize_sql[] =
+const char sched_cancel_finalize_sql[] =
     "WITH upd AS ("
     " UPDATE sched.jobs SET status = 'cancelled', finished_at = now(), updated_at = now(),"
     "  next_attempt_at = NULL, version = version + 1"
@@ -224,7 +224,7 @@ static void st_request(struct sched_work *w)
     const char *params[2] = {cw->job_id, cw->user_id};
 
     w->what = "cancel_request";
-    if (nf_pg_query(w->ctx->pg, request_sql, 2, params, on_request, cw) < 0)
+    if (nf_pg_query(w->ctx->pg, sched_cancel_request_sql, 2, params, on_request, cw) < 0)
         sched_work_retry(w, "could not queue the cancel");
 }
 
@@ -362,7 +362,7 @@ static void st_finalize(struct sched_work *w)
     const char *params[1] = {cw->job_id};
 
     w->what = "cancel_finalize";
-    if (nf_pg_query(w->ctx->pg, finalize_sql, 1, params, on_finalize, cw) < 0)
+    if (nf_pg_query(w->ctx->pg, sched_cancel_finalize_sql, 1, params, on_finalize, cw) < 0)
         sched_work_retry(w, "could not queue the finalize");
 }
 

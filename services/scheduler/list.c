@@ -171,45 +171,51 @@ fail:
     return -1;
 }
 
-/* "queued,running" into a SCHED_BIT mask; -1 on an unknown or empty member. */
-static int parse_statuses(const char *v, unsigned *mask)
+/* Index of the n-byte name s in names (count of them), -1 if absent. */
+static int name_index(const char *s, size_t n, const char *const *names, int count)
 {
-    char *copy = nf_xstrdup(v), *save = NULL, *tok;
-    enum sched_status st;
-    int rc = 0;
+    int i;
+
+    for (i = 0; i < count; i++)
+        if (strlen(names[i]) == n && strncmp(s, names[i], n) == 0)
+            return i;
+    return -1;
+}
+
+/* "a,b" of names into a bit mask (bit = index); -1 on an unknown or empty member. */
+static int parse_names(const char *v, const char *const *names, int count, unsigned *mask)
+{
+    const char *p = v, *comma;
+    size_t n;
+    int i;
 
     *mask = 0;
-    if (!*v || v[strlen(v) - 1] == ',' || v[0] == ',')
-        rc = -1;
-    for (tok = strtok_r(copy, ",", &save); tok && rc == 0; tok = strtok_r(NULL, ",", &save)) {
-        if (sched_status_parse(tok, &st) < 0)
-            rc = -1;
-        else
-            *mask |= SCHED_BIT(st);
+    for (;;) {
+        comma = strchr(p, ',');
+        n = comma ? (size_t)(comma - p) : strlen(p);
+        i = name_index(p, n, names, count);
+        if (n == 0 || i < 0)
+            return -1;
+        *mask |= 1u << i;
+        if (!comma)
+            return 0;
+        p = comma + 1;
     }
-    free(copy);
-    return rc == 0 && *mask ? 0 : -1;
+}
+
+static int parse_statuses(const char *v, unsigned *mask)
+{
+    const char *names[SCHED_NSTATUS];
+    int i;
+
+    for (i = 0; i < SCHED_NSTATUS; i++)
+        names[i] = sched_status_name((enum sched_status)i);
+    return parse_names(v, names, SCHED_NSTATUS, mask);
 }
 
 static int parse_types(const char *v, unsigned *mask)
 {
-    char *copy = nf_xstrdup(v), *save = NULL, *tok;
-    int rc = 0, i;
-
-    *mask = 0;
-    if (!*v || v[strlen(v) - 1] == ',' || v[0] == ',')
-        rc = -1;
-    for (tok = strtok_r(copy, ",", &save); tok && rc == 0; tok = strtok_r(NULL, ",", &save)) {
-        for (i = 0; i < SCHED_NJOBTYPES; i++)
-            if (strcmp(tok, sched_job_types[i]) == 0)
-                break;
-        if (i == SCHED_NJOBTYPES)
-            rc = -1;
-        else
-            *mask |= 1u << i;
-    }
-    free(copy);
-    return rc == 0 && *mask ? 0 : -1;
+    return parse_names(v, sched_job_types, SCHED_NJOBTYPES, mask);
 }
 
 /* "metadata[team]" -> "team" (pointer into key); NULL when key is not of that form. */

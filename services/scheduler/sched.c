@@ -123,6 +123,11 @@ int sched_new(struct sched_ctx **out, struct event_base *base, struct nf_app *ap
 {
     static const char *const topics[] = {SCHED_TOPIC_REQUESTED, SCHED_TOPIC_EVENTS,
                                          SCHED_TOPIC_COSTS};
+    /* forge.billing.costs may have been created a moment ago (by us, above): a subscribed
+     * topic the broker did not know yet is looked up again at the next metadata refresh,
+     * 10 s rather than librdkafka's 5 min */
+    static const char *const consumer_extra[] = {"topic.metadata.refresh.interval.ms", "10000",
+                                                 NULL};
     struct sched_ctx *ctx = nf_xcalloc(1, sizeof(*ctx));
     struct nf_http_limits limits = {0};
     char err[512], *host = NULL;
@@ -196,7 +201,8 @@ int sched_new(struct sched_ctx **out, struct event_base *base, struct nf_app *ap
     if (sched_reconciler_start(ctx) < 0)
         goto fail;
     if (nf_kafka_consumer_new(&ctx->consumer, base, ctx->cfg.brokers, SCHED_GROUP, topics, 3,
-                              ctx->cfg.max_inflight, NULL, on_msg, ctx, err, sizeof(err)) < 0) {
+                              ctx->cfg.max_inflight, consumer_extra, on_msg, ctx, err,
+                              sizeof(err)) < 0) {
         nf_log_kv(NF_LOG_ERROR, "consumer_failed", "cannot create the kafka consumer", "error", err,
                   NULL);
         goto fail;

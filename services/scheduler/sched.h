@@ -10,6 +10,12 @@
  *   forge.jobs.events    --> consume_events.c: state.c decides the rule, one SQL
  *                              statement applies it --> snapshot --> follow-ups (retrying +
  *                              delayed re-dispatch, dead_lettered + forge.jobs.dlq) --> done
+ *   forge.billing.costs  --> consume_costs.c: a job's cost from billing, kept when larger
+ *                              --> snapshot --> done
+ *   timer                --> storage_meter.c: stored artifacts -> storage_byte_hours on
+ *                              forge.usage, one window at a time
+ *   before a dispatch      consume_requested.c asks nf-billing GET /internal/budget; over
+ *                              budget -> the job fails with budget_exceeded (budget.c)
  *
  * Every message is a struct sched_work (work.c): a small chain of stages, each waiting on
  * one backend; a failed stage is retried with backoff and the Kafka message is marked
@@ -17,7 +23,8 @@
  *
  * Files: main.c (thin), sched.c (context, start, stop), config.c, work.c, state.c and
  * job.c (pure: state machine, request/event parsing, job object), snapshot.c (Redis),
- * consume_requested.c, consume_events.c, routes_internal.c.
+ * consume_requested.c, consume_events.c, routes_internal.c; billing: budget.c (pure),
+ * consume_costs.c, storage_meter.c.
  */
 #include <cjson/cJSON.h>
 #include <event2/event.h>
@@ -555,6 +562,10 @@ enum sched_wm_cancel {
 };
 /* Reads the answer (status 0 = no answer); pure. */
 enum sched_wm_cancel sched_wm_cancel_parse(int status, const char *body, size_t len);
+/* The cancel statements (exported for the integration test): request $1 job_id,
+ * $2 user_id -> the row, old_status, changed; finalize $1 job_id -> the row, changed. */
+extern const char sched_cancel_request_sql[];
+extern const char sched_cancel_finalize_sql[];
 /* Best effort: asks the worker-manager to stop job_id again (a cancelled job showed
  * activity). Fire and forget. */
 void sched_cancel_notify_wm(struct sched_ctx *ctx, const char *job_id);

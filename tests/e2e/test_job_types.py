@@ -1,4 +1,5 @@
 """All six job types run on the reference handlers and succeed with a real result."""
+import hashlib
 import json
 import pathlib
 import urllib.parse
@@ -20,7 +21,28 @@ def run(api, job_type, body):
     done = api.wait_terminal(resp.json()["job_id"])
     assert done["status"] == "succeeded", done
     assert isinstance(done["result"], dict) and done["result"], done
+    check_history_and_artifacts(api, done)
     return done
+
+
+def check_history_and_artifacts(api, job):
+    """Every type: the recorded events tell the same story as the job object, and every
+    artifact downloads with its registered size and hash (issue 4's reads)."""
+    job_id = job["job_id"]
+    events = api.call("GET", f"/api/jobs/{job_id}/events", "/api/jobs/{job_id}/events",
+                      params={"limit": 100}).json()
+    states = [e["type"].rsplit(".", 1)[1] for e in events["data"]
+              if e["type"] not in ("forge.job.progress", "forge.job.log")]
+    assert states[0] == "queued" and states[-1] == "succeeded", states
+    assert "running" in states and events["job_status"] == "succeeded"
+    listed = api.call("GET", "/api/artifacts", params={"job_id": job_id}).json()["data"]
+    assert {a["artifact_id"] for a in listed} == {a["artifact_id"] for a in job["artifacts"]}
+    for art in job["artifacts"]:
+        content = api.call("GET", f"/api/artifacts/{art['artifact_id']}/content",
+                           "/api/artifacts/{artifact_id}/content")
+        assert content.status_code == 200, content.text
+        assert int(content.headers["Content-Length"]) == art["bytes"] == len(content.content)
+        assert hashlib.sha256(content.content).hexdigest() == art["sha256"]
 
 
 def artifact_json(job, name):

@@ -137,6 +137,19 @@ def served(base_url, method, path):
     return True
 
 
+def recorded(client, *jobs, timeout=10):
+    """Waits until the scheduler lists the jobs: lists come from Postgres, which learns of
+    an accepted job through Kafka a few milliseconds after the 202."""
+    if not served(client.base_url, "GET", "/api/jobs/"):
+        time.sleep(0.5)
+        return
+    wanted = {j["job_id"] for j in jobs}
+    deadline = time.monotonic() + timeout
+    while not wanted <= {j["job_id"] for j in client.iter_jobs()}:
+        assert time.monotonic() < deadline, f"the scheduler never listed {wanted}"
+        time.sleep(0.05)
+
+
 def need(base_url, method, path):
     if not served(base_url, method, path):
         pytest.skip(f"{method} {path} is not served by the gateway yet")
@@ -269,6 +282,7 @@ def test_list_and_iterate_jobs(client, contract, base_url, done_job):
     need(base_url, "GET", "/api/jobs/")
     mine = [client.generate(domain="biology", num_samples=2, metadata={"batch": "list"})
             for _ in range(3)]
+    recorded(client, *mine)
     page = client.list_jobs(limit=2)
     conforms(contract, "GET", "/api/jobs/", page)
     assert len(page["data"]) == 2 and page["has_more"] is True and page["next_cursor"]
@@ -288,6 +302,7 @@ def test_list_jobs_by_metadata(client, base_url):
     need(base_url, "GET", "/api/jobs/")
     tag = uuid.uuid4().hex[:8]
     job = client.generate(domain="biology", num_samples=2, metadata={"tag": tag})
+    recorded(client, job)
     found = list(client.iter_jobs(metadata={"tag": tag}))
     assert [j["job_id"] for j in found] == [job["job_id"]]
     client.wait(job, timeout=WAIT, poll_interval=0.25)
@@ -299,10 +314,7 @@ def test_cancel_job(client, contract, base_url):
     # Cancel goes to nf-scheduler, which learns of the job from Kafka a few ms after the
     # 202; a cancel sent before that answers 404 (reported to the jobs issue). Wait until
     # the scheduler knows the job, so this test checks the SDK, not that race.
-    deadline = time.monotonic() + 10
-    while job["job_id"] not in {j["job_id"] for j in client.iter_jobs(job_type="generate")}:
-        assert time.monotonic() < deadline, "the scheduler never recorded the job"
-        time.sleep(0.05)
+    recorded(client, job)
     try:
         answer = client.cancel_job(job["job_id"])
     except nexa_forge.ConflictError:  # it finished first: cancel of a finished job
@@ -331,6 +343,7 @@ def test_job_events_list_and_iterate(client, contract, base_url, done_job):
 
 def test_job_events_live_stream(client, base_url, sdk_key):
     job = client.generate(domain="biology", num_samples=500)
+    recorded(client, job)  # the events of a job the scheduler has not seen yet are a 404
     if not served(base_url, "GET", f"/api/jobs/{job['job_id']}/events") or \
             not stream_supported(base_url, sdk_key, job["job_id"]):
         client.wait(job, timeout=WAIT, raise_on_failure=False)

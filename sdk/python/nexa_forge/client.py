@@ -34,6 +34,7 @@ Job = Dict[str, Any]
 Page = Dict[str, Any]
 JobRef = Union[str, Mapping[str, Any]]
 TimeParam = Union[str, _dt.datetime, _dt.date, None]
+Names = Union[str, Sequence[str], None]
 
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -252,21 +253,25 @@ class NexaForgeClient:
         """The job (a dict with every field of the Job schema)."""
         return self._get(f"/api/jobs/{_seg(_job_id(job_id))}")
 
-    def list_jobs(self, *, status: Optional[str] = None, job_type: Optional[str] = None,
+    def list_jobs(self, *, status: Names = None, job_type: Names = None,
                   metadata: Optional[Mapping[str, str]] = None, limit: Optional[int] = None,
                   cursor: Optional[str] = None) -> Page:
         """One page of the caller's jobs, newest first: ``{data, has_more, next_cursor}``.
         Pass ``next_cursor`` back as ``cursor`` for the next page, or use
-        :meth:`iter_jobs`. ``metadata`` filters on metadata pairs."""
-        return self._get("/api/jobs/", {"status": status, "job_type": job_type,
-                                        "metadata": metadata, "limit": limit,
-                                        "cursor": cursor})
+        :meth:`iter_jobs`. ``status`` and ``job_type`` take one name or several
+        (``["queued", "running"]``); ``metadata`` keeps jobs having all these pairs. A job
+        is listed once the scheduler has recorded it, normally milliseconds after its
+        submission was accepted."""
+        return self._get("/api/jobs/", {"status": _names(status),
+                                        "job_type": _names(job_type), "metadata": metadata,
+                                        "limit": limit, "cursor": cursor})
 
-    def iter_jobs(self, *, status: Optional[str] = None, job_type: Optional[str] = None,
+    def iter_jobs(self, *, status: Names = None, job_type: Names = None,
                   metadata: Optional[Mapping[str, str]] = None,
                   page_size: Optional[int] = 100) -> Iterator[Job]:
         """Every job matching the filters, fetching pages as the iteration needs them."""
-        return self._paginate("/api/jobs/", {"status": status, "job_type": job_type,
+        return self._paginate("/api/jobs/", {"status": _names(status),
+                                             "job_type": _names(job_type),
                                              "metadata": metadata}, page_size)
 
     def cancel_job(self, job_id: JobRef) -> Job:
@@ -608,6 +613,13 @@ def _artifact_id(artifact: Any) -> str:
     if not isinstance(artifact, str) or not artifact:
         raise ValueError("expected an artifact id such as 'art_01J...' or an artifact dict")
     return artifact
+
+
+def _names(value: Names) -> Optional[str]:
+    """One name, or several comma-separated (the API's form for multi-value filters)."""
+    if value is None or isinstance(value, str):
+        return value
+    return ",".join(value)
 
 
 def _seg(value: str) -> str:

@@ -106,6 +106,14 @@ def test_list_jobs_sends_filters_and_returns_the_page(api, client):
                  "limit": ["10"], "cursor": ["c0"]}
 
 
+def test_several_statuses_and_types_are_comma_separated(api, client):
+    api.on("GET", "/api/jobs/", Reply(200, {"data": [], "has_more": False, "next_cursor": None}))
+    client.list_jobs(status=["queued", "running"], job_type=("train", "deploy"))
+    list(client.iter_jobs(status=("failed", "dead_lettered")))
+    assert api.calls()[0].query == {"status": ["queued,running"], "job_type": ["train,deploy"]}
+    assert api.calls()[1].query["status"] == ["failed,dead_lettered"]
+
+
 def test_iter_jobs_follows_cursors_across_pages(api, client):
     pages = {
         None: {"data": [job("job_1"), job("job_2")], "has_more": True, "next_cursor": "c1"},

@@ -327,6 +327,72 @@ static void test_life_with_retry(void **state)
     assert_int_equal(d.status, DL);
 }
 
+/*
+ * The paths of the job lifecycle issue, as the scheduler's own writers meet the state
+ * machine: the reconciler's requeue (the row moves first, its queued event comes back),
+ * its timeout failure (class timeout), and a user's cancel racing the worker.
+ */
+static void test_reconciler_and_cancel_paths(void **state)
+{
+    struct sched_job_state j = {QU, 1, 3};
+    struct sched_decision d;
+
+    /* requeue of a lost dispatch: the row is at attempt 2 already, the read-back queued
+     * event of attempt 2 is an echo, a late assigned of attempt 1 is stale */
+    j.attempt = 2;
+    sched_state_decide(&j, SCHED_EV_QUEUED, 2, 0, &d);
+    assert_int_equal(d.outcome, SCHED_OUT_ECHO);
+    sched_state_decide(&j, SCHED_EV_ASSIGNED, 1, 0, &d);
+    assert_int_equal(d.outcome, SCHED_OUT_IGNORE);
+    /* someone else's requeue (attempt + 1) of a queued job applies */
+    j.attempt = 1;
+    sched_state_decide(&j, SCHED_EV_QUEUED, 2, 0, &d);
+    assert_int_equal(d.outcome, SCHED_OUT_APPLY);
+    assert_int_equal(d.status, QU);
+    assert_int_equal(d.attempt, 2);
+    assert_false(d.retry); /* not a failure: no backoff, no retrying event */
+
+    /* the timeout pass: failed {class timeout} of the running attempt is retried ... */
+    j = (struct sched_job_state){RU, 1, 3};
+    sched_state_decide(&j, SCHED_EV_FAILED, 1, SCHED_FAIL_TIMEOUT, &d);
+    assert_true(d.retry);
+    assert_int_equal(d.status, QU);
+    assert_int_equal(d.attempt, 2);
+    /* ... and the same event read twice (the pass produces it again) changes nothing more */
+    j.status = d.status;
+    j.attempt = d.attempt;
+    sched_state_decide(&j, SCHED_EV_FAILED, 1, SCHED_FAIL_TIMEOUT, &d);
+    assert_int_equal(d.outcome, SCHED_OUT_IGNORE);
+    /* ... dead-lettered on the last attempt, cancelled when it was being cancelled */
+    j = (struct sched_job_state){RU, 3, 3};
+    sched_state_decide(&j, SCHED_EV_FAILED, 3, SCHED_FAIL_TIMEOUT, &d);
+    assert_int_equal(d.status, DL);
+    assert_true(d.emit_dead_letter && d.dlq);
+    j = (struct sched_job_state){CR, 1, 3};
+    sched_state_decide(&j, SCHED_EV_FAILED, 1, SCHED_FAIL_TIMEOUT, &d);
+    assert_int_equal(d.status, CA);
+
+    /* cancel of a running job: the worker finishes first, or stops; both settle it */
+    j = (struct sched_job_state){CR, 1, 3};
+    sched_state_decide(&j, SCHED_EV_SUCCEEDED, 1, 0, &d);
+    assert_int_equal(d.status, SU);
+    sched_state_decide(&j, SCHED_EV_CANCELLED, 1, 0, &d);
+    assert_int_equal(d.status, CA);
+    /* progress still counts while cancelling; a second cancel_requested does not apply */
+    sched_state_decide(&j, SCHED_EV_PROGRESS, 1, 0, &d);
+    assert_int_equal(d.outcome, SCHED_OUT_APPLY);
+    assert_int_equal(d.status, CR);
+    sched_state_decide(&j, SCHED_EV_CANCEL_REQUESTED, 1, 0, &d);
+    assert_int_equal(d.outcome, SCHED_OUT_IGNORE);
+    /* once cancelled, the worker's late events are all ignored */
+    j.status = CA;
+    for (int t = 0; t < SCHED_NEVTYPE; t++) {
+        sched_state_decide(&j, (enum sched_evtype)t, 1, SCHED_FAIL_INFRA, &d);
+        assert_int_equal(d.status, CA);
+        assert_true(d.outcome == SCHED_OUT_IGNORE || d.outcome == SCHED_OUT_RECORD);
+    }
+}
+
 static void test_names_roundtrip(void **state)
 {
     enum sched_status s;
@@ -412,6 +478,7 @@ int main(void)
         cmocka_unit_test(test_failed_attempt_mismatch),
         cmocka_unit_test(test_dead_lettered_event_goes_to_dlq),
         cmocka_unit_test(test_life_with_retry),
+        cmocka_unit_test(test_reconciler_and_cancel_paths),
         cmocka_unit_test(test_names_roundtrip),
         cmocka_unit_test(test_fail_classes),
         cmocka_unit_test(test_status_array),

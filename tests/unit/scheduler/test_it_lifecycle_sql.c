@@ -1,0 +1,415 @@
+/*
+ * Integration (needs NF_TEST_PG_DSN): the statements of the job lifecycle against a real
+ * Postgres - the queued event recorded with the row, durable retries (next_attempt_at set
+ * by the events statement, found and cleared by the retry poller's statements), and
+ * cancel (request and finalize, tenancy, finished jobs, repeats). Skips cleanly without
+ * a database; its rows are deleted at the end.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h> /* after the four headers it needs */
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nf_event.h"
+#include "nf_id.h"
+#include "nf_migrate.h"
+#include "sched.h"
+
+#define USER "usr_it_lifecycle"
+
+static PGconn *conn;
+
+static void drop_rows(void)
+{
+    PQclear(PQexec(conn, "DELETE FROM sched.job_events WHERE job_id IN"
+                         " (SELECT job_id FROM sched.jobs WHERE user_id LIKE 'usr_it_lifecycle%')"));
+    PQclear(PQexec(conn, "DELETE FROM sched.jobs WHERE user_id LIKE 'usr_it_lifecycle%'"));
+}
+
+static int setup(void **state)
+{
+    const char *dsn = getenv("NF_TEST_PG_DSN");
+    char err[512];
+
+    if (!dsn || !*dsn)
+        return 0;
+    if (nf_migrate_run(dsn, "sched", NF_SOURCE_DIR "/services/scheduler/migrations", err,
+                       sizeof(err)) < 0) {
+        fprintf(stderr, "migrate: %s\n", err);
+        return -1;
+    }
+    conn = PQconnectdb(dsn);
+    if (PQstatus(conn) != CONNECTION_OK) {
+        fprintf(stderr, "connect: %s\n", PQerrorMessage(conn));
+        return -1;
+    }
+    drop_rows();
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    if (conn) {
+        drop_rows();
+        PQfinish(conn);
+    }
+    conn = NULL;
+    return 0;
+}
+
+#define NEED_PG()                                                                                  \
+    do {                                                                                           \
+        if (!conn)                                                                                 \
+            skip();                                                                                \
+    } while (0)
+
+static PGresult *run(const char *sql, int n, const char *const *params)
+{
+    PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+
+    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+        fail_msg("%.80s: %s", sql, PQerrorMessage(conn));
+    return res;
+}
+
+static char *one(const char *sql, int n, const char *const *params)
+{
+    PGresult *res = run(sql, n, params);
+    char *v = PQntuples(res) > 0 && !PQgetisnull(res, 0, 0) ? strdup(PQgetvalue(res, 0, 0))
+                                                            : NULL;
+
+    PQclear(res);
+    return v;
+}
+
+static const char *val(const PGresult *res, const char *col)
+{
+    int c = PQfnumber(res, col);
+
+    return c < 0 || PQgetisnull(res, 0, c) ? NULL : PQgetvalue(res, 0, c);
+}
+
+/* A job through the real insert statement (its queued event with it). */
+static void insert_job(const char *user, char *id, size_t len)
+{
+    const char *p[SCHED_REQUESTED_NPARAMS] = {0};
+    PGresult *res;
+
+    nf_id_new("job", id, len);
+    p[0] = id;
+    p[1] = user;
+    p[2] = "generate";
+    p[3] = "{\"domain\":\"x\",\"num_samples\":1}";
+    p[6] = "5";
+    p[7] = "3";
+    res = run(sched_requested_sql, SCHED_REQUESTED_NPARAMS, p);
+    assert_string_equal(val(res, "inserted"), "1");
+    PQclear(res);
+}
+
+static void set_status(const char *id, const char *status, int attempt)
+{
+    char a[16];
+    const char *p[3] = {id, status, a};
+
+    snprintf(a, sizeof(a), "%d", attempt);
+    PQclear(run("UPDATE sched.jobs SET status = $2, attempt = $3::int WHERE job_id = $1", 3, p));
+}
+
+/* Applies one event through the events statement; returns the outcome (caller frees). */
+static char *apply(const char *job, const char *type, int attempt, const char *data_extra,
+                   char **status)
+{
+    char text[1024], id[NF_ID_MAX];
+    const char *params[SCHED_EVENTS_NPARAMS], *why = NULL;
+    struct sched_events_bufs bufs;
+    struct sched_event e;
+    PGresult *res;
+    cJSON *ev;
+    char *outcome;
+
+    nf_id_new("evt", id, sizeof(id));
+    snprintf(text, sizeof(text),
+             "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"t\",\"type\":\"forge.job.%s\","
+             "\"subject\":\"%s\",\"time\":\"2026-11-28T21:03:52.123Z\",\"data\":{\"job_id\":"
+             "\"%s\",\"user_id\":\"" USER "\",\"attempt\":%d,\"status\":\"x\"%s}}",
+             id, type, job, job, attempt, data_extra ? data_extra : "");
+    ev = cJSON_Parse(text);
+    if (sched_event_parse(ev, &e, &why) != 0)
+        fail_msg("event: %s", why);
+    sched_events_params(&e, 60, params, &bufs);
+    res = run(sched_events_sql, SCHED_EVENTS_NPARAMS, params);
+    sched_events_params_free(&bufs);
+    cJSON_Delete(ev);
+    outcome = strdup(val(res, "outcome"));
+    if (status)
+        *status = strdup(val(res, "status"));
+    PQclear(res);
+    return outcome;
+}
+
+static void test_queued_event_recorded_with_the_row(void **state)
+{
+    char job[NF_ID_MAX], want[NF_ID_MAX], *v;
+    const char *p[1] = {job};
+
+    NEED_PG();
+    insert_job(USER, job, sizeof(job));
+    sched_event_id("queued", job, 1, want, sizeof(want));
+    v = one("SELECT string_agg(event_id || ':' || type || ':' || attempt || ':' ||"
+            " (data->>'status'), ',') FROM sched.job_events WHERE job_id = $1",
+            1, p);
+    char expect[128];
+    snprintf(expect, sizeof(expect), "%s:queued:1:queued", want);
+    assert_string_equal(v, expect); /* the id st_produce publishes: a duplicate when read */
+    free(v);
+    /* the scheduler's own queued event read back: a duplicate, nothing more recorded */
+    {
+        const char *params[SCHED_EVENTS_NPARAMS];
+        struct sched_events_bufs bufs;
+        struct sched_event e;
+        const char *why = NULL;
+        char text[512];
+        cJSON *ev;
+        PGresult *res;
+
+        snprintf(text, sizeof(text),
+                 "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"t\",\"type\":"
+                 "\"forge.job.queued\",\"subject\":\"%s\",\"data\":{\"job_id\":\"%s\","
+                 "\"attempt\":1}}",
+                 want, job, job);
+        ev = cJSON_Parse(text);
+        assert_int_equal(sched_event_parse(ev, &e, &why), 0);
+        sched_events_params(&e, 60, params, &bufs);
+        res = run(sched_events_sql, SCHED_EVENTS_NPARAMS, params);
+        assert_string_equal(val(res, "outcome"), "duplicate");
+        PQclear(res);
+        sched_events_params_free(&bufs);
+        cJSON_Delete(ev);
+    }
+    v = one("SELECT count(*) FROM sched.job_events WHERE job_id = $1", 1, p);
+    assert_string_equal(v, "1");
+    free(v);
+    /* a redelivered request inserts neither the row nor the event again */
+    {
+        const char *q[SCHED_REQUESTED_NPARAMS] = {0};
+        PGresult *res;
+
+        q[0] = job;
+        q[1] = USER;
+        q[2] = "generate";
+        q[3] = "{}";
+        q[6] = "5";
+        q[7] = "3";
+        res = run(sched_requested_sql, SCHED_REQUESTED_NPARAMS, q);
+        assert_string_equal(val(res, "inserted"), "0");
+        PQclear(res);
+    }
+    v = one("SELECT count(*) FROM sched.job_events WHERE job_id = $1", 1, p);
+    assert_string_equal(v, "1");
+    free(v);
+}
+
+static void test_durable_retry(void **state)
+{
+    char job[NF_ID_MAX], other[NF_ID_MAX], *v, *outcome, *status;
+    const char *p[1] = {job}, *lim[1] = {"1000"};
+    char ids[128], atts[32];
+    const char *clear[2] = {ids, atts};
+    PGresult *res;
+    int i, found;
+
+    NEED_PG();
+    insert_job(USER, job, sizeof(job));
+    set_status(job, "running", 1);
+    outcome = apply(job, "failed", 1, ",\"error\":{\"code\":\"x\",\"message\":\"m\",\"class\":"
+                                      "\"infra\"}",
+                    &status);
+    assert_string_equal(outcome, "apply");
+    assert_string_equal(status, "queued");
+    free(outcome);
+    free(status);
+    /* due in 2^1 s: set, in the future, not yet picked by the poller */
+    v = one("SELECT round(extract(epoch FROM next_attempt_at - updated_at))::int"
+            " FROM sched.jobs WHERE job_id = $1",
+            1, p);
+    assert_string_equal(v, "2");
+    free(v);
+    res = run(sched_retry_due_sql, 1, lim);
+    for (i = 0, found = 0; i < PQntuples(res); i++)
+        found += strcmp(PQgetvalue(res, i, PQfnumber(res, "job_id")), job) == 0;
+    assert_int_equal(found, 0);
+    PQclear(res);
+    /* once due, it is picked, with the new attempt */
+    PQclear(run("UPDATE sched.jobs SET next_attempt_at = now() - interval '1 second'"
+                " WHERE job_id = $1",
+                1, p));
+    res = run(sched_retry_due_sql, 1, lim);
+    for (i = 0, found = 0; i < PQntuples(res); i++) {
+        if (strcmp(PQgetvalue(res, i, PQfnumber(res, "job_id")), job) != 0)
+            continue;
+        found++;
+        assert_string_equal(PQgetvalue(res, i, PQfnumber(res, "attempt")), "2");
+    }
+    assert_int_equal(found, 1);
+    PQclear(res);
+    /* clearing another attempt changes nothing; clearing this one does */
+    snprintf(ids, sizeof(ids), "{%s}", job);
+    snprintf(atts, sizeof(atts), "{1}");
+    PQclear(run(sched_retry_clear_sql, 2, clear));
+    v = one("SELECT next_attempt_at IS NOT NULL FROM sched.jobs WHERE job_id = $1", 1, p);
+    assert_string_equal(v, "t");
+    free(v);
+    snprintf(atts, sizeof(atts), "{2}");
+    PQclear(run(sched_retry_clear_sql, 2, clear));
+    v = one("SELECT (next_attempt_at IS NULL) || ':' || (dispatched_at IS NOT NULL)"
+            " FROM sched.jobs WHERE job_id = $1",
+            1, p);
+    assert_string_equal(v, "true:true");
+    free(v);
+
+    /* a user error is final: no due time */
+    insert_job(USER, other, sizeof(other));
+    set_status(other, "running", 1);
+    outcome = apply(other, "failed", 1,
+                    ",\"error\":{\"code\":\"x\",\"message\":\"m\",\"class\":\"user_error\"}",
+                    &status);
+    assert_string_equal(status, "failed");
+    free(outcome);
+    free(status);
+    p[0] = other;
+    v = one("SELECT next_attempt_at IS NULL FROM sched.jobs WHERE job_id = $1", 1, p);
+    assert_string_equal(v, "t");
+    free(v);
+
+    /* a job waiting for its retry that leaves queued (a cancel) loses its due time */
+    p[0] = job;
+    PQclear(run("UPDATE sched.jobs SET next_attempt_at = now() + interval '1 hour'"
+                " WHERE job_id = $1",
+                1, p));
+    {
+        const char *c[2] = {job, USER};
+
+        res = run(sched_cancel_request_sql, 2, c);
+        assert_string_equal(val(res, "status"), "cancel_requested");
+        PQclear(res);
+    }
+    v = one("SELECT next_attempt_at IS NULL FROM sched.jobs WHERE job_id = $1", 1, p);
+    assert_string_equal(v, "t");
+    free(v);
+}
+
+static void test_cancel_statements(void **state)
+{
+    char job[NF_ID_MAX], want[NF_ID_MAX], *v;
+    const char *req[2], *fin[1], *p[1];
+    PGresult *res;
+
+    NEED_PG();
+    insert_job(USER, job, sizeof(job));
+    req[0] = fin[0] = p[0] = job;
+    /* another user: no row at all (404) */
+    req[1] = USER "_other";
+    res = run(sched_cancel_request_sql, 2, req);
+    assert_int_equal(PQntuples(res), 0);
+    PQclear(res);
+    v = one("SELECT status FROM sched.jobs WHERE job_id = $1", 1, p);
+    assert_string_equal(v, "queued");
+    free(v);
+
+    /* the owner: queued -> cancel_requested, its event recorded with the id we publish */
+    req[1] = USER;
+    res = run(sched_cancel_request_sql, 2, req);
+    assert_int_equal(PQntuples(res), 1);
+    assert_string_equal(val(res, "old_status"), "queued");
+    assert_string_equal(val(res, "status"), "cancel_requested");
+    assert_string_equal(val(res, "changed"), "1");
+    assert_string_equal(val(res, "version"), "2");
+    PQclear(res);
+    sched_event_id("cancel_requested", job, 1, want, sizeof(want));
+    v = one("SELECT event_id || ':' || (data->>'status') || ':' || (data->>'user_id')"
+            " FROM sched.job_events WHERE job_id = $1 AND type = 'cancel_requested'",
+            1, p);
+    char expect[160];
+    snprintf(expect, sizeof(expect), "%s:cancel_requested:" USER, want);
+    assert_string_equal(v, expect);
+    free(v);
+
+    /* asked again: nothing changes, the caller asks the worker-manager again */
+    res = run(sched_cancel_request_sql, 2, req);
+    assert_string_equal(val(res, "old_status"), "cancel_requested");
+    assert_string_equal(val(res, "changed"), "0");
+    assert_string_equal(val(res, "version"), "2");
+    PQclear(res);
+
+    /* finalize: cancelled, finished, its event; a second finalize changes nothing */
+    res = run(sched_cancel_finalize_sql, 1, fin);
+    assert_string_equal(val(res, "status"), "cancelled");
+    assert_string_equal(val(res, "changed"), "1");
+    assert_non_null(val(res, "finished_at"));
+    PQclear(res);
+    res = run(sched_cancel_finalize_sql, 1, fin);
+    assert_string_equal(val(res, "status"), "cancelled");
+    assert_string_equal(val(res, "changed"), "0");
+    PQclear(res);
+    sched_event_id("cancelled", job, 1, want, sizeof(want));
+    v = one("SELECT string_agg(type, ',' ORDER BY seq) FROM sched.job_events WHERE job_id = $1",
+            1, p);
+    assert_string_equal(v, "queued,cancel_requested,cancelled");
+    free(v);
+
+    /* a finished job: old_status says so, nothing changes (409) */
+    res = run(sched_cancel_request_sql, 2, req);
+    assert_string_equal(val(res, "old_status"), "cancelled");
+    assert_string_equal(val(res, "changed"), "0");
+    PQclear(res);
+    set_status(job, "succeeded", 1);
+    res = run(sched_cancel_request_sql, 2, req);
+    assert_string_equal(val(res, "old_status"), "succeeded");
+    assert_string_equal(val(res, "status"), "succeeded");
+    PQclear(res);
+    /* finalize never touches a job that is not in cancel_requested */
+    res = run(sched_cancel_finalize_sql, 1, fin);
+    assert_string_equal(val(res, "status"), "succeeded");
+    assert_string_equal(val(res, "changed"), "0");
+    PQclear(res);
+
+    /* the worker's cancelled event for a cancel_requested job applies; a late running of
+     * the cancelled job is ignored */
+    {
+        char other[NF_ID_MAX], *outcome, *status;
+
+        insert_job(USER, other, sizeof(other));
+        set_status(other, "running", 1);
+        req[0] = other;
+        PQclear(run(sched_cancel_request_sql, 2, req));
+        outcome = apply(other, "cancelled", 1, NULL, &status);
+        assert_string_equal(outcome, "apply");
+        assert_string_equal(status, "cancelled");
+        free(outcome);
+        free(status);
+        outcome = apply(other, "running", 1, ",\"worker_id\":\"wrk_1\"", &status);
+        assert_string_equal(outcome, "ignore");
+        assert_string_equal(status, "cancelled");
+        free(outcome);
+        free(status);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_queued_event_recorded_with_the_row),
+        cmocka_unit_test(test_durable_retry),
+        cmocka_unit_test(test_cancel_statements),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,189 @@
+/*
+ * Integration (needs NF_TEST_REDIS_ADDR): the scheduler's Redis scripts of the job
+ * lifecycle - the reconciler's look at the worker-manager's keys, its snapshot version
+ * check, and the read-your-writes list of recent unrecorded jobs. Works in its own
+ * database (SELECT 12), emptied before and after.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h> /* after the four headers it needs */
+
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nf_cfg.h"
+#include "sched.h"
+
+#define TEST_DB 12
+#define J1 "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M"
+#define J2 "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9N"
+#define J3 "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9P"
+
+static redisContext *rc;
+
+static void cmd(const char *fmt, ...)
+{
+    va_list ap;
+    redisReply *r;
+
+    va_start(ap, fmt);
+    r = redisvCommand(rc, fmt, ap);
+    va_end(ap);
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        fail_msg("%s: %s", fmt, r ? r->str : rc->errstr);
+    freeReplyObject(r);
+}
+
+static int setup(void **state)
+{
+    const char *addr = getenv("NF_TEST_REDIS_ADDR");
+    char *host = NULL;
+    int port = 0;
+
+    if (!addr || !*addr)
+        return 0;
+    if (nf_cfg_split_addr(addr, &host, &port) < 0)
+        return -1;
+    rc = redisConnect(host, port);
+    free(host);
+    if (!rc || rc->err)
+        return -1;
+    freeReplyObject(redisCommand(rc, "SELECT %d", TEST_DB));
+    freeReplyObject(redisCommand(rc, "FLUSHDB"));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    if (rc) {
+        freeReplyObject(redisCommand(rc, "FLUSHDB"));
+        redisFree(rc);
+    }
+    rc = NULL;
+    return 0;
+}
+
+#define NEED_REDIS()                                                                               \
+    do {                                                                                           \
+        if (!rc)                                                                                   \
+            skip();                                                                                \
+        cmd("FLUSHDB");                                                                            \
+    } while (0)
+
+static redisReply *eval(const char *script, int nkeys, int nargs, const char *const *args)
+{
+    const char *argv[32];
+    char nk[8];
+    int i, argc = 0;
+    redisReply *r;
+
+    snprintf(nk, sizeof(nk), "%d", nkeys);
+    argv[argc++] = "EVAL";
+    argv[argc++] = script;
+    argv[argc++] = nk;
+    for (i = 0; i < nargs; i++)
+        argv[argc++] = args[i];
+    r = redisCommandArgv(rc, argc, argv, NULL);
+    if (!r || r->type == REDIS_REPLY_ERROR)
+        fail_msg("eval: %s", r ? r->str : rc->errstr);
+    return r;
+}
+
+static void test_wm_check(void **state)
+{
+    const char *args[] = {
+        "wm:queue:generate", "wm:lease:" J1, "wm:job:" J1, /* queued */
+        "wm:queue:generate", "wm:lease:" J2, "wm:job:" J2, /* leased */
+        "wm:queue:audit",    "wm:lease:" J3, "wm:job:" J3, /* lost */
+        J1,                  J2,             J3,
+    };
+    long long want[9] = {1, 0, 1, 0, 1, 2, 0, 0, -1};
+    redisReply *r;
+    size_t i;
+
+    NEED_REDIS();
+    cmd("ZADD wm:queue:generate 4 %s", J1);
+    cmd("SET wm:job:%s {\"attempt\":1}", J1);
+    cmd("SET wm:lease:%s {\"worker_id\":\"w\"}", J2);
+    cmd("SET wm:job:%s {\"attempt\":2}", J2);
+    cmd("ZADD wm:queue:audit 4 %s", J1); /* another job in that queue: not J3 */
+    r = eval(sched_wm_check_lua, 9, 12, args);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(r->elements, 9);
+    for (i = 0; i < 9; i++)
+        assert_int_equal(r->element[i]->integer, want[i]);
+    freeReplyObject(r);
+
+    /* a corrupt wm:job value is "unknown attempt", never an error */
+    cmd("SET wm:job:%s not-json", J3);
+    r = eval(sched_wm_check_lua, 9, 12, args);
+    assert_int_equal(r->element[8]->integer, -1);
+    freeReplyObject(r);
+}
+
+static void test_snapshot_check(void **state)
+{
+    const char *args[] = {"job:" J1, "job:" J2, "job:" J3, "5", "5", "5"};
+    redisReply *r;
+
+    NEED_REDIS();
+    cmd("HSET job:%s ver 5 status running", J1); /* current */
+    cmd("HSET job:%s ver 4 status queued", J2);  /* older than its row */
+    /* J3: no snapshot at all */
+    r = eval(sched_snap_check_lua, 3, 6, args);
+    assert_int_equal(r->elements, 2);
+    assert_int_equal(r->element[0]->integer, 2);
+    assert_int_equal(r->element[1]->integer, 3);
+    freeReplyObject(r);
+
+    /* the gateway's own snapshot (no ver) is older than any row */
+    cmd("DEL job:%s", J1);
+    cmd("HSET job:%s status queued", J1);
+    cmd("HSET job:%s ver 9", J2); /* newer than the row read: left alone */
+    cmd("HSET job:%s ver 5", J3);
+    r = eval(sched_snap_check_lua, 3, 6, args);
+    assert_int_equal(r->elements, 1);
+    assert_int_equal(r->element[0]->integer, 1);
+    freeReplyObject(r);
+}
+
+static void test_recent_unrecorded(void **state)
+{
+    const char *args[] = {"gw:recent:usr_a", "1000", "usr_a"};
+    redisReply *r;
+
+    NEED_REDIS();
+    cmd("ZADD gw:recent:usr_a 500 %s", J1);  /* too old */
+    cmd("ZADD gw:recent:usr_a 2000 %s", J2); /* accepted, not recorded */
+    cmd("ZADD gw:recent:usr_a 3000 %s", J3); /* recorded already (ver) */
+    cmd("ZADD gw:recent:usr_a 4000 job_gone"); /* snapshot deleted (failed submit) */
+    cmd("HSET job:%s user_id usr_a doc {\"job_id\":\"%s\"}", J1, J1);
+    cmd("HSET job:%s user_id usr_a doc {\"job_id\":\"%s\"}", J2, J2);
+    cmd("HSET job:%s user_id usr_a doc {\"job_id\":\"%s\"} ver 1", J3, J3);
+    r = eval(sched_recent_lua, 1, 3, args);
+    assert_int_equal(r->elements, 1);
+    assert_string_equal(r->element[0]->str, "{\"job_id\":\"" J2 "\"}");
+    freeReplyObject(r);
+
+    /* another user's snapshot under this user's list is never returned */
+    cmd("HSET job:%s user_id usr_b", J2);
+    r = eval(sched_recent_lua, 1, 3, args);
+    assert_int_equal(r->elements, 0);
+    freeReplyObject(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_wm_check),
+        cmocka_unit_test(test_snapshot_check),
+        cmocka_unit_test(test_recent_unrecorded),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
