@@ -57,6 +57,11 @@ forge_test_unit() {
     ctest --test-dir "$FORGE_BUILD" -L unit --output-on-failure --timeout 300
 }
 
+# The SDK's own unit tests: a scripted local HTTP server, no stack needed.
+forge_test_sdk() {
+    (cd "$FORGE_ROOT" && python3 -m pytest sdk/python/tests -q -p no:cacheprovider)
+}
+
 forge_test_integration() {
     local env_lines
     mapfile -t env_lines < <(forge_test_env)
@@ -134,6 +139,7 @@ forge_cmd_test() {
     if forge_stage build forge_build; then built=1; fi
     if ((built)); then
         forge_stage unit forge_test_unit || true
+        forge_stage sdk forge_test_sdk || true
         if forge_stage reset forge_test_reset && forge_stage backing forge_backing_start; then
             backing=1
         else
