@@ -30,9 +30,9 @@
 #define TARGET_MAX 4096
 
 static const char *const type_map[][2] = {
-    {".jsonl", "application/x-ndjson"},   {".ndjson", "application/x-ndjson"},
-    {".json", "application/json"},        {".txt", "text/plain; charset=utf-8"},
-    {".log", "text/plain; charset=utf-8"}, {".csv", "text/csv; charset=utf-8"},
+    {".jsonl", "application/x-ndjson"},      {".ndjson", "application/x-ndjson"},
+    {".json", "application/json"},           {".txt", "text/plain; charset=utf-8"},
+    {".log", "text/plain; charset=utf-8"},   {".csv", "text/csv; charset=utf-8"},
     {".md", "text/markdown; charset=utf-8"},
 };
 
@@ -99,8 +99,8 @@ static void list_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struc
         nf_http_reply_error(req, 414, "uri_too_long", NULL, "the request URI is too long");
         return;
     }
-    gw_forward(ctx, req, ctx->sched, GW_BACKEND_SCHEDULER, "GET", target, headers, NULL, 0, 0,
-               NULL, NULL);
+    gw_forward(ctx, req, ctx->sched, GW_BACKEND_SCHEDULER, "GET", target, headers, NULL, 0, 0, NULL,
+               NULL);
 }
 
 static void get_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct gw_principal *who)
@@ -114,8 +114,8 @@ static void get_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct
     }
     caller_headers(who, req, headers);
     snprintf(target, sizeof(target), "/internal/artifacts/%s", id);
-    gw_forward(ctx, req, ctx->sched, GW_BACKEND_SCHEDULER, "GET", target, headers, NULL, 0, 0,
-               NULL, NULL);
+    gw_forward(ctx, req, ctx->sched, GW_BACKEND_SCHEDULER, "GET", target, headers, NULL, 0, 0, NULL,
+               NULL);
 }
 
 /* ---- content: streamed from the local store -------------------------------------------- */
@@ -204,8 +204,8 @@ static void start_download(struct gw_ctx *ctx, struct nf_http_req *req, const cJ
     int fd;
 
     if (!uri || strncmp(uri, "file://", 7) != 0) {
-        nf_http_reply_error(req, 409, "not_local",
-                            NULL, "this artifact is not in the local store (%.16s...)",
+        nf_http_reply_error(req, 409, "not_local", NULL,
+                            "this artifact is not in the local store (%.16s...)",
                             uri ? uri : "no uri");
         return;
     }
@@ -288,9 +288,8 @@ static void content_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     op = nf_xcalloc(1, sizeof(*op));
     op->ctx = ctx;
     op->req = req;
-    if (!ctx->sched ||
-        nf_http_client_request(ctx->sched, "GET", target, headers, NULL, 0, 0, on_record, op) !=
-            0) {
+    if (!ctx->sched || nf_http_client_request(ctx->sched, "GET", target, headers, NULL, 0, 0,
+                                              on_record, op) != 0) {
         gw_backend_error(ctx, GW_BACKEND_SCHEDULER);
         gw_reply_unavailable(req, 1, "the artifact registry is unavailable, try again");
         free(op);

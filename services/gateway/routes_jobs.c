@@ -246,7 +246,7 @@ static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
         return;
     }
     if (idem && !*idem)
-        idem = NULL; /* an empty header is no key */
+        idem = NULL;              /* an empty header is no key */
     body = nf_http_req_json(req); /* owned by req; on NULL it answered 400 */
     if (!body)
         return;
@@ -429,8 +429,7 @@ static void to_scheduler(struct gw_ctx *ctx, struct nf_http_req *req,
                NULL, NULL);
 }
 
-static void list_authed(struct gw_ctx *ctx, struct nf_http_req *req,
-                        const struct gw_principal *who)
+static void list_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct gw_principal *who)
 {
     to_scheduler(ctx, req, who, "GET", "/internal/jobs", true);
 }

@@ -146,8 +146,9 @@ static bool send_page(struct sse *s, const cJSON *page)
 static bool send_end(struct sse *s, const char *status)
 {
     char buf[256];
-    int n = snprintf(buf, sizeof(buf), "event: end\ndata: {\"job_id\":\"%s\",\"status\":\"%s\"}\n\n",
-                     s->job_id, status);
+    int n =
+        snprintf(buf, sizeof(buf), "event: end\ndata: {\"job_id\":\"%s\",\"status\":\"%s\"}\n\n",
+                 s->job_id, status);
 
     return n > 0 && (size_t)n < sizeof(buf) && nf_http_stream_send(s->req, buf, (size_t)n) == 0;
 }
@@ -230,8 +231,8 @@ static void poll_now(struct sse *s)
     snprintf(path, sizeof(path), "/internal/jobs/%s/events?limit=%d%s%s", s->job_id, PAGE_LIMIT,
              s->cursor[0] ? "&cursor=" : "", s->cursor);
     s->inflight = true;
-    if (!s->ctx->sched || nf_http_client_request(s->ctx->sched, "GET", path, headers, NULL, 0, 0,
-                                                 on_page, s) != 0) {
+    if (!s->ctx->sched ||
+        nf_http_client_request(s->ctx->sched, "GET", path, headers, NULL, 0, 0, on_page, s) != 0) {
         fail.error = "could not send the request";
         on_page(&fail, s);
     }
@@ -251,8 +252,8 @@ void gw_sse_start(struct gw_ctx *ctx, struct nf_http_req *req, const char *job_i
 {
     struct sse *s;
 
-    if (last_event_id && (strlen(last_event_id) >= sizeof(s->cursor) ||
-                          !cursor_chars_ok(last_event_id))) {
+    if (last_event_id &&
+        (strlen(last_event_id) >= sizeof(s->cursor) || !cursor_chars_ok(last_event_id))) {
         nf_http_reply_error(req, 400, "invalid_query", "Last-Event-ID",
                             "Last-Event-ID must be the id of an event of this stream");
         return;

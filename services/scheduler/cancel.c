@@ -110,8 +110,8 @@ struct cancel_work {
     struct sched_snap snap; /* the row as it is now */
     cJSON *job;             /* its job object (the answer) */
     int attempt;
-    bool requested_now; /* this call moved the job into cancel_requested */
-    bool finalized_now; /* this call moved it into cancelled */
+    bool requested_now;     /* this call moved the job into cancel_requested */
+    bool finalized_now;     /* this call moved it into cancelled */
     uint64_t wait_until_ms; /* the job is not recorded yet: waiting for it until then */
 };
 
@@ -404,8 +404,8 @@ static void st_produce(struct sched_work *w)
     if (cw->requested_now) {
         sched_event_id("cancel_requested", cw->job_id, cw->attempt, id, sizeof(id));
         sched_work_produce(w, SCHED_TOPIC_EVENTS, cw->job_id,
-                           nf_event_new("forge.job.cancel_requested", SCHED_SOURCE, cw->job_id,
-                                        id, event_data(cw, "cancel_requested")));
+                           nf_event_new("forge.job.cancel_requested", SCHED_SOURCE, cw->job_id, id,
+                                        event_data(cw, "cancel_requested")));
     }
     if (cw->finalized_now) {
         sched_event_id("cancelled", cw->job_id, cw->attempt, id, sizeof(id));

@@ -472,7 +472,8 @@ void sched_list_merge(cJSON *pg, const struct sched_list_query *q, const char *c
     size_t i;
 
     if (n > q->limit) /* Postgres has more: nothing below its last row belongs here */
-        snprintf(lowest, sizeof(lowest), "%s", nf_json_str(cJSON_GetArrayItem(pg, n - 1), "job_id"));
+        snprintf(lowest, sizeof(lowest), "%s",
+                 nf_json_str(cJSON_GetArrayItem(pg, n - 1), "job_id"));
     for (i = 0; i < ndocs; i++) {
         doc = docs[i] ? nf_json_parse(docs[i], strlen(docs[i])) : NULL;
         id = nf_json_str(doc, "job_id");

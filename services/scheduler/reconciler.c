@@ -23,9 +23,11 @@
  *                        cancels: jobs in cancel_requested for stuck_s -> cancel.c asks
  *                          the worker-manager again and finishes the cancel when nobody
  *                          holds the job
- *                        snapshots: a page of the jobs changed in the last 7 days (the
- *                          snapshot TTL), walked in (updated_at, job_id) order and wrapped
- *                          around -> job:<id> missing or older than the row -> rewritten
+ *                        snapshots: the jobs changed since the last sweeps, and a page of
+ *                          those changed in the last 7 days (the snapshot TTL), walked in
+ *                          (updated_at, job_id) order and wrapped around -> job:<id>
+ *                          missing, older than the row, or of its version with another
+ *                          doc -> rewritten
  *
  * Each pass is a work item (work.c) without a Kafka message: backend failures retry with
  * backoff, shutdown waits for the busy ones, and at most one pass of each kind is alive.
@@ -46,23 +48,23 @@
 #define SNAP_BATCH 200
 #define ARRAY_MAX (BATCH * (NF_ID_MAX + 1) + 8)
 
-enum pass { P_RETRY, P_STUCK, P_TIMEOUT, P_CANCEL, P_SNAP, NPASSES };
+enum pass { P_RETRY, P_STUCK, P_TIMEOUT, P_CANCEL, P_SNAP, P_SNAP_RECENT, NPASSES };
 
-static const char *const pass_names[NPASSES] = {"retry_due", "stuck_queued", "timeouts",
-                                                "stuck_cancels", "snapshots"};
+static const char *const pass_names[NPASSES] = {
+    "retry_due", "stuck_queued", "timeouts", "stuck_cancels", "snapshots", "recent_snapshots"};
 
 struct sched_reconciler {
     struct event *retry_tick, *sweep_tick;
-    bool busy[NPASSES];                /* a pass of this kind is alive */
-    char stuck_after[NF_ID_MAX];       /* the stuck pass walks queued jobs by id */
-    long long snap_after_us;           /* the snapshot pass's position: updated_at ... */
-    char snap_after_id[NF_ID_MAX];     /* ... and job id */
-    struct nf_counter *redispatched;   /* lost dispatches produced again */
-    struct nf_counter *requeued;       /* stuck attempts requeued as attempt + 1 */
-    struct nf_counter *retry_dispatch; /* due retries dispatched */
-    struct nf_counter *timeouts;       /* jobs failed for running past their timeout */
-    struct nf_counter *cancel_checks;  /* stuck cancels asked again */
-    struct nf_counter *repaired;       /* snapshots rewritten */
+    bool busy[NPASSES];                 /* a pass of this kind is alive */
+    char stuck_after[NF_ID_MAX];        /* the stuck pass walks queued jobs by id */
+    long long snap_after_us;            /* the snapshot pass's position: updated_at ... */
+    char snap_after_id[NF_ID_MAX];      /* ... and job id */
+    struct nf_counter *redispatched;    /* lost dispatches produced again */
+    struct nf_counter *requeued;        /* stuck attempts requeued as attempt + 1 */
+    struct nf_counter *retry_dispatch;  /* due retries dispatched */
+    struct nf_counter *timeouts;        /* jobs failed for running past their timeout */
+    struct nf_counter *cancel_checks;   /* stuck cancels asked again */
+    struct nf_counter *repaired;        /* snapshots rewritten */
     struct nf_redis_script *wm_check;   /* sched_wm_check_lua, owned by ctx->redis */
     struct nf_redis_script *snap_check; /* sched_snap_check_lua, owned by ctx->redis */
 };
@@ -147,6 +149,13 @@ static const char snap_sql[] =
     "  AND (j.updated_at, j.job_id) >"
     "      (timestamptz 'epoch' + $1::bigint * interval '1 microsecond', $2::text)"
     " ORDER BY j.updated_at, j.job_id LIMIT $3::int";
+
+/* $1 seconds back, $2 limit: the jobs changed lately, newest first */
+static const char snap_recent_sql[] =
+    "SELECT " SCHED_JOB_COLS("j.") ", " ARTIFACTS_OF_J
+    " FROM sched.jobs j"
+    " WHERE j.updated_at > now() - $1::int * interval '1 second'"
+    " ORDER BY j.updated_at DESC LIMIT $2::int";
 /* clang-format on */
 
 const char sched_wm_check_lua[] =
@@ -172,8 +181,11 @@ const char sched_wm_check_lua[] =
 const char sched_snap_check_lua[] =
     "local out = {}\n"
     "for i = 1, #KEYS do\n"
-    "  local ver = tonumber(redis.call('HGET', KEYS[i], 'ver') or '')\n"
-    "  if not ver or ver < tonumber(ARGV[i]) then table.insert(out, i) end\n"
+    "  local v = redis.call('HMGET', KEYS[i], 'ver', 'h')\n"
+    "  local ver, want = tonumber(v[1] or ''), tonumber(ARGV[i])\n"
+    "  if not ver or ver < want or (ver == want and v[2] ~= ARGV[#KEYS + i]) then\n"
+    "    table.insert(out, i)\n"
+    "  end\n"
     "end\n"
     "return out\n";
 
@@ -551,9 +563,9 @@ static void stuck_produce(struct sched_work *w)
         nf_json_add_int(data, "attempt", pw->attempt[i]);
         nf_json_add_str(data, "status", "queued");
         sched_event_id("queued", pw->snaps[i].job_id, pw->attempt[i], id, sizeof(id));
-        sched_work_produce(w, SCHED_TOPIC_EVENTS, pw->snaps[i].job_id,
-                           nf_event_new("forge.job.queued", SCHED_SOURCE, pw->snaps[i].job_id, id,
-                                        data));
+        sched_work_produce(
+            w, SCHED_TOPIC_EVENTS, pw->snaps[i].job_id,
+            nf_event_new("forge.job.queued", SCHED_SOURCE, pw->snaps[i].job_id, id, data));
     }
     sched_work_produce_end(w, stuck_mark);
 }
@@ -683,9 +695,9 @@ static void timeout_produce(struct sched_work *w)
         nf_json_add_str(error, "message", msg);
         nf_json_add_str(error, "class", "timeout");
         sched_event_id("timeout", pw->snaps[i].job_id, pw->attempt[i], id, sizeof(id));
-        sched_work_produce(w, SCHED_TOPIC_EVENTS, pw->snaps[i].job_id,
-                           nf_event_new("forge.job.failed", SCHED_SOURCE, pw->snaps[i].job_id, id,
-                                        data));
+        sched_work_produce(
+            w, SCHED_TOPIC_EVENTS, pw->snaps[i].job_id,
+            nf_event_new("forge.job.failed", SCHED_SOURCE, pw->snaps[i].job_id, id, data));
     }
     sched_work_produce_end(w, timeout_done);
 }
@@ -780,6 +792,33 @@ static void snap_rows(struct sched_work *w)
         sched_work_retry(w, "could not queue the query");
 }
 
+static void on_snap_recent_rows(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct pass_work *pw = arg;
+
+    if (pg_failed(pw, res, err))
+        return;
+    take_rows(pw, res);
+    if (pw->n == 0) {
+        sched_work_finish(&pw->w);
+        return;
+    }
+    sched_work_goto(&pw->w, snap_check);
+}
+
+static void snap_recent_rows(struct sched_work *w)
+{
+    char back[16], limit[16];
+    const char *params[2] = {back, limit};
+
+    w->what = "recent_snapshots";
+    /* two sweeps and a margin: every change is looked at at least once after it settled */
+    snprintf(back, sizeof(back), "%d", 2 * w->ctx->cfg.reconcile_s + 10);
+    snprintf(limit, sizeof(limit), "%d", SNAP_BATCH);
+    if (nf_pg_query(w->ctx->pg, snap_recent_sql, 2, params, on_snap_recent_rows, w) < 0)
+        sched_work_retry(w, "could not queue the query");
+}
+
 static void on_snap_check(redisReply *reply, void *arg)
 {
     struct pass_work *pw = arg;
@@ -808,23 +847,26 @@ static void on_snap_check(redisReply *reply, void *arg)
 static void snap_check(struct sched_work *w)
 {
     struct pass_work *pw = (struct pass_work *)w;
-    const char **argv = nf_xcalloc((size_t)pw->n * 2, sizeof(*argv));
+    const char **argv = nf_xcalloc((size_t)pw->n * 3, sizeof(*argv));
     char(*keys)[NF_ID_MAX + 8] = nf_xcalloc((size_t)pw->n, sizeof(*keys));
     char(*vers)[24] = nf_xcalloc((size_t)pw->n, sizeof(*vers));
+    char(*hashes)[SCHED_DOC_HASH_LEN + 1] = nf_xcalloc((size_t)pw->n, sizeof(*hashes));
     int i;
 
     w->what = "snapshot_check";
     for (i = 0; i < pw->n; i++) {
         snprintf(keys[i], sizeof(keys[i]), "job:%s", pw->snaps[i].job_id);
         snprintf(vers[i], sizeof(vers[i]), "%lld", pw->snaps[i].version);
+        sched_doc_hash(pw->snaps[i].doc, hashes[i]);
         argv[i] = keys[i];
         argv[pw->n + i] = vers[i];
+        argv[2 * pw->n + i] = hashes[i];
     }
-    (void)nf_redis_eval(w->ctx->redis, pw->script, on_snap_check, pw, pw->n, 2 * pw->n, argv,
-                        NULL);
+    (void)nf_redis_eval(w->ctx->redis, pw->script, on_snap_check, pw, pw->n, 3 * pw->n, argv, NULL);
     free(argv);
     free(keys);
     free(vers);
+    free(hashes);
 }
 
 static void on_snap_written(redisReply *reply, void *arg)
@@ -866,8 +908,8 @@ static void snap_write(struct sched_work *w)
 
 static void start_pass(struct sched_ctx *ctx, enum pass kind)
 {
-    static const sched_step_fn first[NPASSES] = {retry_rows, stuck_rows, timeout_rows,
-                                                 cancel_rows, snap_rows};
+    static const sched_step_fn first[NPASSES] = {retry_rows,  stuck_rows, timeout_rows,
+                                                 cancel_rows, snap_rows,  snap_recent_rows};
     struct sched_reconciler *rec = ctx->rec;
     struct pass_work *pw;
 
@@ -878,7 +920,7 @@ static void start_pass(struct sched_ctx *ctx, enum pass kind)
     pw->w.dtor = pass_dtor;
     pw->w.what = pass_names[kind];
     pw->kind = kind;
-    pw->script = kind == P_STUCK ? rec->wm_check : kind == P_SNAP ? rec->snap_check : NULL;
+    pw->script = kind == P_STUCK ? rec->wm_check : rec->snap_check;
     sched_work_start(&pw->w, NULL, first[kind]);
 }
 
@@ -895,6 +937,7 @@ static void on_sweep_tick(evutil_socket_t fd, short what, void *arg)
     start_pass(ctx, P_TIMEOUT);
     start_pass(ctx, P_CANCEL);
     start_pass(ctx, P_SNAP);
+    start_pass(ctx, P_SNAP_RECENT);
 }
 
 int sched_reconciler_start(struct sched_ctx *ctx)
@@ -906,19 +949,18 @@ int sched_reconciler_start(struct sched_ctx *ctx)
     struct timeval sweep = {ctx->cfg.reconcile_s, 0};
 
     ctx->rec = rec;
-    rec->redispatched =
-        nf_metrics_counter(m, "nf_sched_reconciler_total", "reconciler repairs by kind",
-                           "kind=\"redispatched\"");
-    rec->requeued = nf_metrics_counter(m, "nf_sched_reconciler_total",
-                                       "reconciler repairs by kind", "kind=\"requeued\"");
+    rec->redispatched = nf_metrics_counter(m, "nf_sched_reconciler_total",
+                                           "reconciler repairs by kind", "kind=\"redispatched\"");
+    rec->requeued = nf_metrics_counter(m, "nf_sched_reconciler_total", "reconciler repairs by kind",
+                                       "kind=\"requeued\"");
     rec->retry_dispatch = nf_metrics_counter(m, "nf_sched_retries_dispatched_total",
                                              "retried attempts dispatched when due", NULL);
-    rec->timeouts = nf_metrics_counter(m, "nf_sched_reconciler_total",
-                                       "reconciler repairs by kind", "kind=\"timeout\"");
-    rec->cancel_checks = nf_metrics_counter(m, "nf_sched_reconciler_total",
-                                            "reconciler repairs by kind", "kind=\"cancel_recheck\"");
-    rec->repaired = nf_metrics_counter(m, "nf_sched_reconciler_total",
-                                       "reconciler repairs by kind", "kind=\"snapshot\"");
+    rec->timeouts = nf_metrics_counter(m, "nf_sched_reconciler_total", "reconciler repairs by kind",
+                                       "kind=\"timeout\"");
+    rec->cancel_checks = nf_metrics_counter(
+        m, "nf_sched_reconciler_total", "reconciler repairs by kind", "kind=\"cancel_recheck\"");
+    rec->repaired = nf_metrics_counter(m, "nf_sched_reconciler_total", "reconciler repairs by kind",
+                                       "kind=\"snapshot\"");
     rec->wm_check = nf_redis_script_new(ctx->redis, sched_wm_check_lua);
     rec->snap_check = nf_redis_script_new(ctx->redis, sched_snap_check_lua);
     rec->retry_tick = event_new(ctx->base, -1, EV_PERSIST, on_retry_tick, ctx);

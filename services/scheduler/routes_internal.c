@@ -551,8 +551,7 @@ int sched_routes_internal(struct sched_ctx *ctx)
         nf_http_route(ctx->http, "GET", "/internal/jobs", list_jobs, ctx) < 0 ||
         nf_http_route(ctx->http, "GET", "/internal/jobs/{job_id}/events", list_events, ctx) < 0 ||
         nf_http_route(ctx->http, "GET", "/internal/artifacts", list_artifacts, ctx) < 0 ||
-        nf_http_route(ctx->http, "GET", "/internal/artifacts/{artifact_id}", get_artifact, ctx) <
-            0)
+        nf_http_route(ctx->http, "GET", "/internal/artifacts/{artifact_id}", get_artifact, ctx) < 0)
         return -1;
     return sched_cancel_register(ctx);
 }

@@ -369,12 +369,12 @@ struct sched_ctx {
     bool stopping;            /* no new messages, no new retries */
     bool closing;             /* tearing down: callbacks only unwind */
     struct sched_counters m;
-    struct nf_http_client *wm;      /* the worker-manager's cancel route (cancel.c) */
-    struct sched_reconciler *rec;   /* reconciler.c */
+    struct nf_http_client *wm;             /* the worker-manager's cancel route (cancel.c) */
+    struct sched_reconciler *rec;          /* reconciler.c */
     struct nf_redis_script *recent_script; /* sched_recent_lua (routes_internal.c) */
-    struct nf_http_client *billing; /* budget checks */
-    struct event *storage_tick;     /* storage metering timer */
-    bool storage_busy;              /* a storage metering run is alive */
+    struct nf_http_client *billing;        /* budget checks */
+    struct event *storage_tick;            /* storage metering timer */
+    bool storage_busy;                     /* a storage metering run is alive */
 };
 
 /*
@@ -499,6 +499,9 @@ extern const char sched_snapshot_lua[];
  */
 int sched_snapshot_write(struct sched_ctx *ctx, const struct sched_snap *s, nf_redis_cb cb,
                          void *arg);
+/* The snapshot's `h` field: the first 16 hex of SHA-256(doc). */
+#define SCHED_DOC_HASH_LEN 16
+void sched_doc_hash(const char *doc, char out[SCHED_DOC_HASH_LEN + 1]);
 
 /* ------------------------------------------------------------------------------------
  * Reads, cancel and the reconciler (list.c pure; routes_internal.c, cancel.c,
@@ -596,8 +599,9 @@ extern const char sched_retry_clear_sql[];
 /* The Redis check of the stuck-queued pass: KEYS per job wm:queue:<type>, wm:lease:<id>,
  * wm:job:<id>; returns per job {in_queue 0/1, leased 0/1, known attempt or -1}. */
 extern const char sched_wm_check_lua[];
-/* Snapshot repair: KEYS job:<id>...; ARGV their row versions; returns the 1-based indexes
- * of the snapshots missing or older than their row. */
+/* Snapshot repair: KEYS job:<id>...; ARGV their row versions, then the hashes of their
+ * docs (sched_doc_hash); returns the 1-based indexes of the snapshots missing, older than
+ * their row, or of the same version with another doc. */
 extern const char sched_snap_check_lua[];
 /*
  * Read-your-writes for GET /internal/jobs: the gateway notes each accepted job in

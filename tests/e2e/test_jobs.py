@@ -654,3 +654,17 @@ def test_stale_snapshot_is_repaired_from_postgres(api):
     while api.get_job(job_id).json()["status"] != "succeeded":
         assert time.monotonic() < deadline, "the reconciler did not repair the snapshot"
         time.sleep(0.5)
+    # the same version with another doc (two writers raced): repaired too
+    ver = redis("HGET", f"job:{job_id}", "ver")
+    good = api.get_job(job_id).json()
+    assert good["artifacts"], good
+    bad = dict(good, artifacts=[])
+    text = json.dumps(bad, separators=(",", ":"))
+    redis("HSET", f"job:{job_id}", "doc", text, "ver", ver,
+          "h", hashlib.sha256(text.encode()).hexdigest()[:16])
+    assert api.get_job(job_id).json()["artifacts"] == []
+    deadline = time.monotonic() + 30
+    while not api.get_job(job_id).json()["artifacts"]:
+        assert time.monotonic() < deadline, "a same-version snapshot was not repaired"
+        time.sleep(0.5)
+    assert api.get_job(job_id).json() == good

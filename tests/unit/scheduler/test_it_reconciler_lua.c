@@ -128,27 +128,55 @@ static void test_wm_check(void **state)
 
 static void test_snapshot_check(void **state)
 {
-    const char *args[] = {"job:" J1, "job:" J2, "job:" J3, "5", "5", "5"};
+    const char *args[] = {"job:" J1, "job:" J2, "job:" J3, "5", "5", "5", "h1", "h2", "h3"};
     redisReply *r;
 
     NEED_REDIS();
-    cmd("HSET job:%s ver 5 status running", J1); /* current */
-    cmd("HSET job:%s ver 4 status queued", J2);  /* older than its row */
+    cmd("HSET job:%s ver 5 h h1 status running", J1); /* current */
+    cmd("HSET job:%s ver 4 h h2 status queued", J2);  /* older than its row */
     /* J3: no snapshot at all */
-    r = eval(sched_snap_check_lua, 3, 6, args);
+    r = eval(sched_snap_check_lua, 3, 9, args);
     assert_int_equal(r->elements, 2);
     assert_int_equal(r->element[0]->integer, 2);
     assert_int_equal(r->element[1]->integer, 3);
     freeReplyObject(r);
 
-    /* the gateway's own snapshot (no ver) is older than any row */
+    /* the gateway's own snapshot (no ver) is older than any row; a newer one is left
+     * alone; the same version with another doc (a racing writer) is rewritten */
     cmd("DEL job:%s", J1);
     cmd("HSET job:%s status queued", J1);
-    cmd("HSET job:%s ver 9", J2); /* newer than the row read: left alone */
-    cmd("HSET job:%s ver 5", J3);
-    r = eval(sched_snap_check_lua, 3, 6, args);
-    assert_int_equal(r->elements, 1);
+    cmd("HSET job:%s ver 9 h other", J2);
+    cmd("HSET job:%s ver 5 h stale", J3);
+    r = eval(sched_snap_check_lua, 3, 9, args);
+    assert_int_equal(r->elements, 2);
     assert_int_equal(r->element[0]->integer, 1);
+    assert_int_equal(r->element[1]->integer, 3);
+    freeReplyObject(r);
+}
+
+static void test_snapshot_write_and_hash(void **state)
+{
+    char h[SCHED_DOC_HASH_LEN + 1], h2[SCHED_DOC_HASH_LEN + 1];
+    const char *write[] = {"job:" J1, "usr_a", "running", "{\"a\":1}", "3", "60", NULL};
+    const char *older[] = {"job:" J1, "usr_a", "queued", "{\"a\":0}", "2", "60", "x"};
+    redisReply *r;
+
+    NEED_REDIS();
+    sched_doc_hash("{\"a\":1}", h);
+    sched_doc_hash("{\"a\":2}", h2);
+    assert_int_equal(strlen(h), SCHED_DOC_HASH_LEN);
+    assert_string_not_equal(h, h2);
+    write[6] = h;
+    r = eval(sched_snapshot_lua, 1, 7, write);
+    assert_int_equal(r->integer, 1);
+    freeReplyObject(r);
+    r = eval(sched_snapshot_lua, 1, 7, older); /* an older row never wins */
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    r = redisCommand(rc, "HMGET job:%s status ver h", J1);
+    assert_string_equal(r->element[0]->str, "running");
+    assert_string_equal(r->element[1]->str, "3");
+    assert_string_equal(r->element[2]->str, h);
     freeReplyObject(r);
 }
 
@@ -182,6 +210,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_wm_check),
         cmocka_unit_test(test_snapshot_check),
+        cmocka_unit_test(test_snapshot_write_and_hash),
         cmocka_unit_test(test_recent_unrecorded),
     };
 
