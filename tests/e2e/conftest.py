@@ -85,6 +85,8 @@ class Contract:
             name = "job.event.schema.json"
         if name is None and etype.startswith("forge.auth."):
             name = "audit.schema.json"
+        if name is None and etype.startswith("forge.worker."):
+            name = "worker.event.schema.json"
         assert name is not None, f"no schema for event type {etype!r}"
         self._validator(self.event_schemas[name]).validate(event)
         self.events_checked += 1
@@ -185,7 +187,8 @@ MALFORMED_KEY_PREFIX = b"e2e-malformed-"
 
 TOPICS = ["forge.jobs.requested", "forge.jobs.generate", "forge.jobs.audit",
           "forge.jobs.distill", "forge.jobs.train", "forge.jobs.evaluate",
-          "forge.jobs.deploy", "forge.jobs.events", "forge.usage", "forge.audit"]
+          "forge.jobs.deploy", "forge.jobs.events", "forge.usage", "forge.audit",
+          "forge.workers.events"]
 
 
 class EventLog:
