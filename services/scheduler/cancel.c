@@ -164,7 +164,7 @@ static int take_row(struct cancel_work *cw, const PGresult *res)
     sched_snap_clear(&cw->snap);
     if (sched_snap_from_job(&job, &cw->snap) < 0 || !job.attempt)
         return -1;
-    cw->attempt = atoi(job.attempt);
+    cw->attempt = (int)strtol(job.attempt, NULL, 10); /* our own column: a number */
     cJSON_Delete(cw->job);
     cw->job = sched_job_json(&job);
     return 0;

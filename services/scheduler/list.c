@@ -124,7 +124,7 @@ int sched_cursor_decode(char kind, const char *cursor, char *pos, size_t poslen)
         return -1;
     if (strlen(plain + 3) >= poslen)
         return -1;
-    strcpy(pos, plain + 3);
+    snprintf(pos, poslen, "%s", plain + 3);
     return 0;
 }
 
@@ -241,9 +241,9 @@ static int once(unsigned *seen, unsigned bit, const char *key, struct nf_json_er
 
 static char cursor_kind(enum sched_list_kind kind)
 {
-    return kind == SCHED_LIST_JOBS     ? SCHED_CURSOR_JOBS
-           : kind == SCHED_LIST_EVENTS ? SCHED_CURSOR_EVENTS
-                                       : SCHED_CURSOR_ARTIFACTS;
+    if (kind == SCHED_LIST_JOBS)
+        return SCHED_CURSOR_JOBS;
+    return kind == SCHED_LIST_EVENTS ? (char)SCHED_CURSOR_EVENTS : (char)SCHED_CURSOR_ARTIFACTS;
 }
 
 /* One decoded key=value pair into q. */
@@ -321,7 +321,7 @@ static int parse_pair(enum sched_list_kind kind, const char *key, const char *va
             return -1;
         if (!nf_id_valid("job", val))
             return nf_json_fail(err, "job_id", "job_id must be a job id (job_<ULID>)");
-        strcpy(q->job_id, val);
+        snprintf(q->job_id, sizeof(q->job_id), "%s", val);
         return 0;
     }
     return nf_json_fail(err, key, "unknown query parameter \"%.64s\"", key);

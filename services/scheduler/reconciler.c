@@ -205,6 +205,18 @@ struct pass_work {
 
 enum { A_NONE, A_REDISPATCH, A_REQUEUE };
 
+/* An integer column of our own rows; def when NULL or not a number. */
+static long long num(const char *text, long long def)
+{
+    char *end;
+    long long v;
+
+    if (!text || !*text)
+        return def;
+    v = strtoll(text, &end, 10);
+    return *end ? def : v;
+}
+
 static void pass_dtor(struct sched_work *w)
 {
     struct pass_work *pw = (struct pass_work *)w;
@@ -241,7 +253,7 @@ static void take_rows(struct pass_work *pw, const PGresult *res)
     free(pw->age_s);
     pw->n = 0;
     pw->snaps = nf_xcalloc((size_t)n + 1, sizeof(*pw->snaps));
-    pw->dispatch = nf_xcalloc((size_t)n + 1, sizeof(*pw->dispatch));
+    pw->dispatch = nf_xcalloc((size_t)n + 1, sizeof(cJSON *));
     pw->attempt = nf_xcalloc((size_t)n + 1, sizeof(*pw->attempt));
     pw->action = nf_xcalloc((size_t)n + 1, sizeof(*pw->action));
     pw->age_s = nf_xcalloc((size_t)n + 1, sizeof(*pw->age_s));
@@ -250,9 +262,8 @@ static void take_rows(struct pass_work *pw, const PGresult *res)
         if (!job.attempt || sched_snap_from_job(&job, &pw->snaps[pw->n]) < 0)
             continue;
         pw->dispatch[pw->n] = sched_dispatch_data(&job);
-        pw->attempt[pw->n] = atoi(job.attempt);
-        if (nf_pg_val(res, i, "age_s"))
-            pw->age_s[pw->n] = atoll(nf_pg_val(res, i, "age_s"));
+        pw->attempt[pw->n] = (int)num(job.attempt, 0);
+        pw->age_s[pw->n] = num(nf_pg_val(res, i, "age_s"), 0);
         pw->n++;
     }
 }
@@ -442,9 +453,9 @@ static void on_stuck_check(redisReply *reply, void *arg)
         return;
     }
     for (i = 0; i < pw->n; i++) {
-        in_queue = reply_int(reply->element[3 * i]);
-        leased = reply_int(reply->element[3 * i + 1]);
-        known = reply_int(reply->element[3 * i + 2]);
+        in_queue = reply_int(reply->element[(size_t)3 * i]);
+        leased = reply_int(reply->element[(size_t)3 * i + 1]);
+        known = reply_int(reply->element[(size_t)3 * i + 2]);
         pw->action[i] = A_NONE;
         if (in_queue == 1 || leased == 1)
             continue; /* the worker-manager holds it: waiting for a matching worker */
@@ -479,10 +490,10 @@ static void stuck_check(struct sched_work *w)
                  nf_json_str(pw->dispatch[i], "job_type"));
         snprintf(keys[i][1], sizeof(keys[i][1]), "wm:lease:%s", pw->snaps[i].job_id);
         snprintf(keys[i][2], sizeof(keys[i][2]), "wm:job:%s", pw->snaps[i].job_id);
-        argv[3 * i] = keys[i][0];
-        argv[3 * i + 1] = keys[i][1];
-        argv[3 * i + 2] = keys[i][2];
-        argv[3 * pw->n + i] = pw->snaps[i].job_id;
+        argv[(size_t)3 * i] = keys[i][0];
+        argv[(size_t)3 * i + 1] = keys[i][1];
+        argv[(size_t)3 * i + 2] = keys[i][2];
+        argv[(size_t)3 * pw->n + i] = pw->snaps[i].job_id;
     }
     (void)nf_redis_eval(w->ctx->redis, pw->script, on_stuck_check, pw, 3 * pw->n, 4 * pw->n, argv,
                         NULL);
@@ -514,7 +525,7 @@ static void on_requeued(const PGresult *res, const char *err, const char *pgcode
                 break;
             cJSON_Delete(pw->dispatch[i]);
             pw->dispatch[i] = sched_dispatch_data(&job);
-            pw->attempt[i] = atoi(job.attempt);
+            pw->attempt[i] = (int)num(job.attempt, 0);
             pw->action[i] = A_REQUEUE;
             nf_metrics_counter_add(pw->w.ctx->rec->requeued, 1);
             break;
@@ -768,7 +779,7 @@ static void on_snap_rows(const PGresult *res, const char *err, const char *pgcod
         rec->snap_after_us = 0;
         rec->snap_after_id[0] = '\0';
     } else {
-        rec->snap_after_us = atoll(nf_pg_val(res, n - 1, "pos_us"));
+        rec->snap_after_us = num(nf_pg_val(res, n - 1, "pos_us"), 0);
         snprintf(rec->snap_after_id, sizeof(rec->snap_after_id), "%s",
                  nf_pg_val(res, n - 1, "job_id"));
     }
@@ -860,7 +871,7 @@ static void snap_check(struct sched_work *w)
         sched_doc_hash(pw->snaps[i].doc, hashes[i]);
         argv[i] = keys[i];
         argv[pw->n + i] = vers[i];
-        argv[2 * pw->n + i] = hashes[i];
+        argv[(size_t)2 * pw->n + i] = hashes[i];
     }
     (void)nf_redis_eval(w->ctx->redis, pw->script, on_snap_check, pw, pw->n, 3 * pw->n, argv, NULL);
     free(argv);
