@@ -4,8 +4,8 @@
  *   nf-billing, after committing usage, produces each touched job's total cost
  *   (forge.billing.job_cost {job_id, user_id, cost_micros}) -->
  *   msg --parse--> malformed? log + count + done
- *       --apply--> ONE statement: cost_micros = the new total when it is larger (version
- *                  + 1), returns the row --> snapshot job:<id> --> done
+ *       --apply--> lock the job row, then ONE statement: cost_micros = the new total when
+ *                  it is larger (version + 1), returns the row --> snapshot job:<id> --> done
  *       nothing changed (an older or repeated total, an unknown job): done
  *
  * Why this way: billing is the only one that knows when a job's usage is committed and
@@ -27,6 +27,15 @@
 #include "nf_log.h"
 #include "nf_metrics.h"
 #include "nf_pg.h"
+
+/*
+ * The row lock comes first, in a statement of its own: the update's snapshot is then
+ * taken after any transaction that held the row (e.g. the one recording `succeeded` and
+ * its artifacts) committed. In one statement, the update would wait for that lock and
+ * re-read the job row, but its artifacts subquery would still see the older snapshot
+ * and the job object would lose its artifacts.
+ */
+static const char lock_sql[] = "SELECT 1 FROM sched.jobs WHERE job_id = $1 FOR UPDATE";
 
 /* clang-format off */
 const char sched_costs_sql[] =
@@ -110,9 +119,14 @@ static void st_apply(struct sched_work *w)
 {
     struct cost_work *cw = (struct cost_work *)w;
     const char *params[SCHED_COSTS_NPARAMS] = {cw->job_id, cw->user_id, cw->micros};
+    const char *lock_params[1] = {cw->job_id};
+    const struct nf_pg_stmt stmts[] = {
+        {lock_sql, 1, lock_params},
+        {sched_costs_sql, SCHED_COSTS_NPARAMS, params},
+    };
 
     w->what = "cost";
-    if (nf_pg_query(w->ctx->pg, sched_costs_sql, SCHED_COSTS_NPARAMS, params, on_apply, cw) < 0)
+    if (nf_pg_tx(w->ctx->pg, stmts, 2, on_apply, cw) < 0)
         sched_work_retry(w, "could not queue the cost update");
 }
 

@@ -89,7 +89,7 @@ const char sched_retry_clear_sql[] =
     "  AND j.next_attempt_at IS NOT NULL";
 
 /* $1 stuck_s, $2 the last job id of the previous page ("" from the start), $3 limit */
-static const char stuck_sql[] =
+const char sched_stuck_sql[] =
     "SELECT " SCHED_JOB_COLS("j.") ","
     " extract(epoch FROM now() - greatest(j.updated_at, coalesce(j.dispatched_at,"
     "  j.updated_at)))::bigint AS age_s"
@@ -105,7 +105,7 @@ static const char dispatched_sql[] =
     " FROM unnest($1::text[], $2::int[]) AS d(job_id, attempt)"
     " WHERE j.job_id = d.job_id AND j.attempt = d.attempt AND j.status = 'queued'";
 
-static const char requeue_sql[] =
+const char sched_requeue_sql[] =
     "WITH upd AS ("
     " UPDATE sched.jobs j SET attempt = j.attempt + 1, worker_id = NULL, progress = 0,"
     "  started_at = NULL, updated_at = now(), dispatched_at = now(),"
@@ -126,7 +126,7 @@ static const char requeue_sql[] =
     " SELECT " SCHED_JOB_COLS("j.") ", " ARTIFACTS_OF_J " FROM upd j";
 
 /* $1 grace seconds, $2 limit */
-static const char timeout_sql[] =
+const char sched_timeout_sql[] =
     "SELECT " SCHED_JOB_COLS("j.")
     " FROM sched.jobs j"
     " WHERE j.status IN ('assigned', 'running', 'cancel_requested')"
@@ -425,7 +425,7 @@ static void stuck_rows(struct sched_work *w)
     w->what = "stuck_queued";
     snprintf(stuck, sizeof(stuck), "%d", w->ctx->cfg.stuck_s);
     snprintf(limit, sizeof(limit), "%d", BATCH);
-    if (nf_pg_query(w->ctx->pg, stuck_sql, 3, params, on_stuck_rows, w) < 0)
+    if (nf_pg_query(w->ctx->pg, sched_stuck_sql, 3, params, on_stuck_rows, w) < 0)
         sched_work_retry(w, "could not queue the query");
 }
 
@@ -547,7 +547,7 @@ static void stuck_requeue(struct sched_work *w)
         sched_work_goto(w, stuck_produce);
         return;
     }
-    if (nf_pg_query(w->ctx->pg, requeue_sql, 2, params, on_requeued, pw) < 0)
+    if (nf_pg_query(w->ctx->pg, sched_requeue_sql, 2, params, on_requeued, pw) < 0)
         sched_work_retry(w, "could not queue the requeue");
     free(ids);
     free(atts);
@@ -677,7 +677,7 @@ static void timeout_rows(struct sched_work *w)
     w->what = "timeouts";
     snprintf(grace, sizeof(grace), "%d", w->ctx->cfg.timeout_grace_s);
     snprintf(limit, sizeof(limit), "%d", BATCH);
-    if (nf_pg_query(w->ctx->pg, timeout_sql, 2, params, on_timeout_rows, w) < 0)
+    if (nf_pg_query(w->ctx->pg, sched_timeout_sql, 2, params, on_timeout_rows, w) < 0)
         sched_work_retry(w, "could not queue the query");
 }
 

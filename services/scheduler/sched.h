@@ -596,6 +596,11 @@ void sched_reconciler_free(struct sched_ctx *ctx);
  * test): $1 limit. */
 extern const char sched_retry_due_sql[];
 extern const char sched_retry_clear_sql[];
+/* stuck: $1 stuck_s, $2 after job id, $3 limit (rows + age_s); requeue: $1 job ids,
+ * $2 attempts (the rows at attempt + 1); timeout: $1 grace s, $2 limit. */
+extern const char sched_stuck_sql[];
+extern const char sched_requeue_sql[];
+extern const char sched_timeout_sql[];
 /* The Redis check of the stuck-queued pass: KEYS per job wm:queue:<type>, wm:lease:<id>,
  * wm:job:<id>; returns per job {in_queue 0/1, leased 0/1, known attempt or -1}. */
 extern const char sched_wm_check_lua[];
