@@ -13,8 +13,8 @@ struct nf_app {
     struct event_base *base;
     struct event *sig_term;
     struct event *sig_int;
-    struct event *grace;          /* deadline for a graceful stop */
-    void (*on_stop)(void *ctx);   /* called once on the first signal */
+    struct event *grace;        /* deadline for a graceful stop */
+    void (*on_stop)(void *ctx); /* called once on the first signal */
     void *ctx;
     int grace_ms;
     int stopping;

@@ -10,8 +10,8 @@
 #include <stdint.h>
 
 #define NF_APIKEY_PREFIX "nexa_"
-#define NF_APIKEY_LEN 54           /* 5 + 43 + 6 */
-#define NF_APIKEY_DISPLAY_LEN 12   /* characters kept for display */
+#define NF_APIKEY_LEN 54         /* 5 + 43 + 6 */
+#define NF_APIKEY_DISPLAY_LEN 12 /* characters kept for display */
 #define NF_SHA256_HEX_LEN 64
 
 /* Initialises libsodium; call once at start. -1 on failure. */

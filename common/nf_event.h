@@ -12,8 +12,8 @@
  * Builds an envelope. id NULL -> a fresh "evt_<ULID>"; data is consumed (owned by the
  * envelope). time is now in RFC 3339 UTC with milliseconds.
  */
-cJSON *nf_event_new(const char *type, const char *source, const char *subject,
-                    const char *id, cJSON *data);
+cJSON *nf_event_new(const char *type, const char *source, const char *subject, const char *id,
+                    cJSON *data);
 /* Checks the envelope fields; returns the data object or NULL (msg gets the reason). */
 const cJSON *nf_event_data(const cJSON *ev, const char **type, const char **subject,
                            const char **msg);

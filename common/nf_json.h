@@ -14,14 +14,14 @@
 #define NF_JSON_ABSENT 1
 
 struct nf_json_err {
-    char param[128];  /* the offending key, dotted for nested keys by the caller */
-    char msg[256];    /* "num_samples must be an integer between 1 and 1000000" */
+    char param[128]; /* the offending key, dotted for nested keys by the caller */
+    char msg[256];   /* "num_samples must be an integer between 1 and 1000000" */
 };
 
 int nf_json_get_str(const cJSON *obj, const char *key, bool required, const char **out,
                     struct nf_json_err *err);
-int nf_json_get_int(const cJSON *obj, const char *key, bool required, long long min,
-                    long long max, long long *out, struct nf_json_err *err);
+int nf_json_get_int(const cJSON *obj, const char *key, bool required, long long min, long long max,
+                    long long *out, struct nf_json_err *err);
 int nf_json_get_num(const cJSON *obj, const char *key, bool required, double min, double max,
                     double *out, struct nf_json_err *err);
 int nf_json_get_bool(const cJSON *obj, const char *key, bool required, bool *out,

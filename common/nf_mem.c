@@ -7,8 +7,9 @@
 static void *checked(void *p, size_t n)
 {
     if (p == NULL && n != 0) {
-        fprintf(stderr, "{\"level\":\"error\",\"event\":\"oom\",\"msg\":\"out of memory\","
-                        "\"bytes\":%zu}\n",
+        fprintf(stderr,
+                "{\"level\":\"error\",\"event\":\"oom\",\"msg\":\"out of memory\","
+                "\"bytes\":%zu}\n",
                 n);
         abort();
     }

@@ -25,9 +25,8 @@ struct nf_counter *nf_metrics_counter(struct nf_metrics *m, const char *name, co
 struct nf_gauge *nf_metrics_gauge(struct nf_metrics *m, const char *name, const char *help,
                                   const char *labels);
 /* bounds: ascending upper bounds (the +Inf bucket is implicit); copied. */
-struct nf_histogram *nf_metrics_histogram(struct nf_metrics *m, const char *name,
-                                          const char *help, const char *labels,
-                                          const double *bounds, size_t nbounds);
+struct nf_histogram *nf_metrics_histogram(struct nf_metrics *m, const char *name, const char *help,
+                                          const char *labels, const double *bounds, size_t nbounds);
 
 void nf_metrics_counter_add(struct nf_counter *c, uint64_t n);
 void nf_metrics_gauge_set(struct nf_gauge *g, double v);

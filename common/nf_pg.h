@@ -30,8 +30,8 @@ struct nf_pg_stmt {
 };
 
 /* conninfo: libpq key=value string. Starts connecting at once. */
-int nf_pg_new(struct nf_pg **out, struct event_base *base, const char *conninfo,
-              int nconns, int timeout_ms);
+int nf_pg_new(struct nf_pg **out, struct event_base *base, const char *conninfo, int nconns,
+              int timeout_ms);
 /* Fails queued queries (callbacks fire), closes connections, frees. NULL ok. */
 void nf_pg_free(struct nf_pg *pg);
 /* true when at least one connection is up. */
@@ -44,8 +44,7 @@ int nf_pg_query(struct nf_pg *pg, const char *sql, int nparams, const char *cons
  * BEGIN; stmts...; COMMIT on one connection with nothing interleaved. Any failure rolls
  * back and reports err. On success cb gets the last statement's result. Copied.
  */
-int nf_pg_tx(struct nf_pg *pg, const struct nf_pg_stmt *stmts, size_t n, nf_pg_cb cb,
-             void *arg);
+int nf_pg_tx(struct nf_pg *pg, const struct nf_pg_stmt *stmts, size_t n, nf_pg_cb cb, void *arg);
 
 /* Helpers for reading text results: NULL for SQL NULL or out of range. */
 const char *nf_pg_val(const PGresult *res, int row, const char *col);

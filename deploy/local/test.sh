@@ -57,6 +57,11 @@ forge_test_unit() {
     ctest --test-dir "$FORGE_BUILD" -L unit --output-on-failure --timeout 300
 }
 
+# clang-format (must be clean) and clang-tidy (findings are printed, not fatal).
+forge_test_check() {
+    ctest --test-dir "$FORGE_BUILD" -L check --output-on-failure --timeout 600
+}
+
 # The SDK's own unit tests: a scripted local HTTP server, no stack needed.
 forge_test_sdk() {
     (cd "$FORGE_ROOT" && python3 -m pytest sdk/python/tests -q -p no:cacheprovider)
@@ -140,6 +145,7 @@ forge_cmd_test() {
     if ((built)); then
         forge_stage unit forge_test_unit || true
         forge_stage sdk forge_test_sdk || true
+        forge_stage check forge_test_check || true
         if forge_stage reset forge_test_reset && forge_stage backing forge_backing_start; then
             backing=1
         else

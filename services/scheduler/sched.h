@@ -592,8 +592,8 @@ void sched_cancel_recheck(struct sched_ctx *ctx, const char *job_id);
 int sched_reconciler_start(struct sched_ctx *ctx);
 /* Frees the timers (teardown; passes in flight are work items freed with the others). */
 void sched_reconciler_free(struct sched_ctx *ctx);
-/* The due-retry statement and the stuck-queued candidates (exported for the integration
- * test): $1 limit. */
+/* The reconciler's statements (exported for the integration test). retry due: $1 limit;
+ * retry clear: $1 job ids, $2 attempts (text[] and int[] literals). */
 extern const char sched_retry_due_sql[];
 extern const char sched_retry_clear_sql[];
 /* stuck: $1 stuck_s, $2 after job id, $3 limit (rows + age_s); requeue: $1 job ids,

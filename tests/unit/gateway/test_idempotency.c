@@ -58,16 +58,17 @@ static void test_hash_same_request(void **state)
 
     hash_of("generate", "{\"domain\":\"law\",\"num_samples\":2}", a);
     /* the nested shape, other key order, defaults spelled out: the same request */
-    hash_of("generate",
-            "{\"priority\":5,\"params\":{\"num_samples\":2,\"domain\":\"law\",\"format\":\"jsonl\"},"
-            "\"max_attempts\":3}",
-            b);
+    hash_of(
+        "generate",
+        "{\"priority\":5,\"params\":{\"num_samples\":2,\"domain\":\"law\",\"format\":\"jsonl\"},"
+        "\"max_attempts\":3}",
+        b);
     assert_string_equal(a, b);
     /* metadata in another order is the same metadata */
-    hash_of("generate", "{\"domain\":\"x\",\"num_samples\":1,\"metadata\":{\"a\":\"1\",\"b\":\"2\"}}",
-            a);
-    hash_of("generate", "{\"metadata\":{\"b\":\"2\",\"a\":\"1\"},\"num_samples\":1,\"domain\":\"x\"}",
-            b);
+    hash_of("generate",
+            "{\"domain\":\"x\",\"num_samples\":1,\"metadata\":{\"a\":\"1\",\"b\":\"2\"}}", a);
+    hash_of("generate",
+            "{\"metadata\":{\"b\":\"2\",\"a\":\"1\"},\"num_samples\":1,\"domain\":\"x\"}", b);
     assert_string_equal(a, b);
 }
 
@@ -184,10 +185,8 @@ static void test_parse_malformed(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_key_valid),
-        cmocka_unit_test(test_hash_same_request),
-        cmocka_unit_test(test_hash_other_request),
-        cmocka_unit_test(test_parse_states),
+        cmocka_unit_test(test_key_valid),          cmocka_unit_test(test_hash_same_request),
+        cmocka_unit_test(test_hash_other_request), cmocka_unit_test(test_parse_states),
         cmocka_unit_test(test_parse_malformed),
     };
 

@@ -50,10 +50,10 @@ static void test_without_cursor(void **state)
 
 static void test_refused(void **state)
 {
-    assert_null(format("{\"cursor\":\"x\"}"));              /* no type */
-    assert_null(format("{\"type\":\"\"}"));                 /* empty type */
-    assert_null(format("{\"type\":7}"));                    /* not a string */
-    assert_null(format("{\"type\":\"a\\nevent: end\"}"));   /* would inject a field */
+    assert_null(format("{\"cursor\":\"x\"}"));            /* no type */
+    assert_null(format("{\"type\":\"\"}"));               /* empty type */
+    assert_null(format("{\"type\":7}"));                  /* not a string */
+    assert_null(format("{\"type\":\"a\\nevent: end\"}")); /* would inject a field */
     assert_null(format("{\"type\":\"a\",\"cursor\":\"x\\r\\ny\"}"));
     assert_null(gw_sse_format(NULL));
 }

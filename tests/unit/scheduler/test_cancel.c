@@ -30,7 +30,7 @@ static void test_states(void **state)
 
 static void test_anything_else_failed(void **state)
 {
-    assert_int_equal(parse(0, NULL), SCHED_WM_FAILED);           /* no answer */
+    assert_int_equal(parse(0, NULL), SCHED_WM_FAILED); /* no answer */
     assert_int_equal(parse(404, "{\"state\":\"dequeued\"}"), SCHED_WM_FAILED);
     assert_int_equal(parse(503, "{\"state\":\"unknown\"}"), SCHED_WM_FAILED);
     assert_int_equal(parse(200, ""), SCHED_WM_FAILED);

@@ -13,6 +13,7 @@
 #include <cmocka.h> /* after the four headers it needs */
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +29,9 @@ static PGconn *conn;
 
 static void drop_rows(void)
 {
-    PQclear(PQexec(conn, "DELETE FROM sched.job_events WHERE job_id IN"
-                         " (SELECT job_id FROM sched.jobs WHERE user_id LIKE 'usr_it_lifecycle%')"));
+    PQclear(PQexec(conn,
+                   "DELETE FROM sched.job_events WHERE job_id IN"
+                   " (SELECT job_id FROM sched.jobs WHERE user_id LIKE 'usr_it_lifecycle%')"));
     PQclear(PQexec(conn, "DELETE FROM sched.jobs WHERE user_id LIKE 'usr_it_lifecycle%'"));
 }
 
@@ -82,8 +84,7 @@ static PGresult *run(const char *sql, int n, const char *const *params)
 static char *one(const char *sql, int n, const char *const *params)
 {
     PGresult *res = run(sql, n, params);
-    char *v = PQntuples(res) > 0 && !PQgetisnull(res, 0, 0) ? strdup(PQgetvalue(res, 0, 0))
-                                                            : NULL;
+    char *v = PQntuples(res) > 0 && !PQgetisnull(res, 0, 0) ? strdup(PQgetvalue(res, 0, 0)) : NULL;
 
     PQclear(res);
     return v;
@@ -229,8 +230,9 @@ static void test_durable_retry(void **state)
     NEED_PG();
     insert_job(USER, job, sizeof(job));
     set_status(job, "running", 1);
-    outcome = apply(job, "failed", 1, ",\"error\":{\"code\":\"x\",\"message\":\"m\",\"class\":"
-                                      "\"infra\"}",
+    outcome = apply(job, "failed", 1,
+                    ",\"error\":{\"code\":\"x\",\"message\":\"m\",\"class\":"
+                    "\"infra\"}",
                     &status);
     assert_string_equal(outcome, "apply");
     assert_string_equal(status, "queued");
@@ -278,9 +280,9 @@ static void test_durable_retry(void **state)
     /* a user error is final: no due time */
     insert_job(USER, other, sizeof(other));
     set_status(other, "running", 1);
-    outcome = apply(other, "failed", 1,
-                    ",\"error\":{\"code\":\"x\",\"message\":\"m\",\"class\":\"user_error\"}",
-                    &status);
+    outcome =
+        apply(other, "failed", 1,
+              ",\"error\":{\"code\":\"x\",\"message\":\"m\",\"class\":\"user_error\"}", &status);
     assert_string_equal(status, "failed");
     free(outcome);
     free(status);
@@ -360,8 +362,8 @@ static void test_cancel_statements(void **state)
     assert_string_equal(val(res, "changed"), "0");
     PQclear(res);
     sched_event_id("cancelled", job, 1, want, sizeof(want));
-    v = one("SELECT string_agg(type, ',' ORDER BY seq) FROM sched.job_events WHERE job_id = $1",
-            1, p);
+    v = one("SELECT string_agg(type, ',' ORDER BY seq) FROM sched.job_events WHERE job_id = $1", 1,
+            p);
     assert_string_equal(v, "queued,cancel_requested,cancelled");
     free(v);
 
@@ -403,12 +405,111 @@ static void test_cancel_statements(void **state)
     }
 }
 
+/* Runs sql and tells whether job is among the rows (and its value of col). */
+static bool has_row(const char *sql, int n, const char *const *params, const char *job,
+                    const char *col, char *out, size_t len)
+{
+    PGresult *res = run(sql, n, params);
+    bool found = false;
+    int i;
+
+    for (i = 0; i < PQntuples(res); i++) {
+        if (strcmp(PQgetvalue(res, i, PQfnumber(res, "job_id")), job) != 0)
+            continue;
+        found = true;
+        if (col)
+            snprintf(out, len, "%s", PQgetvalue(res, i, PQfnumber(res, col)));
+    }
+    PQclear(res);
+    return found;
+}
+
+static void test_reconciler_statements(void **state)
+{
+    char job[NF_ID_MAX], other[NF_ID_MAX], age[32], ids[128], *v;
+    const char *p[1] = {job}, *stuck[3] = {"30", "", "1000"}, *tmo[2] = {"60", "1000"};
+    const char *req[2] = {ids, "{1}"};
+    PGresult *res;
+
+    NEED_PG();
+    insert_job(USER, job, sizeof(job));
+    /* just queued: not stuck yet */
+    assert_false(has_row(sched_stuck_sql, 3, stuck, job, NULL, NULL, 0));
+    /* queued for 5 minutes: a candidate, with its age */
+    PQclear(run("UPDATE sched.jobs SET updated_at = now() - interval '5 minutes'"
+                " WHERE job_id = $1",
+                1, p));
+    assert_true(has_row(sched_stuck_sql, 3, stuck, job, "age_s", age, sizeof(age)));
+    assert_true(atoi(age) >= 299 && atoi(age) <= 302);
+    /* dispatched again a moment ago: not a candidate; waiting for a retry: neither */
+    PQclear(run("UPDATE sched.jobs SET dispatched_at = now() WHERE job_id = $1", 1, p));
+    assert_false(has_row(sched_stuck_sql, 3, stuck, job, NULL, NULL, 0));
+    PQclear(run("UPDATE sched.jobs SET dispatched_at = NULL,"
+                " next_attempt_at = now() + interval '1 hour' WHERE job_id = $1",
+                1, p));
+    assert_false(has_row(sched_stuck_sql, 3, stuck, job, NULL, NULL, 0));
+    PQclear(run("UPDATE sched.jobs SET next_attempt_at = NULL WHERE job_id = $1", 1, p));
+    /* the walk by job id: a position past it skips it */
+    stuck[1] = job;
+    assert_false(has_row(sched_stuck_sql, 3, stuck, job, NULL, NULL, 0));
+    stuck[1] = "";
+
+    /* requeue: only the attempt named, only while queued; the new attempt's queued event
+     * is recorded with it */
+    snprintf(ids, sizeof(ids), "{%s}", job);
+    req[1] = "{2}";
+    res = run(sched_requeue_sql, 2, req);
+    assert_int_equal(PQntuples(res), 0);
+    PQclear(res);
+    req[1] = "{1}";
+    res = run(sched_requeue_sql, 2, req);
+    assert_int_equal(PQntuples(res), 1);
+    assert_string_equal(val(res, "attempt"), "2");
+    assert_string_equal(val(res, "status"), "queued");
+    assert_string_equal(val(res, "version"), "2");
+    assert_string_equal(val(res, "artifacts"), "[]");
+    PQclear(res);
+    v = one("SELECT string_agg(type || ':' || attempt, ',' ORDER BY seq)"
+            " FROM sched.job_events WHERE job_id = $1",
+            1, p);
+    assert_string_equal(v, "queued:1,queued:2");
+    free(v);
+    res = run(sched_requeue_sql, 2, req); /* the same requeue again: nothing */
+    assert_int_equal(PQntuples(res), 0);
+    PQclear(res);
+    /* requeued just now: not a candidate */
+    assert_false(has_row(sched_stuck_sql, 3, stuck, job, NULL, NULL, 0));
+
+    /* timeouts: running past timeout_seconds + grace, whatever started it */
+    insert_job(USER, other, sizeof(other));
+    p[0] = other;
+    PQclear(run("UPDATE sched.jobs SET status = 'running', timeout_seconds = 60,"
+                " started_at = now() - interval '100 seconds' WHERE job_id = $1",
+                1, p));
+    assert_false(has_row(sched_timeout_sql, 2, tmo, other, NULL, NULL, 0)); /* 60 + 60 */
+    tmo[0] = "30";
+    assert_true(has_row(sched_timeout_sql, 2, tmo, other, NULL, NULL, 0));
+    /* assigned (never started): counted from when it was assigned */
+    PQclear(run("UPDATE sched.jobs SET status = 'assigned', started_at = NULL,"
+                " updated_at = now() - interval '100 seconds' WHERE job_id = $1",
+                1, p));
+    assert_true(has_row(sched_timeout_sql, 2, tmo, other, NULL, NULL, 0));
+    /* finished jobs and jobs without a timeout are never timed out */
+    PQclear(run("UPDATE sched.jobs SET status = 'succeeded' WHERE job_id = $1", 1, p));
+    assert_false(has_row(sched_timeout_sql, 2, tmo, other, NULL, NULL, 0));
+    PQclear(run("UPDATE sched.jobs SET status = 'running', timeout_seconds = NULL"
+                " WHERE job_id = $1",
+                1, p));
+    assert_false(has_row(sched_timeout_sql, 2, tmo, other, NULL, NULL, 0));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_queued_event_recorded_with_the_row),
         cmocka_unit_test(test_durable_retry),
         cmocka_unit_test(test_cancel_statements),
+        cmocka_unit_test(test_reconciler_statements),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

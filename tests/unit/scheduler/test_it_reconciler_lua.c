@@ -97,10 +97,18 @@ static redisReply *eval(const char *script, int nkeys, int nargs, const char *co
 static void test_wm_check(void **state)
 {
     const char *args[] = {
-        "wm:queue:generate", "wm:lease:" J1, "wm:job:" J1, /* queued */
-        "wm:queue:generate", "wm:lease:" J2, "wm:job:" J2, /* leased */
-        "wm:queue:audit",    "wm:lease:" J3, "wm:job:" J3, /* lost */
-        J1,                  J2,             J3,
+        "wm:queue:generate",
+        "wm:lease:" J1,
+        "wm:job:" J1, /* queued */
+        "wm:queue:generate",
+        "wm:lease:" J2,
+        "wm:job:" J2, /* leased */
+        "wm:queue:audit",
+        "wm:lease:" J3,
+        "wm:job:" J3, /* lost */
+        J1,
+        J2,
+        J3,
     };
     long long want[9] = {1, 0, 1, 0, 1, 2, 0, 0, -1};
     redisReply *r;
@@ -186,9 +194,9 @@ static void test_recent_unrecorded(void **state)
     redisReply *r;
 
     NEED_REDIS();
-    cmd("ZADD gw:recent:usr_a 500 %s", J1);  /* too old */
-    cmd("ZADD gw:recent:usr_a 2000 %s", J2); /* accepted, not recorded */
-    cmd("ZADD gw:recent:usr_a 3000 %s", J3); /* recorded already (ver) */
+    cmd("ZADD gw:recent:usr_a 500 %s", J1);    /* too old */
+    cmd("ZADD gw:recent:usr_a 2000 %s", J2);   /* accepted, not recorded */
+    cmd("ZADD gw:recent:usr_a 3000 %s", J3);   /* recorded already (ver) */
     cmd("ZADD gw:recent:usr_a 4000 job_gone"); /* snapshot deleted (failed submit) */
     cmd("HSET job:%s user_id usr_a doc {\"job_id\":\"%s\"}", J1, J1);
     cmd("HSET job:%s user_id usr_a doc {\"job_id\":\"%s\"}", J2, J2);

@@ -29,7 +29,7 @@ static void test_cursor_roundtrip(void **state)
     char cur[SCHED_CURSOR_MAX], pos[NF_ID_MAX];
 
     assert_int_equal(sched_cursor_encode(SCHED_CURSOR_JOBS, JOB_A, cur, sizeof(cur)), 0);
-    assert_null(strchr(cur, '=')); /* unpadded base64url: safe in a query string */
+    assert_null(strchr(cur, '='));   /* unpadded base64url: safe in a query string */
     assert_null(strstr(cur, JOB_A)); /* opaque, not the id in clear */
     assert_int_equal(sched_cursor_decode(SCHED_CURSOR_JOBS, cur, pos, sizeof(pos)), 0);
     assert_string_equal(pos, JOB_A);
@@ -97,7 +97,9 @@ static void test_cursor_decode_refuses_what_we_did_not_make(void **state)
     assert_int_equal(sched_cursor_decode(SCHED_CURSOR_EVENTS, cur, pos, sizeof(pos)), -1);
     assert_string_equal(pos, "untouched");
     /* an encoded NUL inside */
-    assert_true(nf_crypto_b64url("e1:7\0" "8", 6, cur, sizeof(cur)) > 0);
+    assert_true(nf_crypto_b64url("e1:7\0"
+                                 "8",
+                                 6, cur, sizeof(cur)) > 0);
     assert_int_equal(sched_cursor_decode(SCHED_CURSOR_EVENTS, cur, pos, sizeof(pos)), -1);
     /* the position does not fit the caller's buffer */
     assert_int_equal(sched_cursor_encode(SCHED_CURSOR_JOBS, JOB_A, cur, sizeof(cur)), 0);
