@@ -108,6 +108,10 @@ forge_service_env() {
             echo "NF_WM_LEASE_TTL_S=6"
         fi
         ;;
+    gateway)
+        # artifact downloads are served only from inside the store
+        echo "NF_GATEWAY_ARTIFACT_ROOT=$FORGE_ARTIFACTS"
+        ;;
     worker)
         echo "NF_API_URL=$FORGE_API_URL"
         echo "NF_WORKER_REGISTRATION_TOKEN=$(forge_secret NF_WORKER_REGISTRATION_TOKEN)"
