@@ -52,13 +52,11 @@
 #define STATS_INTERVAL "1000"
 
 const char *const nf_kafka_forge_topics[] = {
-    "forge.jobs.requested", "forge.jobs.generate",
-    "forge.jobs.audit",     "forge.jobs.distill",
-    "forge.jobs.train",     "forge.jobs.evaluate",
-    "forge.jobs.deploy",    "forge.jobs.events",
-    "forge.jobs.dlq",       "forge.usage",
-    "forge.usage.dlq",      "forge.workers.events",
-    "forge.audit",          NULL,
+    "forge.jobs.requested", "forge.jobs.generate", "forge.jobs.audit",
+    "forge.jobs.distill",   "forge.jobs.train",    "forge.jobs.evaluate",
+    "forge.jobs.deploy",    "forge.jobs.events",   "forge.jobs.dlq",
+    "forge.usage",          "forge.usage.dlq",     "forge.workers.events",
+    "forge.audit",          "forge.billing.costs", NULL,
 };
 
 /*
@@ -1002,4 +1000,15 @@ out_topics:
     rd_kafka_queue_destroy(rkqu);
     rd_kafka_destroy(rk);
     return rc;
+}
+
+int nf_kafka_create_forge_topics(const char *brokers, int partitions, int replication,
+                                 int timeout_ms, char *err, size_t errlen)
+{
+    size_t n = 0;
+
+    while (nf_kafka_forge_topics[n])
+        n++;
+    return nf_kafka_create_topics(brokers, nf_kafka_forge_topics, n, partitions, replication,
+                                  timeout_ms, err, errlen);
 }

@@ -84,5 +84,10 @@ int nf_kafka_create_topics(const char *brokers, const char *const *topics, size_
                            int partitions, int replication, int timeout_ms, char *err,
                            size_t errlen);
 
-/* Every topic of DESIGN §6, NULL-terminated. */
+/* Every topic of DESIGN §6 plus forge.usage.dlq and forge.billing.costs, NULL-terminated. */
 extern const char *const nf_kafka_forge_topics[];
+
+/* nf_kafka_create_topics over nf_kafka_forge_topics: every service creates the whole set
+ * at start, so whichever starts first, no topic is missing for another. */
+int nf_kafka_create_forge_topics(const char *brokers, int partitions, int replication,
+                                 int timeout_ms, char *err, size_t errlen);

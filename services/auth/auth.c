@@ -142,13 +142,12 @@ static int backends_new(struct auth_ctx *ctx)
 static void producer_new(struct auth_ctx *ctx)
 {
     const struct auth_config *cfg = ctx->cfg;
-    const char *topics[] = {"forge.audit"};
     const char *extra[] = {"linger.ms", "5", NULL};
     char err[512];
 
-    if (nf_kafka_create_topics(cfg->kafka_brokers, topics, 1, cfg->kafka_partitions,
-                               cfg->kafka_replication, 5000, err, sizeof(err)) != 0)
-        nf_log_kv(NF_LOG_WARN, "kafka_topics_failed", "cannot create forge.audit", "error", err,
+    if (nf_kafka_create_forge_topics(cfg->kafka_brokers, cfg->kafka_partitions,
+                                     cfg->kafka_replication, 5000, err, sizeof(err)) != 0)
+        nf_log_kv(NF_LOG_WARN, "kafka_topics_failed", "cannot create kafka topics", "error", err,
                   NULL);
     if (nf_kafka_producer_new(&ctx->producer, ctx->base, cfg->kafka_brokers, "nf-auth", extra, err,
                               sizeof(err)) != 0)

@@ -81,19 +81,12 @@ static void register_metrics(struct bill_ctx *ctx)
         nf_metrics_gauge(m, "nf_bill_inflight_messages", "Kafka messages being handled", NULL);
 }
 
-/* The shared topics plus ours (created whether or not the shared list has them). */
 static int create_topics(const struct bill_config *cfg)
 {
-    static const char *const own[] = {BILL_TOPIC_DLQ, BILL_TOPIC_COSTS};
     char err[512];
-    size_t n = 0;
 
-    while (nf_kafka_forge_topics[n])
-        n++;
-    if (nf_kafka_create_topics(cfg->brokers, nf_kafka_forge_topics, n, cfg->partitions,
-                               cfg->replication, TOPICS_TIMEOUT_MS, err, sizeof(err)) < 0 ||
-        nf_kafka_create_topics(cfg->brokers, own, 2, cfg->partitions, cfg->replication,
-                               TOPICS_TIMEOUT_MS, err, sizeof(err)) < 0) {
+    if (nf_kafka_create_forge_topics(cfg->brokers, cfg->partitions, cfg->replication,
+                                     TOPICS_TIMEOUT_MS, err, sizeof(err)) < 0) {
         nf_log_kv(NF_LOG_ERROR, "topics_failed", "cannot create kafka topics", "error", err, NULL);
         return -1;
     }

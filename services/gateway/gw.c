@@ -111,7 +111,6 @@ static int backends_new(struct gw_ctx *ctx)
     const struct gw_config *cfg = ctx->cfg;
     char err[512], timeout[16], *host = NULL;
     const char *extra[] = {"message.timeout.ms", timeout, "linger.ms", "1", NULL};
-    size_t ntopics = 0;
     int port, rc;
 
     if (nf_cfg_split_addr(cfg->redis_addr, &host, &port) != 0)
@@ -125,11 +124,8 @@ static int backends_new(struct gw_ctx *ctx)
 
     /* Topics may exist already; a broker that is down now is reported by /readyz and
      * by 503 answers, and is not a reason to refuse to start. */
-    while (nf_kafka_forge_topics[ntopics])
-        ntopics++;
-    if (nf_kafka_create_topics(cfg->kafka_brokers, nf_kafka_forge_topics, ntopics,
-                               cfg->kafka_partitions, cfg->kafka_replication, 5000, err,
-                               sizeof(err)) != 0)
+    if (nf_kafka_create_forge_topics(cfg->kafka_brokers, cfg->kafka_partitions,
+                                     cfg->kafka_replication, 5000, err, sizeof(err)) != 0)
         nf_log_kv(NF_LOG_WARN, "kafka_topics_failed", "cannot create kafka topics", "error", err,
                   NULL);
     snprintf(timeout, sizeof(timeout), "%d", cfg->produce_timeout_ms);

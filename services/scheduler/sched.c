@@ -102,16 +102,9 @@ static void register_metrics(struct sched_ctx *ctx)
 static int create_topics(const struct sched_config *cfg)
 {
     char err[512];
-    size_t n = 0;
 
-    while (nf_kafka_forge_topics[n])
-        n++;
-    static const char *const own[] = {SCHED_TOPIC_COSTS}; /* billing's, we consume it */
-
-    if (nf_kafka_create_topics(cfg->brokers, nf_kafka_forge_topics, n, cfg->partitions,
-                               cfg->replication, TOPICS_TIMEOUT_MS, err, sizeof(err)) < 0 ||
-        nf_kafka_create_topics(cfg->brokers, own, 1, cfg->partitions, cfg->replication,
-                               TOPICS_TIMEOUT_MS, err, sizeof(err)) < 0) {
+    if (nf_kafka_create_forge_topics(cfg->brokers, cfg->partitions, cfg->replication,
+                                     TOPICS_TIMEOUT_MS, err, sizeof(err)) < 0) {
         nf_log_kv(NF_LOG_ERROR, "topics_failed", "cannot create kafka topics", "error", err, NULL);
         return -1;
     }

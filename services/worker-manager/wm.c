@@ -104,12 +104,10 @@ static int migrate(const struct wm_config *cfg)
 static int create_topics(const struct wm_config *cfg)
 {
     char err[512];
-    size_t n = 0;
-    while (nf_kafka_forge_topics[n] != NULL)
-        n++;
+
     for (int i = 0; i < START_RETRIES; i++) {
-        if (nf_kafka_create_topics(cfg->brokers, nf_kafka_forge_topics, n, cfg->partitions,
-                                   cfg->replication, 10000, err, sizeof(err)) == 0)
+        if (nf_kafka_create_forge_topics(cfg->brokers, cfg->partitions, cfg->replication, 10000,
+                                         err, sizeof(err)) == 0)
             return 0;
         nf_log_kv(NF_LOG_WARN, "topics_retry", "topic creation failed, retrying", "error", err,
                   NULL);

@@ -507,7 +507,7 @@ static void test_forge_topics(void **state)
                           "forge.jobs.distill",   "forge.jobs.train",    "forge.jobs.evaluate",
                           "forge.jobs.deploy",    "forge.jobs.events",   "forge.jobs.dlq",
                           "forge.usage",          "forge.usage.dlq",     "forge.workers.events",
-                          "forge.audit"};
+                          "forge.audit",          "forge.billing.costs"};
     size_t n = 0;
 
     while (nf_kafka_forge_topics[n] != NULL)
