@@ -111,6 +111,13 @@ forge_service_env() {
     gateway)
         # artifact downloads are served only from inside the store
         echo "NF_GATEWAY_ARTIFACT_ROOT=$FORGE_ARTIFACTS"
+        if [[ $FORGE_PROFILE == test ]]; then
+            # The suite shares one key across hundreds of submissions: a default limit
+            # would make a late test fail by how fast the earlier ones ran. The rate-limit
+            # tests give their own keys lower limits (a key never exceeds this default).
+            echo "NF_GATEWAY_RATE_LIMIT=1000000"
+            echo "NF_GATEWAY_RATE_BURST=100000"
+        fi
         ;;
     worker)
         echo "NF_API_URL=$FORGE_API_URL"
