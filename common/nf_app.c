@@ -63,11 +63,8 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     nf_app_stop(app);
 }
 
-int nf_app_init(struct nf_app *app, const char *svc, void (*on_stop)(void *ctx), void *ctx,
-                int grace_ms)
+int nf_app_init(struct nf_app *app, void (*on_stop)(void *ctx), void *ctx, int grace_ms)
 {
-    enum nf_log_level level = NF_LOG_INFO;
-    const char *lv = getenv("NF_LOG_LEVEL");
     struct sigaction sa;
 
     memset(app, 0, sizeof(*app));
@@ -75,15 +72,6 @@ int nf_app_init(struct nf_app *app, const char *svc, void (*on_stop)(void *ctx),
     app->ctx = ctx;
     app->grace_ms = grace_ms > 0 ? grace_ms : 0;
 
-    if (lv && nf_log_level_parse(lv, &level) != 0) {
-        nf_log_init(svc, NF_LOG_INFO);
-        nf_log_error("config_invalid",
-                     "NF_LOG_LEVEL: must be debug, info, warn or error "
-                     "(got \"%s\")",
-                     lv);
-        return -1;
-    }
-    nf_log_init(svc, level);
     event_set_log_callback(on_libevent_log);
 
     if (nf_crypto_init() != 0) {

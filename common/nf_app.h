@@ -3,7 +3,7 @@
  * nf_app: the process frame shared by every binary: log and crypto init, one event_base,
  * SIGTERM/SIGINT handling and graceful shutdown.
  *
- *   main() -> nf_app_init -> service start (config, backends, routes) -> nf_app_run
+ *   nf_svc_main -> config, log -> nf_app_init -> service start -> nf_app_run
  *   SIGTERM -> on_stop(ctx) (stop accepting, flush Kafka, close consumers) -> the loop
  *   exits once the service calls nf_app_stop_done() or after the grace period.
  */
@@ -20,10 +20,9 @@ struct nf_app {
     int stopping;
 };
 
-/* Initialises logging (svc, level from NF_LOG_LEVEL), libsodium, the base and signals;
- * -1 on failure (logged). */
-int nf_app_init(struct nf_app *app, const char *svc, void (*on_stop)(void *ctx), void *ctx,
-                int grace_ms);
+/* Initialises libsodium, the base and signals (logging is set up before, by nf_svc from
+ * its NF_LOG_LEVEL row); -1 on failure (logged). */
+int nf_app_init(struct nf_app *app, void (*on_stop)(void *ctx), void *ctx, int grace_ms);
 /* Runs the loop until stopped; returns 0. */
 int nf_app_run(struct nf_app *app);
 /* The service finished its shutdown work: leave the loop now. */

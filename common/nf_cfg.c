@@ -21,6 +21,7 @@
 #include <strings.h>
 
 #include "nf_log.h"
+#include "nf_mem.h"
 
 #define BOOL_HELP "1/0, true/false, yes/no, on/off"
 
@@ -119,6 +120,32 @@ static int parse_bool(const struct nf_cfg_opt *o, const char *val, bool *out, ch
     return cfg_fail(err, errlen, o, "must be a boolean: " BOOL_HELP " (got \"%s\")", shown(o, val));
 }
 
+static int parse_level(const struct nf_cfg_opt *o, const char *val, int *out, char *err,
+                       size_t errlen)
+{
+    enum nf_log_level level;
+
+    if (nf_log_level_parse(val, &level) != 0)
+        return cfg_fail(err, errlen, o, "must be debug, info, warn or error (got \"%s\")", val);
+    *out = (int)level;
+    return 0;
+}
+
+static int parse_addr(const struct nf_cfg_opt *o, const char *val, char **out, char *err,
+                      size_t errlen)
+{
+    char *host = NULL;
+    char *copy;
+    int port;
+
+    if (nf_cfg_split_addr(val, &host, &port) != 0)
+        return cfg_fail(err, errlen, o, "must be host:port (got \"%s\")", shown(o, val));
+    free(host);
+    copy = nf_xstrdup(val);
+    *out = copy;
+    return 0;
+}
+
 static int parse_str(const struct nf_cfg_opt *o, const char *val, char **out, char *err,
                      size_t errlen)
 {
@@ -131,9 +158,7 @@ static int parse_str(const struct nf_cfg_opt *o, const char *val, char **out, ch
     if (o->max > 0 && len > (unsigned long long)o->max)
         return cfg_fail(err, errlen, o, "must be at most %lld characters long (got %zu)", o->max,
                         len);
-    copy = strdup(val);
-    if (!copy)
-        abort();
+    copy = nf_xstrdup(val);
     *out = copy;
     return 0;
 }
@@ -164,6 +189,12 @@ int nf_cfg_load(const struct nf_cfg_opt *opts, size_t n, void *cfg, char *err, s
         case NF_CFG_BOOL:
             rc = parse_bool(o, val, field_at(cfg, o), err, errlen);
             break;
+        case NF_CFG_ADDR:
+            rc = parse_addr(o, val, field_at(cfg, o), err, errlen);
+            break;
+        case NF_CFG_LEVEL:
+            rc = parse_level(o, val, field_at(cfg, o), err, errlen);
+            break;
         default:
             rc = cfg_fail(err, errlen, o, "has an unknown option type");
         }
@@ -185,7 +216,7 @@ void nf_cfg_free(const struct nf_cfg_opt *opts, size_t n, void *cfg)
     if (!cfg)
         return;
     for (i = 0; i < n; i++) {
-        if (opts[i].type != NF_CFG_STR)
+        if (opts[i].type != NF_CFG_STR && opts[i].type != NF_CFG_ADDR)
             continue;
         s = field_at(cfg, &opts[i]);
         free(*s);
@@ -198,8 +229,12 @@ static const char *value_text(const struct nf_cfg_opt *o, const void *cfg, char 
 {
     const char *s;
 
+    static const char *const levels[] = {"debug", "info", "warn", "error"};
+    int level;
+
     switch (o->type) {
     case NF_CFG_STR:
+    case NF_CFG_ADDR:
         s = *(char *const *)cfield_at(cfg, o);
         if (!s)
             return NULL;
@@ -214,25 +249,30 @@ static const char *value_text(const struct nf_cfg_opt *o, const void *cfg, char 
         if (o->secret)
             return "***";
         return *(const bool *)cfield_at(cfg, o) ? "true" : "false";
+    case NF_CFG_LEVEL:
+        level = *(const int *)cfield_at(cfg, o);
+        return level >= 0 && level <= 3 ? levels[level] : "?";
     }
     return NULL;
 }
 
-void nf_cfg_log(const struct nf_cfg_opt *opts, size_t n, const void *cfg)
+void nf_cfg_log(const struct nf_cfg_table *t, size_t ntables)
 {
     const char **kv;
     char(*nums)[24];
-    size_t i;
+    size_t i, j, n = 0, k = 0;
 
+    for (i = 0; i < ntables; i++)
+        n += t[i].n;
     if (n == 0)
         return;
-    kv = calloc(2 * n, sizeof(*kv));
-    nums = calloc(n, sizeof(*nums));
-    if (!kv || !nums)
-        abort();
-    for (i = 0; i < n; i++) {
-        kv[2 * i] = opts[i].env;
-        kv[2 * i + 1] = value_text(&opts[i], cfg, nums[i], sizeof(nums[i]));
+    kv = nf_xcalloc(2 * n, sizeof(*kv));
+    nums = nf_xcalloc(n, sizeof(*nums));
+    for (i = 0; i < ntables; i++) {
+        for (j = 0; j < t[i].n; j++, k++) {
+            kv[2 * k] = t[i].opts[j].env;
+            kv[2 * k + 1] = value_text(&t[i].opts[j], t[i].cfg, nums[k], sizeof(nums[k]));
+        }
     }
     nf_log_kvs(NF_LOG_INFO, "config", "effective configuration", kv, n);
     free(nums);
@@ -248,6 +288,10 @@ static const char *type_name(enum nf_cfg_type t)
         return "int";
     case NF_CFG_BOOL:
         return "bool";
+    case NF_CFG_ADDR:
+        return "host:port";
+    case NF_CFG_LEVEL:
+        return "debug|info|warn|error";
     }
     return "?";
 }
@@ -256,33 +300,36 @@ static const char *type_name(enum nf_cfg_type t)
  *   NF_GATEWAY_MAX_BODY  int, 1024..67108864, default 1048576
  *       largest request body in bytes
  */
-void nf_cfg_usage(const struct nf_cfg_opt *opts, size_t n, FILE *out)
+static void usage_row(const struct nf_cfg_opt *o, FILE *out)
 {
-    const struct nf_cfg_opt *o;
-    size_t i;
+    fprintf(out, "  %-28s %s", o->env, type_name(o->type));
+    if (o->type == NF_CFG_INT && !(o->min == 0 && o->max == 0))
+        fprintf(out, ", %lld..%lld", o->min, o->max);
+    if (o->type == NF_CFG_STR && o->min > 0)
+        fprintf(out, ", at least %lld chars", o->min);
+    if (o->type == NF_CFG_STR && o->max > 0)
+        fprintf(out, ", at most %lld chars", o->max);
+    if (o->type == NF_CFG_BOOL)
+        fprintf(out, " (" BOOL_HELP ")");
+    if (!o->def)
+        fprintf(out, ", required");
+    else if (o->secret)
+        fprintf(out, ", default ***");
+    else
+        fprintf(out, ", default \"%s\"", o->def);
+    if (o->secret)
+        fprintf(out, ", secret");
+    fprintf(out, "\n      %s\n", o->help ? o->help : "");
+}
+
+void nf_cfg_usage(const struct nf_cfg_table *t, size_t ntables, FILE *out)
+{
+    size_t i, j;
 
     fprintf(out, "Configuration (environment variables):\n");
-    for (i = 0; i < n; i++) {
-        o = &opts[i];
-        fprintf(out, "  %-28s %s", o->env, type_name(o->type));
-        if (o->type == NF_CFG_INT && !(o->min == 0 && o->max == 0))
-            fprintf(out, ", %lld..%lld", o->min, o->max);
-        if (o->type == NF_CFG_STR && o->min > 0)
-            fprintf(out, ", at least %lld chars", o->min);
-        if (o->type == NF_CFG_STR && o->max > 0)
-            fprintf(out, ", at most %lld chars", o->max);
-        if (o->type == NF_CFG_BOOL)
-            fprintf(out, " (" BOOL_HELP ")");
-        if (!o->def)
-            fprintf(out, ", required");
-        else if (o->secret)
-            fprintf(out, ", default ***");
-        else
-            fprintf(out, ", default \"%s\"", o->def);
-        if (o->secret)
-            fprintf(out, ", secret");
-        fprintf(out, "\n      %s\n", o->help ? o->help : "");
-    }
+    for (i = 0; i < ntables; i++)
+        for (j = 0; j < t[i].n; j++)
+            usage_row(&t[i].opts[j], out);
 }
 
 /* A host name or address: non-empty, printable, no spaces, slashes or brackets. */
@@ -354,9 +401,7 @@ int nf_cfg_split_addr(const char *addr, char **host, int *port)
     }
     if (!port_ok(colon + 1, &p))
         return -1;
-    copy = strndup(h, hlen);
-    if (!copy)
-        abort();
+    copy = nf_xstrndup(h, hlen);
     *host = copy;
     *port = p;
     return 0;

@@ -16,9 +16,11 @@
 #include <stdio.h>
 
 enum nf_cfg_type {
-    NF_CFG_STR,  /* char * field, heap copy owned by the struct (nf_cfg_free) */
-    NF_CFG_INT,  /* int field, checked against [min, max] */
-    NF_CFG_BOOL, /* bool field: 1/0, true/false, yes/no, on/off */
+    NF_CFG_STR,   /* char * field, heap copy owned by the struct (nf_cfg_free) */
+    NF_CFG_INT,   /* int field, checked against [min, max] */
+    NF_CFG_BOOL,  /* bool field: 1/0, true/false, yes/no, on/off */
+    NF_CFG_ADDR,  /* char * field holding "host:port" (or "[v6]:port"), checked here once */
+    NF_CFG_LEVEL, /* int field: a log level (enum nf_log_level) from debug/info/warn/error */
 };
 
 struct nf_cfg_opt {
@@ -39,11 +41,20 @@ struct nf_cfg_opt {
  * text into err and returns -1; fields already set are freed by nf_cfg_free.
  */
 int nf_cfg_load(const struct nf_cfg_opt *opts, size_t n, void *cfg, char *err, size_t errlen);
-/* Logs the effective configuration as one `config` line, secrets masked. */
-void nf_cfg_log(const struct nf_cfg_opt *opts, size_t n, const void *cfg);
-/* Frees the NF_CFG_STR fields; accepts a half-loaded struct (NULL fields). */
+/* One option table and the struct it was loaded into (a service has two: the shared rows
+ * and its own). */
+struct nf_cfg_table {
+    const struct nf_cfg_opt *opts;
+    size_t n;
+    const void *cfg;
+};
+
+/* Logs the effective configuration of all tables as one `config` line, secrets masked. */
+void nf_cfg_log(const struct nf_cfg_table *t, size_t ntables);
+/* Frees the NF_CFG_STR and NF_CFG_ADDR fields; accepts a half-loaded struct (NULL fields). */
 void nf_cfg_free(const struct nf_cfg_opt *opts, size_t n, void *cfg);
-/* Prints the table (env, type, default, bounds, help) for --help. */
-void nf_cfg_usage(const struct nf_cfg_opt *opts, size_t n, FILE *out);
+/* Prints the tables' rows (env, type, default, bounds, help) under one heading, for --help;
+ * t[i].cfg is not used. */
+void nf_cfg_usage(const struct nf_cfg_table *t, size_t ntables, FILE *out);
 /* Splits "host:port" into host (heap copy) and port; -1 if malformed. */
 int nf_cfg_split_addr(const char *addr, char **host, int *port);

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nf_mem.h"
+
 #define B64_VARIANT sodium_base64_VARIANT_URLSAFE_NO_PADDING
 #define APIKEY_RANDOM_BYTES 32
 #define APIKEY_BODY_LEN 43 /* base64url of 32 bytes */
@@ -115,9 +117,7 @@ void nf_crypto_token(size_t bytes, char *out, size_t outlen)
     uint8_t *raw;
     size_t n;
 
-    raw = malloc(bytes ? bytes : 1);
-    if (!raw)
-        abort();
+    raw = nf_xmalloc(bytes ? bytes : 1);
     randombytes_buf(raw, bytes);
     n = nf_crypto_b64url(raw, bytes, out, outlen);
     assert(n > 0 || bytes == 0); /* out too small is a programmer error */

@@ -17,13 +17,15 @@
  * User callbacks may call nf_http_client_request or nf_http_client_free. A free from
  * within our own dispatch loop is finished when that loop unwinds (depth counter).
  */
-#include "nf_http.h"
+#include "nf_http_client.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/queue.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -42,7 +44,7 @@ struct conn {
 
 struct creq {
     struct nf_http_client *cli;
-    struct creq *prev, *next;  /* cli->first: every request not completed, FIFO */
+    TAILQ_ENTRY(creq) link;    /* in cli->queue: every request not completed, FIFO */
     struct conn *conn;         /* NULL while waiting for a connection */
     struct evhttp_request *ev; /* while in flight; owned by evhttp */
     struct event *timer;       /* the deadline */
@@ -68,7 +70,7 @@ struct nf_http_client {
     int timeout_ms;
     int max_conns;
     struct conn *conns;
-    struct creq *first, *last;
+    TAILQ_HEAD(, creq) queue;
     struct event *kick; /* dispatches waiting requests */
     int depth;          /* > 0 inside our own dispatch loop */
     bool closing;
@@ -122,19 +124,6 @@ static void creq_free(struct creq *creq)
     free(creq);
 }
 
-static void unlink_creq(struct nf_http_client *cli, struct creq *creq)
-{
-    if (creq->prev != NULL)
-        creq->prev->next = creq->next;
-    else
-        cli->first = creq->next;
-    if (creq->next != NULL)
-        creq->next->prev = creq->prev;
-    else
-        cli->last = creq->prev;
-    creq->prev = creq->next = NULL;
-}
-
 /*
  * Ends creq: detaches it from everything, then calls the user (last use of cli), then
  * frees it. status 0 means a transport error described by error.
@@ -153,8 +142,8 @@ static void complete(struct creq *creq, int status, const char *body, size_t len
         creq->conn->cur = NULL;
         creq->conn = NULL;
     }
-    unlink_creq(cli, creq);
-    if (!cli->closing && cli->first != NULL)
+    TAILQ_REMOVE(&cli->queue, creq, link);
+    if (!cli->closing && !TAILQ_EMPTY(&cli->queue))
         event_active(cli->kick, EV_TIMEOUT, 0);
 
     if (status == 0)
@@ -339,10 +328,10 @@ static void dispatch(evutil_socket_t fd, short what, void *arg)
     struct creq *creq, *next;
 
     cli->depth++;
-    for (creq = cli->first; creq != NULL && !cli->closing; creq = next) {
+    for (creq = TAILQ_FIRST(&cli->queue); creq != NULL && !cli->closing; creq = next) {
         struct conn *idle = NULL;
 
-        next = creq->next;
+        next = TAILQ_NEXT(creq, link);
         if (creq->conn != NULL || creq->error[0] != '\0')
             continue;
         for (int i = 0; i < cli->max_conns; i++) {
@@ -355,7 +344,7 @@ static void dispatch(evutil_socket_t fd, short what, void *arg)
             break;
         start(cli, idle, creq);
         /* start may have completed creq and others through callbacks: rescan. */
-        next = cli->first;
+        next = TAILQ_FIRST(&cli->queue);
     }
     cli->depth--;
     if (cli->depth == 0 && cli->free_pending) {
@@ -374,6 +363,7 @@ int nf_http_client_new(struct nf_http_client **out, struct event_base *base, con
         port > 65535 || max_conns < 0 || timeout_ms < 0)
         return -1;
     cli = nf_xcalloc(1, sizeof(*cli));
+    TAILQ_INIT(&cli->queue);
     cli->base = base;
     cli->host = nf_xstrdup(host);
     cli->port = port;
@@ -403,8 +393,8 @@ void nf_http_client_free(struct nf_http_client *cli)
         return;
     }
     cli->depth++;
-    while (cli->first != NULL) {
-        struct creq *creq = cli->first;
+    while (!TAILQ_EMPTY(&cli->queue)) {
+        struct creq *creq = TAILQ_FIRST(&cli->queue);
         cancel_inflight(creq);
         complete(creq, 0, NULL, 0, "client closed", NULL);
     }
@@ -460,12 +450,7 @@ int nf_http_client_request(struct nf_http_client *cli, const char *method, const
     ms_to_tv(creq->timeout_ms, &tv);
     evtimer_add(creq->timer, &tv);
 
-    creq->prev = cli->last;
-    if (cli->last != NULL)
-        cli->last->next = creq;
-    else
-        cli->first = creq;
-    cli->last = creq;
+    TAILQ_INSERT_TAIL(&cli->queue, creq, link);
     event_active(cli->kick, EV_TIMEOUT, 0);
     return 0;
 }

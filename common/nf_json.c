@@ -56,18 +56,39 @@ static int lookup(const cJSON *obj, const char *key, bool required, const cJSON 
     return 0;
 }
 
-int nf_json_get_str(const cJSON *obj, const char *key, bool required, const char **out,
-                    struct nf_json_err *err)
+/* lookup() of a value that must pass is(): "<key> must be <what>" when it does not;
+ * *item is set only on success. */
+static int lookup_as(const cJSON *obj, const char *key, bool required,
+                     cJSON_bool (*is)(const cJSON *), const char *what, const cJSON **item,
+                     struct nf_json_err *err)
 {
     const cJSON *it = NULL;
     int rc = lookup(obj, key, required, &it, err);
 
     if (rc != 0)
         return rc;
-    if (!cJSON_IsString(it) || !it->valuestring)
-        return nf_json_fail(err, key, "%s must be a string", key);
-    *out = it->valuestring;
+    if (!is(it)) {
+        nf_json_fail(err, key, "%s must be %s", key, what);
+        return -1;
+    }
+    *item = it;
     return 0;
+}
+
+static cJSON_bool is_str(const cJSON *it)
+{
+    return cJSON_IsString(it) && it->valuestring;
+}
+
+int nf_json_get_str(const cJSON *obj, const char *key, bool required, const char **out,
+                    struct nf_json_err *err)
+{
+    const cJSON *it = NULL;
+    int rc = lookup_as(obj, key, required, is_str, "a string", &it, err);
+
+    if (rc == 0)
+        *out = it->valuestring;
+    return rc;
 }
 
 /* true when d is a whole number that fits a long long (*v set). */
@@ -123,42 +144,23 @@ int nf_json_get_bool(const cJSON *obj, const char *key, bool required, bool *out
                      struct nf_json_err *err)
 {
     const cJSON *it = NULL;
-    int rc = lookup(obj, key, required, &it, err);
+    int rc = lookup_as(obj, key, required, cJSON_IsBool, "a boolean", &it, err);
 
-    if (rc != 0)
-        return rc;
-    if (!cJSON_IsBool(it))
-        return nf_json_fail(err, key, "%s must be a boolean", key);
-    *out = cJSON_IsTrue(it);
-    return 0;
+    if (rc == 0)
+        *out = cJSON_IsTrue(it);
+    return rc;
 }
 
 int nf_json_get_obj(const cJSON *obj, const char *key, bool required, const cJSON **out,
                     struct nf_json_err *err)
 {
-    const cJSON *it = NULL;
-    int rc = lookup(obj, key, required, &it, err);
-
-    if (rc != 0)
-        return rc;
-    if (!cJSON_IsObject(it))
-        return nf_json_fail(err, key, "%s must be an object", key);
-    *out = it;
-    return 0;
+    return lookup_as(obj, key, required, cJSON_IsObject, "an object", out, err);
 }
 
 int nf_json_get_arr(const cJSON *obj, const char *key, bool required, const cJSON **out,
                     struct nf_json_err *err)
 {
-    const cJSON *it = NULL;
-    int rc = lookup(obj, key, required, &it, err);
-
-    if (rc != 0)
-        return rc;
-    if (!cJSON_IsArray(it))
-        return nf_json_fail(err, key, "%s must be an array", key);
-    *out = it;
-    return 0;
+    return lookup_as(obj, key, required, cJSON_IsArray, "an array", out, err);
 }
 
 cJSON *nf_json_parse(const char *buf, size_t len)

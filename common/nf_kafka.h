@@ -84,7 +84,30 @@ int nf_kafka_create_topics(const char *brokers, const char *const *topics, size_
                            int partitions, int replication, int timeout_ms, char *err,
                            size_t errlen);
 
-/* Every topic of DESIGN §6 plus forge.usage.dlq and forge.billing.costs, NULL-terminated. */
+/*
+ * Topic names: the one list every service and test uses (DESIGN §6, plus forge.usage.dlq
+ * and forge.billing.costs). Per-type job topics are NF_TOPIC_JOBS_PREFIX + job type,
+ * e.g. snprintf(topic, sizeof(topic), NF_TOPIC_JOBS_PREFIX "%s", type).
+ */
+#define NF_TOPIC_JOBS_REQUESTED "forge.jobs.requested" /* gateway -> scheduler */
+#define NF_TOPIC_JOBS_EVENTS                                                                       \
+    "forge.jobs.events"                    /* workers, scheduler, wm -> scheduler, billing         \
+                                            */
+#define NF_TOPIC_JOBS_DLQ "forge.jobs.dlq" /* dead-lettered jobs */
+#define NF_TOPIC_JOBS_PREFIX "forge.jobs." /* + job type: dispatch, -> wm */
+#define NF_TOPIC_JOBS_GENERATE NF_TOPIC_JOBS_PREFIX "generate"
+#define NF_TOPIC_JOBS_AUDIT NF_TOPIC_JOBS_PREFIX "audit"
+#define NF_TOPIC_JOBS_DISTILL NF_TOPIC_JOBS_PREFIX "distill"
+#define NF_TOPIC_JOBS_TRAIN NF_TOPIC_JOBS_PREFIX "train"
+#define NF_TOPIC_JOBS_EVALUATE NF_TOPIC_JOBS_PREFIX "evaluate"
+#define NF_TOPIC_JOBS_DEPLOY NF_TOPIC_JOBS_PREFIX "deploy"
+#define NF_TOPIC_USAGE "forge.usage"                   /* workers, scheduler -> billing */
+#define NF_TOPIC_USAGE_DLQ "forge.usage.dlq"           /* usage billing could not take */
+#define NF_TOPIC_BILLING_COSTS "forge.billing.costs"   /* job costs, billing -> scheduler */
+#define NF_TOPIC_AUDIT "forge.audit"                   /* auth events, budget alerts */
+#define NF_TOPIC_WORKERS_EVENTS "forge.workers.events" /* worker lifecycle, from wm */
+
+/* Every topic above, the six job types' included, NULL-terminated. */
 extern const char *const nf_kafka_forge_topics[];
 
 /* nf_kafka_create_topics over nf_kafka_forge_topics: every service creates the whole set

@@ -1,7 +1,7 @@
 /*
  * nf_kafka_track: contiguous done-offset tracking per partition; see nf_kafka_track.h.
  *
- *   struct nf_kafka_track --parts--> part (attached) --first..last--> entry <-> entry ...
+ *   struct nf_kafka_track --parts--> part (attached) --entries--> entry <-> entry ...
  *                                    part (detached: not on the list, freed when empty)
  *
  * An entry stays on its part's list after it is done until every entry before it is done
@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "nf_mem.h"
 
@@ -20,13 +21,14 @@ struct part {
     char *topic;       /* owned */
     int32_t partition;
     struct nf_kafka_track *t; /* NULL once detached: revoked, reset or tracker gone */
-    struct nf_kafka_track_entry *first, *last; /* hand-out order */
-    size_t open;                               /* entries on the list that are not done */
+    /* The entries in hand-out order; open counts those not done. */
+    TAILQ_HEAD(entry_q, nf_kafka_track_entry) entries;
+    size_t open;
 };
 
 struct nf_kafka_track_entry {
     struct part *part;
-    struct nf_kafka_track_entry *prev, *next;
+    TAILQ_ENTRY(nf_kafka_track_entry) link; /* in part->entries */
     int64_t offset;
     bool done;
 };
@@ -37,17 +39,7 @@ struct nf_kafka_track {
 
 static void entry_unlink(struct nf_kafka_track_entry *e)
 {
-    struct part *pt = e->part;
-
-    if (pt->first == e)
-        pt->first = e->next;
-    else
-        e->prev->next = e->next;
-    if (pt->last == e)
-        pt->last = e->prev;
-    else
-        e->next->prev = e->prev;
-    e->prev = e->next = NULL;
+    TAILQ_REMOVE(&e->part->entries, e, link);
 }
 
 static void part_free(struct part *pt)
@@ -59,7 +51,7 @@ static void part_free(struct part *pt)
 /* Frees a detached part once no open entry refers to it. */
 static void part_release(struct part *pt)
 {
-    if (pt->t == NULL && pt->first == NULL)
+    if (pt->t == NULL && TAILQ_EMPTY(&pt->entries))
         part_free(pt);
 }
 
@@ -78,8 +70,8 @@ static void part_detach(struct part *pt)
     }
     pt->next = NULL;
     pt->t = NULL;
-    for (e = pt->first; e != NULL; e = next) {
-        next = e->next;
+    for (e = TAILQ_FIRST(&pt->entries); e != NULL; e = next) {
+        next = TAILQ_NEXT(e, link);
         if (e->done) {
             entry_unlink(e);
             free(e);
@@ -105,6 +97,7 @@ static struct part *part_attach(struct nf_kafka_track *t, const char *topic, int
     pt->topic = nf_xstrdup(topic);
     pt->partition = partition;
     pt->t = t;
+    TAILQ_INIT(&pt->entries);
     pt->next = t->parts;
     t->parts = pt;
     return pt;
@@ -145,9 +138,9 @@ struct nf_kafka_track_entry *nf_kafka_track_add(struct nf_kafka_track *t, const 
                                                 int32_t partition, int64_t offset)
 {
     struct part *pt = part_find(t, topic, partition);
-    struct nf_kafka_track_entry *e;
+    struct nf_kafka_track_entry *e, *last = pt ? TAILQ_LAST(&pt->entries, entry_q) : NULL;
 
-    if (pt != NULL && pt->last != NULL && offset <= pt->last->offset) {
+    if (last != NULL && offset <= last->offset) {
         part_detach(pt); /* offsets went back: never store past the old open ones */
         pt = NULL;
     }
@@ -157,12 +150,7 @@ struct nf_kafka_track_entry *nf_kafka_track_add(struct nf_kafka_track *t, const 
     e = nf_xcalloc(1, sizeof(*e));
     e->part = pt;
     e->offset = offset;
-    e->prev = pt->last;
-    if (pt->last)
-        pt->last->next = e;
-    else
-        pt->first = e;
-    pt->last = e;
+    TAILQ_INSERT_TAIL(&pt->entries, e, link);
     pt->open++;
     return e;
 }
@@ -170,6 +158,7 @@ struct nf_kafka_track_entry *nf_kafka_track_add(struct nf_kafka_track *t, const 
 int64_t nf_kafka_track_done(struct nf_kafka_track_entry *e, const char **topic, int32_t *partition)
 {
     struct part *pt = e->part;
+    struct nf_kafka_track_entry *head, *next;
     int64_t store = -1;
 
     pt->open--;
@@ -180,15 +169,10 @@ int64_t nf_kafka_track_done(struct nf_kafka_track_entry *e, const char **topic, 
         return -1;
     }
     e->done = true;
-    while (pt->first != NULL && pt->first->done) {
-        struct nf_kafka_track_entry *head = pt->first;
-
+    for (head = TAILQ_FIRST(&pt->entries); head != NULL && head->done; head = next) {
+        next = TAILQ_NEXT(head, link);
         store = head->offset + 1;
-        pt->first = head->next;
-        if (pt->first != NULL)
-            pt->first->prev = NULL;
-        else
-            pt->last = NULL;
+        TAILQ_REMOVE(&pt->entries, head, link);
         free(head);
     }
     if (store >= 0) {

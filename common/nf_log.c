@@ -7,11 +7,13 @@
 #include "nf_log.h"
 
 #include <stdbool.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+
+#include "nf_mem.h"
+#include "nf_str.h"
 
 static char log_svc[64] = "nf";
 static enum nf_log_level log_min = NF_LOG_INFO;
@@ -28,17 +30,13 @@ struct line {
 static void line_reserve(struct line *l, size_t more)
 {
     size_t cap;
-    char *p;
 
     if (l->len + more + 1 <= l->cap)
         return;
     cap = l->cap ? l->cap : 256;
     while (cap < l->len + more + 1)
         cap *= 2;
-    p = realloc(l->p, cap);
-    if (!p)
-        abort();
-    l->p = p;
+    l->p = nf_xrealloc(l->p, cap);
     l->cap = cap;
 }
 
@@ -53,40 +51,6 @@ static void line_put(struct line *l, const char *s, size_t n)
 static void line_puts(struct line *l, const char *s)
 {
     line_put(l, s, strlen(s));
-}
-
-/* Length of the valid UTF-8 sequence starting at s (at most n bytes), 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    size_t need, i;
-    uint32_t cp;
-
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-        need = 2;
-        cp = s[0] & 0x1f;
-    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-        need = 3;
-        cp = s[0] & 0x0f;
-    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        need = 4;
-        cp = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < need)
-        return 0;
-    for (i = 1; i < need; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    /* Overlong forms, UTF-16 surrogates and code points past U+10FFFF are invalid. */
-    if ((need == 3 && cp < 0x800) || (need == 4 && cp < 0x10000) ||
-        (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-        return 0;
-    return need;
 }
 
 /*
@@ -130,7 +94,7 @@ static void line_json_str(struct line *l, const char *s)
                 line_put(l, esc, 6);
             }
             i++;
-        } else if ((run = utf8_seq(p + i, n - i)) > 0) {
+        } else if ((run = nf_utf8_seq(p + i, n - i, NULL)) > 0) {
             line_put(l, (const char *)p + i, run);
             i += run;
         } else {
@@ -234,9 +198,7 @@ void nf_log(enum nf_log_level level, const char *event, const char *fmt, ...)
         small[0] = '\0';
     } else if ((size_t)n >= sizeof(small)) {
         /* Too long for the stack buffer: format again into the heap. */
-        msg = malloc((size_t)n + 1);
-        if (!msg)
-            abort();
+        msg = nf_xmalloc((size_t)n + 1);
         va_start(ap, fmt);
         vsnprintf(msg, (size_t)n + 1, fmt, ap);
         va_end(ap);

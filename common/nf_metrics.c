@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "nf_log.h"
+#include "nf_mem.h"
 
 enum kind { KIND_COUNTER, KIND_GAUGE, KIND_HISTOGRAM };
 
@@ -65,27 +66,9 @@ const double nf_metrics_latency_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0
 const size_t nf_metrics_latency_nbounds =
     sizeof(nf_metrics_latency_bounds) / sizeof(nf_metrics_latency_bounds[0]);
 
-static void *xcalloc(size_t n, size_t size)
-{
-    void *p = calloc(n, size);
-
-    if (!p)
-        abort();
-    return p;
-}
-
-static char *xstrdup(const char *s)
-{
-    char *p = strdup(s);
-
-    if (!p)
-        abort();
-    return p;
-}
-
 int nf_metrics_new(struct nf_metrics **out)
 {
-    *out = xcalloc(1, sizeof(**out));
+    *out = nf_xcalloc(1, sizeof(**out));
     return 0;
 }
 
@@ -161,9 +144,9 @@ static struct family *family_get(struct nf_metrics *m, const char *name, const c
         }
         return f;
     }
-    f = xcalloc(1, sizeof(*f));
-    f->name = xstrdup(name);
-    f->help = xstrdup(help ? help : "");
+    f = nf_xcalloc(1, sizeof(*f));
+    f->name = nf_xstrdup(name);
+    f->help = nf_xstrdup(help ? help : "");
     f->kind = kind;
     if (m->last)
         m->last->next = f;
@@ -186,7 +169,7 @@ static struct series *series_find(const struct family *f, const char *labels)
 /* Links s (zeroed, allocated by the caller) as the family's newest series. */
 static void series_add(struct family *f, struct series *s, const char *labels)
 {
-    s->labels = xstrdup(labels ? labels : "");
+    s->labels = nf_xstrdup(labels ? labels : "");
     if (f->last)
         f->last->next = s;
     else
@@ -194,36 +177,39 @@ static void series_add(struct family *f, struct series *s, const char *labels)
     f->last = s;
 }
 
+/*
+ * The series `labels` of the family `name` (family_get: NULL on a bad name or type),
+ * created zeroed when new: size bytes of the public type that embeds struct series first.
+ * *created (may be NULL) says whether it is new.
+ */
+static struct series *series_get(struct nf_metrics *m, const char *name, const char *help,
+                                 enum kind kind, const char *labels, size_t size, bool *created)
+{
+    struct family *f = family_get(m, name, help, kind);
+    struct series *s = f ? series_find(f, labels) : NULL;
+    bool fresh = f && !s;
+
+    if (fresh) {
+        s = nf_xcalloc(1, size);
+        series_add(f, s, labels);
+    }
+    if (created)
+        *created = fresh;
+    return s;
+}
+
 struct nf_counter *nf_metrics_counter(struct nf_metrics *m, const char *name, const char *help,
                                       const char *labels)
 {
-    struct family *f = family_get(m, name, help, KIND_COUNTER);
-    struct nf_counter *c;
-
-    if (!f)
-        return NULL;
-    c = (struct nf_counter *)series_find(f, labels);
-    if (!c) {
-        c = xcalloc(1, sizeof(*c));
-        series_add(f, &c->s, labels);
-    }
-    return c;
+    return (struct nf_counter *)series_get(m, name, help, KIND_COUNTER, labels,
+                                           sizeof(struct nf_counter), NULL);
 }
 
 struct nf_gauge *nf_metrics_gauge(struct nf_metrics *m, const char *name, const char *help,
                                   const char *labels)
 {
-    struct family *f = family_get(m, name, help, KIND_GAUGE);
-    struct nf_gauge *g;
-
-    if (!f)
-        return NULL;
-    g = (struct nf_gauge *)series_find(f, labels);
-    if (!g) {
-        g = xcalloc(1, sizeof(*g));
-        series_add(f, &g->s, labels);
-    }
-    return g;
+    return (struct nf_gauge *)series_get(m, name, help, KIND_GAUGE, labels, sizeof(struct nf_gauge),
+                                         NULL);
 }
 
 /* Bounds must be finite and strictly ascending. */
@@ -242,25 +228,21 @@ static bool bounds_ok(const double *bounds, size_t n)
 struct nf_histogram *nf_metrics_histogram(struct nf_metrics *m, const char *name, const char *help,
                                           const char *labels, const double *bounds, size_t nbounds)
 {
-    struct family *f;
     struct nf_histogram *h;
+    bool created;
 
     if (!bounds_ok(bounds, nbounds)) {
         nf_log_error("metrics_bad_bounds", "histogram %s: bounds must ascend", name);
         return NULL;
     }
-    f = family_get(m, name, help, KIND_HISTOGRAM);
-    if (!f)
-        return NULL;
-    h = (struct nf_histogram *)series_find(f, labels);
-    if (!h) {
-        h = xcalloc(1, sizeof(*h));
+    h = (struct nf_histogram *)series_get(m, name, help, KIND_HISTOGRAM, labels,
+                                          sizeof(struct nf_histogram), &created);
+    if (created) {
         h->nbounds = nbounds;
-        h->bounds = xcalloc(nbounds ? nbounds : 1, sizeof(double));
+        h->bounds = nf_xcalloc(nbounds ? nbounds : 1, sizeof(double));
         if (nbounds)
             memcpy(h->bounds, bounds, nbounds * sizeof(double));
-        h->counts = xcalloc(nbounds + 1, sizeof(uint64_t));
-        series_add(f, &h->s, labels);
+        h->counts = nf_xcalloc(nbounds + 1, sizeof(uint64_t));
     }
     return h;
 }

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "nf_log.h"
 #include "nf_mem.h"
@@ -45,9 +46,9 @@ struct stmt {
 
 struct job {
     struct nf_pg *pg;
-    struct job *prev, *next; /* in pg's queue while waiting */
-    struct conn *pc;         /* the connection running it, else NULL */
-    nf_pg_cb cb;             /* may be NULL */
+    TAILQ_ENTRY(job) link; /* in pg->queue while waiting */
+    struct conn *pc;       /* the connection running it, else NULL */
+    nf_pg_cb cb;           /* may be NULL */
     void *arg;
     struct event *timer;
     struct stmt *stmts; /* owned copies */
@@ -85,9 +86,9 @@ struct nf_pg {
     int nconns;
     int timeout_ms;
     struct conn *conns;
-    struct job *qhead, *qtail;
-    int depth;    /* nesting of our event callbacks and nf_pg_free */
-    bool closing; /* nf_pg_free was called */
+    TAILQ_HEAD(job_queue, job) queue; /* waiting jobs, oldest first */
+    int depth;                        /* nesting of our event callbacks and nf_pg_free */
+    bool closing;                     /* nf_pg_free was called */
 };
 
 static struct timeval ms_tv(int ms)
@@ -161,41 +162,6 @@ static void fire(struct job *job)
             job->cb(job->keep, NULL, "", job->arg);
     }
     job_free(job);
-}
-
-static void queue_unlink(struct nf_pg *pg, struct job *job)
-{
-    if (job->prev)
-        job->prev->next = job->next;
-    else
-        pg->qhead = job->next;
-    if (job->next)
-        job->next->prev = job->prev;
-    else
-        pg->qtail = job->prev;
-    job->prev = job->next = NULL;
-}
-
-static void queue_push_head(struct nf_pg *pg, struct job *job)
-{
-    job->prev = NULL;
-    job->next = pg->qhead;
-    if (pg->qhead)
-        pg->qhead->prev = job;
-    else
-        pg->qtail = job;
-    pg->qhead = job;
-}
-
-static void queue_push_tail(struct nf_pg *pg, struct job *job)
-{
-    job->next = NULL;
-    job->prev = pg->qtail;
-    if (pg->qtail)
-        pg->qtail->next = job;
-    else
-        pg->qhead = job;
-    pg->qtail = job;
 }
 
 /* ---- connections ---- */
@@ -427,12 +393,12 @@ static void dispatch(struct nf_pg *pg)
 {
     if (pg->closing)
         return;
-    for (int i = 0; i < pg->nconns && pg->qhead; i++) {
+    for (int i = 0; i < pg->nconns && !TAILQ_EMPTY(&pg->queue); i++) {
         struct conn *pc = &pg->conns[i];
         if (pc->state != CONN_IDLE)
             continue;
-        struct job *job = pg->qhead;
-        queue_unlink(pg, job);
+        struct job *job = TAILQ_FIRST(&pg->queue);
+        TAILQ_REMOVE(&pg->queue, job, link);
         pc->job = job;
         job->pc = pc;
         job->step = 0;
@@ -445,7 +411,7 @@ static void dispatch(struct nf_pg *pg)
                       NULL);
             pc->job = NULL;
             job->pc = NULL;
-            queue_push_head(pg, job);
+            TAILQ_INSERT_HEAD(&pg->queue, job, link);
             close_conn(pc);
             schedule_retry(pc);
         }
@@ -617,7 +583,7 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
         pc->backoff_ms = BACKOFF_MIN_MS;
         schedule_retry(pc);
     } else {
-        queue_unlink(pg, job);
+        TAILQ_REMOVE(&pg->queue, job, link);
         nf_log_kv(NF_LOG_WARN, "pg_query_timeout", "postgres query timed out in queue", NULL);
     }
     job_fail(job, "", msg); /* a failed transaction being rolled back keeps its error */
@@ -640,7 +606,7 @@ static int enqueue(struct nf_pg *pg, struct job *job)
         abort();
     struct timeval tv = ms_tv(pg->timeout_ms);
     evtimer_add(job->timer, &tv);
-    queue_push_tail(pg, job);
+    TAILQ_INSERT_TAIL(&pg->queue, job, link);
     dispatch(pg);
     return 0;
 }
@@ -702,6 +668,7 @@ int nf_pg_new(struct nf_pg **out, struct event_base *base, const char *conninfo,
     pg->conninfo = nf_xstrdup(conninfo);
     pg->nconns = nconns;
     pg->timeout_ms = timeout_ms;
+    TAILQ_INIT(&pg->queue);
     pg->conns = nf_xcalloc((size_t)nconns, sizeof(*pg->conns));
     for (int i = 0; i < nconns; i++) {
         struct conn *pc = &pg->conns[i];
@@ -765,9 +732,9 @@ void nf_pg_free(struct nf_pg *pg)
         job_fail(job, "", "postgres pool closed");
         fire(job); /* jobs started from here fail at once: closing is set */
     }
-    while (pg->qhead) {
-        struct job *job = pg->qhead;
-        queue_unlink(pg, job);
+    while (!TAILQ_EMPTY(&pg->queue)) {
+        struct job *job = TAILQ_FIRST(&pg->queue);
+        TAILQ_REMOVE(&pg->queue, job, link);
         job_fail(job, "", "postgres pool closed");
         fire(job);
     }

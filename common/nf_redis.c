@@ -31,6 +31,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/queue.h>
 
 #include "nf_log.h"
 #include "nf_mem.h"
@@ -49,9 +50,9 @@ struct cmd {
     struct nf_redis *r; /* NULL once finished */
     nf_redis_cb cb;     /* may be NULL */
     void *arg;
-    struct event *timer;     /* NULL once finished */
-    bool done;               /* the caller's callback has fired */
-    struct cmd *prev, *next; /* in r->pending while not done */
+    struct event *timer;  /* NULL once finished */
+    bool done;            /* the caller's callback has fired */
+    LIST_ENTRY(cmd) link; /* in r->pending while r is set */
     /* EVALSHA only: the whole command, kept to send it again after NOSCRIPT */
     struct nf_redis_script *script;
     bool retried;
@@ -71,7 +72,7 @@ struct nf_redis {
     int backoff_ms;           /* delay before the next reconnect */
     struct event *retry_ev;   /* reconnect timer */
     struct event *connect_ev; /* deadline of a connect in progress */
-    struct cmd *pending;      /* commands whose callback has not fired */
+    LIST_HEAD(, cmd) pending; /* commands whose callback has not fired */
     struct nf_redis_script *scripts;
 };
 
@@ -189,13 +190,7 @@ static void pending_unlink(struct cmd *cmd)
     struct nf_redis *r = cmd->r;
     if (r == NULL)
         return;
-    if (cmd->prev)
-        cmd->prev->next = cmd->next;
-    else
-        r->pending = cmd->next;
-    if (cmd->next)
-        cmd->next->prev = cmd->prev;
-    cmd->prev = cmd->next = NULL;
+    LIST_REMOVE(cmd, link);
     cmd->r = NULL;
 }
 
@@ -299,10 +294,7 @@ static void cmd_start(struct nf_redis *r, struct cmd *cmd)
 {
     struct timeval tv = ms_tv(r->timeout_ms);
     cmd->r = r;
-    cmd->next = r->pending;
-    if (r->pending)
-        r->pending->prev = cmd;
-    r->pending = cmd;
+    LIST_INSERT_HEAD(&r->pending, cmd, link);
     evtimer_add(cmd->timer, &tv);
 }
 
@@ -491,6 +483,7 @@ int nf_redis_new(struct nf_redis **out, struct event_base *base, const char *hos
     r->host = nf_xstrdup(host);
     r->port = port;
     r->timeout_ms = timeout_ms;
+    LIST_INIT(&r->pending);
     r->backoff_ms = BACKOFF_MIN_MS;
     r->retry_ev = evtimer_new(base, on_retry, r);
     if (r->retry_ev == NULL)
@@ -520,8 +513,8 @@ void nf_redis_free(struct nf_redis *r)
     r->freeing = true;
 
     /* The callbacks may issue commands: they fail at once since freeing is set. */
-    while (r->pending)
-        finish(r->pending, NULL);
+    while (!LIST_EMPTY(&r->pending))
+        finish(LIST_FIRST(&r->pending), NULL);
 
     if (r->ac) {
         redisAsyncContext *ac = r->ac;

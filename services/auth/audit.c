@@ -15,9 +15,8 @@
 #include "nf_json.h"
 #include "nf_kafka.h"
 #include "nf_log.h"
+#include "nf_mem.h"
 #include "nf_metrics.h"
-
-#define TOPIC_AUDIT "forge.audit"
 
 struct audit_op {
     struct auth_ctx *ctx;
@@ -31,8 +30,7 @@ static void delivered(int err, const char *errstr, void *arg)
     if (err != 0) {
         nf_log_kv(NF_LOG_WARN, "audit_lost", "audit event not delivered", "type", op->type, "error",
                   errstr, NULL);
-        if (!op->ctx->closing)
-            auth_backend_error(op->ctx, AUTH_BACKEND_KAFKA);
+        auth_backend_error(op->ctx, AUTH_BACKEND_KAFKA);
     }
     free(op);
 }
@@ -43,17 +41,14 @@ void auth_audit(struct auth_ctx *ctx, const char *what, const char *user_id, cJS
     cJSON *ev;
     char *payload;
 
-    op = calloc(1, sizeof(*op));
-    if (!op)
-        abort();
+    op = nf_xcalloc(1, sizeof(*op));
     op->ctx = ctx;
     snprintf(op->type, sizeof(op->type), "forge.auth.%s", what);
     ev = nf_event_new(op->type, "nf-auth", user_id, NULL, data); /* data consumed */
     payload = nf_json_print(ev);
     cJSON_Delete(ev);
-    if (!ctx->producer || ctx->closing ||
-        nf_kafka_produce(ctx->producer, TOPIC_AUDIT, user_id, payload, strlen(payload), delivered,
-                         op) != 0) {
+    if (ctx->closing || nf_kafka_produce(ctx->producer, NF_TOPIC_AUDIT, user_id, payload,
+                                         strlen(payload), delivered, op) != 0) {
         nf_log_kv(NF_LOG_WARN, "audit_lost", "audit event not queued", "type", op->type, NULL);
         auth_backend_error(ctx, AUTH_BACKEND_KAFKA);
         free(op);

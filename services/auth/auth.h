@@ -23,15 +23,22 @@
  * "revoked", TTL <= 300 s), auth:used (hash key_id -> last use ms), auth:lf:email:<sha256>
  * and auth:lf:addr:<addr> (login failures), auth:reg:addr:<addr> (registrations).
  *
- * Files by role: config.c (the NF_AUTH_* table), auth.c (context, migrations, shutdown),
- * keys.c (pure helpers), hasher.c (Argon2id threads), audit.c (forge.audit events),
- * usage.c (last_used_at batches, session cleanup), routes_account.c, routes_keys.c,
- * routes_internal.c.
+ * Files, bottom up (each includes only what is below it):
+ *   auth.h + ctx.c   the context, the configuration struct, shared helpers (503 answers,
+ *                    backend error counts, the gateway's trusted headers)
+ *   keys.c           pure helpers (hashes, e-mails, passwords, tokens, cookies)
+ *   hasher.c         Argon2id threads          audit.c   forge.audit events
+ *   routes.h         the route handlers and the modules' start/close hooks, implemented by
+ *                    routes_account.c, routes_keys.c, routes_internal.c and usage.c
+ *                    (last_used_at batches, session cleanup)
+ *   service.c        the descriptor auth_service: NF_AUTH_* rows, route table, hooks
+ *   main.c           nf_svc_main(&auth_service)
  */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/queue.h>
 
 #include <cjson/cJSON.h>
 
@@ -40,32 +47,26 @@
 
 struct event;
 struct event_base;
-struct nf_app;
 struct nf_counter;
 struct nf_http_req;
-struct nf_http_server;
 struct nf_kafka_producer;
 struct nf_metrics;
 struct nf_pg;
 struct nf_redis;
 struct nf_redis_script;
+struct nf_svc;
 struct auth_hasher;
 struct auth_login_op;
 
-/* ---- config.c --------------------------------------------------------------------- */
+/* The descriptor (service.c); main.c runs it. */
+struct nf_svc_desc;
+extern const struct nf_svc_desc auth_service;
 
+/* ---- configuration: the NF_AUTH_* rows of service.c --------------------------------- */
+
+/* The service's own rows (svc->own); the shared ones (address, backends, NF_AUTH_TIMEOUT_MS,
+ * NF_AUTH_DRAIN_MS, ...) are nf_svc's (svc->cfg). */
 struct auth_config {
-    char *log_level;
-    char *addr;   /* internal listen address host:port */
-    char *pg_dsn; /* libpq conninfo (a secret: it may hold a password) */
-    char *redis_addr;
-    char *kafka_brokers; /* forge.audit */
-    int kafka_partitions;
-    int kafka_replication;
-    char *migrations; /* directory of NNNN_*.sql */
-    int pg_conns;
-    int timeout_ms; /* Postgres and Redis calls */
-    int drain_ms;   /* graceful stop: longest wait for in-flight requests */
     int session_ttl_s;
     bool cookie_secure;          /* add Secure to the nf_session cookie (HTTPS deployments) */
     int max_keys;                /* live API keys per user */
@@ -77,12 +78,6 @@ struct auth_config {
     int hash_threads;      /* Argon2id worker threads */
     int usage_flush_ms;    /* last_used_at batch interval */
 };
-
-/* Reads the environment into cfg; -1 with err filled on a bad value (cfg is then freed). */
-int auth_config_load(struct auth_config *cfg, char *err, size_t errlen);
-void auth_config_log(const struct auth_config *cfg);
-void auth_config_free(struct auth_config *cfg);
-void auth_config_usage(FILE *out);
 
 /* ---- keys.c (pure) ---------------------------------------------------------------- */
 
@@ -97,6 +92,7 @@ void auth_config_usage(FILE *out);
 #define AUTH_SESSION_TOKEN_LEN 47
 #define AUTH_SESSION_COOKIE "nf_session"
 #define AUTH_LOGIN_DELAY_STEPS 10 /* the delay stops growing after this many failures */
+#define AUTH_ADDR_MAX 64          /* a client address as text, with its NUL */
 
 /* true for exactly 64 lowercase hex digits (a SHA-256 as stored in api_keys.key_hash). */
 bool auth_keys_hash_valid(const char *hash);
@@ -182,36 +178,35 @@ int auth_hasher_verify(struct auth_hasher *h, const char *hash, const char *pass
 /* Jobs queued or running (for metrics and tests). */
 size_t auth_hasher_pending(const struct auth_hasher *h);
 
-/* ---- auth.c: the context ------------------------------------------------------------ */
+/* ---- ctx.c: the context and shared helpers ----------------------------------------- */
 
 enum auth_backend { AUTH_BACKEND_PG, AUTH_BACKEND_REDIS, AUTH_BACKEND_KAFKA, AUTH_NBACKENDS };
 
 enum auth_login_result { AUTH_LOGIN_OK, AUTH_LOGIN_FAILED, AUTH_LOGIN_LIMITED, AUTH_NLOGIN };
 
-/* Everything the process holds; the callback argument of every handler. */
+/*
+ * Everything the process holds; the callback argument of every handler. Made by the
+ * descriptor's init hook; the backends are nf_svc's (borrowed, set in start).
+ */
 struct auth_ctx {
-    const struct auth_config *cfg;
-    struct nf_app *app;
+    struct nf_svc *svc;            /* the running service: read by service.c's hooks only */
+    const struct auth_config *cfg; /* svc->own */
     struct event_base *base;
     struct nf_metrics *metrics;
-    struct nf_http_server *srv;
     struct nf_pg *pg;
     struct nf_redis *redis;
+    struct nf_kafka_producer *producer; /* forge.audit */
     struct nf_redis_script *lf_check;   /* login failure counters: read (owned by redis) */
     struct nf_redis_script *lf_fail;    /* login failure counters: count one */
     struct nf_redis_script *reg_count;  /* registrations per address */
     struct nf_redis_script *used_drain; /* auth:used: read and delete */
-    struct nf_kafka_producer *producer; /* forge.audit; NULL when it could not be made */
-    struct auth_hasher *hasher;
-    char dummy_hash[128];          /* Argon2id of a random password: unknown e-mails verify too */
-    struct event *drain;           /* polls in-flight requests during a graceful stop */
-    struct event *usage;           /* the last_used_at flush timer */
-    struct auth_login_op *delayed; /* failed logins waiting to be answered (a list) */
-    bool usage_busy;               /* a flush is in flight */
-    uint64_t last_cleanup_ms;      /* expired sessions last deleted */
-    uint64_t drain_deadline_ms;
-    bool stopping; /* SIGTERM seen: listener closed, draining */
-    bool closing;  /* auth_free running: callbacks must not start backend work */
+    struct auth_hasher *hasher;         /* owned: made in start, joined in close */
+    char dummy_hash[128]; /* Argon2id of a random password: unknown e-mails verify too */
+    struct event *usage;  /* the last_used_at flush timer (owned) */
+    LIST_HEAD(, auth_login_op) delayed; /* failed logins waiting to be answered */
+    bool usage_busy;                    /* a flush is in flight */
+    uint64_t last_cleanup_ms;           /* expired sessions last deleted */
+    bool closing;                       /* teardown: callbacks must not start backend work */
     struct nf_counter *m_verify_ok;
     struct nf_counter *m_verify_miss;
     struct nf_counter *m_bootstrap;
@@ -223,37 +218,15 @@ struct auth_ctx {
     struct nf_counter *m_backend_err[AUTH_NBACKENDS];
 };
 
-/*
- * Applies the migrations (blocking, retried while Postgres is not reachable yet), then
- * builds backends, server and routes. cfg and app must outlive the context. -1 on failure
- * (logged), *out untouched.
- */
-int auth_new(struct auth_ctx **out, const struct auth_config *cfg, struct nf_app *app);
-/* nf_app on_stop: closes the listener and waits (bounded) for in-flight requests. */
-void auth_stop(void *arg);
-/* Fails what is still pending (503), frees everything. NULL ok. */
-void auth_free(struct auth_ctx *ctx);
-
+/* Registers the service's metrics in ctx->metrics (at init). */
+void auth_metrics_register(struct auth_ctx *ctx);
 /* 503 {"error":{"code":"unavailable"}} with Retry-After: 1. */
 void auth_reply_unavailable(struct nf_http_req *req, const char *msg);
+/* Counts a failed call to backend b (not during the teardown: those fail on purpose). */
 void auth_backend_error(struct auth_ctx *ctx, enum auth_backend b);
-
-/* ---- audit.c: forge.audit ------------------------------------------------------------ */
-
-/*
- * Produces forge.auth.<what> (key_created, key_revoked, login) with subject and message
- * key user_id. data is consumed. Never pass a secret. Best effort: a failure is logged and
- * counted, never answered to the caller (the change it reports is already committed).
- */
-void auth_audit(struct auth_ctx *ctx, const char *what, const char *user_id, cJSON *data);
-
-/* ---- usage.c ------------------------------------------------------------------------- */
-
-/* Starts the timer that moves auth:used into api_keys.last_used_at and deletes sessions
- * expired more than a day ago. */
-int auth_usage_start(struct auth_ctx *ctx);
-
-/* ---- routes --------------------------------------------------------------------------- */
+/* Both: counts the failure of b, then answers 503 with msg. */
+void auth_unavailable(struct auth_ctx *ctx, struct nf_http_req *req, enum auth_backend b,
+                      const char *msg);
 
 /* Who calls, from the gateway's trusted headers (X-Nf-User-Id, X-Nf-Key-Id, X-Nf-Auth). */
 struct auth_caller {
@@ -268,10 +241,11 @@ bool auth_req_caller(struct nf_http_req *req, struct auth_caller *out);
 /* The caller's address as the gateway saw it (X-Nf-Client-Addr), else the TCP peer. */
 const char *auth_req_client_addr(struct nf_http_req *req);
 
-int auth_internal_register(struct auth_ctx *ctx);
-int auth_account_register(struct auth_ctx *ctx);
-int auth_keys_register(struct auth_ctx *ctx);
-/* Registers the Redis scripts of the login limiter (at start). */
-int auth_account_init(struct auth_ctx *ctx);
-/* Answers the failed logins still held back (at shutdown, before the server goes). */
-void auth_account_flush(struct auth_ctx *ctx);
+/* ---- audit.c: forge.audit ------------------------------------------------------------ */
+
+/*
+ * Produces forge.auth.<what> (key_created, key_revoked, login) with subject and message
+ * key user_id. data is consumed. Never pass a secret. Best effort: a failure is logged and
+ * counted, never answered to the caller (the change it reports is already committed).
+ */
+void auth_audit(struct auth_ctx *ctx, const char *what, const char *user_id, cJSON *data);

@@ -11,6 +11,7 @@
 
 #include "auth.h"
 #include "nf_json.h"
+#include "nf_str.h"
 
 bool auth_keys_hash_valid(const char *hash)
 {
@@ -100,55 +101,18 @@ char *auth_session_record(const char *user_id, const char *expires_at)
     return s;
 }
 
-/* Length of the UTF-8 sequence at s (1..4), or 0 when it is not valid UTF-8. Sets *cp. */
-static size_t utf8_seq(const unsigned char *s, unsigned long *cp)
-{
-    unsigned long c;
-    size_t n, i;
-
-    if (s[0] < 0x80) {
-        *cp = s[0];
-        return 1;
-    }
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-        n = 2;
-        c = s[0] & 0x1f;
-    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-        n = 3;
-        c = s[0] & 0x0f;
-    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        n = 4;
-        c = s[0] & 0x07;
-    } else {
-        return 0; /* continuation byte, overlong lead (c0, c1) or beyond U+10FFFF */
-    }
-    for (i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0; /* also stops at the NUL */
-        c = (c << 6) | (s[i] & 0x3f);
-    }
-    if ((n == 3 && c < 0x800) || (n == 4 && (c < 0x10000 || c > 0x10ffff)) ||
-        (c >= 0xd800 && c <= 0xdfff))
-        return 0;
-    *cp = c;
-    return n;
-}
-
 long auth_utf8_len(const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
-    unsigned long cp;
     long count = 0;
-    size_t n;
+    size_t left, n;
 
     if (!s)
         return -1;
-    while (*p) {
-        n = utf8_seq(p, &cp);
+    for (left = strlen(s); left > 0; left -= n, p += n, count++) {
+        n = nf_utf8_seq(p, left, NULL);
         if (n == 0)
             return -1;
-        p += n;
-        count++;
     }
     return count;
 }
@@ -157,14 +121,13 @@ long auth_utf8_len(const char *s)
 static bool has_control(const char *s)
 {
     const unsigned char *p = (const unsigned char *)s;
-    unsigned long cp;
-    size_t n;
+    size_t left, n;
+    uint32_t cp;
 
-    while (*p) {
-        n = utf8_seq(p, &cp);
+    for (left = strlen(s); left > 0; left -= n, p += n) {
+        n = nf_utf8_seq(p, left, &cp);
         if (n == 0 || cp < 0x20 || (cp >= 0x7f && cp <= 0x9f))
             return true;
-        p += n;
     }
     return false;
 }

@@ -1,6 +1,6 @@
 /*
  * Accounts and dashboard sessions: /api/auth/register, login, logout, me (forwarded by the
- * gateway; DESIGN §5). Plus the trusted-header helpers every public route uses.
+ * gateway; DESIGN §5).
  *
  *   register {email, password}
  *     shape (422) -> INCR auth:reg:addr:<addr> (429 over the hourly limit)
@@ -31,11 +31,12 @@
 #include "nf_http.h"
 #include "nf_json.h"
 #include "nf_log.h"
+#include "nf_mem.h"
 #include "nf_metrics.h"
 #include "nf_pg.h"
 #include "nf_redis.h"
+#include "routes.h"
 
-#define ADDR_MAX 64
 #define LF_KEY_MAX 96
 
 /* Failures per e-mail and per address: how many, and how long until the window ends when
@@ -83,59 +84,12 @@ static const char me_sql[] =
     "SELECT user_id, email, auth.rfc3339(created_at) AS created_at FROM auth.users"
     " WHERE user_id = $1";
 
-int auth_account_init(struct auth_ctx *ctx)
+int auth_account_start(struct auth_ctx *ctx)
 {
     ctx->lf_check = nf_redis_script_new(ctx->redis, lf_check_lua);
     ctx->lf_fail = nf_redis_script_new(ctx->redis, lf_fail_lua);
     ctx->reg_count = nf_redis_script_new(ctx->redis, reg_count_lua);
     return ctx->lf_check && ctx->lf_fail && ctx->reg_count ? 0 : -1;
-}
-
-/* ---- trusted headers ------------------------------------------------------------------ */
-
-bool auth_req_caller(struct nf_http_req *req, struct auth_caller *out)
-{
-    const char *user_id = nf_http_req_header(req, "X-Nf-User-Id");
-    const char *key_id = nf_http_req_header(req, "X-Nf-Key-Id");
-    const char *how = nf_http_req_header(req, "X-Nf-Auth");
-    bool session = how && strcmp(how, "session") == 0;
-
-    if (!nf_id_valid("usr", user_id) || !how || (!session && strcmp(how, "api_key") != 0) ||
-        (!session && !nf_id_valid("key", key_id))) {
-        nf_http_reply_error(req, 403, "forbidden", NULL,
-                            "this route needs a caller authenticated by the gateway");
-        return false;
-    }
-    snprintf(out->user_id, sizeof(out->user_id), "%s", user_id);
-    snprintf(out->key_id, sizeof(out->key_id), "%s", session ? "" : key_id);
-    out->session = session;
-    return true;
-}
-
-/* An address as the gateway writes it: IPv4 or IPv6 text, nothing else. */
-static bool addr_sane(const char *a)
-{
-    size_t i, n;
-
-    if (!a)
-        return false;
-    n = strlen(a);
-    if (n == 0 || n >= ADDR_MAX)
-        return false;
-    for (i = 0; i < n; i++)
-        if (!strchr("0123456789abcdefABCDEF.:", a[i]))
-            return false;
-    return true;
-}
-
-const char *auth_req_client_addr(struct nf_http_req *req)
-{
-    const char *a = nf_http_req_header(req, "X-Nf-Client-Addr");
-
-    if (addr_sane(a))
-        return a;
-    a = nf_http_req_peer(req);
-    return addr_sane(a) ? a : "unknown";
 }
 
 /* Reads an integer element of a script's array answer; def when absent or not a number. */
@@ -157,15 +111,17 @@ static void too_many(struct nf_http_req *req, long long wait_s, const char *what
     nf_http_reply_error(req, 429, "rate_limited", NULL, "too many %s, retry after %s s", what, v);
 }
 
-/* Reads {email, password}: the e-mail normalised into email, the password pointer into
- * req's body. Answers 422 itself and returns -1 on a bad shape. */
-static int read_credentials(struct nf_http_req *req, const cJSON *body, char *email, size_t len,
-                            const char **password)
+/* Reads the body {email, password}: the e-mail normalised into email, the password pointer
+ * into req's body. Answers 400 or 422 itself and returns -1 on a bad body. */
+static int read_credentials(struct nf_http_req *req, char *email, size_t len, const char **password)
 {
     struct nf_json_err err = {{0}, {0}};
     const char *email_in;
-    const cJSON *item;
+    const cJSON *item, *body;
 
+    body = nf_http_req_json(req); /* owned by req; on NULL it answered 400 */
+    if (!body)
+        return -1;
     cJSON_ArrayForEach(item, body)
     {
         if (strcmp(item->string, "email") != 0 && strcmp(item->string, "password") != 0) {
@@ -190,10 +146,8 @@ static int read_credentials(struct nf_http_req *req, const cJSON *body, char *em
 static char *dup_secret(const char *s)
 {
     size_t n = strlen(s) + 1;
-    char *p = malloc(n);
+    char *p = nf_xmalloc(n);
 
-    if (!p)
-        abort();
     memcpy(p, s, n);
     return p;
 }
@@ -231,9 +185,8 @@ static void registered(const PGresult *res, const char *err, const char *pgcode,
     if (!res) {
         nf_log_kv(NF_LOG_ERROR, "register_failed", "cannot create the user", "error", err, "pgcode",
                   pgcode, NULL);
-        if (!ctx->closing)
-            auth_backend_error(ctx, AUTH_BACKEND_PG);
-        auth_reply_unavailable(op->req, "the account store is unavailable, try again");
+        auth_unavailable(ctx, op->req, AUTH_BACKEND_PG,
+                         "the account store is unavailable, try again");
     } else if (PQntuples(res) != 1) {
         nf_http_reply_error(op->req, 409, "email_taken", "email",
                             "an account with this e-mail address already exists");
@@ -276,9 +229,7 @@ static void register_counted(redisReply *reply, void *arg)
     struct register_op *op = arg;
 
     if (op->ctx->closing || !reply || reply->type != REDIS_REPLY_ARRAY) {
-        if (!op->ctx->closing)
-            auth_backend_error(op->ctx, AUTH_BACKEND_REDIS);
-        auth_reply_unavailable(op->req, "cannot register now, try again");
+        auth_unavailable(op->ctx, op->req, AUTH_BACKEND_REDIS, "cannot register now, try again");
         register_free(op);
         return;
     }
@@ -293,21 +244,15 @@ static void register_counted(redisReply *reply, void *arg)
     }
 }
 
-static void on_register(struct nf_http_req *req, void *arg)
+void auth_account_register(struct nf_http_req *req, void *arg)
 {
     struct auth_ctx *ctx = arg;
     struct register_op *op;
     const char *password, *problem, *argv[2];
     char key[LF_KEY_MAX], limit[16];
-    cJSON *body;
 
-    body = nf_http_req_json(req); /* owned by req; on NULL it answered 400 */
-    if (!body)
-        return;
-    op = calloc(1, sizeof(*op));
-    if (!op)
-        abort();
-    if (read_credentials(req, body, op->email, sizeof(op->email), &password) != 0) {
+    op = nf_xcalloc(1, sizeof(*op));
+    if (read_credentials(req, op->email, sizeof(op->email), &password) != 0) {
         free(op);
         return;
     }
@@ -332,12 +277,12 @@ static void on_register(struct nf_http_req *req, void *arg)
 struct auth_login_op {
     struct auth_ctx *ctx;
     struct nf_http_req *req;
-    struct auth_login_op *prev, *next; /* in ctx->delayed while the answer is held back */
+    LIST_ENTRY(auth_login_op) link; /* in ctx->delayed while the answer is held back */
     struct event *delay;
     char email[AUTH_EMAIL_MAX + 1];
     char email_key[LF_KEY_MAX]; /* auth:lf:email:<sha256 of the e-mail> */
     char addr_key[LF_KEY_MAX];  /* auth:lf:addr:<address> */
-    char addr[ADDR_MAX];
+    char addr[AUTH_ADDR_MAX];
     char user_id[NF_ID_MAX];                /* "" when no such user */
     bool dummy;                             /* verified against the dummy hash: never a success */
     char *password;                         /* private copy, wiped once verified */
@@ -367,34 +312,20 @@ static void login_denied(struct auth_login_op *op)
     login_free(op);
 }
 
-static void unlink_delayed(struct auth_login_op *op)
-{
-    if (op->prev)
-        op->prev->next = op->next;
-    else
-        op->ctx->delayed = op->next;
-    if (op->next)
-        op->next->prev = op->prev;
-    op->prev = op->next = NULL;
-}
-
 static void delay_over(evutil_socket_t fd, short what, void *arg)
 {
     struct auth_login_op *op = arg;
 
-    unlink_delayed(op);
+    LIST_REMOVE(op, link);
     login_denied(op);
 }
 
-void auth_account_flush(struct auth_ctx *ctx)
+void auth_account_close(struct auth_ctx *ctx)
 {
     struct auth_login_op *op;
 
-    while ((op = ctx->delayed) != NULL) {
-        ctx->delayed = op->next;
-        if (op->next)
-            op->next->prev = NULL;
-        op->next = NULL;
+    while ((op = LIST_FIRST(&ctx->delayed)) != NULL) {
+        LIST_REMOVE(op, link);
         login_denied(op);
     }
 }
@@ -421,8 +352,7 @@ static void fail_counted(redisReply *reply, void *arg)
     int ms;
 
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        if (!ctx->closing)
-            auth_backend_error(ctx, AUTH_BACKEND_REDIS);
+        auth_backend_error(ctx, AUTH_BACKEND_REDIS);
         failures = AUTH_LOGIN_DELAY_STEPS; /* cannot count: the longest delay */
     }
     nf_log_kv(NF_LOG_INFO, "login_failed", "login failed", "client_addr", op->addr, "user_id",
@@ -441,10 +371,7 @@ static void fail_counted(redisReply *reply, void *arg)
     tv.tv_sec = ms / 1000;
     tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
     evtimer_add(op->delay, &tv);
-    op->next = ctx->delayed;
-    if (op->next)
-        op->next->prev = op;
-    ctx->delayed = op;
+    LIST_INSERT_HEAD(&ctx->delayed, op, link);
 }
 
 static void login_fail(struct auth_login_op *op)
@@ -467,8 +394,7 @@ static void session_made(const PGresult *res, const char *err, const char *pgcod
     if (!res || PQntuples(res) != 1) {
         nf_log_kv(NF_LOG_ERROR, "session_failed", "cannot create the session", "error",
                   err ? err : "no row", "pgcode", pgcode, NULL);
-        if (!ctx->closing)
-            auth_backend_error(ctx, AUTH_BACKEND_PG);
+        auth_backend_error(ctx, AUTH_BACKEND_PG);
         login_unavailable(op, "cannot sign in now, try again");
         return;
     }
@@ -529,8 +455,7 @@ static void user_found(const PGresult *res, const char *err, const char *pgcode,
     if (!res) {
         nf_log_kv(NF_LOG_ERROR, "login_lookup_failed", "user lookup failed", "error", err, "pgcode",
                   pgcode, NULL);
-        if (!ctx->closing)
-            auth_backend_error(ctx, AUTH_BACKEND_PG);
+        auth_backend_error(ctx, AUTH_BACKEND_PG);
         login_unavailable(op, "cannot sign in now, try again");
         return;
     }
@@ -553,8 +478,7 @@ static void login_checked(redisReply *reply, void *arg)
     const char *params[1];
 
     if (ctx->closing || !reply || reply->type != REDIS_REPLY_ARRAY) {
-        if (!ctx->closing)
-            auth_backend_error(ctx, AUTH_BACKEND_REDIS);
+        auth_backend_error(ctx, AUTH_BACKEND_REDIS);
         login_unavailable(op, "cannot sign in now, try again");
         return;
     }
@@ -570,21 +494,15 @@ static void login_checked(redisReply *reply, void *arg)
     nf_pg_query(ctx->pg, user_by_email_sql, 1, params, user_found, op);
 }
 
-static void on_login(struct nf_http_req *req, void *arg)
+void auth_account_login(struct nf_http_req *req, void *arg)
 {
     struct auth_ctx *ctx = arg;
     struct auth_login_op *op;
     const char *password, *argv[4];
     char email_hash[NF_SHA256_HEX_LEN + 1], max_e[16], max_a[16];
-    cJSON *body;
 
-    body = nf_http_req_json(req); /* owned by req; on NULL it answered 400 */
-    if (!body)
-        return;
-    op = calloc(1, sizeof(*op));
-    if (!op)
-        abort();
-    if (read_credentials(req, body, op->email, sizeof(op->email), &password) != 0) {
+    op = nf_xcalloc(1, sizeof(*op));
+    if (read_credentials(req, op->email, sizeof(op->email), &password) != 0) {
         free(op);
         return;
     }
@@ -632,9 +550,7 @@ static void tombstoned(redisReply *reply, void *arg)
     struct logout_op *op = arg;
 
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        if (!op->ctx->closing)
-            auth_backend_error(op->ctx, AUTH_BACKEND_REDIS);
-        auth_reply_unavailable(op->req, "cannot sign out now, try again");
+        auth_unavailable(op->ctx, op->req, AUTH_BACKEND_REDIS, "cannot sign out now, try again");
     } else {
         logged_out_reply(op->ctx, op->req);
     }
@@ -646,9 +562,7 @@ static void session_deleted(const PGresult *res, const char *err, const char *pg
     struct logout_op *op = arg;
 
     if (!res || op->ctx->closing) {
-        if (!op->ctx->closing)
-            auth_backend_error(op->ctx, AUTH_BACKEND_PG);
-        auth_reply_unavailable(op->req, "cannot sign out now, try again");
+        auth_unavailable(op->ctx, op->req, AUTH_BACKEND_PG, "cannot sign out now, try again");
         free(op);
         return;
     }
@@ -657,7 +571,7 @@ static void session_deleted(const PGresult *res, const char *err, const char *pg
                  AUTH_TOMBSTONE, AUTH_CACHE_TTL_S);
 }
 
-static void on_logout(struct nf_http_req *req, void *arg)
+void auth_account_logout(struct nf_http_req *req, void *arg)
 {
     struct auth_ctx *ctx = arg;
     const char *hash = nf_http_req_header(req, "X-Nf-Session-Hash"), *params[1];
@@ -667,9 +581,7 @@ static void on_logout(struct nf_http_req *req, void *arg)
         logged_out_reply(ctx, req);
         return;
     }
-    op = calloc(1, sizeof(*op));
-    if (!op)
-        abort();
+    op = nf_xcalloc(1, sizeof(*op));
     op->ctx = ctx;
     op->req = req;
     memcpy(op->hash, hash, NF_SHA256_HEX_LEN + 1);
@@ -691,9 +603,8 @@ static void me_found(const PGresult *res, const char *err, const char *pgcode, v
     cJSON *out;
 
     if (!res) {
-        if (!op->ctx->closing)
-            auth_backend_error(op->ctx, AUTH_BACKEND_PG);
-        auth_reply_unavailable(op->req, "the account store is unavailable, try again");
+        auth_unavailable(op->ctx, op->req, AUTH_BACKEND_PG,
+                         "the account store is unavailable, try again");
     } else if (PQntuples(res) != 1) {
         nf_http_reply_error(op->req, 404, "not_found", NULL, "no such user");
     } else {
@@ -708,14 +619,12 @@ static void me_found(const PGresult *res, const char *err, const char *pgcode, v
     free(op);
 }
 
-static void on_me(struct nf_http_req *req, void *arg)
+void auth_account_me(struct nf_http_req *req, void *arg)
 {
     struct auth_ctx *ctx = arg;
-    struct me_op *op = calloc(1, sizeof(*op));
+    struct me_op *op = nf_xcalloc(1, sizeof(*op));
     const char *params[1];
 
-    if (!op)
-        abort();
     if (!auth_req_caller(req, &op->who)) {
         free(op);
         return;
@@ -724,14 +633,4 @@ static void on_me(struct nf_http_req *req, void *arg)
     op->req = req;
     params[0] = op->who.user_id;
     nf_pg_query(ctx->pg, me_sql, 1, params, me_found, op);
-}
-
-int auth_account_register(struct auth_ctx *ctx)
-{
-    if (nf_http_route(ctx->srv, "POST", "/api/auth/register", on_register, ctx) != 0 ||
-        nf_http_route(ctx->srv, "POST", "/api/auth/login", on_login, ctx) != 0 ||
-        nf_http_route(ctx->srv, "POST", "/api/auth/logout", on_logout, ctx) != 0 ||
-        nf_http_route(ctx->srv, "GET", "/api/auth/me", on_me, ctx) != 0)
-        return -1;
-    return 0;
 }

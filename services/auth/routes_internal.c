@@ -25,9 +25,11 @@
 #include "nf_http.h"
 #include "nf_json.h"
 #include "nf_log.h"
+#include "nf_mem.h"
 #include "nf_metrics.h"
 #include "nf_pg.h"
 #include "nf_redis.h"
+#include "routes.h"
 
 static const char verify_sql[] =
     "SELECT key_id, user_id, auth.rfc3339(expires_at) AS expires_at,"
@@ -78,9 +80,7 @@ static void verified(const PGresult *res, const char *err, const char *pgcode, v
     if (!res) {
         nf_log_kv(NF_LOG_ERROR, "verify_failed", "credential lookup failed", "error", err, "pgcode",
                   pgcode, NULL);
-        if (!ctx->closing)
-            auth_backend_error(ctx, AUTH_BACKEND_PG);
-        auth_reply_unavailable(op->req, "the key store is unavailable, try again");
+        auth_unavailable(ctx, op->req, AUTH_BACKEND_PG, "the key store is unavailable, try again");
         goto done;
     }
     if (PQntuples(res) != 1) {
@@ -129,9 +129,7 @@ static void verify(struct auth_ctx *ctx, struct nf_http_req *req, bool session)
                             "%s must be 64 lowercase hex digits (a SHA-256)", field);
         return;
     }
-    op = calloc(1, sizeof(*op));
-    if (!op)
-        abort();
+    op = nf_xcalloc(1, sizeof(*op));
     op->ctx = ctx;
     op->req = req;
     op->session = session;
@@ -140,12 +138,12 @@ static void verify(struct auth_ctx *ctx, struct nf_http_req *req, bool session)
     nf_pg_query(ctx->pg, session ? session_sql : verify_sql, 1, params, verified, op);
 }
 
-static void on_verify(struct nf_http_req *req, void *arg)
+void auth_internal_verify_key(struct nf_http_req *req, void *arg)
 {
     verify(arg, req, false);
 }
 
-static void on_session_verify(struct nf_http_req *req, void *arg)
+void auth_internal_verify_session(struct nf_http_req *req, void *arg)
 {
     verify(arg, req, true);
 }
@@ -171,9 +169,7 @@ static void boot_done(const PGresult *res, const char *err, const char *pgcode, 
     if (!res || PQntuples(res) != 1) {
         nf_log_kv(NF_LOG_ERROR, "bootstrap_failed", "cannot create the user key", "error",
                   err ? err : "no user row", "pgcode", pgcode, NULL);
-        if (!ctx->closing)
-            auth_backend_error(ctx, AUTH_BACKEND_PG);
-        auth_reply_unavailable(op->req, "the key store is unavailable, try again");
+        auth_unavailable(ctx, op->req, AUTH_BACKEND_PG, "the key store is unavailable, try again");
         goto done;
     }
     user_id = nf_pg_val(res, 0, "user_id");
@@ -205,7 +201,7 @@ done:
     free(op);
 }
 
-static void on_bootstrap(struct nf_http_req *req, void *arg)
+void auth_internal_bootstrap(struct nf_http_req *req, void *arg)
 {
     struct auth_ctx *ctx = arg;
     struct nf_json_err err = {{0}, {0}};
@@ -235,9 +231,7 @@ static void on_bootstrap(struct nf_http_req *req, void *arg)
                             "name must be 1 to %d characters of text", AUTH_KEY_NAME_MAX);
         return;
     }
-    op = calloc(1, sizeof(*op));
-    if (!op)
-        abort();
+    op = nf_xcalloc(1, sizeof(*op));
     op->ctx = ctx;
     op->req = req;
     snprintf(op->name, sizeof(op->name), "%s", name);
@@ -258,13 +252,4 @@ static void on_bootstrap(struct nf_http_req *req, void *arg)
     stmts[0] = (struct nf_pg_stmt){user_sql, 2, user_params};
     stmts[1] = (struct nf_pg_stmt){key_sql, 5, key_params};
     nf_pg_tx(ctx->pg, stmts, 2, boot_done, op); /* copied */
-}
-
-int auth_internal_register(struct auth_ctx *ctx)
-{
-    if (nf_http_route(ctx->srv, "POST", "/internal/keys/verify", on_verify, ctx) != 0 ||
-        nf_http_route(ctx->srv, "POST", "/internal/sessions/verify", on_session_verify, ctx) != 0 ||
-        nf_http_route(ctx->srv, "POST", "/internal/bootstrap", on_bootstrap, ctx) != 0)
-        return -1;
-    return 0;
 }

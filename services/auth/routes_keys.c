@@ -22,9 +22,11 @@
 #include "nf_http.h"
 #include "nf_json.h"
 #include "nf_log.h"
+#include "nf_mem.h"
 #include "nf_metrics.h"
 #include "nf_pg.h"
 #include "nf_redis.h"
+#include "routes.h"
 
 #define DAYS_MAX 3650
 #define RATE_MAX 1000000
@@ -97,9 +99,7 @@ static void created(const PGresult *res, const char *err, const char *pgcode, vo
     if (!res) {
         nf_log_kv(NF_LOG_ERROR, "key_create_failed", "cannot create the key", "error", err,
                   "pgcode", pgcode, NULL);
-        if (!ctx->closing)
-            auth_backend_error(ctx, AUTH_BACKEND_PG);
-        auth_reply_unavailable(op->req, "the key store is unavailable, try again");
+        auth_unavailable(ctx, op->req, AUTH_BACKEND_PG, "the key store is unavailable, try again");
         create_free(op);
         return;
     }
@@ -162,7 +162,7 @@ static int check_fields(const cJSON *body, struct nf_json_err *err)
     return 0;
 }
 
-static void on_create(struct nf_http_req *req, void *arg)
+void auth_apikeys_create(struct nf_http_req *req, void *arg)
 {
     struct auth_ctx *ctx = arg;
     struct nf_json_err err = {{0}, {0}};
@@ -173,9 +173,7 @@ static void on_create(struct nf_http_req *req, void *arg)
     struct nf_pg_stmt stmts[2];
     cJSON *body;
 
-    op = calloc(1, sizeof(*op));
-    if (!op)
-        abort();
+    op = nf_xcalloc(1, sizeof(*op));
     if (!auth_req_caller(req, &op->who)) {
         free(op);
         return;
@@ -257,9 +255,8 @@ static void listed(const PGresult *res, const char *err, const char *pgcode, voi
     if (!res) {
         nf_log_kv(NF_LOG_ERROR, "key_list_failed", "cannot list keys", "error", err, "pgcode",
                   pgcode, NULL);
-        if (!op->ctx->closing)
-            auth_backend_error(op->ctx, AUTH_BACKEND_PG);
-        auth_reply_unavailable(op->req, "the key store is unavailable, try again");
+        auth_unavailable(op->ctx, op->req, AUTH_BACKEND_PG,
+                         "the key store is unavailable, try again");
         free(op);
         return;
     }
@@ -279,7 +276,7 @@ static void listed(const PGresult *res, const char *err, const char *pgcode, voi
     free(op);
 }
 
-static void on_list(struct nf_http_req *req, void *arg)
+void auth_apikeys_list(struct nf_http_req *req, void *arg)
 {
     struct auth_ctx *ctx = arg;
     struct auth_caller who;
@@ -288,9 +285,7 @@ static void on_list(struct nf_http_req *req, void *arg)
 
     if (!auth_req_caller(req, &who))
         return;
-    op = calloc(1, sizeof(*op));
-    if (!op)
-        abort();
+    op = nf_xcalloc(1, sizeof(*op));
     op->ctx = ctx;
     op->req = req;
     params[0] = who.user_id;
@@ -318,9 +313,8 @@ static void tombstoned(redisReply *reply, void *arg)
     if (!reply || reply->type == REDIS_REPLY_ERROR) {
         nf_log_kv(NF_LOG_ERROR, "key_tombstone_failed",
                   "key revoked but its cache entry not replaced", "key_id", op->key_id, NULL);
-        if (!op->ctx->closing)
-            auth_backend_error(op->ctx, AUTH_BACKEND_REDIS);
-        auth_reply_unavailable(op->req, "the key is revoked; repeat the request to confirm");
+        auth_unavailable(op->ctx, op->req, AUTH_BACKEND_REDIS,
+                         "the key is revoked; repeat the request to confirm");
     } else {
         nf_http_reply_raw(op->req, 204, NULL, NULL, 0);
     }
@@ -337,9 +331,7 @@ static void revoked(const PGresult *res, const char *err, const char *pgcode, vo
     if (!res) {
         nf_log_kv(NF_LOG_ERROR, "key_revoke_failed", "cannot revoke the key", "error", err,
                   "pgcode", pgcode, NULL);
-        if (!ctx->closing)
-            auth_backend_error(ctx, AUTH_BACKEND_PG);
-        auth_reply_unavailable(op->req, "the key store is unavailable, try again");
+        auth_unavailable(ctx, op->req, AUTH_BACKEND_PG, "the key store is unavailable, try again");
         free(op);
         return;
     }
@@ -371,15 +363,13 @@ static void revoked(const PGresult *res, const char *err, const char *pgcode, vo
                  AUTH_CACHE_TTL_S);
 }
 
-static void on_revoke(struct nf_http_req *req, void *arg)
+void auth_apikeys_revoke(struct nf_http_req *req, void *arg)
 {
     struct auth_ctx *ctx = arg;
     const char *key_id = nf_http_req_param(req, "key_id"), *params[2];
     struct revoke_op *op;
 
-    op = calloc(1, sizeof(*op));
-    if (!op)
-        abort();
+    op = nf_xcalloc(1, sizeof(*op));
     if (!auth_req_caller(req, &op->who)) {
         free(op);
         return;
@@ -395,13 +385,4 @@ static void on_revoke(struct nf_http_req *req, void *arg)
     params[0] = op->key_id;
     params[1] = op->who.user_id;
     nf_pg_query(ctx->pg, revoke_sql, 2, params, revoked, op);
-}
-
-int auth_keys_register(struct auth_ctx *ctx)
-{
-    if (nf_http_route(ctx->srv, "POST", "/api/auth/api-keys", on_create, ctx) != 0 ||
-        nf_http_route(ctx->srv, "GET", "/api/auth/api-keys", on_list, ctx) != 0 ||
-        nf_http_route(ctx->srv, "DELETE", "/api/auth/api-keys/{key_id}", on_revoke, ctx) != 0)
-        return -1;
-    return 0;
 }

@@ -22,6 +22,7 @@
 #include "nf_metrics.h"
 #include "nf_pg.h"
 #include "nf_redis.h"
+#include "routes.h"
 
 #define USED_KEY "auth:used"
 #define CLEANUP_EVERY_MS (10ULL * 60 * 1000)
@@ -59,8 +60,7 @@ static void updated(const PGresult *res, const char *err, const char *pgcode, vo
     if (!res) {
         nf_log_kv(NF_LOG_WARN, "usage_flush_failed", "cannot record key usage", "error", err,
                   "pgcode", pgcode, NULL);
-        if (!ctx->closing)
-            auth_backend_error(ctx, AUTH_BACKEND_PG);
+        auth_backend_error(ctx, AUTH_BACKEND_PG);
         return;
     }
     snprintf(n, sizeof(n), "%s", PQcmdTuples((PGresult *)res));
@@ -137,8 +137,7 @@ static void cleaned(const PGresult *res, const char *err, const char *pgcode, vo
     if (!res) {
         nf_log_kv(NF_LOG_WARN, "session_cleanup_failed", "cannot delete expired sessions", "error",
                   err, NULL);
-        if (!ctx->closing)
-            auth_backend_error(ctx, AUTH_BACKEND_PG);
+        auth_backend_error(ctx, AUTH_BACKEND_PG);
         return;
     }
     nf_log_kv(NF_LOG_DEBUG, "sessions_cleaned", "expired sessions deleted", "sessions",
@@ -178,4 +177,11 @@ int auth_usage_start(struct auth_ctx *ctx)
     tv.tv_usec = (suseconds_t)(ctx->cfg->usage_flush_ms % 1000) * 1000;
     ctx->last_cleanup_ms = nf_now_ms() - CLEANUP_EVERY_MS; /* clean once soon after start */
     return event_add(ctx->usage, &tv);
+}
+
+void auth_usage_close(struct auth_ctx *ctx)
+{
+    if (ctx->usage)
+        event_free(ctx->usage);
+    ctx->usage = NULL;
 }

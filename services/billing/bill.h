@@ -20,9 +20,17 @@
  *
  * Money is integer micro-USD (DESIGN §8); no floating point anywhere on the path.
  *
- * Files: main.c (thin), bill.c (context, start, stop), config.c, usage.c and budget.c
- * (pure: validation, price math, periods, thresholds), work.c (work items), consume_*.c,
- * sweep.c, effects.c, routes_internal.c, routes_budget.c, migrations/.
+ * Files, bottom up (each includes only what is below it):
+ *   bill.h + ctx.c   the context, the configuration struct, the metrics and the billing
+ *                    parts of a work item (nf_work: follow-up lists, its dtor and done hook)
+ *   usage.c, budget.c  pure: validation, price math, periods, thresholds
+ *   effects.c        the stages after a commit: costs, budget alerts, DLQ copies
+ *   routes.h         what service.c wires: the route handlers (routes_internal.c,
+ *                    routes_budget.c), the consumers (consume_usage.c, consume_events.c)
+ *                    and the sweep timer (sweep.c)
+ *   service.c        the descriptor bill_service: NF_BILLING_* rows, route table, hooks
+ *   main.c           nf_svc_main(&bill_service)
+ *   migrations/      the `billing` schema
  */
 #include <cjson/cJSON.h>
 #include <event2/event.h>
@@ -32,51 +40,35 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "nf_jobs.h"
 #include "nf_json.h"
+#include "nf_work.h"
 
-struct nf_app;
 struct nf_counter;
 struct nf_gauge;
-struct nf_http_server;
-struct nf_kafka_consumer;
 struct nf_kafka_msg;
 struct nf_kafka_producer;
 struct nf_metrics;
 struct nf_pg;
+struct nf_svc;
+
+/* The descriptor (service.c); main.c runs it. */
+struct nf_svc_desc;
+extern const struct nf_svc_desc bill_service;
 
 #define BILL_SOURCE "nf-billing"
-#define BILL_GROUP "nf-billing"
-#define BILL_TOPIC_USAGE "forge.usage"
-#define BILL_TOPIC_DLQ "forge.usage.dlq"
-#define BILL_TOPIC_EVENTS "forge.jobs.events"
-#define BILL_TOPIC_COSTS "forge.billing.costs" /* job costs, consumed by the scheduler */
-#define BILL_TOPIC_AUDIT "forge.audit"         /* budget alerts */
 
 /* ------------------------------------------------------------------------------------
- * Configuration (config.c)
+ * Configuration: the NF_BILLING_* rows of service.c
  * ------------------------------------------------------------------------------------ */
+/* The service's own rows (svc->own); the shared ones (address, Kafka, Postgres,
+ * NF_BILLING_GROUP, NF_BILLING_MAX_INFLIGHT, NF_BILLING_DRAIN_MS, ...) are nf_svc's. */
 struct bill_config {
-    char *log_level;
-    char *addr;
-    char *brokers;
-    int partitions;
-    int replication;
-    char *pg_dsn;
-    char *migrations;
-    int pg_conns;
-    int max_inflight;
-    int grace_ms;
-    char *group;      /* consumer group (a new one replays both topics from the start) */
     int batch_max;    /* usage events per ingest statement */
     int linger_ms;    /* wait this long for a batch to fill */
     int sweep_ms;     /* pending usage sweep interval */
     int lease_wait_s; /* pending usage without a lease is refused after this */
 };
-
-int bill_config_load(struct bill_config *cfg, char *err, size_t errlen);
-void bill_config_log(const struct bill_config *cfg);
-void bill_config_free(struct bill_config *cfg);
-void bill_config_usage(FILE *out);
 
 /* ------------------------------------------------------------------------------------
  * Meters, usage events, prices (usage.c, pure)
@@ -161,23 +153,11 @@ struct bill_rate {
 int bill_cost_micros(uint64_t quantity, const struct bill_rate *rate, long long *out);
 /* "12.345678" (6 decimals) from micro-USD; out needs 32 bytes. */
 void bill_usd_format(long long micros, char out[32]);
-/*
- * Parses RFC 3339 ("2026-11-28T21:03:52.123Z", "...+02:00") or a plain date
- * ("2026-11-01", midnight UTC) into ms since the epoch (fraction truncated to ms).
- * -1 when malformed or out of range (years 1970..9999).
- */
-int bill_time_parse(const char *s, int64_t *ms);
-/* The other way: "2026-11-28T21:03:52.123Z"; out needs 32 bytes. */
-void bill_time_format(int64_t ms, char out[32]);
 /* Start of the UTC month containing ms. */
 int64_t bill_month_start(int64_t ms);
 /* Parses a non-negative decimal integer (Postgres numeric/bigint text) into a uint64;
  * -1 on junk or overflow. */
 int bill_u64_parse(const char *s, uint64_t *out);
-
-/* The job types usage may be metered for; -1 for anything else. */
-int bill_job_type_index(const char *s);
-extern const char *const bill_job_types[6];
 
 /* ------------------------------------------------------------------------------------
  * Query parameters (usage.c, pure)
@@ -241,10 +221,8 @@ cJSON *bill_alert_event(const char *user_id, int64_t month_ms, int pct, long lon
 cJSON *bill_cost_event(const char *job_id, const char *user_id, long long cost_micros);
 
 /* ------------------------------------------------------------------------------------
- * The running service
+ * The running service (ctx.c)
  * ------------------------------------------------------------------------------------ */
-struct bill_work;
-
 struct bill_counters {
     struct nf_counter *recorded;     /* new usage events */
     struct nf_counter *duplicate;    /* redelivered usage events */
@@ -256,38 +234,37 @@ struct bill_counters {
     struct nf_counter *costs;        /* job cost updates produced */
     struct nf_counter *batches;      /* ingest statements committed */
     struct nf_counter *step_retries; /* backend failures retried */
-    struct nf_gauge *inflight;
+    struct nf_gauge *inflight;       /* live work items */
 };
 
+struct bill_work;
+
+/* Everything hangs off the context; the backends are borrowed from the svc. */
 struct bill_ctx {
+    struct nf_svc *svc;
+    const struct bill_config *cfg; /* svc->own */
     struct event_base *base;
-    struct nf_app *app;
-    struct bill_config cfg;
     struct nf_metrics *metrics;
-    struct nf_http_server *http;
     struct nf_pg *pg;
     struct nf_kafka_producer *producer; /* DLQ, costs, alerts */
-    struct nf_kafka_consumer *consumer; /* forge.usage + forge.jobs.events */
-    struct bill_work *works;            /* every live work item */
-    size_t nworks;
-    struct bill_work *open; /* the usage batch still gathering messages, or NULL */
-    struct event *sweep;    /* periodic pending sweep */
-    bool sweeping;          /* a sweep work item is alive */
-    struct event *drain;
-    bool stopping, closing;
+    const bool *stopping;               /* svc->stopping: SIGTERM, take no new work */
+    const bool *closing;                /* svc->closing: teardown, callbacks only unwind */
+    struct nf_work_queue work;          /* every live work item */
+    struct bill_work *open;             /* the usage batch still gathering messages, or NULL */
+    struct event *sweep;                /* periodic pending sweep */
+    bool sweeping;                      /* a sweep work item is alive */
     struct bill_counters m;
 };
 
-int bill_new(struct bill_ctx **out, struct event_base *base, struct nf_app *app,
-             struct bill_config *cfg);
-void bill_stop(void *ctx);
-void bill_free(struct bill_ctx *ctx);
+void bill_metrics_register(struct bill_ctx *ctx);
 
 /* ------------------------------------------------------------------------------------
- * Work items (work.c): a Kafka batch, a lease, a sweep or an alert check, each a chain
- * of stages waiting on one backend at a time; failed stages retry with backoff.
+ * Work items (nf_work + ctx.c): a Kafka batch, a lease, a sweep or an alert check, each a
+ * chain of stages waiting on one backend at a time; failed stages retry with backoff
+ * (nf_work_retry). Nothing is marked done before the last stage succeeded, so a crash or
+ * a failed backend only ever leads to redelivery, which every stage tolerates
+ * (insert-if-absent, the same event ids, monotonic cost updates).
  * ------------------------------------------------------------------------------------ */
-typedef void (*bill_step_fn)(struct bill_work *w);
 
 /* One forge.usage message of a batch. */
 struct bill_item {
@@ -311,55 +288,51 @@ struct bill_alert {
 };
 
 struct bill_work {
-    struct bill_ctx *ctx;
-    struct bill_work *prev, *next; /* ctx->works */
-    struct event *timer;           /* linger, backoff */
-    bill_step_fn step;
-    const char *what; /* stage name for logs */
-    int backoff_ms;
-    bool busy;                /* waiting on a backend callback */
-    bool sealed;              /* a batch that stopped gathering */
-    struct nf_kafka_msg *msg; /* a single message (events), or NULL */
-    cJSON *ev;
-    struct bill_item *items; /* a usage batch */
+    struct nf_work work;     /* first: nf_work_new allocates the whole bill_work */
+    cJSON *ev;               /* a job event's envelope (work.msg is its message), or NULL */
+    struct bill_item *items; /* a usage batch: its messages, marked done by the done hook */
     size_t nitems, cap;
     char **jobs, **users; /* follow-ups: costs to push, budgets to check (owned) */
     size_t njobs, nusers;
-    struct bill_out *outs; /* produced by st_produce */
+    struct bill_out *outs; /* produced by effects.c */
     size_t nouts;
     struct bill_alert *alerts;
     size_t nalerts;
     int64_t month_ms; /* the month the alerts belong to */
-    int pending;      /* delivery reports outstanding (+1 while queuing) */
-    bool produce_failed;
-    bool sweep;      /* the pending sweep (ctx->sweeping while alive) */
-    bool sweep_full; /* the sweep returned a full page: sweep again at once */
+    bool sweep;       /* the pending sweep (ctx->sweeping while alive) */
+    bool sweep_full;  /* the sweep returned a full page: sweep again at once */
 };
 
-struct bill_work *bill_work_new(struct bill_ctx *ctx);
-void bill_work_goto(struct bill_work *w, bill_step_fn step);
-void bill_work_retry(struct bill_work *w, const char *why);
-/* Marks every message done (unless closing) and frees w. */
-void bill_work_finish(struct bill_work *w);
-void bill_work_free(struct bill_work *w);
-size_t bill_work_busy(const struct bill_ctx *ctx);
-void bill_work_free_all(struct bill_ctx *ctx);
+static inline struct bill_work *bill_work_of(struct nf_work *w)
+{
+    return (struct bill_work *)w;
+}
+
+static inline struct bill_ctx *bill_ctx_of(struct nf_work *w)
+{
+    return w->ctx;
+}
+
+/*
+ * A new item of ctx->work holding msg (a job event; NULL for a batch, a sweep or an
+ * alert check). Its dtor frees the billing fields; a batch's done hook marks every
+ * message of items[] done.
+ */
+struct bill_work *bill_work_new(struct bill_ctx *ctx, struct nf_kafka_msg *msg);
 /* Follow-ups to run after the commit; strings are copied. */
-void bill_work_add_job(struct bill_work *w, const char *job_id);
-void bill_work_add_user(struct bill_work *w, const char *user_id);
-void bill_work_add_out(struct bill_work *w, const char *topic, const char *key, cJSON *ev);
-void bill_work_add_raw(struct bill_work *w, const char *topic, const char *key, const char *payload,
-                       size_t len);
+void bill_work_add_job(struct bill_work *bw, const char *job_id);
+void bill_work_add_user(struct bill_work *bw, const char *user_id);
+void bill_work_add_out(struct bill_work *bw, const char *topic, const char *key, cJSON *ev);
+void bill_work_add_raw(struct bill_work *bw, const char *topic, const char *key,
+                       const char *payload, size_t len);
 /* Sorts and de-duplicates jobs and users. */
-void bill_work_dedupe(struct bill_work *w);
+void bill_work_dedupe(struct bill_work *bw);
 
 /* effects.c: the stages after a commit: costs + budgets query -> produce -> markers ->
- * bill_work_finish. */
-void bill_effects_start(struct bill_work *w);
+ * nf_work_finish. */
+void bill_effects_start(struct nf_work *w);
 
-/* consume_usage.c */
-void bill_usage_handle(struct bill_ctx *ctx, struct nf_kafka_msg *msg);
-/* The batch statement: $1 = JSON array of events (bill_usage_json). */
+/* consume_usage.c: the batch statement, $1 = JSON array of events (bill_usage_json). */
 extern const char bill_batch_sql[];
 /* The sweep statement: $1 = lease wait in seconds, $2 = page size. */
 extern const char bill_sweep_sql[];
@@ -372,24 +345,16 @@ cJSON *bill_usage_rebuild(const char *event_id, const char *user_id, const char 
                           const char *end);
 
 /* consume_events.c */
-void bill_events_handle(struct bill_ctx *ctx, struct nf_kafka_msg *msg);
 #define BILL_LEASE_NPARAMS 4
 extern const char bill_lease_sql[];
 
 /* sweep.c */
-int bill_sweep_init(struct bill_ctx *ctx);
 #define BILL_SWEEP_PAGE 1000
 
 /* effects.c: the follow-up query, $1 job ids, $2 user ids (JSON arrays), $3 month start,
  * $4 month as a date. */
 extern const char bill_effects_sql[];
 extern const char bill_markers_sql[];
-
-/* routes_internal.c, routes_budget.c */
-int bill_routes_internal(struct bill_ctx *ctx);
-int bill_routes_budget(struct bill_ctx *ctx);
-/* Starts an alert check for user (after a budget change). */
-void bill_budget_check_alerts(struct bill_ctx *ctx, const char *user_id);
 
 /* Price of an hour: the latest price_book row effective at `hour` for x.meter. */
 /* clang-format off */

@@ -14,9 +14,9 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "nf_crypto.h"
 #include "nf_event.h"
 #include "nf_json.h"
+#include "nf_time.h"
 
 const int bill_alert_pcts[BILL_NALERTS] = {50, 80, 100};
 
@@ -135,21 +135,16 @@ static void month_name(int64_t month_ms, char out[16])
 {
     char t[32];
 
-    bill_time_format(month_ms, t); /* "2026-11-01T00:00:00.000Z" */
+    nf_time_format_rfc3339(month_ms, t); /* "2026-11-01T00:00:00.000Z" */
     snprintf(out, 16, "%.7s", t);
 }
 
 void bill_alert_id(const char *user_id, int64_t month_ms, int pct, char out[40])
 {
-    char key[256], month[16], hex[NF_SHA256_HEX_LEN + 1];
-    int n;
+    char month[16];
 
     month_name(month_ms, month);
-    n = snprintf(key, sizeof(key), "%s:%s:%d", user_id, month, pct);
-    if (n < 0 || (size_t)n >= sizeof(key))
-        n = (int)sizeof(key) - 1; /* ids are short; a cut key is still deterministic */
-    nf_crypto_sha256_hex(key, (size_t)n, hex);
-    snprintf(out, 40, "alr_%.32s", hex);
+    nf_event_id(out, 40, "alr", "%s:%s:%d", user_id, month, pct);
 }
 
 cJSON *bill_alert_event(const char *user_id, int64_t month_ms, int pct, long long limit,
@@ -160,7 +155,7 @@ cJSON *bill_alert_event(const char *user_id, int64_t month_ms, int pct, long lon
 
     bill_alert_id(user_id, month_ms, pct, id);
     month_name(month_ms, month);
-    bill_time_format(month_ms, start);
+    nf_time_format_rfc3339(month_ms, start);
     nf_json_add_str(data, "user_id", user_id);
     nf_json_add_int(data, "threshold_percent", pct);
     nf_json_add_str(data, "month", month);

@@ -19,6 +19,7 @@
 #include "nf_log.h"
 #include "nf_metrics.h"
 #include "nf_pg.h"
+#include "routes.h"
 
 const char bill_lease_sql[] =
     "INSERT INTO billing.leases (job_id, attempt, worker_id, user_id)"
@@ -26,23 +27,18 @@ const char bill_lease_sql[] =
 
 static void on_lease(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
-    struct bill_work *w = arg;
+    struct nf_work *w = arg;
+    struct bill_ctx *ctx = bill_ctx_of(w);
 
-    if (w->ctx->closing) {
-        w->busy = false;
+    if (nf_work_failed(w, res, err))
         return;
-    }
-    if (!res) {
-        bill_work_retry(w, err);
-        return;
-    }
-    nf_metrics_counter_add(w->ctx->m.leases, 1);
-    bill_work_finish(w);
+    nf_metrics_counter_add(ctx->m.leases, 1);
+    nf_work_finish(w); /* w->msg done */
 }
 
-static void st_lease(struct bill_work *w)
+static void st_lease(struct nf_work *w)
 {
-    const cJSON *data = cJSON_GetObjectItemCaseSensitive(w->ev, "data");
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(bill_work_of(w)->ev, "data");
     const char *params[BILL_LEASE_NPARAMS];
     char attempt[24];
 
@@ -52,8 +48,9 @@ static void st_lease(struct bill_work *w)
     params[1] = attempt;
     params[2] = nf_json_str(data, "worker_id");
     params[3] = nf_json_str(data, "user_id");
-    if (nf_pg_query(w->ctx->pg, bill_lease_sql, BILL_LEASE_NPARAMS, params, on_lease, w) < 0)
-        bill_work_retry(w, "could not queue the lease");
+    if (nf_pg_query(bill_ctx_of(w)->pg, bill_lease_sql, BILL_LEASE_NPARAMS, params, on_lease, w) <
+        0)
+        nf_work_retry(w, "could not queue the lease");
 }
 
 static bool id_ok(const char *s)
@@ -65,7 +62,7 @@ void bill_events_handle(struct bill_ctx *ctx, struct nf_kafka_msg *msg)
 {
     const char *type = NULL, *subject = NULL, *why = NULL;
     const cJSON *data;
-    struct bill_work *w;
+    struct bill_work *bw;
     long long attempt;
     cJSON *ev;
 
@@ -90,8 +87,7 @@ void bill_events_handle(struct bill_ctx *ctx, struct nf_kafka_msg *msg)
         nf_kafka_msg_done(msg);
         return;
     }
-    w = bill_work_new(ctx);
-    w->msg = msg;
-    w->ev = ev; /* owned by w */
-    bill_work_goto(w, st_lease);
+    bw = bill_work_new(ctx, msg);
+    bw->ev = ev; /* owned by bw */
+    nf_work_goto(&bw->work, st_lease);
 }

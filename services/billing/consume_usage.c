@@ -36,6 +36,8 @@
 #include "nf_mem.h"
 #include "nf_metrics.h"
 #include "nf_pg.h"
+#include "nf_time.h"
+#include "routes.h"
 
 /* clang-format off */
 /* The common tail: insert the `ok` rows of cls, add what was inserted to the rollups. */
@@ -143,8 +145,8 @@ cJSON *bill_usage_json(const struct bill_usage *u)
     char start[32], end[32];
     cJSON *o = nf_json_obj();
 
-    bill_time_format(u->start_ms, start);
-    bill_time_format(u->end_ms, end);
+    nf_time_format_rfc3339(u->start_ms, start);
+    nf_time_format_rfc3339(u->end_ms, end);
     nf_json_add_str(o, "event_id", u->event_id);
     nf_json_add_str(o, "user_id", u->user_id);
     nf_json_add_str(o, "job_id", u->job_id);
@@ -179,8 +181,7 @@ cJSON *bill_usage_rebuild(const char *event_id, const char *user_id, const char 
     return nf_event_new("forge.usage.recorded", BILL_SOURCE, user_id, event_id, data);
 }
 
-static void st_seal(struct bill_work *w);
-static void st_ingest(struct bill_work *w);
+static void st_ingest(struct nf_work *w);
 
 static int cmp_item(const void *a, const void *b)
 {
@@ -220,24 +221,19 @@ static void count_quantity(struct bill_ctx *ctx, enum bill_meter meter, long lon
 
 static void on_ingest(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
-    struct bill_work *w = arg;
-    struct bill_ctx *ctx = w->ctx;
+    struct nf_work *w = arg;
+    struct bill_work *bw = bill_work_of(w);
+    struct bill_ctx *ctx = bill_ctx_of(w);
     struct bill_item **sorted, *it;
     size_t i, n = 0;
     int row, rows;
 
-    if (ctx->closing) {
-        w->busy = false;
+    if (nf_work_failed(w, res, err))
         return;
-    }
-    if (!res) {
-        bill_work_retry(w, err);
-        return;
-    }
-    sorted = nf_xcalloc(w->nitems ? w->nitems : 1, sizeof(struct bill_item *));
-    for (i = 0; i < w->nitems; i++)
-        if (w->items[i].valid)
-            sorted[n++] = &w->items[i];
+    sorted = nf_xcalloc(bw->nitems ? bw->nitems : 1, sizeof(struct bill_item *));
+    for (i = 0; i < bw->nitems; i++)
+        if (bw->items[i].valid)
+            sorted[n++] = &bw->items[i];
     qsort(sorted, n, sizeof(struct bill_item *), cmp_item);
     rows = PQntuples(res);
     for (row = 0; row < rows; row++) {
@@ -263,22 +259,23 @@ static void on_ingest(const PGresult *res, const char *err, const char *pgcode, 
             nf_log_kv(NF_LOG_WARN, "usage_refused",
                       "usage from a worker that did not lease the job", "event_id", id, "job_id",
                       it->u.job_id, "worker_id", it->u.worker_id, NULL);
-            bill_work_add_raw(w, BILL_TOPIC_DLQ, it->msg->key, it->msg->payload, it->msg->len);
+            bill_work_add_raw(bw, NF_TOPIC_USAGE_DLQ, it->msg->key, it->msg->payload, it->msg->len);
             continue;
         }
         /* recorded or already recorded: the job's cost and the user's budget are due
          * (again, after a crash that may have cut the follow-ups short) */
         if (meter && strcmp(meter, "storage_byte_hours") != 0)
-            bill_work_add_job(w, it->u.job_id);
-        bill_work_add_user(w, it->u.user_id);
+            bill_work_add_job(bw, it->u.job_id);
+        bill_work_add_user(bw, it->u.user_id);
     }
     free(sorted);
     nf_metrics_counter_add(ctx->m.batches, 1);
     bill_effects_start(w);
 }
 
-static void st_ingest(struct bill_work *w)
+static void st_ingest(struct nf_work *w)
 {
+    struct bill_work *bw = bill_work_of(w);
     cJSON *arr = cJSON_CreateArray();
     const char *params[1];
     char *text;
@@ -287,10 +284,10 @@ static void st_ingest(struct bill_work *w)
     w->what = "ingest";
     if (!arr)
         abort();
-    for (i = 0; i < w->nitems; i++) {
-        if (!w->items[i].valid)
+    for (i = 0; i < bw->nitems; i++) {
+        if (!bw->items[i].valid)
             continue;
-        if (!cJSON_AddItemToArray(arr, bill_usage_json(&w->items[i].u)))
+        if (!cJSON_AddItemToArray(arr, bill_usage_json(&bw->items[i].u)))
             abort();
         n++;
     }
@@ -302,45 +299,41 @@ static void st_ingest(struct bill_work *w)
     text = nf_json_print(arr);
     cJSON_Delete(arr);
     params[0] = text;
-    if (nf_pg_query(w->ctx->pg, bill_batch_sql, 1, params, on_ingest, w) < 0)
-        bill_work_retry(w, "could not queue the batch");
+    if (nf_pg_query(bill_ctx_of(w)->pg, bill_batch_sql, 1, params, on_ingest, w) < 0)
+        nf_work_retry(w, "could not queue the batch");
     free(text);
 }
 
-/* The batch stops gathering: the next message starts a new one. */
-static void st_seal(struct bill_work *w)
+/* The batch stops gathering (full, or its linger ran out): the next message starts a new
+ * one. */
+static void st_seal(struct nf_work *w)
 {
-    struct bill_ctx *ctx = w->ctx;
+    struct bill_ctx *ctx = bill_ctx_of(w);
 
-    if (ctx->open == w)
+    if (ctx->open == bill_work_of(w))
         ctx->open = NULL;
-    w->sealed = true;
-    event_del(w->timer);
-    bill_work_goto(w, st_ingest);
+    nf_work_cancel_delay(w);
+    nf_work_goto(w, st_ingest);
 }
 
 void bill_usage_handle(struct bill_ctx *ctx, struct nf_kafka_msg *msg)
 {
-    struct bill_work *w = ctx->open;
+    struct bill_work *bw = ctx->open;
     struct bill_item *it;
     const char *why = "payload is not a JSON object";
     char part[16], off[24];
 
-    if (!w) {
-        struct timeval tv = {ctx->cfg.linger_ms / 1000,
-                             (suseconds_t)(ctx->cfg.linger_ms % 1000) * 1000};
-
-        w = bill_work_new(ctx);
-        w->what = "gather";
-        w->step = st_seal;
-        ctx->open = w;
-        evtimer_add(w->timer, &tv);
+    if (!bw) {
+        bw = bill_work_new(ctx, NULL);
+        bw->work.what = "gather";
+        ctx->open = bw;
+        nf_work_delay(&bw->work, ctx->cfg->linger_ms, st_seal);
     }
-    if (w->nitems == w->cap) {
-        w->cap = w->cap ? w->cap * 2 : 64;
-        w->items = nf_xrealloc(w->items, w->cap * sizeof(*w->items));
+    if (bw->nitems == bw->cap) {
+        bw->cap = bw->cap ? bw->cap * 2 : 64;
+        bw->items = nf_xrealloc(bw->items, bw->cap * sizeof(*bw->items));
     }
-    it = &w->items[w->nitems++];
+    it = &bw->items[bw->nitems++];
     memset(it, 0, sizeof(*it));
     it->msg = msg;
     it->ev = nf_json_parse(msg->payload, msg->len);
@@ -351,10 +344,8 @@ void bill_usage_handle(struct bill_ctx *ctx, struct nf_kafka_msg *msg)
         nf_log_kv(NF_LOG_WARN, "usage_invalid", "invalid usage event sent to the dlq", "reason",
                   why, "partition", part, "offset", off, "key", msg->key, NULL);
         nf_metrics_counter_add(ctx->m.invalid, 1);
-        bill_work_add_raw(w, BILL_TOPIC_DLQ, msg->key, msg->payload, msg->len);
+        bill_work_add_raw(bw, NF_TOPIC_USAGE_DLQ, msg->key, msg->payload, msg->len);
     }
-    if (w->nitems >= (size_t)ctx->cfg.batch_max) {
-        w->busy = true;
-        st_seal(w);
-    }
+    if (bw->nitems >= (size_t)ctx->cfg->batch_max)
+        nf_work_goto(&bw->work, st_seal);
 }

@@ -10,7 +10,7 @@
  *               must be ok, else the whole stage is produced again
  *   st_markers  the alerts just delivered are recorded in billing.budget_alerts, so each
  *               threshold is announced once per user and month
- *   finish      the Kafka messages of the work are marked done
+ *   finish      the Kafka messages of the work are marked done (nf_work_finish)
  *
  * Every stage is safe to repeat: a cost update carries the job's total (the scheduler
  * keeps the larger value), an alert has a deterministic id and its marker is
@@ -32,6 +32,7 @@
 #include "nf_mem.h"
 #include "nf_metrics.h"
 #include "nf_pg.h"
+#include "nf_time.h"
 
 /* clang-format off */
 const char bill_effects_sql[] =
@@ -100,9 +101,9 @@ int bill_rows_cost(const PGresult *res, int first, int last, long long *total)
     return 0;
 }
 
-static void st_query(struct bill_work *w);
-static void st_produce(struct bill_work *w);
-static void st_markers(struct bill_work *w);
+static void st_query(struct nf_work *w);
+static void st_produce(struct nf_work *w);
+static void st_markers(struct nf_work *w);
 
 static cJSON *str_array(char **arr, size_t n)
 {
@@ -133,7 +134,7 @@ static bool alerted(const char *list, int pct)
 }
 
 /* One user's rows: the alerts their spending calls for that were not sent yet. */
-static int user_alerts(struct bill_work *w, const PGresult *res, int first, int last)
+static int user_alerts(struct bill_work *bw, const PGresult *res, int first, int last)
 {
     const char *user_id = nf_pg_val(res, first, "id");
     const char *list = nf_pg_val(res, first, "alerted");
@@ -150,31 +151,26 @@ static int user_alerts(struct bill_work *w, const PGresult *res, int first, int 
 
         if (!(bits & (1u << i)) || alerted(list, pct))
             continue;
-        bill_work_add_out(w, BILL_TOPIC_AUDIT, user_id,
-                          bill_alert_event(user_id, w->month_ms, pct, limit, spent));
-        w->alerts = nf_xrealloc(w->alerts, (w->nalerts + 1) * sizeof(*w->alerts));
-        w->alerts[w->nalerts].user_id = nf_xstrdup(user_id);
-        w->alerts[w->nalerts].pct = pct;
-        w->nalerts++;
+        bill_work_add_out(bw, NF_TOPIC_AUDIT, user_id,
+                          bill_alert_event(user_id, bw->month_ms, pct, limit, spent));
+        bw->alerts = nf_xrealloc(bw->alerts, (bw->nalerts + 1) * sizeof(*bw->alerts));
+        bw->alerts[bw->nalerts].user_id = nf_xstrdup(user_id);
+        bw->alerts[bw->nalerts].pct = pct;
+        bw->nalerts++;
     }
     return 0;
 }
 
 static void on_query(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
-    struct bill_work *w = arg;
-    struct bill_ctx *ctx = w->ctx;
+    struct nf_work *w = arg;
+    struct bill_work *bw = bill_work_of(w);
+    struct bill_ctx *ctx = bill_ctx_of(w);
     int row, first, rows;
     long long cost;
 
-    if (ctx->closing) {
-        w->busy = false;
+    if (nf_work_failed(w, res, err))
         return;
-    }
-    if (!res) {
-        bill_work_retry(w, err);
-        return;
-    }
     rows = PQntuples(res);
     for (first = 0; first < rows; first = row) {
         const char *kind = nf_pg_val(res, first, "kind");
@@ -191,150 +187,118 @@ static void on_query(const PGresult *res, const char *err, const char *pgcode, v
         if (strcmp(kind, "job") == 0) {
             if (bill_rows_cost(res, first, row, &cost) < 0)
                 continue; /* logged; the other jobs still get theirs */
-            bill_work_add_out(w, BILL_TOPIC_COSTS, id,
+            bill_work_add_out(bw, NF_TOPIC_BILLING_COSTS, id,
                               bill_cost_event(id, nf_pg_val(res, first, "user_id"), cost));
             nf_metrics_counter_add(ctx->m.costs, 1);
-        } else if (user_alerts(w, res, first, row) < 0) {
+        } else if (user_alerts(bw, res, first, row) < 0) {
             nf_log_kv(NF_LOG_ERROR, "budget_check_failed", "cannot evaluate a budget", "user_id",
                       id, NULL);
         }
     }
-    bill_work_goto(w, st_produce);
+    nf_work_goto(w, st_produce);
 }
 
-static void st_query(struct bill_work *w)
+/* The month's start as RFC 3339 and as a date, for the statements' parameters. */
+static void month_params(int64_t month_ms, char start[32], char month[16])
 {
+    nf_time_format_rfc3339(month_ms, start);
+    snprintf(month, 16, "%.10s", start);
+}
+
+static void st_query(struct nf_work *w)
+{
+    struct bill_work *bw = bill_work_of(w);
     char start[32], month[16];
     const char *params[4];
-    cJSON *jobs = str_array(w->jobs, w->njobs), *users = str_array(w->users, w->nusers);
+    cJSON *jobs = str_array(bw->jobs, bw->njobs), *users = str_array(bw->users, bw->nusers);
     char *pj = nf_json_print(jobs), *pu = nf_json_print(users);
 
     w->what = "effects";
-    w->month_ms = bill_month_start((int64_t)nf_now_ms());
-    bill_time_format(w->month_ms, start);
-    snprintf(month, sizeof(month), "%.10s", start);
+    bw->month_ms = bill_month_start((int64_t)nf_now_ms());
+    month_params(bw->month_ms, start, month);
     params[0] = pj;
     params[1] = pu;
     params[2] = start;
     params[3] = month;
-    if (nf_pg_query(w->ctx->pg, bill_effects_sql, 4, params, on_query, w) < 0)
-        bill_work_retry(w, "could not queue the effects query");
+    if (nf_pg_query(bill_ctx_of(w)->pg, bill_effects_sql, 4, params, on_query, w) < 0)
+        nf_work_retry(w, "could not queue the effects query");
     cJSON_Delete(jobs);
     cJSON_Delete(users);
     free(pj);
     free(pu);
 }
 
-static void produced(struct bill_work *w)
+/* Every message of the work; a failed delivery produces them all again (nf_work). The
+ * loop stops at the first message the producer would not queue: the stage is retried. */
+static void st_produce(struct nf_work *w)
 {
-    if (w->pending > 0)
-        return;
-    if (w->ctx->closing) {
-        w->busy = false;
-        return;
-    }
-    if (w->produce_failed)
-        bill_work_retry(w, "kafka produce failed");
-    else
-        bill_work_goto(w, st_markers);
-}
-
-static void on_delivery(int err, const char *errstr, void *arg)
-{
-    struct bill_work *w = arg;
-
-    if (err) {
-        w->produce_failed = true;
-        if (!w->ctx->closing)
-            nf_log_kv(NF_LOG_WARN, "produce_failed", "delivery failed", "stage", w->what, "error",
-                      errstr, NULL);
-    }
-    w->pending--;
-    produced(w);
-}
-
-static void st_produce(struct bill_work *w)
-{
+    struct bill_work *bw = bill_work_of(w);
     size_t i;
 
     w->what = "produce";
-    w->pending = 1; /* held until all are queued, so early reports cannot complete it */
-    w->produce_failed = false;
-    for (i = 0; i < w->nouts; i++) {
-        const struct bill_out *o = &w->outs[i];
-
-        w->pending++;
-        if (nf_kafka_produce(w->ctx->producer, o->topic, o->key, o->payload, o->len, on_delivery,
-                             w) < 0) {
-            w->pending--;
-            w->produce_failed = true;
-            nf_log_kv(NF_LOG_WARN, "produce_failed", "could not queue message", "topic", o->topic,
-                      NULL);
-            break;
-        }
-    }
-    w->pending--;
-    produced(w);
+    nf_work_produce_begin(w);
+    for (i = 0; i < bw->nouts && !w->produce_failed; i++)
+        nf_work_produce_raw(w, bw->outs[i].topic, bw->outs[i].key, bw->outs[i].payload,
+                            bw->outs[i].len);
+    nf_work_produce_end(w, st_markers);
 }
 
 static void on_markers(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
-    struct bill_work *w = arg;
+    struct nf_work *w = arg;
+    struct bill_work *bw = bill_work_of(w);
+    struct bill_ctx *ctx = bill_ctx_of(w);
     size_t i;
     char pct[8];
 
-    if (w->ctx->closing) {
-        w->busy = false;
+    if (nf_work_failed(w, res, err))
         return;
+    for (i = 0; i < bw->nalerts; i++) {
+        snprintf(pct, sizeof(pct), "%d", bw->alerts[i].pct);
+        nf_log_kv(NF_LOG_INFO, "budget_alert", "budget alert sent", "user_id",
+                  bw->alerts[i].user_id, "threshold_percent", pct, NULL);
     }
-    if (!res) {
-        bill_work_retry(w, err);
-        return;
-    }
-    for (i = 0; i < w->nalerts; i++) {
-        snprintf(pct, sizeof(pct), "%d", w->alerts[i].pct);
-        nf_log_kv(NF_LOG_INFO, "budget_alert", "budget alert sent", "user_id", w->alerts[i].user_id,
-                  "threshold_percent", pct, NULL);
-    }
-    nf_metrics_counter_add(w->ctx->m.alerts, w->nalerts);
-    bill_work_finish(w);
+    nf_metrics_counter_add(ctx->m.alerts, bw->nalerts);
+    nf_work_finish(w);
 }
 
-static void st_markers(struct bill_work *w)
+static void st_markers(struct nf_work *w)
 {
+    struct bill_work *bw = bill_work_of(w);
     char start[32], month[16], *text;
     const char *params[2];
     cJSON *arr, *o;
     size_t i;
 
     w->what = "markers";
-    if (w->nalerts == 0) {
-        bill_work_finish(w);
+    if (bw->nalerts == 0) {
+        nf_work_finish(w);
         return;
     }
     arr = cJSON_CreateArray();
     if (!arr)
         abort();
-    for (i = 0; i < w->nalerts; i++) {
+    for (i = 0; i < bw->nalerts; i++) {
         o = nf_json_obj();
-        nf_json_add_str(o, "user_id", w->alerts[i].user_id);
-        nf_json_add_int(o, "threshold", w->alerts[i].pct);
+        nf_json_add_str(o, "user_id", bw->alerts[i].user_id);
+        nf_json_add_int(o, "threshold", bw->alerts[i].pct);
         if (!cJSON_AddItemToArray(arr, o))
             abort();
     }
     text = nf_json_print(arr);
     cJSON_Delete(arr);
-    bill_time_format(w->month_ms, start);
-    snprintf(month, sizeof(month), "%.10s", start);
+    month_params(bw->month_ms, start, month);
     params[0] = text;
     params[1] = month;
-    if (nf_pg_query(w->ctx->pg, bill_markers_sql, 2, params, on_markers, w) < 0)
-        bill_work_retry(w, "could not queue the alert markers");
+    if (nf_pg_query(bill_ctx_of(w)->pg, bill_markers_sql, 2, params, on_markers, w) < 0)
+        nf_work_retry(w, "could not queue the alert markers");
     free(text);
 }
 
-void bill_effects_start(struct bill_work *w)
+void bill_effects_start(struct nf_work *w)
 {
-    bill_work_dedupe(w);
-    bill_work_goto(w, (w->njobs || w->nusers) ? st_query : st_produce);
+    struct bill_work *bw = bill_work_of(w);
+
+    bill_work_dedupe(bw);
+    nf_work_goto(w, (bw->njobs || bw->nusers) ? st_query : st_produce);
 }

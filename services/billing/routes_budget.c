@@ -26,6 +26,8 @@
 #include "nf_json.h"
 #include "nf_log.h"
 #include "nf_pg.h"
+#include "nf_time.h"
+#include "routes.h"
 
 /* clang-format off */
 static const char budget_sql[] =
@@ -55,7 +57,7 @@ struct month {
 
 static void month_now(struct month *m)
 {
-    bill_time_format(bill_month_start((int64_t)nf_now_ms()), m->start);
+    nf_time_format_rfc3339(bill_month_start((int64_t)nf_now_ms()), m->start);
     snprintf(m->date, sizeof(m->date), "%.10s", m->start);
 }
 
@@ -111,6 +113,19 @@ static cJSON *budget_body(const PGresult *res, const char *user_id, const char *
     return body;
 }
 
+/* An alert check in the background (effects.c), so lowering a budget below this month's
+ * spending announces the thresholds it crossed. */
+static void check_alerts(struct bill_ctx *ctx, const char *user_id)
+{
+    struct bill_work *bw;
+
+    if (*ctx->stopping || *ctx->closing)
+        return;
+    bw = bill_work_new(ctx, NULL);
+    bill_work_add_user(bw, user_id);
+    bill_effects_start(&bw->work);
+}
+
 static void on_budget(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
     struct nf_http_req *req = arg;
@@ -133,7 +148,7 @@ static void on_budget(const PGresult *res, const char *err, const char *pgcode, 
         return;
     }
     if (strcmp(nf_http_req_method(req), "PUT") == 0 && ctx)
-        bill_budget_check_alerts(ctx, user_id);
+        check_alerts(ctx, user_id);
     nf_http_reply_json(req, 200, body);
 }
 
@@ -148,7 +163,7 @@ static const char *require_user(struct nf_http_req *req)
     return user_id;
 }
 
-static void get_budget(struct nf_http_req *req, void *arg)
+void bill_budget_get(struct nf_http_req *req, void *arg)
 {
     struct bill_ctx *ctx = arg;
     const char *user_id = require_user(req);
@@ -166,7 +181,7 @@ static void get_budget(struct nf_http_req *req, void *arg)
         nf_http_reply_error(req, 503, "unavailable", NULL, "billing store unavailable, retry");
 }
 
-static void put_budget(struct nf_http_req *req, void *arg)
+void bill_budget_put(struct nf_http_req *req, void *arg)
 {
     struct bill_ctx *ctx = arg;
     const char *user_id = require_user(req);
@@ -206,24 +221,4 @@ static void put_budget(struct nf_http_req *req, void *arg)
     nf_http_req_set_data(req, ctx);
     if (nf_pg_tx(ctx->pg, stmts, 2, on_budget, req) < 0)
         nf_http_reply_error(req, 503, "unavailable", NULL, "billing store unavailable, retry");
-}
-
-void bill_budget_check_alerts(struct bill_ctx *ctx, const char *user_id)
-{
-    struct bill_work *w;
-
-    if (ctx->stopping || ctx->closing)
-        return;
-    w = bill_work_new(ctx);
-    bill_work_add_user(w, user_id);
-    w->busy = true;
-    bill_effects_start(w);
-}
-
-int bill_routes_budget(struct bill_ctx *ctx)
-{
-    if (nf_http_route(ctx->http, "GET", "/internal/budget", get_budget, ctx) < 0 ||
-        nf_http_route(ctx->http, "PUT", "/internal/budget", put_budget, ctx) < 0)
-        return -1;
-    return 0;
 }

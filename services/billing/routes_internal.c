@@ -33,6 +33,8 @@
 #include "nf_log.h"
 #include "nf_mem.h"
 #include "nf_pg.h"
+#include "nf_time.h"
+#include "routes.h"
 
 /* clang-format off */
 static const char summary_sql[] =
@@ -182,7 +184,7 @@ static cJSON *summary_body(const PGresult *res, const char *user_id, const struc
             goto bad;
         sum = 0;
         for (row = first; row < rows && (row == first || same_line(res, first, row)); row++) {
-            t = bill_job_type_index(nf_pg_val(res, row, "job_type"));
+            t = nf_job_type_index(nf_pg_val(res, row, "job_type"));
             if (bill_u64_parse(nf_pg_val(res, row, "quantity"), &qty) < 0 || t < 0 ||
                 sum > UINT64_MAX - qty)
                 goto bad;
@@ -194,7 +196,7 @@ static cJSON *summary_body(const PGresult *res, const char *user_id, const struc
             }
             if (!jt[t]) {
                 jt[t] = nf_json_obj();
-                nf_json_add_str(jt[t], "job_type", bill_job_types[t]);
+                nf_json_add_str(jt[t], "job_type", nf_job_types[t]);
                 jl[t] = add_array(jt[t], "lines");
             }
             if (!cJSON_AddItemToArray(jl[t], line))
@@ -228,24 +230,32 @@ bad:
     return NULL;
 }
 
-static void on_summary(const PGresult *res, const char *err, const char *pgcode, void *arg)
+typedef cJSON *(*read_body_fn)(const PGresult *res, const char *user_id, const struct read_req *rr);
+
+/* A read's answer: the body built from its rows, 503 when the store failed. */
+static void read_done(struct nf_http_req *req, const PGresult *res, const char *err,
+                      const char *what, read_body_fn body_of)
 {
-    struct nf_http_req *req = arg;
     struct read_req *rr = nf_http_req_data(req);
     cJSON *body;
 
     if (!res) {
         free(rr);
-        reply_unavailable(req, "summary", err);
+        reply_unavailable(req, what, err);
         return;
     }
-    body = summary_body(res, nf_http_req_query(req, "user_id"), rr);
+    body = body_of(res, nf_http_req_query(req, "user_id"), rr);
     free(rr);
     if (!body) {
         nf_http_reply_error(req, 500, "internal", NULL, "usage total out of range");
         return;
     }
     nf_http_reply_json(req, 200, body);
+}
+
+static void on_summary(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    read_done(arg, res, err, "summary", summary_body);
 }
 
 /*
@@ -289,37 +299,49 @@ static struct read_req *read_params(struct nf_http_req *req, bool series)
         }
         v = nf_http_req_query(req, "job_type");
         if (v && *v) {
-            t = bill_job_type_index(v);
+            t = nf_job_type_index(v);
             if (t < 0) {
                 nf_http_reply_error(req, 422, "invalid_params", "job_type",
                                     "job_type must be generate, audit, distill, train, evaluate "
                                     "or deploy");
                 return NULL;
             }
-            rr.job_type = bill_job_types[t];
+            rr.job_type = nf_job_types[t];
         }
     }
-    bill_time_format(start, rr.start);
-    bill_time_format(end, rr.end);
+    nf_time_format_rfc3339(start, rr.start);
+    nf_time_format_rfc3339(end, rr.end);
     return memcpy(nf_xmalloc(sizeof(rr)), &rr, sizeof(rr));
 }
 
-static void get_summary(struct nf_http_req *req, void *arg)
+/*
+ * Reads the query (read_params) and sends sql with $1 user_id, $2 $3 the period and, for
+ * the time series, $4 bucket, $5 meter, $6 job_type; rr is owned by req until read_done.
+ */
+static void read_send(struct bill_ctx *ctx, struct nf_http_req *req, bool series, const char *sql,
+                      nf_pg_cb cb, const char *what)
 {
-    struct bill_ctx *ctx = arg;
-    struct read_req *rr = read_params(req, false);
-    const char *params[3];
+    struct read_req *rr = read_params(req, series);
+    const char *params[6];
 
     if (!rr)
         return;
     params[0] = nf_http_req_query(req, "user_id");
     params[1] = rr->start;
     params[2] = rr->end;
+    params[3] = bill_bucket_name(rr->bucket);
+    params[4] = rr->meter;
+    params[5] = rr->job_type;
     nf_http_req_set_data(req, rr);
-    if (nf_pg_query(ctx->pg, summary_sql, 3, params, on_summary, req) < 0) {
+    if (nf_pg_query(ctx->pg, sql, series ? 6 : 3, params, cb, req) < 0) {
         free(rr);
-        reply_unavailable(req, "summary", "could not queue");
+        reply_unavailable(req, what, "could not queue");
     }
+}
+
+void bill_internal_summary(struct nf_http_req *req, void *arg)
+{
+    read_send(arg, req, false, summary_sql, on_summary, "summary");
 }
 
 /* The time series body from rows ordered by bucket, meter, price version. */
@@ -379,43 +401,12 @@ bad:
 
 static void on_usage(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
-    struct nf_http_req *req = arg;
-    struct read_req *rr = nf_http_req_data(req);
-    cJSON *body;
-
-    if (!res) {
-        free(rr);
-        reply_unavailable(req, "usage", err);
-        return;
-    }
-    body = usage_body(res, nf_http_req_query(req, "user_id"), rr);
-    free(rr);
-    if (!body) {
-        nf_http_reply_error(req, 500, "internal", NULL, "usage total out of range");
-        return;
-    }
-    nf_http_reply_json(req, 200, body);
+    read_done(arg, res, err, "usage", usage_body);
 }
 
-static void get_usage(struct nf_http_req *req, void *arg)
+void bill_internal_usage(struct nf_http_req *req, void *arg)
 {
-    struct bill_ctx *ctx = arg;
-    struct read_req *rr = read_params(req, true);
-    const char *params[6];
-
-    if (!rr)
-        return;
-    params[0] = nf_http_req_query(req, "user_id");
-    params[1] = rr->start;
-    params[2] = rr->end;
-    params[3] = bill_bucket_name(rr->bucket);
-    params[4] = rr->meter;
-    params[5] = rr->job_type;
-    nf_http_req_set_data(req, rr);
-    if (nf_pg_query(ctx->pg, usage_sql, 6, params, on_usage, req) < 0) {
-        free(rr);
-        reply_unavailable(req, "usage", "could not queue");
-    }
+    read_send(arg, req, true, usage_sql, on_usage, "usage");
 }
 
 static void on_job_cost(const PGresult *res, const char *err, const char *pgcode, void *arg)
@@ -441,7 +432,7 @@ static void on_job_cost(const PGresult *res, const char *err, const char *pgcode
     nf_http_reply_json(req, 200, body);
 }
 
-static void get_job_cost(struct nf_http_req *req, void *arg)
+void bill_internal_job_cost(struct nf_http_req *req, void *arg)
 {
     struct bill_ctx *ctx = arg;
     const char *params[2];
@@ -454,13 +445,4 @@ static void get_job_cost(struct nf_http_req *req, void *arg)
     }
     if (nf_pg_query(ctx->pg, job_cost_sql, 2, params, on_job_cost, req) < 0)
         reply_unavailable(req, "job_cost", "could not queue");
-}
-
-int bill_routes_internal(struct bill_ctx *ctx)
-{
-    if (nf_http_route(ctx->http, "GET", "/internal/summary", get_summary, ctx) < 0 ||
-        nf_http_route(ctx->http, "GET", "/internal/usage", get_usage, ctx) < 0 ||
-        nf_http_route(ctx->http, "GET", "/internal/jobs/{job_id}/cost", get_job_cost, ctx) < 0)
-        return -1;
-    return bill_routes_budget(ctx);
 }

@@ -20,9 +20,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nf_kafka.h"
 #include "nf_log.h"
 #include "nf_metrics.h"
 #include "nf_pg.h"
+#include "routes.h"
 
 static long long ll(const char *s)
 {
@@ -31,18 +33,13 @@ static long long ll(const char *s)
 
 static void on_sweep(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
-    struct bill_work *w = arg;
-    struct bill_ctx *ctx = w->ctx;
+    struct nf_work *w = arg;
+    struct bill_work *bw = bill_work_of(w);
+    struct bill_ctx *ctx = bill_ctx_of(w);
     int row, rows;
 
-    if (ctx->closing) {
-        w->busy = false;
+    if (nf_work_failed(w, res, err))
         return;
-    }
-    if (!res) {
-        bill_work_retry(w, err);
-        return;
-    }
     rows = PQntuples(res);
     for (row = 0; row < rows; row++) {
         const char *id = nf_pg_val(res, row, "event_id");
@@ -56,8 +53,8 @@ static void on_sweep(const PGresult *res, const char *err, const char *pgcode, v
         if (strcmp(verdict, "recorded") == 0 || strcmp(verdict, "duplicate") == 0) {
             nf_metrics_counter_add(verdict[0] == 'r' ? ctx->m.recorded : ctx->m.duplicate, 1);
             if (strcmp(meter, "storage_byte_hours") != 0)
-                bill_work_add_job(w, job_id);
-            bill_work_add_user(w, user_id);
+                bill_work_add_job(bw, job_id);
+            bill_work_add_user(bw, user_id);
             continue;
         }
         nf_metrics_counter_add(ctx->m.refused, 1);
@@ -66,7 +63,7 @@ static void on_sweep(const PGresult *res, const char *err, const char *pgcode, v
             strcmp(verdict, "expired") == 0 ? "usage without a lease in time refused"
                                             : "usage from a worker that did not lease the job",
             "event_id", id, "job_id", job_id, "worker_id", nf_pg_val(res, row, "worker_id"), NULL);
-        bill_work_add_out(w, BILL_TOPIC_DLQ, user_id,
+        bill_work_add_out(bw, NF_TOPIC_USAGE_DLQ, user_id,
                           bill_usage_rebuild(id, user_id, job_id, nf_pg_val(res, row, "job_type"),
                                              ll(nf_pg_val(res, row, "attempt")),
                                              nf_pg_val(res, row, "worker_id"), meter,
@@ -74,41 +71,50 @@ static void on_sweep(const PGresult *res, const char *err, const char *pgcode, v
                                              nf_pg_val(res, row, "window_start"),
                                              nf_pg_val(res, row, "window_end")));
     }
-    w->sweep_full = rows >= BILL_SWEEP_PAGE;
+    bw->sweep_full = rows >= BILL_SWEEP_PAGE;
     bill_effects_start(w);
 }
 
-static void st_sweep(struct bill_work *w)
+static void st_sweep(struct nf_work *w)
 {
+    struct bill_ctx *ctx = bill_ctx_of(w);
     char wait[16], page[16];
     const char *params[2] = {wait, page};
 
     w->what = "sweep";
-    snprintf(wait, sizeof(wait), "%d", w->ctx->cfg.lease_wait_s);
+    snprintf(wait, sizeof(wait), "%d", ctx->cfg->lease_wait_s);
     snprintf(page, sizeof(page), "%d", BILL_SWEEP_PAGE);
-    if (nf_pg_query(w->ctx->pg, bill_sweep_sql, 2, params, on_sweep, w) < 0)
-        bill_work_retry(w, "could not queue the sweep");
+    if (nf_pg_query(ctx->pg, bill_sweep_sql, 2, params, on_sweep, w) < 0)
+        nf_work_retry(w, "could not queue the sweep");
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct bill_ctx *ctx = arg;
-    struct bill_work *w;
+    struct bill_work *bw;
 
-    if (ctx->sweeping || ctx->stopping || ctx->closing)
+    if (ctx->sweeping || *ctx->stopping || *ctx->closing)
         return;
-    w = bill_work_new(ctx);
-    w->sweep = true;
+    bw = bill_work_new(ctx, NULL);
+    bw->sweep = true;
     ctx->sweeping = true;
-    bill_work_goto(w, st_sweep);
+    nf_work_goto(&bw->work, st_sweep);
 }
 
-int bill_sweep_init(struct bill_ctx *ctx)
+int bill_sweep_start(struct bill_ctx *ctx)
 {
-    struct timeval tv = {ctx->cfg.sweep_ms / 1000, (suseconds_t)(ctx->cfg.sweep_ms % 1000) * 1000};
+    int ms = ctx->cfg->sweep_ms;
+    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
 
     ctx->sweep = event_new(ctx->base, -1, EV_PERSIST, on_tick, ctx);
     if (!ctx->sweep)
         return -1;
     return event_add(ctx->sweep, &tv);
+}
+
+void bill_sweep_close(struct bill_ctx *ctx)
+{
+    if (ctx->sweep)
+        event_free(ctx->sweep);
+    ctx->sweep = NULL;
 }

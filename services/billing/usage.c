@@ -22,6 +22,8 @@
 
 #include "nf_event.h"
 #include "nf_json.h"
+#include "nf_str.h"
+#include "nf_time.h"
 
 static const char *const meter_names[BILL_NMETERS] = {
     "gpu_ms",
@@ -37,22 +39,8 @@ static const long long meter_max[BILL_NMETERS] = {
     BILL_MAX_STORAGE_BYTE_HOURS,
 };
 
-const char *const bill_job_types[6] = {
-    "generate", "audit", "distill", "train", "evaluate", "deploy",
-};
-
 /* A GPU window may not claim more GPU time than this many GPUs running all along. */
 #define MAX_GPUS_PER_WINDOW 64
-
-int bill_job_type_index(const char *s)
-{
-    int i;
-
-    for (i = 0; s && i < 6; i++)
-        if (strcmp(s, bill_job_types[i]) == 0)
-            return i;
-    return -1;
-}
 
 const char *bill_meter_name(enum bill_meter m)
 {
@@ -61,17 +49,12 @@ const char *bill_meter_name(enum bill_meter m)
 
 int bill_meter_parse(const char *name, enum bill_meter *out)
 {
-    int i;
+    int i = nf_str_index(meter_names, BILL_NMETERS, name);
 
-    if (!name)
+    if (i < 0)
         return -1;
-    for (i = 0; i < BILL_NMETERS; i++) {
-        if (strcmp(name, meter_names[i]) == 0) {
-            *out = (enum bill_meter)i;
-            return 0;
-        }
-    }
-    return -1;
+    *out = (enum bill_meter)i;
+    return 0;
 }
 
 const char *bill_meter_base_unit(enum bill_meter m)
@@ -90,106 +73,15 @@ long long bill_meter_max(enum bill_meter m)
  * Time
  * ------------------------------------------------------------------------------------ */
 
-/* Days since 1970-01-01 of a proleptic Gregorian date (y >= 1970 here). */
-static int64_t days_from_civil(int64_t y, int m, int d)
-{
-    int64_t era, yoe, doy, doe;
-
-    y -= m <= 2;
-    era = (y >= 0 ? y : y - 399) / 400;
-    yoe = y - era * 400;
-    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static int days_in_month(int y, int m)
-{
-    static const int dm[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-
-    return m == 2 && leap ? 29 : dm[m - 1];
-}
-
-static bool num(const char *s, int n, int *v)
-{
-    int i;
-
-    *v = 0;
-    for (i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        *v = *v * 10 + (s[i] - '0');
-    }
-    return true;
-}
-
-/* RFC 3339 date-time; a plain date too when allow_date. */
-static int parse_time(const char *s, bool allow_date, int64_t *out)
-{
-    int y, mo, d, h = 0, mi = 0, sec = 0, ms = 0, oh, om, i;
-    int64_t t;
-
-    if (!s || !num(s, 4, &y) || s[4] != '-' || !num(s + 5, 2, &mo) || s[7] != '-' ||
-        !num(s + 8, 2, &d))
-        return -1;
-    if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo))
-        return -1;
-    t = days_from_civil(y, mo, d) * 86400000LL;
-    s += 10;
-    if (*s == '\0') {
-        if (!allow_date)
-            return -1;
-        *out = t;
-        return 0;
-    }
-    if (s[0] != 'T' || !num(s + 1, 2, &h) || s[3] != ':' || !num(s + 4, 2, &mi) || s[6] != ':' ||
-        !num(s + 7, 2, &sec) || h > 23 || mi > 59 || sec > 60)
-        return -1;
-    s += 9;
-    if (*s == '.') {
-        for (i = 0, s++; *s >= '0' && *s <= '9'; s++, i++) {
-            if (i < 3)
-                ms = ms * 10 + (*s - '0');
-        }
-        if (i < 1 || i > 9)
-            return -1;
-        for (; i < 3; i++)
-            ms *= 10;
-    }
-    t += ((int64_t)h * 3600 + (int64_t)mi * 60 + sec) * 1000 + ms;
-    if (s[0] == 'Z' && s[1] == '\0') {
-        *out = t;
-        return 0;
-    }
-    if ((s[0] == '+' || s[0] == '-') && num(s + 1, 2, &oh) && s[3] == ':' && num(s + 4, 2, &om) &&
-        s[6] == '\0' && oh <= 23 && om <= 59) {
-        t -= (s[0] == '+' ? 1 : -1) * ((int64_t)oh * 60 + om) * 60000;
-        if (t < 0)
-            return -1;
-        *out = t;
-        return 0;
-    }
-    return -1;
-}
-
-int bill_time_parse(const char *s, int64_t *ms)
-{
-    return parse_time(s, true, ms);
-}
-
-void bill_time_format(int64_t ms, char out[32])
-{
-    nf_event_time(ms < 0 ? 0 : (uint64_t)ms, out);
-}
-
 int64_t bill_month_start(int64_t ms)
 {
     time_t sec = (time_t)(ms / 1000);
     struct tm tm;
+    int into; /* seconds since the month began, under 31 days */
 
     gmtime_r(&sec, &tm);
-    return days_from_civil(tm.tm_year + 1900, tm.tm_mon + 1, 1) * 86400000LL;
+    into = (tm.tm_mday - 1) * 86400 + tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec;
+    return ((int64_t)sec - into) * 1000;
 }
 
 int bill_u64_parse(const char *s, uint64_t *out)
@@ -284,7 +176,7 @@ int bill_usage_parse(const cJSON *ev, struct bill_usage *out, const char **why)
         return -1;
     }
     u.job_type = nf_json_str(data, "job_type");
-    if (bill_job_type_index(u.job_type) < 0) {
+    if (nf_job_type_index(u.job_type) < 0) {
         *why = "data.job_type is not a known job type";
         return -1;
     }
@@ -327,11 +219,11 @@ int bill_usage_parse(const cJSON *ev, struct bill_usage *out, const char **why)
     }
     u.window_start = nf_json_str(data, "window_start");
     u.window_end = nf_json_str(data, "window_end");
-    if (parse_time(u.window_start, false, &u.start_ms) < 0) {
+    if (nf_time_parse_rfc3339(u.window_start, 0, &u.start_ms) < 0) {
         *why = "data.window_start must be an RFC 3339 time";
         return -1;
     }
-    if (parse_time(u.window_end, false, &u.end_ms) < 0) {
+    if (nf_time_parse_rfc3339(u.window_end, 0, &u.end_ms) < 0) {
         *why = "data.window_end must be an RFC 3339 time";
         return -1;
     }
@@ -380,10 +272,10 @@ int bill_period_parse(const char *ps, const char *pe, int64_t now_ms, int64_t *s
 {
     int64_t s = bill_month_start(now_ms), e = now_ms;
 
-    if (ps && *ps && bill_time_parse(ps, &s) < 0)
+    if (ps && *ps && nf_time_parse_rfc3339(ps, NF_TIME_DATE, &s) < 0)
         return nf_json_fail(err, "period_start",
                             "period_start must be an RFC 3339 time or a date (YYYY-MM-DD)");
-    if (pe && *pe && bill_time_parse(pe, &e) < 0)
+    if (pe && *pe && nf_time_parse_rfc3339(pe, NF_TIME_DATE, &e) < 0)
         return nf_json_fail(err, "period_end",
                             "period_end must be an RFC 3339 time or a date (YYYY-MM-DD)");
     if (e <= s)

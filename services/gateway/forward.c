@@ -13,7 +13,9 @@
 #include <string.h>
 
 #include "gw.h"
+#include "nf_http_client.h"
 #include "nf_log.h"
+#include "nf_mem.h"
 
 static const char *const backend_names[GW_NBACKENDS] = {
     [GW_BACKEND_REDIS] = "redis",       [GW_BACKEND_KAFKA] = "kafka",
@@ -37,7 +39,7 @@ static void forwarded(const struct nf_http_resp *resp, void *arg)
 
     if (op->done)
         op->done(op->ctx, op->done_arg);
-    if (resp->status == 0 && op->ctx->stopping) { /* the gateway ended the call */
+    if (resp->status == 0 && op->ctx->svc->stopping) { /* the gateway ended the call */
         gw_reply_unavailable(op->req, 1, "the gateway is shutting down, try again");
         free(op);
         return;
@@ -70,9 +72,7 @@ int gw_forward(struct gw_ctx *ctx, struct nf_http_req *req, struct nf_http_clien
     char msg[96];
 
     if (cli) {
-        op = calloc(1, sizeof(*op));
-        if (!op)
-            abort();
+        op = nf_xcalloc(1, sizeof(*op));
         op->ctx = ctx;
         op->req = req;
         op->backend = backend;

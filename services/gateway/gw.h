@@ -18,10 +18,18 @@
  *                              with the caller in X-Nf-* headers)
  *   GET  /openapi.json, /docs  served from memory
  *
- * Files by role: config.c (the NF_GATEWAY_* table), gw.c (context, shutdown),
- * keys.c (API key and session auth), ratelimit.c (GCRA, the auth + rate-limit script),
- * validate.c (job params, pure), job.c (job object, pure), snapshot.c (Redis job:<id>),
- * routes_jobs.c, routes_workers.c, routes_auth.c, routes_meta.c.
+ * Files, bottom up (a file includes gw.h and libnf, route files also routes.h; nothing
+ * includes service.c):
+ *   gw.h + ctx.c   the context, the configuration struct, shared helpers (503 answers,
+ *                  backend error counts)
+ *   modules        validate.c, job.c (pure); keys.c (API key and session auth);
+ *                  ratelimit.c (GCRA, the auth + rate-limit script); snapshot.c (Redis
+ *                  job:<id>); idempotency.c; streams.c (the open streamed answers);
+ *                  forward.c (relaying to an internal service); sse.c (job events as SSE)
+ *   routes.h       the route handlers, implemented by routes_jobs.c, routes_workers.c,
+ *                  routes_auth.c, routes_billing.c, routes_artifacts.c, routes_meta.c
+ *   service.c      the descriptor gw_service: NF_GATEWAY_* rows, route table, hooks
+ *   main.c         nf_svc_main(&gw_service)
  */
 #include <cjson/cJSON.h>
 #include <event2/event.h>
@@ -29,64 +37,48 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/queue.h>
 
 #include "nf_crypto.h"
 #include "nf_http.h"
 #include "nf_id.h"
+#include "nf_jobs.h"
 #include "nf_json.h"
+#include "nf_svc.h"
 
 #include <hiredis/hiredis.h>
 
 struct gw_ctx;
 struct gw_stream;
-struct nf_app;
 struct nf_counter;
-struct nf_kafka_producer;
-struct nf_metrics;
-struct nf_redis;
 struct nf_redis_script;
 
-/* ---- config.c --------------------------------------------------------------------- */
+/* The descriptor (service.c); main.c runs it. */
+extern const struct nf_svc_desc gw_service;
 
-/* Filled once at start by gw_config_load; read-only afterwards. */
+/* ---- configuration: the NF_GATEWAY_* rows of service.c ------------------------------ */
+
+/* The service's own rows (svc->own); the shared ones (NF_GATEWAY_ADDR, Kafka, Redis,
+ * NF_GATEWAY_TIMEOUT_MS for Redis and internal calls, NF_GATEWAY_DRAIN_MS)
+ * are nf_svc's (svc->cfg). */
 struct gw_config {
-    char *log_level;
-    char *addr;          /* public listen address host:port */
-    bool reuseport;      /* SO_REUSEPORT: several gateway processes on one port */
-    int max_body;        /* bytes */
-    char *openapi;       /* path of the OpenAPI JSON served at /openapi.json */
-    char *auth_addr;     /* nf-auth internal host:port */
-    char *sched_addr;    /* nf-scheduler internal host:port */
-    char *wm_addr;       /* nf-worker-manager host:port */
-    char *billing_addr;  /* nf-billing internal host:port */
-    char *artifact_root; /* local artifact store: content is served only from under it
-                            ("" = any file:// path the registry holds) */
-    char *kafka_brokers;
-    int kafka_partitions; /* for topics created at start */
-    int kafka_replication;
-    char *redis_addr;
-    int backend_timeout_ms; /* Redis, nf-auth and nf-scheduler calls */
+    bool reuseport;         /* SO_REUSEPORT: several gateway processes on one port */
+    int max_body;           /* bytes */
+    char *openapi;          /* path of the OpenAPI JSON served at /openapi.json */
+    char *auth_addr;        /* nf-auth internal host:port */
+    char *sched_addr;       /* nf-scheduler internal host:port */
+    char *wm_addr;          /* nf-worker-manager host:port */
+    char *billing_addr;     /* nf-billing internal host:port */
+    char *artifact_root;    /* local artifact store: content is served only from under it
+                               ("" = any file:// path the registry holds) */
     int produce_timeout_ms; /* Kafka delivery deadline (then 503) */
     int wm_conns;           /* connections to the worker-manager (long polls hold one) */
-    int drain_ms;           /* graceful stop: longest wait for in-flight work */
     int rate_per_min;       /* default per-key rate limit (a key may carry a lower one) */
     int rate_burst;         /* requests a key may send at once */
 };
 
-/* Reads the environment into cfg; -1 with err filled on a bad value (cfg is then freed). */
-int gw_config_load(struct gw_config *cfg, char *err, size_t errlen);
-void gw_config_log(const struct gw_config *cfg);
-/* Frees the strings; NULL-safe fields. */
-void gw_config_free(struct gw_config *cfg);
-void gw_config_usage(FILE *out);
-
 /* ---- validate.c: job request validation (pure) ----------------------------------- */
 
-#define GW_NJOB_TYPES 6
-extern const char *const gw_job_types[GW_NJOB_TYPES];
-
-/* Index of job_type in gw_job_types, -1 when unknown (or NULL). */
-int gw_job_type_index(const char *job_type);
 /* true for s3://bucket..., file:///path, https://host..., artifact://art_<ULID>. */
 bool gw_validate_uri(const char *uri);
 /*
@@ -154,9 +146,6 @@ int gw_keys_session_cookie(const char *cookie, char out[GW_SESSION_TOKEN_LEN + 1
  */
 int gw_keys_parse_record(const char *json, size_t len, uint64_t now_ms, bool session,
                          struct gw_principal *out);
-/* RFC 3339 time ("2026-11-28T21:03:52.123Z", "...+02:00") to ms since the epoch; -1 if
- * malformed. */
-int gw_time_parse(const char *s, uint64_t *ms);
 
 /* Continuation after a successful authentication; who is valid only during the call. */
 typedef void (*gw_authed_fn)(struct gw_ctx *ctx, struct nf_http_req *req,
@@ -227,26 +216,12 @@ int gw_snapshot_init(struct gw_ctx *ctx);
 void gw_snapshot_put(struct gw_ctx *ctx, const char *job_id, const char *user_id, const char *doc,
                      size_t doc_len, gw_snapshot_put_cb cb, void *arg);
 void gw_snapshot_get(struct gw_ctx *ctx, const char *job_id, gw_snapshot_get_cb cb, void *arg);
-/* Best effort DEL job:<id> (after a failed produce); a no-op once gw_free released Redis. */
+/* Best effort DEL job:<id> (after a failed produce); a no-op once Redis is freed. */
 void gw_snapshot_del(struct gw_ctx *ctx, const char *job_id);
 
 #define GW_SNAPSHOT_TTL_S (7 * 24 * 3600)
 
-/* ---- routes_*.c -------------------------------------------------------------------- */
-
-int gw_jobs_register(struct gw_ctx *ctx);
-int gw_workers_register(struct gw_ctx *ctx);
-/* GET /api/billing/summary, /usage, GET/PUT /api/billing/budget (routes_billing.c). */
-int gw_billing_register(struct gw_ctx *ctx);
-/* /api/auth/...: register, login, logout forwarded as they are; me and api-keys after
- * gw_keys_auth. */
-int gw_auth_register(struct gw_ctx *ctx);
-/* Reads cfg->openapi into ctx (it must exist and be a JSON object); -1 with err. */
-int gw_meta_load(struct gw_ctx *ctx, char *err, size_t errlen);
-/* GET /openapi.json and GET /docs. */
-int gw_meta_register(struct gw_ctx *ctx);
-
-/* ---- gw.c: the context ----------------------------------------------------------- */
+/* ---- ctx.c: the context and shared helpers ----------------------------------------- */
 
 enum gw_backend {
     GW_BACKEND_REDIS,
@@ -273,31 +248,31 @@ enum gw_auth_source {
     GW_NAUTH_SOURCES
 };
 
-/* Everything the gateway process holds; the callback argument of every handler. */
+/*
+ * Everything the gateway process holds; the callback argument of every handler. Made by
+ * the descriptor's init hook. The backends (Redis, the Kafka producer, the HTTP server,
+ * the metrics) are nf_svc's and reached through svc, whose pointers nf_svc clears as it
+ * frees them; svc->stopping (SIGTERM: draining) and svc->closing (teardown: callbacks
+ * only clean up and answer 503) are the flags every callback checks.
+ */
 struct gw_ctx {
-    const struct gw_config *cfg;
-    struct nf_app *app;
-    struct event_base *base;
-    struct nf_metrics *metrics;
-    struct nf_http_server *srv;
-    struct nf_redis *redis;
+    struct nf_svc *svc;
+    const struct gw_config *cfg;      /* svc->own */
     struct nf_redis_script *snap_put; /* owned by redis */
     struct nf_redis_script *auth_rl;  /* the auth + rate-limit script, owned by redis */
     struct nf_redis_script *idem_begin, *idem_finish, *idem_abort; /* owned by redis */
-    struct gw_stream *streams; /* live streamed answers (SSE, artifact content) */
-    struct nf_kafka_producer *producer;
+    LIST_HEAD(, gw_stream) streams; /* live streamed answers (SSE, artifact content) */
+    /* Internal HTTP clients, owned: made in start, freed (NULL) in close. */
     struct nf_http_client *auth;
     struct nf_http_client *sched;
     struct nf_http_client *wm;
     struct nf_http_client *billing;
     char *openapi; /* the /openapi.json body */
     size_t openapi_len;
-    struct event *drain; /* polls in-flight work during a graceful stop */
-    uint64_t drain_deadline_ms;
-    size_t long_polls; /* forwarded next_job requests in flight */
-    bool stopping;     /* SIGTERM seen: listener closed, draining */
-    bool closing;      /* gw_free running: callbacks must not start backend work */
-    struct nf_counter *m_submitted[GW_NJOB_TYPES];
+    size_t long_polls;            /* forwarded next_job requests in flight */
+    char produce_timeout[16];     /* NF_GATEWAY_PRODUCE_TIMEOUT_MS as text */
+    const char *producer_conf[5]; /* svc->producer_conf: message.timeout.ms, linger.ms */
+    struct nf_counter *m_submitted[NF_NJOB_TYPES];
     struct nf_counter *m_auth_fail[GW_NAUTH_FAILS];
     struct nf_counter *m_auth_source[GW_NAUTH_SOURCES];
     struct nf_counter *m_rate_limited; /* 429 answers */
@@ -305,20 +280,13 @@ struct gw_ctx {
     struct nf_counter *m_backend_err[GW_NBACKENDS];
 };
 
-/*
- * Builds the context: backends (Redis, Kafka producer, internal HTTP clients), the HTTP
- * server and its routes. cfg and app must outlive the context. -1 on failure (logged),
- * *out untouched.
- */
-int gw_new(struct gw_ctx **out, const struct gw_config *cfg, struct nf_app *app);
-/* nf_app on_stop: closes the listener and waits (bounded) for in-flight work. */
-void gw_stop(void *arg);
-/* Answers what is still pending with 503, flushes Kafka, frees everything. NULL ok. */
-void gw_free(struct gw_ctx *ctx);
-
+/* Registers the gateway's metrics in svc->metrics (at init). */
+void gw_metrics_register(struct gw_ctx *ctx);
 /* 503 {"error":{"code":"unavailable"}} with Retry-After: retry_s. */
 void gw_reply_unavailable(struct nf_http_req *req, int retry_s, const char *msg);
 void gw_backend_error(struct gw_ctx *ctx, enum gw_backend b);
+
+/* ---- forward.c: relaying a request to an internal service ----------------------- */
 
 /* Called once when a forwarded call completes (before its answer is relayed). */
 typedef void (*gw_forward_done_fn)(struct gw_ctx *ctx, void *arg);
@@ -370,7 +338,7 @@ bool gw_idem_key_valid(const char *key);
 void gw_idem_hash(const char *job_type, const cJSON *req, char out[NF_SHA256_HEX_LEN + 1]);
 /* Reads the begin script's reply (NULL ok); -1 and state GW_IDEM_ERROR when it is not one. */
 int gw_idem_parse_reply(const redisReply *reply, struct gw_idem_reply *out);
-/* Registers the scripts (called by gw_jobs_register, after Redis exists). */
+/* Registers the scripts (at start). */
 int gw_idem_init(struct gw_ctx *ctx);
 typedef void (*gw_idem_cb)(const struct gw_idem_reply *r, void *arg);
 /*
@@ -389,12 +357,13 @@ void gw_idem_abort(struct gw_ctx *ctx, const char *user_id, const char *key, con
 
 /* Embedded first in each streaming operation; close ends the answer and frees it. */
 struct gw_stream {
-    struct gw_stream *prev, *next; /* ctx->streams */
+    LIST_ENTRY(gw_stream) entry; /* in ctx->streams while linked */
+    bool linked;
     void (*close)(struct gw_stream *st);
 };
 void gw_stream_link(struct gw_ctx *ctx, struct gw_stream *st);
 void gw_stream_unlink(struct gw_ctx *ctx, struct gw_stream *st);
-/* gw_free: ends every stream still open (each closes and frees itself). */
+/* At close: ends every stream still open (each closes and frees itself). */
 void gw_streams_close_all(struct gw_ctx *ctx);
 
 /* ---- sse.c: GET /api/jobs/{job_id}/events with Accept: text/event-stream ---------- */
@@ -411,10 +380,8 @@ void gw_sse_start(struct gw_ctx *ctx, struct nf_http_req *req, const char *job_i
 /* The SSE "id/event/data" block of one event item (caller frees); NULL if it lacks a type. */
 char *gw_sse_format(const cJSON *event);
 
-/* ---- routes_artifacts.c ----------------------------------------------------------- */
+/* ---- routes_artifacts.c: helpers (pure) -------------------------------------------- */
 
-/* GET /api/artifacts, /api/artifacts/{artifact_id}, /api/artifacts/{artifact_id}/content */
-int gw_artifacts_register(struct gw_ctx *ctx);
 /* Content-Type for an artifact file name (by extension; application/octet-stream else). */
 const char *gw_artifact_content_type(const char *name);
 /*

@@ -158,9 +158,9 @@ int gw_idem_parse_reply(const redisReply *reply, struct gw_idem_reply *out)
 
 int gw_idem_init(struct gw_ctx *ctx)
 {
-    ctx->idem_begin = nf_redis_script_new(ctx->redis, gw_idem_begin_lua);
-    ctx->idem_finish = nf_redis_script_new(ctx->redis, gw_idem_finish_lua);
-    ctx->idem_abort = nf_redis_script_new(ctx->redis, gw_idem_abort_lua);
+    ctx->idem_begin = nf_redis_script_new(ctx->svc->redis, gw_idem_begin_lua);
+    ctx->idem_finish = nf_redis_script_new(ctx->svc->redis, gw_idem_finish_lua);
+    ctx->idem_abort = nf_redis_script_new(ctx->svc->redis, gw_idem_abort_lua);
     return ctx->idem_begin && ctx->idem_finish && ctx->idem_abort ? 0 : -1;
 }
 
@@ -202,7 +202,7 @@ void gw_idem_begin(struct gw_ctx *ctx, const char *user_id, const char *key, con
     argv[2] = token;
     argv[3] = ttl;
     /* begun fires exactly once (at once with NULL when Redis is disconnected) */
-    nf_redis_eval(ctx->redis, ctx->idem_begin, begun, op, 1, 4, argv, NULL);
+    nf_redis_eval(ctx->svc->redis, ctx->idem_begin, begun, op, 1, 4, argv, NULL);
 }
 
 void gw_idem_finish(struct gw_ctx *ctx, const char *user_id, const char *key, const char *token,
@@ -212,7 +212,7 @@ void gw_idem_finish(struct gw_ctx *ctx, const char *user_id, const char *key, co
     const char *argv[5];
     size_t lens[5];
 
-    if (!ctx->redis)
+    if (!ctx->svc->redis)
         return;
     redis_key(rkey, sizeof(rkey), user_id, key);
     snprintf(st, sizeof(st), "%d", status);
@@ -227,7 +227,7 @@ void gw_idem_finish(struct gw_ctx *ctx, const char *user_id, const char *key, co
     lens[2] = strlen(st);
     lens[3] = len;
     lens[4] = strlen(ttl);
-    nf_redis_eval(ctx->redis, ctx->idem_finish, NULL, NULL, 1, 5, argv, lens);
+    nf_redis_eval(ctx->svc->redis, ctx->idem_finish, NULL, NULL, 1, 5, argv, lens);
 }
 
 void gw_idem_abort(struct gw_ctx *ctx, const char *user_id, const char *key, const char *token)
@@ -235,10 +235,10 @@ void gw_idem_abort(struct gw_ctx *ctx, const char *user_id, const char *key, con
     char rkey[GW_IDEM_KEY_MAX + NF_ID_MAX + 16];
     const char *argv[2];
 
-    if (!ctx->redis)
+    if (!ctx->svc->redis)
         return;
     redis_key(rkey, sizeof(rkey), user_id, key);
     argv[0] = rkey;
     argv[1] = token;
-    nf_redis_eval(ctx->redis, ctx->idem_abort, NULL, NULL, 1, 2, argv, NULL);
+    nf_redis_eval(ctx->svc->redis, ctx->idem_abort, NULL, NULL, 1, 2, argv, NULL);
 }

@@ -24,9 +24,12 @@
 
 #include "gw.h"
 #include "nf_event.h"
+#include "nf_http_client.h"
 #include "nf_log.h"
+#include "nf_mem.h"
 #include "nf_metrics.h"
 #include "nf_redis.h"
+#include "nf_time.h"
 
 /* ---- pure helpers ----------------------------------------------------------------- */
 
@@ -135,102 +138,13 @@ int gw_keys_session_cookie(const char *cookie, char out[GW_SESSION_TOKEN_LEN + 1
     return seen ? GW_KEY_MALFORMED : GW_KEY_MISSING;
 }
 
-/* Reads exactly `digits` decimal digits at *p into *v and advances *p. */
-static bool read_num(const char **p, int digits, int *v)
-{
-    int i;
-
-    *v = 0;
-    for (i = 0; i < digits; i++) {
-        if (!isdigit((unsigned char)(*p)[i]))
-            return false;
-        *v = *v * 10 + ((*p)[i] - '0');
-    }
-    *p += digits;
-    return true;
-}
-
-static bool expect(const char **p, const char *chars)
-{
-    if (**p == '\0' || !strchr(chars, **p))
-        return false;
-    (*p)++;
-    return true;
-}
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm). */
-static long long days_from_civil(int y, int m, int d)
-{
-    long long era, yoe, doy, doe;
-
-    y -= m <= 2;
-    era = (y >= 0 ? y : y - 399) / 400;
-    yoe = y - era * 400;
-    doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
-    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    return era * 146097 + doe - 719468;
-}
-
-static int days_in_month(int y, int m)
-{
-    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    bool leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-
-    return m == 2 && leap ? 29 : days[m - 1];
-}
-
-int gw_time_parse(const char *s, uint64_t *ms)
-{
-    int y, mo, d, h, mi, sec, oh = 0, om = 0, frac = 0, scale = 1000, sign = 0;
-    long long t;
-    const char *p = s;
-
-    if (!s)
-        return -1;
-    if (!read_num(&p, 4, &y) || !expect(&p, "-") || !read_num(&p, 2, &mo) || !expect(&p, "-") ||
-        !read_num(&p, 2, &d) || !expect(&p, "Tt ") || !read_num(&p, 2, &h) || !expect(&p, ":") ||
-        !read_num(&p, 2, &mi) || !expect(&p, ":") || !read_num(&p, 2, &sec))
-        return -1;
-    if (*p == '.') {
-        p++;
-        if (!isdigit((unsigned char)*p))
-            return -1;
-        for (; isdigit((unsigned char)*p); p++) {
-            if (scale > 1) {
-                scale /= 10;
-                frac += (*p - '0') * scale;
-            }
-        }
-    }
-    if (*p == 'Z' || *p == 'z') {
-        p++;
-    } else if (*p == '+' || *p == '-') {
-        sign = *p == '-' ? -1 : 1;
-        p++;
-        if (!read_num(&p, 2, &oh) || !expect(&p, ":") || !read_num(&p, 2, &om) || oh > 23 ||
-            om > 59)
-            return -1;
-    } else {
-        return -1;
-    }
-    if (*p != '\0' || y < 1970 || mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) ||
-        h > 23 || mi > 59 || sec > 60)
-        return -1;
-    t = days_from_civil(y, mo, d) * 86400 + (long long)h * 3600 + (long long)mi * 60 + sec;
-    t -= (long long)sign * ((long long)oh * 3600 + (long long)om * 60);
-    if (t < 0)
-        return -1;
-    *ms = (uint64_t)t * 1000 + (uint64_t)frac;
-    return 0;
-}
-
 int gw_keys_parse_record(const char *json, size_t len, uint64_t now_ms, bool session,
                          struct gw_principal *out)
 {
     cJSON *rec = nf_json_parse(json, len);
     const cJSON *exp;
     const char *user_id, *key_id;
-    uint64_t exp_ms;
+    int64_t exp_ms;
     int rc = -1;
 
     if (!cJSON_IsObject(rec))
@@ -241,9 +155,10 @@ int gw_keys_parse_record(const char *json, size_t len, uint64_t now_ms, bool ses
         goto done;
     exp = cJSON_GetObjectItemCaseSensitive(rec, "expires_at");
     if (exp && !cJSON_IsNull(exp)) {
-        if (!cJSON_IsString(exp) || gw_time_parse(exp->valuestring, &exp_ms) != 0)
+        if (!cJSON_IsString(exp) ||
+            nf_time_parse_rfc3339(exp->valuestring, NF_TIME_LAX, &exp_ms) != 0)
             goto done;
-        if (exp_ms <= now_ms) {
+        if ((uint64_t)exp_ms <= now_ms) {
             rc = -2;
             goto done;
         }
@@ -324,7 +239,7 @@ static void verified(const struct nf_http_resp *resp, void *arg)
     struct gw_principal who;
     int rc;
 
-    if (op->ctx->closing) {
+    if (op->ctx->svc->closing) {
         op_unavailable(op);
         return;
     }
@@ -332,9 +247,7 @@ static void verified(const struct nf_http_resp *resp, void *arg)
         rc = gw_keys_parse_record(resp->body, resp->len, nf_now_ms(), op->session, &who);
         if (rc == 0) {
             nf_metrics_counter_add(op->ctx->m_auth_source[GW_AUTH_FETCHED], 1);
-            op->record = malloc(resp->len + 1);
-            if (!op->record)
-                abort();
+            op->record = nf_xmalloc(resp->len + 1);
             memcpy(op->record, resp->body, resp->len);
             op->record[resp->len] = '\0';
             op->record_len = resp->len;
@@ -363,7 +276,7 @@ static void verify(struct auth_op *op)
     int n = snprintf(body, sizeof(body), "{\"%s\":\"%s\"}", op->session ? "token_hash" : "key_hash",
                      op->hash);
 
-    if (op->ctx->closing) {
+    if (op->ctx->svc->closing) {
         op_unavailable(op);
         return;
     }
@@ -427,7 +340,7 @@ static void scripted(redisReply *reply, void *arg)
     struct gw_rl_reply r;
     struct gw_principal who;
 
-    if (op->ctx->closing) {
+    if (op->ctx->svc->closing) {
         op_unavailable(op);
         return;
     }
@@ -484,7 +397,7 @@ static void run_script(struct auth_op *op)
     lens[2] = strlen(burst);
     lens[3] = op->record ? op->record_len : 0;
     /* cb fires exactly once, possibly right away when Redis is disconnected */
-    nf_redis_eval(op->ctx->redis, op->ctx->auth_rl, scripted, op, 1, 4, argv, lens);
+    nf_redis_eval(op->ctx->svc->redis, op->ctx->auth_rl, scripted, op, 1, 4, argv, lens);
 }
 
 void gw_keys_auth(struct gw_ctx *ctx, struct nf_http_req *req, gw_authed_fn next)
@@ -504,9 +417,7 @@ void gw_keys_auth(struct gw_ctx *ctx, struct nf_http_req *req, gw_authed_fn next
         deny(ctx, req, rc == GW_KEY_MISSING ? GW_AUTH_MISSING : GW_AUTH_MALFORMED, session);
         return;
     }
-    op = calloc(1, sizeof(*op));
-    if (!op)
-        abort();
+    op = nf_xcalloc(1, sizeof(*op));
     op->ctx = ctx;
     op->req = req;
     op->next = next;

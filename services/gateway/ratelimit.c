@@ -180,6 +180,6 @@ int gw_rl_parse_reply(const redisReply *reply, struct gw_rl_reply *out)
 
 int gw_rl_init(struct gw_ctx *ctx)
 {
-    ctx->auth_rl = nf_redis_script_new(ctx->redis, gw_rl_lua);
+    ctx->auth_rl = nf_redis_script_new(ctx->svc->redis, gw_rl_lua);
     return ctx->auth_rl ? 0 : -1;
 }

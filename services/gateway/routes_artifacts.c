@@ -23,8 +23,10 @@
 #include <unistd.h>
 
 #include "gw.h"
+#include "nf_http_client.h"
 #include "nf_log.h"
 #include "nf_mem.h"
+#include "routes.h"
 
 #define CHUNK (64 * 1024)
 #define TARGET_MAX 4096
@@ -161,7 +163,7 @@ static void on_chunk(evutil_socket_t fd, short what, void *arg)
     ssize_t n;
     size_t want;
 
-    if (d->gone || d->ctx->closing || d->left <= 0) {
+    if (d->gone || d->ctx->svc->closing || d->left <= 0) {
         download_end(d);
         return;
     }
@@ -243,7 +245,7 @@ static void start_download(struct gw_ctx *ctx, struct nf_http_req *req, const cJ
     d->fd = fd;
     d->left = st.st_size;
     d->link.close = on_link_close;
-    d->timer = evtimer_new(ctx->base, on_chunk, d);
+    d->timer = evtimer_new(ctx->svc->base, on_chunk, d);
     if (!d->timer)
         abort();
     gw_stream_link(ctx, &d->link);
@@ -256,7 +258,7 @@ static void on_record(const struct nf_http_resp *resp, void *arg)
     struct content_op *op = arg;
     cJSON *art;
 
-    if (op->ctx->closing) {
+    if (op->ctx->svc->closing) {
         gw_reply_unavailable(op->req, 1, "the gateway is shutting down, try again");
     } else if (resp->status == 200 && (art = nf_json_parse(resp->body, resp->len))) {
         start_download(op->ctx, op->req, art);
@@ -296,27 +298,6 @@ static void content_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     }
 }
 
-static void on_list(struct nf_http_req *req, void *arg)
-{
-    gw_keys_auth(arg, req, list_authed);
-}
-
-static void on_get(struct nf_http_req *req, void *arg)
-{
-    gw_keys_auth(arg, req, get_authed);
-}
-
-static void on_content(struct nf_http_req *req, void *arg)
-{
-    gw_keys_auth(arg, req, content_authed);
-}
-
-int gw_artifacts_register(struct gw_ctx *ctx)
-{
-    if (nf_http_route(ctx->srv, "GET", "/api/artifacts", on_list, ctx) != 0 ||
-        nf_http_route(ctx->srv, "GET", "/api/artifacts/{artifact_id}", on_get, ctx) != 0 ||
-        nf_http_route(ctx->srv, "GET", "/api/artifacts/{artifact_id}/content", on_content, ctx) !=
-            0)
-        return -1;
-    return 0;
-}
+GW_ROUTE_AUTHED(gw_artifacts_list, list_authed)
+GW_ROUTE_AUTHED(gw_artifacts_get, get_authed)
+GW_ROUTE_AUTHED(gw_artifacts_content, content_authed)

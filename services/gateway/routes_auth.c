@@ -19,7 +19,10 @@
 #include <string.h>
 
 #include "gw.h"
+#include "nf_http_client.h"
 #include "nf_log.h"
+#include "nf_mem.h"
+#include "routes.h"
 
 #define AUTH_FWD_TIMEOUT_MS 15000 /* a failed login is answered after a delay of up to 2.5 s */
 #define NHEADERS 16
@@ -45,7 +48,7 @@ static void forwarded(const struct nf_http_resp *resp, void *arg)
     if (resp->status == 0) {
         nf_log_kv(NF_LOG_WARN, "auth_unavailable", "nf-auth call failed", "path",
                   nf_http_req_path(op->req), "error", resp->error, NULL);
-        if (!op->ctx->closing)
+        if (!op->ctx->svc->closing)
             gw_backend_error(op->ctx, GW_BACKEND_AUTH);
         gw_reply_unavailable(op->req, 1, "the account service is unavailable, try again");
         free(op);
@@ -69,7 +72,7 @@ static void forward(struct gw_ctx *ctx, struct nf_http_req *req, const char *pat
     struct fwd_op *op;
     size_t nh = 0, len = 0;
 
-    if (ctx->closing) {
+    if (ctx->svc->closing) {
         gw_reply_unavailable(req, 1, "the gateway is shutting down, try again");
         return;
     }
@@ -84,9 +87,7 @@ static void forward(struct gw_ctx *ctx, struct nf_http_req *req, const char *pat
     }
     headers[nh] = NULL;
     body = nf_http_req_body(req, &len);
-    op = calloc(1, sizeof(*op));
-    if (!op)
-        abort();
+    op = nf_xcalloc(1, sizeof(*op));
     op->ctx = ctx;
     op->req = req;
     if (nf_http_client_request(ctx->auth, nf_http_req_method(req), path, headers, len ? body : NULL,
@@ -99,19 +100,19 @@ static void forward(struct gw_ctx *ctx, struct nf_http_req *req, const char *pat
 
 /* ---- without a caller -------------------------------------------------------------- */
 
-static void on_register(struct nf_http_req *req, void *arg)
+void gw_auth_register(struct nf_http_req *req, void *arg)
 {
     forward(arg, req, "/api/auth/register", NULL);
 }
 
-static void on_login(struct nf_http_req *req, void *arg)
+void gw_auth_login(struct nf_http_req *req, void *arg)
 {
     forward(arg, req, "/api/auth/login", NULL);
 }
 
 /* Logging out needs no valid session (ending an expired one is fine): the cookie's token
  * hash tells nf-auth which session to end. The token itself never leaves the gateway. */
-static void on_logout(struct nf_http_req *req, void *arg)
+void gw_auth_logout(struct nf_http_req *req, void *arg)
 {
     char token[GW_SESSION_TOKEN_LEN + 1], hash[NF_SHA256_HEX_LEN + 1];
     const char *extra[3] = {NULL, NULL, NULL};
@@ -168,30 +169,6 @@ static void key_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct
     forward_as(ctx, req, path, who);
 }
 
-static void on_me(struct nf_http_req *req, void *arg)
-{
-    gw_keys_auth(arg, req, me_authed);
-}
-
-static void on_keys(struct nf_http_req *req, void *arg)
-{
-    gw_keys_auth(arg, req, keys_authed);
-}
-
-static void on_key(struct nf_http_req *req, void *arg)
-{
-    gw_keys_auth(arg, req, key_authed);
-}
-
-int gw_auth_register(struct gw_ctx *ctx)
-{
-    if (nf_http_route(ctx->srv, "POST", "/api/auth/register", on_register, ctx) != 0 ||
-        nf_http_route(ctx->srv, "POST", "/api/auth/login", on_login, ctx) != 0 ||
-        nf_http_route(ctx->srv, "POST", "/api/auth/logout", on_logout, ctx) != 0 ||
-        nf_http_route(ctx->srv, "GET", "/api/auth/me", on_me, ctx) != 0 ||
-        nf_http_route(ctx->srv, "GET", "/api/auth/api-keys", on_keys, ctx) != 0 ||
-        nf_http_route(ctx->srv, "POST", "/api/auth/api-keys", on_keys, ctx) != 0 ||
-        nf_http_route(ctx->srv, "DELETE", "/api/auth/api-keys/{key_id}", on_key, ctx) != 0)
-        return -1;
-    return 0;
-}
+GW_ROUTE_AUTHED(gw_auth_me, me_authed)
+GW_ROUTE_AUTHED(gw_auth_keys, keys_authed)
+GW_ROUTE_AUTHED(gw_auth_key, key_authed)

@@ -19,6 +19,7 @@
 
 #include "gw.h"
 #include "nf_log.h"
+#include "routes.h"
 
 #define TARGET_MAX 2048
 
@@ -94,27 +95,6 @@ static void budget_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     forward(ctx, req, who, "/internal/budget", NULL);
 }
 
-static void on_summary(struct nf_http_req *req, void *arg)
-{
-    gw_keys_auth(arg, req, summary_authed);
-}
-
-static void on_usage(struct nf_http_req *req, void *arg)
-{
-    gw_keys_auth(arg, req, usage_authed);
-}
-
-static void on_budget(struct nf_http_req *req, void *arg)
-{
-    gw_keys_auth(arg, req, budget_authed);
-}
-
-int gw_billing_register(struct gw_ctx *ctx)
-{
-    if (nf_http_route(ctx->srv, "GET", "/api/billing/summary", on_summary, ctx) != 0 ||
-        nf_http_route(ctx->srv, "GET", "/api/billing/usage", on_usage, ctx) != 0 ||
-        nf_http_route(ctx->srv, "GET", "/api/billing/budget", on_budget, ctx) != 0 ||
-        nf_http_route(ctx->srv, "PUT", "/api/billing/budget", on_budget, ctx) != 0)
-        return -1;
-    return 0;
-}
+GW_ROUTE_AUTHED(gw_billing_summary, summary_authed)
+GW_ROUTE_AUTHED(gw_billing_usage, usage_authed)
+GW_ROUTE_AUTHED(gw_billing_budget, budget_authed)

@@ -34,13 +34,14 @@
 
 #include "gw.h"
 #include "nf_event.h"
+#include "nf_http_client.h"
 #include "nf_kafka.h"
 #include "nf_log.h"
 #include "nf_mem.h"
 #include "nf_metrics.h"
 #include "nf_redis.h"
+#include "routes.h"
 
-#define TOPIC_REQUESTED "forge.jobs.requested"
 #define IDEM_POLL_MS 100
 #define TARGET_MAX 4096
 
@@ -104,7 +105,7 @@ static void delivered(int err, const char *errstr, void *arg)
     }
     nf_metrics_counter_add(op->ctx->m_submitted[op->type_idx], 1);
     nf_log_kv(NF_LOG_INFO, "job_accepted", "job accepted", "job_id", op->job_id, "job_type",
-              gw_job_types[op->type_idx], NULL);
+              nf_job_types[op->type_idx], NULL);
     if (op->idem_key)
         gw_idem_finish(op->ctx, op->user_id, op->idem_key, op->idem_token, 202, op->doc,
                        op->doc_len);
@@ -118,7 +119,7 @@ static void stored(int result, void *arg)
     struct submit_op *op = arg;
     int rc;
 
-    if (op->ctx->closing) {
+    if (op->ctx->svc->closing) {
         submit_fail(op, false, "the gateway is shutting down");
         return;
     }
@@ -127,8 +128,8 @@ static void stored(int result, void *arg)
         submit_fail(op, false, "the job store is unavailable, try again");
         return;
     }
-    rc = nf_kafka_produce(op->ctx->producer, TOPIC_REQUESTED, op->job_id, op->event, op->event_len,
-                          delivered, op);
+    rc = nf_kafka_produce(op->ctx->svc->producer, NF_TOPIC_JOBS_REQUESTED, op->job_id, op->event,
+                          op->event_len, delivered, op);
     if (rc != 0) {
         nf_log_kv(NF_LOG_WARN, "job_produce_refused", "producer refused the job request", "job_id",
                   op->job_id, NULL);
@@ -152,9 +153,9 @@ static void note_recent(struct submit_op *op)
     snprintf(now, sizeof(now), "%llu", (unsigned long long)ms);
     snprintf(oldest, sizeof(oldest), "(%llu", (unsigned long long)(ms - GW_RECENT_WINDOW_MS));
     snprintf(ttl, sizeof(ttl), "%d", GW_RECENT_WINDOW_MS);
-    nf_redis_cmd(op->ctx->redis, NULL, NULL, "ZADD %s %s %s", key, now, op->job_id);
-    nf_redis_cmd(op->ctx->redis, NULL, NULL, "ZREMRANGEBYSCORE %s -inf %s", key, oldest);
-    nf_redis_cmd(op->ctx->redis, NULL, NULL, "PEXPIRE %s %s", key, ttl);
+    nf_redis_cmd(op->ctx->svc->redis, NULL, NULL, "ZADD %s %s %s", key, now, op->job_id);
+    nf_redis_cmd(op->ctx->svc->redis, NULL, NULL, "ZREMRANGEBYSCORE %s -inf %s", key, oldest);
+    nf_redis_cmd(op->ctx->svc->redis, NULL, NULL, "PEXPIRE %s %s", key, ttl);
 }
 
 static void submit_start(struct submit_op *op)
@@ -172,7 +173,7 @@ static void idem_answered(const struct gw_idem_reply *r, void *arg)
     const char *job_id;
     cJSON *doc;
 
-    if (op->ctx->closing || op->ctx->stopping) {
+    if (op->ctx->svc->stopping) {
         gw_reply_unavailable(op->req, 1, "the gateway is shutting down, try again");
         submit_free(op);
         return;
@@ -221,8 +222,7 @@ static void idem_ask_cb(evutil_socket_t fd, short what, void *arg)
 
 static void idem_ask(struct submit_op *op)
 {
-    const struct gw_config *cfg = op->ctx->cfg;
-    int ttl = (cfg->backend_timeout_ms + cfg->produce_timeout_ms) / 1000 + 30;
+    int ttl = (op->ctx->svc->cfg.timeout_ms + op->ctx->cfg->produce_timeout_ms) / 1000 + 30;
 
     gw_idem_begin(op->ctx, op->user_id, op->idem_key, op->idem_hash, op->idem_token, ttl,
                   idem_answered, op);
@@ -237,7 +237,7 @@ static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     struct submit_op *op;
     cJSON *body, *valid = NULL, *job, *ev;
     uint64_t now;
-    int idx = gw_job_type_index(job_type);
+    int idx = nf_job_type_index(job_type);
 
     if (idx < 0) {
         nf_http_reply_error(req, 404, "unknown_job_type", "job_type",
@@ -262,7 +262,7 @@ static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
                             GW_IDEM_KEY_MAX);
         return;
     }
-    if (!nf_kafka_producer_ready(ctx->producer)) {
+    if (!nf_kafka_producer_ready(ctx->svc->producer)) {
         /* no broker reachable: answer now rather than after the delivery timeout */
         cJSON_Delete(valid);
         gw_backend_error(ctx, GW_BACKEND_KAFKA);
@@ -293,8 +293,8 @@ static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
         gw_idem_hash(job_type, valid, op->idem_hash);
         nf_crypto_token(16, op->idem_token, sizeof(op->idem_token));
         op->idem_deadline_ms =
-            now + (uint64_t)ctx->cfg->backend_timeout_ms + (uint64_t)ctx->cfg->produce_timeout_ms;
-        op->idem_timer = evtimer_new(ctx->base, idem_ask_cb, op);
+            now + (uint64_t)ctx->svc->cfg.timeout_ms + (uint64_t)ctx->cfg->produce_timeout_ms;
+        op->idem_timer = evtimer_new(ctx->svc->base, idem_ask_cb, op);
         if (!op->idem_timer)
             abort();
         cJSON_Delete(valid);
@@ -305,12 +305,7 @@ static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     submit_start(op);
 }
 
-static void on_submit(struct nf_http_req *req, void *arg)
-{
-    struct gw_ctx *ctx = arg;
-
-    gw_keys_auth(ctx, req, submit_authed);
-}
+GW_ROUTE_AUTHED(gw_jobs_submit, submit_authed)
 
 /* ---- GET /api/jobs/{job_id} ------------------------------------------------------ */
 
@@ -350,7 +345,7 @@ static void snapshot_done(int result, const char *user_id, const char *doc, size
     struct get_op *op = arg;
     char path[64 + 2 * NF_ID_MAX];
 
-    if (op->ctx->closing) {
+    if (op->ctx->svc->closing) {
         gw_reply_unavailable(op->req, 1, "the gateway is shutting down");
         free(op);
         return;
@@ -385,9 +380,7 @@ static void get_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct
         not_found(req);
         return;
     }
-    op = calloc(1, sizeof(*op));
-    if (!op)
-        abort();
+    op = nf_xcalloc(1, sizeof(*op));
     op->ctx = ctx;
     op->req = req;
     snprintf(op->job_id, sizeof(op->job_id), "%s", job_id);
@@ -395,12 +388,7 @@ static void get_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct
     gw_snapshot_get(ctx, op->job_id, snapshot_done, op);
 }
 
-static void on_get(struct nf_http_req *req, void *arg)
-{
-    struct gw_ctx *ctx = arg;
-
-    gw_keys_auth(ctx, req, get_authed);
-}
+GW_ROUTE_AUTHED(gw_jobs_get, get_authed)
 
 /* ---- forwarded to nf-scheduler: list, cancel, events --------------------------------- */
 
@@ -478,29 +466,6 @@ static void events_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     to_scheduler(ctx, req, who, "GET", path, true);
 }
 
-static void on_list(struct nf_http_req *req, void *arg)
-{
-    gw_keys_auth(arg, req, list_authed);
-}
-
-static void on_cancel(struct nf_http_req *req, void *arg)
-{
-    gw_keys_auth(arg, req, cancel_authed);
-}
-
-static void on_events(struct nf_http_req *req, void *arg)
-{
-    gw_keys_auth(arg, req, events_authed);
-}
-
-int gw_jobs_register(struct gw_ctx *ctx)
-{
-    if (gw_idem_init(ctx) != 0 ||
-        nf_http_route(ctx->srv, "POST", "/api/jobs/{job_type}", on_submit, ctx) != 0 ||
-        nf_http_route(ctx->srv, "GET", "/api/jobs/{job_id}", on_get, ctx) != 0 ||
-        nf_http_route(ctx->srv, "GET", "/api/jobs", on_list, ctx) != 0 ||
-        nf_http_route(ctx->srv, "POST", "/api/jobs/{job_id}/cancel", on_cancel, ctx) != 0 ||
-        nf_http_route(ctx->srv, "GET", "/api/jobs/{job_id}/events", on_events, ctx) != 0)
-        return -1;
-    return 0;
-}
+GW_ROUTE_AUTHED(gw_jobs_list, list_authed)
+GW_ROUTE_AUTHED(gw_jobs_cancel, cancel_authed)
+GW_ROUTE_AUTHED(gw_jobs_events, events_authed)

@@ -10,6 +10,8 @@
 
 #include "gw.h"
 #include "nf_log.h"
+#include "nf_mem.h"
+#include "routes.h"
 
 #define OPENAPI_MAX ((size_t)16 * 1024 * 1024)
 
@@ -157,9 +159,7 @@ int gw_meta_load(struct gw_ctx *ctx, char *err, size_t errlen)
     for (;;) {
         if (cap - len < 65536) {
             cap = cap ? cap * 2 : 65536;
-            buf = realloc(buf, cap);
-            if (!buf)
-                abort();
+            buf = nf_xrealloc(buf, cap);
         }
         n = fread(buf + len, 1, cap - len, f);
         len += n;
@@ -188,22 +188,14 @@ fail:
     return -1;
 }
 
-static void on_openapi(struct nf_http_req *req, void *arg)
+void gw_meta_openapi(struct nf_http_req *req, void *arg)
 {
     struct gw_ctx *ctx = arg;
 
     nf_http_reply_raw(req, 200, "application/json", ctx->openapi, ctx->openapi_len);
 }
 
-static void on_docs(struct nf_http_req *req, void *arg)
+void gw_meta_docs(struct nf_http_req *req, void *arg)
 {
     nf_http_reply_raw(req, 200, "text/html; charset=utf-8", docs_html, sizeof(docs_html) - 1);
-}
-
-int gw_meta_register(struct gw_ctx *ctx)
-{
-    if (nf_http_route(ctx->srv, "GET", "/openapi.json", on_openapi, ctx) != 0 ||
-        nf_http_route(ctx->srv, "GET", "/docs", on_docs, ctx) != 0)
-        return -1;
-    return 0;
 }

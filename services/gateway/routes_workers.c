@@ -17,6 +17,7 @@
 
 #include "gw.h"
 #include "nf_log.h"
+#include "routes.h"
 
 #define WM_TIMEOUT_MS 10000
 #define WM_LONG_POLL_TIMEOUT_MS 40000 /* next_job waits up to 30 s on the worker-manager */
@@ -29,7 +30,7 @@ static bool ends_with(const char *s, const char *suffix)
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
 
-/* A forwarded long poll completed (answered, failed or ended by gw_stop). */
+/* A forwarded long poll completed (answered, failed or ended by the drain). */
 static void long_poll_done(struct gw_ctx *ctx, void *arg)
 {
     ctx->long_polls--;
@@ -76,7 +77,7 @@ static void forward(struct gw_ctx *ctx, struct nf_http_req *req, bool credential
         ctx->long_polls--;
 }
 
-static void on_forward(struct nf_http_req *req, void *arg)
+void gw_workers_forward(struct nf_http_req *req, void *arg)
 {
     forward(arg, req, true);
 }
@@ -87,25 +88,4 @@ static void list_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struc
     forward(ctx, req, false);
 }
 
-static void on_list(struct nf_http_req *req, void *arg)
-{
-    gw_keys_auth(arg, req, list_authed);
-}
-
-int gw_workers_register(struct gw_ctx *ctx)
-{
-    static const char *const methods[] = {"GET", "POST", "PUT", "DELETE", "PATCH"};
-    static const char *const patterns[] = {"/api/workers", "/api/workers/{a}",
-                                           "/api/workers/{a}/{b}", "/api/workers/{a}/{b}/{c}"};
-    size_t m, p;
-
-    for (p = 0; p < sizeof(patterns) / sizeof(patterns[0]); p++) {
-        for (m = 0; m < sizeof(methods) / sizeof(methods[0]); m++) {
-            bool list = p == 0 && strcmp(methods[m], "GET") == 0; /* also /api/workers/ */
-            if (nf_http_route(ctx->srv, methods[m], patterns[p], list ? on_list : on_forward,
-                              ctx) != 0)
-                return -1;
-        }
-    }
-    return 0;
-}
+GW_ROUTE_AUTHED(gw_workers_list, list_authed)

@@ -9,6 +9,7 @@
 
 #include "gw.h"
 #include "nf_log.h"
+#include "nf_mem.h"
 #include "nf_redis.h"
 
 /* One round trip and atomic: a snapshot never exists without its TTL. */
@@ -29,7 +30,7 @@ struct get_op {
 
 int gw_snapshot_init(struct gw_ctx *ctx)
 {
-    ctx->snap_put = nf_redis_script_new(ctx->redis, put_lua);
+    ctx->snap_put = nf_redis_script_new(ctx->svc->redis, put_lua);
     return ctx->snap_put ? 0 : -1;
 }
 
@@ -55,10 +56,8 @@ void gw_snapshot_put(struct gw_ctx *ctx, const char *job_id, const char *user_id
     char key[8 + NF_ID_MAX], ttl[16];
     const char *argv[4];
     size_t lens[4];
-    struct put_op *op = malloc(sizeof(*op));
+    struct put_op *op = nf_xmalloc(sizeof(*op));
 
-    if (!op)
-        abort();
     op->cb = cb;
     op->arg = arg;
     snprintf(key, sizeof(key), "job:%s", job_id);
@@ -72,7 +71,7 @@ void gw_snapshot_put(struct gw_ctx *ctx, const char *job_id, const char *user_id
     argv[3] = ttl;
     lens[3] = strlen(ttl);
     /* put_done fires exactly once, right away when Redis is disconnected */
-    nf_redis_eval(ctx->redis, ctx->snap_put, put_done, op, 1, 4, argv, lens);
+    nf_redis_eval(ctx->svc->redis, ctx->snap_put, put_done, op, 1, 4, argv, lens);
 }
 
 static void get_done(redisReply *reply, void *arg)
@@ -98,17 +97,15 @@ static void get_done(redisReply *reply, void *arg)
 
 void gw_snapshot_get(struct gw_ctx *ctx, const char *job_id, gw_snapshot_get_cb cb, void *arg)
 {
-    struct get_op *op = malloc(sizeof(*op));
+    struct get_op *op = nf_xmalloc(sizeof(*op));
 
-    if (!op)
-        abort();
     op->cb = cb;
     op->arg = arg;
-    nf_redis_cmd(ctx->redis, get_done, op, "HMGET job:%s user_id doc", job_id);
+    nf_redis_cmd(ctx->svc->redis, get_done, op, "HMGET job:%s user_id doc", job_id);
 }
 
 void gw_snapshot_del(struct gw_ctx *ctx, const char *job_id)
 {
-    if (ctx->redis)
-        nf_redis_cmd(ctx->redis, NULL, NULL, "DEL job:%s", job_id);
+    if (ctx->svc->redis)
+        nf_redis_cmd(ctx->svc->redis, NULL, NULL, "DEL job:%s", job_id);
 }

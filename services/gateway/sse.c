@@ -20,6 +20,7 @@
 
 #include "gw.h"
 #include "nf_event.h"
+#include "nf_http_client.h"
 #include "nf_log.h"
 #include "nf_mem.h"
 
@@ -58,14 +59,14 @@ static void finish(struct sse *s)
 
 static void on_link_close(struct gw_stream *st)
 {
-    finish((struct sse *)st); /* gw_free: no call is out any more */
+    finish((struct sse *)st); /* close: no call is out any more */
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct sse *s = arg;
 
-    if (s->gone || s->ctx->stopping || s->ctx->closing) {
+    if (s->gone || s->ctx->svc->stopping) {
         finish(s);
         return;
     }
@@ -185,7 +186,7 @@ static void on_page(const struct nf_http_resp *resp, void *arg)
     bool more;
 
     s->inflight = false;
-    if (s->gone || s->ctx->closing || s->ctx->stopping) {
+    if (s->gone || s->ctx->svc->stopping) {
         finish(s);
         return;
     }
@@ -266,7 +267,7 @@ void gw_sse_start(struct gw_ctx *ctx, struct nf_http_req *req, const char *job_i
     snprintf(s->user_id, sizeof(s->user_id), "%s", user_id);
     if (last_event_id)
         snprintf(s->cursor, sizeof(s->cursor), "%s", last_event_id);
-    s->timer = evtimer_new(ctx->base, on_timer, s);
+    s->timer = evtimer_new(ctx->svc->base, on_timer, s);
     if (!s->timer)
         abort();
     gw_stream_link(ctx, &s->link);

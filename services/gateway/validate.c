@@ -16,9 +16,6 @@
 #include "nf_id.h"
 #include "nf_json.h"
 
-const char *const gw_job_types[GW_NJOB_TYPES] = {"generate", "audit",    "distill",
-                                                 "train",    "evaluate", "deploy"};
-
 enum pkind {
     P_STR,     /* non-empty string of at most max bytes */
     P_INT,     /* integer in [min, max] */
@@ -119,8 +116,8 @@ static int evaluate_check(const cJSON *params, struct nf_json_err *err)
         (t), (p), sizeof(p) / sizeof((p)[0]), (c)                                                  \
     }
 
-/* In the order of gw_job_types. */
-static const struct tspec types[GW_NJOB_TYPES] = {
+/* In the order of nf_job_types. */
+static const struct tspec types[NF_NJOB_TYPES] = {
     TSPEC("generate", generate_params, NULL),
     TSPEC("audit", audit_params, NULL),
     TSPEC("distill", distill_params, NULL),
@@ -134,18 +131,6 @@ static const char *const common_fields[] = {
     "metadata", "priority", "max_attempts", "timeout_seconds", "gpu_type", "gpu_count", "labels"};
 #define NCOMMON (sizeof(common_fields) / sizeof(common_fields[0]))
 #define PARAMS_BIT NCOMMON /* the "params" key of the nested shape */
-
-int gw_job_type_index(const char *job_type)
-{
-    int i;
-
-    if (!job_type)
-        return -1;
-    for (i = 0; i < GW_NJOB_TYPES; i++)
-        if (strcmp(job_type, gw_job_types[i]) == 0)
-            return i;
-    return -1;
-}
 
 /* true when s has no control characters, spaces or DEL. */
 static bool printable_no_space(const char *s)
@@ -250,6 +235,9 @@ static int get_strlist(const cJSON *src, const struct pspec *ps, cJSON *dst,
     return 0;
 }
 
+#define MUST_URI "an s3://, file:///, https:// or artifact://art_<id> URI"
+#define MUST_REGION "a region name such as us-east-1 (lowercase letters, digits and dashes)"
+
 /* Reads one param of src into dst (defaults applied); -1 with err on a bad value. */
 static int param_one(const struct pspec *ps, const cJSON *src, cJSON *dst, struct nf_json_err *err)
 {
@@ -289,12 +277,11 @@ static int param_one(const struct pspec *ps, const cJSON *src, cJSON *dst, struc
             abort();
         return rc < 0 ? -1 : 0;
     case P_URI:
+    case P_REGION:
         rc = nf_json_get_str(src, ps->name, ps->required, &s, err);
-        if (rc == 0 && !gw_validate_uri(s))
-            return nf_json_fail(err, ps->name,
-                                "%s must be an s3://, file:///, https:// or "
-                                "artifact://art_<id> URI",
-                                ps->name);
+        if (rc == 0 && !(ps->kind == P_URI ? gw_validate_uri(s) : region_valid(s)))
+            return nf_json_fail(err, ps->name, "%s must be %s", ps->name,
+                                ps->kind == P_URI ? MUST_URI : MUST_REGION);
         break;
     case P_STRLIST:
         return get_strlist(src, ps, dst, err) < 0 ? -1 : 0;
@@ -314,14 +301,6 @@ static int param_one(const struct pspec *ps, const cJSON *src, cJSON *dst, struc
             }
             return nf_json_fail(err, ps->name, "%s must be one of %s", ps->name, list);
         }
-        break;
-    case P_REGION:
-        rc = nf_json_get_str(src, ps->name, ps->required, &s, err);
-        if (rc == 0 && !region_valid(s))
-            return nf_json_fail(err, ps->name,
-                                "%s must be a region name such as us-east-1 (lowercase "
-                                "letters, digits and dashes)",
-                                ps->name);
         break;
     default:
         return nf_json_fail(err, ps->name, "%s has an unsupported type", ps->name);
@@ -477,7 +456,7 @@ int gw_validate_job(const char *job_type, const cJSON *body, cJSON **out, struct
     const cJSON *src;
     cJSON *req, *params;
     size_t i;
-    int idx = gw_job_type_index(job_type);
+    int idx = nf_job_type_index(job_type);
 
     if (idx < 0)
         return nf_json_fail(err, "job_type", "unknown job type");

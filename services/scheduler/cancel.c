@@ -23,8 +23,10 @@
  * The reconciler re-asks the worker-manager about jobs stuck in cancel_requested
  * (sched_cancel_recheck: the same stages without the request and the reply). A repeated
  * cancel of a job in cancel_requested asks the worker-manager again and answers 200.
- * Every stage is a work item stage (work.c): backend failures are retried with backoff,
- * and the stopping scheduler answers a request still waiting with 503.
+ * Every stage is a work item stage (nf_work.h): backend failures are retried with backoff.
+ * The stopping scheduler answers 503 to a request whose cancel waits in a delay or a
+ * backoff (it will not go on: sched_cancel_drain), so the drain does not wait for it; a
+ * stage waiting on a backend may still finish and answer.
  */
 #include "sched.h"
 
@@ -34,10 +36,13 @@
 
 #include "nf_event.h"
 #include "nf_http.h"
+#include "nf_http_client.h"
+#include "nf_kafka.h"
 #include "nf_log.h"
 #include "nf_mem.h"
 #include "nf_metrics.h"
 #include "nf_pg.h"
+#include "routes.h"
 
 #define USER_MAX 128
 #define UNRECORDED_POLL_MS 100
@@ -51,10 +56,6 @@
 #define EVENT_DATA_SQL(status, u)                                                          \
     "jsonb_build_object('job_id', " u ".job_id, 'user_id', " u ".user_id, 'attempt', "     \
     u ".attempt, 'status', '" status "')"
-#define ARTIFACTS_OF_1                                                                     \
-    "(SELECT coalesce(json_agg(x.a ORDER BY x.a->>'artifact_id'), '[]'::json)::text"       \
-    "  FROM (SELECT " SCHED_ARTIFACT_JSON("s.") " AS a FROM sched.artifacts s"             \
-    "        WHERE s.job_id = $1) x) AS artifacts"
 
 const char sched_cancel_request_sql[] =
     "WITH cur AS ("
@@ -77,7 +78,7 @@ const char sched_cancel_request_sql[] =
     ")"
     " SELECT " SCHED_JOB_COLS("r.") ","
     "  (SELECT status FROM cur) AS old_status,"
-    "  (SELECT count(*) FROM upd) AS changed, " ARTIFACTS_OF_1
+    "  (SELECT count(*) FROM upd) AS changed, " SCHED_ARTIFACTS_OF("$1")
     " FROM r";
 
 const char sched_cancel_finalize_sql[] =
@@ -97,12 +98,12 @@ const char sched_cancel_finalize_sql[] =
     " SELECT * FROM sched.jobs WHERE job_id = $1 AND NOT EXISTS (SELECT 1 FROM upd)"
     ")"
     " SELECT " SCHED_JOB_COLS("r.") ","
-    "  (SELECT count(*) FROM upd) AS changed, " ARTIFACTS_OF_1
+    "  (SELECT count(*) FROM upd) AS changed, " SCHED_ARTIFACTS_OF("$1")
     " FROM r";
 /* clang-format on */
 
 struct cancel_work {
-    struct sched_work w;
+    struct nf_work w;
     struct nf_http_req *req; /* NULL for a recheck; answered once, then NULL */
     char job_id[NF_ID_MAX];
     char user_id[USER_MAX + 1];
@@ -115,22 +116,30 @@ struct cancel_work {
     uint64_t wait_until_ms; /* the job is not recorded yet: waiting for it until then */
 };
 
-static void st_request(struct sched_work *w);
-static void st_unrecorded(struct sched_work *w);
-static void st_snapshot(struct sched_work *w);
-static void st_ask_wm(struct sched_work *w);
-static void st_finalize(struct sched_work *w);
-static void st_reply(struct sched_work *w);
-static void st_produce(struct sched_work *w);
-static void st_done(struct sched_work *w);
+static void st_request(struct nf_work *w);
+static void st_unrecorded(struct nf_work *w);
+static void st_snapshot(struct nf_work *w);
+static void st_ask_wm(struct nf_work *w);
+static void st_finalize(struct nf_work *w);
+static void st_reply(struct nf_work *w);
+static void st_produce(struct nf_work *w);
+static void st_done(struct nf_work *w);
 
-static void cancel_dtor(struct sched_work *w)
+/* The stopping scheduler's answer to a request whose cancel will not go on. */
+static void answer_stopping(struct cancel_work *cw)
+{
+    if (cw->req) {
+        nf_http_set_header(cw->req, "Retry-After", "1");
+        nf_http_reply_error(cw->req, 503, "unavailable", NULL, "scheduler stopping, retry");
+    }
+    cw->req = NULL;
+}
+
+static void cancel_dtor(struct nf_work *w)
 {
     struct cancel_work *cw = (struct cancel_work *)w;
 
-    if (cw->req) /* teardown with the request unanswered */
-        nf_http_reply_error(cw->req, 503, "unavailable", NULL, "scheduler stopping, retry");
-    cw->req = NULL;
+    answer_stopping(cw); /* teardown with the request unanswered */
     sched_snap_clear(&cw->snap);
     cJSON_Delete(cw->job);
 }
@@ -184,22 +193,16 @@ static void on_request(const PGresult *res, const char *err, const char *pgcode,
     char msg[96];
     enum sched_status st;
 
-    if (cw->w.ctx->closing) {
-        cw->w.busy = false;
+    if (nf_work_failed(&cw->w, res, err))
         return;
-    }
-    if (!res) {
-        sched_work_retry(&cw->w, err);
-        return;
-    }
     if (PQntuples(res) < 1) {
-        sched_work_goto(&cw->w, st_unrecorded);
+        nf_work_goto(&cw->w, st_unrecorded);
         return;
     }
     old = nf_pg_val(res, 0, "old_status");
     changed = nf_pg_val(res, 0, "changed");
     if (!old || sched_status_parse(old, &st) < 0 || take_row(cw, res) < 0) {
-        sched_work_retry(&cw->w, "incomplete job row");
+        nf_work_retry(&cw->w, "incomplete job row");
         return;
     }
     snprintf(cw->old_status, sizeof(cw->old_status), "%s", old);
@@ -208,24 +211,24 @@ static void on_request(const PGresult *res, const char *err, const char *pgcode,
         if (cw->req)
             nf_http_reply_error(cw->req, 409, "job_finished", NULL, "%s", msg);
         cw->req = NULL;
-        sched_work_finish(&cw->w);
+        nf_work_finish(&cw->w);
         return;
     }
     cw->requested_now = changed && strcmp(changed, "1") == 0;
     if (cw->requested_now)
         nf_log_kv(NF_LOG_INFO, "cancel_requested", "job cancel requested", "job_id", cw->job_id,
                   "from", old, NULL);
-    sched_work_goto(&cw->w, st_snapshot);
+    nf_work_goto(&cw->w, st_snapshot);
 }
 
-static void st_request(struct sched_work *w)
+static void st_request(struct nf_work *w)
 {
     struct cancel_work *cw = (struct cancel_work *)w;
     const char *params[2] = {cw->job_id, cw->user_id};
 
     w->what = "cancel_request";
-    if (nf_pg_query(w->ctx->pg, sched_cancel_request_sql, 2, params, on_request, cw) < 0)
-        sched_work_retry(w, "could not queue the cancel");
+    if (nf_pg_query(sched_of(w)->pg, sched_cancel_request_sql, 2, params, on_request, cw) < 0)
+        nf_work_retry(w, "could not queue the cancel");
 }
 
 /* No row: a job the gateway accepted a moment ago may not be recorded yet. */
@@ -234,10 +237,8 @@ static void on_unrecorded(redisReply *reply, void *arg)
     struct cancel_work *cw = arg;
     bool pending;
 
-    if (cw->w.ctx->closing) {
-        cw->w.busy = false;
+    if (nf_work_closing(&cw->w))
         return;
-    }
     /* HMGET user_id ver: this user's snapshot that the scheduler has not written yet */
     pending = reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
               reply->element[0]->type == REDIS_REPLY_STRING &&
@@ -245,7 +246,7 @@ static void on_unrecorded(redisReply *reply, void *arg)
               reply->element[1]->type == REDIS_REPLY_NIL;
     if (!pending) {
         answer_error(cw, 404, "not_found", "job not found");
-        sched_work_finish(&cw->w);
+        nf_work_finish(&cw->w);
         return;
     }
     if (!cw->wait_until_ms)
@@ -257,18 +258,19 @@ static void on_unrecorded(redisReply *reply, void *arg)
                                 "the job was accepted but is not recorded yet, retry");
         }
         cw->req = NULL;
-        sched_work_finish(&cw->w);
+        nf_work_finish(&cw->w);
         return;
     }
-    sched_work_delay(&cw->w, UNRECORDED_POLL_MS, st_request);
+    nf_work_delay(&cw->w, UNRECORDED_POLL_MS, st_request);
 }
 
-static void st_unrecorded(struct sched_work *w)
+static void st_unrecorded(struct nf_work *w)
 {
     struct cancel_work *cw = (struct cancel_work *)w;
 
     w->what = "cancel_unrecorded";
-    (void)nf_redis_cmd(w->ctx->redis, on_unrecorded, cw, "HMGET job:%s user_id ver", cw->job_id);
+    (void)nf_redis_cmd(sched_of(w)->redis, on_unrecorded, cw, "HMGET job:%s user_id ver",
+                       cw->job_id);
 }
 
 /* After the snapshot: ask the worker-manager, unless the job is already cancelled. */
@@ -276,26 +278,20 @@ static void on_snapshot(redisReply *reply, void *arg)
 {
     struct cancel_work *cw = arg;
 
-    if (cw->w.ctx->closing) {
-        cw->w.busy = false;
+    if (sched_redis_failed(&cw->w, reply, 0))
         return;
-    }
-    if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        sched_work_retry(&cw->w, reply ? reply->str : "redis unavailable");
-        return;
-    }
     if (strcmp(cw->snap.status, "cancel_requested") == 0 && !cw->finalized_now)
-        sched_work_goto(&cw->w, st_ask_wm);
+        nf_work_goto(&cw->w, st_ask_wm);
     else
-        sched_work_goto(&cw->w, st_reply);
+        nf_work_goto(&cw->w, st_reply);
 }
 
-static void st_snapshot(struct sched_work *w)
+static void st_snapshot(struct nf_work *w)
 {
     struct cancel_work *cw = (struct cancel_work *)w;
 
     w->what = "cancel_snapshot";
-    (void)sched_snapshot_write(w->ctx, &cw->snap, on_snapshot, cw);
+    (void)sched_snapshot_write(sched_of(w), &cw->snap, on_snapshot, cw);
 }
 
 static void on_wm(const struct nf_http_resp *resp, void *arg)
@@ -303,33 +299,31 @@ static void on_wm(const struct nf_http_resp *resp, void *arg)
     struct cancel_work *cw = arg;
     enum sched_wm_cancel st;
 
-    if (cw->w.ctx->closing) {
-        cw->w.busy = false;
+    if (nf_work_closing(&cw->w))
         return;
-    }
     st = sched_wm_cancel_parse(resp->status, resp->body, resp->len);
     if (st == SCHED_WM_DEQUEUED ||
         (st == SCHED_WM_UNKNOWN && (!cw->req || strcmp(cw->old_status, "queued") == 0))) {
-        sched_work_goto(&cw->w, st_finalize);
+        nf_work_goto(&cw->w, st_finalize);
         return;
     }
     if (st == SCHED_WM_FAILED)
         nf_log_kv(NF_LOG_WARN, "cancel_wm_failed",
                   "worker-manager did not take the cancel, the reconciler asks again", "job_id",
                   cw->job_id, "error", resp->error ? resp->error : "unexpected answer", NULL);
-    sched_work_goto(&cw->w, st_reply);
+    nf_work_goto(&cw->w, st_reply);
 }
 
-static void st_ask_wm(struct sched_work *w)
+static void st_ask_wm(struct nf_work *w)
 {
     struct cancel_work *cw = (struct cancel_work *)w;
     char path[64 + NF_ID_MAX];
 
     w->what = "cancel_wm";
     snprintf(path, sizeof(path), "/internal/jobs/%s/cancel", cw->job_id);
-    if (!w->ctx->wm ||
-        nf_http_client_request(w->ctx->wm, "POST", path, NULL, "{}", 2, 0, on_wm, cw) < 0)
-        sched_work_goto(w, st_reply);
+    if (!sched_of(w)->wm ||
+        nf_http_client_request(sched_of(w)->wm, "POST", path, NULL, "{}", 2, 0, on_wm, cw) < 0)
+        nf_work_goto(w, st_reply);
 }
 
 static void on_finalize(const PGresult *res, const char *err, const char *pgcode, void *arg)
@@ -337,36 +331,30 @@ static void on_finalize(const PGresult *res, const char *err, const char *pgcode
     struct cancel_work *cw = arg;
     const char *changed;
 
-    if (cw->w.ctx->closing) {
-        cw->w.busy = false;
+    if (nf_work_failed(&cw->w, res, err))
         return;
-    }
-    if (!res) {
-        sched_work_retry(&cw->w, err);
-        return;
-    }
     if (PQntuples(res) < 1 || take_row(cw, res) < 0) {
-        sched_work_retry(&cw->w, "job row not found");
+        nf_work_retry(&cw->w, "job row not found");
         return;
     }
     changed = nf_pg_val(res, 0, "changed");
     cw->finalized_now = changed && strcmp(changed, "1") == 0;
     if (cw->finalized_now)
         nf_log_kv(NF_LOG_INFO, "job_cancelled", "job cancelled", "job_id", cw->job_id, NULL);
-    sched_work_goto(&cw->w, st_snapshot); /* then st_reply: the job left cancel_requested */
+    nf_work_goto(&cw->w, st_snapshot); /* then st_reply: the job left cancel_requested */
 }
 
-static void st_finalize(struct sched_work *w)
+static void st_finalize(struct nf_work *w)
 {
     struct cancel_work *cw = (struct cancel_work *)w;
     const char *params[1] = {cw->job_id};
 
     w->what = "cancel_finalize";
-    if (nf_pg_query(w->ctx->pg, sched_cancel_finalize_sql, 1, params, on_finalize, cw) < 0)
-        sched_work_retry(w, "could not queue the finalize");
+    if (nf_pg_query(sched_of(w)->pg, sched_cancel_finalize_sql, 1, params, on_finalize, cw) < 0)
+        nf_work_retry(w, "could not queue the finalize");
 }
 
-static void st_reply(struct sched_work *w)
+static void st_reply(struct nf_work *w)
 {
     struct cancel_work *cw = (struct cancel_work *)w;
 
@@ -376,7 +364,7 @@ static void st_reply(struct sched_work *w)
         cw->job = NULL; /* consumed by the reply */
         cw->req = NULL;
     }
-    sched_work_goto(w, st_produce);
+    nf_work_goto(w, st_produce);
 }
 
 static cJSON *event_data(const struct cancel_work *cw, const char *status)
@@ -390,38 +378,38 @@ static cJSON *event_data(const struct cancel_work *cw, const char *status)
     return data;
 }
 
-static void st_produce(struct sched_work *w)
+static void st_produce(struct nf_work *w)
 {
     struct cancel_work *cw = (struct cancel_work *)w;
     char id[NF_ID_MAX];
 
     w->what = "cancel_produce";
     if (!cw->requested_now && !cw->finalized_now) {
-        sched_work_finish(w);
+        nf_work_finish(w);
         return;
     }
-    sched_work_produce_begin(w);
+    nf_work_produce_begin(w);
     if (cw->requested_now) {
         sched_event_id("cancel_requested", cw->job_id, cw->attempt, id, sizeof(id));
-        sched_work_produce(w, SCHED_TOPIC_EVENTS, cw->job_id,
-                           nf_event_new("forge.job.cancel_requested", SCHED_SOURCE, cw->job_id, id,
-                                        event_data(cw, "cancel_requested")));
+        nf_work_produce(w, NF_TOPIC_JOBS_EVENTS, cw->job_id,
+                        nf_event_new("forge.job.cancel_requested", SCHED_SOURCE, cw->job_id, id,
+                                     event_data(cw, "cancel_requested")));
     }
     if (cw->finalized_now) {
         sched_event_id("cancelled", cw->job_id, cw->attempt, id, sizeof(id));
-        sched_work_produce(w, SCHED_TOPIC_EVENTS, cw->job_id,
-                           nf_event_new("forge.job.cancelled", SCHED_SOURCE, cw->job_id, id,
-                                        event_data(cw, "cancelled")));
+        nf_work_produce(w, NF_TOPIC_JOBS_EVENTS, cw->job_id,
+                        nf_event_new("forge.job.cancelled", SCHED_SOURCE, cw->job_id, id,
+                                     event_data(cw, "cancelled")));
     }
-    sched_work_produce_end(w, st_done);
+    nf_work_produce_end(w, st_done);
 }
 
-static void st_done(struct sched_work *w)
+static void st_done(struct nf_work *w)
 {
-    sched_work_finish(w);
+    nf_work_finish(w);
 }
 
-static void on_cancel(struct nf_http_req *req, void *arg)
+void sched_route_cancel(struct nf_http_req *req, void *arg)
 {
     struct sched_ctx *ctx = arg;
     const char *job_id = nf_http_req_param(req, "job_id");
@@ -437,22 +425,17 @@ static void on_cancel(struct nf_http_req *req, void *arg)
         nf_http_reply_error(req, 404, "not_found", NULL, "job not found");
         return;
     }
-    if (ctx->stopping) {
+    if (ctx->svc->stopping) {
         nf_http_set_header(req, "Retry-After", "1");
         nf_http_reply_error(req, 503, "unavailable", NULL, "scheduler stopping, retry");
         return;
     }
-    cw = (struct cancel_work *)sched_work_new(ctx, NULL, sizeof(*cw));
+    cw = (struct cancel_work *)nf_work_new(&ctx->work, NULL, sizeof(*cw));
     cw->w.dtor = cancel_dtor;
     cw->req = req;
     snprintf(cw->job_id, sizeof(cw->job_id), "%s", job_id);
     snprintf(cw->user_id, sizeof(cw->user_id), "%s", user);
-    sched_work_start(&cw->w, NULL, st_request);
-}
-
-int sched_cancel_register(struct sched_ctx *ctx)
-{
-    return nf_http_route(ctx->http, "POST", "/internal/jobs/{job_id}/cancel", on_cancel, ctx);
+    nf_work_start(&cw->w, NULL, st_request);
 }
 
 static void on_notified(const struct nf_http_resp *resp, void *arg)
@@ -461,11 +444,24 @@ static void on_notified(const struct nf_http_resp *resp, void *arg)
     (void)arg; /* best effort: the job is cancelled already, the wm only stops a worker */
 }
 
+void sched_cancel_drain(struct sched_ctx *ctx)
+{
+    struct nf_work *w;
+
+    if (!ctx->svc->stopping)
+        return;
+    LIST_FOREACH(w, &ctx->work.works, link)
+    {
+        if (w->dtor == cancel_dtor && !w->busy)
+            answer_stopping((struct cancel_work *)w);
+    }
+}
+
 void sched_cancel_notify_wm(struct sched_ctx *ctx, const char *job_id)
 {
     char path[64 + NF_ID_MAX];
 
-    if (!ctx->wm || ctx->closing)
+    if (!ctx->wm || ctx->svc->closing)
         return;
     snprintf(path, sizeof(path), "/internal/jobs/%s/cancel", job_id);
     nf_log_kv(NF_LOG_INFO, "cancel_renotify", "cancelled job still active, stopping it again",
@@ -477,11 +473,11 @@ void sched_cancel_recheck(struct sched_ctx *ctx, const char *job_id)
 {
     struct cancel_work *cw;
 
-    if (ctx->stopping)
+    if (ctx->svc->stopping)
         return;
-    cw = (struct cancel_work *)sched_work_new(ctx, NULL, sizeof(*cw));
+    cw = (struct cancel_work *)nf_work_new(&ctx->work, NULL, sizeof(*cw));
     cw->w.dtor = cancel_dtor;
     snprintf(cw->job_id, sizeof(cw->job_id), "%s", job_id);
     snprintf(cw->old_status, sizeof(cw->old_status), "cancel_requested");
-    sched_work_start(&cw->w, NULL, st_ask_wm);
+    nf_work_start(&cw->w, NULL, st_ask_wm);
 }

@@ -27,6 +27,7 @@
 #include "nf_log.h"
 #include "nf_metrics.h"
 #include "nf_pg.h"
+#include "routes.h"
 
 /*
  * The row lock comes first, in a statement of its own: the update's snapshot is then
@@ -46,21 +47,19 @@ const char sched_costs_sql[] =
     " RETURNING *"
     ")"
     " SELECT " SCHED_JOB_COLS("r.") ","
-    "  (SELECT coalesce(json_agg(x.a ORDER BY x.a->>'artifact_id'), '[]'::json)::text"
-    "   FROM (SELECT " SCHED_ARTIFACT_JSON("s.") " AS a FROM sched.artifacts s"
-    "         WHERE s.job_id = $1) x) AS artifacts"
+    "  " SCHED_ARTIFACTS_OF("$1")
     " FROM upd r";
 /* clang-format on */
 
 struct cost_work {
-    struct sched_work w;
+    struct nf_work w;
     char job_id[NF_ID_MAX], user_id[NF_ID_MAX], micros[24];
     struct sched_snap snap;
 };
 
-static void st_apply(struct sched_work *w);
+static void st_apply(struct nf_work *w);
 
-static void cost_dtor(struct sched_work *w)
+static void cost_dtor(struct nf_work *w)
 {
     sched_snap_clear(&((struct cost_work *)w)->snap);
 }
@@ -69,23 +68,17 @@ static void on_snapshot(redisReply *reply, void *arg)
 {
     struct cost_work *cw = arg;
 
-    if (cw->w.ctx->closing) {
-        cw->w.busy = false;
+    if (sched_redis_failed(&cw->w, reply, 0))
         return;
-    }
-    if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        sched_work_retry(&cw->w, reply ? reply->str : "redis unavailable");
-        return;
-    }
-    sched_work_finish(&cw->w);
+    nf_work_finish(&cw->w);
 }
 
-static void st_snapshot(struct sched_work *w)
+static void st_snapshot(struct nf_work *w)
 {
     struct cost_work *cw = (struct cost_work *)w;
 
     w->what = "snapshot";
-    (void)sched_snapshot_write(w->ctx, &cw->snap, on_snapshot, cw);
+    (void)sched_snapshot_write(sched_of(w), &cw->snap, on_snapshot, cw);
 }
 
 static void on_apply(const PGresult *res, const char *err, const char *pgcode, void *arg)
@@ -93,29 +86,23 @@ static void on_apply(const PGresult *res, const char *err, const char *pgcode, v
     struct cost_work *cw = arg;
     struct sched_job job;
 
-    if (cw->w.ctx->closing) {
-        cw->w.busy = false;
+    if (nf_work_failed(&cw->w, res, err))
         return;
-    }
-    if (!res) {
-        sched_work_retry(&cw->w, err);
-        return;
-    }
     if (PQntuples(res) < 1) { /* not larger, or a job we do not know */
-        sched_work_finish(&cw->w);
+        nf_work_finish(&cw->w);
         return;
     }
     sched_job_from_row(res, 0, &job);
     sched_snap_clear(&cw->snap);
     if (sched_snap_from_job(&job, &cw->snap) < 0) {
-        sched_work_retry(&cw->w, "incomplete job row");
+        nf_work_retry(&cw->w, "incomplete job row");
         return;
     }
-    nf_metrics_counter_add(cw->w.ctx->m.costs_applied, 1);
-    sched_work_goto(&cw->w, st_snapshot);
+    nf_metrics_counter_add(sched_of(&cw->w)->m.costs_applied, 1);
+    nf_work_goto(&cw->w, st_snapshot);
 }
 
-static void st_apply(struct sched_work *w)
+static void st_apply(struct nf_work *w)
 {
     struct cost_work *cw = (struct cost_work *)w;
     const char *params[SCHED_COSTS_NPARAMS] = {cw->job_id, cw->user_id, cw->micros};
@@ -126,8 +113,8 @@ static void st_apply(struct sched_work *w)
     };
 
     w->what = "cost";
-    if (nf_pg_tx(w->ctx->pg, stmts, 2, on_apply, cw) < 0)
-        sched_work_retry(w, "could not queue the cost update");
+    if (nf_pg_tx(sched_of(w)->pg, stmts, 2, on_apply, cw) < 0)
+        nf_work_retry(w, "could not queue the cost update");
 }
 
 static void malformed(struct sched_ctx *ctx, struct nf_kafka_msg *msg, const char *why)
@@ -136,7 +123,7 @@ static void malformed(struct sched_ctx *ctx, struct nf_kafka_msg *msg, const cha
               msg->key, NULL);
     nf_metrics_counter_add(nf_metrics_counter(ctx->metrics, "nf_sched_malformed_total",
                                               "malformed messages skipped",
-                                              "topic=\"" SCHED_TOPIC_COSTS "\""),
+                                              "topic=\"" NF_TOPIC_BILLING_COSTS "\""),
                            1);
     nf_kafka_msg_done(msg);
 }
@@ -165,11 +152,11 @@ void sched_costs_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg)
         cJSON_Delete(ev);
         return;
     }
-    cw = (struct cost_work *)sched_work_new(ctx, msg, sizeof(*cw));
+    cw = (struct cost_work *)nf_work_new(&ctx->work, msg, sizeof(*cw));
     cw->w.dtor = cost_dtor;
     snprintf(cw->job_id, sizeof(cw->job_id), "%s", job_id);
     snprintf(cw->user_id, sizeof(cw->user_id), "%s", user_id);
     snprintf(cw->micros, sizeof(cw->micros), "%.0f", micros->valuedouble);
     cJSON_Delete(ev);
-    sched_work_start(&cw->w, NULL, st_apply);
+    nf_work_start(&cw->w, NULL, st_apply);
 }

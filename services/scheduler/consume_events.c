@@ -34,6 +34,7 @@
 #include "nf_log.h"
 #include "nf_metrics.h"
 #include "nf_pg.h"
+#include "routes.h"
 
 /* clang-format off */
 const char sched_events_sql[] =
@@ -125,7 +126,7 @@ const char sched_events_sql[] =
 /* clang-format on */
 
 struct ev_work {
-    struct sched_work w;
+    struct nf_work w;
     cJSON *ev; /* the parsed envelope; e points into it */
     struct sched_event e;
     struct sched_snap snap; /* the row after the event */
@@ -136,12 +137,12 @@ struct ev_work {
     int backoff_ms;
 };
 
-static void st_apply(struct sched_work *w);
-static void st_snapshot(struct sched_work *w);
-static void st_followups(struct sched_work *w);
-static void st_after_followups(struct sched_work *w);
+static void st_apply(struct nf_work *w);
+static void st_snapshot(struct nf_work *w);
+static void st_followups(struct nf_work *w);
+static void st_after_followups(struct nf_work *w);
 
-static void ev_dtor(struct sched_work *w)
+static void ev_dtor(struct nf_work *w)
 {
     struct ev_work *ew = (struct ev_work *)w;
 
@@ -232,11 +233,11 @@ void sched_events_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg)
         nf_kafka_msg_done(msg);
         return;
     }
-    ew = (struct ev_work *)sched_work_new(ctx, msg, sizeof(*ew));
+    ew = (struct ev_work *)nf_work_new(&ctx->work, msg, sizeof(*ew));
     ew->w.dtor = ev_dtor;
     ew->ev = ev; /* owned by ew */
     ew->e = e;
-    sched_work_start(&ew->w, e.job_id, st_apply);
+    nf_work_start(&ew->w, e.job_id, st_apply);
 }
 
 /* An integer column; -1 when NULL or not a number (never expected from our rows). */
@@ -282,7 +283,7 @@ static void plan_followups(struct ev_work *ew, const char *status, int attempt, 
     if (e->type == SCHED_EV_FAILED && strcmp(status, "queued") == 0 && attempt == e->attempt + 1) {
         ew->retry = true;
         ew->new_attempt = attempt;
-        ew->backoff_ms = sched_retry_backoff_ms(e->attempt, ew->w.ctx->cfg.retry_cap_s);
+        ew->backoff_ms = sched_retry_backoff_ms(e->attempt, sched_of(&ew->w)->cfg->retry_cap_s);
     } else if (e->type == SCHED_EV_FAILED && strcmp(status, "dead_lettered") == 0 &&
                attempt == e->attempt) {
         ew->emit_dead_letter = true;
@@ -297,7 +298,7 @@ static void plan_followups(struct ev_work *ew, const char *status, int attempt, 
 static void on_apply(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
     struct ev_work *ew = arg;
-    struct sched_ctx *ctx = ew->w.ctx;
+    struct sched_ctx *ctx = sched_of(&ew->w);
     const struct sched_event *e = &ew->e;
     struct sched_job job;
     struct sched_job_state cur;
@@ -306,19 +307,13 @@ static void on_apply(const PGresult *res, const char *err, const char *pgcode, v
     char ev_attempt[16];
     int attempt;
 
-    if (ctx->closing) {
-        ew->w.busy = false;
+    if (nf_work_failed(&ew->w, res, err))
         return;
-    }
-    if (!res) {
-        sched_work_retry(&ew->w, err);
-        return;
-    }
     if (PQntuples(res) < 1) {
         count_ignored(ctx, e, "unknown_job");
         nf_log_kv(NF_LOG_WARN, "event_unknown_job", "event for an unknown job ignored", "job_id",
                   e->job_id, "type", sched_evtype_name(e->type), NULL);
-        sched_work_finish(&ew->w);
+        nf_work_finish(&ew->w);
         return;
     }
     sched_job_from_row(res, 0, &job);
@@ -327,7 +322,7 @@ static void on_apply(const PGresult *res, const char *err, const char *pgcode, v
     old_attempt = nf_pg_val(res, 0, "old_attempt");
     snprintf(ev_attempt, sizeof(ev_attempt), "%d", e->attempt);
     if (!outcome || !job.status || !job.attempt) {
-        sched_work_retry(&ew->w, "incomplete result row");
+        nf_work_retry(&ew->w, "incomplete result row");
         return;
     }
     attempt = int_col(job.attempt);
@@ -341,11 +336,11 @@ static void on_apply(const PGresult *res, const char *err, const char *pgcode, v
             (e->type == SCHED_EV_ASSIGNED || e->type == SCHED_EV_RUNNING ||
              e->type == SCHED_EV_PROGRESS))
             sched_cancel_notify_wm(ctx, e->job_id); /* the cancel raced the dispatch */
-        sched_work_finish(&ew->w);
+        nf_work_finish(&ew->w);
         return;
     }
     if (strcmp(outcome, "echo") == 0 || strcmp(outcome, "record") == 0) {
-        sched_work_finish(&ew->w);
+        nf_work_finish(&ew->w);
         return;
     }
     if (strcmp(outcome, "apply") == 0) {
@@ -375,28 +370,29 @@ static void on_apply(const PGresult *res, const char *err, const char *pgcode, v
         nf_metrics_counter_add(ctx->m.dead_lettered, 1);
     sched_snap_clear(&ew->snap);
     if (sched_snap_from_job(&job, &ew->snap) < 0) {
-        sched_work_retry(&ew->w, "incomplete job row");
+        nf_work_retry(&ew->w, "incomplete job row");
         return;
     }
     cJSON_Delete(ew->dispatch);
     ew->dispatch = sched_dispatch_data(&job);
-    sched_work_goto(&ew->w, st_snapshot);
+    nf_work_goto(&ew->w, st_snapshot);
 }
 
-static void st_apply(struct sched_work *w)
+static void st_apply(struct nf_work *w)
 {
     struct ev_work *ew = (struct ev_work *)w;
     const char *params[SCHED_EVENTS_NPARAMS];
     struct sched_events_bufs bufs;
 
     w->what = "apply";
-    if (sched_events_params(&ew->e, w->ctx->cfg.retry_cap_s, params, &bufs) < 0) {
-        sched_work_finish(w); /* cannot happen: the type was parsed */
+    if (sched_events_params(&ew->e, sched_of(w)->cfg->retry_cap_s, params, &bufs) < 0) {
+        nf_work_finish(w); /* cannot happen: the type was parsed */
         return;
     }
     ew->dropped_artifacts = bufs.dropped_artifacts;
-    if (nf_pg_query(w->ctx->pg, sched_events_sql, SCHED_EVENTS_NPARAMS, params, on_apply, ew) < 0)
-        sched_work_retry(w, "could not queue the update");
+    if (nf_pg_query(sched_of(w)->pg, sched_events_sql, SCHED_EVENTS_NPARAMS, params, on_apply, ew) <
+        0)
+        nf_work_retry(w, "could not queue the update");
     sched_events_params_free(&bufs);
 }
 
@@ -404,23 +400,17 @@ static void on_snapshot(redisReply *reply, void *arg)
 {
     struct ev_work *ew = arg;
 
-    if (ew->w.ctx->closing) {
-        ew->w.busy = false;
+    if (sched_redis_failed(&ew->w, reply, 0))
         return;
-    }
-    if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        sched_work_retry(&ew->w, reply ? reply->str : "redis unavailable");
-        return;
-    }
-    sched_work_goto(&ew->w, st_followups);
+    nf_work_goto(&ew->w, st_followups);
 }
 
-static void st_snapshot(struct sched_work *w)
+static void st_snapshot(struct nf_work *w)
 {
     struct ev_work *ew = (struct ev_work *)w;
 
     w->what = "snapshot";
-    (void)sched_snapshot_write(w->ctx, &ew->snap, on_snapshot, ew);
+    (void)sched_snapshot_write(sched_of(w), &ew->snap, on_snapshot, ew);
 }
 
 /* {job_id, user_id, attempt, status} plus error when known. Caller owns. */
@@ -437,7 +427,7 @@ static cJSON *event_data(const struct ev_work *ew, int attempt, const char *stat
     return data;
 }
 
-static void st_followups(struct sched_work *w)
+static void st_followups(struct nf_work *w)
 {
     struct ev_work *ew = (struct ev_work *)w;
     const char *job_id = ew->snap.job_id;
@@ -446,23 +436,23 @@ static void st_followups(struct sched_work *w)
 
     w->what = "followups";
     if (!ew->retry && !ew->emit_dead_letter && !ew->dlq) {
-        sched_work_finish(w);
+        nf_work_finish(w);
         return;
     }
-    sched_work_produce_begin(w);
+    nf_work_produce_begin(w);
     if (ew->retry) {
         data = event_data(ew, ew->new_attempt, "queued");
         nf_json_add_int(data, "previous_attempt", ew->e.attempt);
         nf_json_add_int(data, "retry_in_ms", ew->backoff_ms);
         sched_event_id("retrying", job_id, ew->new_attempt, id, sizeof(id));
-        sched_work_produce(w, SCHED_TOPIC_EVENTS, job_id,
-                           nf_event_new("forge.job.retrying", SCHED_SOURCE, job_id, id, data));
+        nf_work_produce(w, NF_TOPIC_JOBS_EVENTS, job_id,
+                        nf_event_new("forge.job.retrying", SCHED_SOURCE, job_id, id, data));
     }
     if (ew->emit_dead_letter) {
         data = event_data(ew, ew->e.attempt, "dead_lettered");
         sched_event_id("dead_lettered", job_id, ew->e.attempt, id, sizeof(id));
-        sched_work_produce(w, SCHED_TOPIC_EVENTS, job_id,
-                           nf_event_new("forge.job.dead_lettered", SCHED_SOURCE, job_id, id, data));
+        nf_work_produce(w, NF_TOPIC_JOBS_EVENTS, job_id,
+                        nf_event_new("forge.job.dead_lettered", SCHED_SOURCE, job_id, id, data));
     }
     if (ew->dlq) {
         /* the request fields too, so an operator can resubmit the job */
@@ -474,13 +464,13 @@ static void st_followups(struct sched_work *w)
             !cJSON_AddItemToObject(data, "error", cJSON_Duplicate(ew->e.error, true)))
             abort();
         sched_event_id("dlq", job_id, ew->e.attempt, id, sizeof(id));
-        sched_work_produce(w, SCHED_TOPIC_DLQ, job_id,
-                           nf_event_new("forge.job.dead_lettered", SCHED_SOURCE, job_id, id, data));
+        nf_work_produce(w, NF_TOPIC_JOBS_DLQ, job_id,
+                        nf_event_new("forge.job.dead_lettered", SCHED_SOURCE, job_id, id, data));
     }
-    sched_work_produce_end(w, st_after_followups);
+    nf_work_produce_end(w, st_after_followups);
 }
 
-static void st_after_followups(struct sched_work *w)
+static void st_after_followups(struct nf_work *w)
 {
     struct ev_work *ew = (struct ev_work *)w;
     char ms[16], att[16];
@@ -492,5 +482,5 @@ static void st_after_followups(struct sched_work *w)
         nf_log_kv(NF_LOG_INFO, "job_retry_scheduled", "failed attempt will be retried", "job_id",
                   ew->snap.job_id, "attempt", att, "backoff_ms", ms, NULL);
     }
-    sched_work_finish(w);
+    nf_work_finish(w);
 }

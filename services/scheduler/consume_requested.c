@@ -31,11 +31,13 @@
 
 #include "nf_event.h"
 #include "nf_http.h"
+#include "nf_http_client.h"
 #include "nf_id.h"
 #include "nf_kafka.h"
 #include "nf_log.h"
 #include "nf_metrics.h"
 #include "nf_pg.h"
+#include "routes.h"
 
 /* clang-format off */
 const char sched_requested_sql[] =
@@ -64,9 +66,7 @@ const char sched_requested_sql[] =
     ")"
     " SELECT " SCHED_JOB_COLS("r.") ","
     "  (SELECT count(*) FROM ins) AS inserted,"
-    "  (SELECT coalesce(json_agg(x.a ORDER BY x.a->>'artifact_id'), '[]'::json)::text"
-    "   FROM (SELECT " SCHED_ARTIFACT_JSON("s.") " AS a FROM sched.artifacts s"
-    "         WHERE s.job_id = $1) x) AS artifacts"
+    "  " SCHED_ARTIFACTS_OF("$1")
     " FROM r";
 
 /* Over budget: the job fails before it is dispatched, and its failed event is recorded
@@ -88,14 +88,12 @@ static const char refuse_sql[] =
     " SELECT * FROM sched.jobs WHERE job_id = $1 AND NOT EXISTS (SELECT 1 FROM upd)"
     ")"
     " SELECT " SCHED_JOB_COLS("r.") ","
-    "  (SELECT coalesce(json_agg(x.a ORDER BY x.a->>'artifact_id'), '[]'::json)::text"
-    "   FROM (SELECT " SCHED_ARTIFACT_JSON("s.") " AS a FROM sched.artifacts s"
-    "         WHERE s.job_id = $1) x) AS artifacts"
+    "  " SCHED_ARTIFACTS_OF("$1")
     " FROM r";
 /* clang-format on */
 
 struct req_work {
-    struct sched_work w;
+    struct nf_work w;
     cJSON *ev; /* the parsed envelope; rq points into it */
     struct sched_request rq;
     cJSON *dispatch;        /* dispatch data built from the row */
@@ -105,14 +103,14 @@ struct req_work {
     cJSON *refusal;           /* data of the budget_exceeded failed event */
 };
 
-static void st_insert(struct sched_work *w);
-static void st_budget(struct sched_work *w);
-static void st_refuse(struct sched_work *w);
-static void st_refuse_produce(struct sched_work *w);
-static void st_produce(struct sched_work *w);
-static void st_snapshot(struct sched_work *w);
+static void st_insert(struct nf_work *w);
+static void st_budget(struct nf_work *w);
+static void st_refuse(struct nf_work *w);
+static void st_refuse_produce(struct nf_work *w);
+static void st_produce(struct nf_work *w);
+static void st_snapshot(struct nf_work *w);
 
-static void req_dtor(struct sched_work *w)
+static void req_dtor(struct nf_work *w)
 {
     struct req_work *rw = (struct req_work *)w;
 
@@ -197,32 +195,26 @@ void sched_requested_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg)
         cJSON_Delete(ev);
         return;
     }
-    rw = (struct req_work *)sched_work_new(ctx, msg, sizeof(*rw));
+    rw = (struct req_work *)nf_work_new(&ctx->work, msg, sizeof(*rw));
     rw->w.dtor = req_dtor;
     rw->ev = ev; /* owned by rw */
     rw->rq = rq;
-    sched_work_start(&rw->w, NULL, st_insert);
+    nf_work_start(&rw->w, NULL, st_insert);
 }
 
 static void on_insert(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
     struct req_work *rw = arg;
-    struct sched_ctx *ctx = rw->w.ctx;
+    struct sched_ctx *ctx = sched_of(&rw->w);
     struct sched_job job;
     const char *inserted;
     cJSON *error = NULL;
 
-    if (ctx->closing) {
-        rw->w.busy = false;
+    if (nf_work_failed(&rw->w, res, err))
         return;
-    }
-    if (!res) {
-        sched_work_retry(&rw->w, err);
-        return;
-    }
     if (PQntuples(res) < 1) {
         /* a concurrent insert of the same id by another copy, not yet visible to us */
-        sched_work_retry(&rw->w, "job row not visible yet");
+        nf_work_retry(&rw->w, "job row not visible yet");
         return;
     }
     sched_job_from_row(res, 0, &job);
@@ -230,7 +222,7 @@ static void on_insert(const PGresult *res, const char *err, const char *pgcode, 
         nf_log_kv(NF_LOG_ERROR, "job_id_conflict", "job id already used by another user", "job_id",
                   rw->rq.job_id, NULL);
         nf_metrics_counter_add(ctx->m.malformed_req, 1);
-        sched_work_finish(&rw->w);
+        nf_work_finish(&rw->w);
         return;
     }
     inserted = nf_pg_val(res, 0, "inserted");
@@ -245,7 +237,7 @@ static void on_insert(const PGresult *res, const char *err, const char *pgcode, 
     }
     sched_snap_clear(&rw->snap);
     if (sched_snap_from_job(&job, &rw->snap) < 0) {
-        sched_work_retry(&rw->w, "incomplete job row");
+        nf_work_retry(&rw->w, "incomplete job row");
         return;
     }
     cJSON_Delete(rw->dispatch);
@@ -259,13 +251,13 @@ static void on_insert(const PGresult *res, const char *err, const char *pgcode, 
         cJSON_Delete(rw->refusal);
         rw->refusal = refusal_data(job.job_id, job.user_id, error);
         cJSON_Delete(error);
-        sched_work_goto(&rw->w, st_refuse_produce);
+        nf_work_goto(&rw->w, st_refuse_produce);
         return;
     }
-    sched_work_goto(&rw->w, rw->do_dispatch ? st_budget : st_snapshot);
+    nf_work_goto(&rw->w, rw->do_dispatch ? st_budget : st_snapshot);
 }
 
-static void st_insert(struct sched_work *w)
+static void st_insert(struct nf_work *w)
 {
     struct req_work *rw = (struct req_work *)w;
     const struct sched_request *rq = &rw->rq;
@@ -295,9 +287,9 @@ static void st_insert(struct sched_work *w)
     params[9] = rq->gpu_type;
     params[10] = rq->gpu_count >= 0 ? gpus : NULL;
     params[11] = rq->created_at;
-    if (nf_pg_query(w->ctx->pg, sched_requested_sql, SCHED_REQUESTED_NPARAMS, params, on_insert,
-                    rw) < 0)
-        sched_work_retry(w, "could not queue the insert");
+    if (nf_pg_query(sched_of(w)->pg, sched_requested_sql, SCHED_REQUESTED_NPARAMS, params,
+                    on_insert, rw) < 0)
+        nf_work_retry(w, "could not queue the insert");
     free(p_params);
     free(p_meta);
     free(p_labels);
@@ -306,35 +298,32 @@ static void st_insert(struct sched_work *w)
 /* Billing did not give a usable answer: retry, or after budget_wait_ms dispatch. */
 static void budget_unknown(struct req_work *rw, const char *why)
 {
-    struct sched_ctx *ctx = rw->w.ctx;
+    struct sched_ctx *ctx = sched_of(&rw->w);
     uint64_t now = nf_now_ms();
 
     if (!rw->budget_since_ms)
         rw->budget_since_ms = now;
-    if (now - rw->budget_since_ms >= (uint64_t)ctx->cfg.budget_wait_ms) {
+    if (now - rw->budget_since_ms >= (uint64_t)ctx->cfg->budget_wait_ms) {
         nf_log_kv(NF_LOG_WARN, "budget_unchecked", "billing unreachable, job dispatched unchecked",
                   "job_id", rw->snap.job_id, "user_id", rw->snap.user_id, "reason", why, NULL);
         nf_metrics_counter_add(ctx->m.budget_unchecked, 1);
-        sched_work_goto(&rw->w, st_produce);
+        nf_work_goto(&rw->w, st_produce);
         return;
     }
-    sched_work_retry(&rw->w, why);
+    nf_work_retry(&rw->w, why);
 }
 
 static void on_budget(const struct nf_http_resp *resp, void *arg)
 {
     struct req_work *rw = arg;
-    struct sched_ctx *ctx = rw->w.ctx;
     char why[64];
     int over;
 
-    if (ctx->closing) {
-        rw->w.busy = false;
+    if (nf_work_closing(&rw->w))
         return;
-    }
     over = resp->status == 200 ? sched_budget_over(resp->body, resp->len) : -1;
     if (over == 0) {
-        sched_work_goto(&rw->w, st_produce);
+        nf_work_goto(&rw->w, st_produce);
         return;
     }
     if (over == 1) {
@@ -343,7 +332,7 @@ static void on_budget(const struct nf_http_resp *resp, void *arg)
         cJSON_Delete(rw->refusal);
         rw->refusal = refusal_data(rw->snap.job_id, rw->snap.user_id, error);
         cJSON_Delete(error);
-        sched_work_goto(&rw->w, st_refuse);
+        nf_work_goto(&rw->w, st_refuse);
         return;
     }
     snprintf(why, sizeof(why), "billing answered %d", resp->status);
@@ -351,7 +340,7 @@ static void on_budget(const struct nf_http_resp *resp, void *arg)
 }
 
 /* Asks billing whether the user may start new work (DESIGN §3, §8). */
-static void st_budget(struct sched_work *w)
+static void st_budget(struct nf_work *w)
 {
     struct req_work *rw = (struct req_work *)w;
     char path[256], *user;
@@ -362,50 +351,44 @@ static void st_budget(struct sched_work *w)
         abort();
     snprintf(path, sizeof(path), "/internal/budget?user_id=%s", user);
     free(user);
-    if (!w->ctx->billing ||
-        nf_http_client_request(w->ctx->billing, "GET", path, NULL, NULL, 0, 0, on_budget, rw) != 0)
+    if (!sched_of(w)->billing || nf_http_client_request(sched_of(w)->billing, "GET", path, NULL,
+                                                        NULL, 0, 0, on_budget, rw) != 0)
         budget_unknown(rw, "could not queue the budget check");
 }
 
 static void on_refuse(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
     struct req_work *rw = arg;
-    struct sched_ctx *ctx = rw->w.ctx;
+    struct sched_ctx *ctx = sched_of(&rw->w);
     struct sched_job job;
     cJSON *error = NULL;
 
-    if (ctx->closing) {
-        rw->w.busy = false;
+    if (nf_work_failed(&rw->w, res, err))
         return;
-    }
-    if (!res) {
-        sched_work_retry(&rw->w, err);
-        return;
-    }
     if (PQntuples(res) < 1) {
-        sched_work_retry(&rw->w, "job row not visible");
+        nf_work_retry(&rw->w, "job row not visible");
         return;
     }
     sched_job_from_row(res, 0, &job);
     sched_snap_clear(&rw->snap);
     if (sched_snap_from_job(&job, &rw->snap) < 0) {
-        sched_work_retry(&rw->w, "incomplete job row");
+        nf_work_retry(&rw->w, "incomplete job row");
         return;
     }
     rw->do_dispatch = false;
     if (!budget_failed(&job, &error)) {
         /* the job moved on meanwhile (e.g. cancelled): nothing to announce */
-        sched_work_goto(&rw->w, st_snapshot);
+        nf_work_goto(&rw->w, st_snapshot);
         return;
     }
     cJSON_Delete(error);
     nf_metrics_counter_add(ctx->m.budget_refused, 1);
     nf_log_kv(NF_LOG_INFO, "job_over_budget", "job refused: monthly budget used up", "job_id",
               job.job_id, "user_id", job.user_id, NULL);
-    sched_work_goto(&rw->w, st_refuse_produce);
+    nf_work_goto(&rw->w, st_refuse_produce);
 }
 
-static void st_refuse(struct sched_work *w)
+static void st_refuse(struct nf_work *w)
 {
     struct req_work *rw = (struct req_work *)w;
     char id[NF_ID_MAX], *error, *data;
@@ -419,14 +402,14 @@ static void st_refuse(struct sched_work *w)
     params[1] = error;
     params[2] = id;
     params[3] = data;
-    if (nf_pg_query(w->ctx->pg, refuse_sql, 4, params, on_refuse, rw) < 0)
-        sched_work_retry(w, "could not queue the refusal");
+    if (nf_pg_query(sched_of(w)->pg, refuse_sql, 4, params, on_refuse, rw) < 0)
+        nf_work_retry(w, "could not queue the refusal");
     free(error);
     free(data);
 }
 
 /* forge.job.failed with the id the refusal recorded: consumers see why, once. */
-static void st_refuse_produce(struct sched_work *w)
+static void st_refuse_produce(struct nf_work *w)
 {
     struct req_work *rw = (struct req_work *)w;
     const char *job_id = nf_json_str(rw->refusal, "job_id");
@@ -435,14 +418,14 @@ static void st_refuse_produce(struct sched_work *w)
     w->what = "refuse_produce";
     rw->do_dispatch = false;
     sched_event_id("budget", job_id, 1, id, sizeof(id));
-    sched_work_produce_begin(w);
-    sched_work_produce(w, SCHED_TOPIC_EVENTS, job_id,
-                       nf_event_new("forge.job.failed", SCHED_SOURCE, job_id, id,
-                                    cJSON_Duplicate(rw->refusal, true)));
-    sched_work_produce_end(w, st_snapshot);
+    nf_work_produce_begin(w);
+    nf_work_produce(w, NF_TOPIC_JOBS_EVENTS, job_id,
+                    nf_event_new("forge.job.failed", SCHED_SOURCE, job_id, id,
+                                 cJSON_Duplicate(rw->refusal, true)));
+    nf_work_produce_end(w, st_snapshot);
 }
 
-static void st_produce(struct sched_work *w)
+static void st_produce(struct nf_work *w)
 {
     struct req_work *rw = (struct req_work *)w;
     const char *job_id = nf_json_str(rw->dispatch, "job_id");
@@ -451,48 +434,42 @@ static void st_produce(struct sched_work *w)
     cJSON *data;
 
     w->what = "produce";
-    sched_work_produce_begin(w);
-    snprintf(topic, sizeof(topic), "forge.jobs.%s", job_type);
+    nf_work_produce_begin(w);
+    snprintf(topic, sizeof(topic), NF_TOPIC_JOBS_PREFIX "%s", job_type);
     sched_event_id("dispatch", job_id, 1, id, sizeof(id));
-    sched_work_produce(w, topic, job_id,
-                       nf_event_new("forge.job.dispatch", SCHED_SOURCE, job_id, id,
-                                    cJSON_Duplicate(rw->dispatch, true)));
+    nf_work_produce(w, topic, job_id,
+                    nf_event_new("forge.job.dispatch", SCHED_SOURCE, job_id, id,
+                                 cJSON_Duplicate(rw->dispatch, true)));
     data = nf_json_obj();
     nf_json_add_str(data, "job_id", job_id);
     nf_json_add_str(data, "user_id", rw->snap.user_id);
     nf_json_add_int(data, "attempt", 1);
     nf_json_add_str(data, "status", "queued");
     sched_event_id("queued", job_id, 1, id, sizeof(id));
-    sched_work_produce(w, SCHED_TOPIC_EVENTS, job_id,
-                       nf_event_new("forge.job.queued", SCHED_SOURCE, job_id, id, data));
-    sched_work_produce_end(w, st_snapshot);
+    nf_work_produce(w, NF_TOPIC_JOBS_EVENTS, job_id,
+                    nf_event_new("forge.job.queued", SCHED_SOURCE, job_id, id, data));
+    nf_work_produce_end(w, st_snapshot);
 }
 
 static void on_snapshot(redisReply *reply, void *arg)
 {
     struct req_work *rw = arg;
-    struct sched_ctx *ctx = rw->w.ctx;
+    struct sched_ctx *ctx = sched_of(&rw->w);
 
-    if (ctx->closing) {
-        rw->w.busy = false;
+    if (sched_redis_failed(&rw->w, reply, 0))
         return;
-    }
-    if (!reply || reply->type == REDIS_REPLY_ERROR) {
-        sched_work_retry(&rw->w, reply ? reply->str : "redis unavailable");
-        return;
-    }
     if (rw->do_dispatch) {
         nf_metrics_counter_add(ctx->m.dispatched, 1);
         nf_log_kv(NF_LOG_INFO, "job_dispatched", "job dispatched", "job_id", rw->snap.job_id, NULL);
     }
-    sched_work_finish(&rw->w);
+    nf_work_finish(&rw->w);
 }
 
-static void st_snapshot(struct sched_work *w)
+static void st_snapshot(struct nf_work *w)
 {
     struct req_work *rw = (struct req_work *)w;
 
     w->what = "snapshot";
     /* on failure the callback has already fired with NULL and retried */
-    (void)sched_snapshot_write(w->ctx, &rw->snap, on_snapshot, rw);
+    (void)sched_snapshot_write(sched_of(w), &rw->snap, on_snapshot, rw);
 }

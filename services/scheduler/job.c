@@ -12,27 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nf_crypto.h"
 #include "nf_event.h"
 #include "nf_id.h"
 #include "nf_mem.h"
 #include "nf_pg.h"
-
-const char *const sched_job_types[SCHED_NJOBTYPES] = {
-    "generate", "audit", "distill", "train", "evaluate", "deploy",
-};
-
-bool sched_job_type_valid(const char *t)
-{
-    int i;
-
-    if (!t)
-        return false;
-    for (i = 0; i < SCHED_NJOBTYPES; i++)
-        if (strcmp(t, sched_job_types[i]) == 0)
-            return true;
-    return false;
-}
 
 /* n decimal digits at s into *v; false if any is not a digit. */
 static bool digits(const char *s, int n, int *v)
@@ -106,7 +89,7 @@ int sched_request_parse(const cJSON *data, const char *subject, struct sched_req
         return nf_json_fail(err, "user_id", "user_id must have 1 to 128 characters");
     if (nf_json_get_str(data, "job_type", true, &r.job_type, err) < 0)
         return -1;
-    if (!sched_job_type_valid(r.job_type))
+    if (nf_job_type_index(r.job_type) < 0)
         return nf_json_fail(err, "job_type", "job_type %.32s is not a known job type", r.job_type);
     if (nf_json_get_obj(data, "params", true, &r.params, err) < 0)
         return -1;
@@ -395,13 +378,7 @@ cJSON *sched_dispatch_data(const struct sched_job *job)
 
 void sched_event_id(const char *kind, const char *job_id, int attempt, char *out, size_t len)
 {
-    char buf[256], hex[NF_SHA256_HEX_LEN + 1];
-    int n = snprintf(buf, sizeof(buf), "%s:%s:%d", kind, job_id, attempt);
-
-    if (n < 0 || (size_t)n >= sizeof(buf))
-        n = (int)sizeof(buf) - 1;
-    nf_crypto_sha256_hex(buf, (size_t)n, hex);
-    snprintf(out, len, "evt_%.32s", hex);
+    nf_event_id(out, len, "evt", "%s:%s:%d", kind, job_id, attempt);
 }
 
 int sched_snap_from_job(const struct sched_job *job, struct sched_snap *out)

@@ -215,7 +215,7 @@ static int parse_statuses(const char *v, unsigned *mask)
 
 static int parse_types(const char *v, unsigned *mask)
 {
-    return parse_names(v, sched_job_types, SCHED_NJOBTYPES, mask);
+    return parse_names(v, nf_job_types, NF_NJOB_TYPES, mask);
 }
 
 /* "metadata[team]" -> "team" (pointer into key); NULL when key is not of that form. */
@@ -236,6 +236,19 @@ static int once(unsigned *seen, unsigned bit, const char *key, struct nf_json_er
     if (*seen & bit)
         return nf_json_fail(err, key, "query parameter %s is given more than once", key);
     *seen |= bit;
+    return 0;
+}
+
+/* A comma-separated name filter (status, job_type), given at most once, into *mask;
+ * names lists the accepted ones for the error message. */
+static int name_filter(unsigned *seen, unsigned bit, const char *key, const char *val,
+                       int (*parse)(const char *v, unsigned *mask), unsigned *mask,
+                       const char *names, struct nf_json_err *err)
+{
+    if (once(seen, bit, key, err) < 0)
+        return -1;
+    if (parse(val, mask) < 0)
+        return nf_json_fail(err, key, "%s must be one or more (comma-separated) of %s", key, names);
     return 0;
 }
 
@@ -273,25 +286,14 @@ static int parse_pair(enum sched_list_kind kind, const char *key, const char *va
                                 "of this list");
         return 0;
     }
-    if (kind == SCHED_LIST_JOBS && strcmp(key, "status") == 0) {
-        if (once(seen, SEEN_STATUS, key, err) < 0)
-            return -1;
-        if (parse_statuses(val, &q->statuses) < 0)
-            return nf_json_fail(err, "status",
-                                "status must be one or more (comma-separated) of queued, "
-                                "assigned, running, cancel_requested, succeeded, failed, "
-                                "cancelled, dead_lettered");
-        return 0;
-    }
-    if (kind == SCHED_LIST_JOBS && strcmp(key, "job_type") == 0) {
-        if (once(seen, SEEN_TYPE, key, err) < 0)
-            return -1;
-        if (parse_types(val, &q->types) < 0)
-            return nf_json_fail(err, "job_type",
-                                "job_type must be one or more (comma-separated) of generate, "
-                                "audit, distill, train, evaluate, deploy");
-        return 0;
-    }
+    if (kind == SCHED_LIST_JOBS && strcmp(key, "status") == 0)
+        return name_filter(seen, SEEN_STATUS, key, val, parse_statuses, &q->statuses,
+                           "queued, assigned, running, cancel_requested, succeeded, failed, "
+                           "cancelled, dead_lettered",
+                           err);
+    if (kind == SCHED_LIST_JOBS && strcmp(key, "job_type") == 0)
+        return name_filter(seen, SEEN_TYPE, key, val, parse_types, &q->types,
+                           "generate, audit, distill, train, evaluate, deploy", err);
     if (kind == SCHED_LIST_JOBS && (mk = metadata_key(key))) {
         size_t klen = strlen(mk) - 1; /* without the closing ']' */
 
@@ -382,25 +384,7 @@ void sched_list_query_clear(struct sched_list_query *q)
 
 int sched_types_array(unsigned mask, char *out, size_t outlen)
 {
-    size_t len = 0;
-    int i, n;
-
-    if (outlen < 3)
-        return -1;
-    out[len++] = '{';
-    for (i = 0; i < SCHED_NJOBTYPES; i++) {
-        if (!(mask & (1u << i)))
-            continue;
-        n = snprintf(out + len, outlen - len, "%s%s", len > 1 ? "," : "", sched_job_types[i]);
-        if (n < 0 || (size_t)n >= outlen - len)
-            return -1;
-        len += (size_t)n;
-    }
-    if (len + 2 > outlen)
-        return -1;
-    out[len++] = '}';
-    out[len] = '\0';
-    return 0;
+    return sched_names_array(mask, nf_job_types, NF_NJOB_TYPES, out, outlen);
 }
 
 /* ---- read-your-writes merge -------------------------------------------------------------- */
@@ -431,10 +415,10 @@ static bool matches(const struct sched_list_query *q, const cJSON *doc)
         (sched_status_parse(nf_json_str(doc, "status"), &st) < 0 || !(q->statuses & SCHED_BIT(st))))
         return false;
     if (q->types) {
-        for (i = 0; i < SCHED_NJOBTYPES; i++)
-            if (type && strcmp(type, sched_job_types[i]) == 0)
+        for (i = 0; i < NF_NJOB_TYPES; i++)
+            if (type && strcmp(type, nf_job_types[i]) == 0)
                 break;
-        if (i == SCHED_NJOBTYPES || !(q->types & (1u << i)))
+        if (i == NF_NJOB_TYPES || !(q->types & (1u << i)))
             return false;
     }
     cJSON_ArrayForEach(f, q->metadata)

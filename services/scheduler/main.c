@@ -1,43 +1,11 @@
 /*
- * nf-scheduler: main() only wires the process frame to the service (sched.c).
+ * nf-scheduler: schedules jobs and tracks their state. The service is the descriptor
+ * sched_service (service.c); nf_svc_main runs it.
  */
-#include <stdio.h>
-#include <string.h>
-
-#include "nf_app.h"
-#include "nf_log.h"
+#include "nf_svc.h"
 #include "sched.h"
 
 int main(int argc, char **argv)
 {
-    struct sched_config cfg;
-    struct sched_ctx *ctx = NULL;
-    struct nf_app app;
-    char err[512];
-    int rc = 1;
-
-    if (argc > 1 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0)) {
-        sched_config_usage(stdout);
-        return 0;
-    }
-    if (sched_config_load(&cfg, err, sizeof(err)) < 0) {
-        nf_log_init("scheduler", NF_LOG_INFO);
-        nf_log_kv(NF_LOG_ERROR, "config_invalid", "invalid configuration", "error", err, NULL);
-        return 2;
-    }
-    if (nf_app_init(&app, "scheduler", sched_stop, NULL, cfg.grace_ms) < 0) {
-        sched_config_free(&cfg);
-        return 1;
-    }
-    sched_config_log(&cfg);
-    if (sched_new(&ctx, app.base, &app, &cfg) < 0) {
-        sched_config_free(&cfg);
-        goto out;
-    }
-    app.ctx = ctx; /* on_stop's argument, now that the service exists */
-    rc = nf_app_run(&app);
-    sched_free(ctx);
-out:
-    nf_app_free(&app);
-    return rc;
+    return nf_svc_main(&sched_service, argc, argv);
 }

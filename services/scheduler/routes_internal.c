@@ -8,7 +8,7 @@
  *                                                job_status} | 404
  *   GET /internal/artifacts?job_id=&...       -> 200 {data, has_more, next_cursor}
  *   GET /internal/artifacts/{artifact_id}     -> 200 artifact | 404
- *   (POST /internal/jobs/{job_id}/cancel is in cancel.c)
+ *   (POST /internal/jobs/{job_id}/cancel is in cancel.c; the route table in service.c)
  *
  * The routes after the first name their caller in X-Nf-User-Id (set by the gateway from
  * the authenticated principal) and take the client's query string as it came; a bad
@@ -30,21 +30,17 @@
 #include "nf_log.h"
 #include "nf_mem.h"
 #include "nf_pg.h"
+#include "routes.h"
 
 #define USER_MAX 128
 
 /* clang-format off */
-#define ARTIFACTS_OF(j)                                                                    \
-    "(SELECT coalesce(json_agg(x.a ORDER BY x.a->>'artifact_id'), '[]'::json)::text"       \
-    "  FROM (SELECT " SCHED_ARTIFACT_JSON("s.") " AS a FROM sched.artifacts s"             \
-    "        WHERE s.job_id = " j ") x) AS artifacts"
-
 static const char job_sql[] =
-    "SELECT " SCHED_JOB_COLS("j.") ", " ARTIFACTS_OF("$1")
+    "SELECT " SCHED_JOB_COLS("j.") ", " SCHED_ARTIFACTS_OF("$1")
     " FROM sched.jobs j WHERE j.job_id = $1 AND j.user_id = $2";
 
 static const char list_sql[] =
-    "SELECT " SCHED_JOB_COLS("j.") ", " ARTIFACTS_OF("j.job_id")
+    "SELECT " SCHED_JOB_COLS("j.") ", " SCHED_ARTIFACTS_OF("j.job_id")
     " FROM sched.jobs j"
     " WHERE j.user_id = $1"
     "  AND ($2::text[] IS NULL OR j.status = ANY($2::text[]))"
@@ -149,13 +145,13 @@ static void on_job(const PGresult *res, const char *err, const char *pgcode, voi
         return;
     }
     sched_job_from_row(res, 0, &job);
-    if (!ctx->closing && sched_snap_from_job(&job, &snap) == 0)
+    if (!ctx->svc->closing && sched_snap_from_job(&job, &snap) == 0)
         (void)sched_snapshot_write(ctx, &snap, NULL, NULL); /* best effort */
     sched_snap_clear(&snap);
     nf_http_reply_json(req, 200, sched_job_json(&job));
 }
 
-static void get_job(struct nf_http_req *req, void *arg)
+void sched_route_job(struct nf_http_req *req, void *arg)
 {
     struct sched_ctx *ctx = arg;
     const char *job_id = nf_http_req_param(req, "job_id");
@@ -263,7 +259,7 @@ static void on_list(const PGresult *res, const char *err, const char *pgcode, vo
         if (!cJSON_AddItemToArray(op->data, sched_job_json(&job)))
             abort();
     }
-    if (ctx->closing) {
+    if (ctx->svc->closing) {
         list_reply(op, NULL, 0);
         return;
     }
@@ -277,7 +273,7 @@ static void on_list(const PGresult *res, const char *err, const char *pgcode, vo
     (void)nf_redis_eval(ctx->redis, ctx->recent_script, on_recent, op, 1, 3, argv, NULL);
 }
 
-static void list_jobs(struct nf_http_req *req, void *arg)
+void sched_route_jobs(struct nf_http_req *req, void *arg)
 {
     struct sched_ctx *ctx = arg;
     struct sched_list_query q;
@@ -343,7 +339,7 @@ static void unrecorded_events(struct list_op *op)
 {
     struct sched_ctx *ctx = nf_http_req_data(op->req);
 
-    if (ctx->closing) {
+    if (ctx->svc->closing) {
         on_unrecorded(NULL, op);
         return;
     }
@@ -411,7 +407,7 @@ static void on_events(const PGresult *res, const char *err, const char *pgcode, 
     free(op);
 }
 
-static void list_events(struct nf_http_req *req, void *arg)
+void sched_route_events(struct nf_http_req *req, void *arg)
 {
     struct sched_ctx *ctx = arg;
     struct sched_list_query q;
@@ -485,7 +481,7 @@ static void on_artifacts(const PGresult *res, const char *err, const char *pgcod
     free(op);
 }
 
-static void list_artifacts(struct nf_http_req *req, void *arg)
+void sched_route_artifacts(struct nf_http_req *req, void *arg)
 {
     struct sched_ctx *ctx = arg;
     struct sched_list_query q;
@@ -525,7 +521,7 @@ static void on_artifact(const PGresult *res, const char *err, const char *pgcode
     nf_http_reply_json(req, 200, artifact_json(res, 0));
 }
 
-static void get_artifact(struct nf_http_req *req, void *arg)
+void sched_route_artifact(struct nf_http_req *req, void *arg)
 {
     struct sched_ctx *ctx = arg;
     const char *params[2], *user = caller(req), *id = nf_http_req_param(req, "artifact_id");
@@ -540,18 +536,4 @@ static void get_artifact(struct nf_http_req *req, void *arg)
     params[1] = user;
     if (nf_pg_query(ctx->pg, artifact_sql, 2, params, on_artifact, req) < 0)
         unavailable(req, "could not queue the query");
-}
-
-int sched_routes_internal(struct sched_ctx *ctx)
-{
-    ctx->recent_script = nf_redis_script_new(ctx->redis, sched_recent_lua);
-    if (!ctx->recent_script)
-        return -1;
-    if (nf_http_route(ctx->http, "GET", "/internal/jobs/{job_id}", get_job, ctx) < 0 ||
-        nf_http_route(ctx->http, "GET", "/internal/jobs", list_jobs, ctx) < 0 ||
-        nf_http_route(ctx->http, "GET", "/internal/jobs/{job_id}/events", list_events, ctx) < 0 ||
-        nf_http_route(ctx->http, "GET", "/internal/artifacts", list_artifacts, ctx) < 0 ||
-        nf_http_route(ctx->http, "GET", "/internal/artifacts/{artifact_id}", get_artifact, ctx) < 0)
-        return -1;
-    return sched_cancel_register(ctx);
 }

@@ -1,30 +1,45 @@
 #pragma once
 /*
- * nf-scheduler: owns the `sched` schema (jobs, job_events, artifacts) and the job:<id>
- * snapshots in Redis. It consumes forge.jobs.requested (insert, dispatch, emit queued)
- * and forge.jobs.events (the job state machine of DESIGN §4), and answers
- * GET /internal/jobs/{job_id}.
+ * nf-scheduler: owns the `sched` schema (jobs, job_events, artifacts, storage_meter) and
+ * the job:<id> snapshots in Redis. It consumes forge.jobs.requested (insert, dispatch,
+ * emit queued), forge.jobs.events (the job state machine of DESIGN §4) and
+ * forge.billing.costs, and answers the internal job, event and artifact routes.
  *
  *   forge.jobs.requested --> consume_requested.c: INSERT job --> produce forge.jobs.<type>
  *                              (dispatch) + forge.job.queued --> snapshot --> msg done
  *   forge.jobs.events    --> consume_events.c: state.c decides the rule, one SQL
- *                              statement applies it --> snapshot --> follow-ups (retrying +
- *                              delayed re-dispatch, dead_lettered + forge.jobs.dlq) --> done
+ *                              statement applies it --> snapshot --> follow-ups (retrying,
+ *                              dead_lettered + forge.jobs.dlq) --> done
  *   forge.billing.costs  --> consume_costs.c: a job's cost from billing, kept when larger
  *                              --> snapshot --> done
- *   timer                --> storage_meter.c: stored artifacts -> storage_byte_hours on
+ *   GET /internal/...    --> routes_internal.c (reads); POST .../cancel --> cancel.c
+ *   timers               --> reconciler.c: due retries, lost dispatches, timeouts, stuck
+ *                              cancels, snapshot repair (passes in reconciler_passes.c)
+ *                        --> storage_meter.c: stored artifacts -> storage_byte_hours on
  *                              forge.usage, one window at a time
  *   before a dispatch      consume_requested.c asks nf-billing GET /internal/budget; over
  *                              budget -> the job fails with budget_exceeded (budget.c)
  *
- * Every message is a struct sched_work (work.c): a small chain of stages, each waiting on
- * one backend; a failed stage is retried with backoff and the Kafka message is marked
- * done only when the last stage succeeded (at-least-once, every stage idempotent).
+ * Every message, cancel, reconciler pass and metering run is a work item (nf_work.h): a
+ * small chain of stages, each waiting on one backend; a failed stage is retried with
+ * backoff and a Kafka message is marked done only when its last stage succeeded
+ * (at-least-once, every stage idempotent).
  *
- * Files: main.c (thin), sched.c (context, start, stop), config.c, work.c, state.c and
- * job.c (pure: state machine, request/event parsing, job object), snapshot.c (Redis),
- * consume_requested.c, consume_events.c, routes_internal.c; billing: budget.c (pure),
- * consume_costs.c, storage_meter.c.
+ * Files, bottom up (each includes only what is below it):
+ *   sched.h + ctx.c   the context, the configuration struct, metrics and the helpers every
+ *                     module shares (a work item's backend failures)
+ *   state.c, job.c, list.c, budget.c   pure: the state machine, requests, events and the
+ *                     job object, list queries and cursors, billing's budget answer
+ *   snapshot.c        job:<id> writes (Redis)
+ *   cancel.c          the cancel flow; the other modules ask it to stop a job again
+ *   routes.h          the route handlers, the consumers and the modules' hooks, implemented
+ *                     by routes_internal.c, cancel.c, consume_requested.c,
+ *                     consume_events.c, consume_costs.c, storage_meter.c and reconciler.c
+ *   reconciler.h      the reconciler's own parts: reconciler.c (the pass runner, timers)
+ *                     and reconciler_passes.c (statements, Lua checks, the table of passes)
+ *   service.c         the descriptor sched_service: NF_SCHEDULER_* rows, route table,
+ *                     consumed topics, hooks
+ *   main.c            nf_svc_main(&sched_service)
  */
 #include <cjson/cJSON.h>
 #include <event2/event.h>
@@ -35,45 +50,34 @@
 #include <stdio.h>
 
 #include "nf_id.h"
+#include "nf_jobs.h"
 #include "nf_json.h"
 #include "nf_redis.h"
+#include "nf_svc.h"
+#include "nf_work.h"
 
-struct nf_app;
 struct nf_counter;
 struct nf_gauge;
 struct nf_http_client;
-struct nf_http_server;
-struct nf_kafka_consumer;
 struct nf_kafka_msg;
-struct nf_kafka_producer;
 struct nf_metrics;
 struct nf_pg;
+struct sched_reconciler;
 
-#define SCHED_SOURCE "nf-scheduler"
-#define SCHED_GROUP "nf-scheduler"
-#define SCHED_TOPIC_REQUESTED "forge.jobs.requested"
-#define SCHED_TOPIC_EVENTS "forge.jobs.events"
-#define SCHED_TOPIC_DLQ "forge.jobs.dlq"
-#define SCHED_TOPIC_COSTS "forge.billing.costs" /* job costs from billing (consume_costs.c) */
-#define SCHED_TOPIC_USAGE "forge.usage"         /* storage metering (storage_meter.c) */
+/* The descriptor (service.c); main.c runs it. */
+extern const struct nf_svc_desc sched_service;
+
+#define SCHED_SOURCE "nf-scheduler" /* the source of the events it produces */
 #define SCHED_SNAPSHOT_TTL_S (7 * 24 * 3600)
 
 /* ------------------------------------------------------------------------------------
- * Configuration (config.c)
+ * Configuration: the NF_SCHEDULER_* rows of service.c
  * ------------------------------------------------------------------------------------ */
+/* The service's own rows (svc->own); the shared ones (NF_SCHEDULER_ADDR, the backends,
+ * NF_SCHEDULER_MIGRATIONS, _PG_CONNS, _TIMEOUT_MS, _DRAIN_MS, _GROUP, _MAX_INFLIGHT) are
+ * nf_svc's (svc->cfg). */
 struct sched_config {
-    char *log_level;
-    char *addr; /* internal HTTP host:port */
-    char *brokers;
-    int partitions; /* for topics created at start */
-    int replication;
-    char *redis_addr;
-    char *pg_dsn;
-    char *migrations; /* directory of NNNN_*.sql */
-    int pg_conns;
-    int max_inflight;     /* Kafka messages handled at once */
     int retry_cap_s;      /* cap of the job retry backoff (2^attempt s) */
-    int grace_ms;         /* SIGTERM: time allowed to finish in-flight work */
     char *wm_addr;        /* nf-worker-manager host:port (job cancel) */
     int retry_poll_ms;    /* period of the due-retry poller (reconciler.c) */
     int reconcile_s;      /* period of the reconciler's sweeps */
@@ -83,12 +87,6 @@ struct sched_config {
     int budget_wait_ms;   /* billing unreachable this long: dispatch unchecked */
     int storage_window_s; /* storage metering window (3600: hourly byte-hours) */
 };
-
-/* Loads and validates the table; on failure err holds the reason and cfg is freed. */
-int sched_config_load(struct sched_config *cfg, char *err, size_t errlen);
-void sched_config_log(const struct sched_config *cfg);
-void sched_config_free(struct sched_config *cfg);
-void sched_config_usage(FILE *out);
 
 /* ------------------------------------------------------------------------------------
  * The state machine (state.c, pure)
@@ -193,6 +191,8 @@ bool sched_fail_class_retryable(enum sched_fail_class c);
 int sched_state_rule(enum sched_evtype t, struct sched_rule *out);
 /* "{queued,assigned}" for a mask (Postgres text[] literal) into out; -1 if it does not fit. */
 int sched_status_array(unsigned mask, char *out, size_t outlen);
+/* The same for any n names: "{a,b}" of names[i] for each bit i of mask. */
+int sched_names_array(unsigned mask, const char *const *names, int n, char *out, size_t outlen);
 /*
  * Applies one event to a job state: the pure reference of what consume_events.c makes
  * Postgres do in one statement (the integration test checks they agree). -1 on a bad
@@ -206,9 +206,6 @@ int sched_retry_backoff_ms(int attempt, int cap_s);
 /* ------------------------------------------------------------------------------------
  * Requests, events and the job object (job.c, pure)
  * ------------------------------------------------------------------------------------ */
-#define SCHED_NJOBTYPES 6
-extern const char *const sched_job_types[SCHED_NJOBTYPES];
-bool sched_job_type_valid(const char *t);
 /* Strict RFC 3339 ("2026-11-28T21:03:52.123Z", "...+02:00"). */
 bool sched_time_valid(const char *s);
 
@@ -325,16 +322,17 @@ void sched_snap_clear(struct sched_snap *s);
 #define SCHED_ARTIFACT_JSON(p)                                                             \
     "json_build_object('artifact_id', " p "artifact_id, 'name', " p "name, "               \
     "'kind', " p "kind, 'uri', " p "uri, 'bytes', " p "bytes, 'sha256', " p "sha256)"
+/* The column `artifacts`: the artifacts of job id j (an SQL expression) as a JSON array. */
+#define SCHED_ARTIFACTS_OF(j)                                                              \
+    "(SELECT coalesce(json_agg(x.a ORDER BY x.a->>'artifact_id'), '[]'::json)::text"       \
+    "  FROM (SELECT " SCHED_ARTIFACT_JSON("s.") " AS a FROM sched.artifacts s"             \
+    "        WHERE s.job_id = " j ") x) AS artifacts"
 /* clang-format on */
 
 /* ------------------------------------------------------------------------------------
- * The running service
+ * The running service (ctx.c)
  * ------------------------------------------------------------------------------------ */
-struct sched_work;
-struct sched_lane;
-struct sched_reconciler;
-
-/* Metric series, registered at start. */
+/* Metric series, registered at init (sched_metrics_register). */
 struct sched_counters {
     struct nf_counter *requested;     /* jobs inserted */
     struct nf_counter *requested_dup; /* requested redelivered (already known) */
@@ -343,64 +341,58 @@ struct sched_counters {
     struct nf_counter *malformed_ev;
     struct nf_counter *retries; /* failed attempts sent back to queued */
     struct nf_counter *dead_lettered;
-    struct nf_counter *step_retries; /* backend failures retried with backoff */
-    struct nf_gauge *inflight;
+    struct nf_counter *step_retries;     /* backend failures retried (ctx->work.retries) */
+    struct nf_gauge *inflight;           /* live work items (ctx->work.inflight) */
     struct nf_counter *budget_refused;   /* jobs failed with budget_exceeded */
     struct nf_counter *budget_unchecked; /* dispatched while billing was unreachable */
     struct nf_counter *costs_applied;    /* job cost updates that changed a job */
     struct nf_counter *storage_events;   /* storage_byte_hours usage events produced */
 };
 
+/*
+ * The service context, made by the descriptor's init hook; the backends are nf_svc's
+ * (borrowed, set in start). Callbacks check svc->stopping (SIGTERM: take no new work)
+ * and svc->closing (teardown: only unwind).
+ */
 struct sched_ctx {
+    struct nf_svc *svc;             /* the service frame (not owned) */
+    const struct sched_config *cfg; /* svc->own */
     struct event_base *base;
-    struct nf_app *app; /* NULL outside main */
-    struct sched_config cfg;
     struct nf_metrics *metrics;
-    struct nf_http_server *http;
     struct nf_pg *pg;
     struct nf_redis *redis;
-    struct nf_redis_script *snap_script;
-    struct nf_kafka_producer *producer;
-    struct nf_kafka_consumer *consumer; /* requested + events, group nf-scheduler */
-    struct sched_work *works;           /* every live work item */
-    size_t nworks;
-    struct sched_lane *lanes; /* per-job ordering of forge.jobs.events */
-    struct event *drain;      /* shutdown: waits for in-flight stages */
-    bool stopping;            /* no new messages, no new retries */
-    bool closing;             /* tearing down: callbacks only unwind */
-    struct sched_counters m;
-    struct nf_http_client *wm;             /* the worker-manager's cancel route (cancel.c) */
-    struct sched_reconciler *rec;          /* reconciler.c */
+    struct nf_redis_script *snap_script;   /* sched_snapshot_lua (snapshot.c) */
     struct nf_redis_script *recent_script; /* sched_recent_lua (routes_internal.c) */
-    struct nf_http_client *billing;        /* budget checks */
-    struct event *storage_tick;            /* storage metering timer */
-    bool storage_busy;                     /* a storage metering run is alive */
+    struct nf_work_queue work;             /* messages, cancels, passes, metering runs */
+    struct sched_counters m;
+    struct nf_http_client *wm;      /* the worker-manager's cancel route (cancel.c) */
+    struct nf_http_client *billing; /* budget checks (consume_requested.c) */
+    struct sched_reconciler *rec;   /* reconciler.c */
+    struct event *storage_tick;     /* storage metering timer */
+    bool storage_busy;              /* a storage metering run is alive */
 };
 
-/*
- * Starts the service on base: config, migrations, topics, backends, routes, consumer.
- * app may be NULL (then stopping ends nothing). On failure logs why and returns -1
- * (*out untouched). The config is taken over from cfg (cfg is zeroed).
- */
-int sched_new(struct sched_ctx **out, struct event_base *base, struct nf_app *app,
-              struct sched_config *cfg);
-/* SIGTERM: stop taking messages, finish the stages in flight, then nf_app_stop_done. */
-void sched_stop(void *ctx);
-/* Orderly teardown: consumer (commits), producer (flush), Postgres, Redis, HTTP. NULL ok. */
-void sched_free(struct sched_ctx *ctx);
+/* The context of a work item (every item of ctx->work carries it). */
+static inline struct sched_ctx *sched_of(const struct nf_work *w)
+{
+    return w->ctx;
+}
 
-/* Message entry points (called by the consumer callback in sched.c). */
-void sched_requested_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg);
-void sched_events_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg);
-/* GET /internal/jobs/{job_id} */
-int sched_routes_internal(struct sched_ctx *ctx);
-/* forge.billing.costs: a job's cost from billing -> cost_micros + snapshot. */
-void sched_costs_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg);
+/* Registers the metric series of ctx->m in ctx->metrics. */
+void sched_metrics_register(struct sched_ctx *ctx);
+/*
+ * nf_work_failed for a Redis reply: true when the callback must stop here (teardown, or
+ * the stage is retried after a backoff); a reply of another type than want fails too (0:
+ * anything but an error reply).
+ */
+bool sched_redis_failed(struct nf_work *w, const redisReply *reply, int want);
+
+/* ------------------------------------------------------------------------------------
+ * The consumers' statements and pure parts (consume_*.c, storage_meter.c, budget.c)
+ * ------------------------------------------------------------------------------------ */
+/* forge.billing.costs: the statement that keeps a job's cost when larger. */
 #define SCHED_COSTS_NPARAMS 3
 extern const char sched_costs_sql[];
-/* Storage metering (storage_meter.c): starts the timer; the tick event is freed by
- * sched_free. -1 on failure. */
-int sched_storage_start(struct sched_ctx *ctx);
 /* Byte-hours of `bytes` stored for `ms` milliseconds, rounded down (pure). */
 long long sched_storage_byte_hours(long long bytes, long long ms);
 /* The storage window [start, end) that follows `from` (end = the next multiple of
@@ -437,57 +429,6 @@ void sched_events_params_free(struct sched_events_bufs *bufs);
 extern const char sched_requested_sql[];
 
 /* ------------------------------------------------------------------------------------
- * Work items (work.c): one per Kafka message being handled
- * ------------------------------------------------------------------------------------ */
-typedef void (*sched_step_fn)(struct sched_work *w);
-
-struct sched_work {
-    struct sched_ctx *ctx;
-    struct nf_kafka_msg *msg;       /* ours until nf_kafka_msg_done */
-    struct sched_work *prev, *next; /* ctx->works */
-    struct sched_lane *lane;        /* the lane held or waited in, NULL if none */
-    struct sched_work *lane_next;
-    struct event *timer;                /* backoff and delayed steps */
-    sched_step_fn step;                 /* the current stage */
-    sched_step_fn after_produce;        /* the stage after a produce batch */
-    void (*dtor)(struct sched_work *w); /* frees the kind's own fields; may be NULL */
-    const char *what;                   /* current stage name, for logs */
-    int backoff_ms;
-    int pending; /* produce callbacks outstanding (+1 while queuing) */
-    bool produce_failed;
-    bool busy; /* waiting on a backend callback */
-};
-
-/* Allocates a zeroed item of `size` bytes (>= sizeof(struct sched_work)) and links it. */
-struct sched_work *sched_work_new(struct sched_ctx *ctx, struct nf_kafka_msg *msg, size_t size);
-/* Runs step now, or queues behind the items holding lane `key` (NULL: no ordering). */
-void sched_work_start(struct sched_work *w, const char *key, sched_step_fn step);
-/* Moves on to the next stage (resets the backoff) and runs it. */
-void sched_work_goto(struct sched_work *w, sched_step_fn step);
-/* The current stage failed: run it again after a backoff (100 ms doubling to 5 s). */
-void sched_work_retry(struct sched_work *w, const char *why);
-/* Runs step after delay_ms (abandoned if the service stops meanwhile). */
-void sched_work_delay(struct sched_work *w, int delay_ms, sched_step_fn step);
-/* Lets the next item of the lane start while w still waits for something else. */
-void sched_work_release_lane(struct sched_work *w);
-/* Marks the Kafka message done, releases the lane, frees w. */
-void sched_work_finish(struct sched_work *w);
-/* Frees w without marking the message done (teardown). */
-void sched_work_free(struct sched_work *w);
-/* Frees every item and lane left (teardown, after the backends are gone). */
-void sched_work_free_all(struct sched_ctx *ctx);
-/*
- * A produce batch: begin, then produce one or more envelopes (ev consumed), then end.
- * When every delivery report is in: all ok -> next stage `then`; any failed -> the
- * current stage is retried (it must re-produce the whole batch; consumers dedupe).
- */
-void sched_work_produce_begin(struct sched_work *w);
-void sched_work_produce(struct sched_work *w, const char *topic, const char *key, cJSON *ev);
-void sched_work_produce_end(struct sched_work *w, sched_step_fn then);
-/* Items waiting on a backend callback right now (shutdown waits for 0). */
-size_t sched_work_busy(const struct sched_ctx *ctx);
-
-/* ------------------------------------------------------------------------------------
  * Snapshots (snapshot.c)
  * ------------------------------------------------------------------------------------ */
 /* The Lua source: writes user_id, status, doc, ver unless a newer version is stored. */
@@ -505,7 +446,7 @@ void sched_doc_hash(const char *doc, char out[SCHED_DOC_HASH_LEN + 1]);
 
 /* ------------------------------------------------------------------------------------
  * Reads, cancel and the reconciler (list.c pure; routes_internal.c, cancel.c,
- * reconciler.c)
+ * reconciler_passes.c)
  * ------------------------------------------------------------------------------------ */
 /* Opaque list cursors: base64url("<kind>1:<position>"), see list.c. */
 #define SCHED_CURSOR_JOBS 'j'      /* position: the last job id of the page */
@@ -527,7 +468,7 @@ struct sched_list_query {
     int limit;
     char after[NF_ID_MAX];  /* the cursor's position, "" from the start */
     unsigned statuses;      /* jobs: SCHED_BIT() mask, 0 = any */
-    unsigned types;         /* jobs: bit i = sched_job_types[i], 0 = any */
+    unsigned types;         /* jobs: bit i = nf_job_types[i], 0 = any */
     cJSON *metadata;        /* jobs: {"key": "value"} that must all match; NULL = none */
     char job_id[NF_ID_MAX]; /* artifacts: of this job only, "" = any */
 };
@@ -547,14 +488,6 @@ void sched_list_query_clear(struct sched_list_query *q);
 int sched_query_decode(const char *s, size_t len, char **out);
 /* "{generate,train}" for a job types mask (Postgres text[] literal); -1 if it does not fit. */
 int sched_types_array(unsigned mask, char *out, size_t outlen);
-
-/*
- * GET /internal/jobs (list), GET /internal/jobs/{job_id}/events, GET /internal/artifacts,
- * GET /internal/artifacts/{artifact_id}: registered by sched_routes_internal; the caller
- * is named by the X-Nf-User-Id header (the gateway sets it; never a client).
- * POST /internal/jobs/{job_id}/cancel (cancel.c), same header.
- */
-int sched_cancel_register(struct sched_ctx *ctx);
 
 /* The worker-manager's answer to POST /internal/jobs/{job_id}/cancel. */
 enum sched_wm_cancel {
@@ -578,22 +511,8 @@ void sched_cancel_notify_wm(struct sched_ctx *ctx, const char *job_id);
  */
 void sched_cancel_recheck(struct sched_ctx *ctx, const char *job_id);
 
-/*
- * The reconciler (reconciler.c): timers that repair what a lost message, a crash or a
- * Redis without its data left behind.
- *   every retry_poll_ms: dispatch the retries that are due (next_attempt_at <= now)
- *   every reconcile_s:   re-dispatch queued jobs the worker-manager does not hold;
- *                        fail jobs running past timeout_seconds + grace (class timeout);
- *                        re-check jobs stuck in cancel_requested;
- *                        repair job:<id> snapshots older than their row
- * Every pass is idempotent (deterministic event ids, versioned snapshot writes), so
- * several scheduler copies may run it. -1 when the timers cannot be created.
- */
-int sched_reconciler_start(struct sched_ctx *ctx);
-/* Frees the timers (teardown; passes in flight are work items freed with the others). */
-void sched_reconciler_free(struct sched_ctx *ctx);
-/* The reconciler's statements (exported for the integration test). retry due: $1 limit;
- * retry clear: $1 job ids, $2 attempts (text[] and int[] literals). */
+/* The reconciler's statements (reconciler_passes.c; exported for the integration test).
+ * retry due: $1 limit; retry clear: $1 job ids, $2 attempts (text[] and int[] literals). */
 extern const char sched_retry_due_sql[];
 extern const char sched_retry_clear_sql[];
 /* stuck: $1 stuck_s, $2 after job id, $3 limit (rows + age_s); requeue: $1 job ids,

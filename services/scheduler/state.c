@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "nf_str.h"
+
 static const char *const status_names[SCHED_NSTATUS] = {
     "queued",    "assigned", "running",   "cancel_requested",
     "succeeded", "failed",   "cancelled", "dead_lettered",
@@ -78,17 +80,12 @@ const char *sched_status_name(enum sched_status s)
 
 int sched_status_parse(const char *name, enum sched_status *out)
 {
-    int i;
+    int i = nf_str_index(status_names, SCHED_NSTATUS, name);
 
-    if (!name)
+    if (i < 0)
         return -1;
-    for (i = 0; i < SCHED_NSTATUS; i++) {
-        if (strcmp(name, status_names[i]) == 0) {
-            *out = (enum sched_status)i;
-            return 0;
-        }
-    }
-    return -1;
+    *out = (enum sched_status)i;
+    return 0;
 }
 
 bool sched_status_terminal(enum sched_status s)
@@ -109,14 +106,11 @@ int sched_evtype_parse(const char *ce_type, enum sched_evtype *out)
 
     if (!ce_type || strncmp(ce_type, prefix, sizeof(prefix) - 1) != 0)
         return -1;
-    ce_type += sizeof(prefix) - 1;
-    for (i = 0; i < SCHED_NEVTYPE; i++) {
-        if (strcmp(ce_type, evtype_names[i]) == 0) {
-            *out = (enum sched_evtype)i;
-            return 0;
-        }
-    }
-    return -1;
+    i = nf_str_index(evtype_names, SCHED_NEVTYPE, ce_type + sizeof(prefix) - 1);
+    if (i < 0)
+        return -1;
+    *out = (enum sched_evtype)i;
+    return 0;
 }
 
 enum sched_fail_class sched_fail_class_parse(const char *cls)
@@ -170,27 +164,32 @@ int sched_state_rule(enum sched_evtype t, struct sched_rule *out)
     return 0;
 }
 
-int sched_status_array(unsigned mask, char *out, size_t outlen)
+int sched_names_array(unsigned mask, const char *const *names, int n, char *out, size_t outlen)
 {
     size_t len = 0;
-    int i, n;
+    int i, w;
 
     if (outlen < 3)
         return -1;
     out[len++] = '{';
-    for (i = 0; i < SCHED_NSTATUS; i++) {
-        if (!(mask & SCHED_BIT(i)))
+    for (i = 0; i < n; i++) {
+        if (!(mask & (1u << i)))
             continue;
-        n = snprintf(out + len, outlen - len, "%s%s", len > 1 ? "," : "", status_names[i]);
-        if (n < 0 || (size_t)n >= outlen - len)
+        w = snprintf(out + len, outlen - len, "%s%s", len > 1 ? "," : "", names[i]);
+        if (w < 0 || (size_t)w >= outlen - len)
             return -1;
-        len += (size_t)n;
+        len += (size_t)w;
     }
     if (len + 2 > outlen)
         return -1;
     out[len++] = '}';
     out[len] = '\0';
     return 0;
+}
+
+int sched_status_array(unsigned mask, char *out, size_t outlen)
+{
+    return sched_names_array(mask, status_names, SCHED_NSTATUS, out, outlen);
 }
 
 int sched_state_decide(const struct sched_job_state *cur, enum sched_evtype t, int ev_attempt,

@@ -28,11 +28,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nf_crypto.h"
 #include "nf_event.h"
+#include "nf_kafka.h"
 #include "nf_log.h"
 #include "nf_metrics.h"
 #include "nf_pg.h"
+#include "routes.h"
 
 #define MAX_WINDOWS_PER_RUN 1000
 #define MAX_STORAGE_BYTE_HOURS 9000000000000000LL /* billing's limit per event */
@@ -62,15 +63,15 @@ static const char advance_sql[] =
 /* clang-format on */
 
 struct storage_work {
-    struct sched_work w;
+    struct nf_work w;
     int64_t start_ms, end_ms;
     int windows;  /* advanced in this run */
     int produced; /* events of the current window */
 };
 
-static void st_state(struct sched_work *w);
-static void st_query(struct sched_work *w);
-static void st_advance(struct sched_work *w);
+static void st_state(struct nf_work *w);
+static void st_query(struct nf_work *w);
+static void st_advance(struct nf_work *w);
 
 long long sched_storage_byte_hours(long long bytes, long long ms)
 {
@@ -92,32 +93,23 @@ int64_t sched_storage_window_end(int64_t from_ms, int64_t window_ms)
 cJSON *sched_storage_event(const char *job_id, const char *user_id, const char *job_type,
                            int attempt, long long quantity, int64_t start_ms, int64_t end_ms)
 {
-    char key[256], hex[NF_SHA256_HEX_LEN + 1], id[40], start[32], end[32];
-    cJSON *data = nf_json_obj();
-    int n;
+    /* The window's key is its start in seconds; no worker_id: the scheduler meters. */
+    struct nf_usage u = {.user_id = user_id,
+                         .job_id = job_id,
+                         .job_type = job_type,
+                         .attempt = attempt,
+                         .meter = "storage_byte_hours",
+                         .quantity = quantity,
+                         .window = (long long)(start_ms / 1000),
+                         .start_ms = (uint64_t)start_ms,
+                         .end_ms = (uint64_t)end_ms};
 
-    n = snprintf(key, sizeof(key), "%s:%d:storage_byte_hours:%lld", job_id, attempt,
-                 (long long)(start_ms / 1000));
-    if (n < 0 || (size_t)n >= sizeof(key))
-        n = (int)sizeof(key) - 1;
-    nf_crypto_sha256_hex(key, (size_t)n, hex);
-    snprintf(id, sizeof(id), "use_%.32s", hex);
-    nf_event_time((uint64_t)start_ms, start);
-    nf_event_time((uint64_t)end_ms, end);
-    nf_json_add_str(data, "user_id", user_id);
-    nf_json_add_str(data, "job_id", job_id);
-    nf_json_add_str(data, "job_type", job_type);
-    nf_json_add_int(data, "attempt", attempt);
-    nf_json_add_str(data, "meter", "storage_byte_hours");
-    nf_json_add_int(data, "quantity", quantity);
-    nf_json_add_str(data, "window_start", start);
-    nf_json_add_str(data, "window_end", end);
-    return nf_event_new("forge.usage.recorded", SCHED_SOURCE, user_id, id, data);
+    return nf_event_usage(&u, SCHED_SOURCE);
 }
 
-static void storage_dtor(struct sched_work *w)
+static void storage_dtor(struct nf_work *w)
 {
-    w->ctx->storage_busy = false;
+    sched_of(w)->storage_busy = false;
 }
 
 static long long ll(const char *s)
@@ -130,26 +122,20 @@ static void on_advance(const PGresult *res, const char *err, const char *pgcode,
     struct storage_work *sw = arg;
     char n[16], start[32];
 
-    if (sw->w.ctx->closing) {
-        sw->w.busy = false;
+    if (nf_work_failed(&sw->w, res, err))
         return;
-    }
-    if (!res) {
-        sched_work_retry(&sw->w, err);
-        return;
-    }
     snprintf(n, sizeof(n), "%d", sw->produced);
     nf_event_time((uint64_t)sw->start_ms, start);
     nf_log_kv(NF_LOG_INFO, "storage_metered", "storage window metered", "window_start", start,
               "events", n, NULL);
     if (++sw->windows >= MAX_WINDOWS_PER_RUN) {
-        sched_work_finish(&sw->w);
+        nf_work_finish(&sw->w);
         return;
     }
-    sched_work_goto(&sw->w, st_state); /* the next window, if it is due already */
+    nf_work_goto(&sw->w, st_state); /* the next window, if it is due already */
 }
 
-static void st_advance(struct sched_work *w)
+static void st_advance(struct nf_work *w)
 {
     struct storage_work *sw = (struct storage_work *)w;
     char from[32], to[32];
@@ -158,14 +144,14 @@ static void st_advance(struct sched_work *w)
     w->what = "storage_advance";
     nf_event_time((uint64_t)sw->start_ms, from);
     nf_event_time((uint64_t)sw->end_ms, to);
-    if (nf_pg_query(w->ctx->pg, advance_sql, 2, params, on_advance, sw) < 0)
-        sched_work_retry(w, "could not queue the advance");
+    if (nf_pg_query(sched_of(w)->pg, advance_sql, 2, params, on_advance, sw) < 0)
+        nf_work_retry(w, "could not queue the advance");
 }
 
 /* Produces one event per job from rows ordered by job id. */
 static void produce_rows(struct storage_work *sw, const PGresult *res)
 {
-    struct sched_ctx *ctx = sw->w.ctx;
+    struct sched_ctx *ctx = sched_of(&sw->w);
     int rows = PQntuples(res), row, first;
     long long q, add;
 
@@ -186,11 +172,11 @@ static void produce_rows(struct storage_work *sw, const PGresult *res)
             row++; /* a row without a job id: skip it */
         if (!job_id || q <= 0)
             continue;
-        sched_work_produce(&sw->w, SCHED_TOPIC_USAGE, nf_pg_val(res, first, "user_id"),
-                           sched_storage_event(job_id, nf_pg_val(res, first, "user_id"),
-                                               nf_pg_val(res, first, "job_type"),
-                                               (int)ll(nf_pg_val(res, first, "attempt")), q,
-                                               sw->start_ms, sw->end_ms));
+        nf_work_produce(&sw->w, NF_TOPIC_USAGE, nf_pg_val(res, first, "user_id"),
+                        sched_storage_event(job_id, nf_pg_val(res, first, "user_id"),
+                                            nf_pg_val(res, first, "job_type"),
+                                            (int)ll(nf_pg_val(res, first, "attempt")), q,
+                                            sw->start_ms, sw->end_ms));
         sw->produced++;
         nf_metrics_counter_add(ctx->m.storage_events, 1);
     }
@@ -200,21 +186,15 @@ static void on_query(const PGresult *res, const char *err, const char *pgcode, v
 {
     struct storage_work *sw = arg;
 
-    if (sw->w.ctx->closing) {
-        sw->w.busy = false;
+    if (nf_work_failed(&sw->w, res, err))
         return;
-    }
-    if (!res) {
-        sched_work_retry(&sw->w, err);
-        return;
-    }
     sw->produced = 0;
-    sched_work_produce_begin(&sw->w);
+    nf_work_produce_begin(&sw->w);
     produce_rows(sw, res);
-    sched_work_produce_end(&sw->w, st_advance);
+    nf_work_produce_end(&sw->w, st_advance);
 }
 
-static void st_query(struct sched_work *w)
+static void st_query(struct nf_work *w)
 {
     struct storage_work *sw = (struct storage_work *)w;
     char end[32], start_ms[24], end_ms[24];
@@ -224,48 +204,42 @@ static void st_query(struct sched_work *w)
     nf_event_time((uint64_t)sw->end_ms, end);
     snprintf(start_ms, sizeof(start_ms), "%lld", (long long)sw->start_ms);
     snprintf(end_ms, sizeof(end_ms), "%lld", (long long)sw->end_ms);
-    if (nf_pg_query(w->ctx->pg, bytes_sql, 3, params, on_query, sw) < 0)
-        sched_work_retry(w, "could not queue the storage query");
+    if (nf_pg_query(sched_of(w)->pg, bytes_sql, 3, params, on_query, sw) < 0)
+        nf_work_retry(w, "could not queue the storage query");
 }
 
 static void on_state(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
     struct storage_work *sw = arg;
-    int64_t window_ms = (int64_t)sw->w.ctx->cfg.storage_window_s * 1000, until;
+    int64_t window_ms = (int64_t)sched_of(&sw->w)->cfg->storage_window_s * 1000, until;
 
-    if (sw->w.ctx->closing) {
-        sw->w.busy = false;
+    if (nf_work_failed(&sw->w, res, err))
         return;
-    }
-    if (!res) {
-        sched_work_retry(&sw->w, err);
-        return;
-    }
     until = ll(nf_pg_val(res, 0, "until_ms"));
     if (until < 0) {
-        sched_work_retry(&sw->w, "no storage meter state");
+        nf_work_retry(&sw->w, "no storage meter state");
         return;
     }
     sw->start_ms = until;
     sw->end_ms = sched_storage_window_end(until, window_ms);
     if (sw->end_ms > (int64_t)nf_now_ms()) {
-        sched_work_finish(&sw->w); /* not due yet */
+        nf_work_finish(&sw->w); /* not due yet */
         return;
     }
-    sched_work_goto(&sw->w, st_query);
+    nf_work_goto(&sw->w, st_query);
 }
 
-static void st_state(struct sched_work *w)
+static void st_state(struct nf_work *w)
 {
-    int64_t window_ms = (int64_t)w->ctx->cfg.storage_window_s * 1000;
+    int64_t window_ms = (int64_t)sched_of(w)->cfg->storage_window_s * 1000;
     int64_t now = (int64_t)nf_now_ms();
     char first[32];
     const char *params[1] = {first};
 
     w->what = "storage_state";
     nf_event_time((uint64_t)((now / window_ms) * window_ms), first);
-    if (nf_pg_query(w->ctx->pg, state_sql, 1, params, on_state, w) < 0)
-        sched_work_retry(w, "could not queue the storage state");
+    if (nf_pg_query(sched_of(w)->pg, state_sql, 1, params, on_state, w) < 0)
+        nf_work_retry(w, "could not queue the storage state");
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
@@ -273,17 +247,17 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     struct sched_ctx *ctx = arg;
     struct storage_work *sw;
 
-    if (ctx->storage_busy || ctx->stopping || ctx->closing)
+    if (ctx->storage_busy || ctx->svc->stopping || ctx->svc->closing)
         return;
-    sw = (struct storage_work *)sched_work_new(ctx, NULL, sizeof(*sw));
+    sw = (struct storage_work *)nf_work_new(&ctx->work, NULL, sizeof(*sw));
     sw->w.dtor = storage_dtor;
     ctx->storage_busy = true;
-    sched_work_start(&sw->w, NULL, st_state);
+    nf_work_start(&sw->w, NULL, st_state);
 }
 
 int sched_storage_start(struct sched_ctx *ctx)
 {
-    int s = ctx->cfg.storage_window_s / 4;
+    int s = ctx->cfg->storage_window_s / 4;
     struct timeval tv = {s < 1 ? 1 : (s > 60 ? 60 : s), 0};
 
     ctx->storage_tick = event_new(ctx->base, -1, EV_PERSIST, on_tick, ctx);

@@ -23,10 +23,11 @@
 #include "nf_log.h"
 #include "nf_metrics.h"
 #include "nf_redis.h"
+#include "routes.h"
 #include "wm.h"
 
 struct cancel_call {
-    struct wm *ctx;
+    struct wm_ctx *ctx;
     struct nf_http_req *req;
     char job_id[NF_ID_MAX];
 };
@@ -34,7 +35,7 @@ struct cancel_call {
 static void on_cancel(redisReply *reply, void *arg)
 {
     struct cancel_call *call = arg;
-    struct wm *ctx = call->ctx;
+    struct wm_ctx *ctx = call->ctx;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2 ||
         reply->element[0]->type != REDIS_REPLY_STRING ||
@@ -42,8 +43,7 @@ static void on_cancel(redisReply *reply, void *arg)
         if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
             nf_log_kv(NF_LOG_ERROR, "cancel_failed", "cancel script failed", "error", reply->str,
                       NULL);
-        nf_http_set_header(call->req, "Retry-After", "1");
-        nf_http_reply_error(call->req, 503, "unavailable", NULL, "job queue unavailable");
+        wm_reply_unavailable(call->req, "job queue unavailable");
         free(call);
         return;
     }
@@ -67,7 +67,7 @@ static void on_cancel(redisReply *reply, void *arg)
 
 void wm_route_cancel(struct nf_http_req *req, void *arg)
 {
-    struct wm *ctx = arg;
+    struct wm_ctx *ctx = arg;
     const char *job_id = nf_http_req_param(req, "job_id");
     char job_key[NF_ID_MAX + 16], lease_key[NF_ID_MAX + 16], tomb_key[NF_ID_MAX + 16];
     char ttl[16];
@@ -76,11 +76,8 @@ void wm_route_cancel(struct nf_http_req *req, void *arg)
         nf_http_reply_error(req, 422, "invalid_params", "job_id", "job_id must be a job id");
         return;
     }
-    if (ctx->stopping) {
-        nf_http_set_header(req, "Retry-After", "1");
-        nf_http_reply_error(req, 503, "unavailable", NULL, "the worker-manager is stopping");
+    if (wm_refuse_stopping(ctx, req))
         return;
-    }
     struct cancel_call *call = nf_xcalloc(1, sizeof(*call));
     call->ctx = ctx;
     call->req = req;

@@ -1,6 +1,6 @@
 /*
  * Kafka events the worker-manager emits: job events (assigned; failed from the reaper) on
- * forge.jobs.events and worker events on forge.workers.events.
+ * forge.jobs.events and worker events (registered, lost, drained) on forge.workers.events.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +16,7 @@
 
 /* State of a fire-and-forget event until its delivery report. */
 struct delivery {
-    struct wm *ctx;
+    struct wm_ctx *ctx;
     char type[48];
     char subject[NF_ID_MAX];
 };
@@ -32,7 +32,7 @@ static void on_delivery(int err, const char *errstr, void *arg)
     free(d);
 }
 
-int wm_event_send(struct wm *ctx, const char *topic, const char *type, const char *subject,
+int wm_event_send(struct wm_ctx *ctx, const char *topic, const char *type, const char *subject,
                   cJSON *data, nf_kafka_delivery_cb cb, void *arg)
 {
     cJSON *ev = nf_event_new(type, SOURCE, subject, NULL, data);
@@ -46,8 +46,8 @@ int wm_event_send(struct wm *ctx, const char *topic, const char *type, const cha
     return rc != 0 ? -1 : 0;
 }
 
-static void send_logged(struct wm *ctx, const char *topic, const char *type, const char *subject,
-                        cJSON *data)
+static void send_logged(struct wm_ctx *ctx, const char *topic, const char *type,
+                        const char *subject, cJSON *data)
 {
     struct delivery *d = nf_xcalloc(1, sizeof(*d));
     d->ctx = ctx;
@@ -59,12 +59,21 @@ static void send_logged(struct wm *ctx, const char *topic, const char *type, con
     }
 }
 
-void wm_event_job(struct wm *ctx, const char *type, const char *job_id, cJSON *data)
+void wm_event_worker(struct wm_ctx *ctx, const char *type, const char *worker_id, cJSON *data)
 {
-    send_logged(ctx, "forge.jobs.events", type, job_id, data);
+    send_logged(ctx, NF_TOPIC_WORKERS_EVENTS, type, worker_id, data);
 }
 
-void wm_event_worker(struct wm *ctx, const char *type, const char *worker_id, cJSON *data)
+void wm_worker_drained(struct wm_ctx *ctx, const char *worker_id, const char *reason)
 {
-    send_logged(ctx, "forge.workers.events", type, worker_id, data);
+    char now[32];
+    nf_event_time(nf_now_ms(), now);
+    cJSON *data = nf_json_obj();
+    nf_json_add_str(data, "worker_id", worker_id);
+    nf_json_add_str(data, "drained_at", now);
+    nf_json_add_str(data, "reason", reason);
+    nf_metrics_counter_add(ctx->m.workers_drained, 1);
+    nf_log_kv(NF_LOG_INFO, "worker_drained", "worker drained: no jobs left, none given",
+              "worker_id", worker_id, NULL);
+    wm_event_worker(ctx, "forge.worker.drained", worker_id, data);
 }

@@ -1,6 +1,6 @@
 /*
- * Worker liveness and drain: the lost-worker scan, POST /api/workers/drain and the
- * forge.worker.lost / forge.worker.drained events.
+ * Worker liveness and drain: the lost-worker scan (forge.worker.lost) and
+ * POST /api/workers/drain (forge.worker.drained, events.c).
  *
  *   heartbeat --> wm:workers (zset, worker id by last heartbeat)
  *   reaper tick --> EVALSHA lost_claim: workers silent for 3 heartbeat intervals leave
@@ -24,9 +24,12 @@
 #include "nf_metrics.h"
 #include "nf_pg.h"
 #include "nf_redis.h"
+#include "nf_svc.h"
+#include "routes.h"
 #include "wm.h"
 
 #define LOST_BATCH 100
+#define DRAIN_FORBIDDEN "missing or invalid worker or registration token"
 
 static void on_pg_status(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
@@ -36,79 +39,55 @@ static void on_pg_status(const PGresult *res, const char *err, const char *pgcod
 }
 
 /* wm.workers.status = status (never over 'disabled'); fire and forget. */
-static void set_pg_status(struct wm *ctx, const char *worker_id, const char *status)
+static void set_pg_status(struct wm_ctx *ctx, const char *worker_id, const char *status)
 {
     const char *params[] = {worker_id, status};
-    if (ctx->closing)
+    if (ctx->svc->closing)
         return;
     nf_pg_query(ctx->pg,
                 "UPDATE wm.workers SET status = $2 WHERE worker_id = $1 AND status <> 'disabled'",
                 2, params, on_pg_status, NULL);
 }
 
-void wm_worker_drained(struct wm *ctx, const char *worker_id, const char *reason)
+/* ---- lost workers ------------------------------------------------------------------------ */
+
+/* One worker the lost_claim script took out of wm:workers (wm_scan_fn). */
+static void worker_lost(struct wm_ctx *ctx, const char *worker_id, const char *seen,
+                        const redisReply *jobs)
 {
-    char now[32];
-    nf_event_time(nf_now_ms(), now);
+    char at[32], njobs[16];
+    nf_event_time(strtoull(seen, NULL, 10), at);
     cJSON *data = nf_json_obj();
     nf_json_add_str(data, "worker_id", worker_id);
-    nf_json_add_str(data, "drained_at", now);
-    nf_json_add_str(data, "reason", reason);
-    nf_metrics_counter_add(ctx->m.workers_drained, 1);
-    nf_log_kv(NF_LOG_INFO, "worker_drained", "worker drained: no jobs left, none given",
-              "worker_id", worker_id, NULL);
-    wm_event_worker(ctx, "forge.worker.drained", worker_id, data);
+    nf_json_add_str(data, "last_heartbeat_at", at);
+    cJSON *arr = cJSON_AddArrayToObject(data, "jobs");
+    for (size_t j = 0; j < jobs->elements; j++)
+        if (jobs->element[j]->type == REDIS_REPLY_STRING)
+            cJSON_AddItemToArray(arr, cJSON_CreateString(jobs->element[j]->str));
+    snprintf(njobs, sizeof(njobs), "%zu", jobs->elements);
+    nf_log_kv(NF_LOG_WARN, "worker_lost", "worker missed 3 heartbeats: lost", "worker_id",
+              worker_id, "last_heartbeat_at", at, "jobs", njobs, NULL);
+    nf_metrics_counter_add(ctx->m.workers_lost, 1);
+    wm_event_worker(ctx, "forge.worker.lost", worker_id, data);
+    /* Postgres keeps last_seen_at coarse (once a minute): store the real last beat */
+    const char *params[] = {worker_id, seen};
+    nf_pg_query(ctx->pg,
+                "UPDATE wm.workers SET status = 'lost', last_seen_at = "
+                "greatest(last_seen_at, to_timestamp($2::bigint / 1000.0)) "
+                "WHERE worker_id = $1 AND status <> 'disabled'",
+                2, params, on_pg_status, NULL);
 }
-
-/* ---- lost workers ------------------------------------------------------------------------ */
 
 static void on_lost_claimed(redisReply *reply, void *arg)
 {
-    struct wm *ctx = arg;
-    ctx->reaping--;
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
-        if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
-            nf_log_kv(NF_LOG_ERROR, "lost_scan_failed", "lost-worker script failed", "error",
-                      reply->str, NULL);
-        return;
-    }
-    if (ctx->closing)
-        return;
-    for (size_t i = 0; i + 2 < reply->elements; i += 3) {
-        const redisReply *id = reply->element[i], *seen = reply->element[i + 1],
-                         *jobs = reply->element[i + 2];
-        if (id->type != REDIS_REPLY_STRING || seen->type != REDIS_REPLY_STRING ||
-            jobs->type != REDIS_REPLY_ARRAY)
-            continue;
-        char at[32];
-        nf_event_time(strtoull(seen->str, NULL, 10), at);
-        cJSON *data = nf_json_obj();
-        nf_json_add_str(data, "worker_id", id->str);
-        nf_json_add_str(data, "last_heartbeat_at", at);
-        cJSON *arr = cJSON_AddArrayToObject(data, "jobs");
-        for (size_t j = 0; j < jobs->elements; j++)
-            if (jobs->element[j]->type == REDIS_REPLY_STRING)
-                cJSON_AddItemToArray(arr, cJSON_CreateString(jobs->element[j]->str));
-        char njobs[16];
-        snprintf(njobs, sizeof(njobs), "%zu", jobs->elements);
-        nf_log_kv(NF_LOG_WARN, "worker_lost", "worker missed 3 heartbeats: lost", "worker_id",
-                  id->str, "last_heartbeat_at", at, "jobs", njobs, NULL);
-        nf_metrics_counter_add(ctx->m.workers_lost, 1);
-        wm_event_worker(ctx, "forge.worker.lost", id->str, data);
-        /* Postgres keeps last_seen_at coarse (once a minute): store the real last beat */
-        const char *params[] = {id->str, seen->str};
-        nf_pg_query(ctx->pg,
-                    "UPDATE wm.workers SET status = 'lost', last_seen_at = "
-                    "greatest(last_seen_at, to_timestamp($2::bigint / 1000.0)) "
-                    "WHERE worker_id = $1 AND status <> 'disabled'",
-                    2, params, on_pg_status, NULL);
-    }
+    wm_scan_rows(arg, reply, REDIS_REPLY_ARRAY, worker_lost, "lost_scan_failed",
+                 "lost-worker script failed");
 }
 
-void wm_fleet_scan(struct wm *ctx)
+void wm_fleet_scan(struct wm_ctx *ctx)
 {
     char cutoff[24], limit[8];
-    uint64_t window = (uint64_t)ctx->cfg.heartbeat_s * 3000;
+    uint64_t window = (uint64_t)ctx->cfg->heartbeat_s * 3000;
     uint64_t now = nf_now_ms();
     if (now <= window)
         return;
@@ -123,7 +102,7 @@ void wm_fleet_scan(struct wm *ctx)
 /* ---- POST /api/workers/drain {worker_id} --------------------------------------------------- */
 
 struct drain_call {
-    struct wm *ctx;
+    struct wm_ctx *ctx;
     struct nf_http_req *req;
     char worker_id[NF_ID_MAX];
     bool by_operator; /* the registration token, not the worker's own */
@@ -132,14 +111,13 @@ struct drain_call {
 static void on_drain(redisReply *reply, void *arg)
 {
     struct drain_call *call = arg;
-    struct wm *ctx = call->ctx;
+    struct wm_ctx *ctx = call->ctx;
 
     if (reply == NULL || reply->type != REDIS_REPLY_INTEGER) {
         if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
             nf_log_kv(NF_LOG_ERROR, "drain_failed", "drain script failed", "error", reply->str,
                       NULL);
-        nf_http_set_header(call->req, "Retry-After", "1");
-        nf_http_reply_error(call->req, 503, "unavailable", NULL, "worker store unavailable");
+        wm_reply_unavailable(call->req, "worker store unavailable");
         free(call);
         return;
     }
@@ -150,7 +128,7 @@ static void on_drain(redisReply *reply, void *arg)
         return;
     }
     bool drained = reply->integer >= 2;
-    if (reply->integer == 3 && !ctx->closing)
+    if (reply->integer == 3 && !ctx->svc->closing)
         wm_worker_drained(ctx, call->worker_id,
                           call->by_operator ? "drained by the operator" : "drained by the worker");
     set_pg_status(ctx, call->worker_id, drained ? "offline" : "draining");
@@ -165,7 +143,7 @@ static void on_drain(redisReply *reply, void *arg)
 
 static void drain_run(struct drain_call *call)
 {
-    struct wm *ctx = call->ctx;
+    struct wm_ctx *ctx = call->ctx;
     char worker_key[NF_ID_MAX + 16], wleases_key[NF_ID_MAX + 16];
     snprintf(worker_key, sizeof(worker_key), "wm:worker:%s", call->worker_id);
     snprintf(wleases_key, sizeof(wleases_key), "wm:wleases:%s", call->worker_id);
@@ -173,17 +151,11 @@ static void drain_run(struct drain_call *call)
     nf_redis_eval(ctx->redis, ctx->lua_drain, on_drain, call, 3, 4, argv, NULL);
 }
 
-static void on_drain_auth(struct wm *ctx, int status, const struct wm_worker *w, void *arg)
+static void on_drain_auth(struct wm_ctx *ctx, int status, const struct wm_worker *w, void *arg)
 {
     struct drain_call *call = arg;
-    if (status != 0 || ctx->closing) {
-        if (status == 403) {
-            nf_http_reply_error(call->req, 403, "forbidden", NULL,
-                                "missing or invalid worker or registration token");
-        } else {
-            nf_http_set_header(call->req, "Retry-After", "1");
-            nf_http_reply_error(call->req, 503, "unavailable", NULL, "worker store unavailable");
-        }
+    if (status != 0 || ctx->svc->closing) {
+        wm_reply_auth_failed(call->req, status, DRAIN_FORBIDDEN);
         free(call);
         return;
     }
@@ -192,20 +164,14 @@ static void on_drain_auth(struct wm *ctx, int status, const struct wm_worker *w,
 
 void wm_route_drain(struct nf_http_req *req, void *arg)
 {
-    struct wm *ctx = arg;
+    struct wm_ctx *ctx = arg;
     struct nf_json_err err = {0};
     const char *worker_id = NULL;
 
-    const char *token = wm_bearer(nf_http_req_header(req, "Authorization"));
-    if (token == NULL) {
-        nf_metrics_counter_add(ctx->m.auth_failed, 1);
-        nf_http_reply_error(req, 403, "forbidden", NULL,
-                            "missing or invalid worker or registration token");
-        return;
-    }
-    cJSON *body = nf_http_req_json(req);
+    const char *token = NULL;
+    cJSON *body = wm_req_body(ctx, req, DRAIN_FORBIDDEN, &token);
     if (body == NULL)
-        return; /* answered 400 */
+        return; /* answered 403 or 400 */
     if (nf_json_get_str(body, "worker_id", true, &worker_id, &err) != 0) {
         nf_http_reply_error(req, 422, "invalid_params", err.param, "%s", err.msg);
         return;

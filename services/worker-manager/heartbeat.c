@@ -28,12 +28,14 @@
 #include "nf_metrics.h"
 #include "nf_pg.h"
 #include "nf_redis.h"
+#include "nf_svc.h"
+#include "routes.h"
 #include "wm.h"
 
 #define PG_SEEN_EVERY_MS 60000
 
 struct hb_call {
-    struct wm *ctx;
+    struct wm_ctx *ctx;
     struct nf_http_req *req;
     char worker_id[NF_ID_MAX];
     const cJSON *jobs; /* points into the request body (lives with req) */
@@ -67,21 +69,20 @@ static void on_pg_seen(const PGresult *res, const char *err, const char *pgcode,
 static void on_heartbeat(redisReply *reply, void *arg)
 {
     struct hb_call *call = arg;
-    struct wm *ctx = call->ctx;
+    struct wm_ctx *ctx = call->ctx;
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 8 ||
         reply->element[1]->type != REDIS_REPLY_ARRAY) {
         if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
             nf_log_kv(NF_LOG_ERROR, "heartbeat_failed", "heartbeat script failed", "error",
                       reply->str, NULL);
-        nf_http_set_header(call->req, "Retry-After", "1");
-        nf_http_reply_error(call->req, 503, "unavailable", NULL, "lease store unavailable");
+        wm_reply_unavailable(call->req, "lease store unavailable");
         free(call);
         return;
     }
     bool draining = int_at(reply, 5) == 1;
     long long drained = int_at(reply, 6);
-    if (int_at(reply, 0) == 1 && !ctx->closing) {
+    if (int_at(reply, 0) == 1 && !ctx->svc->closing) {
         const char *status = drained ? "offline" : draining ? "draining" : "online";
         const char *params[] = {call->worker_id, status};
         nf_pg_query(ctx->pg,
@@ -89,20 +90,20 @@ static void on_heartbeat(redisReply *reply, void *arg)
                     "WHERE worker_id = $1 AND status <> 'disabled'",
                     2, params, on_pg_seen, NULL);
     }
-    if (drained == 1 && !ctx->closing)
+    if (drained == 1 && !ctx->svc->closing)
         wm_worker_drained(ctx, call->worker_id, "the worker stopped");
     long long released = int_at(reply, 3);
     if (released > 0)
         nf_metrics_counter_add(ctx->m.leases_released, (uint64_t)released);
     char expires[32];
-    nf_event_time(nf_now_ms() + (uint64_t)ctx->cfg.lease_ttl_s * 1000, expires);
+    nf_event_time(nf_now_ms() + (uint64_t)ctx->cfg->lease_ttl_s * 1000, expires);
     cJSON *body = nf_json_obj();
     nf_json_add_str(body, "lease_expires_at", expires);
     add_ids(body, "cancelled", reply->element[1]);
     add_ids(body, "lost", reply->element[4]);
     add_ids(body, "lost_leases", reply->element[7]); /* same order as lost */
     cJSON_AddBoolToObject(body, "drain", draining);
-    nf_json_add_int(body, "heartbeat_interval_s", ctx->cfg.heartbeat_s);
+    nf_json_add_int(body, "heartbeat_interval_s", ctx->cfg->heartbeat_s);
     if (reply->element[1]->elements > 0)
         nf_log_kv(NF_LOG_INFO, "heartbeat_cancelled", "worker told to stop cancelled jobs",
                   "worker_id", call->worker_id, NULL);
@@ -110,7 +111,7 @@ static void on_heartbeat(redisReply *reply, void *arg)
         /* 409, with the whole answer: the other leases were renewed all the same */
         nf_log_kv(NF_LOG_WARN, "heartbeat_lost", "worker listed jobs it no longer holds",
                   "worker_id", call->worker_id, NULL);
-        nf_metrics_counter_add(ctx->m.leases_lost_reported, (uint64_t)reply->element[4]->elements);
+        nf_metrics_counter_add(ctx->m.heartbeat_lost_jobs, (uint64_t)reply->element[4]->elements);
         cJSON *error = nf_json_obj();
         nf_json_add_str(error, "code", "lease_lost");
         nf_json_add_str(error, "message",
@@ -126,17 +127,11 @@ static void on_heartbeat(redisReply *reply, void *arg)
     free(call);
 }
 
-static void on_auth(struct wm *ctx, int status, const struct wm_worker *w, void *arg)
+static void on_auth(struct wm_ctx *ctx, int status, const struct wm_worker *w, void *arg)
 {
     struct hb_call *call = arg;
-    if (status != 0 || ctx->closing) {
-        if (status == 403) {
-            nf_http_reply_error(call->req, 403, "forbidden", NULL,
-                                "missing or invalid worker token");
-        } else {
-            nf_http_set_header(call->req, "Retry-After", "1");
-            nf_http_reply_error(call->req, 503, "unavailable", NULL, "worker store unavailable");
-        }
+    if (status != 0 || ctx->svc->closing) {
+        wm_reply_auth_failed(call->req, status, WM_WORKER_FORBIDDEN);
         free(call);
         return;
     }
@@ -149,8 +144,8 @@ static void on_auth(struct wm *ctx, int status, const struct wm_worker *w, void 
     snprintf(wleases_key, sizeof(wleases_key), "wm:wleases:%s", call->worker_id);
     snprintf(cancel_key, sizeof(cancel_key), "wm:cancel:%s", call->worker_id);
     snprintf(now_s, sizeof(now_s), "%llu", (unsigned long long)nf_now_ms());
-    snprintf(ttl_ms, sizeof(ttl_ms), "%d", ctx->cfg.lease_ttl_s * 1000);
-    snprintf(worker_ttl, sizeof(worker_ttl), "%d", 3 * ctx->cfg.heartbeat_s);
+    snprintf(ttl_ms, sizeof(ttl_ms), "%d", ctx->cfg->lease_ttl_s * 1000);
+    snprintf(worker_ttl, sizeof(worker_ttl), "%d", 3 * ctx->cfg->heartbeat_s);
     snprintf(done_ttl, sizeof(done_ttl), "%d", WM_DONE_TTL_S);
     snprintf(pg_every, sizeof(pg_every), "%d", PG_SEEN_EVERY_MS);
     int i = 0;
@@ -203,22 +198,17 @@ static int check_jobs(const cJSON *jobs, struct nf_json_err *err)
 
 void wm_route_heartbeat(struct nf_http_req *req, void *arg)
 {
-    struct wm *ctx = arg;
+    struct wm_ctx *ctx = arg;
     struct nf_json_err err = {0};
     const char *worker_id = NULL;
     const cJSON *jobs = NULL;
     bool draining = false;
     static const cJSON empty = {.type = cJSON_Array};
 
-    const char *token = wm_bearer(nf_http_req_header(req, "Authorization"));
-    if (token == NULL) {
-        nf_metrics_counter_add(ctx->m.auth_failed, 1);
-        nf_http_reply_error(req, 403, "forbidden", NULL, "missing or invalid worker token");
-        return;
-    }
-    cJSON *body = nf_http_req_json(req);
+    const char *token = NULL;
+    cJSON *body = wm_req_body(ctx, req, WM_WORKER_FORBIDDEN, &token);
     if (body == NULL)
-        return; /* answered 400 */
+        return; /* answered 403 or 400 */
     int rc = nf_json_get_str(body, "worker_id", true, &worker_id, &err);
     if (rc == 0)
         rc = nf_json_get_arr(body, "jobs", false, &jobs, &err);

@@ -21,12 +21,14 @@
 #include "nf_log.h"
 #include "nf_metrics.h"
 #include "nf_redis.h"
+#include "nf_svc.h"
+#include "routes.h"
 #include "wm.h"
 
 #define RETRY_MAX_MS 1000
 
 struct wm_poll {
-    struct wm *ctx;
+    struct wm_ctx *ctx;
     struct nf_http_req *req; /* answered exactly once, then NULL */
     struct event *timer;     /* next scan */
     uint64_t deadline_ms;
@@ -44,34 +46,28 @@ struct wm_poll {
     char job_id[NF_ID_MAX];   /* the leased job, between lease and answer */
     cJSON *job;               /* its dispatch data (owned until answered) */
     char expires[32];         /* lease_expires_at of the answer */
-    struct wm_poll *prev, *next;
+    LIST_ENTRY(wm_poll) link; /* in ctx->polls while linked */
+    bool linked;
 };
 
 static void poll_scan(struct wm_poll *p);
 
 static void poll_link(struct wm_poll *p)
 {
-    struct wm *ctx = p->ctx;
-    p->next = ctx->polls;
-    if (ctx->polls)
-        ctx->polls->prev = p;
-    ctx->polls = p;
+    struct wm_ctx *ctx = p->ctx;
+    LIST_INSERT_HEAD(&ctx->polls, p, link);
+    p->linked = true;
     ctx->npolls++;
     nf_metrics_gauge_set(ctx->m.polls_waiting, (double)ctx->npolls);
 }
 
 static void poll_unlink(struct wm_poll *p)
 {
-    struct wm *ctx = p->ctx;
-    if (!(p->prev || p->next || ctx->polls == p))
+    struct wm_ctx *ctx = p->ctx;
+    if (!p->linked)
         return;
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        ctx->polls = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
-    p->prev = p->next = NULL;
+    LIST_REMOVE(p, link);
+    p->linked = false;
     ctx->npolls--;
     nf_metrics_gauge_set(ctx->m.polls_waiting, (double)ctx->npolls);
 }
@@ -92,10 +88,9 @@ static void reply_status(struct wm_poll *p, int status)
     if (status == 204) {
         nf_http_reply_raw(p->req, 204, NULL, NULL, 0);
     } else if (status == 403) {
-        nf_http_reply_error(p->req, 403, "forbidden", NULL, "missing or invalid worker token");
+        nf_http_reply_error(p->req, 403, "forbidden", NULL, WM_WORKER_FORBIDDEN);
     } else {
-        nf_http_set_header(p->req, "Retry-After", "1");
-        nf_http_reply_error(p->req, 503, "unavailable", NULL, "job queue unavailable");
+        wm_reply_unavailable(p->req, "job queue unavailable");
     }
     p->req = NULL;
 }
@@ -126,13 +121,13 @@ static void on_requeued(redisReply *reply, void *arg)
 /* The client left while its pop ran: put the job back where it was. */
 static void give_back(struct wm_poll *p, const char *job_id, const cJSON *job)
 {
-    struct wm *ctx = p->ctx;
+    struct wm_ctx *ctx = p->ctx;
     char queue[64], score[24];
-    int type = wm_job_type_index(nf_json_str(job, "job_type"));
+    int type = nf_job_type_index(nf_json_str(job, "job_type"));
     long long prio = nf_json_int(job, "priority", 0);
-    if (type < 0 || ctx->closing)
+    if (type < 0 || ctx->svc->closing)
         return; /* the lease expires and the reaper takes over */
-    snprintf(queue, sizeof(queue), "wm:queue:%s", wm_job_types[type]);
+    snprintf(queue, sizeof(queue), "wm:queue:%s", nf_job_types[type]);
     snprintf(score, sizeof(score), "%lld", 9 - prio);
     const char *argv[] = {"wm:leases", queue, job_id, p->lease_id, score};
     nf_redis_eval(ctx->redis, ctx->lua_requeue, on_requeued, nf_xstrdup(job_id), 2, 5, argv, NULL);
@@ -143,7 +138,7 @@ static void give_back(struct wm_poll *p, const char *job_id, const cJSON *job)
 static void on_assigned(int err, const char *errstr, void *arg)
 {
     struct wm_poll *p = arg;
-    struct wm *ctx = p->ctx;
+    struct wm_ctx *ctx = p->ctx;
     if (err != 0) {
         nf_log_kv(NF_LOG_ERROR, "assign_not_recorded",
                   "assigned event not delivered, job given back", "job_id", p->job_id, "error",
@@ -179,7 +174,7 @@ static void on_assigned(int err, const char *errstr, void *arg)
  * Takes over p (freed here or by on_assigned). */
 static void answer_job(struct wm_poll *p, const char *job_id, const char *data)
 {
-    struct wm *ctx = p->ctx;
+    struct wm_ctx *ctx = p->ctx;
     snprintf(p->job_id, sizeof(p->job_id), "%s", job_id);
     p->job = nf_json_parse(data, strlen(data));
     if (p->job == NULL) {
@@ -190,14 +185,14 @@ static void answer_job(struct wm_poll *p, const char *job_id, const char *data)
         poll_free(p);
         return;
     }
-    if (p->gone || ctx->closing) {
+    if (p->gone || ctx->svc->closing) {
         give_back(p, job_id, p->job);
         reply_status(p, p->gone ? 204 : 503);
         poll_free(p);
         return;
     }
     poll_unlink(p); /* no more wake-ups or flushes: it has its job */
-    nf_event_time(nf_now_ms() + (uint64_t)ctx->cfg.lease_ttl_s * 1000, p->expires);
+    nf_event_time(nf_now_ms() + (uint64_t)ctx->cfg->lease_ttl_s * 1000, p->expires);
     cJSON *data_ev = nf_json_obj();
     nf_json_add_str(data_ev, "job_id", job_id);
     nf_json_add_str(data_ev, "user_id", nf_json_str(p->job, "user_id"));
@@ -205,7 +200,7 @@ static void answer_job(struct wm_poll *p, const char *job_id, const char *data)
     nf_json_add_str(data_ev, "status", "assigned");
     nf_json_add_str(data_ev, "worker_id", p->worker_id);
     nf_json_add_str(data_ev, "lease_id", p->lease_id);
-    if (wm_event_send(ctx, "forge.jobs.events", "forge.job.assigned", job_id, data_ev, on_assigned,
+    if (wm_event_send(ctx, NF_TOPIC_JOBS_EVENTS, "forge.job.assigned", job_id, data_ev, on_assigned,
                       p) < 0)
         on_assigned(-1, "not queued", p);
 }
@@ -236,7 +231,7 @@ static void wait_more(struct wm_poll *p)
 static void on_popped(redisReply *reply, void *arg)
 {
     struct wm_poll *p = arg;
-    struct wm *ctx = p->ctx;
+    struct wm_ctx *ctx = p->ctx;
     p->busy = false;
 
     if (reply == NULL || reply->type == REDIS_REPLY_ERROR) {
@@ -259,7 +254,7 @@ static void on_popped(redisReply *reply, void *arg)
         answer_job(p, reply->element[0]->str, reply->element[1]->str); /* takes p */
         return;
     }
-    if (ctx->closing) {
+    if (ctx->svc->closing) {
         reply_status(p, 503);
         poll_free(p);
         return;
@@ -269,10 +264,10 @@ static void on_popped(redisReply *reply, void *arg)
 
 static void poll_scan(struct wm_poll *p)
 {
-    struct wm *ctx = p->ctx;
-    const char *argv[3 + WM_NJOB_TYPES + 9];
+    struct wm_ctx *ctx = p->ctx;
+    const char *argv[3 + NF_NJOB_TYPES + 9];
     char leases_key[] = "wm:leases", worker_key[NF_ID_MAX + 16], wleases_key[NF_ID_MAX + 16];
-    char queues[WM_NJOB_TYPES][32];
+    char queues[NF_NJOB_TYPES][32];
     char count[16], now_s[24], ttl_ms[16], limit[8], worker_ttl[16];
     int nkeys = 0, argc;
 
@@ -285,18 +280,18 @@ static void poll_scan(struct wm_poll *p)
     argv[nkeys++] = leases_key;
     argv[nkeys++] = worker_key;
     argv[nkeys++] = wleases_key;
-    for (int i = 0; i < WM_NJOB_TYPES; i++) {
+    for (int i = 0; i < NF_NJOB_TYPES; i++) {
         if (!(p->types & (1u << i)))
             continue;
-        snprintf(queues[i], sizeof(queues[i]), "wm:queue:%s", wm_job_types[i]);
+        snprintf(queues[i], sizeof(queues[i]), "wm:queue:%s", nf_job_types[i]);
         argv[nkeys++] = queues[i];
     }
     nf_id_new("lse", p->lease_id, sizeof(p->lease_id));
     snprintf(count, sizeof(count), "%d", p->gpu_count);
     snprintf(now_s, sizeof(now_s), "%llu", (unsigned long long)nf_now_ms());
-    snprintf(ttl_ms, sizeof(ttl_ms), "%d", ctx->cfg.lease_ttl_s * 1000);
+    snprintf(ttl_ms, sizeof(ttl_ms), "%d", ctx->cfg->lease_ttl_s * 1000);
     snprintf(limit, sizeof(limit), "%d", WM_SCAN_LIMIT);
-    snprintf(worker_ttl, sizeof(worker_ttl), "%d", 3 * ctx->cfg.heartbeat_s);
+    snprintf(worker_ttl, sizeof(worker_ttl), "%d", 3 * ctx->cfg->heartbeat_s);
     argc = nkeys;
     argv[argc++] = p->worker_id;
     argv[argc++] = p->gpu_type;
@@ -317,15 +312,15 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     poll_scan(arg);
 }
 
-static void on_auth(struct wm *ctx, int status, const struct wm_worker *w, void *arg)
+static void on_auth(struct wm_ctx *ctx, int status, const struct wm_worker *w, void *arg)
 {
     struct wm_poll *p = arg;
-    if (status != 0 || ctx->closing) {
+    if (status != 0 || ctx->svc->closing) {
         reply_status(p, status == 403 ? 403 : 503);
         poll_free(p);
         return;
     }
-    if (ctx->stopping) {
+    if (ctx->svc->stopping) {
         reply_status(p, 503);
         poll_free(p);
         return;
@@ -344,20 +339,15 @@ static void on_auth(struct wm *ctx, int status, const struct wm_worker *w, void 
 
 void wm_route_next_job(struct nf_http_req *req, void *arg)
 {
-    struct wm *ctx = arg;
+    struct wm_ctx *ctx = arg;
     struct nf_json_err err = {0};
     const char *worker_id = NULL;
     long long wait_s = WM_DEFAULT_WAIT_S;
 
-    const char *token = wm_bearer(nf_http_req_header(req, "Authorization"));
-    if (token == NULL) {
-        nf_metrics_counter_add(ctx->m.auth_failed, 1);
-        nf_http_reply_error(req, 403, "forbidden", NULL, "missing or invalid worker token");
-        return;
-    }
-    cJSON *body = nf_http_req_json(req);
+    const char *token = NULL;
+    cJSON *body = wm_req_body(ctx, req, WM_WORKER_FORBIDDEN, &token);
     if (body == NULL)
-        return; /* answered 400 */
+        return; /* answered 403 or 400 */
     if (nf_json_get_str(body, "worker_id", true, &worker_id, &err) != 0 ||
         nf_json_get_int(body, "wait_seconds", false, 0, WM_MAX_WAIT_S, &wait_s, &err) < 0) {
         nf_http_reply_error(req, 422, "invalid_params", err.param, "%s", err.msg);
@@ -372,9 +362,12 @@ void wm_route_next_job(struct nf_http_req *req, void *arg)
     wm_auth_worker(ctx, worker_id, token, on_auth, p);
 }
 
-void wm_polls_wake(struct wm *ctx, int type)
+void wm_polls_wake(struct wm_ctx *ctx, int type)
 {
-    for (struct wm_poll *p = ctx->polls; p != NULL; p = p->next) {
+    struct wm_poll *p;
+
+    LIST_FOREACH(p, &ctx->polls, link)
+    {
         if (!(p->types & (1u << type)))
             continue;
         p->retry_ms = WM_POLL_RETRY_MS;
@@ -387,11 +380,11 @@ void wm_polls_wake(struct wm *ctx, int type)
     }
 }
 
-void wm_polls_flush(struct wm *ctx)
+void wm_polls_flush(struct wm_ctx *ctx)
 {
-    struct wm_poll *p = ctx->polls, *next;
+    struct wm_poll *p = LIST_FIRST(&ctx->polls), *next;
     for (; p != NULL; p = next) {
-        next = p->next;
+        next = LIST_NEXT(p, link);
         p->stop = true;
         if (!p->busy) {
             reply_status(p, 204);

@@ -19,12 +19,14 @@
 #include "nf_log.h"
 #include "nf_metrics.h"
 #include "nf_redis.h"
+#include "nf_svc.h"
+#include "routes.h"
 #include "wm.h"
 
 #define REAP_BATCH 100
 
 struct reap_item {
-    struct wm *ctx;
+    struct wm_ctx *ctx;
     char job_id[NF_ID_MAX];
     char lease_id[NF_ID_MAX];
 };
@@ -41,8 +43,8 @@ static void on_done(redisReply *reply, void *arg)
 static void on_delivered(int err, const char *errstr, void *arg)
 {
     struct reap_item *it = arg;
-    struct wm *ctx = it->ctx;
-    if (err != 0 || ctx->closing) {
+    struct wm_ctx *ctx = it->ctx;
+    if (err != 0 || ctx->svc->closing) {
         if (err != 0)
             nf_log_kv(NF_LOG_WARN, "reap_event_failed", "worker_lost event not delivered", "job_id",
                       it->job_id, "error", errstr, NULL);
@@ -55,8 +57,11 @@ static void on_delivered(int err, const char *errstr, void *arg)
     nf_redis_eval(ctx->redis, ctx->lua_reap_done, on_done, it, 1, 4, argv, NULL);
 }
 
-static void report(struct wm *ctx, const char *job_id, const char *lease_json, const char *job_json)
+/* One claimed lease (wm_scan_fn); the lease and job texts are "" when their keys are gone. */
+static void report(struct wm_ctx *ctx, const char *job_id, const char *lease_json,
+                   const redisReply *job_reply)
 {
+    const char *job_json = job_reply->str;
     cJSON *lease = lease_json[0] ? nf_json_parse(lease_json, strlen(lease_json)) : NULL;
     cJSON *job = job_json[0] ? nf_json_parse(job_json, strlen(job_json)) : NULL;
     const char *worker_id = lease ? nf_json_str(lease, "worker_id") : NULL;
@@ -84,7 +89,7 @@ static void report(struct wm *ctx, const char *job_id, const char *lease_json, c
     nf_log_kv(NF_LOG_WARN, "lease_expired", "lease expired, job reported lost", "job_id", job_id,
               "worker_id", worker_id, NULL);
     nf_metrics_counter_add(ctx->m.leases_reaped, 1);
-    if (wm_event_send(ctx, "forge.jobs.events", "forge.job.failed", job_id, data, on_delivered,
+    if (wm_event_send(ctx, NF_TOPIC_JOBS_EVENTS, "forge.job.failed", job_id, data, on_delivered,
                       it) < 0)
         free(it); /* the claim expires; the next round reports again */
     cJSON_Delete(lease);
@@ -93,34 +98,18 @@ static void report(struct wm *ctx, const char *job_id, const char *lease_json, c
 
 static void on_claimed(redisReply *reply, void *arg)
 {
-    struct wm *ctx = arg;
-    ctx->reaping--;
-    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
-        if (reply != NULL && reply->type == REDIS_REPLY_ERROR)
-            nf_log_kv(NF_LOG_ERROR, "reap_failed", "reap script failed", "error", reply->str, NULL);
-        return;
-    }
-    if (ctx->closing)
-        return;
-    for (size_t i = 0; i + 2 < reply->elements; i += 3) {
-        const redisReply *id = reply->element[i], *lease = reply->element[i + 1],
-                         *job = reply->element[i + 2];
-        if (id->type != REDIS_REPLY_STRING || lease->type != REDIS_REPLY_STRING ||
-            job->type != REDIS_REPLY_STRING)
-            continue;
-        report(ctx, id->str, lease->str, job->str);
-    }
+    wm_scan_rows(arg, reply, REDIS_REPLY_STRING, report, "reap_failed", "reap script failed");
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
-    struct wm *ctx = arg;
+    struct wm_ctx *ctx = arg;
     char now_s[24], limit[8], reclaim[16];
-    if (ctx->stopping || ctx->reaping > 0 || !nf_kafka_producer_ready(ctx->producer))
+    if (ctx->svc->stopping || ctx->reaping > 0 || !nf_kafka_producer_ready(ctx->producer))
         return;
     snprintf(now_s, sizeof(now_s), "%llu", (unsigned long long)nf_now_ms());
     snprintf(limit, sizeof(limit), "%d", REAP_BATCH);
-    snprintf(reclaim, sizeof(reclaim), "%d", ctx->cfg.lease_ttl_s * 1000);
+    snprintf(reclaim, sizeof(reclaim), "%d", ctx->cfg->lease_ttl_s * 1000);
     const char *argv[] = {"wm:leases", now_s, limit, reclaim};
     ctx->reaping++;
     /* On -1 on_claimed already ran (NULL) and decremented. */
@@ -128,12 +117,19 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
     wm_fleet_scan(ctx);
 }
 
-void wm_reaper_start(struct wm *ctx)
+void wm_reaper_start(struct wm_ctx *ctx)
 {
-    struct timeval tv = {ctx->cfg.reap_interval_ms / 1000,
-                         (suseconds_t)(ctx->cfg.reap_interval_ms % 1000) * 1000};
+    struct timeval tv = {ctx->cfg->reap_interval_ms / 1000,
+                         (suseconds_t)(ctx->cfg->reap_interval_ms % 1000) * 1000};
     ctx->reaper = event_new(ctx->base, -1, EV_PERSIST, on_tick, ctx);
     if (ctx->reaper == NULL)
         abort();
     event_add(ctx->reaper, &tv);
+}
+
+void wm_reaper_stop(struct wm_ctx *ctx)
+{
+    if (ctx->reaper)
+        event_free(ctx->reaper);
+    ctx->reaper = NULL;
 }

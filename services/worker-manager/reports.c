@@ -21,10 +21,12 @@
 #include "nf_log.h"
 #include "nf_metrics.h"
 #include "nf_redis.h"
+#include "nf_svc.h"
+#include "routes.h"
 #include "wm.h"
 
 struct report_call {
-    struct wm *ctx;
+    struct wm_ctx *ctx;
     struct nf_http_req *req;
     enum wm_report_kind kind;
     char worker_id[NF_ID_MAX];
@@ -44,8 +46,7 @@ static void call_free(struct report_call *call)
 
 static void reply_unavailable(struct report_call *call, const char *msg)
 {
-    nf_http_set_header(call->req, "Retry-After", "1");
-    nf_http_reply_error(call->req, 503, "unavailable", NULL, "%s", msg);
+    wm_reply_unavailable(call->req, msg);
     call_free(call);
 }
 
@@ -68,9 +69,9 @@ static void on_delivered(int err, const char *errstr, void *arg)
 static void on_checked(redisReply *reply, void *arg)
 {
     struct report_call *call = arg;
-    struct wm *ctx = call->ctx;
+    struct wm_ctx *ctx = call->ctx;
 
-    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER || ctx->closing) {
+    if (reply == NULL || reply->type != REDIS_REPLY_INTEGER || ctx->svc->closing) {
         reply_unavailable(call, "lease store unavailable");
         return;
     }
@@ -86,7 +87,7 @@ static void on_checked(redisReply *reply, void *arg)
         call_free(call);
         return;
     }
-    const char *topic = call->kind == WM_REPORT_USAGE ? "forge.usage" : "forge.jobs.events";
+    const char *topic = call->kind == WM_REPORT_USAGE ? NF_TOPIC_USAGE : NF_TOPIC_JOBS_EVENTS;
     if (nf_kafka_produce(ctx->producer, topic, call->subject, call->payload, strlen(call->payload),
                          on_delivered, call) != 0) {
         nf_log_kv(NF_LOG_ERROR, "report_produce_failed", "worker report not queued", "job_id",
@@ -95,19 +96,14 @@ static void on_checked(redisReply *reply, void *arg)
     }
 }
 
-static void on_auth(struct wm *ctx, int status, const struct wm_worker *w, void *arg)
+static void on_auth(struct wm_ctx *ctx, int status, const struct wm_worker *w, void *arg)
 {
     struct report_call *call = arg;
     char lease_key[NF_ID_MAX + 16];
 
-    if (status != 0 || ctx->closing) {
-        if (status == 403) {
-            nf_http_reply_error(call->req, 403, "forbidden", NULL,
-                                "missing or invalid worker token");
-            call_free(call);
-        } else {
-            reply_unavailable(call, "worker store unavailable");
-        }
+    if (status != 0 || ctx->svc->closing) {
+        wm_reply_auth_failed(call->req, status, WM_WORKER_FORBIDDEN);
+        call_free(call);
         return;
     }
     snprintf(lease_key, sizeof(lease_key), "wm:lease:%s", call->job_id);
@@ -115,33 +111,25 @@ static void on_auth(struct wm *ctx, int status, const struct wm_worker *w, void 
     nf_redis_eval(ctx->redis, ctx->lua_lease_check, on_checked, call, 1, 4, argv, NULL);
 }
 
-static void report(struct nf_http_req *req, struct wm *ctx, enum wm_report_kind kind)
+static void report(struct nf_http_req *req, struct wm_ctx *ctx, enum wm_report_kind kind)
 {
     struct nf_json_err err = {0};
     struct wm_report rep = {0};
     const char *worker_id = NULL;
     char source[NF_ID_MAX + 16];
 
-    const char *token = wm_bearer(nf_http_req_header(req, "Authorization"));
-    if (token == NULL) {
-        nf_metrics_counter_add(ctx->m.auth_failed, 1);
-        nf_http_reply_error(req, 403, "forbidden", NULL, "missing or invalid worker token");
-        return;
-    }
-    cJSON *body = nf_http_req_json(req);
+    const char *token = NULL;
+    cJSON *body = wm_req_body(ctx, req, WM_WORKER_FORBIDDEN, &token);
     if (body == NULL)
-        return; /* answered 400 */
+        return; /* answered 403 or 400 */
     if (nf_json_get_str(body, "worker_id", true, &worker_id, &err) != 0 ||
         wm_report_parse(body, kind, worker_id, &rep, &err) < 0) {
         nf_http_reply_error(req, 422, "invalid_params", err.param[0] ? err.param : NULL, "%s",
                             err.msg);
         return;
     }
-    if (ctx->stopping) {
-        nf_http_set_header(req, "Retry-After", "1");
-        nf_http_reply_error(req, 503, "unavailable", NULL, "the worker-manager is stopping");
+    if (wm_refuse_stopping(ctx, req))
         return;
-    }
     struct report_call *call = nf_xcalloc(1, sizeof(*call));
     call->ctx = ctx;
     call->req = req;

@@ -16,6 +16,8 @@
 #include "nf_metrics.h"
 #include "nf_pg.h"
 #include "nf_redis.h"
+#include "nf_svc.h"
+#include "routes.h"
 #include "wm.h"
 
 #define WORKER_TOKEN_BYTES 32
@@ -26,7 +28,7 @@
 
 /* One registration between the INSERT and its answer. */
 struct reg_call {
-    struct wm *ctx;
+    struct wm_ctx *ctx;
     struct nf_http_req *req;
     struct wm_worker w;
     char token[64];
@@ -42,19 +44,17 @@ static void reg_call_free(struct reg_call *call)
 static void on_inserted(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
     struct reg_call *call = arg;
-    struct wm *ctx = call->ctx;
+    struct wm_ctx *ctx = call->ctx;
 
     if (res == NULL) {
         nf_log_kv(NF_LOG_ERROR, "worker_register_failed", "worker insert failed", "error", err,
                   "pgcode", pgcode, NULL);
-        nf_http_set_header(call->req, "Retry-After", "1");
-        nf_http_reply_error(call->req, 503, "unavailable", NULL,
-                            "worker registry unavailable, retry later");
+        wm_reply_unavailable(call->req, "worker registry unavailable, retry later");
         reg_call_free(call);
         return;
     }
     const char *registered_at = nf_pg_val(res, 0, "registered_at");
-    if (!ctx->closing) {
+    if (!ctx->svc->closing) {
         wm_worker_cache(ctx, &call->w, registered_at);
         cJSON *data = nf_json_obj();
         nf_json_add_str(data, "worker_id", call->w.worker_id);
@@ -62,9 +62,9 @@ static void on_inserted(const PGresult *res, const char *err, const char *pgcode
         nf_json_add_str(data, "gpu_type", call->w.gpu_type[0] ? call->w.gpu_type : NULL);
         nf_json_add_int(data, "gpu_count", call->w.gpu_count);
         cJSON *types = cJSON_AddArrayToObject(data, "job_types");
-        for (int t = 0; t < WM_NJOB_TYPES; t++)
+        for (int t = 0; t < NF_NJOB_TYPES; t++)
             if (call->w.types & (1u << t))
-                cJSON_AddItemToArray(types, cJSON_CreateString(wm_job_types[t]));
+                cJSON_AddItemToArray(types, cJSON_CreateString(nf_job_types[t]));
         cJSON_AddItemToObject(data, "labels", cJSON_Duplicate(call->w.labels, true));
         nf_json_add_str(data, "registered_at", registered_at);
         wm_event_worker(ctx, "forge.worker.registered", call->w.worker_id, data);
@@ -76,25 +76,15 @@ static void on_inserted(const PGresult *res, const char *err, const char *pgcode
     cJSON *body = nf_json_obj();
     nf_json_add_str(body, "worker_id", call->w.worker_id);
     nf_json_add_str(body, "worker_token", call->token);
-    nf_json_add_int(body, "heartbeat_interval_s", ctx->cfg.heartbeat_s);
-    nf_json_add_int(body, "lease_ttl_s", ctx->cfg.lease_ttl_s);
+    nf_json_add_int(body, "heartbeat_interval_s", ctx->cfg->heartbeat_s);
+    nf_json_add_int(body, "lease_ttl_s", ctx->cfg->lease_ttl_s);
     nf_http_reply_json(call->req, 201, body);
     reg_call_free(call);
 }
 
-/* Constant-time check of the registration token: both sides hashed to equal length. */
-bool wm_registration_ok(const struct wm *ctx, const char *token)
-{
-    uint8_t got[32];
-    if (token == NULL)
-        return false;
-    nf_crypto_sha256(token, strlen(token), got);
-    return nf_crypto_equal(got, ctx->reg_token_hash, sizeof(got));
-}
-
 void wm_route_register(struct nf_http_req *req, void *arg)
 {
-    struct wm *ctx = arg;
+    struct wm_ctx *ctx = arg;
     struct nf_json_err err = {0};
 
     if (!wm_registration_ok(ctx, wm_bearer(nf_http_req_header(req, "Authorization")))) {
@@ -148,7 +138,7 @@ void wm_route_register(struct nf_http_req *req, void *arg)
 #define LIST_MAX_AGE "1 day" /* lost workers stay listed this long after their last beat */
 
 struct list_call {
-    struct wm *ctx;
+    struct wm_ctx *ctx;
     struct nf_http_req *req;
     cJSON *workers; /* the answer array, built from Postgres */
 };
@@ -166,7 +156,7 @@ static void list_reply(struct list_call *call)
 static void on_fleet(redisReply *reply, void *arg)
 {
     struct list_call *call = arg;
-    struct wm *ctx = call->ctx;
+    struct wm_ctx *ctx = call->ctx;
     bool ok = reply != NULL && reply->type == REDIS_REPLY_ARRAY &&
               reply->elements == (size_t)cJSON_GetArraySize(call->workers);
     uint64_t now = nf_now_ms();
@@ -195,7 +185,7 @@ static void on_fleet(redisReply *reply, void *arg)
             nf_event_time(seen, ts);
             cJSON_ReplaceItemInObject(w, "last_heartbeat_at", cJSON_CreateString(ts));
         }
-        const char *status = wm_worker_status(now, seen, ctx->cfg.heartbeat_s, draining,
+        const char *status = wm_worker_status(now, seen, ctx->cfg->heartbeat_s, draining,
                                               (size_t)cJSON_GetArraySize(jobs));
         cJSON_ReplaceItemInObject(w, "status", cJSON_CreateString(status));
         cJSON_ReplaceItemInObject(w, "current_jobs", jobs);
@@ -206,12 +196,11 @@ static void on_fleet(redisReply *reply, void *arg)
 static void on_listed(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
     struct list_call *call = arg;
-    struct wm *ctx = call->ctx;
+    struct wm_ctx *ctx = call->ctx;
 
     if (res == NULL) {
         nf_log_kv(NF_LOG_ERROR, "worker_list_failed", "worker list failed", "error", err, NULL);
-        nf_http_set_header(call->req, "Retry-After", "1");
-        nf_http_reply_error(call->req, 503, "unavailable", NULL, "worker registry unavailable");
+        wm_reply_unavailable(call->req, "worker registry unavailable");
         cJSON_Delete(call->workers);
         free(call);
         return;
@@ -232,9 +221,9 @@ static void on_listed(const PGresult *res, const char *err, const char *pgcode, 
         cJSON *arr = cJSON_AddArrayToObject(w, "job_types");
         unsigned mask = 0;
         if (types != NULL && wm_types_parse(types, &mask) == 0)
-            for (int t = 0; t < WM_NJOB_TYPES; t++)
+            for (int t = 0; t < NF_NJOB_TYPES; t++)
                 if (mask & (1u << t))
-                    cJSON_AddItemToArray(arr, cJSON_CreateString(wm_job_types[t]));
+                    cJSON_AddItemToArray(arr, cJSON_CreateString(nf_job_types[t]));
         cJSON *lab = labels ? nf_json_parse(labels, strlen(labels)) : NULL;
         cJSON_AddItemToObject(w, "labels", lab ? lab : nf_json_obj());
         cJSON_AddArrayToObject(w, "current_jobs");
@@ -244,7 +233,7 @@ static void on_listed(const PGresult *res, const char *err, const char *pgcode, 
         cJSON_AddItemToArray(call->workers, w);
         ids[i] = nf_json_str(w, "worker_id"); /* lives in call->workers */
     }
-    if (n == 0 || ctx->closing)
+    if (n == 0 || ctx->svc->closing)
         list_reply(call);
     else
         nf_redis_eval(ctx->redis, ctx->lua_fleet, on_fleet, call, 0, n, ids, NULL);
@@ -253,7 +242,7 @@ static void on_listed(const PGresult *res, const char *err, const char *pgcode, 
 
 void wm_route_list(struct nf_http_req *req, void *arg)
 {
-    struct wm *ctx = arg;
+    struct wm_ctx *ctx = arg;
     long limit = LIST_DEFAULT;
     const char *q = nf_http_req_query(req, "limit");
     if (q != NULL) {

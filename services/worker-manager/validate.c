@@ -8,6 +8,7 @@
 #include <strings.h>
 
 #include "nf_event.h"
+#include "nf_str.h"
 #include "wm.h"
 
 #define HOSTNAME_MAX 255
@@ -16,19 +17,6 @@
 #define LABEL_KEY_MAX 63
 #define LABEL_VAL_MAX 255
 #define GPU_COUNT_MAX 16
-
-const char *const wm_job_types[WM_NJOB_TYPES] = {"generate", "audit",    "distill",
-                                                 "train",    "evaluate", "deploy"};
-
-int wm_job_type_index(const char *name)
-{
-    if (name == NULL)
-        return -1;
-    for (int i = 0; i < WM_NJOB_TYPES; i++)
-        if (strcmp(name, wm_job_types[i]) == 0)
-            return i;
-    return -1;
-}
 
 void wm_worker_clear(struct wm_worker *w)
 {
@@ -139,7 +127,7 @@ int wm_register_parse(const cJSON *body, struct wm_worker *w, struct nf_json_err
     const cJSON *it = NULL;
     cJSON_ArrayForEach(it, types)
     {
-        int idx = cJSON_IsString(it) ? wm_job_type_index(it->valuestring) : -1;
+        int idx = cJSON_IsString(it) ? nf_job_type_index(it->valuestring) : -1;
         if (idx < 0)
             return nf_json_fail(err, "job_types",
                                 "job_types must list only generate, audit, distill, train, "
@@ -166,10 +154,10 @@ void wm_types_join(unsigned types, char *out, size_t outlen)
     if (outlen == 0)
         return;
     out[0] = '\0';
-    for (int i = 0; i < WM_NJOB_TYPES; i++) {
+    for (int i = 0; i < NF_NJOB_TYPES; i++) {
         if (!(types & (1u << i)))
             continue;
-        int w = snprintf(out + off, outlen - off, "%s%s", off ? "," : "", wm_job_types[i]);
+        int w = snprintf(out + off, outlen - off, "%s%s", off ? "," : "", nf_job_types[i]);
         if (w < 0 || (size_t)w >= outlen - off)
             return;
         off += (size_t)w;
@@ -187,7 +175,7 @@ int wm_types_parse(const char *s, unsigned *types)
             return -1;
         memcpy(name, s, len);
         name[len] = '\0';
-        int idx = wm_job_type_index(name);
+        int idx = nf_job_type_index(name);
         if (idx < 0)
             return -1;
         mask |= 1u << idx;
@@ -253,7 +241,7 @@ int wm_dispatch_parse(const char *payload, size_t len, struct wm_dispatch *d, co
         *why = "job_id missing or malformed";
         goto fail;
     }
-    out.type = wm_job_type_index(nf_json_str(out.data, "job_type"));
+    out.type = nf_job_type_index(nf_json_str(out.data, "job_type"));
     if (out.type < 0) {
         *why = "job_type missing or unknown";
         goto fail;
@@ -371,10 +359,8 @@ int wm_report_parse(const cJSON *body, enum wm_report_kind kind, const char *wor
     out->attempt = attempt;
 
     if (kind == WM_REPORT_EVENT) {
-        bool known = false;
-        for (size_t i = 0; i < sizeof(worker_event_types) / sizeof(worker_event_types[0]); i++)
-            known |= strcmp(type, worker_event_types[i]) == 0;
-        if (!known)
+        if (nf_str_index(worker_event_types,
+                         sizeof(worker_event_types) / sizeof(worker_event_types[0]), type) < 0)
             return nf_json_fail(err, "event.type",
                                 "event.type must be forge.job.running, progress, log, "
                                 "succeeded, failed or cancelled");

@@ -13,33 +13,44 @@
  *   scheduler --POST /internal/jobs/{id}/cancel--> cancel.c: dequeue, or tell the worker
  *   agent --POST /api/workers/events|usage--> reports.c: lease checked (409) --> Kafka
  *
- * Files: config.c (the option table), wm.c (context, backends, routes, shutdown),
- * validate.c (pure parsing and matching, unit tested), lua.c (the Redis scripts),
- * worker_auth.c (worker token check), events.c (Kafka events the service emits).
+ * Files, bottom up (each includes only what is below it):
+ *   wm.h + ctx.c     the context, the configuration struct, metrics, the Redis scripts'
+ *                    handles and the helpers the modules share (503 answers, scan replies)
+ *   validate.c       pure parsing and matching (unit tested)
+ *   lua.c            the Redis scripts (also run by the integration tests)
+ *   worker_auth.c    registration and worker token checks, the worker's Redis record
+ *   events.c         the Kafka events the service emits
+ *   routes.h         the route handlers, the job consumer and the modules' hooks, implemented
+ *                    by routes_workers.c, next_job.c, heartbeat.c, fleet.c, reports.c,
+ *                    cancel.c, consume_jobs.c and reaper.c
+ *   service.c        the descriptor wm_service: NF_WM_* rows, route table, topics, hooks
+ *   main.c           nf_svc_main(&wm_service)
  */
 #include <cjson/cJSON.h>
 #include <event2/event.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
-#include "nf_app.h"
 #include "nf_cfg.h"
 #include "nf_crypto.h"
 #include "nf_http.h"
 #include "nf_id.h"
+#include "nf_jobs.h"
 #include "nf_json.h"
 #include "nf_kafka.h"
 #include "nf_mem.h"
+#include "nf_work.h"
 
-struct nf_metrics;
 struct nf_counter;
 struct nf_gauge;
+struct nf_http_req;
 struct nf_pg;
 struct nf_redis;
 struct nf_redis_script;
+struct redisReply;
 
-#define WM_NJOB_TYPES 6
 #define WM_MAX_LABELS 32
 #define WM_MAX_WAIT_S 30
 #define WM_DEFAULT_WAIT_S 20
@@ -47,34 +58,22 @@ struct nf_redis_script;
 #define WM_POLL_RETRY_MS 200      /* long-poll rescan period */
 #define WM_MAX_HB_JOBS 256        /* jobs one heartbeat may list */
 #define WM_DONE_TTL_S (7 * 86400) /* wm:job:<id> kept after its lease ends (redelivery) */
+#define WM_WORKER_FORBIDDEN "missing or invalid worker token" /* the 403 of worker routes */
 
-/* The six job types, index = bit in a types mask. */
-extern const char *const wm_job_types[WM_NJOB_TYPES];
+/* The descriptor (service.c); main.c runs it. */
+struct nf_svc;
+struct nf_svc_desc;
+extern const struct nf_svc_desc wm_service;
 
+/* The service's own rows (svc->own); the shared ones (NF_WM_ADDR, the backends,
+ * NF_WM_MIGRATIONS, NF_WM_TIMEOUT_MS, NF_WM_DRAIN_MS, NF_WM_GROUP, ...) are nf_svc's
+ * (svc->cfg). */
 struct wm_config {
-    char *addr;           /* NF_WM_ADDR host:port */
-    char *brokers;        /* NF_KAFKA_BROKERS */
-    int partitions;       /* NF_KAFKA_PARTITIONS */
-    int replication;      /* NF_KAFKA_REPLICATION */
-    char *redis_addr;     /* NF_REDIS_ADDR */
-    char *pg_dsn;         /* NF_PG_DSN */
     char *reg_token;      /* NF_WORKER_REGISTRATION_TOKEN (secret) */
     int heartbeat_s;      /* NF_WM_HEARTBEAT_INTERVAL_S */
-    int lease_ttl_s;      /* NF_WM_LEASE_TTL_S */
+    int lease_ttl_s;      /* NF_WM_LEASE_TTL_S (at least two heartbeats) */
     int reap_interval_ms; /* NF_WM_REAP_INTERVAL_MS */
-    char *migrations;     /* NF_WM_MIGRATIONS directory */
 };
-
-extern const struct nf_cfg_opt wm_cfg_opts[];
-extern const size_t wm_cfg_nopts;
-
-/*
- * Loads and checks the configuration (also the cross-field rules: lease TTL at least two
- * heartbeats). On error fills err and returns -1; cfg must still be freed with
- * wm_config_free.
- */
-int wm_config_load(struct wm_config *cfg, char *err, size_t errlen);
-void wm_config_free(struct wm_config *cfg);
 
 /* A registered worker as the routes need it (Redis hash wm:worker:<id> or wm.workers). */
 struct wm_worker {
@@ -83,7 +82,7 @@ struct wm_worker {
     char *hostname;
     char *gpu_type; /* "" = none */
     int gpu_count;
-    unsigned types; /* bit i = wm_job_types[i] */
+    unsigned types; /* bit i = nf_job_types[i] */
     cJSON *labels;  /* object of strings, never NULL once parsed */
     char *version;  /* may be "" */
 };
@@ -93,15 +92,13 @@ struct wm_dispatch {
     cJSON *ev;          /* the parsed envelope (owned) */
     const cJSON *data;  /* points into ev */
     const char *job_id; /* points into ev */
-    int type;           /* index into wm_job_types */
+    int type;           /* index into nf_job_types */
     int priority;       /* 0..9 */
     long long attempt;  /* >= 1 */
 };
 
 /* ---- validate.c: pure functions, no I/O ---------------------------------------- */
 
-/* Index of a job type name, -1 when unknown. */
-int wm_job_type_index(const char *name);
 /*
  * Reads a registration body (hostname, gpu_type, gpu_count, job_types[], labels{},
  * version) into w (worker_id and token_hash untouched). On error fills err (param and
@@ -211,10 +208,9 @@ extern const char wm_lua_cancel[];
 extern const char wm_lua_lease_check[];
 extern const char wm_lua_fleet[];
 
-/* ---- the running service ---------------------------------------------------------- */
+/* ---- ctx.c: the context and the helpers the modules share -------------------------- */
 
-struct wm_poll;  /* next_job.c: one waiting long poll */
-struct wm_retry; /* consume_jobs.c: one dispatch message waiting for Redis */
+struct wm_poll; /* next_job.c: one waiting long poll */
 
 struct wm_metrics {
     struct nf_counter *dispatch_queued;
@@ -228,7 +224,7 @@ struct wm_metrics {
     struct nf_counter *workers_registered;
     struct nf_counter *auth_failed;
     struct nf_counter *events_failed;
-    struct nf_counter *leases_lost_reported; /* heartbeats listing leases no longer held */
+    struct nf_counter *heartbeat_lost_jobs; /* heartbeats listing leases no longer held */
     struct nf_counter *workers_lost;
     struct nf_counter *workers_drained;
     struct nf_counter *polls_draining; /* polls of draining workers answered 204 */
@@ -240,17 +236,20 @@ struct wm_metrics {
     struct nf_gauge *polls_waiting;
 };
 
-struct wm {
-    struct wm_config cfg;
-    struct nf_app *app;      /* not owned */
-    struct event_base *base; /* not owned (app->base) */
-    struct nf_metrics *metrics;
-    struct wm_metrics m;
-    struct nf_http_server *http;
+/*
+ * Everything the process holds; the callback argument of every handler. Made by the
+ * descriptor's init hook; the backends are nf_svc's (borrowed, set in start). Callbacks
+ * check svc->stopping (SIGTERM: take no new work) and svc->closing (teardown: the backends
+ * are being freed, only clean up).
+ */
+struct wm_ctx {
+    struct nf_svc *svc;          /* the service frame (not owned) */
+    const struct wm_config *cfg; /* svc->own */
+    struct event_base *base;
     struct nf_redis *redis;
     struct nf_pg *pg;
     struct nf_kafka_producer *producer;
-    struct nf_kafka_consumer *consumer;
+    struct wm_metrics m;
     struct nf_redis_script *lua_enqueue; /* owned by redis */
     struct nf_redis_script *lua_pop;
     struct nf_redis_script *lua_heartbeat;
@@ -263,91 +262,66 @@ struct wm {
     struct nf_redis_script *lua_lease_check;
     struct nf_redis_script *lua_fleet;
     uint8_t reg_token_hash[32]; /* SHA-256 of the registration token */
-    struct wm_poll *polls;      /* waiting long polls (doubly linked) */
+    LIST_HEAD(, wm_poll) polls; /* waiting long polls */
     size_t npolls;
-    struct wm_retry *retries; /* dispatch messages waiting to retry Redis */
-    struct event *reaper;     /* periodic lease reaper */
-    int reaping;              /* reaper rounds in flight */
-    struct event *drain;      /* shutdown: waits for in-flight work */
-    bool stopping;            /* SIGTERM seen: no new work */
-    bool closing;             /* backends being freed: callbacks must not chain */
+    struct nf_work_queue work; /* dispatch messages on their way into Redis */
+    struct event *reaper;      /* periodic lease reaper (owned) */
+    int reaping;               /* reaper and lost-worker rounds in flight */
 };
 
-/* wm.c */
+/* A new context for svc (svc->own loaded, svc->metrics made): token hash and metrics.
+ * Backends are borrowed later by wm_ctx_start. */
+struct wm_ctx *wm_ctx_new(struct nf_svc *svc);
+/* Borrows the backends and registers the Redis scripts (start hook). */
+void wm_ctx_start(struct wm_ctx *ctx);
+/* 503 {"error":{"code":"unavailable"}} with Retry-After: 1. */
+void wm_reply_unavailable(struct nf_http_req *req, const char *msg);
+/* While stopping, answers 503 "the worker-manager is stopping" and returns true. */
+bool wm_refuse_stopping(struct wm_ctx *ctx, struct nf_http_req *req);
+/* One row of a scan script's reply: an id, a string and a string or an array. */
+typedef void (*wm_scan_fn)(struct wm_ctx *ctx, const char *id, const char *second,
+                           const struct redisReply *third);
 /*
- * Builds the whole service from cfg (taken over: cfg's strings belong to ctx), runs the
- * migrations and creates the topics (blocking, at start), binds the HTTP port and
- * starts consuming. On failure returns -1 (logged) and *out is untouched.
+ * Ends a reaper round (ctx->reaping--) with the reply of a scan script (reap_claim,
+ * lost_claim): a flat array of (id, second, third) rows, third of hiredis type
+ * third_type. Calls fn for each well-formed row; none on no answer, on a script error
+ * (logged as `event`) or during the teardown.
  */
-int wm_new(struct wm **out, struct nf_app *app, struct wm_config *cfg);
-/* Frees everything; pending callbacks fire and are told the service is closing. NULL ok. */
-void wm_free(struct wm *ctx);
-/* nf_app on_stop hook: stop polling and consuming, then finish in-flight work. */
-void wm_on_stop(void *arg);
+void wm_scan_rows(struct wm_ctx *ctx, const struct redisReply *reply, int third_type, wm_scan_fn fn,
+                  const char *event, const char *msg);
 
-/* consume_jobs.c */
-void wm_consume_msg(struct nf_kafka_msg *msg, void *arg);
-/* Frees retry timers (their messages stay with the consumer). */
-void wm_consume_free_retries(struct wm *ctx);
+/* ---- worker_auth.c ------------------------------------------------------------------ */
 
-/* routes_workers.c */
-void wm_route_register(struct nf_http_req *req, void *arg);
-/* GET /api/workers/: {"data": [worker...]} with live status, current jobs, last heartbeat.
- * The gateway authenticates the user's API key before forwarding it. */
-void wm_route_list(struct nf_http_req *req, void *arg);
 /* Constant-time check of token against the registration token (operator secret). */
-bool wm_registration_ok(const struct wm *ctx, const char *token);
-
-/* fleet.c */
-/* POST /api/workers/drain {worker_id}: registration token or that worker's token. */
-void wm_route_drain(struct nf_http_req *req, void *arg);
-/* One lost-worker scan (called by the reaper's tick): forge.worker.lost per worker. */
-void wm_fleet_scan(struct wm *ctx);
-/* Emits forge.worker.drained (the worker is draining and holds no lease). */
-void wm_worker_drained(struct wm *ctx, const char *worker_id, const char *reason);
-
-/* cancel.c */
-/* POST /internal/jobs/{job_id}/cancel -> 200 {"job_id", "state", "worker_id"}. */
-void wm_route_cancel(struct nf_http_req *req, void *arg);
-
-/* reports.c */
-/* POST /api/workers/events and /api/workers/usage: the HTTP fallback for agents without
- * Kafka; 409 when the worker does not hold the lease. */
-void wm_route_events(struct nf_http_req *req, void *arg);
-void wm_route_usage(struct nf_http_req *req, void *arg);
-
-/* next_job.c */
-void wm_route_next_job(struct nf_http_req *req, void *arg);
-/* A job of type `type` was queued: wake long polls that could take it. */
-void wm_polls_wake(struct wm *ctx, int type);
-/* Answers every waiting poll with 204 and frees them (shutdown). */
-void wm_polls_flush(struct wm *ctx);
-
-/* heartbeat.c */
-void wm_route_heartbeat(struct nf_http_req *req, void *arg);
-
-/* reaper.c */
-void wm_reaper_start(struct wm *ctx);
-
-/* worker_auth.c */
+bool wm_registration_ok(const struct wm_ctx *ctx, const char *token);
+/*
+ * The start of a worker route: "Authorization: Bearer <token>" (missing: 403 with the
+ * message `forbidden`, counted) and the JSON body (bad: 400). Returns the body (lives with
+ * req) with *token pointing into the header, or NULL when req was answered.
+ */
+cJSON *wm_req_body(struct wm_ctx *ctx, struct nf_http_req *req, const char *forbidden,
+                   const char **token);
+/* Answers a failed wm_auth_worker: 403 with the message `forbidden`, else 503. */
+void wm_reply_auth_failed(struct nf_http_req *req, int status, const char *forbidden);
 /*
  * Checks "Authorization: Bearer <worker_token>" against worker_id's stored hash (Redis
  * wm:worker:<id>, else wm.workers, which then refills Redis). cb fires exactly once:
  * status 0 with the worker (valid only during the callback), or status 403 / 503 with w
  * NULL. The caller still owns req and answers it.
  */
-typedef void (*wm_auth_cb)(struct wm *ctx, int status, const struct wm_worker *w, void *arg);
-void wm_auth_worker(struct wm *ctx, const char *worker_id, const char *token, wm_auth_cb cb,
+typedef void (*wm_auth_cb)(struct wm_ctx *ctx, int status, const struct wm_worker *w, void *arg);
+void wm_auth_worker(struct wm_ctx *ctx, const char *worker_id, const char *token, wm_auth_cb cb,
                     void *arg);
 /* Writes the worker's Redis hash (HSET + EXPIRE), fire and forget. */
-void wm_worker_cache(struct wm *ctx, const struct wm_worker *w, const char *registered_at);
+void wm_worker_cache(struct wm_ctx *ctx, const struct wm_worker *w, const char *registered_at);
 
-/* events.c */
+/* ---- events.c ------------------------------------------------------------------------ */
+
 /* Produces an event (CloudEvents envelope, source nf-worker-manager, key = subject); data
  * consumed. 0: cb fires later exactly once; -1: not queued (logged), cb not called. */
-int wm_event_send(struct wm *ctx, const char *topic, const char *type, const char *subject,
+int wm_event_send(struct wm_ctx *ctx, const char *topic, const char *type, const char *subject,
                   cJSON *data, nf_kafka_delivery_cb cb, void *arg);
-/* Produces a job event to forge.jobs.events; data consumed. Logs a failure. */
-void wm_event_job(struct wm *ctx, const char *type, const char *job_id, cJSON *data);
 /* Produces a worker event to forge.workers.events; data consumed. */
-void wm_event_worker(struct wm *ctx, const char *type, const char *worker_id, cJSON *data);
+void wm_event_worker(struct wm_ctx *ctx, const char *type, const char *worker_id, cJSON *data);
+/* Emits forge.worker.drained (the worker is draining and holds no lease). */
+void wm_worker_drained(struct wm_ctx *ctx, const char *worker_id, const char *reason);

@@ -1,5 +1,6 @@
 /*
- * Worker token authentication for the routes called by agents after registration.
+ * Token checks for the worker routes: the registration token (operator secret) and the
+ * worker tokens of the routes called by agents after registration.
  *
  *   token --sha256--> hex --(constant time)--> wm:worker:<id>.token_hash
  *                                      miss --> wm.workers row --> refill the hash
@@ -16,10 +17,43 @@
 #include "nf_metrics.h"
 #include "nf_pg.h"
 #include "nf_redis.h"
+#include "nf_svc.h"
 #include "wm.h"
 
+/* Constant-time check of the registration token: both sides hashed to equal length. */
+bool wm_registration_ok(const struct wm_ctx *ctx, const char *token)
+{
+    uint8_t got[32];
+    if (token == NULL)
+        return false;
+    nf_crypto_sha256(token, strlen(token), got);
+    return nf_crypto_equal(got, ctx->reg_token_hash, sizeof(got));
+}
+
+cJSON *wm_req_body(struct wm_ctx *ctx, struct nf_http_req *req, const char *forbidden,
+                   const char **token)
+{
+    *token = wm_bearer(nf_http_req_header(req, "Authorization"));
+    if (*token == NULL) {
+        nf_metrics_counter_add(ctx->m.auth_failed, 1);
+        nf_http_reply_error(req, 403, "forbidden", NULL, "%s", forbidden);
+        return NULL;
+    }
+    return nf_http_req_json(req); /* NULL: answered 400 */
+}
+
+void wm_reply_auth_failed(struct nf_http_req *req, int status, const char *forbidden)
+{
+    if (status == 403)
+        nf_http_reply_error(req, 403, "forbidden", NULL, "%s", forbidden);
+    else
+        wm_reply_unavailable(req, "worker store unavailable");
+}
+
+/* ---- worker tokens ----------------------------------------------------------------------- */
+
 struct auth_call {
-    struct wm *ctx;
+    struct wm_ctx *ctx;
     char worker_id[NF_ID_MAX];
     char token_hash[NF_SHA256_HEX_LEN + 1];
     wm_auth_cb cb;
@@ -90,7 +124,7 @@ static void on_pg_worker(const PGresult *res, const char *err, const char *pgcod
         finish(call, 403, NULL);
         return;
     }
-    if (!call->ctx->closing)
+    if (!call->ctx->svc->closing)
         wm_worker_cache(call->ctx, &w, nf_pg_val(res, 0, "registered_at"));
     finish(call, 0, &w);
     wm_worker_clear(&w);
@@ -110,7 +144,7 @@ static const char *hash_field(const redisReply *reply, const char *name)
 static void on_redis_worker(redisReply *reply, void *arg)
 {
     struct auth_call *call = arg;
-    struct wm *ctx = call->ctx;
+    struct wm_ctx *ctx = call->ctx;
     struct wm_worker w = {0};
 
     if (reply == NULL || reply->type != REDIS_REPLY_ARRAY) {
@@ -118,7 +152,7 @@ static void on_redis_worker(redisReply *reply, void *arg)
         return;
     }
     if (reply->elements == 0) {
-        if (ctx->closing) {
+        if (ctx->svc->closing) {
             finish(call, 503, NULL);
             return;
         }
@@ -145,7 +179,7 @@ static void on_redis_worker(redisReply *reply, void *arg)
     wm_worker_clear(&w);
 }
 
-void wm_auth_worker(struct wm *ctx, const char *worker_id, const char *token, wm_auth_cb cb,
+void wm_auth_worker(struct wm_ctx *ctx, const char *worker_id, const char *token, wm_auth_cb cb,
                     void *arg)
 {
     if (token == NULL || worker_id == NULL || !nf_id_valid("wrk", worker_id)) {
@@ -163,13 +197,13 @@ void wm_auth_worker(struct wm *ctx, const char *worker_id, const char *token, wm
     nf_redis_cmd(ctx->redis, on_redis_worker, call, "HGETALL wm:worker:%s", call->worker_id);
 }
 
-void wm_worker_cache(struct wm *ctx, const struct wm_worker *w, const char *registered_at)
+void wm_worker_cache(struct wm_ctx *ctx, const struct wm_worker *w, const char *registered_at)
 {
     char key[NF_ID_MAX + 16], count[16], types[128], ttl[16], now[24];
     char *labels = nf_json_print(w->labels);
     snprintf(key, sizeof(key), "wm:worker:%s", w->worker_id);
     snprintf(count, sizeof(count), "%d", w->gpu_count);
-    snprintf(ttl, sizeof(ttl), "%d", 3 * ctx->cfg.heartbeat_s);
+    snprintf(ttl, sizeof(ttl), "%d", 3 * ctx->cfg->heartbeat_s);
     snprintf(now, sizeof(now), "%llu", (unsigned long long)nf_now_ms());
     wm_types_join(w->types, types, sizeof(types));
     const char *argv[] = {"HSET",          key,

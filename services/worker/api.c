@@ -17,6 +17,9 @@
  *   resume: with NF_WORKER_ID/NF_WORKER_TOKEN the agent skips registration and starts
  *   heartbeating and polling as that worker; a 403 makes it register anew
  *
+ *   stop (SIGTERM) / drain (operator): no more polls; once no job is left, the farewell;
+ *   the farewell done, ctx->stopped: nf_svc's drain sees nothing busy and ends the loop
+ *
  * Polls use their own HTTP client so a shutdown can drop a waiting poll at once.
  */
 #include <stdio.h>
@@ -24,7 +27,9 @@
 #include <string.h>
 
 #include "nf_http.h"
+#include "nf_http_client.h"
 #include "nf_log.h"
+#include "nf_svc.h"
 #include "wk.h"
 
 #define REGISTER_TIMEOUT_MS 10000
@@ -32,31 +37,18 @@
 #define BACKOFF_MAX_MS 10000
 #define FAREWELL_TIMEOUT_MS 3000
 
-static void api_path(const struct wk *ctx, const char *route, char *out, size_t outlen)
-{
-    snprintf(out, outlen, "%s/api/workers/%s", ctx->set.api_prefix, route);
-}
-
-static void schedule_retry(struct wk *ctx)
+static void schedule_retry(struct wk_ctx *ctx)
 {
     struct timeval tv = {ctx->backoff_ms / 1000, (suseconds_t)(ctx->backoff_ms % 1000) * 1000};
     evtimer_add(ctx->retry, &tv);
     ctx->backoff_ms = ctx->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : ctx->backoff_ms * 2;
 }
 
-static char *auth_header(const char *token)
-{
-    size_t n = strlen(token) + 8;
-    char *h = nf_xcalloc(1, n);
-    snprintf(h, n, "Bearer %s", token);
-    return h;
-}
-
 /* ---- register ----------------------------------------------------------------------------- */
 
 static void on_registered(const struct nf_http_resp *resp, void *arg)
 {
-    struct wk *ctx = arg;
+    struct wk_ctx *ctx = arg;
     ctx->registering = false;
     if (ctx->closing)
         return;
@@ -98,16 +90,17 @@ static void on_registered(const struct nf_http_resp *resp, void *arg)
     nf_log_kv(NF_LOG_ERROR, "register_refused",
               "registration refused; check NF_WORKER_REGISTRATION_TOKEN and the settings", "status",
               code, "body", resp->body, NULL);
-    ctx->exit_code = 1;
-    nf_app_stop(ctx->app);
+    ctx->svc->exit_code = 1;
+    nf_svc_stop(ctx->svc);
 }
 
-void wk_api_resume(struct wk *ctx)
+/* Runs as the pre-registered NF_WORKER_ID (heartbeat + poll); a 403 registers anew. */
+static void resume(struct wk_ctx *ctx)
 {
-    snprintf(ctx->worker_id, sizeof(ctx->worker_id), "%s", ctx->cfg.worker_id);
+    snprintf(ctx->worker_id, sizeof(ctx->worker_id), "%s", ctx->cfg->worker_id);
     snprintf(ctx->source, sizeof(ctx->source), "nf-worker/%s", ctx->worker_id);
     free(ctx->worker_token);
-    ctx->worker_token = nf_xstrdup(ctx->cfg.worker_token);
+    ctx->worker_token = nf_xstrdup(ctx->cfg->worker_token);
     ctx->heartbeat_s = 1; /* until the first heartbeat answer tells the interval */
     ctx->registered = true;
     nf_log_kv(NF_LOG_INFO, "resumed", "running as a pre-registered worker", "worker_id",
@@ -116,41 +109,33 @@ void wk_api_resume(struct wk *ctx)
     wk_slot_freed(ctx);
 }
 
-void wk_api_register(struct wk *ctx)
+void wk_api_register(struct wk_ctx *ctx)
 {
-    char path[256];
     if (ctx->registering || ctx->closing || ctx->stopping)
         return;
     cJSON *body = nf_json_obj();
     nf_json_add_str(body, "hostname", ctx->set.hostname);
-    nf_json_add_str(body, "gpu_type", ctx->cfg.gpu_type[0] ? ctx->cfg.gpu_type : NULL);
-    nf_json_add_int(body, "gpu_count", ctx->cfg.gpu_count);
+    nf_json_add_str(body, "gpu_type", ctx->cfg->gpu_type[0] ? ctx->cfg->gpu_type : NULL);
+    nf_json_add_int(body, "gpu_count", ctx->cfg->gpu_count);
     cJSON *types = cJSON_AddArrayToObject(body, "job_types");
-    for (int i = 0; i < WK_NJOB_TYPES; i++)
+    for (int i = 0; i < NF_NJOB_TYPES; i++)
         if (ctx->set.types & (1u << i))
-            cJSON_AddItemToArray(types, cJSON_CreateString(wk_job_types[i]));
+            cJSON_AddItemToArray(types, cJSON_CreateString(nf_job_types[i]));
     cJSON_AddItemToObject(body, "labels", cJSON_Duplicate(ctx->set.labels, true));
     nf_json_add_str(body, "version", WK_VERSION);
-    char *text = nf_json_print(body);
-    cJSON_Delete(body);
-    char *auth = auth_header(ctx->cfg.reg_token);
-    const char *headers[] = {"Authorization", auth, NULL};
-    api_path(ctx, "register", path, sizeof(path));
     ctx->registering = true;
-    if (nf_http_client_request(ctx->http, "POST", path, headers, text, strlen(text),
-                               REGISTER_TIMEOUT_MS, on_registered, ctx) < 0) {
+    if (wk_post(ctx, ctx->http, "register", ctx->cfg->reg_token, body, REGISTER_TIMEOUT_MS,
+                on_registered, ctx) < 0) {
         ctx->registering = false;
         schedule_retry(ctx);
     }
-    free(auth);
-    free(text);
 }
 
 /* ---- next_job ----------------------------------------------------------------------------- */
 
 static void on_polled(const struct nf_http_resp *resp, void *arg)
 {
-    struct wk *ctx = arg;
+    struct wk_ctx *ctx = arg;
     ctx->polling = false;
     if (ctx->closing || ctx->poll_http == NULL)
         return; /* dropped at shutdown */
@@ -186,35 +171,28 @@ static void on_polled(const struct nf_http_resp *resp, void *arg)
     schedule_retry(ctx);
 }
 
-void wk_api_poll(struct wk *ctx)
+void wk_api_poll(struct wk_ctx *ctx)
 {
-    char path[256];
     if (!ctx->registered || ctx->polling || ctx->stopping || ctx->closing ||
-        ctx->poll_http == NULL || ctx->njobs >= ctx->cfg.slots || evtimer_pending(ctx->retry, NULL))
+        ctx->poll_http == NULL || ctx->njobs >= ctx->cfg->slots ||
+        evtimer_pending(ctx->retry, NULL))
         return;
     cJSON *body = nf_json_obj();
     nf_json_add_str(body, "worker_id", ctx->worker_id);
-    nf_json_add_int(body, "wait_seconds", ctx->cfg.poll_wait_s);
-    char *text = nf_json_print(body);
-    cJSON_Delete(body);
-    char *auth = auth_header(ctx->worker_token);
-    const char *headers[] = {"Authorization", auth, NULL};
-    api_path(ctx, "next_job", path, sizeof(path));
+    nf_json_add_int(body, "wait_seconds", ctx->cfg->poll_wait_s);
     ctx->polling = true;
-    if (nf_http_client_request(ctx->poll_http, "POST", path, headers, text, strlen(text),
-                               (ctx->cfg.poll_wait_s + 15) * 1000, on_polled, ctx) < 0) {
+    if (wk_post(ctx, ctx->poll_http, "next_job", ctx->worker_token, body,
+                (ctx->cfg->poll_wait_s + 15) * 1000, on_polled, ctx) < 0) {
         ctx->polling = false;
         schedule_retry(ctx);
     }
-    free(auth);
-    free(text);
 }
 
 /* ---- heartbeat ---------------------------------------------------------------------------- */
 
 static void on_heartbeat_done(const struct nf_http_resp *resp, void *arg)
 {
-    struct wk *ctx = arg;
+    struct wk_ctx *ctx = arg;
     ctx->heartbeating = false;
     if (ctx->closing)
         return;
@@ -268,29 +246,19 @@ static void on_heartbeat_done(const struct nf_http_resp *resp, void *arg)
 }
 
 /* Sends a heartbeat listing the current jobs; cb gets the answer. -1 if not sent. */
-static int send_heartbeat(struct wk *ctx, nf_http_client_cb cb, int timeout_ms)
+static int send_heartbeat(struct wk_ctx *ctx, nf_http_client_cb cb, int timeout_ms)
 {
-    char path[256];
     cJSON *body = nf_json_obj();
     nf_json_add_str(body, "worker_id", ctx->worker_id);
     cJSON_AddItemToObject(body, "jobs", wk_jobs_heartbeat(ctx));
     if (ctx->stopping || ctx->draining)
         cJSON_AddTrueToObject(body, "draining");
-    char *text = nf_json_print(body);
-    cJSON_Delete(body);
-    char *auth = auth_header(ctx->worker_token);
-    const char *headers[] = {"Authorization", auth, NULL};
-    api_path(ctx, "heartbeat", path, sizeof(path));
-    int rc = nf_http_client_request(ctx->http, "POST", path, headers, text, strlen(text),
-                                    timeout_ms, cb, ctx);
-    free(auth);
-    free(text);
-    return rc;
+    return wk_post(ctx, ctx->http, "heartbeat", ctx->worker_token, body, timeout_ms, cb, ctx);
 }
 
 static void on_heartbeat_tick(evutil_socket_t fd, short what, void *arg)
 {
-    struct wk *ctx = arg;
+    struct wk_ctx *ctx = arg;
     if (!ctx->registered || ctx->heartbeating || ctx->closing)
         return;
     ctx->heartbeating = true;
@@ -301,7 +269,7 @@ static void on_heartbeat_tick(evutil_socket_t fd, short what, void *arg)
 
 static void on_farewell_done(const struct nf_http_resp *resp, void *arg)
 {
-    struct wk *ctx = arg;
+    struct wk_ctx *ctx = arg;
     if (ctx->closing)
         return;
     wk_jobs_heartbeat_done(ctx, resp->status == 200 || resp->status == 409);
@@ -309,17 +277,19 @@ static void on_farewell_done(const struct nf_http_resp *resp, void *arg)
         nf_log_kv(NF_LOG_WARN, "farewell_failed",
                   "last heartbeat not accepted; leases will expire instead", "error", resp->error,
                   NULL);
-    nf_app_stop_done(ctx->app);
+    ctx->stopped = true; /* nothing busy: nf_svc's drain ends the loop */
 }
 
-void wk_api_farewell(struct wk *ctx)
+/* Shutdown: a last heartbeat listing no jobs (releases their leases), then ctx->stopped;
+ * at once when not registered. */
+static void farewell(struct wk_ctx *ctx)
 {
     if (!ctx->registered || ctx->closing ||
         send_heartbeat(ctx, on_farewell_done, FAREWELL_TIMEOUT_MS) < 0)
-        nf_app_stop_done(ctx->app);
+        ctx->stopped = true;
 }
 
-void wk_api_heartbeat_now(struct wk *ctx)
+void wk_api_heartbeat_now(struct wk_ctx *ctx)
 {
     if (!ctx->registered || ctx->closing || ctx->heartbeat_kick == NULL)
         return;
@@ -329,7 +299,7 @@ void wk_api_heartbeat_now(struct wk *ctx)
         event_active(ctx->heartbeat_kick, EV_TIMEOUT, 0);
 }
 
-void wk_api_heartbeat_start(struct wk *ctx)
+void wk_api_heartbeat_start(struct wk_ctx *ctx)
 {
     if (ctx->heartbeat == NULL) {
         ctx->heartbeat = event_new(ctx->base, -1, EV_PERSIST, on_heartbeat_tick, ctx);
@@ -339,4 +309,88 @@ void wk_api_heartbeat_start(struct wk *ctx)
     }
     struct timeval tv = {ctx->heartbeat_s, 0};
     event_add(ctx->heartbeat, &tv);
+}
+
+/* ---- start, stop and drain ------------------------------------------------------------------ */
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    struct wk_ctx *ctx = arg;
+    if (!ctx->registered)
+        wk_api_register(ctx);
+    else
+        wk_api_poll(ctx);
+}
+
+static void on_finish(evutil_socket_t fd, short what, void *arg)
+{
+    struct wk_ctx *ctx = arg;
+    if (ctx->heartbeat)
+        event_del(ctx->heartbeat);
+    if (ctx->heartbeat_kick)
+        event_del(ctx->heartbeat_kick);
+    nf_log_kv(NF_LOG_INFO, "jobs_reported", "all jobs reported, stopping", NULL);
+    farewell(ctx); /* then ctx->stopped */
+}
+
+int wk_api_start(struct wk_ctx *ctx)
+{
+    ctx->heartbeat_now = wk_api_heartbeat_now;
+    ctx->slot_freed = wk_slot_freed;
+    ctx->retry = evtimer_new(ctx->base, on_retry, ctx);
+    ctx->finish = evtimer_new(ctx->base, on_finish, ctx);
+    if (!ctx->retry || !ctx->finish)
+        return -1;
+    if (ctx->cfg->worker_id[0] != '\0')
+        resume(ctx); /* the pre-registered identity; registers if it is refused */
+    else
+        wk_api_register(ctx);
+    return 0;
+}
+
+void wk_slot_freed(struct wk_ctx *ctx)
+{
+    if (ctx->closing)
+        return;
+    if (ctx->stopping) {
+        if (ctx->njobs == 0)
+            event_active(ctx->finish, EV_TIMEOUT, 0);
+        return;
+    }
+    if (ctx->draining) {
+        if (ctx->njobs == 0)
+            nf_svc_stop(ctx->svc); /* wk_stop: nothing left, straight to the farewell */
+        return;
+    }
+    wk_api_poll(ctx);
+}
+
+/* Drops the waiting long poll, if any (its callback fires with status 0 and is ignored). */
+static void drop_poll(struct wk_ctx *ctx)
+{
+    struct nf_http_client *poll = ctx->poll_http;
+    ctx->poll_http = NULL;
+    nf_http_client_free(poll);
+}
+
+void wk_api_stop(struct wk_ctx *ctx)
+{
+    evtimer_del(ctx->retry);
+    drop_poll(ctx);
+    wk_api_heartbeat_now(ctx); /* draining: true, so the manager stops leasing to us */
+    wk_slot_freed(ctx);        /* no job left: the farewell at once */
+}
+
+void wk_drain(struct wk_ctx *ctx)
+{
+    if (ctx->draining || ctx->stopping || ctx->closing)
+        return;
+    ctx->draining = true;
+    char n[16];
+    snprintf(n, sizeof(n), "%d", ctx->njobs);
+    nf_log_kv(NF_LOG_INFO, "draining", "drain requested: no new jobs, exiting when idle", "jobs", n,
+              NULL);
+    evtimer_del(ctx->retry);
+    drop_poll(ctx);
+    wk_slot_freed(ctx);
 }

@@ -15,14 +15,15 @@
  *
  * Nothing a job accepted is dropped while the agent runs: a terminal event or a usage
  * record is retried until Kafka (or the API) takes it. Only teardown (after the drain)
- * gives up, and says so in the log.
+ * gives up, and says so in the log. Below job_report.c, over job_set.c (hold, delivered,
+ * lease): it never calls up.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "nf_event.h"
 #include "nf_http.h"
+#include "nf_http_client.h"
 #include "nf_log.h"
 #include "wk.h"
 
@@ -30,35 +31,39 @@
 #define RETRY_MAX_MS 10000
 
 struct wk_out {
-    struct wk *ctx;
+    struct wk_ctx *ctx;
     struct wk_job *job; /* held (wk_job_hold) until delivered; NULL = fire and forget */
-    char *topic;
-    char *key;
-    char *payload;
+    const char *topic;  /* these three point into text */
+    const char *key;
+    const char *payload;
     int delay_ms;
     struct event *timer;
     bool waiting; /* linked in ctx->outs, timer armed */
     struct wk_out *prev, *next;
+    char text[]; /* topic, key and payload, one allocation with the message */
 };
 
 static void produce(struct wk_out *o);
 
+/* Takes o (waiting) off ctx->outs, the messages waiting for their retry timer. */
+static void unlink_out(struct wk_out *o)
+{
+    if (o->prev)
+        o->prev->next = o->next;
+    else
+        o->ctx->outs = o->next;
+    if (o->next)
+        o->next->prev = o->prev;
+    o->waiting = false;
+    o->prev = o->next = NULL;
+}
+
 static void out_free(struct wk_out *o)
 {
-    struct wk *ctx = o->ctx;
-    if (o->waiting) {
-        if (o->prev)
-            o->prev->next = o->next;
-        else
-            ctx->outs = o->next;
-        if (o->next)
-            o->next->prev = o->prev;
-    }
+    if (o->waiting)
+        unlink_out(o);
     if (o->timer)
         event_free(o->timer);
-    free(o->topic);
-    free(o->key);
-    free(o->payload);
     free(o);
 }
 
@@ -73,21 +78,13 @@ static void done(struct wk_out *o)
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
     struct wk_out *o = arg;
-    struct wk *ctx = o->ctx;
-    if (o->prev)
-        o->prev->next = o->next;
-    else
-        ctx->outs = o->next;
-    if (o->next)
-        o->next->prev = o->prev;
-    o->waiting = false;
-    o->prev = o->next = NULL;
+    unlink_out(o);
     produce(o);
 }
 
 static void retry_later(struct wk_out *o, const char *why)
 {
-    struct wk *ctx = o->ctx;
+    struct wk_ctx *ctx = o->ctx;
     if (ctx->closing || o->job == NULL) {
         nf_log_kv(NF_LOG_ERROR, "publish_lost", "message given up", "topic", o->topic, "key",
                   o->key, "error", why, NULL);
@@ -125,7 +122,7 @@ static void on_delivery(int err, const char *errstr, void *arg)
 static void on_reported(const struct nf_http_resp *resp, void *arg)
 {
     struct wk_out *o = arg;
-    struct wk *ctx = o->ctx;
+    struct wk_ctx *ctx = o->ctx;
     char code[8];
     snprintf(code, sizeof(code), "%d", resp->status);
     if (resp->status == 202 || resp->status == 200) {
@@ -150,9 +147,8 @@ static void on_reported(const struct nf_http_resp *resp, void *arg)
 /* The HTTP fallback: one report through the API. -1 when it cannot be sent now. */
 static int report(struct wk_out *o)
 {
-    struct wk *ctx = o->ctx;
-    char path[256], auth[512];
-    bool usage = strcmp(o->topic, "forge.usage") == 0;
+    struct wk_ctx *ctx = o->ctx;
+    bool usage = strcmp(o->topic, NF_TOPIC_USAGE) == 0;
     cJSON *ev = nf_json_parse(o->payload, strlen(o->payload));
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(ev, "data");
     const char *lease = wk_job_lease(ctx, nf_json_str(data, "job_id"));
@@ -164,24 +160,15 @@ static int report(struct wk_out *o)
     nf_json_add_str(body, "worker_id", ctx->worker_id);
     nf_json_add_str(body, "lease_id", lease);
     cJSON_AddItemToObject(body, "event", ev); /* owned by body */
-    char *text = nf_json_print(body);
-    cJSON_Delete(body);
-    snprintf(path, sizeof(path), "%s/api/workers/%s", ctx->set.api_prefix,
-             usage ? "usage" : "events");
-    snprintf(auth, sizeof(auth), "Bearer %s", ctx->worker_token);
-    const char *headers[] = {"Authorization", auth, NULL};
-    int rc = nf_http_client_request(ctx->report_http, "POST", path, headers, text, strlen(text), 0,
-                                    on_reported, o);
-    explicit_bzero(auth, sizeof(auth));
-    free(text);
-    return rc;
+    return wk_post(ctx, ctx->report_http, usage ? "usage" : "events", ctx->worker_token, body, 0,
+                   on_reported, o);
 }
 
 static void produce(struct wk_out *o)
 {
-    struct wk *ctx = o->ctx;
+    struct wk_ctx *ctx = o->ctx;
     if (ctx->producer == NULL) {
-        if (ctx->cfg.brokers == NULL || ctx->cfg.brokers[0] != '\0') {
+        if (ctx->cfg->brokers == NULL || ctx->cfg->brokers[0] != '\0') {
             retry_later(o, "no producer");
         } else if (wk_job_lease(ctx, o->key) == NULL && o->job == NULL) {
             done(o); /* a fire-and-forget event of a job already gone: nothing to attach */
@@ -196,43 +183,30 @@ static void produce(struct wk_out *o)
         retry_later(o, "not queued");
 }
 
-void wk_publish(struct wk *ctx, struct wk_job *job, const char *topic, const char *key,
+void wk_publish(struct wk_ctx *ctx, struct wk_job *job, const char *topic, const char *key,
                 const char *payload)
 {
-    struct wk_out *o = nf_xcalloc(1, sizeof(*o));
+    size_t nt = strlen(topic) + 1, nk = strlen(key) + 1, np = strlen(payload) + 1;
+    struct wk_out *o = nf_xcalloc(1, sizeof(*o) + nt + nk + np);
     o->ctx = ctx;
     o->job = job;
-    o->topic = nf_xstrdup(topic);
-    o->key = nf_xstrdup(key);
-    o->payload = nf_xstrdup(payload);
+    o->topic = memcpy(o->text, topic, nt);
+    o->key = memcpy(o->text + nt, key, nk);
+    o->payload = memcpy(o->text + nt + nk, payload, np);
     o->delay_ms = RETRY_FIRST_MS;
     if (job != NULL)
         wk_job_hold(job);
     produce(o);
 }
 
-void wk_publish_job_event(struct wk *ctx, struct wk_job *job, const char *type, cJSON *data,
-                          bool reliable)
+void wk_publish_free(struct wk_ctx *ctx)
 {
-    const char *job_id = nf_json_str(data, "job_id");
-    char *subject = nf_xstrdup(job_id ? job_id : "");
-    cJSON *ev = nf_event_new(type, ctx->source, subject, NULL, data);
-    char *payload = nf_json_print(ev);
-    wk_publish(ctx, reliable ? job : NULL, "forge.jobs.events", subject, payload);
-    free(payload);
-    free(subject);
-    cJSON_Delete(ev);
-}
+    struct wk_out *o = ctx->outs, *next;
 
-void wk_publish_free(struct wk *ctx)
-{
-    while (ctx->outs != NULL) {
-        struct wk_out *o = ctx->outs;
-        ctx->outs = o->next;
-        o->waiting = false; /* unlinked here */
-        o->prev = o->next = NULL;
-        if (ctx->outs != NULL)
-            ctx->outs->prev = NULL;
+    ctx->outs = NULL;
+    for (; o != NULL; o = next) {
+        next = o->next;
+        o->waiting = false; /* the whole list is gone */
         done(o);
     }
 }

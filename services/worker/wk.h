@@ -1,20 +1,33 @@
 #pragma once
 /*
  * nf-worker: the worker agent (DESIGN §7). Registers with the API, long-polls for jobs,
- * runs handlers/<job_type> per job and publishes job events and usage to Kafka.
+ * runs handlers/<job_type> per job and publishes job events and usage to Kafka. An agent,
+ * not a server: no HTTP listener, no Postgres, Redis or consumer; nf_svc runs it (the
+ * configuration, the loop, SIGTERM and the drain deadline).
  *
- *   api.c      register (retry with backoff) --> poll next_job --> wk_job_start
- *              heartbeat every heartbeat_interval_s (leases + progress; cancelled and
- *              lost jobs and the drain flag back)
- *   job.c      fork/exec handler, stdin = job JSON, stdout lines --> proto.c
- *              SIGCHLD --> exit status --> terminal event (+ artifacts.c, usage.c)
- *   publish.c  Kafka with retry: a job's slot is freed only after its terminal event and
- *              usage were delivered. Without Kafka (NF_KAFKA_BROKERS empty) the same
- *              messages go to POST /api/workers/events|usage, which check the lease
- *   wk.c       context, configuration parsing, SIGTERM drain, operator drain
- *
- * Pure, unit-tested parts: proto.c (stdout protocol), artifacts.c (path checks, digests),
- * usage.c (window ids and usage records), config.c (URL, labels, types parsing).
+ * Files, bottom up (of the service's headers each includes only wk.h; job*.c also job.h);
+ * each file calls only files listed before it:
+ *   wk.h + wk.c   the context, the configuration struct, shared helpers (the authorised
+ *                 POST to /api/workers/..., freeing an event or a bufferevent)
+ *   config.c      settings derived from the rows (API URL, labels, job types, hostname)
+ *   proto.c       the handler stdout protocol       usage.c  usage records and their ids
+ *   artifacts.c   artifact path checks and digests (these four are pure and unit-tested)
+ *   job_set.c     the jobs held (ctx->jobs): hold/delivered counts, lease lookup, the
+ *                 heartbeat list and its confirmation, freeing a job that is done (then
+ *                 ctx->slot_freed) (job.h: private to job*.c)
+ *   publish.c     Kafka with retry: a job's slot is freed only after its terminal event and
+ *                 usage were delivered. Without Kafka (NF_KAFKA_BROKERS empty) the same
+ *                 messages go to POST /api/workers/events|usage, which check the lease
+ *   job_report.c  stdout lines -> proto.c; progress, logs, usage windows, terminal event
+ *   job_child.c   fork/exec handler, stdin = job JSON, stdout/stderr lines, signals, SIGCHLD
+ *   job.c         job lifecycle: start, cancel, lease lost, drain deadline, teardown
+ *   api.c         register (retry with backoff) --> poll next_job --> wk_job_start;
+ *                 heartbeat every heartbeat_interval_s (leases + progress; cancelled and
+ *                 lost jobs and the drain flag back); operator drain; the farewell. Sets
+ *                 the context's hooks, through which the job files reach it
+ *   service.c     the descriptor wk_service: NF_WORKER_* rows and the hooks (start,
+ *                 SIGTERM drain, teardown)
+ *   main.c        nf_svc_main(&wk_service)
  */
 #include <cjson/cJSON.h>
 #include <event2/event.h>
@@ -23,26 +36,30 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "nf_app.h"
-#include "nf_cfg.h"
 #include "nf_crypto.h"
+#include "nf_event.h"
+#include "nf_http_client.h"
 #include "nf_id.h"
+#include "nf_jobs.h"
 #include "nf_json.h"
 #include "nf_kafka.h"
 #include "nf_mem.h"
 
 struct bufferevent;
-struct nf_http_client;
+struct nf_svc;
 
-#define WK_NJOB_TYPES 6
+/* The descriptor (service.c); main.c runs it. */
+struct nf_svc_desc;
+extern const struct nf_svc_desc wk_service;
+
 #define WK_VERSION "nf-worker/0.1.0"
 #define WK_MAX_LINE ((size_t)64 * 1024) /* longest stdout/stderr line kept */
 #define WK_MAX_LOG_EVENTS 1000          /* log events per job; more are counted, not sent */
 #define WK_LOG_MSG_MAX 4096             /* a log event's message is cut to this */
 #define WK_EXIT_RETRYABLE 75            /* EX_TEMPFAIL: retryable failure (class infra) */
 
-extern const char *const wk_job_types[WK_NJOB_TYPES];
-
+/* The service's own rows (svc->own), the NF_WORKER_* table of service.c; NF_LOG_LEVEL is
+ * nf_svc's. NF_KAFKA_BROKERS is a row of the worker's own: it may be empty (HTTP fallback). */
 struct wk_config {
     char *api_url;       /* NF_API_URL */
     char *reg_token;     /* NF_WORKER_REGISTRATION_TOKEN (secret) */
@@ -64,24 +81,23 @@ struct wk_config {
     char *worker_token;  /* NF_WORKER_TOKEN (secret), with NF_WORKER_ID */
 };
 
-extern const struct nf_cfg_opt wk_cfg_opts[];
-extern const size_t wk_cfg_nopts;
-
-/* Settings derived from the configuration at start. */
+/* Settings derived from the configuration (config.c). */
 struct wk_settings {
     char *api_host;
     int api_port;
     char *api_prefix; /* "" or "/base" without a trailing slash */
-    unsigned types;   /* bit i = wk_job_types[i] */
+    unsigned types;   /* bit i = nf_job_types[i] */
     cJSON *labels;    /* object of strings */
     char *hostname;
 };
 
 /* ---- config.c ------------------------------------------------------------------------ */
 
-/* Loads the table and derives `set`; on error fills err, returns -1 (free both anyway). */
-int wk_config_load(struct wk_config *cfg, struct wk_settings *set, char *err, size_t errlen);
-void wk_config_free(struct wk_config *cfg, struct wk_settings *set);
+/* Derives `set` from the loaded rows; on error fills err naming the variable and returns
+ * -1 (wk_settings_free it anyway). */
+int wk_settings_load(const struct wk_config *cfg, struct wk_settings *set, char *err,
+                     size_t errlen);
+void wk_settings_free(struct wk_settings *set);
 /* "http://host[:port][/prefix]" -> heap host, port (80 default), heap prefix ("" or
  * "/prefix" without trailing slash). -1 on anything else (https is refused). */
 int wk_parse_url(const char *url, char **host, int *port, char **prefix);
@@ -89,7 +105,6 @@ int wk_parse_url(const char *url, char **host, int *port, char **prefix);
 int wk_parse_labels(const char *s, cJSON **out, char *err, size_t errlen);
 /* "generate,train" -> mask; "" or an unknown name -> -1. */
 int wk_parse_types(const char *s, unsigned *mask);
-int wk_job_type_index(const char *name);
 
 /* ---- proto.c: the handler stdout protocol -------------------------------------------- */
 
@@ -150,32 +165,21 @@ void wk_usage_id(const char *job_id, long long attempt, const char *meter, long 
 /* GPU milliseconds of a window: wall ms x gpu_count (0 when gpu_count <= 0). */
 uint64_t wk_gpu_ms(uint64_t wall_ms, int gpu_count);
 
-struct wk_usage {
-    const char *user_id;
-    const char *job_id;
-    const char *job_type;
-    long long attempt;
-    const char *worker_id;
-    const char *meter; /* gpu_ms, input_tokens, output_tokens */
-    long long quantity;
-    long long window; /* window index (0 for per-job totals) */
-    uint64_t start_ms, end_ms;
-};
-
-/* The complete forge.usage.recorded envelope (deterministic id), heap JSON text. */
-char *wk_usage_event(const struct wk_usage *u, const char *source);
+/* The complete forge.usage.recorded envelope (nf_event_usage: deterministic id), heap JSON
+ * text. The agent's u->window is the window index (0 for per-job totals). */
+char *wk_usage_event(const struct nf_usage *u, const char *source);
 
 /* ---- the running agent ----------------------------------------------------------------- */
 
 struct wk_job;
 struct wk_out;
 
-struct wk {
-    struct wk_config cfg;
-    struct wk_settings set;
-    struct nf_app *app;      /* not owned */
-    struct event_base *base; /* not owned */
-    struct nf_kafka_producer *producer;
+struct wk_ctx {
+    struct nf_svc *svc;                 /* not owned: nf_svc_stop, the exit status */
+    const struct wk_config *cfg;        /* svc->own */
+    struct wk_settings set;             /* derived from cfg (owned) */
+    struct event_base *base;            /* not owned */
+    struct nf_kafka_producer *producer; /* the worker's own; NULL without Kafka */
     struct nf_http_client *http;        /* register and heartbeat */
     struct nf_http_client *poll_http;   /* next_job long polls (dropped at SIGTERM) */
     struct nf_http_client *report_http; /* HTTP fallback reports (no Kafka), one at a time */
@@ -193,78 +197,90 @@ struct wk {
     struct event *heartbeat;
     struct event *heartbeat_kick; /* one-shot: heartbeat now */
     struct event *sigchld;
-    struct event *drain;  /* drain deadline after SIGTERM */
-    struct event *finish; /* deferred shutdown completion */
+    struct event *drain;  /* SIGTERM + NF_WORKER_DRAIN_TIMEOUT_S: terminate running jobs */
+    struct event *finish; /* deferred: every job reported -> the farewell */
     struct wk_job *jobs;  /* running and finishing jobs */
     int njobs;
     struct wk_out *outs; /* messages waiting for a Kafka retry */
     bool stopping;       /* SIGTERM: no new jobs */
     bool draining;       /* the manager said drain: no new jobs, exit once idle */
+    bool stopped;        /* the farewell is done: nothing left in flight */
     bool closing;        /* tearing down: callbacks must not chain */
-    int exit_code;
+    /* api.c's hooks for the job files below it, set by wk_api_start (NULL: none) */
+    void (*heartbeat_now)(struct wk_ctx *ctx); /* a job started: confirm its lease at once */
+    void (*slot_freed)(struct wk_ctx *ctx);    /* a job was freed: poll, or finish a stop */
 };
 
 /* wk.c */
-/* Takes over cfg and set (zeroed). Creates the producer and HTTP client and starts the
- * registration. -1 (logged) on failure, *out untouched. */
-int wk_new(struct wk **out, struct nf_app *app, struct wk_config *cfg, struct wk_settings *set);
-void wk_free(struct wk *ctx);
-void wk_on_stop(void *arg);
-/* A job slot became free (or the agent is idle): poll, or finish a shutdown or drain. */
-void wk_slot_freed(struct wk *ctx);
-/* The manager asked this worker to drain: stop polling, exit once every job is reported. */
-void wk_drain(struct wk *ctx);
+/*
+ * POSTs body (consumed) to <api prefix>/api/workers/<route> on cli with "Authorization:
+ * Bearer <token>"; cb gets the answer (timeout_ms 0: the client's). -1 when not sent (cb
+ * is then never called).
+ */
+int wk_post(struct wk_ctx *ctx, struct nf_http_client *cli, const char *route, const char *token,
+            cJSON *body, int timeout_ms, nf_http_client_cb cb, void *arg);
+/* Frees *ev and sets it NULL; NULL-safe. */
+void wk_event_free(struct event **ev);
+/* Frees *bev (closing its socket or pipe) and sets it NULL; NULL-safe. */
+void wk_bev_free(struct bufferevent **bev);
 
 /* api.c */
-void wk_api_register(struct wk *ctx);
-/* Starts as the pre-registered NF_WORKER_ID (heartbeat + poll); a 403 registers anew. */
-void wk_api_resume(struct wk *ctx);
-void wk_api_poll(struct wk *ctx);
-void wk_api_heartbeat_start(struct wk *ctx);
+/* Sets the context's hooks, creates the retry and finish timers and starts: registers, or
+ * runs as the pre-registered NF_WORKER_ID (heartbeat + poll; a 403 registers anew). -1 on
+ * failure. */
+int wk_api_start(struct wk_ctx *ctx);
+void wk_api_register(struct wk_ctx *ctx);
+void wk_api_poll(struct wk_ctx *ctx);
+void wk_api_heartbeat_start(struct wk_ctx *ctx);
 /* Sends a heartbeat now (or right after the one in flight). */
-void wk_api_heartbeat_now(struct wk *ctx);
-/* Shutdown: a last heartbeat listing no jobs (releases their leases), then
- * nf_app_stop_done. Stops at once when not registered. */
-void wk_api_farewell(struct wk *ctx);
+void wk_api_heartbeat_now(struct wk_ctx *ctx);
+/* SIGTERM (ctx->stopping set): drops the waiting poll and the retry, heartbeats now with
+ * draining: true; once no job is left, the farewell. */
+void wk_api_stop(struct wk_ctx *ctx);
+/* A job slot became free (or the agent is idle): poll, or finish a shutdown or drain. */
+void wk_slot_freed(struct wk_ctx *ctx);
+/* The manager asked this worker to drain: stop polling, exit once every job is reported. */
+void wk_drain(struct wk_ctx *ctx);
 
 /* job.c */
 /* Starts a job from a next_job answer (job object and lease id; job not consumed). When
  * the agent is stopping, the job is reported failed (infra) without running. */
-void wk_job_start(struct wk *ctx, const cJSON *job, const char *lease_id);
+void wk_job_start(struct wk_ctx *ctx, const cJSON *job, const char *lease_id);
 /* Heartbeat said the user cancelled the job: SIGTERM, grace, SIGKILL, then
  * forge.job.cancelled. */
-void wk_job_cancel(struct wk *ctx, const char *job_id);
+void wk_job_cancel(struct wk_ctx *ctx, const char *job_id);
 /* Heartbeat said the lease is gone (reaped or superseded): stop the handler and report
  * nothing - the job has moved on without this worker. lease_id NULL: every attempt of
  * the job held here. */
-void wk_job_lost(struct wk *ctx, const char *job_id, const char *lease_id);
-/* The lease id of a job this agent holds (for HTTP fallback reports); NULL if unknown. */
-const char *wk_job_lease(struct wk *ctx, const char *job_id);
+void wk_job_lost(struct wk_ctx *ctx, const char *job_id, const char *lease_id);
 /* Drain deadline: terminate every running job (reported failed, class infra). */
-void wk_jobs_terminate(struct wk *ctx);
+void wk_jobs_terminate(struct wk_ctx *ctx);
+/* Frees every job without reporting (teardown). */
+void wk_jobs_free(struct wk_ctx *ctx);
+
+/* job_child.c */
+/* SIGCHLD: reaps the handlers that exited; each job finishes once its pipes are done. */
+void wk_on_sigchld(evutil_socket_t fd, short what, void *arg);
+
+/* job_set.c */
+/* The lease id of a job this agent holds (for HTTP fallback reports); NULL if unknown. */
+const char *wk_job_lease(struct wk_ctx *ctx, const char *job_id);
 /* The heartbeat's jobs array: [{job_id, lease_id, progress}]; marks the jobs listed. */
-cJSON *wk_jobs_heartbeat(struct wk *ctx);
+cJSON *wk_jobs_heartbeat(struct wk_ctx *ctx);
 /* That heartbeat was answered 200 (ok) or not: listed jobs become confirmed; finished,
  * delivered and confirmed jobs are freed. */
-void wk_jobs_heartbeat_done(struct wk *ctx, bool ok);
-void wk_on_sigchld(evutil_socket_t fd, short what, void *arg);
+void wk_jobs_heartbeat_done(struct wk_ctx *ctx, bool ok);
 /* publish.c: a reliable message of job was queued (hold) / delivered (released). The job
- * is freed, and its slot reused, once it finished and nothing is held any more. */
+ * is freed, and ctx->slot_freed called, once it finished and nothing is held any more. */
 void wk_job_hold(struct wk_job *job);
 void wk_job_delivered(struct wk_job *job);
-/* Frees every job without reporting (teardown). */
-void wk_jobs_free(struct wk *ctx);
 
 /* publish.c */
 /*
  * Queues a message and retries it until delivered (or teardown). job may be NULL; else
  * its pending count is held until delivery. payload is copied.
  */
-void wk_publish(struct wk *ctx, struct wk_job *job, const char *topic, const char *key,
+void wk_publish(struct wk_ctx *ctx, struct wk_job *job, const char *topic, const char *key,
                 const char *payload);
-/* A job event on forge.jobs.events (CloudEvents; data consumed). reliable: retried until
- * delivered and counted against the job; else fire and forget. */
-void wk_publish_job_event(struct wk *ctx, struct wk_job *job, const char *type, cJSON *data,
-                          bool reliable);
 /* Frees timer-waiting messages at teardown. */
-void wk_publish_free(struct wk *ctx);
+void wk_publish_free(struct wk_ctx *ctx);

@@ -1,4 +1,5 @@
-/* Unit tests for nf-auth's configuration table (config.c): defaults and refusals. */
+/* Unit tests for nf-auth's configuration (service.c's rows + nf_svc's shared ones):
+ * defaults and refusals. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -11,6 +12,8 @@
 #include <string.h>
 
 #include "auth.h"
+#include "nf_svc.h"
+#include "nf_test.h"
 
 static const char *const vars[] = {
     "NF_LOG_LEVEL",
@@ -47,34 +50,41 @@ static int clear_env(void **state)
 
 static void test_defaults(void **state)
 {
-    struct auth_config cfg;
+    struct nf_svc svc;
+    const struct auth_config *cfg;
     char err[256] = "";
 
-    assert_int_equal(auth_config_load(&cfg, err, sizeof(err)), 0);
-    assert_string_equal(cfg.addr, "127.0.0.1:8101");
-    assert_string_equal(cfg.pg_dsn, "host=127.0.0.1 port=5432 dbname=forge user=forge");
-    assert_string_equal(cfg.redis_addr, "127.0.0.1:6379");
-    assert_true(strstr(cfg.migrations, "/services/auth/migrations") != NULL);
-    assert_int_equal(cfg.pg_conns, 4);
-    assert_string_equal(cfg.kafka_brokers, "127.0.0.1:9092");
-    assert_int_equal(cfg.session_ttl_s, 7 * 24 * 3600);
-    assert_false(cfg.cookie_secure);
-    assert_int_equal(cfg.max_keys, 50); /* issue 3: at most 50 active keys per user */
-    assert_int_equal(cfg.login_max_failures, 5);
-    assert_int_equal(cfg.login_window_s, 900);
-    assert_int_equal(cfg.hash_threads, 2);
-    assert_int_equal(cfg.usage_flush_ms, 5000);
-    auth_config_free(&cfg);
+    assert_int_equal(nf_svc_load(&svc, &auth_service, err, sizeof(err)), 0);
+    cfg = svc.own;
+    assert_string_equal(svc.cfg.addr, "127.0.0.1:8101");
+    assert_string_equal(svc.cfg.pg_dsn, "host=127.0.0.1 port=5432 dbname=forge user=forge");
+    assert_string_equal(svc.cfg.redis_addr, "127.0.0.1:6379");
+    assert_true(strstr(svc.cfg.migrations, "/services/auth/migrations") != NULL);
+    assert_int_equal(svc.cfg.pg_conns, 4);
+    assert_string_equal(svc.cfg.brokers, "127.0.0.1:9092");
+    assert_int_equal(svc.cfg.timeout_ms, 5000);
+    assert_int_equal(svc.cfg.drain_ms, 5000);
+    assert_int_equal(cfg->session_ttl_s, 7 * 24 * 3600);
+    assert_false(cfg->cookie_secure);
+    assert_int_equal(cfg->max_keys, 50); /* issue 3: at most 50 active keys per user */
+    assert_int_equal(cfg->login_max_failures, 5);
+    assert_int_equal(cfg->login_window_s, 900);
+    assert_int_equal(cfg->hash_threads, 2);
+    assert_int_equal(cfg->usage_flush_ms, 5000);
+    nf_svc_free(&svc);
 }
 
 static void refused(const char *var, const char *value)
 {
-    struct auth_config cfg;
+    struct nf_svc svc;
     char err[256] = "";
+    int rc;
 
     clear_env(NULL);
     setenv(var, value, 1);
-    if (auth_config_load(&cfg, err, sizeof(err)) != -1)
+    rc = nf_svc_load(&svc, &auth_service, err, sizeof(err));
+    nf_svc_free(&svc);
+    if (rc != -1)
         fail_msg("%s=%s accepted", var, value);
     if (!strstr(err, var))
         fail_msg("%s=%s: message does not name it: %s", var, value, err);
@@ -99,10 +109,5 @@ static void test_refusals(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_defaults, clear_env),
-        cmocka_unit_test_setup(test_refusals, clear_env),
-    };
-
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(clear_env, NULL, test_defaults, test_refusals);
 }

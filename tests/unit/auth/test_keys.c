@@ -15,6 +15,7 @@
 
 #include "auth.h"
 #include "nf_json.h"
+#include "nf_test.h"
 
 #define HASH "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
@@ -303,20 +304,7 @@ static void test_api_key_format(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hash_valid),
-        cmocka_unit_test(test_email),
-        cmocka_unit_test(test_email_small_buffer),
-        cmocka_unit_test(test_cache_ttl),
-        cmocka_unit_test(test_record),
-        cmocka_unit_test(test_utf8),
-        cmocka_unit_test(test_key_name),
-        cmocka_unit_test(test_password_rules),
-        cmocka_unit_test(test_session_token),
-        cmocka_unit_test(test_cookie),
-        cmocka_unit_test(test_login_delay),
-        cmocka_unit_test(test_api_key_format),
-    };
-
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_hash_valid, test_email, test_email_small_buffer,
+                       test_cache_ttl, test_record, test_utf8, test_key_name, test_password_rules,
+                       test_session_token, test_cookie, test_login_delay, test_api_key_format);
 }

@@ -14,6 +14,7 @@
 
 #include "bill.h"
 #include "nf_json.h"
+#include "nf_test.h"
 
 static long long usd(const char *s)
 {
@@ -189,13 +190,6 @@ static void test_alert_id_and_event(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_usd_parse),
-        cmocka_unit_test(test_budget_parse),
-        cmocka_unit_test(test_over),
-        cmocka_unit_test(test_thresholds),
-        cmocka_unit_test(test_alert_id_and_event),
-    };
-
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_usd_parse, test_budget_parse, test_over, test_thresholds,
+                       test_alert_id_and_event);
 }

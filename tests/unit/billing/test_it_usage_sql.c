@@ -24,44 +24,25 @@
 #include "bill.h"
 #include "nf_id.h"
 #include "nf_json.h"
-#include "nf_migrate.h"
+#include "nf_test.h"
 
 static PGconn *conn;
 
 static int setup(void **state)
 {
-    const char *dsn = getenv("NF_TEST_PG_DSN");
-    char err[512];
-
-    if (!dsn || !*dsn)
-        return 0;
-    if (nf_migrate_run(dsn, "billing", NF_SOURCE_DIR "/services/billing/migrations", err,
-                       sizeof(err)) < 0) {
-        fprintf(stderr, "migrate: %s\n", err);
+    if (nf_test_pg_open(&conn, "billing", NF_SOURCE_DIR "/services/billing/migrations") < 0)
         return -1;
-    }
-    conn = PQconnectdb(dsn);
-    if (PQstatus(conn) != CONNECTION_OK) {
-        fprintf(stderr, "connect: %s\n", PQerrorMessage(conn));
-        return -1;
-    }
-    PQclear(PQexec(conn, "SET synchronous_commit = off"));
+    if (conn)
+        nf_test_pg_exec(conn, "SET synchronous_commit = off", 0, NULL);
     return 0;
 }
 
 static int teardown(void **state)
 {
-    if (conn)
-        PQfinish(conn);
+    PQfinish(conn);
     conn = NULL;
     return 0;
 }
-
-#define NEED_PG()                                                                                  \
-    do {                                                                                           \
-        if (!conn)                                                                                 \
-            skip();                                                                                \
-    } while (0)
 
 /* Test identities: fresh per test so runs never see each other's rows. */
 struct ids {
@@ -112,9 +93,7 @@ static char *run_batch(cJSON *arr)
     PGresult *res;
     int i;
 
-    res = PQexecParams(conn, bill_batch_sql, 1, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        fail_msg("batch sql: %s", PQerrorMessage(conn));
+    res = nf_test_pg_run(conn, bill_batch_sql, 1, p);
     for (i = 0; i < PQntuples(res); i++) {
         strcat(out, i ? "," : "");
         strcat(out, PQgetvalue(res, i, 1));
@@ -136,14 +115,9 @@ static void expect_batch(cJSON *arr, const char *want)
 static char *scalar(const char *sql, const char *a, const char *b)
 {
     const char *p[2] = {a, b};
-    PGresult *res = PQexecParams(conn, sql, b ? 2 : 1, NULL, p, NULL, NULL, 0);
-    char *v;
+    char *v = nf_test_pg_one(conn, sql, b ? 2 : 1, p);
 
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        fail_msg("sql: %s", PQerrorMessage(conn));
-    v = PQntuples(res) && !PQgetisnull(res, 0, 0) ? strdup(PQgetvalue(res, 0, 0)) : strdup("none");
-    PQclear(res);
-    return v;
+    return v ? v : strdup("none");
 }
 
 static void expect_scalar(const char *sql, const char *a, const char *b, const char *want)
@@ -161,11 +135,8 @@ static void expect_scalar(const char *sql, const char *a, const char *b, const c
 static void lease(const struct ids *x, const char *worker)
 {
     const char *p[4] = {x->job, "1", worker, x->user};
-    PGresult *res = PQexecParams(conn, bill_lease_sql, 4, NULL, p, NULL, NULL, 0);
 
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        fail_msg("lease sql: %s", PQerrorMessage(conn));
-    PQclear(res);
+    nf_test_pg_exec(conn, bill_lease_sql, 4, p);
 }
 
 static void test_duplicates_change_nothing(void **state)
@@ -173,7 +144,7 @@ static void test_duplicates_change_nothing(void **state)
     struct ids x;
     cJSON *arr;
 
-    NEED_PG();
+    nf_test_skip_unless(conn != NULL);
     ids_new(&x);
     lease(&x, x.worker);
     arr = cJSON_CreateArray();
@@ -208,7 +179,7 @@ static void test_lease_rule(void **state)
     struct ids x;
     cJSON *arr;
 
-    NEED_PG();
+    nf_test_skip_unless(conn != NULL);
     ids_new(&x);
     /* before the lease is known: parked, nothing billed */
     arr = cJSON_CreateArray();
@@ -246,7 +217,7 @@ static void test_sweep(void **state)
     const char *p[2] = {"3600", "1000"};
     int i, recorded = 0, refused = 0;
 
-    NEED_PG();
+    nf_test_skip_unless(conn != NULL);
     ids_new(&x);
     arr = cJSON_CreateArray();
     add_event(arr, &x, "p1", x.worker, "output_tokens", 10, "2026-11-28T21:00:00Z",
@@ -255,9 +226,7 @@ static void test_sweep(void **state)
               "2026-11-28T21:01:00Z");
     expect_batch(arr, "pending,pending");
     lease(&x, x.worker);
-    res = PQexecParams(conn, bill_sweep_sql, 2, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        fail_msg("sweep sql: %s", PQerrorMessage(conn));
+    res = nf_test_pg_run(conn, bill_sweep_sql, 2, p);
     for (i = 0; i < PQntuples(res); i++) {
         if (strcmp(PQgetvalue(res, i, 2), x.job) != 0)
             continue; /* other tests' leftovers */
@@ -271,7 +240,7 @@ static void test_sweep(void **state)
     expect_scalar("SELECT count(*)::text FROM billing.usage_pending WHERE job_id = $1", x.job, NULL,
                   "0");
     /* a sweep again finds nothing of this job */
-    res = PQexecParams(conn, bill_sweep_sql, 2, NULL, p, NULL, NULL, 0);
+    res = nf_test_pg_run(conn, bill_sweep_sql, 2, p);
     for (i = 0; i < PQntuples(res); i++)
         assert_string_not_equal(PQgetvalue(res, i, 2), x.job);
     PQclear(res);
@@ -283,8 +252,7 @@ static void test_sweep(void **state)
               "2026-11-28T21:01:00Z");
     expect_batch(arr, "pending");
     p[0] = "0";
-    res = PQexecParams(conn, bill_sweep_sql, 2, NULL, p, NULL, NULL, 0);
-    PQclear(res);
+    nf_test_pg_exec(conn, bill_sweep_sql, 2, p);
     expect_scalar("SELECT reason FROM billing.usage_refused WHERE job_id = $1", x.job, NULL,
                   "lease_timeout");
     expect_scalar(HOURLY, x.user, "gpu_ms", "none");
@@ -301,7 +269,7 @@ static void test_effects_query(void **state)
     long long total;
     int i, first = -1, last = -1, ufirst = -1, ulast = -1;
 
-    NEED_PG();
+    nf_test_skip_unless(conn != NULL);
     ids_new(&x);
     lease(&x, x.worker);
     arr = cJSON_CreateArray();
@@ -314,15 +282,13 @@ static void test_effects_query(void **state)
     expect_batch(arr, "recorded,recorded,recorded");
     b[0] = x.user;
     b[1] = limit;
-    PQclear(PQexecParams(conn,
-                         "INSERT INTO billing.budgets (user_id, monthly_limit_micros)"
-                         " VALUES ($1, $2::bigint)",
-                         2, NULL, b, NULL, NULL, 0));
+    nf_test_pg_exec(conn,
+                    "INSERT INTO billing.budgets (user_id, monthly_limit_micros)"
+                    " VALUES ($1, $2::bigint)",
+                    2, b);
     snprintf(jobs, sizeof(jobs), "[\"%s\"]", x.job);
     snprintf(users, sizeof(users), "[\"%s\"]", x.user);
-    res = PQexecParams(conn, bill_effects_sql, 4, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        fail_msg("effects sql: %s", PQerrorMessage(conn));
+    res = nf_test_pg_run(conn, bill_effects_sql, 4, p);
     for (i = 0; i < PQntuples(res); i++) {
         if (strcmp(PQgetvalue(res, i, 0), "job") == 0) {
             first = first < 0 ? i : first;
@@ -358,18 +324,18 @@ static void test_price_book_matches_header(void **state)
     PGresult *res;
     size_t i;
 
-    NEED_PG();
+    nf_test_skip_unless(conn != NULL);
     for (i = 0; i < 4; i++) {
         snprintf(price, sizeof(price), "%lld", want[i].rate.price_micros);
         snprintf(per, sizeof(per), "%lld", want[i].rate.per_units);
         p[0] = want[i].meter;
         p[1] = price;
         p[2] = per;
-        res = PQexecParams(conn,
-                           "SELECT count(*) FROM billing.price_book WHERE meter = $1 AND"
-                           " price_micros = $2::bigint AND per_units = $3::bigint AND"
-                           " effective_from = '1970-01-01T00:00:00Z'",
-                           3, NULL, p, NULL, NULL, 0);
+        res = nf_test_pg_run(conn,
+                             "SELECT count(*) FROM billing.price_book WHERE meter = $1 AND"
+                             " price_micros = $2::bigint AND per_units = $3::bigint AND"
+                             " effective_from = '1970-01-01T00:00:00Z'",
+                             3, p);
         if (strcmp(PQgetvalue(res, 0, 0), "1") != 0)
             fail_msg("price_book has no seeded row %s %s/%s", want[i].meter, price, per);
         PQclear(res);

@@ -1,6 +1,7 @@
 /*
  * usage.c: usage event validation (each failure path), the price math with exact values
- * for the seeded rates and the half-up rounding rule, and the time helpers.
+ * for the seeded rates and the half-up rounding rule, and the month and period helpers
+ * (RFC 3339 parsing itself is nf_time's, tested in test_nf_time).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -16,6 +17,8 @@
 
 #include "bill.h"
 #include "nf_json.h"
+#include "nf_test.h"
+#include "nf_time.h"
 
 static const struct bill_rate gpu = BILL_GPU_RATE;
 static const struct bill_rate input = BILL_INPUT_RATE;
@@ -288,56 +291,25 @@ static void test_meters(void **state)
 
 /* ---------------------------------------------------------------------------------- */
 
-static void test_time_parse(void **state)
-{
-    int64_t ms = -1;
-    char buf[32];
-
-    assert_int_equal(bill_time_parse("1970-01-01T00:00:00Z", &ms), 0);
-    assert_int_equal(ms, 0);
-    assert_int_equal(bill_time_parse("2026-11-28T21:03:52.123Z", &ms), 0);
-    assert_int_equal(ms, 1795899832123LL);
-    bill_time_format(ms, buf);
-    assert_string_equal(buf, "2026-11-28T21:03:52.123Z");
-    assert_int_equal(bill_time_parse("2026-11-28T23:03:52.123456+02:00", &ms), 0);
-    assert_int_equal(ms, 1795899832123LL);
-    assert_int_equal(bill_time_parse("2026-11-28T16:03:52.1-05:00", &ms), 0);
-    assert_int_equal(ms, 1795899832100LL);
-    assert_int_equal(bill_time_parse("2026-11-01", &ms), 0);
-    bill_time_format(ms, buf);
-    assert_string_equal(buf, "2026-11-01T00:00:00.000Z");
-    assert_int_equal(bill_time_parse("2024-02-29", &ms), 0); /* leap year */
-    assert_int_equal(bill_time_parse("2000-02-29T00:00:00Z", &ms), 0);
-
-    ms = 7;
-    assert_int_equal(bill_time_parse("2026-02-29", &ms), -1);
-    assert_int_equal(bill_time_parse("1900-02-29", &ms), -1);
-    assert_int_equal(bill_time_parse("2026-04-31", &ms), -1);
-    assert_int_equal(bill_time_parse("2026-11-28T21:03:52", &ms), -1);
-    assert_int_equal(bill_time_parse("2026-11-28T25:00:00Z", &ms), -1);
-    assert_int_equal(bill_time_parse("2026-11-28 21:03:52Z", &ms), -1);
-    assert_int_equal(bill_time_parse("2026-11-28T21:03:52.Z", &ms), -1);
-    assert_int_equal(bill_time_parse("1969-12-31T23:59:59Z", &ms), -1);
-    assert_int_equal(bill_time_parse("1970-01-01T00:30:00+01:00", &ms), -1);
-    assert_int_equal(bill_time_parse("", &ms), -1);
-    assert_int_equal(bill_time_parse(NULL, &ms), -1);
-    assert_int_equal(bill_time_parse("2026-11-28Tjunk", &ms), -1);
-    assert_int_equal(ms, 7); /* untouched on error */
-}
-
 static void test_month_start(void **state)
 {
     int64_t ms;
     char buf[32];
 
-    bill_time_parse("2026-11-28T21:03:52.123Z", &ms);
-    bill_time_format(bill_month_start(ms), buf);
+    nf_time_parse_rfc3339("2026-11-28T21:03:52.123Z", 0, &ms);
+    nf_time_format_rfc3339(bill_month_start(ms), buf);
     assert_string_equal(buf, "2026-11-01T00:00:00.000Z");
-    bill_time_parse("2024-03-01T00:00:00Z", &ms);
-    bill_time_format(bill_month_start(ms - 1), buf);
+    nf_time_parse_rfc3339("2024-03-01T00:00:00Z", 0, &ms);
+    nf_time_format_rfc3339(bill_month_start(ms - 1), buf);
     assert_string_equal(buf, "2024-02-01T00:00:00.000Z");
-    bill_time_format(bill_month_start(ms), buf);
+    nf_time_format_rfc3339(bill_month_start(ms), buf);
     assert_string_equal(buf, "2024-03-01T00:00:00.000Z");
+    nf_time_parse_rfc3339("2024-02-29T23:59:59.999Z", 0, &ms); /* leap day */
+    assert_int_equal(bill_month_start(ms), 1706745600000LL);   /* 2024-02-01 */
+    nf_time_parse_rfc3339("2026-12-31T23:59:59.999Z", 0, &ms);
+    nf_time_format_rfc3339(bill_month_start(ms), buf);
+    assert_string_equal(buf, "2026-12-01T00:00:00.000Z");
+    assert_int_equal(bill_month_start(999), 0);
 }
 
 static void test_u64_parse(void **state)
@@ -469,22 +441,8 @@ static void test_period_parse(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_seeded_rates_exact),
-        cmocka_unit_test(test_rounding_half_up),
-        cmocka_unit_test(test_cost_errors),
-        cmocka_unit_test(test_usd_format),
-        cmocka_unit_test(test_usage_ok),
-        cmocka_unit_test(test_usage_failures),
-        cmocka_unit_test(test_meters),
-        cmocka_unit_test(test_time_parse),
-        cmocka_unit_test(test_month_start),
-        cmocka_unit_test(test_u64_parse),
-        cmocka_unit_test(test_usage_json),
-        cmocka_unit_test(test_usage_rebuild),
-        cmocka_unit_test(test_bucket_parse),
-        cmocka_unit_test(test_period_parse),
-    };
-
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_seeded_rates_exact, test_rounding_half_up, test_cost_errors,
+                       test_usd_format, test_usage_ok, test_usage_failures, test_meters,
+                       test_month_start, test_u64_parse, test_usage_json, test_usage_rebuild,
+                       test_bucket_parse, test_period_parse);
 }

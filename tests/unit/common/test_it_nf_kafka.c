@@ -184,6 +184,19 @@ static void create(struct it *it, const char *topic, int partitions)
         fail_msg("create %s: %s", topic, err);
 }
 
+/* A fresh topic "<prefix>.<what>" with n messages in it, and a fresh group name for it. */
+static void topic_with_messages(struct it *it, const char *what, int partitions, int n,
+                                char topic[128], char group[128])
+{
+    char g[64];
+
+    snprintf(g, sizeof(g), "%s.g", what);
+    name(topic, 128, it, what);
+    name(group, 128, it, g);
+    create(it, topic, partitions);
+    produce_n(it, topic, n);
+}
+
 /* ---- consuming ---- */
 
 #define MAXMSG 256
@@ -254,14 +267,41 @@ static bool consumer_ready(void *arg)
     return nf_kafka_consumer_ready(rx->c);
 }
 
-static void consumer_start(struct it *it, struct rx *rx, const char *group, const char *topic)
+/* rx_init, then a consumer of topic in group into rx that waits for want messages. */
+static void consumer_start(struct it *it, struct rx *rx, const char *group, const char *topic,
+                           int max_inflight, bool auto_done, int want)
 {
     char err[256];
 
+    rx_init(rx, max_inflight, auto_done);
+    rx->want = want;
     err[0] = '\0';
     if (nf_kafka_consumer_new(&rx->c, it->base, it->brokers, group, &topic, 1, rx->max_inflight,
                               NULL, on_msg, rx, err, sizeof(err)) != 0)
         fail_msg("consumer: %s", err);
+}
+
+/* Done with every message rx holds. */
+static void rx_done_held(struct rx *rx)
+{
+    for (int i = 0; i < MAXMSG; i++) {
+        if (rx->held[i] != NULL) {
+            nf_kafka_msg_done(rx->held[i]);
+            rx->held[i] = NULL;
+        }
+    }
+}
+
+/* Everything in topic was done in group: a new member of the group gets nothing. */
+static void assert_group_done(struct it *it, const char *group, const char *topic)
+{
+    struct rx rx;
+
+    consumer_start(it, &rx, group, topic, 100, true, 0);
+    assert_true(run_until(it->base, consumer_ready, &rx, WAIT_MS));
+    run_for(it->base, 2000);
+    assert_int_equal(rx.received, 0);
+    nf_kafka_consumer_free(rx.c);
 }
 
 /* ---- tests ---- */
@@ -294,14 +334,8 @@ static void test_produce_consume(void **state)
     struct rx rx;
     const int n = 30;
 
-    name(topic, sizeof(topic), it, "pc");
-    name(group, sizeof(group), it, "pc.g");
-    create(it, topic, 3);
-    produce_n(it, topic, n);
-
-    rx_init(&rx, 100, true);
-    rx.want = n;
-    consumer_start(it, &rx, group, topic);
+    topic_with_messages(it, "pc", 3, n, topic, group);
+    consumer_start(it, &rx, group, topic, 100, true, n);
     assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
     run_for(it->base, 500);
     assert_false(rx.bad);
@@ -311,14 +345,7 @@ static void test_produce_consume(void **state)
     assert_true(run_until(it->base, consumer_ready, &rx, WAIT_MS));
     assert_int_equal(nf_kafka_consumer_inflight(rx.c), 0);
     nf_kafka_consumer_free(rx.c);
-
-    /* everything was done: a new member of the group gets nothing */
-    rx_init(&rx, 100, true);
-    consumer_start(it, &rx, group, topic);
-    assert_true(run_until(it->base, consumer_ready, &rx, WAIT_MS));
-    run_for(it->base, 2000);
-    assert_int_equal(rx.received, 0);
-    nf_kafka_consumer_free(rx.c);
+    assert_group_done(it, group, topic);
 }
 
 static void test_redelivery_contiguous(void **state)
@@ -329,14 +356,8 @@ static void test_redelivery_contiguous(void **state)
     struct rx rx;
     const int n = 10;
 
-    name(topic, sizeof(topic), it, "rd");
-    name(group, sizeof(group), it, "rd.g");
-    create(it, topic, 1);
-    produce_n(it, topic, n);
-
-    rx_init(&rx, 100, false);
-    rx.want = n;
-    consumer_start(it, &rx, group, topic);
+    topic_with_messages(it, "rd", 1, n, topic, group);
+    consumer_start(it, &rx, group, topic, 100, false, n);
     assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
     assert_false(rx.bad);
     for (int i = 0; i < n; i++)
@@ -351,9 +372,7 @@ static void test_redelivery_contiguous(void **state)
     nf_kafka_consumer_free(rx.c); /* 3, 6, 8 freed without storing */
 
     /* stored offset is 3: everything from the first open message comes again */
-    rx_init(&rx, 100, true);
-    rx.want = 7;
-    consumer_start(it, &rx, group, topic);
+    consumer_start(it, &rx, group, topic, 100, true, 7);
     assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
     run_for(it->base, 1500);
     assert_false(rx.bad);
@@ -361,14 +380,7 @@ static void test_redelivery_contiguous(void **state)
     for (int i = 0; i < n; i++)
         assert_int_equal(rx.copies[i], i >= 3 ? 1 : 0);
     nf_kafka_consumer_free(rx.c);
-
-    /* now all are done */
-    rx_init(&rx, 100, true);
-    consumer_start(it, &rx, group, topic);
-    assert_true(run_until(it->base, consumer_ready, &rx, WAIT_MS));
-    run_for(it->base, 2000);
-    assert_int_equal(rx.received, 0);
-    nf_kafka_consumer_free(rx.c);
+    assert_group_done(it, group, topic); /* now all are done */
 }
 
 static void test_max_inflight(void **state)
@@ -379,14 +391,8 @@ static void test_max_inflight(void **state)
     const int n = 40, max = 3;
     int first = -1;
 
-    name(topic, sizeof(topic), it, "bp");
-    name(group, sizeof(group), it, "bp.g");
-    create(it, topic, 2);
-    produce_n(it, topic, n);
-
-    rx_init(&rx, max, false);
-    rx.want = max;
-    consumer_start(it, &rx, group, topic);
+    topic_with_messages(it, "bp", 2, n, topic, group);
+    consumer_start(it, &rx, group, topic, max, false, max);
     assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
     run_for(it->base, 1500);
     assert_false(rx.bad);
@@ -408,21 +414,11 @@ static void test_max_inflight(void **state)
 
     /* then keep finishing whatever is held until all n arrived */
     for (long long end = now_ms() + WAIT_MS; rx.received < n && now_ms() < end;) {
-        for (int i = 0; i < MAXMSG; i++) {
-            if (rx.held[i] != NULL) {
-                nf_kafka_msg_done(rx.held[i]);
-                rx.held[i] = NULL;
-            }
-        }
+        rx_done_held(&rx);
         run_for(it->base, 20);
     }
     run_for(it->base, 500);
-    for (int i = 0; i < MAXMSG; i++) {
-        if (rx.held[i] != NULL) {
-            nf_kafka_msg_done(rx.held[i]);
-            rx.held[i] = NULL;
-        }
-    }
+    rx_done_held(&rx);
     assert_false(rx.bad);
     assert_int_equal(rx.received, n);
     for (int i = 0; i < n; i++)
@@ -483,41 +479,34 @@ static bool pair_covers(void *arg)
     return true;
 }
 
-static bool member_ready(void *arg)
+/* A consumer of topic in group into m, holding what it gets. */
+static void member_start(struct it *it, struct member *m, const char *group, const char *topic)
 {
-    struct member *m = arg;
+    char err[256];
 
-    return nf_kafka_consumer_ready(m->c);
+    assert_int_equal(nf_kafka_consumer_new(&m->c, it->base, it->brokers, group, &topic, 1, 1000,
+                                           NULL, on_member_msg, m, err, sizeof(err)),
+                     0);
 }
 
 static void test_rebalance_with_held(void **state)
 {
     struct it *it = need_broker(state);
-    char topic[128], group[128], err[256];
-    const char *topics[1] = {topic};
+    char topic[128], group[128];
     struct member *a = calloc(1, sizeof(*a)), *b = calloc(1, sizeof(*b));
-    struct member *c = calloc(1, sizeof(*c));
     struct pair pr = {a, b, 20};
     int b_total = 0;
 
-    assert_true(a && b && c);
-    name(topic, sizeof(topic), it, "rb");
-    name(group, sizeof(group), it, "rb.g");
-    create(it, topic, 2);
-    produce_n(it, topic, pr.n);
-
-    assert_int_equal(nf_kafka_consumer_new(&a->c, it->base, it->brokers, group, topics, 1, 1000,
-                                           NULL, on_member_msg, a, err, sizeof(err)),
-                     0);
+    assert_true(a && b);
+    topic_with_messages(it, "rb", 2, pr.n, topic, group);
+    member_start(it, a, group, topic);
     for (long long end = now_ms() + WAIT_MS; a->received < pr.n && now_ms() < end;)
         run_for(it->base, 20);
     assert_int_equal(a->received, pr.n);
 
     /* b joins: a loses a partition while holding all 20, gets the other one again from
      * the (empty) committed offset, and b gets its partition from the start */
-    assert_int_equal(nf_kafka_consumer_new(&b->c, it->base, it->brokers, group, topics, 1, 1000,
-                                           NULL, on_member_msg, b, err, sizeof(err)),
-                     0);
+    member_start(it, b, group, topic);
     assert_true(run_until(it->base, pair_covers, &pr, WAIT_MS));
     run_for(it->base, 1000);
     for (int i = 0; i < pr.n; i++) {
@@ -534,17 +523,9 @@ static void test_rebalance_with_held(void **state)
     run_for(it->base, 200);
     nf_kafka_consumer_free(b->c);
     nf_kafka_consumer_free(a->c);
-
-    assert_int_equal(nf_kafka_consumer_new(&c->c, it->base, it->brokers, group, topics, 1, 1000,
-                                           NULL, on_member_msg, c, err, sizeof(err)),
-                     0);
-    assert_true(run_until(it->base, member_ready, c, WAIT_MS));
-    run_for(it->base, 2000);
-    assert_int_equal(c->received, 0);
-    nf_kafka_consumer_free(c->c);
+    assert_group_done(it, group, topic);
     free(a);
     free(b);
-    free(c);
 }
 
 /* Messages held at shutdown are freed by nf_kafka_consumer_free (ASan checks). */
@@ -554,13 +535,8 @@ static void test_free_with_held(void **state)
     char topic[128], group[128];
     struct rx rx;
 
-    name(topic, sizeof(topic), it, "held");
-    name(group, sizeof(group), it, "held.g");
-    create(it, topic, 1);
-    produce_n(it, topic, 5);
-    rx_init(&rx, 2, false);
-    rx.want = 2;
-    consumer_start(it, &rx, group, topic);
+    topic_with_messages(it, "held", 1, 5, topic, group);
+    consumer_start(it, &rx, group, topic, 2, false, 2);
     assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
     assert_int_equal(nf_kafka_consumer_inflight(rx.c), 2);
     nf_kafka_consumer_free(rx.c);

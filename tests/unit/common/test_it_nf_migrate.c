@@ -10,18 +10,17 @@
 
 #include <cmocka.h>
 
-#include <dirent.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "nf_log.h"
 #include "nf_migrate.h"
+#include "nf_test.h"
 
 struct env {
     const char *dsn;
@@ -30,48 +29,20 @@ struct env {
     PGconn *conn; /* for checks */
 };
 
-static struct env *need_env(void **state)
-{
-    if (*state == NULL)
-        skip();
-    return *state;
-}
-
 static int setup(void **state)
 {
     *state = NULL;
-    const char *dsn = getenv("NF_TEST_PG_DSN");
-    if (dsn == NULL || *dsn == '\0')
+    const char *dsn = nf_test_env("NF_TEST_PG_DSN");
+    if (dsn == NULL)
         return 0; /* each test skips itself: skip() in a setup counts as an error */
     struct env *e = calloc(1, sizeof(*e));
     e->dsn = dsn;
-    /* schema names are [a-z_]+: spell pid and time in letters */
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    unsigned long long v = (unsigned long long)getpid() * 1000003ULL ^
-                           (unsigned long long)ts.tv_nsec ^ ((unsigned long long)ts.tv_sec << 20);
-    char tag[16];
-    for (int i = 0; i < 12; i++) {
-        tag[i] = (char)('a' + v % 26);
-        v /= 26;
-    }
-    tag[12] = '\0';
-    snprintf(e->schema, sizeof(e->schema), "nf_it_mig_%s", tag);
-    snprintf(e->dir, sizeof(e->dir), "/tmp/nf_it_mig_XXXXXX");
-    assert_non_null(mkdtemp(e->dir));
+    nf_test_unique_name(e->schema, sizeof(e->schema), "nf_it_mig_"); /* [a-z_]+ */
     e->conn = PQconnectdb(dsn);
     assert_int_equal(PQstatus(e->conn), CONNECTION_OK);
+    nf_test_tmpdir(e->dir, sizeof(e->dir), "nf_it_mig_");
     *state = e;
     return 0;
-}
-
-static void exec(struct env *e, const char *sql)
-{
-    PGresult *res = PQexec(e->conn, sql);
-    ExecStatusType st = PQresultStatus(res);
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQresultErrorMessage(res));
-    PQclear(res);
 }
 
 static int teardown(void **state)
@@ -82,22 +53,11 @@ static int teardown(void **state)
     char sql[256];
     snprintf(sql, sizeof(sql), "DROP SCHEMA IF EXISTS %s CASCADE", e->schema);
     PQclear(PQexec(e->conn, "SET client_min_messages = warning"));
-    exec(e, sql);
+    nf_test_pg_exec(e->conn, sql, 0, NULL);
     PQfinish(e->conn);
-    DIR *d = opendir(e->dir);
-    struct dirent *de;
-    while (d && (de = readdir(d)) != NULL) {
-        if (de->d_name[0] == '.')
-            continue;
-        char path[512];
-        snprintf(path, sizeof(path), "%s/%s", e->dir, de->d_name);
-        unlink(path);
-    }
-    if (d)
-        closedir(d);
-    rmdir(e->dir);
+    int rc = nf_test_rmtree(e->dir);
     free(e);
-    return 0;
+    return rc;
 }
 
 /* Writes dir/name with the text, "%S" replaced by the schema name. */
@@ -118,16 +78,14 @@ static void put(struct env *e, const char *name, const char *text)
     fclose(f);
 }
 
-/* The first column of a one-row query, as text ("" for no row). */
+/* The first column of a one-row query, as text ("" for no row or NULL). */
 static void one(struct env *e, const char *fmt, char *out, size_t len)
 {
     char sql[512];
     snprintf(sql, sizeof(sql), fmt, e->schema);
-    PGresult *res = PQexec(e->conn, sql);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQresultErrorMessage(res));
-    snprintf(out, len, "%s", PQntuples(res) > 0 ? PQgetvalue(res, 0, 0) : "");
-    PQclear(res);
+    char *v = nf_test_pg_one(e->conn, sql, 0, NULL);
+    snprintf(out, len, "%s", v ? v : "");
+    free(v);
 }
 
 static int run(struct env *e, char *err, size_t errlen)
@@ -137,7 +95,7 @@ static int run(struct env *e, char *err, size_t errlen)
 
 static void test_applies_in_order_once(void **state)
 {
-    struct env *e = need_env(state);
+    struct env *e = nf_test_need(state);
     /* written out of order; each depends on the one before */
     put(e, "0010_c.sql",
         "INSERT INTO %S.log (name) VALUES ('0010');\n"
@@ -180,7 +138,7 @@ static void test_applies_in_order_once(void **state)
 
 static void test_failure_stops_and_reports(void **state)
 {
-    struct env *e = need_env(state);
+    struct env *e = nf_test_need(state);
     put(e, "0001_ok.sql", "CREATE TABLE %S.a (id int);");
     /* the first statement works, the second fails: the whole file must be undone */
     put(e, "0002_bad.sql", "CREATE TABLE %S.b (id int);\nINSERT INTO %S.nope VALUES (1);");
@@ -209,7 +167,7 @@ static void test_failure_stops_and_reports(void **state)
 
 static void test_concurrent_runs_apply_once(void **state)
 {
-    struct env *e = need_env(state);
+    struct env *e = nf_test_need(state);
     put(e, "0001_slow.sql",
         "CREATE TABLE %S.hits (name text);\n"
         "SELECT pg_sleep(0.5);\n"
@@ -247,10 +205,6 @@ static void test_concurrent_runs_apply_once(void **state)
 int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_applies_in_order_once, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failure_stops_and_reports, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_concurrent_runs_apply_once, setup, teardown),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(setup, teardown, test_applies_in_order_once, test_failure_stops_and_reports,
+                       test_concurrent_runs_apply_once);
 }

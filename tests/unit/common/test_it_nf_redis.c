@@ -16,90 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "nf_log.h"
 #include "nf_redis.h"
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void tick(evutil_socket_t fd, short what, void *arg)
-{
-}
-
-static bool run_until(struct event_base *base, bool (*pred)(void *), void *arg, int max_ms)
-{
-    struct event *t = event_new(base, -1, EV_PERSIST, tick, NULL);
-    struct timeval tv = {0, 5000};
-    event_add(t, &tv);
-    long long end = now_ms() + max_ms;
-    while (!(pred && pred(arg)) && now_ms() < end)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(t);
-    return pred ? pred(arg) : false;
-}
-
-static void run_for(struct event_base *base, int ms)
-{
-    run_until(base, NULL, NULL, ms);
-}
-
-/* What a callback saw; arrays keep their first 8 elements as strings. */
-struct seen {
-    int calls;
-    bool null;
-    int type;
-    long long integer;
-    char str[128];
-    size_t len;
-    size_t elements;
-    char el[8][64];
-    long long at_ms;
-};
-
-static void on_reply(redisReply *reply, void *arg)
-{
-    struct seen *s = arg;
-    s->calls++;
-    s->at_ms = now_ms();
-    s->null = reply == NULL;
-    if (reply == NULL)
-        return;
-    s->type = reply->type;
-    s->integer = reply->integer;
-    s->len = reply->len;
-    if (reply->str)
-        memcpy(s->str, reply->str, reply->len < sizeof(s->str) ? reply->len : sizeof(s->str));
-    s->elements = reply->elements;
-    for (size_t i = 0; i < reply->elements && i < 8; i++) {
-        redisReply *e = reply->element[i];
-        if (e->str)
-            snprintf(s->el[i], sizeof(s->el[i]), "%.*s", (int)e->len, e->str);
-        else if (e->type == REDIS_REPLY_INTEGER)
-            snprintf(s->el[i], sizeof(s->el[i]), "%lld", e->integer);
-    }
-}
-
-static bool seen_called(void *arg)
-{
-    return ((struct seen *)arg)->calls > 0;
-}
-
-static bool redis_ready(void *arg)
-{
-    return nf_redis_ready(arg);
-}
-
-static bool redis_not_ready(void *arg)
-{
-    return !nf_redis_ready(arg);
-}
+#include "nf_test.h"
 
 struct env {
     struct event_base *base;
@@ -113,16 +33,17 @@ static struct nf_redis *connect_redis(struct env *e, int timeout_ms)
 {
     struct nf_redis *r = NULL;
     assert_int_equal(nf_redis_new(&r, e->base, e->host, e->port, timeout_ms), 0);
-    assert_true(run_until(e->base, redis_ready, r, 3000));
+    assert_true(nf_test_run_until(e->base, nf_test_redis_ready, r, 3000));
     return r;
 }
 
 /* Runs one command on e->r and waits for its callback. */
-static void cmd_wait(struct env *e, struct seen *s, const char *fmt, const char *a, const char *b)
+static void cmd_wait(struct env *e, struct nf_test_reply *s, const char *fmt, const char *a,
+                     const char *b)
 {
     memset(s, 0, sizeof(*s));
-    assert_int_equal(nf_redis_cmd(e->r, on_reply, s, fmt, a, b), 0);
-    assert_true(run_until(e->base, seen_called, s, 3000));
+    assert_int_equal(nf_redis_cmd(e->r, nf_test_on_reply, s, fmt, a, b), 0);
+    assert_true(nf_test_run_until(e->base, nf_test_replied, s, 3000));
     assert_int_equal(s->calls, 1);
 }
 
@@ -131,19 +52,11 @@ static void key(struct env *e, char *out, size_t len, const char *name)
     snprintf(out, len, "%s%s", e->tag, name);
 }
 
-/* The environment, or a skip when NF_TEST_REDIS_ADDR is unset. */
-static struct env *need_env(void **state)
-{
-    if (*state == NULL)
-        skip();
-    return *state;
-}
-
 static int setup(void **state)
 {
-    const char *addr = getenv("NF_TEST_REDIS_ADDR");
+    const char *addr = nf_test_env("NF_TEST_REDIS_ADDR");
     *state = NULL;
-    if (addr == NULL || *addr == '\0')
+    if (addr == NULL)
         return 0; /* each test skips itself: skip() in a setup counts as an error */
     struct env *e = calloc(1, sizeof(*e));
     const char *colon = strrchr(addr, ':');
@@ -151,10 +64,8 @@ static int setup(void **state)
     snprintf(e->host, sizeof(e->host), "%.*s", (int)(colon - addr), addr);
     e->port = atoi(colon + 1);
     e->base = event_base_new();
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    snprintf(e->tag, sizeof(e->tag), "nf_test:redis:%d:%lld:", (int)getpid(),
-             (long long)ts.tv_nsec);
+    nf_test_unique_name(e->tag, sizeof(e->tag), "nf_test:redis:");
+    strcat(e->tag, ":");
     e->r = connect_redis(e, 1000);
     *state = e;
     return 0;
@@ -163,13 +74,13 @@ static int setup(void **state)
 static void del_run_keys(struct env *e)
 {
     /* our keys only: KEYS is fine on a test server */
-    struct seen s;
+    struct nf_test_reply s;
     char pat[96];
     snprintf(pat, sizeof(pat), "%s*", e->tag);
     cmd_wait(e, &s, "KEYS %s", pat, NULL);
     assert_int_equal(s.type, REDIS_REPLY_ARRAY);
     for (size_t i = 0; i < s.elements && i < 8; i++) {
-        struct seen d;
+        struct nf_test_reply d;
         cmd_wait(e, &d, "DEL %s", s.el[i], NULL);
     }
 }
@@ -189,10 +100,10 @@ static int teardown(void **state)
 
 static void test_set_get(void **state)
 {
-    struct env *e = need_env(state);
+    struct env *e = nf_test_need(state);
     char k[128];
     key(e, k, sizeof(k), "str");
-    struct seen s;
+    struct nf_test_reply s;
     cmd_wait(e, &s, "SET %s %s", k, "hello");
     assert_int_equal(s.type, REDIS_REPLY_STATUS);
     assert_string_equal(s.str, "OK");
@@ -202,8 +113,9 @@ static void test_set_get(void **state)
 
     /* binary-safe value through %b */
     memset(&s, 0, sizeof(s));
-    assert_int_equal(nf_redis_cmd(e->r, on_reply, &s, "SET %s %b", k, "a\0b", (size_t)3), 0);
-    assert_true(run_until(e->base, seen_called, &s, 3000));
+    assert_int_equal(nf_redis_cmd(e->r, nf_test_on_reply, &s, "SET %s %b", k, "a\0b", (size_t)3),
+                     0);
+    assert_true(nf_test_run_until(e->base, nf_test_replied, &s, 3000));
     cmd_wait(e, &s, "GET %s", k, NULL);
     assert_int_equal(s.len, 3);
     assert_memory_equal(s.str, "a\0b", 3);
@@ -216,21 +128,21 @@ static void test_set_get(void **state)
 
 static void test_hset_hgetall(void **state)
 {
-    struct env *e = need_env(state);
+    struct env *e = nf_test_need(state);
     char k[128];
     key(e, k, sizeof(k), "hash");
     const char *argv[] = {"HSET", k, "f1", "v1", "f2", "v\0two"};
     const size_t lens[] = {4, strlen(k), 2, 2, 2, 5};
-    struct seen s = {0};
-    assert_int_equal(nf_redis_cmd_argv(e->r, on_reply, &s, 6, argv, lens), 0);
-    assert_true(run_until(e->base, seen_called, &s, 3000));
+    struct nf_test_reply s = {0};
+    assert_int_equal(nf_redis_cmd_argv(e->r, nf_test_on_reply, &s, 6, argv, lens), 0);
+    assert_true(nf_test_run_until(e->base, nf_test_replied, &s, 3000));
     assert_int_equal(s.type, REDIS_REPLY_INTEGER);
     assert_int_equal(s.integer, 2);
 
     const char *argv2[] = {"HGETALL", k};
     memset(&s, 0, sizeof(s));
-    assert_int_equal(nf_redis_cmd_argv(e->r, on_reply, &s, 2, argv2, NULL), 0);
-    assert_true(run_until(e->base, seen_called, &s, 3000));
+    assert_int_equal(nf_redis_cmd_argv(e->r, nf_test_on_reply, &s, 2, argv2, NULL), 0);
+    assert_true(nf_test_run_until(e->base, nf_test_replied, &s, 3000));
     assert_int_equal(s.type, REDIS_REPLY_ARRAY);
     assert_int_equal(s.elements, 4);
     bool f1 = false, f2 = false;
@@ -245,10 +157,10 @@ static void test_hset_hgetall(void **state)
 
 static void test_error_reply(void **state)
 {
-    struct env *e = need_env(state);
+    struct env *e = nf_test_need(state);
     char k[128];
     key(e, k, sizeof(k), "hash2");
-    struct seen s;
+    struct nf_test_reply s;
     cmd_wait(e, &s, "HSET %s f %s", k, "v");
     cmd_wait(e, &s, "INCR %s", k, NULL);
     assert_false(s.null);
@@ -262,30 +174,30 @@ static void test_error_reply(void **state)
 
 static void test_timeout_and_late_reply(void **state)
 {
-    struct env *e = need_env(state);
+    struct env *e = nf_test_need(state);
     char k[128];
     key(e, k, sizeof(k), "list");
     struct nf_redis *slow = connect_redis(e, 200);
 
-    struct seen s = {0};
-    long long t0 = now_ms();
-    assert_int_equal(nf_redis_cmd(slow, on_reply, &s, "BLPOP %s 5", k), 0);
-    assert_true(run_until(e->base, seen_called, &s, 3000));
+    struct nf_test_reply s = {0};
+    long long t0 = nf_test_now_ms();
+    assert_int_equal(nf_redis_cmd(slow, nf_test_on_reply, &s, "BLPOP %s 5", k), 0);
+    assert_true(nf_test_run_until(e->base, nf_test_replied, &s, 3000));
     assert_true(s.null);
     assert_true(s.at_ms - t0 >= 150 && s.at_ms - t0 < 1000);
 
     /* unblock the BLPOP: its late reply must be dropped, PING behind it answered */
-    struct seen p = {0}, push;
-    assert_int_equal(nf_redis_cmd(slow, on_reply, &p, "PING"), 0);
+    struct nf_test_reply p = {0}, push;
+    assert_int_equal(nf_redis_cmd(slow, nf_test_on_reply, &p, "PING"), 0);
     cmd_wait(e, &push, "RPUSH %s %s", k, "x");
-    assert_true(run_until(e->base, seen_called, &p, 3000));
+    assert_true(nf_test_run_until(e->base, nf_test_replied, &p, 3000));
     assert_int_equal(p.type, REDIS_REPLY_STATUS);
     assert_string_equal(p.str, "PONG");
-    run_for(e->base, 300);
+    nf_test_run_for(e->base, 300);
     assert_int_equal(s.calls, 1);
     assert_int_equal(p.calls, 1);
     /* the BLPOP did run: the list is empty again */
-    struct seen len;
+    struct nf_test_reply len;
     cmd_wait(e, &len, "LLEN %s", k, NULL);
     assert_int_equal(len.integer, 0);
     nf_redis_free(slow);
@@ -293,41 +205,41 @@ static void test_timeout_and_late_reply(void **state)
 
 static void test_connection_killed_then_reconnect(void **state)
 {
-    struct env *e = need_env(state);
+    struct env *e = nf_test_need(state);
     char k[128];
     key(e, k, sizeof(k), "list2");
     struct nf_redis *victim = connect_redis(e, 3000);
 
-    struct seen id = {0};
-    assert_int_equal(nf_redis_cmd(victim, on_reply, &id, "CLIENT ID"), 0);
-    assert_true(run_until(e->base, seen_called, &id, 3000));
+    struct nf_test_reply id = {0};
+    assert_int_equal(nf_redis_cmd(victim, nf_test_on_reply, &id, "CLIENT ID"), 0);
+    assert_true(nf_test_run_until(e->base, nf_test_replied, &id, 3000));
     char idstr[32];
     snprintf(idstr, sizeof(idstr), "%lld", id.integer);
 
     /* a blocked command is in flight when the server drops the connection */
-    struct seen blocked = {0};
-    assert_int_equal(nf_redis_cmd(victim, on_reply, &blocked, "BLPOP %s 5", k), 0);
-    run_for(e->base, 50);
-    struct seen kill;
-    long long t0 = now_ms();
+    struct nf_test_reply blocked = {0};
+    assert_int_equal(nf_redis_cmd(victim, nf_test_on_reply, &blocked, "BLPOP %s 5", k), 0);
+    nf_test_run_for(e->base, 50);
+    struct nf_test_reply kill;
+    long long t0 = nf_test_now_ms();
     cmd_wait(e, &kill, "CLIENT KILL ID %s", idstr, NULL);
     assert_int_equal(kill.integer, 1);
-    assert_true(run_until(e->base, seen_called, &blocked, 1000));
+    assert_true(nf_test_run_until(e->base, nf_test_replied, &blocked, 1000));
     assert_true(blocked.null);
     assert_true(blocked.at_ms - t0 < 500); /* at once, not after the 3 s timeout */
-    assert_true(run_until(e->base, redis_not_ready, victim, 1000));
+    assert_true(nf_test_run_until(e->base, nf_test_redis_down, victim, 1000));
 
-    struct seen fast = {0};
-    t0 = now_ms();
-    assert_int_equal(nf_redis_cmd(victim, on_reply, &fast, "PING"), -1);
+    struct nf_test_reply fast = {0};
+    t0 = nf_test_now_ms();
+    assert_int_equal(nf_redis_cmd(victim, nf_test_on_reply, &fast, "PING"), -1);
     assert_int_equal(fast.calls, 1);
     assert_true(fast.null);
-    assert_true(now_ms() - t0 < 50);
+    assert_true(nf_test_now_ms() - t0 < 50);
 
-    assert_true(run_until(e->base, redis_ready, victim, 3000));
-    struct seen ok = {0};
-    assert_int_equal(nf_redis_cmd(victim, on_reply, &ok, "SET %s %s", k, "back"), 0);
-    assert_true(run_until(e->base, seen_called, &ok, 3000));
+    assert_true(nf_test_run_until(e->base, nf_test_redis_ready, victim, 3000));
+    struct nf_test_reply ok = {0};
+    assert_int_equal(nf_redis_cmd(victim, nf_test_on_reply, &ok, "SET %s %s", k, "back"), 0);
+    assert_true(nf_test_run_until(e->base, nf_test_replied, &ok, 3000));
     assert_string_equal(ok.str, "OK");
     assert_int_equal(blocked.calls, 1);
     assert_int_equal(fast.calls, 1);
@@ -336,7 +248,7 @@ static void test_connection_killed_then_reconnect(void **state)
 
 static void test_eval_and_noscript_reload(void **state)
 {
-    struct env *e = need_env(state);
+    struct env *e = nf_test_need(state);
     char k[128], lua[256];
     key(e, k, sizeof(k), "evalkey");
     /* a unique comment: the script is new to the server, so the first call takes the
@@ -351,13 +263,13 @@ static void test_eval_and_noscript_reload(void **state)
 
     for (int round = 0; round < 3; round++) {
         if (round == 2) {
-            struct seen f;
+            struct nf_test_reply f;
             cmd_wait(e, &f, "SCRIPT FLUSH", NULL, NULL);
             assert_string_equal(f.str, "OK");
         }
-        struct seen s = {0};
-        assert_int_equal(nf_redis_eval(e->r, sc, on_reply, &s, 1, 2, argv, NULL), 0);
-        assert_true(run_until(e->base, seen_called, &s, 3000));
+        struct nf_test_reply s = {0};
+        assert_int_equal(nf_redis_eval(e->r, sc, nf_test_on_reply, &s, 1, 2, argv, NULL), 0);
+        assert_true(nf_test_run_until(e->base, nf_test_replied, &s, 3000));
         assert_int_equal(s.calls, 1);
         assert_int_equal(s.type, REDIS_REPLY_ARRAY);
         assert_int_equal(s.elements, 3);
@@ -367,61 +279,54 @@ static void test_eval_and_noscript_reload(void **state)
     }
 
     /* our SHA-1 is the server's: after a SCRIPT LOAD the script exists under it */
-    struct seen load, exists;
+    struct nf_test_reply load, exists;
     cmd_wait(e, &load, "SCRIPT LOAD %s", lua, NULL);
     cmd_wait(e, &exists, "SCRIPT EXISTS %s", load.str, NULL);
     assert_string_equal(exists.el[0], "1");
 
     /* a script error is an error reply, not NULL */
     struct nf_redis_script *bad = nf_redis_script_new(e->r, "return redis.error_reply('nf boom')");
-    struct seen s = {0};
-    assert_int_equal(nf_redis_eval(e->r, bad, on_reply, &s, 0, 0, NULL, NULL), 0);
-    assert_true(run_until(e->base, seen_called, &s, 3000));
+    struct nf_test_reply s = {0};
+    assert_int_equal(nf_redis_eval(e->r, bad, nf_test_on_reply, &s, 0, 0, NULL, NULL), 0);
+    assert_true(nf_test_run_until(e->base, nf_test_replied, &s, 3000));
     assert_int_equal(s.type, REDIS_REPLY_ERROR);
     assert_non_null(strstr(s.str, "nf boom"));
 
     /* a script that does not compile: the reload fails, the caller gets an error */
     struct nf_redis_script *broken = nf_redis_script_new(e->r, "return (((");
     memset(&s, 0, sizeof(s));
-    assert_int_equal(nf_redis_eval(e->r, broken, on_reply, &s, 0, 0, NULL, NULL), 0);
-    assert_true(run_until(e->base, seen_called, &s, 3000));
+    assert_int_equal(nf_redis_eval(e->r, broken, nf_test_on_reply, &s, 0, 0, NULL, NULL), 0);
+    assert_true(nf_test_run_until(e->base, nf_test_replied, &s, 3000));
     assert_int_equal(s.type, REDIS_REPLY_ERROR);
-    run_for(e->base, 100);
+    nf_test_run_for(e->base, 100);
     assert_int_equal(s.calls, 1);
     assert_true(nf_redis_ready(e->r));
 }
 
 static void test_free_with_pending(void **state)
 {
-    struct env *e = need_env(state);
+    struct env *e = nf_test_need(state);
     char k[128];
     key(e, k, sizeof(k), "list3");
     struct nf_redis *r = connect_redis(e, 3000);
-    struct seen a = {0}, b = {0}, c = {0};
-    assert_int_equal(nf_redis_cmd(r, on_reply, &a, "BLPOP %s 5", k), 0);
-    run_for(e->base, 50); /* written and blocked on the server */
-    assert_int_equal(nf_redis_cmd(r, on_reply, &b, "PING"), 0);
-    assert_int_equal(nf_redis_cmd(r, on_reply, &c, "GET %s", k), 0);
+    struct nf_test_reply a = {0}, b = {0}, c = {0};
+    assert_int_equal(nf_redis_cmd(r, nf_test_on_reply, &a, "BLPOP %s 5", k), 0);
+    nf_test_run_for(e->base, 50); /* written and blocked on the server */
+    assert_int_equal(nf_redis_cmd(r, nf_test_on_reply, &b, "PING"), 0);
+    assert_int_equal(nf_redis_cmd(r, nf_test_on_reply, &c, "GET %s", k), 0);
     nf_redis_free(r);
     assert_int_equal(a.calls, 1);
     assert_int_equal(b.calls, 1);
     assert_int_equal(c.calls, 1);
     assert_true(a.null && b.null && c.null);
-    run_for(e->base, 200);
+    nf_test_run_for(e->base, 200);
     assert_int_equal(a.calls + b.calls + c.calls, 3);
 }
 
 int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_set_get, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_hset_hgetall, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_error_reply, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_timeout_and_late_reply, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_connection_killed_then_reconnect, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_eval_and_noscript_reload, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_free_with_pending, setup, teardown),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(setup, teardown, test_set_get, test_hset_hgetall, test_error_reply,
+                       test_timeout_and_late_reply, test_connection_killed_then_reconnect,
+                       test_eval_and_noscript_reload, test_free_with_pending);
 }

@@ -11,10 +11,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "nf_app.h"
 #include "nf_log.h"
+#include "nf_test.h"
 
 /* What the fake service saw; passed as ctx. */
 struct svc {
@@ -25,48 +25,24 @@ struct svc {
 };
 
 /* Log lines go to memory so tests can look for the shutdown events. */
-struct cap {
-    char *buf;
-    size_t len;
-    FILE *f;
-};
-
-static struct cap cap;
+static struct nf_test_log cap;
 
 static int setup(void **state)
 {
-    cap.buf = NULL;
-    cap.len = 0;
-    cap.f = open_memstream(&cap.buf, &cap.len);
-    assert_non_null(cap.f);
-    nf_log_set_output(cap.f);
+    nf_test_log_begin(&cap);
     unsetenv("NF_LOG_LEVEL");
     return 0;
 }
 
 static int teardown(void **state)
 {
-    nf_log_set_output(NULL);
-    fclose(cap.f);
-    free(cap.buf);
+    nf_test_log_end(&cap);
     return 0;
 }
 
 static bool logged(const char *event)
 {
-    char needle[128];
-
-    fflush(cap.f);
-    snprintf(needle, sizeof(needle), "\"event\":\"%s\"", event);
-    return cap.buf && strstr(cap.buf, needle) != NULL;
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return nf_test_logged(&cap, event);
 }
 
 static void on_done_timer(evutil_socket_t fd, short what, void *arg)
@@ -138,13 +114,13 @@ static void test_sigterm_then_stop_done(void **state)
     struct event *wd;
     long long t0;
 
-    assert_int_equal(nf_app_init(&app, "test", on_stop, &s, 3000), 0);
+    assert_int_equal(nf_app_init(&app, on_stop, &s, 3000), 0);
     arm_raise(&app, &r, SIGTERM, 10);
     wd = arm_watchdog(&app);
-    t0 = now_ms();
+    t0 = nf_test_now_ms();
     assert_int_equal(nf_app_run(&app), 0);
     assert_int_equal(s.stops, 1);
-    assert_true(now_ms() - t0 < 2000); /* left through stop_done, long before the grace */
+    assert_true(nf_test_now_ms() - t0 < 2000); /* left through stop_done, long before the grace */
     assert_true(logged("shutdown_signal"));
     assert_false(logged("shutdown_grace_expired"));
     event_free(s.done);
@@ -161,12 +137,12 @@ static void test_sigint_grace_expires(void **state)
     struct event *wd;
     long long t0, dt;
 
-    assert_int_equal(nf_app_init(&app, "test", on_stop, &s, 150), 0);
+    assert_int_equal(nf_app_init(&app, on_stop, &s, 150), 0);
     arm_raise(&app, &r, SIGINT, 10);
     wd = arm_watchdog(&app);
-    t0 = now_ms();
+    t0 = nf_test_now_ms();
     assert_int_equal(nf_app_run(&app), 0);
-    dt = now_ms() - t0;
+    dt = nf_test_now_ms() - t0;
     assert_int_equal(s.stops, 1);
     assert_true(dt >= 150 && dt < 2000);
     assert_true(logged("shutdown_grace_expired"));
@@ -183,14 +159,14 @@ static void test_second_signal_exits_at_once(void **state)
     struct event *wd;
     long long t0;
 
-    assert_int_equal(nf_app_init(&app, "test", on_stop, &s, 10000), 0);
+    assert_int_equal(nf_app_init(&app, on_stop, &s, 10000), 0);
     arm_raise(&app, &r1, SIGTERM, 10);
     arm_raise(&app, &r2, SIGINT, 40);
     wd = arm_watchdog(&app);
-    t0 = now_ms();
+    t0 = nf_test_now_ms();
     assert_int_equal(nf_app_run(&app), 0);
     assert_int_equal(s.stops, 1); /* on_stop only for the first signal */
-    assert_true(now_ms() - t0 < 2000);
+    assert_true(nf_test_now_ms() - t0 < 2000);
     assert_true(logged("shutdown_forced"));
     event_free(r1.ev);
     event_free(r2.ev);
@@ -214,7 +190,7 @@ static void test_stop_called_twice_sync_done(void **state)
     struct timeval tv = {0, 1000};
     struct event *kick, *wd;
 
-    assert_int_equal(nf_app_init(&app, "test", on_stop, &s, 10000), 0);
+    assert_int_equal(nf_app_init(&app, on_stop, &s, 10000), 0);
     kick = evtimer_new(app.base, on_kick, &app);
     evtimer_add(kick, &tv);
     wd = arm_watchdog(&app);
@@ -231,37 +207,11 @@ static void test_stop_before_run(void **state)
     struct nf_app app;
     struct svc s = {.app = &app, .done_after_ms = 0};
 
-    assert_int_equal(nf_app_init(&app, "test", on_stop, &s, 10000), 0);
+    assert_int_equal(nf_app_init(&app, on_stop, &s, 10000), 0);
     nf_app_stop(&app);
     assert_int_equal(s.stops, 1);
     assert_int_equal(nf_app_run(&app), 0); /* would hang on the signal events otherwise */
     nf_app_free(&app);
-}
-
-static void test_bad_log_level(void **state)
-{
-    struct nf_app app;
-
-    setenv("NF_LOG_LEVEL", "chatty", 1);
-    assert_int_equal(nf_app_init(&app, "test", NULL, NULL, 100), -1);
-    assert_null(app.base);
-    assert_true(logged("config_invalid"));
-    nf_app_free(&app); /* safe on a failed init */
-    unsetenv("NF_LOG_LEVEL");
-}
-
-static void test_log_level_applied(void **state)
-{
-    struct nf_app app;
-
-    setenv("NF_LOG_LEVEL", "error", 1);
-    assert_int_equal(nf_app_init(&app, "test", NULL, NULL, 100), 0);
-    nf_log_info("hidden_info", "not shown");
-    nf_log_error("shown_error", "shown");
-    assert_false(logged("hidden_info"));
-    assert_true(logged("shown_error"));
-    nf_app_free(&app);
-    nf_log_init("test", NF_LOG_DEBUG);
 }
 
 static void test_sigpipe_ignored(void **state)
@@ -269,7 +219,7 @@ static void test_sigpipe_ignored(void **state)
     struct nf_app app;
     struct sigaction sa;
 
-    assert_int_equal(nf_app_init(&app, "test", NULL, NULL, 100), 0);
+    assert_int_equal(nf_app_init(&app, NULL, NULL, 100), 0);
     assert_int_equal(sigaction(SIGPIPE, NULL, &sa), 0);
     assert_ptr_equal(sa.sa_handler, SIG_IGN);
     assert_int_equal(raise(SIGPIPE), 0); /* still alive */
@@ -279,16 +229,7 @@ static void test_sigpipe_ignored(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_sigterm_then_stop_done, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sigint_grace_expires, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_second_signal_exits_at_once, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stop_called_twice_sync_done, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_stop_before_run, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_log_level, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_log_level_applied, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sigpipe_ignored, setup, teardown),
-    };
-
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(setup, teardown, test_sigterm_then_stop_done, test_sigint_grace_expires,
+                       test_second_signal_exits_at_once, test_stop_called_twice_sync_done,
+                       test_stop_before_run, test_sigpipe_ignored);
 }

@@ -14,6 +14,7 @@
 
 #include "nf_cfg.h"
 #include "nf_log.h"
+#include "nf_test.h"
 
 struct tcfg {
     char *addr;
@@ -235,7 +236,7 @@ static void test_log_masks_secret(void **state)
     assert_int_equal(load(&c, err, sizeof(err)), 0);
     nf_log_init("test", NF_LOG_INFO);
     nf_log_set_output(f);
-    nf_cfg_log(opts, NOPTS, &c);
+    nf_cfg_log(&(struct nf_cfg_table){opts, NOPTS, &c}, 1);
     nf_log_set_output(NULL);
     fclose(f);
     assert_null(strstr(buf, "s3cr3t"));
@@ -262,8 +263,7 @@ static void test_usage(void **state)
     FILE *f = open_memstream(&buf, &len);
 
     assert_non_null(f);
-    nf_cfg_usage(opts, NOPTS, f);
-    nf_cfg_usage(sopts, 1, f);
+    nf_cfg_usage((struct nf_cfg_table[]){{opts, NOPTS, NULL}, {sopts, 1, NULL}}, 2, f);
     fclose(f);
     assert_non_null(strstr(buf, "NF_T_PORT"));
     assert_non_null(strstr(buf, "1..65535"));
@@ -333,22 +333,12 @@ static void test_split_addr_rejects(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_defaults, setup),
-        cmocka_unit_test_setup(test_env_overrides, setup),
-        cmocka_unit_test_setup(test_bools, setup),
-        cmocka_unit_test_setup(test_bad_bool, setup),
-        cmocka_unit_test_setup(test_bad_ints, setup),
-        cmocka_unit_test_setup(test_int_bounds, setup),
-        cmocka_unit_test_setup(test_required, setup),
-        cmocka_unit_test_setup(test_str_length_and_secret_not_echoed, setup),
-        cmocka_unit_test_setup(test_failure_frees_earlier_strings, setup),
-        cmocka_unit_test_setup(test_small_err_buffer, setup),
-        cmocka_unit_test_setup(test_log_masks_secret, setup),
-        cmocka_unit_test_setup(test_usage, setup),
-        cmocka_unit_test(test_split_addr),
-        cmocka_unit_test(test_split_addr_rejects),
-    };
+    int rc;
 
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    rc = NF_TEST_RUN(setup, NULL, test_defaults, test_env_overrides, test_bools, test_bad_bool,
+                     test_bad_ints, test_int_bounds, test_required,
+                     test_str_length_and_secret_not_echoed, test_failure_frees_earlier_strings,
+                     test_small_err_buffer, test_log_masks_secret, test_usage);
+    rc |= NF_TEST_RUN(NULL, NULL, test_split_addr, test_split_addr_rejects);
+    return rc;
 }

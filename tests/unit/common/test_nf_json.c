@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "nf_json.h"
+#include "nf_test.h"
 
 #define DOC                                                                                        \
     "{\"s\":\"text\",\"i\":42,\"neg\":-7,\"f\":1.5,\"whole\":3.0,\"exp\":1e3,"                     \
@@ -236,17 +237,10 @@ static void test_build_and_print(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_str, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_int, setup, teardown),
-        cmocka_unit_test(test_int_extremes),
-        cmocka_unit_test_setup_teardown(test_num, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bool_obj_arr, setup, teardown),
-        cmocka_unit_test(test_non_object_input),
-        cmocka_unit_test(test_fail),
-        cmocka_unit_test(test_parse),
-        cmocka_unit_test(test_build_and_print),
-    };
+    int rc;
 
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    rc = NF_TEST_RUN(setup, teardown, test_str, test_int, test_num, test_bool_obj_arr);
+    rc |= NF_TEST_RUN(NULL, NULL, test_int_extremes, test_non_object_input, test_fail, test_parse,
+                      test_build_and_print);
+    return rc;
 }

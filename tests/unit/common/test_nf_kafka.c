@@ -59,6 +59,15 @@ static int setup_log(void **state)
     return 0;
 }
 
+/* nf_kafka_track_done for tests that do not look at the topic and partition. */
+static int64_t done(struct nf_kafka_track_entry *e)
+{
+    const char *topic;
+    int32_t part;
+
+    return nf_kafka_track_done(e, &topic, &part);
+}
+
 /* ---- tracker ---- */
 
 static void test_track_in_order(void **state)
@@ -109,16 +118,14 @@ static void test_track_gaps(void **state)
 {
     struct nf_kafka_track *t = nf_kafka_track_new();
     struct nf_kafka_track_entry *e5, *e9, *e20;
-    const char *topic;
-    int32_t part;
 
     e5 = nf_kafka_track_add(t, "a", 0, 5); /* never assigned: started implicitly */
     e9 = nf_kafka_track_add(t, "a", 0, 9);
     e20 = nf_kafka_track_add(t, "a", 0, 20);
     assert_int_equal(nf_kafka_track_parts(t), 1);
-    assert_int_equal(nf_kafka_track_done(e9, &topic, &part), -1);
-    assert_int_equal(nf_kafka_track_done(e5, &topic, &part), 10);
-    assert_int_equal(nf_kafka_track_done(e20, &topic, &part), 21);
+    assert_int_equal(done(e9), -1);
+    assert_int_equal(done(e5), 10);
+    assert_int_equal(done(e20), 21);
     nf_kafka_track_free(t);
 }
 
@@ -153,8 +160,6 @@ static void test_track_revoke_and_reassign(void **state)
 {
     struct nf_kafka_track *t = nf_kafka_track_new();
     struct nf_kafka_track_entry *old0, *old1, *new0;
-    const char *topic;
-    int32_t part;
 
     nf_kafka_track_assign(t, "a", 0);
     old0 = nf_kafka_track_add(t, "a", 0, 0);
@@ -162,13 +167,13 @@ static void test_track_revoke_and_reassign(void **state)
     nf_kafka_track_revoke(t, "a", 0);
     nf_kafka_track_revoke(t, "a", 9); /* unknown: ignored */
     assert_int_equal(nf_kafka_track_parts(t), 0);
-    assert_int_equal(nf_kafka_track_done(old0, &topic, &part), -1);
+    assert_int_equal(done(old0), -1);
 
     nf_kafka_track_assign(t, "a", 0);
     new0 = nf_kafka_track_add(t, "a", 0, 1); /* redelivered */
-    assert_int_equal(nf_kafka_track_done(old1, &topic, &part), -1);
+    assert_int_equal(done(old1), -1);
     assert_int_equal(nf_kafka_track_open(t, "a", 0), 1);
-    assert_int_equal(nf_kafka_track_done(new0, &topic, &part), 2);
+    assert_int_equal(done(new0), 2);
     nf_kafka_track_free(t);
 }
 
@@ -177,16 +182,14 @@ static void test_track_assign_twice(void **state)
 {
     struct nf_kafka_track *t = nf_kafka_track_new();
     struct nf_kafka_track_entry *old, *cur;
-    const char *topic;
-    int32_t part;
 
     nf_kafka_track_assign(t, "a", 0);
     old = nf_kafka_track_add(t, "a", 0, 4);
     nf_kafka_track_assign(t, "a", 0);
     assert_int_equal(nf_kafka_track_parts(t), 1);
     cur = nf_kafka_track_add(t, "a", 0, 4);
-    assert_int_equal(nf_kafka_track_done(cur, &topic, &part), 5);
-    assert_int_equal(nf_kafka_track_done(old, &topic, &part), -1);
+    assert_int_equal(done(cur), 5);
+    assert_int_equal(done(old), -1);
     nf_kafka_track_free(t);
 }
 
@@ -195,16 +198,14 @@ static void test_track_rewind(void **state)
 {
     struct nf_kafka_track *t = nf_kafka_track_new();
     struct nf_kafka_track_entry *e5, *e6, *e3;
-    const char *topic;
-    int32_t part;
 
     e5 = nf_kafka_track_add(t, "a", 0, 5);
     e6 = nf_kafka_track_add(t, "a", 0, 6);
     e3 = nf_kafka_track_add(t, "a", 0, 3);
     assert_int_equal(nf_kafka_track_open(t, "a", 0), 1);
-    assert_int_equal(nf_kafka_track_done(e6, &topic, &part), -1);
-    assert_int_equal(nf_kafka_track_done(e5, &topic, &part), -1);
-    assert_int_equal(nf_kafka_track_done(e3, &topic, &part), 4);
+    assert_int_equal(done(e6), -1);
+    assert_int_equal(done(e5), -1);
+    assert_int_equal(done(e3), 4);
     nf_kafka_track_free(t);
 }
 
@@ -213,17 +214,15 @@ static void test_track_drop(void **state)
 {
     struct nf_kafka_track *t = nf_kafka_track_new();
     struct nf_kafka_track_entry *e0, *e1, *e2;
-    const char *topic;
-    int32_t part;
 
     nf_kafka_track_assign(t, "a", 0);
     e0 = nf_kafka_track_add(t, "a", 0, 0);
     e1 = nf_kafka_track_add(t, "a", 0, 1);
     e2 = nf_kafka_track_add(t, "a", 0, 2);
-    assert_int_equal(nf_kafka_track_done(e1, &topic, &part), -1);
+    assert_int_equal(done(e1), -1);
     nf_kafka_track_drop(e0);
     assert_int_equal(nf_kafka_track_parts(t), 0);
-    assert_int_equal(nf_kafka_track_done(e2, &topic, &part), -1);
+    assert_int_equal(done(e2), -1);
     nf_kafka_track_free(t);
 }
 
@@ -232,15 +231,13 @@ static void test_track_free_with_open(void **state)
 {
     struct nf_kafka_track *t = nf_kafka_track_new();
     struct nf_kafka_track_entry *a, *b, *c;
-    const char *topic;
-    int32_t part;
 
     a = nf_kafka_track_add(t, "a", 0, 0);
     b = nf_kafka_track_add(t, "a", 0, 1);
     c = nf_kafka_track_add(t, "b", 3, 0);
-    assert_int_equal(nf_kafka_track_done(b, &topic, &part), -1);
+    assert_int_equal(done(b), -1);
     nf_kafka_track_free(t);
-    assert_int_equal(nf_kafka_track_done(a, &topic, &part), -1);
+    assert_int_equal(done(a), -1);
     nf_kafka_track_drop(c);
     nf_kafka_track_free(NULL);
 }
@@ -262,41 +259,32 @@ static void on_dr(int err, const char *errstr, void *arg)
     snprintf(s->errstr, sizeof(s->errstr), "%s", errstr ? errstr : "(null)");
 }
 
+/* nf_kafka_producer_new fails, says why (err contains want) and leaves *out untouched. */
+static void producer_refused(struct event_base *base, const char *brokers, const char *const *extra,
+                             const char *want)
+{
+    struct nf_kafka_producer *p = (struct nf_kafka_producer *)0x1;
+    char err[256];
+
+    err[0] = '\0';
+    assert_int_equal(nf_kafka_producer_new(&p, base, brokers, "t", extra, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, want));
+    assert_ptr_equal(p, (struct nf_kafka_producer *)0x1);
+}
+
 static void test_producer_bad_config(void **state)
 {
     struct event_base *base = event_base_new();
-    struct nf_kafka_producer *p = (struct nf_kafka_producer *)0x1;
     const char *unknown[] = {"no.such.property", "1", NULL};
     const char *bad_value[] = {"linger.ms", "banana", NULL};
     const char *conflict[] = {"acks", "1", NULL}; /* idempotence needs acks=all */
     const char *odd[] = {"linger.ms", NULL};
-    char err[256];
 
-    err[0] = '\0';
-    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, "t", unknown, err, sizeof(err)),
-                     -1);
-    assert_non_null(strstr(err, "no.such.property"));
-    assert_ptr_equal(p, (struct nf_kafka_producer *)0x1);
-
-    err[0] = '\0';
-    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, "t", bad_value, err, sizeof(err)),
-                     -1);
-    assert_non_null(strstr(err, "linger.ms"));
-
-    err[0] = '\0';
-    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, "t", conflict, err, sizeof(err)),
-                     -1);
-    assert_non_null(strstr(err, "acks"));
-
-    err[0] = '\0';
-    assert_int_equal(nf_kafka_producer_new(&p, base, DEAD_BROKER, "t", odd, err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "value missing"));
-
-    err[0] = '\0';
-    assert_int_equal(nf_kafka_producer_new(&p, base, "", "t", NULL, err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "brokers"));
-    assert_ptr_equal(p, (struct nf_kafka_producer *)0x1);
-
+    producer_refused(base, DEAD_BROKER, unknown, "no.such.property");
+    producer_refused(base, DEAD_BROKER, bad_value, "linger.ms");
+    producer_refused(base, DEAD_BROKER, conflict, "acks");
+    producer_refused(base, DEAD_BROKER, odd, "value missing");
+    producer_refused(base, "", NULL, "brokers");
     nf_kafka_producer_free(NULL, 0);
     event_base_free(base);
 }
@@ -404,41 +392,38 @@ static void on_msg_unused(struct nf_kafka_msg *msg, void *arg)
     nf_kafka_msg_done(msg);
 }
 
-static void test_consumer_bad_args(void **state)
+/* nf_kafka_consumer_new of "nf.test" fails with a message (containing want unless NULL)
+ * and leaves *out untouched. */
+static void consumer_refused(struct event_base *base, const char *group, size_t ntopics,
+                             int max_inflight, const char *const *extra, nf_kafka_msg_cb cb,
+                             const char *want)
 {
-    struct event_base *base = event_base_new();
     struct nf_kafka_consumer *c = (struct nf_kafka_consumer *)0x1;
     const char *topics[] = {"nf.test"};
-    const char *unknown[] = {"no.such.property", "1", NULL};
     int calls = 0;
     char err[256];
 
     err[0] = '\0';
-    assert_int_equal(nf_kafka_consumer_new(&c, base, DEAD_BROKER, "g", topics, 1, 0, NULL,
-                                           on_msg_unused, &calls, err, sizeof(err)),
-                     -1);
-    assert_non_null(strstr(err, "max_inflight"));
-    err[0] = '\0';
-    assert_int_equal(nf_kafka_consumer_new(&c, base, DEAD_BROKER, "g", topics, 0, 4, NULL,
-                                           on_msg_unused, &calls, err, sizeof(err)),
+    assert_int_equal(nf_kafka_consumer_new(&c, base, DEAD_BROKER, group, topics, ntopics,
+                                           max_inflight, extra, cb, &calls, err, sizeof(err)),
                      -1);
     assert_true(err[0] != '\0');
-    err[0] = '\0';
-    assert_int_equal(nf_kafka_consumer_new(&c, base, DEAD_BROKER, "", topics, 1, 4, NULL,
-                                           on_msg_unused, &calls, err, sizeof(err)),
-                     -1);
-    assert_true(err[0] != '\0');
-    err[0] = '\0';
-    assert_int_equal(nf_kafka_consumer_new(&c, base, DEAD_BROKER, "g", topics, 1, 4, NULL, NULL,
-                                           &calls, err, sizeof(err)),
-                     -1);
-    assert_true(err[0] != '\0');
-    err[0] = '\0';
-    assert_int_equal(nf_kafka_consumer_new(&c, base, DEAD_BROKER, "g", topics, 1, 4, unknown,
-                                           on_msg_unused, &calls, err, sizeof(err)),
-                     -1);
-    assert_non_null(strstr(err, "no.such.property"));
+    if (want != NULL)
+        assert_non_null(strstr(err, want));
     assert_ptr_equal(c, (struct nf_kafka_consumer *)0x1);
+    assert_int_equal(calls, 0);
+}
+
+static void test_consumer_bad_args(void **state)
+{
+    struct event_base *base = event_base_new();
+    const char *unknown[] = {"no.such.property", "1", NULL};
+
+    consumer_refused(base, "g", 1, 0, NULL, on_msg_unused, "max_inflight");
+    consumer_refused(base, "g", 0, 4, NULL, on_msg_unused, NULL);
+    consumer_refused(base, "", 1, 4, NULL, on_msg_unused, NULL);
+    consumer_refused(base, "g", 1, 4, NULL, NULL, NULL);
+    consumer_refused(base, "g", 1, 4, unknown, on_msg_unused, "no.such.property");
     nf_kafka_consumer_free(NULL);
     event_base_free(base);
 }
@@ -481,22 +466,28 @@ static void test_create_topics_unreachable(void **state)
     assert_true(now_ms() - t0 < 6000);
 }
 
-static void test_create_topics_bad_args(void **state)
+/* nf_kafka_create_topics of "nf.a" fails at once with a message (containing want). */
+static void create_refused(const char *brokers, int partitions, int replication, const char *want)
 {
     const char *topics[] = {"nf.a"};
     char err[256];
 
     err[0] = '\0';
-    assert_int_equal(nf_kafka_create_topics(DEAD_BROKER, topics, 1, 0, 1, 500, err, sizeof(err)),
-                     -1);
-    assert_non_null(strstr(err, "partitions"));
-    err[0] = '\0';
-    assert_int_equal(nf_kafka_create_topics(DEAD_BROKER, topics, 1, 1, 0, 500, err, sizeof(err)),
-                     -1);
-    assert_non_null(strstr(err, "replication"));
-    err[0] = '\0';
-    assert_int_equal(nf_kafka_create_topics(NULL, topics, 1, 1, 1, 500, err, sizeof(err)), -1);
+    assert_int_equal(
+        nf_kafka_create_topics(brokers, topics, 1, partitions, replication, 500, err, sizeof(err)),
+        -1);
     assert_true(err[0] != '\0');
+    assert_non_null(strstr(err, want));
+}
+
+static void test_create_topics_bad_args(void **state)
+{
+    const char *topics[] = {"nf.a"};
+    char err[256];
+
+    create_refused(DEAD_BROKER, 0, 1, "partitions");
+    create_refused(DEAD_BROKER, 1, 0, "replication");
+    create_refused(NULL, 1, 1, "brokers");
     assert_int_equal(nf_kafka_create_topics(DEAD_BROKER, topics, 0, 1, 1, 500, err, sizeof(err)),
                      0);
 }

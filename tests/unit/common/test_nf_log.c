@@ -14,40 +14,29 @@
 #include <time.h>
 
 #include "nf_log.h"
+#include "nf_test.h"
 
-/* Per-test capture of the log output in memory. */
-struct cap {
-    char *buf;
-    size_t len;
-    FILE *f;
-};
-
+/* Each test captures the log output in memory (its state). */
 static int setup(void **state)
 {
-    struct cap *c = calloc(1, sizeof(*c));
+    struct nf_test_log *c = calloc(1, sizeof(*c));
 
     assert_non_null(c);
-    c->f = open_memstream(&c->buf, &c->len);
-    assert_non_null(c->f);
     nf_log_init("testsvc", NF_LOG_DEBUG);
-    nf_log_set_output(c->f);
+    nf_test_log_begin(c);
     *state = c;
     return 0;
 }
 
 static int teardown(void **state)
 {
-    struct cap *c = *state;
-
-    nf_log_set_output(NULL);
-    fclose(c->f);
-    free(c->buf);
-    free(c);
+    nf_test_log_end(*state);
+    free(*state);
     return 0;
 }
 
 /* Number of '\n'-terminated lines captured so far. */
-static int line_count(struct cap *c)
+static int line_count(struct nf_test_log *c)
 {
     int n = 0;
     size_t i;
@@ -60,7 +49,7 @@ static int line_count(struct cap *c)
 }
 
 /* Parses the single captured line; fails the test unless there is exactly one. */
-static cJSON *only_line(struct cap *c)
+static cJSON *only_line(struct nf_test_log *c)
 {
     cJSON *j;
 
@@ -82,7 +71,7 @@ static const char *field(const cJSON *j, const char *key)
 
 static void test_basic_line(void **state)
 {
-    struct cap *c = *state;
+    struct nf_test_log *c = *state;
     cJSON *j;
 
     nf_log_info("http_listen", "listening on %d", 8000);
@@ -96,7 +85,7 @@ static void test_basic_line(void **state)
 
 static void test_timestamp_utc_ms(void **state)
 {
-    struct cap *c = *state;
+    struct nf_test_log *c = *state;
     const char *ts;
     struct tm tm = {0};
     char *rest;
@@ -121,7 +110,7 @@ static void test_timestamp_utc_ms(void **state)
 
 static void test_escaping(void **state)
 {
-    struct cap *c = *state;
+    struct nf_test_log *c = *state;
     const char *nasty = "quote\" back\\slash\nnew\ttab\r\x01\x1f end";
     cJSON *j;
 
@@ -137,7 +126,7 @@ static void test_escaping(void **state)
 
 static void test_utf8_kept_and_invalid_replaced(void **state)
 {
-    struct cap *c = *state;
+    struct nf_test_log *c = *state;
     cJSON *j;
 
     /* Valid multi-byte text passes through; a lone 0xff and a truncated sequence become
@@ -151,7 +140,7 @@ static void test_utf8_kept_and_invalid_replaced(void **state)
 
 static void test_level_filter(void **state)
 {
-    struct cap *c = *state;
+    struct nf_test_log *c = *state;
 
     nf_log_init("testsvc", NF_LOG_WARN);
     nf_log_debug("d", "dropped");
@@ -164,7 +153,7 @@ static void test_level_filter(void **state)
 
 static void test_kv_fields_and_null(void **state)
 {
-    struct cap *c = *state;
+    struct nf_test_log *c = *state;
     const cJSON *n;
     cJSON *j;
 
@@ -183,7 +172,7 @@ static void test_kv_fields_and_null(void **state)
 
 static void test_kvs_array(void **state)
 {
-    struct cap *c = *state;
+    struct nf_test_log *c = *state;
     const char *kv[] = {"a", "1", "b", NULL};
     cJSON *j;
 
@@ -196,7 +185,7 @@ static void test_kvs_array(void **state)
 
 static void test_long_message(void **state)
 {
-    struct cap *c = *state;
+    struct nf_test_log *c = *state;
     size_t n = 5000;
     char *big = malloc(n + 1);
     cJSON *j;
@@ -234,17 +223,11 @@ static void test_level_parse(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_basic_line, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_timestamp_utc_ms, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_escaping, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_utf8_kept_and_invalid_replaced, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_level_filter, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_kv_fields_and_null, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_kvs_array, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_long_message, setup, teardown),
-        cmocka_unit_test(test_level_parse),
-    };
+    int rc;
 
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    rc = NF_TEST_RUN(setup, teardown, test_basic_line, test_timestamp_utc_ms, test_escaping,
+                     test_utf8_kept_and_invalid_replaced, test_level_filter,
+                     test_kv_fields_and_null, test_kvs_array, test_long_message);
+    rc |= NF_TEST_RUN(NULL, NULL, test_level_parse);
+    return rc;
 }

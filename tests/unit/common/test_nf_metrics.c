@@ -13,6 +13,7 @@
 
 #include "nf_log.h"
 #include "nf_metrics.h"
+#include "nf_test.h"
 
 static int setup(void **state)
 {
@@ -223,18 +224,13 @@ static void test_large_counter_and_special_gauges(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_empty, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_counter_same_pointer, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_counter_and_gauge_text, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_help_type_once_per_family, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_histogram_text, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_histogram_unlabelled, setup, teardown),
-        cmocka_unit_test(test_latency_bounds),
-        cmocka_unit_test_setup_teardown(test_misuse_returns_null, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_large_counter_and_special_gauges, setup, teardown),
-    };
+    int rc;
 
     nf_metrics_free(NULL); /* NULL-safe */
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    rc = NF_TEST_RUN(setup, teardown, test_empty, test_counter_same_pointer,
+                     test_counter_and_gauge_text, test_help_type_once_per_family,
+                     test_histogram_text, test_histogram_unlabelled, test_misuse_returns_null,
+                     test_large_counter_and_special_gauges);
+    rc |= NF_TEST_RUN(NULL, NULL, test_latency_bounds);
+    return rc;
 }

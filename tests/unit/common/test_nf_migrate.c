@@ -9,28 +9,14 @@
 
 #include <cmocka.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "nf_log.h"
 #include "nf_migrate.h"
-
-static int closed_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    socklen_t len = sizeof(sin);
-    getsockname(fd, (struct sockaddr *)&sin, &len);
-    close(fd);
-    return ntohs(sin.sin_port);
-}
+#include "nf_test.h"
 
 static void test_rejects_bad_schema_names(void **state)
 {
@@ -66,7 +52,7 @@ static void test_cannot_connect(void **state)
 {
     char dsn[128], err[512] = "";
     snprintf(dsn, sizeof(dsn), "host=127.0.0.1 port=%d dbname=x user=x connect_timeout=2",
-             closed_port());
+             nf_test_closed_port());
     time_t t0 = time(NULL);
     assert_int_equal(nf_migrate_run(dsn, "nf_x", "/tmp", err, sizeof(err)), -1);
     assert_true(time(NULL) - t0 <= 3);
@@ -78,10 +64,6 @@ static void test_cannot_connect(void **state)
 int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rejects_bad_schema_names),
-        cmocka_unit_test(test_missing_dir),
-        cmocka_unit_test(test_cannot_connect),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_rejects_bad_schema_names, test_missing_dir,
+                       test_cannot_connect);
 }

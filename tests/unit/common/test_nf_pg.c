@@ -10,84 +10,17 @@
 
 #include <cmocka.h>
 
-#include <arpa/inet.h>
 #include <event2/event.h>
 #include <event2/listener.h>
-#include <netinet/in.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "nf_log.h"
 #include "nf_pg.h"
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void tick(evutil_socket_t fd, short what, void *arg)
-{
-}
-
-static bool run_until(struct event_base *base, bool (*pred)(void *), void *arg, int max_ms)
-{
-    struct event *t = event_new(base, -1, EV_PERSIST, tick, NULL);
-    struct timeval tv = {0, 5000};
-    event_add(t, &tv);
-    long long end = now_ms() + max_ms;
-    while (!(pred && pred(arg)) && now_ms() < end)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(t);
-    return pred ? pred(arg) : false;
-}
-
-static void run_for(struct event_base *base, int ms)
-{
-    run_until(base, NULL, NULL, ms);
-}
-
-struct seen {
-    int calls;
-    bool res_null;
-    bool err_null;
-    char err[256];
-    char pgcode[16];
-    long long at_ms;
-};
-
-static void on_done(const PGresult *res, const char *err, const char *pgcode, void *arg)
-{
-    struct seen *s = arg;
-    s->calls++;
-    s->at_ms = now_ms();
-    s->res_null = res == NULL;
-    s->err_null = err == NULL;
-    snprintf(s->err, sizeof(s->err), "%s", err ? err : "");
-    snprintf(s->pgcode, sizeof(s->pgcode), "%s", pgcode ? pgcode : "(null)");
-}
-
-static bool seen_called(void *arg)
-{
-    return ((struct seen *)arg)->calls > 0;
-}
-
-static int closed_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    assert_int_equal(bind(fd, (struct sockaddr *)&sin, sizeof(sin)), 0);
-    socklen_t len = sizeof(sin);
-    getsockname(fd, (struct sockaddr *)&sin, &len);
-    close(fd);
-    return ntohs(sin.sin_port);
-}
+#include "nf_test.h"
 
 /* A listener that accepts and then, per mode, keeps the socket silent or closes it. */
 struct fake {
@@ -114,15 +47,7 @@ static void fake_start(struct fake *f, struct event_base *base, bool hang_up)
 {
     memset(f, 0, sizeof(*f));
     f->hang_up = hang_up;
-    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    f->lis =
-        evconnlistener_new_bind(base, fake_accept, f, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 16,
-                                (struct sockaddr *)&sin, sizeof(sin));
-    assert_non_null(f->lis);
-    struct sockaddr_in got;
-    socklen_t len = sizeof(got);
-    getsockname(evconnlistener_get_fd(f->lis), (struct sockaddr *)&got, &len);
-    f->port = ntohs(got.sin_port);
+    f->lis = nf_test_listen(base, fake_accept, f, 0, &f->port);
 }
 
 static void fake_stop(struct fake *f)
@@ -158,19 +83,19 @@ static void test_query_bad_args(void **state)
 {
     struct event_base *base = event_base_new();
     char d[128];
-    dsn(d, sizeof(d), closed_port());
+    dsn(d, sizeof(d), nf_test_closed_port());
     struct nf_pg *pg = NULL;
     assert_int_equal(nf_pg_new(&pg, base, d, 1, 200), 0);
-    struct seen s = {0};
-    assert_int_equal(nf_pg_query(pg, NULL, 0, NULL, on_done, &s), -1);
-    assert_int_equal(nf_pg_query(pg, "SELECT $1", 1, NULL, on_done, &s), -1);
-    assert_int_equal(nf_pg_query(pg, "SELECT 1", -1, NULL, on_done, &s), -1);
-    assert_int_equal(nf_pg_query(NULL, "SELECT 1", 0, NULL, on_done, &s), -1);
+    struct nf_test_pg s = {0};
+    assert_int_equal(nf_pg_query(pg, NULL, 0, NULL, nf_test_on_pg, &s), -1);
+    assert_int_equal(nf_pg_query(pg, "SELECT $1", 1, NULL, nf_test_on_pg, &s), -1);
+    assert_int_equal(nf_pg_query(pg, "SELECT 1", -1, NULL, nf_test_on_pg, &s), -1);
+    assert_int_equal(nf_pg_query(NULL, "SELECT 1", 0, NULL, nf_test_on_pg, &s), -1);
     struct nf_pg_stmt st[] = {{"SELECT 1", 0, NULL}, {NULL, 0, NULL}};
-    assert_int_equal(nf_pg_tx(pg, st, 0, on_done, &s), -1);
-    assert_int_equal(nf_pg_tx(pg, st, 2, on_done, &s), -1);
-    assert_int_equal(nf_pg_tx(pg, NULL, 1, on_done, &s), -1);
-    run_for(base, 50);
+    assert_int_equal(nf_pg_tx(pg, st, 0, nf_test_on_pg, &s), -1);
+    assert_int_equal(nf_pg_tx(pg, st, 2, nf_test_on_pg, &s), -1);
+    assert_int_equal(nf_pg_tx(pg, NULL, 1, nf_test_on_pg, &s), -1);
+    nf_test_run_for(base, 50);
     assert_int_equal(s.calls, 0); /* -1 means the callback never fires */
     nf_pg_free(pg);
     event_base_free(base);
@@ -180,19 +105,19 @@ static void test_closed_port_fails_in_bounded_time(void **state)
 {
     struct event_base *base = event_base_new();
     char d[128];
-    dsn(d, sizeof(d), closed_port());
+    dsn(d, sizeof(d), nf_test_closed_port());
     struct nf_pg *pg = NULL;
     assert_int_equal(nf_pg_new(&pg, base, d, 2, 250), 0);
     assert_false(nf_pg_ready(pg));
 
-    struct seen q = {0}, t = {0};
+    struct nf_test_pg q = {0}, t = {0};
     const char *params[] = {"1", NULL};
-    long long t0 = now_ms();
-    assert_int_equal(nf_pg_query(pg, "SELECT $1::int, $2::text", 2, params, on_done, &q), 0);
+    long long t0 = nf_test_now_ms();
+    assert_int_equal(nf_pg_query(pg, "SELECT $1::int, $2::text", 2, params, nf_test_on_pg, &q), 0);
     struct nf_pg_stmt st[] = {{"SELECT 1", 0, NULL}, {"SELECT 2", 0, NULL}};
-    assert_int_equal(nf_pg_tx(pg, st, 2, on_done, &t), 0);
+    assert_int_equal(nf_pg_tx(pg, st, 2, nf_test_on_pg, &t), 0);
     assert_int_equal(q.calls + t.calls, 0); /* never synchronously */
-    assert_true(run_until(base, seen_called, &t, 2000));
+    assert_true(nf_test_run_until(base, nf_test_pg_called, &t, 2000));
     assert_int_equal(q.calls, 1);
     assert_true(q.res_null);
     assert_false(q.err_null);
@@ -201,7 +126,7 @@ static void test_closed_port_fails_in_bounded_time(void **state)
     assert_true(q.at_ms - t0 >= 200 && q.at_ms - t0 < 1000);
     assert_int_equal(t.calls, 1);
     assert_true(t.res_null);
-    run_for(base, 400); /* reconnect attempts go on quietly, nothing fires twice */
+    nf_test_run_for(base, 400); /* reconnect attempts go on quietly, nothing fires twice */
     assert_false(nf_pg_ready(pg));
     assert_int_equal(q.calls + t.calls, 2);
     nf_pg_free(pg);
@@ -217,16 +142,16 @@ static void test_silent_server(void **state)
     dsn(d, sizeof(d), f.port);
     struct nf_pg *pg = NULL;
     assert_int_equal(nf_pg_new(&pg, base, d, 1, 300), 0);
-    struct seen q = {0};
-    long long t0 = now_ms();
-    assert_int_equal(nf_pg_query(pg, "SELECT 1", 0, NULL, on_done, &q), 0);
-    assert_true(run_until(base, seen_called, &q, 2000));
+    struct nf_test_pg q = {0};
+    long long t0 = nf_test_now_ms();
+    assert_int_equal(nf_pg_query(pg, "SELECT 1", 0, NULL, nf_test_on_pg, &q), 0);
+    assert_true(nf_test_run_until(base, nf_test_pg_called, &q, 2000));
     assert_true(q.res_null && !q.err_null);
     assert_true(q.at_ms - t0 >= 250 && q.at_ms - t0 < 1000);
     assert_false(nf_pg_ready(pg));
     assert_int_equal(f.accepts, 1);
     /* the hung connect is given up (2 s deadline) and tried again */
-    run_for(base, 2600);
+    nf_test_run_for(base, 2600);
     assert_true(f.accepts >= 2);
     assert_int_equal(q.calls, 1);
     nf_pg_free(pg);
@@ -244,7 +169,7 @@ static void test_server_hangs_up(void **state)
     struct nf_pg *pg = NULL;
     assert_int_equal(nf_pg_new(&pg, base, d, 1, 1500), 0);
     /* backoff: attempts at ~0, 100, 300, 700 ms: 3..5 of them in 900 ms */
-    run_for(base, 900);
+    nf_test_run_for(base, 900);
     assert_true(f.accepts >= 3 && f.accepts <= 5);
     assert_false(nf_pg_ready(pg));
     nf_pg_free(pg);
@@ -256,38 +181,38 @@ static void test_free_fails_queued(void **state)
 {
     struct event_base *base = event_base_new();
     char d[128];
-    dsn(d, sizeof(d), closed_port());
+    dsn(d, sizeof(d), nf_test_closed_port());
     struct nf_pg *pg = NULL;
     assert_int_equal(nf_pg_new(&pg, base, d, 1, 5000), 0);
-    struct seen a = {0}, b = {0};
-    assert_int_equal(nf_pg_query(pg, "SELECT 1", 0, NULL, on_done, &a), 0);
+    struct nf_test_pg a = {0}, b = {0};
+    assert_int_equal(nf_pg_query(pg, "SELECT 1", 0, NULL, nf_test_on_pg, &a), 0);
     struct nf_pg_stmt st[] = {{"SELECT 1", 0, NULL}};
-    assert_int_equal(nf_pg_tx(pg, st, 1, on_done, &b), 0);
+    assert_int_equal(nf_pg_tx(pg, st, 1, nf_test_on_pg, &b), 0);
     assert_int_equal(nf_pg_query(pg, "SELECT 2", 0, NULL, NULL, NULL), 0); /* cb NULL */
-    run_for(base, 50);
+    nf_test_run_for(base, 50);
     nf_pg_free(pg);
     assert_int_equal(a.calls, 1);
     assert_int_equal(b.calls, 1);
     assert_true(a.res_null && !a.err_null);
     assert_non_null(strstr(a.err, "closed"));
-    run_for(base, 100);
+    nf_test_run_for(base, 100);
     assert_int_equal(a.calls + b.calls, 2);
     event_base_free(base);
 }
 
 struct reentry {
     struct nf_pg **pg;
-    struct seen *mine;
-    struct seen *late; /* a query issued from the callback after the free */
+    struct nf_test_pg *mine;
+    struct nf_test_pg *late; /* a query issued from the callback after the free */
 };
 
 static void free_from_cb(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
     struct reentry *x = arg;
-    on_done(res, err, pgcode, x->mine);
+    nf_test_on_pg(res, err, pgcode, x->mine);
     nf_pg_free(*x->pg);
     nf_pg_free(*x->pg); /* twice: harmless while closing */
-    assert_int_equal(nf_pg_query(*x->pg, "SELECT 1", 0, NULL, on_done, x->late), 0);
+    assert_int_equal(nf_pg_query(*x->pg, "SELECT 1", 0, NULL, nf_test_on_pg, x->late), 0);
     *x->pg = NULL;
 }
 
@@ -295,20 +220,20 @@ static void test_free_inside_callback(void **state)
 {
     struct event_base *base = event_base_new();
     char d[128];
-    dsn(d, sizeof(d), closed_port());
+    dsn(d, sizeof(d), nf_test_closed_port());
     struct nf_pg *pg = NULL;
     assert_int_equal(nf_pg_new(&pg, base, d, 1, 200), 0);
-    struct seen mine = {0}, late = {0}, other = {0};
+    struct nf_test_pg mine = {0}, late = {0}, other = {0};
     struct reentry x = {&pg, &mine, &late};
     assert_int_equal(nf_pg_query(pg, "SELECT 1", 0, NULL, free_from_cb, &x), 0);
-    run_for(base, 100);
-    assert_int_equal(nf_pg_query(pg, "SELECT 2", 0, NULL, on_done, &other), 0);
-    assert_true(run_until(base, seen_called, &mine, 2000));
+    nf_test_run_for(base, 100);
+    assert_int_equal(nf_pg_query(pg, "SELECT 2", 0, NULL, nf_test_on_pg, &other), 0);
+    assert_true(nf_test_run_until(base, nf_test_pg_called, &mine, 2000));
     assert_null(pg);
     assert_int_equal(late.calls, 1); /* failed at once: the pool is closing */
     assert_int_equal(other.calls, 1);
     assert_true(other.res_null);
-    run_for(base, 300);
+    nf_test_run_for(base, 300);
     assert_int_equal(mine.calls + late.calls + other.calls, 3);
     event_base_free(base);
 }
@@ -338,15 +263,8 @@ static void test_val(void **state)
 int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_bad_args_and_conninfo),
-        cmocka_unit_test(test_query_bad_args),
-        cmocka_unit_test(test_closed_port_fails_in_bounded_time),
-        cmocka_unit_test(test_silent_server),
-        cmocka_unit_test(test_server_hangs_up),
-        cmocka_unit_test(test_free_fails_queued),
-        cmocka_unit_test(test_free_inside_callback),
-        cmocka_unit_test(test_val),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_bad_args_and_conninfo, test_query_bad_args,
+                       test_closed_port_fails_in_bounded_time, test_silent_server,
+                       test_server_hangs_up, test_free_fails_queued, test_free_inside_callback,
+                       test_val);
 }

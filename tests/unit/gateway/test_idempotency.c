@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "gw.h"
+#include "nf_test.h"
 
 static void test_key_valid(void **state)
 {
@@ -184,11 +185,6 @@ static void test_parse_malformed(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_key_valid),          cmocka_unit_test(test_hash_same_request),
-        cmocka_unit_test(test_hash_other_request), cmocka_unit_test(test_parse_states),
-        cmocka_unit_test(test_parse_malformed),
-    };
-
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_key_valid, test_hash_same_request, test_hash_other_request,
+                       test_parse_states, test_parse_malformed);
 }

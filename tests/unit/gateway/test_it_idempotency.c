@@ -16,7 +16,7 @@
 #include <string.h>
 
 #include "gw.h"
-#include "nf_cfg.h"
+#include "nf_test.h"
 
 #define TEST_DB 11
 #define KEY "gw:idem:usr_a:order-42"
@@ -27,58 +27,21 @@ static redisContext *rc;
 
 static int setup(void **state)
 {
-    const char *addr = getenv("NF_TEST_REDIS_ADDR");
-    char *host = NULL;
-    int port = 0;
-
-    if (!addr || !*addr)
-        return 0;
-    if (nf_cfg_split_addr(addr, &host, &port) < 0)
-        return -1;
-    rc = redisConnect(host, port);
-    free(host);
-    if (!rc || rc->err)
-        return -1;
-    freeReplyObject(redisCommand(rc, "SELECT %d", TEST_DB));
-    return 0;
+    return nf_test_redis_open(&rc, TEST_DB);
 }
 
 static int teardown(void **state)
 {
-    if (rc) {
-        freeReplyObject(redisCommand(rc, "FLUSHDB"));
-        redisFree(rc);
-    }
+    nf_test_redis_close(rc, TEST_DB);
     rc = NULL;
     return 0;
-}
-
-#define NEED_REDIS()                                                                               \
-    do {                                                                                           \
-        if (!rc)                                                                                   \
-            skip();                                                                                \
-        freeReplyObject(redisCommand(rc, "FLUSHDB"));                                              \
-    } while (0)
-
-static redisReply *eval(const char *script, int nargs, const char *const *args)
-{
-    const char *argv[16] = {"EVAL", script, "1", KEY};
-    int i;
-    redisReply *r;
-
-    for (i = 0; i < nargs; i++)
-        argv[4 + i] = args[i];
-    r = redisCommandArgv(rc, 4 + nargs, argv, NULL);
-    if (!r || r->type == REDIS_REPLY_ERROR)
-        fail_msg("eval: %s", r ? r->str : rc->errstr);
-    return r;
 }
 
 /* begin with hash and token: the parsed state (and the replayed body, copied). */
 static enum gw_idem_state begin(const char *hash, const char *token, char *body, size_t len)
 {
-    const char *args[] = {hash, token, "30"};
-    redisReply *r = eval(gw_idem_begin_lua, 3, args);
+    const char *args[] = {KEY, hash, token, "30"};
+    redisReply *r = nf_test_redis_eval(rc, gw_idem_begin_lua, 1, 4, args);
     struct gw_idem_reply out;
 
     assert_int_equal(gw_idem_parse_reply(r, &out), 0);
@@ -90,8 +53,8 @@ static enum gw_idem_state begin(const char *hash, const char *token, char *body,
 
 static long long finish(const char *token, const char *body)
 {
-    const char *args[] = {token, "202", body, "86400"};
-    redisReply *r = eval(gw_idem_finish_lua, 4, args);
+    const char *args[] = {KEY, token, "202", body, "86400"};
+    redisReply *r = nf_test_redis_eval(rc, gw_idem_finish_lua, 1, 5, args);
     long long v = r->integer;
 
     freeReplyObject(r);
@@ -100,8 +63,8 @@ static long long finish(const char *token, const char *body)
 
 static long long abort_claim(const char *token)
 {
-    const char *args[] = {token};
-    redisReply *r = eval(gw_idem_abort_lua, 1, args);
+    const char *args[] = {KEY, token};
+    redisReply *r = nf_test_redis_eval(rc, gw_idem_abort_lua, 1, 2, args);
     long long v = r->integer;
 
     freeReplyObject(r);
@@ -121,7 +84,7 @@ static void test_first_then_replay(void **state)
 {
     char body[128] = "";
 
-    NEED_REDIS();
+    nf_test_redis_fresh(rc);
     assert_int_equal(begin(H1, "tok1", NULL, 0), GW_IDEM_NEW);
     assert_true(ttl() > 0 && ttl() <= 30); /* a pending claim expires */
     /* a duplicate while the first is in flight waits; another body conflicts */
@@ -142,7 +105,7 @@ static void test_first_then_replay(void **state)
 
 static void test_only_the_claim_holder_finishes_or_aborts(void **state)
 {
-    NEED_REDIS();
+    nf_test_redis_fresh(rc);
     assert_int_equal(begin(H1, "mine", NULL, 0), GW_IDEM_NEW);
     assert_int_equal(finish("theirs", "{}"), 0);
     assert_int_equal(abort_claim("theirs"), 0);
@@ -160,7 +123,7 @@ static void test_concurrent_begins_one_winner(void **state)
     int i, news = 0, pendings = 0;
     struct gw_idem_reply out;
 
-    NEED_REDIS();
+    nf_test_redis_fresh(rc);
     r = redisCommand(rc, "SCRIPT LOAD %s", gw_idem_begin_lua);
     snprintf(sha, sizeof(sha), "%s", r->str);
     freeReplyObject(r);

@@ -16,8 +16,8 @@
 #include <sys/time.h>
 
 #include "gw.h"
-#include "nf_cfg.h"
 #include "nf_id.h"
+#include "nf_test.h"
 
 struct fixture {
     redisContext *c;
@@ -28,24 +28,16 @@ struct fixture {
 
 static int setup(void **state)
 {
-    const char *addr = getenv("NF_TEST_REDIS_ADDR");
+    redisContext *c;
     struct fixture *f;
-    char *host = NULL;
-    int port;
 
-    if (!addr || !*addr) {
-        *state = NULL;
-        return 0;
-    }
-    if (nf_cfg_split_addr(addr, &host, &port) != 0)
+    *state = NULL;
+    if (nf_test_redis_open(&c, -1) < 0)
         return -1;
+    if (c == NULL)
+        return 0; /* NF_TEST_REDIS_ADDR not set: each test skips itself */
     f = calloc(1, sizeof(*f));
-    f->c = redisConnect(host, port);
-    free(host);
-    if (!f->c || f->c->err) {
-        fprintf(stderr, "cannot connect to redis at %s\n", addr);
-        return -1;
-    }
+    f->c = c;
     *state = f;
     return 0;
 }
@@ -55,7 +47,7 @@ static int teardown(void **state)
     struct fixture *f = *state;
 
     if (f) {
-        redisFree(f->c);
+        nf_test_redis_close(f->c, -1);
         free(f);
     }
     return 0;
@@ -76,36 +68,15 @@ static int fresh(void **state)
     return 0;
 }
 
-static struct fixture *need(void **state)
-{
-    if (!*state)
-        skip(); /* NF_TEST_REDIS_ADDR not set */
-    return *state;
-}
-
-static void cmd_ok(struct fixture *f, const char *fmt, ...)
-{
-    va_list ap;
-    redisReply *r;
-
-    va_start(ap, fmt);
-    r = redisvCommand(f->c, fmt, ap);
-    va_end(ap);
-    assert_non_null(r);
-    assert_int_not_equal(r->type, REDIS_REPLY_ERROR);
-    freeReplyObject(r);
-}
-
 /* Runs the script; returns the reply (caller frees). */
 static redisReply *run(struct fixture *f, const char *key, int rate, int burst, const char *rec)
 {
-    redisReply *r =
-        redisCommand(f->c, "EVAL %s 1 %s %d %d %b", gw_rl_lua, key, rate, burst, rec, strlen(rec));
+    char rate_s[16], burst_s[16];
+    const char *args[] = {key, rate_s, burst_s, rec};
 
-    assert_non_null(r);
-    if (r->type == REDIS_REPLY_ERROR)
-        fail_msg("script error: %s", r->str);
-    return r;
+    snprintf(rate_s, sizeof(rate_s), "%d", rate);
+    snprintf(burst_s, sizeof(burst_s), "%d", burst);
+    return nf_test_redis_eval(f->c, gw_rl_lua, 1, 4, args);
 }
 
 static int status_of(struct fixture *f, const char *key, const char *rec)
@@ -122,18 +93,18 @@ static int status_of(struct fixture *f, const char *key, const char *rec)
 
 static void test_lookup_outcomes(void **state)
 {
-    struct fixture *f = need(state);
+    struct fixture *f = nf_test_need(state);
 
     assert_int_equal(status_of(f, f->cache_key, ""), 0); /* not cached */
-    cmd_ok(f, "SET %s revoked EX 60", f->cache_key);
+    nf_test_redis_ok(f->c, "SET %s revoked EX 60", f->cache_key);
     assert_int_equal(status_of(f, f->cache_key, ""), -1);
-    cmd_ok(f, "SET %s %s EX 60", f->cache_key, "not json");
+    nf_test_redis_ok(f->c, "SET %s %s EX 60", f->cache_key, "not json");
     assert_int_equal(status_of(f, f->cache_key, ""), -2);
-    cmd_ok(f, "SET %s %s EX 60", f->cache_key, "{\"x\":1}");
+    nf_test_redis_ok(f->c, "SET %s %s EX 60", f->cache_key, "{\"x\":1}");
     assert_int_equal(status_of(f, f->cache_key, ""), -2);
-    cmd_ok(f, "SET %s %s EX 60", f->cache_key, "[1,2]");
+    nf_test_redis_ok(f->c, "SET %s %s EX 60", f->cache_key, "[1,2]");
     assert_int_equal(status_of(f, f->cache_key, ""), -2);
-    cmd_ok(f, "DEL %s", f->cache_key);
+    nf_test_redis_ok(f->c, "DEL %s", f->cache_key);
 }
 
 /* One request; checks the Lua decision against gw_rl_gcra and returns it. */
@@ -160,7 +131,7 @@ static bool request(struct fixture *f, const char *key, int rate, int burst, con
 
 static void test_key_burst_and_lower_limit(void **state)
 {
-    struct fixture *f = need(state);
+    struct fixture *f = nf_test_need(state);
     char rec[256], rl_key[128];
     redisReply *r;
     struct timeval tv;
@@ -172,7 +143,7 @@ static void test_key_burst_and_lower_limit(void **state)
              "{\"key_id\":\"%s\",\"user_id\":\"%s\",\"expires_at\":null,"
              "\"rate_limit_per_minute\":6,\"burst\":3}",
              f->key_id, f->user_id);
-    cmd_ok(f, "SET %s %s EX 60", f->cache_key, rec);
+    nf_test_redis_ok(f->c, "SET %s %s EX 60", f->cache_key, rec);
     for (i = 0; i < 10; i++)
         allowed += request(f, f->cache_key, 600, 100, "", 6, 3);
     assert_int_equal(allowed, 3);
@@ -191,13 +162,13 @@ static void test_key_burst_and_lower_limit(void **state)
     ms = (long long)tv.tv_sec * 1000 + tv.tv_usec / 1000;
     assert_true(llabs(strtoll(r->str, NULL, 10) - ms) < 5000);
     freeReplyObject(r);
-    cmd_ok(f, "HDEL auth:used %s", f->key_id);
-    cmd_ok(f, "DEL %s %s", f->cache_key, rl_key);
+    nf_test_redis_ok(f->c, "HDEL auth:used %s", f->key_id);
+    nf_test_redis_ok(f->c, "DEL %s %s", f->cache_key, rl_key);
 }
 
 static void test_default_limit_and_record_argument(void **state)
 {
-    struct fixture *f = need(state);
+    struct fixture *f = nf_test_need(state);
     char rec[256], rl_key[128];
     int i, allowed = 0;
 
@@ -211,13 +182,13 @@ static void test_default_limit_and_record_argument(void **state)
         allowed += request(f, f->cache_key, 60, 5, rec, 60, 5);
     assert_int_equal(allowed, 5);
     snprintf(rl_key, sizeof(rl_key), "gw:rl:%s", f->key_id);
-    cmd_ok(f, "HDEL auth:used %s", f->key_id);
-    cmd_ok(f, "DEL %s", rl_key);
+    nf_test_redis_ok(f->c, "HDEL auth:used %s", f->key_id);
+    nf_test_redis_ok(f->c, "DEL %s", rl_key);
 }
 
 static void test_session_limited_per_user(void **state)
 {
-    struct fixture *f = need(state);
+    struct fixture *f = nf_test_need(state);
     char rec[256], rl_key[128], k1[128], k2[128];
     redisReply *r;
     int i, allowed = 0;
@@ -226,8 +197,8 @@ static void test_session_limited_per_user(void **state)
     snprintf(rec, sizeof(rec), "{\"user_id\":\"%s\",\"expires_at\":null}", f->user_id);
     snprintf(k1, sizeof(k1), "auth:session:1%s", f->key_id);
     snprintf(k2, sizeof(k2), "auth:session:2%s", f->key_id);
-    cmd_ok(f, "SET %s %s EX 60", k1, rec);
-    cmd_ok(f, "SET %s %s EX 60", k2, rec);
+    nf_test_redis_ok(f->c, "SET %s %s EX 60", k1, rec);
+    nf_test_redis_ok(f->c, "SET %s %s EX 60", k2, rec);
     for (i = 0; i < 6; i++) {
         allowed += request(f, k1, 60, 4, "", 60, 4);
         allowed += request(f, k2, 60, 4, "", 60, 4);
@@ -241,12 +212,12 @@ static void test_session_limited_per_user(void **state)
     r = redisCommand(f->c, "HEXISTS auth:used %s", f->user_id);
     assert_int_equal(r->integer, 0);
     freeReplyObject(r);
-    cmd_ok(f, "DEL %s %s %s", k1, k2, rl_key);
+    nf_test_redis_ok(f->c, "DEL %s %s %s", k1, k2, rl_key);
 }
 
 static void test_refusal_stores_nothing(void **state)
 {
-    struct fixture *f = need(state);
+    struct fixture *f = nf_test_need(state);
     char rec[256], rl_key[128];
     redisReply *r;
     char before[64];
@@ -263,8 +234,8 @@ static void test_refusal_stores_nothing(void **state)
     r = redisCommand(f->c, "GET %s", rl_key);
     assert_string_equal(r->str, before); /* refused requests do not push the tat */
     freeReplyObject(r);
-    cmd_ok(f, "HDEL auth:used %s", f->key_id);
-    cmd_ok(f, "DEL %s", rl_key);
+    nf_test_redis_ok(f->c, "HDEL auth:used %s", f->key_id);
+    nf_test_redis_ok(f->c, "DEL %s", rl_key);
 }
 
 int main(void)

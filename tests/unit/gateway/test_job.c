@@ -12,6 +12,7 @@
 
 #include "gw.h"
 #include "nf_event.h"
+#include "nf_test.h"
 
 #define JOB "job_01ARYZ6S41041061050R3GG28A"
 #define USR "usr_01ARYZ6S41041061050R3GG28B"
@@ -160,12 +161,6 @@ static void test_envelope(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_job_object),
-        cmocka_unit_test(test_timestamps_format),
-        cmocka_unit_test(test_requested_data),
-        cmocka_unit_test(test_envelope),
-    };
-
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_job_object, test_timestamps_format, test_requested_data,
+                       test_envelope);
 }

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "gw.h"
+#include "nf_test.h"
 
 #define S 1000000LL           /* microseconds */
 #define T0 (1800000000LL * S) /* some wall-clock instant */
@@ -275,16 +276,8 @@ static void test_parse_reply_refusals(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_burst_then_refused),
-        cmocka_unit_test(test_small_limits_and_retry_after),
-        cmocka_unit_test(test_idle_restores_the_burst),
-        cmocka_unit_test(test_steady_rate_never_refused),
-        cmocka_unit_test(test_never_more_than_the_limit),
-        cmocka_unit_test(test_clamps),
-        cmocka_unit_test(test_parse_reply),
-        cmocka_unit_test(test_parse_reply_refusals),
-    };
-
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_burst_then_refused, test_small_limits_and_retry_after,
+                       test_idle_restores_the_burst, test_steady_rate_never_refused,
+                       test_never_more_than_the_limit, test_clamps, test_parse_reply,
+                       test_parse_reply_refusals);
 }

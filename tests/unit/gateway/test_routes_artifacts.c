@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "gw.h"
+#include "nf_test.h"
 
 static void test_content_type(void **state)
 {
@@ -76,10 +77,5 @@ static void test_paths(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_content_type),
-        cmocka_unit_test(test_paths),
-    };
-
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_content_type, test_paths);
 }

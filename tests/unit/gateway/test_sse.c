@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "gw.h"
+#include "nf_test.h"
 
 static char *format(const char *json)
 {
@@ -60,11 +61,5 @@ static void test_refused(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_message),
-        cmocka_unit_test(test_without_cursor),
-        cmocka_unit_test(test_refused),
-    };
-
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_message, test_without_cursor, test_refused);
 }

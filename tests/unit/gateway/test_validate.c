@@ -12,6 +12,7 @@
 
 #include "gw.h"
 #include "nf_json.h"
+#include "nf_test.h"
 
 /* A valid artifact id (art_ + ULID) for URI tests. */
 #define ART "artifact://art_01ARYZ6S41041061050R3GG28A"
@@ -81,16 +82,16 @@ static char *repeat(char c, size_t n)
 
 static void test_job_types(void **state)
 {
-    assert_int_equal(gw_job_type_index("generate"), 0);
-    assert_int_equal(gw_job_type_index("audit"), 1);
-    assert_int_equal(gw_job_type_index("distill"), 2);
-    assert_int_equal(gw_job_type_index("train"), 3);
-    assert_int_equal(gw_job_type_index("evaluate"), 4);
-    assert_int_equal(gw_job_type_index("deploy"), 5);
-    assert_int_equal(gw_job_type_index("Generate"), -1);
-    assert_int_equal(gw_job_type_index("gen"), -1);
-    assert_int_equal(gw_job_type_index(""), -1);
-    assert_int_equal(gw_job_type_index(NULL), -1);
+    assert_int_equal(nf_job_type_index("generate"), 0);
+    assert_int_equal(nf_job_type_index("audit"), 1);
+    assert_int_equal(nf_job_type_index("distill"), 2);
+    assert_int_equal(nf_job_type_index("train"), 3);
+    assert_int_equal(nf_job_type_index("evaluate"), 4);
+    assert_int_equal(nf_job_type_index("deploy"), 5);
+    assert_int_equal(nf_job_type_index("Generate"), -1);
+    assert_int_equal(nf_job_type_index("gen"), -1);
+    assert_int_equal(nf_job_type_index(""), -1);
+    assert_int_equal(nf_job_type_index(NULL), -1);
     bad("nope", "{}", "job_type");
     bad(NULL, "{}", "job_type");
 }
@@ -554,25 +555,10 @@ static void test_output_is_a_copy(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_job_types),
-        cmocka_unit_test(test_uris),
-        cmocka_unit_test(test_generate_flat_defaults),
-        cmocka_unit_test(test_flat_and_nested_agree),
-        cmocka_unit_test(test_generate_all_params),
-        cmocka_unit_test(test_generate_failures),
-        cmocka_unit_test(test_unknown_and_duplicate_keys),
-        cmocka_unit_test(test_params_shape),
-        cmocka_unit_test(test_audit),
-        cmocka_unit_test(test_audit_checks_limit),
-        cmocka_unit_test(test_distill),
-        cmocka_unit_test(test_train),
-        cmocka_unit_test(test_evaluate),
-        cmocka_unit_test(test_deploy),
-        cmocka_unit_test(test_common_bounds),
-        cmocka_unit_test(test_metadata_and_labels),
-        cmocka_unit_test(test_output_is_a_copy),
-    };
-
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_job_types, test_uris, test_generate_flat_defaults,
+                       test_flat_and_nested_agree, test_generate_all_params, test_generate_failures,
+                       test_unknown_and_duplicate_keys, test_params_shape, test_audit,
+                       test_audit_checks_limit, test_distill, test_train, test_evaluate,
+                       test_deploy, test_common_bounds, test_metadata_and_labels,
+                       test_output_is_a_copy);
 }

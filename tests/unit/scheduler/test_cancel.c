@@ -12,6 +12,7 @@
 
 #include <string.h>
 
+#include "nf_test.h"
 #include "sched.h"
 
 static enum sched_wm_cancel parse(int status, const char *body)
@@ -44,10 +45,5 @@ static void test_anything_else_failed(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_states),
-        cmocka_unit_test(test_anything_else_failed),
-    };
-
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_states, test_anything_else_failed);
 }

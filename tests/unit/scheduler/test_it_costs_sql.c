@@ -17,35 +17,19 @@
 #include <string.h>
 
 #include "nf_id.h"
-#include "nf_migrate.h"
+#include "nf_test.h"
 #include "sched.h"
 
 static PGconn *conn;
 
 static int setup(void **state)
 {
-    const char *dsn = getenv("NF_TEST_PG_DSN");
-    char err[512];
-
-    if (!dsn || !*dsn)
-        return 0;
-    if (nf_migrate_run(dsn, "sched", NF_SOURCE_DIR "/services/scheduler/migrations", err,
-                       sizeof(err)) < 0) {
-        fprintf(stderr, "migrate: %s\n", err);
-        return -1;
-    }
-    conn = PQconnectdb(dsn);
-    if (PQstatus(conn) != CONNECTION_OK) {
-        fprintf(stderr, "connect: %s\n", PQerrorMessage(conn));
-        return -1;
-    }
-    return 0;
+    return nf_test_pg_open(&conn, "sched", NF_SOURCE_DIR "/services/scheduler/migrations");
 }
 
 static int teardown(void **state)
 {
-    if (conn)
-        PQfinish(conn);
+    PQfinish(conn);
     conn = NULL;
     return 0;
 }
@@ -54,13 +38,10 @@ static int teardown(void **state)
 static char *apply(const char *job, const char *user, const char *micros, char *cost)
 {
     const char *p[SCHED_COSTS_NPARAMS] = {job, user, micros};
-    PGresult *res =
-        PQexecParams(conn, sched_costs_sql, SCHED_COSTS_NPARAMS, NULL, p, NULL, NULL, 0);
+    PGresult *res = nf_test_pg_run(conn, sched_costs_sql, SCHED_COSTS_NPARAMS, p);
     struct sched_job j;
     char *out;
 
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        fail_msg("costs sql: %s", PQerrorMessage(conn));
     if (PQntuples(res) == 0) {
         PQclear(res);
         return strdup("");
@@ -89,23 +70,18 @@ static void test_cost_only_grows(void **state)
 {
     char job[NF_ID_MAX], user[NF_ID_MAX], other[NF_ID_MAX], cost[32];
     const char *p[2];
-    PGresult *res;
     char *v;
 
-    if (!conn)
-        skip();
+    nf_test_skip_unless(conn != NULL);
     nf_id_new("job", job, sizeof(job));
     nf_id_new("usr", user, sizeof(user));
     nf_id_new("usr", other, sizeof(other));
     p[0] = job;
     p[1] = user;
-    res = PQexecParams(conn,
-                       "INSERT INTO sched.jobs (job_id, user_id, job_type, status, params)"
-                       " VALUES ($1, $2, 'train', 'running', '{}')",
-                       2, NULL, p, NULL, NULL, 0);
-    if (PQresultStatus(res) != PGRES_COMMAND_OK)
-        fail_msg("insert: %s", PQerrorMessage(conn));
-    PQclear(res);
+    nf_test_pg_exec(conn,
+                    "INSERT INTO sched.jobs (job_id, user_id, job_type, status, params)"
+                    " VALUES ($1, $2, 'train', 'running', '{}')",
+                    2, p);
 
     v = apply(job, user, "41667", cost);
     assert_string_equal(v, "2"); /* version 1 -> 2: the snapshot write supersedes */

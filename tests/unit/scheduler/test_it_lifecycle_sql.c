@@ -20,7 +20,8 @@
 
 #include "nf_event.h"
 #include "nf_id.h"
-#include "nf_migrate.h"
+#include "nf_pg.h"
+#include "nf_test.h"
 #include "sched.h"
 
 #define USER "usr_it_lifecycle"
@@ -29,72 +30,34 @@ static PGconn *conn;
 
 static void drop_rows(void)
 {
-    PQclear(PQexec(conn,
-                   "DELETE FROM sched.job_events WHERE job_id IN"
-                   " (SELECT job_id FROM sched.jobs WHERE user_id LIKE 'usr_it_lifecycle%')"));
-    PQclear(PQexec(conn, "DELETE FROM sched.jobs WHERE user_id LIKE 'usr_it_lifecycle%'"));
+    nf_test_pg_exec(conn,
+                    "DELETE FROM sched.job_events WHERE job_id IN"
+                    " (SELECT job_id FROM sched.jobs WHERE user_id LIKE 'usr_it_lifecycle%')",
+                    0, NULL);
+    nf_test_pg_exec(conn, "DELETE FROM sched.jobs WHERE user_id LIKE 'usr_it_lifecycle%'", 0, NULL);
 }
 
 static int setup(void **state)
 {
-    const char *dsn = getenv("NF_TEST_PG_DSN");
-    char err[512];
-
-    if (!dsn || !*dsn)
-        return 0;
-    if (nf_migrate_run(dsn, "sched", NF_SOURCE_DIR "/services/scheduler/migrations", err,
-                       sizeof(err)) < 0) {
-        fprintf(stderr, "migrate: %s\n", err);
+    if (nf_test_pg_open(&conn, "sched", NF_SOURCE_DIR "/services/scheduler/migrations") < 0)
         return -1;
-    }
-    conn = PQconnectdb(dsn);
-    if (PQstatus(conn) != CONNECTION_OK) {
-        fprintf(stderr, "connect: %s\n", PQerrorMessage(conn));
-        return -1;
-    }
-    drop_rows();
+    if (conn)
+        drop_rows();
     return 0;
 }
 
 static int teardown(void **state)
 {
-    if (conn) {
+    if (conn)
         drop_rows();
-        PQfinish(conn);
-    }
+    PQfinish(conn);
     conn = NULL;
     return 0;
 }
 
-#define NEED_PG()                                                                                  \
-    do {                                                                                           \
-        if (!conn)                                                                                 \
-            skip();                                                                                \
-    } while (0)
-
-static PGresult *run(const char *sql, int n, const char *const *params)
-{
-    PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
-
-    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
-        fail_msg("%.80s: %s", sql, PQerrorMessage(conn));
-    return res;
-}
-
-static char *one(const char *sql, int n, const char *const *params)
-{
-    PGresult *res = run(sql, n, params);
-    char *v = PQntuples(res) > 0 && !PQgetisnull(res, 0, 0) ? strdup(PQgetvalue(res, 0, 0)) : NULL;
-
-    PQclear(res);
-    return v;
-}
-
 static const char *val(const PGresult *res, const char *col)
 {
-    int c = PQfnumber(res, col);
-
-    return c < 0 || PQgetisnull(res, 0, c) ? NULL : PQgetvalue(res, 0, c);
+    return nf_pg_val(res, 0, col);
 }
 
 /* A job through the real insert statement (its queued event with it). */
@@ -110,7 +73,7 @@ static void insert_job(const char *user, char *id, size_t len)
     p[3] = "{\"domain\":\"x\",\"num_samples\":1}";
     p[6] = "5";
     p[7] = "3";
-    res = run(sched_requested_sql, SCHED_REQUESTED_NPARAMS, p);
+    res = nf_test_pg_run(conn, sched_requested_sql, SCHED_REQUESTED_NPARAMS, p);
     assert_string_equal(val(res, "inserted"), "1");
     PQclear(res);
 }
@@ -121,7 +84,8 @@ static void set_status(const char *id, const char *status, int attempt)
     const char *p[3] = {id, status, a};
 
     snprintf(a, sizeof(a), "%d", attempt);
-    PQclear(run("UPDATE sched.jobs SET status = $2, attempt = $3::int WHERE job_id = $1", 3, p));
+    nf_test_pg_exec(conn, "UPDATE sched.jobs SET status = $2, attempt = $3::int WHERE job_id = $1",
+                    3, p);
 }
 
 /* Applies one event through the events statement; returns the outcome (caller frees). */
@@ -146,7 +110,7 @@ static char *apply(const char *job, const char *type, int attempt, const char *d
     if (sched_event_parse(ev, &e, &why) != 0)
         fail_msg("event: %s", why);
     sched_events_params(&e, 60, params, &bufs);
-    res = run(sched_events_sql, SCHED_EVENTS_NPARAMS, params);
+    res = nf_test_pg_run(conn, sched_events_sql, SCHED_EVENTS_NPARAMS, params);
     sched_events_params_free(&bufs);
     cJSON_Delete(ev);
     outcome = strdup(val(res, "outcome"));
@@ -161,12 +125,13 @@ static void test_queued_event_recorded_with_the_row(void **state)
     char job[NF_ID_MAX], want[NF_ID_MAX], *v;
     const char *p[1] = {job};
 
-    NEED_PG();
+    nf_test_skip_unless(conn != NULL);
     insert_job(USER, job, sizeof(job));
     sched_event_id("queued", job, 1, want, sizeof(want));
-    v = one("SELECT string_agg(event_id || ':' || type || ':' || attempt || ':' ||"
-            " (data->>'status'), ',') FROM sched.job_events WHERE job_id = $1",
-            1, p);
+    v = nf_test_pg_one(conn,
+                       "SELECT string_agg(event_id || ':' || type || ':' || attempt || ':' ||"
+                       " (data->>'status'), ',') FROM sched.job_events WHERE job_id = $1",
+                       1, p);
     char expect[128];
     snprintf(expect, sizeof(expect), "%s:queued:1:queued", want);
     assert_string_equal(v, expect); /* the id st_produce publishes: a duplicate when read */
@@ -189,13 +154,13 @@ static void test_queued_event_recorded_with_the_row(void **state)
         ev = cJSON_Parse(text);
         assert_int_equal(sched_event_parse(ev, &e, &why), 0);
         sched_events_params(&e, 60, params, &bufs);
-        res = run(sched_events_sql, SCHED_EVENTS_NPARAMS, params);
+        res = nf_test_pg_run(conn, sched_events_sql, SCHED_EVENTS_NPARAMS, params);
         assert_string_equal(val(res, "outcome"), "duplicate");
         PQclear(res);
         sched_events_params_free(&bufs);
         cJSON_Delete(ev);
     }
-    v = one("SELECT count(*) FROM sched.job_events WHERE job_id = $1", 1, p);
+    v = nf_test_pg_one(conn, "SELECT count(*) FROM sched.job_events WHERE job_id = $1", 1, p);
     assert_string_equal(v, "1");
     free(v);
     /* a redelivered request inserts neither the row nor the event again */
@@ -209,11 +174,11 @@ static void test_queued_event_recorded_with_the_row(void **state)
         q[3] = "{}";
         q[6] = "5";
         q[7] = "3";
-        res = run(sched_requested_sql, SCHED_REQUESTED_NPARAMS, q);
+        res = nf_test_pg_run(conn, sched_requested_sql, SCHED_REQUESTED_NPARAMS, q);
         assert_string_equal(val(res, "inserted"), "0");
         PQclear(res);
     }
-    v = one("SELECT count(*) FROM sched.job_events WHERE job_id = $1", 1, p);
+    v = nf_test_pg_one(conn, "SELECT count(*) FROM sched.job_events WHERE job_id = $1", 1, p);
     assert_string_equal(v, "1");
     free(v);
 }
@@ -227,7 +192,7 @@ static void test_durable_retry(void **state)
     PGresult *res;
     int i, found;
 
-    NEED_PG();
+    nf_test_skip_unless(conn != NULL);
     insert_job(USER, job, sizeof(job));
     set_status(job, "running", 1);
     outcome = apply(job, "failed", 1,
@@ -239,21 +204,23 @@ static void test_durable_retry(void **state)
     free(outcome);
     free(status);
     /* due in 2^1 s: set, in the future, not yet picked by the poller */
-    v = one("SELECT round(extract(epoch FROM next_attempt_at - updated_at))::int"
-            " FROM sched.jobs WHERE job_id = $1",
-            1, p);
+    v = nf_test_pg_one(conn,
+                       "SELECT round(extract(epoch FROM next_attempt_at - updated_at))::int"
+                       " FROM sched.jobs WHERE job_id = $1",
+                       1, p);
     assert_string_equal(v, "2");
     free(v);
-    res = run(sched_retry_due_sql, 1, lim);
+    res = nf_test_pg_run(conn, sched_retry_due_sql, 1, lim);
     for (i = 0, found = 0; i < PQntuples(res); i++)
         found += strcmp(PQgetvalue(res, i, PQfnumber(res, "job_id")), job) == 0;
     assert_int_equal(found, 0);
     PQclear(res);
     /* once due, it is picked, with the new attempt */
-    PQclear(run("UPDATE sched.jobs SET next_attempt_at = now() - interval '1 second'"
-                " WHERE job_id = $1",
-                1, p));
-    res = run(sched_retry_due_sql, 1, lim);
+    nf_test_pg_exec(conn,
+                    "UPDATE sched.jobs SET next_attempt_at = now() - interval '1 second'"
+                    " WHERE job_id = $1",
+                    1, p);
+    res = nf_test_pg_run(conn, sched_retry_due_sql, 1, lim);
     for (i = 0, found = 0; i < PQntuples(res); i++) {
         if (strcmp(PQgetvalue(res, i, PQfnumber(res, "job_id")), job) != 0)
             continue;
@@ -265,15 +232,17 @@ static void test_durable_retry(void **state)
     /* clearing another attempt changes nothing; clearing this one does */
     snprintf(ids, sizeof(ids), "{%s}", job);
     snprintf(atts, sizeof(atts), "{1}");
-    PQclear(run(sched_retry_clear_sql, 2, clear));
-    v = one("SELECT next_attempt_at IS NOT NULL FROM sched.jobs WHERE job_id = $1", 1, p);
+    nf_test_pg_exec(conn, sched_retry_clear_sql, 2, clear);
+    v = nf_test_pg_one(conn, "SELECT next_attempt_at IS NOT NULL FROM sched.jobs WHERE job_id = $1",
+                       1, p);
     assert_string_equal(v, "t");
     free(v);
     snprintf(atts, sizeof(atts), "{2}");
-    PQclear(run(sched_retry_clear_sql, 2, clear));
-    v = one("SELECT (next_attempt_at IS NULL) || ':' || (dispatched_at IS NOT NULL)"
-            " FROM sched.jobs WHERE job_id = $1",
-            1, p);
+    nf_test_pg_exec(conn, sched_retry_clear_sql, 2, clear);
+    v = nf_test_pg_one(conn,
+                       "SELECT (next_attempt_at IS NULL) || ':' || (dispatched_at IS NOT NULL)"
+                       " FROM sched.jobs WHERE job_id = $1",
+                       1, p);
     assert_string_equal(v, "true:true");
     free(v);
 
@@ -287,23 +256,26 @@ static void test_durable_retry(void **state)
     free(outcome);
     free(status);
     p[0] = other;
-    v = one("SELECT next_attempt_at IS NULL FROM sched.jobs WHERE job_id = $1", 1, p);
+    v = nf_test_pg_one(conn, "SELECT next_attempt_at IS NULL FROM sched.jobs WHERE job_id = $1", 1,
+                       p);
     assert_string_equal(v, "t");
     free(v);
 
     /* a job waiting for its retry that leaves queued (a cancel) loses its due time */
     p[0] = job;
-    PQclear(run("UPDATE sched.jobs SET next_attempt_at = now() + interval '1 hour'"
-                " WHERE job_id = $1",
-                1, p));
+    nf_test_pg_exec(conn,
+                    "UPDATE sched.jobs SET next_attempt_at = now() + interval '1 hour'"
+                    " WHERE job_id = $1",
+                    1, p);
     {
         const char *c[2] = {job, USER};
 
-        res = run(sched_cancel_request_sql, 2, c);
+        res = nf_test_pg_run(conn, sched_cancel_request_sql, 2, c);
         assert_string_equal(val(res, "status"), "cancel_requested");
         PQclear(res);
     }
-    v = one("SELECT next_attempt_at IS NULL FROM sched.jobs WHERE job_id = $1", 1, p);
+    v = nf_test_pg_one(conn, "SELECT next_attempt_at IS NULL FROM sched.jobs WHERE job_id = $1", 1,
+                       p);
     assert_string_equal(v, "t");
     free(v);
 }
@@ -314,21 +286,21 @@ static void test_cancel_statements(void **state)
     const char *req[2], *fin[1], *p[1];
     PGresult *res;
 
-    NEED_PG();
+    nf_test_skip_unless(conn != NULL);
     insert_job(USER, job, sizeof(job));
     req[0] = fin[0] = p[0] = job;
     /* another user: no row at all (404) */
     req[1] = USER "_other";
-    res = run(sched_cancel_request_sql, 2, req);
+    res = nf_test_pg_run(conn, sched_cancel_request_sql, 2, req);
     assert_int_equal(PQntuples(res), 0);
     PQclear(res);
-    v = one("SELECT status FROM sched.jobs WHERE job_id = $1", 1, p);
+    v = nf_test_pg_one(conn, "SELECT status FROM sched.jobs WHERE job_id = $1", 1, p);
     assert_string_equal(v, "queued");
     free(v);
 
     /* the owner: queued -> cancel_requested, its event recorded with the id we publish */
     req[1] = USER;
-    res = run(sched_cancel_request_sql, 2, req);
+    res = nf_test_pg_run(conn, sched_cancel_request_sql, 2, req);
     assert_int_equal(PQntuples(res), 1);
     assert_string_equal(val(res, "old_status"), "queued");
     assert_string_equal(val(res, "status"), "cancel_requested");
@@ -336,49 +308,51 @@ static void test_cancel_statements(void **state)
     assert_string_equal(val(res, "version"), "2");
     PQclear(res);
     sched_event_id("cancel_requested", job, 1, want, sizeof(want));
-    v = one("SELECT event_id || ':' || (data->>'status') || ':' || (data->>'user_id')"
-            " FROM sched.job_events WHERE job_id = $1 AND type = 'cancel_requested'",
-            1, p);
+    v = nf_test_pg_one(conn,
+                       "SELECT event_id || ':' || (data->>'status') || ':' || (data->>'user_id')"
+                       " FROM sched.job_events WHERE job_id = $1 AND type = 'cancel_requested'",
+                       1, p);
     char expect[160];
     snprintf(expect, sizeof(expect), "%s:cancel_requested:" USER, want);
     assert_string_equal(v, expect);
     free(v);
 
     /* asked again: nothing changes, the caller asks the worker-manager again */
-    res = run(sched_cancel_request_sql, 2, req);
+    res = nf_test_pg_run(conn, sched_cancel_request_sql, 2, req);
     assert_string_equal(val(res, "old_status"), "cancel_requested");
     assert_string_equal(val(res, "changed"), "0");
     assert_string_equal(val(res, "version"), "2");
     PQclear(res);
 
     /* finalize: cancelled, finished, its event; a second finalize changes nothing */
-    res = run(sched_cancel_finalize_sql, 1, fin);
+    res = nf_test_pg_run(conn, sched_cancel_finalize_sql, 1, fin);
     assert_string_equal(val(res, "status"), "cancelled");
     assert_string_equal(val(res, "changed"), "1");
     assert_non_null(val(res, "finished_at"));
     PQclear(res);
-    res = run(sched_cancel_finalize_sql, 1, fin);
+    res = nf_test_pg_run(conn, sched_cancel_finalize_sql, 1, fin);
     assert_string_equal(val(res, "status"), "cancelled");
     assert_string_equal(val(res, "changed"), "0");
     PQclear(res);
     sched_event_id("cancelled", job, 1, want, sizeof(want));
-    v = one("SELECT string_agg(type, ',' ORDER BY seq) FROM sched.job_events WHERE job_id = $1", 1,
-            p);
+    v = nf_test_pg_one(
+        conn, "SELECT string_agg(type, ',' ORDER BY seq) FROM sched.job_events WHERE job_id = $1",
+        1, p);
     assert_string_equal(v, "queued,cancel_requested,cancelled");
     free(v);
 
     /* a finished job: old_status says so, nothing changes (409) */
-    res = run(sched_cancel_request_sql, 2, req);
+    res = nf_test_pg_run(conn, sched_cancel_request_sql, 2, req);
     assert_string_equal(val(res, "old_status"), "cancelled");
     assert_string_equal(val(res, "changed"), "0");
     PQclear(res);
     set_status(job, "succeeded", 1);
-    res = run(sched_cancel_request_sql, 2, req);
+    res = nf_test_pg_run(conn, sched_cancel_request_sql, 2, req);
     assert_string_equal(val(res, "old_status"), "succeeded");
     assert_string_equal(val(res, "status"), "succeeded");
     PQclear(res);
     /* finalize never touches a job that is not in cancel_requested */
-    res = run(sched_cancel_finalize_sql, 1, fin);
+    res = nf_test_pg_run(conn, sched_cancel_finalize_sql, 1, fin);
     assert_string_equal(val(res, "status"), "succeeded");
     assert_string_equal(val(res, "changed"), "0");
     PQclear(res);
@@ -391,7 +365,7 @@ static void test_cancel_statements(void **state)
         insert_job(USER, other, sizeof(other));
         set_status(other, "running", 1);
         req[0] = other;
-        PQclear(run(sched_cancel_request_sql, 2, req));
+        nf_test_pg_exec(conn, sched_cancel_request_sql, 2, req);
         outcome = apply(other, "cancelled", 1, NULL, &status);
         assert_string_equal(outcome, "apply");
         assert_string_equal(status, "cancelled");
@@ -409,7 +383,7 @@ static void test_cancel_statements(void **state)
 static bool has_row(const char *sql, int n, const char *const *params, const char *job,
                     const char *col, char *out, size_t len)
 {
-    PGresult *res = run(sql, n, params);
+    PGresult *res = nf_test_pg_run(conn, sql, n, params);
     bool found = false;
     int i;
 
@@ -431,24 +405,26 @@ static void test_reconciler_statements(void **state)
     const char *req[2] = {ids, "{1}"};
     PGresult *res;
 
-    NEED_PG();
+    nf_test_skip_unless(conn != NULL);
     insert_job(USER, job, sizeof(job));
     /* just queued: not stuck yet */
     assert_false(has_row(sched_stuck_sql, 3, stuck, job, NULL, NULL, 0));
     /* queued for 5 minutes: a candidate, with its age */
-    PQclear(run("UPDATE sched.jobs SET updated_at = now() - interval '5 minutes'"
-                " WHERE job_id = $1",
-                1, p));
+    nf_test_pg_exec(conn,
+                    "UPDATE sched.jobs SET updated_at = now() - interval '5 minutes'"
+                    " WHERE job_id = $1",
+                    1, p);
     assert_true(has_row(sched_stuck_sql, 3, stuck, job, "age_s", age, sizeof(age)));
     assert_true(atoi(age) >= 299 && atoi(age) <= 302);
     /* dispatched again a moment ago: not a candidate; waiting for a retry: neither */
-    PQclear(run("UPDATE sched.jobs SET dispatched_at = now() WHERE job_id = $1", 1, p));
+    nf_test_pg_exec(conn, "UPDATE sched.jobs SET dispatched_at = now() WHERE job_id = $1", 1, p);
     assert_false(has_row(sched_stuck_sql, 3, stuck, job, NULL, NULL, 0));
-    PQclear(run("UPDATE sched.jobs SET dispatched_at = NULL,"
-                " next_attempt_at = now() + interval '1 hour' WHERE job_id = $1",
-                1, p));
+    nf_test_pg_exec(conn,
+                    "UPDATE sched.jobs SET dispatched_at = NULL,"
+                    " next_attempt_at = now() + interval '1 hour' WHERE job_id = $1",
+                    1, p);
     assert_false(has_row(sched_stuck_sql, 3, stuck, job, NULL, NULL, 0));
-    PQclear(run("UPDATE sched.jobs SET next_attempt_at = NULL WHERE job_id = $1", 1, p));
+    nf_test_pg_exec(conn, "UPDATE sched.jobs SET next_attempt_at = NULL WHERE job_id = $1", 1, p);
     /* the walk by job id: a position past it skips it */
     stuck[1] = job;
     assert_false(has_row(sched_stuck_sql, 3, stuck, job, NULL, NULL, 0));
@@ -458,23 +434,24 @@ static void test_reconciler_statements(void **state)
      * is recorded with it */
     snprintf(ids, sizeof(ids), "{%s}", job);
     req[1] = "{2}";
-    res = run(sched_requeue_sql, 2, req);
+    res = nf_test_pg_run(conn, sched_requeue_sql, 2, req);
     assert_int_equal(PQntuples(res), 0);
     PQclear(res);
     req[1] = "{1}";
-    res = run(sched_requeue_sql, 2, req);
+    res = nf_test_pg_run(conn, sched_requeue_sql, 2, req);
     assert_int_equal(PQntuples(res), 1);
     assert_string_equal(val(res, "attempt"), "2");
     assert_string_equal(val(res, "status"), "queued");
     assert_string_equal(val(res, "version"), "2");
     assert_string_equal(val(res, "artifacts"), "[]");
     PQclear(res);
-    v = one("SELECT string_agg(type || ':' || attempt, ',' ORDER BY seq)"
-            " FROM sched.job_events WHERE job_id = $1",
-            1, p);
+    v = nf_test_pg_one(conn,
+                       "SELECT string_agg(type || ':' || attempt, ',' ORDER BY seq)"
+                       " FROM sched.job_events WHERE job_id = $1",
+                       1, p);
     assert_string_equal(v, "queued:1,queued:2");
     free(v);
-    res = run(sched_requeue_sql, 2, req); /* the same requeue again: nothing */
+    res = nf_test_pg_run(conn, sched_requeue_sql, 2, req); /* the same requeue again: nothing */
     assert_int_equal(PQntuples(res), 0);
     PQclear(res);
     /* requeued just now: not a candidate */
@@ -483,23 +460,26 @@ static void test_reconciler_statements(void **state)
     /* timeouts: running past timeout_seconds + grace, whatever started it */
     insert_job(USER, other, sizeof(other));
     p[0] = other;
-    PQclear(run("UPDATE sched.jobs SET status = 'running', timeout_seconds = 60,"
-                " started_at = now() - interval '100 seconds' WHERE job_id = $1",
-                1, p));
+    nf_test_pg_exec(conn,
+                    "UPDATE sched.jobs SET status = 'running', timeout_seconds = 60,"
+                    " started_at = now() - interval '100 seconds' WHERE job_id = $1",
+                    1, p);
     assert_false(has_row(sched_timeout_sql, 2, tmo, other, NULL, NULL, 0)); /* 60 + 60 */
     tmo[0] = "30";
     assert_true(has_row(sched_timeout_sql, 2, tmo, other, NULL, NULL, 0));
     /* assigned (never started): counted from when it was assigned */
-    PQclear(run("UPDATE sched.jobs SET status = 'assigned', started_at = NULL,"
-                " updated_at = now() - interval '100 seconds' WHERE job_id = $1",
-                1, p));
+    nf_test_pg_exec(conn,
+                    "UPDATE sched.jobs SET status = 'assigned', started_at = NULL,"
+                    " updated_at = now() - interval '100 seconds' WHERE job_id = $1",
+                    1, p);
     assert_true(has_row(sched_timeout_sql, 2, tmo, other, NULL, NULL, 0));
     /* finished jobs and jobs without a timeout are never timed out */
-    PQclear(run("UPDATE sched.jobs SET status = 'succeeded' WHERE job_id = $1", 1, p));
+    nf_test_pg_exec(conn, "UPDATE sched.jobs SET status = 'succeeded' WHERE job_id = $1", 1, p);
     assert_false(has_row(sched_timeout_sql, 2, tmo, other, NULL, NULL, 0));
-    PQclear(run("UPDATE sched.jobs SET status = 'running', timeout_seconds = NULL"
-                " WHERE job_id = $1",
-                1, p));
+    nf_test_pg_exec(conn,
+                    "UPDATE sched.jobs SET status = 'running', timeout_seconds = NULL"
+                    " WHERE job_id = $1",
+                    1, p);
     assert_false(has_row(sched_timeout_sql, 2, tmo, other, NULL, NULL, 0));
 }
 

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "nf_cfg.h"
+#include "nf_test.h"
 #include "sched.h"
 
 #define TEST_DB 12
@@ -26,72 +26,16 @@
 
 static redisContext *rc;
 
-static void cmd(const char *fmt, ...)
-{
-    va_list ap;
-    redisReply *r;
-
-    va_start(ap, fmt);
-    r = redisvCommand(rc, fmt, ap);
-    va_end(ap);
-    if (!r || r->type == REDIS_REPLY_ERROR)
-        fail_msg("%s: %s", fmt, r ? r->str : rc->errstr);
-    freeReplyObject(r);
-}
-
 static int setup(void **state)
 {
-    const char *addr = getenv("NF_TEST_REDIS_ADDR");
-    char *host = NULL;
-    int port = 0;
-
-    if (!addr || !*addr)
-        return 0;
-    if (nf_cfg_split_addr(addr, &host, &port) < 0)
-        return -1;
-    rc = redisConnect(host, port);
-    free(host);
-    if (!rc || rc->err)
-        return -1;
-    freeReplyObject(redisCommand(rc, "SELECT %d", TEST_DB));
-    freeReplyObject(redisCommand(rc, "FLUSHDB"));
-    return 0;
+    return nf_test_redis_open(&rc, TEST_DB);
 }
 
 static int teardown(void **state)
 {
-    if (rc) {
-        freeReplyObject(redisCommand(rc, "FLUSHDB"));
-        redisFree(rc);
-    }
+    nf_test_redis_close(rc, TEST_DB);
     rc = NULL;
     return 0;
-}
-
-#define NEED_REDIS()                                                                               \
-    do {                                                                                           \
-        if (!rc)                                                                                   \
-            skip();                                                                                \
-        cmd("FLUSHDB");                                                                            \
-    } while (0)
-
-static redisReply *eval(const char *script, int nkeys, int nargs, const char *const *args)
-{
-    const char *argv[32];
-    char nk[8];
-    int i, argc = 0;
-    redisReply *r;
-
-    snprintf(nk, sizeof(nk), "%d", nkeys);
-    argv[argc++] = "EVAL";
-    argv[argc++] = script;
-    argv[argc++] = nk;
-    for (i = 0; i < nargs; i++)
-        argv[argc++] = args[i];
-    r = redisCommandArgv(rc, argc, argv, NULL);
-    if (!r || r->type == REDIS_REPLY_ERROR)
-        fail_msg("eval: %s", r ? r->str : rc->errstr);
-    return r;
 }
 
 static void test_wm_check(void **state)
@@ -114,13 +58,13 @@ static void test_wm_check(void **state)
     redisReply *r;
     size_t i;
 
-    NEED_REDIS();
-    cmd("ZADD wm:queue:generate 4 %s", J1);
-    cmd("SET wm:job:%s {\"attempt\":1}", J1);
-    cmd("SET wm:lease:%s {\"worker_id\":\"w\"}", J2);
-    cmd("SET wm:job:%s {\"attempt\":2}", J2);
-    cmd("ZADD wm:queue:audit 4 %s", J1); /* another job in that queue: not J3 */
-    r = eval(sched_wm_check_lua, 9, 12, args);
+    nf_test_redis_fresh(rc);
+    nf_test_redis_ok(rc, "ZADD wm:queue:generate 4 %s", J1);
+    nf_test_redis_ok(rc, "SET wm:job:%s {\"attempt\":1}", J1);
+    nf_test_redis_ok(rc, "SET wm:lease:%s {\"worker_id\":\"w\"}", J2);
+    nf_test_redis_ok(rc, "SET wm:job:%s {\"attempt\":2}", J2);
+    nf_test_redis_ok(rc, "ZADD wm:queue:audit 4 %s", J1); /* another job in that queue: not J3 */
+    r = nf_test_redis_eval(rc, sched_wm_check_lua, 9, 12, args);
     assert_int_equal(r->type, REDIS_REPLY_ARRAY);
     assert_int_equal(r->elements, 9);
     for (i = 0; i < 9; i++)
@@ -128,8 +72,8 @@ static void test_wm_check(void **state)
     freeReplyObject(r);
 
     /* a corrupt wm:job value is "unknown attempt", never an error */
-    cmd("SET wm:job:%s not-json", J3);
-    r = eval(sched_wm_check_lua, 9, 12, args);
+    nf_test_redis_ok(rc, "SET wm:job:%s not-json", J3);
+    r = nf_test_redis_eval(rc, sched_wm_check_lua, 9, 12, args);
     assert_int_equal(r->element[8]->integer, -1);
     freeReplyObject(r);
 }
@@ -139,11 +83,11 @@ static void test_snapshot_check(void **state)
     const char *args[] = {"job:" J1, "job:" J2, "job:" J3, "5", "5", "5", "h1", "h2", "h3"};
     redisReply *r;
 
-    NEED_REDIS();
-    cmd("HSET job:%s ver 5 h h1 status running", J1); /* current */
-    cmd("HSET job:%s ver 4 h h2 status queued", J2);  /* older than its row */
+    nf_test_redis_fresh(rc);
+    nf_test_redis_ok(rc, "HSET job:%s ver 5 h h1 status running", J1); /* current */
+    nf_test_redis_ok(rc, "HSET job:%s ver 4 h h2 status queued", J2);  /* older than its row */
     /* J3: no snapshot at all */
-    r = eval(sched_snap_check_lua, 3, 9, args);
+    r = nf_test_redis_eval(rc, sched_snap_check_lua, 3, 9, args);
     assert_int_equal(r->elements, 2);
     assert_int_equal(r->element[0]->integer, 2);
     assert_int_equal(r->element[1]->integer, 3);
@@ -151,11 +95,11 @@ static void test_snapshot_check(void **state)
 
     /* the gateway's own snapshot (no ver) is older than any row; a newer one is left
      * alone; the same version with another doc (a racing writer) is rewritten */
-    cmd("DEL job:%s", J1);
-    cmd("HSET job:%s status queued", J1);
-    cmd("HSET job:%s ver 9 h other", J2);
-    cmd("HSET job:%s ver 5 h stale", J3);
-    r = eval(sched_snap_check_lua, 3, 9, args);
+    nf_test_redis_ok(rc, "DEL job:%s", J1);
+    nf_test_redis_ok(rc, "HSET job:%s status queued", J1);
+    nf_test_redis_ok(rc, "HSET job:%s ver 9 h other", J2);
+    nf_test_redis_ok(rc, "HSET job:%s ver 5 h stale", J3);
+    r = nf_test_redis_eval(rc, sched_snap_check_lua, 3, 9, args);
     assert_int_equal(r->elements, 2);
     assert_int_equal(r->element[0]->integer, 1);
     assert_int_equal(r->element[1]->integer, 3);
@@ -169,16 +113,16 @@ static void test_snapshot_write_and_hash(void **state)
     const char *older[] = {"job:" J1, "usr_a", "queued", "{\"a\":0}", "2", "60", "x"};
     redisReply *r;
 
-    NEED_REDIS();
+    nf_test_redis_fresh(rc);
     sched_doc_hash("{\"a\":1}", h);
     sched_doc_hash("{\"a\":2}", h2);
     assert_int_equal(strlen(h), SCHED_DOC_HASH_LEN);
     assert_string_not_equal(h, h2);
     write[6] = h;
-    r = eval(sched_snapshot_lua, 1, 7, write);
+    r = nf_test_redis_eval(rc, sched_snapshot_lua, 1, 7, write);
     assert_int_equal(r->integer, 1);
     freeReplyObject(r);
-    r = eval(sched_snapshot_lua, 1, 7, older); /* an older row never wins */
+    r = nf_test_redis_eval(rc, sched_snapshot_lua, 1, 7, older); /* an older row never wins */
     assert_int_equal(r->integer, 0);
     freeReplyObject(r);
     r = redisCommand(rc, "HMGET job:%s status ver h", J1);
@@ -193,22 +137,23 @@ static void test_recent_unrecorded(void **state)
     const char *args[] = {"gw:recent:usr_a", "1000", "usr_a"};
     redisReply *r;
 
-    NEED_REDIS();
-    cmd("ZADD gw:recent:usr_a 500 %s", J1);    /* too old */
-    cmd("ZADD gw:recent:usr_a 2000 %s", J2);   /* accepted, not recorded */
-    cmd("ZADD gw:recent:usr_a 3000 %s", J3);   /* recorded already (ver) */
-    cmd("ZADD gw:recent:usr_a 4000 job_gone"); /* snapshot deleted (failed submit) */
-    cmd("HSET job:%s user_id usr_a doc {\"job_id\":\"%s\"}", J1, J1);
-    cmd("HSET job:%s user_id usr_a doc {\"job_id\":\"%s\"}", J2, J2);
-    cmd("HSET job:%s user_id usr_a doc {\"job_id\":\"%s\"} ver 1", J3, J3);
-    r = eval(sched_recent_lua, 1, 3, args);
+    nf_test_redis_fresh(rc);
+    nf_test_redis_ok(rc, "ZADD gw:recent:usr_a 500 %s", J1);  /* too old */
+    nf_test_redis_ok(rc, "ZADD gw:recent:usr_a 2000 %s", J2); /* accepted, not recorded */
+    nf_test_redis_ok(rc, "ZADD gw:recent:usr_a 3000 %s", J3); /* recorded already (ver) */
+    nf_test_redis_ok(rc,
+                     "ZADD gw:recent:usr_a 4000 job_gone"); /* snapshot deleted (failed submit) */
+    nf_test_redis_ok(rc, "HSET job:%s user_id usr_a doc {\"job_id\":\"%s\"}", J1, J1);
+    nf_test_redis_ok(rc, "HSET job:%s user_id usr_a doc {\"job_id\":\"%s\"}", J2, J2);
+    nf_test_redis_ok(rc, "HSET job:%s user_id usr_a doc {\"job_id\":\"%s\"} ver 1", J3, J3);
+    r = nf_test_redis_eval(rc, sched_recent_lua, 1, 3, args);
     assert_int_equal(r->elements, 1);
     assert_string_equal(r->element[0]->str, "{\"job_id\":\"" J2 "\"}");
     freeReplyObject(r);
 
     /* another user's snapshot under this user's list is never returned */
-    cmd("HSET job:%s user_id usr_b", J2);
-    r = eval(sched_recent_lua, 1, 3, args);
+    nf_test_redis_ok(rc, "HSET job:%s user_id usr_b", J2);
+    r = nf_test_redis_eval(rc, sched_recent_lua, 1, 3, args);
     assert_int_equal(r->elements, 0);
     freeReplyObject(r);
 }

@@ -17,7 +17,8 @@
 #include <string.h>
 
 #include "nf_id.h"
-#include "nf_migrate.h"
+#include "nf_pg.h"
+#include "nf_test.h"
 #include "sched.h"
 
 #define CUR 2
@@ -27,23 +28,11 @@ static PGconn *conn;
 
 static int setup(void **state)
 {
-    const char *dsn = getenv("NF_TEST_PG_DSN");
-    char err[512];
-
-    if (!dsn || !*dsn)
-        return 0;
-    if (nf_migrate_run(dsn, "sched", NF_SOURCE_DIR "/services/scheduler/migrations", err,
-                       sizeof(err)) < 0) {
-        fprintf(stderr, "migrate: %s\n", err);
+    if (nf_test_pg_open(&conn, "sched", NF_SOURCE_DIR "/services/scheduler/migrations") < 0)
         return -1;
-    }
-    conn = PQconnectdb(dsn);
-    if (PQstatus(conn) != CONNECTION_OK) {
-        fprintf(stderr, "connect: %s\n", PQerrorMessage(conn));
-        return -1;
-    }
     /* a thousand small commits: no need to wait for each flush */
-    PQclear(PQexec(conn, "SET synchronous_commit = off"));
+    if (conn)
+        nf_test_pg_exec(conn, "SET synchronous_commit = off", 0, NULL);
     return 0;
 }
 
@@ -54,35 +43,21 @@ static int setup(void **state)
  */
 static void drop_rows(void)
 {
-    PQclear(PQexec(conn, "DELETE FROM sched.artifacts WHERE user_id = 'usr_it'"));
-    PQclear(PQexec(conn, "DELETE FROM sched.job_events WHERE job_id IN"
-                         " (SELECT job_id FROM sched.jobs WHERE user_id = 'usr_it')"));
-    PQclear(PQexec(conn, "DELETE FROM sched.jobs WHERE user_id = 'usr_it'"));
+    nf_test_pg_exec(conn, "DELETE FROM sched.artifacts WHERE user_id = 'usr_it'", 0, NULL);
+    nf_test_pg_exec(conn,
+                    "DELETE FROM sched.job_events WHERE job_id IN"
+                    " (SELECT job_id FROM sched.jobs WHERE user_id = 'usr_it')",
+                    0, NULL);
+    nf_test_pg_exec(conn, "DELETE FROM sched.jobs WHERE user_id = 'usr_it'", 0, NULL);
 }
 
 static int teardown(void **state)
 {
     if (conn)
         drop_rows();
-    if (conn)
-        PQfinish(conn);
+    PQfinish(conn);
     conn = NULL;
     return 0;
-}
-
-#define NEED_PG()                                                                                  \
-    do {                                                                                           \
-        if (!conn)                                                                                 \
-            skip();                                                                                \
-    } while (0)
-
-static void exec_ok(const char *sql, int n, const char *const *params)
-{
-    PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
-
-    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQerrorMessage(conn));
-    PQclear(res);
 }
 
 static void new_job(const char *status, int attempt, int max_attempts, char *id, size_t len)
@@ -98,9 +73,10 @@ static void new_job(const char *status, int attempt, int max_attempts, char *id,
     p[2] = status;
     p[3] = a;
     p[4] = m;
-    exec_ok("INSERT INTO sched.jobs (job_id, user_id, job_type, status, attempt, max_attempts)"
-            " VALUES ($1, $2, 'generate', $3, $4::int, $5::int)",
-            5, p);
+    nf_test_pg_exec(conn,
+                    "INSERT INTO sched.jobs (job_id, user_id, job_type, status, attempt,"
+                    " max_attempts) VALUES ($1, $2, 'generate', $3, $4::int, $5::int)",
+                    5, p);
 }
 
 static cJSON *envelope(const char *ev_id, const char *type, const char *job, int attempt,
@@ -128,30 +104,24 @@ static PGresult *apply(const cJSON *ev)
     if (sched_event_parse(ev, &e, &why) < 0)
         fail_msg("event does not parse: %s", why);
     assert_int_equal(sched_events_params(&e, 60, params, &bufs), 0);
-    res = PQexecParams(conn, sched_events_sql, SCHED_EVENTS_NPARAMS, NULL, params, NULL, NULL, 0);
+    res = nf_test_pg_run(conn, sched_events_sql, SCHED_EVENTS_NPARAMS, params);
     sched_events_params_free(&bufs);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK)
-        fail_msg("events sql: %s", PQerrorMessage(conn));
     return res;
 }
 
 static const char *val(const PGresult *res, const char *col)
 {
-    int c = PQfnumber(res, col);
-
-    if (c < 0 || PQntuples(res) < 1 || PQgetisnull(res, 0, c))
-        return NULL;
-    return PQgetvalue(res, 0, c);
+    return nf_pg_val(res, 0, col);
 }
 
 static long count_events(const char *event_id)
 {
     const char *p[1] = {event_id};
-    PGresult *res = PQexecParams(conn, "SELECT count(*) FROM sched.job_events WHERE event_id = $1",
-                                 1, NULL, p, NULL, NULL, 0);
-    long n = atol(PQgetvalue(res, 0, 0));
+    char *v =
+        nf_test_pg_one(conn, "SELECT count(*) FROM sched.job_events WHERE event_id = $1", 1, p);
+    long n = atol(v);
 
-    PQclear(res);
+    free(v);
     return n;
 }
 
@@ -235,7 +205,7 @@ static void test_sql_matches_reference(void **state)
     int s, t, r, m;
     size_t c;
 
-    NEED_PG();
+    nf_test_skip_unless(conn != NULL);
     for (s = 0; s < SCHED_NSTATUS; s++)
         for (t = 0; t < SCHED_NEVTYPE; t++)
             for (r = 0; r < 4; r++)
@@ -258,7 +228,7 @@ static void test_unknown_job(void **state)
     PGresult *res;
     cJSON *ev;
 
-    NEED_PG();
+    nf_test_skip_unless(conn != NULL);
     nf_id_new("job", job, sizeof(job));
     ev = envelope("evt_it_unknown", "running", job, 1, NULL);
     res = apply(ev);
@@ -274,7 +244,7 @@ static void test_succeeded_artifacts(void **state)
     PGresult *res;
     cJSON *ev, *arts;
 
-    NEED_PG();
+    nf_test_skip_unless(conn != NULL);
     new_job("running", 1, 3, job, sizeof(job));
     nf_id_new("art", art1, sizeof(art1));
     nf_id_new("art", art2, sizeof(art2));
@@ -310,12 +280,13 @@ static void test_succeeded_artifacts(void **state)
     {
         const char *p[1] = {job};
 
-        res = PQexecParams(conn,
-                           "SELECT count(*) FROM sched.artifacts WHERE job_id = $1 AND "
-                           "user_id = 'usr_it'",
-                           1, NULL, p, NULL, NULL, 0);
-        assert_string_equal(PQgetvalue(res, 0, 0), "2");
-        PQclear(res);
+        char *n = nf_test_pg_one(conn,
+                                 "SELECT count(*) FROM sched.artifacts WHERE job_id = $1 AND "
+                                 "user_id = 'usr_it'",
+                                 1, p);
+
+        assert_string_equal(n, "2");
+        free(n);
     }
     cJSON_Delete(ev);
 }
@@ -326,7 +297,7 @@ static void test_progress_and_worker(void **state)
     PGresult *res;
     cJSON *ev;
 
-    NEED_PG();
+    nf_test_skip_unless(conn != NULL);
     new_job("queued", 1, 3, job, sizeof(job));
     snprintf(id1, sizeof(id1), "evt_it_run_%s", job + 4);
     ev = envelope(id1, "running", job, 1, ",\"worker_id\":\"wrk_7\"");
@@ -351,7 +322,7 @@ static void test_requested_insert_idempotent(void **state)
     PGresult *res;
     int i;
 
-    NEED_PG();
+    nf_test_skip_unless(conn != NULL);
     nf_id_new("job", job, sizeof(job));
     p[0] = job;
     p[1] = "usr_it";
@@ -366,10 +337,7 @@ static void test_requested_insert_idempotent(void **state)
     p[10] = NULL;
     p[11] = "2026-11-28T21:03:52.123Z";
     for (i = 0; i < 2; i++) {
-        res = PQexecParams(conn, sched_requested_sql, SCHED_REQUESTED_NPARAMS, NULL, p, NULL, NULL,
-                           0);
-        if (PQresultStatus(res) != PGRES_TUPLES_OK)
-            fail_msg("requested sql: %s", PQerrorMessage(conn));
+        res = nf_test_pg_run(conn, sched_requested_sql, SCHED_REQUESTED_NPARAMS, p);
         assert_int_equal(PQntuples(res), 1);
         assert_string_equal(val(res, "inserted"), i == 0 ? "1" : "0");
         assert_string_equal(val(res, "status"), "queued");

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "nf_json.h"
+#include "nf_test.h"
 #include "sched.h"
 
 #define JOB "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M"
@@ -482,11 +483,12 @@ static void test_snap(void **state)
 
 static void test_job_types(void **state)
 {
-    assert_true(sched_job_type_valid("generate"));
-    assert_true(sched_job_type_valid("deploy"));
-    assert_false(sched_job_type_valid("Generate"));
-    assert_false(sched_job_type_valid(""));
-    assert_false(sched_job_type_valid(NULL));
+    /* The one list is libnf's (nf_jobs); the scheduler validates through it. */
+    assert_int_equal(nf_job_type_index("generate"), 0);
+    assert_int_equal(nf_job_type_index("deploy"), 5);
+    assert_int_equal(nf_job_type_index("Generate"), -1);
+    assert_int_equal(nf_job_type_index(""), -1);
+    assert_int_equal(nf_job_type_index(NULL), -1);
 }
 
 /* ---------------------------------------------------------------------------------- */
@@ -588,24 +590,10 @@ static void test_events_params(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_job_json_full),
-        cmocka_unit_test(test_job_json_nulls),
-        cmocka_unit_test(test_job_json_bad_columns),
-        cmocka_unit_test(test_dispatch_data),
-        cmocka_unit_test(test_usd_format),
-        cmocka_unit_test(test_time_valid),
-        cmocka_unit_test(test_request_defaults),
-        cmocka_unit_test(test_request_all_fields),
-        cmocka_unit_test(test_request_failures),
-        cmocka_unit_test(test_event_parse_ok),
-        cmocka_unit_test(test_event_parse_failures),
-        cmocka_unit_test(test_artifacts_clean),
-        cmocka_unit_test(test_event_id),
-        cmocka_unit_test(test_snap),
-        cmocka_unit_test(test_job_types),
-        cmocka_unit_test(test_events_params),
-    };
-
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_job_json_full, test_job_json_nulls,
+                       test_job_json_bad_columns, test_dispatch_data, test_usd_format,
+                       test_time_valid, test_request_defaults, test_request_all_fields,
+                       test_request_failures, test_event_parse_ok, test_event_parse_failures,
+                       test_artifacts_clean, test_event_id, test_snap, test_job_types,
+                       test_events_params);
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "nf_crypto.h"
+#include "nf_test.h"
 #include "sched.h"
 
 #define JOB_A "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M"
@@ -403,19 +404,10 @@ static void test_merge_respects_filters_cursor_and_limit(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cursor_roundtrip),
-        cmocka_unit_test(test_cursor_encode_refuses_bad_positions),
-        cmocka_unit_test(test_cursor_decode_refuses_what_we_did_not_make),
-        cmocka_unit_test(test_query_decode),
-        cmocka_unit_test(test_list_defaults),
-        cmocka_unit_test(test_list_all_filters),
-        cmocka_unit_test(test_list_bad_queries),
-        cmocka_unit_test(test_list_cursors_are_per_list),
-        cmocka_unit_test(test_types_array),
-        cmocka_unit_test(test_merge_adds_unrecorded_jobs_in_order),
-        cmocka_unit_test(test_merge_respects_filters_cursor_and_limit),
-    };
-
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_cursor_roundtrip, test_cursor_encode_refuses_bad_positions,
+                       test_cursor_decode_refuses_what_we_did_not_make, test_query_decode,
+                       test_list_defaults, test_list_all_filters, test_list_bad_queries,
+                       test_list_cursors_are_per_list, test_types_array,
+                       test_merge_adds_unrecorded_jobs_in_order,
+                       test_merge_respects_filters_cursor_and_limit);
 }

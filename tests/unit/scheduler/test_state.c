@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "nf_test.h"
 #include "sched.h"
 
 /* Attempt relations of the event to the job (the job is at attempt CUR). */
@@ -469,21 +470,10 @@ static void test_backoff(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_table_exhaustive),
-        cmocka_unit_test(test_terminal_sticky),
-        cmocka_unit_test(test_rules_never_leave_terminal),
-        cmocka_unit_test(test_failed_by_class),
-        cmocka_unit_test(test_failed_while_cancelling),
-        cmocka_unit_test(test_failed_attempt_mismatch),
-        cmocka_unit_test(test_dead_lettered_event_goes_to_dlq),
-        cmocka_unit_test(test_life_with_retry),
-        cmocka_unit_test(test_reconciler_and_cancel_paths),
-        cmocka_unit_test(test_names_roundtrip),
-        cmocka_unit_test(test_fail_classes),
-        cmocka_unit_test(test_status_array),
-        cmocka_unit_test(test_backoff),
-    };
-
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_table_exhaustive, test_terminal_sticky,
+                       test_rules_never_leave_terminal, test_failed_by_class,
+                       test_failed_while_cancelling, test_failed_attempt_mismatch,
+                       test_dead_lettered_event_goes_to_dlq, test_life_with_retry,
+                       test_reconciler_and_cancel_paths, test_names_roundtrip, test_fail_classes,
+                       test_status_array, test_backoff);
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "nf_json.h"
+#include "nf_test.h"
 #include "sched.h"
 
 static void test_byte_hours(void **state)
@@ -112,12 +113,6 @@ static void test_budget_answer(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_byte_hours),
-        cmocka_unit_test(test_window_end),
-        cmocka_unit_test(test_storage_event),
-        cmocka_unit_test(test_budget_answer),
-    };
-
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_byte_hours, test_window_end, test_storage_event,
+                       test_budget_answer);
 }

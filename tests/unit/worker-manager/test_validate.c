@@ -14,6 +14,7 @@
 
 #include "nf_event.h"
 #include "nf_log.h"
+#include "nf_test.h"
 #include "wm.h"
 
 static cJSON *json(const char *text)
@@ -143,9 +144,9 @@ static void test_types_join_parse(void **state)
     char small[10];
     wm_types_join(0x3f, small, sizeof(small));
     assert_true(strlen(small) < sizeof(small));
-    assert_int_equal(wm_job_type_index("evaluate"), 4);
-    assert_int_equal(wm_job_type_index("Evaluate"), -1);
-    assert_int_equal(wm_job_type_index(NULL), -1);
+    assert_int_equal(nf_job_type_index("evaluate"), 4);
+    assert_int_equal(nf_job_type_index("Evaluate"), -1);
+    assert_int_equal(nf_job_type_index(NULL), -1);
 }
 
 static struct wm_worker worker(const char *gpu_type, int gpu_count, const char *labels)
@@ -389,12 +390,8 @@ static void test_report(void **state)
 int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_register_ok),           cmocka_unit_test(test_register_refused),
-        cmocka_unit_test(test_register_label_limits), cmocka_unit_test(test_types_join_parse),
-        cmocka_unit_test(test_job_matches),           cmocka_unit_test(test_dispatch_ok),
-        cmocka_unit_test(test_dispatch_malformed),    cmocka_unit_test(test_bearer),
-        cmocka_unit_test(test_worker_status),         cmocka_unit_test(test_report),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_register_ok, test_register_refused,
+                       test_register_label_limits, test_types_join_parse, test_job_matches,
+                       test_dispatch_ok, test_dispatch_malformed, test_bearer, test_worker_status,
+                       test_report);
 }

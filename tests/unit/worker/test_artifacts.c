@@ -17,35 +17,26 @@
 #include <unistd.h>
 
 #include "nf_log.h"
+#include "nf_test.h"
 #include "wk.h"
 
 static char root[PATH_MAX]; /* mkdtemp: root/job (the artifact dir) and root/outside */
 static char dir[PATH_MAX + 8];
 
-static void write_file(const char *path, const char *content)
-{
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fputs(content, f);
-    fclose(f);
-}
-
 static int setup(void **state)
 {
     char p[PATH_MAX + 64];
-    snprintf(root, sizeof(root), "/tmp/nf-wk-art-XXXXXX");
-    if (mkdtemp(root) == NULL)
-        return -1;
+    nf_test_tmpdir(root, sizeof(root), "nf-wk-art-");
     snprintf(dir, sizeof(dir), "%s/job", root);
     mkdir(dir, 0755);
     snprintf(p, sizeof(p), "%s/sub", dir);
     mkdir(p, 0755);
     snprintf(p, sizeof(p), "%s/outside.txt", root);
-    write_file(p, "secret");
+    nf_test_write_file(p, "secret", 0644);
     snprintf(p, sizeof(p), "%s/data.jsonl", dir);
-    write_file(p, "{\"a\":1}\n");
+    nf_test_write_file(p, "{\"a\":1}\n", 0644);
     snprintf(p, sizeof(p), "%s/sub/m.bin", dir);
-    write_file(p, "");
+    nf_test_write_file(p, "", 0644);
     snprintf(p, sizeof(p), "%s/link_out", dir);
     char target[PATH_MAX + 32];
     snprintf(target, sizeof(target), "%s/outside.txt", root);
@@ -62,9 +53,7 @@ static int setup(void **state)
 
 static int teardown(void **state)
 {
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
-    return system(cmd) == 0 ? 0 : -1;
+    return nf_test_rmtree(root);
 }
 
 static void test_resolve_inside(void **state)
@@ -117,7 +106,7 @@ static void test_resolve_refused(void **state)
     snprintf(sibling, sizeof(sibling), "%s/jobx", root);
     mkdir(sibling, 0755);
     snprintf(abs, sizeof(abs), "%s/jobx/f", root);
-    write_file(abs, "x");
+    nf_test_write_file(abs, "x", 0644);
     assert_int_equal(wk_artifact_resolve(dir, abs, out, sizeof(out), &why), -1);
     assert_int_equal(wk_artifact_resolve(dir, "../jobx/f", out, sizeof(out), &why), -1);
     /* an output buffer too small is an error, not a truncation */
@@ -177,10 +166,6 @@ static void test_digest_and_record(void **state)
 int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_resolve_inside, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_resolve_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_digest_and_record, setup, teardown),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(setup, teardown, test_resolve_inside, test_resolve_refused,
+                       test_digest_and_record);
 }

@@ -1,5 +1,6 @@
 /*
- * config.c: the composite settings (API URL, labels, job types) and the table checks.
+ * config.c: the composite settings (API URL, labels, job types) and the table checks
+ * (service.c's rows loaded through nf_svc_load, as nf-worker does).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -12,6 +13,8 @@
 #include <string.h>
 
 #include "nf_log.h"
+#include "nf_svc.h"
+#include "nf_test.h"
 #include "wk.h"
 
 static void test_url(void **state)
@@ -84,10 +87,27 @@ static void test_types(void **state)
     assert_int_equal(wk_parse_types("averyveryverylongname", &mask), -1);
 }
 
+static struct nf_svc svc;
+static struct wk_settings set;
+
+/* Loads as nf-worker does (rows + desc->check), then derives the settings as init does. */
+static int load(const struct wk_config **cfg, char *err, size_t errlen)
+{
+    if (nf_svc_load(&svc, &wk_service, err, errlen) != 0)
+        return -1;
+    *cfg = svc.own;
+    return wk_settings_load(svc.own, &set, err, errlen);
+}
+
+static void unload(void)
+{
+    nf_svc_free(&svc);
+    wk_settings_free(&set);
+}
+
 static void test_load(void **state)
 {
-    struct wk_config cfg = {0};
-    struct wk_settings set = {0};
+    const struct wk_config *cfg = NULL;
     char err[512];
     setenv("NF_WORKER_REGISTRATION_TOKEN", "0123456789abcdef", 1);
     setenv("NF_WORKER_ARTIFACT_ROOT", "/tmp/nf-worker-test", 1);
@@ -95,66 +115,71 @@ static void test_load(void **state)
     unsetenv("NF_WORKER_HOSTNAME");
     unsetenv("NF_API_URL");
     unsetenv("NF_WORKER_JOB_TYPES");
-    assert_int_equal(wk_config_load(&cfg, &set, err, sizeof(err)), 0);
-    assert_int_equal(cfg.slots, 1);
-    assert_int_equal(cfg.gpu_count, 1); /* jobs ask for one GPU by default */
-    assert_string_equal(cfg.gpu_type, "");
+    assert_int_equal(load(&cfg, err, sizeof(err)), 0);
+    assert_int_equal(cfg->slots, 1);
+    assert_int_equal(cfg->gpu_count, 1); /* jobs ask for one GPU by default */
+    assert_string_equal(cfg->gpu_type, "");
     assert_int_equal(set.types, 0x3f);
     assert_int_equal(set.api_port, 8000);
     assert_true(strlen(set.hostname) > 0);
     assert_string_equal(nf_json_str(set.labels, "zone"), "eu");
-    wk_config_free(&cfg, &set);
+    /* nf_svc's SIGTERM deadline: drain timeout + kill grace + 30 s, no NF_WORKER_DRAIN_MS */
+    assert_int_equal(svc.cfg.drain_ms, (60 + 10 + 30) * 1000);
+    for (size_t i = 0; i < svc.nshared; i++)
+        assert_string_not_equal(svc.shared_opts[i].env, "NF_WORKER_DRAIN_MS");
+    unload();
+    setenv("NF_WORKER_DRAIN_TIMEOUT_S", "600", 1);
+    setenv("NF_WORKER_KILL_GRACE_S", "2", 1);
+    assert_int_equal(load(&cfg, err, sizeof(err)), 0);
+    assert_int_equal(svc.cfg.drain_ms, (600 + 2 + 30) * 1000);
+    unload();
+    unsetenv("NF_WORKER_DRAIN_TIMEOUT_S");
+    unsetenv("NF_WORKER_KILL_GRACE_S");
 
     /* a short registration token, a bad URL, bad types: refused with the variable named */
     setenv("NF_WORKER_REGISTRATION_TOKEN", "short", 1);
-    assert_int_equal(wk_config_load(&cfg, &set, err, sizeof(err)), -1);
+    assert_int_equal(load(&cfg, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "NF_WORKER_REGISTRATION_TOKEN"));
-    wk_config_free(&cfg, &set);
+    unload();
     setenv("NF_WORKER_REGISTRATION_TOKEN", "0123456789abcdef", 1);
     setenv("NF_API_URL", "https://api", 1);
-    assert_int_equal(wk_config_load(&cfg, &set, err, sizeof(err)), -1);
+    assert_int_equal(load(&cfg, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "NF_API_URL"));
-    wk_config_free(&cfg, &set);
+    unload();
     unsetenv("NF_API_URL");
     setenv("NF_WORKER_JOB_TYPES", "train,dance", 1);
-    assert_int_equal(wk_config_load(&cfg, &set, err, sizeof(err)), -1);
+    assert_int_equal(load(&cfg, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "NF_WORKER_JOB_TYPES"));
-    wk_config_free(&cfg, &set);
+    unload();
     unsetenv("NF_WORKER_JOB_TYPES");
 
     /* a pre-registered identity: both or neither, and a real worker id; no Kafka is fine */
     setenv("NF_WORKER_ID", "wrk_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M", 1);
-    assert_int_equal(wk_config_load(&cfg, &set, err, sizeof(err)), -1);
+    assert_int_equal(load(&cfg, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "NF_WORKER_TOKEN"));
-    wk_config_free(&cfg, &set);
+    unload();
     setenv("NF_WORKER_TOKEN", "tok", 1);
     setenv("NF_KAFKA_BROKERS", "", 1);
-    assert_int_equal(wk_config_load(&cfg, &set, err, sizeof(err)), 0);
-    assert_string_equal(cfg.worker_id, "wrk_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M");
-    assert_string_equal(cfg.brokers, "");
-    wk_config_free(&cfg, &set);
+    assert_int_equal(load(&cfg, err, sizeof(err)), 0);
+    assert_string_equal(cfg->worker_id, "wrk_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M");
+    assert_string_equal(cfg->brokers, "");
+    unload();
     setenv("NF_WORKER_ID", "worker-1", 1);
-    assert_int_equal(wk_config_load(&cfg, &set, err, sizeof(err)), -1);
+    assert_int_equal(load(&cfg, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "NF_WORKER_ID"));
-    wk_config_free(&cfg, &set);
+    unload();
     unsetenv("NF_WORKER_ID");
     unsetenv("NF_WORKER_TOKEN");
     unsetenv("NF_KAFKA_BROKERS");
 
     unsetenv("NF_WORKER_ARTIFACT_ROOT");
-    assert_int_equal(wk_config_load(&cfg, &set, err, sizeof(err)), -1);
+    assert_int_equal(load(&cfg, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "NF_WORKER_ARTIFACT_ROOT"));
-    wk_config_free(&cfg, &set);
+    unload();
 }
 
 int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_url),
-        cmocka_unit_test(test_labels),
-        cmocka_unit_test(test_types),
-        cmocka_unit_test(test_load),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_url, test_labels, test_types, test_load);
 }

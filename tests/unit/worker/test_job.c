@@ -1,8 +1,8 @@
 /*
  * job.c end to end with real handler processes (small /bin/sh scripts) and a link-time
- * fake of publish.c: this file defines wk_publish, wk_publish_job_event and
- * wk_publish_free, so the archive's publish.o is never linked and every message the job
- * code sends is recorded here instead of going to Kafka. Deliveries are reported on the
+ * fake of publish.c: this file defines wk_publish and wk_publish_free, so the archive's
+ * publish.o is never linked and every message the job code sends is recorded here instead
+ * of going to Kafka. Deliveries are reported on the
  * next loop turn, or held back to check that a slot stays taken until they arrive.
  */
 #include <setjmp.h>
@@ -19,11 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "nf_event.h"
 #include "nf_log.h"
+#include "nf_test.h"
 #include "wk.h"
 
 /* ---- the fake publisher --------------------------------------------------------------- */
@@ -52,7 +52,7 @@ static void deliver(evutil_socket_t fd, short what, void *arg)
         wk_job_delivered(undelivered[--nundelivered]);
 }
 
-void wk_publish(struct wk *ctx, struct wk_job *job, const char *topic, const char *key,
+void wk_publish(struct wk_ctx *ctx, struct wk_job *job, const char *topic, const char *key,
                 const char *payload)
 {
     assert_true(nsent < MAX_SENT);
@@ -68,19 +68,7 @@ void wk_publish(struct wk *ctx, struct wk_job *job, const char *topic, const cha
     }
 }
 
-void wk_publish_job_event(struct wk *ctx, struct wk_job *job, const char *type, cJSON *data,
-                          bool reliable)
-{
-    char *subject = nf_xstrdup(nf_json_str(data, "job_id"));
-    cJSON *ev = nf_event_new(type, ctx->source, subject, NULL, data);
-    char *payload = nf_json_print(ev);
-    wk_publish(ctx, reliable ? job : NULL, "forge.jobs.events", subject, payload);
-    free(payload);
-    free(subject);
-    cJSON_Delete(ev);
-}
-
-void wk_publish_free(struct wk *ctx)
+void wk_publish_free(struct wk_ctx *ctx)
 {
 }
 
@@ -89,17 +77,15 @@ void wk_publish_free(struct wk *ctx)
 static char root[PATH_MAX];
 static char handlers[PATH_MAX + 16];
 static char artifacts[PATH_MAX + 16];
-static struct wk *ctx;
+static struct wk_config cfg;
+static struct wk_ctx *ctx;
 
 static void script(const char *type, const char *body)
 {
-    char path[PATH_MAX + 64];
+    char path[PATH_MAX + 64], text[4096];
     snprintf(path, sizeof(path), "%s/%s", handlers, type);
-    FILE *f = fopen(path, "w");
-    assert_non_null(f);
-    fprintf(f, "#!/bin/sh\n%s\n", body);
-    fclose(f);
-    chmod(path, 0755);
+    assert_true((size_t)snprintf(text, sizeof(text), "#!/bin/sh\n%s\n", body) < sizeof(text));
+    nf_test_write_file(path, text, 0755);
 }
 
 static void noop(evutil_socket_t fd, short what, void *arg)
@@ -108,9 +94,7 @@ static void noop(evutil_socket_t fd, short what, void *arg)
 
 static int setup(void **state)
 {
-    snprintf(root, sizeof(root), "/tmp/nf-wk-job-XXXXXX");
-    if (mkdtemp(root) == NULL)
-        return -1;
+    nf_test_tmpdir(root, sizeof(root), "nf-wk-job-");
     snprintf(handlers, sizeof(handlers), "%s/handlers", root);
     snprintf(artifacts, sizeof(artifacts), "%s/artifacts", root);
     mkdir(handlers, 0755);
@@ -119,18 +103,23 @@ static int setup(void **state)
 
     ctx = calloc(1, sizeof(*ctx));
     ctx->base = event_base_new();
-    ctx->cfg.handlers = nf_xstrdup(handlers);
-    ctx->cfg.artifact_root = nf_xstrdup(artifacts);
-    ctx->cfg.slots = 8;
-    ctx->cfg.kill_grace_s = 1;
-    ctx->cfg.usage_window_s = 1;
-    ctx->cfg.progress_ms = 100;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.handlers = nf_xstrdup(handlers);
+    cfg.artifact_root = nf_xstrdup(artifacts);
+    cfg.slots = 8;
+    cfg.kill_grace_s = 1;
+    cfg.usage_window_s = 1;
+    cfg.progress_ms = 100;
+    ctx->cfg = &cfg;
     snprintf(ctx->worker_id, sizeof(ctx->worker_id), "wrk_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M");
     snprintf(ctx->source, sizeof(ctx->source), "nf-worker/%s", ctx->worker_id);
     ctx->sigchld = evsignal_new(ctx->base, SIGCHLD, wk_on_sigchld, ctx);
     event_add(ctx->sigchld, NULL);
     deliver_ev = evtimer_new(ctx->base, deliver, NULL);
-    /* what wk_slot_freed may touch: the retry timer (poll) and the shutdown event */
+    /* api.c's hooks, as wk_api_start sets them; what wk_slot_freed may touch: the retry
+     * timer (poll) and the shutdown event */
+    ctx->heartbeat_now = wk_api_heartbeat_now;
+    ctx->slot_freed = wk_slot_freed;
     ctx->retry = evtimer_new(ctx->base, noop, NULL);
     ctx->finish = evtimer_new(ctx->base, noop, NULL);
     nsent = nundelivered = 0;
@@ -154,50 +143,33 @@ static int teardown(void **state)
     event_free(ctx->finish);
     event_free(ctx->sigchld);
     event_base_free(ctx->base);
-    free(ctx->cfg.handlers);
-    free(ctx->cfg.artifact_root);
+    free(cfg.handlers);
+    free(cfg.artifact_root);
     free(ctx);
-    char cmd[PATH_MAX + 16];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", root);
-    return system(cmd) == 0 ? 0 : -1;
-}
-
-static long long mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return nf_test_rmtree(root);
 }
 
 /* Every loop tick doubles as a heartbeat round trip (what api.c does every few seconds). */
-static void tick(evutil_socket_t fd, short what, void *arg)
+static void heartbeat_round(void *arg)
 {
     cJSON_Delete(wk_jobs_heartbeat(ctx));
     wk_jobs_heartbeat_done(ctx, !heartbeats_fail);
 }
 
+static bool idle(void *arg)
+{
+    return ctx->njobs == 0;
+}
+
 /* Runs the loop until no job is left (or max_ms). */
 static bool run_until_idle(int max_ms)
 {
-    struct event *t = event_new(ctx->base, -1, EV_PERSIST, tick, NULL);
-    struct timeval tv = {0, 10000};
-    event_add(t, &tv);
-    long long end = mono_ms() + max_ms;
-    while (ctx->njobs > 0 && mono_ms() < end)
-        event_base_loop(ctx->base, EVLOOP_ONCE);
-    event_free(t);
-    return ctx->njobs == 0;
+    return nf_test_run_ticking(ctx->base, idle, NULL, max_ms, 10, heartbeat_round, NULL);
 }
 
 static void run_for(int ms)
 {
-    struct event *t = event_new(ctx->base, -1, EV_PERSIST, tick, NULL);
-    struct timeval tv = {0, 10000};
-    event_add(t, &tv);
-    long long end = mono_ms() + ms;
-    while (mono_ms() < end)
-        event_base_loop(ctx->base, EVLOOP_ONCE);
-    event_free(t);
+    nf_test_run_ticking(ctx->base, NULL, NULL, ms, 10, heartbeat_round, NULL);
 }
 
 static int n_job = 0;
@@ -384,11 +356,11 @@ static void test_timeout_and_kill(void **state)
     char polite[NF_ID_MAX], stubborn[NF_ID_MAX];
     script("train", "sleep 30");
     script("deploy", "trap '' TERM\nsleep 30");
-    long long t0 = mono_ms();
+    long long t0 = nf_test_now_ms();
     start("train", 1, 1, polite);
     start("deploy", 1, 1, stubborn);
     assert_true(run_until_idle(10000));
-    long long took = mono_ms() - t0;
+    long long took = nf_test_now_ms() - t0;
     assert_true(took >= 1900 && took < 6000); /* 1 s timeout + 1 s grace for the stubborn */
     const cJSON *e = error_of(polite);
     assert_string_equal(nf_json_str(e, "class"), "timeout");
@@ -495,10 +467,10 @@ static void test_cancel_stubborn(void **state)
     script("train", "trap '' TERM\necho '{\"progress\":0.1}'\nsleep 30");
     start("train", 2, 0, id);
     run_for(300);
-    long long t0 = mono_ms();
+    long long t0 = nf_test_now_ms();
     wk_job_cancel(ctx, id);
     assert_true(run_until_idle(5000));
-    long long took = mono_ms() - t0;
+    long long took = nf_test_now_ms() - t0;
     assert_true(took >= 900 && took < 3000); /* kill_grace_s = 1 */
     assert_non_null(event("forge.job.cancelled", id));
     assert_null(event("forge.job.failed", id));
@@ -580,18 +552,9 @@ static void test_retry_supersedes_old_attempt(void **state)
 int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
-    signal(SIGPIPE, SIG_IGN); /* as wk_new does: a handler may exit before reading stdin */
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_success, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_exit_codes, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_timeout_and_kill, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_bad_artifact_and_long_lines, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cannot_run, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_and_shutdown, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_slot_held_until_delivered, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_cancel_stubborn, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_lost, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_retry_supersedes_old_attempt, setup, teardown),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    signal(SIGPIPE, SIG_IGN); /* as nf_app does: a handler may exit before reading stdin */
+    return NF_TEST_RUN(setup, teardown, test_success, test_exit_codes, test_timeout_and_kill,
+                       test_bad_artifact_and_long_lines, test_cannot_run, test_cancel_and_shutdown,
+                       test_slot_held_until_delivered, test_cancel_stubborn, test_lost,
+                       test_retry_supersedes_old_attempt);
 }

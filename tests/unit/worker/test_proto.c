@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "nf_log.h"
+#include "nf_test.h"
 #include "wk.h"
 
 static enum wk_line_kind parse(const char *text, struct wk_line *l)
@@ -142,12 +143,6 @@ static void test_malformed_and_empty(void **state)
 int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_progress),
-        cmocka_unit_test(test_log_and_result),
-        cmocka_unit_test(test_usage),
-        cmocka_unit_test(test_artifact),
-        cmocka_unit_test(test_malformed_and_empty),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_progress, test_log_and_result, test_usage, test_artifact,
+                       test_malformed_and_empty);
 }

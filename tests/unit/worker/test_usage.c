@@ -13,6 +13,7 @@
 
 #include "nf_event.h"
 #include "nf_log.h"
+#include "nf_test.h"
 #include "wk.h"
 
 static void test_id_deterministic(void **state)
@@ -59,7 +60,7 @@ static void test_gpu_ms(void **state)
 
 static void test_event(void **state)
 {
-    struct wk_usage u = {.user_id = "usr_7",
+    struct nf_usage u = {.user_id = "usr_7",
                          .job_id = "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M",
                          .job_type = "train",
                          .attempt = 1,
@@ -99,11 +100,5 @@ static void test_event(void **state)
 int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_id_deterministic),
-        cmocka_unit_test(test_id_varies),
-        cmocka_unit_test(test_gpu_ms),
-        cmocka_unit_test(test_event),
-    };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return NF_TEST_RUN(NULL, NULL, test_id_deterministic, test_id_varies, test_gpu_ms, test_event);
 }

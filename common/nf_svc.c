@@ -1,0 +1,489 @@
+/*
+ * nf_svc: the one start-up, drain and teardown of every service (see nf_svc.h for the
+ * flow). The shared configuration rows are built here from the descriptor, so each row
+ * (name, type, default, bounds, help) is written once for all services.
+ */
+#include "nf_svc.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "nf_http_client.h"
+#include "nf_json.h"
+#include "nf_log.h"
+#include "nf_mem.h"
+#include "nf_metrics.h"
+#include "nf_migrate.h"
+#include "nf_pg.h"
+#include "nf_redis.h"
+
+#define MIGRATE_TRIES 30 /* one a second while Postgres comes up */
+#define TOPICS_TIMEOUT_MS 30000
+#define FLUSH_TIMEOUT_MS 5000
+#define DRAIN_TICK_MS 20
+#define GRACE_BACKSTOP_MS 5000 /* the loop ends this long after the drain deadline anyway */
+
+#define OFF(f) offsetof(struct nf_svc_cfg, f)
+
+static bool uses_kafka(const struct nf_svc_desc *d)
+{
+    return (d->needs & NF_SVC_PRODUCER) || d->consume;
+}
+
+static long long mono_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ------------------------------------------------------------------ configuration rows */
+
+static void row(struct nf_svc *svc, const char *suffix, enum nf_cfg_type type, const char *def,
+                long long min, long long max, bool secret, size_t off, const char *help)
+{
+    struct nf_cfg_opt *o = &svc->shared_opts[svc->nshared];
+    char *env = svc->env_names[svc->nshared];
+
+    if (strncmp(suffix, "NF_", 3) == 0)
+        snprintf(env, sizeof(svc->env_names[0]), "%s", suffix);
+    else
+        snprintf(env, sizeof(svc->env_names[0]), "%s_%s", svc->desc->env_prefix, suffix);
+    *o = (struct nf_cfg_opt){env, type, def, min, max, secret, off, help};
+    svc->nshared++;
+}
+
+/* The default of the next row, from the descriptor (fallback when it says 0). */
+static const char *int_def(struct nf_svc *svc, int v, int fallback)
+{
+    char *buf = svc->env_defs[svc->nshared];
+
+    snprintf(buf, sizeof(svc->env_defs[0]), "%d", v > 0 ? v : fallback);
+    return buf;
+}
+
+/* The shared rows this descriptor needs, in the order --help shows them. */
+static void build_rows(struct nf_svc *svc)
+{
+    const struct nf_svc_desc *d = svc->desc;
+
+    row(svc, "NF_LOG_LEVEL", NF_CFG_LEVEL, "info", 0, 0, false, OFF(log_level),
+        "least severe log level written");
+    if (d->addr)
+        row(svc, "ADDR", NF_CFG_ADDR, d->addr, 0, 0, false, OFF(addr), "HTTP listen address");
+    if (uses_kafka(d)) {
+        row(svc, "NF_KAFKA_BROKERS", NF_CFG_STR, "127.0.0.1:9092", 1, 0, false, OFF(brokers),
+            "Kafka bootstrap servers (host:port,...)");
+        row(svc, "NF_KAFKA_PARTITIONS", NF_CFG_INT, "3", 1, 1024, false, OFF(partitions),
+            "partitions of the topics created at start");
+        row(svc, "NF_KAFKA_REPLICATION", NF_CFG_INT, "1", 1, 16, false, OFF(replication),
+            "replication factor of the topics created at start");
+    }
+    if (d->consume) {
+        row(svc, "GROUP", NF_CFG_STR, d->group, 1, 255, false, OFF(group),
+            "Kafka consumer group (a new group replays the topics from the start)");
+        row(svc, "MAX_INFLIGHT", NF_CFG_INT, int_def(svc, d->max_inflight, 256), 1, 1000000, false,
+            OFF(max_inflight), "Kafka messages handled at once");
+    }
+    if (d->needs & NF_SVC_REDIS)
+        row(svc, "NF_REDIS_ADDR", NF_CFG_ADDR, "127.0.0.1:6379", 0, 0, false, OFF(redis_addr),
+            "Redis address");
+    if (d->needs & NF_SVC_PG) {
+        row(svc, "NF_PG_DSN", NF_CFG_STR, "host=127.0.0.1 port=5432 dbname=forge user=forge", 1, 0,
+            true, OFF(pg_dsn), "libpq conninfo");
+        row(svc, "PG_CONNS", NF_CFG_INT, "4", 1, 64, false, OFF(pg_conns),
+            "Postgres connections in the pool");
+    }
+    if (d->schema)
+        row(svc, "MIGRATIONS", NF_CFG_STR, d->migrations, 1, 0, false, OFF(migrations),
+            "directory of the schema migrations");
+    if (d->addr || (d->needs & (NF_SVC_PG | NF_SVC_REDIS)))
+        row(svc, "TIMEOUT_MS", NF_CFG_INT, int_def(svc, d->timeout_ms, 5000), 100, 300000, false,
+            OFF(timeout_ms), "deadline of one Postgres, Redis or internal HTTP call");
+    if (!d->drain_of)
+        row(svc, "DRAIN_MS", NF_CFG_INT, int_def(svc, d->drain_ms, 10000), 0, 600000, false,
+            OFF(drain_ms), "on SIGTERM, how long work in flight may take to finish");
+}
+
+static void tables_new(struct nf_svc *svc, const struct nf_svc_desc *desc)
+{
+    memset(svc, 0, sizeof(*svc));
+    svc->desc = desc;
+    build_rows(svc);
+    svc->own = nf_xcalloc(1, desc->cfg_size ? desc->cfg_size : 1);
+}
+
+int nf_svc_load(struct nf_svc *svc, const struct nf_svc_desc *desc, char *err, size_t errlen)
+{
+    tables_new(svc, desc);
+    if (nf_cfg_load(svc->shared_opts, svc->nshared, &svc->cfg, err, errlen) != 0)
+        return -1;
+    if (desc->nopts && nf_cfg_load(desc->opts, desc->nopts, svc->own, err, errlen) != 0)
+        return -1;
+    if (desc->drain_of)
+        svc->cfg.drain_ms = desc->drain_of(svc->own);
+    if (desc->check && desc->check(svc, err, errlen) != 0)
+        return -1;
+    return 0;
+}
+
+/* The shared rows and the service's own, as one list. */
+static size_t tables(const struct nf_svc *svc, struct nf_cfg_table t[2])
+{
+    t[0] = (struct nf_cfg_table){svc->shared_opts, svc->nshared, &svc->cfg};
+    t[1] = (struct nf_cfg_table){svc->desc->opts, svc->desc->nopts, svc->own};
+    return svc->desc->nopts ? 2 : 1;
+}
+
+void nf_svc_usage(struct nf_svc *svc, FILE *out)
+{
+    struct nf_cfg_table t[2];
+
+    fprintf(out, "nf-%s: %s\n\n", svc->desc->name, svc->desc->summary);
+    fprintf(out, "usage: nf-%s [--help | --check-config]\n\n", svc->desc->name);
+    nf_cfg_usage(t, tables(svc, t), out);
+}
+
+static void config_log(struct nf_svc *svc)
+{
+    struct nf_cfg_table t[2];
+
+    nf_cfg_log(t, tables(svc, t));
+}
+
+/* ------------------------------------------------------------------ start */
+
+static int migrate(struct nf_svc *svc)
+{
+    char err[512], n[16];
+    int i, rc = -1;
+
+    for (i = 0; i < MIGRATE_TRIES; i++) {
+        rc = nf_migrate_run(svc->cfg.pg_dsn, svc->desc->schema, svc->cfg.migrations, err,
+                            sizeof(err));
+        if (rc >= 0)
+            break;
+        nf_log_kv(NF_LOG_WARN, "migrate_retry", "migrations failed, retrying", "error", err, NULL);
+        sleep(1);
+    }
+    if (rc < 0) {
+        nf_log_kv(NF_LOG_ERROR, "migrate_failed", "cannot apply migrations", "dir",
+                  svc->cfg.migrations, "error", err, NULL);
+        return -1;
+    }
+    snprintf(n, sizeof(n), "%d", rc);
+    nf_log_kv(NF_LOG_INFO, "migrated", "migrations applied", "applied", n, NULL);
+    return 0;
+}
+
+/* A consumer cannot run without its topics; a producer-only service starts without the
+ * broker and answers 503 until it is back (/readyz says so). */
+static int topics(struct nf_svc *svc)
+{
+    char err[512];
+
+    if (nf_kafka_create_forge_topics(svc->cfg.brokers, svc->cfg.partitions, svc->cfg.replication,
+                                     svc->desc->consume ? TOPICS_TIMEOUT_MS : 5000, err,
+                                     sizeof(err)) == 0)
+        return 0;
+    nf_log_kv(svc->desc->consume ? NF_LOG_ERROR : NF_LOG_WARN, "topics_failed",
+              "cannot create kafka topics", "error", err, NULL);
+    return svc->desc->consume ? -1 : 0;
+}
+
+static int redis_new(struct nf_svc *svc)
+{
+    char *host = NULL;
+    int port, rc;
+
+    if (nf_cfg_split_addr(svc->cfg.redis_addr, &host, &port) != 0)
+        return -1; /* checked at load */
+    rc = nf_redis_new(&svc->redis, svc->base, host, port, svc->cfg.timeout_ms);
+    free(host);
+    if (rc != 0)
+        nf_log_error("redis_failed", "cannot create the redis client");
+    return rc;
+}
+
+static bool ready(cJSON *checks, void *arg)
+{
+    struct nf_svc *svc = arg;
+    bool ok = !svc->stopping, up;
+
+    if (uses_kafka(svc->desc)) {
+        up = (!svc->producer || nf_kafka_producer_ready(svc->producer)) &&
+             (!svc->consumer || nf_kafka_consumer_ready(svc->consumer));
+        nf_json_add_str(checks, "kafka", up ? "ok" : "down");
+        ok = ok && (up || svc->desc->kafka_optional);
+    }
+    if (svc->redis) {
+        up = nf_redis_ready(svc->redis);
+        nf_json_add_str(checks, "redis", up ? "ok" : "down");
+        ok = ok && up;
+    }
+    if (svc->pg) {
+        up = nf_pg_ready(svc->pg);
+        nf_json_add_str(checks, "postgres", up ? "ok" : "down");
+        ok = ok && up;
+    }
+    if (svc->desc->ready)
+        ok = svc->desc->ready(svc->ctx, checks) && ok;
+    return ok;
+}
+
+static int http_new(struct nf_svc *svc)
+{
+    const struct nf_svc_desc *d = svc->desc;
+    struct nf_http_limits limits = {svc->max_body ? svc->max_body : d->max_body, 0,
+                                    d->http_timeout_s};
+    char *host = NULL;
+    size_t i;
+    int port, rc;
+
+    if (nf_cfg_split_addr(svc->cfg.addr, &host, &port) != 0)
+        return -1; /* checked at load */
+    rc = nf_http_server_new(&svc->http, svc->base, host, port, &limits, svc->reuseport,
+                            svc->metrics);
+    free(host);
+    if (rc != 0) {
+        nf_log_kv(NF_LOG_ERROR, "listen_failed", "cannot listen", "addr", svc->cfg.addr, NULL);
+        return -1;
+    }
+    nf_http_set_ready(svc->http, ready, svc);
+    for (i = 0; i < d->nroutes; i++) {
+        if (nf_http_route(svc->http, d->routes[i].method, d->routes[i].pattern, d->routes[i].fn,
+                          svc->ctx) != 0) {
+            nf_log_kv(NF_LOG_ERROR, "route_failed", "cannot register a route", "route",
+                      d->routes[i].pattern, NULL);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void on_msg(struct nf_kafka_msg *msg, void *arg)
+{
+    struct nf_svc *svc = arg;
+
+    if (svc->stopping)
+        return; /* left un-done: redelivered to the next consumer of the partition */
+    svc->desc->on_msg(msg, svc->ctx);
+}
+
+static int consumer_new(struct nf_svc *svc)
+{
+    const char *const *t;
+    char err[512];
+    size_t n = 0;
+
+    for (t = svc->desc->consume; *t; t++)
+        n++;
+    if (nf_kafka_consumer_new(&svc->consumer, svc->base, svc->cfg.brokers, svc->cfg.group,
+                              svc->desc->consume, n, svc->cfg.max_inflight, svc->consumer_conf,
+                              on_msg, svc, err, sizeof(err)) == 0)
+        return 0;
+    nf_log_kv(NF_LOG_ERROR, "consumer_failed", "cannot create the kafka consumer", "error", err,
+              NULL);
+    return -1;
+}
+
+static int start(struct nf_svc *svc)
+{
+    const struct nf_svc_desc *d = svc->desc;
+    char err[512], client_id[64];
+
+    if (nf_metrics_new(&svc->metrics) != 0 || d->init(svc) != 0)
+        return -1;
+    if (d->schema && migrate(svc) != 0)
+        return -1;
+    if (uses_kafka(d) && topics(svc) != 0)
+        return -1;
+    if ((d->needs & NF_SVC_PG) && nf_pg_new(&svc->pg, svc->base, svc->cfg.pg_dsn, svc->cfg.pg_conns,
+                                            svc->cfg.timeout_ms) != 0) {
+        nf_log_error("pg_failed", "cannot create the postgres pool");
+        return -1;
+    }
+    if ((d->needs & NF_SVC_REDIS) && redis_new(svc) != 0)
+        return -1;
+    snprintf(client_id, sizeof(client_id), "nf-%s", d->name);
+    if ((d->needs & NF_SVC_PRODUCER) &&
+        nf_kafka_producer_new(&svc->producer, svc->base, svc->cfg.brokers, client_id,
+                              svc->producer_conf, err, sizeof(err)) != 0) {
+        nf_log_kv(NF_LOG_ERROR, "producer_failed", "cannot create the kafka producer", "error", err,
+                  NULL);
+        return -1;
+    }
+    if (d->addr && http_new(svc) != 0)
+        return -1;
+    if (d->start && d->start(svc->ctx) != 0)
+        return -1;
+    if (d->consume && consumer_new(svc) != 0)
+        return -1;
+    nf_log_kv(NF_LOG_INFO, "started", "service started", "addr", svc->cfg.addr, NULL);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ stop */
+
+static size_t busy(struct nf_svc *svc)
+{
+    size_t n = 0;
+
+    if (svc->http)
+        n += nf_http_inflight(svc->http);
+    /* an optional Kafka that is down holds no drain: the teardown's flush still tries */
+    if (svc->producer && (!svc->desc->kafka_optional || nf_kafka_producer_ready(svc->producer)))
+        n += (size_t)nf_kafka_producer_outq(svc->producer);
+    if (svc->desc->busy)
+        n += svc->desc->busy(svc->ctx);
+    return n;
+}
+
+static void on_drain(evutil_socket_t fd, short what, void *arg)
+{
+    struct nf_svc *svc = arg;
+    size_t left = busy(svc);
+    char n[24];
+
+    if (left > 0 && mono_ms() < svc->drain_deadline_ms)
+        return;
+    snprintf(n, sizeof(n), "%zu", left);
+    nf_log_kv(left ? NF_LOG_WARN : NF_LOG_INFO, "drained",
+              left ? "drain deadline passed, stopping" : "work in flight finished, stopping",
+              "left", n, NULL);
+    event_del(svc->drain);
+    nf_app_stop_done(&svc->app);
+}
+
+static void on_stop(void *arg)
+{
+    struct nf_svc *svc = arg;
+    struct timeval tick = {0, (suseconds_t)DRAIN_TICK_MS * 1000};
+
+    if (svc->stopping)
+        return;
+    svc->stopping = true;
+    svc->drain_deadline_ms = mono_ms() + svc->cfg.drain_ms;
+    if (svc->http)
+        nf_http_server_stop(svc->http);
+    if (svc->desc->stop && svc->ctx)
+        svc->desc->stop(svc->ctx);
+    nf_log_info("draining", "stopping: finishing work in flight");
+    svc->drain = event_new(svc->base, -1, EV_PERSIST, on_drain, svc);
+    if (!svc->drain)
+        abort();
+    event_add(svc->drain, &tick);
+}
+
+void nf_svc_stop(struct nf_svc *svc)
+{
+    nf_app_stop(&svc->app);
+}
+
+int nf_svc_client(struct nf_svc *svc, struct nf_http_client **out, const char *env,
+                  const char *addr, int timeout_ms, int conns)
+{
+    char *host = NULL;
+    int port, rc;
+
+    rc = nf_cfg_split_addr(addr, &host, &port);
+    if (rc == 0)
+        rc = nf_http_client_new(out, svc->base, host, port, timeout_ms, conns);
+    free(host);
+    if (rc != 0)
+        nf_log_kv(NF_LOG_ERROR, "client_failed", "cannot create http client", "env", env, NULL);
+    return rc;
+}
+
+/* The reverse of start; accepts a half-started svc. */
+static void teardown(struct nf_svc *svc)
+{
+    const struct nf_svc_desc *d = svc->desc;
+
+    svc->stopping = svc->closing = true;
+    if (svc->drain)
+        event_free(svc->drain);
+    svc->drain = NULL;
+    if (svc->ctx && d->close)
+        d->close(svc->ctx);
+    nf_kafka_consumer_free(svc->consumer);
+    svc->consumer = NULL;
+    nf_kafka_producer_free(svc->producer, FLUSH_TIMEOUT_MS);
+    svc->producer = NULL;
+    nf_redis_free(svc->redis);
+    svc->redis = NULL;
+    nf_pg_free(svc->pg);
+    svc->pg = NULL;
+    nf_http_server_free(svc->http);
+    svc->http = NULL;
+    if (svc->ctx && d->free)
+        d->free(svc->ctx);
+    svc->ctx = NULL;
+    nf_metrics_free(svc->metrics);
+    svc->metrics = NULL;
+}
+
+void nf_svc_free(struct nf_svc *svc)
+{
+    if (!svc || !svc->desc)
+        return;
+    teardown(svc);
+    nf_cfg_free(svc->shared_opts, svc->nshared, &svc->cfg);
+    if (svc->desc->nopts && svc->own)
+        nf_cfg_free(svc->desc->opts, svc->desc->nopts, svc->own);
+    free(svc->own);
+    memset(svc, 0, sizeof(*svc));
+}
+
+/* ------------------------------------------------------------------ main */
+
+int nf_svc_main(const struct nf_svc_desc *desc, int argc, char **argv)
+{
+    struct nf_svc svc;
+    char err[512];
+    bool check_only = false;
+    int rc = 1;
+
+    if (argc > 2 || (argc == 2 && strcmp(argv[1], "--help") != 0 && strcmp(argv[1], "-h") != 0 &&
+                     strcmp(argv[1], "--check-config") != 0)) {
+        fprintf(stderr, "nf-%s: unknown argument %s (try --help)\n", desc->name, argv[1]);
+        return 2;
+    }
+    if (argc == 2 && strcmp(argv[1], "--check-config") != 0) {
+        tables_new(&svc, desc);
+        nf_svc_usage(&svc, stdout);
+        nf_svc_free(&svc);
+        return 0;
+    }
+    check_only = argc == 2;
+    nf_log_init(desc->name, NF_LOG_INFO);
+    if (nf_svc_load(&svc, desc, err, sizeof(err)) != 0) {
+        nf_log_kv(NF_LOG_ERROR, "config_invalid", "invalid configuration", "error", err, NULL);
+        nf_svc_free(&svc);
+        return 2;
+    }
+    nf_log_init(desc->name, (enum nf_log_level)svc.cfg.log_level);
+    config_log(&svc);
+    if (check_only) {
+        nf_svc_free(&svc);
+        return 0;
+    }
+    if (nf_app_init(&svc.app, on_stop, &svc, svc.cfg.drain_ms + GRACE_BACKSTOP_MS) != 0)
+        goto out;
+    svc.base = svc.app.base;
+    if (start(&svc) == 0)
+        rc = nf_app_run(&svc.app);
+    else
+        nf_log_error("start_failed", "cannot start");
+    if (rc == 0)
+        rc = svc.exit_code;
+    teardown(&svc);
+    nf_app_free(&svc.app);
+out:
+    nf_svc_free(&svc);
+    return rc;
+}

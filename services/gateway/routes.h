@@ -1,0 +1,56 @@
+#pragma once
+/*
+ * The gateway's route handlers, one group per file; service.c lists them in its route
+ * table (nf_svc registers them with the gw_ctx as their argument). Every route but
+ * register, login, logout, the worker protocol and the documents authenticates first.
+ */
+#include "gw.h"
+
+/*
+ * Defines the route handler name: gw_keys_auth, then fn with the caller (or the answer
+ * gw_keys_auth gave: 403, 429, 503).
+ */
+#define GW_ROUTE_AUTHED(name, fn)                                                                  \
+    void name(struct nf_http_req *req, void *arg)                                                  \
+    {                                                                                              \
+        gw_keys_auth(arg, req, fn);                                                                \
+    }
+
+/* routes_jobs.c: POST /api/jobs/{job_type}, GET /api/jobs/{job_id}, GET /api/jobs,
+ * POST /api/jobs/{job_id}/cancel, GET /api/jobs/{job_id}/events (JSON or SSE). */
+void gw_jobs_submit(struct nf_http_req *req, void *arg);
+void gw_jobs_get(struct nf_http_req *req, void *arg);
+void gw_jobs_list(struct nf_http_req *req, void *arg);
+void gw_jobs_cancel(struct nf_http_req *req, void *arg);
+void gw_jobs_events(struct nf_http_req *req, void *arg);
+
+/* routes_workers.c: /api/workers/... forwarded to nf-worker-manager as it came;
+ * GET /api/workers (the fleet list) after gw_keys_auth, without the user's credentials. */
+void gw_workers_forward(struct nf_http_req *req, void *arg);
+void gw_workers_list(struct nf_http_req *req, void *arg);
+
+/* routes_auth.c: /api/auth/... to nf-auth; register, login and logout as they came, me
+ * and api-keys after gw_keys_auth with the caller in X-Nf-* headers. */
+void gw_auth_register(struct nf_http_req *req, void *arg);
+void gw_auth_login(struct nf_http_req *req, void *arg);
+void gw_auth_logout(struct nf_http_req *req, void *arg);
+void gw_auth_me(struct nf_http_req *req, void *arg);
+void gw_auth_keys(struct nf_http_req *req, void *arg);
+void gw_auth_key(struct nf_http_req *req, void *arg);
+
+/* routes_billing.c: GET /api/billing/summary, /usage, GET and PUT /api/billing/budget. */
+void gw_billing_summary(struct nf_http_req *req, void *arg);
+void gw_billing_usage(struct nf_http_req *req, void *arg);
+void gw_billing_budget(struct nf_http_req *req, void *arg);
+
+/* routes_artifacts.c: GET /api/artifacts, /api/artifacts/{artifact_id}, and .../content
+ * streamed from the local store. */
+void gw_artifacts_list(struct nf_http_req *req, void *arg);
+void gw_artifacts_get(struct nf_http_req *req, void *arg);
+void gw_artifacts_content(struct nf_http_req *req, void *arg);
+
+/* routes_meta.c: GET /openapi.json and GET /docs. */
+void gw_meta_openapi(struct nf_http_req *req, void *arg);
+void gw_meta_docs(struct nf_http_req *req, void *arg);
+/* Reads cfg->openapi into ctx (it must exist and be a JSON object); -1 with err. */
+int gw_meta_load(struct gw_ctx *ctx, char *err, size_t errlen);

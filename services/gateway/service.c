@@ -1,0 +1,223 @@
+/*
+ * nf-gateway as an nf_svc descriptor: its NF_GATEWAY_* rows, the route table and the
+ * hooks around the shared start, drain and teardown (nf_svc.h).
+ *
+ *   init   the context, metrics, the OpenAPI document; the producer's extra properties,
+ *          SO_REUSEPORT and the body limit for nf_svc
+ *   start  (Redis, the producer and the server are up) the Redis scripts, the clients of
+ *          nf-auth, nf-scheduler, nf-worker-manager and nf-billing
+ *   SIGTERM: nf_svc closes the listener and waits for requests and deliveries in flight;
+ *   busy   only worker long polls left (they may wait 30 s more)? free the worker-manager
+ *          client: they are answered 503 at once and the agents retry elsewhere
+ *   close  the clients (their calls in flight answer 503), then the open streams; nf_svc
+ *          then flushes Kafka (a failed delivery still DELs its snapshot through Redis)
+ *          and frees Redis (its callbacks answer 503) and the server
+ *   free   the context
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "gw.h"
+#include "nf_cfg.h"
+#include "nf_http_client.h"
+#include "nf_log.h"
+#include "nf_mem.h"
+#include "nf_svc.h"
+#include "routes.h"
+
+#ifndef NF_BINARY_DIR
+#define NF_BINARY_DIR "."
+#endif
+
+#define BACKEND_CONNS 64
+#define WM_TIMEOUT_MS 10000
+#define HTTP_IDLE_TIMEOUT_S 60 /* above the 40 s worker long poll */
+
+#define OPT(env, type, def, min, max, field, help)                                                 \
+    {                                                                                              \
+        env, type, def, min, max, false, offsetof(struct gw_config, field), help                   \
+    }
+
+static const struct nf_cfg_opt opts[] = {
+    OPT("NF_GATEWAY_REUSEPORT", NF_CFG_BOOL, "false", 0, 0, reuseport,
+        "SO_REUSEPORT, so several gateway processes share the port"),
+    OPT("NF_GATEWAY_MAX_BODY", NF_CFG_INT, "1048576", 1024, 67108864, max_body,
+        "largest request body in bytes (larger: 413)"),
+    OPT("NF_GATEWAY_OPENAPI", NF_CFG_STR, NF_BINARY_DIR "/openapi.json", 1, 0, openapi,
+        "OpenAPI JSON served at /openapi.json (must exist at start)"),
+    OPT("NF_AUTH_ADDR", NF_CFG_ADDR, "127.0.0.1:8101", 0, 0, auth_addr, "nf-auth internal address"),
+    OPT("NF_SCHEDULER_ADDR", NF_CFG_ADDR, "127.0.0.1:8102", 0, 0, sched_addr,
+        "nf-scheduler internal address"),
+    OPT("NF_WM_ADDR", NF_CFG_ADDR, "127.0.0.1:8104", 0, 0, wm_addr,
+        "nf-worker-manager address (/api/workers/* is forwarded there)"),
+    OPT("NF_BILLING_ADDR", NF_CFG_ADDR, "127.0.0.1:8103", 0, 0, billing_addr,
+        "nf-billing internal address (/api/billing/* is forwarded there)"),
+    OPT("NF_GATEWAY_ARTIFACT_ROOT", NF_CFG_STR, "", 0, 0, artifact_root,
+        "local artifact store: /api/artifacts/{id}/content serves files under it only "
+        "(empty: any file:// path the artifact registry holds)"),
+    OPT("NF_GATEWAY_PRODUCE_TIMEOUT_MS", NF_CFG_INT, "10000", 1000, 300000, produce_timeout_ms,
+        "Kafka delivery deadline of a submitted job (then 503)"),
+    OPT("NF_GATEWAY_WM_CONNS", NF_CFG_INT, "256", 1, 65536, wm_conns,
+        "connections to the worker-manager (each next_job long poll holds one)"),
+    OPT("NF_GATEWAY_RATE_LIMIT", NF_CFG_INT, "600", 1, 1000000, rate_per_min,
+        "requests per minute per API key (or per user for sessions); a key may carry less"),
+    OPT("NF_GATEWAY_RATE_BURST", NF_CFG_INT, "100", 1, 1000000, rate_burst,
+        "requests an API key may send at once before the per-minute rate applies"),
+};
+
+/* Every method of one /api/workers pattern: get answers GET, the rest are forwarded. */
+/* clang-format off */
+#define WORKERS(pattern, get)                                                                      \
+    {"GET", pattern, get},                                                                         \
+    {"POST", pattern, gw_workers_forward},                                                         \
+    {"PUT", pattern, gw_workers_forward},                                                          \
+    {"DELETE", pattern, gw_workers_forward},                                                       \
+    {"PATCH", pattern, gw_workers_forward}
+/* clang-format on */
+
+static const struct nf_svc_route routes[] = {
+    {"GET", "/openapi.json", gw_meta_openapi},
+    {"GET", "/docs", gw_meta_docs},
+    {"POST", "/api/jobs/{job_type}", gw_jobs_submit},
+    {"GET", "/api/jobs/{job_id}", gw_jobs_get},
+    {"GET", "/api/jobs", gw_jobs_list},
+    {"POST", "/api/jobs/{job_id}/cancel", gw_jobs_cancel},
+    {"GET", "/api/jobs/{job_id}/events", gw_jobs_events},
+    WORKERS("/api/workers", gw_workers_list), /* the fleet list (also /api/workers/) */
+    WORKERS("/api/workers/{a}", gw_workers_forward),
+    WORKERS("/api/workers/{a}/{b}", gw_workers_forward),
+    WORKERS("/api/workers/{a}/{b}/{c}", gw_workers_forward),
+    {"POST", "/api/auth/register", gw_auth_register},
+    {"POST", "/api/auth/login", gw_auth_login},
+    {"POST", "/api/auth/logout", gw_auth_logout},
+    {"GET", "/api/auth/me", gw_auth_me},
+    {"GET", "/api/auth/api-keys", gw_auth_keys},
+    {"POST", "/api/auth/api-keys", gw_auth_keys},
+    {"DELETE", "/api/auth/api-keys/{key_id}", gw_auth_key},
+    {"GET", "/api/billing/summary", gw_billing_summary},
+    {"GET", "/api/billing/usage", gw_billing_usage},
+    {"GET", "/api/billing/budget", gw_billing_budget},
+    {"PUT", "/api/billing/budget", gw_billing_budget},
+    {"GET", "/api/artifacts", gw_artifacts_list},
+    {"GET", "/api/artifacts/{artifact_id}", gw_artifacts_get},
+    {"GET", "/api/artifacts/{artifact_id}/content", gw_artifacts_content},
+};
+
+static int gw_init(struct nf_svc *svc)
+{
+    struct gw_ctx *ctx = nf_xcalloc(1, sizeof(*ctx));
+    char err[512];
+
+    ctx->svc = svc;
+    ctx->cfg = svc->own;
+    LIST_INIT(&ctx->streams);
+    svc->ctx = ctx; /* gw_free's from here on, also when the start fails */
+    snprintf(ctx->produce_timeout, sizeof(ctx->produce_timeout), "%d",
+             ctx->cfg->produce_timeout_ms);
+    ctx->producer_conf[0] = "message.timeout.ms";
+    ctx->producer_conf[1] = ctx->produce_timeout;
+    ctx->producer_conf[2] = "linger.ms";
+    ctx->producer_conf[3] = "1";
+    ctx->producer_conf[4] = NULL;
+    svc->producer_conf = ctx->producer_conf;
+    svc->reuseport = ctx->cfg->reuseport;
+    svc->max_body = (size_t)ctx->cfg->max_body;
+    gw_metrics_register(ctx);
+    if (gw_meta_load(ctx, err, sizeof(err)) != 0) {
+        nf_log_kv(NF_LOG_ERROR, "openapi_failed", "cannot load the openapi document", "error", err,
+                  NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static int gw_start(void *arg)
+{
+    struct gw_ctx *ctx = arg;
+    const struct gw_config *cfg = ctx->cfg;
+    struct nf_svc *svc = ctx->svc;
+    int timeout_ms = svc->cfg.timeout_ms;
+
+    if (gw_snapshot_init(ctx) != 0 || gw_rl_init(ctx) != 0 || gw_idem_init(ctx) != 0) {
+        nf_log_error("redis_failed", "cannot register the redis scripts");
+        return -1;
+    }
+    if (nf_svc_client(svc, &ctx->auth, "NF_AUTH_ADDR", cfg->auth_addr, timeout_ms, BACKEND_CONNS) !=
+            0 ||
+        nf_svc_client(svc, &ctx->sched, "NF_SCHEDULER_ADDR", cfg->sched_addr, timeout_ms,
+                      BACKEND_CONNS) != 0 ||
+        nf_svc_client(svc, &ctx->wm, "NF_WM_ADDR", cfg->wm_addr, WM_TIMEOUT_MS, cfg->wm_conns) !=
+            0 ||
+        nf_svc_client(svc, &ctx->billing, "NF_BILLING_ADDR", cfg->billing_addr, timeout_ms,
+                      BACKEND_CONNS) != 0)
+        return -1;
+    return 0;
+}
+
+/* Frees a client: its calls in flight fail at once and their callbacks answer 503 (the
+ * gateway is stopping); what a callback starts from then on finds no client. */
+static void client_free(struct nf_http_client **cli)
+{
+    struct nf_http_client *c = *cli;
+
+    *cli = NULL;
+    nf_http_client_free(c);
+}
+
+/*
+ * A drain tick: nf_svc already counts the requests and deliveries in flight. When the
+ * only requests left are worker long polls, end them now rather than wait up to 30 s:
+ * freeing the worker-manager client answers them 503 and their agents retry elsewhere;
+ * the next tick sees them answered.
+ */
+static size_t gw_busy(void *arg)
+{
+    struct gw_ctx *ctx = arg;
+    size_t inflight = nf_http_inflight(ctx->svc->http);
+
+    if (ctx->wm && inflight > 0 && inflight == ctx->long_polls)
+        client_free(&ctx->wm);
+    return 0;
+}
+
+/* Teardown's first step; see the top of the file for what fires after it. */
+static void gw_close(void *arg)
+{
+    struct gw_ctx *ctx = arg;
+
+    client_free(&ctx->wm);
+    client_free(&ctx->sched);
+    /* the streams' scheduler calls fired above; end the streams waiting on timers */
+    gw_streams_close_all(ctx);
+    client_free(&ctx->billing);
+    client_free(&ctx->auth);
+}
+
+static void gw_free(void *arg)
+{
+    struct gw_ctx *ctx = arg;
+
+    free(ctx->openapi);
+    free(ctx);
+}
+
+const struct nf_svc_desc gw_service = {
+    .name = "gateway",
+    .summary = "the Nexa Forge public API gateway",
+    .env_prefix = "NF_GATEWAY",
+    .addr = "127.0.0.1:8000",
+    .needs = NF_SVC_REDIS | NF_SVC_PRODUCER,
+    .timeout_ms = 5000, /* Redis, nf-auth, nf-scheduler and nf-billing calls */
+    .drain_ms = 10000,
+    .http_timeout_s = HTTP_IDLE_TIMEOUT_S,
+    .opts = opts,
+    .nopts = sizeof(opts) / sizeof(opts[0]),
+    .cfg_size = sizeof(struct gw_config),
+    .routes = routes,
+    .nroutes = sizeof(routes) / sizeof(routes[0]),
+    .init = gw_init,
+    .start = gw_start,
+    .busy = gw_busy,
+    .close = gw_close,
+    .free = gw_free,
+};

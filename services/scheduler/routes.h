@@ -1,0 +1,51 @@
+#pragma once
+/*
+ * What service.c wires up: the route handlers (its route table), the consumers of the
+ * three topics (its on_msg hook) and the timers' start and free (its start and free
+ * hooks). Each takes the service context (struct sched_ctx) as its argument.
+ *
+ * The routes after GET /internal/jobs/{job_id} name their caller in X-Nf-User-Id (the
+ * gateway sets it from the authenticated principal; never a client).
+ */
+#include "sched.h"
+
+struct nf_http_req;
+struct nf_kafka_msg;
+
+/* routes_internal.c: GET /internal/jobs/{job_id}?user_id=, GET /internal/jobs,
+ * GET /internal/jobs/{job_id}/events, GET /internal/artifacts[/{artifact_id}] */
+void sched_route_job(struct nf_http_req *req, void *ctx);
+void sched_route_jobs(struct nf_http_req *req, void *ctx);
+void sched_route_events(struct nf_http_req *req, void *ctx);
+void sched_route_artifacts(struct nf_http_req *req, void *ctx);
+void sched_route_artifact(struct nf_http_req *req, void *ctx);
+/* cancel.c: POST /internal/jobs/{job_id}/cancel */
+void sched_route_cancel(struct nf_http_req *req, void *ctx);
+/* While stopping (the busy hook, each drain tick): the cancels that will not go on (waiting
+ * in a delay or a backoff) answer 503 now. */
+void sched_cancel_drain(struct sched_ctx *ctx);
+
+/* The consumers, one per topic; each takes msg over (marked done or redelivered). */
+void sched_requested_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg);
+void sched_events_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg);
+/* forge.billing.costs: a job's cost from billing -> cost_micros + snapshot. */
+void sched_costs_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg);
+
+/* Storage metering (storage_meter.c): starts the timer (ctx->storage_tick, freed by the
+ * service's close hook). -1 on failure. */
+int sched_storage_start(struct sched_ctx *ctx);
+
+/*
+ * The reconciler (reconciler.c): timers that repair what a lost message, a crash or a
+ * Redis without its data left behind.
+ *   every retry_poll_ms: dispatch the retries that are due (next_attempt_at <= now)
+ *   every reconcile_s:   re-dispatch queued jobs the worker-manager does not hold;
+ *                        fail jobs running past timeout_seconds + grace (class timeout);
+ *                        re-check jobs stuck in cancel_requested;
+ *                        repair job:<id> snapshots older than their row
+ * Every pass is idempotent (deterministic event ids, versioned snapshot writes), so
+ * several scheduler copies may run it. -1 when the timers cannot be created.
+ */
+int sched_reconciler_start(struct sched_ctx *ctx);
+/* Frees the timers (teardown, after the work items: their dtors clear its flags). NULL ok. */
+void sched_reconciler_free(struct sched_ctx *ctx);

@@ -1,0 +1,115 @@
+#pragma once
+/*
+ * Private to job*.c: one running job of the worker agent, and the calls between its files.
+ *
+ *   job.c         lifecycle: start, cancel, lease lost, drain deadline, teardown
+ *   job_child.c   the handler process: spawn (fork/exec, env, pipes), stdout/stderr
+ *                 lines, signals (SIGTERM, grace, SIGKILL), SIGCHLD, waiting for EOF
+ *   job_report.c  what the job tells the world: progress (throttled), logs, usage windows,
+ *                 stdout protocol lines, the terminal event
+ *   job_set.c     the list of jobs, hold/delivered, lease lookup, heartbeat confirmation,
+ *                 freeing a job that is done
+ *
+ * Each calls only the ones below it in this order: job.c -> job_child.c -> job_report.c
+ * -> (publish.c) -> job_set.c.
+ *
+ * Every other file of the worker sees a job only through wk.h.
+ */
+#include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "wk.h"
+
+enum wk_job_stop {
+    WK_STOP_NONE = 0,
+    WK_STOP_TIMEOUT,
+    WK_STOP_CANCEL,
+    WK_STOP_SHUTDOWN,
+    WK_STOP_LOST
+};
+
+struct wk_job {
+    struct wk_ctx *ctx;
+    struct wk_job *next; /* ctx->jobs, newest first */
+    char job_id[NF_ID_MAX];
+    char lease_id[NF_ID_MAX];
+    char *user_id;
+    char job_type[16];
+    long long attempt;
+    int gpu_count;
+    long long timeout_s; /* 0 = none */
+    char dir[PATH_MAX];  /* <artifact_root>/<job_id> */
+    pid_t pid;           /* 0 before spawn */
+    bool exited;
+    int wstatus;
+    struct bufferevent *in, *out, *err;
+    bool out_skip, err_skip; /* discarding the rest of an over-long line */
+    struct event *timeout_ev;
+    struct event *kill_ev;
+    struct event *window_ev;
+    struct event *progress_ev;
+    struct event *eof_ev;
+    struct event *check_ev; /* deferred check_done after the exit was seen */
+    bool eof_waited;
+    enum wk_job_stop stop;
+    double progress;
+    bool progress_dirty;
+    uint64_t progress_sent_ms;
+    cJSON *result;    /* last {"result": ...} object */
+    cJSON *artifacts; /* announced [{path, kind}] */
+    long long input_tokens, output_tokens;
+    char last_stderr[512];
+    int malformed, logs, logs_dropped, stderr_lines;
+    uint64_t started_ms, exited_ms;
+    long long window; /* index of the open GPU usage window */
+    int held;         /* reliable messages not yet delivered */
+    bool finished;    /* terminal event queued */
+    bool hb_listed;   /* listed in the heartbeat in flight */
+    bool confirmed;   /* a heartbeat listing it was answered: the manager knows the worker
+                         holds it, so leaving it out of the list releases it */
+    bool lost;        /* the manager said the lease is gone: report nothing more */
+};
+
+/* ---- job_child.c ------------------------------------------------------------------------ */
+
+/* Creates the job's process timers (timeout, kill grace, EOF wait, deferred check);
+ * aborts when libevent cannot. */
+void wk_child_init(struct wk_job *job);
+/*
+ * Starts handlers/<job_type> with doc (not consumed) on its stdin and watches its
+ * stdout and stderr. -1 with *why (static) when it could not run (an infra failure);
+ * -2 when it runs but its pipes cannot be watched: the caller must kill it.
+ */
+int wk_child_spawn(struct wk_job *job, const cJSON *doc, const char **why);
+/* Sends sig to the handler's process group (or the handler alone); no-op once exited. */
+void wk_child_signal(struct wk_job *job, int sig);
+/* SIGTERM now, SIGKILL after kill_grace_s; the first reason sticks. */
+void wk_child_terminate(struct wk_job *job, enum wk_job_stop reason);
+
+/* ---- job_set.c -------------------------------------------------------------------------- */
+
+/* Frees the pipes and every timer of the job (NULL-safe, idempotent). */
+void wk_job_release(struct wk_job *job);
+/* Takes job off ctx->jobs and frees it; the slot is not reported free. */
+void wk_job_destroy(struct wk_job *job);
+
+/* ---- job_report.c ----------------------------------------------------------------------- */
+
+/* Creates the job's report timers (usage window, progress throttle); aborts when libevent
+ * cannot. */
+void wk_report_init(struct wk_job *job);
+/* A new event data object {job_id, user_id, attempt, status}, owned by the caller. */
+cJSON *wk_report_event_data(const struct wk_job *job, const char *status);
+/* One line of the handler's stdout (len bytes, no newline): progress, log, usage,
+ * artifact or result. */
+void wk_report_stdout_line(struct wk_job *job, const char *line, size_t len);
+/* The handler exited and its pipes are done: last progress, usage, terminal event. Once. */
+void wk_report_finish(struct wk_job *job);
+/* A job that never ran: reported failed (class infra, retried by the scheduler). */
+void wk_report_finish_early(struct wk_job *job, const char *code, const char *message);
+/* A job event on forge.jobs.events (CloudEvents; data consumed). reliable: retried until
+ * delivered and counted against the job; else fire and forget. */
+void wk_report_event(struct wk_job *job, const char *type, cJSON *data, bool reliable);

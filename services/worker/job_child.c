@@ -1,0 +1,403 @@
+/*
+ * The handler child process of a job: spawn, pipes, signals, exit.
+ *
+ *   wk_child_spawn --> fork/exec handlers/<type> (own process group, PR_SET_PDEATHSIG)
+ *       stdin  <-- the job JSON (bufferevent, closed once written)
+ *       stdout --> lines --> wk_report_stdout_line
+ *       stderr --> lines --> agent log `handler_stderr` (last line kept for errors)
+ *   wk_child_terminate --> SIGTERM --> kill_grace_s --> SIGKILL
+ *   SIGCHLD --> waitpid --> exited; once stdout and stderr hit EOF (or 2 s passed)
+ *       --> wk_report_finish
+ *
+ * Only async-signal-safe calls happen between fork and exec (librdkafka has threads).
+ * This file sits below job.c and above job_report.c and job_set.c.
+ */
+#define _GNU_SOURCE /* pipe2, close_range */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+
+#include "job.h"
+#include "nf_event.h"
+#include "nf_log.h"
+
+extern char **environ;
+
+#define EOF_WAIT_MS 2000        /* after exit, how long to wait for the pipes' EOF */
+#define MAX_STDERR_LOGGED 10000 /* stderr lines logged per job */
+#define STDERR_LOG_MAX 1024     /* a logged stderr line is cut to this */
+
+/* ---- stdout / stderr --------------------------------------------------------------------- */
+
+static void stderr_line(struct wk_job *job, const char *line, size_t len)
+{
+    while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == ' '))
+        len--;
+    if (len == 0)
+        return;
+    size_t keep = len < sizeof(job->last_stderr) - 1 ? len : sizeof(job->last_stderr) - 1;
+    memcpy(job->last_stderr, line, keep);
+    job->last_stderr[keep] = '\0';
+    if (job->stderr_lines++ >= MAX_STDERR_LOGGED)
+        return;
+    char cut[STDERR_LOG_MAX + 1];
+    size_t n = len < STDERR_LOG_MAX ? len : STDERR_LOG_MAX;
+    memcpy(cut, line, n);
+    cut[n] = '\0';
+    nf_log_kv(NF_LOG_INFO, "handler_stderr", cut, "job_id", job->job_id, NULL);
+}
+
+static void one_line(struct wk_job *job, bool is_stdout, const char *line, size_t len)
+{
+    if (is_stdout)
+        wk_report_stdout_line(job, line, len);
+    else
+        stderr_line(job, line, len);
+}
+
+static void read_lines(struct wk_job *job, struct bufferevent *bev, bool is_stdout, bool eof)
+{
+    struct evbuffer *buf = bufferevent_get_input(bev);
+    bool *skip = is_stdout ? &job->out_skip : &job->err_skip;
+    for (;;) {
+        size_t n = 0;
+        char *line = evbuffer_readln(buf, &n, EVBUFFER_EOL_LF);
+        if (line == NULL) {
+            size_t left = evbuffer_get_length(buf);
+            if (left > WK_MAX_LINE || (eof && left > 0)) {
+                if (eof && !*skip && left <= WK_MAX_LINE) {
+                    /* a last line without newline */
+                    char *rest = nf_xcalloc(1, left + 1);
+                    evbuffer_remove(buf, rest, left);
+                    one_line(job, is_stdout, rest, left);
+                    free(rest);
+                } else {
+                    evbuffer_drain(buf, left);
+                    if (!*skip && is_stdout)
+                        job->malformed++;
+                    *skip = !eof;
+                }
+            }
+            return;
+        }
+        if (*skip)
+            *skip = false; /* the tail of an over-long line */
+        else
+            one_line(job, is_stdout, line, n);
+        free(line);
+    }
+}
+
+/* Finishes the job once it exited and both pipes hit EOF (or the EOF wait ran out). */
+static void check_done(struct wk_job *job)
+{
+    if (!job->exited || job->finished)
+        return;
+    if ((job->out != NULL || job->err != NULL) && !job->eof_waited)
+        return;
+    wk_report_finish(job);
+}
+
+static void on_out_read(struct bufferevent *bev, void *arg)
+{
+    read_lines(arg, bev, true, false);
+}
+
+static void on_err_read(struct bufferevent *bev, void *arg)
+{
+    read_lines(arg, bev, false, false);
+}
+
+static void on_pipe_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct wk_job *job = arg;
+    if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
+        return;
+    bool is_stdout = bev == job->out;
+    read_lines(job, bev, is_stdout, true);
+    if (is_stdout)
+        wk_bev_free(&job->out);
+    else
+        wk_bev_free(&job->err);
+    check_done(job);
+}
+
+static void on_in_written(struct bufferevent *bev, void *arg)
+{
+    struct wk_job *job = arg;
+    wk_bev_free(&job->in); /* closes the pipe: the handler sees EOF on stdin */
+}
+
+static void on_in_event(struct bufferevent *bev, short what, void *arg)
+{
+    struct wk_job *job = arg;
+    wk_bev_free(&job->in); /* the handler closed stdin early: fine */
+}
+
+static void on_check(evutil_socket_t fd, short what, void *arg)
+{
+    check_done(arg);
+}
+
+static void on_eof_wait(evutil_socket_t fd, short what, void *arg)
+{
+    struct wk_job *job = arg;
+    job->eof_waited = true;
+    check_done(job);
+}
+
+/* ---- process control ---------------------------------------------------------------------- */
+
+void wk_child_signal(struct wk_job *job, int sig)
+{
+    if (job->pid <= 0 || job->exited)
+        return;
+    if (kill(-job->pid, sig) < 0)
+        kill(job->pid, sig);
+}
+
+static void on_kill(evutil_socket_t fd, short what, void *arg)
+{
+    struct wk_job *job = arg;
+    nf_log_kv(NF_LOG_WARN, "handler_killed", "handler ignored SIGTERM, sending SIGKILL", "job_id",
+              job->job_id, NULL);
+    wk_child_signal(job, SIGKILL);
+}
+
+void wk_child_terminate(struct wk_job *job, enum wk_job_stop reason)
+{
+    static const char *const names[] = {"", "timeout", "cancelled", "shutdown", "lease_lost"};
+    if (job->pid <= 0 || job->exited || job->stop != WK_STOP_NONE)
+        return;
+    job->stop = reason;
+    nf_log_kv(NF_LOG_INFO, "handler_terminate", "stopping handler", "job_id", job->job_id, "reason",
+              names[reason], NULL);
+    wk_child_signal(job, SIGTERM);
+    struct timeval tv = {job->ctx->cfg->kill_grace_s, 0};
+    evtimer_add(job->kill_ev, &tv);
+}
+
+static void on_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    wk_child_terminate(arg, WK_STOP_TIMEOUT);
+}
+
+void wk_child_init(struct wk_job *job)
+{
+    struct event_base *base = job->ctx->base;
+    job->timeout_ev = evtimer_new(base, on_timeout, job);
+    job->kill_ev = evtimer_new(base, on_kill, job);
+    job->eof_ev = evtimer_new(base, on_eof_wait, job);
+    job->check_ev = evtimer_new(base, on_check, job);
+    if (!job->timeout_ev || !job->kill_ev || !job->eof_ev || !job->check_ev)
+        abort();
+}
+
+void wk_on_sigchld(evutil_socket_t fd, short what, void *arg)
+{
+    struct wk_ctx *ctx = arg;
+    int status = 0;
+    pid_t pid;
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        struct wk_job *job = ctx->jobs;
+        while (job != NULL && job->pid != pid)
+            job = job->next;
+        if (job == NULL)
+            continue;
+        job->exited = true;
+        job->wstatus = status;
+        job->exited_ms = nf_now_ms();
+        evtimer_del(job->timeout_ev);
+        evtimer_del(job->kill_ev);
+        struct timeval tv = {EOF_WAIT_MS / 1000, (suseconds_t)(EOF_WAIT_MS % 1000) * 1000};
+        evtimer_add(job->eof_ev, &tv);
+        event_active(job->check_ev, EV_TIMEOUT, 0); /* next turn: not while reaping */
+    }
+}
+
+/* ---- spawn -------------------------------------------------------------------------------- */
+
+/* Appends one "NAME=value" entry (cut to PATH_MAX + 31 bytes) at env[(*k)++]. */
+static void env_add(char **env, size_t *k, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void env_add(char **env, size_t *k, const char *fmt, ...)
+{
+    char buf[PATH_MAX + 32];
+    va_list ap;
+    va_start(ap, fmt);
+    /* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): false positive, ap is started */
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    env[(*k)++] = nf_xstrdup(buf);
+}
+
+/* Environment of a handler: ours minus NF_* settings (secrets), plus the job's. */
+static char **build_env(const struct wk_job *job)
+{
+    size_t n = 0, k = 0;
+    while (environ[n] != NULL)
+        n++;
+    char **env = nf_xcalloc(n + 8, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        if (strncmp(environ[i], "NF_", 3) == 0 && strncmp(environ[i], "NF_LOG_LEVEL=", 13) != 0)
+            continue;
+        env[k++] = nf_xstrdup(environ[i]);
+    }
+    env_add(env, &k, "NF_JOB_ID=%s", job->job_id);
+    env_add(env, &k, "NF_ARTIFACT_DIR=%s", job->dir);
+    env_add(env, &k, "NF_GPU_COUNT=%d", job->gpu_count);
+    env_add(env, &k, "NF_JOB_TYPE=%s", job->job_type);
+    env_add(env, &k, "NF_ATTEMPT=%lld", job->attempt);
+    env[k] = NULL;
+    return env;
+}
+
+static void free_env(char **env)
+{
+    for (size_t i = 0; env[i] != NULL; i++)
+        free(env[i]);
+    free(env);
+}
+
+/* Child side: only async-signal-safe calls until execve. */
+static void child_exec(const char *path, char *const argv[], char *const env[], int fd_in,
+                       int fd_out, int fd_err, int fd_report, const char *dir, pid_t parent)
+{
+    sigset_t none;
+    struct sigaction dfl;
+    int e;
+
+    setpgid(0, 0);
+    /* The handler dies with the agent: a SIGKILLed agent's job is requeued elsewhere, and
+     * an orphan must not keep the GPU busy or write artifacts for a lost attempt. */
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(127);
+    if (dup2(fd_in, 0) < 0 || dup2(fd_out, 1) < 0 || dup2(fd_err, 2) < 0)
+        goto fail;
+    /* Every other descriptor (sockets of the agent) closes at exec. */
+    if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+        for (int fd = 3; fd < 4096; fd++)
+            if (fd != fd_report)
+                fcntl(fd, F_SETFD, FD_CLOEXEC);
+    if (chdir(dir) < 0)
+        goto fail;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGPIPE, &dfl, NULL);
+    execve(path, argv, env);
+fail:
+    e = errno;
+    if (write(fd_report, &e, sizeof(e)) < 0)
+        _exit(126);
+    _exit(127);
+}
+
+static int nonblock_bev(struct wk_job *job, int fd, struct bufferevent **out)
+{
+    evutil_make_socket_nonblocking(fd);
+    *out = bufferevent_socket_new(job->ctx->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (*out == NULL) {
+        close(fd);
+        return -1;
+    }
+    return 0;
+}
+
+int wk_child_spawn(struct wk_job *job, const cJSON *doc, const char **why)
+{
+    struct wk_ctx *ctx = job->ctx;
+    int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, rep[2] = {-1, -1};
+    char path[PATH_MAX];
+    int rc = -1, e = 0;
+
+    snprintf(path, sizeof(path), "%s/%s", ctx->cfg->handlers, job->job_type);
+    if (access(path, X_OK) < 0) {
+        *why = "no executable handler for this job type";
+        return -1;
+    }
+    if (pipe2(in, O_CLOEXEC) < 0 || pipe2(out, O_CLOEXEC) < 0 || pipe2(err, O_CLOEXEC) < 0 ||
+        pipe2(rep, O_CLOEXEC) < 0) {
+        *why = "cannot create pipes";
+        goto close_pipes;
+    }
+    char *argv[] = {path, NULL};
+    char **env = build_env(job);
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid == 0)
+        child_exec(path, argv, env, in[0], out[1], err[1], rep[1], job->dir, parent);
+    free_env(env);
+    if (pid < 0) {
+        *why = "fork failed";
+        goto close_pipes;
+    }
+    setpgid(pid, pid); /* also done by the child; whichever runs first */
+    close(rep[1]);
+    rep[1] = -1;
+    ssize_t n;
+    do {
+        n = read(rep[0], &e, sizeof(e)); /* EOF at exec; an errno if it failed */
+    } while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)sizeof(e)) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+        nf_log_kv(NF_LOG_ERROR, "handler_exec_failed", strerror(e), "job_id", job->job_id, "path",
+                  path, NULL);
+        *why = "the handler could not be executed";
+        goto close_pipes;
+    }
+    job->pid = pid;
+    job->started_ms = nf_now_ms();
+    close(in[0]);
+    close(out[1]);
+    close(err[1]);
+    in[0] = out[1] = err[1] = -1;
+    int fd_in = in[1], fd_out = out[0], fd_err = err[0];
+    in[1] = out[0] = err[0] = -1;
+    if (nonblock_bev(job, fd_in, &job->in) < 0 || nonblock_bev(job, fd_out, &job->out) < 0 ||
+        nonblock_bev(job, fd_err, &job->err) < 0) {
+        /* cannot happen short of out of memory; the child is stopped below by the caller */
+        *why = "cannot watch the handler's pipes";
+        rc = -2;
+        goto close_pipes;
+    }
+    bufferevent_setcb(job->out, on_out_read, NULL, on_pipe_event, job);
+    bufferevent_setcb(job->err, on_err_read, NULL, on_pipe_event, job);
+    bufferevent_setcb(job->in, NULL, on_in_written, on_in_event, job);
+    bufferevent_enable(job->out, EV_READ);
+    bufferevent_enable(job->err, EV_READ);
+    char *text = nf_json_print(doc);
+    bufferevent_write(job->in, text, strlen(text));
+    bufferevent_write(job->in, "\n", 1);
+    free(text);
+    bufferevent_enable(job->in, EV_WRITE);
+    rc = 0;
+close_pipes:
+    for (int i = 0; i < 2; i++) {
+        if (in[i] >= 0)
+            close(in[i]);
+        if (out[i] >= 0)
+            close(out[i]);
+        if (err[i] >= 0)
+            close(err[i]);
+        if (rep[i] >= 0)
+            close(rep[i]);
+    }
+    return rc;
+}

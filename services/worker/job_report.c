@@ -1,0 +1,319 @@
+/*
+ * What a job reports: events and usage, from the handler's stdout to the terminal event.
+ *
+ *   stdout line --> proto.c --> progress  --> forge.job.progress (at most one per
+ *                                             progress_ms; the last value is kept)
+ *                               log       --> forge.job.log (WK_MAX_LOG_EVENTS, cut)
+ *                               usage     --> token counters
+ *                               artifact  --> announced list (checked at the end)
+ *                               result    --> kept, the last one wins
+ *   every usage_window_s --> forge.usage gpu_ms of the closed window
+ *   finish --> last progress, final usage (open window, tokens) --> terminal event:
+ *       succeeded (result + artifact records) | failed (class, code) | cancelled |
+ *       nothing (lease lost: another attempt owns the job)
+ *
+ * Usage and terminal events are reliable (held against the job until delivered);
+ * progress and logs are fire and forget. This file sits below job.c and job_child.c, which
+ * call it, and above publish.c and job_set.c: it never calls back up.
+ */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "job.h"
+#include "nf_event.h"
+#include "nf_log.h"
+
+#define MAX_ARTIFACTS 1000
+
+cJSON *wk_report_event_data(const struct wk_job *job, const char *status)
+{
+    cJSON *data = nf_json_obj();
+    nf_json_add_str(data, "job_id", job->job_id);
+    nf_json_add_str(data, "user_id", job->user_id);
+    nf_json_add_int(data, "attempt", job->attempt);
+    nf_json_add_str(data, "status", status);
+    return data;
+}
+
+void wk_report_event(struct wk_job *job, const char *type, cJSON *data, bool reliable)
+{
+    cJSON *ev = nf_event_new(type, job->ctx->source, job->job_id, NULL, data);
+    char *payload = nf_json_print(ev);
+
+    wk_publish(job->ctx, reliable ? job : NULL, NF_TOPIC_JOBS_EVENTS, job->job_id, payload);
+    free(payload);
+    cJSON_Delete(ev);
+}
+
+/* ---- usage ------------------------------------------------------------------------------ */
+
+static void emit_usage(struct wk_job *job, const char *meter, long long quantity, long long window,
+                       uint64_t start_ms, uint64_t end_ms)
+{
+    struct wk_ctx *ctx = job->ctx;
+    struct nf_usage u = {.user_id = job->user_id,
+                         .job_id = job->job_id,
+                         .job_type = job->job_type,
+                         .attempt = job->attempt,
+                         .worker_id = ctx->worker_id,
+                         .meter = meter,
+                         .quantity = quantity,
+                         .window = window,
+                         .start_ms = start_ms,
+                         .end_ms = end_ms};
+    char *payload = wk_usage_event(&u, ctx->source);
+    wk_publish(ctx, job, NF_TOPIC_USAGE, job->user_id, payload);
+    free(payload);
+}
+
+static void on_window(evutil_socket_t fd, short what, void *arg)
+{
+    struct wk_job *job = arg;
+    uint64_t w = (uint64_t)job->ctx->cfg->usage_window_s * 1000;
+    if (job->exited || job->finished)
+        return; /* the final window is emitted by wk_report_finish() */
+    uint64_t start = job->started_ms + (uint64_t)job->window * w;
+    emit_usage(job, "gpu_ms", (long long)wk_gpu_ms(w, job->gpu_count), job->window, start,
+               start + w);
+    job->window++;
+}
+
+static void emit_final_usage(struct wk_job *job)
+{
+    uint64_t w = (uint64_t)job->ctx->cfg->usage_window_s * 1000;
+    uint64_t end = job->exited_ms ? job->exited_ms : nf_now_ms();
+    uint64_t start = job->started_ms + (uint64_t)job->window * w;
+    if (job->started_ms != 0 && job->gpu_count > 0 && end > start)
+        emit_usage(job, "gpu_ms", (long long)wk_gpu_ms(end - start, job->gpu_count), job->window,
+                   start, end);
+    if (job->input_tokens > 0)
+        emit_usage(job, "input_tokens", job->input_tokens, 0, job->started_ms, end);
+    if (job->output_tokens > 0)
+        emit_usage(job, "output_tokens", job->output_tokens, 0, job->started_ms, end);
+}
+
+/* ---- progress and logs ------------------------------------------------------------------- */
+
+static void send_progress(struct wk_job *job)
+{
+    cJSON *data = wk_report_event_data(job, "running");
+    cJSON_AddNumberToObject(data, "progress", job->progress);
+    wk_report_event(job, "forge.job.progress", data, false);
+    job->progress_dirty = false;
+    job->progress_sent_ms = nf_now_ms();
+}
+
+static void on_progress_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct wk_job *job = arg;
+    if (job->progress_dirty && !job->finished)
+        send_progress(job);
+}
+
+static void got_progress(struct wk_job *job, double progress)
+{
+    int interval = job->ctx->cfg->progress_ms;
+    uint64_t now = nf_now_ms();
+    job->progress = progress;
+    job->progress_dirty = true;
+    if (now >= job->progress_sent_ms + (uint64_t)interval) {
+        send_progress(job);
+        return;
+    }
+    if (!evtimer_pending(job->progress_ev, NULL)) {
+        uint64_t wait = job->progress_sent_ms + (uint64_t)interval - now;
+        struct timeval tv = {(time_t)(wait / 1000), (suseconds_t)((wait % 1000) * 1000)};
+        evtimer_add(job->progress_ev, &tv);
+    }
+}
+
+static void got_log(struct wk_job *job, const char *message)
+{
+    if (job->logs >= WK_MAX_LOG_EVENTS) {
+        job->logs_dropped++;
+        return;
+    }
+    job->logs++;
+    cJSON *data = wk_report_event_data(job, "running");
+    if (strlen(message) > WK_LOG_MSG_MAX) {
+        char *cut = nf_xcalloc(1, WK_LOG_MSG_MAX + 1);
+        memcpy(cut, message, WK_LOG_MSG_MAX);
+        nf_json_add_str(data, "message", cut);
+        free(cut);
+    } else {
+        nf_json_add_str(data, "message", message);
+    }
+    wk_report_event(job, "forge.job.log", data, false);
+}
+
+void wk_report_init(struct wk_job *job)
+{
+    struct event_base *base = job->ctx->base;
+    job->window_ev = event_new(base, -1, EV_PERSIST, on_window, job);
+    job->progress_ev = evtimer_new(base, on_progress_timer, job);
+    if (!job->window_ev || !job->progress_ev)
+        abort();
+}
+
+/* ---- stdout protocol ----------------------------------------------------------------------- */
+
+static long long sat_add(long long a, long long b)
+{
+    return a > LLONG_MAX - b ? LLONG_MAX : a + b;
+}
+
+void wk_report_stdout_line(struct wk_job *job, const char *line, size_t len)
+{
+    struct wk_line l;
+    switch (wk_proto_parse(line, len, &l)) {
+    case WK_LINE_EMPTY:
+        break;
+    case WK_LINE_MALFORMED:
+        if (job->malformed++ < 5)
+            nf_log_kv(NF_LOG_DEBUG, "handler_line_malformed", "handler line ignored", "job_id",
+                      job->job_id, NULL);
+        break;
+    case WK_LINE_PROGRESS:
+        got_progress(job, l.progress);
+        break;
+    case WK_LINE_LOG:
+        got_log(job, l.message);
+        break;
+    case WK_LINE_USAGE:
+        job->input_tokens = sat_add(job->input_tokens, l.input_tokens);
+        job->output_tokens = sat_add(job->output_tokens, l.output_tokens);
+        break;
+    case WK_LINE_ARTIFACT: {
+        if (cJSON_GetArraySize(job->artifacts) >= MAX_ARTIFACTS) {
+            job->malformed++;
+            break;
+        }
+        cJSON *a = nf_json_obj();
+        nf_json_add_str(a, "path", l.path);
+        nf_json_add_str(a, "kind", l.art_kind);
+        cJSON_AddItemToArray(job->artifacts, a);
+        break;
+    }
+    case WK_LINE_RESULT:
+        cJSON_Delete(job->result);
+        job->result = cJSON_DetachItemViaPointer(l.doc, l.result);
+        break;
+    }
+    wk_line_clear(&l);
+}
+
+/* ---- outcome -------------------------------------------------------------------------------- */
+
+static void report_failed(struct wk_job *job, const char *klass, const char *code,
+                          const char *message)
+{
+    cJSON *data = wk_report_event_data(job, "failed");
+    cJSON *error = nf_json_obj();
+    nf_json_add_str(error, "code", code);
+    nf_json_add_str(error, "message", message);
+    nf_json_add_str(error, "class", klass);
+    cJSON_AddItemToObject(data, "error", error);
+    nf_log_kv(NF_LOG_WARN, "job_failed", message, "job_id", job->job_id, "class", klass, "code",
+              code, NULL);
+    wk_report_event(job, "forge.job.failed", data, true);
+}
+
+static void report_succeeded(struct wk_job *job)
+{
+    cJSON *records = cJSON_CreateArray();
+    const cJSON *a = NULL;
+    cJSON_ArrayForEach(a, job->artifacts)
+    {
+        const char *why = NULL;
+        const char *path = nf_json_str(a, "path");
+        cJSON *rec = wk_artifact_record(job->dir, path, nf_json_str(a, "kind"), &why);
+        if (rec == NULL) {
+            char msg[512];
+            snprintf(msg, sizeof(msg), "artifact \"%.300s\" refused: %s", path, why);
+            cJSON_Delete(records);
+            report_failed(job, "user_error", "bad_artifact", msg);
+            return;
+        }
+        cJSON_AddItemToArray(records, rec);
+    }
+    cJSON *data = wk_report_event_data(job, "succeeded");
+    cJSON_AddItemToObject(data, "result", job->result ? job->result : cJSON_CreateNull());
+    job->result = NULL; /* owned by data */
+    cJSON_AddItemToObject(data, "artifacts", records);
+    nf_log_kv(NF_LOG_INFO, "job_succeeded", "job succeeded", "job_id", job->job_id, NULL);
+    wk_report_event(job, "forge.job.succeeded", data, true);
+}
+
+static void report_outcome(struct wk_job *job)
+{
+    char msg[768];
+    const char *tail = job->last_stderr[0] ? job->last_stderr : "no stderr output";
+
+    if (job->lost || job->stop == WK_STOP_LOST) {
+        nf_log_kv(NF_LOG_WARN, "job_abandoned_lost",
+                  "job stopped after its lease was lost; "
+                  "another attempt owns it",
+                  "job_id", job->job_id, NULL);
+    } else if (job->stop == WK_STOP_CANCEL) {
+        nf_log_kv(NF_LOG_INFO, "job_cancelled", "job cancelled", "job_id", job->job_id, NULL);
+        wk_report_event(job, "forge.job.cancelled", wk_report_event_data(job, "cancelled"), true);
+    } else if (job->stop == WK_STOP_TIMEOUT) {
+        snprintf(msg, sizeof(msg), "handler exceeded timeout_seconds=%lld", job->timeout_s);
+        report_failed(job, "timeout", "timeout", msg);
+    } else if (job->stop == WK_STOP_SHUTDOWN) {
+        report_failed(job, "infra", "worker_shutdown",
+                      "the worker shut down before the handler finished");
+    } else if (WIFEXITED(job->wstatus) && WEXITSTATUS(job->wstatus) == 0) {
+        report_succeeded(job);
+    } else if (WIFEXITED(job->wstatus) && WEXITSTATUS(job->wstatus) == WK_EXIT_RETRYABLE) {
+        snprintf(msg, sizeof(msg), "handler exited with code %d (retryable): %s", WK_EXIT_RETRYABLE,
+                 tail);
+        report_failed(job, "infra", "handler_retryable", msg);
+    } else if (WIFEXITED(job->wstatus)) {
+        snprintf(msg, sizeof(msg), "handler exited with code %d: %s", WEXITSTATUS(job->wstatus),
+                 tail);
+        report_failed(job, "user_error", "handler_failed", msg);
+    } else {
+        int sig = WIFSIGNALED(job->wstatus) ? WTERMSIG(job->wstatus) : 0;
+        snprintf(msg, sizeof(msg), "handler killed by signal %d: %s", sig, tail);
+        report_failed(job, "user_error", "handler_killed", msg);
+    }
+}
+
+void wk_report_finish(struct wk_job *job)
+{
+    if (job->finished)
+        return;
+    job->finished = true;
+    wk_job_release(job);
+    if (job->malformed > 0 || job->logs_dropped > 0) {
+        char m[16], d[16];
+        snprintf(m, sizeof(m), "%d", job->malformed);
+        snprintf(d, sizeof(d), "%d", job->logs_dropped);
+        nf_log_kv(NF_LOG_INFO, "handler_output_ignored", "handler lines ignored", "job_id",
+                  job->job_id, "malformed", m, "logs_dropped", d, NULL);
+    }
+    wk_job_hold(job); /* keep job alive while queuing its messages */
+    if (job->lost) {
+        report_outcome(job); /* logged only: the attempt belongs to nobody here any more */
+        wk_job_delivered(job);
+        return;
+    }
+    if (job->progress_dirty)
+        send_progress(job); /* the last value the throttle held back */
+    emit_final_usage(job);
+    report_outcome(job);
+    wk_job_delivered(job);
+}
+
+void wk_report_finish_early(struct wk_job *job, const char *code, const char *message)
+{
+    job->finished = true;
+    wk_job_release(job);
+    wk_job_hold(job);
+    report_failed(job, "infra", code, message);
+    wk_job_delivered(job);
+}

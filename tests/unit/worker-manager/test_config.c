@@ -1,0 +1,182 @@
+/* Unit tests for nf-worker-manager's configuration and descriptor (service.c's rows +
+ * nf_svc's shared ones): defaults, refusals, the lease rule and the consumed topics. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h> /* after the four headers it needs */
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "nf_svc.h"
+#include "nf_test.h"
+#include "wm.h"
+
+#define TOKEN "0123456789abcdef-registration"
+
+/* Every variable of the descriptor's tables unset, but the one that has no default. */
+static int clear_env(void **state)
+{
+    struct nf_svc svc;
+    char err[256];
+    size_t i;
+
+    nf_svc_load(&svc, &wm_service, err, sizeof(err)); /* builds the shared rows */
+    for (i = 0; i < svc.nshared; i++)
+        unsetenv(svc.shared_opts[i].env);
+    nf_svc_free(&svc);
+    for (i = 0; i < wm_service.nopts; i++)
+        unsetenv(wm_service.opts[i].env);
+    setenv("NF_WORKER_REGISTRATION_TOKEN", TOKEN, 1);
+    return 0;
+}
+
+static void test_defaults(void **state)
+{
+    struct nf_svc svc;
+    const struct wm_config *cfg;
+    char err[256] = "";
+
+    assert_int_equal(nf_svc_load(&svc, &wm_service, err, sizeof(err)), 0);
+    cfg = svc.own;
+    assert_string_equal(svc.cfg.addr, "127.0.0.1:8104");
+    assert_string_equal(svc.cfg.brokers, "127.0.0.1:9092");
+    assert_int_equal(svc.cfg.partitions, 3);
+    assert_int_equal(svc.cfg.replication, 1);
+    assert_string_equal(svc.cfg.group, "nf-worker-manager");
+    assert_int_equal(svc.cfg.max_inflight, 256);
+    assert_string_equal(svc.cfg.redis_addr, "127.0.0.1:6379");
+    assert_string_equal(svc.cfg.pg_dsn, "host=127.0.0.1 port=5432 dbname=forge user=forge");
+    assert_int_equal(svc.cfg.pg_conns, 4);
+    assert_true(strstr(svc.cfg.migrations, "/services/worker-manager/migrations") != NULL);
+    assert_int_equal(svc.cfg.timeout_ms, 5000);
+    assert_int_equal(svc.cfg.drain_ms, 15000);
+    assert_string_equal(cfg->reg_token, TOKEN);
+    assert_int_equal(cfg->heartbeat_s, 5);
+    assert_int_equal(cfg->lease_ttl_s, 30);
+    assert_int_equal(cfg->reap_interval_ms, 1000);
+    nf_svc_free(&svc);
+}
+
+/* The test stack's profile (1 s heartbeats, 6 s leases) and the shared NF_WM_* names. */
+static void test_test_profile(void **state)
+{
+    struct nf_svc svc;
+    const struct wm_config *cfg;
+    char err[256] = "";
+
+    setenv("NF_WM_HEARTBEAT_INTERVAL_S", "1", 1);
+    setenv("NF_WM_LEASE_TTL_S", "6", 1);
+    setenv("NF_WM_ADDR", "127.0.0.1:18104", 1);
+    setenv("NF_WM_GROUP", "nf-wm-test", 1);
+    setenv("NF_WM_DRAIN_MS", "3000", 1);
+    setenv("NF_WM_MIGRATIONS", "/tmp/wm-migrations", 1);
+    assert_int_equal(nf_svc_load(&svc, &wm_service, err, sizeof(err)), 0);
+    cfg = svc.own;
+    assert_string_equal(svc.cfg.addr, "127.0.0.1:18104");
+    assert_string_equal(svc.cfg.group, "nf-wm-test");
+    assert_int_equal(svc.cfg.drain_ms, 3000);
+    assert_string_equal(svc.cfg.migrations, "/tmp/wm-migrations");
+    assert_int_equal(cfg->heartbeat_s, 1);
+    assert_int_equal(cfg->lease_ttl_s, 6);
+    nf_svc_free(&svc);
+}
+
+static void refused(const char *var, const char *value)
+{
+    struct nf_svc svc;
+    char err[256] = "";
+    int rc;
+
+    clear_env(NULL);
+    if (value)
+        setenv(var, value, 1);
+    else
+        unsetenv(var);
+    rc = nf_svc_load(&svc, &wm_service, err, sizeof(err));
+    nf_svc_free(&svc);
+    if (rc != -1)
+        fail_msg("%s=%s accepted", var, value ? value : "(unset)");
+    if (!strstr(err, var))
+        fail_msg("%s=%s: message does not name it: %s", var, value ? value : "(unset)", err);
+}
+
+static void test_refusals(void **state)
+{
+    refused("NF_WORKER_REGISTRATION_TOKEN", NULL);
+    refused("NF_WORKER_REGISTRATION_TOKEN", "short");
+    refused("NF_WM_ADDR", "8104");
+    refused("NF_REDIS_ADDR", "localhost");
+    refused("NF_LOG_LEVEL", "verbose");
+    refused("NF_WM_PG_CONNS", "0");
+    refused("NF_WM_TIMEOUT_MS", "10");
+    refused("NF_WM_MAX_INFLIGHT", "0");
+    refused("NF_PG_DSN", "");
+    refused("NF_WM_HEARTBEAT_INTERVAL_S", "0");
+    refused("NF_WM_LEASE_TTL_S", "1");
+    refused("NF_WM_REAP_INTERVAL_MS", "10");
+}
+
+/* A lease must outlive two heartbeats (service.c's cross-check). */
+static void test_lease_rule(void **state)
+{
+    struct nf_svc svc;
+    char err[256] = "";
+    int rc;
+
+    setenv("NF_WM_HEARTBEAT_INTERVAL_S", "5", 1);
+    setenv("NF_WM_LEASE_TTL_S", "9", 1);
+    rc = nf_svc_load(&svc, &wm_service, err, sizeof(err));
+    nf_svc_free(&svc);
+    assert_int_equal(rc, -1);
+    assert_non_null(strstr(err, "NF_WM_LEASE_TTL_S"));
+    assert_non_null(strstr(err, "two heartbeats"));
+
+    setenv("NF_WM_LEASE_TTL_S", "10", 1);
+    assert_int_equal(nf_svc_load(&svc, &wm_service, err, sizeof(err)), 0);
+    nf_svc_free(&svc);
+}
+
+/* The consumer reads the six dispatch topics, forge.jobs.<type> in nf_job_types order. */
+static void test_topics(void **state)
+{
+    char want[64];
+    int i;
+
+    for (i = 0; i < NF_NJOB_TYPES; i++) {
+        snprintf(want, sizeof(want), "forge.jobs.%s", nf_job_types[i]);
+        assert_non_null(wm_service.consume[i]);
+        assert_string_equal(wm_service.consume[i], want);
+    }
+    assert_null(wm_service.consume[NF_NJOB_TYPES]);
+    assert_non_null(wm_service.on_msg);
+    assert_string_equal(wm_service.schema, "wm");
+}
+
+/* The route table: every worker route and the scheduler's cancel, each with a handler. */
+static void test_routes(void **state)
+{
+    static const char *const want[][2] = {
+        {"POST", "/api/workers/register"},  {"POST", "/api/workers/next_job"},
+        {"POST", "/api/workers/heartbeat"}, {"GET", "/api/workers"},
+        {"POST", "/api/workers/drain"},     {"POST", "/api/workers/events"},
+        {"POST", "/api/workers/usage"},     {"POST", "/internal/jobs/{job_id}/cancel"},
+    };
+    size_t i, n = sizeof(want) / sizeof(want[0]);
+
+    assert_int_equal(wm_service.nroutes, n);
+    for (i = 0; i < n; i++) {
+        assert_string_equal(wm_service.routes[i].method, want[i][0]);
+        assert_string_equal(wm_service.routes[i].pattern, want[i][1]);
+        assert_non_null(wm_service.routes[i].fn);
+    }
+}
+
+int main(void)
+{
+    return NF_TEST_RUN(clear_env, NULL, test_defaults, test_test_profile, test_refusals,
+                       test_lease_rule, test_topics, test_routes);
+}
