@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "auth.h"
+#include "nf_test.h"
 
 struct result {
     int calls;
@@ -180,12 +181,7 @@ static void test_bad_arguments(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hash_then_verify),
-        cmocka_unit_test(test_many_jobs_each_called_once),
-        cmocka_unit_test(test_queue_bound_and_refusals),
-        cmocka_unit_test(test_bad_arguments),
-    };
-
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return NF_TEST_RUN_GROUP(setup, teardown, test_hash_then_verify,
+                             test_many_jobs_each_called_once, test_queue_bound_and_refusals,
+                             test_bad_arguments);
 }

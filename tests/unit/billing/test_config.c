@@ -17,54 +17,18 @@
 #include "nf_svc.h"
 #include "nf_test.h"
 
-static const char *const vars[] = {
-    "NF_LOG_LEVEL",
-    "NF_BILLING_ADDR",
-    "NF_KAFKA_BROKERS",
-    "NF_KAFKA_PARTITIONS",
-    "NF_KAFKA_REPLICATION",
-    "NF_BILLING_GROUP",
-    "NF_BILLING_MAX_INFLIGHT",
-    "NF_PG_DSN",
-    "NF_BILLING_PG_CONNS",
-    "NF_BILLING_MIGRATIONS",
-    "NF_BILLING_TIMEOUT_MS",
-    "NF_BILLING_DRAIN_MS",
-    "NF_BILLING_BATCH_MAX",
-    "NF_BILLING_BATCH_LINGER_MS",
-    "NF_BILLING_SWEEP_MS",
-    "NF_BILLING_LEASE_WAIT_S",
-};
-
-static int clear_env(void **state)
-{
-    size_t i;
-
-    for (i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
-        unsetenv(vars[i]);
-    return 0;
-}
-
 static void test_defaults(void **state)
 {
     struct nf_svc svc;
-    const struct bill_config *cfg;
-    char err[256] = "";
+    const struct bill_config *cfg = nf_test_svc_load(&svc, &bill_service);
 
-    assert_int_equal(nf_svc_load(&svc, &bill_service, err, sizeof(err)), 0);
-    cfg = svc.own;
+    nf_test_svc_backend_defaults(&svc, true, false, true); /* kafka, redis, pg */
     assert_string_equal(svc.cfg.addr, "127.0.0.1:8103");
-    assert_string_equal(svc.cfg.brokers, "127.0.0.1:9092");
-    assert_int_equal(svc.cfg.partitions, 3);
-    assert_int_equal(svc.cfg.replication, 1);
     assert_string_equal(svc.cfg.group, "nf-billing");
     assert_int_equal(svc.cfg.max_inflight, 20000);
-    assert_string_equal(svc.cfg.pg_dsn, "host=127.0.0.1 port=5432 dbname=forge user=forge");
-    assert_int_equal(svc.cfg.pg_conns, 4);
     assert_non_null(strstr(svc.cfg.migrations, "/services/billing/migrations"));
     assert_int_equal(svc.cfg.timeout_ms, 10000);
     assert_int_equal(svc.cfg.drain_ms, 10000);
-    assert_null(svc.cfg.redis_addr); /* billing needs no Redis */
     assert_int_equal(cfg->batch_max, 1000);
     assert_int_equal(cfg->linger_ms, 5);
     assert_int_equal(cfg->sweep_ms, 500);
@@ -76,49 +40,25 @@ static void test_set(void **state)
 {
     struct nf_svc svc;
     const struct bill_config *cfg;
-    char err[256] = "";
 
-    setenv("NF_BILLING_DRAIN_MS", "2500", 1); /* was NF_BILLING_GRACE_MS */
-    setenv("NF_BILLING_GROUP", "replay-1", 1);
-    setenv("NF_BILLING_BATCH_LINGER_MS", "0", 1);
-    assert_int_equal(nf_svc_load(&svc, &bill_service, err, sizeof(err)), 0);
-    cfg = svc.own;
+    /* NF_BILLING_DRAIN_MS was NF_BILLING_GRACE_MS */
+    nf_test_setenv("NF_BILLING_DRAIN_MS=2500", "NF_BILLING_GROUP=replay-1",
+                   "NF_BILLING_BATCH_LINGER_MS=0", NULL);
+    cfg = nf_test_svc_load(&svc, &bill_service);
     assert_int_equal(svc.cfg.drain_ms, 2500);
     assert_string_equal(svc.cfg.group, "replay-1");
     assert_int_equal(cfg->linger_ms, 0);
     nf_svc_free(&svc);
 }
 
-static void refused(const char *var, const char *value)
-{
-    struct nf_svc svc;
-    char err[256] = "";
-    int rc;
-
-    clear_env(NULL);
-    setenv(var, value, 1);
-    rc = nf_svc_load(&svc, &bill_service, err, sizeof(err));
-    nf_svc_free(&svc);
-    if (rc != -1)
-        fail_msg("%s=%s accepted", var, value);
-    if (!strstr(err, var))
-        fail_msg("%s=%s: message does not name it: %s", var, value, err);
-}
-
 static void test_refusals(void **state)
 {
-    refused("NF_BILLING_ADDR", "8103");
-    refused("NF_LOG_LEVEL", "verbose");
-    refused("NF_BILLING_GROUP", "");
-    refused("NF_BILLING_MAX_INFLIGHT", "0");
-    refused("NF_BILLING_PG_CONNS", "65");
-    refused("NF_BILLING_TIMEOUT_MS", "10");
-    refused("NF_BILLING_DRAIN_MS", "-1");
-    refused("NF_BILLING_BATCH_MAX", "0");
-    refused("NF_BILLING_BATCH_MAX", "10001");
-    refused("NF_BILLING_BATCH_LINGER_MS", "-1");
-    refused("NF_BILLING_SWEEP_MS", "5");
-    refused("NF_BILLING_LEASE_WAIT_S", "0");
+    nf_test_svc_refuses(&bill_service, "NF_BILLING_ADDR=8103", "NF_LOG_LEVEL=verbose",
+                        "NF_BILLING_GROUP=", "NF_BILLING_MAX_INFLIGHT=0", "NF_BILLING_PG_CONNS=65",
+                        "NF_BILLING_TIMEOUT_MS=10", "NF_BILLING_DRAIN_MS=-1",
+                        "NF_BILLING_BATCH_MAX=0", "NF_BILLING_BATCH_MAX=10001",
+                        "NF_BILLING_BATCH_LINGER_MS=-1", "NF_BILLING_SWEEP_MS=5",
+                        "NF_BILLING_LEASE_WAIT_S=0", NULL);
 }
 
 /* The service consumes forge.usage and forge.jobs.events and serves five routes. */
@@ -148,5 +88,5 @@ static void test_descriptor(void **state)
 
 int main(void)
 {
-    return NF_TEST_RUN(clear_env, NULL, test_defaults, test_set, test_refusals, test_descriptor);
+    return NF_TEST_RUN_SVC(&bill_service, test_defaults, test_set, test_refusals, test_descriptor);
 }

@@ -26,6 +26,9 @@
 #include "nf_json.h"
 #include "nf_test.h"
 
+/* The day of the usage windows: DAY "21:00:00Z" is 21:00 UTC on it. */
+#define DAY "2026-11-28T"
+
 static PGconn *conn;
 
 static int setup(void **state)
@@ -148,30 +151,25 @@ static void test_duplicates_change_nothing(void **state)
     ids_new(&x);
     lease(&x, x.worker);
     arr = cJSON_CreateArray();
-    add_event(arr, &x, "a", x.worker, "gpu_ms", 60000, "2026-11-28T21:10:00Z",
-              "2026-11-28T21:11:00Z");
-    add_event(arr, &x, "a", x.worker, "gpu_ms", 60000, "2026-11-28T21:10:00Z",
-              "2026-11-28T21:11:00Z"); /* the same event twice in one batch */
-    add_event(arr, &x, "b", x.worker, "input_tokens", 500, "2026-11-28T21:10:00Z",
-              "2026-11-28T21:11:00Z");
+    add_event(arr, &x, "a", x.worker, "gpu_ms", 60000, DAY "21:10:00Z", DAY "21:11:00Z");
+    add_event(arr, &x, "a", x.worker, "gpu_ms", 60000, DAY "21:10:00Z",
+              DAY "21:11:00Z"); /* the same event twice in one batch */
+    add_event(arr, &x, "b", x.worker, "input_tokens", 500, DAY "21:10:00Z", DAY "21:11:00Z");
     expect_batch(arr, "recorded,recorded");
     expect_scalar(HOURLY, x.user, "gpu_ms", "60000");
     expect_scalar(JOBS, x.job, "input_tokens", "500");
     /* redelivery of the whole batch: nothing new */
     arr = cJSON_CreateArray();
-    add_event(arr, &x, "a", x.worker, "gpu_ms", 60000, "2026-11-28T21:10:00Z",
-              "2026-11-28T21:11:00Z");
-    add_event(arr, &x, "b", x.worker, "input_tokens", 500, "2026-11-28T21:10:00Z",
-              "2026-11-28T21:11:00Z");
-    add_event(arr, &x, "c", x.worker, "gpu_ms", 1500, "2026-11-28T21:59:59.999Z",
-              "2026-11-28T22:00:01Z");
+    add_event(arr, &x, "a", x.worker, "gpu_ms", 60000, DAY "21:10:00Z", DAY "21:11:00Z");
+    add_event(arr, &x, "b", x.worker, "input_tokens", 500, DAY "21:10:00Z", DAY "21:11:00Z");
+    add_event(arr, &x, "c", x.worker, "gpu_ms", 1500, DAY "21:59:59.999Z", DAY "22:00:01Z");
     expect_batch(arr, "duplicate,duplicate,recorded");
     expect_scalar(HOURLY, x.user, "gpu_ms", "61500");
     expect_scalar(JOBS, x.job, "gpu_ms", "61500");
     /* the window's start hour decides the bucket */
     expect_scalar("SELECT quantity::text FROM billing.usage_hourly WHERE user_id = $1 AND"
                   " hour = $2::timestamptz AND meter = 'gpu_ms'",
-                  x.user, "2026-11-28T21:00:00Z", "61500");
+                  x.user, DAY "21:00:00Z", "61500");
 }
 
 static void test_lease_rule(void **state)
@@ -183,10 +181,8 @@ static void test_lease_rule(void **state)
     ids_new(&x);
     /* before the lease is known: parked, nothing billed */
     arr = cJSON_CreateArray();
-    add_event(arr, &x, "early", x.worker, "gpu_ms", 1000, "2026-11-28T21:00:00Z",
-              "2026-11-28T21:01:00Z");
-    add_event(arr, &x, "sneak", x.other, "gpu_ms", 2000, "2026-11-28T21:00:00Z",
-              "2026-11-28T21:01:00Z");
+    add_event(arr, &x, "early", x.worker, "gpu_ms", 1000, DAY "21:00:00Z", DAY "21:01:00Z");
+    add_event(arr, &x, "sneak", x.other, "gpu_ms", 2000, DAY "21:00:00Z", DAY "21:01:00Z");
     expect_batch(arr, "pending,pending");
     expect_scalar(HOURLY, x.user, "gpu_ms", "none");
     expect_scalar("SELECT count(*)::text FROM billing.usage_pending WHERE job_id = $1", x.job, NULL,
@@ -195,12 +191,9 @@ static void test_lease_rule(void **state)
     lease(&x, x.worker);
     lease(&x, x.other); /* a second lease for the same attempt: the first one stands */
     arr = cJSON_CreateArray();
-    add_event(arr, &x, "late", x.worker, "gpu_ms", 3000, "2026-11-28T21:01:00Z",
-              "2026-11-28T21:02:00Z");
-    add_event(arr, &x, "other", x.other, "gpu_ms", 4000, "2026-11-28T21:01:00Z",
-              "2026-11-28T21:02:00Z");
-    add_event(arr, &x, "disk", NULL, "storage_byte_hours", 5000, "2026-11-28T21:00:00Z",
-              "2026-11-28T22:00:00Z");
+    add_event(arr, &x, "late", x.worker, "gpu_ms", 3000, DAY "21:01:00Z", DAY "21:02:00Z");
+    add_event(arr, &x, "other", x.other, "gpu_ms", 4000, DAY "21:01:00Z", DAY "21:02:00Z");
+    add_event(arr, &x, "disk", NULL, "storage_byte_hours", 5000, DAY "21:00:00Z", DAY "22:00:00Z");
     expect_batch(arr, "recorded,recorded,refused"); /* ids: disk, late, other */
     expect_scalar(HOURLY, x.user, "gpu_ms", "3000");
     expect_scalar(HOURLY, x.user, "storage_byte_hours", "5000");
@@ -220,10 +213,8 @@ static void test_sweep(void **state)
     nf_test_skip_unless(conn != NULL);
     ids_new(&x);
     arr = cJSON_CreateArray();
-    add_event(arr, &x, "p1", x.worker, "output_tokens", 10, "2026-11-28T21:00:00Z",
-              "2026-11-28T21:01:00Z");
-    add_event(arr, &x, "p2", x.other, "output_tokens", 20, "2026-11-28T21:00:00Z",
-              "2026-11-28T21:01:00Z");
+    add_event(arr, &x, "p1", x.worker, "output_tokens", 10, DAY "21:00:00Z", DAY "21:01:00Z");
+    add_event(arr, &x, "p2", x.other, "output_tokens", 20, DAY "21:00:00Z", DAY "21:01:00Z");
     expect_batch(arr, "pending,pending");
     lease(&x, x.worker);
     res = nf_test_pg_run(conn, bill_sweep_sql, 2, p);
@@ -248,8 +239,7 @@ static void test_sweep(void **state)
     /* without any lease, the wait (here 0 s) refuses */
     ids_new(&x);
     arr = cJSON_CreateArray();
-    add_event(arr, &x, "orphan", x.worker, "gpu_ms", 5, "2026-11-28T21:00:00Z",
-              "2026-11-28T21:01:00Z");
+    add_event(arr, &x, "orphan", x.worker, "gpu_ms", 5, DAY "21:00:00Z", DAY "21:01:00Z");
     expect_batch(arr, "pending");
     p[0] = "0";
     nf_test_pg_exec(conn, bill_sweep_sql, 2, p);
@@ -273,12 +263,12 @@ static void test_effects_query(void **state)
     ids_new(&x);
     lease(&x, x.worker);
     arr = cJSON_CreateArray();
-    add_event(arr, &x, "g", x.worker, "gpu_ms", 3600000, "2026-11-28T21:00:00Z",
-              "2026-11-28T22:00:00Z"); /* $2.50 */
-    add_event(arr, &x, "o", x.worker, "output_tokens", 1234, "2026-11-28T21:00:00Z",
-              "2026-11-28T21:01:00Z"); /* $0.03702 */
-    add_event(arr, &x, "s", NULL, "storage_byte_hours", 1000000000, "2026-11-28T21:00:00Z",
-              "2026-11-28T22:00:00Z"); /* 27 micro-USD, the user's not the job's */
+    add_event(arr, &x, "g", x.worker, "gpu_ms", 3600000, DAY "21:00:00Z",
+              DAY "22:00:00Z"); /* $2.50 */
+    add_event(arr, &x, "o", x.worker, "output_tokens", 1234, DAY "21:00:00Z",
+              DAY "21:01:00Z"); /* $0.03702 */
+    add_event(arr, &x, "s", NULL, "storage_byte_hours", 1000000000, DAY "21:00:00Z",
+              DAY "22:00:00Z"); /* 27 micro-USD, the user's not the job's */
     expect_batch(arr, "recorded,recorded,recorded");
     b[0] = x.user;
     b[1] = limit;
@@ -344,13 +334,6 @@ static void test_price_book_matches_header(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_duplicates_change_nothing),
-        cmocka_unit_test(test_lease_rule),
-        cmocka_unit_test(test_sweep),
-        cmocka_unit_test(test_effects_query),
-        cmocka_unit_test(test_price_book_matches_header),
-    };
-
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return NF_TEST_RUN_GROUP(setup, teardown, test_duplicates_change_nothing, test_lease_rule,
+                             test_sweep, test_effects_query, test_price_book_matches_header);
 }

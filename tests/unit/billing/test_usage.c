@@ -186,44 +186,50 @@ static void expect_usage_fail(const char *key, const char *val, const char *reas
 
 static void test_usage_failures(void **state)
 {
+    static const struct {
+        const char *key, *val, *reason;
+    } fails[] = {
+        {"meter", "\"cpu_ms\"", "meter"},
+        {"meter", NULL, "meter"},
+        {"meter", "3", "meter"},
+        {"quantity", NULL, "quantity must be an integer"},
+        {"quantity", "\"5\"", "quantity must be an integer"},
+        {"quantity", "1.5", "quantity must be an integer"},
+        {"quantity", "0", "quantity must be positive"},
+        {"quantity", "-3", "quantity must be positive"},
+        {"quantity", "10000000001", "maximum"},
+        {"user_id", NULL, "user_id"},
+        {"user_id", "\"\"", "user_id"},
+        {"job_id", NULL, "job_id"},
+        {"job_id", "12", "job_id"},
+        {"job_type", NULL, "job_type"},
+        {"job_type", "\"bake\"", "job_type"},
+        {"attempt", "0", "attempt"},
+        {"attempt", "\"1\"", "attempt"},
+        {"worker_id", "\"\"", "worker_id"},
+        {"worker_id", "9", "worker_id"},
+        {"window_start", NULL, "window_start"},
+        {"window_start", "\"2026-11-28\"", "window_start"}, /* a date is not a time */
+        {"window_start", "\"2026-02-30T00:00:00Z\"", "window_start"},
+        {"window_end", "\"soon\"", "window_end"},
+        {"window_end", "\"2026-11-28T20:59:59.999Z\"", "before"},
+        /* compute meters come from the worker that leased the job: it must say who it is */
+        {"worker_id", NULL, "required for compute meters"},
+        {"worker_id", "null", "required for compute meters"},
+        {"attempt", NULL, "required for compute meters"},
+        /* more GPU time than 64 GPUs fill in the 60 s window: absurd */
+        {"quantity", "3840001", "more GPU time than the window holds"},
+        {"window_end", "\"2026-11-28T21:00:00.000Z\"", "more GPU time"},
+        /* the message key is the subject, which must be the user the usage is billed to */
+        {"user_id", "\"usr_2\"", "subject"},
+    };
     cJSON *ev;
     struct bill_usage u;
     const char *why = NULL;
     char longid[200];
 
-    expect_usage_fail("meter", "\"cpu_ms\"", "meter");
-    expect_usage_fail("meter", NULL, "meter");
-    expect_usage_fail("meter", "3", "meter");
-    expect_usage_fail("quantity", NULL, "quantity must be an integer");
-    expect_usage_fail("quantity", "\"5\"", "quantity must be an integer");
-    expect_usage_fail("quantity", "1.5", "quantity must be an integer");
-    expect_usage_fail("quantity", "0", "quantity must be positive");
-    expect_usage_fail("quantity", "-3", "quantity must be positive");
-    expect_usage_fail("quantity", "10000000001", "maximum");
-    expect_usage_fail("user_id", NULL, "user_id");
-    expect_usage_fail("user_id", "\"\"", "user_id");
-    expect_usage_fail("job_id", NULL, "job_id");
-    expect_usage_fail("job_id", "12", "job_id");
-    expect_usage_fail("job_type", NULL, "job_type");
-    expect_usage_fail("job_type", "\"bake\"", "job_type");
-    expect_usage_fail("attempt", "0", "attempt");
-    expect_usage_fail("attempt", "\"1\"", "attempt");
-    expect_usage_fail("worker_id", "\"\"", "worker_id");
-    expect_usage_fail("worker_id", "9", "worker_id");
-    expect_usage_fail("window_start", NULL, "window_start");
-    expect_usage_fail("window_start", "\"2026-11-28\"", "window_start"); /* a date is not a time */
-    expect_usage_fail("window_start", "\"2026-02-30T00:00:00Z\"", "window_start");
-    expect_usage_fail("window_end", "\"soon\"", "window_end");
-    expect_usage_fail("window_end", "\"2026-11-28T20:59:59.999Z\"", "before");
-    /* compute meters come from the worker that leased the job: it must say who it is */
-    expect_usage_fail("worker_id", NULL, "required for compute meters");
-    expect_usage_fail("worker_id", "null", "required for compute meters");
-    expect_usage_fail("attempt", NULL, "required for compute meters");
-    /* more GPU time than 64 GPUs fill in the 60 s window: absurd */
-    expect_usage_fail("quantity", "3840001", "more GPU time than the window holds");
-    expect_usage_fail("window_end", "\"2026-11-28T21:00:00.000Z\"", "more GPU time");
-    /* the message key is the subject, which must be the user the usage is billed to */
-    expect_usage_fail("user_id", "\"usr_2\"", "subject");
+    for (size_t i = 0; i < sizeof(fails) / sizeof(fails[0]); i++)
+        expect_usage_fail(fails[i].key, fails[i].val, fails[i].reason);
 
     /* the window's own limit: exactly 64 GPUs for 60 s is fine */
     {

@@ -29,6 +29,7 @@
 
 #include "nf_kafka.h"
 #include "nf_log.h"
+#include "nf_test.h"
 
 #define WAIT_MS 30000
 
@@ -37,37 +38,6 @@ struct it {
     char prefix[64]; /* unique per run */
     struct event_base *base;
 };
-
-/* ---- loop helpers ---- */
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void tick(evutil_socket_t fd, short what, void *arg)
-{
-}
-
-static bool run_until(struct event_base *base, bool (*pred)(void *), void *arg, int max_ms)
-{
-    struct event *t = event_new(base, -1, EV_PERSIST, tick, NULL);
-    struct timeval tv = {0, 5000};
-    long long end = now_ms() + max_ms;
-
-    event_add(t, &tv);
-    while (!(pred && pred(arg)) && now_ms() < end)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(t);
-    return pred ? pred(arg) : false;
-}
-
-static void run_for(struct event_base *base, int ms)
-{
-    run_until(base, NULL, NULL, ms);
-}
 
 static int setup(void **state)
 {
@@ -154,15 +124,15 @@ static void produce_n(struct it *it, const char *topic, int n)
     assert_int_equal(
         nf_kafka_producer_new(&p, it->base, it->brokers, "nf-it-producer", NULL, err, sizeof(err)),
         0);
-    assert_true(run_until(it->base, producer_ready, p, WAIT_MS));
+    assert_true(nf_test_run_until(it->base, producer_ready, p, WAIT_MS));
     for (int i = 0; i < n; i++) {
         snprintf(key, sizeof(key), "k%d", i);
         snprintf(payload, sizeof(payload), "m%d", i);
         assert_int_equal(nf_kafka_produce(p, topic, key, payload, strlen(payload), on_dr, &sent[i]),
                          0);
     }
-    assert_true(run_until(it->base, all_reported, &w, WAIT_MS));
-    run_for(it->base, 100);
+    assert_true(nf_test_run_until(it->base, all_reported, &w, WAIT_MS));
+    nf_test_run_for(it->base, 100);
     for (int i = 0; i < n; i++) {
         assert_int_equal(sent[i].calls, 1);
         assert_int_equal(sent[i].err, 0);
@@ -298,8 +268,8 @@ static void assert_group_done(struct it *it, const char *group, const char *topi
     struct rx rx;
 
     consumer_start(it, &rx, group, topic, 100, true, 0);
-    assert_true(run_until(it->base, consumer_ready, &rx, WAIT_MS));
-    run_for(it->base, 2000);
+    assert_true(nf_test_run_until(it->base, consumer_ready, &rx, WAIT_MS));
+    nf_test_run_for(it->base, 2000);
     assert_int_equal(rx.received, 0);
     nf_kafka_consumer_free(rx.c);
 }
@@ -336,13 +306,13 @@ static void test_produce_consume(void **state)
 
     topic_with_messages(it, "pc", 3, n, topic, group);
     consumer_start(it, &rx, group, topic, 100, true, n);
-    assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
-    run_for(it->base, 500);
+    assert_true(nf_test_run_until(it->base, rx_has_want, &rx, WAIT_MS));
+    nf_test_run_for(it->base, 500);
     assert_false(rx.bad);
     assert_int_equal(rx.received, n);
     for (int i = 0; i < n; i++)
         assert_int_equal(rx.copies[i], 1);
-    assert_true(run_until(it->base, consumer_ready, &rx, WAIT_MS));
+    assert_true(nf_test_run_until(it->base, consumer_ready, &rx, WAIT_MS));
     assert_int_equal(nf_kafka_consumer_inflight(rx.c), 0);
     nf_kafka_consumer_free(rx.c);
     assert_group_done(it, group, topic);
@@ -358,7 +328,7 @@ static void test_redelivery_contiguous(void **state)
 
     topic_with_messages(it, "rd", 1, n, topic, group);
     consumer_start(it, &rx, group, topic, 100, false, n);
-    assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
+    assert_true(nf_test_run_until(it->base, rx_has_want, &rx, WAIT_MS));
     assert_false(rx.bad);
     for (int i = 0; i < n; i++)
         assert_int_equal(rx.offset_of[i], i); /* one partition, produced in order */
@@ -368,13 +338,13 @@ static void test_redelivery_contiguous(void **state)
         rx.held[done_order[k]] = NULL;
     }
     assert_int_equal(nf_kafka_consumer_inflight(rx.c), 3);
-    run_for(it->base, 200);
+    nf_test_run_for(it->base, 200);
     nf_kafka_consumer_free(rx.c); /* 3, 6, 8 freed without storing */
 
     /* stored offset is 3: everything from the first open message comes again */
     consumer_start(it, &rx, group, topic, 100, true, 7);
-    assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
-    run_for(it->base, 1500);
+    assert_true(nf_test_run_until(it->base, rx_has_want, &rx, WAIT_MS));
+    nf_test_run_for(it->base, 1500);
     assert_false(rx.bad);
     assert_int_equal(rx.received, 7);
     for (int i = 0; i < n; i++)
@@ -393,8 +363,8 @@ static void test_max_inflight(void **state)
 
     topic_with_messages(it, "bp", 2, n, topic, group);
     consumer_start(it, &rx, group, topic, max, false, max);
-    assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
-    run_for(it->base, 1500);
+    assert_true(nf_test_run_until(it->base, rx_has_want, &rx, WAIT_MS));
+    nf_test_run_for(it->base, 1500);
     assert_false(rx.bad);
     assert_int_equal(rx.received, max); /* stopped at the limit */
     assert_int_equal(nf_kafka_consumer_inflight(rx.c), max);
@@ -407,17 +377,17 @@ static void test_max_inflight(void **state)
     rx.held[first] = NULL;
     assert_int_equal(nf_kafka_consumer_inflight(rx.c), max - 1);
     rx.want = max + 1;
-    assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
-    run_for(it->base, 500);
+    assert_true(nf_test_run_until(it->base, rx_has_want, &rx, WAIT_MS));
+    nf_test_run_for(it->base, 500);
     assert_int_equal(rx.received, max + 1);
     assert_int_equal(nf_kafka_consumer_inflight(rx.c), max);
 
     /* then keep finishing whatever is held until all n arrived */
-    for (long long end = now_ms() + WAIT_MS; rx.received < n && now_ms() < end;) {
+    for (long long end = nf_test_now_ms() + WAIT_MS; rx.received < n && nf_test_now_ms() < end;) {
         rx_done_held(&rx);
-        run_for(it->base, 20);
+        nf_test_run_for(it->base, 20);
     }
-    run_for(it->base, 500);
+    nf_test_run_for(it->base, 500);
     rx_done_held(&rx);
     assert_false(rx.bad);
     assert_int_equal(rx.received, n);
@@ -500,15 +470,15 @@ static void test_rebalance_with_held(void **state)
     assert_true(a && b);
     topic_with_messages(it, "rb", 2, pr.n, topic, group);
     member_start(it, a, group, topic);
-    for (long long end = now_ms() + WAIT_MS; a->received < pr.n && now_ms() < end;)
-        run_for(it->base, 20);
+    for (long long end = nf_test_now_ms() + WAIT_MS; a->received < pr.n && nf_test_now_ms() < end;)
+        nf_test_run_for(it->base, 20);
     assert_int_equal(a->received, pr.n);
 
     /* b joins: a loses a partition while holding all 20, gets the other one again from
      * the (empty) committed offset, and b gets its partition from the start */
     member_start(it, b, group, topic);
-    assert_true(run_until(it->base, pair_covers, &pr, WAIT_MS));
-    run_for(it->base, 1000);
+    assert_true(nf_test_run_until(it->base, pair_covers, &pr, WAIT_MS));
+    nf_test_run_for(it->base, 1000);
     for (int i = 0; i < pr.n; i++) {
         b_total += b->copies[i];
         /* a partition belongs to one member after the rebalance */
@@ -520,7 +490,7 @@ static void test_rebalance_with_held(void **state)
     member_done_all(a);
     member_done_all(b);
     assert_int_equal(nf_kafka_consumer_inflight(a->c), 0);
-    run_for(it->base, 200);
+    nf_test_run_for(it->base, 200);
     nf_kafka_consumer_free(b->c);
     nf_kafka_consumer_free(a->c);
     assert_group_done(it, group, topic);
@@ -537,18 +507,14 @@ static void test_free_with_held(void **state)
 
     topic_with_messages(it, "held", 1, 5, topic, group);
     consumer_start(it, &rx, group, topic, 2, false, 2);
-    assert_true(run_until(it->base, rx_has_want, &rx, WAIT_MS));
+    assert_true(nf_test_run_until(it->base, rx_has_want, &rx, WAIT_MS));
     assert_int_equal(nf_kafka_consumer_inflight(rx.c), 2);
     nf_kafka_consumer_free(rx.c);
 }
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_create_topics),         cmocka_unit_test(test_produce_consume),
-        cmocka_unit_test(test_redelivery_contiguous), cmocka_unit_test(test_max_inflight),
-        cmocka_unit_test(test_rebalance_with_held),   cmocka_unit_test(test_free_with_held),
-    };
-
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return NF_TEST_RUN_GROUP(setup, teardown, test_create_topics, test_produce_consume,
+                             test_redelivery_contiguous, test_max_inflight,
+                             test_rebalance_with_held, test_free_with_held);
 }

@@ -67,6 +67,22 @@ static int load(struct tcfg *c, char *err, size_t errlen)
     return rc;
 }
 
+/* Sets var to value (NULL: unsets it) and loads: must fail, with the message want
+ * unless want is NULL. The variable keeps its value. */
+static void refused(const char *var, const char *value, const char *want)
+{
+    struct tcfg c;
+    char err[256];
+
+    if (value != NULL)
+        setenv(var, value, 1);
+    else
+        unsetenv(var);
+    assert_int_equal(load(&c, err, sizeof(err)), -1);
+    if (want != NULL)
+        assert_string_equal(err, want);
+}
+
 static void test_defaults(void **state)
 {
     struct tcfg c;
@@ -125,17 +141,10 @@ static void test_bools(void **state)
 
 static void test_bad_bool(void **state)
 {
-    struct tcfg c;
-    char err[256];
-
-    setenv("NF_T_DEBUG", "maybe", 1);
-    assert_int_equal(load(&c, err, sizeof(err)), -1);
-    assert_string_equal(err, "NF_T_DEBUG: must be a boolean: 1/0, true/false, yes/no, on/off "
-                             "(got \"maybe\")");
-    setenv("NF_T_DEBUG", "", 1);
-    assert_int_equal(load(&c, err, sizeof(err)), -1);
-    setenv("NF_T_DEBUG", "2", 1);
-    assert_int_equal(load(&c, err, sizeof(err)), -1);
+    refused("NF_T_DEBUG", "maybe",
+            "NF_T_DEBUG: must be a boolean: 1/0, true/false, yes/no, on/off (got \"maybe\")");
+    refused("NF_T_DEBUG", "", NULL);
+    refused("NF_T_DEBUG", "2", NULL);
 }
 
 static void test_bad_ints(void **state)
@@ -155,35 +164,19 @@ static void test_bad_ints(void **state)
 
 static void test_int_bounds(void **state)
 {
-    struct tcfg c;
-    char err[256];
-
-    setenv("NF_T_PORT", "0", 1);
-    assert_int_equal(load(&c, err, sizeof(err)), -1);
-    assert_string_equal(err, "NF_T_PORT: must be between 1 and 65535 (got 0)");
-    setenv("NF_T_PORT", "65536", 1);
-    assert_int_equal(load(&c, err, sizeof(err)), -1);
-    assert_string_equal(err, "NF_T_PORT: must be between 1 and 65535 (got 65536)");
-    setenv("NF_T_PORT", "-1", 1);
-    assert_int_equal(load(&c, err, sizeof(err)), -1);
-    setenv("NF_T_PORT", "99999999999999999999999", 1); /* overflows long long */
-    assert_int_equal(load(&c, err, sizeof(err)), -1);
+    refused("NF_T_PORT", "0", "NF_T_PORT: must be between 1 and 65535 (got 0)");
+    refused("NF_T_PORT", "65536", "NF_T_PORT: must be between 1 and 65535 (got 65536)");
+    refused("NF_T_PORT", "-1", NULL);
+    refused("NF_T_PORT", "99999999999999999999999", NULL); /* overflows long long */
     setenv("NF_T_PORT", "1", 1);
     /* An "unbounded" int is still an int. */
-    setenv("NF_T_ANY", "2147483648", 1);
-    assert_int_equal(load(&c, err, sizeof(err)), -1);
-    assert_string_equal(err, "NF_T_ANY: must be between -2147483648 and 2147483647 "
-                             "(got 2147483648)");
+    refused("NF_T_ANY", "2147483648",
+            "NF_T_ANY: must be between -2147483648 and 2147483647 (got 2147483648)");
 }
 
 static void test_required(void **state)
 {
-    struct tcfg c;
-    char err[256];
-
-    unsetenv("NF_T_TOKEN");
-    assert_int_equal(load(&c, err, sizeof(err)), -1);
-    assert_string_equal(err, "NF_T_TOKEN: is required but not set");
+    refused("NF_T_TOKEN", NULL, "NF_T_TOKEN: is required but not set");
 }
 
 static void test_str_length_and_secret_not_echoed(void **state)
@@ -204,12 +197,8 @@ static void test_str_length_and_secret_not_echoed(void **state)
 /* A failure after strings were stored frees them (ASan would report a leak otherwise). */
 static void test_failure_frees_earlier_strings(void **state)
 {
-    struct tcfg c;
-    char err[256];
-
-    setenv("NF_T_ANY", "nope", 1); /* the last option, after every string */
-    assert_int_equal(load(&c, err, sizeof(err)), -1);
-    assert_string_equal(err, "NF_T_ANY: must be an integer (got \"nope\")");
+    /* NF_T_ANY is the last option, after every string */
+    refused("NF_T_ANY", "nope", "NF_T_ANY: must be an integer (got \"nope\")");
 }
 
 static void test_small_err_buffer(void **state)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "nf_crypto.h"
+#include "nf_test.h"
 
 static int init(void **state)
 {
@@ -159,16 +160,7 @@ static void test_apikey_rejects(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sha256_vectors),
-        cmocka_unit_test(test_crc32),
-        cmocka_unit_test(test_equal),
-        cmocka_unit_test(test_b64url),
-        cmocka_unit_test(test_random_and_token),
-        cmocka_unit_test(test_apikey_roundtrip),
-        cmocka_unit_test(test_apikey_checksum_format),
-        cmocka_unit_test(test_apikey_rejects),
-    };
-
-    return cmocka_run_group_tests(tests, init, NULL);
+    return NF_TEST_RUN_GROUP(init, NULL, test_sha256_vectors, test_crc32, test_equal, test_b64url,
+                             test_random_and_token, test_apikey_roundtrip,
+                             test_apikey_checksum_format, test_apikey_rejects);
 }

@@ -14,6 +14,7 @@
 #include "nf_event.h"
 #include "nf_id.h"
 #include "nf_json.h"
+#include "nf_test.h"
 
 static int init(void **state)
 {
@@ -159,11 +160,7 @@ static void test_data_minimal_valid(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_time_format),  cmocka_unit_test(test_now_ms),
-        cmocka_unit_test(test_new_envelope), cmocka_unit_test(test_new_given_id_and_null_data),
-        cmocka_unit_test(test_data_rejects), cmocka_unit_test(test_data_minimal_valid),
-    };
-
-    return cmocka_run_group_tests(tests, init, NULL);
+    return NF_TEST_RUN_GROUP(init, NULL, test_time_format, test_now_ms, test_new_envelope,
+                             test_new_given_id_and_null_data, test_data_rejects,
+                             test_data_minimal_valid);
 }

@@ -11,6 +11,7 @@
 
 #include "nf_crypto.h"
 #include "nf_id.h"
+#include "nf_test.h"
 
 static int init(void **state)
 {
@@ -121,15 +122,7 @@ static void test_time_ms_invalid(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_known_vectors),
-        cmocka_unit_test(test_new_at_failures),
-        cmocka_unit_test(test_new_is_valid_and_current),
-        cmocka_unit_test(test_monotonic),
-        cmocka_unit_test(test_time_ordering),
-        cmocka_unit_test(test_valid_rejects),
-        cmocka_unit_test(test_time_ms_invalid),
-    };
-
-    return cmocka_run_group_tests(tests, init, NULL);
+    return NF_TEST_RUN_GROUP(init, NULL, test_known_vectors, test_new_at_failures,
+                             test_new_is_valid_and_current, test_monotonic, test_time_ordering,
+                             test_valid_rejects, test_time_ms_invalid);
 }

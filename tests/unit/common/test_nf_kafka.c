@@ -17,41 +17,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "nf_kafka.h"
 #include "nf_kafka_track.h"
 #include "nf_log.h"
+#include "nf_test.h"
 
 /* Nothing listens on port 1. */
 #define DEAD_BROKER "127.0.0.1:1"
-
-/* ---- loop helpers ---- */
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void tick(evutil_socket_t fd, short what, void *arg)
-{
-}
-
-/* Runs the loop until pred(arg) holds or max_ms passed; returns pred's final value. */
-static bool run_until(struct event_base *base, bool (*pred)(void *), void *arg, int max_ms)
-{
-    struct event *t = event_new(base, -1, EV_PERSIST, tick, NULL);
-    struct timeval tv = {0, 5000};
-    long long end = now_ms() + max_ms;
-
-    event_add(t, &tv);
-    while (!(pred && pred(arg)) && now_ms() < end)
-        event_base_loop(base, EVLOOP_ONCE);
-    event_free(t);
-    return pred ? pred(arg) : false;
-}
 
 static int setup_log(void **state)
 {
@@ -70,6 +43,12 @@ static int64_t done(struct nf_kafka_track_entry *e)
 
 /* ---- tracker ---- */
 
+/* An entry at offset of partition 0 of topic "a", the partition most tests use. */
+static struct nf_kafka_track_entry *add(struct nf_kafka_track *t, int64_t offset)
+{
+    return nf_kafka_track_add(t, "a", 0, offset);
+}
+
 static void test_track_in_order(void **state)
 {
     struct nf_kafka_track *t = nf_kafka_track_new();
@@ -79,7 +58,7 @@ static void test_track_in_order(void **state)
 
     nf_kafka_track_assign(t, "a", 0);
     for (int i = 0; i < 5; i++)
-        e[i] = nf_kafka_track_add(t, "a", 0, i);
+        e[i] = add(t, i);
     assert_int_equal(nf_kafka_track_open(t, "a", 0), 5);
     for (int i = 0; i < 5; i++) {
         assert_int_equal(nf_kafka_track_done(e[i], &topic, &part), i + 1);
@@ -119,9 +98,9 @@ static void test_track_gaps(void **state)
     struct nf_kafka_track *t = nf_kafka_track_new();
     struct nf_kafka_track_entry *e5, *e9, *e20;
 
-    e5 = nf_kafka_track_add(t, "a", 0, 5); /* never assigned: started implicitly */
-    e9 = nf_kafka_track_add(t, "a", 0, 9);
-    e20 = nf_kafka_track_add(t, "a", 0, 20);
+    e5 = add(t, 5); /* never assigned: started implicitly */
+    e9 = add(t, 9);
+    e20 = add(t, 20);
     assert_int_equal(nf_kafka_track_parts(t), 1);
     assert_int_equal(done(e9), -1);
     assert_int_equal(done(e5), 10);
@@ -140,7 +119,7 @@ static void test_track_partitions_independent(void **state)
     nf_kafka_track_assign(t, "a", 1);
     nf_kafka_track_assign(t, "b", 0);
     assert_int_equal(nf_kafka_track_parts(t), 3);
-    a0 = nf_kafka_track_add(t, "a", 0, 7);
+    a0 = add(t, 7);
     a1 = nf_kafka_track_add(t, "a", 1, 3);
     b0 = nf_kafka_track_add(t, "b", 0, 100);
     assert_int_equal(nf_kafka_track_done(b0, &topic, &part), 101);
@@ -162,15 +141,15 @@ static void test_track_revoke_and_reassign(void **state)
     struct nf_kafka_track_entry *old0, *old1, *new0;
 
     nf_kafka_track_assign(t, "a", 0);
-    old0 = nf_kafka_track_add(t, "a", 0, 0);
-    old1 = nf_kafka_track_add(t, "a", 0, 1);
+    old0 = add(t, 0);
+    old1 = add(t, 1);
     nf_kafka_track_revoke(t, "a", 0);
     nf_kafka_track_revoke(t, "a", 9); /* unknown: ignored */
     assert_int_equal(nf_kafka_track_parts(t), 0);
     assert_int_equal(done(old0), -1);
 
     nf_kafka_track_assign(t, "a", 0);
-    new0 = nf_kafka_track_add(t, "a", 0, 1); /* redelivered */
+    new0 = add(t, 1); /* redelivered */
     assert_int_equal(done(old1), -1);
     assert_int_equal(nf_kafka_track_open(t, "a", 0), 1);
     assert_int_equal(done(new0), 2);
@@ -184,10 +163,10 @@ static void test_track_assign_twice(void **state)
     struct nf_kafka_track_entry *old, *cur;
 
     nf_kafka_track_assign(t, "a", 0);
-    old = nf_kafka_track_add(t, "a", 0, 4);
+    old = add(t, 4);
     nf_kafka_track_assign(t, "a", 0);
     assert_int_equal(nf_kafka_track_parts(t), 1);
-    cur = nf_kafka_track_add(t, "a", 0, 4);
+    cur = add(t, 4);
     assert_int_equal(done(cur), 5);
     assert_int_equal(done(old), -1);
     nf_kafka_track_free(t);
@@ -199,9 +178,9 @@ static void test_track_rewind(void **state)
     struct nf_kafka_track *t = nf_kafka_track_new();
     struct nf_kafka_track_entry *e5, *e6, *e3;
 
-    e5 = nf_kafka_track_add(t, "a", 0, 5);
-    e6 = nf_kafka_track_add(t, "a", 0, 6);
-    e3 = nf_kafka_track_add(t, "a", 0, 3);
+    e5 = add(t, 5);
+    e6 = add(t, 6);
+    e3 = add(t, 3);
     assert_int_equal(nf_kafka_track_open(t, "a", 0), 1);
     assert_int_equal(done(e6), -1);
     assert_int_equal(done(e5), -1);
@@ -216,9 +195,9 @@ static void test_track_drop(void **state)
     struct nf_kafka_track_entry *e0, *e1, *e2;
 
     nf_kafka_track_assign(t, "a", 0);
-    e0 = nf_kafka_track_add(t, "a", 0, 0);
-    e1 = nf_kafka_track_add(t, "a", 0, 1);
-    e2 = nf_kafka_track_add(t, "a", 0, 2);
+    e0 = add(t, 0);
+    e1 = add(t, 1);
+    e2 = add(t, 2);
     assert_int_equal(done(e1), -1);
     nf_kafka_track_drop(e0);
     assert_int_equal(nf_kafka_track_parts(t), 0);
@@ -232,8 +211,8 @@ static void test_track_free_with_open(void **state)
     struct nf_kafka_track *t = nf_kafka_track_new();
     struct nf_kafka_track_entry *a, *b, *c;
 
-    a = nf_kafka_track_add(t, "a", 0, 0);
-    b = nf_kafka_track_add(t, "a", 0, 1);
+    a = add(t, 0);
+    b = add(t, 1);
     c = nf_kafka_track_add(t, "b", 3, 0);
     assert_int_equal(done(b), -1);
     nf_kafka_track_free(t);
@@ -306,14 +285,14 @@ static void test_producer_unreachable_free_fails_once(void **state)
     assert_int_equal(nf_kafka_produce(p, "nf.test", NULL, NULL, 0, NULL, NULL), 0);
     assert_int_equal(nf_kafka_producer_outq(p), 6);
 
-    run_until(base, NULL, NULL, 300);
+    nf_test_run_until(base, NULL, NULL, 300);
     assert_false(nf_kafka_producer_ready(p));
     for (int i = 0; i < 5; i++)
         assert_int_equal(seen[i].calls, 0); /* message.timeout.ms is 10 s */
 
-    t0 = now_ms();
+    t0 = nf_test_now_ms();
     nf_kafka_producer_free(p, 200);
-    assert_true(now_ms() - t0 < 5000);
+    assert_true(nf_test_now_ms() - t0 < 5000);
     for (int i = 0; i < 5; i++) {
         assert_int_equal(seen[i].calls, 1);
         assert_true(seen[i].err < 0);
@@ -346,8 +325,8 @@ static void test_producer_timeout_in_loop(void **state)
                      0);
     for (int i = 0; i < 3; i++)
         assert_int_equal(nf_kafka_produce(p, "nf.test", "k", "x", 1, on_dr, &seen[i]), 0);
-    assert_true(run_until(base, all_called, seen, 8000));
-    run_until(base, NULL, NULL, 200);
+    assert_true(nf_test_run_until(base, all_called, seen, 8000));
+    nf_test_run_until(base, NULL, NULL, 200);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(seen[i].calls, 1);
         assert_int_equal(seen[i].err, RD_KAFKA_RESP_ERR__MSG_TIMED_OUT);
@@ -441,13 +420,13 @@ static void test_consumer_unreachable(void **state)
     assert_int_equal(nf_kafka_consumer_new(&c, base, DEAD_BROKER, "g-unreach", topics, 2, 4, NULL,
                                            on_msg_unused, &calls, err, sizeof(err)),
                      0);
-    run_until(base, NULL, NULL, 500);
+    nf_test_run_until(base, NULL, NULL, 500);
     assert_false(nf_kafka_consumer_ready(c));
     assert_int_equal(nf_kafka_consumer_inflight(c), 0);
     assert_int_equal(calls, 0);
-    t0 = now_ms();
+    t0 = nf_test_now_ms();
     nf_kafka_consumer_free(c);
-    assert_true(now_ms() - t0 < 5000);
+    assert_true(nf_test_now_ms() - t0 < 5000);
     event_base_free(base);
 }
 
@@ -457,13 +436,13 @@ static void test_create_topics_unreachable(void **state)
 {
     const char *topics[] = {"nf.a", "nf.b"};
     char err[256];
-    long long t0 = now_ms();
+    long long t0 = nf_test_now_ms();
 
     err[0] = '\0';
     assert_int_equal(nf_kafka_create_topics(DEAD_BROKER, topics, 2, 1, 1, 500, err, sizeof(err)),
                      -1);
     assert_true(err[0] != '\0');
-    assert_true(now_ms() - t0 < 6000);
+    assert_true(nf_test_now_ms() - t0 < 6000);
 }
 
 /* nf_kafka_create_topics of "nf.a" fails at once with a message (containing want). */
@@ -510,26 +489,11 @@ static void test_forge_topics(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_track_in_order),
-        cmocka_unit_test(test_track_out_of_order),
-        cmocka_unit_test(test_track_gaps),
-        cmocka_unit_test(test_track_partitions_independent),
-        cmocka_unit_test(test_track_revoke_and_reassign),
-        cmocka_unit_test(test_track_assign_twice),
-        cmocka_unit_test(test_track_rewind),
-        cmocka_unit_test(test_track_drop),
-        cmocka_unit_test(test_track_free_with_open),
-        cmocka_unit_test(test_producer_bad_config),
-        cmocka_unit_test(test_producer_unreachable_free_fails_once),
-        cmocka_unit_test(test_producer_timeout_in_loop),
-        cmocka_unit_test(test_producer_local_errors),
-        cmocka_unit_test(test_consumer_bad_args),
-        cmocka_unit_test(test_consumer_unreachable),
-        cmocka_unit_test(test_create_topics_unreachable),
-        cmocka_unit_test(test_create_topics_bad_args),
-        cmocka_unit_test(test_forge_topics),
-    };
-
-    return cmocka_run_group_tests(tests, setup_log, NULL);
+    return NF_TEST_RUN_GROUP(
+        setup_log, NULL, test_track_in_order, test_track_out_of_order, test_track_gaps,
+        test_track_partitions_independent, test_track_revoke_and_reassign, test_track_assign_twice,
+        test_track_rewind, test_track_drop, test_track_free_with_open, test_producer_bad_config,
+        test_producer_unreachable_free_fails_once, test_producer_timeout_in_loop,
+        test_producer_local_errors, test_consumer_bad_args, test_consumer_unreachable,
+        test_create_topics_unreachable, test_create_topics_bad_args, test_forge_topics);
 }

@@ -62,6 +62,17 @@ static void dsn(char *out, size_t len, int port)
     snprintf(out, len, "host=127.0.0.1 port=%d dbname=nf user=nf sslmode=disable", port);
 }
 
+/* A pool of conns connections to 127.0.0.1:port with a timeout of timeout_ms. */
+static struct nf_pg *pool_at(struct event_base *base, int port, int conns, int timeout_ms)
+{
+    struct nf_pg *pg = NULL;
+    char d[128];
+
+    dsn(d, sizeof(d), port);
+    assert_int_equal(nf_pg_new(&pg, base, d, conns, timeout_ms), 0);
+    return pg;
+}
+
 static void test_bad_args_and_conninfo(void **state)
 {
     struct event_base *base = event_base_new();
@@ -82,10 +93,7 @@ static void test_bad_args_and_conninfo(void **state)
 static void test_query_bad_args(void **state)
 {
     struct event_base *base = event_base_new();
-    char d[128];
-    dsn(d, sizeof(d), nf_test_closed_port());
-    struct nf_pg *pg = NULL;
-    assert_int_equal(nf_pg_new(&pg, base, d, 1, 200), 0);
+    struct nf_pg *pg = pool_at(base, nf_test_closed_port(), 1, 200);
     struct nf_test_pg s = {0};
     assert_int_equal(nf_pg_query(pg, NULL, 0, NULL, nf_test_on_pg, &s), -1);
     assert_int_equal(nf_pg_query(pg, "SELECT $1", 1, NULL, nf_test_on_pg, &s), -1);
@@ -104,10 +112,7 @@ static void test_query_bad_args(void **state)
 static void test_closed_port_fails_in_bounded_time(void **state)
 {
     struct event_base *base = event_base_new();
-    char d[128];
-    dsn(d, sizeof(d), nf_test_closed_port());
-    struct nf_pg *pg = NULL;
-    assert_int_equal(nf_pg_new(&pg, base, d, 2, 250), 0);
+    struct nf_pg *pg = pool_at(base, nf_test_closed_port(), 2, 250);
     assert_false(nf_pg_ready(pg));
 
     struct nf_test_pg q = {0}, t = {0};
@@ -138,10 +143,7 @@ static void test_silent_server(void **state)
     struct event_base *base = event_base_new();
     struct fake f;
     fake_start(&f, base, false);
-    char d[128];
-    dsn(d, sizeof(d), f.port);
-    struct nf_pg *pg = NULL;
-    assert_int_equal(nf_pg_new(&pg, base, d, 1, 300), 0);
+    struct nf_pg *pg = pool_at(base, f.port, 1, 300);
     struct nf_test_pg q = {0};
     long long t0 = nf_test_now_ms();
     assert_int_equal(nf_pg_query(pg, "SELECT 1", 0, NULL, nf_test_on_pg, &q), 0);
@@ -164,10 +166,7 @@ static void test_server_hangs_up(void **state)
     struct event_base *base = event_base_new();
     struct fake f;
     fake_start(&f, base, true);
-    char d[128];
-    dsn(d, sizeof(d), f.port);
-    struct nf_pg *pg = NULL;
-    assert_int_equal(nf_pg_new(&pg, base, d, 1, 1500), 0);
+    struct nf_pg *pg = pool_at(base, f.port, 1, 1500);
     /* backoff: attempts at ~0, 100, 300, 700 ms: 3..5 of them in 900 ms */
     nf_test_run_for(base, 900);
     assert_true(f.accepts >= 3 && f.accepts <= 5);
@@ -180,10 +179,7 @@ static void test_server_hangs_up(void **state)
 static void test_free_fails_queued(void **state)
 {
     struct event_base *base = event_base_new();
-    char d[128];
-    dsn(d, sizeof(d), nf_test_closed_port());
-    struct nf_pg *pg = NULL;
-    assert_int_equal(nf_pg_new(&pg, base, d, 1, 5000), 0);
+    struct nf_pg *pg = pool_at(base, nf_test_closed_port(), 1, 5000);
     struct nf_test_pg a = {0}, b = {0};
     assert_int_equal(nf_pg_query(pg, "SELECT 1", 0, NULL, nf_test_on_pg, &a), 0);
     struct nf_pg_stmt st[] = {{"SELECT 1", 0, NULL}};
@@ -219,10 +215,7 @@ static void free_from_cb(const PGresult *res, const char *err, const char *pgcod
 static void test_free_inside_callback(void **state)
 {
     struct event_base *base = event_base_new();
-    char d[128];
-    dsn(d, sizeof(d), nf_test_closed_port());
-    struct nf_pg *pg = NULL;
-    assert_int_equal(nf_pg_new(&pg, base, d, 1, 200), 0);
+    struct nf_pg *pg = pool_at(base, nf_test_closed_port(), 1, 200);
     struct nf_test_pg mine = {0}, late = {0}, other = {0};
     struct reentry x = {&pg, &mine, &late};
     assert_int_equal(nf_pg_query(pg, "SELECT 1", 0, NULL, free_from_cb, &x), 0);

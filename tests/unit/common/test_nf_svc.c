@@ -72,18 +72,11 @@ static const struct nf_svc_desc bare = {
     .init = init_never,
 };
 
-static const char *const env_names[] = {
-    "NF_LOG_LEVEL",  "NF_T_ADDR",         "NF_KAFKA_BROKERS", "NF_KAFKA_PARTITIONS",
-    "NF_T_GROUP",    "NF_T_MAX_INFLIGHT", "NF_REDIS_ADDR",    "NF_PG_DSN",
-    "NF_T_PG_CONNS", "NF_T_MIGRATIONS",   "NF_T_TIMEOUT_MS",  "NF_T_DRAIN_MS",
-    "NF_T_LIMIT",    "NF_BARE_DRAIN_MS"};
-
+/* Every variable of both descriptors unset. */
 static int setup(void **state)
 {
-    size_t i;
-
-    for (i = 0; i < sizeof(env_names) / sizeof(env_names[0]); i++)
-        unsetenv(env_names[i]);
+    nf_test_svc_clear_env(&full);
+    nf_test_svc_clear_env(&bare);
     return 0;
 }
 
@@ -100,11 +93,8 @@ static bool has_row(const struct nf_svc *svc, const char *env)
 static void test_defaults_of_a_full_service(void **state)
 {
     struct nf_svc svc;
-    char err[256] = "";
-    const struct own *own;
+    const struct own *own = nf_test_svc_load(&svc, &full);
 
-    assert_int_equal(nf_svc_load(&svc, &full, err, sizeof(err)), 0);
-    own = svc.own;
     assert_int_equal(svc.cfg.log_level, NF_LOG_INFO);
     assert_string_equal(svc.cfg.addr, "127.0.0.1:8999");
     assert_string_equal(svc.cfg.brokers, "127.0.0.1:9092");
@@ -142,13 +132,10 @@ static void test_a_bare_service_gets_only_its_rows(void **state)
 static void test_environment_wins(void **state)
 {
     struct nf_svc svc;
-    char err[256] = "";
 
-    setenv("NF_LOG_LEVEL", "debug", 1);
-    setenv("NF_T_ADDR", "[::1]:8080", 1);
-    setenv("NF_T_GROUP", "replay", 1);
-    setenv("NF_T_LIMIT", "42", 1);
-    assert_int_equal(nf_svc_load(&svc, &full, err, sizeof(err)), 0);
+    nf_test_setenv("NF_LOG_LEVEL=debug", "NF_T_ADDR=[::1]:8080", "NF_T_GROUP=replay",
+                   "NF_T_LIMIT=42", NULL);
+    nf_test_svc_load(&svc, &full);
     assert_int_equal(svc.cfg.log_level, NF_LOG_DEBUG);
     assert_string_equal(svc.cfg.addr, "[::1]:8080");
     assert_string_equal(svc.cfg.group, "replay");
@@ -156,32 +143,18 @@ static void test_environment_wins(void **state)
     nf_svc_free(&svc);
 }
 
-/* Each bad value is refused with a message naming its variable. */
-static void refused(const char *env, const char *value, const char *says)
-{
-    struct nf_svc svc;
-    char err[256] = "";
-
-    setup(NULL);
-    setenv(env, value, 1);
-    assert_int_equal(nf_svc_load(&svc, &full, err, sizeof(err)), -1);
-    assert_non_null(strstr(err, env));
-    assert_non_null(strstr(err, says));
-    nf_svc_free(&svc);
-    unsetenv(env);
-}
-
+/* Each bad value is refused with a message naming its variable and saying why. */
 static void test_bad_values_are_refused(void **state)
 {
-    refused("NF_LOG_LEVEL", "loud", "must be debug, info, warn or error");
-    refused("NF_T_ADDR", "8000", "must be host:port");
-    refused("NF_T_ADDR", "host:99999", "must be host:port");
-    refused("NF_REDIS_ADDR", "redis", "must be host:port");
-    refused("NF_KAFKA_PARTITIONS", "0", "between 1 and 1024");
-    refused("NF_T_MAX_INFLIGHT", "x", "must be an integer");
-    refused("NF_T_DRAIN_MS", "-1", "between 0 and 600000");
-    refused("NF_T_LIMIT", "101", "between 1 and 100");
-    refused("NF_T_LIMIT", "13", "must not be 13"); /* the descriptor's cross-check */
+    nf_test_svc_refused(&full, "NF_LOG_LEVEL=loud", "must be debug, info, warn or error");
+    nf_test_svc_refused(&full, "NF_T_ADDR=8000", "must be host:port");
+    nf_test_svc_refused(&full, "NF_T_ADDR=host:99999", "must be host:port");
+    nf_test_svc_refused(&full, "NF_REDIS_ADDR=redis", "must be host:port");
+    nf_test_svc_refused(&full, "NF_KAFKA_PARTITIONS=0", "between 1 and 1024");
+    nf_test_svc_refused(&full, "NF_T_MAX_INFLIGHT=x", "must be an integer");
+    nf_test_svc_refused(&full, "NF_T_DRAIN_MS=-1", "between 0 and 600000");
+    nf_test_svc_refused(&full, "NF_T_LIMIT=101", "between 1 and 100");
+    nf_test_svc_refused(&full, "NF_T_LIMIT=13", "must not be 13"); /* the descriptor's check */
 }
 
 /* The DSN row is a secret: masked when logged and in --help. */

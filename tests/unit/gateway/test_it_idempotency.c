@@ -23,25 +23,13 @@
 #define H1 "1111111111111111111111111111111111111111111111111111111111111111"
 #define H2 "2222222222222222222222222222222222222222222222222222222222222222"
 
-static redisContext *rc;
-
-static int setup(void **state)
-{
-    return nf_test_redis_open(&rc, TEST_DB);
-}
-
-static int teardown(void **state)
-{
-    nf_test_redis_close(rc, TEST_DB);
-    rc = NULL;
-    return 0;
-}
+static struct nf_test_redis_db redis = {TEST_DB, NULL};
 
 /* begin with hash and token: the parsed state (and the replayed body, copied). */
 static enum gw_idem_state begin(const char *hash, const char *token, char *body, size_t len)
 {
     const char *args[] = {KEY, hash, token, "30"};
-    redisReply *r = nf_test_redis_eval(rc, gw_idem_begin_lua, 1, 4, args);
+    redisReply *r = nf_test_redis_eval(redis.rc, gw_idem_begin_lua, 1, 4, args);
     struct gw_idem_reply out;
 
     assert_int_equal(gw_idem_parse_reply(r, &out), 0);
@@ -54,7 +42,7 @@ static enum gw_idem_state begin(const char *hash, const char *token, char *body,
 static long long finish(const char *token, const char *body)
 {
     const char *args[] = {KEY, token, "202", body, "86400"};
-    redisReply *r = nf_test_redis_eval(rc, gw_idem_finish_lua, 1, 5, args);
+    redisReply *r = nf_test_redis_eval(redis.rc, gw_idem_finish_lua, 1, 5, args);
     long long v = r->integer;
 
     freeReplyObject(r);
@@ -64,7 +52,7 @@ static long long finish(const char *token, const char *body)
 static long long abort_claim(const char *token)
 {
     const char *args[] = {KEY, token};
-    redisReply *r = nf_test_redis_eval(rc, gw_idem_abort_lua, 1, 2, args);
+    redisReply *r = nf_test_redis_eval(redis.rc, gw_idem_abort_lua, 1, 2, args);
     long long v = r->integer;
 
     freeReplyObject(r);
@@ -73,7 +61,7 @@ static long long abort_claim(const char *token)
 
 static long long ttl(void)
 {
-    redisReply *r = redisCommand(rc, "TTL %s", KEY);
+    redisReply *r = redisCommand(redis.rc, "TTL %s", KEY);
     long long v = r->integer;
 
     freeReplyObject(r);
@@ -84,7 +72,7 @@ static void test_first_then_replay(void **state)
 {
     char body[128] = "";
 
-    nf_test_redis_fresh(rc);
+    nf_test_redis_fresh(redis.rc);
     assert_int_equal(begin(H1, "tok1", NULL, 0), GW_IDEM_NEW);
     assert_true(ttl() > 0 && ttl() <= 30); /* a pending claim expires */
     /* a duplicate while the first is in flight waits; another body conflicts */
@@ -105,7 +93,7 @@ static void test_first_then_replay(void **state)
 
 static void test_only_the_claim_holder_finishes_or_aborts(void **state)
 {
-    nf_test_redis_fresh(rc);
+    nf_test_redis_fresh(redis.rc);
     assert_int_equal(begin(H1, "mine", NULL, 0), GW_IDEM_NEW);
     assert_int_equal(finish("theirs", "{}"), 0);
     assert_int_equal(abort_claim("theirs"), 0);
@@ -123,8 +111,8 @@ static void test_concurrent_begins_one_winner(void **state)
     int i, news = 0, pendings = 0;
     struct gw_idem_reply out;
 
-    nf_test_redis_fresh(rc);
-    r = redisCommand(rc, "SCRIPT LOAD %s", gw_idem_begin_lua);
+    nf_test_redis_fresh(redis.rc);
+    r = redisCommand(redis.rc, "SCRIPT LOAD %s", gw_idem_begin_lua);
     snprintf(sha, sizeof(sha), "%s", r->str);
     freeReplyObject(r);
     argv[1] = sha;
@@ -132,10 +120,10 @@ static void test_concurrent_begins_one_winner(void **state)
     for (i = 0; i < 20; i++) {
         snprintf(tok, sizeof(tok), "t%d", i);
         argv[5] = tok;
-        assert_int_equal(redisAppendCommandArgv(rc, 7, argv, NULL), REDIS_OK);
+        assert_int_equal(redisAppendCommandArgv(redis.rc, 7, argv, NULL), REDIS_OK);
     }
     for (i = 0; i < 20; i++) {
-        assert_int_equal(redisGetReply(rc, (void **)&r), REDIS_OK);
+        assert_int_equal(redisGetReply(redis.rc, (void **)&r), REDIS_OK);
         assert_int_equal(gw_idem_parse_reply(r, &out), 0);
         news += out.state == GW_IDEM_NEW;
         pendings += out.state == GW_IDEM_PENDING;
@@ -149,11 +137,7 @@ static void test_concurrent_begins_one_winner(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_first_then_replay),
-        cmocka_unit_test(test_only_the_claim_holder_finishes_or_aborts),
-        cmocka_unit_test(test_concurrent_begins_one_winner),
-    };
-
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return NF_TEST_RUN_STATE(&redis, nf_test_redis_db_setup, nf_test_redis_db_teardown,
+                             test_first_then_replay, test_only_the_claim_holder_finishes_or_aborts,
+                             test_concurrent_begins_one_winner);
 }

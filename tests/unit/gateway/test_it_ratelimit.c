@@ -240,13 +240,7 @@ static void test_refusal_stores_nothing(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup(test_lookup_outcomes, fresh),
-        cmocka_unit_test_setup(test_key_burst_and_lower_limit, fresh),
-        cmocka_unit_test_setup(test_default_limit_and_record_argument, fresh),
-        cmocka_unit_test_setup(test_session_limited_per_user, fresh),
-        cmocka_unit_test_setup(test_refusal_stores_nothing, fresh),
-    };
-
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return NF_TEST_RUN_ALL(setup, teardown, NULL, fresh, NULL, test_lookup_outcomes,
+                           test_key_burst_and_lower_limit, test_default_limit_and_record_argument,
+                           test_session_limited_per_user, test_refusal_stores_nothing);
 }

@@ -14,6 +14,7 @@
 
 #include "gw.h"
 #include "nf_crypto.h"
+#include "nf_test.h"
 
 #define USR "usr_01ARYZ6S41041061050R3GG28A"
 #define KEY "key_01ARYZ6S41041061050R3GG28B"
@@ -268,15 +269,7 @@ static void test_session_cookie(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_extract_header_forms),
-        cmocka_unit_test(test_extract_missing),
-        cmocka_unit_test(test_extract_malformed),
-        cmocka_unit_test(test_record),
-        cmocka_unit_test(test_record_expired_and_malformed),
-        cmocka_unit_test(test_session_record),
-        cmocka_unit_test(test_session_cookie),
-    };
-
-    return cmocka_run_group_tests(tests, setup, NULL);
+    return NF_TEST_RUN_GROUP(setup, NULL, test_extract_header_forms, test_extract_missing,
+                             test_extract_malformed, test_record, test_record_expired_and_malformed,
+                             test_session_record, test_session_cookie);
 }

@@ -17,6 +17,10 @@
 /* A valid artifact id (art_ + ULID) for URI tests. */
 #define ART "artifact://art_01ARYZ6S41041061050R3GG28A"
 
+/* The members of a valid flat generate and train request, for bodies that add one more. */
+#define GEN "\"domain\":\"d\",\"num_samples\":1"
+#define TRAIN "\"model_id\":\"m\",\"dataset_uri\":\"s3://b\""
+
 /* Validates json for type and expects success; returns the normalised request. */
 static cJSON *ok(const char *type, const char *json)
 {
@@ -55,6 +59,19 @@ static void bad(const char *type, const char *json, const char *param)
                  param);
     assert_true(strlen(err.msg) > 0);
     cJSON_Delete(body);
+}
+
+/* A body of a job type that must be refused, and the param the failure names. */
+struct refusal {
+    const char *json;
+    const char *param;
+};
+
+/* bad() for each of the n refusals of type. */
+static void bad_all(const char *type, const struct refusal *r, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        bad(type, r[i].json, r[i].param);
 }
 
 static const cJSON *get(const cJSON *o, const char *k)
@@ -199,32 +216,35 @@ static void test_generate_all_params(void **state)
 
 static void test_generate_failures(void **state)
 {
+    static const struct refusal refused[] = {
+        {"{\"num_samples\":100}", "domain"},
+        {"{\"domain\":\"bio\"}", "num_samples"},
+        {"{}", "domain"},
+        {"{\"params\":{}}", "domain"},
+        {"{\"domain\":null,\"num_samples\":1}", "domain"},
+        {"{\"domain\":\"\",\"num_samples\":1}", "domain"},
+        {"{\"domain\":5,\"num_samples\":1}", "domain"},
+        {"{\"domain\":[\"a\"],\"num_samples\":1}", "domain"},
+        {"{\"domain\":\"d\",\"num_samples\":0}", "num_samples"},
+        {"{\"domain\":\"d\",\"num_samples\":-1}", "num_samples"},
+        {"{\"domain\":\"d\",\"num_samples\":1000001}", "num_samples"},
+        {"{\"domain\":\"d\",\"num_samples\":1.5}", "num_samples"},
+        {"{\"domain\":\"d\",\"num_samples\":\"100\"}", "num_samples"},
+        {"{\"domain\":\"d\",\"num_samples\":true}", "num_samples"},
+        {"{\"domain\":\"d\",\"num_samples\":1e300}", "num_samples"},
+        {"{\"domain\":\"d\",\"num_samples\":1,\"format\":\"csv\"}", "format"},
+        {"{\"domain\":\"d\",\"num_samples\":1,\"format\":\"JSONL\"}", "format"},
+        {"{\"domain\":\"d\",\"num_samples\":1,\"format\":1}", "format"},
+        {"{\"domain\":\"d\",\"num_samples\":1,\"seed\":-1}", "seed"},
+        {"{\"domain\":\"d\",\"num_samples\":1,\"seed\":9007199254740993}", "seed"},
+        {"{\"domain\":\"d\",\"num_samples\":1,\"seed\":1.5}", "seed"},
+        {"{\"domain\":\"d\",\"num_samples\":1,\"model\":\"\"}", "model"},
+        {"{\"domain\":\"d\",\"num_samples\":1,\"model\":{}}", "model"},
+    };
     char json[600];
     char *s;
 
-    bad("generate", "{\"num_samples\":100}", "domain");
-    bad("generate", "{\"domain\":\"bio\"}", "num_samples");
-    bad("generate", "{}", "domain");
-    bad("generate", "{\"params\":{}}", "domain");
-    bad("generate", "{\"domain\":null,\"num_samples\":1}", "domain");
-    bad("generate", "{\"domain\":\"\",\"num_samples\":1}", "domain");
-    bad("generate", "{\"domain\":5,\"num_samples\":1}", "domain");
-    bad("generate", "{\"domain\":[\"a\"],\"num_samples\":1}", "domain");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":0}", "num_samples");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":-1}", "num_samples");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1000001}", "num_samples");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1.5}", "num_samples");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":\"100\"}", "num_samples");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":true}", "num_samples");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1e300}", "num_samples");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"format\":\"csv\"}", "format");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"format\":\"JSONL\"}", "format");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"format\":1}", "format");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"seed\":-1}", "seed");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"seed\":9007199254740993}", "seed");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"seed\":1.5}", "seed");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"model\":\"\"}", "model");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"model\":{}}", "model");
+    bad_all("generate", refused, sizeof(refused) / sizeof(refused[0]));
 
     /* domain: 128 characters is the limit (proto/openapi.yaml GenerateParams) */
     s = repeat('d', 128);
@@ -247,17 +267,17 @@ static void test_unknown_and_duplicate_keys(void **state)
     /* flat params next to "params" are unknown fields */
     bad("generate", "{\"params\":{\"num_samples\":1},\"domain\":\"d\"}", "domain");
     /* params of another job type */
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"epochs\":3}", "epochs");
+    bad("generate", "{" GEN ",\"epochs\":3}", "epochs");
     bad("train", "{\"params\":{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"domain\":\"x\"}}",
         "domain");
     /* fields the server owns */
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"user_id\":\"usr_x\"}", "user_id");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"status\":\"succeeded\"}", "status");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"cost_usd\":\"0\"}", "cost_usd");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"job_id\":\"job_x\"}", "job_id");
+    bad("generate", "{" GEN ",\"user_id\":\"usr_x\"}", "user_id");
+    bad("generate", "{" GEN ",\"status\":\"succeeded\"}", "status");
+    bad("generate", "{" GEN ",\"cost_usd\":\"0\"}", "cost_usd");
+    bad("generate", "{" GEN ",\"job_id\":\"job_x\"}", "job_id");
     /* keys are case-sensitive */
     bad("generate", "{\"Domain\":\"d\",\"num_samples\":1}", "Domain");
-    bad("generate", "{\"domain\":\"d\",\"num_samples\":1,\"Priority\":1}", "Priority");
+    bad("generate", "{" GEN ",\"Priority\":1}", "Priority");
     /* duplicates are ambiguous */
     bad("generate", "{\"domain\":\"a\",\"domain\":\"b\",\"num_samples\":1}", "domain");
     bad("generate", "{\"params\":{\"domain\":\"a\",\"num_samples\":1,\"num_samples\":2}}",
@@ -269,10 +289,14 @@ static void test_unknown_and_duplicate_keys(void **state)
 
 static void test_params_shape(void **state)
 {
-    bad("generate", "{\"params\":[1]}", "params");
-    bad("generate", "{\"params\":null}", "params");
-    bad("generate", "{\"params\":\"domain=x\"}", "params");
-    bad("generate", "[1,2]", "body");
+    static const struct refusal refused[] = {
+        {"{\"params\":[1]}", "params"},
+        {"{\"params\":null}", "params"},
+        {"{\"params\":\"domain=x\"}", "params"},
+        {"[1,2]", "body"},
+    };
+
+    bad_all("generate", refused, sizeof(refused) / sizeof(refused[0]));
     /* nested with common fields */
     ok_free("generate", "{\"params\":{\"domain\":\"d\",\"num_samples\":1},\"priority\":0,"
                         "\"max_attempts\":10,\"timeout_seconds\":604800,\"gpu_type\":\"a100\","
@@ -283,6 +307,18 @@ static void test_params_shape(void **state)
 
 static void test_audit(void **state)
 {
+    static const struct refusal refused[] = {
+        {"{}", "dataset_uri"},
+        {"{\"checks\":[\"pii\"]}", "dataset_uri"},
+        {"{\"dataset_uri\":\"http://h/x\"}", "dataset_uri"},
+        {"{\"dataset_uri\":\"gs://b/x\"}", "dataset_uri"},
+        {"{\"dataset_uri\":\"artifact://art_nope\"}", "dataset_uri"},
+        {"{\"dataset_uri\":42}", "dataset_uri"},
+        {"{\"dataset_uri\":\"s3://b\",\"checks\":\"pii\"}", "checks"},
+        {"{\"dataset_uri\":\"s3://b\",\"checks\":[1]}", "checks"},
+        {"{\"dataset_uri\":\"s3://b\",\"checks\":[\"\"]}", "checks"},
+        {"{\"dataset_uri\":\"s3://b\",\"checks\":[null]}", "checks"},
+    };
     cJSON *req = ok("audit", "{\"dataset_uri\":\"s3://b/d.jsonl\",\"checks\":[\"pii\",\"dedup\"]}");
 
     assert_string_equal(cJSON_GetStringValue(param(req, "dataset_uri")), "s3://b/d.jsonl");
@@ -294,16 +330,7 @@ static void test_audit(void **state)
     ok_free("audit", "{\"dataset_uri\":\"file:///tmp/x.jsonl\",\"checks\":[]}");
     ok_free("audit", "{\"dataset_uri\":\"https://h/x.jsonl\"}");
 
-    bad("audit", "{}", "dataset_uri");
-    bad("audit", "{\"checks\":[\"pii\"]}", "dataset_uri");
-    bad("audit", "{\"dataset_uri\":\"http://h/x\"}", "dataset_uri");
-    bad("audit", "{\"dataset_uri\":\"gs://b/x\"}", "dataset_uri");
-    bad("audit", "{\"dataset_uri\":\"artifact://art_nope\"}", "dataset_uri");
-    bad("audit", "{\"dataset_uri\":42}", "dataset_uri");
-    bad("audit", "{\"dataset_uri\":\"s3://b\",\"checks\":\"pii\"}", "checks");
-    bad("audit", "{\"dataset_uri\":\"s3://b\",\"checks\":[1]}", "checks");
-    bad("audit", "{\"dataset_uri\":\"s3://b\",\"checks\":[\"\"]}", "checks");
-    bad("audit", "{\"dataset_uri\":\"s3://b\",\"checks\":[null]}", "checks");
+    bad_all("audit", refused, sizeof(refused) / sizeof(refused[0]));
 }
 
 static void test_audit_checks_limit(void **state)
@@ -326,6 +353,19 @@ static void test_audit_checks_limit(void **state)
 
 static void test_distill(void **state)
 {
+    static const struct refusal refused[] = {
+        {"{\"student_model\":\"s\",\"dataset_uri\":\"s3://b\"}", "teacher_model"},
+        {"{\"teacher_model\":\"t\",\"dataset_uri\":\"s3://b\"}", "student_model"},
+        {"{\"teacher_model\":\"t\",\"student_model\":\"s\"}", "dataset_uri"},
+        {"{\"teacher_model\":\"t\",\"student_model\":\"s\",\"dataset_uri\":\"s3://b\","
+         "\"num_samples\":0}",
+         "num_samples"},
+        {"{\"teacher_model\":\"t\",\"student_model\":\"s\",\"dataset_uri\":\"s3://b\","
+         "\"num_samples\":2000000}",
+         "num_samples"},
+        {"{\"teacher_model\":1,\"student_model\":\"s\",\"dataset_uri\":\"s3://b\"}",
+         "teacher_model"},
+    };
     cJSON *req = ok("distill", "{\"teacher_model\":\"big\",\"student_model\":\"small\","
                                "\"dataset_uri\":\"s3://b/d\",\"num_samples\":500}");
 
@@ -336,59 +376,54 @@ static void test_distill(void **state)
     assert_null(param(req, "num_samples")); /* optional, no default */
     cJSON_Delete(req);
 
-    bad("distill", "{\"student_model\":\"s\",\"dataset_uri\":\"s3://b\"}", "teacher_model");
-    bad("distill", "{\"teacher_model\":\"t\",\"dataset_uri\":\"s3://b\"}", "student_model");
-    bad("distill", "{\"teacher_model\":\"t\",\"student_model\":\"s\"}", "dataset_uri");
-    bad("distill",
-        "{\"teacher_model\":\"t\",\"student_model\":\"s\",\"dataset_uri\":\"s3://b\","
-        "\"num_samples\":0}",
-        "num_samples");
-    bad("distill",
-        "{\"teacher_model\":\"t\",\"student_model\":\"s\",\"dataset_uri\":\"s3://b\","
-        "\"num_samples\":2000000}",
-        "num_samples");
-    bad("distill", "{\"teacher_model\":1,\"student_model\":\"s\",\"dataset_uri\":\"s3://b\"}",
-        "teacher_model");
+    bad_all("distill", refused, sizeof(refused) / sizeof(refused[0]));
 }
 
 /* ---- train, evaluate, deploy ---------------------------------------------------- */
 
 static void test_train(void **state)
 {
+    static const struct refusal refused[] = {
+        {"{\"dataset_uri\":\"s3://b\"}", "model_id"},
+        {"{\"model_id\":\"m\"}", "dataset_uri"},
+        {"{" TRAIN ",\"epochs\":0}", "epochs"},
+        {"{" TRAIN ",\"epochs\":101}", "epochs"},
+        {"{" TRAIN ",\"epochs\":2.5}", "epochs"},
+        {"{" TRAIN ",\"learning_rate\":0}", "learning_rate"},
+        {"{" TRAIN ",\"learning_rate\":-0.1}", "learning_rate"},
+        {"{" TRAIN ",\"learning_rate\":1.5}", "learning_rate"},
+        {"{" TRAIN ",\"learning_rate\":\"0.1\"}", "learning_rate"},
+        {"{" TRAIN ",\"lora\":\"yes\"}", "lora"},
+        {"{" TRAIN ",\"lora\":1}", "lora"},
+    };
     cJSON *req = ok("train", "{\"model_id\":\"m\",\"dataset_uri\":\"" ART "\"}");
 
     assert_int_equal((int)cJSON_GetNumberValue(param(req, "epochs")), 3); /* default */
     assert_null(param(req, "learning_rate"));
     assert_null(param(req, "lora"));
     cJSON_Delete(req);
-    req = ok("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"epochs\":100,"
-                      "\"learning_rate\":0.0002,\"lora\":true}");
+    req = ok("train", "{" TRAIN ",\"epochs\":100,\"learning_rate\":0.0002,\"lora\":true}");
     assert_int_equal((int)cJSON_GetNumberValue(param(req, "epochs")), 100);
     assert_true(cJSON_GetNumberValue(param(req, "learning_rate")) > 0.00019);
     assert_true(cJSON_IsTrue(param(req, "lora")));
     cJSON_Delete(req);
-    ok_free("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"epochs\":1,"
-                     "\"learning_rate\":1,\"lora\":false}");
+    ok_free("train", "{" TRAIN ",\"epochs\":1,\"learning_rate\":1,\"lora\":false}");
 
-    bad("train", "{\"dataset_uri\":\"s3://b\"}", "model_id");
-    bad("train", "{\"model_id\":\"m\"}", "dataset_uri");
-    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"epochs\":0}", "epochs");
-    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"epochs\":101}", "epochs");
-    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"epochs\":2.5}", "epochs");
-    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"learning_rate\":0}",
-        "learning_rate");
-    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"learning_rate\":-0.1}",
-        "learning_rate");
-    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"learning_rate\":1.5}",
-        "learning_rate");
-    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"learning_rate\":\"0.1\"}",
-        "learning_rate");
-    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"lora\":\"yes\"}", "lora");
-    bad("train", "{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"lora\":1}", "lora");
+    bad_all("train", refused, sizeof(refused) / sizeof(refused[0]));
 }
 
 static void test_evaluate(void **state)
 {
+    static const struct refusal refused[] = {
+        {"{\"benchmark\":\"mmlu\"}", "model_id"},
+        {"{\"model_id\":\"m\"}", "benchmark"},
+        {"{\"model_id\":\"m\",\"benchmark\":\"squad\"}", "benchmark"},
+        {"{\"model_id\":\"m\",\"benchmark\":\"MMLU\"}", "benchmark"},
+        {"{\"model_id\":\"m\",\"benchmark\":[\"mmlu\"]}", "benchmark"},
+        {"{\"model_id\":\"m\",\"benchmark\":\"custom\"}", "dataset_uri"},
+        {"{\"model_id\":\"m\",\"benchmark\":\"custom\",\"dataset_uri\":\"x\"}", "dataset_uri"},
+        {"{\"model_id\":\"m\",\"benchmark\":\"mmlu\",\"dataset_uri\":\"s3://b\"}", "dataset_uri"},
+    };
     cJSON *req;
 
     ok_free("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"mmlu\"}");
@@ -399,20 +434,24 @@ static void test_evaluate(void **state)
     assert_string_equal(cJSON_GetStringValue(param(req, "dataset_uri")), "s3://b/e");
     cJSON_Delete(req);
 
-    bad("evaluate", "{\"benchmark\":\"mmlu\"}", "model_id");
-    bad("evaluate", "{\"model_id\":\"m\"}", "benchmark");
-    bad("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"squad\"}", "benchmark");
-    bad("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"MMLU\"}", "benchmark");
-    bad("evaluate", "{\"model_id\":\"m\",\"benchmark\":[\"mmlu\"]}", "benchmark");
-    bad("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"custom\"}", "dataset_uri");
-    bad("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"custom\",\"dataset_uri\":\"x\"}",
-        "dataset_uri");
-    bad("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"mmlu\",\"dataset_uri\":\"s3://b\"}",
-        "dataset_uri");
+    bad_all("evaluate", refused, sizeof(refused) / sizeof(refused[0]));
 }
 
 static void test_deploy(void **state)
 {
+    static const struct refusal refused[] = {
+        {"{}", "model_id"},
+        {"{\"region\":\"us-east-1\"}", "model_id"},
+        {"{\"model_id\":\"m\",\"replicas\":0}", "replicas"},
+        {"{\"model_id\":\"m\",\"replicas\":65}", "replicas"},
+        {"{\"model_id\":\"m\",\"replicas\":\"2\"}", "replicas"},
+        {"{\"model_id\":\"m\",\"region\":\"\"}", "region"},
+        {"{\"model_id\":\"m\",\"region\":\"US-EAST-1\"}", "region"},
+        {"{\"model_id\":\"m\",\"region\":\"us east\"}", "region"},
+        {"{\"model_id\":\"m\",\"region\":\"-us\"}", "region"},
+        {"{\"model_id\":\"m\",\"region\":5}", "region"},
+        {"{\"model_id\":\"m\",\"region\":\"a-very-long-region-name-of-33-chars\"}", "region"},
+    };
     cJSON *req = ok("deploy", "{\"model_id\":\"m\"}");
 
     assert_string_equal(cJSON_GetStringValue(param(req, "region")), "us-east-1");
@@ -423,23 +462,10 @@ static void test_deploy(void **state)
     assert_int_equal((int)cJSON_GetNumberValue(param(req, "replicas")), 64);
     cJSON_Delete(req);
 
-    bad("deploy", "{}", "model_id");
-    bad("deploy", "{\"region\":\"us-east-1\"}", "model_id");
-    bad("deploy", "{\"model_id\":\"m\",\"replicas\":0}", "replicas");
-    bad("deploy", "{\"model_id\":\"m\",\"replicas\":65}", "replicas");
-    bad("deploy", "{\"model_id\":\"m\",\"replicas\":\"2\"}", "replicas");
-    bad("deploy", "{\"model_id\":\"m\",\"region\":\"\"}", "region");
-    bad("deploy", "{\"model_id\":\"m\",\"region\":\"US-EAST-1\"}", "region");
-    bad("deploy", "{\"model_id\":\"m\",\"region\":\"us east\"}", "region");
-    bad("deploy", "{\"model_id\":\"m\",\"region\":\"-us\"}", "region");
-    bad("deploy", "{\"model_id\":\"m\",\"region\":5}", "region");
-    bad("deploy", "{\"model_id\":\"m\",\"region\":\"a-very-long-region-name-of-33-chars\"}",
-        "region");
+    bad_all("deploy", refused, sizeof(refused) / sizeof(refused[0]));
 }
 
 /* ---- common fields -------------------------------------------------------------- */
-
-#define GEN "\"domain\":\"d\",\"num_samples\":1"
 
 static void test_common_bounds(void **state)
 {
@@ -517,6 +543,17 @@ static void check_map(const char *field)
 
 static void test_metadata_and_labels(void **state)
 {
+    static const struct refusal refused[] = {
+        {"{" GEN ",\"metadata\":\"x\"}", "metadata"},
+        {"{" GEN ",\"metadata\":[]}", "metadata"},
+        {"{" GEN ",\"metadata\":{\"n\":1}}", "metadata"},
+        {"{" GEN ",\"metadata\":{\"n\":null}}", "metadata"},
+        {"{" GEN ",\"metadata\":{\"n\":{\"x\":\"y\"}}}", "metadata"},
+        {"{" GEN ",\"metadata\":{\"\":\"v\"}}", "metadata"},
+        {"{" GEN ",\"metadata\":{\"a\":\"1\",\"a\":\"2\"}}", "metadata"},
+        {"{" GEN ",\"labels\":{\"gpu\":true}}", "labels"},
+        {"{" GEN ",\"labels\":5}", "labels"},
+    };
     cJSON *req = ok("generate", "{" GEN ",\"metadata\":{\"team\":\"bio\",\"run\":\"7\"},"
                                 "\"labels\":{\"zone\":\"eu\"}}");
 
@@ -525,15 +562,7 @@ static void test_metadata_and_labels(void **state)
     cJSON_Delete(req);
     check_map("metadata");
     check_map("labels");
-    bad("generate", "{" GEN ",\"metadata\":\"x\"}", "metadata");
-    bad("generate", "{" GEN ",\"metadata\":[]}", "metadata");
-    bad("generate", "{" GEN ",\"metadata\":{\"n\":1}}", "metadata");
-    bad("generate", "{" GEN ",\"metadata\":{\"n\":null}}", "metadata");
-    bad("generate", "{" GEN ",\"metadata\":{\"n\":{\"x\":\"y\"}}}", "metadata");
-    bad("generate", "{" GEN ",\"metadata\":{\"\":\"v\"}}", "metadata");
-    bad("generate", "{" GEN ",\"metadata\":{\"a\":\"1\",\"a\":\"2\"}}", "metadata");
-    bad("generate", "{" GEN ",\"labels\":{\"gpu\":true}}", "labels");
-    bad("generate", "{" GEN ",\"labels\":5}", "labels");
+    bad_all("generate", refused, sizeof(refused) / sizeof(refused[0]));
     /* null means absent: the default empty object */
     req = ok("generate", "{" GEN ",\"metadata\":null,\"labels\":null}");
     assert_int_equal(cJSON_GetArraySize(get(req, "metadata")), 0);

@@ -14,34 +14,15 @@
 #include "nf_test.h"
 #include "sched.h"
 
-/* Every variable of the descriptor's tables unset. */
-static int unset_all(void **state)
-{
-    struct nf_svc svc;
-    char err[256];
-    size_t i;
-
-    nf_svc_load(&svc, &sched_service, err, sizeof(err)); /* builds the shared rows */
-    for (i = 0; i < svc.nshared; i++)
-        unsetenv(svc.shared_opts[i].env);
-    nf_svc_free(&svc);
-    for (i = 0; i < sched_service.nopts; i++)
-        unsetenv(sched_service.opts[i].env);
-    return 0;
-}
-
 static void test_defaults(void **state)
 {
     struct nf_svc svc;
-    const struct sched_config *cfg;
-    char err[256] = "";
+    const struct sched_config *cfg = nf_test_svc_load(&svc, &sched_service);
 
-    assert_int_equal(nf_svc_load(&svc, &sched_service, err, sizeof(err)), 0);
-    cfg = svc.own;
+    nf_test_svc_backend_defaults(&svc, true, true, true); /* kafka, redis, pg */
     assert_string_equal(svc.cfg.addr, "127.0.0.1:8102");
     assert_string_equal(svc.cfg.group, "nf-scheduler");
     assert_int_equal(svc.cfg.max_inflight, 256);
-    assert_int_equal(svc.cfg.pg_conns, 4);
     assert_non_null(strstr(svc.cfg.migrations, "/services/scheduler/migrations"));
     assert_int_equal(svc.cfg.timeout_ms, 10000);
     assert_int_equal(svc.cfg.drain_ms, 10000);
@@ -61,14 +42,11 @@ static void test_defaults(void **state)
 static void test_shared_names(void **state)
 {
     struct nf_svc svc;
-    char err[256] = "";
 
-    setenv("NF_SCHEDULER_ADDR", "127.0.0.1:18102", 1);
-    setenv("NF_SCHEDULER_DRAIN_MS", "3000", 1);
-    setenv("NF_SCHEDULER_TIMEOUT_MS", "2000", 1);
-    setenv("NF_SCHEDULER_GROUP", "nf-scheduler-test", 1);
-    setenv("NF_SCHEDULER_MAX_INFLIGHT", "32", 1);
-    assert_int_equal(nf_svc_load(&svc, &sched_service, err, sizeof(err)), 0);
+    nf_test_setenv("NF_SCHEDULER_ADDR=127.0.0.1:18102", "NF_SCHEDULER_DRAIN_MS=3000",
+                   "NF_SCHEDULER_TIMEOUT_MS=2000", "NF_SCHEDULER_GROUP=nf-scheduler-test",
+                   "NF_SCHEDULER_MAX_INFLIGHT=32", NULL);
+    nf_test_svc_load(&svc, &sched_service);
     assert_string_equal(svc.cfg.addr, "127.0.0.1:18102");
     assert_int_equal(svc.cfg.drain_ms, 3000);
     assert_int_equal(svc.cfg.timeout_ms, 2000);
@@ -79,37 +57,12 @@ static void test_shared_names(void **state)
 
 static void test_refusals(void **state)
 {
-    static const char *const bad[][2] = {
-        {"NF_SCHEDULER_ADDR", "8102"},
-        {"NF_WM_ADDR", "wm"},
-        {"NF_BILLING_ADDR", "billing:"},
-        {"NF_REDIS_ADDR", "localhost"},
-        {"NF_LOG_LEVEL", "verbose"},
-        {"NF_SCHEDULER_PG_CONNS", "0"},
-        {"NF_SCHEDULER_DRAIN_MS", "-1"},
-        {"NF_SCHEDULER_MAX_INFLIGHT", "0"},
-        {"NF_SCHEDULER_RETRY_CAP_S", "0"},
-        {"NF_SCHEDULER_RETRY_POLL_MS", "10"},
-        {"NF_SCHEDULER_STUCK_S", "1"},
-        {"NF_SCHEDULER_BUDGET_WAIT_MS", "-5"},
-        {"NF_SCHEDULER_STORAGE_WINDOW_S", "0"},
-    };
-    struct nf_svc svc;
-    char err[256];
-    size_t i;
-    int rc;
-
-    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        unset_all(NULL);
-        setenv(bad[i][0], bad[i][1], 1);
-        err[0] = '\0';
-        rc = nf_svc_load(&svc, &sched_service, err, sizeof(err));
-        nf_svc_free(&svc);
-        if (rc != -1)
-            fail_msg("%s=%s accepted", bad[i][0], bad[i][1]);
-        if (!strstr(err, bad[i][0]))
-            fail_msg("%s=%s: message does not name it: %s", bad[i][0], bad[i][1], err);
-    }
+    nf_test_svc_refuses(
+        &sched_service, "NF_SCHEDULER_ADDR=8102", "NF_WM_ADDR=wm",
+        "NF_BILLING_ADDR=billing:", "NF_REDIS_ADDR=localhost", "NF_LOG_LEVEL=verbose",
+        "NF_SCHEDULER_PG_CONNS=0", "NF_SCHEDULER_DRAIN_MS=-1", "NF_SCHEDULER_MAX_INFLIGHT=0",
+        "NF_SCHEDULER_RETRY_CAP_S=0", "NF_SCHEDULER_RETRY_POLL_MS=10", "NF_SCHEDULER_STUCK_S=1",
+        "NF_SCHEDULER_BUDGET_WAIT_MS=-5", "NF_SCHEDULER_STORAGE_WINDOW_S=0", NULL);
 }
 
 /* The three consumed topics, the schema and the route table, each route with a handler. */
@@ -140,6 +93,6 @@ static void test_descriptor(void **state)
 
 int main(void)
 {
-    return NF_TEST_RUN(unset_all, NULL, test_defaults, test_shared_names, test_refusals,
-                       test_descriptor);
+    return NF_TEST_RUN_SVC(&sched_service, test_defaults, test_shared_names, test_refusals,
+                           test_descriptor);
 }

@@ -99,9 +99,5 @@ static void test_cost_only_grows(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_cost_only_grows),
-    };
-
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return NF_TEST_RUN_GROUP(setup, teardown, test_cost_only_grows);
 }

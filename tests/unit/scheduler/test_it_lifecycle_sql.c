@@ -60,22 +60,30 @@ static const char *val(const PGresult *res, const char *col)
     return nf_pg_val(res, 0, col);
 }
 
-/* A job through the real insert statement (its queued event with it). */
-static void insert_job(const char *user, char *id, size_t len)
+/* The real insert statement for a generate request job_id of user with params (priority
+ * 5, 3 attempts); its "inserted" column must be inserted. */
+static void insert_request(const char *job_id, const char *user, const char *params,
+                           const char *inserted)
 {
     const char *p[SCHED_REQUESTED_NPARAMS] = {0};
     PGresult *res;
 
-    nf_id_new("job", id, len);
-    p[0] = id;
+    p[0] = job_id;
     p[1] = user;
     p[2] = "generate";
-    p[3] = "{\"domain\":\"x\",\"num_samples\":1}";
+    p[3] = params;
     p[6] = "5";
     p[7] = "3";
     res = nf_test_pg_run(conn, sched_requested_sql, SCHED_REQUESTED_NPARAMS, p);
-    assert_string_equal(val(res, "inserted"), "1");
+    assert_string_equal(val(res, "inserted"), inserted);
     PQclear(res);
+}
+
+/* A job through the real insert statement (its queued event with it). */
+static void insert_job(const char *user, char *id, size_t len)
+{
+    nf_id_new("job", id, len);
+    insert_request(id, user, "{\"domain\":\"x\",\"num_samples\":1}", "1");
 }
 
 static void set_status(const char *id, const char *status, int attempt)
@@ -164,20 +172,7 @@ static void test_queued_event_recorded_with_the_row(void **state)
     assert_string_equal(v, "1");
     free(v);
     /* a redelivered request inserts neither the row nor the event again */
-    {
-        const char *q[SCHED_REQUESTED_NPARAMS] = {0};
-        PGresult *res;
-
-        q[0] = job;
-        q[1] = USER;
-        q[2] = "generate";
-        q[3] = "{}";
-        q[6] = "5";
-        q[7] = "3";
-        res = nf_test_pg_run(conn, sched_requested_sql, SCHED_REQUESTED_NPARAMS, q);
-        assert_string_equal(val(res, "inserted"), "0");
-        PQclear(res);
-    }
+    insert_request(job, USER, "{}", "0");
     v = nf_test_pg_one(conn, "SELECT count(*) FROM sched.job_events WHERE job_id = $1", 1, p);
     assert_string_equal(v, "1");
     free(v);
@@ -485,12 +480,7 @@ static void test_reconciler_statements(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_queued_event_recorded_with_the_row),
-        cmocka_unit_test(test_durable_retry),
-        cmocka_unit_test(test_cancel_statements),
-        cmocka_unit_test(test_reconciler_statements),
-    };
-
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return NF_TEST_RUN_GROUP(setup, teardown, test_queued_event_recorded_with_the_row,
+                             test_durable_retry, test_cancel_statements,
+                             test_reconciler_statements);
 }

@@ -352,13 +352,7 @@ static void test_requested_insert_idempotent(void **state)
 
 int main(void)
 {
-    const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_sql_matches_reference),
-        cmocka_unit_test(test_unknown_job),
-        cmocka_unit_test(test_succeeded_artifacts),
-        cmocka_unit_test(test_progress_and_worker),
-        cmocka_unit_test(test_requested_insert_idempotent),
-    };
-
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return NF_TEST_RUN_GROUP(setup, teardown, test_sql_matches_reference, test_unknown_job,
+                             test_succeeded_artifacts, test_progress_and_worker,
+                             test_requested_insert_idempotent);
 }

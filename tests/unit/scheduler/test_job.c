@@ -35,6 +35,7 @@ static struct sched_job full_job(void)
 {
     struct sched_job j = {
         .job_id = JOB,
+        .error = NULL, /* it succeeded */
         .user_id = "usr_1",
         .job_type = "generate",
         .status = "succeeded",
@@ -42,7 +43,6 @@ static struct sched_job full_job(void)
         .metadata = "{\"team\":\"a\"}",
         .labels = "{\"zone\":\"eu\"}",
         .result = "{\"rows\":10}",
-        .error = NULL,
         .priority = "7",
         .attempt = "2",
         .max_attempts = "3",
@@ -268,33 +268,39 @@ static void expect_request_fail(const char *key, const char *val, const char *pa
 
 static void test_request_failures(void **state)
 {
+    static const struct {
+        const char *key, *val, *param;
+    } fails[] = {
+        {"job_id", NULL, "job_id"},
+        {"job_id", "\"job_123\"", "job_id"},
+        {"job_id", "\"usr_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\"", "job_id"},
+        {"job_id", "42", "job_id"},
+        {"user_id", NULL, "user_id"},
+        {"user_id", "\"\"", "user_id"},
+        {"user_id", "7", "user_id"},
+        {"job_type", NULL, "job_type"},
+        {"job_type", "\"bake\"", "job_type"},
+        {"params", NULL, "params"},
+        {"params", "[1]", "params"},
+        {"metadata", "\"x\"", "metadata"},
+        {"labels", "[]", "labels"},
+        {"priority", "10", "priority"},
+        {"priority", "-1", "priority"},
+        {"priority", "1.5", "priority"},
+        {"max_attempts", "0", "max_attempts"},
+        {"max_attempts", "11", "max_attempts"},
+        {"timeout_seconds", "0", "timeout_seconds"},
+        {"gpu_count", "65", "gpu_count"},
+        {"gpu_type", "\"\"", "gpu_type"},
+        {"gpu_type", "3", "gpu_type"},
+        {"created_at", "5", "created_at"},
+    };
     cJSON *d = request();
     struct sched_request r;
     struct nf_json_err err;
 
-    expect_request_fail("job_id", NULL, "job_id");
-    expect_request_fail("job_id", "\"job_123\"", "job_id");
-    expect_request_fail("job_id", "\"usr_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\"", "job_id");
-    expect_request_fail("job_id", "42", "job_id");
-    expect_request_fail("user_id", NULL, "user_id");
-    expect_request_fail("user_id", "\"\"", "user_id");
-    expect_request_fail("user_id", "7", "user_id");
-    expect_request_fail("job_type", NULL, "job_type");
-    expect_request_fail("job_type", "\"bake\"", "job_type");
-    expect_request_fail("params", NULL, "params");
-    expect_request_fail("params", "[1]", "params");
-    expect_request_fail("metadata", "\"x\"", "metadata");
-    expect_request_fail("labels", "[]", "labels");
-    expect_request_fail("priority", "10", "priority");
-    expect_request_fail("priority", "-1", "priority");
-    expect_request_fail("priority", "1.5", "priority");
-    expect_request_fail("max_attempts", "0", "max_attempts");
-    expect_request_fail("max_attempts", "11", "max_attempts");
-    expect_request_fail("timeout_seconds", "0", "timeout_seconds");
-    expect_request_fail("gpu_count", "65", "gpu_count");
-    expect_request_fail("gpu_type", "\"\"", "gpu_type");
-    expect_request_fail("gpu_type", "3", "gpu_type");
-    expect_request_fail("created_at", "5", "created_at");
+    for (size_t i = 0; i < sizeof(fails) / sizeof(fails[0]); i++)
+        expect_request_fail(fails[i].key, fails[i].val, fails[i].param);
     /* subject must be the job id */
     assert_int_equal(sched_request_parse(d, JOB2, &r, &err), -1);
     assert_string_equal(err.param, "subject");
@@ -502,17 +508,35 @@ static void parse_ok(const char *type, const char *data, struct sched_event *e, 
         fail_msg("%s: %s", type, why);
 }
 
+/* An event of JOB and the statement parameters sched_events_params gives for it. */
+struct params {
+    cJSON *ev;
+    struct sched_event e;
+    struct sched_events_bufs b;
+    const char *p[SCHED_EVENTS_NPARAMS];
+};
+
+/* Parses type/data and fills ps->p with a retry cap of 60 s. */
+static void params_open(struct params *ps, const char *type, const char *data)
+{
+    parse_ok(type, data, &ps->e, &ps->ev);
+    assert_int_equal(sched_events_params(&ps->e, 60, ps->p, &ps->b), 0);
+}
+
+static void params_close(struct params *ps)
+{
+    sched_events_params_free(&ps->b);
+    cJSON_Delete(ps->ev);
+}
+
 static void test_events_params(void **state)
 {
-    const char *p[SCHED_EVENTS_NPARAMS];
-    struct sched_events_bufs b;
-    struct sched_event e;
-    cJSON *ev, *arts;
+    struct params ps;
+    const char **p = ps.p;
+    cJSON *arts;
 
-    parse_ok("forge.job.failed",
-             "{\"job_id\":\"" JOB "\",\"attempt\":2,\"error\":{\"class\":\"user_error\"}}", &e,
-             &ev);
-    assert_int_equal(sched_events_params(&e, 60, p, &b), 0);
+    params_open(&ps, "forge.job.failed",
+                "{\"job_id\":\"" JOB "\",\"attempt\":2,\"error\":{\"class\":\"user_error\"}}");
     assert_string_equal(p[0], JOB);
     assert_string_equal(p[1], "evt_1");
     assert_string_equal(p[2], "failed");
@@ -526,66 +550,52 @@ static void test_events_params(void **state)
     assert_null(p[13]);
     assert_null(p[17]);
     assert_string_equal(p[16], "2026-11-28T21:03:52.123Z");
-    sched_events_params_free(&b);
-    cJSON_Delete(ev);
+    params_close(&ps);
 
-    parse_ok("forge.job.failed",
-             "{\"job_id\":\"" JOB "\",\"attempt\":1,\"error\":{\"class\":\"preempted\"}}", &e, &ev);
-    sched_events_params(&e, 60, p, &b);
+    params_open(&ps, "forge.job.failed",
+                "{\"job_id\":\"" JOB "\",\"attempt\":1,\"error\":{\"class\":\"preempted\"}}");
     assert_string_equal(p[9], "retryable");
     assert_string_equal(p[18], "2000"); /* next_attempt_at: 2^1 s after attempt 1 */
-    sched_events_params_free(&b);
-    sched_events_params(&e, 1, p, &b);
+    sched_events_params_free(&ps.b);
+    sched_events_params(&ps.e, 1, p, &ps.b);
     assert_string_equal(p[18], "1000"); /* capped */
-    sched_events_params_free(&b);
-    cJSON_Delete(ev);
+    params_close(&ps);
 
-    parse_ok("forge.job.progress", "{\"job_id\":\"" JOB "\",\"attempt\":1,\"progress\":0.5}", &e,
-             &ev);
-    sched_events_params(&e, 60, p, &b);
+    params_open(&ps, "forge.job.progress",
+                "{\"job_id\":\"" JOB "\",\"attempt\":1,\"progress\":0.5}");
     assert_string_equal(p[12], "0.500000");
     assert_null(p[8]); /* no status change */
     assert_null(p[9]);
     assert_string_equal(p[4], "{assigned,running,cancel_requested}");
-    sched_events_params_free(&b);
-    cJSON_Delete(ev);
+    params_close(&ps);
 
-    parse_ok("forge.job.cancel_requested", "{\"job_id\":\"" JOB "\",\"attempt\":1}", &e, &ev);
-    sched_events_params(&e, 60, p, &b);
+    params_open(&ps, "forge.job.cancel_requested", "{\"job_id\":\"" JOB "\",\"attempt\":1}");
     assert_string_equal(p[8], "cancel_requested");
     assert_string_equal(p[6], "{queued,assigned,running}");
     assert_string_equal(p[4], "{}");
-    sched_events_params_free(&b);
-    cJSON_Delete(ev);
+    params_close(&ps);
 
-    parse_ok("forge.job.log", "{\"job_id\":\"" JOB "\",\"attempt\":1,\"message\":\"hi\"}", &e, &ev);
-    sched_events_params(&e, 60, p, &b);
+    params_open(&ps, "forge.job.log", "{\"job_id\":\"" JOB "\",\"attempt\":1,\"message\":\"hi\"}");
     assert_string_equal(p[10], "true");
-    sched_events_params_free(&b);
-    cJSON_Delete(ev);
+    params_close(&ps);
 
-    parse_ok("forge.job.succeeded",
-             "{\"job_id\":\"" JOB "\",\"attempt\":1,\"result\":{\"ok\":true},\"artifacts\":["
-             "{\"artifact_id\":\"" ART "\",\"name\":\"a\",\"kind\":\"k\",\"uri\":\"u\","
-             "\"bytes\":1},{\"bad\":1}]}",
-             &e, &ev);
-    sched_events_params(&e, 60, p, &b);
+    params_open(&ps, "forge.job.succeeded",
+                "{\"job_id\":\"" JOB "\",\"attempt\":1,\"result\":{\"ok\":true},\"artifacts\":["
+                "{\"artifact_id\":\"" ART "\",\"name\":\"a\",\"kind\":\"k\",\"uri\":\"u\","
+                "\"bytes\":1},{\"bad\":1}]}");
     assert_string_equal(p[8], "succeeded");
     assert_string_equal(p[13], "{\"ok\":true}");
-    assert_int_equal(b.dropped_artifacts, 1);
+    assert_int_equal(ps.b.dropped_artifacts, 1);
     arts = cJSON_Parse(p[17]);
     assert_int_equal(cJSON_GetArraySize(arts), 1);
     cJSON_Delete(arts);
-    sched_events_params_free(&b);
-    cJSON_Delete(ev);
+    params_close(&ps);
 
-    parse_ok("forge.job.retrying", "{\"job_id\":\"" JOB "\",\"attempt\":3}", &e, &ev);
-    sched_events_params(&e, 60, p, &b);
+    params_open(&ps, "forge.job.retrying", "{\"job_id\":\"" JOB "\",\"attempt\":3}");
     assert_string_equal(p[5], "{queued,assigned,running}");
     assert_string_equal(p[7], "{queued}");
     assert_string_equal(p[8], "queued");
-    sched_events_params_free(&b);
-    cJSON_Delete(ev);
+    params_close(&ps);
 }
 
 int main(void)

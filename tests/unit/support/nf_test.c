@@ -23,6 +23,7 @@
 #include "nf_migrate.h"
 #include "nf_pg.h"
 #include "nf_redis.h"
+#include "nf_svc.h"
 #include "nf_test.h"
 
 /* ---- the event loop ---- */
@@ -105,8 +106,8 @@ bool nf_test_wait_count(struct event_base *base, const int *count, int want, int
 
 /* ---- test lists ---- */
 
-int nf_test_run(const char *names, const CMUnitTestFunction *fns, size_t n, CMFixtureFunction setup,
-                CMFixtureFunction teardown)
+int nf_test_run(const char *names, const CMUnitTestFunction *fns, size_t n,
+                const struct nf_test_fixtures *fx)
 {
     struct CMUnitTest *tests = calloc(n, sizeof(*tests));
     char *copy = strdup(names);
@@ -118,10 +119,11 @@ int nf_test_run(const char *names, const CMUnitTestFunction *fns, size_t n, CMFi
     for (size_t i = 0; i < n; i++, name = strtok_r(NULL, ", ", &save)) {
         tests[i].name = name != NULL ? name : "?";
         tests[i].test_func = fns[i];
-        tests[i].setup_func = setup;
-        tests[i].teardown_func = teardown;
+        tests[i].setup_func = fx->setup;
+        tests[i].teardown_func = fx->teardown;
+        tests[i].initial_state = fx->initial;
     }
-    rc = _cmocka_run_group_tests("tests", tests, n, NULL, NULL);
+    rc = _cmocka_run_group_tests("tests", tests, n, fx->group_setup, fx->group_teardown);
     free(tests);
     free(copy);
     return rc != 0;
@@ -248,6 +250,22 @@ void nf_test_redis_close(redisContext *rc, int db)
     if (db >= 0)
         freeReplyObject(redisCommand(rc, "FLUSHDB"));
     redisFree(rc);
+}
+
+int nf_test_redis_db_setup(void **state)
+{
+    struct nf_test_redis_db *it = *state;
+
+    return nf_test_redis_open(&it->rc, it->db);
+}
+
+int nf_test_redis_db_teardown(void **state)
+{
+    struct nf_test_redis_db *it = *state;
+
+    nf_test_redis_close(it->rc, it->db);
+    it->rc = NULL;
+    return 0;
 }
 
 void nf_test_redis_fresh(redisContext *rc)
@@ -454,6 +472,127 @@ void nf_test_log_end(struct nf_test_log *cap)
     cap->f = NULL;
     cap->buf = NULL;
     cap->len = 0;
+}
+
+/* ---- service configuration (nf_svc) ---- */
+
+void nf_test_svc_clear_env(const struct nf_svc_desc *desc)
+{
+    struct nf_svc svc;
+    char err[256];
+
+    nf_svc_load(&svc, desc, err, sizeof(err)); /* builds the shared rows, loaded or not */
+    for (size_t i = 0; i < svc.nshared; i++)
+        unsetenv(svc.shared_opts[i].env);
+    nf_svc_free(&svc);
+    for (size_t i = 0; i < desc->nopts; i++)
+        unsetenv(desc->opts[i].env);
+}
+
+int nf_test_svc_setup(void **state)
+{
+    nf_test_svc_clear_env(*state);
+    return 0;
+}
+
+const void *nf_test_svc_load(struct nf_svc *svc, const struct nf_svc_desc *desc)
+{
+    char err[256] = "";
+
+    if (nf_svc_load(svc, desc, err, sizeof(err)) != 0)
+        fail_msg("nf_svc_load: %s", err);
+    return svc->own;
+}
+
+void nf_test_svc_backend_defaults(const struct nf_svc *svc, bool kafka, bool redis, bool pg)
+{
+    assert_int_equal(svc->cfg.log_level, NF_LOG_INFO);
+    if (kafka) {
+        assert_string_equal(svc->cfg.brokers, "127.0.0.1:9092");
+        assert_int_equal(svc->cfg.partitions, 3);
+        assert_int_equal(svc->cfg.replication, 1);
+    } else {
+        assert_null(svc->cfg.brokers);
+    }
+    if (redis)
+        assert_string_equal(svc->cfg.redis_addr, "127.0.0.1:6379");
+    else
+        assert_null(svc->cfg.redis_addr);
+    if (pg) {
+        assert_string_equal(svc->cfg.pg_dsn, "host=127.0.0.1 port=5432 dbname=forge user=forge");
+        assert_int_equal(svc->cfg.pg_conns, 4);
+    } else {
+        assert_null(svc->cfg.pg_dsn);
+    }
+}
+
+/* The VAR of "VAR=value" or "VAR", copied into var. */
+static const char *var_of(const char *setting, char *var, size_t len)
+{
+    size_t n = strcspn(setting, "=");
+
+    assert_true(n > 0 && n < len);
+    memcpy(var, setting, n);
+    var[n] = '\0';
+    return var;
+}
+
+/* Sets "VAR=value" or unsets "VAR"; var gets VAR. */
+static void put_setting(const char *setting, char *var, size_t len)
+{
+    const char *eq = strchr(setting, '=');
+
+    var_of(setting, var, len);
+    if (eq != NULL)
+        assert_int_equal(setenv(var, eq + 1, 1), 0);
+    else
+        assert_int_equal(unsetenv(var), 0);
+}
+
+void nf_test_setenv(const char *setting, ...)
+{
+    char var[128];
+    va_list ap;
+
+    va_start(ap, setting);
+    for (; setting != NULL; setting = va_arg(ap, const char *))
+        put_setting(setting, var, sizeof(var));
+    va_end(ap);
+}
+
+void nf_test_svc_refused(const struct nf_svc_desc *desc, const char *setting, const char *says)
+{
+    struct nf_svc svc;
+    char var[128], err[256] = "";
+    const char *was = getenv(var_of(setting, var, sizeof(var)));
+    char *old = was != NULL ? strdup(was) : NULL;
+    int rc;
+
+    put_setting(setting, var, sizeof(var));
+    rc = nf_svc_load(&svc, desc, err, sizeof(err));
+    nf_svc_free(&svc); /* safe on a half-loaded svc */
+    if (old != NULL)
+        setenv(var, old, 1);
+    else
+        unsetenv(var);
+    free(old);
+    if (rc != -1)
+        fail_msg("%s accepted", setting);
+    if (strstr(err, var) == NULL)
+        fail_msg("%s: message does not name %s: %s", setting, var, err);
+    if (says != NULL && strstr(err, says) == NULL)
+        fail_msg("%s: message does not say \"%s\": %s", setting, says, err);
+}
+
+void nf_test_svc_refuses(const struct nf_svc_desc *desc, ...)
+{
+    const char *setting;
+    va_list ap;
+
+    va_start(ap, desc);
+    while ((setting = va_arg(ap, const char *)) != NULL)
+        nf_test_svc_refused(desc, setting, NULL);
+    va_end(ap);
 }
 
 /* ---- files ---- */

@@ -4,8 +4,9 @@
  * linked into every test executable): driving an event loop until a condition holds,
  * local ports and listeners for fake servers, the NF_TEST_* servers of the integration
  * tests (a test skips when its variable is unset), blocking Redis and Postgres fixtures,
- * recorders for nf_redis and nf_pg callbacks, captured log lines and temporary
- * directories.
+ * recorders for nf_redis and nf_pg callbacks, captured log lines, temporary directories,
+ * a main() that lists its tests in one call (NF_TEST_RUN) and the checks every service's
+ * configuration test makes (nf_test_svc_*). The HTTP fixture: nf_test_http.h.
  *
  * Checks fail the running test through cmocka, so these functions are for tests, setups
  * and teardowns only; the few that return -1 instead say so.
@@ -64,14 +65,35 @@ bool nf_test_wait_count(struct event_base *base, const int *count, int want, int
  *     return NF_TEST_RUN(setup, teardown, test_one, test_two, test_three);
  */
 #define NF_TEST_RUN(setup, teardown, ...)                                                          \
-    nf_test_run(#__VA_ARGS__, (const CMUnitTestFunction[]){__VA_ARGS__},                           \
-                sizeof((const CMUnitTestFunction[]){__VA_ARGS__}) / sizeof(CMUnitTestFunction),    \
-                setup, teardown)
+    NF_TEST_RUN_ALL(NULL, NULL, NULL, setup, teardown, __VA_ARGS__)
 
-/* What NF_TEST_RUN calls: names is the list of the n functions fns as written, commas
- * between them. */
-int nf_test_run(const char *names, const CMUnitTestFunction *fns, size_t n, CMFixtureFunction setup,
-                CMFixtureFunction teardown);
+/* NF_TEST_RUN with *state set to initial before each setup. */
+#define NF_TEST_RUN_STATE(initial, setup, teardown, ...)                                           \
+    NF_TEST_RUN_ALL(NULL, NULL, initial, setup, teardown, __VA_ARGS__)
+
+/* The tests with a group fixture: group_setup once before them all (its *state is what each
+ * test gets), group_teardown once after. */
+#define NF_TEST_RUN_GROUP(group_setup, group_teardown, ...)                                        \
+    NF_TEST_RUN_ALL(group_setup, group_teardown, NULL, NULL, NULL, __VA_ARGS__)
+
+/* All of the fixtures (each may be NULL): what the other NF_TEST_RUN macros expand to. */
+#define NF_TEST_RUN_ALL(group_setup, group_teardown, initial, setup, teardown, ...)                \
+    nf_test_run(                                                                                   \
+        #__VA_ARGS__, (const CMUnitTestFunction[]){__VA_ARGS__},                                   \
+        sizeof((const CMUnitTestFunction[]){__VA_ARGS__}) / sizeof(CMUnitTestFunction),            \
+        &(const struct nf_test_fixtures){group_setup, group_teardown, initial, setup, teardown})
+
+/* The fixtures of a group run by nf_test_run; any may be NULL. */
+struct nf_test_fixtures {
+    CMFixtureFunction group_setup, group_teardown;
+    void *initial; /* *state before each setup */
+    CMFixtureFunction setup, teardown;
+};
+
+/* What the NF_TEST_RUN macros call: names is the list of the n functions fns as written,
+ * commas between them. */
+int nf_test_run(const char *names, const CMUnitTestFunction *fns, size_t n,
+                const struct nf_test_fixtures *fx);
 
 /* Sends nf_log's lines (service "test", level error) to /dev/null for the rest of the
  * run: for tests whose failure paths log on purpose, to keep the output readable. */
@@ -124,6 +146,18 @@ void nf_test_redis_close(redisContext *rc, int db);
 /* Skips the running test unless rc is connected, then empties rc's database: for tests
  * that share a connection opened by a group setup and each start from nothing. */
 void nf_test_redis_fresh(redisContext *rc);
+
+/* A Redis database of the tests' own, for NF_TEST_RUN_STATE(&it, nf_test_redis_db_setup,
+ * nf_test_redis_db_teardown, ...): between the two, rc is connected to database db,
+ * emptied before and after each test; rc stays NULL when NF_TEST_REDIS_ADDR is unset (the
+ * tests skip). */
+struct nf_test_redis_db {
+    int db;
+    redisContext *rc;
+};
+
+int nf_test_redis_db_setup(void **state);
+int nf_test_redis_db_teardown(void **state);
 
 /* Runs one command; fails the test on an error reply or a lost connection. */
 void nf_test_redis_ok(redisContext *rc, const char *fmt, ...);
@@ -227,6 +261,49 @@ bool nf_test_logged(struct nf_test_log *cap, const char *event);
 
 /* Sends nf_log's lines to stderr again and frees what cap holds. */
 void nf_test_log_end(struct nf_test_log *cap);
+
+/* ---- service configuration (nf_svc) ---- */
+
+struct nf_svc;
+struct nf_svc_desc;
+
+/* Applies each setting of the NULL-terminated list to the environment: "VAR=value" (the
+ * value may be empty) sets VAR, "VAR" unsets it. */
+void nf_test_setenv(const char *setting, ...) __attribute__((sentinel));
+
+/* Unsets every variable of desc's configuration: the shared rows nf_svc builds for it and
+ * the service's own. */
+void nf_test_svc_clear_env(const struct nf_svc_desc *desc);
+
+/* A setup: nf_test_svc_clear_env(*state), *state being the descriptor. */
+int nf_test_svc_setup(void **state);
+
+/* Runs the tests listed after desc (a const struct nf_svc_desc *), each in an environment
+ * without any of the service's variables and with *state the descriptor; as NF_TEST_RUN. */
+#define NF_TEST_RUN_SVC(desc, ...)                                                                 \
+    NF_TEST_RUN_STATE((void *)(desc), nf_test_svc_setup, NULL, __VA_ARGS__)
+
+/* Loads desc's configuration from the environment into svc (nf_svc_free releases it);
+ * fails the test unless it loads. Returns svc->own, the service's rows. */
+const void *nf_test_svc_load(struct nf_svc *svc, const struct nf_svc_desc *desc);
+
+/*
+ * Checks the defaults of the shared backend rows, the same for every service: with kafka
+ * NF_KAFKA_BROKERS 127.0.0.1:9092, 3 partitions and replication 1; with redis
+ * NF_REDIS_ADDR 127.0.0.1:6379; with pg the development DSN and 4 connections. A backend
+ * the service does not use has no address (NULL). The log level is info.
+ */
+void nf_test_svc_backend_defaults(const struct nf_svc *svc, bool kafka, bool redis, bool pg);
+
+/*
+ * Checks that desc refuses setting on top of the current environment: "VAR=value" (the
+ * value may be empty) or "VAR" (VAR unset). nf_svc_load must fail with a message naming
+ * VAR and containing says (unless says is NULL); VAR is restored afterwards.
+ */
+void nf_test_svc_refused(const struct nf_svc_desc *desc, const char *setting, const char *says);
+
+/* nf_test_svc_refused for each setting of the NULL-terminated list, one at a time. */
+void nf_test_svc_refuses(const struct nf_svc_desc *desc, ...) __attribute__((sentinel));
 
 /* ---- files ---- */
 

@@ -163,6 +163,17 @@ struct wmt_popped wmt_pop(const char *wid, const char *types, const char *gpu_ty
     return p;
 }
 
+void wmt_expect_pop(const char *wid, const char *types, const char *gpu_type, int gpu_count,
+                    const char *labels, const char *lease_id, const char *want)
+{
+    struct wmt_popped p = wmt_pop(wid, types, gpu_type, gpu_count, labels, lease_id, WMT_T0);
+
+    if (want != NULL)
+        assert_string_equal(p.job_id, want);
+    else
+        assert_false(p.got);
+}
+
 static void join_ids(const redisReply *list, char *out, size_t len)
 {
     size_t off = 0;

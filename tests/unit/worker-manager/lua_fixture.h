@@ -58,6 +58,10 @@ struct wmt_popped {
 struct wmt_popped wmt_pop(const char *wid, const char *types, const char *gpu_type, int gpu_count,
                           const char *labels, const char *lease_id, unsigned long long now);
 
+/* wmt_pop at WMT_T0, checked: the job popped is want, or nothing when want is NULL. */
+void wmt_expect_pop(const char *wid, const char *types, const char *gpu_type, int gpu_count,
+                    const char *labels, const char *lease_id, const char *want);
+
 /* One heartbeat: what the agent says, and what the script answered (ids joined by ','). */
 struct wmt_beat {
     bool stopping; /* in: the agent says it is stopping */

@@ -20,16 +20,7 @@
 /* Every variable of the descriptor's tables unset, but the one that has no default. */
 static int clear_env(void **state)
 {
-    struct nf_svc svc;
-    char err[256];
-    size_t i;
-
-    nf_svc_load(&svc, &wm_service, err, sizeof(err)); /* builds the shared rows */
-    for (i = 0; i < svc.nshared; i++)
-        unsetenv(svc.shared_opts[i].env);
-    nf_svc_free(&svc);
-    for (i = 0; i < wm_service.nopts; i++)
-        unsetenv(wm_service.opts[i].env);
+    nf_test_svc_clear_env(&wm_service);
     setenv("NF_WORKER_REGISTRATION_TOKEN", TOKEN, 1);
     return 0;
 }
@@ -37,20 +28,12 @@ static int clear_env(void **state)
 static void test_defaults(void **state)
 {
     struct nf_svc svc;
-    const struct wm_config *cfg;
-    char err[256] = "";
+    const struct wm_config *cfg = nf_test_svc_load(&svc, &wm_service);
 
-    assert_int_equal(nf_svc_load(&svc, &wm_service, err, sizeof(err)), 0);
-    cfg = svc.own;
+    nf_test_svc_backend_defaults(&svc, true, true, true); /* kafka, redis, pg */
     assert_string_equal(svc.cfg.addr, "127.0.0.1:8104");
-    assert_string_equal(svc.cfg.brokers, "127.0.0.1:9092");
-    assert_int_equal(svc.cfg.partitions, 3);
-    assert_int_equal(svc.cfg.replication, 1);
     assert_string_equal(svc.cfg.group, "nf-worker-manager");
     assert_int_equal(svc.cfg.max_inflight, 256);
-    assert_string_equal(svc.cfg.redis_addr, "127.0.0.1:6379");
-    assert_string_equal(svc.cfg.pg_dsn, "host=127.0.0.1 port=5432 dbname=forge user=forge");
-    assert_int_equal(svc.cfg.pg_conns, 4);
     assert_true(strstr(svc.cfg.migrations, "/services/worker-manager/migrations") != NULL);
     assert_int_equal(svc.cfg.timeout_ms, 5000);
     assert_int_equal(svc.cfg.drain_ms, 15000);
@@ -66,16 +49,11 @@ static void test_test_profile(void **state)
 {
     struct nf_svc svc;
     const struct wm_config *cfg;
-    char err[256] = "";
 
-    setenv("NF_WM_HEARTBEAT_INTERVAL_S", "1", 1);
-    setenv("NF_WM_LEASE_TTL_S", "6", 1);
-    setenv("NF_WM_ADDR", "127.0.0.1:18104", 1);
-    setenv("NF_WM_GROUP", "nf-wm-test", 1);
-    setenv("NF_WM_DRAIN_MS", "3000", 1);
-    setenv("NF_WM_MIGRATIONS", "/tmp/wm-migrations", 1);
-    assert_int_equal(nf_svc_load(&svc, &wm_service, err, sizeof(err)), 0);
-    cfg = svc.own;
+    nf_test_setenv("NF_WM_HEARTBEAT_INTERVAL_S=1", "NF_WM_LEASE_TTL_S=6",
+                   "NF_WM_ADDR=127.0.0.1:18104", "NF_WM_GROUP=nf-wm-test", "NF_WM_DRAIN_MS=3000",
+                   "NF_WM_MIGRATIONS=/tmp/wm-migrations", NULL);
+    cfg = nf_test_svc_load(&svc, &wm_service);
     assert_string_equal(svc.cfg.addr, "127.0.0.1:18104");
     assert_string_equal(svc.cfg.group, "nf-wm-test");
     assert_int_equal(svc.cfg.drain_ms, 3000);
@@ -85,39 +63,13 @@ static void test_test_profile(void **state)
     nf_svc_free(&svc);
 }
 
-static void refused(const char *var, const char *value)
-{
-    struct nf_svc svc;
-    char err[256] = "";
-    int rc;
-
-    clear_env(NULL);
-    if (value)
-        setenv(var, value, 1);
-    else
-        unsetenv(var);
-    rc = nf_svc_load(&svc, &wm_service, err, sizeof(err));
-    nf_svc_free(&svc);
-    if (rc != -1)
-        fail_msg("%s=%s accepted", var, value ? value : "(unset)");
-    if (!strstr(err, var))
-        fail_msg("%s=%s: message does not name it: %s", var, value ? value : "(unset)", err);
-}
-
 static void test_refusals(void **state)
 {
-    refused("NF_WORKER_REGISTRATION_TOKEN", NULL);
-    refused("NF_WORKER_REGISTRATION_TOKEN", "short");
-    refused("NF_WM_ADDR", "8104");
-    refused("NF_REDIS_ADDR", "localhost");
-    refused("NF_LOG_LEVEL", "verbose");
-    refused("NF_WM_PG_CONNS", "0");
-    refused("NF_WM_TIMEOUT_MS", "10");
-    refused("NF_WM_MAX_INFLIGHT", "0");
-    refused("NF_PG_DSN", "");
-    refused("NF_WM_HEARTBEAT_INTERVAL_S", "0");
-    refused("NF_WM_LEASE_TTL_S", "1");
-    refused("NF_WM_REAP_INTERVAL_MS", "10");
+    nf_test_svc_refuses(
+        &wm_service, "NF_WORKER_REGISTRATION_TOKEN", "NF_WORKER_REGISTRATION_TOKEN=short",
+        "NF_WM_ADDR=8104", "NF_REDIS_ADDR=localhost", "NF_LOG_LEVEL=verbose", "NF_WM_PG_CONNS=0",
+        "NF_WM_TIMEOUT_MS=10", "NF_WM_MAX_INFLIGHT=0", "NF_PG_DSN=", "NF_WM_HEARTBEAT_INTERVAL_S=0",
+        "NF_WM_LEASE_TTL_S=1", "NF_WM_REAP_INTERVAL_MS=10", NULL);
 }
 
 /* A lease must outlive two heartbeats (service.c's cross-check). */

@@ -64,20 +64,14 @@ static void test_pop_priority_and_age(void **state)
     wmt_enqueue(other, "train", 9, 1, NULL);
 
     /* across the worker's queues: the highest priority first */
-    struct wmt_popped p = wmt_pop("wrk_a", "generate,train", "", 1, "{}", "lse_1", WMT_T0);
-    assert_string_equal(p.job_id, other);
+    wmt_expect_pop("wrk_a", "generate,train", "", 1, "{}", "lse_1", other);
     /* equal priority: the older id first */
-    p = wmt_pop("wrk_a", "generate,train", "", 1, "{}", "lse_2", WMT_T0);
-    assert_string_equal(p.job_id, high_old);
-    p = wmt_pop("wrk_a", "generate", "", 1, "{}", "lse_3", WMT_T0);
-    assert_string_equal(p.job_id, high_new);
+    wmt_expect_pop("wrk_a", "generate,train", "", 1, "{}", "lse_2", high_old);
+    wmt_expect_pop("wrk_a", "generate", "", 1, "{}", "lse_3", high_new);
     /* a worker not doing generate sees nothing */
-    p = wmt_pop("wrk_b", "audit,train", "", 8, "{}", "lse_4", WMT_T0);
-    assert_false(p.got);
-    p = wmt_pop("wrk_a", "generate", "", 1, "{}", "lse_5", WMT_T0);
-    assert_string_equal(p.job_id, low);
-    p = wmt_pop("wrk_a", "generate", "", 1, "{}", "lse_6", WMT_T0);
-    assert_false(p.got);
+    wmt_expect_pop("wrk_b", "audit,train", "", 8, "{}", "lse_4", NULL);
+    wmt_expect_pop("wrk_a", "generate", "", 1, "{}", "lse_5", low);
+    wmt_expect_pop("wrk_a", "generate", "", 1, "{}", "lse_6", NULL);
 }
 
 static void test_pop_requirements_and_lease(void **state)
@@ -122,14 +116,10 @@ static void test_pop_requirements_and_lease(void **state)
     assert_true(wmt_cmd_int("PTTL %s", key, NULL) > WMT_TTL_MS);
 
     /* each of the others goes to the worker that fits it */
-    p = wmt_pop("wrk_b", "evaluate", "h100", 1, "{}", "lse_y", WMT_T0);
-    assert_string_equal(p.job_id, h100);
-    p = wmt_pop("wrk_c", "evaluate", "a100", 8, "{}", "lse_z", WMT_T0);
-    assert_string_equal(p.job_id, big);
-    p = wmt_pop("wrk_d", "evaluate", "", 1, "{\"zone\":\"us\"}", "lse_w", WMT_T0);
-    assert_false(p.got);
-    p = wmt_pop("wrk_d", "evaluate", "", 1, "{\"zone\":\"eu\",\"rack\":\"1\"}", "lse_w", WMT_T0);
-    assert_string_equal(p.job_id, eu);
+    wmt_expect_pop("wrk_b", "evaluate", "h100", 1, "{}", "lse_y", h100);
+    wmt_expect_pop("wrk_c", "evaluate", "a100", 8, "{}", "lse_z", big);
+    wmt_expect_pop("wrk_d", "evaluate", "", 1, "{\"zone\":\"us\"}", "lse_w", NULL);
+    wmt_expect_pop("wrk_d", "evaluate", "", 1, "{\"zone\":\"eu\",\"rack\":\"1\"}", "lse_w", eu);
 }
 
 /* The pop script and wm_job_matches agree on a grid of jobs x workers. */
@@ -227,7 +217,7 @@ static void test_cancel(void **state)
     wmt_enqueue(other, "generate", 0, 1, NULL);
     redisReply *r;
     nf_test_redis_ok(wmt_rc, "HSET wm:worker:wrk_c hostname c");
-    assert_string_equal(wmt_pop("wrk_c", "generate", "", 1, "{}", "lse_c", WMT_T0).job_id, leased);
+    wmt_expect_pop("wrk_c", "generate", "", 1, "{}", "lse_c", leased);
 
     /* queued: out of the queue at once, and a redelivered dispatch stays out */
     r = cancel(queued);
@@ -263,7 +253,7 @@ static void test_cancel(void **state)
     assert_int_equal(wmt_enqueue(ghost, "generate", 5, 1, NULL), 0);
     assert_int_equal(wmt_cmd_int("ZSCORE %s %s", "wm:queue:generate", ghost), -2);
     /* other jobs are untouched */
-    assert_string_equal(wmt_pop("wrk_c", "generate", "", 1, "{}", "lse_c2", WMT_T0).job_id, other);
+    wmt_expect_pop("wrk_c", "generate", "", 1, "{}", "lse_c2", other);
 }
 
 static long long lease_check(const char *id, const char *wid, const char *lid, const char *att)

@@ -35,10 +35,10 @@ static void test_heartbeat(void **state)
         wmt_enqueue((const char *[]){a, b, c, d}[i], "deploy", 0, 1, NULL);
     redisReply *r;
     nf_test_redis_ok(wmt_rc, "HSET wm:worker:wrk_h hostname h");
-    assert_string_equal(wmt_pop("wrk_h", "deploy", "", 1, "{}", "lse_a", WMT_T0).job_id, a);
-    assert_string_equal(wmt_pop("wrk_h", "deploy", "", 1, "{}", "lse_b", WMT_T0).job_id, b);
+    wmt_expect_pop("wrk_h", "deploy", "", 1, "{}", "lse_a", a);
+    wmt_expect_pop("wrk_h", "deploy", "", 1, "{}", "lse_b", b);
     assert_string_equal(wmt_pop("wrk_h", "deploy", "", 1, "{}", "lse_c", WMT_T0 + 9000).job_id, c);
-    assert_string_equal(wmt_pop("wrk_other", "deploy", "", 1, "{}", "lse_d", WMT_T0).job_id, d);
+    wmt_expect_pop("wrk_other", "deploy", "", 1, "{}", "lse_d", d);
     nf_test_redis_ok(wmt_rc, "SADD wm:cancel:wrk_h %s", a);
 
     /* T0+1 s: a and b listed -> renewed and confirmed; a is also in the cancel set; c is
@@ -193,7 +193,7 @@ static void test_drain(void **state)
     wmt_enqueue(a, "audit", 5, 1, NULL);
     wmt_enqueue(b, "audit", 5, 1, NULL);
     nf_test_redis_ok(wmt_rc, "HSET wm:worker:wrk_d hostname d");
-    assert_string_equal(wmt_pop("wrk_d", "audit", "", 1, "{}", "lse_d1", WMT_T0).job_id, a);
+    wmt_expect_pop("wrk_d", "audit", "", 1, "{}", "lse_d1", a);
     wmt_heartbeat(&hb, "wrk_d", WMT_T0 + 1000, a, "lse_d1", NULL);
     assert_int_equal(hb.renewed, 1);
     assert_int_equal(hb.draining, 0);

@@ -20,6 +20,20 @@ static enum wk_line_kind parse(const char *text, struct wk_line *l)
     return wk_proto_parse(text, strlen(text), l);
 }
 
+/* Each of the n lines must parse as malformed (and leave no document behind when
+ * no_doc). */
+static void expect_malformed(const char *const *bad, size_t n, bool no_doc)
+{
+    struct wk_line l;
+
+    for (size_t i = 0; i < n; i++) {
+        if (parse(bad[i], &l) != WK_LINE_MALFORMED)
+            fail_msg("accepted: %s", bad[i]);
+        if (no_doc)
+            assert_null(l.doc);
+    }
+}
+
 static void test_progress(void **state)
 {
     struct wk_line l;
@@ -79,9 +93,7 @@ static void test_usage(void **state)
         "{\"usage\":{\"output_tokens\":1e13}}",
         "{\"usage\":5}",
     };
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        if (parse(bad[i], &l) != WK_LINE_MALFORMED)
-            fail_msg("accepted: %s", bad[i]);
+    expect_malformed(bad, sizeof(bad) / sizeof(bad[0]), false);
 }
 
 static void test_artifact(void **state)
@@ -103,9 +115,7 @@ static void test_artifact(void **state)
         "{\"artifact\":{\"path\":\"a\",\"kind\":7}}",
         "{\"artifact\":\"a.txt\"}",
     };
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        if (parse(bad[i], &l) != WK_LINE_MALFORMED)
-            fail_msg("accepted: %s", bad[i]);
+    expect_malformed(bad, sizeof(bad) / sizeof(bad[0]), false);
 }
 
 static void test_malformed_and_empty(void **state)
@@ -123,11 +133,7 @@ static void test_malformed_and_empty(void **state)
         "\"progress\"",
         "42",
     };
-    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        if (parse(bad[i], &l) != WK_LINE_MALFORMED)
-            fail_msg("accepted: %s", bad[i]);
-        assert_null(l.doc);
-    }
+    expect_malformed(bad, sizeof(bad) / sizeof(bad[0]), true);
     /* unknown keys beside a known one are ignored */
     assert_int_equal(parse("{\"progress\":0.5,\"ts\":123}", &l), WK_LINE_PROGRESS);
     wk_line_clear(&l);
