@@ -117,6 +117,13 @@ struct nf_svc_desc {
     void (*free)(void *ctx);                             /* free the context */
 };
 
+/* Descriptor fields from arrays: the service's own rows and the struct they fill, and the
+ * route table (each sets the array and its length together). */
+#define NF_SVC_OPTS(opts_, cfg_type)                                                               \
+    .opts = (opts_), .nopts = sizeof(opts_) / sizeof((opts_)[0]), .cfg_size = sizeof(cfg_type)
+#define NF_SVC_ROUTES(routes_)                                                                     \
+    .routes = (routes_), .nroutes = sizeof(routes_) / sizeof((routes_)[0])
+
 struct nf_svc {
     const struct nf_svc_desc *desc;
     struct nf_app app;

@@ -210,11 +210,8 @@ const struct nf_svc_desc gw_service = {
     .timeout_ms = 5000, /* Redis, nf-auth, nf-scheduler and nf-billing calls */
     .drain_ms = 10000,
     .http_timeout_s = HTTP_IDLE_TIMEOUT_S,
-    .opts = opts,
-    .nopts = sizeof(opts) / sizeof(opts[0]),
-    .cfg_size = sizeof(struct gw_config),
-    .routes = routes,
-    .nroutes = sizeof(routes) / sizeof(routes[0]),
+    NF_SVC_OPTS(opts, struct gw_config),
+    NF_SVC_ROUTES(routes),
     .init = gw_init,
     .start = gw_start,
     .busy = gw_busy,

@@ -122,15 +122,12 @@ const struct nf_svc_desc wm_service = {
     .drain_ms = 15000,
     .max_body = (size_t)256 * 1024,
     .http_timeout_s = 60, /* long polls last up to 30 s: the idle timeout must be longer */
-    .opts = wm_opts,
-    .nopts = sizeof(wm_opts) / sizeof(wm_opts[0]),
-    .cfg_size = sizeof(struct wm_config),
+    NF_SVC_OPTS(wm_opts, struct wm_config),
     .check = wm_check,
     .consume = nf_job_topics, /* the dispatch topics, one per job type */
     .group = "nf-worker-manager",
     .max_inflight = 256,
-    .routes = wm_routes,
-    .nroutes = sizeof(wm_routes) / sizeof(wm_routes[0]),
+    NF_SVC_ROUTES(wm_routes),
     .init = wm_init,
     .start = wm_start,
     .on_msg = wm_consume_msg,
