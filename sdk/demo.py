@@ -50,6 +50,7 @@ def main() -> int:
         progress = j.get("progress") or 0
         print(f"  {j['status']:<16} {progress * 100:5.1f}%  worker={j.get('worker_id') or '-'}")
 
+    # wait() returns once the job ended and its cost is final (billing priced all of it)
     final = client.wait(job["job_id"], timeout=180, poll_interval=0.5,
                         raise_on_failure=False, on_update=show)
     print()
@@ -58,7 +59,8 @@ def main() -> int:
         return 1
 
     print(f"Result:   {json.dumps(final.get('result'))}")
-    print(f"Cost:     ${final.get('cost_usd')}")
+    print(f"Cost:     ${final.get('cost_usd')}"
+          + ("" if final.get("cost_final", True) else "  (not final yet)"))
     for art in final.get("artifacts") or []:
         print(f"Artifact: {art['artifact_id']}  {art.get('name')}  {art.get('bytes')} bytes  "
               f"sha256 {art.get('sha256', '')[:16]}...")

@@ -96,6 +96,8 @@ export interface Job {
   error: JobError | null;
   artifacts: Artifact[];
   cost_usd: string;
+  /** true once the job ended and billing priced all of its usage: cost_usd stays */
+  cost_final: boolean;
   created_at: string;
   updated_at: string;
   started_at: string | null;

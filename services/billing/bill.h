@@ -5,17 +5,22 @@
  * answers the internal billing routes (the gateway forwards /api/billing/... here).
  *
  *   forge.jobs.events --> consume_events.c: forge.job.assigned -> billing.leases
- *                         (who leased which attempt), every other type: done at once
+ *                         (who leased which attempt); succeeded / failed / cancelled ->
+ *                         billing.attempts (how an attempt ended, with the number of
+ *                         usage events its worker published) -> effects; others: done
  *   forge.usage --> consume_usage.c: messages gathered into a batch (NF_BILLING_BATCH_MAX
  *                   or NF_BILLING_BATCH_LINGER_MS) --> bad ones: to forge.usage.dlq
  *               --> ONE statement for the good ones: each event checked against its
  *                   lease (ok | pending | refused), inserted if its id is new, and only
  *                   the inserted ones added to usage_hourly and usage_jobs
- *               --> follow-ups (effects.c): cost of every touched job to
- *                   forge.billing.costs, budget alerts to forge.audit, refused to the DLQ
+ *               --> follow-ups (effects.c): the touched jobs' ended attempts closed
+ *                   when their usage is complete, the cost of every touched job (with
+ *                   how many of its attempts are closed) to forge.billing.costs, budget
+ *                   alerts to forge.audit, refused to the DLQ
  *               --> every message of the batch marked done (offsets stored) last
  *   sweep.c (timer) --> pending usage whose lease has shown up: recorded or refused;
- *                   pending longer than NF_BILLING_LEASE_WAIT_S: refused
+ *                   pending longer than NF_BILLING_LEASE_WAIT_S: refused; attempts
+ *                   ended longer than NF_BILLING_CLOSE_WAIT_S ago and still open: closed
  *   routes_internal.c: summary, usage time series, job cost; routes_budget.c: budgets
  *
  * Money is integer micro-USD (DESIGN §8); no floating point anywhere on the path.
@@ -68,6 +73,7 @@ struct bill_config {
     int linger_ms;    /* wait this long for a batch to fill */
     int sweep_ms;     /* pending usage sweep interval */
     int lease_wait_s; /* pending usage without a lease is refused after this */
+    int close_wait_s; /* an ended attempt missing usage is closed anyway after this */
 };
 
 /* ------------------------------------------------------------------------------------
@@ -145,10 +151,12 @@ struct bill_rate {
     } /* $0.02 per GB-month */
 
 /*
- * The rounding rule: the cost of one line (a quantity at one price) is
+ * The rounding rule: the cost of one cell (a quantity at one price: one job's compute
+ * meter in one hour, or an account's storage of a job type in one hour) is
  * quantity * price_micros / per_units micro-USD rounded half up, computed exactly in
- * 128-bit integers. Totals add rounded lines. 0 with *out set; -EINVAL for a bad rate;
- * -ERANGE when the result does not fit an int64.
+ * 128-bit integers. Every total adds whole cells (in SQL: billing.cell_cost_micros, the
+ * same rule, checked against this one by the integration test). 0 with *out set;
+ * -EINVAL for a bad rate; -ERANGE when the result does not fit an int64.
  */
 int bill_cost_micros(uint64_t quantity, const struct bill_rate *rate, long long *out);
 /* "12.345678" (6 decimals) from micro-USD; out needs 32 bytes. */
@@ -217,8 +225,13 @@ void bill_alert_id(const char *user_id, int64_t month_ms, int pct, char out[40])
  */
 cJSON *bill_alert_event(const char *user_id, int64_t month_ms, int pct, long long limit,
                         long long spent);
-/* The forge.billing.job_cost envelope (forge.billing.costs, subject = job id). */
-cJSON *bill_cost_event(const char *job_id, const char *user_id, long long cost_micros);
+/*
+ * The forge.billing.job_cost envelope (forge.billing.costs, subject = job id):
+ * attempts_closed = n says attempts 1..n of the job are closed (no usage is added to them
+ * any more), so with the job terminal at attempt <= n its cost is final. Caller owns.
+ */
+cJSON *bill_cost_event(const char *job_id, const char *user_id, long long cost_micros,
+                       long long attempts_closed);
 
 /* ------------------------------------------------------------------------------------
  * The running service (ctx.c)
@@ -230,6 +243,8 @@ struct bill_counters {
     struct nf_counter *refused;      /* not leased by the emitting worker */
     struct nf_counter *pending;      /* parked until their lease is seen */
     struct nf_counter *leases;       /* forge.job.assigned recorded */
+    struct nf_counter *ends;         /* attempt ends recorded (succeeded/failed/cancelled) */
+    struct nf_counter *closed;       /* attempts closed (usage complete, ended, timeout) */
     struct nf_counter *alerts;       /* budget alerts sent */
     struct nf_counter *costs;        /* job cost updates produced */
     struct nf_counter *batches;      /* ingest statements committed */
@@ -332,43 +347,73 @@ void bill_work_dedupe(struct bill_work *bw);
  * nf_work_finish. */
 void bill_effects_start(struct nf_work *w);
 
-/* consume_usage.c: the batch statement, $1 = JSON array of events (bill_usage_json). */
+/* consume_usage.c: the batch statement, $1 = JSON array of events (bill_usage_json);
+ * bill_ingest_lock_sql (same $1) runs first in its transaction (see BILL_LOCK_CLASS). */
 extern const char bill_batch_sql[];
+extern const char bill_ingest_lock_sql[];
 /* The sweep statement: $1 = lease wait in seconds, $2 = page size. */
 extern const char bill_sweep_sql[];
 /* One event as a member of the batch array. Caller owns. */
 cJSON *bill_usage_json(const struct bill_usage *u);
-/* The usage envelope rebuilt from a row's fields (for the DLQ of a pending event). */
+/* usage.c: the usage envelope rebuilt from a row's fields (for the DLQ copy of a pending
+ * event refused by the sweep or a close). Caller owns. */
 cJSON *bill_usage_rebuild(const char *event_id, const char *user_id, const char *job_id,
                           const char *job_type, long long attempt, const char *worker_id,
                           const char *meter, long long quantity, const char *start,
                           const char *end);
 
-/* consume_events.c */
+/* consume_events.c: $1 job, $2 attempt, $3 worker, $4 user. */
 #define BILL_LEASE_NPARAMS 4
 extern const char bill_lease_sql[];
+/* consume_events.c: an attempt's end: $1 job, $2 attempt, $3 user, $4 usage events or NULL. */
+#define BILL_ATTEMPT_NPARAMS 4
+extern const char bill_attempt_sql[];
 
 /* sweep.c */
 #define BILL_SWEEP_PAGE 1000
+/* Jobs with an attempt ended over $1 seconds ago and still open, at most $2. */
+extern const char bill_overdue_sql[];
 
+/*
+ * Closing attempts (effects.c) and ingesting usage (consume_usage.c) exclude each other
+ * per job through a transaction-scoped advisory lock (class BILL_LOCK_CLASS, key
+ * hashtext(job_id)): an ingest holds it shared while it decides and records, a close
+ * exclusively. So a usage event is either recorded before its attempt closes, and the
+ * close (a later snapshot) counts it and the cost after it includes it, or it sees the
+ * attempt closed and is refused: no usage lands in a closed attempt.
+ */
+#define BILL_LOCK_CLASS "1651076204" /* "bill" */
+/* $1 job ids (JSON array): the exclusive locks; then bill_close_sql in the same
+ * transaction: $1 job ids, $2 close wait in seconds. */
+extern const char bill_close_lock_sql[];
+extern const char bill_close_sql[];
 /* effects.c: the follow-up query, $1 job ids, $2 user ids (JSON arrays), $3 month start,
  * $4 month as a date. */
 extern const char bill_effects_sql[];
 extern const char bill_markers_sql[];
 
-/* Price of an hour: the latest price_book row effective at `hour` for x.meter. */
 /* clang-format off */
+/* Price of an hour: the latest price_book row effective at `hour` for x.meter. */
 #define BILL_PRICE_AT(hour)                                                                \
     " LEFT JOIN LATERAL (SELECT b.unit, b.price_micros, b.per_units, b.effective_from"     \
     "  FROM billing.price_book b WHERE b.meter = x.meter AND b.effective_from <= " hour     \
     "  ORDER BY b.effective_from DESC LIMIT 1) p ON true"
 #define BILL_TS(c) "to_char(" c " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"')"
+/* The cost of the cells x (billing.cells, usage_jobs or usage_hourly rows) priced by p,
+ * summed as text (migrations/0005_cost_cells.sql): the column `cost_micros` that
+ * bill_rows_cost and the reads add up. */
+#define BILL_CELLS_COST                                                                    \
+    "sum(billing.cell_cost_micros(x.quantity, p.price_micros, p.per_units))::text"
 /* clang-format on */
 
+/* routes_internal.c: the summary's rows, $1 user, $2 $3 the period; one row per (job
+ * type, meter, price version) with its quantity and cost_micros. */
+extern const char bill_summary_sql[];
+
 /*
- * Adds up (meter, price) rows: each row's quantity x its price is one line rounded once
- * (bill_cost_micros); *total gets the sum. Rows with a NULL meter count nothing.
- * Columns: meter, price_micros, per_units, quantity. -1 (logged) on malformed values or
- * overflow.
+ * Adds up rows of cells: each row's cost_micros is the sum of its cells' costs
+ * (BILL_CELLS_COST); *total gets the sum. Rows with a NULL meter count nothing. Columns:
+ * meter, cost_micros. -1 (logged) on a malformed or missing cost (a meter without a
+ * price) or overflow.
  */
 int bill_rows_cost(const PGresult *res, int first, int last, long long *total);

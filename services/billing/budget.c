@@ -168,7 +168,8 @@ cJSON *bill_alert_event(const char *user_id, int64_t month_ms, int pct, long lon
     return nf_event_new("forge.billing.budget_alert", BILL_SOURCE, user_id, id, data);
 }
 
-cJSON *bill_cost_event(const char *job_id, const char *user_id, long long cost_micros)
+cJSON *bill_cost_event(const char *job_id, const char *user_id, long long cost_micros,
+                       long long attempts_closed)
 {
     char usd[32];
     cJSON *data = nf_json_obj();
@@ -178,5 +179,6 @@ cJSON *bill_cost_event(const char *job_id, const char *user_id, long long cost_m
     nf_json_add_int(data, "cost_micros", cost_micros);
     bill_usd_format(cost_micros, usd);
     nf_json_add_str(data, "cost_usd", usd);
+    nf_json_add_int(data, "attempts_closed", attempts_closed);
     return nf_event_new("forge.billing.job_cost", BILL_SOURCE, job_id, NULL, data);
 }

@@ -4,7 +4,10 @@
  *   msg --> parse (usage.c) --> appended to ctx->open, the batch gathering messages
  *   batch full (NF_BILLING_BATCH_MAX) or NF_BILLING_BATCH_LINGER_MS passed --> sealed:
  *     malformed members: their raw messages to forge.usage.dlq (counted)
- *     the others: ONE statement (bill_batch_sql), so all of it commits or none:
+ *     the others: ONE statement (bill_batch_sql), so all of it commits or none, after
+ *     the batch's jobs were locked shared (bill_ingest_lock_sql, same transaction):
+ *       closed       the event's attempt is closed (billing.attempts): refused
+ *                    (attempt_closed), its job's cost is final
  *       lease check  worker_id given: billing.leases must say this worker leased this
  *                    attempt of this user's job -> ok; another worker or user -> refused
  *                    (usage_refused + DLQ); no lease seen yet -> parked in usage_pending
@@ -57,18 +60,25 @@
     " DO UPDATE SET quantity = h.quantity + excluded.quantity"                             \
     " RETURNING 1"                                                                         \
     "), jroll AS ("                                                                        \
-    " INSERT INTO billing.usage_jobs AS j (job_id, user_id, meter, hour, quantity)"        \
-    " SELECT job_id, min(user_id), meter, date_trunc('hour', window_start, 'UTC'),"        \
-    "  sum(quantity) FROM ins WHERE meter <> 'storage_byte_hours'"                         \
-    " GROUP BY job_id, meter, 4 ORDER BY 1, 3, 4"                                          \
+    " INSERT INTO billing.usage_jobs AS j (job_id, user_id, job_type, meter, hour,"       \
+    "  quantity)"                                                                          \
+    " SELECT job_id, min(user_id), min(job_type), meter,"                                  \
+    "  date_trunc('hour', window_start, 'UTC'), sum(quantity)"                             \
+    " FROM ins WHERE meter <> 'storage_byte_hours'"                                        \
+    " GROUP BY job_id, meter, 5 ORDER BY 1, 4, 5"                                          \
     " ON CONFLICT (job_id, meter, hour)"                                                   \
     " DO UPDATE SET quantity = j.quantity + excluded.quantity"                             \
     " RETURNING 1"                                                                         \
     ")"
 
-/* The verdict of a lease check; cls reads a source `s` joined to its lease `l`. */
+/* The verdict of an event; cls reads a source `s` joined to its lease `l` and its
+ * attempt's end `a` (ATTEMPT_JOIN). A closed attempt takes nothing new. */
+#define ATTEMPT_JOIN                                                                       \
+    " LEFT JOIN billing.attempts a ON a.job_id = s.job_id AND a.attempt = s.attempt"
 #define LEASE_VERDICT(none)                                                                \
-    " CASE WHEN s.worker_id IS NULL THEN 'ok'"                                             \
+    " CASE WHEN a.closed_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM billing.usage_events e" \
+    "   WHERE e.event_id = s.event_id) THEN 'closed'"                                      \
+    "  WHEN s.worker_id IS NULL THEN 'ok'"                                                 \
     "  WHEN l.job_id IS NULL THEN " none                                                   \
     "  WHEN l.worker_id = s.worker_id AND l.user_id = s.user_id THEN 'ok'"                 \
     "  ELSE 'refused' END AS verdict"
@@ -83,6 +93,7 @@ const char bill_batch_sql[] =
     "), cls AS ("
     " SELECT s.*," LEASE_VERDICT("'pending'")
     " FROM src s LEFT JOIN billing.leases l ON l.job_id = s.job_id AND l.attempt = s.attempt"
+    ATTEMPT_JOIN
     ")" RECORD_CTES
     ", pend AS ("
     " INSERT INTO billing.usage_pending (event_id, user_id, job_id, job_type, attempt,"
@@ -95,8 +106,9 @@ const char bill_batch_sql[] =
     "), ref AS ("
     " INSERT INTO billing.usage_refused (event_id, user_id, job_id, attempt, worker_id,"
     "  meter, quantity, reason)"
-    " SELECT event_id, user_id, job_id, attempt, worker_id, meter, quantity, 'not_leased'"
-    " FROM cls WHERE verdict = 'refused'"
+    " SELECT event_id, user_id, job_id, attempt, worker_id, meter, quantity,"
+    "  CASE verdict WHEN 'closed' THEN 'attempt_closed' ELSE 'not_leased' END"
+    " FROM cls WHERE verdict IN ('refused', 'closed')"
     " ON CONFLICT (event_id) DO NOTHING"
     " RETURNING 1"
     ")"
@@ -122,12 +134,14 @@ const char bill_sweep_sql[] =
     "), cls AS ("
     " SELECT s.*," LEASE_VERDICT("'expired'")
     " FROM s LEFT JOIN billing.leases l ON l.job_id = s.job_id AND l.attempt = s.attempt"
+    ATTEMPT_JOIN
     ")" RECORD_CTES
     ", ref AS ("
     " INSERT INTO billing.usage_refused (event_id, user_id, job_id, attempt, worker_id,"
     "  meter, quantity, reason)"
     " SELECT event_id, user_id, job_id, attempt, worker_id, meter, quantity,"
-    "  CASE verdict WHEN 'expired' THEN 'lease_timeout' ELSE 'not_leased' END"
+    "  CASE verdict WHEN 'expired' THEN 'lease_timeout' WHEN 'closed' THEN 'attempt_closed'"
+    "  ELSE 'not_leased' END"
     " FROM cls WHERE verdict <> 'ok'"
     " ON CONFLICT (event_id) DO NOTHING"
     " RETURNING 1"
@@ -138,6 +152,14 @@ const char bill_sweep_sql[] =
     "  c.quantity, " BILL_TS("c.window_start") " AS window_start,"
     "  " BILL_TS("c.window_end") " AS window_end"
     " FROM cls c LEFT JOIN ins i ON i.event_id = c.event_id ORDER BY c.event_id";
+
+/* The shared per-job locks of a batch (BILL_LOCK_CLASS): taken before bill_batch_sql, in
+ * the same transaction, so its snapshot sees every close committed before it and no close
+ * commits until it did. */
+const char bill_ingest_lock_sql[] =
+    "SELECT pg_advisory_xact_lock_shared(" BILL_LOCK_CLASS ", hashtext(j.job_id))"
+    " FROM (SELECT DISTINCT x->>'job_id' AS job_id FROM jsonb_array_elements($1::jsonb) x"
+    "       ORDER BY 1) j";
 /* clang-format on */
 
 cJSON *bill_usage_json(const struct bill_usage *u)
@@ -161,24 +183,6 @@ cJSON *bill_usage_json(const struct bill_usage *u)
     nf_json_add_str(o, "window_start", start);
     nf_json_add_str(o, "window_end", end);
     return o;
-}
-
-cJSON *bill_usage_rebuild(const char *event_id, const char *user_id, const char *job_id,
-                          const char *job_type, long long attempt, const char *worker_id,
-                          const char *meter, long long quantity, const char *start, const char *end)
-{
-    cJSON *data = nf_json_obj();
-
-    nf_json_add_str(data, "user_id", user_id);
-    nf_json_add_str(data, "job_id", job_id);
-    nf_json_add_str(data, "job_type", job_type);
-    nf_json_add_int(data, "attempt", attempt);
-    nf_json_add_str(data, "worker_id", worker_id);
-    nf_json_add_str(data, "meter", meter);
-    nf_json_add_int(data, "quantity", quantity);
-    nf_json_add_str(data, "window_start", start);
-    nf_json_add_str(data, "window_end", end);
-    return nf_event_new("forge.usage.recorded", BILL_SOURCE, user_id, event_id, data);
 }
 
 static void st_ingest(struct nf_work *w);
@@ -257,8 +261,10 @@ static void on_ingest(const PGresult *res, const char *err, const char *pgcode, 
         } else {
             nf_metrics_counter_add(ctx->m.refused, 1);
             nf_log_kv(NF_LOG_WARN, "usage_refused",
-                      "usage from a worker that did not lease the job", "event_id", id, "job_id",
-                      it->u.job_id, "worker_id", it->u.worker_id, NULL);
+                      strcmp(verdict, "closed") == 0
+                          ? "usage for an attempt whose cost is final"
+                          : "usage from a worker that did not lease the job",
+                      "event_id", id, "job_id", it->u.job_id, "worker_id", it->u.worker_id, NULL);
             bill_work_add_raw(bw, NF_TOPIC_USAGE_DLQ, it->msg->key, it->msg->payload, it->msg->len);
             continue;
         }
@@ -278,6 +284,7 @@ static void st_ingest(struct nf_work *w)
     struct bill_work *bw = bill_work_of(w);
     cJSON *arr = cJSON_CreateArray();
     const char *params[1];
+    struct nf_pg_stmt stmts[2];
     char *text;
     size_t i, n = 0;
 
@@ -299,7 +306,9 @@ static void st_ingest(struct nf_work *w)
     text = nf_json_print(arr);
     cJSON_Delete(arr);
     params[0] = text;
-    if (nf_pg_query(bill_ctx_of(w)->pg, bill_batch_sql, 1, params, on_ingest, w) < 0)
+    stmts[0] = (struct nf_pg_stmt){bill_ingest_lock_sql, 1, params};
+    stmts[1] = (struct nf_pg_stmt){bill_batch_sql, 1, params};
+    if (nf_pg_tx(bill_ctx_of(w)->pg, stmts, 2, on_ingest, w) < 0)
         nf_work_retry(w, "could not queue the batch");
     free(text);
 }

@@ -32,6 +32,10 @@ void bill_metrics_register(struct bill_ctx *ctx)
         nf_metrics_counter(m, USAGE_EVENTS, "usage events recorded", "result=\"pending\"");
     ctx->m.leases = nf_metrics_counter(m, "nf_bill_leases_total",
                                        "job leases recorded (assigned events)", NULL);
+    ctx->m.ends = nf_metrics_counter(m, "nf_bill_attempt_ends_total",
+                                     "attempt ends recorded (succeeded, failed, cancelled)", NULL);
+    ctx->m.closed = nf_metrics_counter(m, "nf_bill_attempts_closed_total",
+                                       "attempts closed: no usage is added to them any more", NULL);
     ctx->m.alerts =
         nf_metrics_counter(m, "nf_bill_budget_alerts_total", "budget alerts sent", NULL);
     ctx->m.costs =

@@ -1,9 +1,17 @@
 /*
- * What follows a commit of usage (a batch, a sweep) or of a budget change:
+ * What follows a commit of usage (a batch, a sweep), of an attempt's end or of a budget
+ * change:
  *
- *   st_query    ONE statement: the cost of every touched job (usage_jobs x price book)
- *               and, for every touched user with a budget, the month's spending, limit
- *               and the alerts already sent this month
+ *   st_close    (touched jobs only) one transaction: the jobs locked exclusively
+ *               (BILL_LOCK_CLASS), then their ended, open attempts closed when their
+ *               usage is complete (usage_events recorded, or refused for want of a
+ *               lease), when the platform ended them (no count) or when they ended
+ *               NF_BILLING_CLOSE_WAIT_S ago; usage still pending for a closed attempt
+ *               is refused with it (attempt_closed, to the DLQ)
+ *   st_query    ONE statement: the cost of every touched job (its cells in usage_jobs x
+ *               price book, BILL_CELLS_COST) with attempts_closed, the longest run 1..n
+ *               of its closed attempts, and, for every touched user with a budget, the
+ *               month's spending (its cells), limit and the alerts already sent
  *   st_produce  forge.billing.job_cost per job (the scheduler keeps the job object's
  *               cost_usd with it), forge.billing.budget_alert per newly reached
  *               threshold (forge.audit), and the work's DLQ copies; all delivery reports
@@ -12,10 +20,12 @@
  *               threshold is announced once per user and month
  *   finish      the Kafka messages of the work are marked done (nf_work_finish)
  *
- * Every stage is safe to repeat: a cost update carries the job's total (the scheduler
- * keeps the larger value), an alert has a deterministic id and its marker is
- * insert-if-absent. A crash between the produce and the markers re-sends an alert with
- * the same id, which consumers can drop.
+ * Every stage is safe to repeat: a close only closes, a cost update carries the job's
+ * total and closed attempts (the scheduler keeps the larger values; the query runs after
+ * the close committed, so a message that says an attempt is closed counts all its usage),
+ * an alert has a deterministic id and its marker is insert-if-absent. A crash between
+ * the produce and the markers re-sends an alert with the same id, which consumers can
+ * drop.
  */
 #include "bill.h"
 
@@ -36,24 +46,77 @@
 
 /* clang-format off */
 const char bill_effects_sql[] =
-    "SELECT 'job' AS kind, x.job_id AS id, min(x.user_id) AS user_id, x.meter,"
-    "  p.price_micros, p.per_units, sum(x.quantity)::text AS quantity,"
-    "  NULL::bigint AS limit_micros, NULL::text AS alerted"
-    " FROM billing.usage_jobs x" BILL_PRICE_AT("x.hour")
-    " WHERE x.job_id IN (SELECT jsonb_array_elements_text($1::jsonb))"
-    " GROUP BY x.job_id, x.meter, p.price_micros, p.per_units, p.effective_from"
+    "SELECT 'job' AS kind, j.job_id AS id,"
+    "  coalesce(min(x.user_id),"
+    "   (SELECT min(a.user_id) FROM billing.attempts a WHERE a.job_id = j.job_id)) AS user_id,"
+    "  x.meter, p.price_micros, p.per_units, sum(x.quantity)::text AS quantity,"
+    "  " BILL_CELLS_COST " AS cost_micros,"
+    "  NULL::bigint AS limit_micros, NULL::text AS alerted,"
+    "  (SELECT coalesce(max(c.attempt), 0) FROM (SELECT a.attempt,"
+    "    row_number() OVER (ORDER BY a.attempt) AS n FROM billing.attempts a"
+    "    WHERE a.job_id = j.job_id AND a.closed_at IS NOT NULL) c"
+    "   WHERE c.attempt = c.n) AS attempts_closed"
+    " FROM (SELECT DISTINCT jsonb_array_elements_text($1::jsonb) AS job_id) j"
+    " LEFT JOIN billing.usage_jobs x ON x.job_id = j.job_id" BILL_PRICE_AT("x.hour")
+    " GROUP BY j.job_id, x.meter, p.price_micros, p.per_units, p.effective_from"
     " UNION ALL"
     " SELECT 'user', u.user_id, u.user_id, x.meter, p.price_micros, p.per_units,"
-    "  sum(x.quantity)::text, u.monthly_limit_micros,"
+    "  sum(x.quantity)::text, " BILL_CELLS_COST ", u.monthly_limit_micros,"
     "  (SELECT string_agg(a.threshold::text, ',') FROM billing.budget_alerts a"
-    "   WHERE a.user_id = u.user_id AND a.month = $4::date)"
+    "   WHERE a.user_id = u.user_id AND a.month = $4::date), NULL::bigint"
     " FROM billing.budgets u"
-    " LEFT JOIN billing.usage_hourly x ON x.user_id = u.user_id"
+    " LEFT JOIN billing.cells x ON x.user_id = u.user_id"
     "  AND x.hour >= $3::timestamptz" BILL_PRICE_AT("x.hour")
     " WHERE u.user_id IN (SELECT jsonb_array_elements_text($2::jsonb))"
     " GROUP BY u.user_id, u.monthly_limit_micros, x.meter, p.price_micros, p.per_units,"
     "  p.effective_from"
     " ORDER BY 1, 2";
+
+const char bill_close_lock_sql[] =
+    "SELECT pg_advisory_xact_lock(" BILL_LOCK_CLASS ", hashtext(j.job_id))"
+    " FROM (SELECT DISTINCT jsonb_array_elements_text($1::jsonb) AS job_id ORDER BY 1) j";
+
+/* An attempt's usage is complete when billing holds as many of its events as its worker
+ * published: recorded, or refused for want of a lease (those will never be recorded). */
+const char bill_close_sql[] =
+    "WITH due AS ("
+    " SELECT a.job_id, a.attempt,"
+    "  CASE WHEN a.usage_events IS NULL THEN 'ended'"
+    "   WHEN a.usage_events <= (SELECT count(*) FROM ("
+    "     SELECT e.event_id FROM billing.usage_events e"
+    "     WHERE e.job_id = a.job_id AND e.attempt = a.attempt"
+    "     UNION SELECT r.event_id FROM billing.usage_refused r"
+    "     WHERE r.job_id = a.job_id AND r.attempt = a.attempt"
+    "      AND r.reason = 'lease_timeout') n) THEN 'complete'"
+    "   WHEN a.ended_at < now() - make_interval(secs => $2::int) THEN 'timeout'"
+    "  END AS why"
+    " FROM billing.attempts a"
+    " WHERE a.job_id IN (SELECT jsonb_array_elements_text($1::jsonb)) AND a.closed_at IS NULL"
+    "), closed AS ("
+    " UPDATE billing.attempts a SET closed_at = now() FROM due d"
+    " WHERE a.job_id = d.job_id AND a.attempt = d.attempt AND d.why IS NOT NULL"
+    " RETURNING a.job_id, a.attempt, d.why"
+    "), gone AS ("
+    " DELETE FROM billing.usage_pending p USING closed c"
+    " WHERE p.job_id = c.job_id AND p.attempt = c.attempt"
+    " RETURNING p.*"
+    "), ref AS ("
+    " INSERT INTO billing.usage_refused (event_id, user_id, job_id, attempt, worker_id,"
+    "  meter, quantity, reason)"
+    " SELECT event_id, user_id, job_id, attempt, worker_id, meter, quantity, 'attempt_closed'"
+    " FROM gone ON CONFLICT (event_id) DO NOTHING"
+    " RETURNING 1"
+    ")"
+    " SELECT 'closed' AS kind, c.job_id, c.attempt, c.why, NULL AS event_id,"
+    "  NULL AS user_id, NULL AS job_type, NULL AS worker_id, NULL AS meter,"
+    "  NULL::bigint AS quantity, NULL AS window_start, NULL AS window_end"
+    " FROM closed c"
+    " UNION ALL"
+    " SELECT 'refused', g.job_id, g.attempt, NULL, g.event_id, g.user_id, g.job_type,"
+    "  g.worker_id, g.meter, g.quantity, " BILL_TS("g.window_start") ","
+    "  " BILL_TS("g.window_end")
+    " FROM gone g"
+    " ORDER BY 1, 2, 3";
 
 const char bill_markers_sql[] =
     "INSERT INTO billing.budget_alerts (user_id, month, threshold)"
@@ -75,9 +138,7 @@ static int ll_col(const char *s, long long *out)
 
 int bill_rows_cost(const PGresult *res, int first, int last, long long *total)
 {
-    struct bill_rate rate;
     enum bill_meter meter;
-    uint64_t qty;
     long long cost, sum = 0;
     const char *m;
     int row;
@@ -85,12 +146,10 @@ int bill_rows_cost(const PGresult *res, int first, int last, long long *total)
     for (row = first; row < last; row++) {
         m = nf_pg_val(res, row, "meter");
         if (!m)
-            continue; /* a budget without usage this month */
+            continue; /* a budget without usage this month, a job without usage */
         if (bill_meter_parse(m, &meter) < 0 ||
-            bill_u64_parse(nf_pg_val(res, row, "quantity"), &qty) < 0 ||
-            ll_col(nf_pg_val(res, row, "price_micros"), &rate.price_micros) < 0 ||
-            ll_col(nf_pg_val(res, row, "per_units"), &rate.per_units) < 0 ||
-            bill_cost_micros(qty, &rate, &cost) < 0 || sum > LLONG_MAX - cost) {
+            ll_col(nf_pg_val(res, row, "cost_micros"), &cost) < 0 || cost < 0 ||
+            sum > LLONG_MAX - cost) {
             nf_log_error("billing_sum_failed", "malformed or overflowing usage total in row %d",
                          row);
             return -1;
@@ -101,6 +160,14 @@ int bill_rows_cost(const PGresult *res, int first, int last, long long *total)
     return 0;
 }
 
+static long long ll_or0(const char *s)
+{
+    long long v;
+
+    return ll_col(s, &v) < 0 ? 0 : v;
+}
+
+static void st_close(struct nf_work *w);
 static void st_query(struct nf_work *w);
 static void st_produce(struct nf_work *w);
 static void st_markers(struct nf_work *w);
@@ -167,7 +234,7 @@ static void on_query(const PGresult *res, const char *err, const char *pgcode, v
     struct bill_work *bw = bill_work_of(w);
     struct bill_ctx *ctx = bill_ctx_of(w);
     int row, first, rows;
-    long long cost;
+    long long cost, closed;
 
     if (nf_work_failed(w, res, err))
         return;
@@ -185,10 +252,13 @@ static void on_query(const PGresult *res, const char *err, const char *pgcode, v
         if (!kind || !id)
             continue;
         if (strcmp(kind, "job") == 0) {
-            if (bill_rows_cost(res, first, row, &cost) < 0)
+            const char *user_id = nf_pg_val(res, first, "user_id");
+
+            if (!user_id || bill_rows_cost(res, first, row, &cost) < 0 ||
+                ll_col(nf_pg_val(res, first, "attempts_closed"), &closed) < 0)
                 continue; /* logged; the other jobs still get theirs */
             bill_work_add_out(bw, NF_TOPIC_BILLING_COSTS, id,
-                              bill_cost_event(id, nf_pg_val(res, first, "user_id"), cost));
+                              bill_cost_event(id, user_id, cost, closed));
             nf_metrics_counter_add(ctx->m.costs, 1);
         } else if (user_alerts(bw, res, first, row) < 0) {
             nf_log_kv(NF_LOG_ERROR, "budget_check_failed", "cannot evaluate a budget", "user_id",
@@ -196,6 +266,69 @@ static void on_query(const PGresult *res, const char *err, const char *pgcode, v
         }
     }
     nf_work_goto(w, st_produce);
+}
+
+static void on_close(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct nf_work *w = arg;
+    struct bill_work *bw = bill_work_of(w);
+    struct bill_ctx *ctx = bill_ctx_of(w);
+    int row, rows;
+
+    if (nf_work_failed(w, res, err))
+        return;
+    rows = PQntuples(res);
+    for (row = 0; row < rows; row++) {
+        const char *kind = nf_pg_val(res, row, "kind"), *job_id = nf_pg_val(res, row, "job_id");
+        const char *attempt = nf_pg_val(res, row, "attempt"), *why = nf_pg_val(res, row, "why");
+        const char *id = nf_pg_val(res, row, "event_id"), *user_id = nf_pg_val(res, row, "user_id");
+
+        if (!kind || !job_id || !attempt)
+            continue;
+        if (strcmp(kind, "closed") == 0) {
+            nf_metrics_counter_add(ctx->m.closed, 1);
+            if (why && strcmp(why, "timeout") == 0)
+                nf_log_kv(NF_LOG_WARN, "attempt_close_timeout",
+                          "attempt closed with usage missing after the close wait", "job_id",
+                          job_id, "attempt", attempt, NULL);
+            continue;
+        }
+        if (!id || !user_id)
+            continue;
+        nf_metrics_counter_add(ctx->m.refused, 1);
+        nf_log_kv(NF_LOG_WARN, "usage_refused", "usage for an attempt whose cost is final",
+                  "event_id", id, "job_id", job_id, "worker_id", nf_pg_val(res, row, "worker_id"),
+                  NULL);
+        bill_work_add_out(bw, NF_TOPIC_USAGE_DLQ, user_id,
+                          bill_usage_rebuild(id, user_id, job_id, nf_pg_val(res, row, "job_type"),
+                                             ll_or0(attempt), nf_pg_val(res, row, "worker_id"),
+                                             nf_pg_val(res, row, "meter"),
+                                             ll_or0(nf_pg_val(res, row, "quantity")),
+                                             nf_pg_val(res, row, "window_start"),
+                                             nf_pg_val(res, row, "window_end")));
+    }
+    nf_work_goto(w, st_query);
+}
+
+static void st_close(struct nf_work *w)
+{
+    struct bill_work *bw = bill_work_of(w);
+    struct bill_ctx *ctx = bill_ctx_of(w);
+    cJSON *jobs = str_array(bw->jobs, bw->njobs);
+    char *pj = nf_json_print(jobs), wait[16];
+    const char *lock_params[1] = {pj};
+    const char *params[2] = {pj, wait};
+    const struct nf_pg_stmt stmts[] = {
+        {bill_close_lock_sql, 1, lock_params},
+        {bill_close_sql, 2, params},
+    };
+
+    w->what = "close";
+    snprintf(wait, sizeof(wait), "%d", ctx->cfg->close_wait_s);
+    if (nf_pg_tx(ctx->pg, stmts, 2, on_close, w) < 0)
+        nf_work_retry(w, "could not queue the attempt close");
+    cJSON_Delete(jobs);
+    free(pj);
 }
 
 /* The month's start as RFC 3339 and as a date, for the statements' parameters. */
@@ -300,5 +433,5 @@ void bill_effects_start(struct nf_work *w)
     struct bill_work *bw = bill_work_of(w);
 
     bill_work_dedupe(bw);
-    nf_work_goto(w, (bw->njobs || bw->nusers) ? st_query : st_produce);
+    nf_work_goto(w, bw->njobs ? st_close : bw->nusers ? st_query : st_produce);
 }

@@ -33,11 +33,12 @@
 static const char budget_sql[] =
     "SELECT b.monthly_limit_micros, " BILL_TS("b.updated_at") " AS updated_at, x.meter,"
     "  p.price_micros, p.per_units, sum(x.quantity)::text AS quantity,"
+    "  " BILL_CELLS_COST " AS cost_micros,"
     "  (SELECT string_agg(a.threshold::text, ',' ORDER BY a.threshold)"
     "   FROM billing.budget_alerts a WHERE a.user_id = $1 AND a.month = $3::date) AS alerted"
     " FROM (SELECT $1::text AS user_id) u"
     " LEFT JOIN billing.budgets b ON b.user_id = u.user_id"
-    " LEFT JOIN billing.usage_hourly x ON x.user_id = u.user_id"
+    " LEFT JOIN billing.cells x ON x.user_id = u.user_id"
     "  AND x.hour >= $2::timestamptz" BILL_PRICE_AT("x.hour")
     " GROUP BY b.monthly_limit_micros, b.updated_at, x.meter, p.price_micros, p.per_units,"
     "  p.effective_from";

@@ -8,16 +8,19 @@
  *           total_usd, total_micros}               = the sum of the meter lines
  *       line = {meter, quantity, base_unit, unit, unit_size, rate, cost_usd,
  *               cost_micros, effective_from}: quantity base units at `rate` USD per
- *               `unit` of `unit_size` base units, cost = quantity x rate / unit_size
- *               rounded half up to the micro-dollar, once per line.
+ *               `unit` of `unit_size` base units; cost = the sum of the line's cells,
+ *               each cell (one job's compute meter in one hour; storage: one hour of
+ *               a job type) quantity x rate / unit_size rounded half up once. So the
+ *               costs of the jobs a period covers add up exactly to its lines.
  *   GET /internal/usage?user_id=&bucket=hour|day&meter=&job_type=&period_start=&period_end=
  *       -> {..., points: [{start, meter, quantity, cost_usd, cost_micros}]} (buckets with
  *          usage only, oldest first)
  *   GET /internal/jobs/{job_id}/cost?user_id= -> {job_id, cost_usd, cost_micros}
  *
  * Periods default to the current UTC month up to now. Usage is kept in hourly buckets: a
- * bucket counts when its hour starts in [period_start, period_end). Postgres sums the
- * quantities; the money is computed here in integers (usage.c).
+ * bucket counts when its hour starts in [period_start, period_end). Postgres prices and
+ * sums the cells (billing.cell_cost_micros, the rule of bill_cost_micros in exact numeric
+ * arithmetic); the totals are added here in integers.
  */
 #include "bill.h"
 
@@ -37,25 +40,28 @@
 #include "routes.h"
 
 /* clang-format off */
-static const char summary_sql[] =
+const char bill_summary_sql[] =
     "SELECT x.job_type, x.meter, p.unit, p.price_micros, p.per_units,"
-    "  " BILL_TS("p.effective_from") " AS effective_from, sum(x.quantity)::text AS quantity"
-    " FROM billing.usage_hourly x" BILL_PRICE_AT("x.hour")
+    "  " BILL_TS("p.effective_from") " AS effective_from, sum(x.quantity)::text AS quantity,"
+    "  " BILL_CELLS_COST " AS cost_micros"
+    " FROM billing.cells x" BILL_PRICE_AT("x.hour")
     " WHERE x.user_id = $1 AND x.hour >= $2::timestamptz AND x.hour < $3::timestamptz"
     " GROUP BY x.job_type, x.meter, p.unit, p.price_micros, p.per_units, p.effective_from"
     " ORDER BY x.meter, p.effective_from, x.job_type";
 
 static const char usage_sql[] =
     "SELECT " BILL_TS("date_trunc($4, x.hour, 'UTC')") " AS bucket, x.meter,"
-    "  p.price_micros, p.per_units, sum(x.quantity)::text AS quantity"
-    " FROM billing.usage_hourly x" BILL_PRICE_AT("x.hour")
+    "  p.price_micros, p.per_units, sum(x.quantity)::text AS quantity,"
+    "  " BILL_CELLS_COST " AS cost_micros"
+    " FROM billing.cells x" BILL_PRICE_AT("x.hour")
     " WHERE x.user_id = $1 AND x.hour >= $2::timestamptz AND x.hour < $3::timestamptz"
     "  AND ($5::text IS NULL OR x.meter = $5) AND ($6::text IS NULL OR x.job_type = $6)"
     " GROUP BY 1, x.meter, p.price_micros, p.per_units, p.effective_from"
     " ORDER BY 1, 2, p.effective_from";
 
 static const char job_cost_sql[] =
-    "SELECT x.meter, p.price_micros, p.per_units, sum(x.quantity)::text AS quantity"
+    "SELECT x.meter, p.price_micros, p.per_units, sum(x.quantity)::text AS quantity,"
+    "  " BILL_CELLS_COST " AS cost_micros"
     " FROM billing.usage_jobs x" BILL_PRICE_AT("x.hour")
     " WHERE x.job_id = $1 AND x.user_id = $2"
     " GROUP BY x.meter, p.price_micros, p.per_units, p.effective_from";
@@ -108,16 +114,13 @@ static int row_rate(const PGresult *res, int row, struct bill_rate *rate)
                : 0;
 }
 
-/* One priced line; -1 on overflow. */
-static int line_json(enum bill_meter meter, uint64_t qty, const struct bill_rate *rate,
-                     const char *unit, const char *effective_from, cJSON **out, long long *cost)
+/* One priced line: qty at rate costs cost (the sum of its cells). */
+static cJSON *line_json(enum bill_meter meter, uint64_t qty, const struct bill_rate *rate,
+                        const char *unit, const char *effective_from, long long cost)
 {
     char usd[32];
-    cJSON *o;
+    cJSON *o = nf_json_obj();
 
-    if (bill_cost_micros(qty, rate, cost) < 0)
-        return -1;
-    o = nf_json_obj();
     nf_json_add_str(o, "meter", bill_meter_name(meter));
     add_raw_u64(o, "quantity", qty);
     nf_json_add_str(o, "base_unit", bill_meter_base_unit(meter));
@@ -125,12 +128,11 @@ static int line_json(enum bill_meter meter, uint64_t qty, const struct bill_rate
     nf_json_add_int(o, "unit_size", rate->per_units);
     bill_usd_format(rate->price_micros, usd);
     nf_json_add_str(o, "rate", usd);
-    bill_usd_format(*cost, usd);
+    bill_usd_format(cost, usd);
     nf_json_add_str(o, "cost_usd", usd);
-    nf_json_add_int(o, "cost_micros", *cost);
+    nf_json_add_int(o, "cost_micros", cost);
     nf_json_add_str(o, "effective_from", effective_from);
-    *out = o;
-    return 0;
+    return o;
 }
 
 static void add_total(cJSON *o, long long micros)
@@ -160,14 +162,15 @@ static bool same_line(const PGresult *res, int a, int b)
 }
 
 /*
- * The summary body from rows ordered by meter, price version, job type. Meter lines add
- * the job types' quantities first and are priced once; job type lines are priced on
- * their own. NULL on a malformed or overflowing row (logged).
+ * The summary body from rows ordered by meter, price version, job type, each a job type
+ * line with the cost of its cells. A meter line adds its job type lines (quantities and
+ * costs: the cells are the same), the total adds the meter lines. NULL on a malformed
+ * or overflowing row (logged).
  */
 static cJSON *summary_body(const PGresult *res, const char *user_id, const struct read_req *rr)
 {
     cJSON *body = nf_json_obj(), *meters, *types, *jt[6] = {0}, *jl[6] = {0}, *line;
-    long long jt_total[6] = {0}, total = 0, cost;
+    long long jt_total[6] = {0}, total = 0, cost, sum_cost;
     int rows = PQntuples(res), row, first, t;
     enum bill_meter meter;
     struct bill_rate rate;
@@ -183,17 +186,17 @@ static cJSON *summary_body(const PGresult *res, const char *user_id, const struc
             row_rate(res, first, &rate) < 0)
             goto bad;
         sum = 0;
+        sum_cost = 0;
         for (row = first; row < rows && (row == first || same_line(res, first, row)); row++) {
             t = nf_job_type_index(nf_pg_val(res, row, "job_type"));
             if (bill_u64_parse(nf_pg_val(res, row, "quantity"), &qty) < 0 || t < 0 ||
-                sum > UINT64_MAX - qty)
+                sum > UINT64_MAX - qty || ll_val(res, row, "cost_micros", &cost) < 0 || cost < 0 ||
+                jt_total[t] > LLONG_MAX - cost || sum_cost > LLONG_MAX - cost)
                 goto bad;
             sum += qty;
-            if (line_json(meter, qty, &rate, nf_pg_val(res, row, "unit"),
-                          nf_pg_val(res, row, "effective_from"), &line, &cost) < 0 ||
-                jt_total[t] > LLONG_MAX - cost) {
-                goto bad;
-            }
+            sum_cost += cost;
+            line = line_json(meter, qty, &rate, nf_pg_val(res, row, "unit"),
+                             nf_pg_val(res, row, "effective_from"), cost);
             if (!jt[t]) {
                 jt[t] = nf_json_obj();
                 nf_json_add_str(jt[t], "job_type", nf_job_types[t]);
@@ -203,13 +206,13 @@ static cJSON *summary_body(const PGresult *res, const char *user_id, const struc
                 abort();
             jt_total[t] += cost;
         }
-        if (line_json(meter, sum, &rate, nf_pg_val(res, first, "unit"),
-                      nf_pg_val(res, first, "effective_from"), &line, &cost) < 0 ||
-            total > LLONG_MAX - cost)
+        if (total > LLONG_MAX - sum_cost)
             goto bad;
+        line = line_json(meter, sum, &rate, nf_pg_val(res, first, "unit"),
+                         nf_pg_val(res, first, "effective_from"), sum_cost);
         if (!cJSON_AddItemToArray(meters, line))
             abort();
-        total += cost;
+        total += sum_cost;
     }
     types = add_array(body, "job_types");
     for (t = 0; t < 6; t++) {
@@ -341,7 +344,7 @@ static void read_send(struct bill_ctx *ctx, struct nf_http_req *req, bool series
 
 void bill_internal_summary(struct nf_http_req *req, void *arg)
 {
-    read_send(arg, req, false, summary_sql, on_summary, "summary");
+    read_send(arg, req, false, bill_summary_sql, on_summary, "summary");
 }
 
 /* The time series body from rows ordered by bucket, meter, price version. */
@@ -350,7 +353,6 @@ static cJSON *usage_body(const PGresult *res, const char *user_id, const struct 
     cJSON *body = nf_json_obj(), *points, *o;
     int rows = PQntuples(res), row, first;
     enum bill_meter meter;
-    struct bill_rate rate;
     long long cost, sum_cost;
     uint64_t qty, sum;
     char usd[32];
@@ -376,8 +378,8 @@ static cJSON *usage_body(const PGresult *res, const char *user_id, const struct 
             if (!b || !m2 || strcmp(b, bucket) != 0 || strcmp(m2, m) != 0)
                 break;
             if (bill_u64_parse(nf_pg_val(res, row, "quantity"), &qty) < 0 ||
-                row_rate(res, row, &rate) < 0 || bill_cost_micros(qty, &rate, &cost) < 0 ||
-                sum > UINT64_MAX - qty || sum_cost > LLONG_MAX - cost)
+                ll_val(res, row, "cost_micros", &cost) < 0 || cost < 0 || sum > UINT64_MAX - qty ||
+                sum_cost > LLONG_MAX - cost)
                 goto bad;
             sum += qty;
             sum_cost += cost;

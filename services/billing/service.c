@@ -37,6 +37,8 @@ static const struct nf_cfg_opt bill_opts[] = {
      "how often usage waiting for its lease is looked at again"},
     {"NF_BILLING_LEASE_WAIT_S", NF_CFG_INT, "3600", 1, 604800, false, OFF(lease_wait_s),
      "usage whose lease is still unknown after this long is refused"},
+    {"NF_BILLING_CLOSE_WAIT_S", NF_CFG_INT, "600", 1, 604800, false, OFF(close_wait_s),
+     "an ended attempt still missing usage is closed (its cost final) after this long"},
 };
 
 /* The gateway forwards /api/billing/... here; the scheduler asks the budget. */

@@ -7,8 +7,13 @@
  *   (FOR UPDATE SKIP LOCKED: several billing copies never take the same row) and
  *       lease names the same worker and user --> recorded like any usage (rollups)
  *       another worker or user                --> refused (not_leased)
- *       still no lease                        --> refused (lease_timeout)
- *   --> effects.c: costs, alerts, the refused ones rebuilt to forge.usage.dlq
+ *       still no lease                        --> refused (lease_timeout; it still
+ *                                                 counts towards its attempt's usage)
+ *       its attempt closed meanwhile          --> refused (attempt_closed)
+ *   --> overdue: jobs with an attempt that ended NF_BILLING_CLOSE_WAIT_S ago and is still
+ *       missing usage (bill_overdue_sql, a page) join the touched jobs; effects.c closes
+ *       those attempts, so a lost usage message cannot hold a cost open for ever
+ *   --> effects.c: closes, costs, alerts, the refused ones rebuilt to forge.usage.dlq
  *   a full page --> the next sweep runs at once
  *
  * The rows leave usage_pending in the same transaction that records them, so a crash
@@ -25,6 +30,13 @@
 #include "nf_metrics.h"
 #include "nf_pg.h"
 #include "routes.h"
+
+const char bill_overdue_sql[] =
+    "SELECT DISTINCT job_id FROM billing.attempts"
+    " WHERE closed_at IS NULL AND ended_at < now() - make_interval(secs => $1::int)"
+    " LIMIT $2::int";
+
+static void st_overdue(struct nf_work *w);
 
 static long long ll(const char *s)
 {
@@ -60,9 +72,12 @@ static void on_sweep(const PGresult *res, const char *err, const char *pgcode, v
         nf_metrics_counter_add(ctx->m.refused, 1);
         nf_log_kv(
             NF_LOG_WARN, "usage_refused",
-            strcmp(verdict, "expired") == 0 ? "usage without a lease in time refused"
-                                            : "usage from a worker that did not lease the job",
+            strcmp(verdict, "expired") == 0  ? "usage without a lease in time refused"
+            : strcmp(verdict, "closed") == 0 ? "usage for an attempt whose cost is final"
+                                             : "usage from a worker that did not lease the job",
             "event_id", id, "job_id", job_id, "worker_id", nf_pg_val(res, row, "worker_id"), NULL);
+        if (strcmp(verdict, "expired") == 0 && strcmp(meter, "storage_byte_hours") != 0)
+            bill_work_add_job(bw, job_id); /* its attempt may be complete now */
         bill_work_add_out(bw, NF_TOPIC_USAGE_DLQ, user_id,
                           bill_usage_rebuild(id, user_id, job_id, nf_pg_val(res, row, "job_type"),
                                              ll(nf_pg_val(res, row, "attempt")),
@@ -72,7 +87,37 @@ static void on_sweep(const PGresult *res, const char *err, const char *pgcode, v
                                              nf_pg_val(res, row, "window_end")));
     }
     bw->sweep_full = rows >= BILL_SWEEP_PAGE;
+    nf_work_goto(w, st_overdue);
+}
+
+static void on_overdue(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct nf_work *w = arg;
+    struct bill_work *bw = bill_work_of(w);
+    int row, rows;
+
+    if (nf_work_failed(w, res, err))
+        return;
+    rows = PQntuples(res);
+    for (row = 0; row < rows; row++)
+        if (nf_pg_val(res, row, "job_id"))
+            bill_work_add_job(bw, nf_pg_val(res, row, "job_id"));
+    if (rows >= BILL_SWEEP_PAGE)
+        bw->sweep_full = true;
     bill_effects_start(w);
+}
+
+static void st_overdue(struct nf_work *w)
+{
+    struct bill_ctx *ctx = bill_ctx_of(w);
+    char wait[16], page[16];
+    const char *params[2] = {wait, page};
+
+    w->what = "overdue";
+    snprintf(wait, sizeof(wait), "%d", ctx->cfg->close_wait_s);
+    snprintf(page, sizeof(page), "%d", BILL_SWEEP_PAGE);
+    if (nf_pg_query(ctx->pg, bill_overdue_sql, 2, params, on_overdue, w) < 0)
+        nf_work_retry(w, "could not queue the overdue attempts");
 }
 
 static void st_sweep(struct nf_work *w)

@@ -246,6 +246,28 @@ int bill_usage_parse(const cJSON *ev, struct bill_usage *out, const char **why)
 }
 
 /* ------------------------------------------------------------------------------------
+ * Envelopes
+ * ------------------------------------------------------------------------------------ */
+
+cJSON *bill_usage_rebuild(const char *event_id, const char *user_id, const char *job_id,
+                          const char *job_type, long long attempt, const char *worker_id,
+                          const char *meter, long long quantity, const char *start, const char *end)
+{
+    cJSON *data = nf_json_obj();
+
+    nf_json_add_str(data, "user_id", user_id);
+    nf_json_add_str(data, "job_id", job_id);
+    nf_json_add_str(data, "job_type", job_type);
+    nf_json_add_int(data, "attempt", attempt);
+    nf_json_add_str(data, "worker_id", worker_id);
+    nf_json_add_str(data, "meter", meter);
+    nf_json_add_int(data, "quantity", quantity);
+    nf_json_add_str(data, "window_start", start);
+    nf_json_add_str(data, "window_end", end);
+    return nf_event_new("forge.usage.recorded", BILL_SOURCE, user_id, event_id, data);
+}
+
+/* ------------------------------------------------------------------------------------
  * Query parameters
  * ------------------------------------------------------------------------------------ */
 

@@ -49,6 +49,8 @@ cJSON *gw_job_new(const char *job_id, const char *job_type, const cJSON *req, ui
     if (!cJSON_AddArrayToObject(job, "artifacts"))
         abort();
     nf_json_add_str(job, "cost_usd", "0.000000");
+    if (!cJSON_AddFalseToObject(job, "cost_final"))
+        abort();
     nf_json_add_str(job, "created_at", now);
     nf_json_add_str(job, "updated_at", now);
     add_null(job, "started_at");

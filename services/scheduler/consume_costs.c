@@ -1,12 +1,20 @@
 /*
- * forge.billing.costs: the job object's cost_usd, kept up to date while the job runs.
+ * forge.billing.costs: the job object's cost_usd, kept up to date while the job runs, and
+ * its cost_final.
  *
- *   nf-billing, after committing usage, produces each touched job's total cost
- *   (forge.billing.job_cost {job_id, user_id, cost_micros}) -->
+ *   nf-billing, after committing usage or an attempt's end, produces the job's total cost
+ *   (forge.billing.job_cost {job_id, user_id, cost_micros, attempts_closed}) -->
  *   msg --parse--> malformed? log + count + done
- *       --apply--> lock the job row, then ONE statement: cost_micros = the new total when
- *                  it is larger (version + 1), returns the row --> snapshot job:<id> --> done
- *       nothing changed (an older or repeated total, an unknown job): done
+ *       --apply--> lock the job row, then ONE statement: cost_micros and
+ *                  cost_attempts_closed each = the new value when larger (version + 1),
+ *                  returns the row --> snapshot job:<id> --> done
+ *       nothing changed (older or repeated values, an unknown job): done
+ *
+ * cost_final is a generated column of sched.jobs: terminal status and
+ * cost_attempts_closed >= attempt. attempts_closed = n means billing closed attempts
+ * 1..n (it takes no more usage for them) and counted all their usage in this total; so
+ * once the job is terminal at an attempt <= n, its cost never changes again. Whichever
+ * comes last - the terminal event or the cost message - makes it final.
  *
  * Why this way: billing is the only one that knows when a job's usage is committed and
  * what it costs (price book, rounding), and the scheduler is the only writer of the job
@@ -41,9 +49,11 @@ static const char lock_sql[] = "SELECT 1 FROM sched.jobs WHERE job_id = $1 FOR U
 /* clang-format off */
 const char sched_costs_sql[] =
     "WITH upd AS ("
-    " UPDATE sched.jobs SET cost_micros = $3::bigint, updated_at = now(),"
-    "  version = version + 1"
-    " WHERE job_id = $1 AND user_id = $2 AND cost_micros < $3::bigint"
+    " UPDATE sched.jobs SET cost_micros = greatest(cost_micros, $3::bigint),"
+    "  cost_attempts_closed = greatest(cost_attempts_closed, $4::int),"
+    "  updated_at = now(), version = version + 1"
+    " WHERE job_id = $1 AND user_id = $2"
+    "  AND (cost_micros < $3::bigint OR cost_attempts_closed < $4::int)"
     " RETURNING *"
     ")"
     " SELECT " SCHED_JOB_COLS("r.") ","
@@ -53,7 +63,7 @@ const char sched_costs_sql[] =
 
 struct cost_work {
     struct nf_work w;
-    char job_id[NF_ID_MAX], user_id[NF_ID_MAX], micros[24];
+    char job_id[NF_ID_MAX], user_id[NF_ID_MAX], micros[24], closed[24];
     struct sched_snap snap;
 };
 
@@ -105,7 +115,7 @@ static void on_apply(const PGresult *res, const char *err, const char *pgcode, v
 static void st_apply(struct nf_work *w)
 {
     struct cost_work *cw = (struct cost_work *)w;
-    const char *params[SCHED_COSTS_NPARAMS] = {cw->job_id, cw->user_id, cw->micros};
+    const char *params[SCHED_COSTS_NPARAMS] = {cw->job_id, cw->user_id, cw->micros, cw->closed};
     const char *lock_params[1] = {cw->job_id};
     const struct nf_pg_stmt stmts[] = {
         {lock_sql, 1, lock_params},
@@ -132,7 +142,7 @@ void sched_costs_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg)
 {
     const char *type = NULL, *subject = NULL, *why = "payload is not a JSON object";
     const char *job_id, *user_id;
-    const cJSON *data, *micros;
+    const cJSON *data, *micros, *closed;
     struct cost_work *cw;
     cJSON *ev = nf_json_parse(msg->payload, msg->len);
 
@@ -152,11 +162,21 @@ void sched_costs_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg)
         cJSON_Delete(ev);
         return;
     }
+    /* absent (an older billing): nothing said about closed attempts */
+    closed = cJSON_GetObjectItemCaseSensitive(data, "attempts_closed");
+    if (closed &&
+        (!cJSON_IsNumber(closed) || closed->valuedouble < 0 || closed->valuedouble > 1000 ||
+         floor(closed->valuedouble) != closed->valuedouble)) {
+        malformed(ctx, msg, "attempts_closed must be an integer from 0 to 1000");
+        cJSON_Delete(ev);
+        return;
+    }
     cw = (struct cost_work *)nf_work_new(&ctx->work, msg, sizeof(*cw));
     cw->w.dtor = cost_dtor;
     snprintf(cw->job_id, sizeof(cw->job_id), "%s", job_id);
     snprintf(cw->user_id, sizeof(cw->user_id), "%s", user_id);
     snprintf(cw->micros, sizeof(cw->micros), "%.0f", micros->valuedouble);
+    snprintf(cw->closed, sizeof(cw->closed), "%.0f", closed ? closed->valuedouble : 0.0);
     cJSON_Delete(ev);
     nf_work_start(&cw->w, NULL, st_apply);
 }

@@ -260,6 +260,7 @@ void sched_job_from_row(const PGresult *res, int row, struct sched_job *job)
     job->worker_id = nf_pg_val(res, row, "worker_id");
     job->progress = nf_pg_val(res, row, "progress");
     job->cost_micros = nf_pg_val(res, row, "cost_micros");
+    job->cost_final = nf_pg_val(res, row, "cost_final");
     job->version = nf_pg_val(res, row, "version");
     job->created_at = nf_pg_val(res, row, "created_at");
     job->updated_at = nf_pg_val(res, row, "updated_at");
@@ -349,6 +350,8 @@ cJSON *sched_job_json(const struct sched_job *job)
     add_item(o, "artifacts", cJSON_Parse(job->artifacts ? job->artifacts : "[]"));
     sched_usd_format(int_or(job->cost_micros, 0), usd);
     nf_json_add_str(o, "cost_usd", usd);
+    add_item(o, "cost_final",
+             cJSON_CreateBool(job->cost_final && strcmp(job->cost_final, "t") == 0));
     nf_json_add_str(o, "created_at", job->created_at);
     nf_json_add_str(o, "updated_at", job->updated_at);
     nf_json_add_str(o, "started_at", job->started_at);

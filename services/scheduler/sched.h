@@ -261,6 +261,7 @@ struct sched_job {
     const char *params, *metadata, *labels, *result, *error; /* JSON texts */
     const char *priority, *attempt, *max_attempts, *timeout_seconds, *gpu_type, *gpu_count;
     const char *worker_id, *progress, *cost_micros, *version;
+    const char *cost_final; /* "t" / "f" */
     const char *created_at, *updated_at, *started_at, *finished_at;
     const char *artifacts;
 };
@@ -313,6 +314,7 @@ void sched_snap_clear(struct sched_snap *s);
     p "result::text AS result, "                                                           \
     p "error::text AS error, "                                                             \
     p "cost_micros AS cost_micros, "                                                       \
+    p "cost_final AS cost_final, "                                                         \
     p "version AS version, "                                                               \
     SCHED_TS(p "created_at") " AS created_at, "                                            \
     SCHED_TS(p "updated_at") " AS updated_at, "                                            \
@@ -390,8 +392,9 @@ bool sched_redis_failed(struct nf_work *w, const redisReply *reply, int want);
 /* ------------------------------------------------------------------------------------
  * The consumers' statements and pure parts (consume_*.c, storage_meter.c, budget.c)
  * ------------------------------------------------------------------------------------ */
-/* forge.billing.costs: the statement that keeps a job's cost when larger. */
-#define SCHED_COSTS_NPARAMS 3
+/* forge.billing.costs: the statement that keeps a job's cost and its closed attempts when
+ * larger: $1 job, $2 user, $3 cost micros, $4 attempts closed. */
+#define SCHED_COSTS_NPARAMS 4
 extern const char sched_costs_sql[];
 /* Byte-hours of `bytes` stored for `ms` milliseconds, rounded down (pure). */
 long long sched_storage_byte_hours(long long bytes, long long ms);

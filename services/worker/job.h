@@ -64,6 +64,9 @@ struct wk_job {
     char last_stderr[512];
     int malformed, logs, logs_dropped, stderr_lines;
     uint64_t started_ms, exited_ms;
+    /* forge.usage events published for this attempt: its terminal event says how many, so
+     * billing knows when it holds them all */
+    long long usage_events;
     long long window; /* index of the open GPU usage window */
     int held;         /* reliable messages not yet delivered */
     bool finished;    /* terminal event queued */

@@ -67,6 +67,7 @@ static void emit_usage(struct wk_job *job, const char *meter, long long quantity
     char *payload = wk_usage_event(&u, ctx->source);
     wk_publish(ctx, job, NF_TOPIC_USAGE, job->user_id, payload);
     free(payload);
+    job->usage_events++;
 }
 
 static void on_window(evutil_socket_t fd, short what, void *arg)
@@ -207,10 +208,22 @@ void wk_report_stdout_line(struct wk_job *job, const char *line, size_t len)
 
 /* ---- outcome -------------------------------------------------------------------------------- */
 
+/*
+ * The data of a terminal event (succeeded, failed, cancelled): also usage_events, how many
+ * forge.usage events this attempt published. Billing closes the attempt once it holds that
+ * many, and only then calls the job's cost final (internals.md, "Final costs").
+ */
+static cJSON *terminal_data(const struct wk_job *job, const char *status)
+{
+    cJSON *data = wk_report_event_data(job, status);
+    nf_json_add_int(data, "usage_events", job->usage_events);
+    return data;
+}
+
 static void report_failed(struct wk_job *job, const char *klass, const char *code,
                           const char *message)
 {
-    cJSON *data = wk_report_event_data(job, "failed");
+    cJSON *data = terminal_data(job, "failed");
     cJSON *error = nf_json_obj();
     nf_json_add_str(error, "code", code);
     nf_json_add_str(error, "message", message);
@@ -239,7 +252,7 @@ static void report_succeeded(struct wk_job *job)
         }
         cJSON_AddItemToArray(records, rec);
     }
-    cJSON *data = wk_report_event_data(job, "succeeded");
+    cJSON *data = terminal_data(job, "succeeded");
     cJSON_AddItemToObject(data, "result", job->result ? job->result : cJSON_CreateNull());
     job->result = NULL; /* owned by data */
     cJSON_AddItemToObject(data, "artifacts", records);
@@ -259,7 +272,7 @@ static void report_outcome(struct wk_job *job)
                   "job_id", job->job_id, NULL);
     } else if (job->stop == WK_STOP_CANCEL) {
         nf_log_kv(NF_LOG_INFO, "job_cancelled", "job cancelled", "job_id", job->job_id, NULL);
-        wk_report_event(job, "forge.job.cancelled", wk_report_event_data(job, "cancelled"), true);
+        wk_report_event(job, "forge.job.cancelled", terminal_data(job, "cancelled"), true);
     } else if (job->stop == WK_STOP_TIMEOUT) {
         snprintf(msg, sizeof(msg), "handler exceeded timeout_seconds=%lld", job->timeout_s);
         report_failed(job, "timeout", "timeout", msg);

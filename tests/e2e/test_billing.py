@@ -3,7 +3,10 @@
 The expected figures are computed here from what went over Kafka (the EventLog keeps
 every forge.usage event) and the product's price book, never read back from billing:
     GPU $2.50/hour, input tokens $10/1M, output tokens $30/1M, storage $0.02/GB-month,
-    cost of a line = round_half_up(quantity x price_micros / per_units) micro-USD.
+    cost of a cell = round_half_up(quantity x price_micros / per_units) micro-USD, where a
+    cell is one job's quantity of one compute meter in one UTC hour (storage: one job
+    type's in one hour); a job's cost and every line add up whole cells, so the jobs of a
+    period add up exactly to its lines.
 """
 import calendar
 import json
@@ -36,9 +39,19 @@ CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
 def cost_micros(quantity, price_micros, per_units):
-    """The documented rounding rule: half up, once per line, exact integers."""
+    """The documented rounding rule: half up, once per cell, exact integers."""
     q, r = divmod(quantity * price_micros, per_units)
     return q + (1 if 2 * r >= per_units else 0)
+
+
+def cells_cost(cells):
+    """{meter: (quantity, cost)} of cells {(job, meter, hour): quantity}: each cell priced
+    and rounded once, the cells added up."""
+    out = {}
+    for (_, meter, _), q in cells.items():
+        tq, tc = out.get(meter, (0, 0))
+        out[meter] = (tq + q, tc + cost_micros(q, *PRICES[meter][:2]))
+    return out
 
 
 def usd(micros):
@@ -145,8 +158,24 @@ def usage_sums(events, job_ids):
     return sums
 
 
-def job_cost(sums):
-    return sum(cost_micros(q, *PRICES[m][:2]) for m, q in sums.items() if m in COMPUTE)
+def usage_cells(events, job_ids):
+    """Quantity per cell (job, meter, UTC hour of the window start) of the compute usage of
+    these jobs (each event id once)."""
+    seen, cells = set(), {}
+    for e in logged_events(events, lambda e: e["type"] == "forge.usage.recorded"
+                           and e["data"]["job_id"] in job_ids
+                           and e["data"]["meter"] in COMPUTE):
+        if e["id"] in seen:
+            continue
+        seen.add(e["id"])
+        d = e["data"]
+        key = (d["job_id"], d["meter"], d["window_start"][:13])
+        cells[key] = cells.get(key, 0) + d["quantity"]
+    return cells
+
+
+def job_cost(cells):
+    return sum(c for _, c in cells_cost(cells).values())
 
 
 # --------------------------------------------------------------------------- HTTP helpers
@@ -175,11 +204,15 @@ def check_line(line):
     price, per, unit = PRICES[line["meter"]]
     assert line["unit"] == unit and line["unit_size"] == per, line
     assert line["rate"] == usd(price), line
-    assert line["cost_micros"] == cost_micros(line["quantity"], price, per), line
     assert line["cost_usd"] == usd(line["cost_micros"]), line
+    # a sum of cells each rounded once: within half a micro-dollar per cell of the line
+    # priced as a whole, never below zero
+    assert line["cost_micros"] >= 0, line
 
 
-def check_summary_arithmetic(body):
+def check_summary_arithmetic(body, cells=None):
+    """The lines add up (quantities and costs: job type lines to meter lines, meter lines
+    to the total); with cells, each compute meter line is exactly their cost."""
     for line in body["meters"]:
         check_line(line)
     assert body["total_micros"] == sum(l["cost_micros"] for l in body["meters"])
@@ -188,10 +221,17 @@ def check_summary_arithmetic(body):
     for jt in body["job_types"]:
         for line in jt["lines"]:
             check_line(line)
-            per_meter[line["meter"]] = per_meter.get(line["meter"], 0) + line["quantity"]
+            q, c = per_meter.get(line["meter"], (0, 0))
+            per_meter[line["meter"]] = (q + line["quantity"], c + line["cost_micros"])
         assert jt["total_micros"] == sum(l["cost_micros"] for l in jt["lines"])
         assert jt["total_usd"] == usd(jt["total_micros"])
-    assert per_meter == meter_quantities(body), "job type lines add up to the meter lines"
+    meters = {}
+    for line in body["meters"]:
+        q, c = meters.get(line["meter"], (0, 0))
+        meters[line["meter"]] = (q + line["quantity"], c + line["cost_micros"])
+    assert per_meter == meters, "job type lines add up to the meter lines, costs too"
+    if cells is not None:
+        assert compute_totals(body) == cells_cost(cells)
 
 
 # --------------------------------------------------------------------------- stack control
@@ -229,6 +269,7 @@ class Synthetic:
         self.jobs = [(ulid("job"), ulid("wrk")) for _ in range(njobs)]
         self.job_type = job_type
         self.sent = {}
+        self.cells = {}  # (job, meter, hour) -> quantity of what send() sent
         self.window = 0
         for job_id, worker_id in self.jobs:
             produce(producer, "forge.jobs.events", job_id, envelope(
@@ -255,7 +296,14 @@ class Synthetic:
         _, value = self.event(i, meter, quantity)
         produce(self.producer, "forge.usage", self.user_id, value)
         self.sent[meter] = self.sent.get(meter, 0) + quantity
+        d = json.loads(value)["data"]
+        key = (d["job_id"], meter, d["window_start"][:13])
+        self.cells[key] = self.cells.get(key, 0) + quantity
         return value
+
+    def want(self):
+        """{meter: (quantity, cost)} of everything send() sent."""
+        return cells_cost(self.cells)
 
 
 # =========================================================================== the tests
@@ -298,7 +346,7 @@ def test_every_summary_line_is_quantity_times_rate(api, events, billed):
         return body if got == {m: q for m, q in expected.items() if m in COMPUTE} else None
 
     body = poll("summary matching the usage sent", settled)
-    check_summary_arithmetic(body)
+    check_summary_arithmetic(body, usage_cells(events, billed["ids"]))
     assert body["user_id"] == billed["user_id"]
     assert body["currency"] == "USD"
     assert {jt["job_type"] for jt in body["job_types"]} >= {"generate", "audit", "evaluate",
@@ -306,28 +354,69 @@ def test_every_summary_line_is_quantity_times_rate(api, events, billed):
     assert body["period_start"].endswith("-01T00:00:00.000Z"), "defaults to this month"
 
 
+def final_job(api, job_id, key, timeout=45):
+    """The job once its cost is final (cost_final), which follows its end within moments."""
+    return poll(f"cost_final of {job_id}",
+                lambda: (lambda j: j if j["cost_final"] else None)(
+                    api.get_job(job_id, key=key).json()), timeout=timeout)
+
+
 def test_job_cost_usd_follows_its_usage(api, events, billed):
     for job in billed["jobs"]:
-        want = usd(job_cost(usage_sums(events, {job["job_id"]})))
-        poll(f"cost_usd of {job['job_id']} = {want}",
-             lambda: api.get_job(job["job_id"], key=billed["key"]).json()["cost_usd"] == want)
+        final = final_job(api, job["job_id"], billed["key"])
+        # final: the whole of its usage is priced, so it equals what went over Kafka
+        assert final["cost_usd"] == usd(job_cost(usage_cells(events, {job["job_id"]})))
+
+
+def test_job_costs_add_up_to_the_summary(api, events):
+    """A fresh user's jobs, each with its own GPU time and tokens: the sum of their final
+    cost_usd is exactly the summary's compute lines, per meter-wide total and per job type,
+    for a period that covers them (rounding is per cell, so no micro-dollar goes astray)."""
+    user_id, key = new_user("addup")
+    ids = []
+    for n in (3, 7, 11, 19, 23, 29):
+        resp = api.submit("generate", {"domain": "law", "num_samples": n, "seed": n}, key=key)
+        assert resp.status_code == 202, resp.text
+        ids.append(resp.json()["job_id"])
+    jobs = [final_job(api, j, key, timeout=120) for j in ids]
+    assert all(j["status"] == "succeeded" for j in jobs), jobs
+    now = time.time()
+    body = summary(api, key,
+                   period_start=time.strftime("%Y-%m-%d", time.gmtime(now - 2 * 86400)),
+                   period_end=time.strftime("%Y-%m-%d", time.gmtime(now + 2 * 86400)))
+    check_summary_arithmetic(body, usage_cells(events, set(ids)))
+    micros = lambda j: int(j["cost_usd"].replace(".", ""))  # noqa: E731
+    lines = sum(c for _, c in compute_totals(body).values())
+    assert sum(micros(j) for j in jobs) == lines > 0
+    [gen] = [jt for jt in body["job_types"] if jt["job_type"] == "generate"]
+    assert sum(micros(j) for j in jobs) == sum(l["cost_micros"] for l in gen["lines"]
+                                               if l["meter"] in COMPUTE)
+    # and the same figures stay: final means final
+    time.sleep(1)
+    assert [api.get_job(j, key=key).json()["cost_usd"] for j in ids] == [
+        j["cost_usd"] for j in jobs]
 
 
 def test_usage_series_adds_up_and_filters(api, billed):
-    total = meter_quantities(summary(api, billed["key"]))
+    body = summary(api, billed["key"])
+    total = meter_quantities(body)
+    line_costs = {m: c for m, (_, c) in compute_totals(body).items()}
     for bucket in ("hour", "day"):
         resp = api.call("GET", "/api/billing/usage", key=billed["key"], params={"bucket": bucket})
         assert resp.status_code == 200, resp.text
         body = resp.json()
         assert body["bucket"] == bucket and body["meter"] is None
         sums = {}
+        costs = {}
         for p in body["points"]:
             sums[p["meter"]] = sums.get(p["meter"], 0) + p["quantity"]
-            price, per, _ = PRICES[p["meter"]]
-            assert p["cost_micros"] == cost_micros(p["quantity"], price, per), p
+            costs[p["meter"]] = costs.get(p["meter"], 0) + p["cost_micros"]
+            assert p["cost_usd"] == usd(p["cost_micros"]), p
             assert p["start"].endswith(":00:00.000Z" if bucket == "hour" else "T00:00:00.000Z")
         for meter in COMPUTE:
             assert sums.get(meter, 0) == total.get(meter, 0), (bucket, meter)
+            # points add up whole cells too, so they add up to the line exactly
+            assert costs.get(meter, 0) == line_costs.get(meter, 0), (bucket, meter)
     resp = api.call("GET", "/api/billing/usage", key=billed["key"],
                     params={"meter": "gpu_ms", "job_type": "deploy", "bucket": "day"})
     body = resp.json()
@@ -441,9 +530,7 @@ def test_refused_and_malformed_usage_go_to_the_dead_letter_topic(api, producer, 
     syn.send(0, "output_tokens", 77)
     producer.flush(30)
 
-    want = {m: q for m, q in syn.sent.items()}
-    poll("good usage after the bad", lambda: compute_totals(summary(api, key)) == {
-        m: (q, cost_micros(q, *PRICES[m][:2])) for m, q in want.items()})
+    poll("good usage after the bad", lambda: compute_totals(summary(api, key)) == syn.want())
     dlq = Consumer({"bootstrap.servers": env("NF_TEST_KAFKA_BROKERS"),
                     "group.id": f"e2e-dlq-{marker}", "auto.offset.reset": "earliest"})
     dlq.subscribe(["forge.usage.dlq"])
@@ -460,8 +547,7 @@ def test_refused_and_malformed_usage_go_to_the_dead_letter_topic(api, producer, 
     dlq.close()
     assert found == expect, f"missing from forge.usage.dlq: {expect - found}"
     wait_caught_up()
-    assert compute_totals(summary(api, key)) == {
-        m: (q, cost_micros(q, *PRICES[m][:2])) for m, q in want.items()}
+    assert compute_totals(summary(api, key)) == syn.want()
 
 
 def test_replay_from_the_beginning_changes_no_total(api, billed, tmp_path):
@@ -539,7 +625,7 @@ def test_billing_killed_mid_stream_ends_with_the_same_totals(api, producer):
         stop.set()
         t.join(60)
     assert sent["n"] >= 200
-    want = {m: (q, cost_micros(q, *PRICES[m][:2])) for m, q in syn.sent.items()}
+    want = syn.want()
     poll("totals after the restart", lambda: compute_totals(summary(api, key)) == want,
          timeout=90)
     wait_caught_up()
@@ -602,6 +688,8 @@ def test_over_budget_users_cannot_dispatch(api, events):
     assert done["status"] == "failed", done
     assert done["error"]["code"] == "budget_exceeded" and done["error"]["class"] == "user_error"
     assert done["cost_usd"] == "0.000000" and done["worker_id"] is None
+    # it never ran: billing closes its attempt on the refusal, so its cost is final at 0
+    assert final_job(api, job_id, key)["cost_usd"] == "0.000000"
     failed = events.wait_for(job_id, "forge.job.failed")
     assert failed[0]["data"]["error"]["code"] == "budget_exceeded"
     assert not [e for t, e in events.for_job(job_id) if t.startswith("forge.jobs.")

@@ -207,6 +207,18 @@ def test_generate_wait_and_result(done_job):
     assert art["bytes"] > 0 and len(art["sha256"]) == 64
 
 
+def test_wait_returns_the_final_cost(client, done_job):
+    """wait() returned the job with its cost final: every usage event of it priced, so
+    the figure is not 0 and never changes afterwards."""
+    assert done_job["cost_final"] is True
+    assert decimal.Decimal(done_job["cost_usd"]) > 0, done_job
+    time.sleep(1.5)
+    again = client.get_job(done_job["job_id"])
+    assert again["cost_usd"] == done_job["cost_usd"] and again["cost_final"] is True
+    listed = next(j for j in client.iter_jobs() if j["job_id"] == done_job["job_id"])
+    assert listed["cost_usd"] == done_job["cost_usd"] and listed["cost_final"] is True
+
+
 def test_every_job_type_through_the_sdk(client, contract, dataset_uri):
     jobs = [
         client.audit(dataset_uri=dataset_uri),
@@ -527,4 +539,7 @@ def test_demo_script(base_url, sdk_key):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Job ID: job_" in proc.stdout and "Status: " in proc.stdout
     assert "succeeded" in proc.stdout and "Result:" in proc.stdout
+    # the final cost, not the $0 of a cost that billing had not priced yet
+    cost = re.search(r"^Cost: +\$(\d+\.\d{6})$", proc.stdout, re.M)
+    assert cost and decimal.Decimal(cost.group(1)) > 0, proc.stdout
 

@@ -29,6 +29,8 @@ __all__ = ["NexaForgeClient", "JOB_TYPES", "TERMINAL_STATUSES", "DEFAULT_BASE_UR
 DEFAULT_BASE_URL = "http://localhost:8000"
 JOB_TYPES = ("generate", "audit", "distill", "train", "evaluate", "deploy")
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled", "dead_lettered"})
+# How often wait() polls a terminal job whose cost is not final yet.
+_COST_POLL_S = 0.2
 
 Job = Dict[str, Any]
 Page = Dict[str, Any]
@@ -283,14 +285,21 @@ class NexaForgeClient:
 
     def wait(self, job_id: JobRef, timeout: Optional[float] = None, poll_interval: float = 1.0,
              *, raise_on_failure: bool = True,
-             on_update: Optional[Callable[[Job], None]] = None) -> Job:
+             on_update: Optional[Callable[[Job], None]] = None,
+             final_cost: bool = True) -> Job:
         """Polls the job until it reaches a terminal state and returns it.
+
+        With ``final_cost`` (the default) it also waits until the job's cost is final
+        (``cost_final`` true: billing has priced every usage event of every attempt), so
+        the returned ``cost_usd`` is what the job costs; that takes a moment after the
+        terminal state, and the job is polled more often meanwhile. A server that does
+        not send ``cost_final`` is taken as final.
 
         Raises :class:`~nexa_forge.JobFailedError` (with ``.job``) when it ends
         ``failed``, ``cancelled`` or ``dead_lettered`` (unless ``raise_on_failure`` is
         False), and :class:`~nexa_forge.WaitTimeoutError` after ``timeout`` seconds
-        (None = no limit). ``on_update`` is called with the job whenever its status or
-        progress changes.
+        (None = no limit), also when the job ended but its cost is not final by then.
+        ``on_update`` is called with the job whenever its status or progress changes.
         """
         if poll_interval <= 0:
             raise ValueError("poll_interval must be > 0")
@@ -304,11 +313,13 @@ class NexaForgeClient:
             if on_update is not None and state != seen:
                 on_update(job)
             seen = state
-            if job.get("status") in TERMINAL_STATUSES:
-                if raise_on_failure and job.get("status") != "succeeded":
-                    raise errors.JobFailedError(job)
-                return job
             pause = poll_interval
+            if job.get("status") in TERMINAL_STATUSES:
+                if not final_cost or job.get("cost_final", True) is not False:
+                    if raise_on_failure and job.get("status") != "succeeded":
+                        raise errors.JobFailedError(job)
+                    return job
+                pause = min(poll_interval, _COST_POLL_S)  # the cost follows within moments
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:

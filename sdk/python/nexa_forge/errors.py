@@ -151,7 +151,11 @@ class WaitTimeoutError(NexaForgeError):
 
     def __init__(self, job_id: str, timeout: float, job: Optional[Dict[str, Any]]) -> None:
         status = job.get("status") if job else None
-        super().__init__(f"job {job_id} did not finish within {timeout:g}s (last status: {status})")
+        what = f"last status: {status}"
+        if job and job.get("cost_final") is False and status in (
+                "succeeded", "failed", "cancelled", "dead_lettered"):
+            what += ", cost not final yet"
+        super().__init__(f"job {job_id} did not finish within {timeout:g}s ({what})")
         self.job_id = job_id
         self.job = job
 

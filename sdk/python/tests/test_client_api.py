@@ -5,6 +5,7 @@ import datetime as dt
 import hashlib
 import json
 import pathlib
+import time
 
 import pytest
 
@@ -184,6 +185,53 @@ def test_wait_raises_when_the_job_does_not_succeed(api, client, status):
 def test_wait_can_return_failed_jobs(api, client):
     api.on("GET", f"/api/jobs/{JID}", Reply(200, job(status="failed")))
     assert client.wait(JID, raise_on_failure=False)["status"] == "failed"
+
+
+def test_wait_waits_for_the_final_cost(api, client):
+    api.on("GET", f"/api/jobs/{JID}", Reply(200, job(status="running", cost_final=False)),
+           Reply(200, job(status="succeeded", progress=1, cost_final=False)),
+           Reply(200, job(status="succeeded", progress=1, cost_usd="0.000010",
+                          cost_final=False)),
+           Reply(200, job(status="succeeded", progress=1, cost_usd="0.137120",
+                          cost_final=True)))
+    seen = []
+    final = client.wait(JID, poll_interval=0.01, on_update=lambda j: seen.append(j["status"]))
+    assert final["cost_usd"] == "0.137120" and final["cost_final"] is True
+    assert seen == ["running", "succeeded"], "the cost alone is no status change"
+    assert len(api.calls()) == 4
+
+
+def test_wait_polls_a_finished_job_quickly_for_its_cost(api, client):
+    api.on("GET", f"/api/jobs/{JID}", Reply(200, job(status="succeeded", cost_final=False)),
+           Reply(200, job(status="succeeded", cost_usd="0.000001", cost_final=True)))
+    t0 = time.monotonic()
+    final = client.wait(JID, poll_interval=30)
+    assert final["cost_final"] is True
+    assert time.monotonic() - t0 < 5, "not the 30 s poll interval"
+
+
+def test_wait_raises_failed_jobs_with_their_final_cost(api, client):
+    err = {"code": "handler_failed", "message": "exit 1", "class": "user_error"}
+    api.on("GET", f"/api/jobs/{JID}", Reply(200, job(status="failed", error=err,
+                                                     cost_final=False)),
+           Reply(200, job(status="failed", error=err, cost_usd="0.000042", cost_final=True)))
+    with pytest.raises(nexa_forge.JobFailedError) as info:
+        client.wait(JID, poll_interval=0.01)
+    assert info.value.job["cost_usd"] == "0.000042"
+
+
+def test_wait_can_skip_the_final_cost(api, client):
+    api.on("GET", f"/api/jobs/{JID}", Reply(200, job(status="succeeded", cost_final=False)))
+    assert client.wait(JID, final_cost=False)["cost_final"] is False
+    assert len(api.calls()) == 1
+
+
+def test_wait_times_out_on_a_cost_that_is_never_final(api, client):
+    api.on("GET", f"/api/jobs/{JID}", Reply(200, job(status="succeeded", cost_final=False)))
+    with pytest.raises(nexa_forge.WaitTimeoutError) as info:
+        client.wait(JID, timeout=0.3, poll_interval=0.05)
+    assert info.value.job["status"] == "succeeded"
+    assert "cost not final" in str(info.value)
 
 
 def test_wait_times_out(api, client):

@@ -178,13 +178,14 @@ static void test_alert_id_and_event(void **state)
     assert_int_equal(nf_json_int(data, "percent_used", 0), 85);
     cJSON_Delete(ev);
 
-    ev = bill_cost_event("job_1", "usr_1", 2537020);
+    ev = bill_cost_event("job_1", "usr_1", 2537020, 2);
     assert_string_equal(nf_json_str(ev, "type"), "forge.billing.job_cost");
     assert_string_equal(nf_json_str(ev, "subject"), "job_1");
     data = cJSON_GetObjectItemCaseSensitive(ev, "data");
     assert_int_equal(nf_json_int(data, "cost_micros", 0), 2537020);
     assert_string_equal(nf_json_str(data, "cost_usd"), "2.537020");
     assert_string_equal(nf_json_str(data, "user_id"), "usr_1");
+    assert_int_equal(nf_json_int(data, "attempts_closed", -1), 2);
     cJSON_Delete(ev);
 }
 

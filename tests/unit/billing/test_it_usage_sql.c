@@ -6,7 +6,13 @@
  *     usage before its lease parked and later recorded (or refused) by the sweep;
  *   - platform storage (no worker) needs no lease;
  *   - usage_jobs follows the compute meters only;
- *   - the effects query prices jobs and budgets; the seeded price book matches the header.
+ *   - the effects query prices jobs and budgets; the seeded price book matches the header;
+ *   - attempts: an ended attempt closes when its usage is complete, at once without a
+ *     count, after the close wait otherwise; a closed attempt refuses new usage (also the
+ *     pending kind) but not redeliveries; the effects query says which attempts are closed;
+ *   - money is priced per cell (a job's meter in an hour) in SQL exactly as
+ *     bill_cost_micros does, so a user's job costs add up to the summary's lines even where
+ *     pricing each line once would not.
  * Skips cleanly without a database.
  */
 #include <setjmp.h>
@@ -62,8 +68,9 @@ static void ids_new(struct ids *x)
 
 /* One usage event of x's job, built and validated through the real parser; worker NULL:
  * platform storage. Appended to arr (the batch statement's $1). */
-static void add_event(cJSON *arr, const struct ids *x, const char *tag, const char *worker,
-                      const char *meter, long long q, const char *start, const char *end)
+static void add_event_at(cJSON *arr, const struct ids *x, const char *tag, const char *worker,
+                         int attempt, const char *meter, long long q, const char *start,
+                         const char *end)
 {
     char buf[1024], id[96], wk[96];
     const char *why = NULL;
@@ -78,14 +85,20 @@ static void add_event(cJSON *arr, const struct ids *x, const char *tag, const ch
     snprintf(buf, sizeof(buf),
              "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"t\","
              "\"type\":\"forge.usage.recorded\",\"subject\":\"%s\",\"data\":{\"user_id\":\"%s\","
-             "\"job_id\":\"%s\",\"job_type\":\"train\",\"attempt\":1,%s\"meter\":\"%s\","
+             "\"job_id\":\"%s\",\"job_type\":\"train\",\"attempt\":%d,%s\"meter\":\"%s\","
              "\"quantity\":%lld,\"window_start\":\"%s\",\"window_end\":\"%s\"}}",
-             id, x->user, x->user, x->job, wk, meter, q, start, end);
+             id, x->user, x->user, x->job, attempt, wk, meter, q, start, end);
     ev = cJSON_Parse(buf);
     if (bill_usage_parse(ev, &u, &why) < 0)
         fail_msg("usage does not parse: %s", why);
     cJSON_AddItemToArray(arr, bill_usage_json(&u));
     cJSON_Delete(ev);
+}
+
+static void add_event(cJSON *arr, const struct ids *x, const char *tag, const char *worker,
+                      const char *meter, long long q, const char *start, const char *end)
+{
+    add_event_at(arr, x, tag, worker, 1, meter, q, start, end);
 }
 
 /* Runs the batch statement on arr (consumed); returns "verdict,verdict,..." in id order. */
@@ -294,8 +307,282 @@ static void test_effects_query(void **state)
     assert_int_equal(bill_rows_cost(res, ufirst, ulast, &total), 0);
     /* the month's spending includes storage (and only this month's hours) */
     assert_int_equal(total, 2500000 + 37020 + 27);
-    assert_string_equal(PQgetvalue(res, ufirst, 7), "50000");
+    assert_string_equal(PQgetvalue(res, ufirst, PQfnumber(res, "limit_micros")), "50000");
     PQclear(res);
+}
+
+/* An attempt's end as consume_events.c records it; count NULL: ended by the platform. */
+static void end_attempt(const struct ids *x, const char *attempt, const char *count)
+{
+    const char *p[BILL_ATTEMPT_NPARAMS] = {x->job, attempt, x->user, count};
+
+    nf_test_pg_exec(conn, bill_attempt_sql, BILL_ATTEMPT_NPARAMS, p);
+}
+
+/* The close transaction of effects.c for x's job; returns "kind:attempt:why|event,...". */
+static char *close_job(const struct ids *x, const char *wait)
+{
+    char jobs[128], out[1024] = "";
+    const char *p[2] = {jobs, wait};
+    PGresult *res;
+    int i;
+
+    snprintf(jobs, sizeof(jobs), "[\"%s\"]", x->job);
+    nf_test_pg_exec(conn, "BEGIN", 0, NULL);
+    nf_test_pg_exec(conn, bill_close_lock_sql, 1, p);
+    res = nf_test_pg_run(conn, bill_close_sql, 2, p);
+    nf_test_pg_exec(conn, "COMMIT", 0, NULL);
+    for (i = 0; i < PQntuples(res); i++) {
+        char item[160];
+
+        snprintf(item, sizeof(item), "%s%s:%s:%s", i ? "," : "", PQgetvalue(res, i, 0),
+                 PQgetvalue(res, i, 2),
+                 PQgetisnull(res, i, 3) ? PQgetvalue(res, i, 4) : PQgetvalue(res, i, 3));
+        strcat(out, item);
+    }
+    PQclear(res);
+    return strdup(out);
+}
+
+static void expect_close(const struct ids *x, const char *wait, const char *want)
+{
+    char *got = close_job(x, wait);
+
+    assert_string_equal(got, want);
+    free(got);
+}
+
+/* The effects query's job row for x: "user cost attempts_closed". */
+static char *job_effect(const struct ids *x)
+{
+    char jobs[128], out[256];
+    const char *p[4] = {jobs, "[]", "2026-11-01T00:00:00Z", "2026-11-01"};
+    PGresult *res;
+    long long total;
+
+    snprintf(jobs, sizeof(jobs), "[\"%s\"]", x->job);
+    res = nf_test_pg_run(conn, bill_effects_sql, 4, p);
+    assert_true(PQntuples(res) >= 1);
+    assert_int_equal(bill_rows_cost(res, 0, PQntuples(res), &total), 0);
+    snprintf(out, sizeof(out), "%s %lld %s",
+             strcmp(PQgetvalue(res, 0, 2), x->user) == 0 ? "user" : PQgetvalue(res, 0, 2), total,
+             PQgetvalue(res, 0, PQfnumber(res, "attempts_closed")));
+    PQclear(res);
+    return strdup(out);
+}
+
+static void expect_effect(const struct ids *x, const char *want)
+{
+    char *got = job_effect(x);
+
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void test_attempt_close(void **state)
+{
+    struct ids x;
+    cJSON *arr;
+    const char *p[1];
+
+    nf_test_skip_unless(conn != NULL);
+    ids_new(&x);
+    lease(&x, x.worker);
+    arr = cJSON_CreateArray();
+    add_event(arr, &x, "w0", x.worker, "gpu_ms", 3600000, "2026-11-28T21:00:00Z",
+              "2026-11-28T22:00:00Z"); /* $2.50 */
+    expect_batch(arr, "recorded");
+    /* the worker says it published 2 events: one is missing, nothing closes */
+    end_attempt(&x, "1", "2");
+    end_attempt(&x, "1", NULL); /* a later end of the same attempt (first wins) */
+    expect_close(&x, "3600", "");
+    expect_effect(&x, "user 2500000 0");
+    /* the second arrives: complete, closed */
+    arr = cJSON_CreateArray();
+    add_event(arr, &x, "w1", x.worker, "output_tokens", 1234, "2026-11-28T21:00:00Z",
+              "2026-11-28T21:01:00Z"); /* $0.03702 */
+    expect_batch(arr, "recorded");
+    expect_close(&x, "3600", "closed:1:complete");
+    expect_close(&x, "3600", ""); /* closing again: nothing */
+    expect_effect(&x, "user 2537020 1");
+    /* after the close: a redelivery is a duplicate, anything new is refused */
+    arr = cJSON_CreateArray();
+    add_event(arr, &x, "w1", x.worker, "output_tokens", 1234, "2026-11-28T21:00:00Z",
+              "2026-11-28T21:01:00Z");
+    add_event(arr, &x, "w2", x.worker, "gpu_ms", 1000, "2026-11-28T21:00:00Z",
+              "2026-11-28T21:01:00Z");
+    expect_batch(arr, "duplicate,closed");
+    expect_scalar("SELECT reason FROM billing.usage_refused WHERE job_id = $1", x.job, NULL,
+                  "attempt_closed");
+    expect_effect(&x, "user 2537020 1");
+
+    /* attempt 2: usage parked for want of a lease, then the platform ends the attempt (no
+     * count): closed at once, the parked usage refused with it */
+    arr = cJSON_CreateArray();
+    add_event_at(arr, &x, "a2", x.worker, 2, "gpu_ms", 5000, "2026-11-28T21:10:00Z",
+                 "2026-11-28T21:11:00Z");
+    expect_batch(arr, "pending");
+    end_attempt(&x, "2", NULL);
+    {
+        char want[160];
+
+        snprintf(want, sizeof(want), "closed:2:ended,refused:2:use_a2_%s", x.job);
+        expect_close(&x, "3600", want);
+    }
+    expect_scalar("SELECT count(*)::text FROM billing.usage_pending WHERE job_id = $1", x.job, NULL,
+                  "0");
+    expect_effect(&x, "user 2537020 2");
+
+    /* a job whose worker published nothing (0 events): closed at its end; cost 0 */
+    ids_new(&x);
+    end_attempt(&x, "1", "0");
+    expect_effect(&x, "user 0 0");
+    expect_close(&x, "3600", "closed:1:complete");
+    expect_effect(&x, "user 0 1");
+
+    /* a usage event that never comes: open until the close wait, then closed anyway */
+    ids_new(&x);
+    end_attempt(&x, "1", "3");
+    expect_close(&x, "3600", "");
+    p[0] = x.job;
+    nf_test_pg_exec(conn,
+                    "UPDATE billing.attempts SET ended_at = now() - interval '1 hour'"
+                    " WHERE job_id = $1",
+                    1, p);
+    {
+        const char *q[2] = {"600", "100000"};
+        PGresult *res = nf_test_pg_run(conn, bill_overdue_sql, 2, q);
+        int i, found = 0;
+
+        for (i = 0; i < PQntuples(res); i++)
+            found += strcmp(PQgetvalue(res, i, 0), x.job) == 0;
+        PQclear(res);
+        assert_int_equal(found, 1);
+    }
+    expect_close(&x, "600", "closed:1:timeout");
+    /* attempt 2 never ended: attempts 1..1 closed */
+    expect_effect(&x, "user 0 1");
+}
+
+/* billing.cell_cost_micros is bill_cost_micros: the half-up boundary, big products. */
+static void test_cell_cost_is_bill_cost_micros(void **state)
+{
+    static const struct {
+        unsigned long long q;
+        struct bill_rate rate;
+    } cases[] = {
+        {1, BILL_GPU_RATE},
+        {2, BILL_GPU_RATE},
+        {3, BILL_GPU_RATE},
+        {7, {1, 2}}, /* 3.5 -> 4 */
+        {5, {1, 2}},
+        {1, {1, 3}},
+        {2, {1, 3}},
+        {1234, BILL_OUTPUT_RATE},
+        {999999, BILL_INPUT_RATE},
+        {1000000000, BILL_STORAGE_RATE},
+        {18250000, BILL_STORAGE_RATE}, /* exactly 0.5 micro-USD: up */
+        {18249999, BILL_STORAGE_RATE},
+        {10000000000ULL, BILL_GPU_RATE},
+        {100000000000ULL, BILL_OUTPUT_RATE},
+        {9000000000000000ULL, BILL_STORAGE_RATE},
+        {0, BILL_GPU_RATE},
+    };
+    char q[32], price[32], per[32];
+    const char *p[3] = {q, price, per};
+    long long want;
+    size_t i;
+
+    nf_test_skip_unless(conn != NULL);
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *got, w[32];
+
+        assert_int_equal(bill_cost_micros(cases[i].q, &cases[i].rate, &want), 0);
+        snprintf(q, sizeof(q), "%llu", cases[i].q);
+        snprintf(price, sizeof(price), "%lld", cases[i].rate.price_micros);
+        snprintf(per, sizeof(per), "%lld", cases[i].rate.per_units);
+        snprintf(w, sizeof(w), "%lld", want);
+        got = nf_test_pg_one(conn, "SELECT billing.cell_cost_micros($1::numeric, $2, $3)::text", 3,
+                             p);
+        assert_non_null(got);
+        if (strcmp(got, w) != 0)
+            fail_msg("%s x %s / %s: SQL %s, C %s", q, price, per, got, w);
+        free(got);
+    }
+}
+
+/* Three jobs of 1 GPU-ms each (0.69 micro-USD, 1 each) and one of 2 ms spread over two
+ * hours: the jobs cost 1 + 1 + 1 + 2 = 5; the line of 5 ms priced once would be 3. */
+static void test_job_costs_add_up_to_the_summary(void **state)
+{
+    struct ids x[4];
+    char jobs[512] = "[", user[NF_ID_MAX];
+    const char *sp[3] = {user, "2026-11-28T00:00:00Z", "2026-11-29T00:00:00Z"};
+    const char *ep[4] = {jobs, "[]", "2026-11-01T00:00:00Z", "2026-11-01"};
+    long long sum_jobs = 0, cost, line_total = 0;
+    PGresult *res;
+    cJSON *arr;
+    int i, row, first;
+
+    nf_test_skip_unless(conn != NULL);
+    ids_new(&x[0]);
+    snprintf(user, sizeof(user), "%s", x[0].user);
+    for (i = 0; i < 4; i++) {
+        if (i)
+            ids_new(&x[i]);
+        snprintf(x[i].user, sizeof(x[i].user), "%s", user);
+        lease(&x[i], x[i].worker);
+        arr = cJSON_CreateArray();
+        add_event(arr, &x[i], "a", x[i].worker, "gpu_ms", 1, "2026-11-28T21:10:00Z",
+                  "2026-11-28T21:11:00Z");
+        if (i == 3)
+            add_event(arr, &x[i], "b", x[i].worker, "gpu_ms", 1, "2026-11-28T22:10:00Z",
+                      "2026-11-28T22:11:00Z");
+        expect_batch(arr, i == 3 ? "recorded,recorded" : "recorded");
+        strcat(jobs, i ? ",\"" : "\"");
+        strcat(jobs, x[i].job);
+        strcat(jobs, "\"");
+    }
+    strcat(jobs, "]");
+    res = nf_test_pg_run(conn, bill_effects_sql, 4, ep);
+    for (first = 0; first < PQntuples(res); first = row) {
+        for (row = first + 1; row < PQntuples(res); row++)
+            if (strcmp(PQgetvalue(res, row, 1), PQgetvalue(res, first, 1)) != 0)
+                break;
+        assert_int_equal(bill_rows_cost(res, first, row, &cost), 0);
+        assert_int_equal(cost, strcmp(PQgetvalue(res, first, 1), x[3].job) == 0 ? 2 : 1);
+        sum_jobs += cost;
+    }
+    PQclear(res);
+    assert_int_equal(sum_jobs, 5);
+    res = nf_test_pg_run(conn, bill_summary_sql, 3, sp);
+    assert_int_equal(PQntuples(res), 1); /* one job type, one meter, one price */
+    assert_string_equal(PQgetvalue(res, 0, PQfnumber(res, "quantity")), "5");
+    assert_int_equal(bill_rows_cost(res, 0, 1, &line_total), 0);
+    PQclear(res);
+    assert_int_equal(line_total, sum_jobs);
+    assert_int_equal(bill_cost_micros(5, &(struct bill_rate)BILL_GPU_RATE, &cost), 0);
+    assert_int_equal(cost, 3); /* what pricing the line once would have said */
+}
+
+/* The ingest's shared locks and the close's exclusive ones are plain statements. */
+static void test_lock_statements(void **state)
+{
+    const char *p[1] = {"[{\"job_id\":\"job_a\"},{\"job_id\":\"job_b\"},{\"job_id\":\"job_a\"}]"};
+    const char *q[1] = {"[\"job_a\",\"job_b\"]"};
+    PGresult *res;
+
+    nf_test_skip_unless(conn != NULL);
+    nf_test_pg_exec(conn, "BEGIN", 0, NULL);
+    res = nf_test_pg_run(conn, bill_ingest_lock_sql, 1, p);
+    assert_int_equal(PQntuples(res), 2);
+    PQclear(res);
+    nf_test_pg_exec(conn, "COMMIT", 0, NULL);
+    nf_test_pg_exec(conn, "BEGIN", 0, NULL);
+    res = nf_test_pg_run(conn, bill_close_lock_sql, 1, q);
+    assert_int_equal(PQntuples(res), 2);
+    PQclear(res);
+    nf_test_pg_exec(conn, "COMMIT", 0, NULL);
 }
 
 static void test_price_book_matches_header(void **state)
@@ -335,5 +622,7 @@ static void test_price_book_matches_header(void **state)
 int main(void)
 {
     return NF_TEST_RUN_GROUP(setup, teardown, test_duplicates_change_nothing, test_lease_rule,
-                             test_sweep, test_effects_query, test_price_book_matches_header);
+                             test_sweep, test_effects_query, test_attempt_close,
+                             test_lock_statements, test_cell_cost_is_bill_cost_micros,
+                             test_job_costs_add_up_to_the_summary, test_price_book_matches_header);
 }

@@ -19,10 +19,10 @@
 #define NOW 1796331832123ULL /* 2026-12-03T..., fixed */
 
 static const char *const job_fields[] = {
-    "job_id",     "job_type",     "status",          "params",      "metadata",  "priority",
-    "attempt",    "max_attempts", "timeout_seconds", "gpu_type",    "gpu_count", "labels",
-    "worker_id",  "progress",     "result",          "error",       "artifacts", "cost_usd",
-    "created_at", "updated_at",   "started_at",      "finished_at",
+    "job_id",     "job_type",     "status",          "params",     "metadata",    "priority",
+    "attempt",    "max_attempts", "timeout_seconds", "gpu_type",   "gpu_count",   "labels",
+    "worker_id",  "progress",     "result",          "error",      "artifacts",   "cost_usd",
+    "cost_final", "created_at",   "updated_at",      "started_at", "finished_at",
 };
 
 static const char *const requested_fields[] = {
@@ -90,6 +90,7 @@ static void test_job_object(void **state)
     assert_true(cJSON_IsArray(get(job, "artifacts")));
     assert_int_equal(cJSON_GetArraySize(get(job, "artifacts")), 0);
     assert_string_equal(cJSON_GetStringValue(get(job, "cost_usd")), "0.000000");
+    assert_true(cJSON_IsFalse(get(job, "cost_final")));
     assert_string_equal(cJSON_GetStringValue(get(job, "created_at")), now);
     assert_string_equal(cJSON_GetStringValue(get(job, "updated_at")), now);
     assert_true(cJSON_IsNull(get(job, "started_at")));

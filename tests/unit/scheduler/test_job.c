@@ -24,10 +24,10 @@
 #define SHA "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 static const char *const job_fields[] = {
-    "job_id",     "job_type",     "status",          "params",      "metadata",  "priority",
-    "attempt",    "max_attempts", "timeout_seconds", "gpu_type",    "gpu_count", "labels",
-    "worker_id",  "progress",     "result",          "error",       "artifacts", "cost_usd",
-    "created_at", "updated_at",   "started_at",      "finished_at",
+    "job_id",     "job_type",     "status",          "params",     "metadata",    "priority",
+    "attempt",    "max_attempts", "timeout_seconds", "gpu_type",   "gpu_count",   "labels",
+    "worker_id",  "progress",     "result",          "error",      "artifacts",   "cost_usd",
+    "cost_final", "created_at",   "updated_at",      "started_at", "finished_at",
 };
 #define NFIELDS (sizeof(job_fields) / sizeof(job_fields[0]))
 
@@ -52,6 +52,7 @@ static struct sched_job full_job(void)
         .worker_id = "wrk_1",
         .progress = "1",
         .cost_micros = "2500123",
+        .cost_final = "t",
         .version = "9",
         .created_at = "2026-11-28T21:03:52.123Z",
         .updated_at = "2026-11-28T21:04:00.000Z",
@@ -83,6 +84,7 @@ static void test_job_json_full(void **state)
     assert_string_equal(nf_json_str(o, "gpu_type"), "a100");
     assert_string_equal(nf_json_str(o, "worker_id"), "wrk_1");
     assert_string_equal(nf_json_str(o, "cost_usd"), "2.500123");
+    assert_true(cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "cost_final")));
     it = cJSON_GetObjectItemCaseSensitive(o, "progress");
     assert_true(cJSON_IsNumber(it));
     assert_true(it->valuedouble == 1.0);
@@ -114,6 +116,7 @@ static void test_job_json_nulls(void **state)
     assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(o, "artifacts")), 0);
     assert_true(cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(o, "artifacts")));
     assert_string_equal(nf_json_str(o, "cost_usd"), "0.000000");
+    assert_true(cJSON_IsFalse(cJSON_GetObjectItemCaseSensitive(o, "cost_final")));
     for (i = 0; i < NFIELDS; i++)
         assert_non_null(cJSON_GetObjectItemCaseSensitive(o, job_fields[i]));
     cJSON_Delete(o);

@@ -313,6 +313,13 @@ static void test_success(void **state)
     long long gpu = usage("gpu_ms", id, &n);
     assert_true(n >= 2);
     assert_true(gpu >= 2400 && gpu < 2 * 4000);
+    /* the terminal event counts them all: billing closes the attempt when it has them */
+    int total = 0;
+    for (int i = 0; i < nsent; i++)
+        total += strcmp(sent[i].topic, "forge.usage") == 0 &&
+                 strcmp(nf_json_str(cJSON_GetObjectItem(sent[i].ev, "data"), "job_id"), id) == 0;
+    assert_int_equal(nf_json_int(ok, "usage_events", -1), total);
+    assert_int_equal(total, n + 2);
     /* every usage event has a distinct deterministic id */
     for (int i = 0; i < nsent; i++)
         for (int j = i + 1; j < nsent; j++)
@@ -349,6 +356,8 @@ static void test_exit_codes(void **state)
     usage("gpu_ms", retry, &n);
     assert_int_equal(n, 0);
     assert_null(event("forge.job.succeeded", retry));
+    /* and a failed attempt that published no usage says so */
+    assert_int_equal(nf_json_int(event("forge.job.failed", retry), "usage_events", -1), 0);
 }
 
 static void test_timeout_and_kill(void **state)

@@ -100,7 +100,9 @@ export default function JobPage() {
           <p className="big mono" data-testid="job-cost">
             {fmtUsd(j.cost_usd)}
           </p>
-          <p className="muted small">compute, updated while it runs</p>
+          <p className="muted small">
+            {j.cost_final ? 'compute, final' : 'compute, updated while it runs'}
+          </p>
         </Card>
         <Card title="Timing">
           <dl className="kv">
