@@ -56,7 +56,7 @@ static void on_registered(const struct nf_http_resp *resp, void *arg)
         cJSON *body = nf_json_parse(resp->body, resp->len);
         const char *id = nf_json_str(body, "worker_id");
         const char *token = nf_json_str(body, "worker_token");
-        long long hb = nf_json_int(body, "heartbeat_interval_s", 5);
+        long long hb = nf_json_int(body, "heartbeat_interval_s", 2);
         if (id == NULL || token == NULL || !nf_id_valid("wrk", id)) {
             nf_log_kv(NF_LOG_ERROR, "register_bad_answer", "registration answer malformed", NULL);
             cJSON_Delete(body);
@@ -67,7 +67,7 @@ static void on_registered(const struct nf_http_resp *resp, void *arg)
         snprintf(ctx->source, sizeof(ctx->source), "nf-worker/%s", id);
         free(ctx->worker_token);
         ctx->worker_token = nf_xstrdup(token);
-        ctx->heartbeat_s = hb >= 1 && hb <= 300 ? (int)hb : 5;
+        ctx->heartbeat_s = hb >= 1 && hb <= 300 ? (int)hb : 2; /* the manager's default */
         ctx->registered = true;
         ctx->backoff_ms = BACKOFF_FIRST_MS;
         cJSON_Delete(body); /* id and token point into it: use ctx's copies below */
@@ -256,11 +256,18 @@ static int send_heartbeat(struct wk_ctx *ctx, nf_http_client_cb cb, int timeout_
     return wk_post(ctx, ctx->http, "heartbeat", ctx->worker_token, body, timeout_ms, cb, ctx);
 }
 
+/* A tick that finds the previous heartbeat still waiting (a slow manager: it times out
+ * after one interval) does not skip its beat: it is sent as soon as that one ends, so one
+ * slow answer never turns into two missed beats and a lease lost with a live worker. */
 static void on_heartbeat_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct wk_ctx *ctx = arg;
-    if (!ctx->registered || ctx->heartbeating || ctx->closing)
+    if (!ctx->registered || ctx->closing)
         return;
+    if (ctx->heartbeating) {
+        ctx->heartbeat_again = true;
+        return;
+    }
     ctx->heartbeating = true;
     int timeout_ms = ctx->heartbeat_s * 1000 < 2000 ? 2000 : ctx->heartbeat_s * 1000;
     if (send_heartbeat(ctx, on_heartbeat_done, timeout_ms) < 0)
