@@ -10,6 +10,11 @@
  *                                                      next round reports again
  * Reporting twice is harmless: the scheduler ignores stale transitions.
  * Each tick also runs the lost-worker scan (fleet.c).
+ *
+ * Leases also run out while no manager answers heartbeats. After this process starts, and
+ * after a tick that comes more than a heartbeat late (the loop stood still), both wait
+ * one lease TTL (wm_reap_hold), so a restart or a pause of the manager does not requeue
+ * the jobs of live workers; a worker that died meanwhile is reaped when the hold ends.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,13 +106,37 @@ static void on_claimed(redisReply *reply, void *arg)
     wm_scan_rows(arg, reply, REDIS_REPLY_STRING, report, "reap_failed", "reap script failed");
 }
 
+/* Updates the hold (wm_reap_hold) with this tick; true while it holds. */
+static bool held(struct wm_ctx *ctx, uint64_t now)
+{
+    uint64_t hold = wm_reap_hold(now, ctx->reap_prev_ms, ctx->reap_hold_ms, ctx->cfg);
+    if (hold != ctx->reap_hold_ms) {
+        char ms[24], gap[24];
+        snprintf(ms, sizeof(ms), "%llu", (unsigned long long)(hold - now));
+        snprintf(gap, sizeof(gap), "%llu",
+                 (unsigned long long)(ctx->reap_prev_ms ? now - ctx->reap_prev_ms : 0));
+        if (ctx->reap_prev_ms == 0)
+            nf_log_kv(NF_LOG_INFO, "reaper_hold", "reaping held: workers renew leases first",
+                      "hold_ms", ms, NULL);
+        else
+            nf_log_kv(NF_LOG_WARN, "reaper_stalled",
+                      "reaper ran late (the manager stood still): reaping held", "gap_ms", gap,
+                      "hold_ms", ms, NULL);
+        ctx->reap_hold_ms = hold;
+    }
+    ctx->reap_prev_ms = now;
+    return now < ctx->reap_hold_ms;
+}
+
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
     struct wm_ctx *ctx = arg;
     char now_s[24], limit[8], reclaim[16];
-    if (ctx->svc->stopping || ctx->reaping > 0 || !nf_kafka_producer_ready(ctx->producer))
+    uint64_t now = nf_now_ms();
+    if (held(ctx, now) || ctx->svc->stopping || ctx->reaping > 0 ||
+        !nf_kafka_producer_ready(ctx->producer))
         return;
-    snprintf(now_s, sizeof(now_s), "%llu", (unsigned long long)nf_now_ms());
+    snprintf(now_s, sizeof(now_s), "%llu", (unsigned long long)now);
     snprintf(limit, sizeof(limit), "%d", REAP_BATCH);
     snprintf(reclaim, sizeof(reclaim), "%d", ctx->cfg->lease_ttl_s * 1000);
     const char *argv[] = {"wm:leases", now_s, limit, reclaim};

@@ -315,6 +315,16 @@ const char *wm_worker_status(uint64_t now_ms, uint64_t last_seen_ms, int heartbe
     return njobs > 0 ? "busy" : "idle";
 }
 
+uint64_t wm_reap_hold(uint64_t now_ms, uint64_t prev_tick_ms, uint64_t hold_until_ms,
+                      const struct wm_config *cfg)
+{
+    uint64_t stall = (uint64_t)cfg->reap_interval_ms + (uint64_t)cfg->heartbeat_s * 1000;
+    uint64_t hold = now_ms + (uint64_t)cfg->lease_ttl_s * 1000;
+    /* a clock stepped back (now < prev) is not a stall */
+    bool silent = prev_tick_ms == 0 || (now_ms > prev_tick_ms && now_ms - prev_tick_ms > stall);
+    return silent && hold > hold_until_ms ? hold : hold_until_ms;
+}
+
 /* The job event types an agent publishes itself (the others belong to the services). */
 static const char *const worker_event_types[] = {
     "forge.job.running",   "forge.job.progress", "forge.job.log",

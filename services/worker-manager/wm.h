@@ -134,6 +134,19 @@ const char *wm_bearer(const char *header);
 const char *wm_worker_status(uint64_t now_ms, uint64_t last_seen_ms, int heartbeat_s, bool draining,
                              size_t njobs);
 
+/*
+ * The reaper's guard against its own silence. A lease also runs out while no manager
+ * answers heartbeats - this process was down and just started, or its loop stood still -
+ * and then live workers could not renew it. Called on every reaper tick with the time of
+ * the previous tick (0: the first tick after start) and the current hold deadline;
+ * returns the new one: at start, or when the ticks were more than one heartbeat interval
+ * behind (the manager stalled), now + one lease TTL, so every live worker gets a full
+ * lease of a serving manager to renew before its job is called lost. The reaper neither
+ * reaps leases nor declares workers lost while now < the returned deadline.
+ */
+uint64_t wm_reap_hold(uint64_t now_ms, uint64_t prev_tick_ms, uint64_t hold_until_ms,
+                      const struct wm_config *cfg);
+
 /* A report an agent without Kafka posts to /api/workers/events or /api/workers/usage. */
 struct wm_report {
     const cJSON *event;   /* the CloudEvents envelope (points into the body) */
@@ -267,6 +280,8 @@ struct wm_ctx {
     struct nf_work_queue work; /* dispatch messages on their way into Redis */
     struct event *reaper;      /* periodic lease reaper (owned) */
     int reaping;               /* reaper and lost-worker rounds in flight */
+    uint64_t reap_prev_ms;     /* the previous reaper tick (0: none yet) */
+    uint64_t reap_hold_ms;     /* no reaping before (wm_reap_hold) */
 };
 
 /* A new context for svc (svc->own loaded, svc->metrics made): token hash and metrics.

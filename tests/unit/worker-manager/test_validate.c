@@ -299,6 +299,33 @@ static void test_worker_status(void **state)
     assert_string_equal(wm_worker_status(now, now - 3001, 1, false, 0), "lost");
 }
 
+/* The reaper holds off one lease TTL after start and after a stall of its loop. */
+static void test_reap_hold(void **state)
+{
+    const struct wm_config cfg = {.heartbeat_s = 2, .lease_ttl_s = 6, .reap_interval_ms = 500};
+    const uint64_t t = 1800000000000ULL;
+    uint64_t hold;
+
+    /* the first tick after start: hold one lease TTL */
+    hold = wm_reap_hold(t, 0, 0, &cfg);
+    assert_int_equal(hold, t + 6000);
+    /* ticks on time (and up to one heartbeat late) keep the hold as it is */
+    assert_int_equal(wm_reap_hold(t + 500, t, hold, &cfg), hold);
+    assert_int_equal(wm_reap_hold(t + 9000, t + 6500, hold, &cfg), hold);
+    assert_int_equal(wm_reap_hold(t + 9000, t + 8500, 0, &cfg), 0);
+    /* a tick more than one heartbeat late: the loop stood still - a new hold */
+    assert_int_equal(wm_reap_hold(t + 9001, t + 6500, hold, &cfg), t + 9001 + 6000);
+    assert_int_equal(wm_reap_hold(t + 20000, t + 500, 0, &cfg), t + 26000);
+    /* a hold is never shortened */
+    assert_int_equal(wm_reap_hold(t + 3000, 0, t + 60000, &cfg), t + 60000);
+    /* a clock stepped back is not a stall */
+    assert_int_equal(wm_reap_hold(t, t + 30000, 0, &cfg), 0);
+    /* a site's slower settings scale it: 10 s beats, 40 s leases */
+    const struct wm_config slow = {.heartbeat_s = 10, .lease_ttl_s = 40, .reap_interval_ms = 1000};
+    assert_int_equal(wm_reap_hold(t + 11000, t, 0, &slow), 0);
+    assert_int_equal(wm_reap_hold(t + 11001, t, 0, &slow), t + 11001 + 40000);
+}
+
 #define JOB "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M"
 #define LEASE "lse_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M"
 #define WRK "wrk_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M"
@@ -393,5 +420,5 @@ int main(void)
     return NF_TEST_RUN(NULL, NULL, test_register_ok, test_register_refused,
                        test_register_label_limits, test_types_join_parse, test_job_matches,
                        test_dispatch_ok, test_dispatch_malformed, test_bearer, test_worker_status,
-                       test_report);
+                       test_reap_hold, test_report);
 }
