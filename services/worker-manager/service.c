@@ -29,15 +29,22 @@
 static const struct nf_cfg_opt wm_opts[] = {
     {"NF_WORKER_REGISTRATION_TOKEN", NF_CFG_STR, NULL, 16, 0, true, OFF(reg_token),
      "operator secret workers present at registration (at least 16 characters)"},
-    {"NF_WM_HEARTBEAT_INTERVAL_S", NF_CFG_INT, "5", 1, 300, false, OFF(heartbeat_s),
-     "seconds between worker heartbeats (told to workers at registration)"},
-    {"NF_WM_LEASE_TTL_S", NF_CFG_INT, "30", 2, 3600, false, OFF(lease_ttl_s),
-     "seconds a job lease lives without a heartbeat"},
-    {"NF_WM_REAP_INTERVAL_MS", NF_CFG_INT, "1000", 50, 60000, false, OFF(reap_interval_ms),
-     "how often expired leases are looked for"},
+    {"NF_WM_HEARTBEAT_INTERVAL_S", NF_CFG_INT, "2", 1, 300, false, OFF(heartbeat_s),
+     "seconds between worker heartbeats (told to workers at registration); a worker is lost "
+     "after 3 missed"},
+    {"NF_WM_LEASE_TTL_S", NF_CFG_INT, "6", 2, 3600, false, OFF(lease_ttl_s),
+     "seconds a job lease lives without a heartbeat: a dead worker's job is requeued this "
+     "long after its last beat (raise both for long pauses or slow links)"},
+    {"NF_WM_REAP_INTERVAL_MS", NF_CFG_INT, "500", 50, 60000, false, OFF(reap_interval_ms),
+     "how often expired leases and lost workers are looked for"},
 };
 
-/* A lease must outlive at least two heartbeats, or one late beat loses the job. */
+/*
+ * A lease must outlive at least two heartbeats, or one late beat loses the job. The
+ * defaults (2 s beats, 6 s leases, a 500 ms reaper) give three beats per lease: one lost
+ * or late beat costs nothing, and a dead worker's job is requeued at most 6.5 s after its
+ * last beat - within the 10 s budget of issue 23 (README "Liveness and recovery").
+ */
 static int wm_check(const struct nf_svc *svc, char *err, size_t errlen)
 {
     const struct wm_config *cfg = svc->own;

@@ -38,28 +38,31 @@ static void test_defaults(void **state)
     assert_int_equal(svc.cfg.timeout_ms, 5000);
     assert_int_equal(svc.cfg.drain_ms, 15000);
     assert_string_equal(cfg->reg_token, TOKEN);
-    assert_int_equal(cfg->heartbeat_s, 5);
-    assert_int_equal(cfg->lease_ttl_s, 30);
-    assert_int_equal(cfg->reap_interval_ms, 1000);
+    assert_int_equal(cfg->heartbeat_s, 2);
+    assert_int_equal(cfg->lease_ttl_s, 6);
+    assert_int_equal(cfg->reap_interval_ms, 500);
     nf_svc_free(&svc);
 }
 
-/* The test stack's profile (1 s heartbeats, 6 s leases) and the shared NF_WM_* names. */
-static void test_test_profile(void **state)
+/* A site's own liveness settings (slow links: 5 s heartbeats, 20 s leases, a 1 s reaper)
+ * and the shared NF_WM_* names. */
+static void test_site_settings(void **state)
 {
     struct nf_svc svc;
     const struct wm_config *cfg;
 
-    nf_test_setenv("NF_WM_HEARTBEAT_INTERVAL_S=1", "NF_WM_LEASE_TTL_S=6",
-                   "NF_WM_ADDR=127.0.0.1:18104", "NF_WM_GROUP=nf-wm-test", "NF_WM_DRAIN_MS=3000",
+    nf_test_setenv("NF_WM_HEARTBEAT_INTERVAL_S=5", "NF_WM_LEASE_TTL_S=20",
+                   "NF_WM_REAP_INTERVAL_MS=1000", "NF_WM_ADDR=127.0.0.1:18104",
+                   "NF_WM_GROUP=nf-wm-test", "NF_WM_DRAIN_MS=3000",
                    "NF_WM_MIGRATIONS=/tmp/wm-migrations", NULL);
     cfg = nf_test_svc_load(&svc, &wm_service);
     assert_string_equal(svc.cfg.addr, "127.0.0.1:18104");
     assert_string_equal(svc.cfg.group, "nf-wm-test");
     assert_int_equal(svc.cfg.drain_ms, 3000);
     assert_string_equal(svc.cfg.migrations, "/tmp/wm-migrations");
-    assert_int_equal(cfg->heartbeat_s, 1);
-    assert_int_equal(cfg->lease_ttl_s, 6);
+    assert_int_equal(cfg->heartbeat_s, 5);
+    assert_int_equal(cfg->lease_ttl_s, 20);
+    assert_int_equal(cfg->reap_interval_ms, 1000);
     nf_svc_free(&svc);
 }
 
@@ -129,6 +132,6 @@ static void test_routes(void **state)
 
 int main(void)
 {
-    return NF_TEST_RUN(clear_env, NULL, test_defaults, test_test_profile, test_refusals,
+    return NF_TEST_RUN(clear_env, NULL, test_defaults, test_site_settings, test_refusals,
                        test_lease_rule, test_topics, test_routes);
 }
