@@ -15,9 +15,10 @@
  *                   calls serve rebalance_cb, error_cb, stats_cb and log lines
  *
  * Readiness: some broker connection is up (the statistics, every second, say whether one
- * is in state UP; an ALL_BROKERS_DOWN error clears it in between; an acknowledged
- * message or an assignment sets it early), the cluster id is known (producer: a metadata
- * answer arrived) or a first assignment arrived (consumer), and no fatal error.
+ * is in state UP; an ALL_BROKERS_DOWN error clears it in between; the first metadata
+ * answer, an acknowledged message or an assignment sets it early), the cluster id is known
+ * (producer: a metadata answer arrived) or the consumer holds the assignment of the last
+ * rebalance (nf_kafka_consumer_unready), and no fatal error.
  */
 #include "nf_kafka.h"
 
@@ -188,6 +189,7 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
         if (id != NULL) {
             io->metadata_seen = true;
+            io->brokers_up = true; /* a broker answered; statistics follow */
             rd_kafka_mem_free(io->rk, id);
         }
     }

@@ -18,6 +18,11 @@
  * consumer pauses its partitions (it keeps polling, so it stays in the group) until
  * inflight drops below max_inflight - max_inflight / 4. On rebalance, messages of revoked
  * partitions may still be done (their offsets are then dropped).
+ *
+ * Group timeouts (the extra pairs may override them; docs/internals.md says why these):
+ * session.timeout.ms NF_KAFKA_SESSION_TIMEOUT_MS, heartbeat.interval.ms
+ * NF_KAFKA_HEARTBEAT_MS, max.poll.interval.ms NF_KAFKA_MAX_POLL_MS (librdkafka wants it
+ * >= the session timeout). No group.instance.id unless the extra pairs give one.
  */
 #include <event2/event.h>
 #include <stdbool.h>
@@ -26,6 +31,13 @@
 
 struct nf_kafka_producer;
 struct nf_kafka_consumer;
+
+/* Consumer group timeouts (docs/internals.md, "Consumer groups"); plain numbers, as they
+ * are spelled into librdkafka's configuration. */
+#define NF_KAFKA_SESSION_TIMEOUT_MS 6000 /* the broker's default group.min.session.timeout.ms */
+#define NF_KAFKA_HEARTBEATS_PER_SESSION 6
+#define NF_KAFKA_HEARTBEAT_MS 1000 /* NF_KAFKA_SESSION_TIMEOUT_MS / HEARTBEATS_PER_SESSION */
+#define NF_KAFKA_MAX_POLL_MS 30000
 
 /* err: 0 on success, else a negative rd_kafka_resp_err_t (librdkafka's own errors, already
  * negative, as they are; broker errors negated); errstr NULL on success. */
@@ -49,6 +61,9 @@ int nf_kafka_produce(struct nf_kafka_producer *p, const char *topic, const char 
 int nf_kafka_producer_outq(const struct nf_kafka_producer *p);
 /* true once a broker answered and no fatal error occurred (for /readyz). */
 bool nf_kafka_producer_ready(const struct nf_kafka_producer *p);
+/* NULL when ready, else why not, for /readyz: "fatal error", "no broker connection" or
+ * "no cluster metadata yet" (a static string). */
+const char *nf_kafka_producer_unready(const struct nf_kafka_producer *p);
 
 struct nf_kafka_msg {
     const char *topic;
@@ -69,10 +84,23 @@ int nf_kafka_consumer_new(struct nf_kafka_consumer **out, struct event_base *bas
 /* Marks msg handled (its effect is committed), stores offsets that became contiguous,
  * frees msg. Exactly once per message. */
 void nf_kafka_msg_done(struct nf_kafka_msg *msg);
-/* Commits stored offsets, closes (leaves the group), frees. Messages not yet done are
- * freed without storing. NULL ok. */
+/* Commits stored offsets, closes, frees. Messages not yet done are freed without storing.
+ * A dynamic member leaves the group; a static one (group.instance.id in extra) does not
+ * (KIP-345): its partitions wait for it until the broker's session timeout. NULL ok. */
 void nf_kafka_consumer_free(struct nf_kafka_consumer *c);
+/*
+ * NULL while the consumer is a member of its group holding the assignment of the last
+ * rebalance (possibly empty: a standby member of a group with more members than
+ * partitions) with a broker connection up; else why not, for /readyz (a static string):
+ * "fatal error" (e.g. fenced by another consumer with the same group.instance.id),
+ * "no partitions yet (joining the group)", "no broker connection",
+ * "no partitions (rebalancing)", "no partitions (assignment lost, rejoining)".
+ */
+const char *nf_kafka_consumer_unready(const struct nf_kafka_consumer *c);
+/* nf_kafka_consumer_unready(c) == NULL. */
 bool nf_kafka_consumer_ready(const struct nf_kafka_consumer *c);
+/* Partitions assigned now (0 before the first assignment, while rebalancing, standby). */
+int nf_kafka_consumer_partitions(const struct nf_kafka_consumer *c);
 /* Messages handed out and not yet done. */
 size_t nf_kafka_consumer_inflight(const struct nf_kafka_consumer *c);
 

@@ -16,6 +16,14 @@
  * what it had prefetched for a paused partition and fetches again from the position after
  * the last message it returned to us, so nothing is skipped; the few messages that may
  * race the pause wait in `pending`.
+ *
+ * Group membership, as readiness sees it (nf_kafka_consumer_unready):
+ *
+ *   JOINING --assign--> MEMBER --revoke (eager)--> REBALANCING --assign--> MEMBER
+ *                         |  \--revoke, assignment lost (session timed out, fenced,
+ *                         |      broker away for longer than session.timeout.ms)--> LOST
+ *                         +-- an empty assignment is still MEMBER: a standby replica of a
+ *                             group with more members than partitions
  */
 #include "nf_kafka.h"
 
@@ -30,6 +38,9 @@
 #include "nf_log.h"
 #include "nf_mem.h"
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
 /* What makes a consumer ours (offsets stored by nf_kafka_msg_done only); extra pairs may
  * override it. */
 /* clang-format off */
@@ -37,9 +48,19 @@ static const char *const consumer_conf[] = {
     "enable.auto.offset.store", "false",
     "enable.auto.commit",       "true",
     "auto.offset.reset",        "earliest",
+    /* docs/internals.md, "Consumer groups". Our loop polls every NF_KAFKA_TICK_MS and
+     * never blocks once the consumer exists, so a member that does not poll for
+     * NF_KAFKA_MAX_POLL_MS is wedged: its partitions go elsewhere, and a rebalance waits
+     * at most that long for a member. */
+    "session.timeout.ms",       STR(NF_KAFKA_SESSION_TIMEOUT_MS),
+    "heartbeat.interval.ms",    STR(NF_KAFKA_HEARTBEAT_MS),
+    "max.poll.interval.ms",     STR(NF_KAFKA_MAX_POLL_MS),
     NULL,
 };
 /* clang-format on */
+_Static_assert(NF_KAFKA_HEARTBEAT_MS ==
+                   NF_KAFKA_SESSION_TIMEOUT_MS / NF_KAFKA_HEARTBEATS_PER_SESSION,
+               "NF_KAFKA_HEARTBEAT_MS is a sixth of the session timeout");
 
 /* A consumed message: the public part first, so nf_kafka_msg_done finds the rest. */
 struct kmsg {
@@ -48,6 +69,14 @@ struct kmsg {
     struct nf_kafka_track_entry *entry; /* NULL while pending */
     TAILQ_ENTRY(kmsg) link;             /* in c->inflight or c->pending */
     /* the topic, key and payload copies follow in the same allocation */
+};
+
+/* Where the member stands in its group (see the diagram at the top). */
+enum group_state {
+    GROUP_JOINING,     /* no assignment yet */
+    GROUP_MEMBER,      /* the last rebalance gave us our assignment (maybe empty) */
+    GROUP_REBALANCING, /* revoked, the next assignment not here yet */
+    GROUP_LOST,        /* the assignment was lost; rejoining */
 };
 
 /* A FIFO of messages with its length. */
@@ -68,6 +97,8 @@ struct nf_kafka_consumer {
     rd_kafka_topic_partition_list_t *paused; /* what we paused while full */
     bool full;                               /* inflight reached max; the assignment is paused */
     bool assigned;                           /* a first assignment arrived */
+    enum group_state group;
+    int nparts; /* partitions assigned now */
     bool draining;
 };
 
@@ -185,6 +216,19 @@ static void consumer_drain(void *owner)
         if (rkm == NULL)
             break;
         n++;
+        if (rkm->err == RD_KAFKA_RESP_ERR__FATAL) {
+            /* e.g. fenced by a newer member with our group.instance.id: the consumer is
+             * done for good (the error op comes as a message, not through error_cb) */
+            char why[512];
+
+            rd_kafka_fatal_error(c->io.rk, why, sizeof(why));
+            if (!c->io.fatal)
+                nf_log_kv(NF_LOG_ERROR, "kafka_fatal", "kafka client failed for good", "client",
+                          rd_kafka_name(c->io.rk), "error", why, NULL);
+            c->io.fatal = true;
+            rd_kafka_message_destroy(rkm);
+            continue;
+        }
         if (rkm->err) {
             if (rkm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 nf_log_kv(NF_LOG_WARN, "kafka_consume_error", rd_kafka_message_errstr(rkm),
@@ -226,7 +270,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     bool cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
     rd_kafka_error_t *error = NULL;
     rd_kafka_resp_err_t aerr = RD_KAFKA_RESP_ERR_NO_ERROR;
-    char count[16];
+    bool lost;
+    char count[16], now[16];
 
     snprintf(count, sizeof(count), "%d", parts->cnt);
     switch (err) {
@@ -240,11 +285,17 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         if (c->full)
             pause_some(c, parts);
         c->assigned = true;
+        c->group = GROUP_MEMBER;
+        /* counted here: rd_kafka_assignment() from inside this callback deadlocks when
+         * rd_kafka_consumer_close runs it */
+        c->nparts = cooperative ? c->nparts + parts->cnt : parts->cnt;
         c->io.brokers_up = true; /* the coordinator answered; statistics follow */
+        snprintf(now, sizeof(now), "%d", c->nparts);
         nf_log_kv(NF_LOG_INFO, "kafka_assigned", "partitions assigned", "client", rd_kafka_name(rk),
-                  "partitions", count, NULL);
+                  "partitions", count, "assigned", now, NULL);
         break;
     case RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS:
+        lost = rd_kafka_assignment_lost(rk);
         for (int i = 0; i < parts->cnt; i++) {
             nf_kafka_track_revoke(c->track, parts->elems[i].topic, parts->elems[i].partition);
             pending_drop(c, parts->elems[i].topic, parts->elems[i].partition);
@@ -253,13 +304,21 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             error = rd_kafka_incremental_unassign(rk, parts);
         else
             aerr = rd_kafka_assign(rk, NULL);
-        nf_log_kv(NF_LOG_INFO, "kafka_revoked", "partitions revoked", "client", rd_kafka_name(rk),
+        c->nparts = cooperative && c->nparts > parts->cnt ? c->nparts - parts->cnt : 0;
+        if (lost)
+            c->group = GROUP_LOST;
+        else if (!cooperative) /* eager: everything goes, the next assignment follows */
+            c->group = GROUP_REBALANCING;
+        nf_log_kv(lost ? NF_LOG_WARN : NF_LOG_INFO, "kafka_revoked",
+                  lost ? "partitions lost" : "partitions revoked", "client", rd_kafka_name(rk),
                   "partitions", count, NULL);
         break;
     default:
         nf_log_kv(NF_LOG_ERROR, "kafka_rebalance_failed", rd_kafka_err2str(err), "client",
                   rd_kafka_name(rk), NULL);
         aerr = rd_kafka_assign(rk, NULL);
+        c->nparts = 0;
+        c->group = GROUP_LOST;
         break;
     }
     if (error != NULL) {
@@ -404,9 +463,29 @@ void nf_kafka_consumer_free(struct nf_kafka_consumer *c)
     free(c);
 }
 
+const char *nf_kafka_consumer_unready(const struct nf_kafka_consumer *c)
+{
+    if (c->io.fatal)
+        return "fatal error";
+    if (c->group == GROUP_JOINING)
+        return "no partitions yet (joining the group)";
+    if (!c->io.brokers_up)
+        return "no broker connection";
+    if (c->group == GROUP_REBALANCING)
+        return "no partitions (rebalancing)";
+    if (c->group == GROUP_LOST)
+        return "no partitions (assignment lost, rejoining)";
+    return NULL;
+}
+
 bool nf_kafka_consumer_ready(const struct nf_kafka_consumer *c)
 {
-    return c->assigned && c->io.brokers_up && !c->io.fatal;
+    return nf_kafka_consumer_unready(c) == NULL;
+}
+
+int nf_kafka_consumer_partitions(const struct nf_kafka_consumer *c)
+{
+    return c->nparts;
 }
 
 size_t nf_kafka_consumer_inflight(const struct nf_kafka_consumer *c)

@@ -182,7 +182,18 @@ int nf_kafka_producer_outq(const struct nf_kafka_producer *p)
     return p->outq;
 }
 
+const char *nf_kafka_producer_unready(const struct nf_kafka_producer *p)
+{
+    if (p->io.fatal)
+        return "fatal error";
+    if (!p->io.brokers_up)
+        return "no broker connection";
+    if (!p->io.metadata_seen)
+        return "no cluster metadata yet";
+    return NULL;
+}
+
 bool nf_kafka_producer_ready(const struct nf_kafka_producer *p)
 {
-    return p->io.metadata_seen && p->io.brokers_up && !p->io.fatal;
+    return nf_kafka_producer_unready(p) == NULL;
 }

@@ -28,6 +28,9 @@
 
 #define OFF(f) offsetof(struct nf_svc_cfg, f)
 
+#define INSTANCE_AUTO "auto" /* <PREFIX>_INSTANCE_ID: derive it (nf_svc_instance_id) */
+#define INSTANCE_ID_MAX 249  /* Kafka's limit, the same as a topic name's */
+
 static bool uses_kafka(const struct nf_svc_desc *d)
 {
     return (d->needs & NF_SVC_PRODUCER) || d->consume;
@@ -88,6 +91,16 @@ static void build_rows(struct nf_svc *svc)
             "Kafka consumer group (a new group replays the topics from the start)");
         row(svc, "MAX_INFLIGHT", NF_CFG_INT, int_def(svc, d->max_inflight, 256), 1, 1000000, false,
             OFF(max_inflight), "Kafka messages handled at once");
+        row(svc, "INSTANCE_ID", NF_CFG_STR, INSTANCE_AUTO, 0, INSTANCE_ID_MAX, false,
+            OFF(instance_id),
+            "static group membership id, one per replica, kept across restarts (auto: "
+            "nf-<name>.<host>.<NF_REPLICA or listen port>; empty: dynamic membership)");
+        row(svc, "NF_REPLICA", NF_CFG_STR, "", 0, 64, false, OFF(replica),
+            "this replica's name on its host, in an auto instance id instead of the port");
+        row(svc, "NF_KAFKA_SESSION_TIMEOUT_MS", NF_CFG_INT,
+            int_def(svc, NF_KAFKA_SESSION_TIMEOUT_MS, 0), 1000, NF_KAFKA_MAX_POLL_MS, false,
+            OFF(session_timeout_ms),
+            "a consumer silent this long loses its partitions (heartbeats: every sixth of it)");
     }
     if (d->needs & NF_SVC_REDIS)
         row(svc, "NF_REDIS_ADDR", NF_CFG_ADDR, "127.0.0.1:6379", 0, 0, false, OFF(redis_addr),
@@ -117,10 +130,73 @@ static void tables_new(struct nf_svc *svc, const struct nf_svc_desc *desc)
     svc->own = nf_xcalloc(1, desc->cfg_size ? desc->cfg_size : 1);
 }
 
+static bool id_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '.' || ch == '_' || ch == '-';
+}
+
+/* Appends ".part" with the characters Kafka refuses replaced. */
+static void id_append(char *out, size_t len, const char *part)
+{
+    size_t n = strlen(out);
+
+    if (part == NULL || part[0] == '\0' || n + 1 >= len)
+        return;
+    out[n++] = '.';
+    for (; *part && n + 1 < len; part++)
+        out[n++] = id_char(*part) ? *part : '_';
+    out[n] = '\0';
+}
+
+void nf_svc_instance_id(char *out, size_t len, const char *name, const char *host,
+                        const char *replica, const char *addr)
+{
+    const char *port = addr ? strrchr(addr, ':') : NULL;
+
+    snprintf(out, len, "nf-%s", name);
+    id_append(out, len, host);
+    if (replica && replica[0])
+        id_append(out, len, replica);
+    else if (port)
+        id_append(out, len, port + 1);
+}
+
+/* Resolves an "auto" instance id; checks an explicit one as Kafka would. */
+static int instance_id_resolve(struct nf_svc *svc, char *err, size_t errlen)
+{
+    char id[INSTANCE_ID_MAX + 1], host[256] = "";
+    const char *v = svc->cfg.instance_id;
+    char env[64];
+
+    snprintf(env, sizeof(env), "%s_INSTANCE_ID", svc->desc->env_prefix);
+    if (strcmp(v, INSTANCE_AUTO) == 0) {
+        if (gethostname(host, sizeof(host) - 1) != 0)
+            host[0] = '\0';
+        nf_svc_instance_id(id, sizeof(id), svc->desc->name, host, svc->cfg.replica, svc->cfg.addr);
+        free(svc->cfg.instance_id);
+        svc->cfg.instance_id = nf_xstrdup(id);
+        return 0;
+    }
+    if (strcmp(v, ".") == 0 || strcmp(v, "..") == 0) {
+        snprintf(err, errlen, "%s: must not be \".\" or \"..\"", env);
+        return -1;
+    }
+    for (; *v; v++) {
+        if (!id_char(*v)) {
+            snprintf(err, errlen, "%s: may hold only letters, digits, '.', '_' and '-'", env);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int nf_svc_load(struct nf_svc *svc, const struct nf_svc_desc *desc, char *err, size_t errlen)
 {
     tables_new(svc, desc);
     if (nf_cfg_load(svc->shared_opts, svc->nshared, &svc->cfg, err, errlen) != 0)
+        return -1;
+    if (desc->consume && instance_id_resolve(svc, err, errlen) != 0)
         return -1;
     if (desc->nopts && nf_cfg_load(desc->opts, desc->nopts, svc->own, err, errlen) != 0)
         return -1;
@@ -209,16 +285,33 @@ static int redis_new(struct nf_svc *svc)
     return rc;
 }
 
+/* NULL when Kafka is usable, else why not: the producer's reason, then the consumer's. */
+static const char *kafka_unready(const struct nf_svc *svc)
+{
+    const char *why = NULL;
+
+    if (svc->producer)
+        why = nf_kafka_producer_unready(svc->producer);
+    if (!why && svc->desc->consume)
+        why = svc->consumer ? nf_kafka_consumer_unready(svc->consumer)
+                            : "no partitions yet (starting)";
+    return why;
+}
+
+/* /readyz: one check per backend, "ok" or why not (the Kafka check says which). */
 static bool ready(cJSON *checks, void *arg)
 {
     struct nf_svc *svc = arg;
     bool ok = !svc->stopping, up;
+    const char *why;
 
     if (uses_kafka(svc->desc)) {
-        up = (!svc->producer || nf_kafka_producer_ready(svc->producer)) &&
-             (!svc->consumer || nf_kafka_consumer_ready(svc->consumer));
-        nf_json_add_str(checks, "kafka", up ? "ok" : "down");
-        ok = ok && (up || svc->desc->kafka_optional);
+        why = kafka_unready(svc);
+        if (!why && svc->consumer && nf_kafka_consumer_partitions(svc->consumer) == 0)
+            nf_json_add_str(checks, "kafka", "ok (standby: no partitions)");
+        else
+            nf_json_add_str(checks, "kafka", why ? why : "ok");
+        ok = ok && (!why || svc->desc->kafka_optional);
     }
     if (svc->redis) {
         up = nf_redis_ready(svc->redis);
@@ -274,18 +367,59 @@ static void on_msg(struct nf_kafka_msg *msg, void *arg)
     svc->desc->on_msg(msg, svc->ctx);
 }
 
+/*
+ * The group membership settings (docs/internals.md, "Consumer groups"), then the
+ * service's own consumer_conf, which may override them. *out is owned by the caller, its
+ * strings by svc and the two buffers.
+ */
+static void consumer_extra(struct nf_svc *svc, const char ***out, char session[16],
+                           char heartbeat[16])
+{
+    const char *const *own = svc->consumer_conf;
+    size_t n = 0, nown = 0;
+    const char **kv;
+
+    while (own && own[nown])
+        nown++;
+    kv = nf_xcalloc(6 + nown + 1, sizeof(*kv));
+    snprintf(session, 16, "%d", svc->cfg.session_timeout_ms);
+    snprintf(heartbeat, 16, "%d", svc->cfg.session_timeout_ms / NF_KAFKA_HEARTBEATS_PER_SESSION);
+    kv[n++] = "session.timeout.ms";
+    kv[n++] = session;
+    kv[n++] = "heartbeat.interval.ms";
+    kv[n++] = heartbeat;
+    if (svc->cfg.instance_id[0] != '\0') {
+        kv[n++] = "group.instance.id";
+        kv[n++] = svc->cfg.instance_id;
+    }
+    for (size_t i = 0; i < nown; i++)
+        kv[n++] = own[i];
+    kv[n] = NULL;
+    *out = kv;
+}
+
 static int consumer_new(struct nf_svc *svc)
 {
     const char *const *t;
-    char err[512];
+    const char **extra = NULL;
+    char err[512], session[16], heartbeat[16];
     size_t n = 0;
+    int rc;
 
     for (t = svc->desc->consume; *t; t++)
         n++;
-    if (nf_kafka_consumer_new(&svc->consumer, svc->base, svc->cfg.brokers, svc->cfg.group,
-                              svc->desc->consume, n, svc->cfg.max_inflight, svc->consumer_conf,
-                              on_msg, svc, err, sizeof(err)) == 0)
+    consumer_extra(svc, &extra, session, heartbeat);
+    rc = nf_kafka_consumer_new(&svc->consumer, svc->base, svc->cfg.brokers, svc->cfg.group,
+                               svc->desc->consume, n, svc->cfg.max_inflight, extra, on_msg, svc,
+                               err, sizeof(err));
+    free(extra);
+    if (rc == 0) {
+        nf_log_kv(NF_LOG_INFO, "consumer_started", "joining the consumer group", "group",
+                  svc->cfg.group, "instance_id",
+                  svc->cfg.instance_id[0] ? svc->cfg.instance_id : "(dynamic)", "session_ms",
+                  session, NULL);
         return 0;
+    }
     nf_log_kv(NF_LOG_ERROR, "consumer_failed", "cannot create the kafka consumer", "error", err,
               NULL);
     return -1;

@@ -8,7 +8,8 @@
  *   nf_svc_main(desc, argc, argv)
  *     --help | --check-config   usage, or validate the configuration and exit (0 | 2)
  *     configuration: the shared rows (log level, listen address, the backends the service
- *         needs) + desc->opts, read once; a bad value exits 2 naming the variable
+ *         needs) + desc->opts, read once; a bad value exits 2 naming the variable; a
+ *         consumer's <PREFIX>_INSTANCE_ID "auto" becomes its static membership id
  *     desc->init(svc)        service context (svc->ctx), metrics; no backend yet
  *     migrations (retried while Postgres comes up) -> topics -> Postgres pool -> Redis
  *       -> Kafka producer -> HTTP server + desc->routes -> desc->start(ctx) -> consumer
@@ -61,17 +62,22 @@ struct nf_svc_cfg {
     int replication;  /* NF_KAFKA_REPLICATION */
     char *group;      /* <PREFIX>_GROUP, when consuming */
     int max_inflight; /* <PREFIX>_MAX_INFLIGHT, when consuming */
-    char *redis_addr; /* NF_REDIS_ADDR */
-    char *pg_dsn;     /* NF_PG_DSN (secret) */
-    int pg_conns;     /* <PREFIX>_PG_CONNS */
-    char *migrations; /* <PREFIX>_MIGRATIONS, when desc->schema */
-    int timeout_ms;   /* <PREFIX>_TIMEOUT_MS: Postgres, Redis and internal HTTP calls */
-    int drain_ms;     /* <PREFIX>_DRAIN_MS: how long SIGTERM waits for work in flight */
+    /* <PREFIX>_INSTANCE_ID, when consuming: the static group membership id (KIP-345) after
+     * load, "auto" resolved (nf_svc_instance_id); "" for dynamic membership */
+    char *instance_id;
+    char *replica;          /* NF_REPLICA, when consuming: part of an "auto" instance id */
+    int session_timeout_ms; /* NF_KAFKA_SESSION_TIMEOUT_MS, when consuming */
+    char *redis_addr;       /* NF_REDIS_ADDR */
+    char *pg_dsn;           /* NF_PG_DSN (secret) */
+    int pg_conns;           /* <PREFIX>_PG_CONNS */
+    char *migrations;       /* <PREFIX>_MIGRATIONS, when desc->schema */
+    int timeout_ms;         /* <PREFIX>_TIMEOUT_MS: Postgres, Redis and internal HTTP calls */
+    int drain_ms;           /* <PREFIX>_DRAIN_MS: how long SIGTERM waits for work in flight */
 };
 
 struct nf_svc;
 
-#define NF_SVC_MAX_ROWS 16 /* shared rows a descriptor can need */
+#define NF_SVC_MAX_ROWS 20 /* shared rows a descriptor can need */
 
 struct nf_svc_desc {
     const char *name;       /* "billing": the log's svc, the binary is nf-<name> */
@@ -169,6 +175,14 @@ int nf_svc_main(const struct nf_svc_desc *desc, int argc, char **argv);
  */
 int nf_svc_load(struct nf_svc *svc, const struct nf_svc_desc *desc, char *err, size_t errlen);
 void nf_svc_free(struct nf_svc *svc);
+/*
+ * The static group membership id "auto" stands for: nf-<name>.<host>.<replica>, where
+ * replica is NF_REPLICA when set, else the port of the listen address (two replicas on one
+ * host listen on different ports; a restart of one keeps its port), else nothing. Characters
+ * Kafka refuses in an id (outside [A-Za-z0-9._-]) become '_'. Writes at most len bytes.
+ */
+void nf_svc_instance_id(char *out, size_t len, const char *name, const char *host,
+                        const char *replica, const char *addr);
 /* Prints the --help text. */
 void nf_svc_usage(struct nf_svc *svc, FILE *out);
 /* Starts the graceful stop as SIGTERM would. */

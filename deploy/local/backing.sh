@@ -325,14 +325,21 @@ forge_check_port_free() {
     fi
 }
 
-# forge_status_line NAME PID PORT [READY_CMD...]: one row of `./forge status`.
+# forge_status_line NAME PID PORT [READY_CMD...]: one row of `./forge status`. A failing
+# READY_CMD may print why on stdout (one line); the row then says "not-ready (why)".
 forge_status_line() {
-    local name=$1 pid=$2 port=$3 state=stopped ready=-
+    local name=$1 pid=$2 port=$3 state=stopped ready=- why
     shift 3
     if [[ -n $pid ]]; then
         state=running
         if (($#)); then
-            if "$@" >/dev/null 2>&1; then ready=ready; else ready=not-ready; fi
+            if why=$("$@" 2>/dev/null); then
+                ready=ready
+            else
+                ready=not-ready
+                why=${why%%$'\n'*}
+                [[ -n $why ]] && ready="not-ready ($why)"
+            fi
         fi
     else
         pid=-

@@ -23,6 +23,25 @@ forge_svc_ready() {
     [[ $code == 200 ]]
 }
 
+# forge_svc_unready_why NAME: succeeds when GET /readyz answers 200; otherwise prints why
+# not on one line - the checks that are not "ok", e.g. "kafka: no partitions (rebalancing)"
+# - and fails (the READY_CMD of forge_status_line).
+forge_svc_unready_why() {
+    local body code
+    body=$(curl -s --max-time 2 -w '\n%{http_code}' "$(forge_svc_url "$1")/readyz") || true
+    code=${body##*$'\n'}
+    [[ $code == 200 ]] && return 0
+    if [[ $code == 503 ]]; then
+        python3 -c 'import json, sys
+checks = json.loads(sys.stdin.read()).get("checks", {})
+print("; ".join(f"{k}: {v}" for k, v in checks.items() if not str(v).startswith("ok")))' \
+            <<<"${body%$'\n'*}" 2>/dev/null || echo "GET /readyz: 503"
+    else
+        echo "GET /readyz: no answer"
+    fi
+    return 1
+}
+
 # forge_svc_start NAME: starts one service unless it already runs. A service whose binary
 # was rebuilt since it started is restarted, so `./forge up` after a code change picks up
 # the change; otherwise a running one is left alone (`up` twice is harmless).
@@ -80,7 +99,7 @@ forge_svcs_wait_ready() {
         ((${#pending[@]})) || break
         if ((SECONDS >= deadline)); then
             for name in "${pending[@]}"; do
-                forge_warn "$name: GET /readyz not 200 after ${FORGE_READY_TIMEOUT}s"
+                forge_warn "$name: GET /readyz not 200 after ${FORGE_READY_TIMEOUT}s ($(forge_svc_unready_why "$name"))"
                 forge_tail_log "$(forge_svc_log "$name")" 40
             done
             return 1
@@ -166,7 +185,7 @@ forge_svcs_status() {
             forge_status_line "$name" "$(forge_svc_pid "$name" || true)" -
         else
             forge_status_line "$name" "$(forge_svc_pid "$name" || true)" "${SVC_PORT[$name]}" \
-                forge_svc_ready "$name"
+                forge_svc_unready_why "$name"
         fi
     done
 }
