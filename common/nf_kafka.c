@@ -160,7 +160,9 @@ rd_kafka_conf_t *nf_kafka_conf_new(const char *brokers, const char *const *fixed
         nf_kafka_conf_set_all(conf, fixed, err, errlen) < 0 ||
         nf_kafka_conf_set(conf, "statistics.interval.ms", NF_KAFKA_STATS_INTERVAL, err, errlen) <
             0 ||
-        nf_kafka_conf_set(conf, "log.queue", "true", err, errlen) < 0) {
+        nf_kafka_conf_set(conf, "log.queue", "true", err, errlen) < 0 ||
+        nf_kafka_conf_set(conf, "reconnect.backoff.max.ms", NF_KAFKA_RECONNECT_MAX_MS, err,
+                          errlen) < 0) {
         rd_kafka_conf_destroy(conf);
         return NULL;
     }

@@ -13,6 +13,10 @@
 #define NF_KAFKA_TICK_MS 100
 #define NF_KAFKA_DRAIN_BATCH 64
 #define NF_KAFKA_STATS_INTERVAL "1000"
+/* librdkafka backs off reconnecting up to 10 s; after a broker restart that delays the
+ * group coordinator's connection, and so the partitions, by as much. A reconnect a second
+ * to a handful of brokers costs nothing. */
+#define NF_KAFKA_RECONNECT_MAX_MS "1000"
 
 /*
  * The loop plumbing shared by producer and consumer. It is the first member of both, and
@@ -50,7 +54,8 @@ int nf_kafka_conf_set_all(rd_kafka_conf_t *conf, const char *const *kv, char *er
 /*
  * A new configuration with what every loop-driven handle shares: bootstrap.servers, then
  * fixed (NULL-terminated name, value pairs of the handle's kind; may be NULL), statistics
- * (for readiness), log lines through the queue, and the log, error and stats callbacks
+ * (for readiness), log lines through the queue, reconnects backed off at most
+ * NF_KAFKA_RECONNECT_MAX_MS, and the log, error and stats callbacks
  * with owner (which starts with struct nf_kafka_io) as opaque. The caller sets the rest,
  * the caller's extra pairs last so that they may override ours, and owns the result.
  * Returns NULL with err filled on a bad pair.
