@@ -46,6 +46,7 @@ forge_stage_skip() {
 }
 
 forge_test_reset() {
+    forge_dash_stop # one left by `./forge --profile test up` would hold the browser stage's port
     forge_svcs_stop
     forge_backing_stop
     forge_pg_wipe
