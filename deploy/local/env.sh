@@ -104,6 +104,12 @@ forge_service_env() {
         # Both profiles run the liveness defaults (2 s heartbeats, 6 s leases, lost after
         # 3 missed beats): the fleet tests measure the recovery a site gets out of the box.
         ;;
+    scheduler)
+        # a billing outage test waits this long for its first job (default 30 s)
+        if [[ $FORGE_PROFILE == test ]]; then
+            echo "NF_SCHEDULER_BUDGET_WAIT_MS=4000"
+        fi
+        ;;
     gateway)
         # artifact downloads are served only from inside the store
         echo "NF_GATEWAY_ARTIFACT_ROOT=$FORGE_ARTIFACTS"

@@ -9,7 +9,11 @@
  *                   --> forge.job.failed produced (same id) --> snapshot --> done
  *                   billing unreachable: retried with backoff; after
  *                   NF_SCHEDULER_BUDGET_WAIT_MS the job is dispatched unchecked (counted):
- *                   an outage of billing does not stop the platform
+ *                   an outage of billing does not stop the platform. The outage is then
+ *                   remembered (a circuit breaker, open for another BUDGET_WAIT_MS after
+ *                   each unchecked dispatch): while open, a job whose check fails is
+ *                   dispatched unchecked at once instead of waiting again; the first
+ *                   answer from billing closes it
  *       --produce-> forge.jobs.<type> (forge.job.dispatch) + forge.jobs.events (queued),
  *                   both delivery reports ok
  *       --snapshot> job:<id>
@@ -295,7 +299,8 @@ static void st_insert(struct nf_work *w)
     free(p_labels);
 }
 
-/* Billing did not give a usable answer: retry, or after budget_wait_ms dispatch. */
+/* Billing did not give a usable answer: retry, or after budget_wait_ms (at once while
+ * an outage is remembered) dispatch unchecked. */
 static void budget_unknown(struct req_work *rw, const char *why)
 {
     struct sched_ctx *ctx = sched_of(&rw->w);
@@ -303,8 +308,13 @@ static void budget_unknown(struct req_work *rw, const char *why)
 
     if (!rw->budget_since_ms)
         rw->budget_since_ms = now;
-    if (now - rw->budget_since_ms >= (uint64_t)ctx->cfg->budget_wait_ms) {
-        nf_log_kv(NF_LOG_WARN, "budget_unchecked", "billing unreachable, job dispatched unchecked",
+    if (now < ctx->billing_down_until_ms ||
+        now - rw->budget_since_ms >= (uint64_t)ctx->cfg->budget_wait_ms) {
+        if (now >= ctx->billing_down_until_ms)
+            nf_log_kv(NF_LOG_WARN, "billing_outage", "billing unreachable, jobs dispatch unchecked",
+                      "reason", why, NULL);
+        ctx->billing_down_until_ms = now + (uint64_t)ctx->cfg->budget_wait_ms;
+        nf_log_kv(NF_LOG_DEBUG, "budget_unchecked", "billing unreachable, job dispatched unchecked",
                   "job_id", rw->snap.job_id, "user_id", rw->snap.user_id, "reason", why, NULL);
         nf_metrics_counter_add(ctx->m.budget_unchecked, 1);
         nf_work_goto(&rw->w, st_produce);
@@ -322,6 +332,10 @@ static void on_budget(const struct nf_http_resp *resp, void *arg)
     if (nf_work_closing(&rw->w))
         return;
     over = resp->status == 200 ? sched_budget_over(resp->body, resp->len) : -1;
+    if (over >= 0 && sched_of(&rw->w)->billing_down_until_ms) {
+        sched_of(&rw->w)->billing_down_until_ms = 0; /* billing answers again */
+        nf_log_info("billing_back", "billing answers again, budgets checked before dispatch");
+    }
     if (over == 0) {
         nf_work_goto(&rw->w, st_produce);
         return;

@@ -371,6 +371,7 @@ struct sched_ctx {
     struct nf_http_client *billing; /* budget checks (consume_requested.c) */
     struct sched_reconciler *rec;   /* reconciler.c */
     struct event *storage_tick;     /* storage metering timer */
+    uint64_t billing_down_until_ms; /* billing outage remembered: jobs dispatch unchecked at once */
     bool storage_busy;              /* a storage metering run is alive */
 };
 

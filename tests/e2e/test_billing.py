@@ -632,6 +632,49 @@ def test_billing_killed_mid_stream_ends_with_the_same_totals(api, producer):
     assert compute_totals(summary(api, key)) == want
 
 
+def test_billing_outage_is_remembered(api):
+    """Billing down: the first job waits NF_SCHEDULER_BUDGET_WAIT_MS (4 s in the test
+    profile) and is then dispatched unchecked; the outage is remembered, so a job submitted
+    after that is dispatched at once instead of waiting again; once billing answers, budgets
+    are checked before dispatch again."""
+    _, key = new_user("outage")
+    url = billing_url()
+    wait_s = 4.0
+    body = {"domain": "outage", "num_samples": 2}
+
+    def left_queue(job_id):
+        job = api.get_job(job_id, key=key).json()
+        return job["status"] != "queued" and job
+
+    pidfile = stack("forge_svc_pidfile billing")
+    os.kill(int(pathlib.Path(pidfile).read_text().strip()), signal.SIGKILL)
+    try:
+        first = api.submit("generate", body, key=key)
+        assert first.status_code == 202, first.text
+        t0 = time.monotonic()
+        poll("first job dispatched unchecked", lambda: left_queue(first.json()["job_id"]),
+             timeout=60, interval=0.1)
+        took = time.monotonic() - t0
+        print(f"\nbilling down: first job waited {took:.2f}s", flush=True)
+        assert took >= wait_s - 0.5, "the first job did not wait for billing"
+
+        later = api.submit("generate", body, key=key)
+        assert later.status_code == 202, later.text
+        t0 = time.monotonic()
+        poll("later job dispatched", lambda: left_queue(later.json()["job_id"]), timeout=60,
+             interval=0.05)
+        took = time.monotonic() - t0
+        print(f"billing down: the next job waited {took:.2f}s", flush=True)
+        assert took < wait_s, "the outage was not remembered: the next job waited again"
+    finally:
+        stack("forge_svc_start billing")
+        poll("billing ready again", lambda: billing_ready(url), timeout=90)
+    for job in (first, later):
+        job_id = job.json()["job_id"]
+        poll(f"{job_id} succeeded",
+             lambda: api.get_job(job_id, key=key).json()["status"] == "succeeded", timeout=90)
+
+
 def budget_alerts(events, user_id):
     return logged_events(events, lambda e: e["type"] == "forge.billing.budget_alert"
                          and e["subject"] == user_id)
