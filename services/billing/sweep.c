@@ -107,30 +107,28 @@ static void on_overdue(const PGresult *res, const char *err, const char *pgcode,
     bill_effects_start(w);
 }
 
-static void st_overdue(struct nf_work *w)
+/* One page of a sweep query: $1 = a wait in seconds, $2 = the page size. */
+static void query_page(struct nf_work *w, const char *what, const char *sql, int wait_s,
+                       nf_pg_cb cb)
 {
-    struct bill_ctx *ctx = bill_ctx_of(w);
     char wait[16], page[16];
     const char *params[2] = {wait, page};
 
-    w->what = "overdue";
-    snprintf(wait, sizeof(wait), "%d", ctx->cfg->close_wait_s);
+    w->what = what;
+    snprintf(wait, sizeof(wait), "%d", wait_s);
     snprintf(page, sizeof(page), "%d", BILL_SWEEP_PAGE);
-    if (nf_pg_query(ctx->pg, bill_overdue_sql, 2, params, on_overdue, w) < 0)
-        nf_work_retry(w, "could not queue the overdue attempts");
+    if (nf_pg_query(bill_ctx_of(w)->pg, sql, 2, params, cb, w) < 0)
+        nf_work_retry(w, "could not queue the query");
+}
+
+static void st_overdue(struct nf_work *w)
+{
+    query_page(w, "overdue", bill_overdue_sql, bill_ctx_of(w)->cfg->close_wait_s, on_overdue);
 }
 
 static void st_sweep(struct nf_work *w)
 {
-    struct bill_ctx *ctx = bill_ctx_of(w);
-    char wait[16], page[16];
-    const char *params[2] = {wait, page};
-
-    w->what = "sweep";
-    snprintf(wait, sizeof(wait), "%d", ctx->cfg->lease_wait_s);
-    snprintf(page, sizeof(page), "%d", BILL_SWEEP_PAGE);
-    if (nf_pg_query(ctx->pg, bill_sweep_sql, 2, params, on_sweep, w) < 0)
-        nf_work_retry(w, "could not queue the sweep");
+    query_page(w, "sweep", bill_sweep_sql, bill_ctx_of(w)->cfg->lease_wait_s, on_sweep);
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
