@@ -7,6 +7,7 @@ published contract without a test failing.
 import json
 import os
 import pathlib
+import subprocess
 import threading
 import time
 import uuid
@@ -123,6 +124,24 @@ def contract():
     yield c
     print(f"\ncontract: {c.responses_checked} HTTP answers and {c.events_checked} Kafka events "
           "validated")
+
+
+# --------------------------------------------------------------------------- stack control
+
+def stack(script, timeout=150):
+    """Runs bash with the stack scripts loaded for the test profile (./forge test's), or
+    for the private stack named by NF_TEST_STACK_OVERRIDES."""
+    overrides = os.environ.get("NF_TEST_STACK_OVERRIDES", "")
+    prelude = f"""set -euo pipefail
+FORGE_ROOT={ROOT}; export FORGE_ROOT
+for f in lib env install backing services; do source "$FORGE_ROOT/deploy/local/$f.sh"; done
+forge_profile_load test
+{f'source "{overrides}"' if overrides else ''}
+"""
+    out = subprocess.run(["bash", "-c", prelude + script], capture_output=True, text=True,
+                         timeout=timeout)
+    assert out.returncode == 0, f"stack script failed: {out.stdout}\n{out.stderr}"
+    return out.stdout.strip()
 
 
 # --------------------------------------------------------------------------- HTTP client

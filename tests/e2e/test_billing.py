@@ -25,7 +25,7 @@ import pytest
 import requests
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from conftest import MALFORMED_KEY_PREFIX, ROOT, env
+from conftest import MALFORMED_KEY_PREFIX, ROOT, env, stack
 
 # meter -> (price_micros, per_units, unit): the product overview's rates
 PRICES = {
@@ -235,17 +235,6 @@ def check_summary_arithmetic(body, cells=None):
 
 
 # --------------------------------------------------------------------------- stack control
-
-def stack(script):
-    """Runs `script` with the local stack's functions loaded for the test profile."""
-    lib = " ".join(f"source deploy/local/{f}.sh;" for f in
-                   ("lib", "env", "install", "backing", "services"))
-    cmd = f'set -e; export FORGE_ROOT="{ROOT}"; cd "$FORGE_ROOT"; {lib} ' \
-          f'forge_profile_load test; {script}'
-    out = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, f"{script}: {out.stdout}\n{out.stderr}"
-    return out.stdout.strip()
-
 
 def billing_url():
     return "http://127.0.0.1:" + stack('echo "${SVC_PORT[billing]}"')

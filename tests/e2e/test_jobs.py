@@ -24,7 +24,7 @@ import uuid
 import pytest
 import requests
 
-from conftest import ROOT, env
+from conftest import env, stack
 
 TERMINAL = ("succeeded", "failed", "cancelled", "dead_lettered")
 NOWHERE = {"pool": "none"}  # no worker has this label: the job stays queued
@@ -104,22 +104,6 @@ def walk(api, **params):
 
 def cancel(api, job_id, key="default"):
     return api.call("POST", f"/api/jobs/{job_id}/cancel", "/api/jobs/{job_id}/cancel", key=key)
-
-
-def stack(script, timeout=150):
-    """Runs bash with the stack scripts loaded for the test profile (./forge test's), or
-    for the private stack named by NF_TEST_STACK_OVERRIDES."""
-    overrides = os.environ.get("NF_TEST_STACK_OVERRIDES", "")
-    prelude = f"""set -euo pipefail
-FORGE_ROOT={ROOT}; export FORGE_ROOT
-for f in lib env install backing services; do source "$FORGE_ROOT/deploy/local/$f.sh"; done
-forge_profile_load test
-{f'source "{overrides}"' if overrides else ''}
-"""
-    out = subprocess.run(["bash", "-c", prelude + script], capture_output=True, text=True,
-                         timeout=timeout)
-    assert out.returncode == 0, f"stack script failed: {out.stdout}\n{out.stderr}"
-    return out.stdout.strip()
 
 
 def redis(*args):
