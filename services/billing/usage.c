@@ -176,13 +176,15 @@ int bill_usage_parse(const cJSON *ev, struct bill_usage *out, const char **why)
         return -1;
     }
     u.job_type = nf_json_str(data, "job_type");
-    if (nf_job_type_index(u.job_type) < 0) {
-        *why = "data.job_type is not a known job type";
-        return -1;
-    }
     meter = nf_json_str(data, "meter");
     if (bill_meter_parse(meter, &u.meter) < 0) {
         *why = "data.meter is not a known meter";
+        return -1;
+    }
+    /* "files": the storage of an uploaded file (job_id = its artifact id) */
+    if (nf_job_type_index(u.job_type) < 0 &&
+        !(u.job_type && strcmp(u.job_type, "files") == 0 && u.meter == BILL_STORAGE_BYTE_HOURS)) {
+        *why = "data.job_type is not a known job type";
         return -1;
     }
     it = cJSON_GetObjectItemCaseSensitive(data, "quantity");

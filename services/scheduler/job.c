@@ -67,6 +67,64 @@ static int opt_obj(const cJSON *data, const char *key, const cJSON **out, struct
     return nf_json_get_obj(data, key, false, out, err) < 0 ? -1 : 0;
 }
 
+/* A plain file name: 1..255 printable bytes, no '/', not "." or "..". */
+static bool plain_name(const char *s)
+{
+    size_t n = s ? strlen(s) : 0, i;
+
+    if (n == 0 || n > 255 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
+        return false;
+    for (i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f || s[i] == '/' || s[i] == '\\')
+            return false;
+    return true;
+}
+
+bool sched_input_valid(const cJSON *in, const char *user_id)
+{
+    static const char *const params[] = {"dataset_uri",   "validation_uri", "model_id",
+                                         "teacher_model", "student_model",  NULL};
+    const char *param = nf_json_str(in, "param"), *key = nf_json_str(in, "object_key");
+    const char *uri = nf_json_str(in, "uri");
+    const cJSON *bytes = cJSON_GetObjectItemCaseSensitive(in, "bytes");
+    char prefix[160];
+    int i, n;
+
+    if (!cJSON_IsObject(in) || !param || !uri || strlen(uri) > 2048 || !key || strlen(key) > 1200 ||
+        strstr(key, "/../") || !plain_name(nf_json_str(in, "name")) || !cJSON_IsNumber(bytes) ||
+        bytes->valuedouble < 0 || bytes->valuedouble > 9.0e15)
+        return false;
+    for (i = 0; params[i] && strcmp(params[i], param) != 0; i++)
+        ;
+    n = snprintf(prefix, sizeof(prefix), "tenants/%s/", user_id);
+    return params[i] && n > 0 && (size_t)n < sizeof(prefix) && strncmp(key, prefix, n) == 0 &&
+           key[n] != '\0';
+}
+
+/* The optional inputs array: at most 8 entries, each sched_input_valid for the user. */
+static int parse_inputs(const cJSON *data, const char *user_id, const cJSON **out,
+                        struct nf_json_err *err)
+{
+    const cJSON *arr = NULL, *in;
+
+    *out = NULL;
+    if (nf_json_get_arr(data, "inputs", false, &arr, err) < 0)
+        return -1;
+    if (!arr)
+        return 0;
+    if (cJSON_GetArraySize(arr) > 8)
+        return nf_json_fail(err, "inputs", "inputs has at most 8 entries");
+    cJSON_ArrayForEach(in, arr)
+    {
+        if (!sched_input_valid(in, user_id))
+            return nf_json_fail(err, "inputs",
+                                "inputs entries are {param, uri, object_key under the "
+                                "user's prefix, name, bytes}");
+    }
+    *out = arr;
+    return 0;
+}
+
 int sched_request_parse(const cJSON *data, const char *subject, struct sched_request *out,
                         struct nf_json_err *err)
 {
@@ -107,6 +165,8 @@ int sched_request_parse(const cJSON *data, const char *subject, struct sched_req
     if (r.gpu_type && (r.gpu_type[0] == '\0' || strlen(r.gpu_type) > 64))
         return nf_json_fail(err, "gpu_type", "gpu_type must have 1 to 64 characters");
     if (nf_json_get_str(data, "created_at", false, &created, err) < 0)
+        return -1;
+    if (parse_inputs(data, r.user_id, &r.inputs, err) < 0)
         return -1;
     r.created_at = sched_time_valid(created) ? created : NULL;
     *out = r;
@@ -206,7 +266,7 @@ cJSON *sched_artifacts_clean(const cJSON *arr, int *dropped)
     cJSON *out = cJSON_CreateArray(), *o;
     const cJSON *a;
     struct nf_json_err err;
-    const char *id, *name, *kind, *uri, *sha = NULL;
+    const char *id, *name, *kind, *uri, *sha = NULL, *key;
     long long bytes;
 
     if (!out)
@@ -218,11 +278,13 @@ cJSON *sched_artifacts_clean(const cJSON *arr, int *dropped)
         name = nf_json_str(a, "name");
         kind = nf_json_str(a, "kind");
         uri = nf_json_str(a, "uri");
+        key = nf_json_str(a, "object_key");
         sha = NULL;
         if (!cJSON_IsObject(a) || !id || !nf_id_valid("art", id) || !str_len_ok(name, 255) ||
             !str_len_ok(kind, 64) || !str_len_ok(uri, 2048) ||
             nf_json_get_int(a, "bytes", true, 0, 1LL << 53, &bytes, &err) < 0 ||
-            nf_json_get_str(a, "sha256", false, &sha, &err) < 0 || (sha && !sha256_hex(sha))) {
+            nf_json_get_str(a, "sha256", false, &sha, &err) < 0 || (sha && !sha256_hex(sha)) ||
+            (cJSON_GetObjectItemCaseSensitive(a, "object_key") && !str_len_ok(key, 1200))) {
             (*dropped)++;
             continue;
         }
@@ -233,6 +295,7 @@ cJSON *sched_artifacts_clean(const cJSON *arr, int *dropped)
         nf_json_add_str(o, "uri", uri);
         nf_json_add_int(o, "bytes", bytes);
         nf_json_add_str(o, "sha256", sha);
+        nf_json_add_str(o, "object_key", key);
         if (!cJSON_AddItemToArray(out, o))
             abort();
     }
@@ -249,6 +312,7 @@ void sched_job_from_row(const PGresult *res, int row, struct sched_job *job)
     job->params = nf_pg_val(res, row, "params");
     job->metadata = nf_pg_val(res, row, "metadata");
     job->labels = nf_pg_val(res, row, "labels");
+    job->inputs = nf_pg_val(res, row, "inputs");
     job->result = nf_pg_val(res, row, "result");
     job->error = nf_pg_val(res, row, "error");
     job->priority = nf_pg_val(res, row, "priority");
@@ -374,6 +438,7 @@ cJSON *sched_dispatch_data(const struct sched_job *job)
     nf_json_add_str(o, "gpu_type", job->gpu_type);
     add_int_text(o, "gpu_count", job->gpu_count);
     add_json_text(o, "labels", job->labels);
+    add_json_text(o, "inputs", job->inputs ? job->inputs : "[]");
     nf_json_add_str(o, "created_at", job->created_at);
     add_int_text(o, "attempt", job->attempt);
     return o;

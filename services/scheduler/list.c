@@ -326,6 +326,14 @@ static int parse_pair(enum sched_list_kind kind, const char *key, const char *va
         snprintf(q->job_id, sizeof(q->job_id), "%s", val);
         return 0;
     }
+    if (kind == SCHED_LIST_FILES && strcmp(key, "purpose") == 0) {
+        if (once(seen, SEEN_JOB, key, err) < 0)
+            return -1;
+        if (strcmp(val, "dataset") != 0 && strcmp(val, "model") != 0 && strcmp(val, "other") != 0)
+            return nf_json_fail(err, "purpose", "purpose must be dataset, model or other");
+        snprintf(q->purpose, sizeof(q->purpose), "%s", val);
+        return 0;
+    }
     return nf_json_fail(err, key, "unknown query parameter \"%.64s\"", key);
 }
 

@@ -13,12 +13,29 @@ struct nf_http_req;
 struct nf_kafka_msg;
 
 /* routes_internal.c: GET /internal/jobs/{job_id}?user_id=, GET /internal/jobs,
- * GET /internal/jobs/{job_id}/events, GET /internal/artifacts[/{artifact_id}] */
+ * GET /internal/jobs/{job_id}/events */
 void sched_route_job(struct nf_http_req *req, void *ctx);
 void sched_route_jobs(struct nf_http_req *req, void *ctx);
 void sched_route_events(struct nf_http_req *req, void *ctx);
+/* The helpers the internal routes share (routes_internal.c). */
+/* 503 unavailable (Retry-After: 1) for a failed read; logs err. */
+void sched_http_unavailable(struct nf_http_req *req, const char *err);
+/* The caller named by the gateway; answers 400 itself and returns NULL when absent. */
+const char *sched_http_caller(struct nf_http_req *req);
+/* Parses the query of a list route; answers 400 itself and returns -1 when bad. */
+int sched_http_list_query(struct nf_http_req *req, enum sched_list_kind kind,
+                          struct sched_list_query *q);
+/* {data, has_more, next_cursor} around data; the cursor is made from last when has_more. */
+cJSON *sched_http_page(cJSON *data, bool has_more, char kind, const char *last);
+
+/* routes_artifacts.c: the artifact registry and the files in it (DESIGN §12):
+ * GET /internal/artifacts[/{artifact_id}], DELETE /internal/artifacts/{artifact_id},
+ * POST /internal/files, GET /internal/files */
 void sched_route_artifacts(struct nf_http_req *req, void *ctx);
 void sched_route_artifact(struct nf_http_req *req, void *ctx);
+void sched_route_artifact_delete(struct nf_http_req *req, void *ctx);
+void sched_route_file_create(struct nf_http_req *req, void *ctx);
+void sched_route_files(struct nf_http_req *req, void *ctx);
 /* cancel.c: POST /internal/jobs/{job_id}/cancel */
 void sched_route_cancel(struct nf_http_req *req, void *ctx);
 /* While stopping (the busy hook, each drain tick): the cancels that will not go on (waiting

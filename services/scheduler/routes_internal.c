@@ -6,9 +6,8 @@
  *   GET /internal/jobs?<filters>              -> 200 {data, has_more, next_cursor}
  *   GET /internal/jobs/{job_id}/events?...    -> 200 {data, has_more, next_cursor,
  *                                                job_status} | 404
- *   GET /internal/artifacts?job_id=&...       -> 200 {data, has_more, next_cursor}
- *   GET /internal/artifacts/{artifact_id}     -> 200 artifact | 404
- *   (POST /internal/jobs/{job_id}/cancel is in cancel.c; the route table in service.c)
+ *   (the artifact and file routes are in routes_artifacts.c, POST
+ *   /internal/jobs/{job_id}/cancel in cancel.c; the route table in service.c)
  *
  * The routes after the first name their caller in X-Nf-User-Id (set by the gateway from
  * the authenticated principal) and take the client's query string as it came; a bad
@@ -60,23 +59,9 @@ static const char events_sql[] =
     " WHERE j.job_id = $1 AND j.user_id = $2"
     " ORDER BY e.seq";
 
-#define ARTIFACT_COLS                                                                      \
-    "a.artifact_id, a.job_id, a.name, a.kind, a.uri, a.bytes, a.sha256, "                  \
-    SCHED_TS("a.created_at") " AS created_at"
-
-static const char artifacts_sql[] =
-    "SELECT " ARTIFACT_COLS " FROM sched.artifacts a"
-    " WHERE a.user_id = $1"
-    "  AND ($2::text IS NULL OR a.job_id = $2::text)"
-    "  AND ($3::text IS NULL OR a.artifact_id < $3::text)"
-    " ORDER BY a.artifact_id DESC LIMIT $4::int";
-
-static const char artifact_sql[] =
-    "SELECT " ARTIFACT_COLS " FROM sched.artifacts a"
-    " WHERE a.artifact_id = $1 AND a.user_id = $2";
 /* clang-format on */
 
-static void unavailable(struct nf_http_req *req, const char *err)
+void sched_http_unavailable(struct nf_http_req *req, const char *err)
 {
     nf_log_kv(NF_LOG_WARN, "read_failed", "read from postgres failed", "route",
               nf_http_req_route(req), "error", err, NULL);
@@ -84,8 +69,7 @@ static void unavailable(struct nf_http_req *req, const char *err)
     nf_http_reply_error(req, 503, "unavailable", NULL, "job store unavailable, retry");
 }
 
-/* The caller named by the gateway; answers 400 itself and returns NULL when absent. */
-static const char *caller(struct nf_http_req *req)
+const char *sched_http_caller(struct nf_http_req *req)
 {
     const char *user = nf_http_req_header(req, "X-Nf-User-Id");
 
@@ -97,9 +81,8 @@ static const char *caller(struct nf_http_req *req)
     return user;
 }
 
-/* Parses the query of a list route; answers 400 itself and returns -1 when bad. */
-static int list_query(struct nf_http_req *req, enum sched_list_kind kind,
-                      struct sched_list_query *q)
+int sched_http_list_query(struct nf_http_req *req, enum sched_list_kind kind,
+                          struct sched_list_query *q)
 {
     struct nf_json_err err = {{0}, {0}};
 
@@ -110,8 +93,7 @@ static int list_query(struct nf_http_req *req, enum sched_list_kind kind,
     return 0;
 }
 
-/* {data, has_more, next_cursor} around data; the cursor is made from last when has_more. */
-static cJSON *page(cJSON *data, bool has_more, char kind, const char *last)
+cJSON *sched_http_page(cJSON *data, bool has_more, char kind, const char *last)
 {
     cJSON *o = nf_json_obj();
     char cur[SCHED_CURSOR_MAX];
@@ -137,7 +119,7 @@ static void on_job(const PGresult *res, const char *err, const char *pgcode, voi
     struct sched_snap snap = {0};
 
     if (!res) {
-        unavailable(req, err);
+        sched_http_unavailable(req, err);
         return;
     }
     if (PQntuples(res) < 1) {
@@ -172,7 +154,7 @@ void sched_route_job(struct nf_http_req *req, void *arg)
     params[1] = user_id;
     nf_http_req_set_data(req, ctx);
     if (nf_pg_query(ctx->pg, job_sql, 2, params, on_job, req) < 0)
-        unavailable(req, "could not queue the query");
+        sched_http_unavailable(req, "could not queue the query");
 }
 
 /* ---- GET /internal/jobs -------------------------------------------------------------
@@ -216,7 +198,7 @@ static void list_reply(struct list_op *op, const char *const *docs, size_t ndocs
     op->data = NULL;
     sched_list_merge(data, &op->q, docs, ndocs, &more);
     last = nf_json_str(cJSON_GetArrayItem(data, cJSON_GetArraySize(data) - 1), "job_id");
-    nf_http_reply_json(op->req, 200, page(data, more, SCHED_CURSOR_JOBS, last));
+    nf_http_reply_json(op->req, 200, sched_http_page(data, more, SCHED_CURSOR_JOBS, last));
     list_op_free(op);
 }
 
@@ -246,7 +228,7 @@ static void on_list(const PGresult *res, const char *err, const char *pgcode, vo
     int i, n;
 
     if (!res) {
-        unavailable(op->req, err);
+        sched_http_unavailable(op->req, err);
         list_op_free(op);
         return;
     }
@@ -278,10 +260,10 @@ void sched_route_jobs(struct nf_http_req *req, void *arg)
     struct sched_ctx *ctx = arg;
     struct sched_list_query q;
     struct list_op *op;
-    const char *params[6], *user = caller(req);
+    const char *params[6], *user = sched_http_caller(req);
     char statuses[160], types[96], limit[16], *meta = NULL;
 
-    if (!user || list_query(req, SCHED_LIST_JOBS, &q) < 0)
+    if (!user || sched_http_list_query(req, SCHED_LIST_JOBS, &q) < 0)
         return;
     if (q.statuses)
         sched_status_array(q.statuses, statuses, sizeof(statuses));
@@ -302,7 +284,7 @@ void sched_route_jobs(struct nf_http_req *req, void *arg)
     op->q = q; /* owned by op from here */
     nf_http_req_set_data(req, ctx);
     if (nf_pg_query(ctx->pg, list_sql, 6, params, on_list, op) < 0) {
-        unavailable(req, "could not queue the query");
+        sched_http_unavailable(req, "could not queue the query");
         list_op_free(op);
     }
     free(meta);
@@ -357,7 +339,7 @@ static void on_events(const PGresult *res, const char *err, const char *pgcode, 
     int i, n, rows = 0;
 
     if (!res) {
-        unavailable(op->req, err);
+        sched_http_unavailable(op->req, err);
         free(op);
         return;
     }
@@ -412,7 +394,8 @@ void sched_route_events(struct nf_http_req *req, void *arg)
     struct sched_ctx *ctx = arg;
     struct sched_list_query q;
     struct list_op *op;
-    const char *params[4], *user = caller(req), *job_id = nf_http_req_param(req, "job_id");
+    const char *params[4], *user = sched_http_caller(req),
+                           *job_id = nf_http_req_param(req, "job_id");
     char limit[16];
 
     if (!user)
@@ -421,7 +404,7 @@ void sched_route_events(struct nf_http_req *req, void *arg)
         nf_http_reply_error(req, 404, "not_found", NULL, "job not found");
         return;
     }
-    if (list_query(req, SCHED_LIST_EVENTS, &q) < 0)
+    if (sched_http_list_query(req, SCHED_LIST_EVENTS, &q) < 0)
         return;
     snprintf(limit, sizeof(limit), "%d", q.limit + 1);
     params[0] = job_id;
@@ -433,107 +416,8 @@ void sched_route_events(struct nf_http_req *req, void *arg)
     op->limit = q.limit;
     nf_http_req_set_data(req, ctx);
     if (nf_pg_query(ctx->pg, events_sql, 4, params, on_events, op) < 0) {
-        unavailable(req, "could not queue the query");
+        sched_http_unavailable(req, "could not queue the query");
         free(op);
     }
     sched_list_query_clear(&q);
-}
-
-/* ---- artifacts -------------------------------------------------------------------------- */
-
-static cJSON *artifact_json(const PGresult *res, int row)
-{
-    cJSON *o = nf_json_obj();
-
-    nf_json_add_str(o, "artifact_id", nf_pg_val(res, row, "artifact_id"));
-    nf_json_add_str(o, "job_id", nf_pg_val(res, row, "job_id"));
-    nf_json_add_str(o, "name", nf_pg_val(res, row, "name"));
-    nf_json_add_str(o, "kind", nf_pg_val(res, row, "kind"));
-    nf_json_add_str(o, "uri", nf_pg_val(res, row, "uri"));
-    nf_json_add_int(o, "bytes", strtoll(nf_pg_val(res, row, "bytes"), NULL, 10));
-    nf_json_add_str(o, "sha256", nf_pg_val(res, row, "sha256"));
-    nf_json_add_str(o, "created_at", nf_pg_val(res, row, "created_at"));
-    return o;
-}
-
-static void on_artifacts(const PGresult *res, const char *err, const char *pgcode, void *arg)
-{
-    struct list_op *op = arg;
-    const char *last = NULL;
-    cJSON *data;
-    int i, n;
-
-    if (!res) {
-        unavailable(op->req, err);
-        free(op);
-        return;
-    }
-    n = PQntuples(res);
-    data = cJSON_CreateArray();
-    if (!data)
-        abort();
-    for (i = 0; i < n && i < op->limit; i++) {
-        if (!cJSON_AddItemToArray(data, artifact_json(res, i)))
-            abort();
-        last = nf_pg_val(res, i, "artifact_id");
-    }
-    nf_http_reply_json(op->req, 200, page(data, n > op->limit, SCHED_CURSOR_ARTIFACTS, last));
-    free(op);
-}
-
-void sched_route_artifacts(struct nf_http_req *req, void *arg)
-{
-    struct sched_ctx *ctx = arg;
-    struct sched_list_query q;
-    struct list_op *op;
-    const char *params[4], *user = caller(req);
-    char limit[16];
-
-    if (!user || list_query(req, SCHED_LIST_ARTIFACTS, &q) < 0)
-        return;
-    snprintf(limit, sizeof(limit), "%d", q.limit + 1);
-    params[0] = user;
-    params[1] = q.job_id[0] ? q.job_id : NULL;
-    params[2] = q.after[0] ? q.after : NULL;
-    params[3] = limit;
-    op = nf_xcalloc(1, sizeof(*op));
-    op->req = req;
-    op->limit = q.limit;
-    if (nf_pg_query(ctx->pg, artifacts_sql, 4, params, on_artifacts, op) < 0) {
-        unavailable(req, "could not queue the query");
-        free(op);
-    }
-    sched_list_query_clear(&q);
-}
-
-static void on_artifact(const PGresult *res, const char *err, const char *pgcode, void *arg)
-{
-    struct nf_http_req *req = arg;
-
-    if (!res) {
-        unavailable(req, err);
-        return;
-    }
-    if (PQntuples(res) < 1) {
-        nf_http_reply_error(req, 404, "not_found", NULL, "artifact not found");
-        return;
-    }
-    nf_http_reply_json(req, 200, artifact_json(res, 0));
-}
-
-void sched_route_artifact(struct nf_http_req *req, void *arg)
-{
-    struct sched_ctx *ctx = arg;
-    const char *params[2], *user = caller(req), *id = nf_http_req_param(req, "artifact_id");
-
-    if (!user)
-        return;
-    if (!id || !nf_id_valid("art", id)) {
-        nf_http_reply_error(req, 404, "not_found", NULL, "artifact not found");
-        return;
-    }
-    params[0] = id;
-    params[1] = user;
-    if (nf_pg_query(ctx->pg, artifact_sql, 2, params, on_artifact, req) < 0)
-        unavailable(req, "could not queue the query");
 }

@@ -213,6 +213,7 @@ bool sched_time_valid(const char *s);
 struct sched_request {
     const char *job_id, *user_id, *job_type;
     const cJSON *params, *metadata, *labels; /* metadata / labels may be NULL */
+    const cJSON *inputs;                     /* resolved input objects; NULL when none */
     long long priority, max_attempts;
     long long timeout_seconds; /* 0: none */
     const char *gpu_type;      /* may be NULL */
@@ -246,8 +247,16 @@ struct sched_event {
 int sched_event_parse(const cJSON *ev, struct sched_event *out, const char **why);
 
 /*
+ * One entry of a request's inputs[] (DESIGN §12, resolved by the gateway): {param (a
+ * param that names an input), uri, object_key under "tenants/<user_id>/", name (a plain
+ * file name), bytes >= 0}.
+ */
+bool sched_input_valid(const cJSON *in, const char *user_id);
+
+/*
  * The well-formed members of a succeeded event's artifacts[]: a new array (caller owns)
- * of {artifact_id ("art_<ULID>"), name, kind, uri, bytes >= 0, sha256 (64 hex or null)};
+ * of {artifact_id ("art_<ULID>"), name, kind, uri, bytes >= 0, sha256 (64 hex or null),
+ * object_key (or null; the insert keeps only keys under the job's own output prefix)};
  * *dropped counts the members left out. arr may be NULL (-> []).
  */
 cJSON *sched_artifacts_clean(const cJSON *arr, int *dropped);
@@ -259,6 +268,7 @@ cJSON *sched_artifacts_clean(const cJSON *arr, int *dropped);
 struct sched_job {
     const char *job_id, *user_id, *job_type, *status;
     const char *params, *metadata, *labels, *result, *error; /* JSON texts */
+    const char *inputs;                                      /* JSON array text */
     const char *priority, *attempt, *max_attempts, *timeout_seconds, *gpu_type, *gpu_count;
     const char *worker_id, *progress, *cost_micros, *version;
     const char *cost_final; /* "t" / "f" */
@@ -303,6 +313,7 @@ void sched_snap_clear(struct sched_snap *s);
     p "params::text AS params, "                                                           \
     p "metadata::text AS metadata, "                                                       \
     p "labels::text AS labels, "                                                           \
+    p "inputs::text AS inputs, "                                                           \
     p "priority AS priority, "                                                             \
     p "attempt AS attempt, "                                                               \
     p "max_attempts AS max_attempts, "                                                     \
@@ -323,7 +334,8 @@ void sched_snap_clear(struct sched_snap *s);
 /* One artifact as the job object lists it. */
 #define SCHED_ARTIFACT_JSON(p)                                                             \
     "json_build_object('artifact_id', " p "artifact_id, 'name', " p "name, "               \
-    "'kind', " p "kind, 'uri', " p "uri, 'bytes', " p "bytes, 'sha256', " p "sha256)"
+    "'kind', " p "kind, 'uri', " p "uri, 'bytes', " p "bytes, 'sha256', " p "sha256, "    \
+    "'object_key', " p "object_key)"
 /* The column `artifacts`: the artifacts of job id j (an SQL expression) as a JSON array. */
 #define SCHED_ARTIFACTS_OF(j)                                                              \
     "(SELECT coalesce(json_agg(x.a ORDER BY x.a->>'artifact_id'), '[]'::json)::text"       \
@@ -429,7 +441,7 @@ int sched_events_params(const struct sched_event *ev, int retry_cap_s,
                         const char *params[SCHED_EVENTS_NPARAMS], struct sched_events_bufs *bufs);
 void sched_events_params_free(struct sched_events_bufs *bufs);
 /* The requested statement (insert-if-absent, returns the row and `inserted`). */
-#define SCHED_REQUESTED_NPARAMS 12
+#define SCHED_REQUESTED_NPARAMS 13
 extern const char sched_requested_sql[];
 
 /* ------------------------------------------------------------------------------------
@@ -462,7 +474,7 @@ int sched_cursor_encode(char kind, const char *pos, char *out, size_t outlen);
 /* Decodes a cursor of kind into pos; -1 (pos untouched) for anything we did not make. */
 int sched_cursor_decode(char kind, const char *cursor, char *pos, size_t poslen);
 
-enum sched_list_kind { SCHED_LIST_JOBS, SCHED_LIST_EVENTS, SCHED_LIST_ARTIFACTS };
+enum sched_list_kind { SCHED_LIST_JOBS, SCHED_LIST_EVENTS, SCHED_LIST_ARTIFACTS, SCHED_LIST_FILES };
 #define SCHED_LIST_DEFAULT_LIMIT 20
 #define SCHED_LIST_MAX_LIMIT 100
 #define SCHED_LIST_MAX_META 16
@@ -475,14 +487,15 @@ struct sched_list_query {
     unsigned types;         /* jobs: bit i = nf_job_types[i], 0 = any */
     cJSON *metadata;        /* jobs: {"key": "value"} that must all match; NULL = none */
     char job_id[NF_ID_MAX]; /* artifacts: of this job only, "" = any */
+    char purpose[16];       /* files: of this purpose only, "" = any */
 };
 /*
  * Parses the raw (percent-encoded) query string of a list route. Jobs take status and
  * job_type (comma-separated lists), metadata[key]=value (up to 16), limit (1..100,
  * default 20) and cursor; events take limit and cursor; artifacts take job_id, limit and
- * cursor. Unknown, repeated or invalid parameters fail with err.param naming them. query
- * may be NULL. On success *out owns metadata (sched_list_query_clear); on failure *out is
- * untouched.
+ * cursor; files take purpose, limit and cursor. Unknown, repeated or invalid parameters fail with
+ * err.param naming them. query may be NULL. On success *out owns metadata (sched_list_query_clear);
+ * on failure *out is untouched.
  */
 int sched_list_parse(enum sched_list_kind kind, const char *query, struct sched_list_query *out,
                      struct nf_json_err *err);

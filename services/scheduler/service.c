@@ -73,6 +73,9 @@ static const struct nf_svc_route sched_routes[] = {
     {"GET", "/internal/jobs/{job_id}/events", sched_route_events},
     {"GET", "/internal/artifacts", sched_route_artifacts},
     {"GET", "/internal/artifacts/{artifact_id}", sched_route_artifact},
+    {"DELETE", "/internal/artifacts/{artifact_id}", sched_route_artifact_delete},
+    {"POST", "/internal/files", sched_route_file_create},
+    {"GET", "/internal/files", sched_route_files},
     {"POST", "/internal/jobs/{job_id}/cancel", sched_route_cancel},
 };
 

@@ -1,6 +1,9 @@
 /*
- * Storage metering (DESIGN §7, §8): the bytes of every registered artifact are metered
- * as storage_byte_hours on forge.usage, one event per job with artifacts per window.
+ * Storage metering (DESIGN §7, §8, §12): the bytes of every registered artifact (the
+ * object's size in the store, recorded when it was written) are metered as
+ * storage_byte_hours on forge.usage, one event per job with artifacts per window and one
+ * per uploaded file (job_id = the file's artifact id, job_type "files"), each stored
+ * byte counted until the artifact is deleted.
  *
  *   timer (a quarter window, 1 s .. 60 s), one run at a time per process:
  *   --state---> sched.storage_meter.metered_until (created at the current window
@@ -49,13 +52,18 @@ static const char state_sql[] =
     "       UNION ALL SELECT metered_until FROM sched.storage_meter WHERE id = 1) m"
     " LIMIT 1";
 
+/* A job's outputs are metered under the job; an uploaded file under its own id with
+ * job_type "files". A deleted artifact is metered up to its deletion. */
 static const char bytes_sql[] =
-    "SELECT a.job_id, j.user_id, j.job_type, j.attempt, a.bytes,"
-    "  $3::bigint - greatest((extract(epoch FROM a.created_at) * 1000)::bigint, $2::bigint)"
-    "   AS ms"
-    " FROM sched.artifacts a JOIN sched.jobs j ON j.job_id = a.job_id"
+    "SELECT coalesce(a.job_id, a.artifact_id) AS job_id, a.user_id,"
+    "  coalesce(j.job_type, 'files') AS job_type, coalesce(j.attempt, 1) AS attempt, a.bytes,"
+    "  least($3::bigint, coalesce((extract(epoch FROM a.deleted_at) * 1000)::bigint,"
+    "   $3::bigint))"
+    "  - greatest((extract(epoch FROM a.created_at) * 1000)::bigint, $2::bigint) AS ms"
+    " FROM sched.artifacts a LEFT JOIN sched.jobs j ON j.job_id = a.job_id"
     " WHERE a.created_at < $1::timestamptz AND a.bytes > 0"
-    " ORDER BY a.job_id";
+    "  AND (a.deleted_at IS NULL OR a.deleted_at > to_timestamp($2::bigint / 1000.0))"
+    " ORDER BY 1";
 
 static const char advance_sql[] =
     "UPDATE sched.storage_meter SET metered_until = $2::timestamptz"

@@ -71,9 +71,15 @@ static void test_descriptor(void **state)
     static const char *const topics[] = {"forge.jobs.requested", "forge.jobs.events",
                                          "forge.billing.costs"};
     static const char *const routes[][2] = {
-        {"GET", "/internal/jobs/{job_id}"},           {"GET", "/internal/jobs"},
-        {"GET", "/internal/jobs/{job_id}/events"},    {"GET", "/internal/artifacts"},
-        {"GET", "/internal/artifacts/{artifact_id}"}, {"POST", "/internal/jobs/{job_id}/cancel"},
+        {"GET", "/internal/jobs/{job_id}"},
+        {"GET", "/internal/jobs"},
+        {"GET", "/internal/jobs/{job_id}/events"},
+        {"GET", "/internal/artifacts"},
+        {"GET", "/internal/artifacts/{artifact_id}"},
+        {"DELETE", "/internal/artifacts/{artifact_id}"},
+        {"POST", "/internal/files"},
+        {"GET", "/internal/files"},
+        {"POST", "/internal/jobs/{job_id}/cancel"},
     };
     size_t i, n = sizeof(routes) / sizeof(routes[0]);
 

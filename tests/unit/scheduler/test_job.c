@@ -415,6 +415,41 @@ static void test_event_parse_failures(void **state)
     cJSON_Delete(ev);
 }
 
+/* inputs[]: resolved by the gateway; each entry must name the job's own user prefix. */
+static void test_request_inputs(void **state)
+{
+    static const char *const bad[] = {
+        "[{\"param\":\"dataset_uri\",\"uri\":\"s3://b/k\",\"object_key\":"
+        "\"tenants/usr_2/files/b/k\",\"name\":\"k\",\"bytes\":1}]", /* another user */
+        "[{\"param\":\"epochs\",\"uri\":\"s3://b/k\",\"object_key\":"
+        "\"tenants/usr_1/files/b/k\",\"name\":\"k\",\"bytes\":1}]", /* not an input */
+        "[{\"param\":\"dataset_uri\",\"uri\":\"s3://b/k\",\"object_key\":"
+        "\"tenants/usr_1/files/b/k\",\"name\":\"../k\",\"bytes\":1}]", /* a path */
+        "[{\"param\":\"dataset_uri\",\"uri\":\"s3://b/k\",\"object_key\":"
+        "\"tenants/usr_1/\",\"name\":\"k\",\"bytes\":1}]", /* the prefix alone */
+        "[{\"param\":\"dataset_uri\",\"uri\":\"s3://b/k\",\"object_key\":"
+        "\"tenants/usr_1/files/b/k\",\"name\":\"k\",\"bytes\":-1}]",
+        "{}",
+        "[1,2,3,4,5,6,7,8,9]",
+    };
+    struct sched_request r;
+    struct nf_json_err err;
+    cJSON *d = request(), *in;
+    size_t i;
+
+    in = cJSON_Parse("[{\"param\":\"dataset_uri\",\"uri\":\"s3://b/k\",\"object_key\":"
+                     "\"tenants/usr_1/files/b/k\",\"name\":\"k\",\"bytes\":12}]");
+    cJSON_AddItemToObject(d, "inputs", in);
+    assert_int_equal(sched_request_parse(d, JOB, &r, &err), 0);
+    assert_ptr_equal(r.inputs, in);
+    for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cJSON_ReplaceItemInObject(d, "inputs", cJSON_Parse(bad[i]));
+        assert_int_equal(sched_request_parse(d, JOB, &r, &err), -1);
+        assert_string_equal(err.param, "inputs");
+    }
+    cJSON_Delete(d);
+}
+
 static void test_artifacts_clean(void **state)
 {
     cJSON *in = cJSON_Parse(
@@ -607,6 +642,6 @@ int main(void)
                        test_job_json_bad_columns, test_dispatch_data, test_usd_format,
                        test_time_valid, test_request_defaults, test_request_all_fields,
                        test_request_failures, test_event_parse_ok, test_event_parse_failures,
-                       test_artifacts_clean, test_event_id, test_snap, test_job_types,
-                       test_events_params);
+                       test_request_inputs, test_artifacts_clean, test_event_id, test_snap,
+                       test_job_types, test_events_params);
 }
