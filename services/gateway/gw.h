@@ -79,7 +79,15 @@ struct gw_config {
 
 /* ---- validate.c: job request validation (pure) ----------------------------------- */
 
-/* true for s3://bucket..., file:///path, https://host..., artifact://art_<ULID>. */
+#define GW_S3_KEY_MAX 1024
+/*
+ * s3://<bucket>/<key> (DESIGN §12): bucket 1..63 of [a-z0-9.-], starting and ending with a
+ * letter or digit (a name inside the caller's namespace, not a bucket of the store); key 1..1024
+ * printable ASCII bytes without space or backslash, no empty,
+ * "." or ".." segment (so no leading '/').
+ */
+bool gw_s3_uri_valid(const char *uri);
+/* true for a valid s3:// URI (gw_s3_uri_valid) or artifact://art_<ULID>; never file://. */
 bool gw_validate_uri(const char *uri);
 /*
  * Validates a submit body for a known job_type. Two shapes are accepted:

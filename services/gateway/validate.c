@@ -21,7 +21,8 @@ enum pkind {
     P_INT,     /* integer in [min, max] */
     P_RATE,    /* number in (0, 1] */
     P_BOOL,    /* true or false */
-    P_URI,     /* s3:// file:// https:// artifact:// (gw_validate_uri) */
+    P_URI,     /* s3:// or artifact:// (gw_validate_uri) */
+    P_MODEL,   /* a model name or artifact://, at most max bytes (model_ref_valid) */
     P_STRLIST, /* array of at most max non-empty strings of at most 64 bytes */
     P_ENUM,    /* one of choices */
     P_REGION,  /* cloud region name, e.g. us-east-1 */
@@ -58,7 +59,7 @@ struct tspec {
 #define SAMPLES_MAX 1000000
 #define SEED_MAX 9007199254740991LL /* 2^53 - 1: exact in every JSON parser */
 
-static const char *const formats[] = {"jsonl", NULL};
+static const char *const formats[] = {"jsonl", "parquet", NULL};
 static const char *const benchmarks[] = {"mmlu", "gsm8k", "hellaswag", "custom", NULL};
 
 /* name, choices, default string, min, max, default int, kind, required, has default */
@@ -74,25 +75,25 @@ static const struct pspec audit_params[] = {
     {"checks", NULL, NULL, 0, 32, 0, P_STRLIST, false, false},
 };
 static const struct pspec distill_params[] = {
-    {"teacher_model", NULL, NULL, 0, NAME_MAX_LEN, 0, P_STR, true, false},
-    {"student_model", NULL, NULL, 0, NAME_MAX_LEN, 0, P_STR, true, false},
+    {"teacher_model", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, true, false},
+    {"student_model", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, true, false},
     {"dataset_uri", NULL, NULL, 0, 0, 0, P_URI, true, false},
     {"num_samples", NULL, NULL, 1, SAMPLES_MAX, 0, P_INT, false, false},
 };
 static const struct pspec train_params[] = {
-    {"model_id", NULL, NULL, 0, NAME_MAX_LEN, 0, P_STR, true, false},
+    {"model_id", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, true, false},
     {"dataset_uri", NULL, NULL, 0, 0, 0, P_URI, true, false},
     {"epochs", NULL, NULL, 1, 100, 3, P_INT, false, true},
     {"learning_rate", NULL, NULL, 0, 0, 0, P_RATE, false, false},
     {"lora", NULL, NULL, 0, 0, 0, P_BOOL, false, false},
 };
 static const struct pspec evaluate_params[] = {
-    {"model_id", NULL, NULL, 0, NAME_MAX_LEN, 0, P_STR, true, false},
+    {"model_id", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, true, false},
     {"benchmark", benchmarks, NULL, 0, 0, 0, P_ENUM, true, false},
     {"dataset_uri", NULL, NULL, 0, 0, 0, P_URI, false, false},
 };
 static const struct pspec deploy_params[] = {
-    {"model_id", NULL, NULL, 0, NAME_MAX_LEN, 0, P_STR, true, false},
+    {"model_id", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, true, false},
     {"region", NULL, "us-east-1", 0, 0, 0, P_REGION, false, false},
     {"replicas", NULL, NULL, 1, 64, 1, P_INT, false, true},
 };
@@ -146,27 +147,57 @@ static bool starts_with(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+static bool bucket_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-';
+}
+
+static bool alnum_lower(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+bool gw_s3_uri_valid(const char *uri)
+{
+    const char *b, *k, *seg;
+    size_t n;
+
+    if (!uri || strncmp(uri, "s3://", 5) != 0)
+        return false;
+    b = uri + 5;
+    k = strchr(b, '/');
+    if (!k || k - b < 1 || k - b > 63 || !alnum_lower(b[0]) || !alnum_lower(k[-1]))
+        return false;
+    for (; b < k; b++)
+        if (!bucket_char(*b))
+            return false;
+    k++; /* the key: 1..1024 printable bytes, no space or backslash, clean segments */
+    n = strlen(k);
+    if (n == 0 || n > GW_S3_KEY_MAX || !printable_no_space(k) || strchr(k, '\\'))
+        return false;
+    for (seg = k; seg; seg = strchr(seg, '/') ? strchr(seg, '/') + 1 : NULL) {
+        n = strcspn(seg, "/");
+        if (n == 0 || (n == 1 && seg[0] == '.') || (n == 2 && seg[0] == '.' && seg[1] == '.'))
+            return false;
+    }
+    return true;
+}
+
 bool gw_validate_uri(const char *uri)
 {
-    const char *rest;
-
     if (!uri || strlen(uri) > URI_MAX_LEN || !printable_no_space(uri))
         return false;
-    if (starts_with(uri, "s3://")) {
-        rest = uri + strlen("s3://");
-        return rest[0] != '\0' && rest[0] != '/'; /* a bucket name comes first */
-    }
-    if (starts_with(uri, "file://")) {
-        rest = uri + strlen("file://");
-        return rest[0] == '/' && rest[1] != '\0'; /* file:///absolute/path */
-    }
-    if (starts_with(uri, "https://")) {
-        rest = uri + strlen("https://");
-        return rest[0] != '\0' && !strchr("/?#:", rest[0]); /* a host comes first */
-    }
     if (starts_with(uri, "artifact://"))
         return nf_id_valid("art", uri + strlen("artifact://"));
-    return false;
+    return gw_s3_uri_valid(uri);
+}
+
+/* A model name, or artifact://art_<ULID>; never a path or any other URI scheme. */
+static bool model_ref_valid(const char *s)
+{
+    if (starts_with(s, "artifact://"))
+        return nf_id_valid("art", s + strlen("artifact://"));
+    return !strstr(s, "://") && strncmp(s, "file:", 5) != 0 && s[0] != '/';
 }
 
 static bool region_valid(const char *s)
@@ -235,7 +266,12 @@ static int get_strlist(const cJSON *src, const struct pspec *ps, cJSON *dst,
     return 0;
 }
 
-#define MUST_URI "an s3://, file:///, https:// or artifact://art_<id> URI"
+#define MUST_URI                                                                                   \
+    "an s3://<bucket>/<key> URI of your uploaded files or an artifact://art_<id> URI (file:// "    \
+    "and https:// are not accepted: upload the data with POST /api/files)"
+#define MUST_MODEL                                                                                 \
+    "a model name or an artifact://art_<id> URI (paths and other URI schemes are not "             \
+    "accepted)"
 #define MUST_REGION "a region name such as us-east-1 (lowercase letters, digits and dashes)"
 
 /* Reads one param of src into dst (defaults applied); -1 with err on a bad value. */
@@ -251,6 +287,11 @@ static int param_one(const struct pspec *ps, const cJSON *src, cJSON *dst, struc
     switch (ps->kind) {
     case P_STR:
         rc = get_name(src, ps->name, ps->required, (size_t)ps->max, &s, err);
+        break;
+    case P_MODEL:
+        rc = get_name(src, ps->name, ps->required, (size_t)ps->max, &s, err);
+        if (rc == 0 && !model_ref_valid(s))
+            return nf_json_fail(err, ps->name, "%s must be %s", ps->name, MUST_MODEL);
         break;
     case P_INT:
         rc = nf_json_get_int(src, ps->name, ps->required, ps->min, ps->max, &v, err);

@@ -145,7 +145,7 @@ static void test_requested_data(void **state)
 
 static void test_envelope(void **state)
 {
-    cJSON *req = validated("audit", "{\"dataset_uri\":\"file:///tmp/d.jsonl\"}");
+    cJSON *req = validated("audit", "{\"dataset_uri\":\"s3://bkt/d.jsonl\"}");
     cJSON *ev = nf_event_new("forge.job.requested", "nf-gateway", JOB, NULL,
                              gw_job_requested(JOB, USR, "audit", req, NOW));
     const char *type = NULL, *subject = NULL, *msg = NULL;

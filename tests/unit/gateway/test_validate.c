@@ -19,7 +19,7 @@
 
 /* The members of a valid flat generate and train request, for bodies that add one more. */
 #define GEN "\"domain\":\"d\",\"num_samples\":1"
-#define TRAIN "\"model_id\":\"m\",\"dataset_uri\":\"s3://b\""
+#define TRAIN "\"model_id\":\"m\",\"dataset_uri\":\"s3://b/k\""
 
 /* Validates json for type and expects success; returns the normalised request. */
 static cJSON *ok(const char *type, const char *json)
@@ -115,29 +115,38 @@ static void test_job_types(void **state)
 
 static void test_uris(void **state)
 {
-    char *longpath;
+    char *longkey;
     char buf[2100];
 
     assert_true(gw_validate_uri("s3://bucket/key.jsonl"));
-    assert_true(gw_validate_uri("s3://bucket"));
-    assert_true(gw_validate_uri("file:///data/set.jsonl"));
-    assert_true(gw_validate_uri("https://example.com/d.jsonl"));
-    assert_true(gw_validate_uri("https://example.com"));
+    assert_true(gw_validate_uri("s3://my.bucket-1/dir/sub/data.parquet"));
     assert_true(gw_validate_uri(ART));
 
     assert_false(gw_validate_uri(NULL));
     assert_false(gw_validate_uri(""));
-    assert_false(gw_validate_uri("http://example.com/d.jsonl")); /* plain http refused */
+    /* never a path on a machine, never a fetch from anywhere (DESIGN §4, §12) */
+    assert_false(gw_validate_uri("file:///data/set.jsonl"));
+    assert_false(gw_validate_uri("file:///etc/passwd"));
+    assert_false(gw_validate_uri("https://example.com/d.jsonl"));
+    assert_false(gw_validate_uri("http://example.com/d.jsonl"));
     assert_false(gw_validate_uri("ftp://example.com/d"));
     assert_false(gw_validate_uri("S3://bucket/key"));
     assert_false(gw_validate_uri("s3://"));
+    assert_false(gw_validate_uri("s3://bucket"));  /* a key is needed */
+    assert_false(gw_validate_uri("s3://bucket/")); /* ... not empty */
     assert_false(gw_validate_uri("s3:///key"));
-    assert_false(gw_validate_uri("file://"));
-    assert_false(gw_validate_uri("file:///"));
-    assert_false(gw_validate_uri("file://relative/path"));
-    assert_false(gw_validate_uri("https://"));
-    assert_false(gw_validate_uri("https:///path"));
-    assert_false(gw_validate_uri("https://:443/x"));
+    assert_false(gw_validate_uri("s3://Bucket/key"));  /* lowercase */
+    assert_false(gw_validate_uri("s3://-bucket/key")); /* starts alphanumeric */
+    assert_false(gw_validate_uri("s3://bucket-/key"));
+    assert_false(gw_validate_uri("s3://b_ucket/key"));
+    assert_false(gw_validate_uri("s3://bucket//key"));
+    assert_false(gw_validate_uri("s3://bucket/a//b"));
+    assert_false(gw_validate_uri("s3://bucket/../other/key"));
+    assert_false(gw_validate_uri("s3://bucket/a/../../b"));
+    assert_false(gw_validate_uri("s3://bucket/a/./b"));
+    assert_false(gw_validate_uri("s3://bucket/a/.."));
+    assert_false(gw_validate_uri("s3://bucket/a/"));
+    assert_false(gw_validate_uri("s3://bucket/a\\b"));
     assert_false(gw_validate_uri("artifact://"));
     assert_false(gw_validate_uri("artifact://art_123"));
     assert_false(gw_validate_uri("artifact://job_01ARYZ6S41041061050R3GG28A"));
@@ -147,14 +156,28 @@ static void test_uris(void **state)
     assert_false(gw_validate_uri("/data/set.jsonl"));
     assert_false(gw_validate_uri("data.jsonl"));
 
-    /* 2048 characters is the limit */
-    longpath = repeat('a', 2048 - strlen("s3://b/"));
-    snprintf(buf, sizeof(buf), "s3://b/%s", longpath);
-    assert_int_equal(strlen(buf), 2048);
+    /* keys up to 1024 bytes */
+    longkey = repeat('a', GW_S3_KEY_MAX);
+    snprintf(buf, sizeof(buf), "s3://bkt/%s", longkey);
     assert_true(gw_validate_uri(buf));
-    snprintf(buf, sizeof(buf), "s3://b/%sa", longpath);
+    snprintf(buf, sizeof(buf), "s3://bkt/%sa", longkey);
     assert_false(gw_validate_uri(buf));
-    free(longpath);
+    free(longkey);
+}
+
+/* Model references: a name or artifact://; a path or another scheme is a 422. */
+static void test_model_refs(void **state)
+{
+    static const struct refusal refused[] = {
+        {"{\"model_id\":\"file:///etc/passwd\",\"benchmark\":\"mmlu\"}", "model_id"},
+        {"{\"model_id\":\"/srv/models/m.json\",\"benchmark\":\"mmlu\"}", "model_id"},
+        {"{\"model_id\":\"s3://b/model\",\"benchmark\":\"mmlu\"}", "model_id"},
+        {"{\"model_id\":\"artifact://art_1\",\"benchmark\":\"mmlu\"}", "model_id"},
+    };
+
+    ok_free("evaluate", "{\"model_id\":\"llama-3-8b\",\"benchmark\":\"mmlu\"}");
+    ok_free("evaluate", "{\"model_id\":\"" ART "\",\"benchmark\":\"mmlu\"}");
+    bad_all("evaluate", refused, sizeof(refused) / sizeof(refused[0]));
 }
 
 /* ---- generate ------------------------------------------------------------------ */
@@ -268,7 +291,7 @@ static void test_unknown_and_duplicate_keys(void **state)
     bad("generate", "{\"params\":{\"num_samples\":1},\"domain\":\"d\"}", "domain");
     /* params of another job type */
     bad("generate", "{" GEN ",\"epochs\":3}", "epochs");
-    bad("train", "{\"params\":{\"model_id\":\"m\",\"dataset_uri\":\"s3://b\",\"domain\":\"x\"}}",
+    bad("train", "{\"params\":{\"model_id\":\"m\",\"dataset_uri\":\"s3://b/k\",\"domain\":\"x\"}}",
         "domain");
     /* fields the server owns */
     bad("generate", "{" GEN ",\"user_id\":\"usr_x\"}", "user_id");
@@ -314,10 +337,10 @@ static void test_audit(void **state)
         {"{\"dataset_uri\":\"gs://b/x\"}", "dataset_uri"},
         {"{\"dataset_uri\":\"artifact://art_nope\"}", "dataset_uri"},
         {"{\"dataset_uri\":42}", "dataset_uri"},
-        {"{\"dataset_uri\":\"s3://b\",\"checks\":\"pii\"}", "checks"},
-        {"{\"dataset_uri\":\"s3://b\",\"checks\":[1]}", "checks"},
-        {"{\"dataset_uri\":\"s3://b\",\"checks\":[\"\"]}", "checks"},
-        {"{\"dataset_uri\":\"s3://b\",\"checks\":[null]}", "checks"},
+        {"{\"dataset_uri\":\"s3://b/k\",\"checks\":\"pii\"}", "checks"},
+        {"{\"dataset_uri\":\"s3://b/k\",\"checks\":[1]}", "checks"},
+        {"{\"dataset_uri\":\"s3://b/k\",\"checks\":[\"\"]}", "checks"},
+        {"{\"dataset_uri\":\"s3://b/k\",\"checks\":[null]}", "checks"},
     };
     cJSON *req = ok("audit", "{\"dataset_uri\":\"s3://b/d.jsonl\",\"checks\":[\"pii\",\"dedup\"]}");
 
@@ -327,8 +350,7 @@ static void test_audit(void **state)
     req = ok("audit", "{\"dataset_uri\":\"" ART "\"}");
     assert_null(param(req, "checks"));
     cJSON_Delete(req);
-    ok_free("audit", "{\"dataset_uri\":\"file:///tmp/x.jsonl\",\"checks\":[]}");
-    ok_free("audit", "{\"dataset_uri\":\"https://h/x.jsonl\"}");
+    ok_free("audit", "{\"dataset_uri\":\"s3://bkt/x.jsonl\",\"checks\":[]}");
 
     bad_all("audit", refused, sizeof(refused) / sizeof(refused[0]));
 }
@@ -340,7 +362,7 @@ static void test_audit_checks_limit(void **state)
     int i;
 
     for (int n = 32; n <= 33; n++) {
-        len = (size_t)snprintf(json, sizeof(json), "{\"dataset_uri\":\"s3://b\",\"checks\":[");
+        len = (size_t)snprintf(json, sizeof(json), "{\"dataset_uri\":\"s3://b/k\",\"checks\":[");
         for (i = 0; i < n; i++)
             len += (size_t)snprintf(json + len, sizeof(json) - len, "%s\"c%d\"", i ? "," : "", i);
         snprintf(json + len, sizeof(json) - len, "]}");
@@ -354,16 +376,16 @@ static void test_audit_checks_limit(void **state)
 static void test_distill(void **state)
 {
     static const struct refusal refused[] = {
-        {"{\"student_model\":\"s\",\"dataset_uri\":\"s3://b\"}", "teacher_model"},
-        {"{\"teacher_model\":\"t\",\"dataset_uri\":\"s3://b\"}", "student_model"},
+        {"{\"student_model\":\"s\",\"dataset_uri\":\"s3://b/k\"}", "teacher_model"},
+        {"{\"teacher_model\":\"t\",\"dataset_uri\":\"s3://b/k\"}", "student_model"},
         {"{\"teacher_model\":\"t\",\"student_model\":\"s\"}", "dataset_uri"},
-        {"{\"teacher_model\":\"t\",\"student_model\":\"s\",\"dataset_uri\":\"s3://b\","
+        {"{\"teacher_model\":\"t\",\"student_model\":\"s\",\"dataset_uri\":\"s3://b/k\","
          "\"num_samples\":0}",
          "num_samples"},
-        {"{\"teacher_model\":\"t\",\"student_model\":\"s\",\"dataset_uri\":\"s3://b\","
+        {"{\"teacher_model\":\"t\",\"student_model\":\"s\",\"dataset_uri\":\"s3://b/k\","
          "\"num_samples\":2000000}",
          "num_samples"},
-        {"{\"teacher_model\":1,\"student_model\":\"s\",\"dataset_uri\":\"s3://b\"}",
+        {"{\"teacher_model\":1,\"student_model\":\"s\",\"dataset_uri\":\"s3://b/k\"}",
          "teacher_model"},
     };
     cJSON *req = ok("distill", "{\"teacher_model\":\"big\",\"student_model\":\"small\","
@@ -384,7 +406,7 @@ static void test_distill(void **state)
 static void test_train(void **state)
 {
     static const struct refusal refused[] = {
-        {"{\"dataset_uri\":\"s3://b\"}", "model_id"},
+        {"{\"dataset_uri\":\"s3://b/k\"}", "model_id"},
         {"{\"model_id\":\"m\"}", "dataset_uri"},
         {"{" TRAIN ",\"epochs\":0}", "epochs"},
         {"{" TRAIN ",\"epochs\":101}", "epochs"},
@@ -422,7 +444,7 @@ static void test_evaluate(void **state)
         {"{\"model_id\":\"m\",\"benchmark\":[\"mmlu\"]}", "benchmark"},
         {"{\"model_id\":\"m\",\"benchmark\":\"custom\"}", "dataset_uri"},
         {"{\"model_id\":\"m\",\"benchmark\":\"custom\",\"dataset_uri\":\"x\"}", "dataset_uri"},
-        {"{\"model_id\":\"m\",\"benchmark\":\"mmlu\",\"dataset_uri\":\"s3://b\"}", "dataset_uri"},
+        {"{\"model_id\":\"m\",\"benchmark\":\"mmlu\",\"dataset_uri\":\"s3://b/k\"}", "dataset_uri"},
     };
     cJSON *req;
 
@@ -584,10 +606,10 @@ static void test_output_is_a_copy(void **state)
 
 int main(void)
 {
-    return NF_TEST_RUN(NULL, NULL, test_job_types, test_uris, test_generate_flat_defaults,
-                       test_flat_and_nested_agree, test_generate_all_params, test_generate_failures,
-                       test_unknown_and_duplicate_keys, test_params_shape, test_audit,
-                       test_audit_checks_limit, test_distill, test_train, test_evaluate,
-                       test_deploy, test_common_bounds, test_metadata_and_labels,
-                       test_output_is_a_copy);
+    return NF_TEST_RUN(
+        NULL, NULL, test_job_types, test_uris, test_model_refs, test_generate_flat_defaults,
+        test_flat_and_nested_agree, test_generate_all_params, test_generate_failures,
+        test_unknown_and_duplicate_keys, test_params_shape, test_audit, test_audit_checks_limit,
+        test_distill, test_train, test_evaluate, test_deploy, test_common_bounds,
+        test_metadata_and_labels, test_output_is_a_copy);
 }
