@@ -1,9 +1,10 @@
 # shellcheck shell=bash
 # shellcheck disable=SC2034 # the variables set here are read by the other sourced scripts
 # deploy/local/backing.sh - the backing servers of a profile as plain local processes:
-# PostgreSQL 15, Redis and the Kafka broker (KRaft). Each has start (idempotent: a running
-# one is detected and left alone), ready, stop (only what we started: found through our
-# pid files) and a status line. Sourced after lib.sh and env.sh (profile loaded).
+# PostgreSQL 15, Redis, the Kafka broker (KRaft) and - in objstore.sh - the S3 object
+# store. Each has start (idempotent: a running one is detected and left alone), ready,
+# stop (only what we started: found through our pid files) and a status line. Sourced
+# after lib.sh and env.sh (profile loaded).
 
 FORGE_BACKING=(postgres redis kafka)
 
@@ -300,18 +301,21 @@ forge_kafka_status() {
     forge_status_line kafka "$(forge_kafka_pid || true)" "$PORT_KAFKA" forge_kafka_ready
 }
 
-# ---------------------------------------------------------------- all three
+# ---------------------------------------------------------------- all four
 
 forge_backing_start() {
     mkdir -p "$FORGE_LOGS" "$FORGE_RUN"
     forge_kafka_launch
+    forge_s3_launch
     forge_pg_start
     forge_redis_start
     forge_kafka_wait_ready
+    forge_s3_wait_ready
 }
 
-# Reverse order of start: Kafka and Redis first, Postgres last.
+# Reverse order of start: the object store, Kafka and Redis first, Postgres last.
 forge_backing_stop() {
+    forge_s3_stop
     forge_kafka_stop
     forge_redis_stop
     forge_pg_stop

@@ -55,10 +55,14 @@ forge_profile_load() {
     PORT_KAFKA=$((9092 + offset))
     PORT_KAFKA_CONTROLLER=$((9093 + offset))
     PORT_DASHBOARD=$((3000 + offset)) # dashboard.sh (next start), not in the service table
+    PORT_S3=$((9000 + offset))        # objstore.sh (versitygw)
 
     FORGE_KAFKA_BROKERS=127.0.0.1:$PORT_KAFKA
     FORGE_REDIS_ADDR=127.0.0.1:$PORT_REDIS
     FORGE_PG_DSN="host=127.0.0.1 port=$PORT_PG dbname=forge user=forge"
+    FORGE_S3_ENDPOINT=http://127.0.0.1:$PORT_S3
+    FORGE_S3_REGION=us-east-1
+    FORGE_S3_BUCKET=${NF_S3_BUCKET:-nexa-forge} # the one bucket of the platform
 
     # Parse the service table into lookups keyed by service name.
     FORGE_SERVICES=()
@@ -99,6 +103,9 @@ forge_service_env() {
         echo "${SVC_ADDR_VAR[$svc]}=127.0.0.1:${SVC_PORT[$svc]}"
     done
     case $name in
+    gateway | scheduler | worker) forge_s3_env ;; # the services that talk to the store
+    esac
+    case $name in
     worker-manager)
         echo "NF_WORKER_REGISTRATION_TOKEN=$(forge_secret NF_WORKER_REGISTRATION_TOKEN)"
         # Both profiles run the liveness defaults (2 s heartbeats, 6 s leases, lost after
@@ -137,6 +144,15 @@ forge_service_env() {
     fi
 }
 
+# The object store's address and root keys (objstore.sh), for the services that talk S3.
+forge_s3_env() {
+    echo "NF_S3_ENDPOINT=$FORGE_S3_ENDPOINT"
+    echo "NF_S3_REGION=$FORGE_S3_REGION"
+    echo "NF_S3_ACCESS_KEY=$(forge_secret NF_S3_ACCESS_KEY)"
+    echo "NF_S3_SECRET_KEY=$(forge_secret NF_S3_SECRET_KEY)"
+    echo "NF_S3_BUCKET=$FORGE_S3_BUCKET"
+}
+
 # forge_secret NAME: the profile's generated secret NAME, created on first use.
 # secrets.env is mode 600 inside the git-ignored .forge/ and never committed.
 forge_secret() {
@@ -163,11 +179,16 @@ forge_test_env() {
     echo "NF_TEST_WORKER_BIN=$FORGE_BIN/nf-worker"
     echo "NF_TEST_STATE_DIR=$FORGE_STATE"
     echo "NF_TEST_LOG_DIR=$FORGE_LOGS"
+    echo "NF_TEST_S3_ENDPOINT=$FORGE_S3_ENDPOINT"
+    echo "NF_TEST_S3_BUCKET=$FORGE_S3_BUCKET"
     if [[ -s $FORGE_API_KEY_FILE ]]; then
         echo "NF_TEST_API_KEY=$(cat "$FORGE_API_KEY_FILE")"
     fi
-    # For tests that register their own (fake) workers.
+    # The generated secrets, once the stack has made them: the token for tests that
+    # register their own (fake) workers, the object store's root keys.
     if [[ -s $FORGE_SECRETS ]]; then
         echo "NF_TEST_WORKER_REGISTRATION_TOKEN=$(forge_secret NF_WORKER_REGISTRATION_TOKEN)"
+        echo "NF_TEST_S3_ACCESS_KEY=$(forge_secret NF_S3_ACCESS_KEY)"
+        echo "NF_TEST_S3_SECRET_KEY=$(forge_secret NF_S3_SECRET_KEY)"
     fi
 }

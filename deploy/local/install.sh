@@ -5,10 +5,12 @@
 # Sourced after lib.sh with FORGE_ROOT set.
 
 # Debian 12 packages: the C toolchain and libraries (DESIGN §2), the backing servers, the
-# JDK + Maven that fetch and run the Kafka broker, and the lint tools.
+# JDK + Maven that fetch and run the Kafka broker, and the lint tools. (Go, which builds
+# the object store, comes with the machine: Debian 12's golang is too old for it.)
 FORGE_APT_PACKAGES=(
     build-essential cmake pkg-config
     librdkafka-dev libhiredis-dev libevent-dev libcjson-dev libsodium-dev libcmocka-dev libpq-dev
+    libcurl4-openssl-dev
     postgresql-15 redis-server redis-tools
     openjdk-17-jre-headless maven
     clang-format clang-tidy
@@ -24,14 +26,22 @@ FORGE_PIP_MODULES=(
     pyyaml:yaml
     confluent-kafka:confluent_kafka
     requests:requests
+    pyarrow:pyarrow # handlers/requirements.txt: the handlers read and write Parquet
 )
 
 FORGE_KAFKA_LIB=$FORGE_ROOT/deploy/kafka/lib
+
+# The object store (objstore.sh): versitygw, built from its Go module into the git-ignored
+# .forge/bin, shared by both profiles.
+FORGE_VERSITYGW_VERSION=v1.8.0
+FORGE_TOOLS_BIN=$FORGE_ROOT/.forge/bin
+FORGE_VERSITYGW=$FORGE_TOOLS_BIN/versitygw
 
 forge_install_deps() {
     forge_install_apt
     forge_install_pip
     forge_install_kafka_jars
+    forge_install_versitygw
     forge_install_dashboard # dashboard.sh: npm ci when package-lock.json changed
 }
 
@@ -92,8 +102,8 @@ PY
     )
     ((${#missing[@]})) || return 0
     forge_say "installing Python packages: ${missing[*]}"
-    # tests/requirements.txt holds the version bounds; installing the whole file keeps
-    # one source of truth. Debian's own python3 refuses pip installs
+    # tests/requirements.txt holds the version bounds (it includes the handlers' own
+    # handlers/requirements.txt); installing the whole file keeps one source of truth. Debian's own python3 refuses pip installs
     # into the system (PEP 668) - there, --break-system-packages is the documented way
     # for a machine that is only a dev/CI box; a pyenv or venv python needs no flag.
     local flags=(-q --disable-pip-version-check --root-user-action=ignore)
@@ -120,4 +130,26 @@ forge_install_kafka_jars() {
     mvn -q -B -f "$pom" dependency:copy-dependencies >"$FORGE_KAFKA_LIB/.mvn.log" 2>&1 ||
         { forge_tail_log "$FORGE_KAFKA_LIB/.mvn.log" 40; forge_die "mvn could not fetch the Kafka jars"; }
     echo "$want" >"$stamp"
+}
+
+# versitygw from the Go module proxy: `go install` builds it (about a minute on 2 cores,
+# once; docs/object-store.md). A stamp holding the version marks a finished build, so
+# an interrupted one or a version bump builds again. The build goes to a temporary
+# GOBIN first: a half-written binary never sits at the path the stack runs.
+forge_install_versitygw() {
+    local stamp=$FORGE_TOOLS_BIN/.versitygw.version go tmp
+    [[ -x $FORGE_VERSITYGW && -f $stamp && $(cat "$stamp") == "$FORGE_VERSITYGW_VERSION" ]] && return 0
+    go=$(command -v go || true)
+    [[ -z $go && -x /usr/local/go/bin/go ]] && go=/usr/local/go/bin/go
+    [[ -n $go ]] || forge_die "the object store (versitygw) is built with Go >= 1.21, and no 'go' is on PATH"
+    forge_say "building versitygw $FORGE_VERSITYGW_VERSION (go install, about a minute the first time)"
+    mkdir -p "$FORGE_TOOLS_BIN"
+    tmp=$(mktemp -d "$FORGE_TOOLS_BIN/.gobin.XXXXXX")
+    # GOTOOLCHAIN=auto: an older Go fetches the one versitygw's go.mod asks for (1.25).
+    GOBIN=$tmp GOTOOLCHAIN=auto GOFLAGS=-modcacherw "$go" install \
+        "github.com/versity/versitygw/cmd/versitygw@$FORGE_VERSITYGW_VERSION" >"$tmp/.go.log" 2>&1 ||
+        { forge_tail_log "$tmp/.go.log" 40; rm -rf "$tmp"; forge_die "go install of versitygw failed"; }
+    mv -f "$tmp/versitygw" "$FORGE_VERSITYGW"
+    rm -rf "$tmp"
+    echo "$FORGE_VERSITYGW_VERSION" >"$stamp"
 }

@@ -6,7 +6,7 @@
 #   build        build-test/ (Debug)
 #   unit         ctest -L unit
 #   reset        stop a test stack left over by an interrupted run, wipe .forge/test
-#   backing      Postgres, Redis, Kafka of the test profile
+#   backing      Postgres, Redis, Kafka and the S3 object store of the test profile
 #   integration  ctest -L integration, NF_TEST_* pointed at the test stack
 #   services     the services and a worker from build-test/bin, an API key
 #   e2e          pytest tests/e2e against the test stack
