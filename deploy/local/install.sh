@@ -145,8 +145,12 @@ forge_install_versitygw() {
     forge_say "building versitygw $FORGE_VERSITYGW_VERSION (go install, about a minute the first time)"
     mkdir -p "$FORGE_TOOLS_BIN"
     tmp=$(mktemp -d "$FORGE_TOOLS_BIN/.gobin.XXXXXX")
+    # Go keeps its module and build caches under $HOME; without one (a bare CI
+    # environment) they go to .forge/go.
+    local goenv=()
+    [[ -n ${HOME:-} ]] || goenv=(GOPATH="$FORGE_ROOT/.forge/go" GOCACHE="$FORGE_ROOT/.forge/go/cache")
     # GOTOOLCHAIN=auto: an older Go fetches the one versitygw's go.mod asks for (1.25).
-    GOBIN=$tmp GOTOOLCHAIN=auto GOFLAGS=-modcacherw "$go" install \
+    env "${goenv[@]}" GOBIN="$tmp" GOTOOLCHAIN=auto GOFLAGS=-modcacherw "$go" install \
         "github.com/versity/versitygw/cmd/versitygw@$FORGE_VERSITYGW_VERSION" >"$tmp/.go.log" 2>&1 ||
         { forge_tail_log "$tmp/.go.log" 40; rm -rf "$tmp"; forge_die "go install of versitygw failed"; }
     mv -f "$tmp/versitygw" "$FORGE_VERSITYGW"
