@@ -6,14 +6,22 @@ A handler reads the job JSON on stdin and writes one JSON object per stdout line
 Exit 0 = succeeded, 75 = retryable failure, anything else = user error. Bad params exit 2
 with the reason on stderr. Environment: NF_JOB_ID, NF_ARTIFACT_DIR, NF_GPU_COUNT.
 
-Python standard library only.
-"""
+Inputs come only from the job JSON's "inputs" object (filled by the worker agent);
+datasets are read by `open_dataset` (Parquet, JSONL, CSV/TSV).
 
+Python standard library, plus pyarrow for Parquet (imported on first use).
+"""
+from __future__ import annotations
+
+import csv
 import hashlib
 import json
 import os
+import re
 import sys
 import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
 
 EXIT_BAD_PARAMS = 2
 EXIT_RETRYABLE = 75
@@ -157,48 +165,281 @@ def bool_param(params, key, default=False):
     return value
 
 
+# ---- job inputs ---------------------------------------------------------------------
+#
+# A user names data by URI (s3://bucket/key, artifact://art_...). The gateway checks each
+# one before the job is queued and the worker agent downloads it into the job's private
+# directory; the job JSON then maps the parameter to that file:
+#     "inputs": {"dataset_uri": "/…/<job dir>/inputs/dataset_uri/data.parquet"}
+# Handlers read inputs only from there. They never open a path a user wrote (file:// is
+# refused here too, whatever let it through) and never fetch anything themselves.
+
+_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def is_uri(value: object) -> bool:
+    """True for a string that starts with a URI scheme (s3://, artifact://, ...)."""
+    return isinstance(value, str) and _URI.match(value) is not None
+
+
+def input_path(job: dict, key: str, uri: str) -> str:
+    """The local file the worker agent fetched params.<key> (= uri) into. Exits 2 naming
+    the parameter when the URI is file:// or the job carries no input for it; exits 75
+    when the agent's entry is unusable (a worker fault, worth a retry elsewhere)."""
+    if uri.lower().startswith("file://"):
+        fail(f"params.{key}: file:// URIs are refused; upload the file (POST /api/files, "
+             "client.upload_file) and pass its s3:// or artifact:// URI")
+    inputs = job.get("inputs")
+    if inputs is None or inputs == []:
+        inputs = {}
+    if not isinstance(inputs, dict):
+        fail("the job's inputs must be an object of parameter -> local path "
+             f"(got {type(inputs).__name__}: is the worker agent older than the handlers?)",
+             EXIT_RETRYABLE)
+    path = inputs.get(key)
+    if path is None:
+        fail(f"params.{key}: {uri} was not fetched for this job (the job JSON has no "
+             f"inputs.{key}); only inputs the platform resolved can be read")
+    if not isinstance(path, str) or not os.path.isabs(path):
+        fail(f"inputs.{key} must be an absolute local path, not {path!r}", EXIT_RETRYABLE)
+    if not os.path.isfile(path):
+        fail(f"inputs.{key}: {path} (for params.{key} = {uri}) does not exist or is not a "
+             "file", EXIT_RETRYABLE)
+    return path
+
+
+def model_input(job: dict, key: str = "model_id") -> str | None:
+    """For a model parameter: the local path of the model file when the value is a URI
+    (artifact://art_... of a `train` model.json, fetched by the agent), None for a bare
+    model name."""
+    value = job["params"].get(key)
+    return input_path(job, key, value) if is_uri(value) else None
+
+
 # ---- datasets -----------------------------------------------------------------------
+#
+# One reader for every handler: Parquet, JSONL and CSV/TSV, rows streamed one at a time
+# with their position (line or row number) for messages, memory bounded by one Parquet
+# batch or one text line whatever the file's size.
+
+DATASET_FORMATS = ("parquet", "jsonl", "csv")
+PARQUET_MAGIC = b"PAR1"
+PARQUET_BATCH_ROWS = 1024
+CSV_FIELD_LIMIT = 16 * 1024 * 1024
+_BOM = b"\xef\xbb\xbf"
 
 
-def dataset_path(uri, key="dataset_uri"):
-    """Local path of a dataset URI; only file:// can be read by the reference handlers."""
-    if not isinstance(uri, str) or not uri:
-        fail(f"params.{key} is required")
-    if uri.startswith("file://"):
-        path = uri[len("file://"):]
-        if not path.startswith("/"):
-            fail(f"params.{key} must be an absolute file:// URI")
-        if not os.path.isfile(path):
-            fail(f"params.{key}: {path} does not exist or is not a file")
-        return path
-    if uri.startswith("artifact://"):
-        fail(f"params.{key}: artifact:// URIs are not supported by the reference handlers yet; "
-             "pass the artifact's file:// uri")
-    if uri.startswith(("s3://", "https://")):
-        fail(f"params.{key}: {uri.split(':', 1)[0]}:// is not supported by the reference "
-             "handlers; use file://")
-    fail(f"params.{key} must be a file://, s3://, https:// or artifact:// URI")
+@dataclass(frozen=True)
+class Row:
+    """One record of a dataset, or why that line/row is not one.
+
+    number: 1-based line of the file (JSONL; for CSV the line the record starts on) or
+    row (Parquet). record: the record as a dict (CSV values are strings), None when bad.
+    error: why the line is malformed, None for a good record."""
+
+    number: int
+    record: dict | None
+    error: str | None = None
+    unit: str = "line"
+
+    @property
+    def where(self) -> str:
+        return f"{self.unit} {self.number}"
 
 
-def read_jsonl(path, on_progress=None):
-    """Yields (record, None) for each JSON object line, (None, reason) for bad lines."""
+def dataset_format(path: str, key: str = "dataset_uri") -> str:
+    """parquet, jsonl or csv. Parquet's magic bytes always win; otherwise the file name
+    decides (.parquet/.pq, .jsonl/.ndjson/.json, .csv/.tsv); otherwise the first
+    non-blank byte ('{' = JSONL, else CSV). A .parquet name without the magic exits 2."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if head[:4] == PARQUET_MAGIC:
+        return "parquet"
+    name = os.path.basename(path).lower()
+    if name.endswith((".parquet", ".pq")):
+        fail(f"params.{key}: {os.path.basename(path)} is not a Parquet file "
+             "(it does not start with PAR1)")
+    if name.endswith((".csv", ".tsv")):
+        return "csv"
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    if head.startswith(_BOM):
+        head = head[len(_BOM):]
+    stripped = head.lstrip()
+    return "jsonl" if not stripped or stripped.startswith(b"{") else "csv"
+
+
+class Dataset:
+    """A dataset file the agent fetched: its format, size, and its rows as a stream."""
+
+    def __init__(self, path: str, key: str = "dataset_uri", uri: str | None = None):
+        self.path = path
+        self.key = key
+        self.uri = uri or path
+        self.bytes = os.path.getsize(path)
+        self.format = dataset_format(path, key)
+
+    def __repr__(self) -> str:
+        return f"{self.uri} ({self.bytes} bytes, {self.format})"
+
+    def rows(self, on_progress: Callable[[float], None] | None = None) -> Iterator[Row]:
+        """Every line/row in file order: Row(number, record) or Row(number, None, error).
+        on_progress gets the fraction read (0..1) now and then."""
+        if self.format == "parquet":
+            return _parquet_rows(self.path, self.key, on_progress)
+        if self.format == "csv":
+            return _csv_rows(self.path, on_progress)
+        return _jsonl_rows(self.path, on_progress)
+
+
+def open_dataset(job: dict, key: str = "dataset_uri", required: bool = True
+                 ) -> Dataset | None:
+    """The dataset named by params.<key>, read from the file the agent fetched. Exits 2
+    naming the parameter when it is missing (and required), not a URI, or not fetched."""
+    uri = job["params"].get(key)
+    if uri is None:
+        if required:
+            fail(f"params.{key} is required")
+        return None
+    if not isinstance(uri, str) or not uri.strip():
+        fail(f"params.{key} must be a non-empty string")
+    if not is_uri(uri):
+        fail(f"params.{key} must be an s3://bucket/key or artifact://art_... URI")
+    return Dataset(input_path(job, key, uri), key, uri)
+
+
+def _jsonl_rows(path, on_progress):
     total = max(1, os.path.getsize(path))
     with open(path, "rb") as f:
-        for raw in f:
-            if on_progress is not None:
+        for number, raw in enumerate(f, 1):
+            if number == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]
+            if on_progress is not None and number % 256 == 0:
                 on_progress(f.tell() / total)
             line = raw.strip()
             if not line:
                 continue
             try:
                 rec = json.loads(line)
-            except ValueError:
-                yield None, "not JSON"
+            except ValueError:  # also invalid UTF-8
+                yield Row(number, None, "not JSON")
                 continue
             if not isinstance(rec, dict):
-                yield None, "not an object"
+                yield Row(number, None, "not a JSON object")
                 continue
-            yield rec, None
+            yield Row(number, rec)
+    if on_progress is not None:
+        on_progress(1.0)
+
+
+def _csv_rows(path, on_progress):
+    """Data rows as dicts of the header's columns (values are strings); a row whose field
+    count differs from the header's is malformed. .tsv is tab-separated; otherwise the
+    delimiter is sniffed from the first 8 KiB (, ; tab |)."""
+    csv.field_size_limit(CSV_FIELD_LIMIT)
+    total = max(1, os.path.getsize(path))
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+        sample = f.read(8192)
+        f.seek(0)
+        if path.lower().endswith(".tsv"):
+            dialect = csv.excel_tab
+        else:
+            try:
+                dialect = csv.Sniffer().sniff(sample, delimiters=",;\t|")
+            except csv.Error:
+                dialect = csv.excel
+        done = [0]
+
+        def lines():
+            for line in f:
+                done[0] += len(line)
+                yield line
+
+        reader = csv.reader(lines(), dialect)
+        header = None
+        count = 0
+        while True:
+            number = reader.line_num + 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as exc:
+                yield Row(number, None, f"bad CSV: {exc}")
+                continue
+            count += 1
+            if on_progress is not None and count % 256 == 0:
+                on_progress(min(1.0, done[0] / total))
+            if not fields or all(not c.strip() for c in fields):
+                continue
+            if header is None:
+                header = [h.strip() or f"column_{i + 1}" for i, h in enumerate(fields)]
+                continue
+            if len(fields) != len(header):
+                yield Row(number, None, f"{len(fields)} fields, the header has {len(header)}")
+                continue
+            yield Row(number, dict(zip(header, fields)))
+    if on_progress is not None:
+        on_progress(1.0)
+
+
+def _parquet_rows(path, key, on_progress):
+    """Rows of a Parquet file, read a row group at a time in batches of
+    PARQUET_BATCH_ROWS, so memory stays near one row group's column chunks whatever the
+    file's size. Values are Python objects (str, int, float, bool, None, lists, dicts)."""
+    pa, pq = _pyarrow()
+    number = 0
+    try:
+        # pre_buffer (pyarrow's default) would read every column chunk of the file
+        # into memory before the first batch; one row group at a time bounds it.
+        pf = pq.ParquetFile(path, pre_buffer=False)
+        total = max(1, pf.metadata.num_rows)
+        for group in range(pf.num_row_groups):
+            for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=[group]):
+                for rec in batch.to_pylist():
+                    number += 1
+                    yield Row(number, rec, unit="row")
+                if on_progress is not None:
+                    on_progress(min(1.0, number / total))
+        pf.close()
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        where = f" at row {number + 1}" if number else ""
+        fail(f"params.{key}: not a readable Parquet file{where}: {exc}")
+    if on_progress is not None:
+        on_progress(1.0)
+
+
+def _pyarrow():
+    """(pyarrow, pyarrow.parquet), imported on first use: JSONL and CSV work without it,
+    and --help or a bad parameter never waits for it. Missing means the worker's Python
+    lacks handlers/requirements.txt: a fault of that worker (exit 75, retried)."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError as exc:
+        fail(f"Parquet needs pyarrow, which this worker's Python lacks ({exc}); "
+             "install handlers/requirements.txt", EXIT_RETRYABLE)
+    return pyarrow, pyarrow.parquet
+
+
+def write_parquet(path: str, columns: list[str], rows: Iterable[dict],
+                  batch_rows: int = 8192) -> int:
+    """Writes rows (dicts of string columns) to path atomically (temp file + rename), a
+    row group per batch_rows, so memory stays bounded; returns the file's size."""
+    pa, pq = _pyarrow()
+    schema = pa.schema([(name, pa.string()) for name in columns])
+    tmp = path + ".tmp"
+    batch: list[dict] = []
+    with pq.ParquetWriter(tmp, schema) as writer:
+        for rec in rows:
+            batch.append(rec)
+            if len(batch) >= batch_rows:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                batch = []
+        if batch:
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+    os.replace(tmp, path)
+    return os.path.getsize(path)
 
 
 def record_text(rec):
