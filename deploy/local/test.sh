@@ -5,6 +5,8 @@
 #   install      what is missing (same function as `up`)
 #   build        build-test/ (Debug)
 #   unit         ctest -L unit
+#   sdk          pytest sdk/python/tests (a scripted local HTTP server)
+#   handlers     pytest tests/handlers (the reference handlers run by hand, on local files)
 #   reset        stop a test stack left over by an interrupted run, wipe .forge/test
 #   backing      Postgres, Redis, Kafka and the S3 object store of the test profile
 #   integration  ctest -L integration, NF_TEST_* pointed at the test stack
@@ -66,6 +68,12 @@ forge_test_check() {
 # The SDK's own unit tests: a scripted local HTTP server, no stack needed.
 forge_test_sdk() {
     (cd "$FORGE_ROOT" && python3 -m pytest sdk/python/tests -q -p no:cacheprovider)
+}
+
+# The reference handlers, run as the worker agent runs them on Parquet/JSONL/CSV files
+# named in the job's "inputs"; no stack needed.
+forge_test_handlers() {
+    (cd "$FORGE_ROOT" && python3 -m pytest tests/handlers -q -p no:cacheprovider)
 }
 
 forge_test_integration() {
@@ -146,6 +154,7 @@ forge_cmd_test() {
     if ((built)); then
         forge_stage unit forge_test_unit || true
         forge_stage sdk forge_test_sdk || true
+        forge_stage handlers forge_test_handlers || true
         forge_stage check forge_test_check || true
         if forge_stage reset forge_test_reset && forge_stage backing forge_backing_start; then
             backing=1
