@@ -18,7 +18,9 @@ that is left, and a wait that would end past the deadline is not started - the l
 is raised instead. A dead server therefore gives ``ConnectionError`` within the timeout,
 never a hang. For streamed answers (server-sent events, downloads) the deadline covers
 everything up to the answer's headers; after that ``timeout`` is the longest silence
-allowed between two reads.
+allowed between two reads. Streamed uploads (``body`` a function, ``timeout=None`` and
+``io_timeout``) have no overall deadline: ``io_timeout`` is the longest a single socket
+operation may stall.
 
 Thread safety: the pool hands each request its own connection (idle ones are kept per
 origin under a lock), so one client may be shared by threads.
@@ -35,12 +37,16 @@ import ssl
 import threading
 import time
 import urllib.parse
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple, cast
+from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple,
+                    Union, cast)
 
 from . import errors
 from ._version import __version__
 
 Origin = Tuple[str, str, int]
+# A request body: bytes, or a function returning a fresh iterable of byte chunks for each
+# attempt (a streamed upload is re-read from its start when the request is retried).
+Body = Union[bytes, Callable[[], Iterable[bytes]], None]
 
 RETRY_STATUSES_ALWAYS = frozenset({429, 503})
 RETRY_STATUSES_IDEMPOTENT = frozenset({500, 502, 504})
@@ -261,13 +267,22 @@ class Transport:
         idempotent: Optional[bool] = None,
         authenticated: bool = True,
         timeout: Optional[float] = -1.0,
+        body: Body = None,
+        io_timeout: Optional[float] = None,
     ) -> Response:
         """Sends the request with the retry policy; returns the :class:`Response` for a
         1xx-3xx answer and raises the mapped :class:`~nexa_forge.NexaForgeError`
         otherwise. ``idempotent`` defaults to True for GET, PUT, DELETE and requests
-        carrying an ``Idempotency-Key``; ``timeout=-1`` means the transport's own."""
+        carrying an ``Idempotency-Key``; ``timeout=-1`` means the transport's own.
+
+        ``body`` (instead of ``json_body``) is sent as is: bytes, or a function that
+        returns an iterable of chunks, called afresh for each attempt, for bodies streamed
+        from disk; such a caller sets ``Content-Type`` and ``Content-Length`` in
+        ``headers``. ``io_timeout`` bounds each socket operation separately from the
+        call's deadline (``timeout``), for transfers that may take long in total."""
         return cast(Response, self._request(method, path, params, json_body, headers,
-                                            idempotent, authenticated, timeout, False))
+                                            idempotent, authenticated, timeout, False,
+                                            body, io_timeout))
 
     def stream(
         self,
@@ -281,12 +296,12 @@ class Transport:
         """Like :meth:`request`, but the body is left to read from the returned
         :class:`StreamResponse` (close it when done)."""
         return cast(StreamResponse, self._request(method, path, params, None, headers, None,
-                                                  True, timeout, True))
+                                                  True, timeout, True, None, None))
 
     def _request(self, method: str, path: str, params: Optional[Mapping[str, Any]],
                  json_body: Any, headers: Optional[Mapping[str, str]],
                  idempotent: Optional[bool], authenticated: bool, timeout: Optional[float],
-                 stream: bool) -> Any:
+                 stream: bool, raw_body: Body, io_timeout: Optional[float]) -> Any:
         if timeout is not None and timeout < 0:
             timeout = self.timeout
         hdrs: Dict[str, str] = {
@@ -296,8 +311,10 @@ class Transport:
         hdrs.update(self.default_headers)
         if authenticated:
             hdrs["X-Nexa-Api-Key"] = self.api_key
-        body: Optional[bytes] = None
+        body: Body = raw_body
         if json_body is not None:
+            if raw_body is not None:
+                raise ValueError("pass json_body or body, not both")
             body = json.dumps(json_body, separators=(",", ":")).encode("utf-8")
             hdrs["Content-Type"] = "application/json"
         if headers:
@@ -306,11 +323,11 @@ class Transport:
             idempotent = method.upper() in ("GET", "HEAD", "PUT", "DELETE", "OPTIONS") or any(
                 k.lower() == "idempotency-key" for k in hdrs)
         return self._send(method.upper(), self._origin, self.url_for(path, params), body, hdrs,
-                          idempotent, stream, timeout)
+                          idempotent, stream, timeout, io_timeout=io_timeout)
 
-    def _send(self, method: str, origin: Origin, target: str, body: Optional[bytes],
+    def _send(self, method: str, origin: Origin, target: str, body: Body,
               hdrs: Dict[str, str], idempotent: bool, stream: bool, timeout: Optional[float],
-              redirects: int = 0) -> Any:
+              redirects: int = 0, io_timeout: Optional[float] = None) -> Any:
         deadline = None if timeout is None else time.monotonic() + timeout
         attempt = 0
         stale_retry_used = False
@@ -323,9 +340,13 @@ class Transport:
             delay: Optional[float] = None
             conn = None
             reused = sent = False
+            sock_timeout = remaining
+            if io_timeout is not None:
+                sock_timeout = io_timeout if remaining is None else min(io_timeout, remaining)
             try:
-                conn, reused = self._acquire(origin, remaining)
-                conn.request(method, target, body=body, headers=hdrs)
+                conn, reused = self._acquire(origin, sock_timeout)
+                conn.request(method, target, body=body() if callable(body) else body,
+                             headers=hdrs)
                 sent = True
                 resp = conn.getresponse()
                 status = resp.status
@@ -335,7 +356,7 @@ class Transport:
                     self._finish(origin, conn, resp)
                     conn = None
                     return self._redirect(method, origin, target, location, status, body, hdrs,
-                                          idempotent, stream, deadline, redirects)
+                                          idempotent, stream, deadline, redirects, io_timeout)
                 if stream and status < 400:
                     read_timeout = self.timeout
                     conn_for_stream, conn = conn, None
@@ -375,6 +396,12 @@ class Transport:
                 error = errors.ConnectionError(f"{method} {target}: {_describe(exc)}")
                 error.__cause__ = exc
                 retryable = idempotent
+            except BaseException:
+                # anything else (a streamed body's own error, KeyboardInterrupt) leaves the
+                # connection mid-request: it can never be reused
+                if conn is not None:
+                    conn.close()
+                raise
             else:
                 if status < 400:
                     return Response(status, headers, data)
@@ -411,8 +438,9 @@ class Transport:
             self._release(origin, conn)
 
     def _redirect(self, method: str, origin: Origin, target: str, location: str, status: int,
-                  body: Optional[bytes], hdrs: Dict[str, str], idempotent: bool, stream: bool,
-                  deadline: Optional[float], redirects: int) -> Any:
+                  body: Body, hdrs: Dict[str, str], idempotent: bool, stream: bool,
+                  deadline: Optional[float], redirects: int,
+                  io_timeout: Optional[float] = None) -> Any:
         if redirects >= MAX_REDIRECTS:
             raise errors.NexaForgeError(f"{method} {target}: too many redirects", status=status)
         scheme, host, port = origin
@@ -429,10 +457,11 @@ class Transport:
                         if k.lower() not in ("x-nexa-api-key", "authorization", "cookie")}
         if status == 303 or (status in (301, 302) and method == "POST"):
             method, body = "GET", None
-            new_hdrs.pop("Content-Type", None)
+            new_hdrs = {k: v for k, v in new_hdrs.items()
+                        if k.lower() not in ("content-type", "content-length")}
         remaining = None if deadline is None else max(0.001, deadline - time.monotonic())
         return self._send(method, new_origin, new_target, body, new_hdrs, idempotent, stream,
-                          remaining, redirects + 1)
+                          remaining, redirects + 1, io_timeout)
 
 
 def _gave_up(error: errors.NexaForgeError, attempt: int) -> errors.NexaForgeError:

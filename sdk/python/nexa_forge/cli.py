@@ -5,6 +5,8 @@
     nexa-forge jobs get job_01J...
     nexa-forge keys create laptop
     nexa-forge billing
+    nexa-forge files upload data.parquet --uri s3://bucket/data.parquet
+    nexa-forge artifacts download art_01J... ./out/
 
 The key and URL come from ``--api-key``/``--base-url`` or ``NEXA_API_KEY``/``NEXA_API_URL``.
 Objects are printed as JSON on stdout; lists as a table (``--json`` for JSON); progress
@@ -85,13 +87,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
     except BrokenPipeError:  # `nexa-forge jobs list | head`
         return 0
+    except OSError as exc:  # a local file: missing, unreadable, a directory to write...
+        _note(f"error: {exc}")
+        return 1
 
 
 # ---------------------------------------------------------------------- parser
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="nexa-forge", description="Nexa Forge from the terminal: jobs, keys, billing.")
+        prog="nexa-forge",
+        description="Nexa Forge from the terminal: jobs, files, artifacts, keys, billing.")
     p.add_argument("--version", action="version", version=f"nexa-forge {__version__}")
     p.add_argument("--api-key", help="API key (default: $NEXA_API_KEY)")
     p.add_argument("--base-url", help="API URL (default: $NEXA_API_URL or http://localhost:8000)")
@@ -198,10 +204,38 @@ def _parser() -> argparse.ArgumentParser:
     ag = asub.add_parser("get", help="show one artifact")
     ag.add_argument("artifact_id")
     ag.set_defaults(handler=lambda c, a: _print_json(c.get_artifact(a.artifact_id)))
-    ad = asub.add_parser("download", help="download an artifact's content")
-    ad.add_argument("artifact_id")
+    ad = asub.add_parser("download", help="download an artifact's content (resumes)")
+    ad.add_argument("artifact_id", help="art_... or artifact://art_...")
     ad.add_argument("path", nargs="?", default=".", help="file or directory (default .)")
     ad.set_defaults(handler=_cmd_artifacts_download)
+
+    # files
+    files = sub.add_parser("files", help="upload, list and delete files (datasets, models)")
+    files.set_defaults(help_parser=files)
+    fsub = files.add_subparsers(dest="files_command", metavar="ACTION")
+    fu = fsub.add_parser("upload", help="upload a file (streamed; prints the file object)")
+    fu.add_argument("path", help="the local file")
+    fu.add_argument("--purpose", default="dataset", choices=["dataset", "model", "other"],
+                    help="what the file is for (default dataset)")
+    fu.add_argument("--uri", help="place it at s3://bucket/key in your namespace (replaces "
+                                  "a file there); jobs can then name it")
+    fu.add_argument("--filename", help="the name to store (default: the file's own)")
+    fu.set_defaults(handler=_cmd_files_upload)
+    fl = fsub.add_parser("list", help="list uploaded files, newest first")
+    fl.add_argument("--purpose", choices=["dataset", "model", "other"])
+    fl.add_argument("--limit", type=int, help="page size (every page is read)")
+    _json_flag(fl)
+    fl.set_defaults(handler=_cmd_files_list)
+    fg = fsub.add_parser("get", help="show one file")
+    fg.add_argument("file_id")
+    fg.set_defaults(handler=lambda c, a: _print_json(c.get_file(a.file_id)))
+    fd = fsub.add_parser("delete", help="delete an uploaded file")
+    fd.add_argument("file_id")
+    fd.set_defaults(handler=_cmd_files_delete)
+    fdl = fsub.add_parser("download", help="download a file's content")
+    fdl.add_argument("file_id")
+    fdl.add_argument("path", nargs="?", default=".", help="file or directory (default .)")
+    fdl.set_defaults(handler=lambda c, a: _download(c, a.file_id, a.path))
 
     # workers, whoami
     wk = sub.add_parser("workers", help="the worker fleet")
@@ -369,9 +403,56 @@ def _cmd_artifacts_list(client: NexaForgeClient, args: argparse.Namespace) -> in
 
 
 def _cmd_artifacts_download(client: NexaForgeClient, args: argparse.Namespace) -> int:
-    path = client.download_artifact(args.artifact_id, args.path)
-    print(str(path))
+    return _download(client, args.artifact_id, args.path)
+
+
+def _download(client: NexaForgeClient, artifact_id: str, path: str) -> int:
+    done = client.download_artifact(artifact_id, path, on_progress=_Meter("downloaded"))
+    print(str(done))
     return 0
+
+
+def _cmd_files_upload(client: NexaForgeClient, args: argparse.Namespace) -> int:
+    obj = client.upload_file(args.path, purpose=args.purpose, uri=args.uri,
+                             filename=args.filename, on_progress=_Meter("uploaded"))
+    _print_json(obj)
+    return 0
+
+
+def _cmd_files_list(client: NexaForgeClient, args: argparse.Namespace) -> int:
+    rows = list(client.iter_files(purpose=args.purpose, page_size=args.limit or 100))
+    if args.json:
+        _print_json({"data": rows})
+    else:
+        _table(rows, [("FILE_ID", "id"), ("FILENAME", "filename"), ("PURPOSE", "purpose"),
+                      ("BYTES", "bytes"), ("S3_URI", "s3_uri"), ("CREATED", "created_at")])
+    return 0
+
+
+def _cmd_files_delete(client: NexaForgeClient, args: argparse.Namespace) -> int:
+    client.delete_file(args.file_id)
+    _note(f"deleted {args.file_id}")
+    return 0
+
+
+class _Meter:
+    """Progress of a transfer on stderr, when stderr is a terminal: a line redrawn at
+    most every tenth of the file."""
+
+    def __init__(self, verb: str) -> None:
+        self.verb = verb
+        self.shown = -1
+        self.live = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.live or total <= 0:
+            return
+        tenth = done * 10 // total
+        if tenth != self.shown:
+            self.shown = tenth
+            end = "\n" if done >= total else ""
+            print(f"\r{self.verb} {done}/{total} bytes ({done * 100 // total}%)", end=end,
+                  file=sys.stderr, flush=True)
 
 
 def _cmd_workers(client: NexaForgeClient, args: argparse.Namespace) -> int:

@@ -8,18 +8,17 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
-import hashlib
 import os
 import pathlib
 import re
-import tempfile
 import time
 import urllib.parse
 import uuid
 from typing import (Any, Callable, Dict, Iterator, Literal, Mapping, Optional, Sequence,
                     Union, overload)
 
-from . import errors
+from . import _files, errors
+from ._files import ProgressFn
 from ._sse import ServerSentEvent, SSEDecoder, iter_sse_lines
 from ._transport import Response, Transport
 
@@ -34,6 +33,7 @@ _COST_POLL_S = 0.2
 
 Job = Dict[str, Any]
 Page = Dict[str, Any]
+FileObject = Dict[str, Any]
 JobRef = Union[str, Mapping[str, Any]]
 TimeParam = Union[str, _dt.datetime, _dt.date, None]
 Names = Union[str, Sequence[str], None]
@@ -455,52 +455,78 @@ class NexaForgeClient:
 
     def download_artifact(self, artifact_id: Union[str, Mapping[str, Any]],
                           path: Union[str, "os.PathLike[str]"], *,
-                          expected_sha256: Optional[str] = None) -> pathlib.Path:
-        """Streams the artifact's content to ``path`` (into it, named after the artifact,
-        when ``path`` is a directory) and returns the file's path. The file appears only
-        complete: it is written next to its destination, checked (length; SHA-256 when
-        ``expected_sha256`` is given or ``artifact_id`` is an artifact dict carrying
-        ``sha256``) and then renamed into place."""
+                          expected_sha256: Optional[str] = None,
+                          on_progress: Optional[ProgressFn] = None) -> pathlib.Path:
+        """Streams the artifact's content (a job output or an uploaded file) to ``path``
+        (into it, named after the artifact, when ``path`` is a directory) and returns the
+        file's path. ``artifact_id`` is an id (``art_...``), an ``artifact://`` URI, or an
+        artifact or file dict.
+
+        The file appears only complete: it is written next to its destination, checked
+        (length; SHA-256 when ``expected_sha256`` is given or ``artifact_id`` is a dict
+        carrying ``sha256``) and then renamed into place. A connection that breaks
+        mid-download is resumed where it stopped (``Range``), up to ``max_retries`` times
+        in a row without progress. ``on_progress(bytes_done, bytes_total)`` is called as
+        it goes (total -1 when the server did not say)."""
         aid = _artifact_id(artifact_id)
         if expected_sha256 is None and isinstance(artifact_id, Mapping):
             expected_sha256 = artifact_id.get("sha256")
-        resp = self._transport.stream("GET", f"/api/artifacts/{_seg(aid)}/content",
-                                      headers={"Accept": "*/*"})
-        target = pathlib.Path(path)
-        with resp:
-            if target.is_dir():
-                name = _filename_from(resp.header("Content-Disposition")) or (
-                    artifact_id.get("name") if isinstance(artifact_id, Mapping) else None) or aid
-                target = target / pathlib.Path(str(name)).name
-            digest = hashlib.sha256()
-            written = 0
-            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",
-                                            dir=str(target.parent))
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    while True:
-                        chunk = resp.read(1 << 16)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        digest.update(chunk)
-                        written += len(chunk)
-                length = resp.header("Content-Length")
-                if length is not None and length.isdigit() and int(length) != written:
-                    raise errors.ConnectionError(
-                        f"artifact {aid}: got {written} of {length} bytes")
-                if expected_sha256 and digest.hexdigest() != expected_sha256.lower():
-                    raise errors.NexaForgeError(
-                        f"artifact {aid}: SHA-256 {digest.hexdigest()} is not the expected "
-                        f"{expected_sha256}", code="checksum_mismatch")
-                os.replace(tmp_name, str(target))
-            except BaseException:
-                try:
-                    os.unlink(tmp_name)
-                except OSError:
-                    pass
-                raise
-        return target
+        fallback = None
+        if isinstance(artifact_id, Mapping):
+            fallback = artifact_id.get("name") or artifact_id.get("filename")
+        return _files.download(self._transport, aid, path, expected_sha256, fallback,
+                               on_progress)
+
+    # ------------------------------------------------------------------ files
+
+    def upload_file(self, path: Union[str, "os.PathLike[str]"], purpose: str = "dataset",
+                    uri: Optional[str] = None, *, filename: Optional[str] = None,
+                    content_type: Optional[str] = None,
+                    on_progress: Optional[ProgressFn] = None) -> FileObject:
+        """Uploads a file (``POST /api/files``, multipart/form-data) and returns the file
+        object: ``id, object, uri (artifact://...), s3_uri, filename, purpose, bytes,
+        sha256, created_at``.
+
+        ``purpose`` is ``dataset``, ``model`` or ``other``. ``uri`` (``s3://bucket/key``)
+        places the file at that name in your namespace, replacing a file already there;
+        jobs may then name it (``audit(dataset_uri="s3://bucket/data.parquet")``), as they
+        may name the file's ``uri``. Without ``uri`` it is stored under
+        ``s3://uploads/<id>/<filename>``.
+
+        The file is streamed from disk, never read whole into memory, and its SHA-256 is
+        computed on the way; the server's ``sha256`` and ``bytes`` are checked against it
+        (``checksum_mismatch``). ``timeout`` bounds each network stall here, not the whole
+        upload. Retries: with ``uri`` like any idempotent call (the same object is written
+        again); without, only when the server provably did not act. A file larger than
+        the server's cap raises :class:`~nexa_forge.ValidationError` (413).
+        ``on_progress(bytes_sent, bytes_total)`` is called as the file goes out."""
+        return _files.upload(self._transport, path, purpose, uri, filename, content_type,
+                             on_progress)
+
+    def list_files(self, *, purpose: Optional[str] = None, limit: Optional[int] = None,
+                   cursor: Optional[str] = None) -> Page:
+        """One page of the caller's uploaded files, newest first: ``{data, has_more,
+        next_cursor}`` (``purpose`` keeps one kind). :meth:`iter_files` reads every
+        page."""
+        return self._get("/api/files", {"purpose": purpose, "limit": limit, "cursor": cursor})
+
+    def iter_files(self, *, purpose: Optional[str] = None,
+                   page_size: Optional[int] = 100) -> Iterator[FileObject]:
+        """Every uploaded file (optionally of one purpose), fetching pages as needed."""
+        return self._paginate("/api/files", {"purpose": purpose}, page_size)
+
+    def get_file(self, file_id: Union[str, Mapping[str, Any]]) -> FileObject:
+        """The file object of an upload (``file-id`` = its ``art_...`` id)."""
+        return self._get(f"/api/files/{_seg(_artifact_id(file_id))}")
+
+    def delete_file(self, file_id: Union[str, Mapping[str, Any]]) -> Dict[str, Any]:
+        """Deletes an uploaded file and its stored object; returns the server's answer
+        (the deleted file). A job's output cannot be deleted this way
+        (:class:`~nexa_forge.ConflictError`)."""
+        fid = _artifact_id(file_id)
+        resp = self._transport.request("DELETE", f"/api/files/{_seg(fid)}")
+        data = resp.json()
+        return data if isinstance(data, dict) else {"id": fid, "deleted": True}
 
     # ------------------------------------------------------------------ workers, billing
 
@@ -619,10 +645,15 @@ def _job_id(job: Any) -> str:
 
 
 def _artifact_id(artifact: Any) -> str:
+    """The id of an artifact or file: from an id, an ``artifact://`` URI, or a dict (an
+    artifact's ``artifact_id``, a file's ``id``)."""
     if isinstance(artifact, Mapping):
-        artifact = artifact.get("artifact_id")
+        artifact = artifact.get("artifact_id") or artifact.get("id")
+    if isinstance(artifact, str) and artifact.startswith("artifact://"):
+        artifact = artifact[len("artifact://"):]
     if not isinstance(artifact, str) or not artifact:
-        raise ValueError("expected an artifact id such as 'art_01J...' or an artifact dict")
+        raise ValueError("expected an artifact id such as 'art_01J...', an artifact:// URI, "
+                         "or an artifact or file dict")
     return artifact
 
 
@@ -661,13 +692,3 @@ def _event_data(event: ServerSentEvent) -> Dict[str, Any]:
         return data
     return {"event": event.event, "data": data if data is not None else event.data,
             "id": event.id}
-
-
-def _filename_from(disposition: Optional[str]) -> Optional[str]:
-    if not disposition:
-        return None
-    match = re.search(r"filename\*=UTF-8''([^;]+)", disposition, re.IGNORECASE)
-    if match:
-        return urllib.parse.unquote(match.group(1).strip())
-    match = re.search(r'filename="?([^";]+)"?', disposition, re.IGNORECASE)
-    return match.group(1).strip() if match else None

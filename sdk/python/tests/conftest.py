@@ -47,6 +47,71 @@ def error_reply(status, code, message, param=None, request_id="req_test", header
     return Reply(status, {"error": err}, headers=headers)
 
 
+KEEP_BODY = 1 << 20  # multipart bodies up to this size are also kept whole, to re-parse
+
+
+def read_form(rfile, length, content_type):
+    """Streams a multipart/form-data body of `length` bytes: the text fields before the
+    file part, in order, and the file part's name, filename, type, size and SHA-256.
+    Returns (form, body) with body the raw bytes when small, else b"". Holds at most a
+    64 KiB read plus the closing delimiter in memory."""
+    boundary = content_type.split("boundary=", 1)[1].strip().strip('"').encode()
+    tail = b"\r\n--" + boundary + b"--\r\n"
+    left = length
+    kept = []
+    buf = b""
+    form = {"fields": [], "file": None, "error": None, "length": length}
+
+    def more():
+        nonlocal left
+        chunk = rfile.read(min(65536, left)) if left else b""
+        left -= len(chunk)
+        if length <= KEEP_BODY:
+            kept.append(chunk)
+        return chunk
+
+    # the parts before the file part are small: read until the file part's headers end
+    while True:
+        start = buf.find(b'name="file"')
+        end = buf.find(b"\r\n\r\n", start) if start >= 0 else -1
+        if end >= 0:
+            break
+        chunk = more()
+        if not chunk:
+            form["error"] = "no file part"
+            return form, b"".join(kept)
+        buf += chunk
+    part_start = buf.rfind(b"--" + boundary, 0, start)
+    for part in buf[:part_start].split(b"--" + boundary)[1:]:
+        headers, _, value = part.partition(b"\r\n\r\n")
+        name = headers.split(b'name="', 1)[1].split(b'"', 1)[0].decode()
+        form["fields"].append((name, value[:-2].decode()))  # value ends with CRLF
+    file_headers = buf[part_start:end].decode()
+    disp = [h for h in file_headers.split("\r\n") if h.lower().startswith("content-disp")]
+    ctype = [h for h in file_headers.split("\r\n") if h.lower().startswith("content-type")]
+    filename = disp[0].split('filename="', 1)[1].rsplit('"', 1)[0] if disp else None
+    import hashlib
+    digest = hashlib.sha256()
+    size = 0
+    hold = buf[end + 4:]
+    while True:
+        if len(hold) > len(tail):
+            out = hold[:-len(tail)]
+            digest.update(out)
+            size += len(out)
+            hold = hold[-len(tail):]
+        chunk = more()
+        if not chunk:
+            break
+        hold += chunk
+    if hold != tail:
+        form["error"] = f"the body does not end with the closing delimiter: {hold[-80:]!r}"
+    form["file"] = {"filename": filename,
+                    "content_type": ctype[0].split(":", 1)[1].strip() if ctype else None,
+                    "bytes": size, "sha256": digest.hexdigest()}
+    return form, b"".join(kept)
+
+
 class Recorded:
     def __init__(self, method, path, query, headers, body, port):
         self.method = method
@@ -55,6 +120,7 @@ class Recorded:
         self.headers = headers
         self.body = body
         self.port = port
+        self.form = None
 
     def json(self):
         return json.loads(self.body) if self.body else None
@@ -79,11 +145,18 @@ class FakeAPI:
             def _handle(self):
                 parsed = urllib.parse.urlsplit(self.path)
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                ctype = self.headers.get("Content-Type") or ""
+                form = None
+                if ctype.startswith("multipart/form-data"):
+                    # read as a server must: streamed, never the whole body in memory
+                    form, body = read_form(self.rfile, length, ctype)
+                else:
+                    body = self.rfile.read(length) if length else b""
                 rec = Recorded(self.command, parsed.path,
                                urllib.parse.parse_qs(parsed.query, keep_blank_values=True),
                                {k.lower(): v for k, v in self.headers.items()}, body,
                                self.client_address[1])
+                rec.form = form
                 with api.lock:
                     api.requests.append(rec)
                     reply = api._next(self.command, parsed.path)
