@@ -126,6 +126,20 @@ def test_dataset_params_without_a_fetched_input_exit_2(handler, job_type, params
     assert run.result is None and run.artifacts == []
 
 
+def test_train_holds_out_a_validation_dataset(handler, datasets):
+    run = handler("train", {"model_id": "tiny", "dataset_uri": "s3://bucket/train.parquet",
+                            "validation_uri": "s3://bucket/valid.csv", "epochs": 1},
+                  {"dataset_uri": datasets["parquet"], "validation_uri": datasets["csv"]})
+    assert run.rc == 0, run.stderr
+    assert f"{len(RECORDS)} training and {len(RECORDS)} held-out records" in " ".join(
+        run.of("log"))
+    missing = handler("train", {"model_id": "tiny", "dataset_uri": "s3://bucket/t.parquet",
+                                "validation_uri": "s3://bucket/v.csv"},
+                      {"dataset_uri": datasets["parquet"]})
+    assert missing.rc == 2 and "params.validation_uri: s3://bucket/v.csv was not fetched" \
+        in missing.stderr
+
+
 # ---- train -> evaluate / deploy through artifact:// -----------------------------------
 
 @pytest.fixture
