@@ -167,6 +167,21 @@ def test_evaluate_scores_a_trained_model_by_artifact_uri(handler, trained, datas
     assert custom.result["items"] == len(RECORDS)
 
 
+def test_distill_from_a_trained_teacher_by_artifact_uri(handler, trained, datasets):
+    params = {"teacher_model": "artifact://art_model", "student_model": "s-small",
+              "dataset_uri": "s3://bucket/dataset.parquet", "seed": 1}
+    inputs = {"teacher_model": trained, "dataset_uri": datasets["parquet"]}
+    runs = [handler("distill", params, inputs) for _ in range(2)]
+    assert [r.rc for r in runs] == [0, 0], runs[0].stderr
+    a, b = ((r.out_dir / "student.jsonl").read_text() for r in runs)
+    assert a.split('"id"')[1:] and a.count("\n") == len(RECORDS)
+    strip = [[line.split(',"prompt"')[1] for line in t.splitlines()] for t in (a, b)]
+    assert strip[0] == strip[1], "the same teacher answers the same prompts the same way"
+    student = handler("distill", dict(params, teacher_model="t",
+                                      student_model="artifact://art_s"), inputs)
+    assert student.rc == 2 and "params.student_model" in student.stderr
+
+
 def test_evaluate_keeps_the_baseline_for_a_bare_name(handler):
     run = handler("evaluate", {"model_id": "tiny-gpt", "benchmark": "hellaswag"})
     assert run.rc == 0, run.stderr
