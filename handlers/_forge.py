@@ -220,7 +220,7 @@ def model_input(job: dict, key: str = "model_id") -> str | None:
 #
 # One reader for every handler: Parquet, JSONL and CSV/TSV, rows streamed one at a time
 # with their position (line or row number) for messages, memory bounded by one Parquet
-# batch or one text line whatever the file's size.
+# row group or one text line whatever the file's size.
 
 DATASET_FORMATS = ("parquet", "jsonl", "csv")
 PARQUET_MAGIC = b"PAR1"

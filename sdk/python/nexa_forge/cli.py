@@ -33,7 +33,7 @@ _TYPE_OPTIONS: Dict[str, List[Tuple[str, str, Any, bool, str]]] = {
         ("--format", "format", str, False, "output format (jsonl)"),
     ],
     "audit": [
-        ("--dataset-uri", "dataset_uri", str, True, "s3://, file://, https:// or artifact://"),
+        ("--dataset-uri", "dataset_uri", str, True, "s3://bucket/key or artifact://art_..."),
         ("--check", "checks", str, False, "a check to run (repeatable)"),
     ],
     "distill": [

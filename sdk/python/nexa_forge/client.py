@@ -181,8 +181,9 @@ class NexaForgeClient:
               gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
               labels: Optional[Mapping[str, str]] = None,
               idempotency_key: Optional[str] = None, **extra_params: Any) -> Job:
-        """Dataset quality audit of ``dataset_uri`` (s3://, file://, https:// or
-        artifact://art_...)."""
+        """Dataset quality audit of ``dataset_uri``: ``s3://bucket/key`` (a file you
+        uploaded there, :meth:`upload_file`) or ``artifact://art_...`` (an upload or a
+        job's output); Parquet, JSONL or CSV."""
         return self.submit(
             "audit", {"dataset_uri": dataset_uri,
                       "checks": list(checks) if checks is not None else None},
