@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import RECORDS, pq
+from handlers_kit import RECORDS, pq
 
 
 def sha256(path):
@@ -63,7 +63,7 @@ def test_audit_reads_every_format(handler, datasets, fmt):
 
 
 def test_audit_quotes_malformed_lines(handler, tmp_path):
-    from conftest import write_jsonl
+    from handlers_kit import write_jsonl
     path = write_jsonl(tmp_path / "d.jsonl", RECORDS[:2], extra_lines=["oops", "[1]"])
     run = handler("audit", {"dataset_uri": "artifact://art_1"}, {"dataset_uri": path})
     assert run.rc == 0, run.stderr
@@ -74,7 +74,7 @@ def test_audit_quotes_malformed_lines(handler, tmp_path):
 
 
 def test_audit_counts_parquet_nulls_as_empty_fields(handler, tmp_path):
-    from conftest import write_parquet
+    from handlers_kit import write_parquet
     path = write_parquet(tmp_path / "n.parquet",
                          [{"prompt": "a b", "answer": None}, {"prompt": "c d", "answer": "e"}])
     run = handler("audit", {"dataset_uri": "s3://b/n.parquet"}, {"dataset_uri": path})

@@ -6,7 +6,7 @@ import json
 import pytest
 
 import _forge as forge
-from conftest import RECORDS, pa, write_csv, write_jsonl, write_parquet
+from handlers_kit import RECORDS, pa, write_csv, write_jsonl, write_parquet
 
 
 def rows(path, **kw):
@@ -206,7 +206,7 @@ def test_write_parquet_is_atomic_and_batched(tmp_path):
 
 
 def test_csv_and_jsonl_helpers_round_trip(tmp_path):
-    # the conftest writers themselves produce what the reader expects
+    # the handlers_kit writers themselves produce what the reader expects
     assert [r.record for r in rows(write_jsonl(tmp_path / "a.jsonl", RECORDS[:2]))] == \
         RECORDS[:2]
     assert [r.record for r in rows(write_csv(tmp_path / "a.csv", RECORDS[:2]))] == RECORDS[:2]

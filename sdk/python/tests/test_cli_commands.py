@@ -8,7 +8,7 @@ import pytest
 
 from nexa_forge.cli import main
 
-from conftest import Reply, error_reply, job
+from fake_api import Reply, error_reply, job
 
 JID = "job_01HZZZZZZZZZZZZZZZZZZZZZZZ"
 

@@ -11,7 +11,7 @@ import pytest
 
 import nexa_forge
 
-from conftest import Reply, error_reply, job
+from fake_api import Reply, error_reply, job
 
 JID = "job_01HZZZZZZZZZZZZZZZZZZZZZZZ"
 

@@ -9,7 +9,7 @@ import pytest
 import nexa_forge
 from nexa_forge.errors import error_from_response, parse_retry_after
 
-from conftest import Reply, error_reply
+from fake_api import Reply, error_reply
 
 
 def envelope(code, message, param=None, request_id="req_1"):

@@ -13,7 +13,7 @@ import tracemalloc
 import pytest
 
 import nexa_forge
-from conftest import Reply, error_reply
+from fake_api import Reply, error_reply
 
 FID = "art_01J0FILE0000000000000000"
 

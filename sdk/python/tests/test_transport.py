@@ -7,7 +7,7 @@ import pytest
 
 import nexa_forge
 
-from conftest import Reply, error_reply, free_port, job
+from fake_api import Reply, error_reply, free_port, job
 
 SNIPPET = '''
 from nexa_forge import NexaForgeClient
