@@ -83,6 +83,7 @@ static const struct pspec distill_params[] = {
 static const struct pspec train_params[] = {
     {"model_id", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, true, false},
     {"dataset_uri", NULL, NULL, 0, 0, 0, P_URI, true, false},
+    {"validation_uri", NULL, NULL, 0, 0, 0, P_URI, false, false},
     {"epochs", NULL, NULL, 1, 100, 3, P_INT, false, true},
     {"learning_rate", NULL, NULL, 0, 0, 0, P_RATE, false, false},
     {"lora", NULL, NULL, 0, 0, 0, P_BOOL, false, false},
