@@ -239,7 +239,7 @@ bool s3_req_retry(struct s3_req *r)
         return false;
     r->tries++;
     int ms = s3_backoff_ms(r->tries);
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    struct timeval tv = {ms / 1000, (long)(ms % 1000) * 1000};
     nf_log_kv(NF_LOG_DEBUG, "s3_retry", "s3 request retried", "url", r->url, "code",
               r->code[0] ? r->code : NULL, "error", r->msg[0] ? r->msg : NULL, NULL);
     evtimer_add(r->wait, &tv);
@@ -389,11 +389,19 @@ void nf_s3_free(struct nf_s3 *s3)
     s3->closing = true;
     while (s3->ops != NULL)
         s3->ops->shutdown(s3->ops); /* unlinks itself */
-    while (s3->reqs != NULL)
-        s3_req_free(s3->reqs); /* requests no operation owns: background aborts */
+    while (s3->reqs != NULL) {      /* requests no operation owns: background aborts */
+        struct s3_req *r = s3->reqs;
+        r->prev = NULL; /* the head (said for the analyzer) */
+        r->s3 = s3;
+        s3_req_free(r);
+    }
     curl_multi_cleanup(s3->multi);
-    while (s3->socks != NULL)
-        sock_drop(s3, s3->socks);
+    for (struct s3_sock *ss = s3->socks, *next; ss != NULL; ss = next) {
+        next = ss->next;
+        if (ss->added)
+            event_del(&ss->ev);
+        free(ss);
+    }
     event_free(s3->timer);
     s3_cfg_clear(&s3->cfg);
     free(s3);

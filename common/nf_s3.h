@@ -13,10 +13,10 @@
  *   data reached the caller, every request of an upload: the bytes are still in memory)
  *   is retried up to NF_S3_RETRIES times after a transport error, a 5xx or 503 SlowDown,
  *   waiting 200 ms, 800 ms, 3.2 s. Other answers (4xx) are final.
- * - Timeouts: conf.timeout_ms bounds connecting and each request of HEAD, DELETE and list
- *   (copy: 10 x timeout_ms: a server-side copy takes a while). Streamed requests (GET, the
- *   requests of an upload) have no total limit; they fail when no byte moves for
- *   timeout_ms while not paused by the caller.
+ * - Timeouts: conf.timeout_ms bounds connecting and each request of HEAD, DELETE and list;
+ *   copy and CompleteMultipartUpload get 10 x timeout_ms (the server copies or assembles
+ *   the object before it answers). Streamed requests (GET, PutObject, UploadPart) have no
+ *   total limit; they fail when no byte moves for timeout_ms while not paused by the caller.
  * - Callbacks never run inside the call that started an operation, nor inside
  *   nf_s3_put_write/finish or nf_s3_get_resume: always later, from the loop.
  * - Error answers: code and text from the store's XML body (<Code>, <Message>; at most
@@ -36,12 +36,12 @@ struct nf_s3;
 struct nf_s3_get;
 struct nf_s3_put;
 
-#define NF_S3_RETRIES 3                       /* retries after the first try */
-#define NF_S3_PART_DEFAULT (8u * 1024 * 1024) /* part size when conf.part_size is 0 */
-#define NF_S3_PART_MIN (5u * 1024 * 1024)     /* S3's smallest part but the last */
-#define NF_S3_PART_MAX (512u * 1024 * 1024)   /* our bound (memory: ~2 parts per put) */
-#define NF_S3_MAX_PARTS 10000                 /* S3's limit per multipart upload */
-#define NF_S3_KEY_MAX 1024                    /* bytes */
+#define NF_S3_RETRIES 3                              /* retries after the first try */
+#define NF_S3_PART_DEFAULT ((size_t)8 * 1024 * 1024) /* part size when conf.part_size is 0 */
+#define NF_S3_PART_MIN ((size_t)5 * 1024 * 1024)     /* S3's smallest part but the last */
+#define NF_S3_PART_MAX ((size_t)512 * 1024 * 1024)   /* our bound (memory: ~2 parts per put) */
+#define NF_S3_MAX_PARTS 10000                        /* S3's limit per multipart upload */
+#define NF_S3_KEY_MAX 1024                           /* bytes */
 
 /* What on_data answers: go on, or pause (nothing more arrives until nf_s3_get_resume). */
 enum { NF_S3_GO = 0, NF_S3_PAUSE = 1 };
@@ -100,9 +100,10 @@ int nf_s3_new(struct nf_s3 **out, struct event_base *base, const struct nf_s3_co
 /*
  * Frees the client (NULL is fine). Every pending operation ends first: its done callback
  * fires with status 0, code "ShuttingDown" (a GET's on_data and a put's on_writable do not
- * fire), then its handle is gone. Uploads in progress are aborted (AbortMultipartUpload is
- * not waited for: best effort, not sent). Must not be called from inside one of the
- * client's own callbacks. Starting operations from those final callbacks fails (-1/NULL).
+ * fire), then its handle is gone. No AbortMultipartUpload is sent for an unfinished upload
+ * while closing (its parts stay until the store's lifecycle removes them). Must not be
+ * called from inside one of the client's own callbacks. Starting operations from those
+ * final callbacks fails (-1/NULL).
  */
 void nf_s3_free(struct nf_s3 *s3);
 
@@ -126,7 +127,8 @@ int nf_s3_copy(struct nf_s3 *s3, const char *src_key, const char *dst_key, nf_s3
  *   on_head (once, only for a 200/206 answer, before any data: bytes = this answer's
  *     length, total = object size, etag, content_type)
  *   on_data (0..n times; NF_S3_PAUSE stops the flow after this buffer, which counts as
- *     taken, until nf_s3_get_resume)
+ *     taken, until nf_s3_get_resume; done may still come while paused when that buffer
+ *     was the last one)
  *   done (exactly once, last: status 200/206 and bytes = bytes delivered on success; the
  *     answer's status and code for an error answer such as 404 NoSuchKey or 416, in which
  *     case on_head and on_data never fired; status 0 and error text when the stream broke
@@ -167,8 +169,8 @@ struct nf_s3_put *nf_s3_put(struct nf_s3 *s3, const char *key, const char *conte
 /*
  * Takes all len bytes (copied) and answers 0 = keep feeding; 1 = buffers full: stop
  * feeding until on_writable (writing on anyway works but buffers without bound); -1 = the
- * upload failed or would exceed NF_S3_MAX_PARTS: stop, done fires from the loop (or has
- * fired, if called from inside done). Not after finish or cancel.
+ * upload failed or would exceed NF_S3_MAX_PARTS: stop, done fires from the loop (or is
+ * firing: called from inside done). Not after finish or cancel.
  */
 int nf_s3_put_write(struct nf_s3_put *put, const void *buf, size_t len);
 /* No more bytes: sends what is buffered and completes; done reports the outcome. */
@@ -180,7 +182,8 @@ void nf_s3_put_cancel(struct nf_s3_put *put);
 /*
  * Storage metering: counts the objects under prefix (may be "" for the whole bucket;
  * copied) and sums their sizes, paging ListObjectsV2 1000 keys at a time. done fires
- * exactly once from the loop. -1 on a closing client (done never fires then).
+ * exactly once from the loop. -1 on a prefix over NF_S3_KEY_MAX bytes or a closing client
+ * (done never fires then).
  */
 int nf_s3_sum_prefix(struct nf_s3 *s3, const char *prefix, nf_s3_sum_cb done, void *arg);
 
@@ -210,10 +213,11 @@ int nf_s3_upload_file(const struct nf_s3_conf *conf, const char *key, const char
 /* Whether conf is usable; else false with a reason in err (errlen > 0) naming the field. */
 bool nf_s3_conf_check(const struct nf_s3_conf *conf, char *err, size_t errlen);
 /* A key the client accepts: 1..NF_S3_KEY_MAX bytes, no byte below 0x20 nor 0x7f, no leading
- * '/'. (Our own layout rules for user keys are stricter: that is the caller's check.) */
+ * '/', no "." or ".." segment (curl and the POSIX backend would resolve them). Our layout
+ * rules for user keys are stricter: that is the caller's check. */
 bool nf_s3_key_valid(const char *key);
 /*
- * key percent-encoded for a request path: A-Z a-z 0-9 - _ . ~ and '/' stay, every other
+ * s percent-encoded for a request path: A-Z a-z 0-9 - _ . ~ and '/' stay, every other
  * byte is %XX (upper-case hex), as SigV4 requires. Returns a new string (caller frees);
  * keep_slash false also encodes '/' (for query values).
  */

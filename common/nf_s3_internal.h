@@ -11,11 +11,13 @@
 
 #include "nf_s3.h"
 
-#define S3_ERRBODY_MAX (64 * 1024)        /* error / small XML answers kept */
-#define S3_LISTBODY_MAX (8 * 1024 * 1024) /* one ListObjectsV2 page (1000 keys <= 1 KiB) */
-#define S3_CODE_MAX 64                    /* an S3 error code */
-#define S3_TEXT_MAX 512                   /* an error message, an ETag, a Content-Type */
-#define S3_TOKEN_MAX 2048                 /* an upload id or continuation token */
+#define S3_ERRBODY_MAX ((size_t)64 * 1024) /* error / small XML answers kept */
+#define S3_LISTBODY_MAX                                                                            \
+    ((size_t)8 * 1024 * 1024) /* one ListObjectsV2 page (1000 keys <= 1 KiB)                       \
+                               */
+#define S3_CODE_MAX 64        /* an S3 error code */
+#define S3_TEXT_MAX 512       /* an error message, an ETag, a Content-Type */
+#define S3_TOKEN_MAX 2048     /* an upload id or continuation token */
 
 /* The client's own copy of a conf, normalised: strings owned, defaults applied. */
 struct s3_cfg {
@@ -58,7 +60,8 @@ struct curl_slist *s3_headers(const char *const *extra);
 /*
  * The options every easy handle gets: url, method ("GET", "HEAD", "PUT", "POST",
  * "DELETE"), signing, headers (not owned, must outlive the transfer), timeouts
- * (total_ms 0 = no total limit; stall detection after timeout_ms without a byte).
+ * (total_ms > 0: the whole request's limit; 0: no total limit but a stall limit, timeout_ms
+ * without a byte moving, curl's low-speed check, which skips paused transfers).
  */
 void s3_easy_setup(CURL *easy, const struct s3_cfg *c, const char *method, const char *url,
                    struct curl_slist *hdrs, long total_ms);
@@ -177,8 +180,8 @@ struct s3_req {
 
 /*
  * A request on s3: method and URL (key NULL: the bucket; query encoded and sorted, or NULL),
- * extra headers (NULL-terminated, copied), body (not copied). total_ms: 0 = only stall
- * detection. Not started yet: the caller sets hooks and calls s3_req_start.
+ * extra headers (NULL-terminated, copied), body (not copied). total_ms: as for
+ * s3_easy_setup. Not started yet: the caller sets hooks and calls s3_req_start.
  */
 struct s3_req *s3_req_new(struct nf_s3 *s3, const char *method, const char *key, const char *query,
                           const char *const *extra, const char *body, size_t body_len,

@@ -42,6 +42,7 @@ struct nf_s3_put {
     bool failed;        /* done is due from `later` with fail_res */
     bool in_done;       /* inside done (or on_writable): cancel only marks */
     bool cancelled;
+    bool ended;          /* put_end runs: writes fail, finish does nothing */
     struct event *later; /* fires done for a failure found inside a call */
     char fail_code[S3_CODE_MAX];
     char fail_msg[S3_TEXT_MAX];
@@ -96,6 +97,7 @@ static void put_end(struct nf_s3_put *p, const struct nf_s3_result *res)
 {
     if (res->status < 200 || res->status >= 300)
         abort_upload(p);
+    p->ended = true;
     p->in_done = true; /* a cancel in there changes nothing: p goes next */
     p->done(res, p->arg);
     put_free(p);
@@ -134,8 +136,10 @@ static void req_done(struct s3_req *r);
 static void start(struct nf_s3_put *p, enum put_step step, const char *method, const char *query,
                   const char *const *extra, const char *body, size_t len)
 {
+    /* the server assembles the object before it answers a complete: no byte moves then */
+    long total_ms = step == STEP_COMPLETE ? 10L * p->s3->cfg.timeout_ms : 0;
     p->step = step;
-    p->r = s3_req_new(p->s3, method, p->key, query, extra, body, len, 0);
+    p->r = s3_req_new(p->s3, method, p->key, query, extra, body, len, total_ms);
     p->r->owner = p;
     p->r->done = req_done;
     s3_req_start(p->r);
@@ -315,10 +319,8 @@ struct nf_s3_put *nf_s3_put(struct nf_s3 *s3, const char *key, const char *conte
 
 int nf_s3_put_write(struct nf_s3_put *p, const void *buf, size_t len)
 {
-    if (p->failed || p->cancelled)
-        return -1;
-    if (p->finished)
-        return -1; /* misuse */
+    if (p->failed || p->cancelled || p->ended || p->finished)
+        return -1; /* finished: misuse */
     s3_buf_add(&p->fill, buf, len);
     p->written += (long long)len;
     pump(p);
@@ -333,7 +335,7 @@ int nf_s3_put_write(struct nf_s3_put *p, const void *buf, size_t len)
 
 void nf_s3_put_finish(struct nf_s3_put *p)
 {
-    if (p->finished || p->cancelled)
+    if (p->finished || p->cancelled || p->ended)
         return;
     p->finished = true;
     pump(p);

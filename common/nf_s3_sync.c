@@ -205,15 +205,14 @@ static int sreq_run(struct sreq *q, const char *method, const char *key, const c
     return rc;
 }
 
-static void errf(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void errf(char *err, size_t errlen, const char *fmt, ...)
+__attribute__((format(printf, 3, 4))) static void errf(char *err, size_t errlen, const char *fmt,
+                                                       ...)
 {
+    va_list ap;
     if (err == NULL || errlen == 0)
         return;
-    va_list ap;
     va_start(ap, fmt);
+    /* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): false positive, ap is started */
     vsnprintf(err, errlen, fmt, ap);
     va_end(ap);
 }
@@ -316,7 +315,7 @@ static int send_parts(struct sreq *q, const char *key, const char *eid, long lon
         q->body = body;
         q->body_len = strlen(body);
         snprintf(query, qlen, "uploadId=%s", eid);
-        if (sreq_run(q, "POST", key, query, xml_hdr, 0) != 0) {
+        if (sreq_run(q, "POST", key, query, xml_hdr, 10L * c->timeout_ms) != 0) {
             set_err(err, errlen, "complete multipart upload", q);
             rc = -EIO;
         }

@@ -193,11 +193,14 @@ void s3_easy_setup(CURL *easy, const struct s3_cfg *c, const char *method, const
     curl_easy_setopt(easy, CURLOPT_PASSWORD, c->secret_key);
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, hdrs);
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)c->timeout_ms);
-    curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, total_ms);
-    /* a stall: less than 1 byte/s for timeout_ms (not counted while paused) */
-    long stall_s = (c->timeout_ms + 999) / 1000;
-    curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-    curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, stall_s);
+    if (total_ms > 0) {
+        curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, total_ms);
+    } else {
+        /* a stall: less than 1 byte/s for timeout_ms (not counted while paused) */
+        long stall_s = (c->timeout_ms + 999) / 1000;
+        curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+        curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, stall_s);
+    }
     curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 64L * 1024);
     if (strcmp(method, "HEAD") == 0) {
         curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
@@ -386,7 +389,10 @@ static size_t entity(const char *s, size_t n, char *out)
     }
     if (digits == 0 || i >= n || s[i] != ';')
         return 0;
-    *out = v >= 0x20 && v < 0x7f ? (char)v : (v == '\t' || v == '\n' || v == '\r') ? ' ' : '?';
+    if (v >= 0x20 && v < 0x7f)
+        *out = (char)v;
+    else
+        *out = (v == '\t' || v == '\n' || v == '\r') ? ' ' : '?';
     return i + 1;
 }
 
