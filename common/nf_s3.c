@@ -225,12 +225,14 @@ static void on_wait(evutil_socket_t fd, short what, void *arg)
         req_launch(r);
 }
 
+/* Handed to curl from the loop: curl refuses handles added from inside its callbacks
+ * (a caller may start an operation from on_data). */
 void s3_req_start(struct s3_req *r)
 {
     r->wait = evtimer_new(r->s3->base, on_wait, r);
     if (r->wait == NULL)
         abort();
-    req_launch(r);
+    event_active(r->wait, EV_TIMEOUT, 0);
 }
 
 bool s3_req_retry(struct s3_req *r)

@@ -135,7 +135,9 @@ int nf_s3_copy(struct nf_s3 *s3, const char *src_key, const char *dst_key, nf_s3
  *     after on_head: the caller has seen part of the object only)
  *
  * Any callback may call nf_s3_get_resume or nf_s3_get_cancel on its own handle. on_head
- * may be NULL. The handle is valid from the return until done returns or cancel is called.
+ * and on_data run inside libcurl: they may start new operations, but must not cancel or
+ * free other ones (curl_multi_remove_handle is refused there; defer that to an event).
+ * on_head may be NULL. The handle is valid from the return until done returns or cancel is called.
  * NULL on a bad key or range or a closing client (no callback then).
  */
 struct nf_s3_get *nf_s3_get(struct nf_s3 *s3, const char *key, const char *range, nf_s3_cb on_head,

@@ -186,6 +186,7 @@ struct s3_req {
 struct s3_req *s3_req_new(struct nf_s3 *s3, const char *method, const char *key, const char *query,
                           const char *const *extra, const char *body, size_t body_len,
                           long total_ms);
+/* Starts r from the loop (the next turn), never inside this call. */
 void s3_req_start(struct s3_req *r);
 /* Tries r again after a backoff when retries are left (the owner saw a 200 that is an
  * error); false when none are. */

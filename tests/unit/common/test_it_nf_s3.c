@@ -187,7 +187,9 @@ struct reader {
     bool paused;
     struct event *resume;
     struct rec head, done;
-    int late_calls; /* callbacks after cancel */
+    int late_calls;    /* callbacks after cancel */
+    struct rec *inner; /* non-NULL: a HEAD of inner_key started from inside on_data */
+    const char *inner_key;
     bool cancelled;
 };
 
@@ -218,6 +220,8 @@ static int on_data(const char *buf, size_t len, void *arg)
             r->bad = true;
     r->got += (long long)len;
     r->datas++;
+    if (r->inner != NULL && r->inner->calls == 0 && r->datas == 1) /* inside libcurl */
+        assert_int_equal(nf_s3_head(r->e->s3, r->inner_key, on_result, r->inner), 0);
     if (r->cancel_at > 0 && r->got >= r->cancel_at) {
         nf_s3_get_cancel(r->get);
         r->cancelled = true;
@@ -319,9 +323,12 @@ static void test_small_put_head_get(void **state)
     assert_string_equal(h.content_type, "text/plain");
     assert_string_equal(h.etag, f.done.etag);
 
-    struct reader r = {0};
+    struct rec inner = {0};
+    struct reader r = {.inner = &inner, .inner_key = k};
     get_start(e, &r, k, NULL, 0, 1);
     get_wait(e, &r);
+    wait_rec(e, &inner, 10000); /* started from inside on_data */
+    assert_int_equal(inner.status, 200);
     assert_int_equal(r.head.calls, 1);
     assert_int_equal(r.head.status, 200);
     assert_int_equal(r.head.bytes, 1000);
