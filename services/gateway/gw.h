@@ -52,6 +52,7 @@ struct gw_ctx;
 struct gw_stream;
 struct nf_counter;
 struct nf_redis_script;
+struct nf_s3;
 
 /* The descriptor (service.c); main.c runs it. */
 extern const struct nf_svc_desc gw_service;
@@ -229,6 +230,35 @@ void gw_snapshot_del(struct gw_ctx *ctx, const char *job_id);
 
 #define GW_SNAPSHOT_TTL_S (7 * 24 * 3600)
 
+/* ---- inputs.c: the job's stored inputs, resolved before the 202 (DESIGN §12) ------- */
+
+/* One param that names stored data. */
+struct gw_input {
+    const char *param;                    /* "dataset_uri", ... (static) */
+    const char *uri;                      /* the value as given (points into the params) */
+    const char *artifact_id;              /* artifact://: the id (into uri), else NULL */
+    char object_key[GW_S3_KEY_MAX + 160]; /* s3://: tenants/<user>/files/<bucket>/<key> */
+};
+/*
+ * The inputs among a validated request's params (pure): dataset_uri and validation_uri
+ * (s3:// or artifact://), model_id, teacher_model and student_model when artifact://
+ * (a model name is the catalogue's). At most max; returns how many.
+ */
+size_t gw_inputs_plan(const cJSON *params, const char *user_id, struct gw_input *out, size_t max);
+/* The last segment of a key or name ("a/b/c.parquet" -> "c.parquet"). */
+const char *gw_input_basename(const char *path);
+/* valid (owned by the callee again) with "inputs" added, or NULL when the answer (422 naming
+ * the param, 503) was sent already. */
+typedef void (*gw_inputs_cb)(struct gw_ctx *ctx, struct nf_http_req *req, cJSON *valid, void *arg);
+/*
+ * Checks that each input exists and belongs to user_id (an s3:// name: HEAD of the object
+ * in the store; artifact://: the registry, as the caller) and adds the resolved list to
+ * valid as "inputs": [{param, uri, object_key, name, bytes}]. Takes valid over; done fires
+ * exactly once, possibly at once.
+ */
+void gw_inputs_resolve(struct gw_ctx *ctx, struct nf_http_req *req, const char *user_id,
+                       cJSON *valid, gw_inputs_cb done, void *arg);
+
 /* ---- ctx.c: the context and shared helpers ----------------------------------------- */
 
 enum gw_backend {
@@ -275,7 +305,8 @@ struct gw_ctx {
     struct nf_http_client *sched;
     struct nf_http_client *wm;
     struct nf_http_client *billing;
-    char *openapi; /* the /openapi.json body */
+    struct nf_s3 *s3; /* the object store client (DESIGN §12) */
+    char *openapi;    /* the /openapi.json body */
     size_t openapi_len;
     size_t long_polls;            /* forwarded next_job requests in flight */
     char produce_timeout[16];     /* NF_GATEWAY_PRODUCE_TIMEOUT_MS as text */

@@ -77,5 +77,7 @@ cJSON *gw_job_requested(const char *job_id, const char *user_id, const char *job
     add_copy(data, req, "gpu_count");
     add_copy(data, req, "labels");
     nf_json_add_str(data, "created_at", now);
+    if (cJSON_GetObjectItemCaseSensitive(req, "inputs"))
+        add_copy(data, req, "inputs"); /* resolved by inputs.c */
     return data;
 }

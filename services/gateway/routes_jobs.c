@@ -5,6 +5,8 @@
  *     auth -> known type? (404) -> JSON body (400; over 1 MiB: 413 by nf_http)
  *       -> gw_validate_job (422 naming the param)
  *       -> no Kafka broker reachable? 503 Retry-After 2 at once
+ *       -> inputs.c: every s3:// / artifact:// input exists and is the caller's
+ *          (422 naming the param; store or registry down: 503)
  *       -> Idempotency-Key? (idempotency.c) bad key 400 | conflict 409 | replay: the
  *          original answer + Idempotent-Replayed: true | pending: ask again every
  *          100 ms until it is done (then replay) or the wait is over (409) | new: on
@@ -228,6 +230,8 @@ static void idem_ask(struct submit_op *op)
                   idem_answered, op);
 }
 
+static void submit_resolved(struct gw_ctx *ctx, struct nf_http_req *req, cJSON *valid, void *arg);
+
 static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
                           const struct gw_principal *who)
 {
@@ -235,8 +239,7 @@ static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     const char *idem = nf_http_req_header(req, "Idempotency-Key");
     struct nf_json_err err = {{0}, {0}};
     struct submit_op *op;
-    cJSON *body, *valid = NULL, *job, *ev;
-    uint64_t now;
+    cJSON *body, *valid = NULL;
     int idx = nf_job_type_index(job_type);
 
     if (idx < 0) {
@@ -274,6 +277,24 @@ static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     op->req = req;
     op->type_idx = idx;
     snprintf(op->user_id, sizeof(op->user_id), "%s", who->user_id);
+    gw_inputs_resolve(ctx, req, who->user_id, valid, submit_resolved, op);
+}
+
+/* The inputs exist and are the caller's (valid has them): the job is made and sent. */
+static void submit_resolved(struct gw_ctx *ctx, struct nf_http_req *req, cJSON *valid, void *arg)
+{
+    struct submit_op *op = arg;
+    const char *job_type = nf_job_types[op->type_idx];
+    const char *idem = nf_http_req_header(req, "Idempotency-Key");
+    cJSON *job, *ev;
+    uint64_t now;
+
+    if (!valid) { /* answered already: 422 naming the param, or 503 */
+        submit_free(op);
+        return;
+    }
+    if (idem && !*idem)
+        idem = NULL;
     nf_id_new("job", op->job_id, sizeof(op->job_id));
     now = nf_now_ms();
 
@@ -283,7 +304,7 @@ static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     cJSON_Delete(job);
 
     ev = nf_event_new("forge.job.requested", "nf-gateway", op->job_id, NULL,
-                      gw_job_requested(op->job_id, who->user_id, job_type, valid, now));
+                      gw_job_requested(op->job_id, op->user_id, job_type, valid, now));
     op->event = nf_json_print(ev);
     op->event_len = strlen(op->event);
     cJSON_Delete(ev);

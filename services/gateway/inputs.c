@@ -1,0 +1,228 @@
+/*
+ * A job's stored inputs, resolved before the 202 (DESIGN §4, §12): every param that names
+ * stored data must exist and belong to the caller now, not fail minutes later on a worker.
+ *
+ *   valid request --plan (pure)--> [dataset_uri: s3://b/k, model_id: artifact://art_x, ...]
+ *     s3://<bucket>/<key>  --HEAD tenants/<user>/files/<bucket>/<key> in the store-->
+ *                          200: bytes | 404: 422 "no such object s3://b/k" | else 503
+ *     artifact://<id>      --nf-scheduler GET /internal/artifacts/<id> as the caller-->
+ *                          200 with an object key: bytes, key | 404 / no content: 422
+ *                          | else 503
+ *   --> valid.inputs = [{param, uri, object_key, name, bytes}] --> done(valid)
+ *
+ * Inputs are resolved one after the other (a job has at most a few). The worker fetches
+ * each object by its key; it never sees a user's URI as a path.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "gw.h"
+#include "nf_http_client.h"
+#include "nf_log.h"
+#include "nf_mem.h"
+#include "nf_s3.h"
+
+/* The params that may name stored data; the model params only as artifact://. */
+static const struct {
+    const char *name;
+    bool model;
+} input_params[] = {
+    {"dataset_uri", false},  {"validation_uri", false}, {"model_id", true},
+    {"teacher_model", true}, {"student_model", true},
+};
+#define NPARAMS (sizeof(input_params) / sizeof(input_params[0]))
+
+const char *gw_input_basename(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+
+    return slash ? slash + 1 : path;
+}
+
+size_t gw_inputs_plan(const cJSON *params, const char *user_id, struct gw_input *out, size_t max)
+{
+    size_t i, n = 0;
+    const char *v;
+
+    for (i = 0; i < NPARAMS && n < max; i++) {
+        v = nf_json_str(params, input_params[i].name);
+        if (!v)
+            continue;
+        memset(&out[n], 0, sizeof(out[n]));
+        out[n].param = input_params[i].name;
+        out[n].uri = v;
+        if (strncmp(v, "artifact://", 11) == 0) {
+            out[n].artifact_id = v + 11;
+            n++;
+        } else if (!input_params[i].model && gw_s3_uri_valid(v)) {
+            snprintf(out[n].object_key, sizeof(out[n].object_key), "tenants/%s/files/%s", user_id,
+                     v + 5);
+            n++;
+        }
+        /* a model name: resolved by the catalogue, not here */
+    }
+    return n;
+}
+
+struct resolve_op {
+    struct gw_ctx *ctx;
+    struct nf_http_req *req;
+    char user_id[NF_ID_MAX];
+    cJSON *valid;
+    cJSON *inputs; /* the resolved entries so far */
+    struct gw_input plan[NPARAMS];
+    size_t n, next;
+    gw_inputs_cb done;
+    void *arg;
+};
+
+static void resolve_next(struct resolve_op *op);
+
+static void finish(struct resolve_op *op, bool ok)
+{
+    cJSON *valid = op->valid;
+
+    if (ok && cJSON_GetArraySize(op->inputs) > 0) {
+        if (!cJSON_AddItemToObject(valid, "inputs", op->inputs))
+            abort();
+    } else {
+        cJSON_Delete(op->inputs);
+    }
+    if (!ok) {
+        cJSON_Delete(valid);
+        valid = NULL;
+    }
+    op->done(op->ctx, op->req, valid, op->arg);
+    free(op);
+}
+
+static void add_input(struct resolve_op *op, const struct gw_input *in, const char *key,
+                      const char *name, long long bytes)
+{
+    cJSON *o = nf_json_obj();
+
+    nf_json_add_str(o, "param", in->param);
+    nf_json_add_str(o, "uri", in->uri);
+    nf_json_add_str(o, "object_key", key);
+    nf_json_add_str(o, "name", name);
+    nf_json_add_int(o, "bytes", bytes);
+    if (!cJSON_AddItemToArray(op->inputs, o))
+        abort();
+}
+
+static void on_head(const struct nf_s3_result *res, void *arg)
+{
+    struct resolve_op *op = arg;
+    const struct gw_input *in = &op->plan[op->next];
+
+    if (res->status == 200) {
+        add_input(op, in, in->object_key, gw_input_basename(in->object_key),
+                  res->bytes < 0 ? 0 : res->bytes);
+        op->next++;
+        resolve_next(op);
+        return;
+    }
+    if (res->status == 404) {
+        nf_http_reply_error(op->req, 422, "invalid_params", in->param,
+                            "no such object %s: upload it first (POST /api/files with uri=%s)",
+                            in->uri, in->uri);
+    } else {
+        nf_log_kv(NF_LOG_WARN, "store_unavailable", "object store HEAD failed", "code",
+                  res->code ? res->code : "", "error", res->error ? res->error : "", NULL);
+        gw_reply_unavailable(op->req, 2, "the object store is unavailable, try again");
+    }
+    finish(op, false);
+}
+
+static void on_artifact(const struct nf_http_resp *resp, void *arg)
+{
+    struct resolve_op *op = arg;
+    const struct gw_input *in = &op->plan[op->next];
+    cJSON *rec = NULL;
+    const char *key, *name;
+    bool ok = false;
+
+    if (resp->status == 200) {
+        rec = nf_json_parse(resp->body, resp->len);
+        key = nf_json_str(rec, "object_key");
+        name = nf_json_str(rec, "filename");
+        if (!name)
+            name = nf_json_str(rec, "name");
+        if (!key || !name) {
+            nf_http_reply_error(op->req, 422, "invalid_params", in->param,
+                                "artifact %s has no content in the object store", in->uri);
+        } else {
+            add_input(op, in, key, gw_input_basename(name), nf_json_int(rec, "bytes", 0));
+            ok = true;
+        }
+    } else if (resp->status == 404) {
+        nf_http_reply_error(op->req, 422, "invalid_params", in->param, "no such artifact %s",
+                            in->uri);
+    } else {
+        gw_backend_error(op->ctx, GW_BACKEND_SCHEDULER);
+        gw_reply_unavailable(op->req, 1, "the artifact registry is unavailable, try again");
+    }
+    cJSON_Delete(rec);
+    if (!ok) {
+        finish(op, false);
+        return;
+    }
+    op->next++;
+    resolve_next(op);
+}
+
+static void resolve_next(struct resolve_op *op)
+{
+    const struct gw_input *in;
+    const char *headers[5];
+    char target[64 + NF_ID_MAX];
+
+    if (op->next >= op->n) {
+        finish(op, true);
+        return;
+    }
+    if (op->ctx->svc->closing) {
+        gw_reply_unavailable(op->req, 1, "the gateway is shutting down, try again");
+        finish(op, false);
+        return;
+    }
+    in = &op->plan[op->next];
+    if (in->artifact_id) {
+        headers[0] = "X-Nf-User-Id";
+        headers[1] = op->user_id;
+        headers[2] = "X-Request-Id";
+        headers[3] = nf_http_req_id(op->req);
+        headers[4] = NULL;
+        snprintf(target, sizeof(target), "/internal/artifacts/%s", in->artifact_id);
+        if (nf_http_client_request(op->ctx->sched, "GET", target, headers, NULL, 0, 0, on_artifact,
+                                   op) < 0) {
+            gw_reply_unavailable(op->req, 1, "the artifact registry is unavailable, try again");
+            finish(op, false);
+        }
+        return;
+    }
+    if (!op->ctx->s3 || nf_s3_head(op->ctx->s3, in->object_key, on_head, op) < 0) {
+        gw_reply_unavailable(op->req, 2, "the object store is unavailable, try again");
+        finish(op, false);
+    }
+}
+
+void gw_inputs_resolve(struct gw_ctx *ctx, struct nf_http_req *req, const char *user_id,
+                       cJSON *valid, gw_inputs_cb done, void *arg)
+{
+    struct resolve_op *op = nf_xcalloc(1, sizeof(*op));
+
+    op->ctx = ctx;
+    op->req = req;
+    snprintf(op->user_id, sizeof(op->user_id), "%s", user_id);
+    op->valid = valid;
+    op->inputs = cJSON_CreateArray();
+    if (!op->inputs)
+        abort();
+    op->n = gw_inputs_plan(cJSON_GetObjectItemCaseSensitive(valid, "params"), user_id, op->plan,
+                           NPARAMS);
+    op->done = done;
+    op->arg = arg;
+    resolve_next(op);
+}
