@@ -104,18 +104,18 @@ def main() -> int:
 
     print('>>> client.audit(dataset_uri="s3://bucket/data.parquet")')
     audit = client.audit(dataset_uri="s3://bucket/data.parquet")
-    print('>>> client.distill(teacher_model="gpt-4", student_model="llama-7b", '
+    print('>>> client.distill(teacher_model="gpt-4", student_model="llama-3-8b", '
           'dataset_uri="s3://bucket/dataset.parquet")')
-    distill = client.distill(teacher_model="gpt-4", student_model="llama-7b",
+    distill = client.distill(teacher_model="gpt-4", student_model="llama-3-8b",
                              dataset_uri="s3://bucket/dataset.parquet")
-    print('>>> client.train(model_id="llama-7b", dataset_uri="s3://bucket/train.parquet", '
+    print('>>> client.train(model_id="llama-3-8b", dataset_uri="s3://bucket/train.parquet", '
           'epochs=3)')
-    train = client.train(model_id="llama-7b", dataset_uri="s3://bucket/train.parquet",
+    train = client.train(model_id="llama-3-8b", dataset_uri="s3://bucket/train.parquet",
                          epochs=3)
-    print('>>> client.evaluate(model_id="my-model", benchmark="mmlu")')
-    evaluate = client.evaluate(model_id="my-model", benchmark="mmlu")
-    print('>>> client.deploy(model_id="my-model", region="us-east-1")')
-    deploy = client.deploy(model_id="my-model", region="us-east-1")
+    print('>>> client.evaluate(model_id="my-model-v1", benchmark="mmlu")')
+    evaluate = client.evaluate(model_id="my-model-v1", benchmark="mmlu")
+    print('>>> client.deploy(model_id="my-model-v1", region="us-east-1")')
+    deploy = client.deploy(model_id="my-model-v1", region="us-east-1")
     # ----------------------------------------------------------------------------------
 
     jobs = [job, audit, distill, train, evaluate, deploy]
