@@ -7,11 +7,14 @@
 //
 // Server-Sent Events pass through as a stream; the upstream call is aborted when the
 // browser goes away (req.signal), so a closed job page ends its gateway stream too.
+//
+// Request bodies are read whole here (JSON, small). Uploads (/api/files, GiBs) take the
+// other relay, lib/proxy-node.ts, which streams them with backpressure.
 
 const DEFAULT_GATEWAY = 'http://127.0.0.1:8000';
 
 // What the browser may send on (everything else, e.g. Host or Connection, stays here).
-const REQUEST_HEADERS = [
+export const REQUEST_HEADERS = [
   'accept',
   'authorization',
   'content-type',
@@ -34,6 +37,18 @@ const DROP_RESPONSE_HEADERS = new Set([
   'transfer-encoding',
   'upgrade',
 ]);
+
+/** The 502 answer when the gateway cannot be reached (the dashboard's own error). */
+export const UNREACHABLE_HEADERS = { 'Retry-After': '2', 'Cache-Control': 'no-store' };
+export function unreachableBody() {
+  return {
+    error: {
+      code: 'gateway_unreachable',
+      message: `The Nexa Forge gateway (${gatewayUrl()}) is not reachable. Is the stack up? (./forge up)`,
+      request_id: '',
+    },
+  };
+}
 
 export function gatewayUrl(): string {
   return (process.env.NF_GATEWAY_URL || DEFAULT_GATEWAY).replace(/\/+$/, '');
@@ -62,16 +77,7 @@ export async function relay(req: Request, upstreamPath: string): Promise<Respons
       signal: req.signal,
     });
   } catch {
-    return Response.json(
-      {
-        error: {
-          code: 'gateway_unreachable',
-          message: `The Nexa Forge gateway (${gatewayUrl()}) is not reachable. Is the stack up? (./forge up)`,
-          request_id: '',
-        },
-      },
-      { status: 502, headers: { 'Retry-After': '2', 'Cache-Control': 'no-store' } },
-    );
+    return Response.json(unreachableBody(), { status: 502, headers: UNREACHABLE_HEADERS });
   }
   const out = new Headers();
   upstream.headers.forEach((v, k) => {
