@@ -72,6 +72,23 @@ export interface Artifact {
   sha256: string | null;
   created_at?: string;
 }
+/** What an uploaded file is for (POST /api/files `purpose`). */
+export const FILE_PURPOSES = ['dataset', 'model', 'other'] as const;
+export type FilePurpose = (typeof FILE_PURPOSES)[number];
+
+/** An uploaded file (GET/POST /api/files): an artifact with a place in the caller's s3:// namespace. */
+export interface FileObject {
+  id: string;
+  object: 'file';
+  /** artifact://<id>, what a job parameter names it by */
+  uri: string;
+  s3_uri: string;
+  filename: string;
+  purpose: FilePurpose;
+  bytes: number;
+  sha256: string;
+  created_at: string;
+}
 export interface JobError {
   code: string;
   message: string;
@@ -254,6 +271,40 @@ function withQuery(path: string, query?: Query): string {
   return s ? `${path}?${s}` : path;
 }
 
+/**
+ * The ApiError for a refused call, from the gateway's JSON error body
+ * ({"error": {"code", "message", "param", "request_id"}}) when there is one, else from the
+ * status line and the first bytes of the body. `header` reads the answer's headers.
+ */
+export function apiErrorFrom(
+  method: string,
+  path: string,
+  status: number,
+  statusText: string,
+  text: string,
+  header: (name: string) => string | null,
+): ApiError {
+  let data: unknown = undefined;
+  try {
+    data = text ? JSON.parse(text) : undefined;
+  } catch {
+    data = undefined;
+  }
+  const e = (data as { error?: { code?: string; message?: string; param?: string; request_id?: string } } | undefined)
+    ?.error;
+  const retry = Number(header('Retry-After'));
+  return new ApiError(
+    status,
+    e?.code ?? `http_${status}`,
+    e?.message ?? (text.slice(0, 200) || statusText || `HTTP ${status}`),
+    method,
+    path,
+    e?.param ?? undefined,
+    e?.request_id ?? header('X-Request-Id') ?? undefined,
+    Number.isFinite(retry) && retry > 0 ? retry : undefined,
+  );
+}
+
 async function request<T>(method: string, path: string, opts: RequestOptions = {}): Promise<T> {
   const url = withQuery(path, opts.query);
   const headers: Record<string, string> = { Accept: 'application/json' };
@@ -282,22 +333,112 @@ async function request<T>(method: string, path: string, opts: RequestOptions = {
     }
   }
   if (!res.ok && !(opts.answers?.includes(res.status) && data && !(data as { error?: unknown }).error)) {
-    const e = (data as { error?: { code?: string; message?: string; param?: string; request_id?: string } })?.error;
-    const retry = Number(res.headers.get('Retry-After'));
-    const err = new ApiError(
-      res.status,
-      e?.code ?? `http_${res.status}`,
-      e?.message ?? (text.slice(0, 200) || res.statusText || `HTTP ${res.status}`),
-      method,
-      path,
-      e?.param,
-      e?.request_id ?? res.headers.get('X-Request-Id') ?? undefined,
-      Number.isFinite(retry) && retry > 0 ? retry : undefined,
-    );
+    const err = apiErrorFrom(method, path, res.status, res.statusText, text, (n) => res.headers.get(n));
     if (err.unauthenticated && !opts.anonymous) unauthorizedListeners.forEach((fn) => fn(err));
     throw err;
   }
   return data as T;
+}
+
+/**
+ * What is wrong with a destination URI typed for an upload, or null when it may be sent.
+ * Only the shape is checked here (s3://, a bucket, a key); the gateway applies the full
+ * rules and answers 422 naming `uri`, which the page shows as it is.
+ */
+export function s3UriProblem(uri: string): string | null {
+  if (!uri) return null;
+  if (!uri.startsWith('s3://')) return 'A destination starts with s3:// (e.g. s3://bucket/data.parquet).';
+  // s3://bucket/ alone is a prefix too: each file goes there under its own name
+  if (uri.indexOf('/', 's3://'.length) <= 's3://'.length) {
+    return 'A destination names a bucket and a key: s3://bucket/key.';
+  }
+  return null;
+}
+
+/**
+ * Where one file of an upload goes: the URI as typed, or, when it ends with "/", that
+ * prefix plus the file's name (so several files can be dropped under one folder).
+ * Undefined (no `uri` field) lets the gateway choose s3://uploads/<id>/<filename>.
+ */
+export function uploadTarget(uri: string, filename: string): string | undefined {
+  const u = uri.trim();
+  if (!u) return undefined;
+  return u.endsWith('/') ? u + filename : u;
+}
+
+/**
+ * The multipart body of POST /api/files. The order matters: `purpose` and `uri` come
+ * before `file`, so the gateway knows where the bytes go (and can refuse a bad `uri`)
+ * before it streams them to the store. The File itself is appended, never its contents:
+ * the browser streams it from disk, however large.
+ */
+export function buildUploadForm(file: Blob, filename: string, purpose: FilePurpose, uri?: string): FormData {
+  const form = new FormData();
+  form.append('purpose', purpose);
+  if (uri) form.append('uri', uri);
+  form.append('file', file, filename);
+  return form;
+}
+
+export interface UploadProgress {
+  /** request bytes sent so far (the multipart body, a little more than the file) */
+  sent: number;
+  /** the whole request body in bytes */
+  total: number;
+}
+
+/**
+ * POST /api/files with XMLHttpRequest: its upload progress events are what Chromium
+ * offers for a request body (a streamed fetch body needs HTTP/2). Resolves with the file
+ * object (201); rejects with an ApiError from the JSON error body (413 too large, 422 bad
+ * uri, ...), an ApiError with status 0 when the connection broke, or an AbortError when
+ * `signal` aborted it.
+ */
+export function uploadFile(
+  file: File,
+  opts: { purpose: FilePurpose; uri?: string; onProgress?: (p: UploadProgress) => void; signal?: AbortSignal },
+): Promise<FileObject> {
+  const path = '/api/files';
+  return new Promise<FileObject>((resolve, reject) => {
+    if (opts.signal?.aborted) {
+      reject(new DOMException('The upload was cancelled.', 'AbortError'));
+      return;
+    }
+    const xhr = new XMLHttpRequest();
+    const onAbort = () => xhr.abort();
+    const done = () => opts.signal?.removeEventListener('abort', onAbort);
+    xhr.open('POST', path);
+    xhr.setRequestHeader('Accept', 'application/json');
+    xhr.upload.onprogress = (e) =>
+      opts.onProgress?.({ sent: e.loaded, total: e.lengthComputable ? e.total : file.size });
+    xhr.onload = () => {
+      done();
+      const text = xhr.responseText ?? '';
+      if (xhr.status >= 200 && xhr.status < 300) {
+        try {
+          resolve(JSON.parse(text) as FileObject);
+        } catch {
+          const what = 'The gateway answered the upload with something other than JSON.';
+          reject(new ApiError(xhr.status, 'bad_response', what, 'POST', path));
+        }
+        return;
+      }
+      const err = apiErrorFrom('POST', path, xhr.status, xhr.statusText, text, (n) => xhr.getResponseHeader(n));
+      if (err.unauthenticated) unauthorizedListeners.forEach((fn) => fn(err));
+      reject(err);
+    };
+    xhr.onerror = () => {
+      done();
+      const what = 'The upload was cut off: the dashboard server stopped answering.';
+      reject(new ApiError(0, 'network_error', what, 'POST', path));
+    };
+    xhr.onabort = () => {
+      done();
+      reject(new DOMException('The upload was cancelled.', 'AbortError'));
+    };
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    xhr.send(buildUploadForm(file, file.name, opts.purpose, opts.uri));
+  });
 }
 
 const enc = encodeURIComponent;
@@ -333,6 +474,12 @@ export const api = {
   listArtifacts: (q: { job_id?: string; limit?: number; cursor?: string | null }, signal?: AbortSignal) =>
     request<Page<Artifact>>('GET', '/api/artifacts', { query: q, signal }),
   artifactContentUrl: (artifactId: string) => `/api/artifacts/${enc(artifactId)}/content`,
+
+  // files (uploads; they are artifacts too)
+  listFiles: (q: { purpose?: FilePurpose | ''; limit?: number; cursor?: string | null }, signal?: AbortSignal) =>
+    request<Page<FileObject>>('GET', '/api/files', { query: q, signal }),
+  uploadFile,
+  deleteFile: (fileId: string) => request<unknown>('DELETE', `/api/files/${enc(fileId)}`),
 
   // the fleet
   listWorkers: (signal?: AbortSignal) => request<{ data: Worker[] }>('GET', '/api/workers/', { signal }),

@@ -88,3 +88,19 @@ export function shortId(id: string | null | undefined, keep = 12): string {
   if (!id) return '—';
   return id.length > keep + 4 ? `${id.slice(0, keep)}…` : id;
 }
+
+/** A hex digest (sha256) cut to its first `keep` digits, as git shows commits. */
+export function shortHash(h: string | null | undefined, keep = 12): string {
+  if (!h) return '—';
+  const hex = h.startsWith('sha256:') ? h.slice('sha256:'.length) : h;
+  return hex.length > keep ? `${hex.slice(0, keep)}…` : hex;
+}
+
+/**
+ * How far an upload is: the request bytes sent scaled to the file's size (the multipart
+ * framing around it is a few hundred bytes), e.g. "12.0 MiB of 1.00 GiB · 1%".
+ */
+export function fmtUploadProgress(sent: number, total: number, fileBytes: number): string {
+  const frac = total > 0 ? Math.min(1, sent / total) : 0;
+  return `${fmtBytes(Math.round(frac * fileBytes))} of ${fmtBytes(fileBytes)} · ${Math.floor(frac * 100)}%`;
+}
