@@ -1,7 +1,7 @@
 'use client';
 // Small building blocks shared by the pages: the loading / empty / error states, status
-// badges, progress bars and a JSON view.
-import type { ReactNode } from 'react';
+// badges, progress bars, a copy button and a JSON view.
+import { useEffect, useState, type ReactNode } from 'react';
 import { ApiError, type JobStatus } from '@/lib/api';
 
 export function PageHeader({ title, children }: { title: string; children?: ReactNode }) {
@@ -130,5 +130,48 @@ export function Card({ title, children, className }: { title?: string; children:
       {title ? <h2>{title}</h2> : null}
       {children}
     </section>
+  );
+}
+
+/**
+ * Copies `text` to the clipboard. Where the page may not write it (no permission, not a
+ * secure context), shows the text selected in a field instead, for Ctrl+C.
+ */
+export function CopyButton({ text, label }: { text: string; label: string }) {
+  const [state, setState] = useState<'idle' | 'copied' | 'failed'>('idle');
+  useEffect(() => {
+    if (state !== 'copied') return;
+    const t = setTimeout(() => setState('idle'), 2000);
+    return () => clearTimeout(t);
+  }, [state]);
+  if (state === 'failed') {
+    return (
+      <input
+        className="mono small copy-fallback"
+        readOnly
+        value={text}
+        aria-label={label}
+        autoFocus
+        onFocus={(e) => e.currentTarget.select()}
+        onBlur={() => setState('idle')}
+      />
+    );
+  }
+  return (
+    <button
+      type="button"
+      className="btn btn-small"
+      aria-label={label}
+      onClick={async () => {
+        try {
+          await navigator.clipboard.writeText(text);
+          setState('copied');
+        } catch {
+          setState('failed');
+        }
+      }}
+    >
+      {state === 'copied' ? 'Copied' : 'Copy'}
+    </button>
   );
 }

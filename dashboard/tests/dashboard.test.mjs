@@ -4,9 +4,10 @@
 //   sign up -> generate a key (shown once, gone after closing) -> submit a job with it
 //   (the Python SDK of this checkout, else plain HTTP) -> watch the job reach succeeded
 //   on its page (live event stream) -> cancel a queued job from its page -> see the
-//   first one cost money on Billing -> overview, workers, artifacts -> the gateway-down
-//   and not-served states -> session expiry back to sign-in -> revoke the key, which the
-//   gateway then refuses.
+//   first one cost money on Billing -> overview, workers, artifacts -> upload, list,
+//   download and delete files (files-steps.mjs) -> the gateway-down and not-served
+//   states -> session expiry back to sign-in -> revoke the key, which the gateway then
+//   refuses.
 //
 // Environment:
 //   NF_DASHBOARD_URL   the dashboard (default http://127.0.0.1:3000)
@@ -22,6 +23,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { filesSteps } from './files-steps.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..', '..');
@@ -280,6 +282,8 @@ test('the dashboard, end to end in Chromium', { timeout: 420_000 }, async (t) =>
     await page.getByRole('link', { name: jobId }).first().waitFor();
     await shot('artifacts');
   });
+
+  await filesSteps({ page, step, BASE, shot });
 
   await step('gateway down and not-served routes get honest error states', async () => {
     await page.route('**/api/workers/**', (r) =>
