@@ -336,9 +336,12 @@ static void test_requested_insert_idempotent(void **state)
     p[9] = NULL;
     p[10] = NULL;
     p[11] = "2026-11-28T21:03:52.123Z";
+    p[12] = "[{\"param\":\"dataset_uri\",\"uri\":\"s3://x/k\",\"object_key\":"
+            "\"tenants/usr_it/files/x/k\",\"name\":\"k\",\"bytes\":3}]";
     for (i = 0; i < 2; i++) {
         res = nf_test_pg_run(conn, sched_requested_sql, SCHED_REQUESTED_NPARAMS, p);
         assert_int_equal(PQntuples(res), 1);
+        assert_non_null(strstr(val(res, "inputs"), "tenants/usr_it/files/x/k"));
         assert_string_equal(val(res, "inserted"), i == 0 ? "1" : "0");
         assert_string_equal(val(res, "status"), "queued");
         assert_string_equal(val(res, "attempt"), "1");
