@@ -2,6 +2,11 @@
  * Artifacts announced by handlers: {"artifact": {"path", "kind"}}. The file must lie
  * inside the job's artifact directory once every symlink is resolved, so a handler cannot
  * publish (and have billed and served) a file from elsewhere on the host.
+ *
+ *   announced paths --> wk_artifact_plan (on the loop: resolve, relative path, object key
+ *   tenants/<user>/jobs/<job>/<attempt>/<rel>, artifact id) --> the uploader child:
+ *   wk_artifact_open (no symlink followed) + digest + upload (stage.c) --> per file
+ *   bytes and sha256 --> wk_artifact_record: the succeeded event's record
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "nf_s3.h"
 #include "wk.h"
 
 #define READ_CHUNK ((size_t)64 * 1024)
@@ -92,31 +98,135 @@ int wk_artifact_digest(const char *path, uint64_t *bytes, char sha_hex[NF_SHA256
     return 0;
 }
 
-cJSON *wk_artifact_record(const char *dir, const char *path, const char *kind, const char **why)
+int wk_artifact_rel(const char *dir, const char *path, char *rel, size_t len, const char **why)
 {
-    char real[PATH_MAX], sha[NF_SHA256_HEX_LEN + 1], id[NF_ID_MAX];
-    uint64_t bytes = 0;
+    char real[PATH_MAX], real_dir[PATH_MAX];
 
     if (wk_artifact_resolve(dir, path, real, sizeof(real), why) < 0)
-        return NULL;
-    if (wk_artifact_digest(real, &bytes, sha) < 0) {
-        *why = "file cannot be read";
-        return NULL;
+        return -1;
+    if (realpath(dir, real_dir) == NULL) {
+        *why = "artifact directory missing";
+        return -1;
     }
-    nf_id_new("art", id, sizeof(id));
-    const char *name = strrchr(real, '/');
-    name = name ? name + 1 : real;
-    size_t ulen = strlen(real) + 8;
-    char *uri = nf_xcalloc(1, ulen);
-    snprintf(uri, ulen, "file://%s", real);
+    const char *r = real + strlen(real_dir) + 1; /* resolve: strictly inside real_dir */
+    if (strlen(r) >= len) {
+        *why = "path too long";
+        return -1;
+    }
+    for (const char *seg = r;;) {
+        const char *slash = strchr(seg, '/');
+        size_t n = slash ? (size_t)(slash - seg) : strlen(seg);
+        if (!wk_segment_valid(seg, n)) {
+            *why = "path must be printable ASCII without spaces or backslashes";
+            return -1;
+        }
+        if (slash == NULL)
+            break;
+        seg = slash + 1;
+    }
+    memcpy(rel, r, strlen(r) + 1);
+    return 0;
+}
 
+int wk_artifact_open(const char *dir, const char *rel, const char **why)
+{
+    char seg[WK_NAME_MAX + 1];
+    struct stat st;
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+    if (fd < 0) {
+        *why = "artifact directory missing";
+        return -1;
+    }
+    for (const char *p = rel;;) {
+        const char *slash = strchr(p, '/');
+        size_t n = slash ? (size_t)(slash - p) : strlen(p);
+        if (!wk_segment_valid(p, n)) {
+            *why = "bad path";
+            close(fd);
+            return -1;
+        }
+        memcpy(seg, p, n);
+        seg[n] = '\0';
+        /* O_NOFOLLOW on every component: a symlink anywhere fails with ELOOP (or ENOTDIR);
+         * O_NONBLOCK so that a FIFO planted here cannot block the open */
+        int flags = O_RDONLY | O_CLOEXEC | O_NOFOLLOW | (slash ? O_DIRECTORY : O_NONBLOCK);
+        int next = openat(fd, seg, flags);
+        close(fd);
+        if (next < 0) {
+            *why = errno == ENOENT ? "file does not exist" : "path is not a plain file path";
+            return -1;
+        }
+        fd = next;
+        if (slash == NULL)
+            break;
+        p = slash + 1;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        *why = "not a regular file";
+        return -1;
+    }
+    return fd;
+}
+
+cJSON *wk_artifact_plan(const char *dir, const cJSON *announced, const char *key_prefix,
+                        const char **why, const char **bad_path)
+{
+    char rel[PATH_MAX], id[NF_ID_MAX];
+    cJSON *plan = cJSON_CreateArray();
+    const cJSON *a = NULL;
+
+    cJSON_ArrayForEach(a, announced)
+    {
+        const char *path = nf_json_str(a, "path");
+        const char *kind = nf_json_str(a, "kind");
+        if (wk_artifact_rel(dir, path, rel, sizeof(rel), why) < 0) {
+            *bad_path = path;
+            cJSON_Delete(plan);
+            return NULL;
+        }
+        if (strlen(key_prefix) + strlen(rel) > NF_S3_KEY_MAX) {
+            *why = "path too long for an object key";
+            *bad_path = path;
+            cJSON_Delete(plan);
+            return NULL;
+        }
+        bool dup = false; /* the same file announced twice is one artifact */
+        const cJSON *p = NULL;
+        cJSON_ArrayForEach(p, plan) dup = dup || strcmp(nf_json_str(p, "path"), rel) == 0;
+        if (dup)
+            continue;
+        size_t klen = strlen(key_prefix) + strlen(rel) + 1;
+        char *key = nf_xcalloc(1, klen);
+        snprintf(key, klen, "%s%s", key_prefix, rel);
+        const char *name = strrchr(rel, '/');
+        nf_id_new("art", id, sizeof(id));
+        cJSON *item = nf_json_obj();
+        nf_json_add_str(item, "artifact_id", id);
+        nf_json_add_str(item, "name", name ? name + 1 : rel);
+        nf_json_add_str(item, "kind", kind ? kind : "file");
+        nf_json_add_str(item, "path", rel);
+        nf_json_add_str(item, "object_key", key);
+        cJSON_AddItemToArray(plan, item);
+        free(key);
+    }
+    return plan;
+}
+
+cJSON *wk_artifact_record(const cJSON *item, uint64_t bytes, const char *sha_hex)
+{
+    const char *id = nf_json_str(item, "artifact_id");
+    char uri[NF_ID_MAX + 16];
     cJSON *rec = nf_json_obj();
+
+    snprintf(uri, sizeof(uri), "artifact://%s", id);
     nf_json_add_str(rec, "artifact_id", id);
-    nf_json_add_str(rec, "name", name);
-    nf_json_add_str(rec, "kind", kind ? kind : "file");
-    nf_json_add_str(rec, "uri", uri);
+    nf_json_add_str(rec, "name", nf_json_str(item, "name"));
+    nf_json_add_str(rec, "kind", nf_json_str(item, "kind"));
     nf_json_add_int(rec, "bytes", (long long)bytes);
-    nf_json_add_str(rec, "sha256", sha);
-    free(uri);
+    nf_json_add_str(rec, "sha256", sha_hex);
+    nf_json_add_str(rec, "object_key", nf_json_str(item, "object_key"));
+    nf_json_add_str(rec, "uri", uri);
     return rec;
 }

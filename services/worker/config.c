@@ -1,6 +1,7 @@
 /*
  * The settings derived from the agent's rows (the table is service.c's): the API URL,
- * labels, job types, the identity pair and the hostname. Pure: unit-tested, and run twice
+ * labels, job types, the identity pair, the hostname, the work dir, the input cap and the
+ * object store. Pure: unit-tested, and run twice
  * (desc->check at load, then init into the context).
  */
 #include <ctype.h>
@@ -163,6 +164,30 @@ int wk_settings_load(const struct wk_config *cfg, struct wk_settings *set, char 
     if (cfg->worker_id[0] != '\0' && !nf_id_valid("wrk", cfg->worker_id)) {
         snprintf(err, errlen, "NF_WORKER_ID: must be a worker id wrk_<ULID> (got \"%s\")",
                  cfg->worker_id);
+        return -1;
+    }
+    set->work_dir = cfg->work_dir[0] != '\0' ? cfg->work_dir : cfg->artifact_root;
+    if (set->work_dir[0] == '\0') {
+        snprintf(err, errlen, "NF_WORKER_WORK_DIR: required (the jobs' private directories)");
+        return -1;
+    }
+    char *end = NULL;
+    set->max_input_bytes = strtoll(cfg->max_input, &end, 10);
+    if (end == cfg->max_input || *end != '\0' || set->max_input_bytes < 1 ||
+        set->max_input_bytes > (1LL << 50)) {
+        snprintf(err, errlen,
+                 "NF_WORKER_MAX_INPUT_BYTES: must be a byte count 1..2^50 (got \"%s\")",
+                 cfg->max_input);
+        return -1;
+    }
+    set->s3 = (struct nf_s3_conf){.endpoint = cfg->s3_endpoint,
+                                  .region = cfg->s3_region,
+                                  .access_key = cfg->s3_access_key,
+                                  .secret_key = cfg->s3_secret_key,
+                                  .bucket = cfg->s3_bucket};
+    char why[256] = "";
+    if (!nf_s3_conf_check(&set->s3, why, sizeof(why))) {
+        snprintf(err, errlen, "NF_S3_*: the object store settings are not usable: %s", why);
         return -1;
     }
     if (cfg->hostname[0] != '\0') {

@@ -1,10 +1,14 @@
 /*
  * Running one job: its life from the next_job answer to the freed slot.
  *
- *   wk_job_start --> mkdir <artifact_root>/<job_id> --> wk_child_spawn (job_child.c)
- *       --> forge.job.running; timers: timeout_seconds, GPU usage windows (job_report.c)
- *   handler output and exit --> wk_report_finish: usage records + terminal event
- *       (reliable) --> all delivered (wk_job_delivered) and the lease confirmed by a
+ *   wk_job_start --> inputs checked (inputs.c) --> <work dir>/<job_id>-<attempt>/{inputs,
+ *       out} (jobdir.c, 0700) --> wk_child_spawn (job_child.c: the child fetches the
+ *       inputs, then execs the handler with "inputs": {param: path} on stdin)
+ *       --> forge.job.running; timers: timeout_seconds (fetching included), GPU usage
+ *       windows from the handler's exec (job_report.c)
+ *   handler output and exit --> exit 0: artifacts uploaded (job_upload.c) -->
+ *       wk_report_finish: usage records + terminal event (reliable), the job directory
+ *       removed --> all delivered (wk_job_delivered) and the lease confirmed by a
  *       heartbeat (one is sent as the job starts) --> slot freed (job_set.c)
  *
  * Stops: timeout (failed, class timeout), cancel (forge.job.cancelled), shutdown (failed,
@@ -52,6 +56,7 @@ static void job_lost(struct wk_job *job)
               "lease lost (missed heartbeats or superseded): stopping the handler, no report",
               "job_id", job->job_id, "lease_id", job->lease_id, NULL);
     wk_child_terminate(job, WK_STOP_LOST);
+    wk_upload_kill(job); /* its uploads belong to no attempt any more */
 }
 
 void wk_job_lost(struct wk_ctx *ctx, const char *job_id, const char *lease_id)
@@ -78,8 +83,12 @@ static struct wk_job *job_new(struct wk_ctx *ctx, const cJSON *doc, const char *
 {
     const char *job_id = nf_json_str(doc, "job_id");
     const char *type = nf_json_str(doc, "job_type");
+    const char *user_id = nf_json_str(doc, "user_id");
+    long long attempt = nf_json_int(doc, "attempt", 1);
+    /* job_id, user_id and attempt name the job's directory and object keys */
     if (job_id == NULL || !nf_id_valid("job", job_id) || nf_job_type_index(type) < 0 ||
-        lease_id == NULL || strlen(lease_id) >= NF_ID_MAX) {
+        lease_id == NULL || strlen(lease_id) >= NF_ID_MAX || !wk_user_id_valid(user_id) ||
+        attempt < 1 || attempt > 1000000) {
         nf_log_kv(NF_LOG_ERROR, "job_invalid", "next_job answer without a valid job; ignored",
                   "job_id", job_id, NULL);
         return NULL;
@@ -94,15 +103,13 @@ static struct wk_job *job_new(struct wk_ctx *ctx, const cJSON *doc, const char *
     snprintf(job->job_id, sizeof(job->job_id), "%s", job_id);
     snprintf(job->lease_id, sizeof(job->lease_id), "%s", lease_id);
     snprintf(job->job_type, sizeof(job->job_type), "%s", type);
-    const char *user_id = nf_json_str(doc, "user_id");
-    job->user_id = nf_xstrdup(user_id ? user_id : "");
-    job->attempt = nf_json_int(doc, "attempt", 1);
+    job->user_id = nf_xstrdup(user_id);
+    job->attempt = attempt;
     long long gc = nf_json_int(doc, "gpu_count", 0);
     job->gpu_count = gc < 0 ? 0 : gc > 64 ? 64 : (int)gc;
     long long to = nf_json_int(doc, "timeout_seconds", 0);
     job->timeout_s = to > 0 ? to : 0;
     job->artifacts = cJSON_CreateArray();
-    snprintf(job->dir, sizeof(job->dir), "%s/%s", ctx->cfg->artifact_root, job_id);
     wk_child_init(job);
     wk_report_init(job);
     job->next = ctx->jobs;
@@ -114,6 +121,7 @@ static struct wk_job *job_new(struct wk_ctx *ctx, const cJSON *doc, const char *
 void wk_job_start(struct wk_ctx *ctx, const cJSON *doc, const char *lease_id)
 {
     const char *why = NULL;
+    char err[PATH_MAX + 64];
     struct wk_job *job = job_new(ctx, doc, lease_id);
     if (job == NULL)
         return;
@@ -122,22 +130,35 @@ void wk_job_start(struct wk_ctx *ctx, const cJSON *doc, const char *lease_id)
     if (ctx->heartbeat_now != NULL)
         ctx->heartbeat_now(ctx); /* api.c: confirm the lease at once */
     if (ctx->stopping) {
-        wk_report_finish_early(job, "worker_shutdown", "the worker is shutting down");
+        wk_report_finish_early(job, "infra", "worker_shutdown", "the worker is shutting down");
         return;
     }
-    if (mkdir(job->dir, 0755) < 0 && errno != EEXIST) {
-        nf_log_kv(NF_LOG_ERROR, "artifact_dir_failed", strerror(errno), "path", job->dir, NULL);
-        wk_report_finish_early(job, "artifact_dir", "cannot create the job's artifact directory");
+    if (wk_inputs_parse(doc, &job->inputs, err, sizeof(err)) < 0) {
+        wk_report_finish_early(job, "user_error", "bad_input", err);
         return;
     }
-    int rc = wk_child_spawn(job, doc, &why);
+    if (wk_jobdir_create(ctx->root, job->job_id, job->attempt, job->root_dir,
+                         sizeof(job->root_dir)) < 0 ||
+        (size_t)snprintf(job->dir, sizeof(job->dir), "%s/out", job->root_dir) >= sizeof(job->dir)) {
+        nf_log_kv(NF_LOG_ERROR, "job_dir_failed", strerror(errno), "path", job->root_dir, NULL);
+        wk_report_finish_early(job, "infra", "job_dir", "cannot create the job's directory");
+        return;
+    }
+    snprintf(err, sizeof(err), "%s/inputs", job->root_dir);
+    cJSON *hdoc = wk_inputs_job_json(doc, &job->inputs, err);
+    if (hdoc == NULL) {
+        wk_report_finish_early(job, "user_error", "bad_input", "an input path is too long");
+        return;
+    }
+    int rc = wk_child_spawn(job, hdoc, &why);
+    cJSON_Delete(hdoc);
     if (rc == -2) {
         wk_child_signal(job, SIGKILL);
         job->stop = WK_STOP_SHUTDOWN; /* reaped by SIGCHLD, then reported infra */
         return;
     }
     if (rc < 0) {
-        wk_report_finish_early(job, "handler_unavailable", why);
+        wk_report_finish_early(job, "infra", "handler_unavailable", why);
         return;
     }
     cJSON *data = wk_report_event_data(job, "running");
@@ -147,10 +168,6 @@ void wk_job_start(struct wk_ctx *ctx, const cJSON *doc, const char *lease_id)
     if (job->timeout_s > 0) {
         struct timeval tv = {(time_t)job->timeout_s, 0};
         evtimer_add(job->timeout_ev, &tv);
-    }
-    if (job->gpu_count > 0) {
-        struct timeval tv = {ctx->cfg->usage_window_s, 0};
-        event_add(job->window_ev, &tv);
     }
 }
 
@@ -166,6 +183,7 @@ void wk_jobs_free(struct wk_ctx *ctx)
                       "job_id", job->job_id, NULL);
             wk_child_signal(job, SIGKILL);
         }
+        wk_upload_kill(job);
         wk_job_destroy(job);
     }
 }

@@ -3,15 +3,18 @@
  * Private to job*.c: one running job of the worker agent, and the calls between its files.
  *
  *   job.c         lifecycle: start, cancel, lease lost, drain deadline, teardown
- *   job_child.c   the handler process: spawn (fork/exec, env, pipes), stdout/stderr
- *                 lines, signals (SIGTERM, grace, SIGKILL), SIGCHLD, waiting for EOF
+ *   job_child.c   the handler process: spawn (fork; the child fetches the inputs, then
+ *                 execs; env, pipes), stdout/stderr lines, the child's notes (inputs
+ *                 staged, or why not), signals (SIGTERM, grace, SIGKILL), SIGCHLD,
+ *                 waiting for EOF
+ *   job_upload.c  the handler exited 0: a forked uploader puts each artifact in the store
  *   job_report.c  what the job tells the world: progress (throttled), logs, usage windows,
  *                 stdout protocol lines, the terminal event
  *   job_set.c     the list of jobs, hold/delivered, lease lookup, heartbeat confirmation,
- *                 freeing a job that is done
+ *                 freeing a job that is done, removing its directory
  *
- * Each calls only the ones below it in this order: job.c -> job_child.c -> job_report.c
- * -> (publish.c) -> job_set.c.
+ * Each calls only the ones below it in this order: job.c -> job_child.c -> job_upload.c
+ * -> job_report.c -> (publish.c) -> job_set.c.
  *
  * Every other file of the worker sees a job only through wk.h.
  */
@@ -40,13 +43,28 @@ struct wk_job {
     char job_type[16];
     long long attempt;
     int gpu_count;
-    long long timeout_s; /* 0 = none */
-    char dir[PATH_MAX];  /* <artifact_root>/<job_id> */
-    pid_t pid;           /* 0 before spawn */
+    long long timeout_s;     /* 0 = none */
+    char root_dir[PATH_MAX]; /* <work dir>/<job_id>-<attempt>; "" once removed */
+    char dir[PATH_MAX];      /* root_dir/out: NF_ARTIFACT_DIR, the handler's cwd */
+    struct wk_inputs inputs; /* from the dispatch, checked */
+    pid_t pid;               /* 0 before spawn */
     bool exited;
     int wstatus;
     struct bufferevent *in, *out, *err;
-    bool out_skip, err_skip; /* discarding the rest of an over-long line */
+    struct bufferevent *rep; /* the child's notes: inputs staged, or why it failed */
+    bool staged;             /* the child is about to exec the handler */
+    bool failed;             /* fail holds why the attempt failed (before or after the
+                                handler: inputs, exec, artifacts, upload) */
+    struct wk_stage_err fail;
+    /* the uploader (job_upload.c) */
+    pid_t up_pid;
+    bool uploading, up_exited;
+    int up_status;
+    struct bufferevent *up_out; /* its per-file result lines */
+    char *up_lines;             /* all of them, once the pipe hit EOF */
+    cJSON *plan;                /* wk_artifact_plan: what it uploads */
+    cJSON *records;             /* the succeeded event's artifacts, once uploaded */
+    bool out_skip, err_skip;    /* discarding the rest of an over-long line */
     struct event *timeout_ev;
     struct event *kill_ev;
     struct event *window_ev;
@@ -82,9 +100,10 @@ struct wk_job {
  * aborts when libevent cannot. */
 void wk_child_init(struct wk_job *job);
 /*
- * Starts handlers/<job_type> with doc (not consumed) on its stdin and watches its
- * stdout and stderr. -1 with *why (static) when it could not run (an infra failure);
- * -2 when it runs but its pipes cannot be watched: the caller must kill it.
+ * Forks the job's child, which fetches job->inputs into root_dir/inputs and then execs
+ * handlers/<job_type> with doc (not consumed) on its stdin; watches its stdout, stderr
+ * and notes. -1 with *why (static) when it could not start (an infra failure); -2 when it
+ * runs but its pipes cannot be watched: the caller must kill it.
  */
 int wk_child_spawn(struct wk_job *job, const cJSON *doc, const char **why);
 /* Sends sig to the handler's process group (or the handler alone); no-op once exited. */
@@ -92,10 +111,28 @@ void wk_child_signal(struct wk_job *job, int sig);
 /* SIGTERM now, SIGKILL after kill_grace_s; the first reason sticks. */
 void wk_child_terminate(struct wk_job *job, enum wk_job_stop reason);
 
+/* ---- job_upload.c ----------------------------------------------------------------------- */
+
+/* The handler exited 0: checks the announced artifacts and forks the uploader; the job
+ * finishes (wk_report_finish) once it is done, or at once when there is nothing to upload
+ * or an artifact is refused. */
+void wk_upload_start(struct wk_job *job);
+/* The uploader's exit (up_exited, set by SIGCHLD) or its pipe's EOF came in: once both
+ * did, the job finishes. */
+void wk_upload_check(struct wk_job *job);
+/* SIGKILL to the uploader (lease lost, teardown); no-op when none runs. */
+void wk_upload_kill(struct wk_job *job);
+
 /* ---- job_set.c -------------------------------------------------------------------------- */
 
 /* Frees the pipes and every timer of the job (NULL-safe, idempotent). */
 void wk_job_release(struct wk_job *job);
+/* The attempt is over: its directory is removed (a deploy job's that ran its handler is
+ * kept while the endpoint runs). Idempotent. */
+void wk_job_dir_done(struct wk_job *job);
+/* Records why the attempt failed (the first reason sticks). */
+void wk_job_fail(struct wk_job *job, const char *klass, const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* Takes job off ctx->jobs and frees it; the slot is not reported free. */
 void wk_job_destroy(struct wk_job *job);
 
@@ -111,8 +148,9 @@ cJSON *wk_report_event_data(const struct wk_job *job, const char *status);
 void wk_report_stdout_line(struct wk_job *job, const char *line, size_t len);
 /* The handler exited and its pipes are done: last progress, usage, terminal event. Once. */
 void wk_report_finish(struct wk_job *job);
-/* A job that never ran: reported failed (class infra, retried by the scheduler). */
-void wk_report_finish_early(struct wk_job *job, const char *code, const char *message);
+/* A job that never ran: reported failed with klass (infra: retried by the scheduler). */
+void wk_report_finish_early(struct wk_job *job, const char *klass, const char *code,
+                            const char *message);
 /* A job event on forge.jobs.events (CloudEvents; data consumed). reliable: retried until
  * delivered and counted against the job; else fire and forget. */
 void wk_report_event(struct wk_job *job, const char *type, cJSON *data, bool reliable);

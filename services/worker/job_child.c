@@ -1,16 +1,22 @@
 /*
- * The handler child process of a job: spawn, pipes, signals, exit.
+ * The child process of a job: spawn, inputs, pipes, signals, exit.
  *
- *   wk_child_spawn --> fork/exec handlers/<type> (own process group, PR_SET_PDEATHSIG)
+ *   wk_child_spawn --> fork (own process group, PR_SET_PDEATHSIG)
+ *       child: fetch the inputs (stage.c) --> note STAGED --> exec handlers/<type>
+ *              (a failed fetch: note FAILED with class, code and message, exit)
  *       stdin  <-- the job JSON (bufferevent, closed once written)
  *       stdout --> lines --> wk_report_stdout_line
  *       stderr --> lines --> agent log `handler_stderr` (last line kept for errors)
- *   wk_child_terminate --> SIGTERM --> kill_grace_s --> SIGKILL
- *   SIGCHLD --> waitpid --> exited; once stdout and stderr hit EOF (or 2 s passed)
- *       --> wk_report_finish
+ *       notes  --> STAGED: the GPU meter starts (the child's clock) | FAILED | EXEC errno
+ *   wk_child_terminate --> SIGTERM --> kill_grace_s --> SIGKILL (also while fetching)
+ *   SIGCHLD --> waitpid --> exited; once stdout, stderr and the notes hit EOF (or 2 s
+ *       passed) --> exit 0: wk_upload_start (job_upload.c); else wk_report_finish
  *
- * Only async-signal-safe calls happen between fork and exec (librdkafka has threads).
- * This file sits below job.c and above job_report.c and job_set.c.
+ * Without inputs only async-signal-safe calls happen between fork and exec (librdkafka
+ * has threads). With inputs the child runs libcurl before exec: it touches nothing of the
+ * loop's or librdkafka's, and glibc keeps malloc and stdio usable after fork; its signal
+ * handlers are reset first, so a cancel or timeout ends a download at once.
+ * This file sits below job.c and above job_upload.c, job_report.c and job_set.c.
  */
 #define _GNU_SOURCE /* pipe2, close_range */
 #include <errno.h>
@@ -22,7 +28,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/buffer.h>
@@ -37,6 +45,15 @@ extern char **environ;
 #define EOF_WAIT_MS 2000        /* after exit, how long to wait for the pipes' EOF */
 #define MAX_STDERR_LOGGED 10000 /* stderr lines logged per job */
 #define STDERR_LOG_MAX 1024     /* a logged stderr line is cut to this */
+
+/* A note from the child on its report pipe: one write() each, below PIPE_BUF. */
+enum { NOTE_STAGED = 'S', NOTE_FAILED = 'F', NOTE_EXEC = 'E' };
+struct note {
+    char tag;
+    int err;                 /* NOTE_EXEC: errno of execve */
+    long long ms;            /* NOTE_STAGED: the child's clock, ms since the epoch */
+    struct wk_stage_err why; /* NOTE_FAILED */
+};
 
 /* ---- stdout / stderr --------------------------------------------------------------------- */
 
@@ -99,14 +116,69 @@ static void read_lines(struct wk_job *job, struct bufferevent *bev, bool is_stdo
     }
 }
 
-/* Finishes the job once it exited and both pipes hit EOF (or the EOF wait ran out). */
+/* Finishes the job once it exited and its pipes hit EOF (or the EOF wait ran out): after
+ * an exit 0, its artifacts are uploaded first. */
 static void check_done(struct wk_job *job)
 {
-    if (!job->exited || job->finished)
+    if (job->uploading) {
+        wk_upload_check(job);
         return;
-    if ((job->out != NULL || job->err != NULL) && !job->eof_waited)
+    }
+    if (!job->exited || job->finished || job->plan != NULL)
         return;
+    if ((job->out != NULL || job->err != NULL || job->rep != NULL) && !job->eof_waited)
+        return;
+    if (job->stop == WK_STOP_NONE && !job->lost && !job->failed && WIFEXITED(job->wstatus) &&
+        WEXITSTATUS(job->wstatus) == 0) {
+        wk_bev_free(&job->rep);
+        wk_upload_start(job); /* finishes the job when done */
+        return;
+    }
     wk_report_finish(job);
+}
+
+/* ---- the child's notes ------------------------------------------------------------------- */
+
+static void got_note(struct wk_job *job, const struct note *n)
+{
+    switch (n->tag) {
+    case NOTE_STAGED:
+        job->staged = true;
+        /* the GPU meter runs from here: the download is not the handler's time */
+        job->started_ms = n->ms > 0 ? (uint64_t)n->ms : nf_now_ms();
+        if (job->gpu_count > 0 && !job->exited) {
+            struct timeval tv = {job->ctx->cfg->usage_window_s, 0};
+            event_add(job->window_ev, &tv);
+        }
+        break;
+    case NOTE_FAILED: {
+        struct wk_stage_err why = n->why;
+        why.klass[sizeof(why.klass) - 1] = why.code[sizeof(why.code) - 1] = '\0';
+        why.message[sizeof(why.message) - 1] = '\0';
+        wk_job_fail(job, strcmp(why.klass, "user_error") == 0 ? "user_error" : "infra", why.code,
+                    "%s", why.message);
+        break;
+    }
+    case NOTE_EXEC:
+        nf_log_kv(NF_LOG_ERROR, "handler_exec_failed", strerror(n->err), "job_id", job->job_id,
+                  NULL);
+        wk_job_fail(job, "infra", "handler_unavailable", "the handler could not be executed: %s",
+                    strerror(n->err));
+        break;
+    default:
+        break;
+    }
+}
+
+static void on_rep_read(struct bufferevent *bev, void *arg)
+{
+    struct wk_job *job = arg;
+    struct evbuffer *buf = bufferevent_get_input(bev);
+    struct note n;
+    while (evbuffer_get_length(buf) >= sizeof(n)) {
+        evbuffer_remove(buf, &n, sizeof(n));
+        got_note(job, &n);
+    }
 }
 
 static void on_out_read(struct bufferevent *bev, void *arg)
@@ -125,6 +197,12 @@ static void on_pipe_event(struct bufferevent *bev, short what, void *arg)
     if (!(what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)))
         return;
     bool is_stdout = bev == job->out;
+    if (bev == job->rep) {
+        on_rep_read(bev, job);
+        wk_bev_free(&job->rep);
+        check_done(job);
+        return;
+    }
     read_lines(job, bev, is_stdout, true);
     if (is_stdout)
         wk_bev_free(&job->out);
@@ -211,10 +289,16 @@ void wk_on_sigchld(evutil_socket_t fd, short what, void *arg)
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         struct wk_job *job = ctx->jobs;
-        while (job != NULL && job->pid != pid)
+        while (job != NULL && job->pid != pid && job->up_pid != pid)
             job = job->next;
         if (job == NULL)
             continue;
+        if (job->up_pid == pid) {
+            job->up_exited = true;
+            job->up_status = status;
+            event_active(job->check_ev, EV_TIMEOUT, 0); /* next turn: not while reaping */
+            continue;
+        }
         job->exited = true;
         job->wstatus = status;
         job->exited_ms = nf_now_ms();
@@ -271,39 +355,78 @@ static void free_env(char **env)
     free(env);
 }
 
-/* Child side: only async-signal-safe calls until execve. */
-static void child_exec(const char *path, char *const argv[], char *const env[], int fd_in,
-                       int fd_out, int fd_err, int fd_report, const char *dir, pid_t parent)
+/* Writes one note on the report pipe (fd 3 in the child). */
+static void send_note(const struct note *n)
+{
+    ssize_t w;
+    do {
+        w = write(3, n, sizeof(*n));
+    } while (w < 0 && errno == EINTR);
+}
+
+/* What the child needs, prepared before fork (nothing is allocated for it after). */
+struct child_args {
+    const char *path; /* the handler */
+    char *const *argv;
+    char *const *env;
+    int fd_in, fd_out, fd_err, fd_report;
+    const char *dir;        /* the handler's cwd: out/ */
+    const char *inputs_dir; /* where the inputs go */
+    const struct wk_inputs *inputs;
+    const struct wk_settings *set; /* S3 and the input cap */
+    pid_t parent;
+};
+
+/* Child side: fetch the inputs (if any), then exec the handler; never returns. */
+static void child_exec(const struct child_args *a)
 {
     sigset_t none;
-    struct sigaction dfl;
-    int e;
+    struct sigaction act;
+    struct note n;
+    struct timespec ts;
 
+    memset(&n, 0, sizeof(n));
     setpgid(0, 0);
     /* The handler dies with the agent: a SIGKILLed agent's job is requeued elsewhere, and
      * an orphan must not keep the GPU busy or write artifacts for a lost attempt. */
     prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent)
+    if (getppid() != a->parent)
         _exit(127);
-    if (dup2(fd_in, 0) < 0 || dup2(fd_out, 1) < 0 || dup2(fd_err, 2) < 0)
+    if (dup2(a->fd_in, 0) < 0 || dup2(a->fd_out, 1) < 0 || dup2(a->fd_err, 2) < 0 ||
+        (a->fd_report != 3 && dup2(a->fd_report, 3) < 0))
+        _exit(127);
+    /* Every other descriptor (sockets of the agent) is closed now: a download may take a
+     * while, and the agent's connections must end when the agent ends them. */
+    if (close_range(4, ~0U, 0) < 0)
+        for (int fd = 4; fd < 65536; fd++)
+            close(fd);
+    fcntl(3, F_SETFD, FD_CLOEXEC); /* EOF for the agent at exec */
+    if (chdir(a->dir) < 0)
         goto fail;
-    /* Every other descriptor (sockets of the agent) closes at exec. */
-    if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-        for (int fd = 3; fd < 4096; fd++)
-            if (fd != fd_report)
-                fcntl(fd, F_SETFD, FD_CLOEXEC);
-    if (chdir(dir) < 0)
-        goto fail;
+    /* The loop's signal handlers are not ours: SIGTERM must end a download. */
+    memset(&act, 0, sizeof(act));
+    act.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < NSIG; sig++)
+        if (sig != SIGPIPE)
+            sigaction(sig, &act, NULL);
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
-    memset(&dfl, 0, sizeof(dfl));
-    dfl.sa_handler = SIG_DFL;
-    sigaction(SIGPIPE, &dfl, NULL);
-    execve(path, argv, env);
+    if (a->inputs->n > 0 && wk_stage_in(&a->set->s3, a->inputs, a->inputs_dir,
+                                        a->set->max_input_bytes, 1, &n.why) < 0) {
+        n.tag = NOTE_FAILED;
+        send_note(&n);
+        _exit(1);
+    }
+    clock_gettime(CLOCK_REALTIME, &ts);
+    n.tag = NOTE_STAGED;
+    n.ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    send_note(&n);
+    sigaction(SIGPIPE, &act, NULL);
+    execve(a->path, a->argv, a->env);
 fail:
-    e = errno;
-    if (write(fd_report, &e, sizeof(e)) < 0)
-        _exit(126);
+    n.tag = NOTE_EXEC;
+    n.err = errno;
+    send_note(&n);
     _exit(127);
 }
 
@@ -323,7 +446,7 @@ int wk_child_spawn(struct wk_job *job, const cJSON *doc, const char **why)
     struct wk_ctx *ctx = job->ctx;
     int in[2] = {-1, -1}, out[2] = {-1, -1}, err[2] = {-1, -1}, rep[2] = {-1, -1};
     char path[PATH_MAX];
-    int rc = -1, e = 0;
+    int rc = -1;
 
     snprintf(path, sizeof(path), "%s/%s", ctx->cfg->handlers, job->job_type);
     if (access(path, X_OK) < 0) {
@@ -336,42 +459,41 @@ int wk_child_spawn(struct wk_job *job, const cJSON *doc, const char **why)
         goto close_pipes;
     }
     char *argv[] = {path, NULL};
+    char inputs_dir[PATH_MAX + 16];
+    snprintf(inputs_dir, sizeof(inputs_dir), "%s/inputs", job->root_dir);
     char **env = build_env(job);
-    pid_t parent = getpid();
+    struct child_args args = {.path = path,
+                              .argv = argv,
+                              .env = env,
+                              .fd_in = in[0],
+                              .fd_out = out[1],
+                              .fd_err = err[1],
+                              .fd_report = rep[1],
+                              .dir = job->dir,
+                              .inputs_dir = inputs_dir,
+                              .inputs = &job->inputs,
+                              .set = &ctx->set,
+                              .parent = getpid()};
     pid_t pid = fork();
     if (pid == 0)
-        child_exec(path, argv, env, in[0], out[1], err[1], rep[1], job->dir, parent);
+        child_exec(&args);
     free_env(env);
     if (pid < 0) {
         *why = "fork failed";
         goto close_pipes;
     }
     setpgid(pid, pid); /* also done by the child; whichever runs first */
-    close(rep[1]);
-    rep[1] = -1;
-    ssize_t n;
-    do {
-        n = read(rep[0], &e, sizeof(e)); /* EOF at exec; an errno if it failed */
-    } while (n < 0 && errno == EINTR);
-    if (n == (ssize_t)sizeof(e)) {
-        int status;
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-            ;
-        nf_log_kv(NF_LOG_ERROR, "handler_exec_failed", strerror(e), "job_id", job->job_id, "path",
-                  path, NULL);
-        *why = "the handler could not be executed";
-        goto close_pipes;
-    }
     job->pid = pid;
-    job->started_ms = nf_now_ms();
+    close(rep[1]);
     close(in[0]);
     close(out[1]);
     close(err[1]);
     in[0] = out[1] = err[1] = -1;
-    int fd_in = in[1], fd_out = out[0], fd_err = err[0];
-    in[1] = out[0] = err[0] = -1;
+    rep[1] = -1;
+    int fd_in = in[1], fd_out = out[0], fd_err = err[0], fd_rep = rep[0];
+    in[1] = out[0] = err[0] = rep[0] = -1;
     if (nonblock_bev(job, fd_in, &job->in) < 0 || nonblock_bev(job, fd_out, &job->out) < 0 ||
-        nonblock_bev(job, fd_err, &job->err) < 0) {
+        nonblock_bev(job, fd_err, &job->err) < 0 || nonblock_bev(job, fd_rep, &job->rep) < 0) {
         /* cannot happen short of out of memory; the child is stopped below by the caller */
         *why = "cannot watch the handler's pipes";
         rc = -2;
@@ -379,6 +501,8 @@ int wk_child_spawn(struct wk_job *job, const cJSON *doc, const char **why)
     }
     bufferevent_setcb(job->out, on_out_read, NULL, on_pipe_event, job);
     bufferevent_setcb(job->err, on_err_read, NULL, on_pipe_event, job);
+    bufferevent_setcb(job->rep, on_rep_read, NULL, on_pipe_event, job);
+    bufferevent_enable(job->rep, EV_READ);
     bufferevent_setcb(job->in, NULL, on_in_written, on_in_event, job);
     bufferevent_enable(job->out, EV_READ);
     bufferevent_enable(job->err, EV_READ);

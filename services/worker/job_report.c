@@ -9,8 +9,9 @@
  *                               result    --> kept, the last one wins
  *   every usage_window_s --> forge.usage gpu_ms of the closed window
  *   finish --> last progress, final usage (open window, tokens) --> terminal event:
- *       succeeded (result + artifact records) | failed (class, code) | cancelled |
- *       nothing (lease lost: another attempt owns the job)
+ *       succeeded (result + the records of the uploaded artifacts, job_upload.c) |
+ *       failed (class, code) | cancelled | nothing (lease lost: another attempt owns the
+ *       job) --> the job directory is removed (or kept for a deploy endpoint)
  *
  * Usage and terminal events are reliable (held against the job until delivered);
  * progress and logs are fire and forget. This file sits below job.c and job_child.c, which
@@ -236,26 +237,11 @@ static void report_failed(struct wk_job *job, const char *klass, const char *cod
 
 static void report_succeeded(struct wk_job *job)
 {
-    cJSON *records = cJSON_CreateArray();
-    const cJSON *a = NULL;
-    cJSON_ArrayForEach(a, job->artifacts)
-    {
-        const char *why = NULL;
-        const char *path = nf_json_str(a, "path");
-        cJSON *rec = wk_artifact_record(job->dir, path, nf_json_str(a, "kind"), &why);
-        if (rec == NULL) {
-            char msg[512];
-            snprintf(msg, sizeof(msg), "artifact \"%.300s\" refused: %s", path, why);
-            cJSON_Delete(records);
-            report_failed(job, "user_error", "bad_artifact", msg);
-            return;
-        }
-        cJSON_AddItemToArray(records, rec);
-    }
     cJSON *data = terminal_data(job, "succeeded");
     cJSON_AddItemToObject(data, "result", job->result ? job->result : cJSON_CreateNull());
     job->result = NULL; /* owned by data */
-    cJSON_AddItemToObject(data, "artifacts", records);
+    cJSON_AddItemToObject(data, "artifacts", job->records ? job->records : cJSON_CreateArray());
+    job->records = NULL; /* owned by data */
     nf_log_kv(NF_LOG_INFO, "job_succeeded", "job succeeded", "job_id", job->job_id, NULL);
     wk_report_event(job, "forge.job.succeeded", data, true);
 }
@@ -279,6 +265,8 @@ static void report_outcome(struct wk_job *job)
     } else if (job->stop == WK_STOP_SHUTDOWN) {
         report_failed(job, "infra", "worker_shutdown",
                       "the worker shut down before the handler finished");
+    } else if (job->failed) {
+        report_failed(job, job->fail.klass, job->fail.code, job->fail.message);
     } else if (WIFEXITED(job->wstatus) && WEXITSTATUS(job->wstatus) == 0) {
         report_succeeded(job);
     } else if (WIFEXITED(job->wstatus) && WEXITSTATUS(job->wstatus) == WK_EXIT_RETRYABLE) {
@@ -312,6 +300,7 @@ void wk_report_finish(struct wk_job *job)
     wk_job_hold(job); /* keep job alive while queuing its messages */
     if (job->lost) {
         report_outcome(job); /* logged only: the attempt belongs to nobody here any more */
+        wk_job_dir_done(job);
         wk_job_delivered(job);
         return;
     }
@@ -319,14 +308,17 @@ void wk_report_finish(struct wk_job *job)
         send_progress(job); /* the last value the throttle held back */
     emit_final_usage(job);
     report_outcome(job);
+    wk_job_dir_done(job);
     wk_job_delivered(job);
 }
 
-void wk_report_finish_early(struct wk_job *job, const char *code, const char *message)
+void wk_report_finish_early(struct wk_job *job, const char *klass, const char *code,
+                            const char *message)
 {
     job->finished = true;
     wk_job_release(job);
     wk_job_hold(job);
-    report_failed(job, "infra", code, message);
+    report_failed(job, klass, code, message);
+    wk_job_dir_done(job);
     wk_job_delivered(job);
 }

@@ -1,7 +1,8 @@
 /*
  * The set of jobs the agent holds (ctx->jobs) and the bookkeeping the files above it
  * share: the reliable messages held against a job, the lease lookup, the heartbeat list
- * and its confirmation, and the release of a job that is done.
+ * and its confirmation, the release of a job that is done, and the end of its directory
+ * (jobdir.c: removed, or kept for a deploy endpoint) and the reason it failed.
  *
  *   wk_job_hold (a reliable message queued) ... wk_job_delivered (it arrived)
  *   finished + nothing held + lease confirmed by a heartbeat --> the job is freed
@@ -10,6 +11,9 @@
  * The bottom of the job files: publish.c, job_report.c, job_child.c, job.c and api.c use
  * it, and it calls none of them; api.c hears of a free slot through its context hook.
  */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,12 +25,41 @@ void wk_job_release(struct wk_job *job)
     wk_bev_free(&job->in);
     wk_bev_free(&job->out);
     wk_bev_free(&job->err);
+    wk_bev_free(&job->rep);
+    wk_bev_free(&job->up_out);
     wk_event_free(&job->timeout_ev);
     wk_event_free(&job->kill_ev);
     wk_event_free(&job->window_ev);
     wk_event_free(&job->progress_ev);
     wk_event_free(&job->eof_ev);
     wk_event_free(&job->check_ev);
+}
+
+void wk_job_fail(struct wk_job *job, const char *klass, const char *code, const char *fmt, ...)
+{
+    va_list ap;
+    if (job->failed)
+        return;
+    job->failed = true;
+    snprintf(job->fail.klass, sizeof(job->fail.klass), "%s", klass);
+    snprintf(job->fail.code, sizeof(job->fail.code), "%s", code);
+    va_start(ap, fmt);
+    /* NOLINTNEXTLINE(clang-analyzer-valist.Uninitialized): false positive, ap is started */
+    vsnprintf(job->fail.message, sizeof(job->fail.message), fmt, ap);
+    va_end(ap);
+}
+
+void wk_job_dir_done(struct wk_job *job)
+{
+    if (job->root_dir[0] == '\0')
+        return;
+    /* a deploy handler that ran may have left its endpoint serving from the directory */
+    if (strcmp(job->job_type, "deploy") == 0 && job->staged)
+        wk_jobdir_keep(job->ctx, job->root_dir);
+    else if (wk_rmtree(job->root_dir) < 0)
+        nf_log_kv(NF_LOG_WARN, "job_dir_remove_failed", strerror(errno), "path", job->root_dir,
+                  NULL);
+    job->root_dir[0] = '\0';
 }
 
 void wk_job_destroy(struct wk_job *job)
@@ -38,6 +71,11 @@ void wk_job_destroy(struct wk_job *job)
     *link = job->next;
     ctx->njobs--;
     wk_job_release(job);
+    wk_job_dir_done(job);
+    wk_inputs_free(&job->inputs);
+    cJSON_Delete(job->plan);
+    cJSON_Delete(job->records);
+    free(job->up_lines);
     cJSON_Delete(job->result);
     cJSON_Delete(job->artifacts);
     free(job->user_id);

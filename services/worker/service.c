@@ -4,19 +4,16 @@
  * NF_KAFKA_BROKERS may be empty (then the same messages go through the API).
  *
  *   init   the context; the settings derived from the rows
- *   start  artifact root -> Kafka producer (none without brokers: HTTP fallback) -> HTTP
- *          clients -> SIGCHLD -> register (or the pre-registered NF_WORKER_ID /
- *          NF_WORKER_TOKEN)
- *   stop   SIGTERM: stop polling (the waiting poll is dropped), heartbeat now with
- *          draining: true (the manager gives this worker nothing more) -> running jobs may
- *          finish for NF_WORKER_DRAIN_TIMEOUT_S -> then they are terminated and reported
- *          failed (infra) -> every message delivered -> the last heartbeat lists no job:
- *          the manager releases the leases and emits forge.worker.drained -> stopped
- *   busy   jobs + the farewell, until stopped; nf_svc then ends the loop (exit 0, or 1
- *          when the registration was refused). Its deadline (drain_of) is the old grace:
- *          drain timeout + kill grace + GRACE_SLACK_S
- *   close  timers, HTTP clients, the producer (flush), messages, jobs
- *   free   the context
+ *   start  undumpable (handlers cannot read our secrets) -> work dir (0700) -> Kafka producer (none
+ * without brokers: HTTP fallback) -> HTTP clients -> SIGCHLD -> register (or the pre-registered
+ * NF_WORKER_ID / NF_WORKER_TOKEN) stop   SIGTERM: stop polling (the waiting poll is dropped),
+ * heartbeat now with draining: true (the manager gives this worker nothing more) -> running jobs
+ * may finish for NF_WORKER_DRAIN_TIMEOUT_S -> then they are terminated and reported failed (infra)
+ * -> every message delivered -> the last heartbeat lists no job: the manager releases the leases
+ * and emits forge.worker.drained -> stopped busy   jobs + the farewell, until stopped; nf_svc then
+ * ends the loop (exit 0, or 1 when the registration was refused). Its deadline (drain_of) is the
+ * old grace: drain timeout + kill grace + GRACE_SLACK_S close  timers, HTTP clients, the producer
+ * (flush), messages, jobs free   the context
  *
  * The operator's drain (a heartbeat answer says drain) is api.c's: no new jobs, every job
  * may finish (no deadline), then nf_svc_stop and the stop above.
@@ -26,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -55,8 +53,13 @@ static const struct nf_cfg_opt wk_opts[] = {
     /* what this agent runs */
     {"NF_WORKER_HANDLERS", NF_CFG_STR, NF_SOURCE_DIR "/handlers", 1, 0, false, OFF(handlers),
      "directory holding one executable per job type"},
-    {"NF_WORKER_ARTIFACT_ROOT", NF_CFG_STR, NULL, 1, 0, false, OFF(artifact_root),
-     "directory under which each job gets <job_id>/ for its artifacts"},
+    {"NF_WORKER_WORK_DIR", NF_CFG_STR, "", 0, 0, false, OFF(work_dir),
+     "private directory (made 0700) under which each attempt gets <job_id>-<attempt>/ with "
+     "inputs/ and out/, removed when the attempt ends"},
+    {"NF_WORKER_ARTIFACT_ROOT", NF_CFG_STR, "", 0, 0, false, OFF(artifact_root),
+     "older name of NF_WORKER_WORK_DIR, used when that is empty"},
+    {"NF_WORKER_MAX_INPUT_BYTES", NF_CFG_STR, "21474836480", 1, 20, false, OFF(max_input),
+     "largest total size of a job's inputs fetched from the object store, in bytes"},
     {"NF_WORKER_SLOTS", NF_CFG_INT, "1", 1, 64, false, OFF(slots), "jobs run at the same time"},
     /* what it offers the scheduler */
     {"NF_WORKER_GPU_TYPE", NF_CFG_STR, "", 0, 0, false, OFF(gpu_type),
@@ -85,6 +88,17 @@ static const struct nf_cfg_opt wk_opts[] = {
      "a pre-registered worker id to run as (with NF_WORKER_TOKEN); empty = register"},
     {"NF_WORKER_TOKEN", NF_CFG_STR, "", 0, 256, true, OFF(worker_token),
      "the worker token of NF_WORKER_ID"},
+    /* the object store: job inputs are fetched from it, outputs uploaded to it */
+    {"NF_S3_ENDPOINT", NF_CFG_STR, NULL, 8, 0, false, OFF(s3_endpoint),
+     "object store URL, http(s)://host[:port]"},
+    {"NF_S3_REGION", NF_CFG_STR, "us-east-1", 1, 64, false, OFF(s3_region),
+     "object store region (SigV4)"},
+    {"NF_S3_ACCESS_KEY", NF_CFG_STR, NULL, 1, 256, true, OFF(s3_access_key),
+     "object store access key"},
+    {"NF_S3_SECRET_KEY", NF_CFG_STR, NULL, 1, 256, true, OFF(s3_secret_key),
+     "object store secret key"},
+    {"NF_S3_BUCKET", NF_CFG_STR, "nexa-forge", 3, 63, false, OFF(s3_bucket),
+     "the platform's bucket"},
 };
 
 /* desc->check: the composite values parse (init derives them again into the context). */
@@ -103,26 +117,6 @@ static int drain_of(const void *own)
     const struct wk_config *cfg = own;
 
     return (cfg->drain_timeout_s + cfg->kill_grace_s + GRACE_SLACK_S) * 1000;
-}
-
-/* mkdir -p for the artifact root. */
-static int make_dirs(const char *path)
-{
-    char buf[4096];
-    size_t n = strlen(path);
-    if (n == 0 || n >= sizeof(buf))
-        return -1;
-    memcpy(buf, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (buf[i] != '/' && buf[i] != '\0')
-            continue;
-        char saved = buf[i];
-        buf[i] = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-            return -1;
-        buf[i] = saved;
-    }
-    return 0;
 }
 
 static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
@@ -159,9 +153,13 @@ static int wk_start(void *arg)
     const struct wk_settings *set = &ctx->set;
     char err[512];
 
-    if (make_dirs(cfg->artifact_root) < 0) {
-        nf_log_kv(NF_LOG_ERROR, "artifact_root_failed", strerror(errno), "path", cfg->artifact_root,
-                  NULL);
+    /* Handlers run as our user: without this, any of them could read the object store's
+     * keys (and the tokens) from /proc/<agent>/environ or our memory. Not inherited past
+     * exec, so handlers stay ordinary processes. */
+    if (prctl(PR_SET_DUMPABLE, 0) < 0)
+        nf_log_kv(NF_LOG_WARN, "not_undumpable", strerror(errno), NULL);
+    if (wk_root_prepare(set->work_dir, ctx->root, sizeof(ctx->root)) < 0) {
+        nf_log_kv(NF_LOG_ERROR, "work_dir_failed", strerror(errno), "path", set->work_dir, NULL);
         return -1;
     }
     if (access(cfg->handlers, R_OK | X_OK) < 0)
@@ -234,6 +232,7 @@ static void wk_close(void *arg)
     ctx->producer = NULL;
     wk_publish_free(ctx);
     wk_jobs_free(ctx);
+    wk_jobdir_free_all(ctx); /* the endpoints stop as the agent exits */
 }
 
 static void wk_free(void *arg)

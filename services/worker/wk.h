@@ -11,7 +11,12 @@
  *                 POST to /api/workers/..., freeing an event or a bufferevent)
  *   config.c      settings derived from the rows (API URL, labels, job types, hostname)
  *   proto.c       the handler stdout protocol       usage.c  usage records and their ids
- *   artifacts.c   artifact path checks and digests (these four are pure and unit-tested)
+ *   artifacts.c   artifact path checks, digests, the output plan and records
+ *   inputs.c      the dispatch's inputs checked; the handler's job JSON (these five are
+ *                 pure and unit-tested)
+ *   stage.c       blocking object-store transfers (nf_s3), run in a job's child process
+ *   jobdir.c      the work dir and the per-attempt job directories (0700), kept deploy
+ *                 directories
  *   job_set.c     the jobs held (ctx->jobs): hold/delivered counts, lease lookup, the
  *                 heartbeat list and its confirmation, freeing a job that is done (then
  *                 ctx->slot_freed) (job.h: private to job*.c)
@@ -19,7 +24,9 @@
  *                 usage were delivered. Without Kafka (NF_KAFKA_BROKERS empty) the same
  *                 messages go to POST /api/workers/events|usage, which check the lease
  *   job_report.c  stdout lines -> proto.c; progress, logs, usage windows, terminal event
- *   job_child.c   fork/exec handler, stdin = job JSON, stdout/stderr lines, signals, SIGCHLD
+ *   job_upload.c  after exit 0: a forked uploader puts the artifacts in the store
+ *   job_child.c   fork; the child fetches the inputs, then execs the handler; stdin = job
+ *                 JSON, stdout/stderr lines, signals, SIGCHLD
  *   job.c         job lifecycle: start, cancel, lease lost, drain deadline, teardown
  *   api.c         register (retry with backoff) --> poll next_job --> wk_job_start;
  *                 heartbeat every heartbeat_interval_s (leases + progress; cancelled and
@@ -44,6 +51,7 @@
 #include "nf_json.h"
 #include "nf_kafka.h"
 #include "nf_mem.h"
+#include "nf_s3.h"
 
 struct bufferevent;
 struct nf_svc;
@@ -65,7 +73,9 @@ struct wk_config {
     char *reg_token;     /* NF_WORKER_REGISTRATION_TOKEN (secret) */
     char *brokers;       /* NF_KAFKA_BROKERS */
     char *handlers;      /* NF_WORKER_HANDLERS directory */
-    char *artifact_root; /* NF_WORKER_ARTIFACT_ROOT */
+    char *work_dir;      /* NF_WORKER_WORK_DIR: the job directories' root */
+    char *artifact_root; /* NF_WORKER_ARTIFACT_ROOT: older name of the work dir */
+    char *max_input;     /* NF_WORKER_MAX_INPUT_BYTES (text: over an int) */
     int slots;           /* NF_WORKER_SLOTS */
     char *gpu_type;      /* NF_WORKER_GPU_TYPE, "" = none */
     int gpu_count;       /* NF_WORKER_GPU_COUNT */
@@ -79,6 +89,11 @@ struct wk_config {
     int progress_ms;     /* NF_WORKER_PROGRESS_INTERVAL_MS */
     char *worker_id;     /* NF_WORKER_ID: a pre-registered identity ("" = register) */
     char *worker_token;  /* NF_WORKER_TOKEN (secret), with NF_WORKER_ID */
+    char *s3_endpoint;   /* NF_S3_ENDPOINT */
+    char *s3_region;     /* NF_S3_REGION */
+    char *s3_access_key; /* NF_S3_ACCESS_KEY (secret) */
+    char *s3_secret_key; /* NF_S3_SECRET_KEY (secret) */
+    char *s3_bucket;     /* NF_S3_BUCKET */
 };
 
 /* Settings derived from the configuration (config.c). */
@@ -89,6 +104,9 @@ struct wk_settings {
     unsigned types;   /* bit i = nf_job_types[i] */
     cJSON *labels;    /* object of strings */
     char *hostname;
+    const char *work_dir;      /* NF_WORKER_WORK_DIR, else NF_WORKER_ARTIFACT_ROOT */
+    long long max_input_bytes; /* a job's inputs together */
+    struct nf_s3_conf s3;      /* its strings point into the wk_config */
 };
 
 /* ---- config.c ------------------------------------------------------------------------ */
@@ -149,11 +167,88 @@ int wk_artifact_resolve(const char *dir, const char *path, char *out, size_t out
                         const char **why);
 /* Size and SHA-256 (lowercase hex) of a file, streamed. -1 with errno on I/O error. */
 int wk_artifact_digest(const char *path, uint64_t *bytes, char sha_hex[NF_SHA256_HEX_LEN + 1]);
+
 /*
- * Builds the artifact record of a succeeded event: {artifact_id, name, kind, uri, bytes,
- * sha256} for the resolved file; NULL with *why on failure.
+ * The output plan: per announced artifact (duplicates once) {artifact_id, name, kind,
+ * path (relative to dir), object_key = key_prefix + path}. NULL with *why and *bad_path
+ * (the announced path) when one is refused (outside dir, not a file, a path that is not
+ * printable ASCII without spaces, too long a key).
  */
-cJSON *wk_artifact_record(const char *dir, const char *path, const char *kind, const char **why);
+cJSON *wk_artifact_plan(const char *dir, const cJSON *announced, const char *key_prefix,
+                        const char **why, const char **bad_path);
+/* The resolved path of an announced artifact relative to dir, its segments checked. */
+int wk_artifact_rel(const char *dir, const char *path, char *rel, size_t len, const char **why);
+/*
+ * Opens dir/rel for reading without following a symlink in any component of rel; the
+ * descriptor (O_CLOEXEC) of a regular file, or -1 with *why.
+ */
+int wk_artifact_open(const char *dir, const char *rel, const char **why);
+/* The succeeded event's record of a plan item: {artifact_id, name, kind, bytes, sha256,
+ * object_key, uri: "artifact://<artifact_id>"}. */
+cJSON *wk_artifact_record(const cJSON *item, uint64_t bytes, const char *sha_hex);
+
+/* ---- inputs.c: the dispatch's inputs and the handler's job JSON --------------------------- */
+
+#define WK_MAX_INPUTS 16
+#define WK_PARAM_MAX 64
+#define WK_NAME_MAX 255
+
+struct wk_input {
+    char param[WK_PARAM_MAX + 1]; /* [a-z][a-z0-9_]*: also a directory name */
+    char name[WK_NAME_MAX + 1];   /* plain file name */
+    char *object_key;             /* under tenants/<user_id>/ */
+    char *uri;                    /* the user's name for it, for messages ("" if none) */
+    long long bytes;              /* as the dispatch says; -1 when absent */
+};
+
+struct wk_inputs {
+    struct wk_input *v;
+    int n;
+};
+
+/* A path segment we write or upload: 1..WK_NAME_MAX bytes of printable ASCII without
+ * space, '/' or backslash, not "." or "..". */
+bool wk_segment_valid(const char *s, size_t len);
+bool wk_file_name_valid(const char *name);
+bool wk_param_valid(const char *param);
+/* A user id as it appears in object keys: 1..64 of [A-Za-z0-9_-]. */
+bool wk_user_id_valid(const char *user_id);
+/* key is tenants/<user_id>/ plus one or more valid segments, at most NF_S3_KEY_MAX bytes. */
+bool wk_tenant_key_valid(const char *key, const char *user_id);
+/*
+ * Checks the dispatch's "inputs" (absent, null or an array of at most WK_MAX_INPUTS
+ * entries, each param unique) against doc's user_id into out (wk_inputs_free it). -1 with
+ * err on the first bad entry; out untouched then.
+ */
+int wk_inputs_parse(const cJSON *doc, struct wk_inputs *out, char *err, size_t errlen);
+void wk_inputs_free(struct wk_inputs *in);
+/* <inputs_dir>/<param>/<name>; -1 when it does not fit. */
+int wk_input_path(const char *inputs_dir, const struct wk_input *in, char *out, size_t len);
+/* A copy of doc whose "inputs" is {"<param>": "<inputs_dir>/<param>/<name>"} (always an
+ * object); NULL when a path does not fit. */
+cJSON *wk_inputs_job_json(const cJSON *doc, const struct wk_inputs *in, const char *inputs_dir);
+
+/* ---- stage.c: blocking transfers, in a child process ------------------------------------- */
+
+/* Why a transfer failed: the class and code of the failed event, and its message. */
+struct wk_stage_err {
+    char klass[16];
+    char code[32];
+    char message[400];
+};
+
+/*
+ * Downloads every input to <inputs_dir>/<param>/<name>; the job's inputs together at most
+ * max_bytes. A {"log": "input <param> fetched (<n> bytes)"} line goes to log_fd (-1: none)
+ * per input. -1 with err: no such object or too large (user_error), anything else (infra).
+ */
+int wk_stage_in(const struct nf_s3_conf *conf, const struct wk_inputs *in, const char *inputs_dir,
+                long long max_bytes, int log_fd, struct wk_stage_err *err);
+/* Uploads dir/rel (opened by wk_artifact_open) to key; its size and SHA-256 out. -1 with
+ * err. */
+int wk_stage_out_one(const struct nf_s3_conf *conf, const char *dir, const char *rel,
+                     const char *key, uint64_t *bytes, char sha_hex[NF_SHA256_HEX_LEN + 1],
+                     char *err, size_t errlen);
 
 /* ---- usage.c ------------------------------------------------------------------------- */
 
@@ -173,6 +268,7 @@ char *wk_usage_event(const struct nf_usage *u, const char *source);
 
 struct wk_job;
 struct wk_out;
+struct wk_kept;
 
 struct wk_ctx {
     struct nf_svc *svc;                 /* not owned: nf_svc_stop, the exit status */
@@ -201,15 +297,33 @@ struct wk_ctx {
     struct event *finish; /* deferred: every job reported -> the farewell */
     struct wk_job *jobs;  /* running and finishing jobs */
     int njobs;
-    struct wk_out *outs; /* messages waiting for a Kafka retry */
-    bool stopping;       /* SIGTERM: no new jobs */
-    bool draining;       /* the manager said drain: no new jobs, exit once idle */
-    bool stopped;        /* the farewell is done: nothing left in flight */
-    bool closing;        /* tearing down: callbacks must not chain */
+    struct wk_out *outs;   /* messages waiting for a Kafka retry */
+    char root[4096];       /* the work dir, absolute (wk_root_prepare) */
+    struct wk_kept *kept;  /* deploy job directories kept while their endpoint runs */
+    struct event *keep_ev; /* checks them while any is kept */
+    bool stopping;         /* SIGTERM: no new jobs */
+    bool draining;         /* the manager said drain: no new jobs, exit once idle */
+    bool stopped;          /* the farewell is done: nothing left in flight */
+    bool closing;          /* tearing down: callbacks must not chain */
     /* api.c's hooks for the job files below it, set by wk_api_start (NULL: none) */
     void (*heartbeat_now)(struct wk_ctx *ctx); /* a job started: confirm its lease at once */
     void (*slot_freed)(struct wk_ctx *ctx);    /* a job was freed: poll, or finish a stop */
 };
+
+/* jobdir.c */
+/* mkdir -p path, the last directory mode 0700 (an existing one is made so); its absolute
+ * path to abs. -1 with errno. */
+int wk_root_prepare(const char *path, char *abs, size_t len);
+/* Creates <root>/<job_id>-<attempt>/ with inputs/ and out/, each 0700 (one left by a dead
+ * agent is removed first); its path to dir. -1 with errno. */
+int wk_jobdir_create(const char *root, const char *job_id, long long attempt, char *dir,
+                     size_t len);
+/* rm -rf path, never following a symlink; 0 when it is gone (or never was). */
+int wk_rmtree(const char *path);
+/* Keeps a deploy job's directory until out/endpoint.pid names no live process. */
+void wk_jobdir_keep(struct wk_ctx *ctx, const char *dir);
+/* Removes every kept directory (the agent exits: so do the endpoints). */
+void wk_jobdir_free_all(struct wk_ctx *ctx);
 
 /* wk.c */
 /*

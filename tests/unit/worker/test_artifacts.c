@@ -1,6 +1,7 @@
 /*
  * artifacts.c: paths a handler announces must resolve to regular files inside the job's
- * directory - escapes through "..", absolute paths and symlinks are refused.
+ * directory - escapes through "..", absolute paths and symlinks are refused; the upload
+ * plan and records; opening for the upload follows no symlink.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -145,27 +146,109 @@ static void test_digest_and_record(void **state)
     nf_crypto_sha256_hex(buf, big, expect);
     assert_string_equal(sha, expect);
     free(buf);
+}
 
-    const char *why = NULL;
-    cJSON *rec = wk_artifact_record(dir, "data.jsonl", "dataset", &why);
-    assert_non_null(rec);
-    assert_true(nf_id_valid("art", nf_json_str(rec, "artifact_id")));
+/* The output plan: relative paths, keys under the attempt's prefix, one item per file. */
+static void test_plan(void **state)
+{
+    const char *why = NULL, *bad = NULL;
+    cJSON *ann = cJSON_Parse("[{\"path\":\"data.jsonl\",\"kind\":\"dataset\"},"
+                             "{\"path\":\"sub/m.bin\",\"kind\":\"model\"},"
+                             "{\"path\":\"link_in\",\"kind\":\"dataset\"},"
+                             "{\"path\":\"./data.jsonl\",\"kind\":\"file\"}]");
+    cJSON *plan = wk_artifact_plan(dir, ann, "tenants/u/jobs/j/1/", &why, &bad);
+    assert_non_null(plan);
+    assert_int_equal(cJSON_GetArraySize(plan), 2); /* link_in and ./data.jsonl: the same file */
+    const cJSON *a = cJSON_GetArrayItem(plan, 0), *b = cJSON_GetArrayItem(plan, 1);
+    assert_true(nf_id_valid("art", nf_json_str(a, "artifact_id")));
+    assert_string_equal(nf_json_str(a, "path"), "data.jsonl");
+    assert_string_equal(nf_json_str(a, "name"), "data.jsonl");
+    assert_string_equal(nf_json_str(a, "kind"), "dataset");
+    assert_string_equal(nf_json_str(a, "object_key"), "tenants/u/jobs/j/1/data.jsonl");
+    assert_string_equal(nf_json_str(b, "path"), "sub/m.bin");
+    assert_string_equal(nf_json_str(b, "name"), "m.bin");
+    assert_string_equal(nf_json_str(b, "object_key"), "tenants/u/jobs/j/1/sub/m.bin");
+    assert_string_not_equal(nf_json_str(a, "artifact_id"), nf_json_str(b, "artifact_id"));
+
+    char sha[NF_SHA256_HEX_LEN + 1];
+    nf_crypto_sha256_hex("{\"a\":1}\n", 8, sha);
+    cJSON *rec = wk_artifact_record(a, 8, sha);
+    char uri[64];
+    snprintf(uri, sizeof(uri), "artifact://%s", nf_json_str(a, "artifact_id"));
+    assert_string_equal(nf_json_str(rec, "uri"), uri);
+    assert_string_equal(nf_json_str(rec, "artifact_id"), nf_json_str(a, "artifact_id"));
     assert_string_equal(nf_json_str(rec, "name"), "data.jsonl");
     assert_string_equal(nf_json_str(rec, "kind"), "dataset");
     assert_int_equal(nf_json_int(rec, "bytes", -1), 8);
-    nf_crypto_sha256_hex("{\"a\":1}\n", 8, expect);
-    assert_string_equal(nf_json_str(rec, "sha256"), expect);
-    const char *uri = nf_json_str(rec, "uri");
-    assert_memory_equal(uri, "file:///", 8);
-    assert_non_null(strstr(uri, "/job/data.jsonl"));
+    assert_string_equal(nf_json_str(rec, "sha256"), sha);
+    assert_string_equal(nf_json_str(rec, "object_key"), "tenants/u/jobs/j/1/data.jsonl");
+    assert_null(cJSON_GetObjectItem(rec, "path")); /* no local path leaves the worker */
     cJSON_Delete(rec);
-    assert_null(wk_artifact_record(dir, "../outside.txt", "file", &why));
-    assert_null(wk_artifact_record(dir, "missing", "file", &why));
+    cJSON_Delete(plan);
+    cJSON_Delete(ann);
+
+    /* one refused path refuses the plan, naming it */
+    char p[PATH_MAX + 64];
+    snprintf(p, sizeof(p), "%s/a b.txt", dir);
+    nf_test_write_file(p, "x", 0644);
+    static const char *const bad_paths[] = {"../outside.txt", "link_out", "a b.txt", "sub"};
+    for (size_t i = 0; i < sizeof(bad_paths) / sizeof(bad_paths[0]); i++) {
+        cJSON *one = cJSON_CreateArray();
+        cJSON *item = nf_json_obj();
+        nf_json_add_str(item, "path", bad_paths[i]);
+        cJSON_AddItemToArray(one, item);
+        why = bad = NULL;
+        assert_null(wk_artifact_plan(dir, one, "tenants/u/jobs/j/1/", &why, &bad));
+        assert_non_null(why);
+        assert_string_equal(bad, bad_paths[i]);
+        cJSON_Delete(one);
+    }
+    /* nothing announced: an empty plan */
+    cJSON *none = cJSON_CreateArray();
+    plan = wk_artifact_plan(dir, none, "tenants/u/jobs/j/1/", &why, &bad);
+    assert_int_equal(cJSON_GetArraySize(plan), 0);
+    cJSON_Delete(plan);
+    cJSON_Delete(none);
+}
+
+/* Opening for the upload follows no symlink, anywhere in the path. */
+static void test_open(void **state)
+{
+    const char *why = NULL;
+    int fd = wk_artifact_open(dir, "data.jsonl", &why);
+    assert_true(fd >= 0);
+    close(fd);
+    fd = wk_artifact_open(dir, "sub/m.bin", &why);
+    assert_true(fd >= 0);
+    close(fd);
+    char p[PATH_MAX + 64], target[PATH_MAX + 64];
+    snprintf(p, sizeof(p), "%s/sublink", dir);
+    snprintf(target, sizeof(target), "%s/sub", dir);
+    assert_int_equal(symlink(target, p), 0); /* a symlinked directory, even inside */
+    snprintf(p, sizeof(p), "%s/fifo", dir);
+    assert_int_equal(mkfifo(p, 0600), 0);
+    static const char *const bad[] = {"link_in",
+                                      "link_out",
+                                      "link_etc/hostname",
+                                      "sublink/m.bin",
+                                      "sub",
+                                      "fifo",
+                                      "missing",
+                                      "../outside.txt",
+                                      "",
+                                      "sub/../data.jsonl"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        why = NULL;
+        fd = wk_artifact_open(dir, bad[i], &why);
+        if (fd >= 0)
+            fail_msg("opened \"%s\"", bad[i]);
+        assert_non_null(why);
+    }
 }
 
 int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
     return NF_TEST_RUN(setup, teardown, test_resolve_inside, test_resolve_refused,
-                       test_digest_and_record);
+                       test_digest_and_record, test_plan, test_open);
 }

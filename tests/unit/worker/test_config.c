@@ -112,6 +112,10 @@ static void test_load(void **state)
     setenv("NF_WORKER_REGISTRATION_TOKEN", "0123456789abcdef", 1);
     setenv("NF_WORKER_ARTIFACT_ROOT", "/tmp/nf-worker-test", 1);
     setenv("NF_WORKER_LABELS", "zone=eu", 1);
+    setenv("NF_S3_ENDPOINT", "http://127.0.0.1:9000", 1);
+    setenv("NF_S3_ACCESS_KEY", "forge", 1);
+    setenv("NF_S3_SECRET_KEY", "forge-secret-key", 1);
+    unsetenv("NF_WORKER_WORK_DIR");
     unsetenv("NF_WORKER_HOSTNAME");
     unsetenv("NF_API_URL");
     unsetenv("NF_WORKER_JOB_TYPES");
@@ -123,6 +127,12 @@ static void test_load(void **state)
     assert_int_equal(set.api_port, 8000);
     assert_true(strlen(set.hostname) > 0);
     assert_string_equal(nf_json_str(set.labels, "zone"), "eu");
+    /* the work dir falls back to the older name; the object store's defaults */
+    assert_string_equal(set.work_dir, "/tmp/nf-worker-test");
+    assert_int_equal(set.max_input_bytes, 20LL << 30);
+    assert_string_equal(set.s3.bucket, "nexa-forge");
+    assert_string_equal(set.s3.region, "us-east-1");
+    assert_string_equal(set.s3.secret_key, "forge-secret-key");
     /* nf_svc's SIGTERM deadline: drain timeout + kill grace + 30 s, no NF_WORKER_DRAIN_MS */
     assert_int_equal(svc.cfg.drain_ms, (60 + 10 + 30) * 1000);
     for (size_t i = 0; i < svc.nshared; i++)
@@ -172,10 +182,48 @@ static void test_load(void **state)
     unsetenv("NF_WORKER_TOKEN");
     unsetenv("NF_KAFKA_BROKERS");
 
+    /* the work dir: the new name wins; neither set is refused */
+    setenv("NF_WORKER_WORK_DIR", "/tmp/nf-worker-work", 1);
+    assert_int_equal(load(&cfg, err, sizeof(err)), 0);
+    assert_string_equal(set.work_dir, "/tmp/nf-worker-work");
+    unload();
+    unsetenv("NF_WORKER_WORK_DIR");
     unsetenv("NF_WORKER_ARTIFACT_ROOT");
     assert_int_equal(load(&cfg, err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "NF_WORKER_ARTIFACT_ROOT"));
+    assert_non_null(strstr(err, "NF_WORKER_WORK_DIR"));
     unload();
+    setenv("NF_WORKER_WORK_DIR", "/tmp/nf-worker-work", 1);
+
+    /* the input cap and the object store: required, checked, named */
+    static const char *const bad_caps[] = {"0", "-1", "12x", "", "9999999999999999999"};
+    for (size_t i = 0; i < sizeof(bad_caps) / sizeof(bad_caps[0]); i++) {
+        setenv("NF_WORKER_MAX_INPUT_BYTES", bad_caps[i], 1);
+        assert_int_equal(load(&cfg, err, sizeof(err)), -1);
+        assert_non_null(strstr(err, "NF_WORKER_MAX_INPUT_BYTES"));
+        unload();
+    }
+    setenv("NF_WORKER_MAX_INPUT_BYTES", "1048576", 1);
+    assert_int_equal(load(&cfg, err, sizeof(err)), 0);
+    assert_int_equal(set.max_input_bytes, 1048576);
+    unload();
+    unsetenv("NF_WORKER_MAX_INPUT_BYTES");
+    static const char *const required[] = {"NF_S3_ENDPOINT", "NF_S3_ACCESS_KEY",
+                                           "NF_S3_SECRET_KEY"};
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+        char *saved = strdup(getenv(required[i]));
+        unsetenv(required[i]);
+        assert_int_equal(load(&cfg, err, sizeof(err)), -1);
+        assert_non_null(strstr(err, required[i]));
+        unload();
+        setenv(required[i], saved, 1);
+        free(saved);
+    }
+    setenv("NF_S3_BUCKET", "No_Such_Bucket_Name", 1);
+    assert_int_equal(load(&cfg, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "NF_S3_"));
+    unload();
+    unsetenv("NF_S3_BUCKET");
+    unsetenv("NF_WORKER_WORK_DIR");
 }
 
 int main(void)

@@ -4,6 +4,8 @@
  * publish.o is never linked and every message the job code sends is recorded here instead
  * of going to Kafka. Deliveries are reported on the
  * next loop turn, or held back to check that a slot stays taken until they arrive.
+ * The object store is faked with -Wl,--wrap (tests/unit/CMakeLists.txt): uploads are
+ * copied under root/store/<key>. test_job_data.c covers inputs and outputs in depth.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,6 +13,8 @@
 #include <stdint.h>
 
 #include <cmocka.h>
+
+#include <errno.h>
 
 #include <event2/event.h>
 #include <limits.h>
@@ -76,7 +80,46 @@ void wk_publish_free(struct wk_ctx *ctx)
 
 static char root[PATH_MAX];
 static char handlers[PATH_MAX + 16];
-static char artifacts[PATH_MAX + 16];
+static char artifacts[PATH_MAX + 16]; /* the work dir */
+static char spy[PATH_MAX + 16];       /* where handlers leave what the tests check */
+static char store[PATH_MAX + 16];     /* the fake object store */
+
+/* ---- the fake object store (runs in the job's child processes) -------------------------- */
+
+/* Copies from -> to in this process (from may be /proc/self/fd/N), making to's parents. */
+static int copy_file(const char *from, const char *to)
+{
+    char dir[2 * PATH_MAX], buf[8192];
+    snprintf(dir, sizeof(dir), "%s", to);
+    for (char *p = strchr(dir + 1, '/'); p != NULL; p = strchr(p + 1, '/')) {
+        *p = '\0';
+        mkdir(dir, 0755);
+        *p = '/';
+    }
+    FILE *in = fopen(from, "rb"), *out = in ? fopen(to, "wb") : NULL;
+    size_t n;
+    while (out != NULL && (n = fread(buf, 1, sizeof(buf), in)) > 0)
+        fwrite(buf, 1, n, out);
+    if (in)
+        fclose(in);
+    return out != NULL && fclose(out) == 0 ? 0 : -1;
+}
+
+int __wrap_nf_s3_download_file(const struct nf_s3_conf *conf, const char *key, const char *path,
+                               long long max_bytes, char *err, size_t errlen)
+{
+    char from[2 * PATH_MAX];
+    snprintf(from, sizeof(from), "%s/%s", store, key);
+    return access(from, R_OK) == 0 && copy_file(from, path) == 0 ? 0 : -ENOENT;
+}
+
+int __wrap_nf_s3_upload_file(const struct nf_s3_conf *conf, const char *key, const char *path,
+                             const char *content_type, char *err, size_t errlen)
+{
+    char to[2 * PATH_MAX];
+    snprintf(to, sizeof(to), "%s/%s", store, key);
+    return copy_file(path, to) == 0 ? 0 : -EIO;
+}
 static struct wk_config cfg;
 static struct wk_ctx *ctx;
 
@@ -96,16 +139,24 @@ static int setup(void **state)
 {
     nf_test_tmpdir(root, sizeof(root), "nf-wk-job-");
     snprintf(handlers, sizeof(handlers), "%s/handlers", root);
-    snprintf(artifacts, sizeof(artifacts), "%s/artifacts", root);
+    snprintf(artifacts, sizeof(artifacts), "%s/work", root);
+    snprintf(spy, sizeof(spy), "%s/spy", root);
+    snprintf(store, sizeof(store), "%s/store", root);
     mkdir(handlers, 0755);
-    mkdir(artifacts, 0755);
+    mkdir(spy, 0755);
+    mkdir(store, 0755);
     setenv("NF_WORKER_REGISTRATION_TOKEN", "do-not-leak-this-token", 1);
+    setenv("NF_S3_SECRET_KEY", "do-not-leak-this-key", 1);
+    setenv("WK_SPY", spy, 1);
 
     ctx = calloc(1, sizeof(*ctx));
     ctx->base = event_base_new();
     memset(&cfg, 0, sizeof(cfg));
     cfg.handlers = nf_xstrdup(handlers);
     cfg.artifact_root = nf_xstrdup(artifacts);
+    ctx->set.max_input_bytes = 1 << 20;
+    if (wk_root_prepare(artifacts, ctx->root, sizeof(ctx->root)) < 0)
+        return -1;
     cfg.slots = 8;
     cfg.kill_grace_s = 1;
     cfg.usage_window_s = 1;
@@ -133,6 +184,7 @@ static int teardown(void **state)
     ctx->closing = true;
     hold_deliveries = false;
     wk_jobs_free(ctx);
+    wk_jobdir_free_all(ctx);
     for (int i = 0; i < nsent; i++) {
         free(sent[i].payload);
         cJSON_Delete(sent[i].ev);
@@ -244,9 +296,9 @@ static void test_success(void **state)
     char id[NF_ID_MAX], path[PATH_MAX + 128];
     script(
         "generate",
-        "cat > stdin.json\n"
+        "cat > \"$WK_SPY/$NF_JOB_ID.stdin.json\"\n"
         "echo \"$NF_JOB_ID $NF_GPU_COUNT $NF_ARTIFACT_DIR ${NF_WORKER_REGISTRATION_TOKEN:-none}\""
-        " > env.txt\n"
+        " ${NF_S3_SECRET_KEY:-none} > \"$WK_SPY/$NF_JOB_ID.env\"\n"
         "echo '{\"progress\":0.5}'\n"
         "echo 'this is not json'\n"
         "echo '{\"log\":\"hello from the handler\"}'\n"
@@ -264,7 +316,7 @@ static void test_success(void **state)
     assert_true(run_until_idle(10000));
 
     /* the handler got the job on stdin, its env, and not the agent's secrets */
-    snprintf(path, sizeof(path), "%s/%s/stdin.json", artifacts, id);
+    snprintf(path, sizeof(path), "%s/%s.stdin.json", spy, id);
     FILE *f = fopen(path, "r");
     assert_non_null(f);
     char buf[8192] = "";
@@ -272,14 +324,20 @@ static void test_success(void **state)
     fclose(f);
     cJSON *in = cJSON_Parse(buf);
     assert_string_equal(nf_json_str(in, "job_id"), id);
+    /* no inputs: an empty object all the same */
+    assert_true(cJSON_IsObject(cJSON_GetObjectItem(in, "inputs")));
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(in, "inputs")), 0);
     cJSON_Delete(in);
-    snprintf(path, sizeof(path), "%s/%s/env.txt", artifacts, id);
+    snprintf(path, sizeof(path), "%s/%s.env", spy, id);
     f = fopen(path, "r");
     assert_non_null(fgets(buf, sizeof(buf), f));
     fclose(f);
     char expect[8192];
-    snprintf(expect, sizeof(expect), "%s 2 %s/%s none\n", id, artifacts, id);
+    snprintf(expect, sizeof(expect), "%s 2 %s/%s-2/out none none\n", id, ctx->root, id);
     assert_string_equal(buf, expect);
+    /* the attempt's directory is gone */
+    snprintf(path, sizeof(path), "%s/%s-2", ctx->root, id);
+    assert_int_equal(access(path, F_OK), -1);
 
     const cJSON *running = event("forge.job.running", id);
     assert_non_null(running);
@@ -304,6 +362,15 @@ static void test_success(void **state)
     char sha[NF_SHA256_HEX_LEN + 1];
     nf_crypto_sha256_hex("x", 1, sha);
     assert_string_equal(nf_json_str(a, "sha256"), sha);
+    /* uploaded under the attempt's prefix; its uri names the artifact */
+    char key[160], uri[128];
+    snprintf(key, sizeof(key), "tenants/usr_1/jobs/%s/2/out.txt", id);
+    assert_string_equal(nf_json_str(a, "object_key"), key);
+    snprintf(uri, sizeof(uri), "artifact://%s", nf_json_str(a, "artifact_id"));
+    assert_string_equal(nf_json_str(a, "uri"), uri);
+    char stored[2 * PATH_MAX];
+    snprintf(stored, sizeof(stored), "%s/%s", store, key);
+    assert_int_equal(access(stored, R_OK), 0);
 
     int n = 0;
     assert_int_equal(usage("output_tokens", id, &n), 10);
@@ -415,8 +482,8 @@ static void test_cannot_run(void **state)
     assert_string_equal(nf_json_str(e, "class"), "infra");
     assert_string_equal(nf_json_str(e, "code"), "worker_shutdown");
     assert_null(event("forge.job.running", stopping));
-    /* never started: no artifact directory, no usage */
-    snprintf(path, sizeof(path), "%s/%s", artifacts, stopping);
+    /* never started: no job directory, no usage */
+    snprintf(path, sizeof(path), "%s/%s-2", ctx->root, stopping);
     assert_int_equal(access(path, F_OK), -1);
 }
 
