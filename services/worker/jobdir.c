@@ -117,7 +117,7 @@ fail : {
 
 /* ---- kept deploy directories -------------------------------------------------------------- */
 
-/* Whether <dir>/out/endpoint.pid names a live process. */
+/* Whether <dir>/out/endpoint.pid names a live process (not a zombie). */
 static bool endpoint_alive(const char *dir)
 {
     char path[PATH_MAX + 32], text[32] = "";
@@ -131,7 +131,19 @@ static bool endpoint_alive(const char *dir)
     long pid = ok ? strtol(text, &end, 10) : 0;
     if (pid <= 1 || end == text || (*end != '\n' && *end != '\0'))
         return false;
-    return kill((pid_t)pid, 0) == 0 || errno == EPERM;
+    if (kill((pid_t)pid, 0) < 0 && errno != EPERM)
+        return false;
+    /* a zombie (killed, not yet reaped by whoever inherited it) has stopped serving */
+    char stat[512] = "";
+    snprintf(path, sizeof(path), "/proc/%ld/stat", pid);
+    f = fopen(path, "re");
+    if (f == NULL)
+        return true; /* no /proc: trust kill() */
+    size_t n = fread(stat, 1, sizeof(stat) - 1, f);
+    fclose(f);
+    stat[n] = '\0';
+    const char *paren = strrchr(stat, ')');
+    return paren == NULL || (paren[1] != '\0' && paren[2] != 'Z' && paren[2] != 'X');
 }
 
 static void remove_dir(const char *dir)

@@ -18,6 +18,7 @@
  * The operator's drain (a heartbeat answer says drain) is api.c's: no new jobs, every job
  * may finish (no deadline), then nf_svc_stop and the stop above.
  */
+#include <curl/curl.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -160,6 +161,12 @@ static int wk_start(void *arg)
         nf_log_kv(NF_LOG_WARN, "not_undumpable", strerror(errno), NULL);
     if (wk_root_prepare(set->work_dir, ctx->root, sizeof(ctx->root)) < 0) {
         nf_log_kv(NF_LOG_ERROR, "work_dir_failed", strerror(errno), "path", set->work_dir, NULL);
+        return -1;
+    }
+    /* libcurl's global state (TLS included) is set up here, before librdkafka starts its
+     * threads; the job children that fetch and upload (stage.c) then only use it. */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        nf_log_kv(NF_LOG_ERROR, "curl_init_failed", "cannot initialise libcurl", NULL);
         return -1;
     }
     if (access(cfg->handlers, R_OK | X_OK) < 0)
