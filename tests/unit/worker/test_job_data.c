@@ -5,7 +5,8 @@
  * fetching, outputs uploaded after exit 0, the directory removed (a deploy's kept while its
  * endpoint runs). Link-time fakes: publish.c (messages recorded here) and the object
  * store's blocking helpers (-Wl,--wrap, tests/unit/CMakeLists.txt), which copy files
- * from and to root/store/<key> inside the job's child processes.
+ * from and to root/store/<key> inside the job's child processes. test_real_store runs a
+ * job against a real S3 server instead (NF_TEST_S3_*; skipped when unset).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -88,11 +89,20 @@ static int copy_file(const char *from, const char *to, mode_t mode)
     return out != NULL && fclose(out) == 0 && chmod(to, mode) == 0 ? 0 : -1;
 }
 
+static bool real_store; /* test_real_store: the wraps call the real helpers */
+
+int __real_nf_s3_download_file(const struct nf_s3_conf *conf, const char *key, const char *path,
+                               long long max_bytes, char *err, size_t errlen);
+int __real_nf_s3_upload_file(const struct nf_s3_conf *conf, const char *key, const char *path,
+                             const char *content_type, char *err, size_t errlen);
+
 /* Keys with "slow" take 30 s, "lag" 1.5 s, "flaky" fail like a 5xx. */
 int __wrap_nf_s3_download_file(const struct nf_s3_conf *conf, const char *key, const char *path,
                                long long max_bytes, char *err, size_t errlen)
 {
     char from[2 * PATH_MAX];
+    if (real_store)
+        return __real_nf_s3_download_file(conf, key, path, max_bytes, err, errlen);
     if (strstr(key, "slow"))
         sleep(30);
     if (strstr(key, "lag"))
@@ -114,6 +124,8 @@ int __wrap_nf_s3_upload_file(const struct nf_s3_conf *conf, const char *key, con
                              const char *content_type, char *err, size_t errlen)
 {
     char to[2 * PATH_MAX];
+    if (real_store)
+        return __real_nf_s3_upload_file(conf, key, path, content_type, err, errlen);
     if (strstr(key, "nope")) {
         snprintf(err, errlen, "503 SlowDown");
         return -EIO;
@@ -179,6 +191,7 @@ static int setup(void **state)
     ctx->retry = evtimer_new(ctx->base, noop, NULL);
     ctx->finish = evtimer_new(ctx->base, noop, NULL);
     nsent = nundelivered = 0;
+    real_store = false;
     return 0;
 }
 
@@ -499,10 +512,64 @@ static void test_deploy_dir_kept(void **state)
     assert_false(dir_exists(id));
 }
 
+/* The same path against a real S3 server: the job's children run libcurl after fork. */
+static void test_real_store(void **state)
+{
+    const char *ep = nf_test_env("NF_TEST_S3_ENDPOINT");
+    nf_test_skip_unless(ep != NULL);
+    char user[64], key[256], inputs[1024], err[256], path[PATH_MAX + 128], id[NF_ID_MAX];
+    ctx->set.s3 = (struct nf_s3_conf){.endpoint = ep,
+                                      .access_key = nf_test_env("NF_TEST_S3_ACCESS_KEY"),
+                                      .secret_key = nf_test_env("NF_TEST_S3_SECRET_KEY"),
+                                      .bucket = nf_test_env("NF_TEST_S3_BUCKET"),
+                                      .timeout_ms = 5000};
+    real_store = true;
+    nf_test_unique_name(user, sizeof(user), "usr_");
+    snprintf(key, sizeof(key), "tenants/%s/files/b/data.csv", user);
+    snprintf(path, sizeof(path), "%s/data.csv", root);
+    nf_test_write_file(path, "a,b\n1,2\n", 0644);
+    assert_int_equal(__real_nf_s3_upload_file(&ctx->set.s3, key, path, NULL, err, sizeof(err)), 0);
+    snprintf(inputs, sizeof(inputs),
+             "[{\"param\":\"dataset_uri\",\"uri\":\"s3://b/data.csv\",\"object_key\":\"%s\","
+             "\"name\":\"data.csv\"}]",
+             key);
+    script("audit", "tr 1 9 < ../inputs/dataset_uri/data.csv > report.csv\n"
+                    "echo '{\"artifact\":{\"path\":\"report.csv\",\"kind\":\"report\"}}'");
+    uint8_t rnd[10] = {0};
+    char text[2048];
+    rnd[9] = (uint8_t)++n_job;
+    nf_id_new_at("job", 1700000000000ULL + (uint64_t)n_job, rnd, id, NF_ID_MAX);
+    snprintf(text, sizeof(text),
+             "{\"job_id\":\"%s\",\"user_id\":\"%s\",\"job_type\":\"audit\",\"attempt\":1,"
+             "\"inputs\":%s}",
+             id, user, inputs);
+    cJSON *job = cJSON_Parse(text);
+    wk_job_start(ctx, job, "lse_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M");
+    cJSON_Delete(job);
+    assert_true(run_until_idle(20000));
+    const cJSON *ok = event("forge.job.succeeded", id);
+    if (ok == NULL)
+        fail_msg("not succeeded: %s", nf_json_str(error_of(id), "message"));
+    const cJSON *a = cJSON_GetArrayItem(cJSON_GetObjectItem(ok, "artifacts"), 0);
+    snprintf(key, sizeof(key), "tenants/%s/jobs/%s/1/report.csv", user, id);
+    assert_string_equal(nf_json_str(a, "object_key"), key);
+    assert_int_equal(nf_json_int(a, "bytes", -1), 8);
+    snprintf(path, sizeof(path), "%s/back.csv", root);
+    assert_int_equal(__real_nf_s3_download_file(&ctx->set.s3, key, path, 0, err, sizeof(err)), 0);
+    FILE *f = fopen(path, "r");
+    char back[64] = "";
+    assert_int_equal(fread(back, 1, sizeof(back) - 1, f), 8);
+    fclose(f);
+    assert_string_equal(back, "a,b\n9,2\n");
+    snprintf(path, sizeof(path), "%s/%s-1", ctx->root, id);
+    assert_int_equal(access(path, F_OK), -1);
+}
+
 int main(void)
 {
     nf_log_init("test", getenv("DBG") ? NF_LOG_DEBUG : NF_LOG_ERROR);
     signal(SIGPIPE, SIG_IGN);
     return NF_TEST_RUN(setup, teardown, test_inputs_fetched, test_input_failures,
-                       test_cancel_while_fetching, test_outputs, test_deploy_dir_kept);
+                       test_cancel_while_fetching, test_outputs, test_deploy_dir_kept,
+                       test_real_store);
 }
