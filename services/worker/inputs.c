@@ -146,8 +146,8 @@ static int parse_entry(const cJSON *e, int i, const char *user_id, struct wk_inp
     snprintf(in->param, sizeof(in->param), "%s", param->valuestring);
     snprintf(in->name, sizeof(in->name), "%s", name->valuestring);
     in->object_key = nf_xstrdup(key->valuestring);
-    in->uri = nf_xstrdup(cJSON_IsString(uri) ? uri->valuestring : "");
-    in->bytes = cJSON_IsNumber(bytes) ? (long long)bytes->valuedouble : -1;
+    in->uri = nf_xstrdup(uri != NULL && cJSON_IsString(uri) ? uri->valuestring : "");
+    in->bytes = bytes != NULL && cJSON_IsNumber(bytes) ? (long long)bytes->valuedouble : -1;
     return 0;
 }
 

@@ -111,18 +111,25 @@ static void upload_done(struct wk_job *job)
     int got = 0;
     const char *error = NULL;
     for (char *l = text ? strtok_r(text, "\n", &save) : NULL; l; l = strtok_r(NULL, "\n", &save)) {
-        int i = -1;
-        unsigned long long bytes = 0;
-        char sha[NF_SHA256_HEX_LEN + 1];
         if (strncmp(l, "err ", 4) == 0) {
             error = l + 4;
             break;
         }
-        if (sscanf(l, "ok %d %llu %64[0-9a-f]", &i, &bytes, sha) != 3 || i != got || i >= n ||
-            strlen(sha) != NF_SHA256_HEX_LEN)
+        /* "ok <i> <bytes> <sha256>", i counting from 0 */
+        char *end = NULL;
+        if (strncmp(l, "ok ", 3) != 0)
+            break;
+        long i = strtol(l + 3, &end, 10);
+        if (end == l + 3 || *end != ' ' || i != got || i >= n)
+            break;
+        char *num = end + 1;
+        unsigned long long bytes = strtoull(num, &end, 10);
+        const char *sha = end + 1;
+        if (end == num || *end != ' ' || strlen(sha) != NF_SHA256_HEX_LEN ||
+            strspn(sha, "0123456789abcdef") != NF_SHA256_HEX_LEN)
             break;
         cJSON_AddItemToArray(records,
-                             wk_artifact_record(cJSON_GetArrayItem(job->plan, i), bytes, sha));
+                             wk_artifact_record(cJSON_GetArrayItem(job->plan, got), bytes, sha));
         got++;
     }
     bool ok = got == n && WIFEXITED(job->up_status) && WEXITSTATUS(job->up_status) == 0;
