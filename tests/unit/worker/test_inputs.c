@@ -202,15 +202,14 @@ static void test_parse_refused(void **state)
         cJSON_Delete(doc);
     }
     /* too many */
-    char many[8192] = "[";
-    for (int i = 0; i <= WK_MAX_INPUTS; i++) {
-        char one[160];
-        snprintf(one, sizeof(one),
-                 "%s{\"param\":\"p%d\",\"object_key\":\"tenants/usr_a/x\",\"name\":\"x\"}",
-                 i ? "," : "", i);
-        strcat(many, one);
-    }
-    strcat(many, "]");
+    char many[8192];
+    size_t off = (size_t)snprintf(many, sizeof(many), "[");
+    for (int i = 0; i <= WK_MAX_INPUTS; i++)
+        off += (size_t)snprintf(
+            many + off, sizeof(many) - off,
+            "%s{\"param\":\"p%d\",\"object_key\":\"tenants/usr_a/x\",\"name\":\"x\"}", i ? "," : "",
+            i);
+    snprintf(many + off, sizeof(many) - off, "]");
     struct wk_inputs in = {0};
     char err[256];
     cJSON *doc = dispatch(many);
