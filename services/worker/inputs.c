@@ -39,7 +39,16 @@ bool wk_segment_valid(const char *s, size_t len)
 
 bool wk_file_name_valid(const char *name)
 {
-    return name != NULL && wk_segment_valid(name, strlen(name));
+    size_t n = name ? strlen(name) : 0;
+    if (n == 0 || n > WK_NAME_MAX || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+        return false;
+    /* an uploaded file's name may hold spaces ("my data.csv"): harmless in a path we
+     * never hand to a shell; '/', backslash and control bytes are not */
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)name[i] < 0x20 || (unsigned char)name[i] >= 0x7f || name[i] == '/' ||
+            name[i] == '\\')
+            return false;
+    return true;
 }
 
 bool wk_param_valid(const char *param)

@@ -209,6 +209,7 @@ struct wk_inputs {
 /* A path segment we write or upload: 1..WK_NAME_MAX bytes of printable ASCII without
  * space, '/' or backslash, not "." or "..". */
 bool wk_segment_valid(const char *s, size_t len);
+/* An input's file name: as a segment, but spaces are allowed (uploaded file names). */
 bool wk_file_name_valid(const char *name);
 bool wk_param_valid(const char *param);
 /* A user id as it appears in object keys: 1..64 of [A-Za-z0-9_-]. */

@@ -34,9 +34,9 @@ static cJSON *dispatch(const char *inputs)
 
 static void test_names(void **state)
 {
-    static const char *const good[] = {"data.parquet", "a",           ".hidden",
-                                       "x..y",         "UP_low-1.2~", "a=b,c"};
-    static const char *const bad[] = {"",      ".",           "..",   "a/b",  "/etc",       "a b",
+    static const char *const good[] = {"data.parquet", "a",     ".hidden",    "x..y",
+                                       "UP_low-1.2~",  "a=b,c", "my data.csv"};
+    static const char *const bad[] = {"",      ".",           "..",   "a/b",  "/etc",
                                       "tab\t", "back\\slash", "nl\n", "\x7f", "caf\xc3\xa9"};
     for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
         if (!wk_file_name_valid(good[i]))
