@@ -188,6 +188,17 @@ def api(contract):
     return Api(env("NF_TEST_API_URL"), env("NF_TEST_API_KEY"), contract)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def seeded_object(api):
+    """s3://b/k in the default key's namespace: the tests that only need a job with an
+    existing input (queueing, cancel, pools) name it; inputs are checked before the 202."""
+    body = b"".join(b'{"instruction": "say %d", "response": "%d"}\n' % (i, i) for i in range(5))
+    resp = api.call("POST", "/api/files", data={"purpose": "dataset", "uri": "s3://b/k"},
+                    files={"file": ("k.jsonl", body, "application/x-ndjson")})
+    assert resp.status_code == 201, resp.text
+    return resp.json()
+
+
 @pytest.fixture(scope="session")
 def other_user_key():
     """A second user's key, made through nf-auth's bootstrap route, for tenancy tests."""

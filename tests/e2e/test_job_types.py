@@ -72,7 +72,7 @@ def test_train_then_evaluate(api, dataset_uri):
     done = run(api, "evaluate", {"model_id": "tiny-bigram", "benchmark": "custom",
                                  "dataset_uri": dataset_uri})
     assert done["result"], done
-    assert model_uri.startswith("file://")
+    assert model_uri.startswith("artifact://")
 
 
 def test_distill(api, dataset_uri):

@@ -162,7 +162,7 @@ def dlq(contract):
     ("generate", {"domain": "", "num_samples": 1}, "domain", "non-empty string"),
     ("generate", {"domain": "x", "num_samples": 1, "seed": -1}, "seed", "seed must be an integer"),
     ("audit", {"dataset_uri": "ftp://host/x"}, "dataset_uri",
-     "s3://, file:///, https:// or artifact://"),
+     "s3://<bucket>/<key> URI of your uploaded files or an artifact://"),
     ("audit", {"dataset_uri": "artifact://nope"}, "dataset_uri", "artifact://"),
     ("audit", {"dataset_uri": "s3://b/k", "checks": [1]}, "checks", "list of non-empty strings"),
     ("distill", {"teacher_model": "t", "student_model": "s", "dataset_uri": "s3://b/k",
@@ -440,7 +440,11 @@ def ms(ts):
 
 
 def test_user_error_is_not_retried(api):
-    job_id = submit_ok(api, "audit", {"dataset_uri": "file:///nonexistent/data.jsonl",
+    broken = api.call("POST", "/api/files", data={"purpose": "dataset",
+                                                  "uri": "s3://b/broken.parquet"},
+                      files={"file": ("broken.parquet", b"PAR1 not parquet", "text/plain")})
+    assert broken.status_code == 201, broken.text
+    job_id = submit_ok(api, "audit", {"dataset_uri": "s3://b/broken.parquet",
                                       "max_attempts": 3})["job_id"]
     done = wait_status(api, job_id, TERMINAL)
     assert done["status"] == "failed" and done["attempt"] == 1, done

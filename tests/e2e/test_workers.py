@@ -41,16 +41,17 @@ MEASURED = {}
 
 TEST_TRAIN = r'''#!/usr/bin/env python3
 # Test handler: runs params.epochs seconds with progress (retries - NF_ATTEMPT > 1 - at
-# most 3 s); pid in handler.pid; SIGTERM is recorded in the file sigterm and honoured,
-# unless params.lora is true (then ignored).
+# most 3 s); pid in $FLEET_MARKS/<job id>.pid; SIGTERM is recorded in
+# $FLEET_MARKS/<job id>.sigterm (outside the job directory, which the agent removes when
+# the attempt ends) and honoured, unless params.lora is true (then ignored).
 import json, os, signal, sys, time
 job = json.loads(sys.stdin.read())
 p = job.get("params", {})
-d = os.environ["NF_ARTIFACT_DIR"]
-with open(os.path.join(d, "handler.pid"), "w") as f:
+d = os.path.join(os.environ["FLEET_MARKS"], os.environ["NF_JOB_ID"])
+with open(d + ".pid", "w") as f:
     f.write(str(os.getpid()))
 def term(signum, frame):
-    with open(os.path.join(d, "sigterm"), "w") as f:
+    with open(d + ".sigterm", "w") as f:
         f.write(str(time.time()))
     if not p.get("lora"):
         sys.exit(143)
@@ -174,6 +175,8 @@ class Fleet:
         self.reg_token = env("NF_TEST_WORKER_REGISTRATION_TOKEN")
         self.logs = pathlib.Path(env("NF_TEST_LOG_DIR"))
         self.artifacts = pathlib.Path(env("NF_TEST_STATE_DIR")) / "artifacts-fleet"
+        self.marks = tmp / "marks"  # what the test handler leaves for the test to read
+        self.marks.mkdir()
         self.handlers = tmp / "handlers"
         shutil.copytree(HANDLERS, self.handlers, ignore=shutil.ignore_patterns("__pycache__"))
         train = self.handlers / "train"
@@ -191,6 +194,10 @@ class Fleet:
             "NF_KAFKA_BROKERS": env("NF_TEST_KAFKA_BROKERS"),
             "NF_WORKER_HANDLERS": str(self.handlers),
             "NF_WORKER_ARTIFACT_ROOT": str(self.artifacts),
+            "NF_S3_ENDPOINT": env("NF_TEST_S3_ENDPOINT"),
+            "NF_S3_ACCESS_KEY": env("NF_TEST_S3_ACCESS_KEY"),
+            "NF_S3_SECRET_KEY": env("NF_TEST_S3_SECRET_KEY"),
+            "NF_S3_BUCKET": env("NF_TEST_S3_BUCKET"),
             "NF_WORKER_LABELS": ",".join(f"{k}={v}" for k, v in all_labels.items()),
             "NF_WORKER_GPU_TYPE": gpu_type,
             "NF_WORKER_GPU_COUNT": str(gpu_count),
@@ -199,6 +206,7 @@ class Fleet:
             "NF_WORKER_KILL_GRACE_S": "2",
             "NF_WORKER_HOSTNAME": f"{self.pool}-{name}",
             "FLEET_TEST_TAG": name,  # handlers do not see NF_* variables
+            "FLEET_MARKS": str(self.marks),
             "ASAN_OPTIONS": "detect_leaks=1:abort_on_error=0:halt_on_error=1",
             "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1",
         })
@@ -300,7 +308,7 @@ def submit(api, job_type, body):
 
 
 def train(api, fleet, seconds, labels=None, **common):
-    body = {"model_id": "m", "dataset_uri": "file:///dev/null", "epochs": seconds,
+    body = {"model_id": "m", "dataset_uri": "s3://b/k", "epochs": seconds,
             "labels": {"pool": fleet.pool, **(labels or {})}, **common}
     return submit(api, "train", body)
 
@@ -388,7 +396,7 @@ def test_sigkill_mid_job_requeues_to_another_worker(api, fleet, events, worker_e
     victim = fleet.start("victim", identity=(reg["worker_id"], reg["worker_token"]))
     hb, lease_ttl = reg["heartbeat_interval_s"], reg["lease_ttl_s"]
     job_id = train(api, fleet, 40)  # attempt 1 runs 40 s: it is surely killed mid-job
-    pid_file = victim.artifacts / job_id / "handler.pid"
+    pid_file = fleet.marks / f"{job_id}.pid"
     handler_pid = int(wait(lambda: pid_file.exists() and pid_file.read_text(), 30, "handler"))
     time.sleep(1.5)
 
@@ -539,7 +547,7 @@ def test_cancel_stops_running_handler_within_grace(api, fleet, events):
     hb = wm_defaults()["NF_WM_HEARTBEAT_INTERVAL_S"]  # the agent hears of it in a beat
     job_id = train(api, fleet, 60, lora=True)  # lora: the test handler ignores SIGTERM
     wait_status(api, job_id, {"running"}, timeout=30)
-    pid_file = agent.artifacts / job_id / "handler.pid"
+    pid_file = fleet.marks / f"{job_id}.pid"
     handler_pid = int(wait(lambda: pid_file.exists() and pid_file.read_text(), 10, "handler"))
     time.sleep(1)
 
@@ -557,7 +565,7 @@ def test_cancel_stops_running_handler_within_grace(api, fleet, events):
     measure(f"cancel_to_handler_stopped_s (heartbeat {hb} s + grace {grace} s)",
             round(stopped, 2))
     assert stopped <= hb + grace + 2.5, stopped
-    sigterm = agent.artifacts / job_id / "sigterm"
+    sigterm = fleet.marks / f"{job_id}.sigterm"
     assert sigterm.exists(), "SIGTERM first, SIGKILL only after the grace"
     assert stopped >= grace - 0.5  # it ignored SIGTERM: it died at the SIGKILL
     cancelled = events.wait_for(job_id, "forge.job.cancelled", timeout=15)
@@ -730,7 +738,8 @@ def test_audit_reads_jsonl_and_csv(tmp_path):
     csv_path = tmp_path / "d.csv"
     csv_path.write_text("id,prompt,response\n1,What is ATP?,Energy\n2,What is ATP?,Energy\n"
                         "3,,empty\n4,too,many,fields\n")
-    rc, lines, out, err = run_handler("audit", {"params": {"dataset_uri": f"file://{csv_path}"}},
+    rc, lines, out, err = run_handler("audit", {"params": {"dataset_uri": "s3://b/d.csv"},
+                                               "inputs": {"dataset_uri": str(csv_path)}},
                                       tmp_path)
     assert rc == 0, err
     result = [x["result"] for x in lines if "result" in x][0]
@@ -744,12 +753,14 @@ def test_audit_reads_jsonl_and_csv(tmp_path):
     jl = tmp_path / "d.jsonl"
     jl.write_text('{"instruction":"a b","response":"c"}\n{"instruction":"a b","response":"c"}\n'
                   "oops\n")
-    rc, lines, out, err = run_handler("audit", {"params": {"dataset_uri": f"file://{jl}"}},
+    rc, lines, out, err = run_handler("audit", {"params": {"dataset_uri": "s3://b/d.jsonl"},
+                                               "inputs": {"dataset_uri": str(jl)}},
                                       tmp_path)
     result = [x["result"] for x in lines if "result" in x][0]
     assert rc == 0 and result["format"] == "jsonl" and result["rows"] == 2
     assert result["malformed_lines"] == 1 and result["duplicates"] == 1
-    rc, _, _, err = run_handler("audit", {"params": {"dataset_uri": "file:///nope.csv"}},
+    # a URI param the agent did not fetch (no inputs entry): refused, naming it
+    rc, _, _, err = run_handler("audit", {"params": {"dataset_uri": "s3://b/nope.csv"}},
                                 tmp_path)
     assert rc == 2 and "dataset_uri" in err
 
@@ -808,7 +819,8 @@ def test_train_counts_the_tokens_it_processes(tmp_path):
     data = out / "samples.jsonl"
     rc, lines, out2, err = run_handler(
         "train", {"job_id": "job_t", "params": {"model_id": "m", "epochs": 2,
-                                                "dataset_uri": f"file://{data}"}},
+                                                "dataset_uri": "s3://b/samples.jsonl"},
+                  "inputs": {"dataset_uri": str(data)}},
         tmp_path / "t")
     assert rc == 0, err
     result = [x["result"] for x in lines if "result" in x][0]
