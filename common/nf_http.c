@@ -4,7 +4,8 @@
  * request metrics. Routes live in nf_http_route.c, request state in nf_http_req.c and
  * answers in nf_http_reply.c (the map is in nf_http_internal.h).
  *
- *   accept (our own socket, SO_REUSEPORT when asked) --> evhttp reads the request
+ *   accept (our own socket, SO_REUSEPORT when asked) --> connection filter (nf_http_conn.c:
+ *     streamed bodies held back for their handler) --> evhttp reads the request
  *     (body <= max_body, headers <= 2 x max_headers, idle timeout)
  *     --> nf_http_on_request: request id, X-Request-Id, header size (431), path split and
  *         percent-decoded, query decoded, route match (404 / 405 + Allow)
@@ -97,20 +98,6 @@ static void ignore_sigpipe(void)
     /* Writing to a socket the peer closed must fail with EPIPE, not kill the process. */
     if (sigaction(SIGPIPE, NULL, &sa) == 0 && sa.sa_handler == SIG_DFL)
         signal(SIGPIPE, SIG_IGN);
-}
-
-/* evhttp's factory for each accepted connection's bufferevent (evhttp sets its fd). */
-static struct bufferevent *new_bev(struct event_base *base, void *arg)
-{
-    struct nf_http_server *srv = arg;
-    struct bufferevent *bev = bufferevent_socket_new(base, -1, 0);
-
-    if (bev == NULL)
-        return NULL; /* evhttp then makes its own */
-    evbuffer_add_cb(bufferevent_get_output(bev), nf_http_on_output, srv);
-    if (srv->m_conns != NULL)
-        nf_metrics_counter_add(srv->m_conns, 1);
-    return bev;
 }
 
 /* ---- built-in routes ---------------------------------------------------------------- */
@@ -231,6 +218,7 @@ int nf_http_server_new(struct nf_http_server **out, struct event_base *base, con
     ignore_sigpipe();
     srv = nf_xcalloc(1, sizeof(*srv));
     LIST_INIT(&srv->reqs);
+    LIST_INIT(&srv->conns);
     srv->base = base;
     srv->metrics = metrics;
     if (limits != NULL)
@@ -246,7 +234,7 @@ int nf_http_server_new(struct nf_http_server **out, struct event_base *base, con
     if (srv->http == NULL)
         goto err_free;
     evhttp_set_gencb(srv->http, nf_http_on_request, srv);
-    evhttp_set_bevcb(srv->http, new_bev, srv);
+    evhttp_set_bevcb(srv->http, nf_http_conn_new, srv); /* the connection filter */
     evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                               EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
                                               EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
@@ -329,7 +317,6 @@ static void orphan(struct nf_http_server *srv, struct nf_http_req *req)
     if (evcon != NULL && !req->streaming) {
         struct evhttp_request *ev = req->ev;
         struct evkeyvalq *out = evhttp_request_get_output_headers(ev);
-        struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
         cJSON *body = nf_http_error_body("unavailable", NULL, "server is shutting down", req->id);
         char *json = cJSON_PrintUnformatted(body);
 
@@ -345,12 +332,8 @@ static void orphan(struct nf_http_server *srv, struct nf_http_req *req)
         srv->replying = true;
         evhttp_send_reply(ev, 503, nf_http_reason_phrase(503), NULL);
         srv->replying = false;
-        if (bev != NULL && bufferevent_getfd(bev) >= 0) {
-            struct evbuffer *obuf = bufferevent_get_output(bev);
-            evbuffer_unfreeze(obuf, 1);
-            evbuffer_write(obuf, bufferevent_getfd(bev));
-            evbuffer_freeze(obuf, 1);
-        }
+        if (req->conn != NULL)
+            nf_http_conn_flush(req->conn);
         nf_http_count_request(srv, req->route != NULL ? req->route : "unmatched", req->method, 503);
         req->ev = NULL; /* freed by evhttp_free with its connection */
     } else if (evcon != NULL) {
@@ -375,6 +358,7 @@ void nf_http_server_free(struct nf_http_server *srv)
         orphan(srv, LIST_FIRST(&srv->reqs));
     if (srv->http != NULL)
         evhttp_free(srv->http);
+    nf_http_conns_release(srv);
     for (size_t i = 0; i < srv->nroutes; i++)
         nf_http_route_free(srv->routes[i]);
     free(srv->routes);

@@ -13,6 +13,10 @@
  *   answer header and in every JSON error body.
  * - Body larger than limits.max_body -> 413 JSON; headers larger than max_headers -> 431
  *   (evhttp's own answer); idle connections close after timeout_s.
+ * - Streaming routes (nf_http_route_stream) get their request body piece by piece, with
+ *   backpressure, instead of whole in memory: see "Streamed request bodies" below.
+ * - Streamed answers can have a length and wait for the client: nf_http_stream_start_len,
+ *   nf_http_stream_pending, nf_http_stream_on_drain.
  * - Built-in routes: GET /healthz (always 200 {"status":"ok"}), GET /readyz (200 or 503
  *   with {"status", "checks": {...}} from the ready callback), GET /metrics (Prometheus
  *   text from the registry). Each request is counted in nf_http_requests_total{route,
@@ -27,6 +31,7 @@
 #include <event2/event.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct nf_http_server;
 struct nf_http_req;
@@ -116,6 +121,24 @@ void nf_http_stream_start(struct nf_http_req *req, int status, const char *conte
 int nf_http_stream_send(struct nf_http_req *req, const void *buf, size_t len);
 void nf_http_stream_end(struct nf_http_req *req);
 /*
+ * A streamed answer of content_length bytes (>= 0: sent as Content-Length, not chunked:
+ * the caller then sends exactly that many; -1: unknown, chunked). Otherwise as
+ * nf_http_stream_start (which is this with -1).
+ */
+void nf_http_stream_start_len(struct nf_http_req *req, int status, const char *content_type,
+                              long long content_length);
+/* Bytes of the answer queued in the process and not yet taken by the kernel; 0 once the
+ * client is gone. A sender keeps this bounded with nf_http_stream_on_drain. */
+size_t nf_http_stream_pending(const struct nf_http_req *req);
+/*
+ * Calls fn(req, arg) once, from the loop (never inside this call), when the queued bytes
+ * have dropped to low or less (soon when they already are). One at a time: a new call
+ * replaces the previous; fn NULL cancels. Not called if the client goes away (on_close
+ * is) or the answer ends first.
+ */
+void nf_http_stream_on_drain(struct nf_http_req *req, size_t low,
+                             void (*fn)(struct nf_http_req *, void *), void *arg);
+/*
  * Called once if the client closes a streaming answer early (then stream_send fails).
  * Also for a request still waiting for its answer (a long poll): set it there and fn is
  * called once if the client disconnects before the reply, which is still owed (and
@@ -123,3 +146,66 @@ void nf_http_stream_end(struct nf_http_req *req);
  */
 void nf_http_stream_on_close(struct nf_http_req *req, void (*fn)(struct nf_http_req *, void *),
                              void *arg);
+
+/*
+ * ---- Streamed request bodies ----
+ *
+ *   client --> connection filter: the head of a request for a streaming route goes on to
+ *     evhttp at once (as if it had no body), its body stays in the socket buffer
+ *     (<= 256 KiB; the socket is not read further) --> handler(req) --> (auth, ...)
+ *     --> nf_http_req_body_stream(req, on_data, on_end) --> on_data(bytes) ... on_data
+ *     answers PAUSE: nothing more is read until nf_http_req_body_resume
+ *     --> on_end(COMPLETE) --> the handler answers
+ *
+ * - Content-Length and chunked bodies (de-chunked) alike; "Expect: 100-continue" is
+ *   answered when the handler starts reading the body.
+ * - The body ends once, with on_end: COMPLETE after the last byte; TOO_LARGE when it
+ *   exceeds the route's max_body (answer 413); TIMEOUT when the client sent nothing for
+ *   the server's timeout while the handler was reading (answer 408); MALFORMED for broken
+ *   chunked framing (answer 400); GONE when the client closed the connection (answer
+ *   anyway: the answer is dropped).
+ * - The handler may answer at any time, also inside on_data or before reading at all (an
+ *   authentication failure): an answer before the whole body was read carries
+ *   "Connection: close", the rest of the body is read and dropped until the client closes
+ *   (a lingering close, so that the client sees the answer), and no callback fires after
+ *   the answer call.
+ * - Falls back to evhttp's buffering (the server's max_body; larger: 413 before the
+ *   handler runs) on a connection whose framing the filter stopped following (a chunked
+ *   body of an ordinary route, say, or an unusual head): the handler's code is the same,
+ *   on_data then gets the whole body at once.
+ * - Pipelined requests keep their order.
+ */
+
+/* on_data's answer: keep the bytes coming, or stop until nf_http_req_body_resume. */
+enum { NF_HTTP_BODY_GO = 0, NF_HTTP_BODY_PAUSE = 1 };
+
+/* How a streamed body ended. */
+enum nf_http_body_end {
+    NF_HTTP_BODY_COMPLETE,  /* every byte was delivered */
+    NF_HTTP_BODY_GONE,      /* the client closed the connection */
+    NF_HTTP_BODY_TOO_LARGE, /* more than the route's max_body */
+    NF_HTTP_BODY_TIMEOUT,   /* no byte for the server's timeout_s */
+    NF_HTTP_BODY_MALFORMED, /* broken chunked framing */
+};
+
+/* Body bytes (buf lives during the call); returns NF_HTTP_BODY_GO or NF_HTTP_BODY_PAUSE. */
+typedef int (*nf_http_body_data_fn)(const char *buf, size_t len, void *arg);
+typedef void (*nf_http_body_end_fn)(enum nf_http_body_end how, void *arg);
+
+/*
+ * A route whose request body is streamed (as nf_http_route otherwise): max_body bounds it
+ * (0: no bound; the server's limits.max_body does not apply).
+ */
+int nf_http_route_stream(struct nf_http_server *srv, const char *method, const char *pattern,
+                         nf_http_handler fn, void *arg, uint64_t max_body);
+/*
+ * Starts reading the body (once per request): on_data 0..n times, then on_end once (see
+ * above), each from the loop, never inside this call or nf_http_req_body_resume. Works for
+ * any route (an ordinary one's body is delivered from memory). arg is not owned.
+ */
+void nf_http_req_body_stream(struct nf_http_req *req, nf_http_body_data_fn on_data,
+                             nf_http_body_end_fn on_end, void *arg);
+/* Lets a paused body go on (no-op when not paused). */
+void nf_http_req_body_resume(struct nf_http_req *req);
+/* The body's declared Content-Length, or -1 when unknown (chunked) or not streamed. */
+long long nf_http_req_body_length(const struct nf_http_req *req);

@@ -123,7 +123,7 @@ cJSON *nf_http_error_body(const char *code, const char *param, const char *msg, 
  * watermark), evhttp's event callback (EOF -> request detached -> on_conn_close), and no
  * read timeout, since a long poll is silent by design.
  */
-static void watch_close(struct nf_http_req *req, struct evhttp_connection *evcon)
+void nf_http_watch_close(struct nf_http_req *req, struct evhttp_connection *evcon)
 {
     struct bufferevent *bev = evhttp_connection_get_bufferevent(evcon);
     bufferevent_data_cb writecb = NULL;
@@ -166,6 +166,7 @@ static void req_answer(struct nf_http_req *req, int status, const char *content_
         struct evkeyvalq *out = evhttp_request_get_output_headers(req->ev);
         evhttp_connection_set_closecb(evcon, NULL, NULL);
         unwatch_close(req, evcon);
+        nf_http_body_answering(req);
         if (content_type != NULL &&
             !(keep_ctype && evhttp_find_header(out, "Content-Type") != NULL)) {
             evhttp_remove_header(out, "Content-Type");
@@ -248,6 +249,12 @@ void nf_http_reply_error(struct nf_http_req *req, int status, const char *code, 
 
 void nf_http_stream_start(struct nf_http_req *req, int status, const char *content_type)
 {
+    nf_http_stream_start_len(req, status, content_type, -1);
+}
+
+void nf_http_stream_start_len(struct nf_http_req *req, int status, const char *content_type,
+                              long long content_length)
+{
     struct evhttp_connection *evcon;
 
     if (req->streaming)
@@ -261,9 +268,17 @@ void nf_http_stream_start(struct nf_http_req *req, int status, const char *conte
         struct timeval wtv = {req->srv->limits.timeout_s, 0};
 
         unwatch_close(req, evcon);
+        nf_http_body_answering(req);
         evhttp_remove_header(out, "Content-Type");
         evhttp_add_header(out, "Content-Type",
                           content_type != NULL ? content_type : "text/event-stream");
+        /* evhttp answers in chunks only when no Content-Length is set */
+        evhttp_remove_header(out, "Content-Length");
+        if (content_length >= 0) {
+            char len[32];
+            snprintf(len, sizeof(len), "%lld", content_length);
+            evhttp_add_header(out, "Content-Length", len);
+        }
         if (evhttp_find_header(out, "Cache-Control") == NULL)
             evhttp_add_header(out, "Cache-Control", "no-cache");
         req->srv->replying = true;
@@ -321,6 +336,23 @@ void nf_http_stream_end(struct nf_http_req *req)
     nf_http_req_done(req);
 }
 
+size_t nf_http_stream_pending(const struct nf_http_req *req)
+{
+    if (req->conn == NULL || req->gone || nf_http_req_conn(req) == NULL)
+        return 0;
+    return nf_http_conn_pending(req->conn);
+}
+
+void nf_http_stream_on_drain(struct nf_http_req *req, size_t low,
+                             void (*fn)(struct nf_http_req *, void *), void *arg)
+{
+    req->on_drain = fn;
+    req->on_drain_arg = arg;
+    req->drain_low = low;
+    if (fn != NULL && req->conn != NULL)
+        nf_http_conn_wake_writer(req->conn); /* it calls fn when the queue is low enough */
+}
+
 void nf_http_stream_on_close(struct nf_http_req *req, void (*fn)(struct nf_http_req *, void *),
                              void *arg)
 {
@@ -329,7 +361,7 @@ void nf_http_stream_on_close(struct nf_http_req *req, void (*fn)(struct nf_http_
     req->on_close = fn;
     req->on_close_arg = arg;
     if (fn != NULL && !req->streaming && !req->watching && !req->gone && evcon != NULL)
-        watch_close(req, evcon);
+        nf_http_watch_close(req, evcon);
 }
 
 /* ---- evhttp's own error answers, rewritten as JSON ---------------------------------- */
@@ -394,10 +426,7 @@ static void rewrite_own_error(struct nf_http_server *srv, struct evbuffer *buf, 
     }
 
     srv->replying = true;
-    /* The socket bufferevent keeps its output frozen at the front between writes. */
-    evbuffer_unfreeze(buf, 1);
-    evbuffer_drain(buf, len);
-    evbuffer_freeze(buf, 1);
+    evbuffer_drain(buf, len); /* the filter's output: not frozen (nf_http_conn.c writes it) */
     if (prefix != NULL)
         evbuffer_add(buf, prefix, off);
     evbuffer_add(buf, head, (size_t)hl);

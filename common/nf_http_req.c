@@ -133,6 +133,12 @@ void nf_http_req_done(struct nf_http_req *req)
     const char *route = req->route != NULL ? req->route : "unmatched";
     double secs = elapsed_s(&req->start);
 
+    nf_http_body_release(req);
+    if (req->conn != NULL) {
+        if (req->conn->req == req)
+            req->conn->req = NULL;
+        req->conn = NULL;
+    }
     if (srv != NULL) {
         nf_http_count_request(srv, route, req->method, req->status);
         if (req->duration != NULL)
@@ -171,6 +177,13 @@ static void on_conn_close(struct evhttp_connection *evcon, void *arg)
 
     evhttp_connection_set_closecb(evcon, NULL, NULL);
     req->gone = true;
+    if (req->stream != NULL)
+        nf_http_body_gone(req->stream); /* its on_end comes from the loop */
+    if (req->conn != NULL) {
+        if (req->conn->req == req)
+            req->conn->req = NULL;
+        req->conn = NULL;
+    }
     if (req->ev != NULL && evhttp_request_get_connection(req->ev) != NULL) {
         nf_http_req_keep_copies(req);
         req->ev = NULL; /* freed by evhttp with the connection */
@@ -213,6 +226,9 @@ struct nf_http_req *nf_http_req_new(struct nf_http_server *srv, struct evhttp_re
         evhttp_connection_get_peer(evcon, &addr, &port);
         snprintf(req->peer, sizeof(req->peer), "%s", addr != NULL ? addr : "");
         evhttp_connection_set_closecb(evcon, on_conn_close, req);
+        req->conn = nf_http_conn_find(srv, evhttp_connection_get_bufferevent(evcon));
+        if (req->conn != NULL)
+            req->conn->req = req;
     }
     evhttp_add_header(evhttp_request_get_output_headers(ev), "X-Request-Id", req->id);
 

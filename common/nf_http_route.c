@@ -118,8 +118,9 @@ static bool route_more_specific(const struct route *a, const struct route *b)
     return false;
 }
 
-int nf_http_route(struct nf_http_server *srv, const char *method, const char *pattern,
-                  nf_http_handler fn, void *arg)
+/* Registers a route; stream: its body is streamed, bounded by max_body. */
+static int route_add(struct nf_http_server *srv, const char *method, const char *pattern,
+                     nf_http_handler fn, void *arg, bool stream, uint64_t max_body)
 {
     struct route *rt;
     size_t i;
@@ -148,6 +149,9 @@ int nf_http_route(struct nf_http_server *srv, const char *method, const char *pa
     rt->pattern = nf_xstrdup(pattern);
     rt->fn = fn;
     rt->arg = arg;
+    rt->stream = stream;
+    rt->max_body = max_body;
+    srv->has_stream_routes |= stream;
     rt->duration = nf_http_route_histogram(srv, pattern);
     srv->routes = nf_xrealloc(srv->routes, (srv->nroutes + 1) * sizeof(struct route *));
     srv->routes[srv->nroutes++] = rt;
@@ -156,6 +160,18 @@ int nf_http_route(struct nf_http_server *srv, const char *method, const char *pa
 err:
     nf_http_route_free(rt);
     return -1;
+}
+
+int nf_http_route(struct nf_http_server *srv, const char *method, const char *pattern,
+                  nf_http_handler fn, void *arg)
+{
+    return route_add(srv, method, pattern, fn, arg, false, 0);
+}
+
+int nf_http_route_stream(struct nf_http_server *srv, const char *method, const char *pattern,
+                         nf_http_handler fn, void *arg, uint64_t max_body)
+{
+    return route_add(srv, method, pattern, fn, arg, true, max_body);
 }
 
 /* ---- dispatch ----------------------------------------------------------------------- */
@@ -306,6 +322,47 @@ static size_t header_bytes(struct evhttp_request *ev)
     return n;
 }
 
+/* The most specific route of method for the decoded segments; NULL when none. */
+static const struct route *best_route(const struct nf_http_server *srv, enum evhttp_cmd_type cmd,
+                                      char **segs, size_t nsegs)
+{
+    const struct route *best = NULL;
+
+    for (size_t i = 0; i < srv->nroutes; i++) {
+        const struct route *rt = srv->routes[i];
+        if (rt->method == cmd && route_matches(rt, segs, nsegs) &&
+            (best == NULL || route_more_specific(rt, best)))
+            best = rt;
+    }
+    return best;
+}
+
+const struct route *nf_http_route_stream_of(const struct nf_http_server *srv, const char *method,
+                                            const char *target, size_t target_len)
+{
+    const struct route *best = NULL;
+    enum evhttp_cmd_type cmd = 0;
+    char **segs = NULL, *path;
+    size_t nsegs = 0, plen;
+
+    if (!srv->has_stream_routes || target_len == 0 || target[0] != '/')
+        return NULL; /* only origin-form targets ("/a/b?q") */
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+        if (strcmp(methods[i].name, method) == 0)
+            cmd = methods[i].type;
+    if (cmd == 0)
+        return NULL;
+    for (plen = 0; plen < target_len && target[plen] != '?' && target[plen] != '#'; plen++)
+        ;
+    path = nf_xstrndup(target, plen);
+    if (split_path(path, &segs, &nsegs) == 0) {
+        best = best_route(srv, cmd, segs, nsegs);
+        segs_free(segs, nsegs);
+    }
+    free(path);
+    return best != NULL && best->stream ? best : NULL;
+}
+
 /* evhttp's callback for every request (arg: the server); the handler owns req from here. */
 void nf_http_on_request(struct evhttp_request *ev, void *arg)
 {
@@ -318,7 +375,16 @@ void nf_http_on_request(struct evhttp_request *ev, void *arg)
     char **segs = NULL;
     size_t nsegs = 0;
     int target_rc = target_split(req, ev);
+    struct evkeyvalq *in = evhttp_request_get_input_headers(ev);
+    const char *marker = evhttp_find_header(in, NF_HTTP_BODY_MARKER);
 
+    /* A head the connection filter rewrote: this request takes its streamed body before
+     * anything can answer it. Any other marker is a client's and goes. */
+    if (marker != NULL) {
+        if (req->conn != NULL)
+            nf_http_body_claim(req, req->conn, marker);
+        evhttp_remove_header(in, NF_HTTP_BODY_MARKER);
+    }
     if (header_bytes(ev) > srv->limits.max_headers) {
         nf_http_reply_error(req, 431, "headers_too_large", NULL, "request headers exceed %zu bytes",
                             srv->limits.max_headers);
