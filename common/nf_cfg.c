@@ -6,8 +6,9 @@
  *        |                  |
  *        +------------------+--> parse by type --> check bounds --> store in the field
  *
- * Bounds: NF_CFG_INT checks [min, max] inclusive, except that min == max == 0 means "any
- * int". NF_CFG_STR checks the length: at least min, and at most max when max > 0.
+ * Bounds: NF_CFG_INT and NF_CFG_I64 check [min, max] inclusive, except that min == max == 0
+ * means "any value of the field's type". NF_CFG_STR checks the length: at least min, and at
+ * most max when max > 0.
  * Error texts never echo the value of a secret option.
  */
 #include "nf_cfg.h"
@@ -75,20 +76,21 @@ static bool is_decimal(const char *s)
     return true;
 }
 
-static int parse_int(const struct nf_cfg_opt *o, const char *val, int *out, char *err,
-                     size_t errlen)
+/* A decimal within the option's bounds, clamped to [lo, hi] (the field's type). */
+static int parse_num(const struct nf_cfg_opt *o, const char *val, long long lo, long long hi,
+                     long long *out, char *err, size_t errlen)
 {
     long long min = o->min, max = o->max, v;
 
     if (min == 0 && max == 0) {
-        min = INT_MIN;
-        max = INT_MAX;
+        min = lo;
+        max = hi;
     }
-    /* The field is an int, whatever the table says. */
-    if (min < INT_MIN)
-        min = INT_MIN;
-    if (max > INT_MAX)
-        max = INT_MAX;
+    /* The field's type bounds it, whatever the table says. */
+    if (min < lo)
+        min = lo;
+    if (max > hi)
+        max = hi;
     if (!is_decimal(val))
         return cfg_fail(err, errlen, o, "must be an integer (got \"%s\")", shown(o, val));
     errno = 0;
@@ -96,8 +98,19 @@ static int parse_int(const struct nf_cfg_opt *o, const char *val, int *out, char
     if (errno == ERANGE || v < min || v > max)
         return cfg_fail(err, errlen, o, "must be between %lld and %lld (got %s)", min, max,
                         shown(o, val));
-    *out = (int)v;
+    *out = v;
     return 0;
+}
+
+static int parse_int(const struct nf_cfg_opt *o, const char *val, int *out, char *err,
+                     size_t errlen)
+{
+    long long v = 0;
+    int rc = parse_num(o, val, INT_MIN, INT_MAX, &v, err, errlen);
+
+    if (rc == 0)
+        *out = (int)v;
+    return rc;
 }
 
 static int parse_bool(const struct nf_cfg_opt *o, const char *val, bool *out, char *err,
@@ -195,6 +208,9 @@ int nf_cfg_load(const struct nf_cfg_opt *opts, size_t n, void *cfg, char *err, s
         case NF_CFG_LEVEL:
             rc = parse_level(o, val, field_at(cfg, o), err, errlen);
             break;
+        case NF_CFG_I64:
+            rc = parse_num(o, val, LLONG_MIN, LLONG_MAX, field_at(cfg, o), err, errlen);
+            break;
         default:
             rc = cfg_fail(err, errlen, o, "has an unknown option type");
         }
@@ -252,6 +268,11 @@ static const char *value_text(const struct nf_cfg_opt *o, const void *cfg, char 
     case NF_CFG_LEVEL:
         level = *(const int *)cfield_at(cfg, o);
         return level >= 0 && level <= 3 ? levels[level] : "?";
+    case NF_CFG_I64:
+        if (o->secret)
+            return "***";
+        snprintf(buf, len, "%lld", *(const long long *)cfield_at(cfg, o));
+        return buf;
     }
     return NULL;
 }
@@ -292,6 +313,8 @@ static const char *type_name(enum nf_cfg_type t)
         return "host:port";
     case NF_CFG_LEVEL:
         return "debug|info|warn|error";
+    case NF_CFG_I64:
+        return "int64";
     }
     return "?";
 }
@@ -303,7 +326,7 @@ static const char *type_name(enum nf_cfg_type t)
 static void usage_row(const struct nf_cfg_opt *o, FILE *out)
 {
     fprintf(out, "  %-28s %s", o->env, type_name(o->type));
-    if (o->type == NF_CFG_INT && !(o->min == 0 && o->max == 0))
+    if ((o->type == NF_CFG_INT || o->type == NF_CFG_I64) && !(o->min == 0 && o->max == 0))
         fprintf(out, ", %lld..%lld", o->min, o->max);
     if (o->type == NF_CFG_STR && o->min > 0)
         fprintf(out, ", at least %lld chars", o->min);

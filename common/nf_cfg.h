@@ -21,15 +21,16 @@ enum nf_cfg_type {
     NF_CFG_BOOL,  /* bool field: 1/0, true/false, yes/no, on/off */
     NF_CFG_ADDR,  /* char * field holding "host:port" (or "[v6]:port"), checked here once */
     NF_CFG_LEVEL, /* int field: a log level (enum nf_log_level) from debug/info/warn/error */
+    NF_CFG_I64,   /* long long field (byte sizes past 2 GiB), checked against [min, max] */
 };
 
 struct nf_cfg_opt {
     const char *env; /* environment variable name, NF_<SVC>_<NAME> */
     enum nf_cfg_type type;
     const char *def;    /* default as text; NULL means the variable is required */
-    long long min, max; /* bounds for NF_CFG_INT (inclusive; min == max == 0 means any
-                           int); for NF_CFG_STR min is the minimum length (0 = may be
-                           empty) and max, when > 0, the maximum length */
+    long long min, max; /* bounds for NF_CFG_INT and NF_CFG_I64 (inclusive; min == max == 0
+                           means any value of the field's type); for NF_CFG_STR min is the minimum
+                           length (0 = may be empty) and max, when > 0, the maximum length */
     bool secret;        /* masked as "***" when logged */
     size_t offset;      /* offsetof() the field in the config struct */
     const char *help;

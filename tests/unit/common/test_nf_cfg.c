@@ -23,6 +23,7 @@ struct tcfg {
     char *token;
     char *name;
     int any;
+    long long size;
 };
 
 static const struct nf_cfg_opt opts[] = {
@@ -34,11 +35,13 @@ static const struct nf_cfg_opt opts[] = {
      "registration token"},
     {"NF_T_NAME", NF_CFG_STR, "", 0, 0, false, offsetof(struct tcfg, name), "may be empty"},
     {"NF_T_ANY", NF_CFG_INT, "-5", 0, 0, false, offsetof(struct tcfg, any), "unbounded"},
+    {"NF_T_SIZE", NF_CFG_I64, "5368709120", 0, 1LL << 50, false, offsetof(struct tcfg, size),
+     "bytes"},
 };
 #define NOPTS (sizeof(opts) / sizeof(opts[0]))
 
-static const char *const env_names[] = {"NF_T_ADDR",  "NF_T_PORT", "NF_T_DEBUG",
-                                        "NF_T_TOKEN", "NF_T_NAME", "NF_T_ANY"};
+static const char *const env_names[] = {"NF_T_ADDR", "NF_T_PORT", "NF_T_DEBUG", "NF_T_TOKEN",
+                                        "NF_T_NAME", "NF_T_ANY",  "NF_T_SIZE"};
 
 /* Clean environment with only the required token set. */
 static int setup(void **state)
@@ -95,6 +98,7 @@ static void test_defaults(void **state)
     assert_string_equal(c.token, "s3cr3t-token-value");
     assert_string_equal(c.name, "");
     assert_int_equal(c.any, -5);
+    assert_true(c.size == 5368709120LL); /* past an int */
     nf_cfg_free(opts, NOPTS, &c);
     assert_null(c.addr);
     nf_cfg_free(opts, NOPTS, &c); /* twice is harmless: fields are NULL now */
@@ -172,6 +176,10 @@ static void test_int_bounds(void **state)
     /* An "unbounded" int is still an int. */
     refused("NF_T_ANY", "2147483648",
             "NF_T_ANY: must be between -2147483648 and 2147483647 (got 2147483648)");
+    setenv("NF_T_ANY", "1", 1);
+    refused("NF_T_SIZE", "1125899906842625",
+            "NF_T_SIZE: must be between 0 and 1125899906842624 (got 1125899906842625)");
+    refused("NF_T_SIZE", "5GiB", "NF_T_SIZE: must be an integer (got \"5GiB\")");
 }
 
 static void test_required(void **state)
