@@ -139,6 +139,13 @@ size_t nf_http_stream_pending(const struct nf_http_req *req);
 void nf_http_stream_on_drain(struct nf_http_req *req, size_t low,
                              void (*fn)(struct nf_http_req *, void *), void *arg);
 /*
+ * Ends a streamed answer that cannot be completed (its source broke after the head went
+ * out with a Content-Length): the connection is closed at once, so the client sees a short
+ * answer instead of waiting for the rest. Frees req, as nf_http_stream_end; the on_close
+ * callback does not fire.
+ */
+void nf_http_stream_abort(struct nf_http_req *req);
+/*
  * Called once if the client closes a streaming answer early (then stream_send fails).
  * Also for a request still waiting for its answer (a long poll): set it there and fn is
  * called once if the client disconnects before the reply, which is still owed (and

@@ -336,6 +336,19 @@ void nf_http_stream_end(struct nf_http_req *req)
     nf_http_req_done(req);
 }
 
+void nf_http_stream_abort(struct nf_http_req *req)
+{
+    struct evhttp_connection *evcon = nf_http_req_conn(req);
+
+    req->on_close = NULL; /* the caller knows */
+    if (req->streaming && evcon != NULL) {
+        /* as a failed write: evhttp detaches req and frees the connection */
+        bufferevent_trigger_event(evhttp_connection_get_bufferevent(evcon),
+                                  BEV_EVENT_WRITING | BEV_EVENT_ERROR, 0);
+    }
+    nf_http_stream_end(req);
+}
+
 size_t nf_http_stream_pending(const struct nf_http_req *req)
 {
     if (req->conn == NULL || req->gone || nf_http_req_conn(req) == NULL)

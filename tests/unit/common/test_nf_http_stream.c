@@ -2,8 +2,9 @@
  * Unit tests for streamed answers with backpressure (nf_http_stream_start_len,
  * nf_http_stream_pending, nf_http_stream_on_drain) and for the connection's writer: a
  * Content-Length answer (not chunked) to a slow reader keeps at most ~256 KiB queued, a
- * client that leaves mid-answer is told through on_close, and a large "Connection: close"
- * answer reaches the client whole before the close.
+ * client that leaves mid-answer is told through on_close, a large "Connection: close"
+ * answer reaches the client whole before the close, and an aborted answer closes the
+ * connection (a short body, not a hang).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -85,6 +86,33 @@ static void h_download(struct nf_http_req *req, void *arg)
     nf_http_stream_on_drain(req, PIECE, pump, fx); /* starts from the loop */
 }
 
+/* Promises 1 MiB, sends 128 KiB, then its source "breaks": the stream is aborted. */
+static void on_abort_later(evutil_socket_t fd, short what, void *arg)
+{
+    struct fx *fx = arg;
+
+    nf_http_stream_abort(fx->dl);
+    fx->dl = NULL;
+    fx->ended++;
+}
+
+static void h_abort(struct nf_http_req *req, void *arg)
+{
+    struct fx *fx = arg;
+    static const struct timeval later = {0, 20000};
+
+    fx->dl = req;
+    nf_http_stream_on_close(req, on_dl_close, fx); /* must not fire */
+    nf_http_stream_start_len(req, 200, "application/octet-stream", 1024 * 1024);
+    for (size_t off = 0; off < 128 * 1024; off += PIECE / 2) {
+        char buf[PIECE / 2];
+        for (size_t i = 0; i < sizeof(buf); i++)
+            buf[i] = (char)pattern(off + i);
+        nf_http_stream_send(req, buf, sizeof(buf));
+    }
+    event_base_once(fx->h.base, -1, EV_TIMEOUT, on_abort_later, fx, &later);
+}
+
 /* 2 MiB in one answer that closes the connection. */
 static void h_big_close(struct nf_http_req *req, void *arg)
 {
@@ -104,6 +132,7 @@ static int setup(void **state)
     const struct nf_test_http_route routes[] = {
         {"GET", "/download", h_download},
         {"GET", "/big", h_big_close},
+        {"GET", "/abort", h_abort},
     };
 
     nf_test_http_open(&fx->h, NULL, false, 4);
@@ -219,8 +248,25 @@ static void test_connection_close_answer_whole(void **state)
     close(fd);
 }
 
+static void test_abort_closes(void **state)
+{
+    struct fx *fx = *state;
+    int fd = nf_test_http_raw_request(&fx->h, "GET /abort HTTP/1.1\r\nHost: a\r\n\r\n");
+    char head[1024];
+    size_t bad = 0, got;
+
+    got = read_answer(fx, fd, head, sizeof(head), 1024 * 1024, 64 * 1024, 0, &bad);
+    assert_int_equal(got, 128 * 1024); /* then the close, not a hang */
+    assert_int_equal(bad, 0);
+    assert_non_null(strstr(head, "Content-Length: 1048576"));
+    assert_int_equal(fx->ended, 1);
+    assert_int_equal(fx->closed, 0);
+    close(fd);
+}
+
 int main(void)
 {
     return NF_TEST_RUN(setup, teardown, test_download_slow_reader_bounded,
-                       test_download_client_gone, test_connection_close_answer_whole);
+                       test_download_client_gone, test_connection_close_answer_whole,
+                       test_abort_closes);
 }
