@@ -118,8 +118,6 @@ forge_service_env() {
         fi
         ;;
     gateway)
-        # artifact downloads are served only from inside the store
-        echo "NF_GATEWAY_ARTIFACT_ROOT=$FORGE_ARTIFACTS"
         if [[ $FORGE_PROFILE == test ]]; then
             # The suite shares one key across hundreds of submissions: a default limit
             # would make a late test fail by how fast the earlier ones ran. The rate-limit

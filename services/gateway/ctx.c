@@ -26,8 +26,8 @@ void gw_metrics_register(struct gw_ctx *ctx)
 {
     static const char *const fails[GW_NAUTH_FAILS] = {"missing", "malformed", "unknown"};
     static const char *const sources[GW_NAUTH_SOURCES] = {"cache", "auth", "revoked"};
-    static const char *const backends[GW_NBACKENDS] = {"redis",     "kafka",          "auth",
-                                                       "scheduler", "worker_manager", "billing"};
+    static const char *const backends[GW_NBACKENDS] = {
+        "redis", "kafka", "auth", "scheduler", "worker_manager", "billing", "s3"};
     struct nf_metrics *m = ctx->svc->metrics;
     char labels[64];
     int i;

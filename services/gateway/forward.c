@@ -21,6 +21,7 @@ static const char *const backend_names[GW_NBACKENDS] = {
     [GW_BACKEND_REDIS] = "redis",       [GW_BACKEND_KAFKA] = "kafka",
     [GW_BACKEND_AUTH] = "auth",         [GW_BACKEND_SCHEDULER] = "scheduler",
     [GW_BACKEND_WM] = "worker-manager", [GW_BACKEND_BILLING] = "billing",
+    [GW_BACKEND_S3] = "object store",
 };
 
 struct fwd_op {

@@ -63,19 +63,25 @@ extern const struct nf_svc_desc gw_service;
  * NF_GATEWAY_TIMEOUT_MS for Redis and internal calls, NF_GATEWAY_DRAIN_MS)
  * are nf_svc's (svc->cfg). */
 struct gw_config {
-    bool reuseport;         /* SO_REUSEPORT: several gateway processes on one port */
-    int max_body;           /* bytes */
-    char *openapi;          /* path of the OpenAPI JSON served at /openapi.json */
-    char *auth_addr;        /* nf-auth internal host:port */
-    char *sched_addr;       /* nf-scheduler internal host:port */
-    char *wm_addr;          /* nf-worker-manager host:port */
-    char *billing_addr;     /* nf-billing internal host:port */
-    char *artifact_root;    /* local artifact store: content is served only from under it
-                               ("" = any file:// path the registry holds) */
-    int produce_timeout_ms; /* Kafka delivery deadline (then 503) */
-    int wm_conns;           /* connections to the worker-manager (long polls hold one) */
-    int rate_per_min;       /* default per-key rate limit (a key may carry a lower one) */
-    int rate_burst;         /* requests a key may send at once */
+    bool reuseport;            /* SO_REUSEPORT: several gateway processes on one port */
+    int max_body;              /* bytes */
+    char *openapi;             /* path of the OpenAPI JSON served at /openapi.json */
+    char *auth_addr;           /* nf-auth internal host:port */
+    char *sched_addr;          /* nf-scheduler internal host:port */
+    char *wm_addr;             /* nf-worker-manager host:port */
+    char *billing_addr;        /* nf-billing internal host:port */
+    int produce_timeout_ms;    /* Kafka delivery deadline (then 503) */
+    int wm_conns;              /* connections to the worker-manager (long polls hold one) */
+    int rate_per_min;          /* default per-key rate limit (a key may carry a lower one) */
+    int rate_burst;            /* requests a key may send at once */
+    long long max_upload;      /* POST /api/files: the largest file in bytes (larger: 413) */
+    int downloads_per_account; /* concurrent artifact downloads of one account (more: 429) */
+    /* the object store (DESIGN §12): NF_S3_* */
+    char *s3_endpoint;
+    char *s3_region;
+    char *s3_access_key; /* secret */
+    char *s3_secret_key; /* secret */
+    char *s3_bucket;
 };
 
 /* ---- validate.c: job request validation (pure) ----------------------------------- */
@@ -268,6 +274,7 @@ enum gw_backend {
     GW_BACKEND_SCHEDULER,
     GW_BACKEND_WM,
     GW_BACKEND_BILLING,
+    GW_BACKEND_S3, /* the object store */
     GW_NBACKENDS
 };
 
@@ -284,6 +291,12 @@ enum gw_auth_source {
     GW_AUTH_FETCHED, /* cache miss: asked nf-auth */
     GW_AUTH_REVOKED, /* the tombstone: refused without asking nf-auth */
     GW_NAUTH_SOURCES
+};
+
+/* How many of something (downloads) one account has in flight. */
+struct gw_account_count {
+    char user_id[NF_ID_MAX];
+    int n;
 };
 
 /*
@@ -305,8 +318,10 @@ struct gw_ctx {
     struct nf_http_client *sched;
     struct nf_http_client *wm;
     struct nf_http_client *billing;
-    struct nf_s3 *s3; /* the object store client (DESIGN §12) */
-    char *openapi;    /* the /openapi.json body */
+    struct nf_s3 *s3; /* the object store client (DESIGN §12); NULL once closing */
+    struct gw_account_count *downloads; /* accounts with artifact downloads in flight */
+    size_t ndownloads;
+    char *openapi; /* the /openapi.json body */
     size_t openapi_len;
     size_t long_polls;            /* forwarded next_job requests in flight */
     char produce_timeout[16];     /* NF_GATEWAY_PRODUCE_TIMEOUT_MS as text */
@@ -423,9 +438,84 @@ char *gw_sse_format(const cJSON *event);
 
 /* Content-Type for an artifact file name (by extension; application/octet-stream else). */
 const char *gw_artifact_content_type(const char *name);
+
+enum gw_range {
+    GW_RANGE_NONE,          /* the whole object: no Range, not one we serve (several
+                               ranges, another unit) or a malformed one (RFC 9110: ignored) */
+    GW_RANGE_PART,          /* bytes [*first, *last] of it: 206 */
+    GW_RANGE_UNSATISFIABLE, /* 416 with Content-Range: bytes * / size */
+};
 /*
- * The local path of a file:// URI when it may be served: absolute, no "..", no "//" or
- * "/./", and under root when root is not empty (root itself: 0 or ""). Returns a new
- * string or NULL.
+ * A Range header (may be NULL) for an object of size bytes: "bytes=a-b", "bytes=a-" and
+ * "bytes=-n" (the last n bytes); b past the end is clamped to it.
  */
-char *gw_artifact_path(const char *uri, const char *root);
+enum gw_range gw_range_parse(const char *header, long long size, long long *first, long long *last);
+
+/* ---- multipart.c: multipart/form-data, read incrementally (pure) ------------------ */
+
+#define GW_MP_BOUNDARY_MAX 70   /* RFC 2046 */
+#define GW_MP_HEAD_MAX 8192     /* one part's header block */
+#define GW_MP_NAME_MAX 64       /* a part's name */
+#define GW_MP_FILENAME_MAX 1024 /* a filename as sent, before gw_files_filename */
+#define GW_MP_ERROR (-1)        /* gw_mp_feed: malformed (mp->error says why) */
+
+/* A part's headers, as its part callback sees them. */
+struct gw_mp_part {
+    char name[GW_MP_NAME_MAX + 1];
+    char filename[GW_MP_FILENAME_MAX + 1]; /* as sent (filename*= decoded), "" when none */
+    bool has_filename;
+    char content_type[128]; /* "" when none */
+};
+
+/* What the parser calls; each returns 0 to go on, or a positive value that stops
+ * gw_mp_feed, which returns it (the parser is then done with). */
+struct gw_mp_cbs {
+    int (*part)(const struct gw_mp_part *part, void *arg); /* a part's headers were read */
+    int (*data)(const char *buf, size_t len, void *arg);   /* bytes of its body */
+    int (*part_end)(void *arg);                            /* its end */
+};
+
+/* The parser's state (embed it; the fields are multipart.c's). */
+struct gw_mp {
+    char delim[GW_MP_BOUNDARY_MAX + 5]; /* CRLF "--" boundary */
+    size_t dlen;
+    int state;
+    char carry[GW_MP_BOUNDARY_MAX + 5]; /* a delimiter begun at the end of a piece */
+    size_t ncarry;
+    char head[GW_MP_HEAD_MAX];
+    size_t nhead;
+    struct gw_mp_part part;
+    const char *error; /* why it failed (static text), NULL while fine */
+};
+
+/*
+ * The boundary of a "multipart/form-data; boundary=..." Content-Type (quoted or not) into
+ * out: 0; -1 when the type is not multipart/form-data (or NULL); -2 when the boundary is
+ * missing or not RFC 2046's (1..70 of its characters, no CR or LF).
+ */
+int gw_mp_boundary(const char *content_type, char out[GW_MP_BOUNDARY_MAX + 1]);
+void gw_mp_init(struct gw_mp *mp, const char *boundary);
+/* Parses the next len bytes of the body: 0, GW_MP_ERROR or what a callback stopped with. */
+int gw_mp_feed(struct gw_mp *mp, const char *buf, size_t len, const struct gw_mp_cbs *cbs,
+               void *arg);
+/* The closing boundary was read (what follows is ignored). */
+bool gw_mp_done(const struct gw_mp *mp);
+
+/* ---- files.c: the Files API's pure parts --------------------------------------------- */
+
+#define GW_FILENAME_MAX 255 /* bytes of an uploaded file's name */
+
+/* dataset, model or other. */
+bool gw_files_purpose_valid(const char *purpose);
+/*
+ * The name an upload is known by: the last segment of what the client sent (after '/' or
+ * '\'), blanks around it and control bytes dropped; -1 when that is not UTF-8, empty,
+ * "." or "..", or longer than GW_FILENAME_MAX bytes (out then unspecified).
+ */
+int gw_files_filename(const char *raw, char out[GW_FILENAME_MAX + 1]);
+/* name with every byte outside [A-Za-z0-9._-] made '_', for an object key ("file" when
+ * nothing usable is left). */
+void gw_files_key_name(const char *name, char out[GW_FILENAME_MAX + 1]);
+/* The public file object of a registry record (nf-scheduler's artifact or file answer);
+ * NULL when rec has no artifact id. New object, caller frees. */
+cJSON *gw_file_object(const cJSON *rec);

@@ -44,10 +44,17 @@ void gw_billing_usage(struct nf_http_req *req, void *arg);
 void gw_billing_budget(struct nf_http_req *req, void *arg);
 
 /* routes_artifacts.c: GET /api/artifacts, /api/artifacts/{artifact_id}, and .../content
- * streamed from the local store. */
+ * streamed from the object store (Range, backpressure, a cap per account). */
 void gw_artifacts_list(struct nf_http_req *req, void *arg);
 void gw_artifacts_get(struct nf_http_req *req, void *arg);
 void gw_artifacts_content(struct nf_http_req *req, void *arg);
+
+/* routes_files.c: GET /api/files, GET and DELETE /api/files/{file_id}. */
+void gw_files_list(struct nf_http_req *req, void *arg);
+void gw_files_get(struct nf_http_req *req, void *arg);
+void gw_files_delete(struct nf_http_req *req, void *arg);
+/* files_upload.c: POST /api/files, a streaming route (service.c registers it in start). */
+void gw_files_upload(struct nf_http_req *req, void *arg);
 
 /* routes_meta.c: GET /openapi.json and GET /docs. */
 void gw_meta_openapi(struct nf_http_req *req, void *arg);

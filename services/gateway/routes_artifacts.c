@@ -1,35 +1,37 @@
 /*
  * /api/artifacts: the artifact registry belongs to nf-scheduler (sched.artifacts); the
- * bytes live in the artifact store, a local directory by default.
+ * bytes live in the object store (DESIGN §12).
  *
  *   GET /api/artifacts?job_id=&limit=&cursor=  -> nf-scheduler /internal/artifacts
  *   GET /api/artifacts/{artifact_id}            -> nf-scheduler /internal/artifacts/{id}
  *        (forwarded with the caller in X-Nf-User-Id: another user's artifact is a 404)
  *   GET /api/artifacts/{artifact_id}/content
- *        -> the record from nf-scheduler (same tenancy check)
- *        -> uri file:///<path> under NF_GATEWAY_ARTIFACT_ROOT, a regular file
- *           (else 404 artifact content not found / 409 not in the local store)
- *        -> 200 with Content-Length = the file's size, Content-Type by extension,
- *           Content-Disposition attachment; the body read and sent 64 KiB per loop turn
- *           (other requests are served in between), ended early if the client leaves
+ *        -> more than NF_GATEWAY_DOWNLOADS_PER_ACCOUNT of the caller's in flight: 429
+ *        -> the record from nf-scheduler (same tenancy check); no object_key: 404
+ *        -> Range (one range: 206 + Content-Range; unsatisfiable: 416; several: 200)
+ *        -> GET of the object from the store, streamed: Content-Length, Content-Type by
+ *           name, Content-Disposition attachment, Accept-Ranges: bytes
+ *
+ *   store --on_data--> nf_http_stream_send --> more than DL_HIGH queued for the client?
+ *     pause the store's GET --nf_http_stream_on_drain(DL_LOW)--> resume
+ *   client gone --> cancel the GET; the store's stream broke midway --> the connection
+ *   is closed (the client sees a short body, not a hang)
  */
-#include <errno.h>
-#include <fcntl.h>
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include <strings.h>
 
 #include "gw.h"
 #include "nf_http_client.h"
 #include "nf_log.h"
 #include "nf_mem.h"
+#include "nf_s3.h"
 #include "routes.h"
 
-#define CHUNK (64 * 1024)
 #define TARGET_MAX 4096
+#define DL_HIGH (256 * 1024) /* bytes queued for a client above which the store read pauses */
+#define DL_LOW (64 * 1024)   /* ... and below which it goes on */
 
 static const char *const type_map[][2] = {
     {".jsonl", "application/x-ndjson"},      {".ndjson", "application/x-ndjson"},
@@ -50,29 +52,60 @@ const char *gw_artifact_content_type(const char *name)
     return "application/octet-stream";
 }
 
-char *gw_artifact_path(const char *uri, const char *root)
+/* Digits only, into *out; false when empty, not digits or past 2^62. */
+static bool parse_pos(const char *s, size_t n, long long *out)
 {
-    const char *path;
-    size_t rl;
+    long long v = 0;
 
-    if (!uri || strncmp(uri, "file://", 7) != 0)
-        return NULL;
-    path = uri + 7;
-    if (path[0] != '/' || path[1] == '\0' || strstr(path, "/../") || strstr(path, "//") ||
-        strstr(path, "/./") || strchr(path, '%') || strchr(path, '?') || strchr(path, '#'))
-        return NULL;
-    rl = strlen(path);
-    if ((rl >= 3 && strcmp(path + rl - 3, "/..") == 0) ||
-        (rl >= 2 && strcmp(path + rl - 2, "/.") == 0))
-        return NULL;
-    if (root && *root) {
-        rl = strlen(root);
-        while (rl > 1 && root[rl - 1] == '/')
-            rl--;
-        if (strncmp(path, root, rl) != 0 || path[rl] != '/' || path[rl + 1] == '\0')
-            return NULL;
+    if (n == 0 || n > 18)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
     }
-    return nf_xstrdup(path);
+    *out = v;
+    return true;
+}
+
+enum gw_range gw_range_parse(const char *header, long long size, long long *first, long long *last)
+{
+    const char *spec, *dash;
+    long long a = 0, b = 0;
+    size_t len;
+
+    if (header == NULL || size < 0 || strncasecmp(header, "bytes=", 6) != 0)
+        return GW_RANGE_NONE;
+    spec = header + 6;
+    while (*spec == ' ')
+        spec++;
+    len = strlen(spec);
+    while (len > 0 && spec[len - 1] == ' ')
+        len--;
+    dash = memchr(spec, '-', len);
+    if (dash == NULL || memchr(spec, ',', len) != NULL)
+        return GW_RANGE_NONE; /* malformed, or several ranges: the whole object */
+    if (dash == spec) {       /* "-n": the last n bytes */
+        if (!parse_pos(dash + 1, len - 1, &b))
+            return GW_RANGE_NONE;
+        if (b == 0 || size == 0)
+            return GW_RANGE_UNSATISFIABLE;
+        *first = b >= size ? 0 : size - b;
+        *last = size - 1;
+        return GW_RANGE_PART;
+    }
+    if (!parse_pos(spec, (size_t)(dash - spec), &a))
+        return GW_RANGE_NONE;
+    if (dash + 1 == spec + len) { /* "a-" */
+        b = size - 1;
+    } else if (!parse_pos(dash + 1, len - (size_t)(dash + 1 - spec), &b) || b < a) {
+        return GW_RANGE_NONE;
+    }
+    if (a >= size)
+        return GW_RANGE_UNSATISFIABLE;
+    *first = a;
+    *last = b < size ? b : size - 1;
+    return GW_RANGE_PART;
 }
 
 /* X-Nf-User-Id and X-Request-Id for nf-scheduler, NULL-terminated in out. */
@@ -120,158 +153,258 @@ static void get_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct
                NULL);
 }
 
-/* ---- content: streamed from the local store -------------------------------------------- */
+/* ---- content: streamed from the object store ------------------------------------------ */
 
+/* The caller's count of downloads in flight; NULL when none (found only). */
+static struct gw_account_count *dl_account(struct gw_ctx *ctx, const char *user_id)
+{
+    for (size_t i = 0; i < ctx->ndownloads; i++)
+        if (strcmp(ctx->downloads[i].user_id, user_id) == 0)
+            return &ctx->downloads[i];
+    return NULL;
+}
+
+/* Takes one of the caller's download slots; false when all are in use. */
+static bool dl_acquire(struct gw_ctx *ctx, const char *user_id)
+{
+    struct gw_account_count *a = dl_account(ctx, user_id);
+
+    if (a != NULL && a->n >= ctx->cfg->downloads_per_account)
+        return false;
+    if (a == NULL) {
+        ctx->downloads =
+            nf_xrealloc(ctx->downloads, (ctx->ndownloads + 1) * sizeof(*ctx->downloads));
+        a = &ctx->downloads[ctx->ndownloads++];
+        snprintf(a->user_id, sizeof(a->user_id), "%s", user_id);
+        a->n = 0;
+    }
+    a->n++;
+    return true;
+}
+
+static void dl_release(struct gw_ctx *ctx, const char *user_id)
+{
+    struct gw_account_count *a = dl_account(ctx, user_id);
+
+    if (a != NULL && --a->n <= 0)
+        *a = ctx->downloads[--ctx->ndownloads]; /* the last one takes its place */
+}
+
+/* One download; freed by dl_end on every path. */
 struct download {
     struct gw_stream link; /* first: ctx->streams */
     struct gw_ctx *ctx;
     struct nf_http_req *req;
-    struct event *timer;
-    int fd;
-    off_t left;
-    bool gone;
-    char buf[CHUNK];
+    struct nf_s3_get *get; /* NULL until started and once done or cancelled */
+    char user_id[NF_ID_MAX];
+    char name[256];  /* the artifact's name (Content-Type, Content-Disposition) */
+    long long size;  /* the registry's size, -1 when unknown */
+    long long first; /* the range's first byte, -1 for the whole object */
+    bool started;    /* the answer's head went out */
 };
 
-static void download_end(struct download *d)
+static void dl_end(struct download *d)
 {
     gw_stream_unlink(d->ctx, &d->link);
-    if (d->timer)
-        event_free(d->timer);
-    if (d->fd >= 0)
-        close(d->fd);
-    nf_http_stream_end(d->req);
+    dl_release(d->ctx, d->user_id);
     free(d);
 }
 
+/* The answer of a download whose head has not gone out. */
+static void dl_fail(struct download *d, int status, const char *msg)
+{
+    if (status == 503)
+        gw_reply_unavailable(d->req, 1, msg);
+    else
+        nf_http_reply_error(d->req, status, status == 404 ? "not_found" : "http_error", NULL, "%s",
+                            msg);
+    dl_end(d);
+}
+
+/* The gateway is closing: stop the store, end the answer. */
 static void on_link_close(struct gw_stream *st)
 {
-    download_end((struct download *)st);
+    struct download *d = (struct download *)st;
+
+    if (d->get != NULL)
+        nf_s3_get_cancel(d->get);
+    d->get = NULL;
+    if (d->started) {
+        nf_http_stream_abort(d->req);
+        dl_end(d);
+    } else {
+        dl_fail(d, 503, "the gateway is shutting down, try again");
+    }
 }
 
-static void on_download_close(struct nf_http_req *req, void *arg)
+/* The client left: the store's GET goes too. */
+static void on_client_gone(struct nf_http_req *req, void *arg)
 {
     struct download *d = arg;
 
-    d->gone = true; /* the next turn ends it (the timer is always armed while streaming) */
+    if (d->get != NULL)
+        nf_s3_get_cancel(d->get);
+    d->get = NULL;
+    if (d->started) {
+        nf_http_stream_end(req);
+        dl_end(d);
+    } else {
+        dl_fail(d, 503, "client gone"); /* dropped */
+    }
 }
 
-static void on_chunk(evutil_socket_t fd, short what, void *arg)
+/* A safe filename="..." value (printable ASCII, no quote or backslash). */
+static void disposition(const char *name, char *out, size_t len)
 {
-    static const struct timeval now = {0, 0};
-    struct download *d = arg;
-    ssize_t n;
-    size_t want;
+    char safe[200];
+    size_t j = 0;
 
-    if (d->gone || d->ctx->svc->closing || d->left <= 0) {
-        download_end(d);
-        return;
+    for (size_t i = 0; name[i] != '\0' && j + 1 < sizeof(safe); i++) {
+        unsigned char c = (unsigned char)name[i];
+        if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
+            safe[j++] = (char)c;
     }
-    want = d->left < (off_t)sizeof(d->buf) ? (size_t)d->left : sizeof(d->buf);
-    do
-        n = read(d->fd, d->buf, want);
-    while (n < 0 && errno == EINTR);
-    if (n <= 0) { /* shrank or failed under us: the client sees a short body */
-        nf_log_kv(NF_LOG_WARN, "artifact_read_failed", "artifact file ended early", NULL);
-        download_end(d);
-        return;
-    }
-    d->left -= n;
-    if (nf_http_stream_send(d->req, d->buf, (size_t)n) < 0) {
-        download_end(d);
-        return;
-    }
-    evtimer_add(d->timer, &now);
-}
-
-struct content_op {
-    struct gw_ctx *ctx;
-    struct nf_http_req *req;
-};
-
-static void content_not_found(struct nf_http_req *req, const char *why)
-{
-    nf_http_reply_error(req, 404, "not_found", NULL, "%s", why);
-}
-
-/* The record arrived: open the file and start streaming it. */
-static void start_download(struct gw_ctx *ctx, struct nf_http_req *req, const cJSON *art)
-{
-    static const struct timeval now = {0, 0};
-    const char *uri = nf_json_str(art, "uri"), *name = nf_json_str(art, "name");
-    char *path, disp[300], len[32], safe[200];
-    struct download *d;
-    struct stat st;
-    size_t i, j = 0;
-    int fd;
-
-    if (!uri || strncmp(uri, "file://", 7) != 0) {
-        nf_http_reply_error(req, 409, "not_local", NULL,
-                            "this artifact is not in the local store (%.16s...)",
-                            uri ? uri : "no uri");
-        return;
-    }
-    path = gw_artifact_path(uri, ctx->cfg->artifact_root);
-    if (!path) {
-        nf_log_kv(NF_LOG_WARN, "artifact_path_refused", "artifact uri outside the store", "uri",
-                  uri, NULL);
-        content_not_found(req, "artifact content not found");
-        return;
-    }
-    fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    free(path);
-    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        if (fd >= 0)
-            close(fd);
-        content_not_found(req, "artifact content not found");
-        return;
-    }
-    for (i = 0; name && name[i] && j + 1 < sizeof(safe); i++)
-        if ((unsigned char)name[i] >= 0x20 && name[i] != '"' && name[i] != '\\' &&
-            (unsigned char)name[i] < 0x7f)
-            safe[j++] = name[i];
     safe[j] = '\0';
-    snprintf(disp, sizeof(disp), "attachment; filename=\"%s\"", j ? safe : "artifact");
-    snprintf(len, sizeof(len), "%lld", (long long)st.st_size);
-    nf_http_set_header(req, "Content-Length", len); /* not chunked: the exact size */
-    nf_http_set_header(req, "Content-Disposition", disp);
-    nf_http_set_header(req, "X-Content-Type-Options", "nosniff");
-    nf_http_set_header(req, "Cache-Control", "private, max-age=0");
-    nf_http_stream_start(req, 200, gw_artifact_content_type(name));
+    snprintf(out, len, "attachment; filename=\"%s\"", j > 0 ? safe : "artifact");
+}
 
-    d = nf_xcalloc(1, sizeof(*d));
-    d->ctx = ctx;
-    d->req = req;
-    d->fd = fd;
-    d->left = st.st_size;
-    d->link.close = on_link_close;
-    d->timer = evtimer_new(ctx->svc->base, on_chunk, d);
-    if (!d->timer)
-        abort();
-    gw_stream_link(ctx, &d->link);
-    nf_http_stream_on_close(req, on_download_close, d);
-    evtimer_add(d->timer, &now);
+/* The store's answer begins (200 or 206): the client's does too. Inside libcurl. */
+static void on_head(const struct nf_s3_result *res, void *arg)
+{
+    struct download *d = arg;
+    char disp[300], range[96];
+
+    if (res->status == 206 && d->first >= 0 && res->bytes > 0 && res->total >= 0) {
+        snprintf(range, sizeof(range), "bytes %lld-%lld/%lld", d->first, d->first + res->bytes - 1,
+                 res->total);
+        nf_http_set_header(d->req, "Content-Range", range);
+    }
+    disposition(d->name, disp, sizeof(disp));
+    nf_http_set_header(d->req, "Content-Disposition", disp);
+    nf_http_set_header(d->req, "Accept-Ranges", "bytes");
+    nf_http_set_header(d->req, "X-Content-Type-Options", "nosniff");
+    nf_http_set_header(d->req, "Cache-Control", "private, max-age=0");
+    if (res->etag != NULL)
+        nf_http_set_header(d->req, "ETag", res->etag);
+    nf_http_stream_start_len(d->req, res->status == 206 ? 206 : 200,
+                             gw_artifact_content_type(d->name), res->bytes);
+    d->started = true;
+}
+
+static void on_drained(struct nf_http_req *req, void *arg)
+{
+    struct download *d = arg;
+
+    if (d->get != NULL)
+        nf_s3_get_resume(d->get);
+}
+
+/* Object bytes: to the client; a pause while it has DL_HIGH queued. Inside libcurl. */
+static int on_data(const char *buf, size_t len, void *arg)
+{
+    struct download *d = arg;
+
+    if (nf_http_stream_send(d->req, buf, len) < 0)
+        return NF_S3_PAUSE; /* the client left: on_client_gone cancels */
+    if (nf_http_stream_pending(d->req) > DL_HIGH) {
+        nf_http_stream_on_drain(d->req, DL_LOW, on_drained, d);
+        return NF_S3_PAUSE;
+    }
+    return NF_S3_GO;
+}
+
+static void on_done(const struct nf_s3_result *res, void *arg)
+{
+    struct download *d = arg;
+    char range[64];
+
+    d->get = NULL; /* gone once this returns */
+    if (d->started) {
+        if (res->status == 200 || res->status == 206) {
+            nf_http_stream_end(d->req);
+        } else {
+            nf_log_kv(NF_LOG_WARN, "artifact_stream_broken", "object store stream broke", "error",
+                      res->error, "request_id", nf_http_req_id(d->req), NULL);
+            gw_backend_error(d->ctx, GW_BACKEND_S3);
+            nf_http_stream_abort(d->req);
+        }
+        dl_end(d);
+        return;
+    }
+    if (res->status == 404) {
+        dl_fail(d, 404, "artifact content not found");
+    } else if (res->status == 416) {
+        snprintf(range, sizeof(range), "bytes */%lld", d->size >= 0 ? d->size : 0);
+        nf_http_set_header(d->req, "Content-Range", range);
+        nf_http_reply_error(d->req, 416, "range_not_satisfiable", NULL,
+                            "the range is outside the artifact");
+        dl_end(d);
+    } else {
+        nf_log_kv(NF_LOG_WARN, "s3_unavailable", "artifact read failed", "code", res->code, "error",
+                  res->error, NULL);
+        gw_backend_error(d->ctx, GW_BACKEND_S3);
+        dl_fail(d, 503, "the object store is unavailable, try again");
+    }
+}
+
+/* The record arrived: pick the range and start the store's GET. */
+static void start_download(struct download *d, const cJSON *art)
+{
+    const char *key = nf_json_str(art, "object_key"), *name = nf_json_str(art, "name");
+    long long first = -1, last = -1;
+    char range[64], crange[64];
+    enum gw_range r;
+
+    if (name == NULL)
+        name = nf_json_str(art, "filename");
+    snprintf(d->name, sizeof(d->name), "%s", name != NULL ? name : "artifact");
+    d->size = nf_json_int(art, "bytes", -1);
+    if (key == NULL || key[0] == '\0') {
+        dl_fail(d, 404, "artifact content not found");
+        return;
+    }
+    r = gw_range_parse(nf_http_req_header(d->req, "Range"), d->size, &first, &last);
+    if (r == GW_RANGE_UNSATISFIABLE) {
+        snprintf(crange, sizeof(crange), "bytes */%lld", d->size);
+        nf_http_set_header(d->req, "Content-Range", crange);
+        nf_http_reply_error(d->req, 416, "range_not_satisfiable", NULL,
+                            "the range is outside the artifact (%lld bytes)", d->size);
+        dl_end(d);
+        return;
+    }
+    if (r == GW_RANGE_PART) {
+        snprintf(range, sizeof(range), "bytes=%lld-%lld", first, last);
+        d->first = first;
+    }
+    d->get =
+        nf_s3_get(d->ctx->s3, key, r == GW_RANGE_PART ? range : NULL, on_head, on_data, on_done, d);
+    if (d->get == NULL) {
+        nf_log_kv(NF_LOG_WARN, "artifact_key_refused", "the store refused an object key", "key",
+                  key, NULL);
+        dl_fail(d, 503, "the object store is unavailable, try again");
+        return;
+    }
+    nf_http_stream_on_close(d->req, on_client_gone, d);
 }
 
 static void on_record(const struct nf_http_resp *resp, void *arg)
 {
-    struct content_op *op = arg;
+    struct download *d = arg;
     cJSON *art;
 
-    if (op->ctx->svc->closing) {
-        gw_reply_unavailable(op->req, 1, "the gateway is shutting down, try again");
+    if (d->ctx->svc->closing || d->ctx->s3 == NULL) {
+        dl_fail(d, 503, "the gateway is shutting down, try again");
     } else if (resp->status == 200 && (art = nf_json_parse(resp->body, resp->len))) {
-        start_download(op->ctx, op->req, art);
+        start_download(d, art);
         cJSON_Delete(art);
     } else if (resp->status == 404) {
-        nf_http_reply_error(op->req, 404, "not_found", NULL, "artifact not found");
+        dl_fail(d, 404, "artifact not found");
     } else {
         nf_log_kv(NF_LOG_WARN, "scheduler_unavailable", "artifact read failed", "error",
                   resp->error ? resp->error : "unexpected status", NULL);
-        gw_backend_error(op->ctx, GW_BACKEND_SCHEDULER);
-        gw_reply_unavailable(op->req, 1, "the artifact registry is unavailable, try again");
+        gw_backend_error(d->ctx, GW_BACKEND_SCHEDULER);
+        dl_fail(d, 503, "the artifact registry is unavailable, try again");
     }
-    free(op);
 }
 
 static void content_authed(struct gw_ctx *ctx, struct nf_http_req *req,
@@ -279,22 +412,37 @@ static void content_authed(struct gw_ctx *ctx, struct nf_http_req *req,
 {
     const char *headers[5], *id = nf_http_req_param(req, "artifact_id");
     char target[64 + NF_ID_MAX];
-    struct content_op *op;
+    struct download *d;
 
     if (!nf_id_valid("art", id)) {
         nf_http_reply_error(req, 404, "not_found", NULL, "artifact not found");
         return;
     }
+    if (ctx->s3 == NULL) {
+        gw_reply_unavailable(req, 1, "the gateway is shutting down, try again");
+        return;
+    }
+    if (!dl_acquire(ctx, who->user_id)) {
+        nf_http_set_header(req, "Retry-After", "1");
+        nf_http_reply_error(req, 429, "too_many_downloads", NULL,
+                            "at most %d downloads at a time per account",
+                            ctx->cfg->downloads_per_account);
+        return;
+    }
+    d = nf_xcalloc(1, sizeof(*d));
+    d->ctx = ctx;
+    d->req = req;
+    d->first = -1;
+    d->size = -1;
+    d->link.close = on_link_close;
+    snprintf(d->user_id, sizeof(d->user_id), "%s", who->user_id);
+    gw_stream_link(ctx, &d->link);
     caller_headers(who, req, headers);
     snprintf(target, sizeof(target), "/internal/artifacts/%s", id);
-    op = nf_xcalloc(1, sizeof(*op));
-    op->ctx = ctx;
-    op->req = req;
-    if (!ctx->sched || nf_http_client_request(ctx->sched, "GET", target, headers, NULL, 0, 0,
-                                              on_record, op) != 0) {
+    if (!ctx->sched ||
+        nf_http_client_request(ctx->sched, "GET", target, headers, NULL, 0, 0, on_record, d) != 0) {
         gw_backend_error(ctx, GW_BACKEND_SCHEDULER);
-        gw_reply_unavailable(req, 1, "the artifact registry is unavailable, try again");
-        free(op);
+        dl_fail(d, 503, "the artifact registry is unavailable, try again");
     }
 }
 

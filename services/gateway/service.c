@@ -4,24 +4,28 @@
  *
  *   init   the context, metrics, the OpenAPI document; the producer's extra properties,
  *          SO_REUSEPORT and the body limit for nf_svc
- *   start  (Redis, the producer and the server are up) the Redis scripts, the clients of
- *          nf-auth, nf-scheduler, nf-worker-manager and nf-billing
+ *   start  (Redis, the producer and the server are up) the Redis scripts, the object store
+ *          client, the streaming route POST /api/files, the clients of nf-auth,
+ *          nf-scheduler, nf-worker-manager and nf-billing
  *   SIGTERM: nf_svc closes the listener and waits for requests and deliveries in flight;
  *   busy   only worker long polls left (they may wait 30 s more)? free the worker-manager
  *          client: they are answered 503 at once and the agents retry elsewhere
- *   close  the clients (their calls in flight answer 503), then the open streams; nf_svc
+ *   close  the clients (their calls in flight answer 503), then the open streams (SSE,
+ *          uploads, downloads) and the object store client; nf_svc
  *          then flushes Kafka (a failed delivery still DELs its snapshot through Redis)
  *          and frees Redis (its callbacks answer 503) and the server
  *   free   the context
  */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "gw.h"
 #include "nf_cfg.h"
 #include "nf_http_client.h"
 #include "nf_log.h"
 #include "nf_mem.h"
+#include "nf_s3.h"
 #include "nf_svc.h"
 #include "routes.h"
 
@@ -30,12 +34,19 @@
 #endif
 
 #define BACKEND_CONNS 64
+#define MAX_UPLOAD_CAP (1LL << 40) /* 1 TiB: parts of <= 122 MiB within S3's 10000 */
+#define UPLOAD_SLACK (1024 * 1024) /* multipart framing and form fields around the file */
 #define WM_TIMEOUT_MS 10000
 #define HTTP_IDLE_TIMEOUT_S 60 /* above the 40 s worker long poll */
 
 #define OPT(env, type, def, min, max, field, help)                                                 \
     {                                                                                              \
         env, type, def, min, max, false, offsetof(struct gw_config, field), help                   \
+    }
+/* A required secret string, masked in logs. */
+#define SECRET(env, field, help)                                                                   \
+    {                                                                                              \
+        env, NF_CFG_STR, NULL, 1, 256, true, offsetof(struct gw_config, field), help               \
     }
 
 static const struct nf_cfg_opt opts[] = {
@@ -52,9 +63,6 @@ static const struct nf_cfg_opt opts[] = {
         "nf-worker-manager address (/api/workers/* is forwarded there)"),
     OPT("NF_BILLING_ADDR", NF_CFG_ADDR, "127.0.0.1:8103", 0, 0, billing_addr,
         "nf-billing internal address (/api/billing/* is forwarded there)"),
-    OPT("NF_GATEWAY_ARTIFACT_ROOT", NF_CFG_STR, "", 0, 0, artifact_root,
-        "local artifact store: /api/artifacts/{id}/content serves files under it only "
-        "(empty: any file:// path the artifact registry holds)"),
     OPT("NF_GATEWAY_PRODUCE_TIMEOUT_MS", NF_CFG_INT, "10000", 1000, 300000, produce_timeout_ms,
         "Kafka delivery deadline of a submitted job (then 503)"),
     OPT("NF_GATEWAY_WM_CONNS", NF_CFG_INT, "256", 1, 65536, wm_conns,
@@ -63,6 +71,17 @@ static const struct nf_cfg_opt opts[] = {
         "requests per minute per API key (or per user for sessions); a key may carry less"),
     OPT("NF_GATEWAY_RATE_BURST", NF_CFG_INT, "100", 1, 1000000, rate_burst,
         "requests an API key may send at once before the per-minute rate applies"),
+    OPT("NF_GATEWAY_MAX_UPLOAD_BYTES", NF_CFG_I64, "5368709120", 1, MAX_UPLOAD_CAP, max_upload,
+        "largest file POST /api/files takes, in bytes (larger: 413)"),
+    OPT("NF_GATEWAY_DOWNLOADS_PER_ACCOUNT", NF_CFG_INT, "4", 1, 1000, downloads_per_account,
+        "artifact downloads one account may have in flight (more: 429)"),
+    OPT("NF_S3_ENDPOINT", NF_CFG_STR, NULL, 8, 0, s3_endpoint,
+        "object store endpoint, http://host:port or https://host[:port]"),
+    OPT("NF_S3_REGION", NF_CFG_STR, "us-east-1", 1, 64, s3_region, "object store region"),
+    SECRET("NF_S3_ACCESS_KEY", s3_access_key, "object store access key"),
+    SECRET("NF_S3_SECRET_KEY", s3_secret_key, "object store secret key"),
+    OPT("NF_S3_BUCKET", NF_CFG_STR, "nexa-forge", 3, 63, s3_bucket,
+        "the platform's bucket (every tenant's objects, under tenants/<user_id>/)"),
 };
 
 /* Every method of one /api/workers pattern: get answers GET, the rest are forwarded. */
@@ -101,7 +120,54 @@ static const struct nf_svc_route routes[] = {
     {"GET", "/api/artifacts", gw_artifacts_list},
     {"GET", "/api/artifacts/{artifact_id}", gw_artifacts_get},
     {"GET", "/api/artifacts/{artifact_id}/content", gw_artifacts_content},
+    {"GET", "/api/files", gw_files_list}, /* POST /api/files streams: gw_start */
+    {"GET", "/api/files/{file_id}", gw_files_get},
+    {"DELETE", "/api/files/{file_id}", gw_files_delete},
 };
+
+/* The object store client's settings from the rows (strings not copied). */
+static void s3_conf(const struct nf_svc *svc, struct nf_s3_conf *conf)
+{
+    const struct gw_config *cfg = svc->own;
+    /* the smallest parts that keep the largest upload within S3's 10000 (~2 parts of memory
+     * per upload in flight), rounded up to a MiB */
+    long long parts = NF_S3_MAX_PARTS - 1000; /* with room to spare */
+    long long part = (cfg->max_upload + parts - 1) / parts;
+
+    part = (part + (1 << 20) - 1) & ~((1LL << 20) - 1);
+    memset(conf, 0, sizeof(*conf));
+    conf->endpoint = cfg->s3_endpoint;
+    conf->region = cfg->s3_region;
+    conf->access_key = cfg->s3_access_key;
+    conf->secret_key = cfg->s3_secret_key;
+    conf->bucket = cfg->s3_bucket;
+    conf->timeout_ms = svc->cfg.timeout_ms;
+    conf->part_size = part < (long long)NF_S3_PART_MIN ? NF_S3_PART_MIN : (size_t)part;
+}
+
+/* Across rows: the object store's settings make a client; a refusal names its row. */
+static int gw_check(const struct nf_svc *svc, char *err, size_t errlen)
+{
+    static const char *const rows[][2] = {
+        {"endpoint", "NF_S3_ENDPOINT"},     {"region", "NF_S3_REGION"},
+        {"access_key", "NF_S3_ACCESS_KEY"}, {"secret_key", "NF_S3_SECRET_KEY"},
+        {"bucket", "NF_S3_BUCKET"},
+    };
+    struct nf_s3_conf conf;
+    char why[256];
+    const char *row = "NF_S3_*";
+
+    s3_conf(svc, &conf);
+    if (nf_s3_conf_check(&conf, why, sizeof(why)))
+        return 0;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        size_t n = strlen(rows[i][0]);
+        if (strncmp(why, rows[i][0], n) == 0 && why[n] == ':')
+            row = rows[i][1];
+    }
+    snprintf(err, errlen, "%s: %s", row, why);
+    return -1;
+}
 
 static int gw_init(struct nf_svc *svc)
 {
@@ -137,11 +203,18 @@ static int gw_start(void *arg)
     const struct gw_config *cfg = ctx->cfg;
     struct nf_svc *svc = ctx->svc;
     int timeout_ms = svc->cfg.timeout_ms;
+    struct nf_s3_conf s3;
 
     if (gw_snapshot_init(ctx) != 0 || gw_rl_init(ctx) != 0 || gw_idem_init(ctx) != 0) {
         nf_log_error("redis_failed", "cannot register the redis scripts");
         return -1;
     }
+    s3_conf(svc, &s3);
+    if (nf_s3_new(&ctx->s3, svc->base, &s3) != 0)
+        return -1;
+    if (nf_http_route_stream(svc->http, "POST", "/api/files", gw_files_upload, ctx,
+                             (uint64_t)cfg->max_upload + UPLOAD_SLACK) != 0)
+        return -1;
     if (nf_svc_client(svc, &ctx->auth, "NF_AUTH_ADDR", cfg->auth_addr, timeout_ms, BACKEND_CONNS) !=
             0 ||
         nf_svc_client(svc, &ctx->sched, "NF_SCHEDULER_ADDR", cfg->sched_addr, timeout_ms,
@@ -184,11 +257,16 @@ static size_t gw_busy(void *arg)
 static void gw_close(void *arg)
 {
     struct gw_ctx *ctx = arg;
+    struct nf_s3 *s3;
 
     client_free(&ctx->wm);
     client_free(&ctx->sched);
-    /* the streams' scheduler calls fired above; end the streams waiting on timers */
+    /* the streams' scheduler calls fired above; end the streams waiting on timers or on
+     * the store (uploads, downloads) */
     gw_streams_close_all(ctx);
+    s3 = ctx->s3;
+    ctx->s3 = NULL;
+    nf_s3_free(s3); /* the rest (input checks, deletes) end with "ShuttingDown" */
     client_free(&ctx->billing);
     client_free(&ctx->auth);
 }
@@ -198,6 +276,7 @@ static void gw_free(void *arg)
     struct gw_ctx *ctx = arg;
 
     free(ctx->openapi);
+    free(ctx->downloads);
     free(ctx);
 }
 
@@ -212,6 +291,7 @@ const struct nf_svc_desc gw_service = {
     .http_timeout_s = HTTP_IDLE_TIMEOUT_S,
     NF_SVC_OPTS(opts, struct gw_config),
     NF_SVC_ROUTES(routes),
+    .check = gw_check,
     .init = gw_init,
     .start = gw_start,
     .busy = gw_busy,

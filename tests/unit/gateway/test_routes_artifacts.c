@@ -1,7 +1,6 @@
 /*
- * routes_artifacts.c, the pure parts: the Content-Type of an artifact download, and which
- * file:// URIs of the registry may be served from the local store (never a path that
- * climbs out of it).
+ * routes_artifacts.c, the pure parts: the Content-Type of an artifact download, and the
+ * Range header of one (one range: 206; unsatisfiable: 416; anything else: the whole).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,49 +32,47 @@ static void test_content_type(void **state)
     assert_string_equal(gw_artifact_content_type(NULL), "application/octet-stream");
 }
 
-static void path_is(const char *uri, const char *root, const char *want)
+/* Parses h for an object of size bytes; the expected kind and, for a part, its bounds. */
+static void range_is(const char *h, long long size, enum gw_range want, long long first,
+                     long long last)
 {
-    char *got = gw_artifact_path(uri, root);
+    long long f = -7, l = -7;
+    enum gw_range got = gw_range_parse(h, size, &f, &l);
 
-    if (!want) {
-        if (got)
-            fail_msg("%s under %s: served as %s", uri, root ? root : "(any)", got);
-        return;
-    }
-    if (!got)
-        fail_msg("%s under %s: refused", uri, root ? root : "(any)");
-    assert_string_equal(got, want);
-    free(got);
+    if (got != want)
+        fail_msg("%s of %lld: got kind %d, want %d", h ? h : "(none)", size, got, want);
+    if (want == GW_RANGE_PART && (f != first || l != last))
+        fail_msg("%s of %lld: got %lld-%lld, want %lld-%lld", h, size, f, l, first, last);
 }
 
-static void test_paths(void **state)
+static void test_ranges(void **state)
 {
-    path_is("file:///srv/art/job_1/a.jsonl", "/srv/art", "/srv/art/job_1/a.jsonl");
-    path_is("file:///srv/art/job_1/a.jsonl", "/srv/art/", "/srv/art/job_1/a.jsonl");
-    path_is("file:///srv/art/job_1/a.jsonl", "", "/srv/art/job_1/a.jsonl");
-    path_is("file:///srv/art/job_1/a.jsonl", NULL, "/srv/art/job_1/a.jsonl");
-    /* outside the store, or only looking like it */
-    path_is("file:///etc/passwd", "/srv/art", NULL);
-    path_is("file:///srv/artifacts/x", "/srv/art", NULL);
-    path_is("file:///srv/art", "/srv/art", NULL);
-    path_is("file:///srv/art/", "/srv/art", NULL);
-    /* climbing, doubled or dotted segments, encodings: never, root or not */
-    path_is("file:///srv/art/../etc/passwd", "/srv/art", NULL);
-    path_is("file:///srv/art/job/..", "", NULL);
-    path_is("file:///srv/art/./x", "", NULL);
-    path_is("file:///srv/art/x/.", "", NULL);
-    path_is("file:///srv//art/x", "", NULL);
-    path_is("file:///srv/art/%2e%2e/x", "", NULL);
-    path_is("file:///srv/art/x?y", "", NULL);
-    /* not a local absolute path */
-    path_is("file://host/srv/art/x", "", NULL);
-    path_is("file:///", "", NULL);
-    path_is("s3://bucket/x", "", NULL);
-    path_is("/srv/art/x", "", NULL);
-    path_is(NULL, "", NULL);
+    range_is("bytes=0-99", 1000, GW_RANGE_PART, 0, 99);
+    range_is("bytes=100-", 1000, GW_RANGE_PART, 100, 999);
+    range_is("bytes=-100", 1000, GW_RANGE_PART, 900, 999);
+    range_is("bytes=-5000", 1000, GW_RANGE_PART, 0, 999);      /* more than there is: all */
+    range_is("bytes=990-5000", 1000, GW_RANGE_PART, 990, 999); /* clamped */
+    range_is("BYTES= 5-5 ", 1000, GW_RANGE_PART, 5, 5);
+    /* unsatisfiable: 416 */
+    range_is("bytes=1000-", 1000, GW_RANGE_UNSATISFIABLE, 0, 0);
+    range_is("bytes=1000-2000", 1000, GW_RANGE_UNSATISFIABLE, 0, 0);
+    range_is("bytes=-0", 1000, GW_RANGE_UNSATISFIABLE, 0, 0);
+    range_is("bytes=0-", 0, GW_RANGE_UNSATISFIABLE, 0, 0);
+    range_is("bytes=-1", 0, GW_RANGE_UNSATISFIABLE, 0, 0);
+    /* ignored (the whole object): absent, several ranges, other units, malformed */
+    range_is(NULL, 1000, GW_RANGE_NONE, 0, 0);
+    range_is("bytes=0-1,5-6", 1000, GW_RANGE_NONE, 0, 0);
+    range_is("items=0-1", 1000, GW_RANGE_NONE, 0, 0);
+    range_is("bytes=5-1", 1000, GW_RANGE_NONE, 0, 0);
+    range_is("bytes=a-b", 1000, GW_RANGE_NONE, 0, 0);
+    range_is("bytes=-", 1000, GW_RANGE_NONE, 0, 0);
+    range_is("bytes=", 1000, GW_RANGE_NONE, 0, 0);
+    range_is("bytes=1-2-3", 1000, GW_RANGE_NONE, 0, 0);
+    range_is("bytes=99999999999999999999-", 1000, GW_RANGE_NONE, 0, 0);
+    range_is("bytes=0-99", -1, GW_RANGE_NONE, 0, 0); /* size unknown */
 }
 
 int main(void)
 {
-    return NF_TEST_RUN(NULL, NULL, test_content_type, test_paths);
+    return NF_TEST_RUN(NULL, NULL, test_content_type, test_ranges);
 }
