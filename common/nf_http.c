@@ -351,11 +351,16 @@ static void orphan(struct nf_http_server *srv, struct nf_http_req *req)
 
 void nf_http_server_free(struct nf_http_server *srv)
 {
+    struct nf_http_conn *conn;
+
     if (srv == NULL)
         return;
     nf_http_server_stop(srv);
     while (!LIST_EMPTY(&srv->reqs))
         orphan(srv, LIST_FIRST(&srv->reqs));
+    /* answers queued during the teardown (the loop no longer runs): what the sockets take */
+    LIST_FOREACH(conn, &srv->conns, link)
+    nf_http_conn_flush(conn);
     if (srv->http != NULL)
         evhttp_free(srv->http);
     nf_http_conns_release(srv);
