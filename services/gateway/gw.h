@@ -438,6 +438,13 @@ char *gw_sse_format(const cJSON *event);
 
 /* Content-Type for an artifact file name (by extension; application/octet-stream else). */
 const char *gw_artifact_content_type(const char *name);
+/*
+ * Content-Disposition of a download of name (into out, len bytes): attachment;
+ * filename="..." in printable ASCII (no quote or backslash; other bytes '_'; "artifact"
+ * when nothing is left), plus filename*=UTF-8''<percent-encoded> (RFC 6266) when name is
+ * not ASCII. out needs 4 * GW_FILENAME_MAX + 64 bytes for any name.
+ */
+void gw_artifact_disposition(const char *name, char *out, size_t len);
 
 enum gw_range {
     GW_RANGE_NONE,          /* the whole object: no Range, not one we serve (several

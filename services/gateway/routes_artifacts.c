@@ -253,33 +253,50 @@ static void on_client_gone(struct nf_http_req *req, void *arg)
     }
 }
 
-/* A safe filename="..." value (printable ASCII, no quote or backslash). */
-static void disposition(const char *name, char *out, size_t len)
+void gw_artifact_disposition(const char *name, char *out, size_t len)
 {
-    char safe[200];
-    size_t j = 0;
+    static const char hex[] = "0123456789ABCDEF";
+    char safe[GW_FILENAME_MAX + 1], ext[3 * GW_FILENAME_MAX + 1];
+    size_t j = 0, k = 0;
+    bool ascii = true;
 
-    for (size_t i = 0; name[i] != '\0' && j + 1 < sizeof(safe); i++) {
+    for (size_t i = 0; name[i] != '\0' && j < GW_FILENAME_MAX; i++) {
         unsigned char c = (unsigned char)name[i];
+
+        ascii &= c < 0x80;
         if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
             safe[j++] = (char)c;
+        else if (c >= 0x80)
+            safe[j++] = '_';
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+            (c != '\0' && strchr("!#$&+-.^_`|~", c) != NULL)) {
+            ext[k++] = (char)c;
+        } else {
+            ext[k++] = '%';
+            ext[k++] = hex[c >> 4];
+            ext[k++] = hex[c & 15];
+        }
     }
     safe[j] = '\0';
-    snprintf(out, len, "attachment; filename=\"%s\"", j > 0 ? safe : "artifact");
+    ext[k] = '\0';
+    if (ascii || k == 0)
+        snprintf(out, len, "attachment; filename=\"%s\"", j > 0 ? safe : "artifact");
+    else
+        snprintf(out, len, "attachment; filename=\"%s\"; filename*=UTF-8''%s", safe, ext);
 }
 
 /* The store's answer begins (200 or 206): the client's does too. Inside libcurl. */
 static void on_head(const struct nf_s3_result *res, void *arg)
 {
     struct download *d = arg;
-    char disp[300], range[96];
+    char disp[4 * GW_FILENAME_MAX + 64], range[96];
 
     if (res->status == 206 && d->first >= 0 && res->bytes > 0 && res->total >= 0) {
         snprintf(range, sizeof(range), "bytes %lld-%lld/%lld", d->first, d->first + res->bytes - 1,
                  res->total);
         nf_http_set_header(d->req, "Content-Range", range);
     }
-    disposition(d->name, disp, sizeof(disp));
+    gw_artifact_disposition(d->name, disp, sizeof(disp));
     nf_http_set_header(d->req, "Content-Disposition", disp);
     nf_http_set_header(d->req, "Accept-Ranges", "bytes");
     nf_http_set_header(d->req, "X-Content-Type-Options", "nosniff");

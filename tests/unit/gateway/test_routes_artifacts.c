@@ -1,6 +1,7 @@
 /*
- * routes_artifacts.c, the pure parts: the Content-Type of an artifact download, and the
- * Range header of one (one range: 206; unsatisfiable: 416; anything else: the whole).
+ * routes_artifacts.c, the pure parts: the Content-Type and Content-Disposition of an
+ * artifact download, and the Range header of one (one range: 206; unsatisfiable: 416; anything
+ * else: the whole).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -30,6 +31,23 @@ static void test_content_type(void **state)
     assert_string_equal(gw_artifact_content_type("json"), "application/octet-stream");
     assert_string_equal(gw_artifact_content_type(""), "application/octet-stream");
     assert_string_equal(gw_artifact_content_type(NULL), "application/octet-stream");
+}
+
+static void test_disposition(void **state)
+{
+    char out[4 * GW_FILENAME_MAX + 64];
+
+    gw_artifact_disposition("samples.jsonl", out, sizeof(out));
+    assert_string_equal(out, "attachment; filename=\"samples.jsonl\"");
+    gw_artifact_disposition("a \"b\"\\c\r\n.txt", out, sizeof(out)); /* no header injection */
+    assert_string_equal(out, "attachment; filename=\"a bc.txt\"");
+    gw_artifact_disposition("donn\xc3\xa9"
+                            "es \xc3\xa9t\xc3\xa9.csv",
+                            out, sizeof(out));
+    assert_string_equal(out, "attachment; filename=\"donn__es __t__.csv\"; "
+                             "filename*=UTF-8''donn%C3%A9es%20%C3%A9t%C3%A9.csv");
+    gw_artifact_disposition("", out, sizeof(out));
+    assert_string_equal(out, "attachment; filename=\"artifact\"");
 }
 
 /* Parses h for an object of size bytes; the expected kind and, for a part, its bounds. */
@@ -74,5 +92,5 @@ static void test_ranges(void **state)
 
 int main(void)
 {
-    return NF_TEST_RUN(NULL, NULL, test_content_type, test_ranges);
+    return NF_TEST_RUN(NULL, NULL, test_content_type, test_disposition, test_ranges);
 }
