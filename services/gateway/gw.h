@@ -16,18 +16,24 @@
  *   /api/workers/...           forwarded unchanged to nf-worker-manager
  *   /api/auth/...              forwarded to nf-auth (me, api-keys: after gw_keys_auth,
  *                              with the caller in X-Nf-* headers)
+ *   POST /api/files            multipart body streamed into the object store (ctx->s3),
+ *                              then registered with nf-scheduler -> 201 the file object
+ *   /api/files, /api/artifacts records from nf-scheduler; .../content streamed from the
+ *                              store with Range and backpressure
  *   GET  /openapi.json, /docs  served from memory
  *
  * Files, bottom up (a file includes gw.h and libnf, route files also routes.h; nothing
  * includes service.c):
  *   gw.h + ctx.c   the context, the configuration struct, shared helpers (503 answers,
  *                  backend error counts)
- *   modules        validate.c, job.c (pure); keys.c (API key and session auth);
- *                  ratelimit.c (GCRA, the auth + rate-limit script); snapshot.c (Redis
- *                  job:<id>); idempotency.c; streams.c (the open streamed answers);
- *                  forward.c (relaying to an internal service); sse.c (job events as SSE)
+ *   modules        validate.c, job.c, multipart.c, files.c (pure); keys.c (API key and
+ *                  session auth); ratelimit.c (GCRA, the auth + rate-limit script);
+ *                  snapshot.c (Redis job:<id>); idempotency.c; streams.c (the open
+ *                  streamed answers and uploads); forward.c (relaying to an internal
+ *                  service); sse.c (job events as SSE); inputs.c (a job's stored inputs)
  *   routes.h       the route handlers, implemented by routes_jobs.c, routes_workers.c,
- *                  routes_auth.c, routes_billing.c, routes_artifacts.c, routes_meta.c
+ *                  routes_auth.c, routes_billing.c, routes_artifacts.c, routes_files.c,
+ *                  files_upload.c, routes_meta.c
  *   service.c      the descriptor gw_service: NF_GATEWAY_* rows, route table, hooks
  *   main.c         nf_svc_main(&gw_service)
  */
