@@ -88,7 +88,11 @@ static void on_writable(evutil_socket_t fd, short what, void *arg)
     if (!alive(conn))
         return;
     out = bufferevent_get_output(bev);
-    if (evbuffer_get_length(out) > 0 && !conn->write_failed) {
+    if (conn->write_failed) { /* told evhttp already; what comes after goes nowhere */
+        evbuffer_drain(out, evbuffer_get_length(out));
+        return;
+    }
+    if (evbuffer_get_length(out) > 0) {
         if (evbuffer_write(out, conn->fd) < 0 && errno != EAGAIN && errno != EWOULDBLOCK &&
             errno != EINTR) {
             conn->write_failed = true;

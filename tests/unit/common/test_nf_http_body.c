@@ -413,6 +413,23 @@ static void test_expect_continue(void **state)
     free(resp);
 }
 
+/* An ordinary route: evhttp's own "100 Continue" still goes out through the filter. */
+static void test_expect_continue_ordinary_route(void **state)
+{
+    struct fx *fx = *state;
+    int fd = nf_test_http_raw_request(&fx->h, "POST /plain HTTP/1.1\r\nHost: a\r\n"
+                                              "Expect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+    char *resp = nf_test_http_raw_read(&fx->h, fd, "100 Continue\r\n\r\n");
+
+    assert_non_null(strstr(resp, "HTTP/1.1 100 Continue"));
+    free(resp);
+    nf_test_http_raw_send(&fx->h, fd, "abc", 3);
+    resp = nf_test_http_raw_read(&fx->h, fd, "{\"plain\":3}");
+    assert_non_null(strstr(resp, "{\"plain\":3}"));
+    close(fd);
+    free(resp);
+}
+
 /* The handler answers before reading: the client still sends its whole body, gets the
  * answer (not a reset) and the connection closes. */
 static void test_early_answer_lingering_close(void **state)
@@ -566,11 +583,11 @@ static void test_100mib_body_rss(void **state)
 
 int main(void)
 {
-    int rc = NF_TEST_RUN(setup, teardown, test_content_length_through_client,
-                         test_chunked_and_pipelined_in_order, test_client_marker_stripped,
-                         test_pass_through_fallback, test_pause_resume, test_too_large,
-                         test_malformed_chunks, test_expect_continue,
-                         test_early_answer_lingering_close, test_client_gone, test_100mib_body_rss);
+    int rc = NF_TEST_RUN(
+        setup, teardown, test_content_length_through_client, test_chunked_and_pipelined_in_order,
+        test_client_marker_stripped, test_pass_through_fallback, test_pause_resume, test_too_large,
+        test_malformed_chunks, test_expect_continue, test_expect_continue_ordinary_route,
+        test_early_answer_lingering_close, test_client_gone, test_100mib_body_rss);
     rc |= NF_TEST_RUN(setup_short_timeout, teardown, test_idle_timeout);
     return rc;
 }
