@@ -214,5 +214,6 @@ void nf_http_req_body_stream(struct nf_http_req *req, nf_http_body_data_fn on_da
                              nf_http_body_end_fn on_end, void *arg);
 /* Lets a paused body go on (no-op when not paused). */
 void nf_http_req_body_resume(struct nf_http_req *req);
-/* The body's declared Content-Length, or -1 when unknown (chunked) or not streamed. */
+/* The body's length when known: a streamed body's Content-Length, a buffered body's size
+ * once nf_http_req_body_stream ran; -1 otherwise (chunked, or not started). */
 long long nf_http_req_body_length(const struct nf_http_req *req);
