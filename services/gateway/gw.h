@@ -260,7 +260,7 @@ size_t gw_inputs_plan(const cJSON *params, const char *user_id, struct gw_input 
 /* The last segment of a key or name ("a/b/c.parquet" -> "c.parquet"). */
 const char *gw_input_basename(const char *path);
 /* valid (owned by the callee again) with "inputs" added, or NULL when the answer (422 naming
- * the param, 503) was sent already. */
+ * the param, 503) was sent already: req is freed then and must not be touched. */
 typedef void (*gw_inputs_cb)(struct gw_ctx *ctx, struct nf_http_req *req, cJSON *valid, void *arg);
 /*
  * Checks that each input exists and belongs to user_id (an s3:// name: HEAD of the object

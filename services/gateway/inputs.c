@@ -202,6 +202,12 @@ static void resolve_next(struct resolve_op *op)
         }
         return;
     }
+    if (!nf_s3_key_valid(in->object_key)) { /* the namespace prefix made it too long */
+        nf_http_reply_error(op->req, 422, "invalid_params", in->param,
+                            "no such object %s (its key is too long to be stored)", in->uri);
+        finish(op, false);
+        return;
+    }
     if (!op->ctx->s3 || nf_s3_head(op->ctx->s3, in->object_key, on_head, op) < 0) {
         gw_reply_unavailable(op->req, 2, "the object store is unavailable, try again");
         finish(op, false);

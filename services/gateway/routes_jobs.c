@@ -284,15 +284,15 @@ static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
 static void submit_resolved(struct gw_ctx *ctx, struct nf_http_req *req, cJSON *valid, void *arg)
 {
     struct submit_op *op = arg;
-    const char *job_type = nf_job_types[op->type_idx];
-    const char *idem = nf_http_req_header(req, "Idempotency-Key");
+    const char *job_type = nf_job_types[op->type_idx], *idem;
     cJSON *job, *ev;
     uint64_t now;
 
-    if (!valid) { /* answered already: 422 naming the param, or 503 */
+    if (!valid) { /* answered already (req is gone): 422 naming the param, or 503 */
         submit_free(op);
         return;
     }
+    idem = nf_http_req_header(req, "Idempotency-Key");
     if (idem && !*idem)
         idem = NULL;
     nf_id_new("job", op->job_id, sizeof(op->job_id));

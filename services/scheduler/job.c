@@ -67,8 +67,7 @@ static int opt_obj(const cJSON *data, const char *key, const cJSON **out, struct
     return nf_json_get_obj(data, key, false, out, err) < 0 ? -1 : 0;
 }
 
-/* A plain file name: 1..255 printable bytes, no '/', not "." or "..". */
-static bool plain_name(const char *s)
+bool sched_file_name_ok(const char *s)
 {
     size_t n = s ? strlen(s) : 0, i;
 
@@ -91,8 +90,8 @@ bool sched_input_valid(const cJSON *in, const char *user_id)
     int i, n;
 
     if (!cJSON_IsObject(in) || !param || !uri || strlen(uri) > 2048 || !key || strlen(key) > 1200 ||
-        strstr(key, "/../") || !plain_name(nf_json_str(in, "name")) || !cJSON_IsNumber(bytes) ||
-        bytes->valuedouble < 0 || bytes->valuedouble > 9.0e15)
+        strstr(key, "/../") || !sched_file_name_ok(nf_json_str(in, "name")) ||
+        !cJSON_IsNumber(bytes) || bytes->valuedouble < 0 || bytes->valuedouble > 9.0e15)
         return false;
     for (i = 0; params[i] && strcmp(params[i], param) != 0; i++)
         ;

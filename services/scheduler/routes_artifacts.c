@@ -236,19 +236,6 @@ static bool is_hex64(const char *s)
     return s[64] == '\0';
 }
 
-/* A file name as the gateway sanitised it: 1..255 bytes, no control byte, '/' or '\'. */
-static bool file_name_ok(const char *s)
-{
-    size_t n = s ? strlen(s) : 0, i;
-
-    if (n == 0 || n > 255 || strcmp(s, ".") == 0 || strcmp(s, "..") == 0)
-        return false;
-    for (i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f || s[i] == '/' || s[i] == '\\')
-            return false;
-    return true;
-}
-
 /* The body's fields into params[0..7] (pointers into body, bytes into buf); NULL when
  * fine, else the name of the bad field. */
 static const char *file_fields(const cJSON *body, const char *user, const char *params[8],
@@ -264,7 +251,7 @@ static const char *file_fields(const cJSON *body, const char *user, const char *
 
     if (!id || !nf_id_valid("art", id))
         return "artifact_id";
-    if (!file_name_ok(name))
+    if (!sched_file_name_ok(name))
         return "name";
     for (i = 0; purposes[i] && (!purpose || strcmp(purpose, purposes[i]) != 0); i++)
         ;

@@ -246,6 +246,9 @@ struct sched_event {
 /* Checks a whole envelope (nf_event_data) and its data; -1 with *why on malformed. */
 int sched_event_parse(const cJSON *ev, struct sched_event *out, const char **why);
 
+/* A plain file name: 1..255 bytes, no control byte, slash or backslash, not "." or "..". */
+bool sched_file_name_ok(const char *s);
+
 /*
  * One entry of a request's inputs[] (DESIGN §12, resolved by the gateway): {param (a
  * param that names an input), uri, object_key under "tenants/<user_id>/", name (a plain

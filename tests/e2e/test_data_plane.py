@@ -260,10 +260,9 @@ class Pattern(io.RawIOBase):
         return True
 
     def readinto(self, b):
-        n = min(len(b), self.size - self.pos)
         off = self.pos % len(self.block)
-        chunk = (self.block[off:] + self.block)[:n]
-        b[:n] = chunk
+        n = min(len(b), self.size - self.pos, len(self.block) - off)  # up to the block's end
+        b[:n] = self.block[off:off + n]
         self.pos += n
         return n
 
@@ -277,25 +276,29 @@ def pattern_sha(size):
         h.update(chunk)
 
 
-def multipart_stream(boundary, fields, filename, size):
-    """A multipart/form-data body as a generator, and its exact length."""
-    head = b"".join(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-        for k, v in fields.items())
-    head += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
-             f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n').encode()
-    tail = f"\r\n--{boundary}--\r\n".encode()
+class MultipartStream(io.RawIOBase):
+    """A multipart/form-data body read in chunks from a pattern, with a known length (so
+    requests sends Content-Length, not chunked encoding)."""
 
-    def gen():
-        yield head
-        p = Pattern(size)
-        while True:
-            chunk = p.read(1 << 20)
-            if not chunk:
-                break
-            yield chunk
-        yield tail
-    return gen(), len(head) + size + len(tail)
+    def __init__(self, boundary, fields, filename, size):
+        head = b"".join(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+            for k, v in fields.items())
+        head += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                 f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n').encode()
+        self.parts = [io.BytesIO(head), Pattern(size), io.BytesIO(f"\r\n--{boundary}--\r\n".encode())]
+        self.len = len(head) + size + len(self.parts[2].getvalue())
+
+    def readable(self):
+        return True
+
+    def readinto(self, b):
+        while self.parts:
+            n = self.parts[0].readinto(b)
+            if n:
+                return n
+            self.parts.pop(0)
+        return 0
 
 
 SIZE = 100 * 1024 * 1024
@@ -303,10 +306,9 @@ SIZE = 100 * 1024 * 1024
 
 def test_100mib_upload_and_download_stream(api):
     before = gateway_rss_kb()
-    body, length = multipart_stream("nfboundary7", {"purpose": "other"}, "big.bin", SIZE)
+    body = MultipartStream("nfboundary7", {"purpose": "other"}, "big.bin", SIZE)
     resp = api.call("POST", "/api/files", data=body, headers={
-        "Content-Type": "multipart/form-data; boundary=nfboundary7",
-        "Content-Length": str(length)})
+        "Content-Type": "multipart/form-data; boundary=nfboundary7"})
     assert resp.status_code == 201, resp.text
     f = resp.json()
     assert f["bytes"] == SIZE and f["sha256"] == pattern_sha(SIZE)

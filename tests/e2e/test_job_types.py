@@ -1,8 +1,6 @@
 """All six job types run on the reference handlers and succeed with a real result."""
 import hashlib
 import json
-import pathlib
-import urllib.parse
 
 import pytest
 
@@ -43,13 +41,6 @@ def check_history_and_artifacts(api, job):
         assert content.status_code == 200, content.text
         assert int(content.headers["Content-Length"]) == art["bytes"] == len(content.content)
         assert hashlib.sha256(content.content).hexdigest() == art["sha256"]
-
-
-def artifact_json(job, name):
-    for art in job["artifacts"]:
-        if art["name"] == name:
-            return json.loads(pathlib.Path(urllib.parse.urlparse(art["uri"]).path).read_text())
-    raise AssertionError(f"no artifact {name} in {job['artifacts']}")
 
 
 def test_generate_is_deterministic_for_a_seed(api):
