@@ -185,7 +185,9 @@ static void got(const struct nf_http_resp *resp, void *arg)
     op_done(op);
 }
 
-static void get_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct gw_principal *who)
+/* The registry's record of the file named by the path, then cb; a malformed id is a 404. */
+static void look_up(struct gw_ctx *ctx, struct nf_http_req *req, const struct gw_principal *who,
+                    nf_http_client_cb cb)
 {
     const char *id = nf_http_req_param(req, "file_id");
     char target[64 + NF_ID_MAX];
@@ -195,7 +197,12 @@ static void get_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct
         return;
     }
     snprintf(target, sizeof(target), "/internal/artifacts/%s", id);
-    sched_call(op_new(ctx, req, who, id), "GET", target, got);
+    sched_call(op_new(ctx, req, who, id), "GET", target, cb);
+}
+
+static void get_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct gw_principal *who)
+{
+    look_up(ctx, req, who, got);
 }
 
 /* ---- delete ------------------------------------------------------------------------- */
@@ -276,15 +283,7 @@ static void looked_up(const struct nf_http_resp *resp, void *arg)
 static void delete_authed(struct gw_ctx *ctx, struct nf_http_req *req,
                           const struct gw_principal *who)
 {
-    const char *id = nf_http_req_param(req, "file_id");
-    char target[64 + NF_ID_MAX];
-
-    if (!nf_id_valid("art", id)) {
-        nf_http_reply_error(req, 404, "not_found", NULL, "file not found");
-        return;
-    }
-    snprintf(target, sizeof(target), "/internal/artifacts/%s", id);
-    sched_call(op_new(ctx, req, who, id), "GET", target, looked_up);
+    look_up(ctx, req, who, looked_up);
 }
 
 GW_ROUTE_AUTHED(gw_files_list, list_authed)

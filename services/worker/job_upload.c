@@ -37,21 +37,6 @@
 
 #define MAX_RESULT_BYTES ((size_t)1024 * 1024) /* the uploader's lines, at most */
 
-/* Writes one line to fd (short writes and EINTR retried). */
-static void put_line(int fd, const char *buf)
-{
-    size_t len = strlen(buf);
-    while (len > 0) {
-        ssize_t n = write(fd, buf, len);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return;
-        buf += n;
-        len -= (size_t)n;
-    }
-}
-
 /* The uploader process: never returns. */
 static void uploader(struct wk_job *job, int fd, pid_t parent)
 {
@@ -88,11 +73,11 @@ static void uploader(struct wk_job *job, int fd, pid_t parent)
                 if (*c == '\n' || *c == '\r')
                     *c = ' ';
             snprintf(line, sizeof(line), "err %s\n", err);
-            put_line(3, line);
+            wk_write_all(3, line, strlen(line));
             _exit(1);
         }
         snprintf(line, sizeof(line), "ok %d %llu %s\n", i++, (unsigned long long)bytes, sha);
-        put_line(3, line);
+        wk_write_all(3, line, strlen(line));
     }
     _exit(0);
 }

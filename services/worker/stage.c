@@ -39,8 +39,7 @@ static void set_err(struct wk_stage_err *err, const char *klass, const char *cod
     va_end(ap);
 }
 
-/* Writes all of buf to fd (a pipe: short writes and EINTR retried); errors ignored. */
-static void write_all(int fd, const char *buf, size_t len)
+void wk_write_all(int fd, const char *buf, size_t len)
 {
     while (fd >= 0 && len > 0) {
         ssize_t n = write(fd, buf, len);
@@ -109,7 +108,7 @@ int wk_stage_in(const struct nf_s3_conf *conf, const struct wk_inputs *in, const
         n = snprintf(msg, sizeof(msg), "{\"log\": \"input %s fetched (%lld bytes)\"}\n", x->param,
                      (long long)st.st_size);
         if (n > 0 && (size_t)n < sizeof(msg))
-            write_all(log_fd, msg, (size_t)n);
+            wk_write_all(log_fd, msg, (size_t)n);
     }
     return 0;
 }

@@ -231,6 +231,10 @@ cJSON *wk_inputs_job_json(const cJSON *doc, const struct wk_inputs *in, const ch
 
 /* ---- stage.c: blocking transfers, in a child process ------------------------------------- */
 
+/* Writes all of buf to fd (a pipe: short writes and EINTR retried); errors ignored, a
+ * negative fd is a no-op. */
+void wk_write_all(int fd, const char *buf, size_t len);
+
 /* Why a transfer failed: the class and code of the failed event, and its message. */
 struct wk_stage_err {
     char klass[16];
