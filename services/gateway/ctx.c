@@ -4,8 +4,10 @@
  * the descriptor's hooks (service.c).
  */
 #include <stdio.h>
+#include <string.h>
 
 #include "gw.h"
+#include "nf_mem.h"
 #include "nf_metrics.h"
 
 void gw_reply_unavailable(struct nf_http_req *req, int retry_s, const char *msg)
@@ -58,4 +60,38 @@ void gw_metrics_register(struct gw_ctx *ctx)
             nf_metrics_counter(m, "nf_gw_backend_errors_total",
                                "failed calls to a backend (timeouts, refusals, errors)", labels);
     }
+}
+
+/* ---- per-account slots ----------------------------------------------------------------- */
+
+static struct gw_account_count *slots_find(struct gw_slots *s, const char *user_id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->acc[i].user_id, user_id) == 0)
+            return &s->acc[i];
+    return NULL;
+}
+
+bool gw_slots_take(struct gw_slots *s, const char *user_id, int max)
+{
+    struct gw_account_count *a = slots_find(s, user_id);
+
+    if (a != NULL && a->n >= max)
+        return false;
+    if (a == NULL) {
+        s->acc = nf_xrealloc(s->acc, (s->n + 1) * sizeof(*s->acc));
+        a = &s->acc[s->n++];
+        snprintf(a->user_id, sizeof(a->user_id), "%s", user_id);
+        a->n = 0;
+    }
+    a->n++;
+    return true;
+}
+
+void gw_slots_give(struct gw_slots *s, const char *user_id)
+{
+    struct gw_account_count *a = slots_find(s, user_id);
+
+    if (a != NULL && --a->n <= 0)
+        *a = s->acc[--s->n]; /* the last one takes its place */
 }

@@ -68,6 +68,7 @@ static void up_release(struct upload *up)
     if (up->req != NULL || up->put != NULL || up->registering || up->busy > 0)
         return;
     gw_stream_unlink(up->ctx, &up->link);
+    gw_slots_give(&up->ctx->uploads, up->user_id);
     free(up);
 }
 
@@ -423,6 +424,14 @@ static void upload_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     }
     if (ctx->s3 == NULL) {
         gw_reply_unavailable(req, 1, "the gateway is shutting down, try again");
+        return;
+    }
+    /* each upload in flight holds up to two store parts of memory: bounded per account */
+    if (!gw_slots_take(&ctx->uploads, who->user_id, ctx->cfg->uploads_per_account)) {
+        nf_http_set_header(req, "Retry-After", "1");
+        nf_http_reply_error(req, 429, "too_many_uploads", NULL,
+                            "at most %d uploads at a time per account",
+                            ctx->cfg->uploads_per_account);
         return;
     }
     up = nf_xcalloc(1, sizeof(*up));

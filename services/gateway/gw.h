@@ -82,6 +82,7 @@ struct gw_config {
     int rate_burst;            /* requests a key may send at once */
     long long max_upload;      /* POST /api/files: the largest file in bytes (larger: 413) */
     int downloads_per_account; /* concurrent artifact downloads of one account (more: 429) */
+    int uploads_per_account;   /* concurrent file uploads of one account (more: 429) */
     /* the object store (DESIGN §12): NF_S3_* */
     char *s3_endpoint;
     char *s3_region;
@@ -299,11 +300,20 @@ enum gw_auth_source {
     GW_NAUTH_SOURCES
 };
 
-/* How many of something (downloads) one account has in flight. */
+/* How many of something (uploads, downloads) one account has in flight. */
 struct gw_account_count {
     char user_id[NF_ID_MAX];
     int n;
 };
+/* Per-account slots: the accounts with at least one taken. */
+struct gw_slots {
+    struct gw_account_count *acc;
+    size_t n;
+};
+/* Takes one of user_id's slots; false when it holds max already. */
+bool gw_slots_take(struct gw_slots *s, const char *user_id, int max);
+/* Gives one back (a no-op for an account holding none). */
+void gw_slots_give(struct gw_slots *s, const char *user_id);
 
 /*
  * Everything the gateway process holds; the callback argument of every handler. Made by
@@ -324,10 +334,10 @@ struct gw_ctx {
     struct nf_http_client *sched;
     struct nf_http_client *wm;
     struct nf_http_client *billing;
-    struct nf_s3 *s3; /* the object store client (DESIGN §12); NULL once closing */
-    struct gw_account_count *downloads; /* accounts with artifact downloads in flight */
-    size_t ndownloads;
-    char *openapi; /* the /openapi.json body */
+    struct nf_s3 *s3;          /* the object store client (DESIGN §12); NULL once closing */
+    struct gw_slots downloads; /* artifact downloads in flight, per account */
+    struct gw_slots uploads;   /* file uploads in flight, per account */
+    char *openapi;             /* the /openapi.json body */
     size_t openapi_len;
     size_t long_polls;            /* forwarded next_job requests in flight */
     char produce_timeout[16];     /* NF_GATEWAY_PRODUCE_TIMEOUT_MS as text */

@@ -155,41 +155,6 @@ static void get_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct
 
 /* ---- content: streamed from the object store ------------------------------------------ */
 
-/* The caller's count of downloads in flight; NULL when none (found only). */
-static struct gw_account_count *dl_account(struct gw_ctx *ctx, const char *user_id)
-{
-    for (size_t i = 0; i < ctx->ndownloads; i++)
-        if (strcmp(ctx->downloads[i].user_id, user_id) == 0)
-            return &ctx->downloads[i];
-    return NULL;
-}
-
-/* Takes one of the caller's download slots; false when all are in use. */
-static bool dl_acquire(struct gw_ctx *ctx, const char *user_id)
-{
-    struct gw_account_count *a = dl_account(ctx, user_id);
-
-    if (a != NULL && a->n >= ctx->cfg->downloads_per_account)
-        return false;
-    if (a == NULL) {
-        ctx->downloads =
-            nf_xrealloc(ctx->downloads, (ctx->ndownloads + 1) * sizeof(*ctx->downloads));
-        a = &ctx->downloads[ctx->ndownloads++];
-        snprintf(a->user_id, sizeof(a->user_id), "%s", user_id);
-        a->n = 0;
-    }
-    a->n++;
-    return true;
-}
-
-static void dl_release(struct gw_ctx *ctx, const char *user_id)
-{
-    struct gw_account_count *a = dl_account(ctx, user_id);
-
-    if (a != NULL && --a->n <= 0)
-        *a = ctx->downloads[--ctx->ndownloads]; /* the last one takes its place */
-}
-
 /* One download; freed by dl_end on every path. */
 struct download {
     struct gw_stream link; /* first: ctx->streams */
@@ -206,7 +171,7 @@ struct download {
 static void dl_end(struct download *d)
 {
     gw_stream_unlink(d->ctx, &d->link);
-    dl_release(d->ctx, d->user_id);
+    gw_slots_give(&d->ctx->downloads, d->user_id);
     free(d);
 }
 
@@ -439,7 +404,7 @@ static void content_authed(struct gw_ctx *ctx, struct nf_http_req *req,
         gw_reply_unavailable(req, 1, "the gateway is shutting down, try again");
         return;
     }
-    if (!dl_acquire(ctx, who->user_id)) {
+    if (!gw_slots_take(&ctx->downloads, who->user_id, ctx->cfg->downloads_per_account)) {
         nf_http_set_header(req, "Retry-After", "1");
         nf_http_reply_error(req, 429, "too_many_downloads", NULL,
                             "at most %d downloads at a time per account",

@@ -75,6 +75,8 @@ static const struct nf_cfg_opt opts[] = {
         "largest file POST /api/files takes, in bytes (larger: 413)"),
     OPT("NF_GATEWAY_DOWNLOADS_PER_ACCOUNT", NF_CFG_INT, "4", 1, 1000, downloads_per_account,
         "artifact downloads one account may have in flight (more: 429)"),
+    OPT("NF_GATEWAY_UPLOADS_PER_ACCOUNT", NF_CFG_INT, "4", 1, 1000, uploads_per_account,
+        "file uploads one account may have in flight (more: 429)"),
     OPT("NF_S3_ENDPOINT", NF_CFG_STR, NULL, 8, 0, s3_endpoint,
         "object store endpoint, http://host:port or https://host[:port]"),
     OPT("NF_S3_REGION", NF_CFG_STR, "us-east-1", 1, 64, s3_region, "object store region"),
@@ -276,7 +278,8 @@ static void gw_free(void *arg)
     struct gw_ctx *ctx = arg;
 
     free(ctx->openapi);
-    free(ctx->downloads);
+    free(ctx->downloads.acc);
+    free(ctx->uploads.acc);
     free(ctx);
 }
 

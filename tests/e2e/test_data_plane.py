@@ -343,3 +343,31 @@ def test_100mib_upload_and_download_stream(api):
     print(f"gateway RSS with a stalled reader of the 100 MiB file: {stalled} kB")
     assert stalled - before < 20 * 1024, (before, stalled)
     api.call("DELETE", f"/api/files/{f['id']}", "/api/files/{file_id}")
+
+
+def test_uploads_in_flight_are_capped_per_account(api):
+    """Each upload in flight holds store buffers: a fifth at once is a 429, and the slots
+    come back when the stalled clients go."""
+    url = urllib.parse.urlsplit(api.base)
+    head = (f"POST /api/files HTTP/1.1\r\nHost: x\r\nX-Nexa-Api-Key: {api.key}\r\n"
+            "Content-Type: multipart/form-data; boundary=bb\r\nContent-Length: 100000\r\n\r\n"
+            '--bb\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nother\r\n').encode()
+    stalled = []
+    for _ in range(4):  # NF_GATEWAY_UPLOADS_PER_ACCOUNT's default
+        sock = socket.create_connection((url.hostname, url.port))
+        sock.sendall(head)
+        stalled.append(sock)
+    time.sleep(1)
+    refused = upload(api, b"x\n", purpose="other")
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "too_many_uploads"
+    assert refused.headers["Retry-After"]
+    for sock in stalled:
+        sock.close()
+    deadline = time.monotonic() + 10
+    while True:
+        resp = upload(api, b"x\n", purpose="other")
+        if resp.status_code == 201 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert resp.status_code == 201, resp.text
