@@ -6,13 +6,15 @@
  *   (not multipart/form-data: 415) --> nf_http_req_body_stream:
  *     body bytes --gw_mp_feed--> parts, in this order:
  *       purpose (dataset | model | other; required)   uri (optional, s3://<bucket>/<key>)
- *       file (one, with a filename): nf_s3_put at tenants/<user>/files/<bucket>/<key>
- *         (no uri: s3://uploads/<artifact_id>/<name>), SHA-256 on the way, the body
+ *       file (one, with a filename): nf_s3_put at tenants/<user>/files/<artifact_id>/<name>
+ *         (the uri, or s3://uploads/<artifact_id>/<name> without one, is the registry's
+ *         name for it), SHA-256 on the way, the body
  *         paused while the store's buffers are full (on_writable resumes it)
  *       purpose or uri after the file: 422 "send purpose and uri before file"
  *     end of body --> closing boundary read? file seen? --> nf_s3_put_finish
  *   --> stored --> nf-scheduler POST /internal/files {artifact_id, name, purpose,
- *       object_key, s3_uri, bytes, sha256} --> 201 the file object
+ *       object_key, s3_uri, bytes, sha256} --> 201 the file object; the objects of the
+ *       files it replaced (the same s3_uri) are deleted from the store
  *
  * Failures: bad input answers 4xx at once (422 naming the field, 413 past
  * NF_GATEWAY_MAX_UPLOAD_BYTES, 400 for a broken body; the connection then closes, the rest
@@ -126,11 +128,12 @@ static int start_file(struct upload *up, const struct gw_mp_part *part)
         gw_files_key_name(up->filename, keyname);
         snprintf(up->uri, sizeof(up->uri), "s3://uploads/%s/%s", up->artifact_id, keyname);
     }
-    snprintf(up->object_key, sizeof(up->object_key), "tenants/%s/files/%s", up->user_id,
-             up->uri + 5);
-    if (strlen(up->object_key) > NF_S3_KEY_MAX) /* the namespace prefix counts too */
-        return up_fail(up, 422, "invalid_parameter", "uri", "uri's key is too long by %zu bytes",
-                       strlen(up->object_key) - NF_S3_KEY_MAX);
+    /* Each upload has a key of its own: the s3:// name is the registry's, so a new upload to
+     * a name replaces the old file only once it is stored and recorded (the old object is
+     * deleted then), and two uploads to one name never write the same object. */
+    gw_files_key_name(up->filename, keyname);
+    snprintf(up->object_key, sizeof(up->object_key), "tenants/%s/files/%s/%s", up->user_id,
+             up->artifact_id, keyname);
     crypto_hash_sha256_init(&up->sha);
     up->put = ctx->s3 != NULL
                   ? nf_s3_put(ctx->s3, up->object_key, gw_artifact_content_type(up->filename),
@@ -293,18 +296,19 @@ static void orphan_deleted(const struct nf_s3_result *res, void *arg)
     char *key = arg;
 
     if (res->status != 204 && res->status != 200 && res->status != 404)
-        nf_log_kv(NF_LOG_WARN, "s3_orphan_left", "an unregistered upload stays in the store", "key",
-                  key, "code", res->code, NULL);
+        nf_log_kv(NF_LOG_WARN, "s3_orphan_left", "an object no file needs stays in the store",
+                  "key", key, "code", res->code, NULL);
     free(key);
 }
 
-static void delete_orphan(struct upload *up)
+/* Deletes key from the store, best effort (logged when it stays). */
+static void delete_object(struct gw_ctx *ctx, const char *object_key)
 {
-    char *key = nf_xstrdup(up->object_key);
+    char *key = nf_xstrdup(object_key);
 
-    if (up->ctx->s3 == NULL || nf_s3_delete(up->ctx->s3, key, orphan_deleted, key) != 0) {
-        nf_log_kv(NF_LOG_WARN, "s3_orphan_left", "an unregistered upload stays in the store", "key",
-                  key, NULL);
+    if (ctx->s3 == NULL || nf_s3_delete(ctx->s3, key, orphan_deleted, key) != 0) {
+        nf_log_kv(NF_LOG_WARN, "s3_orphan_left", "an object no file needs stays in the store",
+                  "key", key, NULL);
         free(key);
     }
 }
@@ -317,7 +321,14 @@ static void on_registered(const struct nf_http_resp *resp, void *arg)
     up->registering = false;
     if ((resp->status == 201 || resp->status == 200) &&
         (rec = nf_json_parse(resp->body, resp->len)) != NULL) {
+        const cJSON *old, *replaced = cJSON_GetObjectItemCaseSensitive(rec, "replaced_object_keys");
+
         obj = gw_file_object(rec);
+        cJSON_ArrayForEach(old, replaced) /* the older file of the same s3:// name */
+        {
+            if (cJSON_IsString(old) && strcmp(old->valuestring, up->object_key) != 0)
+                delete_object(up->ctx, old->valuestring);
+        }
         cJSON_Delete(rec);
     }
     if (obj != NULL && up->req != NULL) {
@@ -329,7 +340,7 @@ static void on_registered(const struct nf_http_resp *resp, void *arg)
                   "artifact_id", up->artifact_id, "error",
                   resp->error != NULL ? resp->error : "unexpected answer", NULL);
         gw_backend_error(up->ctx, GW_BACKEND_SCHEDULER);
-        delete_orphan(up);
+        delete_object(up->ctx, up->object_key);
         up_fail(up, 503, NULL, NULL, "the artifact registry is unavailable, try again");
     }
     up_release(up);
@@ -357,7 +368,7 @@ static void register_file(struct upload *up)
     free(text);
     if (!up->registering) {
         gw_backend_error(up->ctx, GW_BACKEND_SCHEDULER);
-        delete_orphan(up);
+        delete_object(up->ctx, up->object_key);
         up_fail(up, 503, NULL, NULL, "the artifact registry is unavailable, try again");
     }
 }

@@ -247,25 +247,24 @@ void gw_snapshot_del(struct gw_ctx *ctx, const char *job_id);
 
 /* One param that names stored data. */
 struct gw_input {
-    const char *param;                    /* "dataset_uri", ... (static) */
-    const char *uri;                      /* the value as given (points into the params) */
-    const char *artifact_id;              /* artifact://: the id (into uri), else NULL */
-    char object_key[GW_S3_KEY_MAX + 160]; /* s3://: tenants/<user>/files/<bucket>/<key> */
+    const char *param;       /* "dataset_uri", ... (static) */
+    const char *uri;         /* the value as given (points into the params) */
+    const char *artifact_id; /* artifact://: the id (into uri); NULL for an s3:// name */
 };
 /*
  * The inputs among a validated request's params (pure): dataset_uri and validation_uri
  * (s3:// or artifact://), model_id, teacher_model and student_model when artifact://
  * (a model name is the catalogue's). At most max; returns how many.
  */
-size_t gw_inputs_plan(const cJSON *params, const char *user_id, struct gw_input *out, size_t max);
+size_t gw_inputs_plan(const cJSON *params, struct gw_input *out, size_t max);
 /* The last segment of a key or name ("a/b/c.parquet" -> "c.parquet"). */
 const char *gw_input_basename(const char *path);
 /* valid (owned by the callee again) with "inputs" added, or NULL when the answer (422 naming
  * the param, 503) was sent already: req is freed then and must not be touched. */
 typedef void (*gw_inputs_cb)(struct gw_ctx *ctx, struct nf_http_req *req, cJSON *valid, void *arg);
 /*
- * Checks that each input exists and belongs to user_id (an s3:// name: HEAD of the object
- * in the store; artifact://: the registry, as the caller) and adds the resolved list to
+ * Checks that each input exists and belongs to user_id (both kinds are looked up in the
+ * registry, nf-scheduler, as the caller) and adds the resolved list to
  * valid as "inputs": [{param, uri, object_key, name, bytes}]. Takes valid over; done fires
  * exactly once, possibly at once.
  */

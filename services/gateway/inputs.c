@@ -3,11 +3,12 @@
  * stored data must exist and belong to the caller now, not fail minutes later on a worker.
  *
  *   valid request --plan (pure)--> [dataset_uri: s3://b/k, model_id: artifact://art_x, ...]
- *     s3://<bucket>/<key>  --HEAD tenants/<user>/files/<bucket>/<key> in the store-->
- *                          200: bytes | 404: 422 "no such object s3://b/k" | else 503
- *     artifact://<id>      --nf-scheduler GET /internal/artifacts/<id> as the caller-->
- *                          200 with an object key: bytes, key | 404 / no content: 422
- *                          | else 503
+ *     --> nf-scheduler, as the caller (the registry owns every name):
+ *         s3://<bucket>/<key>  GET /internal/files?limit=1&s3_uri=<uri> -> the live file of
+ *                              that name | none: 422 "no such object s3://b/k"
+ *         artifact://<id>      GET /internal/artifacts/<id> -> 200 with an object key
+ *                              | 404 / no content: 422
+ *         registry down or an unexpected answer: 503
  *   --> valid.inputs = [{param, uri, object_key, name, bytes}] --> done(valid)
  *
  * Inputs are resolved one after the other (a job has at most a few). The worker fetches
@@ -40,7 +41,7 @@ const char *gw_input_basename(const char *path)
     return slash ? slash + 1 : path;
 }
 
-size_t gw_inputs_plan(const cJSON *params, const char *user_id, struct gw_input *out, size_t max)
+size_t gw_inputs_plan(const cJSON *params, struct gw_input *out, size_t max)
 {
     size_t i, n = 0;
     const char *v;
@@ -56,8 +57,6 @@ size_t gw_inputs_plan(const cJSON *params, const char *user_id, struct gw_input 
             out[n].artifact_id = v + 11;
             n++;
         } else if (!input_params[i].model && gw_s3_uri_valid(v)) {
-            snprintf(out[n].object_key, sizeof(out[n].object_key), "tenants/%s/files/%s", user_id,
-                     v + 5);
             n++;
         }
         /* a model name: resolved by the catalogue, not here */
@@ -111,72 +110,61 @@ static void add_input(struct resolve_op *op, const struct gw_input *in, const ch
         abort();
 }
 
-static void on_head(const struct nf_s3_result *res, void *arg)
+/* The registry's record: one artifact, or the first of a list of files (NULL: none). */
+static cJSON *record_of(const struct nf_http_resp *resp, bool list, cJSON **doc)
 {
-    struct resolve_op *op = arg;
-    const struct gw_input *in = &op->plan[op->next];
-
-    if (res->status == 200) {
-        add_input(op, in, in->object_key, gw_input_basename(in->object_key),
-                  res->bytes < 0 ? 0 : res->bytes);
-        op->next++;
-        resolve_next(op);
-        return;
-    }
-    if (res->status == 404) {
-        nf_http_reply_error(op->req, 422, "invalid_params", in->param,
-                            "no such object %s: upload it first (POST /api/files with uri=%s)",
-                            in->uri, in->uri);
-    } else {
-        nf_log_kv(NF_LOG_WARN, "store_unavailable", "object store HEAD failed", "code",
-                  res->code ? res->code : "", "error", res->error ? res->error : "", NULL);
-        gw_reply_unavailable(op->req, 2, "the object store is unavailable, try again");
-    }
-    finish(op, false);
+    *doc = nf_json_parse(resp->body, resp->len);
+    if (!list)
+        return *doc;
+    return cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(*doc, "data"), 0);
 }
 
-static void on_artifact(const struct nf_http_resp *resp, void *arg)
+static void on_record(const struct nf_http_resp *resp, void *arg)
 {
     struct resolve_op *op = arg;
     const struct gw_input *in = &op->plan[op->next];
-    cJSON *rec = NULL;
-    const char *key, *name;
-    bool ok = false;
+    cJSON *doc = NULL, *rec = NULL;
+    const char *key = NULL, *name = NULL;
 
     if (resp->status == 200) {
-        rec = nf_json_parse(resp->body, resp->len);
+        rec = record_of(resp, in->artifact_id == NULL, &doc);
         key = nf_json_str(rec, "object_key");
         name = nf_json_str(rec, "filename");
         if (!name)
             name = nf_json_str(rec, "name");
-        if (!key || !name) {
+    }
+    if (key && name) {
+        add_input(op, in, key, gw_input_basename(name), nf_json_int(rec, "bytes", 0));
+        cJSON_Delete(doc);
+        op->next++;
+        resolve_next(op);
+        return;
+    }
+    if (resp->status == 404 || (resp->status == 200 && doc && !rec)) {
+        if (in->artifact_id)
+            nf_http_reply_error(op->req, 422, "invalid_params", in->param, "no such artifact %s",
+                                in->uri);
+        else
             nf_http_reply_error(op->req, 422, "invalid_params", in->param,
-                                "artifact %s has no content in the object store", in->uri);
-        } else {
-            add_input(op, in, key, gw_input_basename(name), nf_json_int(rec, "bytes", 0));
-            ok = true;
-        }
-    } else if (resp->status == 404) {
-        nf_http_reply_error(op->req, 422, "invalid_params", in->param, "no such artifact %s",
-                            in->uri);
+                                "no such object %s: upload it first (POST /api/files with "
+                                "uri=%s)",
+                                in->uri, in->uri);
+    } else if (resp->status == 200 && rec) {
+        nf_http_reply_error(op->req, 422, "invalid_params", in->param,
+                            "%s has no content in the object store", in->uri);
     } else {
         gw_backend_error(op->ctx, GW_BACKEND_SCHEDULER);
         gw_reply_unavailable(op->req, 1, "the artifact registry is unavailable, try again");
     }
-    cJSON_Delete(rec);
-    if (!ok) {
-        finish(op, false);
-        return;
-    }
-    op->next++;
-    resolve_next(op);
+    cJSON_Delete(doc);
+    finish(op, false);
 }
 
 static void resolve_next(struct resolve_op *op)
 {
     const struct gw_input *in;
     const char *headers[5];
-    char target[64 + NF_ID_MAX];
+    char target[128 + 3 * 2048], *enc;
 
     if (op->next >= op->n) {
         finish(op, true);
@@ -188,28 +176,21 @@ static void resolve_next(struct resolve_op *op)
         return;
     }
     in = &op->plan[op->next];
+    headers[0] = "X-Nf-User-Id";
+    headers[1] = op->user_id;
+    headers[2] = "X-Request-Id";
+    headers[3] = nf_http_req_id(op->req);
+    headers[4] = NULL;
     if (in->artifact_id) {
-        headers[0] = "X-Nf-User-Id";
-        headers[1] = op->user_id;
-        headers[2] = "X-Request-Id";
-        headers[3] = nf_http_req_id(op->req);
-        headers[4] = NULL;
         snprintf(target, sizeof(target), "/internal/artifacts/%s", in->artifact_id);
-        if (nf_http_client_request(op->ctx->sched, "GET", target, headers, NULL, 0, 0, on_artifact,
-                                   op) < 0) {
-            gw_reply_unavailable(op->req, 1, "the artifact registry is unavailable, try again");
-            finish(op, false);
-        }
-        return;
+    } else {
+        enc = nf_s3_encode(in->uri, false); /* every byte but A-Z a-z 0-9 - _ . ~ escaped */
+        snprintf(target, sizeof(target), "/internal/files?limit=1&s3_uri=%s", enc);
+        free(enc);
     }
-    if (!nf_s3_key_valid(in->object_key)) { /* the namespace prefix made it too long */
-        nf_http_reply_error(op->req, 422, "invalid_params", in->param,
-                            "no such object %s (its key is too long to be stored)", in->uri);
-        finish(op, false);
-        return;
-    }
-    if (!op->ctx->s3 || nf_s3_head(op->ctx->s3, in->object_key, on_head, op) < 0) {
-        gw_reply_unavailable(op->req, 2, "the object store is unavailable, try again");
+    if (nf_http_client_request(op->ctx->sched, "GET", target, headers, NULL, 0, 0, on_record, op) <
+        0) {
+        gw_reply_unavailable(op->req, 1, "the artifact registry is unavailable, try again");
         finish(op, false);
     }
 }
@@ -226,8 +207,7 @@ void gw_inputs_resolve(struct gw_ctx *ctx, struct nf_http_req *req, const char *
     op->inputs = cJSON_CreateArray();
     if (!op->inputs)
         abort();
-    op->n = gw_inputs_plan(cJSON_GetObjectItemCaseSensitive(valid, "params"), user_id, op->plan,
-                           NPARAMS);
+    op->n = gw_inputs_plan(cJSON_GetObjectItemCaseSensitive(valid, "params"), op->plan, NPARAMS);
     op->done = done;
     op->arg = arg;
     resolve_next(op);

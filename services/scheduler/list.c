@@ -326,6 +326,14 @@ static int parse_pair(enum sched_list_kind kind, const char *key, const char *va
         snprintf(q->job_id, sizeof(q->job_id), "%s", val);
         return 0;
     }
+    if (kind == SCHED_LIST_FILES && strcmp(key, "s3_uri") == 0) {
+        if (q->s3_uri[0] != '\0')
+            return nf_json_fail(err, key, "query parameter %s is given more than once", key);
+        if (strncmp(val, "s3://", 5) != 0 || strlen(val) >= sizeof(q->s3_uri))
+            return nf_json_fail(err, "s3_uri", "s3_uri must be an s3:// URI");
+        snprintf(q->s3_uri, sizeof(q->s3_uri), "%s", val);
+        return 0;
+    }
     if (kind == SCHED_LIST_FILES && strcmp(key, "purpose") == 0) {
         if (once(seen, SEEN_JOB, key, err) < 0)
             return -1;

@@ -7,9 +7,12 @@
  *   GET    /internal/artifacts/{artifact_id}           -> 200 artifact | 404
  *   DELETE /internal/artifacts/{artifact_id}           -> 200 the deleted artifact | 404
  *   POST   /internal/files {artifact_id, name, purpose, object_key, s3_uri, bytes, sha256}
- *          -> 201 the file's artifact (200 when that id is recorded already: a retry)
+ *          -> 201 the file's artifact (200 when that id is recorded already: a retry), with
+ *             replaced_object_keys: the objects of the older file of that s3_uri, for the
+ *             gateway to delete
  *          -> 409 when another upload to the same s3_uri was recorded at the same moment
- *   GET    /internal/files?purpose=&limit=&cursor=     -> 200 {data, has_more, next_cursor}
+ *   GET    /internal/files?purpose=&s3_uri=&limit=&cursor=
+ *          -> 200 {data, has_more, next_cursor} (s3_uri: the live file of that name, if any)
  *
  * A delete only marks the row (deleted_at): storage is metered up to that moment, and the
  * gateway removes the object. A new upload to an s3:// name marks the older file of that
@@ -45,6 +48,7 @@ static const char files_sql[] =
     " WHERE a.user_id = $1 AND a.source = 'upload' AND a.deleted_at IS NULL"
     "  AND ($2::text IS NULL OR a.purpose = $2::text)"
     "  AND ($3::text IS NULL OR a.artifact_id < $3::text)"
+    "  AND ($5::text IS NULL OR a.s3_uri = $5::text)"
     " ORDER BY a.artifact_id DESC LIMIT $4::int";
 
 static const char artifact_sql[] =
@@ -62,7 +66,7 @@ static const char file_create_sql[] =
     "WITH old AS ("
     " UPDATE sched.artifacts SET deleted_at = now()"
     " WHERE user_id = $2 AND s3_uri = $7 AND deleted_at IS NULL AND artifact_id <> $1"
-    " RETURNING 1"
+    " RETURNING object_key"
     "), ins AS ("
     " INSERT INTO sched.artifacts (artifact_id, job_id, user_id, name, kind, uri, bytes, sha256,"
     "  object_key, source, purpose, filename, s3_uri)"
@@ -76,7 +80,9 @@ static const char file_create_sql[] =
     " SELECT *, false FROM sched.artifacts"
     " WHERE artifact_id = $1 AND user_id = $2 AND NOT EXISTS (SELECT 1 FROM ins)"
     ")"
-    " SELECT " ARTIFACT_COLS("r.") ", r.created FROM r";
+    " SELECT " ARTIFACT_COLS("r.") ", r.created,"
+    "  (SELECT coalesce(json_agg(object_key), '[]'::json)::text FROM old) AS replaced"
+    " FROM r";
 /* clang-format on */
 
 #define S3_URI_MAX 1100
@@ -146,7 +152,7 @@ static void list(struct sched_ctx *ctx, struct nf_http_req *req, enum sched_list
 {
     struct sched_list_query q;
     struct list_op *op;
-    const char *params[4], *user = sched_http_caller(req);
+    const char *params[5], *user = sched_http_caller(req);
     const char *filter;
     char limit[16];
 
@@ -158,11 +164,12 @@ static void list(struct sched_ctx *ctx, struct nf_http_req *req, enum sched_list
     params[1] = filter[0] ? filter : NULL;
     params[2] = q.after[0] ? q.after : NULL;
     params[3] = limit;
+    params[4] = q.s3_uri[0] ? q.s3_uri : NULL;
     op = nf_xcalloc(1, sizeof(*op));
     op->req = req;
     op->limit = q.limit;
-    if (nf_pg_query(ctx->pg, kind == SCHED_LIST_FILES ? files_sql : artifacts_sql, 4, params,
-                    on_list, op) < 0) {
+    if (nf_pg_query(ctx->pg, kind == SCHED_LIST_FILES ? files_sql : artifacts_sql,
+                    kind == SCHED_LIST_FILES ? 5 : 4, params, on_list, op) < 0) {
         sched_http_unavailable(req, "could not queue the query");
         free(op);
     }
@@ -266,8 +273,8 @@ static const char *file_fields(const cJSON *body, const char *user, const char *
         return "s3_uri";
     n = snprintf(prefix, sizeof(prefix), "tenants/%s/files/", user);
     if (!key || n <= 0 || (size_t)n >= sizeof(prefix) || strncmp(key, prefix, (size_t)n) != 0 ||
-        strlen(key) > OBJECT_KEY_MAX || strcmp(key + n, uri + 5) != 0)
-        return "object_key"; /* the key is the user's prefix + the s3:// name */
+        key[n] == '\0' || strlen(key) > OBJECT_KEY_MAX || strstr(key, "/../") || strstr(key, "//"))
+        return "object_key"; /* under the user's own files prefix */
     snprintf(bytes_buf, 32, "%lld", (long long)bytes->valuedouble);
     params[0] = id;
     params[1] = user;
@@ -284,6 +291,7 @@ static void on_file_create(const PGresult *res, const char *err, const char *pgc
 {
     struct nf_http_req *req = arg;
     const char *created;
+    cJSON *body, *replaced;
 
     if (!res && pgcode && strcmp(pgcode, "23505") == 0) {
         nf_http_reply_error(req, 409, "conflict", "uri",
@@ -300,8 +308,12 @@ static void on_file_create(const PGresult *res, const char *err, const char *pgc
         return;
     }
     created = nf_pg_val(res, 0, "created");
-    nf_http_reply_json(req, created && strcmp(created, "t") == 0 ? 201 : 200,
-                       artifact_json(res, 0));
+    body = artifact_json(res, 0);
+    replaced = cJSON_Parse(nf_pg_val(res, 0, "replaced") ? nf_pg_val(res, 0, "replaced") : "[]");
+    if (!cJSON_AddItemToObject(body, "replaced_object_keys",
+                               replaced ? replaced : cJSON_CreateArray()))
+        abort();
+    nf_http_reply_json(req, created && strcmp(created, "t") == 0 ? 201 : 200, body);
 }
 
 void sched_route_file_create(struct nf_http_req *req, void *arg)

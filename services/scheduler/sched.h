@@ -491,14 +491,15 @@ struct sched_list_query {
     cJSON *metadata;        /* jobs: {"key": "value"} that must all match; NULL = none */
     char job_id[NF_ID_MAX]; /* artifacts: of this job only, "" = any */
     char purpose[16];       /* files: of this purpose only, "" = any */
+    char s3_uri[1101];      /* files: the one of this s3:// name, "" = any */
 };
 /*
  * Parses the raw (percent-encoded) query string of a list route. Jobs take status and
  * job_type (comma-separated lists), metadata[key]=value (up to 16), limit (1..100,
  * default 20) and cursor; events take limit and cursor; artifacts take job_id, limit and
- * cursor; files take purpose, limit and cursor. Unknown, repeated or invalid parameters fail with
- * err.param naming them. query may be NULL. On success *out owns metadata (sched_list_query_clear);
- * on failure *out is untouched.
+ * cursor; files take purpose, s3_uri, limit and cursor. Unknown, repeated or invalid parameters
+ * fail with err.param naming them. query may be NULL. On success *out owns metadata
+ * (sched_list_query_clear); on failure *out is untouched.
  */
 int sched_list_parse(enum sched_list_kind kind, const char *query, struct sched_list_query *out,
                      struct nf_json_err *err);

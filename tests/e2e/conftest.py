@@ -134,7 +134,7 @@ def stack(script, timeout=150):
     overrides = os.environ.get("NF_TEST_STACK_OVERRIDES", "")
     prelude = f"""set -euo pipefail
 FORGE_ROOT={ROOT}; export FORGE_ROOT
-for f in lib env install backing services; do source "$FORGE_ROOT/deploy/local/$f.sh"; done
+for f in lib env install backing objstore services; do source "$FORGE_ROOT/deploy/local/$f.sh"; done
 forge_profile_load test
 {f'source "{overrides}"' if overrides else ''}
 """

@@ -97,8 +97,11 @@ def test_upload_list_get_download_delete(api):
     assert body.status_code == 200 and body.content == data
     assert body.headers["Accept-Ranges"] == "bytes"
 
+    key = got["object_key"]
+    assert key.startswith("tenants/") and f"/files/{f['id']}/" in key and store_has(key)
     gone = api.call("DELETE", f"/api/files/{f['id']}", "/api/files/{file_id}")
     assert gone.status_code == 200 and gone.json()["deleted"] is True, gone.text
+    assert not store_has(key)
     assert api.call("GET", f"/api/files/{f['id']}", "/api/files/{file_id}").status_code == 404
     assert content(api, f["id"]).status_code == 404
     # the name is free again, and a job naming it is refused before the 202
@@ -106,11 +109,31 @@ def test_upload_list_get_download_delete(api):
             "dataset_uri", "no such object")
 
 
+def store_has(object_key):
+    """Whether the platform's bucket holds the object (a signed HEAD to the store)."""
+    code = stack(f'forge_s3_code HEAD "/$FORGE_S3_BUCKET/{urllib.parse.quote(object_key)}"')
+    assert code in ("200", "404"), code
+    return code == "200"
+
+
 def test_same_name_replaces_the_file(api):
     first = upload_ok(api, b'{"a": 1}\n', uri="s3://e2e-files/replace.jsonl")
+    old_key = api.call("GET", f"/api/artifacts/{first['id']}",
+                       "/api/artifacts/{artifact_id}").json()["object_key"]
+    assert store_has(old_key)
     second = upload_ok(api, b'{"a": 2}\n{"a": 3}\n', uri="s3://e2e-files/replace.jsonl")
     assert api.call("GET", f"/api/files/{first['id']}", "/api/files/{file_id}").status_code == 404
     assert content(api, second["id"]).content == b'{"a": 2}\n{"a": 3}\n'
+    # each upload has an object of its own; the replaced one is deleted from the store
+    new_key = api.call("GET", f"/api/artifacts/{second['id']}",
+                       "/api/artifacts/{artifact_id}").json()["object_key"]
+    assert new_key != old_key and store_has(new_key)
+    deadline = time.monotonic() + 5
+    while store_has(old_key) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not store_has(old_key)
+    done = run_ok(api, "audit", {"dataset_uri": "s3://e2e-files/replace.jsonl"})
+    assert done["result"]["rows"] == 2, done["result"]
 
 
 def test_range_requests(api):

@@ -1,6 +1,5 @@
 /*
- * inputs.c's plan (pure): which params of a validated request name stored data, and the
- * object key an s3:// name has in the caller's namespace.
+ * inputs.c's plan (pure): which params of a validated request name stored data.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -21,30 +20,28 @@ static void test_plan(void **state)
     struct gw_input in[8];
     cJSON *p = cJSON_Parse("{\"dataset_uri\":\"s3://bucket/dir/train.parquet\","
                            "\"model_id\":\"" ART "\",\"epochs\":3}");
-    size_t n = gw_inputs_plan(p, "usr_A", in, 8);
+    size_t n = gw_inputs_plan(p, in, 8);
 
     assert_int_equal(n, 2);
     assert_string_equal(in[0].param, "dataset_uri");
     assert_string_equal(in[0].uri, "s3://bucket/dir/train.parquet");
     assert_null(in[0].artifact_id);
-    /* the caller's namespace: another user's "bucket" is another key */
-    assert_string_equal(in[0].object_key, "tenants/usr_A/files/bucket/dir/train.parquet");
     assert_string_equal(in[1].param, "model_id");
     assert_string_equal(in[1].artifact_id, "art_01ARYZ6S41041061050R3GG28A");
-    assert_string_equal(gw_input_basename(in[0].object_key), "train.parquet");
+    assert_string_equal(gw_input_basename("tenants/u/files/art_1/train.parquet"), "train.parquet");
     assert_string_equal(gw_input_basename("plain"), "plain");
     cJSON_Delete(p);
 
     /* a model name is the catalogue's, not an input; max bounds the plan */
     p = cJSON_Parse("{\"teacher_model\":\"gpt-4\",\"student_model\":\"" ART "\","
                     "\"dataset_uri\":\"" ART "\"}");
-    assert_int_equal(gw_inputs_plan(p, "usr_A", in, 8), 2);
+    assert_int_equal(gw_inputs_plan(p, in, 8), 2);
     assert_string_equal(in[0].param, "dataset_uri");
     assert_string_equal(in[1].param, "student_model");
-    assert_int_equal(gw_inputs_plan(p, "usr_A", in, 1), 1);
+    assert_int_equal(gw_inputs_plan(p, in, 1), 1);
     cJSON_Delete(p);
     p = cJSON_Parse("{\"domain\":\"law\",\"num_samples\":3}");
-    assert_int_equal(gw_inputs_plan(p, "usr_A", in, 8), 0);
+    assert_int_equal(gw_inputs_plan(p, in, 8), 0);
     cJSON_Delete(p);
 }
 

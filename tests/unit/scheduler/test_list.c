@@ -251,6 +251,24 @@ static void test_list_bad_queries(void **state)
     parse_bad(SCHED_LIST_EVENTS, "metadata[a]=b", "metadata[a]", "unknown query parameter");
     parse_bad(SCHED_LIST_ARTIFACTS, "job_id=nope", "job_id", "job id");
     parse_bad(SCHED_LIST_ARTIFACTS, "job_id=" JOB_A "&job_id=" JOB_B, "job_id", "more than once");
+    /* files: purpose and the s3:// name (percent-decoded) */
+    parse_bad(SCHED_LIST_FILES, "purpose=weights", "purpose", "dataset, model or other");
+    parse_bad(SCHED_LIST_FILES, "s3_uri=file%3A%2F%2F%2Fetc", "s3_uri", "s3:// URI");
+    parse_bad(SCHED_LIST_FILES, "s3_uri=s3%3A%2F%2Fb%2Fk&s3_uri=s3%3A%2F%2Fb%2Fk", "s3_uri",
+              "more than once");
+    parse_bad(SCHED_LIST_ARTIFACTS, "s3_uri=s3%3A%2F%2Fb%2Fk", "s3_uri", "unknown query");
+}
+
+static void test_list_files_query(void **state)
+{
+    struct sched_list_query q;
+
+    parse_ok(SCHED_LIST_FILES, "purpose=model&s3_uri=s3%3A%2F%2Fbucket%2Fa%20b.parquet&limit=1",
+             &q);
+    assert_string_equal(q.purpose, "model");
+    assert_string_equal(q.s3_uri, "s3://bucket/a b.parquet");
+    assert_int_equal(q.limit, 1);
+    sched_list_query_clear(&q);
 }
 
 static void test_list_cursors_are_per_list(void **state)
@@ -407,7 +425,7 @@ int main(void)
     return NF_TEST_RUN(NULL, NULL, test_cursor_roundtrip, test_cursor_encode_refuses_bad_positions,
                        test_cursor_decode_refuses_what_we_did_not_make, test_query_decode,
                        test_list_defaults, test_list_all_filters, test_list_bad_queries,
-                       test_list_cursors_are_per_list, test_types_array,
+                       test_list_files_query, test_list_cursors_are_per_list, test_types_array,
                        test_merge_adds_unrecorded_jobs_in_order,
                        test_merge_respects_filters_cursor_and_limit);
 }
