@@ -1,0 +1,337 @@
+"""train for the stand-in bases (_hf.STAND_INS): supervised fine-tuning with PyTorch +
+transformers + peft. handlers/train calls main(job) when params.model_id names one.
+
+params: model_id, dataset_uri, validation_uri (or validation_split, default 0.1), method
+(lora (default) | full; the older `lora: false` means full), lora_r (8), lora_alpha (16),
+lora_dropout (0.05), epochs (3), batch_size (8), learning_rate (1e-2 for lora, 3e-3 for
+full, tuned for the stand-ins; times learning_rate_multiplier), warmup_ratio (0.1), max_seq_length (128), seed,
+train_on_inputs (false: the loss is on the completion tokens only), merge (false),
+metric_every (10 steps).
+
+Stdout: {"metric": {step, epoch, train_loss, valid_loss, learning_rate, tokens_per_s}} every
+metric_every steps and at each epoch's end (valid_loss only there), and a {"log"} summary
+per epoch. A checkpoint per epoch, checkpoint-epoch-<n>.tar (kind checkpoint: trainable
+weights in safetensors, optimizer, scheduler and RNG state); NF_RESUME_DIR, when set and
+holding one (unpacked, or the .tar), resumes after its epoch and reproduces the
+uninterrupted run bit for bit on the same device. Output: model.tar (kind model: the
+adapter, or for full / merge the whole model, with the tokenizer and nexa.json) and
+metrics.json (kind metrics). Usage: input_tokens = every token the model processed (the
+training tokens x epochs, plus every validation pass).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import tarfile
+import tempfile
+import time
+
+import _forge as forge
+import _hf as hf
+
+CKPT_STATE = "trainer_state.json"
+
+
+def params_of(job):
+    p = job["params"]
+    method = p.get("method")
+    if method is None:
+        method = "full" if p.get("lora") is False else "lora"
+    if method not in ("lora", "full"):
+        forge.fail("params.method must be lora or full")
+    # Tuned for the stand-ins (randomly initialised, a few hundred thousand parameters);
+    # fine-tuning real 7-8B weights wants about 2e-4 (lora) / 2e-5 (full): pass it.
+    lr_default = 1e-2 if method == "lora" else 3e-3
+    lr = forge.float_param(p, "learning_rate", default=lr_default, lo=0.0, hi=1.0)
+    lr *= forge.float_param(p, "learning_rate_multiplier", default=1.0, lo=0.0, hi=100.0)
+    split = p.get("validation_split", 0.1)
+    if isinstance(split, bool) or not isinstance(split, (int, float)) or not 0 <= split < 1:
+        forge.fail("params.validation_split must be a number in [0, 1)")
+    return {
+        "model_id": p["model_id"], "method": method,
+        "lora_r": forge.int_param(p, "lora_r", default=8, lo=1, hi=1024),
+        "lora_alpha": forge.float_param(p, "lora_alpha", default=16.0, lo=0.0, hi=1e6),
+        "lora_dropout": _rate(p, "lora_dropout", 0.05),
+        "epochs": forge.int_param(p, "epochs", default=3, lo=1, hi=100),
+        "batch_size": forge.int_param(p, "batch_size", default=8, lo=1, hi=4096),
+        "learning_rate": lr,
+        "warmup_ratio": _rate(p, "warmup_ratio", 0.1),
+        "max_seq_length": forge.int_param(p, "max_seq_length", default=128, lo=8, hi=512),
+        "seed": forge.seed_for(job, p, ":train"),
+        "train_on_inputs": forge.bool_param(p, "train_on_inputs", default=False),
+        "merge": forge.bool_param(p, "merge", default=False),
+        "validation_split": float(split),
+        "metric_every": forge.int_param(p, "metric_every", default=10, lo=1, hi=1_000_000),
+    }
+
+
+def _rate(p, key, default):
+    v = p.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1:
+        forge.fail(f"params.{key} must be a number in [0, 1)")
+    return float(v)
+
+
+def emit_metric(**m):
+    forge.emit({"metric": {k: (round(v, 6) if isinstance(v, float) else v)
+                           for k, v in m.items()}})
+
+
+# ---- checkpoints --------------------------------------------------------------------
+
+
+def trainable_state(model):
+    return {k: v.detach().cpu().contiguous() for k, v in model.named_parameters()
+            if v.requires_grad}
+
+
+def save_checkpoint(out, epoch, model, opt, sched, state):
+    """checkpoint-epoch-<epoch>.tar in out: weights.safetensors, optimizer.pt,
+    scheduler.pt, rng.pt, trainer_state.json; written atomically."""
+    import torch
+    from safetensors.torch import save_file
+
+    tmp = tempfile.mkdtemp(prefix=".ckpt-", dir=out)
+    try:
+        save_file(trainable_state(model), os.path.join(tmp, "weights.safetensors"))
+        torch.save(opt.state_dict(), os.path.join(tmp, "optimizer.pt"))
+        torch.save(sched.state_dict(), os.path.join(tmp, "scheduler.pt"))
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(rng, os.path.join(tmp, "rng.pt"))
+        with open(os.path.join(tmp, CKPT_STATE), "w", encoding="utf-8") as f:
+            json.dump(state, f, indent=2, sort_keys=True)
+        name = f"checkpoint-epoch-{epoch}.tar"
+        hf.pack_dir(tmp, os.path.join(out, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return name
+
+
+def find_resume(resume_dir):
+    """The newest checkpoint in NF_RESUME_DIR: a dir holding trainer_state.json (itself or
+    a subdir), or a checkpoint-epoch-<n>.tar; unpacked into a temp dir. None if none."""
+    if not resume_dir or not os.path.isdir(resume_dir):
+        return None
+    found = []  # (epoch, kind, path)
+    for root, _dirs, files in os.walk(resume_dir):
+        if CKPT_STATE in files:
+            with open(os.path.join(root, CKPT_STATE), encoding="utf-8") as f:
+                found.append((json.load(f)["epoch"], "dir", root))
+        for name in files:
+            if name.startswith("checkpoint-epoch-") and name.endswith(".tar"):
+                try:
+                    found.append((int(name[17:-4]), "tar", os.path.join(root, name)))
+                except ValueError:
+                    pass
+    if not found:
+        return None
+    _epoch, kind, path = max(found)
+    if kind == "dir":
+        return path
+    dest = tempfile.mkdtemp(prefix="resume-", dir=os.path.dirname(forge.artifact_dir()))
+    try:
+        with tarfile.open(path) as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        forge.fail(f"NF_RESUME_DIR: {path} is not a readable checkpoint: {exc}",
+                   forge.EXIT_RETRYABLE)
+    return dest
+
+
+def load_checkpoint(path, model, opt, sched):
+    import torch
+    from safetensors.torch import load_file
+
+    weights = load_file(os.path.join(path, "weights.safetensors"))
+    missing = [k for k, v in model.named_parameters() if v.requires_grad and k not in weights]
+    if missing:
+        forge.fail(f"NF_RESUME_DIR: the checkpoint does not match this job's model "
+                   f"({len(missing)} trainable tensors missing, e.g. {missing[0]})")
+    model.load_state_dict(weights, strict=False)
+    opt.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), weights_only=False))
+    sched.load_state_dict(torch.load(os.path.join(path, "scheduler.pt"), weights_only=False))
+    rng = torch.load(os.path.join(path, "rng.pt"), weights_only=False)
+    torch.set_rng_state(rng["torch"])
+    random.setstate(rng["python"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    with open(os.path.join(path, CKPT_STATE), encoding="utf-8") as f:
+        return json.load(f)
+
+
+# ---- the run ------------------------------------------------------------------------
+
+
+def main(job):
+    P = params_of(job)
+    name = P["model_id"]
+    out = forge.artifact_dir()
+    dataset = forge.open_dataset(job, "dataset_uri")
+    validation = forge.open_dataset(job, "validation_uri", required=False)
+    train_pairs = hf.read_pairs(dataset)
+    valid_pairs = hf.read_pairs(validation) if validation is not None else None
+
+    hf.require_ml()
+    import torch
+    import transformers
+
+    device, dtype = hf.device_and_dtype()
+    base_dir = hf.stand_in_dir(name)
+    meta = hf.stand_in_meta(name)
+    tok = transformers.AutoTokenizer.from_pretrained(base_dir)
+    train = hf.encode_pairs(tok, train_pairs, P["max_seq_length"], P["train_on_inputs"])
+    if validation is not None:
+        valid = hf.encode_pairs(tok, valid_pairs, P["max_seq_length"], P["train_on_inputs"])
+        if not valid:
+            forge.fail("params.validation_uri: no records with completion text")
+    elif P["validation_split"] > 0 and len(train) >= 2:
+        order = list(range(len(train)))
+        random.Random(P["seed"]).shuffle(order)
+        cut = max(1, int(round(len(train) * P["validation_split"])))
+        valid = [train[i] for i in sorted(order[:cut])]
+        train = [train[i] for i in sorted(order[cut:])]
+    else:
+        valid = []
+    if not train:
+        forge.fail("params.dataset_uri: no records with completion text to train on")
+    forge.log(f"fine-tuning the {meta['architecture']} stand-in for {name} ({P['method']}) on "
+              f"{len(train)} examples, {len(valid)} held out, on {device} ({dtype})")
+
+    torch.manual_seed(P["seed"])
+    random.seed(P["seed"])
+    model = transformers.AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    model.to(device)
+    arch = model.config.model_type
+    if P["method"] == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lcfg = LoraConfig(r=P["lora_r"], lora_alpha=P["lora_alpha"],
+                          lora_dropout=P["lora_dropout"], target_modules=hf.LORA_TARGETS[arch],
+                          task_type="CAUSAL_LM")
+        model = get_peft_model(model, lcfg)
+    n_params = sum(p.numel() for p in model.parameters())
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    bs = P["batch_size"]
+    steps_per_epoch = math.ceil(len(train) / bs)
+    total_steps = steps_per_epoch * P["epochs"]
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                            lr=P["learning_rate"], weight_decay=0.0)
+    sched = transformers.get_linear_schedule_with_warmup(
+        opt, int(P["warmup_ratio"] * total_steps), total_steps)
+
+    pad = tok.pad_token_id
+    train_tokens = sum(len(x) for x, _ in train)
+    processed = 0
+    history = {"train_loss": [], "valid_loss": []}
+    start_epoch, step = 1, 0
+    valid_before = None
+    resume = find_resume(os.environ.get("NF_RESUME_DIR"))
+    if resume is not None:
+        state = load_checkpoint(resume, model, opt, sched)
+        start_epoch, step = state["epoch"] + 1, state["step"]
+        history, valid_before = state["history"], state.get("valid_loss_before")
+        processed = state["tokens_processed"]
+        forge.log(f"resumed from the checkpoint of epoch {state['epoch']} (step {step})")
+    elif valid:
+        valid_before, n = hf.mean_loss(model, valid, bs, pad, device)
+        processed += n
+        emit_metric(step=0, epoch=0, valid_loss=valid_before)
+
+    tick = forge.Progress()
+    checkpoints = []
+    model.train()
+    for epoch in range(start_epoch, P["epochs"] + 1):
+        order = torch.randperm(len(train),
+                               generator=torch.Generator().manual_seed(P["seed"] + epoch))
+        ep_nll, ep_n, win_nll, win_n, win_tok, win_t = 0.0, 0, 0.0, 0, 0, time.monotonic()
+        for b in range(steps_per_epoch):
+            batch = [train[int(i)] for i in order[b * bs:(b + 1) * bs]]
+            ids, labels, mask = hf.collate(batch, pad, device)
+            nll, n = hf.token_nll(model, ids, labels, mask)
+            loss = nll / max(1, n)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            step += 1
+            ntok = int(mask.sum())
+            processed += ntok
+            ep_nll += float(nll)
+            ep_n += n
+            win_nll += float(nll)
+            win_n += n
+            win_tok += ntok
+            if step % P["metric_every"] == 0:
+                dt = max(1e-9, time.monotonic() - win_t)
+                emit_metric(step=step, epoch=round(epoch - 1 + (b + 1) / steps_per_epoch, 4),
+                            train_loss=win_nll / max(1, win_n),
+                            learning_rate=sched.get_last_lr()[0], tokens_per_s=win_tok / dt)
+                win_nll, win_n, win_tok, win_t = 0.0, 0, 0, time.monotonic()
+            tick(step / total_steps * 0.95)
+        train_loss = ep_nll / max(1, ep_n)
+        history["train_loss"].append(round(train_loss, 6))
+        valid_loss = None
+        if valid:
+            valid_loss, n = hf.mean_loss(model, valid, bs, pad, device)
+            processed += n
+            history["valid_loss"].append(round(valid_loss, 6))
+        emit_metric(step=step, epoch=epoch, train_loss=train_loss, valid_loss=valid_loss,
+                    learning_rate=sched.get_last_lr()[0])
+        forge.log(f"epoch {epoch}/{P['epochs']}: train_loss={train_loss:.4f}"
+                  + (f" valid_loss={valid_loss:.4f}" if valid_loss is not None else "")
+                  + f" step={step}")
+        state = {"epoch": epoch, "step": step, "history": history, "tokens_processed":
+                 processed, "valid_loss_before": valid_before, "model_id": name,
+                 "method": P["method"]}
+        checkpoints.append(save_checkpoint(out, epoch, model, opt, sched, state))
+
+    # The output model directory, packed as model.tar.
+    mdir = tempfile.mkdtemp(prefix=".model-", dir=out)
+    merged = P["method"] == "full" or P["merge"]
+    final = model
+    if P["method"] == "lora":
+        if merged:
+            final = model.merge_and_unload()
+        else:
+            model.save_pretrained(mdir, safe_serialization=True)
+    if merged:
+        final.save_pretrained(mdir, safe_serialization=True)
+    tok.save_pretrained(mdir)
+    out_meta = {"base_model": name, "architecture": meta["architecture"], "stand_in": True,
+                "method": P["method"], "merged": merged, "parameters": meta["parameters"],
+                "real_parameters": meta["real_parameters"], "trainable_parameters": n_trainable,
+                "train_on_inputs": P["train_on_inputs"], "job_id": forge.job_id(job)}
+    with open(os.path.join(mdir, "nexa.json"), "w", encoding="utf-8") as f:
+        json.dump(out_meta, f, indent=2, sort_keys=True)
+    size = hf.pack_dir(mdir, os.path.join(out, "model.tar"))
+    shutil.rmtree(mdir, ignore_errors=True)
+
+    res = {"model_id": name, "base_model": name, "stand_in": True,
+           "architecture": meta["architecture"], "parameters": meta["parameters"],
+           "real_parameters": meta["real_parameters"], "trainable_parameters": n_trainable,
+           "loaded_parameters": n_params, "method": P["method"], "merged": merged,
+           "epochs": P["epochs"], "steps": step, "batch_size": bs,
+           "learning_rate": P["learning_rate"],
+           "final_loss": history["valid_loss"][-1] if history["valid_loss"]
+           else history["train_loss"][-1],
+           "train_loss": history["train_loss"][-1],
+           "valid_loss": history["valid_loss"][-1] if history["valid_loss"] else None,
+           "valid_loss_before": valid_before, "loss_by_epoch": history,
+           "train_examples": len(train), "valid_examples": len(valid),
+           "tokens": train_tokens, "tokens_processed": processed, "device": str(device),
+           "dtype": str(dtype).replace("torch.", ""), "bytes": size,
+           "resumed_from_epoch": start_epoch - 1 if resume is not None else None}
+    forge.write_json(os.path.join(out, "metrics.json"), res)
+    forge.progress(1.0)
+    forge.usage(input_tokens=processed)
+    for c in checkpoints:
+        forge.artifact(c, "checkpoint")
+    forge.artifact("model.tar", "model")
+    forge.artifact("metrics.json", "metrics")
+    forge.result(res)
