@@ -2,6 +2,7 @@
 
     python3 _serve.py --model MODEL.json --model-id ID --dir DIR --replicas N
                       [--watch-pid PID --watch-start TICKS]
+    python3 _serve.py --hf-model MODEL_DIR ...   (a PyTorch model: _hf.py)
 
 Binds 127.0.0.1 on a free port and writes DIR/endpoint.json ({"pid", "port", "url"})
 once it accepts connections, and DIR/endpoint.pid. It runs in its own session (the
@@ -22,7 +23,9 @@ API (JSON):
 At most `replicas` requests are served at once (the replica count is the endpoint's
 concurrency); more wait their turn.
 
-Python standard library only.
+Python standard library only for a bigram model.json; --hf-model serves a Hugging Face
+model directory (a stand-in base, or train's unpacked model.tar: merged, or an adapter on
+its base) with transformers' generate, tokens counted by its tokenizer.
 """
 import sys
 
@@ -92,6 +95,43 @@ class Generator:
         return out, reason
 
 
+class TextGenerator:
+    """complete(prompt text, ...) -> (text, finish_reason, prompt tokens, completion
+    tokens), for either model kind."""
+
+    def __init__(self, bigram=None, hf_dir=None):
+        self.bigram = Generator(bigram) if bigram is not None else None
+        if hf_dir is not None:
+            import _hf
+
+            _hf.require_ml()
+            self.device, dtype = _hf.device_and_dtype()
+            self.model, self.tok, _meta = _hf.load_for_inference(hf_dir, self.device, dtype)
+
+    def complete(self, prompt, max_tokens, temperature, seed):
+        if self.bigram is not None:
+            toks = tokenize(prompt)
+            words, reason = self.bigram.complete(toks, max_tokens, temperature,
+                                                 random.Random(seed))
+            return " ".join(words), reason, len(toks), len(words)
+        import torch
+
+        ids = [self.tok.bos_token_id] + self.tok.encode(prompt, add_special_tokens=False)
+        x = torch.tensor([ids], device=self.device)
+        kw = {"do_sample": False}
+        if temperature > 0:
+            torch.manual_seed(seed if isinstance(seed, int) else random.getrandbits(32))
+            kw = {"do_sample": True, "temperature": float(temperature), "top_k": 50}
+        with torch.no_grad():
+            out = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x),
+                                      max_new_tokens=max_tokens,
+                                      pad_token_id=self.tok.pad_token_id,
+                                      eos_token_id=self.tok.eos_token_id, **kw)
+        new = out[0, len(ids):].tolist()
+        reason = "stop" if new and new[-1] == self.tok.eos_token_id else "length"
+        return self.tok.decode(new, skip_special_tokens=True), reason, len(ids), len(new)
+
+
 def make_handler(model_id, gen, gate):
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "nexa-forge-endpoint/0.1"
@@ -151,16 +191,15 @@ def make_handler(model_id, gen, gate):
                     not 0 <= temperature <= 5:
                 self.error(422, "invalid_params", "temperature must be 0..5")
                 return
-            prompt = tokenize(req["prompt"])
             with gate:
-                words, reason = gen.complete(prompt, max_tokens, float(temperature),
-                                             random.Random(seed))
+                text, reason, n_in, n_out = gen.complete(req["prompt"], max_tokens,
+                                                         float(temperature), seed)
             self.send_json(200, {
                 "id": "cmpl-" + uuid.uuid4().hex[:24], "object": "text_completion",
                 "model": model_id,
-                "choices": [{"text": " ".join(words), "index": 0, "finish_reason": reason}],
-                "usage": {"prompt_tokens": len(prompt), "completion_tokens": len(words),
-                          "total_tokens": len(prompt) + len(words)}})
+                "choices": [{"text": text, "index": 0, "finish_reason": reason}],
+                "usage": {"prompt_tokens": n_in, "completion_tokens": n_out,
+                          "total_tokens": n_in + n_out}})
 
     return Handler
 
@@ -179,7 +218,8 @@ def write_atomic(path, text):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", required=True)
+    ap.add_argument("--model")
+    ap.add_argument("--hf-model")
     ap.add_argument("--model-id", required=True)
     ap.add_argument("--dir", required=True)
     ap.add_argument("--replicas", type=int, default=1)
@@ -187,9 +227,11 @@ def main():
     ap.add_argument("--watch-start", default="")
     args = ap.parse_args()
 
-    with open(args.model, encoding="utf-8") as f:
-        model = BigramModel.from_json(json.load(f))
-    gen = Generator(model)
+    if args.hf_model:
+        gen = TextGenerator(hf_dir=args.hf_model)
+    else:
+        with open(args.model, encoding="utf-8") as f:
+            gen = TextGenerator(bigram=BigramModel.from_json(json.load(f)))
     gate = threading.BoundedSemaphore(max(1, args.replicas))
     server = Server(("127.0.0.1", 0), make_handler(args.model_id, gen, gate))
     port = server.server_address[1]

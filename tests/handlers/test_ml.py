@@ -228,3 +228,36 @@ def test_stand_in_build_is_deterministic(tmp_path):
                 for n in ("model.safetensors", "tokenizer.json", "config.json")} for d in dirs]
     assert digests[0] == digests[1]
     assert json.load(io.open(f"{dirs[0]}/nexa.json"))["stand_in"] is True
+
+
+def test_deploy_serves_the_trained_model_with_transformers(ml, lora_run):
+    """The endpoint runs while the test's process (the handler's parent: the 'agent' it
+    watches) lives; it answers /v1/completions with tokens counted by the tokenizer."""
+    import os
+    import signal
+    import time
+    import urllib.request
+
+    run = ml["run"]("deploy", {"model_id": "artifact://art_model"},
+                    {"model_id": lora_run.out_dir / "model.tar"})
+    pid_file = run.out_dir / "endpoint.pid"
+    try:
+        assert run.rc == 0, run.stderr
+        assert run.result["model_source"] == "trained"
+        smoke = run.json("deployment.json")["smoke_test"]
+        assert smoke["usage"]["prompt_tokens"] > 0 and smoke["usage"]["completion_tokens"] > 0
+        body = json.dumps({"prompt": "### User:\nWhat limits liability?\n### Assistant:\n",
+                           "max_tokens": 8}).encode()
+        req = urllib.request.Request(run.result["endpoint_url"] + "/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            out = json.loads(resp.read())
+        assert out["model"] == "artifact://art_model"
+        assert 1 <= out["usage"]["completion_tokens"] <= 8
+    finally:
+        if pid_file.exists():
+            os.kill(int(pid_file.read_text()), signal.SIGTERM)
+            for _ in range(50):
+                if not pid_file.exists():
+                    break
+                time.sleep(0.1)
