@@ -69,7 +69,7 @@ LORA_TARGETS = {
 }
 
 
-def is_stand_in(name) -> bool:
+def is_stand_in(name: object) -> bool:
     return isinstance(name, str) and name in STAND_INS
 
 
@@ -78,7 +78,7 @@ def cache_root() -> str:
         os.path.expanduser("~"), ".cache", "nexa-forge", "models")
 
 
-def corpus_texts(n_per_domain=300, seed=20):
+def corpus_texts(n_per_domain: int = 300, seed: int = 20) -> list[str]:
     """The reference corpus the stand-in tokenizers are trained on: deterministic."""
     rng = random.Random(seed)
     texts = []
@@ -89,7 +89,7 @@ def corpus_texts(n_per_domain=300, seed=20):
     return texts
 
 
-def _build_tokenizer(path):
+def _build_tokenizer(path: str):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -107,7 +107,7 @@ def _build_tokenizer(path):
     return fast
 
 
-def _build(name, path):
+def _build(name: str, path: str) -> None:
     import torch
     import transformers
 
@@ -129,7 +129,7 @@ def _build(name, path):
         json.dump(meta, f, indent=2, sort_keys=True)
 
 
-def stand_in_dir(name) -> str:
+def stand_in_dir(name: str) -> str:
     """The stand-in's model directory, built on first use (atomically)."""
     root = cache_root()
     final = os.path.join(root, f"{name}-{STAND_IN_VERSION}")
@@ -150,7 +150,7 @@ def stand_in_dir(name) -> str:
     return final
 
 
-def stand_in_meta(name) -> dict:
+def stand_in_meta(name: str) -> dict:
     with open(os.path.join(stand_in_dir(name), "nexa.json"), encoding="utf-8") as f:
         return json.load(f)
 
@@ -172,7 +172,7 @@ def device_and_dtype():
 # ---- records -> (prompt, completion) -> token examples -----------------------------
 
 
-def record_pair(rec):
+def record_pair(rec: dict) -> tuple[str, str]:
     """(prompt, completion) of a record: chat `messages`, prompt/completion,
     instruction(+input)/response, or plain text (prompt ""). Raises ValueError saying why a
     record is none of these."""
@@ -213,7 +213,8 @@ def _msg_text(m, i):
     return m["content"] + ("\n" if m["role"] == "system" else "")
 
 
-def encode_pair(tok, prompt, completion, max_len, train_on_inputs):
+def encode_pair(tok, prompt: str, completion: str, max_len: int,
+                train_on_inputs: bool) -> tuple[list[int], list[int]]:
     """(input_ids, labels): <s> prompt [### Assistant:\\n] completion </s>, cut to max_len;
     labels are -100 on the prompt unless train_on_inputs."""
     if prompt:
@@ -226,7 +227,7 @@ def encode_pair(tok, prompt, completion, max_len, train_on_inputs):
     return ids[:max_len], labels[:max_len]
 
 
-def read_pairs(dataset, limit=200_000):
+def read_pairs(dataset: forge.Dataset, limit: int = 200_000) -> list[tuple[str, str]]:
     """(prompt, completion) of every record, read before any model is loaded, so a
     malformed line/row exits 2 naming it at once."""
     out = []
@@ -243,7 +244,8 @@ def read_pairs(dataset, limit=200_000):
     return out
 
 
-def encode_pairs(tok, pairs, max_len, train_on_inputs):
+def encode_pairs(tok, pairs: list[tuple[str, str]], max_len: int,
+                 train_on_inputs: bool) -> list[tuple[list[int], list[int]]]:
     """Token examples (input_ids, labels) of the pairs that keep a labelled token."""
     out = []
     for prompt, completion in pairs:
@@ -253,7 +255,7 @@ def encode_pairs(tok, pairs, max_len, train_on_inputs):
     return out
 
 
-def collate(batch, pad_id, device):
+def collate(batch: list[tuple[list[int], list[int]]], pad_id: int, device):
     import torch
 
     width = max(len(ids) for ids, _ in batch)
@@ -267,7 +269,7 @@ def collate(batch, pad_id, device):
     return ids.to(device), labels.to(device), mask.to(device)
 
 
-def token_nll(model, ids, labels, mask):
+def token_nll(model, ids, labels, mask) -> tuple:
     """(summed negative log-likelihood of the labelled tokens, their count)."""
     import torch
 
@@ -279,7 +281,8 @@ def token_nll(model, ids, labels, mask):
     return nll, int((target != -100).sum())
 
 
-def mean_loss(model, examples, batch_size, pad_id, device):
+def mean_loss(model, examples: list, batch_size: int, pad_id: int,
+              device) -> tuple[float, int]:
     """Mean per-token loss over examples (no grad) and the tokens the model processed."""
     import torch
 
@@ -301,7 +304,7 @@ def mean_loss(model, examples, batch_size, pad_id, device):
 # ---- model.tar ----------------------------------------------------------------------
 
 
-def pack_dir(src, tar_path):
+def pack_dir(src: str, tar_path: str) -> int:
     """src's files as a tar (names relative to src, sorted, fixed metadata), atomically."""
     tmp = tar_path + ".tmp"
     with tarfile.open(tmp, "w") as tar:
@@ -316,7 +319,7 @@ def pack_dir(src, tar_path):
     return os.path.getsize(tar_path)
 
 
-def unpack_model(path, key="model_id"):
+def unpack_model(path: str, key: str = "model_id") -> str:
     """A model.tar (written by train) unpacked into a private dir of the job's directory
     (the parent of NF_ARTIFACT_DIR); returns that dir. Exits 2 when it is not one."""
     base = os.path.dirname(os.path.abspath(forge.artifact_dir()))
@@ -331,7 +334,7 @@ def unpack_model(path, key="model_id"):
     return dest
 
 
-def load_for_inference(model_dir, device, dtype):
+def load_for_inference(model_dir: str, device, dtype) -> tuple:
     """(model, tokenizer, meta) of a stand-in base dir or an unpacked model.tar: a merged
     or full model loads directly; an adapter loads on its base stand-in."""
     import transformers
@@ -368,7 +371,7 @@ def quiet_stderr_warnings():
         pass
 
 
-def require_ml():
+def require_ml() -> None:
     """Exits 75 (a worker fault: retried elsewhere) when the ML runtime is missing."""
     try:
         import peft  # noqa: F401

@@ -26,7 +26,7 @@ BENCHMARKS = ("mmlu", "hellaswag", "arc_easy", "gsm8k", "custom")
 LETTERS = "ABCDEFGHIJ"
 
 
-def bench_rows(name):
+def bench_rows(name: str) -> list[dict]:
     path = os.path.join(os.environ.get("NEXA_BENCHMARK_DIR") or BENCH_DIR, f"{name}.jsonl")
     try:
         with open(path, encoding="utf-8") as f:
@@ -226,7 +226,7 @@ def score_gsm8k(model, tok, rows, device, tick):
 # ---- the run ------------------------------------------------------------------------
 
 
-def main(job, model_path):
+def main(job: dict, model_path: str | None) -> None:
     """model_path: the fetched model.tar, or None for a stand-in base by name."""
     hf.require_ml()
     params = job["params"]

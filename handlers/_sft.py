@@ -4,8 +4,8 @@ transformers + peft. handlers/train calls main(job) when params.model_id names o
 params: model_id, dataset_uri, validation_uri (or validation_split, default 0.1), method
 (lora (default) | full; the older `lora: false` means full), lora_r (8), lora_alpha (16),
 lora_dropout (0.05), epochs (3), batch_size (8), learning_rate (1e-2 for lora, 3e-3 for
-full, tuned for the stand-ins; times learning_rate_multiplier), warmup_ratio (0.1), max_seq_length (128), seed,
-train_on_inputs (false: the loss is on the completion tokens only), merge (false),
+full, tuned for the stand-ins; times learning_rate_multiplier), warmup_ratio (0.1),
+max_seq_length (128), seed, train_on_inputs (false: the loss is on the completion tokens only), merge (false),
 metric_every (10 steps).
 
 Stdout: {"metric": {step, epoch, train_loss, valid_loss, learning_rate, tokens_per_s}} every
@@ -35,7 +35,7 @@ import _hf as hf
 CKPT_STATE = "trainer_state.json"
 
 
-def params_of(job):
+def params_of(job: dict) -> dict:
     p = job["params"]
     method = p.get("method")
     if method is None:
@@ -88,7 +88,7 @@ def trainable_state(model):
             if v.requires_grad}
 
 
-def save_checkpoint(out, epoch, model, opt, sched, state):
+def save_checkpoint(out: str, epoch: int, model, opt, sched, state: dict) -> str:
     """checkpoint-epoch-<epoch>.tar in out: weights.safetensors, optimizer.pt,
     scheduler.pt, rng.pt, trainer_state.json; written atomically."""
     import torch
@@ -112,7 +112,7 @@ def save_checkpoint(out, epoch, model, opt, sched, state):
     return name
 
 
-def find_resume(resume_dir):
+def find_resume(resume_dir: str | None) -> str | None:
     """The newest checkpoint in NF_RESUME_DIR: a dir holding trainer_state.json (itself or
     a subdir), or a checkpoint-epoch-<n>.tar; unpacked into a temp dir. None if none."""
     if not resume_dir or not os.path.isdir(resume_dir):
@@ -143,7 +143,7 @@ def find_resume(resume_dir):
     return dest
 
 
-def load_checkpoint(path, model, opt, sched):
+def load_checkpoint(path: str, model, opt, sched) -> dict:
     import torch
     from safetensors.torch import load_file
 
@@ -167,7 +167,7 @@ def load_checkpoint(path, model, opt, sched):
 # ---- the run ------------------------------------------------------------------------
 
 
-def main(job):
+def main(job: dict) -> None:
     P = params_of(job)
     name = P["model_id"]
     out = forge.artifact_dir()
@@ -250,7 +250,7 @@ def main(job):
                                generator=torch.Generator().manual_seed(P["seed"] + epoch))
         ep_nll, ep_n, win_nll, win_n, win_tok, win_t = 0.0, 0, 0.0, 0, 0, time.monotonic()
         for b in range(steps_per_epoch):
-            batch = [train[int(i)] for i in order[b * bs:(b + 1) * bs]]
+            batch = [train[i] for i in order[b * bs:(b + 1) * bs].tolist()]
             ids, labels, mask = hf.collate(batch, pad, device)
             nll, n = hf.token_nll(model, ids, labels, mask)
             loss = nll / max(1, n)

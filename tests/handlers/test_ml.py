@@ -6,15 +6,14 @@ lower the held-out loss by more than 0.3 nats/token (measured about 0.6 from 6.9
 full epoch by more than 0.5 (measured about 1.0); a resumed run reproduces the
 uninterrupted run bit for bit (losses and adapter bytes).
 """
-import io
 import json
+import pathlib
 import random
 import shutil
 import sys
 import tarfile
 
 import pytest
-
 from handlers_kit import HANDLERS, run_handler, write_jsonl, write_parquet
 
 sys.path.insert(0, str(HANDLERS))
@@ -69,6 +68,11 @@ def lora_run(ml):
     return run
 
 
+def tar_names(path):
+    with tarfile.open(path) as tar:
+        return tar.getnames()
+
+
 def tar_member(path, name):
     with tarfile.open(path) as tar:
         return tar.extractfile(name).read()
@@ -113,7 +117,7 @@ def test_full_training_of_mistral_lowers_the_validation_loss(ml):
     assert res["real_parameters"] == 7_241_732_096
     assert res["trainable_parameters"] == res["parameters"]
     assert res["valid_loss"] < res["valid_loss_before"] - 0.5, res
-    assert "model.safetensors" in tarfile.open(run.out_dir / "model.tar").getnames()
+    assert "model.safetensors" in tar_names(run.out_dir / "model.tar")
 
 
 def test_a_resumed_run_continues_and_reaches_the_same_loss(ml, lora_run, tmp_path):
@@ -201,7 +205,7 @@ def test_chat_and_prompt_completion_rows_train(ml, tmp_path):
     assert run.rc == 0, run.stderr
     res = run.result
     assert res["train_examples"] == 18 and res["valid_examples"] == 6 and res["merged"]
-    assert "model.safetensors" in tarfile.open(run.out_dir / "model.tar").getnames()
+    assert "model.safetensors" in tar_names(run.out_dir / "model.tar")
     # a merged model evaluates without its base
     ev = ml["run"]("evaluate", {"model_id": "artifact://art_m", "benchmark": "arc_easy"},
                    {"model_id": run.out_dir / "model.tar"})
@@ -215,19 +219,19 @@ def test_stand_in_build_is_deterministic(tmp_path):
     import subprocess
 
     # two builds (one process: importing torch twice would double the test's time)
-    code = ("import os, sys; sys.path.insert(0, %r); import _hf\n"
+    code = (f"import os, sys; sys.path.insert(0, {str(HANDLERS)!r}); import _hf\n"
             "for c in ('c0', 'c1'):\n"
-            "    os.environ['NEXA_MODEL_CACHE'] = os.path.join(%r, c)\n"
-            "    print(_hf.stand_in_dir('llama-3-8b'))" % (str(HANDLERS), str(tmp_path)))
+            f"    os.environ['NEXA_MODEL_CACHE'] = os.path.join({str(tmp_path)!r}, c)\n"
+            "    print(_hf.stand_in_dir('llama-3-8b'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
                          timeout=TIMEOUT, check=True)
     dirs = [line for line in out.stdout.splitlines() if not line.startswith("{")]
     assert len(dirs) == 2 and dirs[0] != dirs[1]
-    digests = [{n: hashlib.sha256(open(f"{d}/{n}", "rb").read()).hexdigest()
+    digests = [{n: hashlib.sha256(pathlib.Path(d, n).read_bytes()).hexdigest()
                 for n in ("model.safetensors", "tokenizer.json", "config.json")} for d in dirs]
     assert digests[0] == digests[1]
-    assert json.load(io.open(f"{dirs[0]}/nexa.json"))["stand_in"] is True
+    assert json.loads(pathlib.Path(dirs[0], "nexa.json").read_text())["stand_in"] is True
 
 
 def test_deploy_serves_the_trained_model_with_transformers(ml, lora_run):
