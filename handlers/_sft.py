@@ -20,6 +20,7 @@ training tokens x epochs, plus every validation pass).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -204,7 +205,11 @@ def main(job: dict) -> None:
 
     torch.manual_seed(P["seed"])
     random.seed(P["seed"])
-    model = transformers.AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
+    # Weights and optimizer state stay float32; on a GPU with bf16 the forward passes run
+    # under autocast (mixed precision), so LoRA and full training keep fp32 master weights.
+    model = transformers.AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    amp = (torch.autocast(device_type="cuda", dtype=dtype) if device.type == "cuda"
+           and dtype != torch.float32 else contextlib.nullcontext())
     model.to(device)
     arch = model.config.model_type
     if P["method"] == "lora":
@@ -238,7 +243,8 @@ def main(job: dict) -> None:
         processed = state["tokens_processed"]
         forge.log(f"resumed from the checkpoint of epoch {state['epoch']} (step {step})")
     elif valid:
-        valid_before, n = hf.mean_loss(model, valid, bs, pad, device)
+        with amp:
+            valid_before, n = hf.mean_loss(model, valid, bs, pad, device)
         processed += n
         emit_metric(step=0, epoch=0, valid_loss=valid_before)
 
@@ -252,7 +258,8 @@ def main(job: dict) -> None:
         for b in range(steps_per_epoch):
             batch = [train[i] for i in order[b * bs:(b + 1) * bs].tolist()]
             ids, labels, mask = hf.collate(batch, pad, device)
-            nll, n = hf.token_nll(model, ids, labels, mask)
+            with amp:
+                nll, n = hf.token_nll(model, ids, labels, mask)
             loss = nll / max(1, n)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -278,7 +285,8 @@ def main(job: dict) -> None:
         history["train_loss"].append(round(train_loss, 6))
         valid_loss = None
         if valid:
-            valid_loss, n = hf.mean_loss(model, valid, bs, pad, device)
+            with amp:
+                valid_loss, n = hf.mean_loss(model, valid, bs, pad, device)
             processed += n
             history["valid_loss"].append(round(valid_loss, 6))
         emit_metric(step=step, epoch=epoch, train_loss=train_loss, valid_loss=valid_loss,
@@ -325,7 +333,9 @@ def main(job: dict) -> None:
            "valid_loss_before": valid_before, "loss_by_epoch": history,
            "train_examples": len(train), "valid_examples": len(valid),
            "tokens": train_tokens, "tokens_processed": processed, "device": str(device),
-           "dtype": str(dtype).replace("torch.", ""), "bytes": size,
+           "dtype": "float32" + ("" if device.type == "cpu" else
+                                 " weights, " + str(dtype).replace("torch.", "") + " autocast"),
+           "bytes": size,
            "resumed_from_epoch": start_epoch - 1 if resume is not None else None}
     forge.write_json(os.path.join(out, "metrics.json"), res)
     forge.progress(1.0)
