@@ -20,6 +20,8 @@ enum pkind {
     P_STR,     /* non-empty string of at most max bytes */
     P_INT,     /* integer in [min, max] */
     P_RATE,    /* number in (0, 1] */
+    P_FRAC,    /* number in [0, 1) */
+    P_NUM,     /* number in (0, max] */
     P_BOOL,    /* true or false */
     P_URI,     /* s3:// or artifact:// (gw_validate_uri) */
     P_MODEL,   /* a model name or artifact://, at most max bytes (model_ref_valid) */
@@ -60,7 +62,8 @@ struct tspec {
 #define SEED_MAX 9007199254740991LL /* 2^53 - 1: exact in every JSON parser */
 
 static const char *const formats[] = {"jsonl", "parquet", NULL};
-static const char *const benchmarks[] = {"mmlu", "gsm8k", "hellaswag", "custom", NULL};
+static const char *const benchmarks[] = {"mmlu", "gsm8k", "hellaswag", "arc_easy", "custom", NULL};
+static const char *const train_methods[] = {"lora", "full", NULL};
 
 /* name, choices, default string, min, max, default int, kind, required, has default */
 static const struct pspec generate_params[] = {
@@ -86,7 +89,20 @@ static const struct pspec train_params[] = {
     {"validation_uri", NULL, NULL, 0, 0, 0, P_URI, false, false},
     {"epochs", NULL, NULL, 1, 100, 3, P_INT, false, true},
     {"learning_rate", NULL, NULL, 0, 0, 0, P_RATE, false, false},
-    {"lora", NULL, NULL, 0, 0, 0, P_BOOL, false, false},
+    {"learning_rate_multiplier", NULL, NULL, 0, 100, 0, P_NUM, false, false},
+    {"lora", NULL, NULL, 0, 0, 0, P_BOOL, false, false}, /* false: method full */
+    {"method", train_methods, NULL, 0, 0, 0, P_ENUM, false, false},
+    {"lora_r", NULL, NULL, 1, 1024, 0, P_INT, false, false},
+    {"lora_alpha", NULL, NULL, 0, 1000000, 0, P_NUM, false, false},
+    {"lora_dropout", NULL, NULL, 0, 0, 0, P_FRAC, false, false},
+    {"batch_size", NULL, NULL, 1, 4096, 0, P_INT, false, false},
+    {"warmup_ratio", NULL, NULL, 0, 0, 0, P_FRAC, false, false},
+    {"max_seq_length", NULL, NULL, 8, 512, 0, P_INT, false, false},
+    {"seed", NULL, NULL, 0, SEED_MAX, 0, P_INT, false, false},
+    {"train_on_inputs", NULL, NULL, 0, 0, 0, P_BOOL, false, false},
+    {"validation_split", NULL, NULL, 0, 0, 0, P_FRAC, false, false},
+    {"merge", NULL, NULL, 0, 0, 0, P_BOOL, false, false},
+    {"metric_every", NULL, NULL, 1, 1000000, 0, P_INT, false, false},
 };
 static const struct pspec evaluate_params[] = {
     {"model_id", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, true, false},
@@ -98,6 +114,21 @@ static const struct pspec deploy_params[] = {
     {"region", NULL, "us-east-1", 0, 0, 0, P_REGION, false, false},
     {"replicas", NULL, NULL, 1, 64, 1, P_INT, false, true},
 };
+
+/* train: one way to hold out validation data; lora=false and method=lora disagree. */
+static int train_check(const cJSON *params, struct nf_json_err *err)
+{
+    const char *method = nf_json_str(params, "method");
+    const cJSON *lora = cJSON_GetObjectItemCaseSensitive(params, "lora");
+
+    if (cJSON_GetObjectItemCaseSensitive(params, "validation_uri") &&
+        cJSON_GetObjectItemCaseSensitive(params, "validation_split"))
+        return nf_json_fail(err, "validation_split",
+                            "give validation_uri or validation_split, not both");
+    if (method && lora && cJSON_IsTrue(lora) != (strcmp(method, "lora") == 0))
+        return nf_json_fail(err, "lora", "lora contradicts method (lora is the older spelling)");
+    return 0;
+}
 
 /* evaluate: dataset_uri goes with benchmark "custom", and only with it. */
 static int evaluate_check(const cJSON *params, struct nf_json_err *err)
@@ -123,7 +154,7 @@ static const struct tspec types[NF_NJOB_TYPES] = {
     TSPEC("generate", generate_params, NULL),
     TSPEC("audit", audit_params, NULL),
     TSPEC("distill", distill_params, NULL),
-    TSPEC("train", train_params, NULL),
+    TSPEC("train", train_params, train_check),
     TSPEC("evaluate", evaluate_params, evaluate_check),
     TSPEC("deploy", deploy_params, NULL),
 };
@@ -310,6 +341,22 @@ static int param_one(const struct pspec *ps, const cJSON *src, cJSON *dst, struc
         if (rc < 0)
             return nf_json_fail(err, ps->name, "%s must be a number greater than 0 and at most 1",
                                 ps->name);
+        if (rc == 0 && !cJSON_AddNumberToObject(dst, ps->name, d))
+            abort();
+        return 0;
+    case P_FRAC:
+    case P_NUM:
+        rc = nf_json_get_num(src, ps->name, ps->required, 0,
+                             ps->kind == P_FRAC ? 1 : (double)ps->max, &d, err);
+        if (rc == 0 && (ps->kind == P_FRAC ? d >= 1 : d <= 0))
+            rc = -1;
+        if (rc < 0 && ps->kind == P_FRAC)
+            return nf_json_fail(err, ps->name, "%s must be a number at least 0 and below 1",
+                                ps->name);
+        if (rc < 0)
+            return nf_json_fail(err, ps->name,
+                                "%s must be a number greater than 0 and at most %lld", ps->name,
+                                ps->max);
         if (rc == 0 && !cJSON_AddNumberToObject(dst, ps->name, d))
             abort();
         return 0;

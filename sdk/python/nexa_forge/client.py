@@ -227,7 +227,7 @@ class NexaForgeClient:
                  gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
                  labels: Optional[Mapping[str, str]] = None,
                  idempotency_key: Optional[str] = None, **extra_params: Any) -> Job:
-        """Evaluation of ``model_id`` on ``benchmark`` (mmlu, gsm8k, hellaswag, or
+        """Evaluation of ``model_id`` on ``benchmark`` (mmlu, gsm8k, hellaswag, arc_easy, or
         ``custom`` with ``dataset_uri``)."""
         return self.submit(
             "evaluate", {"model_id": model_id, "benchmark": benchmark,

@@ -417,6 +417,23 @@ static void test_train(void **state)
         {"{" TRAIN ",\"learning_rate\":\"0.1\"}", "learning_rate"},
         {"{" TRAIN ",\"lora\":\"yes\"}", "lora"},
         {"{" TRAIN ",\"lora\":1}", "lora"},
+        {"{" TRAIN ",\"method\":\"qlora\"}", "method"},
+        {"{" TRAIN ",\"method\":\"full\",\"lora\":true}", "lora"},
+        {"{" TRAIN ",\"lora_r\":0}", "lora_r"},
+        {"{" TRAIN ",\"lora_alpha\":0}", "lora_alpha"},
+        {"{" TRAIN ",\"lora_dropout\":1}", "lora_dropout"},
+        {"{" TRAIN ",\"lora_dropout\":-0.1}", "lora_dropout"},
+        {"{" TRAIN ",\"warmup_ratio\":1.5}", "warmup_ratio"},
+        {"{" TRAIN ",\"learning_rate_multiplier\":0}", "learning_rate_multiplier"},
+        {"{" TRAIN ",\"learning_rate_multiplier\":101}", "learning_rate_multiplier"},
+        {"{" TRAIN ",\"batch_size\":0}", "batch_size"},
+        {"{" TRAIN ",\"max_seq_length\":4}", "max_seq_length"},
+        {"{" TRAIN ",\"seed\":-1}", "seed"},
+        {"{" TRAIN ",\"train_on_inputs\":\"no\"}", "train_on_inputs"},
+        {"{" TRAIN ",\"metric_every\":0}", "metric_every"},
+        {"{" TRAIN ",\"validation_split\":0.2,\"validation_uri\":\"s3://b/v\"}",
+         "validation_split"},
+        {"{" TRAIN ",\"validation_uri\":\"file:///etc/passwd\"}", "validation_uri"},
     };
     cJSON *req = ok("train", "{\"model_id\":\"m\",\"dataset_uri\":\"" ART "\"}");
 
@@ -430,6 +447,19 @@ static void test_train(void **state)
     assert_true(cJSON_IsTrue(param(req, "lora")));
     cJSON_Delete(req);
     ok_free("train", "{" TRAIN ",\"epochs\":1,\"learning_rate\":1,\"lora\":false}");
+    /* the SFT knobs of the PyTorch trainer */
+    req = ok("train", "{" TRAIN ",\"method\":\"lora\",\"lora_r\":16,\"lora_alpha\":32,"
+                      "\"lora_dropout\":0,\"batch_size\":4,\"warmup_ratio\":0.1,"
+                      "\"learning_rate_multiplier\":2.5,\"max_seq_length\":256,\"seed\":7,"
+                      "\"train_on_inputs\":true,\"validation_split\":0.2,\"merge\":true,"
+                      "\"metric_every\":5}");
+    assert_int_equal((int)cJSON_GetNumberValue(param(req, "lora_r")), 16);
+    assert_true(cJSON_GetNumberValue(param(req, "lora_dropout")) == 0);
+    assert_true(cJSON_GetNumberValue(param(req, "learning_rate_multiplier")) == 2.5);
+    assert_string_equal(cJSON_GetStringValue(param(req, "method")), "lora");
+    assert_true(cJSON_IsTrue(param(req, "merge")));
+    cJSON_Delete(req);
+    ok_free("train", "{" TRAIN ",\"validation_uri\":\"s3://b/v.jsonl\",\"method\":\"full\"}");
 
     bad_all("train", refused, sizeof(refused) / sizeof(refused[0]));
 }
