@@ -131,6 +131,8 @@ forge_service_env() {
         echo "NF_WORKER_REGISTRATION_TOKEN=$(forge_secret NF_WORKER_REGISTRATION_TOKEN)"
         echo "NF_WORKER_HANDLERS=$FORGE_ROOT/handlers"
         echo "NF_WORKER_ARTIFACT_ROOT=$FORGE_ARTIFACTS"
+        # the handlers' stand-in models, built once (deterministic) and shared by profiles
+        echo "NEXA_MODEL_CACHE=$FORGE_ROOT/.forge/models"
         ;;
     esac
     # Debug (sanitizer) builds: report every error with a stack and stop at the first.
