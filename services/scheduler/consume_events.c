@@ -112,6 +112,26 @@ const char sched_events_sql[] =
     " WHERE u.status = 'succeeded'"
     " ON CONFLICT (artifact_id) DO NOTHING"
     " RETURNING artifact_id, name, kind, uri, bytes, sha256, object_key"
+    "), mdl AS ("
+    /* a succeeded train registers its model artifact in the caller's catalogue under
+     * params.output_model, by default <base>-ft-<job id's last 6>; a name taken meanwhile
+     * (another train, an upload) keeps its model: this one stays an artifact only */
+    " INSERT INTO sched.models (model_id, user_id, name, kind, base_model, architecture,"
+    "  parameters, stand_in, artifact_id, job_id)"
+    " SELECT $20, u.user_id, n.name, 'fine_tuned', u.params->>'model_id',"
+    "  u.models->'model_id'->>'architecture',"
+    "  CASE WHEN jsonb_typeof(u.models->'model_id'->'parameters') = 'number'"
+    "   THEN (u.models->'model_id'->>'parameters')::numeric::bigint END,"
+    "  coalesce(u.models->'model_id'->'stand_in' = 'true'::jsonb, false), a.artifact_id, u.job_id"
+    " FROM upd u"
+    " CROSS JOIN LATERAL (SELECT coalesce(u.params->>'output_model',"
+    "  " SCHED_MODEL_DEFAULT_NAME("u.params->>'model_id'", "u.job_id") ") AS name) n"
+    " CROSS JOIN LATERAL (SELECT artifact_id FROM art"
+    "  WHERE kind = 'model' AND object_key IS NOT NULL ORDER BY artifact_id LIMIT 1) a"
+    " WHERE u.status = 'succeeded' AND u.job_type = 'train'"
+    "  AND n.name ~ '^[a-z0-9._-]{1,64}$'"
+    " ON CONFLICT (user_id, name) WHERE deleted_at IS NULL DO NOTHING"
+    " RETURNING model_id"
     "), r AS ("
     " SELECT * FROM upd"
     " UNION ALL"
@@ -179,6 +199,8 @@ int sched_events_params(const struct sched_event *ev, int retry_cap_s,
                  sched_fail_class_retryable(ev->cls) ? "retryable" : "final");
     b->data = nf_json_print(ev->data);
     if (ev->type == SCHED_EV_SUCCEEDED) {
+        if (nf_id_new("mdl", b->model_id, sizeof(b->model_id)) < 0)
+            return -1;
         if (ev->result)
             b->result = nf_json_print(ev->result);
         arts = sched_artifacts_clean(ev->artifacts, &b->dropped_artifacts);
@@ -207,6 +229,7 @@ int sched_events_params(const struct sched_event *ev, int retry_cap_s,
     params[16] = ev->time;
     params[17] = b->artifacts;
     params[18] = b->backoff;
+    params[19] = b->model_id;
     return 0;
 }
 

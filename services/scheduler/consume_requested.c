@@ -48,10 +48,11 @@ const char sched_requested_sql[] =
     "WITH ins AS ("
     " INSERT INTO sched.jobs (job_id, user_id, job_type, status, params, metadata, labels,"
     "  priority, attempt, max_attempts, timeout_seconds, gpu_type, gpu_count, created_at,"
-    "  updated_at, inputs)"
+    "  updated_at, inputs, models)"
     " VALUES ($1, $2, $3, 'queued', $4::jsonb, coalesce($5::jsonb, '{}'::jsonb),"
     "  coalesce($6::jsonb, '{}'::jsonb), $7::int, 1, $8::int, $9::int, $10, $11::int,"
-    "  coalesce($12::timestamptz, now()), now(), coalesce($13::jsonb, '[]'::jsonb))"
+    "  coalesce($12::timestamptz, now()), now(), coalesce($13::jsonb, '[]'::jsonb),"
+    "  coalesce($14::jsonb, '{}'::jsonb))"
     " ON CONFLICT (job_id) DO NOTHING"
     " RETURNING *"
     "), qev AS ("
@@ -268,6 +269,7 @@ static void st_insert(struct nf_work *w)
     const char *params[SCHED_REQUESTED_NPARAMS];
     char prio[16], maxa[16], tmo[24], gpus[16];
     char *p_params, *p_meta = NULL, *p_labels = NULL, *p_inputs = NULL;
+    char *p_models = NULL;
 
     w->what = "insert";
     p_params = nf_json_print(rq->params);
@@ -277,6 +279,8 @@ static void st_insert(struct nf_work *w)
         p_labels = nf_json_print(rq->labels);
     if (rq->inputs)
         p_inputs = nf_json_print(rq->inputs);
+    if (rq->models)
+        p_models = nf_json_print(rq->models);
     snprintf(prio, sizeof(prio), "%lld", rq->priority);
     snprintf(maxa, sizeof(maxa), "%lld", rq->max_attempts);
     snprintf(tmo, sizeof(tmo), "%lld", rq->timeout_seconds);
@@ -294,6 +298,7 @@ static void st_insert(struct nf_work *w)
     params[10] = rq->gpu_count >= 0 ? gpus : NULL;
     params[11] = rq->created_at;
     params[12] = p_inputs;
+    params[13] = p_models;
     if (nf_pg_query(sched_of(w)->pg, sched_requested_sql, SCHED_REQUESTED_NPARAMS, params,
                     on_insert, rw) < 0)
         nf_work_retry(w, "could not queue the insert");
@@ -301,6 +306,7 @@ static void st_insert(struct nf_work *w)
     free(p_meta);
     free(p_labels);
     free(p_inputs);
+    free(p_models);
 }
 
 /* Billing did not give a usable answer: retry, or after budget_wait_ms (at once while

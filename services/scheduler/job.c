@@ -167,6 +167,8 @@ int sched_request_parse(const cJSON *data, const char *subject, struct sched_req
         return -1;
     if (parse_inputs(data, r.user_id, &r.inputs, err) < 0)
         return -1;
+    if (opt_obj(data, "models", &r.models, err) < 0)
+        return -1;
     r.created_at = sched_time_valid(created) ? created : NULL;
     *out = r;
     return 0;
@@ -312,6 +314,7 @@ void sched_job_from_row(const PGresult *res, int row, struct sched_job *job)
     job->metadata = nf_pg_val(res, row, "metadata");
     job->labels = nf_pg_val(res, row, "labels");
     job->inputs = nf_pg_val(res, row, "inputs");
+    job->models = nf_pg_val(res, row, "models");
     job->result = nf_pg_val(res, row, "result");
     job->error = nf_pg_val(res, row, "error");
     job->priority = nf_pg_val(res, row, "priority");
@@ -438,6 +441,7 @@ cJSON *sched_dispatch_data(const struct sched_job *job)
     add_int_text(o, "gpu_count", job->gpu_count);
     add_json_text(o, "labels", job->labels);
     add_json_text(o, "inputs", job->inputs ? job->inputs : "[]");
+    add_json_text(o, "models", job->models ? job->models : "{}");
     nf_json_add_str(o, "created_at", job->created_at);
     add_int_text(o, "attempt", job->attempt);
     return o;

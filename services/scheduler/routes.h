@@ -36,6 +36,13 @@ void sched_route_artifact(struct nf_http_req *req, void *ctx);
 void sched_route_artifact_delete(struct nf_http_req *req, void *ctx);
 void sched_route_file_create(struct nf_http_req *req, void *ctx);
 void sched_route_files(struct nf_http_req *req, void *ctx);
+/* routes_models.c: the model catalogue (DESIGN §15): GET /internal/models (the base
+ * models + the caller's), GET|DELETE /internal/models/{model} (by name or mdl_ id),
+ * POST /internal/models {name, uri} (an uploaded model file of the caller). */
+void sched_route_models(struct nf_http_req *req, void *ctx);
+void sched_route_model(struct nf_http_req *req, void *ctx);
+void sched_route_model_delete(struct nf_http_req *req, void *ctx);
+void sched_route_model_create(struct nf_http_req *req, void *ctx);
 /* cancel.c: POST /internal/jobs/{job_id}/cancel */
 void sched_route_cancel(struct nf_http_req *req, void *ctx);
 /* While stopping (the busy hook, each drain tick): the cancels that will not go on (waiting

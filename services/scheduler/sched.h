@@ -30,10 +30,12 @@
  *                     module shares (a work item's backend failures)
  *   state.c, job.c, list.c, budget.c   pure: the state machine, requests, events and the
  *                     job object, list queries and cursors, billing's budget answer
+ *   models.c          pure: the operator's base model catalogue (NF_SCHEDULER_MODELS_FILE)
  *   snapshot.c        job:<id> writes (Redis)
  *   cancel.c          the cancel flow; the other modules ask it to stop a job again
  *   routes.h          the route handlers, the consumers and the modules' hooks, implemented
- *                     by routes_internal.c, cancel.c, consume_requested.c,
+ *                     by routes_internal.c, routes_artifacts.c, routes_models.c, cancel.c,
+ *                     consume_requested.c,
  *                     consume_events.c, consume_costs.c, storage_meter.c and reconciler.c
  *   reconciler.h      the reconciler's own parts: reconciler.c (the pass runner, timers)
  *                     and reconciler_passes.c (statements, Lua checks, the table of passes)
@@ -86,6 +88,7 @@ struct sched_config {
     char *billing_addr;   /* nf-billing host:port (budget checks) */
     int budget_wait_ms;   /* billing unreachable this long: dispatch unchecked */
     int storage_window_s; /* storage metering window (3600: hourly byte-hours) */
+    char *models_file;    /* the operator's base model catalogue (models.c) */
 };
 
 /* ------------------------------------------------------------------------------------
@@ -214,6 +217,7 @@ struct sched_request {
     const char *job_id, *user_id, *job_type;
     const cJSON *params, *metadata, *labels; /* metadata / labels may be NULL */
     const cJSON *inputs;                     /* resolved input objects; NULL when none */
+    const cJSON *models; /* resolved models, {param: catalogue entry}; NULL when none */
     long long priority, max_attempts;
     long long timeout_seconds; /* 0: none */
     const char *gpu_type;      /* may be NULL */
@@ -272,6 +276,7 @@ struct sched_job {
     const char *job_id, *user_id, *job_type, *status;
     const char *params, *metadata, *labels, *result, *error; /* JSON texts */
     const char *inputs;                                      /* JSON array text */
+    const char *models; /* JSON object text: {param: catalogue entry} (NULL: {}) */
     const char *priority, *attempt, *max_attempts, *timeout_seconds, *gpu_type, *gpu_count;
     const char *worker_id, *progress, *cost_micros, *version;
     const char *cost_final; /* "t" / "f" */
@@ -317,6 +322,7 @@ void sched_snap_clear(struct sched_snap *s);
     p "metadata::text AS metadata, "                                                       \
     p "labels::text AS labels, "                                                           \
     p "inputs::text AS inputs, "                                                           \
+    p "models::text AS models, "                                                           \
     p "priority AS priority, "                                                             \
     p "attempt AS attempt, "                                                               \
     p "max_attempts AS max_attempts, "                                                     \
@@ -388,6 +394,7 @@ struct sched_ctx {
     struct event *storage_tick;     /* storage metering timer */
     uint64_t billing_down_until_ms; /* billing outage remembered: jobs dispatch unchecked at once */
     bool storage_busy;              /* a storage metering run is alive */
+    cJSON *catalogue;               /* the base models, public model objects (models.c); owned */
 };
 
 /* The context of a work item (every item of ctx->work carries it). */
@@ -426,8 +433,35 @@ int sched_budget_over(const char *body, size_t len);
  * limit and the spending from billing's answer, class "user_error"}. Caller owns. */
 cJSON *sched_budget_error(const char *body, size_t len);
 
+/* ------------------------------------------------------------------------------------
+ * The model catalogue (models.c, pure; routes_models.c)
+ * ------------------------------------------------------------------------------------ */
+#define SCHED_MODEL_NAME_MAX 64
+/* A name an account model may take: 1..64 of [a-z0-9._-]. */
+bool sched_model_name_valid(const char *s);
+/* A name a lookup may carry: 1..64 of [A-Za-z0-9._-] (catalogue names may have capitals). */
+bool sched_model_lookup_valid(const char *s);
+/*
+ * Parses the operator's catalogue (deploy/models.json): {"models": {"<name>": {architecture,
+ * parameters, source, stand_in, owned_by, created?}}}. *out: an array of public model
+ * objects (kind "base"), owned by the caller. -1 with err naming the entry and field.
+ */
+int sched_catalogue_parse(const char *text, size_t len, cJSON **out, char *err, size_t errlen);
+/* Reads and parses path (sched_catalogue_parse); -1 with err. */
+int sched_catalogue_load(const char *path, cJSON **out, char *err, size_t errlen);
+/* The base model called name in cat; NULL when none. */
+const cJSON *sched_catalogue_find(const cJSON *cat, const char *name);
+/* The default name of a train's model, an SQL expression over base (the model_id param)
+ * and job (the job id): <base, made a valid name, at most 54 chars>-ft-<job id's last 6,
+ * lowercase>; a base named by artifact:// is "model". */
+/* clang-format off */
+#define SCHED_MODEL_DEFAULT_NAME(base, job)                                                \
+    "left(regexp_replace(lower(CASE WHEN starts_with(" base ", 'artifact://') THEN 'model'" \
+    " ELSE " base " END), '[^a-z0-9._-]+', '-', 'g'), 54) || '-ft-' || lower(right(" job ", 6))"
+/* clang-format on */
+
 /* The events statement and its parameters (exported for the integration test). */
-#define SCHED_EVENTS_NPARAMS 19
+#define SCHED_EVENTS_NPARAMS 20
 extern const char sched_events_sql[];
 /*
  * Fills params[SCHED_EVENTS_NPARAMS] for ev; bufs is scratch space the params point into
@@ -437,6 +471,7 @@ extern const char sched_events_sql[];
 struct sched_events_bufs {
     char attempt[16], same[160], next[160], any[160], echo[160], progress[32], failure[16];
     char backoff[16];
+    char model_id[NF_ID_MAX]; /* the mdl_ id a succeeded train's model would get */
     char *data, *result, *error, *artifacts;
     int dropped_artifacts; /* malformed members of data.artifacts left out */
 };
@@ -444,7 +479,7 @@ int sched_events_params(const struct sched_event *ev, int retry_cap_s,
                         const char *params[SCHED_EVENTS_NPARAMS], struct sched_events_bufs *bufs);
 void sched_events_params_free(struct sched_events_bufs *bufs);
 /* The requested statement (insert-if-absent, returns the row and `inserted`). */
-#define SCHED_REQUESTED_NPARAMS 13
+#define SCHED_REQUESTED_NPARAMS 14
 extern const char sched_requested_sql[];
 
 /* ------------------------------------------------------------------------------------

@@ -57,6 +57,8 @@ static const struct nf_cfg_opt sched_opts[] = {
      "billing unreachable this long: a new job is dispatched without its budget check"},
     {"NF_SCHEDULER_STORAGE_WINDOW_S", NF_CFG_INT, "3600", 1, 86400, false, OFF(storage_window_s),
      "stored artifacts are metered (byte-hours) per window of this length"},
+    {"NF_SCHEDULER_MODELS_FILE", NF_CFG_STR, NF_SOURCE_DIR "/deploy/models.json", 1, 0, false,
+     OFF(models_file), "the operator's base model catalogue (JSON, read at start)"},
 };
 
 static const char *const sched_topics[] = {
@@ -77,6 +79,10 @@ static const struct nf_svc_route sched_routes[] = {
     {"POST", "/internal/files", sched_route_file_create},
     {"GET", "/internal/files", sched_route_files},
     {"POST", "/internal/jobs/{job_id}/cancel", sched_route_cancel},
+    {"GET", "/internal/models", sched_route_models},
+    {"POST", "/internal/models", sched_route_model_create},
+    {"GET", "/internal/models/{model}", sched_route_model},
+    {"DELETE", "/internal/models/{model}", sched_route_model_delete},
 };
 
 /* forge.billing.costs may have been created a moment ago (by nf_svc, at start): a
@@ -87,7 +93,15 @@ static const char *const consumer_conf[] = {"topic.metadata.refresh.interval.ms"
 static int sched_init(struct nf_svc *svc)
 {
     struct sched_ctx *ctx = nf_xcalloc(1, sizeof(*ctx));
+    const struct sched_config *cfg = svc->own;
+    char err[256] = "";
 
+    if (sched_catalogue_load(cfg->models_file, &ctx->catalogue, err, sizeof(err)) < 0) {
+        nf_log_kv(NF_LOG_ERROR, "models_file_bad", "cannot read the model catalogue", "file",
+                  cfg->models_file, "error", err, NULL);
+        free(ctx);
+        return -1;
+    }
     ctx->svc = svc;
     ctx->cfg = svc->own;
     ctx->base = svc->base;
@@ -170,6 +184,7 @@ static void sched_free(void *arg)
 
     nf_work_free_all(&ctx->work);
     sched_reconciler_free(ctx); /* after the work items: their dtors clear its flags */
+    cJSON_Delete(ctx->catalogue);
     free(ctx);
 }
 

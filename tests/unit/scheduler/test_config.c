@@ -35,6 +35,7 @@ static void test_defaults(void **state)
     assert_string_equal(cfg->billing_addr, "127.0.0.1:8103");
     assert_int_equal(cfg->budget_wait_ms, 30000);
     assert_int_equal(cfg->storage_window_s, 3600);
+    assert_non_null(strstr(cfg->models_file, "/deploy/models.json"));
     nf_svc_free(&svc);
 }
 
@@ -80,6 +81,10 @@ static void test_descriptor(void **state)
         {"POST", "/internal/files"},
         {"GET", "/internal/files"},
         {"POST", "/internal/jobs/{job_id}/cancel"},
+        {"GET", "/internal/models"},
+        {"POST", "/internal/models"},
+        {"GET", "/internal/models/{model}"},
+        {"DELETE", "/internal/models/{model}"},
     };
     size_t i, n = sizeof(routes) / sizeof(routes[0]);
 

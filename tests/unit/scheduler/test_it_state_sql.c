@@ -43,6 +43,7 @@ static int setup(void **state)
  */
 static void drop_rows(void)
 {
+    nf_test_pg_exec(conn, "DELETE FROM sched.models WHERE user_id = 'usr_it'", 0, NULL);
     nf_test_pg_exec(conn, "DELETE FROM sched.artifacts WHERE user_id = 'usr_it'", 0, NULL);
     nf_test_pg_exec(conn,
                     "DELETE FROM sched.job_events WHERE job_id IN"
@@ -338,10 +339,12 @@ static void test_requested_insert_idempotent(void **state)
     p[11] = "2026-11-28T21:03:52.123Z";
     p[12] = "[{\"param\":\"dataset_uri\",\"uri\":\"s3://x/k\",\"object_key\":"
             "\"tenants/usr_it/files/x/k\",\"name\":\"k\",\"bytes\":3}]";
+    p[13] = "{\"model_id\":{\"id\":\"llama-3-8b\",\"kind\":\"base\",\"source\":\"hf:m/l\"}}";
     for (i = 0; i < 2; i++) {
         res = nf_test_pg_run(conn, sched_requested_sql, SCHED_REQUESTED_NPARAMS, p);
         assert_int_equal(PQntuples(res), 1);
         assert_non_null(strstr(val(res, "inputs"), "tenants/usr_it/files/x/k"));
+        assert_non_null(strstr(val(res, "models"), "\"llama-3-8b\""));
         assert_string_equal(val(res, "inserted"), i == 0 ? "1" : "0");
         assert_string_equal(val(res, "status"), "queued");
         assert_string_equal(val(res, "attempt"), "1");
@@ -353,9 +356,90 @@ static void test_requested_insert_idempotent(void **state)
     }
 }
 
+/* A running train of usr_it with params and models; its id into id. */
+static void new_train(const char *params, char *id, size_t len)
+{
+    const char *p[3];
+
+    nf_id_new("job", id, len);
+    p[0] = id;
+    p[1] = params;
+    p[2] = "{\"model_id\":{\"id\":\"llama-3-8b\",\"kind\":\"base\",\"architecture\":"
+           "\"llama\",\"parameters\":8030261248,\"stand_in\":true,\"source\":\"hf:a/b\"}}";
+    nf_test_pg_exec(conn,
+                    "INSERT INTO sched.jobs (job_id, user_id, job_type, status, params, models)"
+                    " VALUES ($1, 'usr_it', 'train', 'running', $2::jsonb, $3::jsonb)",
+                    3, p);
+}
+
+/* A train's success with one model artifact under its output prefix. */
+static PGresult *train_succeeds(const char *job)
+{
+    char art[NF_ID_MAX], extra[1024], ev_id[80];
+    PGresult *res;
+    cJSON *ev;
+
+    nf_id_new("art", art, sizeof(art));
+    snprintf(extra, sizeof(extra),
+             ",\"result\":{},\"artifacts\":[{\"artifact_id\":\"%s\",\"name\":\"model.json\","
+             "\"kind\":\"model\",\"uri\":\"artifact://%s\",\"bytes\":5,\"object_key\":"
+             "\"tenants/usr_it/jobs/%s/1/model.json\"}]",
+             art, art, job);
+    snprintf(ev_id, sizeof(ev_id), "evt_it_train_%s", job + 4);
+    ev = envelope(ev_id, "succeeded", job, 1, extra);
+    res = apply(ev);
+    cJSON_Delete(ev);
+    return res;
+}
+
+static char *model_col(const char *name, const char *col)
+{
+    const char *p[1] = {name};
+    char sql[256];
+
+    snprintf(sql, sizeof(sql),
+             "SELECT %s::text FROM sched.models WHERE user_id = 'usr_it' AND name = $1"
+             " AND deleted_at IS NULL",
+             col);
+    return nf_test_pg_one(conn, sql, 1, p);
+}
+
+/* A succeeded train registers its model in the same statement: the default name, then
+ * output_model; a name taken keeps its model and the success still applies. */
+static void test_train_registers_its_model(void **state)
+{
+    char job[NF_ID_MAX], job2[NF_ID_MAX], name[64], *v;
+    PGresult *res;
+
+    nf_test_skip_unless(conn != NULL);
+    new_train("{\"model_id\":\"Llama-3-8B\",\"dataset_uri\":\"s3://b/k\"}", job, sizeof(job));
+    res = train_succeeds(job);
+    assert_string_equal(val(res, "status"), "succeeded");
+    PQclear(res);
+    snprintf(name, sizeof(name), "llama-3-8b-ft-%s", job + strlen(job) - 6);
+    for (char *c = name; *c; c++)
+        *c = (char)(*c >= 'A' && *c <= 'Z' ? *c - 'A' + 'a' : *c);
+    v = model_col(name, "job_id");
+    assert_string_equal(v, job);
+    free(v);
+    v = model_col(name, "architecture || ' ' || parameters || ' ' || stand_in || ' ' || kind");
+    assert_string_equal(v, "llama 8030261248 true fine_tuned");
+    free(v);
+
+    new_train("{\"model_id\":\"llama-3-8b\",\"output_model\":\"it-mine\"}", job, sizeof(job));
+    PQclear(train_succeeds(job));
+    new_train("{\"model_id\":\"llama-3-8b\",\"output_model\":\"it-mine\"}", job2, sizeof(job2));
+    res = train_succeeds(job2);
+    assert_string_equal(val(res, "status"), "succeeded"); /* applied all the same */
+    PQclear(res);
+    v = model_col("it-mine", "job_id");
+    assert_string_equal(v, job); /* the first keeps the name */
+    free(v);
+}
+
 int main(void)
 {
     return NF_TEST_RUN_GROUP(setup, teardown, test_sql_matches_reference, test_unknown_job,
                              test_succeeded_artifacts, test_progress_and_worker,
-                             test_requested_insert_idempotent);
+                             test_requested_insert_idempotent, test_train_registers_its_model);
 }
