@@ -33,7 +33,7 @@
  *                  service); sse.c (job events as SSE); inputs.c (a job's stored inputs)
  *   routes.h       the route handlers, implemented by routes_jobs.c, routes_workers.c,
  *                  routes_auth.c, routes_billing.c, routes_artifacts.c, routes_files.c,
- *                  files_upload.c, routes_meta.c
+ *                  files_upload.c, routes_models.c, routes_meta.c
  *   service.c      the descriptor gw_service: NF_GATEWAY_* rows, route table, hooks
  *   main.c         nf_svc_main(&gw_service)
  */
@@ -245,16 +245,32 @@ void gw_snapshot_del(struct gw_ctx *ctx, const char *job_id);
 
 /* ---- inputs.c: the job's stored inputs, resolved before the 202 (DESIGN §12) ------- */
 
-/* One param that names stored data. */
+/* A model name (1..GW_MODEL_NAME_MAX of [a-z0-9._-]; capitals too when capitals: a name
+ * that may be looked up in the catalogue). */
+#define GW_MODEL_NAME_MAX 64
+bool gw_model_name_valid(const char *s, bool capitals);
+
+/* What a planned entry asks of the backends. */
+enum gw_input_kind {
+    GW_INPUT_OBJECT = 0, /* s3://: the registry's live file of that name */
+    GW_INPUT_ARTIFACT,   /* artifact://: the registry's record of artifact_id */
+    GW_INPUT_MODEL,      /* a bare model name: the catalogue (the caller's, then base) */
+    GW_INPUT_NEW_MODEL,  /* output_model: must name no model of the caller's catalogue */
+};
+
+/* One param that names stored data or a model. */
 struct gw_input {
     const char *param;       /* "dataset_uri", ... (static) */
     const char *uri;         /* the value as given (points into the params) */
     const char *artifact_id; /* artifact://: the id (into uri); NULL for an s3:// name */
+    enum gw_input_kind kind;
+    char model_artifact[NF_ID_MAX]; /* GW_INPUT_MODEL of the account: its artifact's id */
 };
 /*
  * The inputs among a validated request's params (pure): dataset_uri and validation_uri
- * (s3:// or artifact://), model_id, teacher_model and student_model when artifact://
- * (a model name is the catalogue's). At most max; returns how many.
+ * (s3:// or artifact://); model_id, teacher_model and student_model (artifact:// or a
+ * model name, GW_INPUT_MODEL); output_model (GW_INPUT_NEW_MODEL). At most max; returns
+ * how many.
  */
 size_t gw_inputs_plan(const cJSON *params, struct gw_input *out, size_t max);
 /* The last segment of a key or name ("a/b/c.parquet" -> "c.parquet"). */
@@ -264,9 +280,12 @@ const char *gw_input_basename(const char *path);
 typedef void (*gw_inputs_cb)(struct gw_ctx *ctx, struct nf_http_req *req, cJSON *valid, void *arg);
 /*
  * Checks that each input exists and belongs to user_id (both kinds are looked up in the
- * registry, nf-scheduler, as the caller) and adds the resolved list to
- * valid as "inputs": [{param, uri, object_key, name, bytes}]. Takes valid over; done fires
- * exactly once, possibly at once.
+ * registry, nf-scheduler, as the caller; a model name in the catalogue, as the caller) and
+ * adds the resolved list to valid as "inputs": [{param, uri, object_key, name, bytes}],
+ * and the models named as "models": {param: model object}. A model of the account becomes
+ * an input (its artifact); an unknown name is a 422 naming the param; an output_model that
+ * names a model already is a 409. Takes valid over; done fires exactly once, possibly at
+ * once.
  */
 void gw_inputs_resolve(struct gw_ctx *ctx, struct nf_http_req *req, const char *user_id,
                        cJSON *valid, gw_inputs_cb done, void *arg);

@@ -8,8 +8,15 @@
  *                              that name | none: 422 "no such object s3://b/k"
  *         artifact://<id>      GET /internal/artifacts/<id> -> 200 with an object key
  *                              | 404 / no content: 422
+ *         <model name>         GET /internal/models/<name> (the caller's models first,
+ *                              then the base catalogue) -> 200 own model: models[param] =
+ *                              it, then its artifact as artifact:// | 200 base model:
+ *                              models[param] = it (no input: the worker finds it by its
+ *                              source) | 404: 422 "unknown model"
+ *         output_model <name>  GET /internal/models/<name> -> 404: free | 200: 409
  *         registry down or an unexpected answer: 503
- *   --> valid.inputs = [{param, uri, object_key, name, bytes}] --> done(valid)
+ *   --> valid.inputs = [{param, uri, object_key, name, bytes}],
+ *       valid.models = {param: model object} --> done(valid)
  *
  * Inputs are resolved one after the other (a job has at most a few). The worker fetches
  * each object by its key; it never sees a user's URI as a path.
@@ -24,13 +31,13 @@
 #include "nf_mem.h"
 #include "nf_s3.h"
 
-/* The params that may name stored data; the model params only as artifact://. */
+/* The params that may name stored data or models, in the order they are checked. */
 static const struct {
     const char *name;
     bool model;
 } input_params[] = {
     {"dataset_uri", false},  {"validation_uri", false}, {"model_id", true},
-    {"teacher_model", true}, {"student_model", true},
+    {"teacher_model", true}, {"student_model", true},   {"output_model", true},
 };
 #define NPARAMS (sizeof(input_params) / sizeof(input_params[0]))
 
@@ -53,13 +60,16 @@ size_t gw_inputs_plan(const cJSON *params, struct gw_input *out, size_t max)
         memset(&out[n], 0, sizeof(out[n]));
         out[n].param = input_params[i].name;
         out[n].uri = v;
-        if (strncmp(v, "artifact://", 11) == 0) {
-            out[n].artifact_id = v + 11;
-            n++;
-        } else if (!input_params[i].model && gw_s3_uri_valid(v)) {
-            n++;
+        if (strcmp(input_params[i].name, "output_model") == 0) {
+            out[n++].kind = GW_INPUT_NEW_MODEL;
+        } else if (strncmp(v, "artifact://", 11) == 0) {
+            out[n].kind = GW_INPUT_ARTIFACT;
+            out[n++].artifact_id = v + 11;
+        } else if (input_params[i].model) {
+            out[n++].kind = GW_INPUT_MODEL;
+        } else if (gw_s3_uri_valid(v)) {
+            out[n++].kind = GW_INPUT_OBJECT;
         }
-        /* a model name: resolved by the catalogue, not here */
     }
     return n;
 }
@@ -70,6 +80,7 @@ struct resolve_op {
     char user_id[NF_ID_MAX];
     cJSON *valid;
     cJSON *inputs; /* the resolved entries so far */
+    cJSON *models; /* the models named so far, {param: model object} */
     struct gw_input plan[NPARAMS];
     size_t n, next;
     gw_inputs_cb done;
@@ -87,6 +98,12 @@ static void finish(struct resolve_op *op, bool ok)
             abort();
     } else {
         cJSON_Delete(op->inputs);
+    }
+    if (ok && cJSON_GetArraySize(op->models) > 0) {
+        if (!cJSON_AddItemToObject(valid, "models", op->models))
+            abort();
+    } else {
+        cJSON_Delete(op->models);
     }
     if (!ok) {
         cJSON_Delete(valid);
@@ -127,7 +144,7 @@ static void on_record(const struct nf_http_resp *resp, void *arg)
     const char *key = NULL, *name = NULL;
 
     if (resp->status == 200) {
-        rec = record_of(resp, in->artifact_id == NULL, &doc);
+        rec = record_of(resp, in->kind == GW_INPUT_OBJECT, &doc);
         key = nf_json_str(rec, "object_key");
         name = nf_json_str(rec, "filename");
         if (!name)
@@ -160,10 +177,76 @@ static void on_record(const struct nf_http_resp *resp, void *arg)
     finish(op, false);
 }
 
+/* GET target of nf-scheduler as the caller, answered to cb; 503 when it cannot be sent. */
+static void sched_get(struct resolve_op *op, const char *target, nf_http_client_cb cb,
+                      const char *what)
+{
+    const char *headers[5];
+
+    headers[0] = "X-Nf-User-Id";
+    headers[1] = op->user_id;
+    headers[2] = "X-Request-Id";
+    headers[3] = nf_http_req_id(op->req);
+    headers[4] = NULL;
+    if (!op->ctx->sched ||
+        nf_http_client_request(op->ctx->sched, "GET", target, headers, NULL, 0, 0, cb, op) < 0) {
+        gw_reply_unavailable(op->req, 1, what);
+        finish(op, false);
+    }
+}
+
+static void unknown_model(struct resolve_op *op, const struct gw_input *in)
+{
+    nf_http_reply_error(op->req, 422, "invalid_params", in->param,
+                        "unknown model %.*s; GET /api/models lists the models you can use",
+                        GW_MODEL_NAME_MAX, in->uri);
+    finish(op, false);
+}
+
+/* The catalogue's answer for a model name (GW_INPUT_MODEL) or a new one (NEW_MODEL). */
+static void on_model(const struct nf_http_resp *resp, void *arg)
+{
+    struct resolve_op *op = arg;
+    struct gw_input *in = &op->plan[op->next];
+    char target[64 + NF_ID_MAX];
+    const char *art;
+    cJSON *m;
+
+    if (resp->status == 404 && in->kind == GW_INPUT_NEW_MODEL) {
+        op->next++;
+        resolve_next(op);
+    } else if (resp->status == 404) {
+        unknown_model(op, in);
+    } else if (resp->status == 200 && in->kind == GW_INPUT_NEW_MODEL) {
+        nf_http_reply_error(op->req, 409, "conflict", in->param,
+                            "output_model %s names a model already (yours or a base model): "
+                            "choose another name, or DELETE /api/models/%s first",
+                            in->uri, in->uri);
+        finish(op, false);
+    } else if (resp->status == 200 && cJSON_IsObject(m = nf_json_parse(resp->body, resp->len))) {
+        if (!cJSON_AddItemToObject(op->models, in->param, m))
+            abort();
+        art = nf_json_str(m, "artifact_id");
+        if (art && nf_id_valid("art", art)) { /* the account's: its weights are an input */
+            snprintf(in->model_artifact, sizeof(in->model_artifact), "%s", art);
+            in->artifact_id = in->model_artifact;
+            in->kind = GW_INPUT_ARTIFACT;
+            snprintf(target, sizeof(target), "/internal/artifacts/%s", in->artifact_id);
+            sched_get(op, target, on_record, "the artifact registry is unavailable, try again");
+            return;
+        }
+        op->next++;
+        resolve_next(op);
+    } else {
+        gw_backend_error(op->ctx, GW_BACKEND_SCHEDULER);
+        gw_reply_unavailable(op->req, 1, "the model catalogue is unavailable, try again");
+        finish(op, false);
+    }
+}
+
 static void resolve_next(struct resolve_op *op)
 {
     const struct gw_input *in;
-    const char *headers[5];
     char target[128 + 3 * 2048], *enc;
 
     if (op->next >= op->n) {
@@ -176,23 +259,23 @@ static void resolve_next(struct resolve_op *op)
         return;
     }
     in = &op->plan[op->next];
-    headers[0] = "X-Nf-User-Id";
-    headers[1] = op->user_id;
-    headers[2] = "X-Request-Id";
-    headers[3] = nf_http_req_id(op->req);
-    headers[4] = NULL;
-    if (in->artifact_id) {
+    if (in->kind == GW_INPUT_MODEL || in->kind == GW_INPUT_NEW_MODEL) {
+        if (!gw_model_name_valid(in->uri, in->kind == GW_INPUT_MODEL)) {
+            unknown_model(op, in); /* NEW_MODEL names were validated already */
+            return;
+        }
+        snprintf(target, sizeof(target), "/internal/models/%s", in->uri);
+        sched_get(op, target, on_model, "the model catalogue is unavailable, try again");
+        return;
+    }
+    if (in->kind == GW_INPUT_ARTIFACT) {
         snprintf(target, sizeof(target), "/internal/artifacts/%s", in->artifact_id);
     } else {
         enc = nf_s3_encode(in->uri, false); /* every byte but A-Z a-z 0-9 - _ . ~ escaped */
         snprintf(target, sizeof(target), "/internal/files?limit=1&s3_uri=%s", enc);
         free(enc);
     }
-    if (nf_http_client_request(op->ctx->sched, "GET", target, headers, NULL, 0, 0, on_record, op) <
-        0) {
-        gw_reply_unavailable(op->req, 1, "the artifact registry is unavailable, try again");
-        finish(op, false);
-    }
+    sched_get(op, target, on_record, "the artifact registry is unavailable, try again");
 }
 
 void gw_inputs_resolve(struct gw_ctx *ctx, struct nf_http_req *req, const char *user_id,
@@ -205,7 +288,8 @@ void gw_inputs_resolve(struct gw_ctx *ctx, struct nf_http_req *req, const char *
     snprintf(op->user_id, sizeof(op->user_id), "%s", user_id);
     op->valid = valid;
     op->inputs = cJSON_CreateArray();
-    if (!op->inputs)
+    op->models = cJSON_CreateObject();
+    if (!op->inputs || !op->models)
         abort();
     op->n = gw_inputs_plan(cJSON_GetObjectItemCaseSensitive(valid, "params"), op->plan, NPARAMS);
     op->done = done;

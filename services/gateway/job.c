@@ -79,5 +79,7 @@ cJSON *gw_job_requested(const char *job_id, const char *user_id, const char *job
     nf_json_add_str(data, "created_at", now);
     if (cJSON_GetObjectItemCaseSensitive(req, "inputs"))
         add_copy(data, req, "inputs"); /* resolved by inputs.c */
+    if (cJSON_GetObjectItemCaseSensitive(req, "models"))
+        add_copy(data, req, "models"); /* the models named, resolved by inputs.c */
     return data;
 }

@@ -49,6 +49,13 @@ void gw_artifacts_list(struct nf_http_req *req, void *arg);
 void gw_artifacts_get(struct nf_http_req *req, void *arg);
 void gw_artifacts_content(struct nf_http_req *req, void *arg);
 
+/* routes_models.c: GET and POST /api/models, GET and DELETE /api/models/{model}, forwarded
+ * to nf-scheduler's catalogue as the caller. */
+void gw_models_list(struct nf_http_req *req, void *arg);
+void gw_models_get(struct nf_http_req *req, void *arg);
+void gw_models_delete(struct nf_http_req *req, void *arg);
+void gw_models_create(struct nf_http_req *req, void *arg);
+
 /* routes_files.c: GET /api/files, GET and DELETE /api/files/{file_id}. */
 void gw_files_list(struct nf_http_req *req, void *arg);
 void gw_files_get(struct nf_http_req *req, void *arg);

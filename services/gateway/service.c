@@ -125,6 +125,10 @@ static const struct nf_svc_route routes[] = {
     {"GET", "/api/files", gw_files_list}, /* POST /api/files streams: gw_start */
     {"GET", "/api/files/{file_id}", gw_files_get},
     {"DELETE", "/api/files/{file_id}", gw_files_delete},
+    {"GET", "/api/models", gw_models_list},
+    {"POST", "/api/models", gw_models_create},
+    {"GET", "/api/models/{model}", gw_models_get},
+    {"DELETE", "/api/models/{model}", gw_models_delete},
 };
 
 /* The object store client's settings from the rows (strings not copied). */

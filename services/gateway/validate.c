@@ -28,6 +28,7 @@ enum pkind {
     P_STRLIST, /* array of at most max non-empty strings of at most 64 bytes */
     P_ENUM,    /* one of choices */
     P_REGION,  /* cloud region name, e.g. us-east-1 */
+    P_MNAME,   /* a name for a new model: 1..64 of [a-z0-9._-] (gw_model_name_valid) */
 };
 
 struct pspec {
@@ -103,6 +104,7 @@ static const struct pspec train_params[] = {
     {"validation_split", NULL, NULL, 0, 0, 0, P_FRAC, false, false},
     {"merge", NULL, NULL, 0, 0, 0, P_BOOL, false, false},
     {"metric_every", NULL, NULL, 1, 1000000, 0, P_INT, false, false},
+    {"output_model", NULL, NULL, 0, 0, 0, P_MNAME, false, false},
 };
 static const struct pspec evaluate_params[] = {
     {"model_id", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, true, false},
@@ -232,6 +234,19 @@ static bool model_ref_valid(const char *s)
     return !strstr(s, "://") && strncmp(s, "file:", 5) != 0 && s[0] != '/';
 }
 
+bool gw_model_name_valid(const char *s, bool capitals)
+{
+    size_t n = s ? strlen(s) : 0, i;
+
+    if (n == 0 || n > GW_MODEL_NAME_MAX)
+        return false;
+    for (i = 0; i < n; i++)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '.' ||
+              s[i] == '_' || s[i] == '-' || (capitals && s[i] >= 'A' && s[i] <= 'Z')))
+            return false;
+    return true;
+}
+
 static bool region_valid(const char *s)
 {
     size_t n = strlen(s), i;
@@ -305,6 +320,7 @@ static int get_strlist(const cJSON *src, const struct pspec *ps, cJSON *dst,
     "a model name or an artifact://art_<id> URI (paths and other URI schemes are not "             \
     "accepted)"
 #define MUST_REGION "a region name such as us-east-1 (lowercase letters, digits and dashes)"
+#define MUST_MNAME "1 to 64 characters of a-z, 0-9, '.', '_' and '-'"
 
 /* Reads one param of src into dst (defaults applied); -1 with err on a bad value. */
 static int param_one(const struct pspec *ps, const cJSON *src, cJSON *dst, struct nf_json_err *err)
@@ -371,6 +387,11 @@ static int param_one(const struct pspec *ps, const cJSON *src, cJSON *dst, struc
         if (rc == 0 && !(ps->kind == P_URI ? gw_validate_uri(s) : region_valid(s)))
             return nf_json_fail(err, ps->name, "%s must be %s", ps->name,
                                 ps->kind == P_URI ? MUST_URI : MUST_REGION);
+        break;
+    case P_MNAME:
+        rc = nf_json_get_str(src, ps->name, ps->required, &s, err);
+        if (rc == 0 && !gw_model_name_valid(s, false))
+            return nf_json_fail(err, ps->name, "%s must be %s", ps->name, MUST_MNAME);
         break;
     case P_STRLIST:
         return get_strlist(src, ps, dst, err) < 0 ? -1 : 0;

@@ -32,13 +32,30 @@ static void test_plan(void **state)
     assert_string_equal(gw_input_basename("plain"), "plain");
     cJSON_Delete(p);
 
-    /* a model name is the catalogue's, not an input; max bounds the plan */
+    /* a model name is looked up in the catalogue; the data first; max bounds the plan */
     p = cJSON_Parse("{\"teacher_model\":\"gpt-4\",\"student_model\":\"" ART "\","
                     "\"dataset_uri\":\"" ART "\"}");
-    assert_int_equal(gw_inputs_plan(p, in, 8), 2);
+    assert_int_equal(gw_inputs_plan(p, in, 8), 3);
     assert_string_equal(in[0].param, "dataset_uri");
-    assert_string_equal(in[1].param, "student_model");
+    assert_int_equal(in[0].kind, GW_INPUT_ARTIFACT);
+    assert_string_equal(in[1].param, "teacher_model");
+    assert_int_equal(in[1].kind, GW_INPUT_MODEL);
+    assert_string_equal(in[1].uri, "gpt-4");
+    assert_null(in[1].artifact_id);
+    assert_string_equal(in[2].param, "student_model");
+    assert_int_equal(in[2].kind, GW_INPUT_ARTIFACT);
     assert_int_equal(gw_inputs_plan(p, in, 1), 1);
+    cJSON_Delete(p);
+
+    /* a train's output_model must be free: checked after the inputs */
+    p = cJSON_Parse("{\"model_id\":\"llama-3-8b\",\"dataset_uri\":\"s3://b/k\","
+                    "\"output_model\":\"mine\"}");
+    assert_int_equal(gw_inputs_plan(p, in, 8), 3);
+    assert_int_equal(in[0].kind, GW_INPUT_OBJECT);
+    assert_int_equal(in[1].kind, GW_INPUT_MODEL);
+    assert_string_equal(in[2].param, "output_model");
+    assert_int_equal(in[2].kind, GW_INPUT_NEW_MODEL);
+    assert_string_equal(in[2].uri, "mine");
     cJSON_Delete(p);
     p = cJSON_Parse("{\"domain\":\"law\",\"num_samples\":3}");
     assert_int_equal(gw_inputs_plan(p, in, 8), 0);

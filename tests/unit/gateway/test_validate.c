@@ -434,6 +434,13 @@ static void test_train(void **state)
         {"{" TRAIN ",\"validation_split\":0.2,\"validation_uri\":\"s3://b/v\"}",
          "validation_split"},
         {"{" TRAIN ",\"validation_uri\":\"file:///etc/passwd\"}", "validation_uri"},
+        {"{" TRAIN ",\"output_model\":\"\"}", "output_model"},
+        {"{" TRAIN ",\"output_model\":\"My-Model\"}", "output_model"},
+        {"{" TRAIN ",\"output_model\":\"a/b\"}", "output_model"},
+        {"{" TRAIN ",\"output_model\":7}", "output_model"},
+        {"{" TRAIN
+         ",\"output_model\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",
+         "output_model"}, /* 65 */
     };
     cJSON *req = ok("train", "{\"model_id\":\"m\",\"dataset_uri\":\"" ART "\"}");
 
@@ -460,6 +467,13 @@ static void test_train(void **state)
     assert_true(cJSON_IsTrue(param(req, "merge")));
     cJSON_Delete(req);
     ok_free("train", "{" TRAIN ",\"validation_uri\":\"s3://b/v.jsonl\",\"method\":\"full\"}");
+    req = ok("train", "{" TRAIN ",\"output_model\":\"my-model_v1.2\"}");
+    assert_string_equal(cJSON_GetStringValue(param(req, "output_model")), "my-model_v1.2");
+    cJSON_Delete(req);
+    assert_true(gw_model_name_valid("Qwen2-0.5B", true));
+    assert_false(gw_model_name_valid("Qwen2-0.5B", false));
+    assert_false(gw_model_name_valid("a b", true));
+    assert_false(gw_model_name_valid(NULL, true));
 
     bad_all("train", refused, sizeof(refused) / sizeof(refused[0]));
 }
