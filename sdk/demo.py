@@ -108,10 +108,18 @@ def main() -> int:
           'dataset_uri="s3://bucket/dataset.parquet")')
     distill = client.distill(teacher_model="gpt-4", student_model="llama-3-8b",
                              dataset_uri="s3://bucket/dataset.parquet")
+    # evaluate and deploy name the model the train registers (output_model): a name of an
+    # earlier run goes first, and they are submitted once the train has registered it
+    try:
+        client.request("DELETE", "/api/models/my-model-v1")
+    except NotFoundError:
+        pass
     print('>>> client.train(model_id="llama-3-8b", dataset_uri="s3://bucket/train.parquet", '
-          'epochs=3)')
+          'epochs=3, output_model="my-model-v1")')
     train = client.train(model_id="llama-3-8b", dataset_uri="s3://bucket/train.parquet",
-                         epochs=3)
+                         epochs=3, output_model="my-model-v1")
+    print("    (waiting for the train: my-model-v1 exists once it has succeeded)")
+    client.wait(train["job_id"], timeout=WAIT_S, poll_interval=0.5, raise_on_failure=False)
     print('>>> client.evaluate(model_id="my-model-v1", benchmark="mmlu")')
     evaluate = client.evaluate(model_id="my-model-v1", benchmark="mmlu")
     print('>>> client.deploy(model_id="my-model-v1", region="us-east-1")')

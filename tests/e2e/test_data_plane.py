@@ -189,7 +189,7 @@ def test_file_uris_are_refused_everywhere(api):
 def test_missing_objects_are_refused_before_queueing(api):
     refused(api.submit("audit", {"dataset_uri": "s3://nowhere/x.parquet"}),
             "dataset_uri", "no such object s3://nowhere/x.parquet")
-    refused(api.submit("train", {"model_id": "m",
+    refused(api.submit("train", {"model_id": "tiny-bigram",
                                  "dataset_uri": "artifact://art_01ARYZ6S41041061050R3GG28A"}),
             "dataset_uri", "no such artifact")
 

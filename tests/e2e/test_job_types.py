@@ -67,7 +67,7 @@ def test_train_then_evaluate(api, dataset_uri):
 
 
 def test_distill(api, dataset_uri):
-    done = run(api, "distill", {"teacher_model": "t-large", "student_model": "s-small",
+    done = run(api, "distill", {"teacher_model": "llama-3-8b", "student_model": "tiny-bigram",
                                 "dataset_uri": dataset_uri, "num_samples": 10})
     assert done["artifacts"], done
 

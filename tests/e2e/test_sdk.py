@@ -222,7 +222,7 @@ def test_wait_returns_the_final_cost(client, done_job):
 def test_every_job_type_through_the_sdk(client, contract, dataset_uri):
     jobs = [
         client.audit(dataset_uri=dataset_uri),
-        client.distill(teacher_model="t-large", student_model="s-small",
+        client.distill(teacher_model="llama-3-8b", student_model="tiny-bigram",
                        dataset_uri=dataset_uri, num_samples=5),
         client.train(model_id="tiny-bigram", dataset_uri=dataset_uri, epochs=1),
         client.evaluate(model_id="tiny-bigram", benchmark="custom", dataset_uri=dataset_uri),

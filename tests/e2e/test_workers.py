@@ -308,7 +308,7 @@ def submit(api, job_type, body):
 
 
 def train(api, fleet, seconds, labels=None, **common):
-    body = {"model_id": "m", "dataset_uri": "s3://b/k", "epochs": seconds,
+    body = {"model_id": "tiny-bigram", "dataset_uri": "s3://b/k", "epochs": seconds,
             "labels": {"pool": fleet.pool, **(labels or {})}, **common}
     return submit(api, "train", body)
 
