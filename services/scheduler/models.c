@@ -19,7 +19,7 @@
 #include "nf_json.h"
 #include "nf_mem.h"
 
-#define CATALOGUE_MAX_BYTES (1024 * 1024)
+#define CATALOGUE_MAX_BYTES ((size_t)1024 * 1024)
 #define SOURCE_MAX 1024
 #define FIELD_MAX 128
 
@@ -109,7 +109,7 @@ static int entry(const cJSON *e, cJSON *out, char *err, size_t errlen)
     nf_json_add_str(m, "owned_by", owner->valuestring);
     nf_json_add_str(m, "kind", "base");
     nf_json_add_str(m, "architecture", arch->valuestring);
-    if (cJSON_IsNumber(params))
+    if (params && cJSON_IsNumber(params))
         nf_json_add_int(m, "parameters", (long long)params->valuedouble);
     else
         nf_json_add_str(m, "parameters", NULL);
@@ -175,7 +175,7 @@ int sched_catalogue_load(const char *path, cJSON **out, char *err, size_t errlen
     n = fread(buf, 1, CATALOGUE_MAX_BYTES + 1, f);
     fclose(f);
     if (n > CATALOGUE_MAX_BYTES) {
-        snprintf(err, errlen, "%s: larger than %d bytes", path, CATALOGUE_MAX_BYTES);
+        snprintf(err, errlen, "%s: larger than %zu bytes", path, CATALOGUE_MAX_BYTES);
         free(buf);
         return -1;
     }

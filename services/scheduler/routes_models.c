@@ -240,17 +240,15 @@ static void on_create(const PGresult *res, const char *err, const char *pgcode, 
     struct models_op *op = arg;
     const char *files;
 
-    if (!res && pgcode && strcmp(pgcode, "23505") == 0) {
-        nf_http_reply_error(op->req, 409, "conflict", "name", "you have a model named %s already",
-                            op->name);
-    } else if (!res) {
+    /* a unique violation: the name was taken at the same moment */
+    if (!res && !(pgcode && strcmp(pgcode, "23505") == 0)) {
         sched_http_unavailable(op->req, err);
-    } else if (PQntuples(res) < 1 || !(files = nf_pg_val(res, 0, "files")) ||
-               strcmp(files, "0") == 0) {
+    } else if (res && (PQntuples(res) < 1 || !(files = nf_pg_val(res, 0, "files")) ||
+                       strcmp(files, "0") == 0)) {
         nf_http_reply_error(op->req, 422, "invalid_params", "uri",
                             "uri must be artifact://<id> of a file of yours uploaded with "
                             "purpose=model (POST /api/files)");
-    } else if (!nf_pg_val(res, 0, "model_id")) {
+    } else if (!res || !nf_pg_val(res, 0, "model_id")) {
         nf_http_reply_error(op->req, 409, "conflict", "name", "you have a model named %s already",
                             op->name);
     } else {
