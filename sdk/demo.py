@@ -111,7 +111,7 @@ def main() -> int:
     # evaluate and deploy name the model the train registers (output_model): a name of an
     # earlier run goes first, and they are submitted once the train has registered it
     try:
-        client.request("DELETE", "/api/models/my-model-v1")
+        client.delete_model("my-model-v1")
     except NotFoundError:
         pass
     print('>>> client.train(model_id="llama-3-8b", dataset_uri="s3://bucket/train.parquet", '

@@ -271,6 +271,20 @@ def test_unknown_job_is_not_found(client, contract):
     error_conforms(contract, info.value)
 
 
+def test_models_through_the_sdk(client):
+    listed = client.list_models()
+    assert listed["object"] == "list"
+    names = {m["id"] for m in listed["data"]}
+    assert {"llama-3-8b", "mistral-7b", "tiny-bigram"} <= names, names
+    llama = client.get_model("llama-3-8b")
+    assert llama["object"] == "model" and llama["stand_in"] is True
+    with pytest.raises(nexa_forge.NotFoundError):
+        client.get_model("no-such-model")
+    with pytest.raises(nexa_forge.ValidationError) as info:
+        client.evaluate(model_id="no-such-model", benchmark="mmlu")
+    assert info.value.param == "model_id"
+
+
 def test_another_users_job_is_not_found(client, done_job, api):
     # `api` holds the suite's default user: the SDK user's job does not exist for it.
     other = NexaForgeClient(api_key=api.key, base_url=api.base)

@@ -529,6 +529,33 @@ class NexaForgeClient:
         data = resp.json()
         return data if isinstance(data, dict) else {"id": fid, "deleted": True}
 
+    # ------------------------------------------------------------------ models
+
+    def list_models(self) -> Dict[str, Any]:
+        """The models this key can name as ``model_id``: the operator's base catalogue, then
+        the account's own (fine-tuned by ``train``, or registered uploads), OpenAI-shaped:
+        ``{"object": "list", "data": [{id, object, created, owned_by, kind, ...}]}``."""
+        return self._get("/api/models")
+
+    def get_model(self, name: str) -> Dict[str, Any]:
+        """One model by name (or ``mdl_...`` id); another account's is a
+        :class:`~nexa_forge.NotFoundError`."""
+        return self._get(f"/api/models/{_seg(name)}")
+
+    def register_model(self, name: str, uri: str) -> Dict[str, Any]:
+        """Registers an uploaded model (``uri`` = ``artifact://`` of a ``purpose="model"``
+        file of yours, see :meth:`upload_file`) under ``name`` in your namespace."""
+        resp = self._transport.request("POST", "/api/models", json_body={"name": name, "uri": uri})
+        data = resp.json()
+        return data if isinstance(data, dict) else {"id": name}
+
+    def delete_model(self, name: str) -> Dict[str, Any]:
+        """Removes one of your models from the catalogue (its artifact stays); a base
+        model cannot be deleted (:class:`~nexa_forge.AuthenticationError`, 403)."""
+        resp = self._transport.request("DELETE", f"/api/models/{_seg(name)}")
+        data = resp.json()
+        return data if isinstance(data, dict) else {"id": name, "deleted": True}
+
     # ------------------------------------------------------------------ workers, billing
 
     def workers(self) -> Page:
