@@ -104,16 +104,21 @@ PY
     ((${#missing[@]})) || return 0
     forge_say "installing Python packages: ${missing[*]}"
     # tests/requirements.txt holds the version bounds (it includes the handlers' own
-    # handlers/requirements.txt); installing the whole file keeps one source of truth. Debian's own python3 refuses pip installs
-    # into the system (PEP 668) - there, --break-system-packages is the documented way
-    # for a machine that is only a dev/CI box; a pyenv or venv python needs no flag.
+    # handlers/requirements.txt); installing the whole file keeps one source of truth.
+    forge_pip_install "$FORGE_ROOT/tests/requirements.txt"
+}
+
+# forge_pip_install FILE: pip install -r FILE into the machine's python3. Debian's own
+# python3 refuses pip installs into the system (PEP 668) - there, --break-system-packages
+# is the documented way for a machine that is only a dev/CI box; a pyenv or venv python
+# needs no flag.
+forge_pip_install() {
     local flags=(-q --disable-pip-version-check --root-user-action=ignore)
     if python3 -m pip install --help 2>/dev/null | grep -q -- --break-system-packages &&
         [[ -e "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ]]; then
         flags+=(--break-system-packages)
     fi
-    python3 -m pip install "${flags[@]}" -r "$FORGE_ROOT/tests/requirements.txt" ||
-        forge_die "pip install failed"
+    python3 -m pip install "${flags[@]}" -r "$1" || forge_die "pip install -r $1 failed"
 }
 
 # The handlers' ML runtime (handlers/requirements-ml.txt: torch, transformers, peft, ...),
@@ -145,13 +150,7 @@ forge_install_ml() {
     mapfile -t missing < <(forge_ml_missing)
     ((${#missing[@]})) || return 0
     forge_say "installing the handlers' ML runtime (${missing[*]}; torch is ~3 GB)"
-    local flags=(-q --disable-pip-version-check --root-user-action=ignore)
-    if python3 -m pip install --help 2>/dev/null | grep -q -- --break-system-packages &&
-        [[ -e "$(python3 -c 'import sysconfig; print(sysconfig.get_path("stdlib"))')/EXTERNALLY-MANAGED" ]]; then
-        flags+=(--break-system-packages)
-    fi
-    python3 -m pip install "${flags[@]}" -r "$FORGE_ROOT/handlers/requirements-ml.txt" ||
-        forge_die "pip install of handlers/requirements-ml.txt failed"
+    forge_pip_install "$FORGE_ROOT/handlers/requirements-ml.txt"
 }
 
 # The Kafka broker's jars come from Maven Central (deploy/kafka/pom.xml) into the
