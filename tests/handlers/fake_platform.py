@@ -29,6 +29,7 @@ ROOT = pathlib.Path(sys.argv[1])
 HANDLERS = pathlib.Path(sys.argv[2])
 ARTS = {}
 JOBS = {}
+MODELS = {}  # an account's models: output_model of a succeeded train -> its model artifact
 LOCK = threading.Lock()
 INPUT_PARAMS = ("dataset_uri", "validation_uri", "model_id", "teacher_model", "student_model")
 
@@ -57,6 +58,8 @@ def resolve(params):
             inputs.append((p, a))
         elif p in ("model_id",) and "://" in v:
             return None, (p, "unsupported scheme")
+        elif p in ("model_id", "teacher_model", "student_model") and v in MODELS:
+            inputs.append((p, ARTS[MODELS[v]]))  # the account's model: fetched as an input
     return inputs, None
 
 
@@ -95,6 +98,11 @@ def run_job(job, inputs):
             arts.append({k: v for k, v in rec.items() if k not in ("path", "id")})
     job["artifacts"] = arts
     if proc.returncode == 0:
+        name = job["params"].get("output_model")
+        model = next((a for a in arts if a["kind"] == "model"), None)
+        if job["job_type"] == "train" and name and model:
+            with LOCK:
+                MODELS.setdefault(name, model["artifact_id"])  # a taken name stays
         job["status"] = "succeeded"
     else:
         job["status"] = "failed"
@@ -175,6 +183,17 @@ class H(BaseHTTPRequestHandler):
             JOBS[jid] = job
             threading.Thread(target=run_job, args=(job, inputs), daemon=True).start()
             return self.reply(202, dict(job))
+        self.err(404, "not_found", "no route")
+
+    def do_DELETE(self):
+        path = urllib.parse.urlsplit(self.path).path
+        if path.startswith("/api/models/"):
+            name = urllib.parse.unquote(path.rsplit("/", 1)[1])
+            with LOCK:
+                gone = MODELS.pop(name, None)
+            if gone is None:
+                return self.err(404, "not_found", f"no model {name}")
+            return self.reply(200, {"id": name, "object": "model", "deleted": True})
         self.err(404, "not_found", "no route")
 
     def do_GET(self):
