@@ -10,7 +10,8 @@ Prints tokens/s (non-padding tokens through the model in training steps) for: th
 (the mean of its metric lines' tokens_per_s, which time training steps only), the handler
 end to end (training tokens x epochs / wall time of the process, imports included), and the
 bare loop (the same LoRA/full setup, batches and optimizer, timed over the same steps).
-The device is the one the handler picks (CUDA when present).
+The device is the one the handler picks (CUDA when present). `./forge bench train` runs it
+(forge-bench: standalone: no stack needed).
 """
 import argparse
 import json
