@@ -95,3 +95,12 @@ void gw_slots_give(struct gw_slots *s, const char *user_id)
     if (a != NULL && --a->n <= 0)
         *a = s->acc[--s->n]; /* the last one takes its place */
 }
+
+void gw_caller_headers(const char *user_id, struct nf_http_req *req, const char *out[5])
+{
+    out[0] = "X-Nf-User-Id";
+    out[1] = user_id;
+    out[2] = "X-Request-Id";
+    out[3] = nf_http_req_id(req);
+    out[4] = NULL;
+}

@@ -348,11 +348,11 @@ static void on_registered(const struct nf_http_resp *resp, void *arg)
 
 static void register_file(struct upload *up)
 {
-    const char *headers[] = {"X-Nf-User-Id", up->user_id, "X-Request-Id", nf_http_req_id(up->req),
-                             NULL};
+    const char *headers[5];
     cJSON *body = nf_json_obj();
     char *text;
 
+    gw_caller_headers(up->user_id, up->req, headers);
     nf_json_add_str(body, "artifact_id", up->artifact_id);
     nf_json_add_str(body, "name", up->filename);
     nf_json_add_str(body, "purpose", up->purpose);

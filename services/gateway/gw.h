@@ -323,6 +323,10 @@ struct gw_account_count {
     char user_id[NF_ID_MAX];
     int n;
 };
+/* X-Nf-User-Id and X-Request-Id for an internal call made as the caller (the owner of the
+ * data checks tenancy by it), NULL-terminated in out; user_id and req must outlive out. */
+void gw_caller_headers(const char *user_id, struct nf_http_req *req, const char *out[5]);
+
 /* Per-account slots: the accounts with at least one taken. */
 struct gw_slots {
     struct gw_account_count *acc;

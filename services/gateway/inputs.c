@@ -183,11 +183,7 @@ static void sched_get(struct resolve_op *op, const char *target, nf_http_client_
 {
     const char *headers[5];
 
-    headers[0] = "X-Nf-User-Id";
-    headers[1] = op->user_id;
-    headers[2] = "X-Request-Id";
-    headers[3] = nf_http_req_id(op->req);
-    headers[4] = NULL;
+    gw_caller_headers(op->user_id, op->req, headers);
     if (!op->ctx->sched ||
         nf_http_client_request(op->ctx->sched, "GET", target, headers, NULL, 0, 0, cb, op) < 0) {
         gw_reply_unavailable(op->req, 1, what);

@@ -108,17 +108,6 @@ enum gw_range gw_range_parse(const char *header, long long size, long long *firs
     return GW_RANGE_PART;
 }
 
-/* X-Nf-User-Id and X-Request-Id for nf-scheduler, NULL-terminated in out. */
-static void caller_headers(const struct gw_principal *who, struct nf_http_req *req,
-                           const char *out[5])
-{
-    out[0] = "X-Nf-User-Id";
-    out[1] = who->user_id;
-    out[2] = "X-Request-Id";
-    out[3] = nf_http_req_id(req);
-    out[4] = NULL;
-}
-
 /* ---- list and record: forwarded -------------------------------------------------------- */
 
 static void list_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct gw_principal *who)
@@ -127,7 +116,7 @@ static void list_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struc
     char target[TARGET_MAX];
     int n;
 
-    caller_headers(who, req, headers);
+    gw_caller_headers(who->user_id, req, headers);
     n = snprintf(target, sizeof(target), "/internal/artifacts%s%s", query ? "?" : "",
                  query ? query : "");
     if (n < 0 || (size_t)n >= sizeof(target)) {
@@ -147,7 +136,7 @@ static void get_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct
         nf_http_reply_error(req, 404, "not_found", NULL, "artifact not found");
         return;
     }
-    caller_headers(who, req, headers);
+    gw_caller_headers(who->user_id, req, headers);
     snprintf(target, sizeof(target), "/internal/artifacts/%s", id);
     gw_forward(ctx, req, ctx->sched, GW_BACKEND_SCHEDULER, "GET", target, headers, NULL, 0, 0, NULL,
                NULL);
@@ -419,7 +408,7 @@ static void content_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     d->link.close = on_link_close;
     snprintf(d->user_id, sizeof(d->user_id), "%s", who->user_id);
     gw_stream_link(ctx, &d->link);
-    caller_headers(who, req, headers);
+    gw_caller_headers(who->user_id, req, headers);
     snprintf(target, sizeof(target), "/internal/artifacts/%s", id);
     if (!ctx->sched ||
         nf_http_client_request(ctx->sched, "GET", target, headers, NULL, 0, 0, on_record, d) != 0) {

@@ -46,11 +46,7 @@ static struct files_op *op_new(struct gw_ctx *ctx, struct nf_http_req *req,
     op->req = req;
     snprintf(op->user_id, sizeof(op->user_id), "%s", who->user_id);
     snprintf(op->id, sizeof(op->id), "%s", id != NULL ? id : "");
-    op->headers[0] = "X-Nf-User-Id";
-    op->headers[1] = op->user_id;
-    op->headers[2] = "X-Request-Id";
-    op->headers[3] = nf_http_req_id(req);
-    op->headers[4] = NULL;
+    gw_caller_headers(op->user_id, req, op->headers);
     return op;
 }
 

@@ -15,22 +15,11 @@
 #include "nf_http.h"
 #include "routes.h"
 
-/* X-Nf-User-Id and X-Request-Id for nf-scheduler, NULL-terminated in out. */
-static void caller_headers(const struct gw_principal *who, struct nf_http_req *req,
-                           const char *out[5])
-{
-    out[0] = "X-Nf-User-Id";
-    out[1] = who->user_id;
-    out[2] = "X-Request-Id";
-    out[3] = nf_http_req_id(req);
-    out[4] = NULL;
-}
-
 static void list_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct gw_principal *who)
 {
     const char *headers[5];
 
-    caller_headers(who, req, headers);
+    gw_caller_headers(who->user_id, req, headers);
     gw_forward(ctx, req, ctx->sched, GW_BACKEND_SCHEDULER, "GET", "/internal/models", headers, NULL,
                0, 0, NULL, NULL);
 }
@@ -46,7 +35,7 @@ static void one(struct gw_ctx *ctx, struct nf_http_req *req, const struct gw_pri
                             "no such model; GET /api/models lists the models you can use");
         return;
     }
-    caller_headers(who, req, headers);
+    gw_caller_headers(who->user_id, req, headers);
     snprintf(target, sizeof(target), "/internal/models/%s", name);
     gw_forward(ctx, req, ctx->sched, GW_BACKEND_SCHEDULER, method, target, headers, NULL, 0, 0,
                NULL, NULL);
@@ -72,7 +61,7 @@ static void create_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     if (!nf_http_req_json(req)) /* answered 400 */
         return;
     body = nf_http_req_body(req, &len);
-    caller_headers(who, req, headers);
+    gw_caller_headers(who->user_id, req, headers);
     gw_forward(ctx, req, ctx->sched, GW_BACKEND_SCHEDULER, "POST", "/internal/models", headers,
                body, len, 0, NULL, NULL);
 }

@@ -252,7 +252,7 @@ static bool str_len_ok(const char *s, size_t max)
     return s && s[0] != '\0' && strlen(s) <= max;
 }
 
-static bool sha256_hex(const char *s)
+bool sched_sha256_hex(const char *s)
 {
     int i;
 
@@ -284,7 +284,8 @@ cJSON *sched_artifacts_clean(const cJSON *arr, int *dropped)
         if (!cJSON_IsObject(a) || !id || !nf_id_valid("art", id) || !str_len_ok(name, 255) ||
             !str_len_ok(kind, 64) || !str_len_ok(uri, 2048) ||
             nf_json_get_int(a, "bytes", true, 0, 1LL << 53, &bytes, &err) < 0 ||
-            nf_json_get_str(a, "sha256", false, &sha, &err) < 0 || (sha && !sha256_hex(sha)) ||
+            nf_json_get_str(a, "sha256", false, &sha, &err) < 0 ||
+            (sha && !sched_sha256_hex(sha)) ||
             (cJSON_GetObjectItemCaseSensitive(a, "object_key") && !str_len_ok(key, 1200))) {
             (*dropped)++;
             continue;

@@ -233,16 +233,6 @@ void sched_route_artifact_delete(struct nf_http_req *req, void *arg)
 
 /* ---- POST /internal/files ---------------------------------------------------------------- */
 
-static bool is_hex64(const char *s)
-{
-    size_t i;
-
-    for (i = 0; i < 64; i++)
-        if (!s[i] || !strchr("0123456789abcdef", s[i]))
-            return false;
-    return s[64] == '\0';
-}
-
 /* The body's fields into params[0..7] (pointers into body, bytes into buf); NULL when
  * fine, else the name of the bad field. */
 static const char *file_fields(const cJSON *body, const char *user, const char *params[8],
@@ -267,7 +257,7 @@ static const char *file_fields(const cJSON *body, const char *user, const char *
     if (!cJSON_IsNumber(bytes) || bytes->valuedouble < 0 || bytes->valuedouble > 9.0e15 ||
         bytes->valuedouble != (double)(long long)bytes->valuedouble)
         return "bytes";
-    if (!sha || !is_hex64(sha))
+    if (!sha || !sched_sha256_hex(sha))
         return "sha256";
     if (!uri || strncmp(uri, "s3://", 5) != 0 || strlen(uri) > S3_URI_MAX)
         return "s3_uri";

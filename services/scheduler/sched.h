@@ -250,6 +250,8 @@ struct sched_event {
 /* Checks a whole envelope (nf_event_data) and its data; -1 with *why on malformed. */
 int sched_event_parse(const cJSON *ev, struct sched_event *out, const char **why);
 
+/* 64 lowercase hex digits (a SHA-256 as the worker and the gateway write it). */
+bool sched_sha256_hex(const char *s);
 /* A plain file name: 1..255 bytes, no control byte, slash or backslash, not "." or "..". */
 bool sched_file_name_ok(const char *s);
 
