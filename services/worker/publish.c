@@ -1,10 +1,15 @@
 /*
- * Publishing for the agent: Kafka, or the API when the agent has no Kafka.
+ * Publishing for the agent: Kafka, or the API when the agent has no Kafka. Every message
+ * is journalled in the outbox (outbox.c) first, so one the agent could not deliver before
+ * it died is published by the next agent on the same work directory (wk_publish_replay).
  *
- *   wk_publish --produce--> delivered --> wk_job_delivered (slot freed when it was the
- *                  |                        job's last message and the job finished)
- *                  +--> not queued / delivery failed --> timer (0.5 s doubling to 10 s)
- *                                                        --> produce again
+ *   wk_publish --> outbox append --produce--> delivered --> outbox done, wk_job_delivered
+ *                                     |                     (slot freed when it was the
+ *                                     |                      job's last message)
+ *                                     +--> not queued / delivery failed --> the waiting
+ *                                          line (0.5 s doubling to 10 s) --> produce again,
+ *                                          oldest first; while anything waits, new messages
+ *                                          queue behind it, so the order holds
  *
  *   without Kafka (NF_KAFKA_BROKERS empty): POST /api/workers/events (job events) or
  *   /api/workers/usage {worker_id, lease_id, event}, one request at a time, in order
@@ -13,11 +18,12 @@
  *                  --> other 4xx: dropped, logged (a bug: retrying cannot help)
  *                  --> no answer / 5xx / 429: retried like a Kafka failure
  *
- * Nothing a job accepted is dropped while the agent runs: a terminal event or a usage
- * record is retried until Kafka (or the API) takes it. Only teardown (after the drain)
- * gives up, and says so in the log. Below job_report.c, over job_set.c (hold, delivered,
- * lease): it never calls up.
+ * Nothing a job published is dropped while the agent runs (job events, logs, progress and
+ * usage alike): it is retried until Kafka (or the API) takes it. At teardown what is still
+ * undelivered stays in the outbox (publish_deferred in the log). Below job_report.c, over
+ * job_set.c (hold, delivered, lease): it never calls up.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +31,7 @@
 #include "nf_http.h"
 #include "nf_http_client.h"
 #include "nf_log.h"
+#include "outbox.h"
 #include "wk.h"
 
 #define RETRY_FIRST_MS 500
@@ -36,77 +43,97 @@ struct wk_out {
     const char *topic;  /* these three point into text */
     const char *key;
     const char *payload;
-    int delay_ms;
-    struct event *timer;
-    bool waiting; /* linked in ctx->outs, timer armed */
-    struct wk_out *prev, *next;
-    char text[]; /* topic, key and payload, one allocation with the message */
+    uint64_t seq;        /* in the outbox (0: not journalled) */
+    bool retried;        /* its first failure is logged, not every retry */
+    struct wk_out *next; /* in ctx->outs while waiting */
+    char text[];         /* topic, key and payload, one allocation with the message */
 };
 
 static void produce(struct wk_out *o);
+static void on_retry(evutil_socket_t fd, short what, void *arg);
 
-/* Takes o (waiting) off ctx->outs, the messages waiting for their retry timer. */
-static void unlink_out(struct wk_out *o)
-{
-    if (o->prev)
-        o->prev->next = o->next;
-    else
-        o->ctx->outs = o->next;
-    if (o->next)
-        o->next->prev = o->prev;
-    o->waiting = false;
-    o->prev = o->next = NULL;
-}
-
-static void out_free(struct wk_out *o)
-{
-    if (o->waiting)
-        unlink_out(o);
-    if (o->timer)
-        event_free(o->timer);
-    free(o);
-}
-
-static void done(struct wk_out *o)
+/* Frees a message; `delivered`: its outbox record is done (else it stays for the next
+ * agent). The job's hold goes either way. */
+static void finish(struct wk_out *o, bool delivered)
 {
     struct wk_job *job = o->job;
-    out_free(o);
+    if (o->seq != 0 && o->ctx->outbox != NULL && delivered)
+        wk_outbox_done(o->ctx->outbox, o->seq);
+    free(o);
     if (job != NULL)
         wk_job_delivered(job);
 }
 
+static void done(struct wk_out *o)
+{
+    finish(o, true);
+}
+
+static void arm_retry(struct wk_ctx *ctx)
+{
+    if (ctx->outs_timer == NULL) {
+        ctx->outs_timer = evtimer_new(ctx->base, on_retry, ctx);
+        if (ctx->outs_timer == NULL)
+            abort();
+    }
+    if (evtimer_pending(ctx->outs_timer, NULL))
+        return;
+    int ms = ctx->outs_delay_ms > 0 ? ctx->outs_delay_ms : RETRY_FIRST_MS;
+    struct timeval tv = {ms / 1000, (suseconds_t)(ms % 1000) * 1000};
+    evtimer_add(ctx->outs_timer, &tv);
+    ctx->outs_delay_ms = ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : ms * 2;
+}
+
+/* Puts o at the end of the waiting line (in publish order) and arms its retry. */
+static void enqueue(struct wk_out *o)
+{
+    struct wk_ctx *ctx = o->ctx;
+    o->next = NULL;
+    if (ctx->outs_tail != NULL)
+        ctx->outs_tail->next = o;
+    else
+        ctx->outs = o;
+    ctx->outs_tail = o;
+    arm_retry(ctx);
+}
+
+/* The retry timer: the waiting messages go out again, oldest first. */
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
-    struct wk_out *o = arg;
-    unlink_out(o);
-    produce(o);
+    struct wk_ctx *ctx = arg;
+    struct wk_out *o = ctx->outs;
+    ctx->outs = ctx->outs_tail = NULL;
+    while (o != NULL) {
+        struct wk_out *next = o->next;
+        produce(o);
+        o = next;
+        if (ctx->outs != NULL) { /* that one waits again: the rest stay behind it */
+            while (o != NULL) {
+                next = o->next;
+                enqueue(o);
+                o = next;
+            }
+        }
+    }
 }
 
 static void retry_later(struct wk_out *o, const char *why)
 {
     struct wk_ctx *ctx = o->ctx;
-    if (ctx->closing || o->job == NULL) {
-        nf_log_kv(NF_LOG_ERROR, "publish_lost", "message given up", "topic", o->topic, "key",
-                  o->key, "error", why, NULL);
-        done(o);
+    if (ctx->closing) {
+        bool kept = o->seq != 0;
+        nf_log_kv(kept ? NF_LOG_WARN : NF_LOG_ERROR, kept ? "publish_deferred" : "publish_lost",
+                  kept ? "not delivered: kept in the outbox for the next agent"
+                       : "message given up",
+                  "topic", o->topic, "key", o->key, "error", why, NULL);
+        finish(o, false);
         return;
     }
-    nf_log_kv(NF_LOG_WARN, "publish_retry", "message not delivered, retrying", "topic", o->topic,
-              "key", o->key, "error", why, NULL);
-    if (o->timer == NULL) {
-        o->timer = evtimer_new(ctx->base, on_retry, o);
-        if (o->timer == NULL)
-            abort();
-    }
-    struct timeval tv = {o->delay_ms / 1000, (suseconds_t)(o->delay_ms % 1000) * 1000};
-    evtimer_add(o->timer, &tv);
-    o->delay_ms = o->delay_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : o->delay_ms * 2;
-    o->waiting = true;
-    o->prev = NULL;
-    o->next = ctx->outs;
-    if (ctx->outs)
-        ctx->outs->prev = o;
-    ctx->outs = o;
+    if (!o->retried)
+        nf_log_kv(NF_LOG_WARN, "publish_retry", "message not delivered, retrying", "topic",
+                  o->topic, "key", o->key, "error", why, NULL);
+    o->retried = true;
+    enqueue(o);
 }
 
 static void on_delivery(int err, const char *errstr, void *arg)
@@ -116,6 +143,7 @@ static void on_delivery(int err, const char *errstr, void *arg)
         retry_later(o, errstr ? errstr : "delivery failed");
         return;
     }
+    o->ctx->outs_delay_ms = RETRY_FIRST_MS;
     done(o);
 }
 
@@ -183,8 +211,8 @@ static void produce(struct wk_out *o)
         retry_later(o, "not queued");
 }
 
-void wk_publish(struct wk_ctx *ctx, struct wk_job *job, const char *topic, const char *key,
-                const char *payload)
+static struct wk_out *out_new(struct wk_ctx *ctx, struct wk_job *job, const char *topic,
+                              const char *key, const char *payload)
 {
     size_t nt = strlen(topic) + 1, nk = strlen(key) + 1, np = strlen(payload) + 1;
     struct wk_out *o = nf_xcalloc(1, sizeof(*o) + nt + nk + np);
@@ -193,20 +221,70 @@ void wk_publish(struct wk_ctx *ctx, struct wk_job *job, const char *topic, const
     o->topic = memcpy(o->text, topic, nt);
     o->key = memcpy(o->text + nt, key, nk);
     o->payload = memcpy(o->text + nt + nk, payload, np);
-    o->delay_ms = RETRY_FIRST_MS;
     if (job != NULL)
         wk_job_hold(job);
-    produce(o);
+    return o;
+}
+
+/* Sends o now, or behind the messages already waiting (the order they were published). */
+static void send_in_order(struct wk_out *o)
+{
+    if (o->ctx->outs != NULL)
+        enqueue(o);
+    else
+        produce(o);
+}
+
+void wk_publish(struct wk_ctx *ctx, struct wk_job *job, const char *topic, const char *key,
+                const char *payload)
+{
+    struct wk_out *o = out_new(ctx, job, topic, key, payload);
+    if (ctx->outbox != NULL) {
+        o->seq = wk_outbox_append(ctx->outbox, topic, key, payload);
+        if (o->seq == 0)
+            nf_log_kv(NF_LOG_ERROR, "outbox_write_failed",
+                      "message not journalled: lost if this agent dies before it is delivered",
+                      "topic", topic, "key", key, "error", strerror(errno), NULL);
+    }
+    send_in_order(o);
+}
+
+static void replay_one(uint64_t seq, const char *topic, const char *key, const char *payload,
+                       void *arg)
+{
+    struct wk_out *o = out_new(arg, NULL, topic, key, payload);
+    o->seq = seq;
+    send_in_order(o);
+}
+
+void wk_publish_replay(struct wk_ctx *ctx)
+{
+    if (ctx->outbox == NULL || wk_outbox_count(ctx->outbox) == 0)
+        return;
+    char n[24];
+    snprintf(n, sizeof(n), "%zu", wk_outbox_count(ctx->outbox));
+    nf_log_kv(NF_LOG_INFO, "outbox_replay", "publishing what an earlier agent left undelivered",
+              "messages", n, NULL);
+    wk_outbox_pending(ctx->outbox, replay_one, ctx);
 }
 
 void wk_publish_free(struct wk_ctx *ctx)
 {
     struct wk_out *o = ctx->outs, *next;
 
-    ctx->outs = NULL;
+    ctx->outs = ctx->outs_tail = NULL;
     for (; o != NULL; o = next) {
         next = o->next;
-        o->waiting = false; /* the whole list is gone */
-        done(o);
+        if (o->seq != 0)
+            nf_log_kv(NF_LOG_WARN, "publish_deferred",
+                      "not delivered: kept in the outbox for the next agent", "topic", o->topic,
+                      "key", o->key, NULL);
+        else
+            nf_log_kv(NF_LOG_ERROR, "publish_lost", "message given up", "topic", o->topic, "key",
+                      o->key, NULL);
+        finish(o, false);
     }
+    wk_event_free(&ctx->outs_timer);
+    wk_outbox_close(ctx->outbox);
+    ctx->outbox = NULL;
 }

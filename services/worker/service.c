@@ -30,6 +30,7 @@
 
 #include "nf_log.h"
 #include "nf_svc.h"
+#include "outbox.h"
 #include "wk.h"
 
 #ifndef NF_SOURCE_DIR
@@ -85,6 +86,8 @@ static const struct nf_cfg_opt wk_opts[] = {
     {"NF_WORKER_PROGRESS_INTERVAL_MS", NF_CFG_INT, "500", 0, 60000, false, OFF(progress_ms),
      "at most one progress event per job per this interval"},
     /* a pre-registered identity */
+    {"NF_WORKER_OUTBOX_MAX_MB", NF_CFG_INT, "256", 1, 65536, false, OFF(outbox_max_mb),
+     "bound of the outbox journal (<work dir>/outbox-<n>.log) of undelivered messages"},
     {"NF_WORKER_ID", NF_CFG_STR, "", 0, 64, false, OFF(worker_id),
      "a pre-registered worker id to run as (with NF_WORKER_TOKEN); empty = register"},
     {"NF_WORKER_TOKEN", NF_CFG_STR, "", 0, 256, true, OFF(worker_token),
@@ -181,6 +184,10 @@ static int wk_start(void *arg)
                   NULL);
         return -1;
     }
+    if (wk_outbox_open(&ctx->outbox, ctx->root, (int64_t)cfg->outbox_max_mb << 20) < 0)
+        nf_log_kv(NF_LOG_WARN, "outbox_unavailable",
+                  "no outbox: undelivered messages are lost if the agent dies", "error",
+                  strerror(errno), "dir", ctx->root, NULL);
     if (nf_http_client_new(&ctx->http, ctx->base, set->api_host, set->api_port, HTTP_TIMEOUT_MS,
                            2) < 0 ||
         nf_http_client_new(&ctx->poll_http, ctx->base, set->api_host, set->api_port,
@@ -194,6 +201,7 @@ static int wk_start(void *arg)
     ctx->sigchld = evsignal_new(ctx->base, SIGCHLD, wk_on_sigchld, ctx);
     if (!ctx->drain || !ctx->sigchld || event_add(ctx->sigchld, NULL) < 0)
         return -1;
+    wk_publish_replay(ctx);
     return wk_api_start(ctx);
 }
 
@@ -234,7 +242,7 @@ static void wk_close(void *arg)
     nf_http_client_free(ctx->report_http);
     nf_http_client_free(ctx->http);
     ctx->poll_http = ctx->report_http = ctx->http = NULL;
-    /* Delivery reports fire here; failures are given up (publish_lost in the log). */
+    /* Delivery reports fire here; failures stay in the outbox (publish_deferred). */
     nf_kafka_producer_free(ctx->producer, PRODUCER_FLUSH_MS);
     ctx->producer = NULL;
     wk_publish_free(ctx);

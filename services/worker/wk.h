@@ -87,6 +87,7 @@ struct wk_config {
     int kill_grace_s;    /* NF_WORKER_KILL_GRACE_S */
     int usage_window_s;  /* NF_WORKER_USAGE_WINDOW_S */
     int progress_ms;     /* NF_WORKER_PROGRESS_INTERVAL_MS */
+    int outbox_max_mb;   /* NF_WORKER_OUTBOX_MAX_MB */
     char *worker_id;     /* NF_WORKER_ID: a pre-registered identity ("" = register) */
     char *worker_token;  /* NF_WORKER_TOKEN (secret), with NF_WORKER_ID */
     char *s3_endpoint;   /* NF_S3_ENDPOINT */
@@ -273,6 +274,7 @@ char *wk_usage_event(const struct nf_usage *u, const char *source);
 
 struct wk_job;
 struct wk_out;
+struct wk_outbox;
 struct wk_kept;
 
 struct wk_ctx {
@@ -302,14 +304,18 @@ struct wk_ctx {
     struct event *finish; /* deferred: every job reported -> the farewell */
     struct wk_job *jobs;  /* running and finishing jobs */
     int njobs;
-    struct wk_out *outs;   /* messages waiting for a Kafka retry */
-    char root[4096];       /* the work dir, absolute (wk_root_prepare) */
-    struct wk_kept *kept;  /* deploy job directories kept while their endpoint runs */
-    struct event *keep_ev; /* checks them while any is kept */
-    bool stopping;         /* SIGTERM: no new jobs */
-    bool draining;         /* the manager said drain: no new jobs, exit once idle */
-    bool stopped;          /* the farewell is done: nothing left in flight */
-    bool closing;          /* tearing down: callbacks must not chain */
+    struct wk_outbox *outbox; /* journal of what is published (outbox.c); NULL: none */
+    struct wk_out *outs;      /* messages waiting for a retry, oldest first */
+    struct wk_out *outs_tail; /* the newest of them */
+    struct event *outs_timer; /* their retry */
+    int outs_delay_ms;        /* the next retry's delay (backoff) */
+    char root[4096];          /* the work dir, absolute (wk_root_prepare) */
+    struct wk_kept *kept;     /* deploy job directories kept while their endpoint runs */
+    struct event *keep_ev;    /* checks them while any is kept */
+    bool stopping;            /* SIGTERM: no new jobs */
+    bool draining;            /* the manager said drain: no new jobs, exit once idle */
+    bool stopped;             /* the farewell is done: nothing left in flight */
+    bool closing;             /* tearing down: callbacks must not chain */
     /* api.c's hooks for the job files below it, set by wk_api_start (NULL: none) */
     void (*heartbeat_now)(struct wk_ctx *ctx); /* a job started: confirm its lease at once */
     void (*slot_freed)(struct wk_ctx *ctx);    /* a job was freed: poll, or finish a stop */
@@ -402,4 +408,7 @@ void wk_job_delivered(struct wk_job *job);
 void wk_publish(struct wk_ctx *ctx, struct wk_job *job, const char *topic, const char *key,
                 const char *payload);
 /* Frees timer-waiting messages at teardown. */
+/* Publishes what the outbox holds from an earlier agent (at start, once the producer
+ * exists). */
+void wk_publish_replay(struct wk_ctx *ctx);
 void wk_publish_free(struct wk_ctx *ctx);

@@ -672,6 +672,48 @@ def test_hanging_handler_is_killed_at_its_timeout(api, fleet):
     measure("timeout_2s_job_to_terminal_s", round(time.monotonic() - t0, 2))
 
 
+def test_undelivered_events_outlive_their_agent(api, fleet, events, tmp_path):
+    """An agent whose broker is away runs a job: its events wait in the outbox journal of
+    its work directory. SIGKILLed before the broker returns, it loses nothing: the next
+    agent on that work directory publishes them, oldest first (issue 23: nothing dropped)."""
+    import socket
+    with socket.socket() as s:  # a port nobody listens on: the broker is "away"
+        s.bind(("127.0.0.1", 0))
+        away = f"127.0.0.1:{s.getsockname()[1]}"
+    work = tmp_path / "work"
+    cut_off = fleet.start("cut-off", extra={"NF_KAFKA_BROKERS": away,
+                                            "NF_WORKER_WORK_DIR": str(work)})
+    job_id = train(api, fleet, 1)
+    pid_file = fleet.marks / f"{job_id}.pid"
+    handler_pid = int(wait(lambda: pid_file.exists() and pid_file.read_text(), 30, "handler"))
+    wait(lambda: not alive(handler_pid), 20, "the handler to finish")
+    wait(lambda: "publish_retry" in cut_off.log.read_text(), 20, "a failed delivery")
+    journal = work / "outbox-0.log"
+    assert journal.stat().st_size > 0
+    assert not [e for _, e in events.for_job(job_id) if e["type"] == "forge.job.succeeded"]
+
+    cut_off.proc.kill()  # SIGKILL: whatever it held in memory is gone
+    cut_off.proc.wait(5)
+    t0 = time.monotonic()
+    heir = fleet.start("heir", extra={"NF_WORKER_WORK_DIR": str(work)})
+    wait(lambda: "outbox_replay" in heir.log.read_text(), 20, "the heir to replay the outbox")
+    source = f"nf-worker/{cut_off.worker_id}"
+
+    def from_cut_off():
+        mine = [e for _, e in events.for_job(job_id)
+                if e["source"] == source and e["type"].startswith("forge.job.")]
+        return mine if any(e["type"] == "forge.job.succeeded" for e in mine) else None
+    mine = wait(from_cut_off, 30, "the cut-off agent's events, published by its heir")
+    measure("outbox_replay_to_delivered_s", round(time.monotonic() - t0, 2))
+    types = [e["type"] for e in mine]
+    assert types[0] == "forge.job.running", types
+    assert "forge.job.progress" in types and types[-1] == "forge.job.succeeded", types
+    assert len({e["id"] for e in mine}) == len(mine), "each event published once"
+    # every message delivered: the journal is emptied
+    wait(lambda: not journal.exists() or journal.stat().st_size == 0, 10, "an empty journal")
+    wait_status(api, job_id, ("succeeded",), timeout=60)
+
+
 def test_agent_without_kafka_reports_through_the_api(api, fleet):
     agent = fleet.start("no-kafka", extra={"NF_KAFKA_BROKERS": ""})
     job_id = train(api, fleet, 1)
