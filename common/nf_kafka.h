@@ -38,6 +38,10 @@ struct nf_kafka_consumer;
 #define NF_KAFKA_HEARTBEATS_PER_SESSION 6
 #define NF_KAFKA_HEARTBEAT_MS 1000 /* NF_KAFKA_SESSION_TIMEOUT_MS / HEARTBEATS_PER_SESSION */
 #define NF_KAFKA_MAX_POLL_MS 30000
+/* A consumer with messages in flight and none done for this long is not making progress
+ * (an effect that keeps failing: Postgres or a peer away), and /readyz says so. Longer
+ * than any wait the services mean to make (the scheduler's budget wait is 30 s). */
+#define NF_KAFKA_STALL_MS 60000
 
 /* err: 0 on success, else a negative rd_kafka_resp_err_t (librdkafka's own errors, already
  * negative, as they are; broker errors negated); errstr NULL on success. */
@@ -94,9 +98,13 @@ void nf_kafka_consumer_free(struct nf_kafka_consumer *c);
  * partitions) with a broker connection up; else why not, for /readyz (a static string):
  * "fatal error" (e.g. fenced by another consumer with the same group.instance.id),
  * "no partitions yet (joining the group)", "no broker connection",
- * "no partitions (rebalancing)", "no partitions (assignment lost, rejoining)".
+ * "no partitions (rebalancing)", "no partitions (assignment lost, rejoining)",
+ * "no progress (messages in flight, none done for the stall time)": messages were handed
+ * out and none was done for NF_KAFKA_STALL_MS (or what nf_kafka_consumer_set_stall_ms set).
  */
 const char *nf_kafka_consumer_unready(const struct nf_kafka_consumer *c);
+/* The stall time of nf_kafka_consumer_unready (tests shorten it). */
+void nf_kafka_consumer_set_stall_ms(struct nf_kafka_consumer *c, int ms);
 /* nf_kafka_consumer_unready(c) == NULL. */
 bool nf_kafka_consumer_ready(const struct nf_kafka_consumer *c);
 /* Partitions assigned now (0 before the first assignment, while rebalancing, standby). */

@@ -32,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <time.h>
 
 #include "nf_kafka_internal.h"
 #include "nf_kafka_track.h"
@@ -100,7 +101,16 @@ struct nf_kafka_consumer {
     enum group_state group;
     int nparts; /* partitions assigned now */
     bool draining;
+    int64_t progress_ms; /* monotonic: the last done, or when inflight became non-empty */
+    int stall_ms;        /* NF_KAFKA_STALL_MS unless a test set it */
 };
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void list_push(struct kmsg_list *l, struct kmsg *km)
 {
@@ -187,6 +197,8 @@ static void maybe_resume(struct nf_kafka_consumer *c)
 static void hand_out(struct nf_kafka_consumer *c, struct kmsg *km)
 {
     km->entry = nf_kafka_track_add(c->track, km->msg.topic, km->msg.partition, km->msg.offset);
+    if (c->inflight.n == 0)
+        c->progress_ms = mono_ms();
     list_push(&c->inflight, km);
     if (c->inflight.n >= c->max_inflight && !c->full)
         set_full(c);
@@ -353,6 +365,7 @@ int nf_kafka_consumer_new(struct nf_kafka_consumer **out, struct event_base *bas
     c->cb = cb;
     c->arg = arg;
     c->max_inflight = (size_t)max_inflight;
+    c->stall_ms = NF_KAFKA_STALL_MS;
     c->resume_below = c->max_inflight - c->max_inflight / 4; /* 25 % hysteresis */
     c->track = nf_kafka_track_new();
     c->paused = rd_kafka_topic_partition_list_new(4);
@@ -417,6 +430,7 @@ void nf_kafka_msg_done(struct nf_kafka_msg *msg)
     }
     list_del(&c->inflight, km);
     free(km);
+    c->progress_ms = mono_ms();
     maybe_resume(c);
 }
 
@@ -475,7 +489,14 @@ const char *nf_kafka_consumer_unready(const struct nf_kafka_consumer *c)
         return "no partitions (rebalancing)";
     if (c->group == GROUP_LOST)
         return "no partitions (assignment lost, rejoining)";
+    if (c->inflight.n > 0 && mono_ms() - c->progress_ms > c->stall_ms)
+        return "no progress (messages in flight, none done for the stall time)";
     return NULL;
+}
+
+void nf_kafka_consumer_set_stall_ms(struct nf_kafka_consumer *c, int ms)
+{
+    c->stall_ms = ms;
 }
 
 bool nf_kafka_consumer_ready(const struct nf_kafka_consumer *c)

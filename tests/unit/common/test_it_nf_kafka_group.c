@@ -9,6 +9,8 @@
  *     partition (more members than partitions) is a ready standby
  *   two live members with one id: the broker fences the older, whose readiness says
  *     "fatal error", and the newer one works
+ *   a member holding a message it cannot finish says "no progress" once the stall time
+ *     passes, and is ready again when the message is done
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -217,8 +219,63 @@ static void test_duplicate_instance_is_fenced(void **state)
     nf_kafka_consumer_free(p.b);
 }
 
+/* The stall test's consumer keeps what it is given. */
+struct held {
+    struct nf_kafka_consumer *c;
+    struct nf_kafka_msg *msg;
+};
+
+static void keep_msg(struct nf_kafka_msg *msg, void *arg)
+{
+    ((struct held *)arg)->msg = msg;
+}
+
+static bool got_msg(void *arg)
+{
+    return ((struct held *)arg)->msg != NULL;
+}
+
+static bool stalled(void *arg)
+{
+    const char *why = nf_kafka_consumer_unready(((struct held *)arg)->c);
+    return why != NULL && strncmp(why, "no progress", 11) == 0;
+}
+
+static bool producer_up(void *arg)
+{
+    return nf_kafka_producer_ready(arg);
+}
+
+static void test_stalled_member_says_no_progress(void **state)
+{
+    struct it *it = nf_test_need(state);
+    char topic[128], group[128], err[256] = "";
+    const char *t = topic;
+    struct held h = {NULL, NULL};
+    struct nf_kafka_producer *p = NULL;
+
+    topic_new(it, topic, sizeof(topic), 1);
+    nf_test_unique_name(group, sizeof(group), "nf-it-group-g-");
+    if (nf_kafka_consumer_new(&h.c, it->base, it->brokers, group, &t, 1, 16, NULL, keep_msg, &h,
+                              err, sizeof(err)) != 0)
+        fail_msg("consumer: %s", err);
+    nf_kafka_consumer_set_stall_ms(h.c, 1000);
+    assert_int_equal(
+        nf_kafka_producer_new(&p, it->base, it->brokers, "nf-it-stall", NULL, err, sizeof(err)), 0);
+    assert_true(nf_test_run_until(it->base, producer_up, p, WAIT_MS));
+    assert_int_equal(nf_kafka_produce(p, topic, "k", "m", 1, NULL, NULL), 0);
+    assert_true(nf_test_run_until(it->base, got_msg, &h, WAIT_MS));
+    assert_null(nf_kafka_consumer_unready(h.c)); /* in flight, within the stall time */
+    assert_true(nf_test_run_until(it->base, stalled, &h, 5000));
+    nf_kafka_msg_done(h.msg);
+    assert_null(nf_kafka_consumer_unready(h.c));
+    nf_kafka_producer_free(p, 1000);
+    nf_kafka_consumer_free(h.c);
+}
+
 int main(void)
 {
     return NF_TEST_RUN(setup, teardown, test_static_member_restarted_after_sigkill_is_back_at_once,
-                       test_joining_then_standby_is_ready, test_duplicate_instance_is_fenced);
+                       test_joining_then_standby_is_ready, test_duplicate_instance_is_fenced,
+                       test_stalled_member_says_no_progress);
 }
