@@ -139,7 +139,7 @@ export interface JobEventList extends Page<JobEvent> {
 
 export interface Worker {
   worker_id: string;
-  hostname: string;
+  hostname: string | null; // null: host names are shown to operators only
   status: 'idle' | 'busy' | 'draining' | 'lost';
   gpu_type?: string | null;
   gpu_count?: number;

@@ -9,7 +9,9 @@
  *   wm unreachable or timed out --> 503 Retry-After 1
  *
  * The fleet list (GET /api/workers/) is for users: the gateway authenticates the API key
- * or session (and rate-limits) first, and forwards it without the user's credentials.
+ * or session (and rate-limits) first, and forwards it without the user's credentials but
+ * with X-Nf-User-Id, so the worker-manager answers the user's view: current_jobs only the
+ * caller's, hostname null.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,9 +38,11 @@ static void long_poll_done(struct gw_ctx *ctx, void *arg)
     ctx->long_polls--;
 }
 
-static void forward(struct gw_ctx *ctx, struct nf_http_req *req, bool credentials)
+/* user_id: the authenticated user a list is for (X-Nf-User-Id), NULL for the agents */
+static void forward(struct gw_ctx *ctx, struct nf_http_req *req, bool credentials,
+                    const char *user_id)
 {
-    const char *headers[7], *v, *body, *path = nf_http_req_path(req);
+    const char *headers[9], *v, *body, *path = nf_http_req_path(req);
     const char *query = nf_http_req_query_string(req);
     char target[TARGET_MAX];
     size_t nh = 0, len = 0;
@@ -63,6 +67,10 @@ static void forward(struct gw_ctx *ctx, struct nf_http_req *req, bool credential
         headers[nh++] = "X-Nexa-Api-Key";
         headers[nh++] = v;
     }
+    if (user_id != NULL) {
+        headers[nh++] = "X-Nf-User-Id";
+        headers[nh++] = user_id;
+    }
     headers[nh++] = "X-Request-Id";
     headers[nh++] = nf_http_req_id(req);
     headers[nh] = NULL;
@@ -79,13 +87,14 @@ static void forward(struct gw_ctx *ctx, struct nf_http_req *req, bool credential
 
 void gw_workers_forward(struct nf_http_req *req, void *arg)
 {
-    forward(arg, req, true);
+    forward(arg, req, true, NULL);
 }
 
 static void list_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct gw_principal *who)
 {
-    (void)who; /* the fleet is shared: any authenticated user may look */
-    forward(ctx, req, false);
+    /* the fleet is shared: any authenticated user may look, at their own jobs only and
+     * without host names (the worker-manager's user view) */
+    forward(ctx, req, false, who->user_id);
 }
 
 GW_ROUTE_AUTHED(gw_workers_list, list_authed)

@@ -281,6 +281,11 @@ const char wm_lua_fleet[] =
                "    if l and l['worker_id'] == wid then table.insert(jobs, jid) end\n"
                "  end\n"
                "  table.sort(jobs)\n"
-               "  table.insert(out, {st[1] or '', st[2] or '', jobs})\n"
+               "  local owners = {}\n"
+               "  for k, jid in ipairs(jobs) do\n"
+               "    local j = dec(redis.call('GET', 'wm:job:' .. jid))\n"
+               "    owners[k] = (j and type(j['user_id']) == 'string') and j['user_id'] or ''\n"
+               "  end\n"
+               "  table.insert(out, {st[1] or '', st[2] or '', jobs, owners})\n"
                "end\n"
                "return out\n";

@@ -5,7 +5,9 @@
  *             and token -> INSERT wm.workers -> Redis wm:worker:<id> -> 201
  *   list:     wm.workers (newest first; not the ones that stopped cleanly or were seen
  *             last over a day ago) -> EVALSHA fleet: last heartbeat, draining flag and
- *             leased jobs from Redis -> status idle / busy / draining / lost -> 200
+ *             leased jobs (and their owners) from Redis -> status idle / busy / draining /
+ *             lost -> 200; a user's view (X-Nf-User-Id, set by the gateway): current_jobs
+ *             only theirs, hostname null
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -140,7 +142,8 @@ void wm_route_register(struct nf_http_req *req, void *arg)
 struct list_call {
     struct wm_ctx *ctx;
     struct nf_http_req *req;
-    cJSON *workers; /* the answer array, built from Postgres */
+    cJSON *workers;         /* the answer array, built from Postgres */
+    char tenant[NF_ID_MAX]; /* X-Nf-User-Id: a user's view ("": the operator's) */
 };
 
 static void list_reply(struct list_call *call)
@@ -170,23 +173,33 @@ static void on_fleet(redisReply *reply, void *arg)
         uint64_t seen = 0;
         bool draining = false;
         cJSON *jobs = cJSON_CreateArray();
-        if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 3) {
+        size_t busy = 0;
+        if (r != NULL && r->type == REDIS_REPLY_ARRAY && r->elements == 4) {
             if (r->element[0]->type == REDIS_REPLY_STRING && r->element[0]->len > 0)
                 seen = strtoull(r->element[0]->str, NULL, 10);
             draining =
                 r->element[1]->type == REDIS_REPLY_STRING && strcmp(r->element[1]->str, "1") == 0;
-            const redisReply *ids = r->element[2];
-            for (size_t j = 0; ids->type == REDIS_REPLY_ARRAY && j < ids->elements; j++)
-                if (ids->element[j]->type == REDIS_REPLY_STRING)
-                    cJSON_AddItemToArray(jobs, cJSON_CreateString(ids->element[j]->str));
+            const redisReply *ids = r->element[2], *owners = r->element[3];
+            busy = ids->type == REDIS_REPLY_ARRAY ? ids->elements : 0;
+            for (size_t j = 0; j < busy; j++) {
+                const redisReply *id = ids->element[j];
+                const redisReply *owner = owners->type == REDIS_REPLY_ARRAY && j < owners->elements
+                                              ? owners->element[j]
+                                              : NULL;
+                /* a user sees only their own jobs on the shared fleet */
+                bool mine = call->tenant[0] == '\0' ||
+                            (owner != NULL && owner->type == REDIS_REPLY_STRING &&
+                             strcmp(owner->str, call->tenant) == 0);
+                if (id->type == REDIS_REPLY_STRING && mine)
+                    cJSON_AddItemToArray(jobs, cJSON_CreateString(id->str));
+            }
         }
         if (seen > 0) {
             char ts[32];
             nf_event_time(seen, ts);
             cJSON_ReplaceItemInObject(w, "last_heartbeat_at", cJSON_CreateString(ts));
         }
-        const char *status = wm_worker_status(now, seen, ctx->cfg->heartbeat_s, draining,
-                                              (size_t)cJSON_GetArraySize(jobs));
+        const char *status = wm_worker_status(now, seen, ctx->cfg->heartbeat_s, draining, busy);
         cJSON_ReplaceItemInObject(w, "status", cJSON_CreateString(status));
         cJSON_ReplaceItemInObject(w, "current_jobs", jobs);
     }
@@ -214,7 +227,8 @@ static void on_listed(const PGresult *res, const char *err, const char *pgcode, 
         const char *types = nf_pg_val(res, i, "job_types");
         const char *labels = nf_pg_val(res, i, "labels");
         nf_json_add_str(w, "worker_id", id);
-        nf_json_add_str(w, "hostname", nf_pg_val(res, i, "hostname"));
+        /* host names are the operator's business, not the tenants' */
+        nf_json_add_str(w, "hostname", call->tenant[0] ? NULL : nf_pg_val(res, i, "hostname"));
         nf_json_add_str(w, "status", "lost");
         nf_json_add_str(w, "gpu_type", gpu_type && *gpu_type ? gpu_type : NULL);
         nf_json_add_int(w, "gpu_count", strtol(nf_pg_val(res, i, "gpu_count") ?: "0", NULL, 10));
@@ -260,6 +274,16 @@ void wm_route_list(struct nf_http_req *req, void *arg)
     call->ctx = ctx;
     call->req = req;
     call->workers = cJSON_CreateArray();
+    const char *tenant = nf_http_req_header(req, "X-Nf-User-Id");
+    if (tenant != NULL) {
+        if (!nf_id_valid("usr", tenant)) {
+            cJSON_Delete(call->workers);
+            free(call);
+            nf_http_reply_error(req, 400, "bad_request", NULL, "X-Nf-User-Id is not a user id");
+            return;
+        }
+        snprintf(call->tenant, sizeof(call->tenant), "%s", tenant);
+    }
     const char *params[] = {lim};
     nf_pg_query(ctx->pg,
                 "SELECT worker_id, hostname, gpu_type, gpu_count, "

@@ -589,6 +589,39 @@ def test_cancel_of_a_queued_job_dequeues_it(api, fleet):
     assert r.status_code == 422
 
 
+def test_fleet_list_shows_a_user_only_their_own_jobs_and_no_host_names(api, fleet,
+                                                                       other_user_key):
+    """Issue 15: the fleet is shared, its jobs are not. Through the gateway a user sees
+    only their own jobs in current_jobs and no host names; the operator's view (the
+    worker-manager's internal port, no user) has both."""
+    agent = fleet.start("shared")
+    job_id = train(api, fleet, 8)
+    assert wait_status(api, job_id, {"running"}, 30)["worker_id"] == agent.worker_id
+    wait(lambda: fleet_list(api)[agent.worker_id]["current_jobs"] == [job_id], 10,
+         "the owner to see the job")
+    mine = fleet_list(api)[agent.worker_id]
+    assert mine["status"] == "busy" and mine["hostname"] is None, mine
+
+    r = requests.get(f"{fleet.api}/api/workers/", headers={"X-Nexa-Api-Key": other_user_key},
+                     timeout=10)
+    assert r.status_code == 200, r.text
+    theirs = {w["worker_id"]: w for w in r.json()["data"]}[agent.worker_id]
+    assert theirs["current_jobs"] == [], theirs  # another tenant's job id is not shown
+    assert theirs["status"] == "busy" and theirs["hostname"] is None, theirs
+    assert job_id not in r.text
+
+    # a forged X-Nf-User-Id from a client is not forwarded: the gateway sets its own
+    r = requests.get(f"{fleet.api}/api/workers/", timeout=10,
+                     headers={"X-Nexa-Api-Key": other_user_key, "X-Nf-User-Id": "usr_x"})
+    assert r.status_code == 200 and job_id not in r.text
+
+    op = requests.get(f"{wm_url()}/api/workers/", timeout=10)
+    assert op.status_code == 200, op.text
+    full = {w["worker_id"]: w for w in op.json()["data"]}[agent.worker_id]
+    assert full["current_jobs"] == [job_id] and full["hostname"] == f"{fleet.pool}-shared"
+    assert api.wait_terminal(job_id, timeout=30)["status"] == "succeeded"
+
+
 def test_drained_worker_finishes_its_job_and_takes_no_new_one(api, fleet, worker_events):
     drained = fleet.start("drained")
     first = train(api, fleet, 8)

@@ -11,7 +11,7 @@ export default function WorkersPage() {
   const now = Date.now();
   const list = workers.data?.data ?? [];
   const order = { busy: 0, idle: 1, draining: 2, lost: 3 } as const;
-  const sorted = [...list].sort((a, b) => (order[a.status] ?? 9) - (order[b.status] ?? 9) || a.hostname.localeCompare(b.hostname));
+  const sorted = [...list].sort((a, b) => (order[a.status] ?? 9) - (order[b.status] ?? 9) || (a.hostname ?? a.worker_id).localeCompare(b.hostname ?? b.worker_id));
 
   return (
     <>
@@ -40,7 +40,7 @@ export default function WorkersPage() {
                   <tr key={w.worker_id}>
                     <td className="mono small">{w.worker_id}</td>
                     <td>
-                      {w.hostname}
+                      {w.hostname ?? <span className="muted">—</span>}
                       {w.version ? <div className="muted small">{w.version}</div> : null}
                       {w.labels && Object.keys(w.labels).length ? (
                         <div className="muted small">
