@@ -14,6 +14,7 @@ FORGE_APT_PACKAGES=(
     postgresql-15 redis-server redis-tools
     openjdk-17-jre-headless maven
     clang-format clang-tidy
+    clang-14 libclang-rt-14-dev # libFuzzer and the sanitizers' runtimes (./forge fuzz)
     python3 python3-pip python3-yaml curl ca-certificates procps
     chromium # the dashboard's browser test (dashboard.sh); no browser is ever downloaded
 )

@@ -7,6 +7,8 @@
 #   unit         ctest -L unit
 #   sdk          pytest sdk/python/tests (a scripted local HTTP server)
 #   handlers     pytest tests/handlers (the reference handlers run by hand, on local files)
+#   check        clang-format, clang-tidy, the structure check
+#   fuzz         every libFuzzer target of tests/fuzz for 10 s (build-fuzz/, clang)
 #   reset        stop a test stack left over by an interrupted run, wipe .forge/test
 #   backing      Postgres, Redis, Kafka and the S3 object store of the test profile
 #   integration  ctest -L integration, NF_TEST_* pointed at the test stack
@@ -156,6 +158,7 @@ forge_cmd_test() {
         forge_stage sdk forge_test_sdk || true
         forge_stage handlers forge_test_handlers || true
         forge_stage check forge_test_check || true
+        forge_stage fuzz forge_test_fuzz || true
         if forge_stage reset forge_test_reset && forge_stage backing forge_backing_start; then
             backing=1
         else
