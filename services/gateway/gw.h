@@ -160,6 +160,10 @@ int gw_keys_extract(const char *x_api_key, const char *authorization, char out[N
  * (out then untouched). cookie may be NULL.
  */
 int gw_keys_session_cookie(const char *cookie, char out[GW_SESSION_TOKEN_LEN + 1]);
+/* A session token sent as "Authorization: Bearer nfs_..." (the same token as the cookie):
+ * GW_KEY_OK with it in out, GW_KEY_MISSING when the header is not a bearer one,
+ * GW_KEY_MALFORMED when its value is not a session token. */
+int gw_keys_bearer_session(const char *authorization, char out[GW_SESSION_TOKEN_LEN + 1]);
 /*
  * Parses a credential record (the auth:key / auth:session cache value or the nf-auth verify
  * answer): {"key_id","user_id","expires_at",...} for a key, {"user_id","expires_at"} for a

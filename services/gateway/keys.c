@@ -99,6 +99,26 @@ static bool session_token_valid(const char *s, size_t n)
     return true;
 }
 
+int gw_keys_bearer_session(const char *authorization, char out[GW_SESSION_TOKEN_LEN + 1])
+{
+    const char *a;
+    size_t n = authorization ? trim(authorization, &a) : 0;
+
+    if (n <= 7 || strncasecmp(a, "Bearer", 6) != 0 || !is_blank(a[6]))
+        return GW_KEY_MISSING;
+    a += 6;
+    n -= 6;
+    while (n > 0 && is_blank(*a)) {
+        a++;
+        n--;
+    }
+    if (!session_token_valid(a, n))
+        return GW_KEY_MALFORMED;
+    memcpy(out, a, n);
+    out[n] = '\0';
+    return GW_KEY_OK;
+}
+
 int gw_keys_session_cookie(const char *cookie, char out[GW_SESSION_TOKEN_LEN + 1])
 {
     size_t name_len = strlen(GW_SESSION_COOKIE), n;
@@ -409,7 +429,11 @@ void gw_keys_auth(struct gw_ctx *ctx, struct nf_http_req *req, gw_authed_fn next
 
     rc = gw_keys_extract(nf_http_req_header(req, "X-Nexa-Api-Key"),
                          nf_http_req_header(req, "Authorization"), key);
-    if (rc == GW_KEY_MISSING) {
+    if (rc == GW_KEY_MALFORMED && !nf_http_req_header(req, "X-Nexa-Api-Key") &&
+        gw_keys_bearer_session(nf_http_req_header(req, "Authorization"), token) == GW_KEY_OK) {
+        rc = GW_KEY_OK; /* a dashboard session token sent as a bearer token */
+        session = true;
+    } else if (rc == GW_KEY_MISSING) {
         rc = gw_keys_session_cookie(nf_http_req_header(req, "Cookie"), token);
         session = rc != GW_KEY_MISSING;
     }

@@ -255,6 +255,22 @@ def test_session_cookie_and_logout(contract):
     assert error_code(me(contract), 403) == "forbidden"
 
 
+def test_session_token_as_bearer(contract):
+    """Issue 15: the session token a login returns also works as `Authorization: Bearer`
+    (it used to be refused as a malformed API key); a broken one is still a 403."""
+    email, password, user_id = register(contract)
+    token, _ = login(contract, email, password)
+    resp = me(contract, headers={"Authorization": f"Bearer {token}"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["user_id"] == user_id
+    assert error_code(me(contract, headers={"Authorization": f"Bearer {token}x"}), 403) \
+        == "forbidden"
+    out = call(contract, "POST", "/api/auth/logout", cookie=token)
+    assert out.status_code == 204
+    assert error_code(me(contract, headers={"Authorization": f"Bearer {token}"}), 403) \
+        == "forbidden"
+
+
 def test_login_failures_look_the_same_and_lock_out(contract, events):
     email, password, user_id = register(contract)
     unknown = f"nobody-{uuid.uuid4().hex[:10]}@nexa.dev"

@@ -267,9 +267,23 @@ static void test_session_cookie(void **state)
     cookie("nf_session=\"" TOKEN, GW_KEY_MALFORMED); /* half quoted */
 }
 
+static void test_bearer_session(void **state)
+{
+    char out[GW_SESSION_TOKEN_LEN + 1];
+
+    assert_int_equal(gw_keys_bearer_session("Bearer " TOKEN, out), GW_KEY_OK);
+    assert_string_equal(out, TOKEN);
+    assert_int_equal(gw_keys_bearer_session("  bearer   " TOKEN "  ", out), GW_KEY_OK);
+    assert_int_equal(gw_keys_bearer_session(NULL, out), GW_KEY_MISSING);
+    assert_int_equal(gw_keys_bearer_session("Basic " TOKEN, out), GW_KEY_MISSING);
+    assert_int_equal(gw_keys_bearer_session("Bearer", out), GW_KEY_MISSING);
+    assert_int_equal(gw_keys_bearer_session("Bearer nexa_abc", out), GW_KEY_MALFORMED);
+    assert_int_equal(gw_keys_bearer_session("Bearer " TOKEN "x", out), GW_KEY_MALFORMED);
+}
+
 int main(void)
 {
     return NF_TEST_RUN_GROUP(setup, NULL, test_extract_header_forms, test_extract_missing,
                              test_extract_malformed, test_record, test_record_expired_and_malformed,
-                             test_session_record, test_session_cookie);
+                             test_session_record, test_session_cookie, test_bearer_session);
 }
