@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
@@ -364,6 +366,29 @@ const struct route *nf_http_route_stream_of(const struct nf_http_server *srv, co
 }
 
 /* evhttp's callback for every request (arg: the server); the handler owns req from here. */
+/* Every body a route reads whole is JSON: one with another declared media type (text/plain,
+ * a form) is refused before the route sees it, as is any type on a body that is not
+ * there. No Content-Type is taken as JSON (the parser then says whether it is). Streamed
+ * bodies (multipart uploads) reach their route empty here and check their own type. */
+static bool json_or_no_body(struct evhttp_request *ev)
+{
+    if (evbuffer_get_length(evhttp_request_get_input_buffer(ev)) == 0)
+        return true;
+    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(ev), "Content-Type");
+    if (ct == NULL)
+        return true;
+    while (*ct == ' ' || *ct == '\t')
+        ct++;
+    size_t n = strcspn(ct, ";");
+    while (n > 0 && (ct[n - 1] == ' ' || ct[n - 1] == '\t'))
+        n--;
+    if (n == 16 && strncasecmp(ct, "application/json", 16) == 0)
+        return true;
+    /* application/<something>+json (RFC 6839), e.g. application/merge-patch+json */
+    return n > 17 && strncasecmp(ct, "application/", 12) == 0 &&
+           strncasecmp(ct + n - 5, "+json", 5) == 0;
+}
+
 void nf_http_on_request(struct evhttp_request *ev, void *arg)
 {
     struct nf_http_server *srv = arg;
@@ -425,6 +450,12 @@ void nf_http_on_request(struct evhttp_request *ev, void *arg)
         return;
     }
 
+    if (!json_or_no_body(ev)) {
+        segs_free(segs, nsegs);
+        nf_http_reply_error(req, 415, "unsupported_media_type", NULL,
+                            "the body must be JSON: send it with Content-Type: application/json");
+        return;
+    }
     req->route = nf_xstrdup(best->pattern);
     req->duration = best->duration;
     for (size_t i = 0; i < nsegs; i++) {

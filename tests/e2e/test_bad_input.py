@@ -30,6 +30,20 @@ def test_non_object_json_is_400(api):
     error_of(resp, 400)
 
 
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded",
+                                   "multipart/form-data; boundary=x"])
+def test_body_of_another_media_type_is_415(api, ctype):
+    """Issue 15: a JSON route refuses a body declared as something else (it used to parse
+    it anyway); a JSON type with parameters, or +json, is fine."""
+    resp = api.call("POST", "/api/jobs/generate",
+                    data=b'{"domain": "bio", "num_samples": 1}', headers={"Content-Type": ctype})
+    error_of(resp, 415, "unsupported_media_type")
+    for ok in ("application/json; charset=utf-8", "application/merge-patch+json"):
+        resp = api.call("POST", "/api/jobs/generate", data=b'{"domain": "bio", "num_samples": 1}',
+                        headers={"Content-Type": ok})
+        assert resp.status_code == 202, resp.text
+
+
 def test_unknown_job_type_is_404(api, contract):
     resp = requests.post(env("NF_TEST_API_URL") + "/api/jobs/teleport",
                          headers={"X-Nexa-Api-Key": api.key}, json={"x": 1}, timeout=10)
