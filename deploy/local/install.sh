@@ -27,6 +27,7 @@ FORGE_PIP_MODULES=(
     pyyaml:yaml
     confluent-kafka:confluent_kafka
     requests:requests
+    openai:openai
     pyarrow:pyarrow # handlers/requirements.txt: the handlers read and write Parquet
 )
 
