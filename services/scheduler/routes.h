@@ -43,6 +43,14 @@ void sched_route_models(struct nf_http_req *req, void *ctx);
 void sched_route_model(struct nf_http_req *req, void *ctx);
 void sched_route_model_delete(struct nf_http_req *req, void *ctx);
 void sched_route_model_create(struct nf_http_req *req, void *ctx);
+/* routes_deployments.c: deployments (DESIGN §15): GET /internal/deployments,
+ * GET /internal/deployments/{deployment_id}, POST .../{deployment_id}/status
+ * {status: stopped|failed, failure?} (from ready only; idempotent). */
+void sched_route_deployments(struct nf_http_req *req, void *ctx);
+void sched_route_deployment(struct nf_http_req *req, void *ctx);
+void sched_route_deployment_status(struct nf_http_req *req, void *ctx);
+/* "dep-" and 12 lowercase hex digits. */
+bool sched_deployment_id_valid(const char *id);
 /* cancel.c: POST /internal/jobs/{job_id}/cancel */
 void sched_route_cancel(struct nf_http_req *req, void *ctx);
 /* While stopping (the busy hook, each drain tick): the cancels that will not go on (waiting

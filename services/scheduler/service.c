@@ -83,6 +83,9 @@ static const struct nf_svc_route sched_routes[] = {
     {"POST", "/internal/models", sched_route_model_create},
     {"GET", "/internal/models/{model}", sched_route_model},
     {"DELETE", "/internal/models/{model}", sched_route_model_delete},
+    {"GET", "/internal/deployments", sched_route_deployments},
+    {"GET", "/internal/deployments/{deployment_id}", sched_route_deployment},
+    {"POST", "/internal/deployments/{deployment_id}/status", sched_route_deployment_status},
 };
 
 /* forge.billing.costs may have been created a moment ago (by nf_svc, at start): a

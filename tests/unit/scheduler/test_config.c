@@ -85,6 +85,9 @@ static void test_descriptor(void **state)
         {"POST", "/internal/models"},
         {"GET", "/internal/models/{model}"},
         {"DELETE", "/internal/models/{model}"},
+        {"GET", "/internal/deployments"},
+        {"GET", "/internal/deployments/{deployment_id}"},
+        {"POST", "/internal/deployments/{deployment_id}/status"},
     };
     size_t i, n = sizeof(routes) / sizeof(routes[0]);
 
