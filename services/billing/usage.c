@@ -132,6 +132,23 @@ void bill_usd_format(long long micros, char out[32])
     snprintf(out, 32, "%s%llu.%06llu", micros < 0 ? "-" : "", u / 1000000ULL, u % 1000000ULL);
 }
 
+/* A deployment's request usage (job_type deploy, token meters, a dep-<12 hex>
+ * data.deployment_id), metered by the gateway. */
+static bool serving_usage(const cJSON *data, const struct bill_usage *u)
+{
+    const char *dep = nf_json_str(data, "deployment_id");
+
+    if (!dep || !u->job_type || strcmp(u->job_type, "deploy") != 0 ||
+        (u->meter != BILL_INPUT_TOKENS && u->meter != BILL_OUTPUT_TOKENS))
+        return false;
+    if (strncmp(dep, "dep-", 4) != 0 || strlen(dep) != 16)
+        return false;
+    for (const char *c = dep + 4; *c; c++)
+        if (!((*c >= '0' && *c <= '9') || (*c >= 'a' && *c <= 'f')))
+            return false;
+    return true;
+}
+
 /* ------------------------------------------------------------------------------------
  * Usage events
  * ------------------------------------------------------------------------------------ */
@@ -233,8 +250,16 @@ int bill_usage_parse(const cJSON *ev, struct bill_usage *out, const char **why)
         *why = "data.window_end is before data.window_start";
         return -1;
     }
-    /* compute is metered by the worker that leased the job: it must say who it is */
-    if (u.meter != BILL_STORAGE_BYTE_HOURS && (!u.worker_id || u.attempt < 1)) {
+    /* compute is metered by the worker that leased the job: it must say who it is; a
+     * deployment's requests are metered by the gateway that proxied them, on the deploy
+     * job, with data.deployment_id and no worker or attempt (the job's attempts are
+     * closed: the endpoint serves after its job succeeded) */
+    if (serving_usage(data, &u)) {
+        if (u.worker_id || u.attempt > 0) {
+            *why = "a deployment's usage has no data.worker_id or data.attempt";
+            return -1;
+        }
+    } else if (u.meter != BILL_STORAGE_BYTE_HOURS && (!u.worker_id || u.attempt < 1)) {
         *why = "data.worker_id and data.attempt are required for compute meters";
         return -1;
     }

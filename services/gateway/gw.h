@@ -568,3 +568,48 @@ void gw_files_key_name(const char *name, char out[GW_FILENAME_MAX + 1]);
 /* The public file object of a registry record (nf-scheduler's artifact or file answer);
  * NULL when rec has no artifact id. New object, caller frees. */
 cJSON *gw_file_object(const cJSON *rec);
+
+/* ---- deployments.c: deployments' pure parts (DESIGN §15) ----------------------------- */
+
+#define GW_DEP_ID_LEN 16    /* "dep-" + 12 lowercase hex digits */
+#define GW_DEP_HOST_MAX 253 /* an endpoint's host name or IPv4 address */
+#define GW_USAGE_ID_LEN 36  /* "use_" + 32 hex digits */
+
+bool gw_dep_id_valid(const char *id);
+/* The public deployment object of a registry record (nf-scheduler's): id, object, model,
+ * status, region, replicas, job_id, base_url, created_at, stopped_at, failure; never the
+ * endpoint_url, worker_id or user_id. New object, caller frees. */
+cJSON *gw_dep_public(const cJSON *rec);
+/* host and port of an endpoint's base URL "http://host:port" (an optional trailing "/"):
+ * 0, or -1 when it is not one (another scheme, a path, no port, odd host characters). */
+int gw_dep_endpoint(const char *url, char host[GW_DEP_HOST_MAX + 1], int *port);
+
+/* Reads a streamed (SSE) answer for its usage comment line
+ * `: usage {"prompt_tokens": n, "completion_tokens": m}` (the deploy endpoint's). */
+struct gw_sse_usage {
+    char line[256]; /* the current line's start */
+    size_t n;
+    bool overflow;                /* the current line is longer than line */
+    long long prompt, completion; /* -1 until the comment was seen (the last one counts) */
+};
+void gw_sse_usage_init(struct gw_sse_usage *u);
+/* The next bytes of the stream, split anywhere. */
+void gw_sse_usage_feed(struct gw_sse_usage *u, const char *buf, size_t len);
+bool gw_sse_usage_found(const struct gw_sse_usage *u);
+/* OpenAI's usage object of a JSON answer: 0 with both counts, -1 when absent or bad. */
+int gw_dep_json_usage(const char *body, size_t len, long long *prompt, long long *completion);
+
+/* One proxied request's usage, metered on the deploy job. */
+struct gw_dep_usage {
+    const char *user_id, *job_id, *dep_id;
+    const char *request_uid; /* made by the gateway per request: the events' ids derive
+                                from it, so a redelivered message is billed once */
+    int64_t start_ms, end_ms;
+};
+/* "use_" + the first 32 hex of SHA-256("<dep_id>:<request_uid>:<meter>"). */
+void gw_dep_usage_id(const char *dep_id, const char *request_uid, const char *meter,
+                     char out[GW_USAGE_ID_LEN + 1]);
+/* The forge.usage.recorded envelope of one meter (input_tokens or output_tokens):
+ * job_type deploy, attempt null, deployment_id, no worker_id (the gateway meters it).
+ * quantity >= 1. New object, caller frees. */
+cJSON *gw_dep_usage_event(const struct gw_dep_usage *u, const char *meter, long long quantity);

@@ -56,6 +56,12 @@ void gw_models_get(struct nf_http_req *req, void *arg);
 void gw_models_delete(struct nf_http_req *req, void *arg);
 void gw_models_create(struct nf_http_req *req, void *arg);
 
+/* routes_deployments.c: GET /api/deployments, GET and DELETE /api/deployments/{deployment_id};
+ * the proxy of .../v1/... is deploy.h's gw_deployments_proxy. */
+void gw_deployments_list(struct nf_http_req *req, void *arg);
+void gw_deployments_get(struct nf_http_req *req, void *arg);
+void gw_deployments_delete(struct nf_http_req *req, void *arg);
+
 /* routes_files.c: GET /api/files, GET and DELETE /api/files/{file_id}. */
 void gw_files_list(struct nf_http_req *req, void *arg);
 void gw_files_get(struct nf_http_req *req, void *arg);

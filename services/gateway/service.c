@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "deploy.h"
 #include "gw.h"
 #include "nf_cfg.h"
 #include "nf_http_client.h"
@@ -129,6 +130,12 @@ static const struct nf_svc_route routes[] = {
     {"POST", "/api/models", gw_models_create},
     {"GET", "/api/models/{model}", gw_models_get},
     {"DELETE", "/api/models/{model}", gw_models_delete},
+    {"GET", "/api/deployments", gw_deployments_list},
+    {"GET", "/api/deployments/{deployment_id}", gw_deployments_get},
+    {"DELETE", "/api/deployments/{deployment_id}", gw_deployments_delete},
+    {"GET", "/api/deployments/{deployment_id}/v1/models", gw_deployments_proxy},
+    {"POST", "/api/deployments/{deployment_id}/v1/completions", gw_deployments_proxy},
+    {"POST", "/api/deployments/{deployment_id}/v1/chat/completions", gw_deployments_proxy},
 };
 
 /* The object store client's settings from the rows (strings not copied). */
