@@ -556,6 +556,36 @@ class NexaForgeClient:
         data = resp.json()
         return data if isinstance(data, dict) else {"id": name, "deleted": True}
 
+    # ------------------------------------------------------------------ deployments
+
+    def list_deployments(self) -> Dict[str, Any]:
+        """Your deployments (a succeeded ``deploy`` job's endpoint each), newest first:
+        ``{"object": "list", "data": [{id, object: "deployment", model, status (ready,
+        stopped or failed), region, replicas, job_id, base_url, created_at, stopped_at}]}``."""
+        return self._get("/api/deployments")
+
+    def get_deployment(self, deployment: "DeploymentRef") -> Dict[str, Any]:
+        """One deployment by id (``dep-...``), deployment object or its deploy job (its
+        ``result.deployment_id``); another account's is a :class:`~nexa_forge.NotFoundError`."""
+        return self._get(f"/api/deployments/{_seg(_deployment_id(deployment))}")
+
+    def delete_deployment(self, deployment: "DeploymentRef") -> Dict[str, Any]:
+        """Stops a deployment's endpoint; returns the deployment (status ``stopped``, or
+        as it was when it had stopped or failed already: deleting twice is harmless)."""
+        dep = _deployment_id(deployment)
+        resp = self._transport.request("DELETE", f"/api/deployments/{_seg(dep)}")
+        data = resp.json()
+        return data if isinstance(data, dict) else {"id": dep, "status": "stopped"}
+
+    def deployment_base_url(self, deployment: "DeploymentRef") -> str:
+        """The OpenAI-compatible base URL of a deployment, for the official ``openai``
+        client with this client's API key::
+
+            openai.OpenAI(base_url=client.deployment_base_url(dep), api_key=key)
+        """
+        dep = _deployment_id(deployment)
+        return f"{self.base_url.rstrip('/')}/api/deployments/{_seg(dep)}/v1"
+
     # ------------------------------------------------------------------ workers, billing
 
     def workers(self) -> Page:
@@ -690,6 +720,24 @@ def _names(value: Names) -> Optional[str]:
     if value is None or isinstance(value, str):
         return value
     return ",".join(value)
+
+
+DeploymentRef = Union[str, Mapping[str, Any]]
+
+
+def _deployment_id(ref: DeploymentRef) -> str:
+    """A deployment id from ``dep-...``, a deployment object ({"id"}) or a deploy job
+    ({"result": {"deployment_id"}})."""
+    if isinstance(ref, Mapping):
+        result = ref.get("result")
+        if isinstance(ref.get("id"), str) and str(ref["id"]).startswith("dep-"):
+            ref = ref["id"]
+        elif isinstance(result, Mapping) and isinstance(result.get("deployment_id"), str):
+            ref = result["deployment_id"]
+    if not isinstance(ref, str) or not ref:
+        raise ValueError("a deployment is its id (dep-...), a deployment object or the "
+                         "deploy job that made it (once it succeeded)")
+    return ref
 
 
 def _seg(value: str) -> str:

@@ -471,3 +471,47 @@ def test_client_is_a_context_manager(api):
 def test_package_is_typed():
     import nexa_forge as pkg
     assert (pathlib.Path(pkg.__file__).parent / "py.typed").exists()
+
+
+# ---- deployments ----------------------------------------------------------------------
+
+DEP = {"id": "dep-0123456789ab", "object": "deployment", "model": "llama-3-8b",
+       "status": "ready", "region": "us-east-1", "replicas": 1, "job_id": JID,
+       "base_url": "/api/deployments/dep-0123456789ab/v1",
+       "created_at": "2026-12-07T21:00:00.000Z", "stopped_at": None}
+
+
+def test_deployments_list_get_delete(api, client):
+    api.on("GET", "/api/deployments", Reply(200, {"object": "list", "data": [DEP]}))
+    api.on("GET", "/api/deployments/dep-0123456789ab", Reply(200, DEP))
+    api.on("DELETE", "/api/deployments/dep-0123456789ab",
+           Reply(200, dict(DEP, status="stopped", stopped_at="2026-12-07T22:00:00.000Z")))
+    assert client.list_deployments()["data"][0]["id"] == "dep-0123456789ab"
+    assert client.get_deployment("dep-0123456789ab")["status"] == "ready"
+    assert client.delete_deployment(DEP)["status"] == "stopped"
+    assert [(c.method, c.path) for c in api.calls()] == [
+        ("GET", "/api/deployments"), ("GET", "/api/deployments/dep-0123456789ab"),
+        ("DELETE", "/api/deployments/dep-0123456789ab")]
+
+
+def test_a_deployment_is_named_by_id_object_or_deploy_job(api, client):
+    api.on("GET", "/api/deployments/dep-0123456789ab", Reply(200, DEP), Reply(200, DEP))
+    client.get_deployment(DEP)
+    client.get_deployment(job(job_type="deploy", status="succeeded",
+                              result={"deployment_id": "dep-0123456789ab"}))
+    assert len(api.calls()) == 2
+    with pytest.raises(ValueError):
+        client.get_deployment(job(job_type="deploy", status="running"))
+
+
+def test_another_tenants_deployment_is_not_found(api, client):
+    api.on("GET", "/api/deployments/dep-0123456789ab",
+           error_reply(404, "not_found", "no such deployment"))
+    with pytest.raises(nexa_forge.NotFoundError):
+        client.get_deployment("dep-0123456789ab")
+
+
+def test_deployment_base_url_is_for_the_openai_client(client):
+    assert client.deployment_base_url("dep-0123456789ab") == \
+        client.base_url.rstrip("/") + "/api/deployments/dep-0123456789ab/v1"
+    assert client.deployment_base_url("../x").endswith("/api/deployments/..%2Fx/v1")
