@@ -94,8 +94,9 @@ static void produce(struct proxy *p, const struct gw_dep_usage *u, const char *m
     ev = gw_dep_usage_event(u, meter, quantity);
     payload = nf_json_print(ev);
     id = nf_xstrdup(nf_json_str(ev, "id"));
-    if (nf_kafka_produce(p->ctx->svc->producer, NF_TOPIC_USAGE, p->job_id, payload, strlen(payload),
-                         on_delivered, id) != 0) {
+    /* keyed by the subject, the user, as every forge.usage message */
+    if (nf_kafka_produce(p->ctx->svc->producer, NF_TOPIC_USAGE, p->user_id, payload,
+                         strlen(payload), on_delivered, id) != 0) {
         nf_log_kv(NF_LOG_WARN, "usage_produce_failed", "a deployment's usage was not queued",
                   "event_id", id, NULL);
         gw_backend_error(p->ctx, GW_BACKEND_KAFKA);
