@@ -390,6 +390,9 @@ def make_handler(model_id, gen, gate, stopping=None):
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = "nexa-forge-endpoint/0.2"
         protocol_version = "HTTP/1.1"
+        # the head and the body go out in separate writes: with Nagle's algorithm the body
+        # would wait for the client's delayed ACK of the head (40 ms on Linux keep-alive)
+        disable_nagle_algorithm = True
 
         def log_message(self, fmt, *args):  # one line per request on stderr (the log file)
             sys.stderr.write("%s %s\n" % (self.address_string(), fmt % args))

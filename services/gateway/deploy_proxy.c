@@ -7,7 +7,8 @@
  *     --> gw_keys_auth (X-Nexa-Api-Key or Authorization: Bearer, as every /api route;
  *         the body is bounded by NF_GATEWAY_MAX_BODY: 413)
  *     --> the record from nf-scheduler as the caller (another account's: 404); not ready:
- *         409 (stopped or failed, with why)
+ *         409 (stopped or failed, with why); a ready one is kept GW_DEP_CACHE_TTL_MS
+ *         (ctx->dep_cache, per deployment and owner), so a burst of requests asks once
  *     --> the same method, path (/v1/...) and body to the endpoint, over a connection of
  *         its own (evhttp; freed when the request completes)
  *   <-- head: text/event-stream --> the client's answer starts (chunked) and every piece
@@ -342,9 +343,9 @@ static void on_record(struct gw_ctx *ctx, struct nf_http_req *req, const cJSON *
     const char *status = nf_json_str(rec, "status"), *job = nf_json_str(rec, "job_id");
     const char *failure = nf_json_str(rec, "failure");
     char host[GW_DEP_HOST_MAX + 1];
+    struct gw_dep_cached seen;
     int port;
 
-    (void)ctx;
     if (rec == NULL) { /* answered */
         finish(p);
         return;
@@ -365,6 +366,15 @@ static void on_record(struct gw_ctx *ctx, struct nf_http_req *req, const cJSON *
         return;
     }
     snprintf(p->job_id, sizeof(p->job_id), "%s", job);
+    if (ctx->dep_cache == NULL)
+        ctx->dep_cache = nf_xcalloc(GW_DEP_CACHE_N, sizeof(*ctx->dep_cache));
+    memset(&seen, 0, sizeof(seen));
+    snprintf(seen.id, sizeof(seen.id), "%s", p->dep_id);
+    snprintf(seen.user_id, sizeof(seen.user_id), "%s", p->user_id);
+    snprintf(seen.job_id, sizeof(seen.job_id), "%s", job);
+    snprintf(seen.host, sizeof(seen.host), "%s", host);
+    seen.port = port;
+    gw_dep_cache_put(ctx->dep_cache, &seen, nf_now_ms());
     start_upstream(p, host, port);
 }
 
@@ -373,6 +383,7 @@ static void proxy_authed(struct gw_ctx *ctx, struct nf_http_req *req,
 {
     const char *id = nf_http_req_param(req, "deployment_id"), *path = nf_http_req_path(req);
     const char *v1 = path ? strstr(path, "/v1/") : NULL;
+    const struct gw_dep_cached *hit;
     struct proxy *p;
 
     if (!gw_dep_id_valid(id) || v1 == NULL || strlen(v1) >= sizeof(p->path)) {
@@ -395,6 +406,12 @@ static void proxy_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     if (nf_id_new("", p->uid, sizeof(p->uid)) != 0)
         snprintf(p->uid, sizeof(p->uid), "%s", nf_http_req_id(req));
     gw_stream_link(ctx, &p->link);
+    hit = gw_dep_cache_find(ctx->dep_cache, id, who->user_id, nf_now_ms());
+    if (hit != NULL) { /* seen ready within GW_DEP_CACHE_TTL_MS: no registry call */
+        snprintf(p->job_id, sizeof(p->job_id), "%s", hit->job_id);
+        start_upstream(p, hit->host, hit->port);
+        return;
+    }
     gw_dep_lookup(ctx, req, who->user_id, id, on_record, p);
 }
 

@@ -179,3 +179,38 @@ cJSON *gw_dep_usage_event(const struct gw_dep_usage *u, const char *meter, long 
     nf_json_add_str(data, "window_end", end);
     return nf_event_new("forge.usage.recorded", "nf-gateway", u->user_id, id, data);
 }
+
+/* ---- the proxy's cache ------------------------------------------------------------------ */
+
+const struct gw_dep_cached *gw_dep_cache_find(const struct gw_dep_cached *cache, const char *id,
+                                              const char *user_id, uint64_t now_ms)
+{
+    for (size_t i = 0; cache != NULL && i < GW_DEP_CACHE_N; i++)
+        if (cache[i].until_ms > now_ms && strcmp(cache[i].id, id) == 0 &&
+            strcmp(cache[i].user_id, user_id) == 0)
+            return &cache[i];
+    return NULL;
+}
+
+void gw_dep_cache_put(struct gw_dep_cached *cache, const struct gw_dep_cached *e, uint64_t now_ms)
+{
+    size_t pick = 0;
+
+    for (size_t i = 0; i < GW_DEP_CACHE_N; i++) {
+        if (strcmp(cache[i].id, e->id) == 0 && cache[i].until_ms > 0) {
+            pick = i; /* its own slot */
+            break;
+        }
+        if (cache[i].until_ms < cache[pick].until_ms)
+            pick = i; /* empty or expired first (0 or oldest) */
+    }
+    cache[pick] = *e;
+    cache[pick].until_ms = now_ms + GW_DEP_CACHE_TTL_MS;
+}
+
+void gw_dep_cache_drop(struct gw_dep_cached *cache, const char *id)
+{
+    for (size_t i = 0; cache != NULL && i < GW_DEP_CACHE_N; i++)
+        if (strcmp(cache[i].id, id) == 0)
+            cache[i].until_ms = 0;
+}

@@ -327,6 +327,7 @@ struct gw_account_count {
     char user_id[NF_ID_MAX];
     int n;
 };
+struct gw_dep_cached;
 /* X-Nf-User-Id and X-Request-Id for an internal call made as the caller (the owner of the
  * data checks tenancy by it), NULL-terminated in out; user_id and req must outlive out. */
 void gw_caller_headers(const char *user_id, struct nf_http_req *req, const char *out[5]);
@@ -360,10 +361,12 @@ struct gw_ctx {
     struct nf_http_client *sched;
     struct nf_http_client *wm;
     struct nf_http_client *billing;
-    struct nf_s3 *s3;          /* the object store client (DESIGN §12); NULL once closing */
-    struct gw_slots downloads; /* artifact downloads in flight, per account */
-    struct gw_slots uploads;   /* file uploads in flight, per account */
-    char *openapi;             /* the /openapi.json body */
+    struct nf_s3 *s3;                /* the object store client (DESIGN §12); NULL once closing */
+    struct gw_slots downloads;       /* artifact downloads in flight, per account */
+    struct gw_slots uploads;         /* file uploads in flight, per account */
+    struct gw_dep_cached *dep_cache; /* deploy_proxy.c: GW_DEP_CACHE_N ready deployments
+                                        seen lately; NULL until the first proxied call */
+    char *openapi;                   /* the /openapi.json body */
     size_t openapi_len;
     size_t long_polls;            /* forwarded next_job requests in flight */
     char produce_timeout[16];     /* NF_GATEWAY_PRODUCE_TIMEOUT_MS as text */
@@ -613,3 +616,24 @@ void gw_dep_usage_id(const char *dep_id, const char *request_uid, const char *me
  * job_type deploy, attempt null, deployment_id, no worker_id (the gateway meters it).
  * quantity >= 1. New object, caller frees. */
 cJSON *gw_dep_usage_event(const struct gw_dep_usage *u, const char *meter, long long quantity);
+
+/* A ready deployment the proxy looked up lately (its owner's record): requests within
+ * GW_DEP_CACHE_TTL_MS skip the registry. A DELETE through this gateway and a failure it
+ * finds drop the entry at once; a change made elsewhere shows within the TTL. */
+#define GW_DEP_CACHE_N 64
+#define GW_DEP_CACHE_TTL_MS 2000
+struct gw_dep_cached {
+    char id[GW_DEP_ID_LEN + 1];
+    char user_id[NF_ID_MAX];
+    char job_id[NF_ID_MAX];
+    char host[GW_DEP_HOST_MAX + 1];
+    int port;
+    uint64_t until_ms; /* 0: an empty slot */
+};
+/* The live entry for (id, user_id) at now_ms, or NULL (another user's is never found). */
+const struct gw_dep_cached *gw_dep_cache_find(const struct gw_dep_cached *cache, const char *id,
+                                              const char *user_id, uint64_t now_ms);
+/* Records e (copied) until now_ms + TTL, in its own slot, an expired one or the oldest. */
+void gw_dep_cache_put(struct gw_dep_cached *cache, const struct gw_dep_cached *e, uint64_t now_ms);
+/* Forgets deployment id (cache may be NULL). */
+void gw_dep_cache_drop(struct gw_dep_cached *cache, const char *id);

@@ -146,6 +146,7 @@ void gw_dep_mark_failed(struct gw_ctx *ctx, const char *user_id, const char *id,
 {
     nf_log_kv(NF_LOG_WARN, "deployment_failed", "a deployment's endpoint is gone", "deployment_id",
               id, "error", why, NULL);
+    gw_dep_cache_drop(ctx->dep_cache, id);
     mark(ctx, NULL, user_id, id, "failed", why);
 }
 
@@ -281,6 +282,7 @@ static void delete_authed(struct gw_ctx *ctx, struct nf_http_req *req,
         not_found(req);
         return;
     }
+    gw_dep_cache_drop(ctx->dep_cache, id); /* the proxy asks the registry again */
     st = nf_xcalloc(1, sizeof(*st));
     st->ctx = ctx;
     st->req = req;

@@ -291,6 +291,7 @@ static void gw_free(void *arg)
     free(ctx->openapi);
     free(ctx->downloads.acc);
     free(ctx->uploads.acc);
+    free(ctx->dep_cache);
     free(ctx);
 }
 

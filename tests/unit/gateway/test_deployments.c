@@ -168,8 +168,61 @@ static void test_usage_event(void **state)
     cJSON_Delete(ev);
 }
 
+static struct gw_dep_cached entry(const char *id, const char *user, int port)
+{
+    struct gw_dep_cached e;
+
+    memset(&e, 0, sizeof(e));
+    snprintf(e.id, sizeof(e.id), "%s", id);
+    snprintf(e.user_id, sizeof(e.user_id), "%s", user);
+    snprintf(e.job_id, sizeof(e.job_id), "job_%s", id);
+    snprintf(e.host, sizeof(e.host), "127.0.0.1");
+    e.port = port;
+    return e;
+}
+
+static void test_cache(void **state)
+{
+    struct gw_dep_cached cache[GW_DEP_CACHE_N], e;
+    const struct gw_dep_cached *hit;
+    char id[GW_DEP_ID_LEN + 1];
+
+    (void)state;
+    memset(cache, 0, sizeof(cache));
+    assert_null(gw_dep_cache_find(NULL, "dep-0123456789ab", "usr_1", 1000));
+    assert_null(gw_dep_cache_find(cache, "dep-0123456789ab", "usr_1", 1000));
+    e = entry("dep-0123456789ab", "usr_1", 4100);
+    gw_dep_cache_put(cache, &e, 1000);
+    hit = gw_dep_cache_find(cache, "dep-0123456789ab", "usr_1", 1000 + GW_DEP_CACHE_TTL_MS - 1);
+    assert_non_null(hit);
+    assert_int_equal(hit->port, 4100);
+    assert_string_equal(hit->job_id, "job_dep-0123456789ab");
+    /* another user never finds it; it expires; a put refreshes the same slot */
+    assert_null(gw_dep_cache_find(cache, "dep-0123456789ab", "usr_2", 1001));
+    assert_null(gw_dep_cache_find(cache, "dep-0123456789ab", "usr_1", 1000 + GW_DEP_CACHE_TTL_MS));
+    e.port = 4200;
+    gw_dep_cache_put(cache, &e, 5000);
+    assert_int_equal(gw_dep_cache_find(cache, e.id, "usr_1", 5001)->port, 4200);
+    /* full: the oldest goes, the rest stay */
+    for (int i = 0; i < GW_DEP_CACHE_N; i++) {
+        snprintf(id, sizeof(id), "dep-%012x", i + 1);
+        e = entry(id, "usr_1", 5000 + i);
+        gw_dep_cache_put(cache, &e, 6000 + (uint64_t)i);
+    }
+    assert_null(gw_dep_cache_find(cache, "dep-0123456789ab", "usr_1", 6100));
+    assert_non_null(gw_dep_cache_find(cache, "dep-000000000001", "usr_1", 6100));
+    e = entry("dep-0000000000ff", "usr_1", 9);
+    gw_dep_cache_put(cache, &e, 6100);
+    assert_null(gw_dep_cache_find(cache, "dep-000000000001", "usr_1", 6101));
+    assert_non_null(gw_dep_cache_find(cache, "dep-000000000002", "usr_1", 6101));
+    /* dropped */
+    gw_dep_cache_drop(cache, "dep-000000000002");
+    gw_dep_cache_drop(NULL, "dep-000000000002");
+    assert_null(gw_dep_cache_find(cache, "dep-000000000002", "usr_1", 6101));
+}
+
 int main(void)
 {
     return NF_TEST_RUN(NULL, NULL, test_id, test_public, test_endpoint, test_sse_usage,
-                       test_json_usage, test_usage_event);
+                       test_json_usage, test_usage_event, test_cache);
 }
