@@ -22,3 +22,5 @@ void gw_dep_mark_failed(struct gw_ctx *ctx, const char *user_id, const char *id,
 
 /* deploy_proxy.c: {GET,POST} /api/deployments/{deployment_id}/v1/... to the endpoint. */
 void gw_deployments_proxy(struct nf_http_req *req, void *arg);
+/* Closes the idle connections to endpoints (the close hook, after the streams ended). */
+void gw_dep_pool_free(struct gw_ctx *ctx);

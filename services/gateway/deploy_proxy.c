@@ -9,8 +9,9 @@
  *     --> the record from nf-scheduler as the caller (another account's: 404); not ready:
  *         409 (stopped or failed, with why); a ready one is kept GW_DEP_CACHE_TTL_MS
  *         (ctx->dep_cache, per deployment and owner), so a burst of requests asks once
- *     --> the same method, path (/v1/...) and body to the endpoint, over a connection of
- *         its own (evhttp; freed when the request completes)
+ *     --> the same method, path (/v1/...) and body to the endpoint, over a keep-alive
+ *         connection of the pool (POOL_N idle ones, by endpoint) or a new one; a kept one
+ *         that fails before any answer is tried once more on a new one
  *   <-- head: text/event-stream --> the client's answer starts (chunked) and every piece
  *         goes on as it comes: endpoint --on_chunk--> nf_http_stream_send --> more than
  *         UP_HIGH queued for the client? stop reading the endpoint's socket (TCP pushes
@@ -54,7 +55,7 @@ struct proxy {
     struct gw_stream link; /* first: ctx->streams */
     struct gw_ctx *ctx;
     struct nf_http_req *req;
-    struct evhttp_connection *evcon; /* freed by evhttp once its request completes */
+    struct evhttp_connection *evcon; /* ours until given back to the pool or freed */
     struct evhttp_request *ev;       /* the endpoint's request, NULL once over */
     struct evbuffer *body;           /* a non-streamed answer */
     struct gw_sse_usage usage;
@@ -64,13 +65,95 @@ struct proxy {
     char uid[NF_ID_MAX]; /* this request's own id (the usage events') */
     char path[48];       /* /v1/... on the endpoint */
     char ctype[128];
+    char host[GW_DEP_HOST_MAX + 1]; /* the endpoint */
+    int port;
     int status;
     int64_t start_ms;
     bool sse;       /* the answer is a stream, started */
     bool paused;    /* the endpoint's socket is not read */
     bool timed_out; /* evhttp's timeout */
     bool too_large; /* a held answer passed BODY_MAX */
+    bool reused;    /* evcon came from the pool */
+    bool retried;   /* ... and failed: this is the second try, on a new connection */
 };
+
+/* ---- keep-alive connections to the endpoints ------------------------------------------- */
+
+#define POOL_N 32 /* idle connections kept, all endpoints together */
+
+/* Idle connections, by endpoint (host:port identifies one deployment's endpoint; which
+ * caller may use it was decided before a connection is taken). */
+struct gw_dep_pool {
+    struct evhttp_connection *evcon[POOL_N]; /* NULL: a free slot */
+    char host[POOL_N][GW_DEP_HOST_MAX + 1];
+    int port[POOL_N];
+};
+
+static void free_evcon(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    evhttp_connection_free(arg);
+}
+
+/* Frees evcon from the loop: inside one of its own callbacks it is still in use. */
+static void free_later(struct gw_ctx *ctx, struct evhttp_connection *evcon)
+{
+    if (evcon != NULL &&
+        event_base_once(ctx->svc->base, -1, EV_TIMEOUT, free_evcon, evcon, NULL) != 0)
+        nf_log_kv(NF_LOG_WARN, "evcon_leak", "could not schedule a connection's free", NULL);
+}
+
+static struct evhttp_connection *pool_take(struct gw_ctx *ctx, const char *host, int port)
+{
+    struct gw_dep_pool *pool = ctx->dep_pool;
+    struct evhttp_connection *evcon;
+
+    for (int i = 0; pool != NULL && i < POOL_N; i++) {
+        if (pool->evcon[i] != NULL && pool->port[i] == port && strcmp(pool->host[i], host) == 0) {
+            evcon = pool->evcon[i];
+            pool->evcon[i] = NULL;
+            return evcon;
+        }
+    }
+    return NULL;
+}
+
+/* Keeps an idle connection (evhttp reconnects it if the endpoint closed it meanwhile);
+ * the pool full or the gateway closing: freed from the loop. */
+static void pool_give(struct gw_ctx *ctx, struct evhttp_connection *evcon, const char *host,
+                      int port)
+{
+    struct gw_dep_pool *pool;
+
+    if (ctx->svc->closing) {
+        free_later(ctx, evcon);
+        return;
+    }
+    if (ctx->dep_pool == NULL)
+        ctx->dep_pool = nf_xcalloc(1, sizeof(*ctx->dep_pool));
+    pool = ctx->dep_pool;
+    for (int i = 0; i < POOL_N; i++) {
+        if (pool->evcon[i] == NULL) {
+            pool->evcon[i] = evcon;
+            snprintf(pool->host[i], sizeof(pool->host[i]), "%s", host);
+            pool->port[i] = port;
+            return;
+        }
+    }
+    free_later(ctx, evcon);
+}
+
+void gw_dep_pool_free(struct gw_ctx *ctx)
+{
+    struct gw_dep_pool *pool = ctx->dep_pool;
+
+    ctx->dep_pool = NULL;
+    for (int i = 0; pool != NULL && i < POOL_N; i++)
+        if (pool->evcon[i] != NULL)
+            evhttp_connection_free(pool->evcon[i]);
+    free(pool);
+}
 
 /* ---- metering ------------------------------------------------------------------------- */
 
@@ -122,6 +205,8 @@ static void meter(struct proxy *p, long long prompt, long long completion)
     produce(p, &u, "output_tokens", completion);
 }
 
+static void start_upstream(struct proxy *p, const char *host, int port);
+
 /* ---- the end ---------------------------------------------------------------------------- */
 
 static void finish(struct proxy *p)
@@ -132,15 +217,20 @@ static void finish(struct proxy *p)
     free(p);
 }
 
-/* Takes the endpoint's request away (its connection closes; evhttp frees both). */
-static void cancel_upstream(struct proxy *p)
+/* Takes the endpoint's request away (its connection closes: the endpoint stops
+ * generating) and frees the connection, now or from the loop. */
+static void cancel_upstream(struct proxy *p, bool now)
 {
     struct evhttp_request *ev = p->ev;
 
-    if (ev == NULL)
-        return;
     p->ev = NULL;
-    evhttp_cancel_request(ev); /* on_error sees REQUEST_CANCEL; on_done is not called */
+    if (ev != NULL)
+        evhttp_cancel_request(ev); /* on_error sees REQUEST_CANCEL; on_done is not called */
+    if (p->evcon != NULL && now)
+        evhttp_connection_free(p->evcon);
+    else
+        free_later(p->ctx, p->evcon);
+    p->evcon = NULL;
 }
 
 /* The client left: the endpoint's request goes too; what the stream metered counts. */
@@ -148,7 +238,7 @@ static void on_client_gone(struct nf_http_req *req, void *arg)
 {
     struct proxy *p = arg;
 
-    cancel_upstream(p);
+    cancel_upstream(p, false);
     if (p->sse) {
         if (gw_sse_usage_found(&p->usage))
             meter(p, p->usage.prompt, p->usage.completion);
@@ -164,7 +254,7 @@ static void on_link_close(struct gw_stream *st)
 {
     struct proxy *p = (struct proxy *)st;
 
-    cancel_upstream(p);
+    cancel_upstream(p, true);
     if (p->sse)
         nf_http_stream_abort(p->req);
     else
@@ -255,6 +345,19 @@ static void on_done(struct evhttp_request *ev, void *arg)
     char why[160];
 
     p->ev = NULL; /* evhttp frees it when this returns */
+    if (!ok && !p->sse && p->body == NULL && p->reused && !p->retried && !p->timed_out) {
+        /* a kept connection the endpoint closed as we sent: once more, on a new one */
+        free_later(p->ctx, p->evcon);
+        p->evcon = NULL;
+        p->retried = true;
+        start_upstream(p, p->host, p->port);
+        return;
+    }
+    if (ok)
+        pool_give(p->ctx, p->evcon, p->host, p->port);
+    else
+        free_later(p->ctx, p->evcon);
+    p->evcon = NULL;
     if (p->sse) {
         if (gw_sse_usage_found(&p->usage))
             meter(p, p->usage.prompt, p->usage.completion);
@@ -286,6 +389,7 @@ static void on_done(struct evhttp_request *ev, void *arg)
 
 /* ---- the request ------------------------------------------------------------------------- */
 
+/* Sends the request to host:port over a kept connection (not on a retry) or a new one. */
 static void start_upstream(struct proxy *p, const char *host, int port)
 {
     struct nf_http_req *req = p->req;
@@ -296,11 +400,18 @@ static void start_upstream(struct proxy *p, const char *host, int port)
     char hosthdr[GW_DEP_HOST_MAX + 8], cl[32];
     size_t len = 0;
 
-    p->evcon = evhttp_connection_base_new(p->ctx->svc->base, NULL, host, (ev_uint16_t)port);
-    if (p->evcon == NULL)
-        goto fail;
-    evhttp_connection_set_retries(p->evcon, 0);
-    evhttp_connection_set_timeout(p->evcon, PROXY_TIMEOUT_S);
+    if (host != p->host)
+        snprintf(p->host, sizeof(p->host), "%s", host);
+    p->port = port;
+    p->evcon = p->retried ? NULL : pool_take(p->ctx, host, port);
+    p->reused = p->evcon != NULL;
+    if (p->evcon == NULL) {
+        p->evcon = evhttp_connection_base_new(p->ctx->svc->base, NULL, host, (ev_uint16_t)port);
+        if (p->evcon == NULL)
+            goto fail;
+        evhttp_connection_set_retries(p->evcon, 0);
+        evhttp_connection_set_timeout(p->evcon, PROXY_TIMEOUT_S);
+    }
     p->ev = evhttp_request_new(on_done, p);
     if (p->ev == NULL)
         goto fail_conn;
@@ -326,12 +437,12 @@ static void start_upstream(struct proxy *p, const char *host, int port)
         p->ev = NULL;
         goto fail_conn;
     }
-    evhttp_connection_free_on_completion(p->evcon);
     nf_http_stream_on_close(req, on_client_gone, p);
     return;
 
 fail_conn:
     evhttp_connection_free(p->evcon);
+    p->evcon = NULL;
 fail:
     gw_reply_unavailable(req, 1, "cannot reach the deployment now, try again");
     finish(p);

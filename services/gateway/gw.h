@@ -328,6 +328,7 @@ struct gw_account_count {
     int n;
 };
 struct gw_dep_cached;
+struct gw_dep_pool;
 /* X-Nf-User-Id and X-Request-Id for an internal call made as the caller (the owner of the
  * data checks tenancy by it), NULL-terminated in out; user_id and req must outlive out. */
 void gw_caller_headers(const char *user_id, struct nf_http_req *req, const char *out[5]);
@@ -366,6 +367,7 @@ struct gw_ctx {
     struct gw_slots uploads;         /* file uploads in flight, per account */
     struct gw_dep_cached *dep_cache; /* deploy_proxy.c: GW_DEP_CACHE_N ready deployments
                                         seen lately; NULL until the first proxied call */
+    struct gw_dep_pool *dep_pool;    /* deploy_proxy.c: idle connections to endpoints */
     char *openapi;                   /* the /openapi.json body */
     size_t openapi_len;
     size_t long_polls;            /* forwarded next_job requests in flight */

@@ -277,6 +277,7 @@ static void gw_close(void *arg)
     /* the streams' scheduler calls fired above; end the streams waiting on timers or on
      * the store (uploads, downloads) */
     gw_streams_close_all(ctx);
+    gw_dep_pool_free(ctx);
     s3 = ctx->s3;
     ctx->s3 = NULL;
     nf_s3_free(s3); /* the rest (input checks, deletes) end with "ShuttingDown" */
