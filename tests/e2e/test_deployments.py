@@ -255,3 +255,96 @@ def test_an_endpoint_that_died_is_marked_failed(api, owner):
     assert resp.status_code == 409 and "failed" in resp.json()["error"]["message"]
     assert api.call("DELETE", f"/api/deployments/{dep}", ONE,
                     key=owner).json()["status"] == "failed"
+
+
+# ---- streams: passed through as they come, with backpressure --------------------------------
+
+class FloodEndpoint:
+    """A stand-in endpoint whose stream is far larger than any buffer on the way: it
+    counts what it could send, so a client that stops reading shows whether the gateway
+    stopped reading it too (backpressure) or buffered the stream."""
+
+    EVENT = b"data: " + b"x" * 4090 + b"\n\n"  # 4 KiB per event
+
+    def __init__(self, events):
+        import http.server
+        import threading
+
+        outer = self
+        self.sent = 0
+        self.events = events
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                try:
+                    for _ in range(outer.events):
+                        chunk = outer.EVENT
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                        outer.sent += len(chunk)
+                    tail = b': usage {"prompt_tokens": 3, "completion_tokens": 4}\n\n' \
+                        b"data: [DONE]\n\n"
+                    self.wfile.write(b"%x\r\n%s\r\n0\r\n\r\n" % (len(tail), tail))
+                except OSError:
+                    pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def psql(sql):
+    import subprocess
+    out = subprocess.run(["psql", env("NF_TEST_PG_DSN"), "-Atc", sql], check=True,
+                         capture_output=True, text=True)
+    return out.stdout.strip()
+
+
+def fake_job_id():
+    import random
+    return "job_01" + "".join(random.choice("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+                              for _ in range(24))
+
+
+def test_a_stream_is_passed_through_with_backpressure(api, owner):
+    events = 16384  # 64 MiB
+    flood = FloodEndpoint(events)
+    dep = "dep-" + uuid.uuid4().hex[:12]
+    user = api.call("GET", "/api/auth/me", key=owner).json()["user_id"]
+    psql(f"INSERT INTO sched.deployments (deployment_id, user_id, job_id, model, endpoint_url)"
+         f" VALUES ('{dep}', '{user}', '{fake_job_id()}', 'flood',"
+         f" 'http://127.0.0.1:{flood.port}')")
+    try:
+        resp = requests.post(f"{api.base}/api/deployments/{dep}/v1/completions",
+                             headers={"Authorization": f"Bearer {owner}"},
+                             json={"prompt": "x", "stream": True}, stream=True, timeout=60)
+        assert resp.status_code == 200 and \
+            resp.headers["Content-Type"].startswith("text/event-stream")
+        blocks = resp.iter_content(4096)
+        first = next(blocks)
+        assert first.startswith(b"data: xxx"), "the first event arrives before the rest"
+        time.sleep(2)  # the client reads nothing: the endpoint must be held back
+        held = flood.sent
+        assert held < 32 * 1024 * 1024, f"the endpoint sent {held} bytes to a stalled client"
+        total = len(first)
+        for block in blocks:
+            total += len(block)
+        tail = b': usage {"prompt_tokens": 3, "completion_tokens": 4}\n\ndata: [DONE]\n\n'
+        assert flood.sent == events * len(FloodEndpoint.EVENT)
+        assert total == flood.sent + len(tail), "every byte arrived once the client read"
+    finally:
+        flood.close()
+        psql(f"DELETE FROM sched.deployments WHERE deployment_id = '{dep}'")
