@@ -177,3 +177,29 @@ def test_admin_stop_sets_the_stop_event(endpoint):
     port, stop = endpoint
     status, _, text = call(port, "POST", "/admin/stop")
     assert status == 200 and stop.is_set()
+
+
+def test_the_pytorch_model_streams_with_its_chat_template():
+    """The stand-in llama (transformers): its tokenizer's chat template makes the prompt;
+    tokens stream in pieces that add up to the greedy answer; closing the stream early
+    stops the generation."""
+    pytest.importorskip("torch")
+    import _hf
+
+    gen = _serve.TextGenerator(hf_dir=_hf.stand_in_dir("llama-3-8b"))
+    msgs = [{"role": "user", "content": "what is a catalyst"}]
+    prompt = gen.prompt_of(msgs)
+    assert prompt == gen.tok.apply_chat_template(msgs, tokenize=False,
+                                                 add_generation_prompt=True)
+    assert prompt.endswith("### Assistant:\n")
+    stats, cancel = {}, threading.Event()
+    pieces = list(gen.stream(prompt, 10, 0.0, None, stats, cancel))
+    assert len(pieces) >= 2 and 1 <= stats["completion_tokens"] <= 10
+    assert stats["prompt_tokens"] == len(gen.tok.encode(prompt, add_special_tokens=False))
+    text, reason, n_in, n_out = gen.complete(prompt, 10, 0.0, None)
+    assert text == "".join(pieces) and (n_in, n_out) == (stats["prompt_tokens"],
+                                                         stats["completion_tokens"])
+    stream = gen.stream(prompt, 200, 0.0, None, {}, cancel)
+    next(stream)
+    stream.close()
+    assert cancel.is_set()
