@@ -11,9 +11,16 @@ metric_every (10 steps).
 Stdout: {"metric": {step, epoch, train_loss, valid_loss, learning_rate, tokens_per_s}} every
 metric_every steps and at each epoch's end (valid_loss only there), and a {"log"} summary
 per epoch. A checkpoint per epoch, checkpoint-epoch-<n>.tar (kind checkpoint: trainable
-weights in safetensors, optimizer, scheduler and RNG state); NF_RESUME_DIR, when set and
-holding one (unpacked, or the .tar), resumes after its epoch and reproduces the
-uninterrupted run bit for bit on the same device. Output: model.tar (kind model: the
+weights in safetensors, optimizer, scheduler and RNG state), announced as soon as it is
+written (the agent uploads and records it during the run); NF_RESUME_DIR (set by the agent
+on a retried attempt: the job's newest checkpoint), when set and holding one (unpacked, or
+the .tar), resumes after its epoch and reproduces the uninterrupted run bit for bit on the
+same device. from_checkpoint (artifact://art_..., a checkpoint of the same base model and
+method, fetched as inputs.from_checkpoint) starts a NEW run from its weights and optimizer
+moments: this job then trains its own `epochs` epochs (numbered from 1) with its own
+learning rate and schedule, as fine-tuning a fine-tuned model or checkpoint does on
+OpenAI (HF Trainer's resume_from_checkpoint, which counts on, is what a retry does).
+Output: model.tar (kind model: the
 adapter, or for full / merge the whole model, with the tokenizer and nexa.json) and
 metrics.json (kind metrics). Usage: input_tokens = every token the model processed (the
 training tokens x epochs, plus every validation pass).
@@ -113,6 +120,20 @@ def save_checkpoint(out: str, epoch: int, model, opt, sched, state: dict) -> str
     return name
 
 
+def _unpack(path: str, label: str, code: int) -> str:
+    """A checkpoint-epoch-<n>.tar unpacked into a temp dir of the job's directory."""
+    dest = tempfile.mkdtemp(prefix="resume-", dir=os.path.dirname(forge.artifact_dir()))
+    try:
+        with tarfile.open(path) as tar:
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError) as exc:
+        forge.fail(f"{label}: {os.path.basename(path)} is not a readable checkpoint: {exc}", code)
+    if not os.path.isfile(os.path.join(dest, CKPT_STATE)):
+        forge.fail(f"{label}: {os.path.basename(path)} is not a train checkpoint (no "
+                   f"{CKPT_STATE})", code)
+    return dest
+
+
 def find_resume(resume_dir: str | None) -> str | None:
     """The newest checkpoint in NF_RESUME_DIR: a dir holding trainer_state.json (itself or
     a subdir), or a checkpoint-epoch-<n>.tar; unpacked into a temp dir. None if none."""
@@ -134,35 +155,63 @@ def find_resume(resume_dir: str | None) -> str | None:
     _epoch, kind, path = max(found)
     if kind == "dir":
         return path
-    dest = tempfile.mkdtemp(prefix="resume-", dir=os.path.dirname(forge.artifact_dir()))
-    try:
-        with tarfile.open(path) as tar:
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        forge.fail(f"NF_RESUME_DIR: {path} is not a readable checkpoint: {exc}",
-                   forge.EXIT_RETRYABLE)
-    return dest
+    return _unpack(path, "NF_RESUME_DIR", forge.EXIT_RETRYABLE)
 
 
-def load_checkpoint(path: str, model, opt, sched) -> dict:
+def from_checkpoint_dir(job: dict) -> str | None:
+    """params.from_checkpoint (artifact://art_..., a checkpoint of the caller, resolved by
+    the gateway into inputs.from_checkpoint: the .tar the worker fetched), unpacked."""
+    uri = job["params"].get("from_checkpoint")
+    if uri is None:
+        return None
+    path = forge.input_path(job, "from_checkpoint", uri)
+    return _unpack(path, "params.from_checkpoint", forge.EXIT_BAD_PARAMS)
+
+
+def read_state(path: str) -> dict:
+    with open(os.path.join(path, CKPT_STATE), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def load_checkpoint(path: str, model, opt, sched, label: str = "NF_RESUME_DIR",
+                    full: bool = True) -> dict:
+    """Loads the trainable weights and the optimizer state of the checkpoint at path;
+    full: also the scheduler and RNG state (a retry resuming its own run). Otherwise (a
+    new job continuing from it) only the optimizer's moments: this job's learning rate
+    and schedule stay. A checkpoint of another model fails naming label."""
     import torch
     from safetensors.torch import load_file
 
     weights = load_file(os.path.join(path, "weights.safetensors"))
     missing = [k for k, v in model.named_parameters() if v.requires_grad and k not in weights]
     if missing:
-        forge.fail(f"NF_RESUME_DIR: the checkpoint does not match this job's model "
+        forge.fail(f"{label}: the checkpoint does not match this job's model "
                    f"({len(missing)} trainable tensors missing, e.g. {missing[0]})")
-    model.load_state_dict(weights, strict=False)
-    opt.load_state_dict(torch.load(os.path.join(path, "optimizer.pt"), weights_only=False))
-    sched.load_state_dict(torch.load(os.path.join(path, "scheduler.pt"), weights_only=False))
-    rng = torch.load(os.path.join(path, "rng.pt"), weights_only=False)
-    torch.set_rng_state(rng["torch"])
-    random.setstate(rng["python"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    with open(os.path.join(path, CKPT_STATE), encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        model.load_state_dict(weights, strict=False)
+    except RuntimeError as exc:
+        forge.fail(f"{label}: the checkpoint does not match this job's model "
+                   f"({str(exc).splitlines()[-1].strip()})")
+    saved = torch.load(os.path.join(path, "optimizer.pt"), weights_only=False)
+    if full:
+        opt.load_state_dict(saved)
+        sched.load_state_dict(torch.load(os.path.join(path, "scheduler.pt"),
+                                         weights_only=False))
+        rng = torch.load(os.path.join(path, "rng.pt"), weights_only=False)
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+    else:
+        cur = opt.state_dict()
+        n_saved = sum(len(g["params"]) for g in saved["param_groups"])
+        n_cur = sum(len(g["params"]) for g in cur["param_groups"])
+        if n_saved != n_cur:
+            forge.fail(f"{label}: the checkpoint's optimizer holds {n_saved} tensors, this "
+                       f"job's {n_cur}: not the same model and method")
+        cur["state"] = saved["state"]
+        opt.load_state_dict(cur)  # the moments; this job's lr and schedule
+    return read_state(path)
 
 
 # ---- the run ------------------------------------------------------------------------
@@ -176,6 +225,14 @@ def main(job: dict) -> None:
     validation = forge.open_dataset(job, "validation_uri", required=False)
     train_pairs = hf.read_pairs(dataset)
     valid_pairs = hf.read_pairs(validation) if validation is not None else None
+    resume = find_resume(os.environ.get("NF_RESUME_DIR"))
+    cont = from_checkpoint_dir(job) if resume is None else None
+    cont_state = read_state(cont) if cont is not None else None
+    if cont_state is not None and (cont_state.get("model_id"), cont_state.get("method")) != (
+            name, P["method"]):
+        forge.fail(f"params.from_checkpoint: the checkpoint is of {cont_state.get('model_id')} "
+                   f"({cont_state.get('method')}), this job trains {name} ({P['method']}): "
+                   "continue from a checkpoint of the same base model and method")
 
     hf.require_ml()
     import torch
@@ -235,21 +292,31 @@ def main(job: dict) -> None:
     history = {"train_loss": [], "valid_loss": []}
     start_epoch, step = 1, 0
     valid_before = None
-    resume = find_resume(os.environ.get("NF_RESUME_DIR"))
+    continued = None
     if resume is not None:
         state = load_checkpoint(resume, model, opt, sched)
         start_epoch, step = state["epoch"] + 1, state["step"]
         history, valid_before = state["history"], state.get("valid_loss_before")
         processed = state["tokens_processed"]
-        forge.log(f"resumed from the checkpoint of epoch {state['epoch']} (step {step})")
-    elif valid:
+        forge.log(f"resumed from the checkpoint of epoch {state['epoch']} (step {step}); "
+                  f"the first step is {step + 1}")
+    elif cont is not None:
+        # A new job continuing an earlier one: its weights and optimizer moments, then
+        # this job's own `epochs` epochs (numbered from 1) with its own learning-rate
+        # schedule, as fine-tuning a fine-tuned model or checkpoint does on OpenAI.
+        state = load_checkpoint(cont, model, opt, sched, "params.from_checkpoint", full=False)
+        continued = {"uri": job["params"]["from_checkpoint"], "epoch": state["epoch"],
+                     "step": state["step"], "job_id": state.get("job_id")}
+        forge.log(f"continuing from {continued['uri']} (epoch {state['epoch']}, step "
+                  f"{state['step']}"
+                  + (f" of {state['job_id']}" if state.get("job_id") else "") + ")")
+    if resume is None and valid:
         with amp:
             valid_before, n = hf.mean_loss(model, valid, bs, pad, device)
         processed += n
         emit_metric(step=0, epoch=0, valid_loss=valid_before)
 
     tick = forge.Progress()
-    checkpoints = []
     model.train()
     for epoch in range(start_epoch, P["epochs"] + 1):
         order = torch.randperm(len(train),
@@ -296,8 +363,10 @@ def main(job: dict) -> None:
                   + f" step={step}")
         state = {"epoch": epoch, "step": step, "history": history, "tokens_processed":
                  processed, "valid_loss_before": valid_before, "model_id": name,
-                 "method": P["method"]}
-        checkpoints.append(save_checkpoint(out, epoch, model, opt, sched, state))
+                 "method": P["method"], "job_id": forge.job_id(job)}
+        # Announced at once: the agent uploads it while training goes on and records it,
+        # so a retry of this attempt resumes from it even if the worker dies meanwhile.
+        forge.artifact(save_checkpoint(out, epoch, model, opt, sched, state), "checkpoint")
 
     # The output model directory, packed as model.tar.
     mdir = tempfile.mkdtemp(prefix=".model-", dir=out)
@@ -336,12 +405,11 @@ def main(job: dict) -> None:
            "dtype": "float32" + ("" if device.type == "cpu" else
                                  " weights, " + str(dtype).replace("torch.", "") + " autocast"),
            "bytes": size,
-           "resumed_from_epoch": start_epoch - 1 if resume is not None else None}
+           "resumed_from_epoch": start_epoch - 1 if resume is not None else None,
+           "from_checkpoint": continued}
     forge.write_json(os.path.join(out, "metrics.json"), res)
     forge.progress(1.0)
     forge.usage(input_tokens=processed)
-    for c in checkpoints:
-        forge.artifact(c, "checkpoint")
     forge.artifact("model.tar", "model")
     forge.artifact("metrics.json", "metrics")
     forge.result(res)

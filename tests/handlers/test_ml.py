@@ -139,6 +139,52 @@ def test_a_resumed_run_continues_and_reaches_the_same_loss(ml, lora_run, tmp_pat
         tar_member(lora_run.out_dir / "model.tar", "adapter_model.safetensors")
 
 
+def test_each_checkpoint_is_announced_as_soon_as_it_is_written(lora_run):
+    """The agent uploads a checkpoint during the run: its artifact line comes right after
+    its epoch, before the next epoch's metrics."""
+    kinds = [next(iter(line)) for line in lora_run.lines]
+    first = next(i for i, line in enumerate(lora_run.lines)
+                 if line.get("artifact", {}).get("path") == "checkpoint-epoch-1.tar")
+    later = [line["metric"]["epoch"] for line in lora_run.lines[first:] if "metric" in line]
+    assert later and min(later) > 1, later
+    assert kinds.index("result") > first
+
+
+def continue_job(ml, ckpt, **params):
+    p = {"model_id": "llama-3-8b", "dataset_uri": "s3://b/train.jsonl",
+         "validation_uri": "s3://b/valid.parquet", "epochs": 1, "seed": 7,
+         "max_seq_length": 96, "from_checkpoint": "artifact://art_ck", **params}
+    return ml["run"]("train", p, {"dataset_uri": ml["files"]["train"],
+                                  "validation_uri": ml["files"]["valid"],
+                                  "from_checkpoint": ckpt})
+
+
+def test_from_checkpoint_continues_an_earlier_job(ml, lora_run):
+    run = continue_job(ml, lora_run.out_dir / "checkpoint-epoch-2.tar")
+    assert run.rc == 0, run.stderr
+    res, prev = run.result, lora_run.result
+    assert res["from_checkpoint"] == {"uri": "artifact://art_ck", "epoch": 2,
+                                      "step": prev["steps"], "job_id": "job_ml_1"}
+    # it starts where the earlier job ended, then runs its own epochs (numbered from 1)
+    assert res["valid_loss_before"] == pytest.approx(prev["valid_loss"], abs=1e-5)
+    assert res["epochs"] == 1 and len(res["loss_by_epoch"]["valid_loss"]) == 1
+    assert res["valid_loss"] < prev["valid_loss_before"] - 0.3
+    assert any("continuing from artifact://art_ck (epoch 2" in m for m in run.of("log"))
+
+
+@pytest.mark.parametrize("params", [{"method": "full"}, {"model_id": "mistral-7b"},
+                                    {"lora_r": 4}])
+def test_from_checkpoint_of_another_model_or_method_is_refused(ml, lora_run, params):
+    run = continue_job(ml, lora_run.out_dir / "checkpoint-epoch-1.tar", **params)
+    assert run.rc == 2, run.stderr
+    assert "params.from_checkpoint" in run.stderr
+
+
+def test_from_checkpoint_that_is_not_a_checkpoint_is_refused(ml, lora_run):
+    run = continue_job(ml, lora_run.out_dir / "model.tar")
+    assert run.rc == 2 and "params.from_checkpoint" in run.stderr, run.stderr
+
+
 def test_evaluate_the_trained_model_beats_the_base_on_held_out_data(ml, lora_run):
     def evaluate(model_id, inputs):
         run = ml["run"]("evaluate", {"model_id": model_id, "benchmark": "custom",
