@@ -230,3 +230,35 @@ cJSON *wk_inputs_job_json(const cJSON *doc, const struct wk_inputs *in, const ch
     cJSON_AddItemToObject(copy, "inputs", map);
     return copy;
 }
+
+int wk_resume_parse(const cJSON *doc, struct wk_inputs *out, char *err, size_t errlen)
+{
+    const cJSON *r = cJSON_GetObjectItemCaseSensitive(doc, "resume");
+    const char *user_id = nf_json_str(doc, "user_id");
+    struct wk_inputs in = {0};
+
+    if (r == NULL || cJSON_IsNull(r)) {
+        *out = in;
+        return 0;
+    }
+    if (!cJSON_IsObject(r) || !wk_user_id_valid(user_id)) {
+        snprintf(err, errlen, "resume: must be an object");
+        return -1;
+    }
+    /* checked as an input named "checkpoint": its key under the job's tenant, a plain name */
+    cJSON *e = cJSON_Duplicate(r, true);
+    if (e == NULL)
+        abort(); /* out of memory */
+    cJSON_DeleteItemFromObjectCaseSensitive(e, "param");
+    nf_json_add_str(e, "param", "checkpoint");
+    in.v = nf_xcalloc(1, sizeof(*in.v));
+    int rc = parse_entry(e, 0, user_id, &in.v[0], err, errlen);
+    cJSON_Delete(e);
+    if (rc < 0) {
+        free(in.v);
+        return -1;
+    }
+    in.n = 1;
+    *out = in;
+    return 0;
+}

@@ -57,6 +57,7 @@ static void job_lost(struct wk_job *job)
               "job_id", job->job_id, "lease_id", job->lease_id, NULL);
     wk_child_terminate(job, WK_STOP_LOST);
     wk_upload_kill(job); /* its uploads belong to no attempt any more */
+    wk_ckpt_kill(job);
 }
 
 void wk_job_lost(struct wk_ctx *ctx, const char *job_id, const char *lease_id)
@@ -137,6 +138,11 @@ void wk_job_start(struct wk_ctx *ctx, const cJSON *doc, const char *lease_id)
         wk_report_finish_early(job, "user_error", "bad_input", err);
         return;
     }
+    if (wk_resume_parse(doc, &job->resume, err, sizeof(err)) < 0)
+        nf_log_kv(NF_LOG_WARN, "resume_refused", err, "job_id", job->job_id, NULL);
+    else if (job->resume.n > 0)
+        nf_log_kv(NF_LOG_INFO, "job_resume", "the attempt resumes from the job's checkpoint",
+                  "job_id", job->job_id, "object_key", job->resume.v[0].object_key, NULL);
     if (wk_jobdir_create(ctx->root, job->job_id, job->attempt, job->root_dir,
                          sizeof(job->root_dir)) < 0 ||
         (size_t)snprintf(job->dir, sizeof(job->dir), "%s/out", job->root_dir) >= sizeof(job->dir)) {
@@ -184,6 +190,7 @@ void wk_jobs_free(struct wk_ctx *ctx)
             wk_child_signal(job, SIGKILL);
         }
         wk_upload_kill(job);
+        wk_ckpt_kill(job);
         wk_job_destroy(job);
     }
 }

@@ -7,14 +7,16 @@
  *                 execs; env, pipes), stdout/stderr lines, the child's notes (inputs
  *                 staged, or why not), signals (SIGTERM, grace, SIGKILL), SIGCHLD,
  *                 waiting for EOF
+ *   job_ckpt.c    while the handler runs: each announced checkpoint is uploaded by a
+ *                 forked uploader and recorded at once (forge.job.checkpoint)
  *   job_upload.c  the handler exited 0: a forked uploader puts each artifact in the store
  *   job_report.c  what the job tells the world: progress (throttled), logs, usage windows,
  *                 stdout protocol lines, the terminal event
  *   job_set.c     the list of jobs, hold/delivered, lease lookup, heartbeat confirmation,
  *                 freeing a job that is done, removing its directory
  *
- * Each calls only the ones below it in this order: job.c -> job_child.c -> job_upload.c
- * -> job_report.c -> (publish.c) -> job_set.c.
+ * Each calls only the ones below it in this order: job.c -> job_child.c -> job_ckpt.c
+ * -> job_upload.c -> job_report.c -> (publish.c) -> job_set.c.
  *
  * Every other file of the worker sees a job only through wk.h.
  */
@@ -47,6 +49,8 @@ struct wk_job {
     char root_dir[PATH_MAX]; /* <work dir>/<job_id>-<attempt>; "" once removed */
     char dir[PATH_MAX];      /* root_dir/out: NF_ARTIFACT_DIR, the handler's cwd */
     struct wk_inputs inputs; /* from the dispatch, checked */
+    struct wk_inputs resume; /* the dispatch's "resume" checkpoint (n 0 or 1): fetched into
+                                root_dir/resume, NF_RESUME_DIR */
     pid_t pid;               /* 0 before spawn */
     bool exited;
     int wstatus;
@@ -64,6 +68,16 @@ struct wk_job {
     char *up_lines;             /* all of them, once the pipe hit EOF */
     cJSON *plan;                /* wk_artifact_plan: what it uploads */
     cJSON *records;             /* the succeeded event's artifacts, once uploaded */
+    /* in-run checkpoint uploads (job_ckpt.c), one at a time */
+    cJSON *ck_queue; /* announced checkpoints [{path, kind}] not yet uploaded */
+    cJSON *ck_item;  /* the plan item being uploaded (NULL: none) */
+    pid_t ck_pid;    /* its uploader (0: none) */
+    bool ck_exited;  /* reaped (SIGCHLD) */
+    bool ck_killed;  /* stopped on purpose: nothing is reported */
+    int ck_status;
+    struct bufferevent *ck_out; /* its result line */
+    char *ck_line;              /* that line, once the pipe hit EOF */
+    int ck_recorded;            /* checkpoint events sent */
     bool out_skip, err_skip;    /* discarding the rest of an over-long line */
     struct event *timeout_ev;
     struct event *kill_ev;
@@ -111,7 +125,24 @@ void wk_child_signal(struct wk_job *job, int sig);
 /* SIGTERM now, SIGKILL after kill_grace_s; the first reason sticks. */
 void wk_child_terminate(struct wk_job *job, enum wk_job_stop reason);
 
+/* ---- job_ckpt.c ------------------------------------------------------------------------- */
+
+/* Starts uploading the next announced checkpoint when none is uploading (a no-op once the
+ * job is lost or stopping). Called after each stdout line. */
+void wk_ckpt_pump(struct wk_job *job);
+/* The checkpoint uploader's exit or EOF came in: once both did, its upload is recorded
+ * (forge.job.checkpoint, reliable) and the next one starts. Idempotent. */
+void wk_ckpt_check(struct wk_job *job);
+/* An upload runs or waits. */
+bool wk_ckpt_busy(const struct wk_job *job);
+/* Drops the waiting ones and SIGKILLs the running one (nothing is reported for it). */
+void wk_ckpt_kill(struct wk_job *job);
+
 /* ---- job_upload.c ----------------------------------------------------------------------- */
+
+/* In a freshly forked uploader: dies with the agent, default signals, keeps only stdio
+ * and fd (as fd 3). _exit(1) when the agent is already gone. */
+void wk_upload_child_init(int fd, pid_t parent);
 
 /* The handler exited 0: checks the announced artifacts and forks the uploader; the job
  * finishes (wk_report_finish) once it is done, or at once when there is nothing to upload

@@ -10,13 +10,15 @@
  *       notes  --> STAGED: the GPU meter starts (the child's clock) | FAILED | EXEC errno
  *   wk_child_terminate --> SIGTERM --> kill_grace_s --> SIGKILL (also while fetching)
  *   SIGCHLD --> waitpid --> exited; once stdout, stderr and the notes hit EOF (or 2 s
- *       passed) --> exit 0: wk_upload_start (job_upload.c); else wk_report_finish
+ *       passed) and the checkpoints it announced are recorded (job_ckpt.c) --> exit 0:
+ *       wk_upload_start (job_upload.c); else wk_report_finish
  *
  * Without inputs only async-signal-safe calls happen between fork and exec (librdkafka
- * has threads). With inputs the child runs libcurl before exec: it touches nothing of the
- * loop's or librdkafka's, and glibc keeps malloc and stdio usable after fork; its signal
- * handlers are reset first, so a cancel or timeout ends a download at once.
- * This file sits below job.c and above job_upload.c, job_report.c and job_set.c.
+ * has threads). With inputs (or a checkpoint to resume from: the dispatch's "resume",
+ * fetched into <job dir>/resume, NF_RESUME_DIR) the child runs libcurl before exec: it touches
+ * nothing of the loop's or librdkafka's, and glibc keeps malloc and stdio usable after fork; its
+ * signal handlers are reset first, so a cancel or timeout ends a download at once. This file sits
+ * below job.c and above job_upload.c, job_report.c and job_set.c.
  */
 #define _GNU_SOURCE /* pipe2, close_range */
 #include <errno.h>
@@ -77,9 +79,10 @@ static void stderr_line(struct wk_job *job, const char *line, size_t len)
 
 static void one_line(struct wk_job *job, bool is_stdout, const char *line, size_t len)
 {
-    if (is_stdout)
+    if (is_stdout) {
         wk_report_stdout_line(job, line, len);
-    else
+        wk_ckpt_pump(job); /* a checkpoint it announced is uploaded at once */
+    } else
         stderr_line(job, line, len);
 }
 
@@ -120,6 +123,7 @@ static void read_lines(struct wk_job *job, struct bufferevent *bev, bool is_stdo
  * an exit 0, its artifacts are uploaded first. */
 static void check_done(struct wk_job *job)
 {
+    wk_ckpt_check(job);
     if (job->uploading) {
         wk_upload_check(job);
         return;
@@ -128,6 +132,12 @@ static void check_done(struct wk_job *job)
         return;
     if ((job->out != NULL || job->err != NULL || job->rep != NULL) && !job->eof_waited)
         return;
+    if (wk_ckpt_busy(job)) {
+        /* the checkpoints it announced are recorded first, unless the attempt was stopped */
+        if (job->stop != WK_STOP_NONE || job->lost)
+            wk_ckpt_kill(job);
+        return; /* wk_ckpt_pump activates check_ev once idle */
+    }
     if (job->stop == WK_STOP_NONE && !job->lost && !job->failed && WIFEXITED(job->wstatus) &&
         WEXITSTATUS(job->wstatus) == 0) {
         wk_bev_free(&job->rep);
@@ -289,10 +299,16 @@ void wk_on_sigchld(evutil_socket_t fd, short what, void *arg)
     pid_t pid;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         struct wk_job *job = ctx->jobs;
-        while (job != NULL && job->pid != pid && job->up_pid != pid)
+        while (job != NULL && job->pid != pid && job->up_pid != pid && job->ck_pid != pid)
             job = job->next;
         if (job == NULL)
             continue;
+        if (job->ck_pid == pid) {
+            job->ck_exited = true;
+            job->ck_status = status;
+            event_active(job->check_ev, EV_TIMEOUT, 0); /* next turn: wk_ckpt_check */
+            continue;
+        }
         if (job->up_pid == pid) {
             job->up_exited = true;
             job->up_status = status;
@@ -344,6 +360,8 @@ static char **build_env(const struct wk_job *job)
     env_add(env, &k, "NF_GPU_COUNT=%d", job->gpu_count);
     env_add(env, &k, "NF_JOB_TYPE=%s", job->job_type);
     env_add(env, &k, "NF_ATTEMPT=%lld", job->attempt);
+    if (job->resume.n > 0)
+        env_add(env, &k, "NF_RESUME_DIR=%s/resume", job->root_dir);
     env[k] = NULL;
     return env;
 }
@@ -373,9 +391,38 @@ struct child_args {
     const char *dir;        /* the handler's cwd: out/ */
     const char *inputs_dir; /* where the inputs go */
     const struct wk_inputs *inputs;
+    const char *resume_dir; /* where the resume checkpoint goes */
+    const struct wk_inputs *resume;
     const struct wk_settings *set; /* S3 and the input cap */
     pid_t parent;
 };
+
+/* Child side: the job's newest checkpoint into resume_dir (NF_RESUME_DIR) for a retried
+ * attempt. A failure is not the attempt's: a {"log"} line says so and the handler starts
+ * over. */
+static int fetch_resume(const struct child_args *a)
+{
+    struct wk_stage_err why;
+    char line[700];
+
+    if (mkdir(a->resume_dir, 0700) < 0 && errno != EEXIST)
+        return -1;
+    if (wk_stage_in(&a->set->s3, a->resume, a->resume_dir, a->set->max_input_bytes, -1, &why) < 0) {
+        cJSON *o = nf_json_obj();
+        snprintf(line, sizeof(line),
+                 "the checkpoint to resume from could not be fetched (%s): "
+                 "starting over",
+                 why.message);
+        nf_json_add_str(o, "log", line);
+        char *text = nf_json_print(o);
+        wk_write_all(1, text, strlen(text));
+        wk_write_all(1, "\n", 1);
+        free(text);
+        cJSON_Delete(o);
+        return -1;
+    }
+    return 0;
+}
 
 /* Child side: fetch the inputs (if any), then exec the handler; never returns. */
 static void child_exec(const struct child_args *a)
@@ -417,6 +464,8 @@ static void child_exec(const struct child_args *a)
         send_note(&n);
         _exit(1);
     }
+    if (a->resume->n > 0 && fetch_resume(a) < 0)
+        wk_rmtree(a->resume_dir); /* the handler starts over */
     clock_gettime(CLOCK_REALTIME, &ts);
     n.tag = NOTE_STAGED;
     n.ms = (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
@@ -459,8 +508,9 @@ int wk_child_spawn(struct wk_job *job, const cJSON *doc, const char **why)
         goto close_pipes;
     }
     char *argv[] = {path, NULL};
-    char inputs_dir[PATH_MAX + 16];
+    char inputs_dir[PATH_MAX + 16], resume_dir[PATH_MAX + 16];
     snprintf(inputs_dir, sizeof(inputs_dir), "%s/inputs", job->root_dir);
+    snprintf(resume_dir, sizeof(resume_dir), "%s/resume", job->root_dir);
     char **env = build_env(job);
     struct child_args args = {.path = path,
                               .argv = argv,
@@ -472,6 +522,8 @@ int wk_child_spawn(struct wk_job *job, const cJSON *doc, const char **why)
                               .dir = job->dir,
                               .inputs_dir = inputs_dir,
                               .inputs = &job->inputs,
+                              .resume_dir = resume_dir,
+                              .resume = &job->resume,
                               .set = &ctx->set,
                               .parent = getpid()};
     pid_t pid = fork();

@@ -5,7 +5,8 @@
  *                                             progress_ms; the last value is kept)
  *                               log       --> forge.job.log (WK_MAX_LOG_EVENTS, cut)
  *                               usage     --> token counters
- *                               artifact  --> announced list (checked at the end)
+ *                               artifact  --> announced list (checked at the end);
+ *                                             a checkpoint: job_ckpt.c's queue
  *                               result    --> kept, the last one wins
  *   every usage_window_s --> forge.usage gpu_ms of the closed window
  *   finish --> last progress, final usage (open window, tokens) --> terminal event:
@@ -189,6 +190,20 @@ void wk_report_stdout_line(struct wk_job *job, const char *line, size_t len)
         job->output_tokens = sat_add(job->output_tokens, l.output_tokens);
         break;
     case WK_LINE_ARTIFACT: {
+        if (strcmp(l.art_kind, "checkpoint") == 0) {
+            /* uploaded and recorded during the run (job_ckpt.c), not at the end */
+            if (job->ck_queue == NULL)
+                job->ck_queue = cJSON_CreateArray();
+            if (cJSON_GetArraySize(job->ck_queue) >= MAX_ARTIFACTS) {
+                job->malformed++;
+                break;
+            }
+            cJSON *c = nf_json_obj();
+            nf_json_add_str(c, "path", l.path);
+            nf_json_add_str(c, "kind", l.art_kind);
+            cJSON_AddItemToArray(job->ck_queue, c);
+            break;
+        }
         if (cJSON_GetArraySize(job->artifacts) >= MAX_ARTIFACTS) {
             job->malformed++;
             break;

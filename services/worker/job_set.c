@@ -27,6 +27,7 @@ void wk_job_release(struct wk_job *job)
     wk_bev_free(&job->err);
     wk_bev_free(&job->rep);
     wk_bev_free(&job->up_out);
+    wk_bev_free(&job->ck_out);
     wk_event_free(&job->timeout_ev);
     wk_event_free(&job->kill_ev);
     wk_event_free(&job->window_ev);
@@ -73,6 +74,10 @@ void wk_job_destroy(struct wk_job *job)
     wk_job_release(job);
     wk_job_dir_done(job);
     wk_inputs_free(&job->inputs);
+    wk_inputs_free(&job->resume);
+    cJSON_Delete(job->ck_queue);
+    cJSON_Delete(job->ck_item);
+    free(job->ck_line);
     cJSON_Delete(job->plan);
     cJSON_Delete(job->records);
     free(job->up_lines);

@@ -37,13 +37,10 @@
 
 #define MAX_RESULT_BYTES ((size_t)1024 * 1024) /* the uploader's lines, at most */
 
-/* The uploader process: never returns. */
-static void uploader(struct wk_job *job, int fd, pid_t parent)
+void wk_upload_child_init(int fd, pid_t parent)
 {
     struct sigaction dfl;
     sigset_t none;
-    char line[640], err[512], sha[NF_SHA256_HEX_LEN + 1];
-    int i = 0;
 
     prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (getppid() != parent)
@@ -63,6 +60,15 @@ static void uploader(struct wk_job *job, int fd, pid_t parent)
     if (close_range(4, ~0U, 0) < 0)
         for (int k = 4; k < 65536; k++)
             close(k);
+}
+
+/* The uploader process: never returns. */
+static void uploader(struct wk_job *job, int fd, pid_t parent)
+{
+    char line[640], err[512], sha[NF_SHA256_HEX_LEN + 1];
+    int i = 0;
+
+    wk_upload_child_init(fd, parent);
     const cJSON *item = NULL;
     cJSON_ArrayForEach(item, job->plan)
     {

@@ -25,8 +25,11 @@
  *                 messages go to POST /api/workers/events|usage, which check the lease
  *   job_report.c  stdout lines -> proto.c; progress, logs, usage windows, terminal event
  *   job_upload.c  after exit 0: a forked uploader puts the artifacts in the store
- *   job_child.c   fork; the child fetches the inputs, then execs the handler; stdin = job
- *                 JSON, stdout/stderr lines, signals, SIGCHLD
+ *   job_ckpt.c    while the handler runs: checkpoints uploaded and recorded at once
+ *                 (forge.job.checkpoint), so a retry can resume from them
+ *   job_child.c   fork; the child fetches the inputs (and a retry's checkpoint into
+ *                 NF_RESUME_DIR), then execs the handler; stdin = job JSON,
+ *                 stdout/stderr lines, signals, SIGCHLD
  *   job.c         job lifecycle: start, cancel, lease lost, drain deadline, teardown
  *   api.c         register (retry with backoff) --> poll next_job --> wk_job_start;
  *                 heartbeat every heartbeat_interval_s (leases + progress; cancelled and
@@ -224,6 +227,12 @@ bool wk_tenant_key_valid(const char *key, const char *user_id);
  */
 int wk_inputs_parse(const cJSON *doc, struct wk_inputs *out, char *err, size_t errlen);
 void wk_inputs_free(struct wk_inputs *in);
+/*
+ * The dispatch's "resume" (absent or null: none; else {object_key, name, uri, bytes,
+ * artifact_id, ...}: the job's newest checkpoint, for a retried attempt) as one input
+ * whose param is "checkpoint", checked like an input entry. -1 with err; out untouched.
+ */
+int wk_resume_parse(const cJSON *doc, struct wk_inputs *out, char *err, size_t errlen);
 /* <inputs_dir>/<param>/<name>; -1 when it does not fit. */
 int wk_input_path(const char *inputs_dir, const struct wk_input *in, char *out, size_t len);
 /* A copy of doc whose "inputs" is {"<param>": "<inputs_dir>/<param>/<name>"} (always an

@@ -223,8 +223,49 @@ static void test_parse_refused(void **state)
     cJSON_Delete(doc);
 }
 
+/* The dispatch's "resume": none, one checkpoint (an input named "checkpoint"), or refused
+ * (another tenant's key, a path for a name, not an object) with out untouched. */
+static void test_resume(void **state)
+{
+    struct wk_inputs in = {0};
+    char err[256];
+    cJSON *doc = cJSON_Parse("{\"user_id\":\"usr_a\"}");
+    assert_int_equal(wk_resume_parse(doc, &in, err, sizeof(err)), 0);
+    assert_int_equal(in.n, 0);
+    cJSON_Delete(doc);
+    doc = cJSON_Parse("{\"user_id\":\"usr_a\",\"resume\":{\"artifact_id\":\"art_1\","
+                      "\"name\":\"checkpoint-epoch-2.tar\",\"bytes\":10,\"param\":\"x\","
+                      "\"object_key\":\"tenants/usr_a/jobs/job_1/1/checkpoint-epoch-2.tar\","
+                      "\"uri\":\"artifact://art_1\"}}");
+    assert_int_equal(wk_resume_parse(doc, &in, err, sizeof(err)), 0);
+    assert_int_equal(in.n, 1);
+    assert_string_equal(in.v[0].param, "checkpoint");
+    assert_string_equal(in.v[0].name, "checkpoint-epoch-2.tar");
+    assert_string_equal(in.v[0].object_key, "tenants/usr_a/jobs/job_1/1/checkpoint-epoch-2.tar");
+    assert_int_equal(in.v[0].bytes, 10);
+    wk_inputs_free(&in);
+    cJSON_Delete(doc);
+    static const char *const bad[] = {
+        "{\"user_id\":\"usr_a\",\"resume\":{\"name\":\"c.tar\","
+        "\"object_key\":\"tenants/usr_b/jobs/j/1/c.tar\"}}",
+        "{\"user_id\":\"usr_a\",\"resume\":{\"name\":\"../c.tar\","
+        "\"object_key\":\"tenants/usr_a/jobs/j/1/c.tar\"}}",
+        "{\"user_id\":\"usr_a\",\"resume\":\"tenants/usr_a/x\"}",
+        "{\"user_id\":\"../x\",\"resume\":{\"name\":\"c.tar\",\"object_key\":\"tenants/x\"}}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        in.n = -7;
+        doc = cJSON_Parse(bad[i]);
+        assert_non_null(doc);
+        assert_int_equal(wk_resume_parse(doc, &in, err, sizeof(err)), -1);
+        assert_int_equal(in.n, -7);
+        cJSON_Delete(doc);
+    }
+}
+
 int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
-    return NF_TEST_RUN(NULL, NULL, test_names, test_keys, test_parse, test_parse_refused);
+    return NF_TEST_RUN(NULL, NULL, test_names, test_keys, test_parse, test_parse_refused,
+                       test_resume);
 }

@@ -494,6 +494,130 @@ static void test_outputs(void **state)
     assert_false(dir_exists(bad));
 }
 
+/* Starts a train job for usr_1, attempt 2, with extra top-level fields (",\"k\":v..."). */
+static void start_with(const char *extra, char id[NF_ID_MAX])
+{
+    uint8_t rnd[10] = {0};
+    char text[4096];
+    rnd[9] = (uint8_t)++n_job;
+    nf_id_new_at("job", 1700000000000ULL + (uint64_t)n_job, rnd, id, NF_ID_MAX);
+    snprintf(text, sizeof(text),
+             "{\"job_id\":\"%s\",\"user_id\":\"usr_1\",\"job_type\":\"train\",\"attempt\":2,"
+             "\"params\":{}%s}",
+             id, extra);
+    cJSON *job = cJSON_Parse(text);
+    assert_non_null(job);
+    wk_job_start(ctx, job, "lse_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M");
+    cJSON_Delete(job);
+}
+
+static int index_of(const char *type, const char *job_id, int from)
+{
+    for (int i = from; i < nsent; i++) {
+        const char *t = NULL, *subject = NULL, *msg = NULL;
+        const cJSON *data = nf_event_data(sent[i], &t, &subject, &msg);
+        if (data && strcmp(t, type) == 0 && strcmp(nf_json_str(data, "job_id"), job_id) == 0)
+            return i;
+    }
+    return -1;
+}
+
+/* Checkpoints are uploaded and recorded while the handler runs, before its terminal
+ * event, whether it then succeeds or fails; they never join the final upload. */
+static void test_checkpoints_recorded_during_the_run(void **state)
+{
+    char ok[NF_ID_MAX], bad[NF_ID_MAX], key[256], path[2 * PATH_MAX];
+    script("train", "printf one > checkpoint-epoch-1.tar\n"
+                    "echo '{\"artifact\":{\"path\":\"checkpoint-epoch-1.tar\","
+                    "\"kind\":\"checkpoint\"}}'\n"
+                    "sleep 0.5\n"
+                    "printf two > checkpoint-epoch-2.tar\n"
+                    "echo '{\"artifact\":{\"path\":\"checkpoint-epoch-2.tar\","
+                    "\"kind\":\"checkpoint\"}}'\n"
+                    "echo '{\"artifact\":{\"path\":\"../nope\",\"kind\":\"checkpoint\"}}'\n"
+                    "printf m > model.tar\n"
+                    "echo '{\"artifact\":{\"path\":\"model.tar\",\"kind\":\"model\"}}'\n"
+                    "echo '{\"result\":{}}'\n"
+                    "[ -e fail ] && exit 3; exit 0");
+    start_with("", ok);
+    assert_true(run_until_idle(10000));
+    int first = index_of("forge.job.checkpoint", ok, 0);
+    assert_true(first >= 0);
+    int second = index_of("forge.job.checkpoint", ok, first + 1);
+    assert_true(second > first);
+    assert_int_equal(index_of("forge.job.checkpoint", ok, second + 1), -1); /* ../nope */
+    int done = index_of("forge.job.succeeded", ok, 0);
+    assert_true(done > second);
+    const cJSON *data = cJSON_GetObjectItem(sent[first], "data");
+    assert_string_equal(nf_json_str(data, "status"), "running");
+    assert_int_equal(nf_json_int(data, "attempt", 0), 2);
+    const cJSON *a = cJSON_GetArrayItem(cJSON_GetObjectItem(data, "artifacts"), 0);
+    snprintf(key, sizeof(key), "tenants/usr_1/jobs/%s/2/checkpoint-epoch-1.tar", ok);
+    assert_string_equal(nf_json_str(a, "object_key"), key);
+    assert_string_equal(nf_json_str(a, "kind"), "checkpoint");
+    assert_string_equal(nf_json_str(a, "name"), "checkpoint-epoch-1.tar");
+    assert_int_equal(nf_json_int(a, "bytes", -1), 3);
+    snprintf(path, sizeof(path), "%s/%s", store, key);
+    assert_int_equal(file_size(path), 3);
+    const cJSON *arts = cJSON_GetObjectItem(cJSON_GetObjectItem(sent[done], "data"), "artifacts");
+    assert_int_equal(cJSON_GetArraySize(arts), 1); /* model.tar only */
+    assert_string_equal(nf_json_str(cJSON_GetArrayItem(arts, 0), "kind"), "model");
+    assert_false(dir_exists(ok));
+
+    /* a failing attempt: the checkpoint it announced last is still recorded first */
+    script("train", "printf one > checkpoint-epoch-1.tar\n"
+                    "echo '{\"artifact\":{\"path\":\"checkpoint-epoch-1.tar\","
+                    "\"kind\":\"checkpoint\"}}'\n"
+                    "exit 75");
+    start_with("", bad);
+    assert_true(run_until_idle(10000));
+    first = index_of("forge.job.checkpoint", bad, 0);
+    assert_true(first >= 0);
+    assert_true(index_of("forge.job.failed", bad, 0) > first);
+    assert_string_equal(nf_json_str(error_of(bad), "class"), "infra");
+}
+
+/* A retried attempt's dispatch names the job's newest checkpoint: fetched into
+ * resume/checkpoint/<name> before exec, NF_RESUME_DIR names resume/; a checkpoint that
+ * cannot be fetched is logged and the handler starts over (no NF_RESUME_DIR content). */
+static void test_resume_checkpoint_fetched(void **state)
+{
+    char id[NF_ID_MAX], gone[NF_ID_MAX], extra[512];
+    put("tenants/usr_1/jobs/job_prev/1/checkpoint-epoch-3.tar", "state3");
+    script("train", "echo \"$NF_RESUME_DIR\" > \"$WK_SPY/$NF_JOB_ID.env\"\n"
+                    "cat \"$NF_RESUME_DIR/checkpoint/checkpoint-epoch-3.tar\" "
+                    "> \"$WK_SPY/$NF_JOB_ID.data\" 2>/dev/null\n"
+                    "echo '{\"result\":{}}'");
+    snprintf(extra, sizeof(extra),
+             ",\"resume\":{\"artifact_id\":\"art_1\",\"uri\":\"artifact://art_1\","
+             "\"name\":\"checkpoint-epoch-3.tar\",\"bytes\":6,"
+             "\"object_key\":\"tenants/usr_1/jobs/job_prev/1/checkpoint-epoch-3.tar\"}");
+    start_with(extra, id);
+    snprintf(extra, sizeof(extra),
+             ",\"resume\":{\"name\":\"checkpoint-epoch-3.tar\","
+             "\"object_key\":\"tenants/usr_1/jobs/job_prev/1/gone.tar\"}");
+    start_with(extra, gone);
+    assert_true(run_until_idle(10000));
+    assert_non_null(event("forge.job.succeeded", id));
+    char *data = spy_text(id, "data"), *env = spy_text(id, "env");
+    assert_string_equal(data, "state3");
+    assert_non_null(strstr(env, "/resume"));
+    free(data);
+    free(env);
+    assert_non_null(event("forge.job.succeeded", gone));
+    data = spy_text(gone, "data");
+    assert_string_equal(data, "");
+    free(data);
+    bool logged = false;
+    for (int i = 0; i < nsent; i++) {
+        const cJSON *d = cJSON_GetObjectItem(sent[i], "data");
+        const char *m = nf_json_str(d, "message");
+        if (strcmp(nf_json_str(d, "job_id"), gone) == 0 && m && strstr(m, "starting over"))
+            logged = true;
+    }
+    assert_true(logged);
+}
+
 /* A deploy job's directory stays while its endpoint runs, and goes once it stopped. */
 static void test_deploy_dir_kept(void **state)
 {
@@ -570,6 +694,7 @@ int main(void)
     nf_log_init("test", getenv("DBG") ? NF_LOG_DEBUG : NF_LOG_ERROR);
     signal(SIGPIPE, SIG_IGN);
     return NF_TEST_RUN(setup, teardown, test_inputs_fetched, test_input_failures,
-                       test_cancel_while_fetching, test_outputs, test_deploy_dir_kept,
-                       test_real_store);
+                       test_cancel_while_fetching, test_outputs,
+                       test_checkpoints_recorded_during_the_run, test_resume_checkpoint_fetched,
+                       test_deploy_dir_kept, test_real_store);
 }
