@@ -5,7 +5,8 @@
  *       --lane-----> one job's events are applied one at a time, in delivery order
  *       --apply----> ONE statement: lock the row, decide (duplicate / echo / apply /
  *                    record / ignore) from the rule of state.c, UPDATE, INSERT the event
- *                    into job_events and, on success, the artifacts; returns the row
+ *                    into job_events and, on success, the artifacts (a checkpoint
+ *                    event: its checkpoint artifact, whatever the state); returns the row
  *       --snapshot-> job:<id> (when the row changed)
  *       --follow---> retrying event | dead_lettered event + forge.jobs.dlq
  *       --done-----> nf_kafka_msg_done
@@ -112,6 +113,21 @@ const char sched_events_sql[] =
     " WHERE u.status = 'succeeded'"
     " ON CONFLICT (artifact_id) DO NOTHING"
     " RETURNING artifact_id, name, kind, uri, bytes, sha256, object_key"
+    "), ckp AS ("
+    /* forge.job.checkpoint: its checkpoint artifacts are registered at once, whatever
+     * the job's state, so a retry resumes from them even after this attempt died; only
+     * under the job's own output prefix, as above */
+    " INSERT INTO sched.artifacts (artifact_id, job_id, user_id, name, kind, uri, bytes,"
+    "  sha256, object_key)"
+    " SELECT a->>'artifact_id', c.job_id, c.user_id, a->>'name', 'checkpoint', a->>'uri',"
+    "  (a->>'bytes')::bigint, a->>'sha256', a->>'object_key'"
+    " FROM cur c CROSS JOIN dec d"
+    " CROSS JOIN jsonb_array_elements(coalesce($18::jsonb, '[]'::jsonb)) a"
+    " WHERE $3 = 'checkpoint' AND d.outcome = 'record' AND a->>'kind' = 'checkpoint'"
+    "  AND starts_with(a->>'object_key', 'tenants/' || c.user_id || '/jobs/' ||"
+    "   c.job_id || '/') AND position('/../' IN a->>'object_key') = 0"
+    " ON CONFLICT (artifact_id) DO NOTHING"
+    " RETURNING artifact_id"
     "), mdl AS ("
     /* a succeeded train registers its model artifact in the caller's catalogue under
      * params.output_model, by default <base>-ft-<job id's last 6>; a name taken meanwhile
@@ -214,7 +230,7 @@ int sched_events_params(const struct sched_event *ev, int retry_cap_s,
         snprintf(b->failure, sizeof(b->failure), "%s",
                  sched_fail_class_retryable(ev->cls) ? "retryable" : "final");
     b->data = nf_json_print(ev->data);
-    if (ev->type == SCHED_EV_SUCCEEDED) {
+    if (ev->type == SCHED_EV_SUCCEEDED || ev->type == SCHED_EV_CHECKPOINT) {
         if (nf_id_new("mdl", b->model_id, sizeof(b->model_id)) < 0)
             return -1;
         if (ev->result)

@@ -334,6 +334,7 @@ void sched_job_from_row(const PGresult *res, int row, struct sched_job *job)
     job->started_at = nf_pg_val(res, row, "started_at");
     job->finished_at = nf_pg_val(res, row, "finished_at");
     job->artifacts = nf_pg_val(res, row, "artifacts");
+    job->resume = nf_pg_val(res, row, "resume");
 }
 
 static void add_item(cJSON *o, const char *key, cJSON *item)
@@ -445,6 +446,9 @@ cJSON *sched_dispatch_data(const struct sched_job *job)
     add_json_text(o, "models", job->models ? job->models : "{}");
     nf_json_add_str(o, "created_at", job->created_at);
     add_int_text(o, "attempt", job->attempt);
+    /* additive: the job's newest checkpoint, which the worker fetches into NF_RESUME_DIR */
+    if (job->resume && job->resume[0])
+        add_json_text(o, "resume", job->resume);
     return o;
 }
 

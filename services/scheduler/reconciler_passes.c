@@ -41,7 +41,7 @@
 
 /* clang-format off */
 const char sched_retry_due_sql[] =
-    "SELECT " SCHED_JOB_COLS("j.")
+    "SELECT " SCHED_JOB_COLS("j.") ", " SCHED_RESUME_OF("j.job_id")
     " FROM sched.jobs j"
     " WHERE j.status = 'queued' AND j.next_attempt_at <= now()"
     " ORDER BY j.next_attempt_at LIMIT $1::int";
@@ -55,7 +55,7 @@ const char sched_retry_clear_sql[] =
 
 /* $1 stuck_s, $2 the last job id of the previous page ("" from the start), $3 limit */
 const char sched_stuck_sql[] =
-    "SELECT " SCHED_JOB_COLS("j.") ","
+    "SELECT " SCHED_JOB_COLS("j.") ", " SCHED_RESUME_OF("j.job_id") ","
     " extract(epoch FROM now() - greatest(j.updated_at, coalesce(j.dispatched_at,"
     "  j.updated_at)))::bigint AS age_s"
     " FROM sched.jobs j"
@@ -88,7 +88,8 @@ const char sched_requeue_sql[] =
     "  'status', 'queued')"
     " FROM upd u ON CONFLICT (event_id) DO NOTHING RETURNING 1"
     ")"
-    " SELECT " SCHED_JOB_COLS("j.") ", " SCHED_ARTIFACTS_OF("j.job_id") " FROM upd j";
+    " SELECT " SCHED_JOB_COLS("j.") ", " SCHED_ARTIFACTS_OF("j.job_id") ","
+    "  " SCHED_RESUME_OF("j.job_id") " FROM upd j";
 
 /* $1 grace seconds, $2 limit */
 const char sched_timeout_sql[] =

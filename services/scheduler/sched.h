@@ -119,6 +119,7 @@ enum sched_evtype {
     SCHED_EV_CANCELLED,
     SCHED_EV_RETRYING,
     SCHED_EV_DEAD_LETTERED,
+    SCHED_EV_CHECKPOINT, /* a checkpoint artifact uploaded during the run: recorded always */
     SCHED_NEVTYPE
 };
 
@@ -284,6 +285,7 @@ struct sched_job {
     const char *cost_final; /* "t" / "f" */
     const char *created_at, *updated_at, *started_at, *finished_at;
     const char *artifacts;
+    const char *resume; /* JSON object text: the job's newest checkpoint (NULL: none) */
 };
 
 /* Fills job with pointers into res (valid while res lives). Missing columns -> NULL. */
@@ -347,6 +349,14 @@ void sched_snap_clear(struct sched_snap *s);
     "json_build_object('artifact_id', " p "artifact_id, 'name', " p "name, "               \
     "'kind', " p "kind, 'uri', " p "uri, 'bytes', " p "bytes, 'sha256', " p "sha256, "    \
     "'object_key', " p "object_key)"
+/* The column `resume`: the newest live checkpoint artifact of job id j (an SQL
+ * expression) that has an object key, as a JSON object {artifact_id, name, uri, bytes,
+ * sha256, object_key}, or NULL. A retried attempt's dispatch carries it (DESIGN §15). */
+#define SCHED_RESUME_OF(j)                                                                 \
+    "(SELECT " SCHED_ARTIFACT_JSON("c.") "::text FROM sched.artifacts c"                   \
+    "  WHERE c.job_id = " j " AND c.kind = 'checkpoint' AND c.object_key IS NOT NULL"      \
+    "   AND c.deleted_at IS NULL"                                                          \
+    "  ORDER BY c.created_at DESC, c.artifact_id DESC LIMIT 1) AS resume"
 /* The column `artifacts`: the artifacts of job id j (an SQL expression) as a JSON array. */
 #define SCHED_ARTIFACTS_OF(j)                                                              \
     "(SELECT coalesce(json_agg(x.a ORDER BY x.a->>'artifact_id'), '[]'::json)::text"       \

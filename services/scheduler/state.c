@@ -26,7 +26,7 @@ static const char *const status_names[SCHED_NSTATUS] = {
 
 static const char *const evtype_names[SCHED_NEVTYPE] = {
     "queued", "assigned",         "running",   "progress", "log",           "succeeded",
-    "failed", "cancel_requested", "cancelled", "retrying", "dead_lettered",
+    "failed", "cancel_requested", "cancelled", "retrying", "dead_lettered", "checkpoint",
 };
 
 #define Q SCHED_BIT(SCHED_QUEUED)
@@ -64,6 +64,9 @@ static const struct sched_rule rules[SCHED_NEVTYPE] = {
                                 .echo = D,
                                 .has_to = true,
                                 .to = SCHED_DEAD_LETTERED},
+    /* recorded (and its artifact registered) whatever the job's state: the attempt that
+     * wrote it may have failed or been superseded since */
+    [SCHED_EV_CHECKPOINT] = {.record_any = true},
 };
 
 #undef Q

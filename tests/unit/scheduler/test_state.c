@@ -134,7 +134,7 @@ static void test_table_exhaustive(void **state)
                 if (is_echo((enum sched_status)s, (enum sched_evtype)ev, (enum rel)r)) {
                     if (d.outcome != SCHED_OUT_ECHO)
                         fail_msg("%s: expected echo, got %d", where, d.outcome);
-                } else if (ev == SCHED_EV_LOG) {
+                } else if (ev == SCHED_EV_LOG || ev == SCHED_EV_CHECKPOINT) {
                     if (d.outcome != SCHED_OUT_RECORD)
                         fail_msg("%s: expected record, got %d", where, d.outcome);
                 } else if (d.outcome != SCHED_OUT_IGNORE) {
