@@ -7,7 +7,8 @@
  *         s3://<bucket>/<key>  GET /internal/files?limit=1&s3_uri=<uri> -> the live file of
  *                              that name | none: 422 "no such object s3://b/k"
  *         artifact://<id>      GET /internal/artifacts/<id> -> 200 with an object key
- *                              | 404 / no content: 422
+ *                              | 404 / no content: 422 (from_checkpoint: 422 unless its
+ *                              kind is checkpoint)
  *         <model name>         GET /internal/models/<name> (the caller's models first,
  *                              then the base catalogue) -> 200 own model: models[param] =
  *                              it, then its artifact as artifact:// | 200 base model:
@@ -36,8 +37,9 @@ static const struct {
     const char *name;
     bool model;
 } input_params[] = {
-    {"dataset_uri", false},  {"validation_uri", false}, {"model_id", true},
-    {"teacher_model", true}, {"student_model", true},   {"output_model", true},
+    {"dataset_uri", false},     {"validation_uri", false}, {"model_id", true},
+    {"teacher_model", true},    {"student_model", true},   {"output_model", true},
+    {"from_checkpoint", false}, /* train: artifact:// of a checkpoint (kind checked) */
 };
 #define NPARAMS (sizeof(input_params) / sizeof(input_params[0]))
 
@@ -149,6 +151,17 @@ static void on_record(const struct nf_http_resp *resp, void *arg)
         name = nf_json_str(rec, "filename");
         if (!name)
             name = nf_json_str(rec, "name");
+    }
+    const char *kind = nf_json_str(rec, "kind");
+    if (key && name && strcmp(in->param, "from_checkpoint") == 0 &&
+        (!kind || strcmp(kind, "checkpoint") != 0)) {
+        nf_http_reply_error(op->req, 422, "invalid_params", in->param,
+                            "%s is not a checkpoint (its kind is %s): name a checkpoint "
+                            "artifact of a train job",
+                            in->uri, kind ? kind : "none");
+        cJSON_Delete(doc);
+        finish(op, false);
+        return;
     }
     if (key && name) {
         add_input(op, in, key, gw_input_basename(name), nf_json_int(rec, "bytes", 0));

@@ -105,6 +105,7 @@ static const struct pspec train_params[] = {
     {"merge", NULL, NULL, 0, 0, 0, P_BOOL, false, false},
     {"metric_every", NULL, NULL, 1, 1000000, 0, P_INT, false, false},
     {"output_model", NULL, NULL, 0, 0, 0, P_MNAME, false, false},
+    {"from_checkpoint", NULL, NULL, 0, 0, 0, P_URI, false, false}, /* artifact:// only */
 };
 static const struct pspec evaluate_params[] = {
     {"model_id", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, true, false},
@@ -129,6 +130,11 @@ static int train_check(const cJSON *params, struct nf_json_err *err)
                             "give validation_uri or validation_split, not both");
     if (method && lora && cJSON_IsTrue(lora) != (strcmp(method, "lora") == 0))
         return nf_json_fail(err, "lora", "lora contradicts method (lora is the older spelling)");
+    const char *ckpt = nf_json_str(params, "from_checkpoint");
+    if (ckpt && strncmp(ckpt, "artifact://", 11) != 0)
+        return nf_json_fail(err, "from_checkpoint",
+                            "must be artifact://<id> of a checkpoint artifact of yours "
+                            "(GET /api/jobs/{id}/checkpoints lists a job's)");
     return 0;
 }
 

@@ -57,6 +57,14 @@ static void test_plan(void **state)
     assert_int_equal(in[2].kind, GW_INPUT_NEW_MODEL);
     assert_string_equal(in[2].uri, "mine");
     cJSON_Delete(p);
+    /* a train's from_checkpoint is an artifact input (its kind is checked on resolve) */
+    p = cJSON_Parse("{\"model_id\":\"llama-3-8b\",\"dataset_uri\":\"s3://b/k\","
+                    "\"from_checkpoint\":\"" ART "\"}");
+    assert_int_equal(gw_inputs_plan(p, in, 8), 3);
+    assert_string_equal(in[2].param, "from_checkpoint");
+    assert_int_equal(in[2].kind, GW_INPUT_ARTIFACT);
+    assert_string_equal(in[2].artifact_id, "art_01ARYZ6S41041061050R3GG28A");
+    cJSON_Delete(p);
     p = cJSON_Parse("{\"domain\":\"law\",\"num_samples\":3}");
     assert_int_equal(gw_inputs_plan(p, in, 8), 0);
     cJSON_Delete(p);

@@ -438,6 +438,9 @@ static void test_train(void **state)
         {"{" TRAIN ",\"output_model\":\"My-Model\"}", "output_model"},
         {"{" TRAIN ",\"output_model\":\"a/b\"}", "output_model"},
         {"{" TRAIN ",\"output_model\":7}", "output_model"},
+        {"{" TRAIN ",\"from_checkpoint\":\"s3://b/ckpt.tar\"}", "from_checkpoint"},
+        {"{" TRAIN ",\"from_checkpoint\":\"file:///etc/passwd\"}", "from_checkpoint"},
+        {"{" TRAIN ",\"from_checkpoint\":3}", "from_checkpoint"},
         {"{" TRAIN
          ",\"output_model\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",
          "output_model"}, /* 65 */
