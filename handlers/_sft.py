@@ -366,7 +366,10 @@ def main(job: dict) -> None:
                  "method": P["method"], "job_id": forge.job_id(job)}
         # Announced at once: the agent uploads it while training goes on and records it,
         # so a retry of this attempt resumes from it even if the worker dies meanwhile.
-        forge.artifact(save_checkpoint(out, epoch, model, opt, sched, state), "checkpoint")
+        # epoch and step ride along (additive keys): GET /api/jobs/{id}/checkpoints.
+        ckpt = save_checkpoint(out, epoch, model, opt, sched, state)
+        forge.emit({"artifact": {"path": ckpt, "kind": "checkpoint", "epoch": epoch,
+                                 "step": step}})
 
     # The output model directory, packed as model.tar.
     mdir = tempfile.mkdtemp(prefix=".model-", dir=out)

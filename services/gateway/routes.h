@@ -23,6 +23,8 @@ void gw_jobs_get(struct nf_http_req *req, void *arg);
 void gw_jobs_list(struct nf_http_req *req, void *arg);
 void gw_jobs_cancel(struct nf_http_req *req, void *arg);
 void gw_jobs_events(struct nf_http_req *req, void *arg);
+/* GET /api/jobs/{job_id}/checkpoints (owner only) */
+void gw_jobs_checkpoints(struct nf_http_req *req, void *arg);
 
 /* routes_workers.c: /api/workers/... forwarded to nf-worker-manager as it came;
  * GET /api/workers (the fleet list) after gw_keys_auth, without the user's credentials. */

@@ -24,6 +24,7 @@
  *
  *   GET  /api/jobs/?status=&job_type=&metadata[k]=v&limit=&cursor=
  *   POST /api/jobs/{job_id}/cancel
+ *   GET  /api/jobs/{job_id}/checkpoints -> nf-scheduler (the job's checkpoint artifacts)
  *   GET  /api/jobs/{job_id}/events?limit=&cursor=
  *     auth -> forwarded to nf-scheduler (/internal/jobs..., caller in X-Nf-User-Id, the
  *     client's query string as it came: the scheduler validates it) -> relayed
@@ -487,6 +488,22 @@ static void events_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     to_scheduler(ctx, req, who, "GET", path, true);
 }
 
+/* The job's checkpoint artifacts (epoch, step, attempt, artifact id and uri): owner only. */
+static void checkpoints_authed(struct gw_ctx *ctx, struct nf_http_req *req,
+                               const struct gw_principal *who)
+{
+    const char *job_id = nf_http_req_param(req, "job_id");
+    char path[64 + NF_ID_MAX];
+
+    if (!nf_id_valid("job", job_id)) {
+        not_found(req);
+        return;
+    }
+    snprintf(path, sizeof(path), "/internal/jobs/%s/checkpoints", job_id);
+    to_scheduler(ctx, req, who, "GET", path, false);
+}
+
 GW_ROUTE_AUTHED(gw_jobs_list, list_authed)
+GW_ROUTE_AUTHED(gw_jobs_checkpoints, checkpoints_authed)
 GW_ROUTE_AUTHED(gw_jobs_cancel, cancel_authed)
 GW_ROUTE_AUTHED(gw_jobs_events, events_authed)

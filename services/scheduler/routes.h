@@ -34,6 +34,8 @@ cJSON *sched_http_page(cJSON *data, bool has_more, char kind, const char *last);
 void sched_route_artifacts(struct nf_http_req *req, void *ctx);
 void sched_route_artifact(struct nf_http_req *req, void *ctx);
 void sched_route_artifact_delete(struct nf_http_req *req, void *ctx);
+/* GET /internal/jobs/{job_id}/checkpoints: the job's checkpoint artifacts (owner only) */
+void sched_route_checkpoints(struct nf_http_req *req, void *ctx);
 void sched_route_file_create(struct nf_http_req *req, void *ctx);
 void sched_route_files(struct nf_http_req *req, void *ctx);
 /* routes_models.c: the model catalogue (DESIGN §15): GET /internal/models (the base

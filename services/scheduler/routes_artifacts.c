@@ -13,6 +13,9 @@
  *          -> 409 when another upload to the same s3_uri was recorded at the same moment
  *   GET    /internal/files?purpose=&s3_uri=&limit=&cursor=
  *          -> 200 {data, has_more, next_cursor} (s3_uri: the live file of that name, if any)
+ *   GET    /internal/jobs/{job_id}/checkpoints
+ *          -> 200 {object: "list", data: [{artifact_id, uri, name, bytes, sha256, epoch,
+ *             step, attempt, created_at}]} oldest first | 404 (not the caller's job)
  *
  * A delete only marks the row (deleted_at): storage is metered up to that moment, and the
  * gateway removes the object. A new upload to an s3:// name marks the older file of that
@@ -321,5 +324,71 @@ void sched_route_file_create(struct nf_http_req *req, void *arg)
         return;
     }
     if (nf_pg_query(ctx->pg, file_create_sql, 8, params, on_file_create, req) < 0)
+        sched_http_unavailable(req, "could not queue the query");
+}
+
+/* ---- GET /internal/jobs/{job_id}/checkpoints ---------------------------------------------- */
+
+/* clang-format off */
+/* $1 job id, $2 caller. epoch and step from the forge.job.checkpoint event that recorded
+ * the artifact (else epoch from checkpoint-epoch-<n>.tar), attempt from that event (else
+ * from the object key tenants/<user>/jobs/<job>/<attempt>/...). */
+static const char checkpoints_sql[] =
+    "SELECT (SELECT coalesce(json_agg(json_build_object("
+    "   'artifact_id', a.artifact_id, 'uri', a.uri, 'name', a.name, 'bytes', a.bytes,"
+    "   'sha256', a.sha256,"
+    "   'epoch', coalesce(CASE WHEN jsonb_typeof(e.data->'epoch') = 'number'"
+    "     THEN (e.data->>'epoch')::numeric::bigint END,"
+    "     substring(a.name FROM '^checkpoint-epoch-([0-9]{1,9})\\.tar$')::bigint),"
+    "   'step', CASE WHEN jsonb_typeof(e.data->'step') = 'number'"
+    "     THEN (e.data->>'step')::numeric::bigint END,"
+    "   'attempt', coalesce(e.attempt, CASE WHEN split_part(a.object_key, '/', 5) ~ '^[0-9]{1,9}$'"
+    "     THEN split_part(a.object_key, '/', 5)::int END),"
+    "   'created_at', " SCHED_TS("a.created_at") ")"
+    "   ORDER BY a.created_at, a.artifact_id), '[]'::json)::text"
+    "  FROM sched.artifacts a"
+    "  LEFT JOIN LATERAL (SELECT ev.data, ev.attempt FROM sched.job_events ev"
+    "   WHERE ev.job_id = a.job_id AND ev.type = 'checkpoint'"
+    "    AND ev.data->'artifacts'->0->>'artifact_id' = a.artifact_id LIMIT 1) e ON true"
+    "  WHERE a.job_id = j.job_id AND a.kind = 'checkpoint' AND a.deleted_at IS NULL) AS data"
+    " FROM sched.jobs j WHERE j.job_id = $1 AND j.user_id = $2";
+/* clang-format on */
+
+static void on_checkpoints(const PGresult *res, const char *err, const char *pgcode, void *arg)
+{
+    struct nf_http_req *req = arg;
+    cJSON *body, *data;
+
+    (void)pgcode;
+    if (!res) {
+        sched_http_unavailable(req, err);
+        return;
+    }
+    if (PQntuples(res) < 1) {
+        nf_http_reply_error(req, 404, "not_found", NULL, "job not found");
+        return;
+    }
+    data = cJSON_Parse(nf_pg_val(res, 0, "data") ? nf_pg_val(res, 0, "data") : "[]");
+    body = nf_json_obj();
+    nf_json_add_str(body, "object", "list");
+    cJSON_AddItemToObject(body, "data", data ? data : cJSON_CreateArray());
+    nf_http_reply_json(req, 200, body);
+}
+
+void sched_route_checkpoints(struct nf_http_req *req, void *arg)
+{
+    struct sched_ctx *ctx = arg;
+    const char *params[2], *user = sched_http_caller(req);
+    const char *job_id = nf_http_req_param(req, "job_id");
+
+    if (!user)
+        return;
+    if (!job_id || !nf_id_valid("job", job_id)) {
+        nf_http_reply_error(req, 404, "not_found", NULL, "job not found");
+        return;
+    }
+    params[0] = job_id;
+    params[1] = user;
+    if (nf_pg_query(ctx->pg, checkpoints_sql, 2, params, on_checkpoints, req) < 0)
         sched_http_unavailable(req, "could not queue the query");
 }

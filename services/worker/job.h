@@ -69,11 +69,12 @@ struct wk_job {
     cJSON *plan;                /* wk_artifact_plan: what it uploads */
     cJSON *records;             /* the succeeded event's artifacts, once uploaded */
     /* in-run checkpoint uploads (job_ckpt.c), one at a time */
-    cJSON *ck_queue; /* announced checkpoints [{path, kind}] not yet uploaded */
-    cJSON *ck_item;  /* the plan item being uploaded (NULL: none) */
-    pid_t ck_pid;    /* its uploader (0: none) */
-    bool ck_exited;  /* reaped (SIGCHLD) */
-    bool ck_killed;  /* stopped on purpose: nothing is reported */
+    cJSON *ck_queue;             /* announced checkpoints [{path, kind}] not yet uploaded */
+    cJSON *ck_item;              /* the plan item being uploaded (NULL: none) */
+    long long ck_epoch, ck_step; /* the handler's epoch and step of it (-1: not given) */
+    pid_t ck_pid;                /* its uploader (0: none) */
+    bool ck_exited;              /* reaped (SIGCHLD) */
+    bool ck_killed;              /* stopped on purpose: nothing is reported */
     int ck_status;
     struct bufferevent *ck_out; /* its result line */
     char *ck_line;              /* that line, once the pipe hit EOF */

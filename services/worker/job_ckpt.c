@@ -9,7 +9,8 @@
  *         tenants/<user>/jobs/<job>/<attempt>/<path>) --> fork the uploader
  *         --> wk_stage_out_one --> "ok <bytes> <sha256>" | "err <message>" on a pipe
  *     --> pipe EOF + SIGCHLD (job_child.c) --> wk_ckpt_check: forge.job.checkpoint
- *         {artifacts: [record]} (reliable; the scheduler records it at once) --> next
+ *         {artifacts: [record], epoch, step} (reliable; the scheduler records it at
+ *         once; epoch and step when the handler gave them) --> next
  *
  * One upload at a time, in announce order. A failed upload is logged and skipped: the
  * attempt goes on (a retry then resumes from an older checkpoint, or starts over). The
@@ -74,6 +75,10 @@ static void record(struct wk_job *job, unsigned long long bytes, const char *sha
 
     cJSON_AddItemToArray(arr, rec);
     cJSON_AddItemToObject(data, "artifacts", arr);
+    if (job->ck_epoch >= 0)
+        nf_json_add_int(data, "epoch", job->ck_epoch);
+    if (job->ck_step >= 0)
+        nf_json_add_int(data, "step", job->ck_step);
     snprintf(n, sizeof(n), "%llu", bytes);
     nf_log_kv(NF_LOG_INFO, "checkpoint_uploaded", "checkpoint uploaded and recorded", "job_id",
               job->job_id, "path", nf_json_str(job->ck_item, "path"), "bytes", n, NULL);
@@ -189,7 +194,10 @@ void wk_ckpt_pump(struct wk_job *job)
            cJSON_GetArraySize(job->ck_queue) > 0) {
         const char *why = NULL, *bad = NULL;
         cJSON *one = cJSON_CreateArray();
-        cJSON_AddItemToArray(one, cJSON_DetachItemFromArray(job->ck_queue, 0));
+        cJSON *next = cJSON_DetachItemFromArray(job->ck_queue, 0);
+        job->ck_epoch = nf_json_int(next, "epoch", -1);
+        job->ck_step = nf_json_int(next, "step", -1);
+        cJSON_AddItemToArray(one, next);
         snprintf(prefix, sizeof(prefix), "tenants/%s/jobs/%s/%lld/", job->user_id, job->job_id,
                  job->attempt);
         cJSON *plan = wk_artifact_plan(job->dir, one, prefix, &why, &bad);

@@ -201,6 +201,13 @@ void wk_report_stdout_line(struct wk_job *job, const char *line, size_t len)
             cJSON *c = nf_json_obj();
             nf_json_add_str(c, "path", l.path);
             nf_json_add_str(c, "kind", l.art_kind);
+            /* the handler's epoch and step of it, when given: they go into the event */
+            const cJSON *a = cJSON_GetObjectItemCaseSensitive(l.doc, "artifact");
+            long long epoch = nf_json_int(a, "epoch", -1), step = nf_json_int(a, "step", -1);
+            if (epoch >= 0)
+                nf_json_add_int(c, "epoch", epoch);
+            if (step >= 0)
+                nf_json_add_int(c, "step", step);
             cJSON_AddItemToArray(job->ck_queue, c);
             break;
         }

@@ -14,7 +14,7 @@ import re
 import time
 import urllib.parse
 import uuid
-from typing import (Any, Callable, Dict, Iterator, Literal, Mapping, Optional, Sequence,
+from typing import (Any, Callable, Dict, Iterator, List, Literal, Mapping, Optional, Sequence,
                     Union, overload)
 
 from . import _files, errors
@@ -255,6 +255,14 @@ class NexaForgeClient:
     def get_job(self, job_id: JobRef) -> Job:
         """The job (a dict with every field of the Job schema)."""
         return self._get(f"/api/jobs/{_seg(_job_id(job_id))}")
+
+    def list_checkpoints(self, job_id: JobRef) -> List[Dict[str, Any]]:
+        """A train job's checkpoints, oldest first: ``[{artifact_id, uri, name, bytes,
+        sha256, epoch, step, attempt, created_at}]``, each recorded as soon as the worker
+        uploaded it. Pass a ``uri`` as ``from_checkpoint`` to a new train to continue from
+        it (the new job then trains its own ``epochs`` from that state); a retried attempt
+        of the job resumes from the newest by itself."""
+        return self._get(f"/api/jobs/{_seg(_job_id(job_id))}/checkpoints")["data"]
 
     def list_jobs(self, *, status: Names = None, job_type: Names = None,
                   metadata: Optional[Mapping[str, str]] = None, limit: Optional[int] = None,

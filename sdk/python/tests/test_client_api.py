@@ -86,6 +86,14 @@ def test_get_job_accepts_an_id_or_a_job(api, client):
     assert client.get_job({"job_id": JID})["status"] == "running"
 
 
+def test_list_checkpoints_returns_the_jobs_checkpoints(api, client):
+    ck = {"artifact_id": "art_1", "uri": "artifact://art_1", "name": "checkpoint-epoch-1.tar",
+          "bytes": 10, "sha256": None, "epoch": 1, "step": 70, "attempt": 1,
+          "created_at": "2026-12-07T21:00:00.000Z"}
+    api.on("GET", f"/api/jobs/{JID}/checkpoints", Reply(200, {"object": "list", "data": [ck]}))
+    assert client.list_checkpoints({"job_id": JID}) == [ck]
+
+
 def test_ids_are_percent_encoded_into_one_segment(api, client):
     api.on("GET", "/api/jobs/a%2F..%2Fb", Reply(200, job()))
     client.get_job("a/../b")

@@ -529,7 +529,7 @@ static void test_checkpoints_recorded_during_the_run(void **state)
     char ok[NF_ID_MAX], bad[NF_ID_MAX], key[256], path[2 * PATH_MAX];
     script("train", "printf one > checkpoint-epoch-1.tar\n"
                     "echo '{\"artifact\":{\"path\":\"checkpoint-epoch-1.tar\","
-                    "\"kind\":\"checkpoint\"}}'\n"
+                    "\"kind\":\"checkpoint\",\"epoch\":1,\"step\":70}}'\n"
                     "sleep 0.5\n"
                     "printf two > checkpoint-epoch-2.tar\n"
                     "echo '{\"artifact\":{\"path\":\"checkpoint-epoch-2.tar\","
@@ -551,6 +551,9 @@ static void test_checkpoints_recorded_during_the_run(void **state)
     const cJSON *data = cJSON_GetObjectItem(sent[first], "data");
     assert_string_equal(nf_json_str(data, "status"), "running");
     assert_int_equal(nf_json_int(data, "attempt", 0), 2);
+    assert_int_equal(nf_json_int(data, "epoch", -1), 1);
+    assert_int_equal(nf_json_int(data, "step", -1), 70);
+    assert_null(cJSON_GetObjectItem(cJSON_GetObjectItem(sent[second], "data"), "epoch"));
     const cJSON *a = cJSON_GetArrayItem(cJSON_GetObjectItem(data, "artifacts"), 0);
     snprintf(key, sizeof(key), "tenants/usr_1/jobs/%s/2/checkpoint-epoch-1.tar", ok);
     assert_string_equal(nf_json_str(a, "object_key"), key);
