@@ -298,6 +298,7 @@ def main(job: dict) -> None:
         start_epoch, step = state["epoch"] + 1, state["step"]
         history, valid_before = state["history"], state.get("valid_loss_before")
         processed = state["tokens_processed"]
+        continued = state.get("from_checkpoint")  # a retry of a from_checkpoint job
         forge.log(f"resumed from the checkpoint of epoch {state['epoch']} (step {step}); "
                   f"the first step is {step + 1}")
     elif cont is not None:
@@ -363,7 +364,8 @@ def main(job: dict) -> None:
                   + f" step={step}")
         state = {"epoch": epoch, "step": step, "history": history, "tokens_processed":
                  processed, "valid_loss_before": valid_before, "model_id": name,
-                 "method": P["method"], "job_id": forge.job_id(job)}
+                 "method": P["method"], "job_id": forge.job_id(job),
+                 "from_checkpoint": continued}
         # Announced at once: the agent uploads it while training goes on and records it,
         # so a retry of this attempt resumes from it even if the worker dies meanwhile.
         # epoch and step ride along (additive keys): GET /api/jobs/{id}/checkpoints.
