@@ -442,6 +442,12 @@ static void test_request_inputs(void **state)
     cJSON_AddItemToObject(d, "inputs", in);
     assert_int_equal(sched_request_parse(d, JOB, &r, &err), 0);
     assert_ptr_equal(r.inputs, in);
+    /* a train's from_checkpoint: a checkpoint artifact of an earlier job of the user */
+    in = cJSON_Parse("[{\"param\":\"from_checkpoint\",\"uri\":\"artifact://art_1\","
+                     "\"object_key\":\"tenants/usr_1/jobs/job_1/1/checkpoint-epoch-1.tar\","
+                     "\"name\":\"checkpoint-epoch-1.tar\",\"bytes\":12}]");
+    cJSON_ReplaceItemInObject(d, "inputs", in);
+    assert_int_equal(sched_request_parse(d, JOB, &r, &err), 0);
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         cJSON_ReplaceItemInObject(d, "inputs", cJSON_Parse(bad[i]));
         assert_int_equal(sched_request_parse(d, JOB, &r, &err), -1);
