@@ -292,6 +292,86 @@ static void test_succeeded_artifacts(void **state)
     cJSON_Delete(ev);
 }
 
+/* A checkpoint event registers its checkpoint whatever the job's state (even after the
+ * attempt failed), only kind checkpoint under the job's own prefix; a retry's dispatch
+ * then names the newest (SCHED_RESUME_OF). */
+static void apply_checkpoint(const char *job, int attempt, const char *art, const char *name,
+                             const char *kind, const char *key_job, const char *outcome)
+{
+    char extra[1024], ev_id[80];
+    cJSON *ev;
+    PGresult *res;
+
+    snprintf(extra, sizeof(extra),
+             ",\"status\":\"running\",\"epoch\":1,\"step\":5,\"artifacts\":[{\"artifact_id\":"
+             "\"%s\",\"name\":\"%s\",\"kind\":\"%s\",\"uri\":\"artifact://%s\",\"bytes\":7,"
+             "\"object_key\":\"tenants/usr_it/jobs/%s/%d/%s\"}]",
+             art, name, kind, art, key_job, attempt, name);
+    snprintf(ev_id, sizeof(ev_id), "evt_it_ck_%s", art + 4);
+    ev = envelope(ev_id, "checkpoint", job, attempt, extra);
+    res = apply(ev);
+    assert_string_equal(val(res, "outcome"), outcome);
+    PQclear(res);
+    cJSON_Delete(ev);
+}
+
+static void test_checkpoints_recorded_and_resumed(void **state)
+{
+    char job[NF_ID_MAX], other[NF_ID_MAX], a1[NF_ID_MAX], a2[NF_ID_MAX], a3[NF_ID_MAX],
+        a4[NF_ID_MAX], ev_id[80];
+    const char *p[1];
+    PGresult *res;
+    cJSON *ev;
+    char *n;
+
+    nf_test_skip_unless(conn != NULL);
+    new_job("running", 1, 3, job, sizeof(job));
+    new_job("running", 1, 3, other, sizeof(other));
+    nf_id_new("art", a1, sizeof(a1));
+    apply_checkpoint(job, 1, a1, "checkpoint-epoch-1.tar", "checkpoint", job, "record");
+    /* the attempt is lost: the job goes back to queued as attempt 2 */
+    snprintf(ev_id, sizeof(ev_id), "evt_it_lost_%s", job + 4);
+    ev = envelope(ev_id, "failed", job, 1,
+                  ",\"error\":{\"code\":\"lost\",\"message\":\"m\",\"class\":\"worker_lost\"}");
+    res = apply(ev);
+    assert_string_equal(val(res, "status"), "queued");
+    assert_string_equal(val(res, "attempt"), "2");
+    PQclear(res);
+    cJSON_Delete(ev);
+    /* a late checkpoint of the lost attempt still counts; others never do */
+    nf_id_new("art", a2, sizeof(a2));
+    apply_checkpoint(job, 1, a2, "checkpoint-epoch-2.tar", "checkpoint", job, "record");
+    nf_id_new("art", a3, sizeof(a3));
+    apply_checkpoint(job, 1, a3, "model.tar", "model", job, "record");
+    nf_id_new("art", a4, sizeof(a4));
+    apply_checkpoint(job, 1, a4, "checkpoint-epoch-3.tar", "checkpoint", other, "record");
+    p[0] = job;
+    n = nf_test_pg_one(conn,
+                       "SELECT string_agg(name, ',' ORDER BY name) FROM sched.artifacts"
+                       " WHERE job_id = $1 AND kind = 'checkpoint'",
+                       1, p);
+    assert_string_equal(n, "checkpoint-epoch-1.tar,checkpoint-epoch-2.tar");
+    free(n);
+    res = nf_test_pg_run(conn,
+                         "SELECT " SCHED_RESUME_OF("j.job_id") " FROM sched.jobs j"
+                                                               " WHERE j.job_id = $1",
+                         1, p);
+    cJSON *resume = cJSON_Parse(val(res, "resume"));
+    assert_non_null(resume);
+    assert_string_equal(nf_json_str(resume, "artifact_id"), a2);
+    assert_string_equal(nf_json_str(resume, "name"), "checkpoint-epoch-2.tar");
+    cJSON_Delete(resume);
+    /* the dispatch of a row with that column carries it */
+    struct sched_job row;
+    sched_job_from_row(res, 0, &row);
+    row.job_id = job;
+    row.user_id = "usr_it";
+    cJSON *d = sched_dispatch_data(&row);
+    assert_string_equal(nf_json_str(cJSON_GetObjectItem(d, "resume"), "artifact_id"), a2);
+    cJSON_Delete(d);
+    PQclear(res);
+}
+
 static void test_progress_and_worker(void **state)
 {
     char job[NF_ID_MAX], id1[80], id2[80];
@@ -440,6 +520,7 @@ static void test_train_registers_its_model(void **state)
 int main(void)
 {
     return NF_TEST_RUN_GROUP(setup, teardown, test_sql_matches_reference, test_unknown_job,
-                             test_succeeded_artifacts, test_progress_and_worker,
-                             test_requested_insert_idempotent, test_train_registers_its_model);
+                             test_checkpoints_recorded_and_resumed, test_succeeded_artifacts,
+                             test_progress_and_worker, test_requested_insert_idempotent,
+                             test_train_registers_its_model);
 }
