@@ -185,7 +185,9 @@ def test_killed_worker_retry_resumes_from_the_last_checkpoint(api, dataset, flee
 def test_checkpoints_of_another_account_are_not_found(api, other_user_key, seeded_object):
     job_id = submit(api, {"model_id": "tiny-bigram", "dataset_uri": "s3://b/k", "epochs": 1})
     path = f"/api/jobs/{job_id}/checkpoints"
-    assert api.call("GET", path, "/api/jobs/{job_id}/checkpoints").status_code == 200
+    # 200 (an empty list) once the scheduler recorded the job, milliseconds after the 202
+    wait(lambda: api.call("GET", path, "/api/jobs/{job_id}/checkpoints").status_code == 200,
+         10, "the job to be recorded")
     assert api.call("GET", path, "/api/jobs/{job_id}/checkpoints",
                     key=other_user_key).status_code == 404
 
