@@ -21,6 +21,7 @@ const EVENT_TYPES = [
   'cancelled',
   'retrying',
   'dead_lettered',
+  'checkpoint', // train: an epoch's checkpoint was stored (its artifact is in data.artifacts)
 ].map((t) => `forge.job.${t}`);
 
 export function useJobEvents(jobId: string, onEvent?: (e: JobEvent) => void) {

@@ -872,7 +872,8 @@ def test_deploy_serves_the_model_until_its_worker_goes(tmp_path):
         manifest = json.loads((tmp_path / "out/deployment.json").read_text())
         assert manifest["pid"] == pid == result["pid"] and alive(pid)
         r = requests.post(url + "/completions", json={"prompt": 3}, timeout=5)
-        assert r.status_code == 422
+        assert r.status_code == 400  # OpenAI's shape: {"error": {"message", "type", "param"}}
+        assert r.json()["error"]["param"] == "prompt", r.text
         parent.kill()
         parent.wait(5)
         wait(lambda: not alive(pid), 5, "the endpoint to stop with its worker")
