@@ -272,7 +272,7 @@ struct gw_input {
 };
 /*
  * The inputs among a validated request's params (pure): dataset_uri and validation_uri
- * (s3:// or artifact://); model_id, teacher_model and student_model (artifact:// or a
+ * (s3:// or artifact://); model_id, teacher_model, student_model and compare_to (artifact:// or a
  * model name, GW_INPUT_MODEL); output_model (GW_INPUT_NEW_MODEL). At most max; returns
  * how many.
  */

@@ -9,7 +9,8 @@
  *         artifact://<id>      GET /internal/artifacts/<id> -> 200 with an object key
  *                              | 404 / no content: 422 (from_checkpoint: 422 unless its
  *                              kind is checkpoint)
- *         <model name>         GET /internal/models/<name> (the caller's models first,
+ *         <model name>         (model_id, teacher_model, student_model, compare_to)
+ *                              GET /internal/models/<name> (the caller's models first,
  *                              then the base catalogue) -> 200 own model: models[param] =
  *                              it, then its artifact as artifact:// | 200 base model:
  *                              models[param] = it (no input: the worker finds it by its
@@ -40,6 +41,7 @@ static const struct {
     {"dataset_uri", false},     {"validation_uri", false}, {"model_id", true},
     {"teacher_model", true},    {"student_model", true},   {"output_model", true},
     {"from_checkpoint", false}, /* train: artifact:// of a checkpoint (kind checked) */
+    {"compare_to", true},
 };
 #define NPARAMS (sizeof(input_params) / sizeof(input_params[0]))
 

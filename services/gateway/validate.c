@@ -106,11 +106,13 @@ static const struct pspec train_params[] = {
     {"metric_every", NULL, NULL, 1, 1000000, 0, P_INT, false, false},
     {"output_model", NULL, NULL, 0, 0, 0, P_MNAME, false, false},
     {"from_checkpoint", NULL, NULL, 0, 0, 0, P_URI, false, false}, /* artifact:// only */
+    {"early_stopping_patience", NULL, NULL, 1, 100, 0, P_INT, false, false},
 };
 static const struct pspec evaluate_params[] = {
     {"model_id", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, true, false},
     {"benchmark", benchmarks, NULL, 0, 0, 0, P_ENUM, true, false},
     {"dataset_uri", NULL, NULL, 0, 0, 0, P_URI, false, false},
+    {"compare_to", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, false, false},
 };
 static const struct pspec deploy_params[] = {
     {"model_id", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, true, false},
@@ -118,11 +120,13 @@ static const struct pspec deploy_params[] = {
     {"replicas", NULL, NULL, 1, 64, 1, P_INT, false, true},
 };
 
-/* train: one way to hold out validation data; lora=false and method=lora disagree. */
+/* train: one way to hold out validation data; lora=false and method=lora disagree;
+ * early stopping watches the validation loss, so it needs validation data given. */
 static int train_check(const cJSON *params, struct nf_json_err *err)
 {
     const char *method = nf_json_str(params, "method");
     const cJSON *lora = cJSON_GetObjectItemCaseSensitive(params, "lora");
+    const cJSON *split = cJSON_GetObjectItemCaseSensitive(params, "validation_split");
 
     if (cJSON_GetObjectItemCaseSensitive(params, "validation_uri") &&
         cJSON_GetObjectItemCaseSensitive(params, "validation_split"))
@@ -135,6 +139,12 @@ static int train_check(const cJSON *params, struct nf_json_err *err)
         return nf_json_fail(err, "from_checkpoint",
                             "must be artifact://<id> of a checkpoint artifact of yours "
                             "(GET /api/jobs/{id}/checkpoints lists a job's)");
+    if (cJSON_GetObjectItemCaseSensitive(params, "early_stopping_patience") &&
+        !cJSON_GetObjectItemCaseSensitive(params, "validation_uri") &&
+        !(cJSON_IsNumber(split) && split->valuedouble > 0))
+        return nf_json_fail(err, "early_stopping_patience",
+                            "early_stopping_patience needs validation data: give validation_uri "
+                            "or a validation_split above 0");
     return 0;
 }
 

@@ -65,6 +65,13 @@ static void test_plan(void **state)
     assert_int_equal(in[2].kind, GW_INPUT_ARTIFACT);
     assert_string_equal(in[2].artifact_id, "art_01ARYZ6S41041061050R3GG28A");
     cJSON_Delete(p);
+    /* evaluate's compare_to: a second model, resolved like model_id, after it */
+    p = cJSON_Parse("{\"compare_to\":\"llama-3-8b\",\"model_id\":\"" ART "\"}");
+    assert_int_equal(gw_inputs_plan(p, in, 8), 2);
+    assert_string_equal(in[0].param, "model_id");
+    assert_string_equal(in[1].param, "compare_to");
+    assert_int_equal(in[1].kind, GW_INPUT_MODEL);
+    cJSON_Delete(p);
     p = cJSON_Parse("{\"domain\":\"law\",\"num_samples\":3}");
     assert_int_equal(gw_inputs_plan(p, in, 8), 0);
     cJSON_Delete(p);

@@ -434,6 +434,16 @@ static void test_train(void **state)
         {"{" TRAIN ",\"validation_split\":0.2,\"validation_uri\":\"s3://b/v\"}",
          "validation_split"},
         {"{" TRAIN ",\"validation_uri\":\"file:///etc/passwd\"}", "validation_uri"},
+        /* early stopping needs validation data, given */
+        {"{" TRAIN ",\"early_stopping_patience\":2}", "early_stopping_patience"},
+        {"{" TRAIN ",\"early_stopping_patience\":2,\"validation_split\":0}",
+         "early_stopping_patience"},
+        {"{" TRAIN ",\"early_stopping_patience\":0,\"validation_split\":0.2}",
+         "early_stopping_patience"},
+        {"{" TRAIN ",\"early_stopping_patience\":1.5,\"validation_split\":0.2}",
+         "early_stopping_patience"},
+        {"{" TRAIN ",\"early_stopping_patience\":\"2\",\"validation_split\":0.2}",
+         "early_stopping_patience"},
         {"{" TRAIN ",\"output_model\":\"\"}", "output_model"},
         {"{" TRAIN ",\"output_model\":\"My-Model\"}", "output_model"},
         {"{" TRAIN ",\"output_model\":\"a/b\"}", "output_model"},
@@ -470,6 +480,11 @@ static void test_train(void **state)
     assert_true(cJSON_IsTrue(param(req, "merge")));
     cJSON_Delete(req);
     ok_free("train", "{" TRAIN ",\"validation_uri\":\"s3://b/v.jsonl\",\"method\":\"full\"}");
+    req = ok("train", "{" TRAIN ",\"early_stopping_patience\":2,\"validation_split\":0.2}");
+    assert_int_equal((int)cJSON_GetNumberValue(param(req, "early_stopping_patience")), 2);
+    cJSON_Delete(req);
+    ok_free("train",
+            "{" TRAIN ",\"early_stopping_patience\":1,\"validation_uri\":\"s3://b/v.jsonl\"}");
     req = ok("train", "{" TRAIN ",\"output_model\":\"my-model_v1.2\"}");
     assert_string_equal(cJSON_GetStringValue(param(req, "output_model")), "my-model_v1.2");
     cJSON_Delete(req);
@@ -492,12 +507,19 @@ static void test_evaluate(void **state)
         {"{\"model_id\":\"m\",\"benchmark\":\"custom\"}", "dataset_uri"},
         {"{\"model_id\":\"m\",\"benchmark\":\"custom\",\"dataset_uri\":\"x\"}", "dataset_uri"},
         {"{\"model_id\":\"m\",\"benchmark\":\"mmlu\",\"dataset_uri\":\"s3://b/k\"}", "dataset_uri"},
+        {"{\"model_id\":\"m\",\"benchmark\":\"mmlu\",\"compare_to\":\"/etc/passwd\"}",
+         "compare_to"},
+        {"{\"model_id\":\"m\",\"benchmark\":\"mmlu\",\"compare_to\":\"s3://b/k\"}", "compare_to"},
+        {"{\"model_id\":\"m\",\"benchmark\":\"mmlu\",\"compare_to\":7}", "compare_to"},
     };
     cJSON *req;
 
     ok_free("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"mmlu\"}");
     ok_free("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"gsm8k\"}");
     ok_free("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"hellaswag\"}");
+    ok_free("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"arc_easy\",\"compare_to\":\"base\"}");
+    ok_free("evaluate", "{\"model_id\":\"m\",\"benchmark\":\"mmlu\",\"compare_to\":"
+                        "\"artifact://art_01ARYZ6S41041061050R3GG28A\"}");
     req = ok("evaluate",
              "{\"model_id\":\"m\",\"benchmark\":\"custom\",\"dataset_uri\":\"s3://b/e\"}");
     assert_string_equal(cJSON_GetStringValue(param(req, "dataset_uri")), "s3://b/e");
