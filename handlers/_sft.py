@@ -6,7 +6,9 @@ params: model_id, dataset_uri, validation_uri (or validation_split, default 0.1)
 lora_dropout (0.05), epochs (3), batch_size (8), learning_rate (1e-2 for lora, 3e-3 for
 full, tuned for the stand-ins; times learning_rate_multiplier), warmup_ratio (0.1),
 max_seq_length (128), seed, train_on_inputs (false: the loss is on the completion tokens only), merge (false),
-metric_every (10 steps).
+metric_every (10 steps), early_stopping_patience (optional, >= 1, needs validation data:
+stop once the validation loss has not improved for that many epochs; the output model is
+the best epoch's (keep-best); the result says stopped_early and best_epoch).
 
 Stdout: {"metric": {step, epoch, train_loss, valid_loss, learning_rate, tokens_per_s}} every
 metric_every steps and at each epoch's end (valid_loss only there), and a {"log"} summary
@@ -73,6 +75,8 @@ def params_of(job: dict) -> dict:
         "merge": forge.bool_param(p, "merge", default=False),
         "validation_split": float(split),
         "metric_every": forge.int_param(p, "metric_every", default=10, lo=1, hi=1_000_000),
+        "early_stopping_patience": forge.int_param(p, "early_stopping_patience", default=None,
+                                                   lo=1, hi=100),
     }
 
 
@@ -214,6 +218,36 @@ def load_checkpoint(path: str, model, opt, sched, label: str = "NF_RESUME_DIR",
     return read_state(path)
 
 
+# ---- early stopping -----------------------------------------------------------------
+
+
+def hf_trainable_copy(model) -> dict:
+    """The trainable tensors (what a checkpoint holds), copied to the CPU."""
+    return {k: v.clone() for k, v in trainable_state(model).items()}
+
+
+def _best_weights_at_resume(early: dict, state: dict, model):
+    """The best epoch's weights when resuming: the resumed weights when that epoch was the
+    best; else its checkpoint-epoch-<n>.tar if NF_RESUME_DIR holds it too. Without it the
+    resumed epoch becomes the best so far (logged): its weights are the ones at hand."""
+    best, resumed_epoch = early.get("best_epoch"), state["epoch"]
+    if best is None or best == resumed_epoch:
+        return hf_trainable_copy(model) if best is not None else None
+    resume_dir = os.environ.get("NF_RESUME_DIR") or ""
+    for root, _dirs, files in os.walk(resume_dir):
+        if f"checkpoint-epoch-{best}.tar" in files:
+            from safetensors.torch import load
+            with tarfile.open(os.path.join(root, f"checkpoint-epoch-{best}.tar")) as tar:
+                member = tar.extractfile("weights.safetensors")
+                if member is not None:
+                    return load(member.read())
+    forge.log(f"early stopping: the weights of the best epoch {best} are not in "
+              f"NF_RESUME_DIR; the resumed epoch {resumed_epoch} counts as the best so far")
+    early.update({"best_epoch": resumed_epoch, "bad_epochs": 0,
+                  "best_loss": state["history"]["valid_loss"][-1]})
+    return hf_trainable_copy(model)
+
+
 # ---- the run ------------------------------------------------------------------------
 
 
@@ -257,6 +291,10 @@ def main(job: dict) -> None:
         valid = []
     if not train:
         forge.fail("params.dataset_uri: no records with completion text to train on")
+    patience = P["early_stopping_patience"]
+    if patience is not None and not valid:
+        forge.fail("params.early_stopping_patience needs validation data: give validation_uri "
+                   "or validation_split (and at least two records)")
     forge.log(f"fine-tuning the {meta['architecture']} stand-in for {name} ({P['method']}) on "
               f"{len(train)} examples, {len(valid)} held out, on {device} ({dtype})")
 
@@ -317,8 +355,18 @@ def main(job: dict) -> None:
         processed += n
         emit_metric(step=0, epoch=0, valid_loss=valid_before)
 
+    # Early stopping (keep-best): the best validation loss so far, its epoch and weights
+    # (the trainable tensors, on the CPU), and the epochs since it improved.
+    early = {"best_loss": None, "best_epoch": None, "bad_epochs": 0}
+    best_weights = None
+    stopped_early = False
+    if resume is not None and patience is not None:
+        early = state.get("early_stopping") or early
+        best_weights = _best_weights_at_resume(early, state, model)
+
     tick = forge.Progress()
     model.train()
+    epoch = start_epoch - 1
     for epoch in range(start_epoch, P["epochs"] + 1):
         order = torch.randperm(len(train),
                                generator=torch.Generator().manual_seed(P["seed"] + epoch))
@@ -362,16 +410,33 @@ def main(job: dict) -> None:
         forge.log(f"epoch {epoch}/{P['epochs']}: train_loss={train_loss:.4f}"
                   + (f" valid_loss={valid_loss:.4f}" if valid_loss is not None else "")
                   + f" step={step}")
+        if patience is not None:
+            if early["best_loss"] is None or valid_loss < early["best_loss"]:
+                early = {"best_loss": valid_loss, "best_epoch": epoch, "bad_epochs": 0}
+                best_weights = hf_trainable_copy(model)
+            else:
+                early["bad_epochs"] += 1
+                stopped_early = early["bad_epochs"] >= patience and epoch < P["epochs"]
         state = {"epoch": epoch, "step": step, "history": history, "tokens_processed":
                  processed, "valid_loss_before": valid_before, "model_id": name,
                  "method": P["method"], "job_id": forge.job_id(job),
                  "from_checkpoint": continued}
+        if patience is not None:
+            state["early_stopping"] = dict(early)
         # Announced at once: the agent uploads it while training goes on and records it,
         # so a retry of this attempt resumes from it even if the worker dies meanwhile.
         # epoch and step ride along (additive keys): GET /api/jobs/{id}/checkpoints.
         ckpt = save_checkpoint(out, epoch, model, opt, sched, state)
         forge.emit({"artifact": {"path": ckpt, "kind": "checkpoint", "epoch": epoch,
                                  "step": step}})
+        if stopped_early:
+            forge.log(f"early stopping after epoch {epoch}: the validation loss has not "
+                      f"improved for {patience} epoch(s); keeping epoch {early['best_epoch']} "
+                      f"(valid_loss={early['best_loss']:.4f})")
+            break
+    last_epoch = epoch
+    if patience is not None and early["best_epoch"] != last_epoch and best_weights is not None:
+        model.load_state_dict(best_weights, strict=False)  # keep-best
 
     # The output model directory, packed as model.tar.
     mdir = tempfile.mkdtemp(prefix=".model-", dir=out)
@@ -412,6 +477,11 @@ def main(job: dict) -> None:
            "bytes": size,
            "resumed_from_epoch": start_epoch - 1 if resume is not None else None,
            "from_checkpoint": continued}
+    if patience is not None:
+        res.update({"early_stopping_patience": patience, "stopped_early": stopped_early,
+                    "best_epoch": early["best_epoch"],
+                    "best_valid_loss": round(early["best_loss"], 6),
+                    "epochs_run": last_epoch})
     forge.write_json(os.path.join(out, "metrics.json"), res)
     forge.progress(1.0)
     forge.usage(input_tokens=processed)
