@@ -1,76 +1,152 @@
-"""evaluate for PyTorch models: a stand-in base by name (_hf.STAND_INS) or a model.tar
-written by train (params.model_id = its artifact:// URI, fetched into inputs.model_id).
-handlers/evaluate calls main(job, model_path) for these.
+"""evaluate for PyTorch models through lm-evaluation-harness (lm_eval 0.4, offline).
 
-benchmark: mmlu, hellaswag, arc_easy, gsm8k (the samples in handlers/benchmarks/, or
-NEXA_BENCHMARK_DIR, in each benchmark's published format; scored the way
-lm-evaluation-harness scores them: choices by log-likelihood, gsm8k by greedy generation and
-exact match of the final number), or custom (dataset_uri): rows with `choices` and `answer`
-are multiple-choice (accuracy); other rows (messages, prompt/completion,
-instruction/response, text) give the perplexity of their completions. Every metric comes
-with its standard error and the sample count. Artifact: eval.json (report). Usage:
-input_tokens = tokens scored, output_tokens = tokens generated.
+The model: a stand-in base by name (_hf.STAND_INS), or a model.tar written by train (an
+artifact:// URI, or an account model's name the gateway resolved to its artifact; either
+way the worker fetched it into inputs.<param>). It is loaded with transformers and wrapped
+as lm_eval's HFLM (the model and tokenizer objects: nothing is fetched from the hub;
+HF_HUB_OFFLINE and HF_DATASETS_OFFLINE are set). handlers/evaluate calls main(job, path).
+
+benchmark: mmlu, hellaswag, arc_easy, gsm8k - our task YAMLs in benchmarks/tasks/ (the
+published tasks' prompts and metrics, zero-shot) over the JSONL samples in benchmarks/
+(or NEXA_BENCHMARK_DIR, same names and formats); or custom (dataset_uri: Parquet, JSONL
+or CSV): rows with `choices` and `answer` are multiple-choice (acc, acc_norm), other rows
+(messages, prompt/completion, instruction/response, text) give the loss and perplexity of
+their completions. Every metric comes with lm_eval's standard error (null where lm_eval
+gives none: perplexity) and the sample count.
+
+compare_to (optional): a second model (a name or artifact://, resolved like model_id)
+evaluated on the same tasks in the same job; the result holds its metrics and the delta
+(model - compare_to) per metric.
+
+Artifact: eval.json (report). Usage: input_tokens = tokens the models processed,
+output_tokens = tokens generated (gsm8k).
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
-import re
+import shutil
+import tempfile
 
-import _forge as forge
-import _hf as hf
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-BENCH_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "benchmarks")
+import _forge as forge  # noqa: E402
+import _hf as hf  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+BENCH_DIR = os.path.join(HERE, "benchmarks")
+TASK_DIR = os.path.join(BENCH_DIR, "tasks")
 BENCHMARKS = ("mmlu", "hellaswag", "arc_easy", "gsm8k", "custom")
 LETTERS = "ABCDEFGHIJ"
+PRIMARY = {"hellaswag": "acc_norm", "gsm8k": "exact_match"}
+# lm_eval's filter names -> our metric names (gsm8k): the last number of the answer
+# (flexible-extract) is `exact_match`, as before; the "#### n" form is `exact_match_strict`.
+FILTERS = {"none": "", "flexible-extract": "", "strict-match": "_strict"}
+MAX_ROWS = 5000
+BOOTSTRAP_ITERS = 1000
 
 
-def bench_rows(name: str) -> list[dict]:
+def bench_file(name: str) -> str:
     path = os.path.join(os.environ.get("NEXA_BENCHMARK_DIR") or BENCH_DIR, f"{name}.jsonl")
-    try:
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-    except (OSError, ValueError) as exc:
-        forge.fail(f"benchmark {name}: its data is unreadable on this worker ({exc})",
+    if not os.path.isfile(path):
+        forge.fail(f"benchmark {name}: its data ({path}) is missing on this worker",
                    forge.EXIT_RETRYABLE)
+    return path
 
 
-# Each multiple-choice item: (context, [continuations], gold index).
+# ---- the models ---------------------------------------------------------------------
 
 
-def mmlu_items(rows):
-    out = []
-    for r in rows:
-        subject = r.get("subject", "").replace("_", " ")
-        ctx = (f"The following are multiple choice questions (with answers) about {subject}."
-               f"\n\n{r['question'].strip()}\n"
-               + "".join(f"{LETTERS[i]}. {c}\n" for i, c in enumerate(r["choices"]))
-               + "Answer:")
-        out.append((ctx, [f" {LETTERS[i]}" for i in range(len(r["choices"]))],
-                    int(r["answer"])))
-    return out
+def model_file(job: dict, key: str) -> str | None:
+    """The fetched model.tar of params.<key>: an artifact:// URI, or an account model's
+    name the gateway resolved to its artifact (both are inputs.<key>); None otherwise."""
+    value = job["params"].get(key)
+    if forge.is_uri(value):
+        return forge.input_path(job, key, value)
+    inputs = job.get("inputs")
+    if isinstance(inputs, dict) and isinstance(inputs.get(key), str):
+        return forge.input_path(job, key, value)
+    return None
 
 
-def hellaswag_items(rows):
-    out = []
-    for r in rows:
-        ctx = r["activity_label"] + ": " + r["ctx_a"] + " " + r["ctx_b"].capitalize()
-        out.append((ctx, [" " + e for e in r["endings"]], int(r["label"])))
-    return out
+def is_torch_model(job: dict, key: str) -> bool:
+    """A stand-in base by name, or a fetched tar (train's model.tar)."""
+    import tarfile
+
+    if hf.is_stand_in(job["params"].get(key)):
+        return True
+    path = model_file(job, key)
+    return path is not None and tarfile.is_tarfile(path)
 
 
-def arc_items(rows):
-    out = []
-    for r in rows:
-        labels = r["choices"]["label"]
-        out.append((f"Question: {r['question']}\nAnswer:",
-                    [" " + t for t in r["choices"]["text"]], labels.index(r["answerKey"])))
-    return out
+def load_lm(job: dict, key: str, device, dtype):
+    """(lm_eval HFLM, meta, source) for params.<key>."""
+    from tokenizers.processors import TemplateProcessing
+
+    name = job["params"][key]
+    path = model_file(job, key)
+    if path is None:
+        if not hf.is_stand_in(name):
+            forge.fail(f"params.{key}: {name} is not a PyTorch model on this worker")
+        model_dir, source = hf.stand_in_dir(name), "stand_in"
+    else:
+        model_dir, source = hf.unpack_model(path, key), "trained"
+    model, tok, meta = hf.load_for_inference(model_dir, device, dtype)
+    if hasattr(model, "merge_and_unload"):  # a LoRA adapter: HFLM takes a plain model
+        model = model.merge_and_unload()
+    # The models are trained on "<s>" + text (_hf.encode_pair); the saved tokenizers add
+    # nothing, so they add <s> here, where lm_eval asks for special tokens.
+    bos = tok.bos_token
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A $B", special_tokens=[(bos, tok.bos_token_id)])
+    lm = counting_hflm()(pretrained=model, tokenizer=tok, device=str(device), batch_size=8,
+                      add_bos_token=True, max_length=model.config.max_position_embeddings)
+    return lm, tok, meta, source
 
 
-def custom_items(job, tok):
-    """(multiple-choice items, perplexity examples) of the custom dataset."""
+@functools.cache
+def counting_hflm():
+    """lm_eval's HFLM, counting the tokens it processes and generates (for usage); a
+    class built on first use, so that importing this module does not import lm_eval."""
+    from lm_eval.models.huggingface import HFLM
+
+    class CountingHFLM(HFLM):
+        in_tokens = 0
+        out_tokens = 0
+
+        def _model_call(self, inps, attn_mask=None, labels=None):
+            self.in_tokens += int(inps.numel())
+            return super()._model_call(inps, attn_mask=attn_mask, labels=labels)
+
+        def _model_generate(self, context, max_length, stop, **kwargs):
+            out = super()._model_generate(context, max_length, stop, **kwargs)
+            mask = kwargs.get("attention_mask")
+            self.in_tokens += int(mask.sum()) if mask is not None else int(context.numel())
+            new = out[:, context.shape[1]:]
+            self.out_tokens += int((new != self.tokenizer.pad_token_id).sum())
+            return out
+
+    return CountingHFLM
+
+
+# ---- the tasks ----------------------------------------------------------------------
+
+
+def task_yaml(work: str, kind: str, data: str) -> str:
+    """A job-private task YAML: ours (benchmarks/tasks/<kind>.yaml) over the data file."""
+    path = os.path.join(work, f"{kind}.yaml")
+    doc = {"include": os.path.join(TASK_DIR, f"{kind}.yaml"),
+           "dataset_kwargs": {"data_files": {"test": data}}}
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(doc, f)  # JSON is YAML
+    return path
+
+
+def custom_files(job: dict, tok, work: str) -> dict:
+    """The custom dataset's rows as the JSONL files of custom_choice / custom_text:
+    {kind: (path, rows)}. A malformed row exits 2 naming it."""
     dataset = forge.open_dataset(job, "dataset_uri", required=False)
     if dataset is None:
         forge.fail("params.dataset_uri is required when params.benchmark is custom")
@@ -90,18 +166,39 @@ def custom_items(job, tok):
             if gold is None:
                 forge.fail(f"params.dataset_uri: {row.where}: answer must be a choice's index, "
                            "letter or text")
-            mc.append((f"Question: {q}\nAnswer:", [" " + c for c in choices], gold))
+            mc.append({"question": q, "choices": choices, "gold": gold})
         else:
             try:
                 prompt, completion = hf.record_pair(rec)
             except ValueError as exc:
                 forge.fail(f"params.dataset_uri: {row.where}: {exc}")
-            texts.append(hf.encode_pair(tok, prompt, completion, 512, False))
-        if len(mc) + len(texts) >= 5000:
+            texts.append(_text_doc(tok, prompt, completion))
+        if len(mc) + len(texts) >= MAX_ROWS:
+            forge.log(f"using the first {MAX_ROWS} records of {dataset.uri}")
             break
     if not mc and not texts:
         forge.fail("params.dataset_uri: no records")
-    return mc, texts
+    out = {}
+    for kind, docs in (("custom_choice", mc), ("custom_text", texts)):
+        if docs:
+            path = os.path.join(work, f"{kind}.jsonl")
+            with open(path, "w", encoding="utf-8") as f:
+                for d in docs:
+                    f.write(json.dumps(d) + "\n")
+            out[kind] = (path, len(docs))
+    return out
+
+
+def _text_doc(tok, prompt: str, completion: str) -> dict:
+    """{context, target, tokens} in the layout the models are trained on
+    (_hf.encode_pair): the prompt then the assistant tag as context; the completion and
+    </s> as target. tokens: the tokens lm_eval scores - it moves the context's trailing
+    whitespace (the tag's newline) into the continuation, so that newline counts too."""
+    context = prompt + hf.ASSISTANT_TAG if prompt else ""
+    target = completion + tok.eos_token
+    whole = tok.encode(context + target, add_special_tokens=False)
+    ctx = tok.encode(context.rstrip(), add_special_tokens=False) if context.strip() else []
+    return {"context": context, "target": target, "tokens": max(1, len(whole) - len(ctx))}
 
 
 def _gold(answer, choices):
@@ -120,172 +217,155 @@ def _gold(answer, choices):
     return None
 
 
-# ---- scoring ------------------------------------------------------------------------
+# ---- running them -------------------------------------------------------------------
 
 
-def continuation_logprobs(model, tok, ctx, conts, device):
-    """[(sum log p(cont | ctx), cont token count)] per continuation, in one batch."""
-    import torch
+def run_tasks(lm, specs: list[str]) -> dict:
+    """{our metric: {value, stderr, samples}} of lm on the task YAMLs, through
+    lm_eval.simple_evaluate (metric names of every task merged: the tasks of one job
+    never share one)."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
 
-    c_ids = [tok.bos_token_id] + tok.encode(ctx, add_special_tokens=False)
-    batch = []
-    for cont in conts:
-        x = tok.encode(cont, add_special_tokens=False)
-        batch.append((c_ids + x, [-100] * len(c_ids) + x))
-    ids, labels, mask = hf.collate(batch, tok.pad_token_id, device)
-    with torch.no_grad():
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
-    logp = torch.log_softmax(logits[:, :-1, :], dim=-1)
-    target = labels[:, 1:]
-    keep = target != -100
-    picked = logp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1) * keep
-    return [(float(picked[i].sum()), int(keep[i].sum())) for i in range(len(conts))], \
-        int(mask.sum())
-
-
-def stderr_of_mean(xs):
-    n = len(xs)
-    if n < 2:
-        return None
-    m = sum(xs) / n
-    return math.sqrt(sum((x - m) ** 2 for x in xs) / (n - 1) / n)
-
-
-def score_choices(model, tok, items, device, tick):
-    acc, acc_norm, tokens = [], [], 0
-    for i, (ctx, conts, gold) in enumerate(items):
-        lps, n = continuation_logprobs(model, tok, ctx, conts, device)
-        tokens += n
-        acc.append(float(max(range(len(conts)), key=lambda j: lps[j][0]) == gold))
-        norm = [lp / max(1, len(c.encode())) for (lp, _), c in zip(lps, conts)]
-        acc_norm.append(float(max(range(len(conts)), key=lambda j: norm[j]) == gold))
-        tick((i + 1) / len(items))
-    return {"acc": _metric(acc), "acc_norm": _metric(acc_norm)}, tokens
-
-
-def _metric(xs):
-    return {"value": round(sum(xs) / len(xs), 6), "stderr": _r(stderr_of_mean(xs)),
-            "samples": len(xs)}
+    res = lm_eval.simple_evaluate(model=lm, tasks=list(specs), bootstrap_iters=BOOTSTRAP_ITERS,
+                                  log_samples=False,
+                                  task_manager=TaskManager(include_defaults=False))
+    metrics = {}
+    for task, values in res["results"].items():
+        n = res.get("n-samples", {}).get(task, {}).get("effective")
+        for key, value in values.items():
+            if "," not in key or "_stderr," in key or not isinstance(value, (int, float)):
+                continue
+            metric, flt = key.split(",", 1)
+            stderr = values.get(f"{metric}_stderr,{flt}")
+            name = metric + FILTERS.get(flt, "_" + flt)
+            metrics[name] = {"value": _r(value), "stderr": _r(stderr), "samples": n}
+    return metrics
 
 
 def _r(x):
-    return None if x is None else round(x, 6)
+    if not isinstance(x, (int, float)) or isinstance(x, bool) or not math.isfinite(x):
+        return None
+    return round(float(x), 6)
 
 
-def score_perplexity(model, examples, device, pad_id):
-    losses, total, count, tokens = [], 0.0, 0, 0
-    for x, y in examples:
-        ids, labels, mask = hf.collate([(x, y)], pad_id, device)
-        import torch
+def evaluate_model(job, key, device, dtype, specs_for, tick):
+    """(report fields, metrics) of params.<key> on the job's tasks; frees the model."""
+    import gc
 
-        with torch.no_grad():
-            nll, n = hf.token_nll(model, ids, labels, mask)
-        tokens += len(x)
-        if n:
-            losses.append(float(nll) / n)
-            total += float(nll)
-            count += n
-    loss = total / max(1, count)
-    return {"loss": {"value": round(loss, 6), "stderr": _r(stderr_of_mean(losses)),
-                     "samples": len(losses)},
-            "perplexity": {"value": round(math.exp(loss), 4), "samples": len(losses),
-                           "tokens": count}}, tokens
-
-
-_NUM = re.compile(r"-?[\d,]*\.?\d+")
+    lm, tok, meta, source = load_lm(job, key, device, dtype)
+    specs, samples = specs_for(tok)
+    forge.log(f"evaluating the {source} model {job['params'][key]} (base "
+              f"{meta.get('base_model') or meta.get('name')}, {meta['architecture']}) with "
+              f"lm-evaluation-harness on {device}")
+    metrics = run_tasks(lm, specs)
+    tick()
+    info = {"model": job["params"][key], "model_source": source,
+            "base_model": meta.get("base_model") or meta.get("name"),
+            "stand_in": bool(meta.get("stand_in")), "architecture": meta["architecture"],
+            "method": meta.get("method"), "samples": samples,
+            "tokens": lm.in_tokens, "output_tokens": lm.out_tokens}
+    del lm
+    gc.collect()
+    return info, metrics
 
 
-def _final_number(text):
-    m = re.search(r"####\s*(-?[\d,]*\.?\d+)", text)
-    s = m.group(1) if m else (_NUM.findall(text) or [""])[-1]
-    return s.replace(",", "").rstrip(".")
-
-
-def score_gsm8k(model, tok, rows, device, tick):
-    import torch
-
-    em, in_tok, out_tok = [], 0, 0
-    for i, r in enumerate(rows):
-        prompt = f"Question: {r['question']}\nAnswer:"
-        ids = torch.tensor([[tok.bos_token_id] + tok.encode(prompt, add_special_tokens=False)],
-                           device=device)
-        with torch.no_grad():
-            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                 max_new_tokens=64, do_sample=False,
-                                 pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        new = gen[0, ids.shape[1]:]
-        text = tok.decode(new, skip_special_tokens=True).split("Question:")[0]
-        in_tok += ids.shape[1]
-        out_tok += int(new.numel())
-        em.append(float(_final_number(text) != "" and
-                        _final_number(text) == _final_number(r["answer"])))
-        tick((i + 1) / len(rows))
-    return {"exact_match": _metric(em)}, in_tok, out_tok
-
-
-# ---- the run ------------------------------------------------------------------------
-
-
-def main(job: dict, model_path: str | None) -> None:
-    """model_path: the fetched model.tar, or None for a stand-in base by name."""
+def main(job: dict, model_path: str | None = None) -> None:
+    """model_path: unused (kept for callers of the older signature); the model of each
+    param is found by model_file."""
     hf.require_ml()
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError as exc:
+        forge.fail(f"this worker's Python lacks lm-evaluation-harness ({exc}); install "
+                   "handlers/requirements-ml.txt", forge.EXIT_RETRYABLE)
     params = job["params"]
-    model_id = params["model_id"]
     bench = forge.str_param(params, "benchmark", required=True, max_len=32)
     if bench not in BENCHMARKS:
         forge.fail(f"params.benchmark must be one of {', '.join(BENCHMARKS)}")
+    compare = forge.str_param(params, "compare_to", max_len=4096)
+    if compare is not None and not is_torch_model(job, "compare_to"):
+        forge.fail(f"params.compare_to: {compare} is not a PyTorch model (a stand-in base or a "
+                   "model trained from one); compare_to needs one, like model_id")
     device, dtype = hf.device_and_dtype()
-    if model_path is None:
-        model_dir, source = hf.stand_in_dir(model_id), "stand_in"
-    else:
-        model_dir, source = hf.unpack_model(model_path), "trained"
-    model, tok, meta = hf.load_for_inference(model_dir, device, dtype)
-    base = meta.get("base_model") or meta.get("name")
-    forge.log(f"evaluating the {source} model {model_id} (base {base}, "
-              f"{meta['architecture']}) on {bench}, on {device}")
+    work = tempfile.mkdtemp(prefix="lm-eval-",
+                            dir=os.path.dirname(os.path.abspath(forge.artifact_dir())))
+    os.environ["HF_DATASETS_CACHE"] = os.path.join(work, "datasets-cache")
+    done = [0]
+    total = 2 if compare else 1
 
-    tick = forge.Progress()
-    out_tok = 0
-    if bench == "custom":
-        mc, texts = custom_items(job, tok)
-        metrics, in_tok = {}, 0
-        if mc:
-            m, n = score_choices(model, tok, mc, device, tick)
-            metrics.update(m)
-            in_tok += n
-        if texts:
-            m, n = score_perplexity(model, texts, device, tok.pad_token_id)
-            metrics.update(m)
-            in_tok += n
-        samples = len(mc) + len(texts)
-    elif bench == "gsm8k":
-        rows = bench_rows(bench)
-        metrics, in_tok, out_tok = score_gsm8k(model, tok, rows, device, tick)
-        samples = len(rows)
-    else:
-        rows = bench_rows(bench)
-        items = {"mmlu": mmlu_items, "hellaswag": hellaswag_items,
-                 "arc_easy": arc_items}[bench](rows)
-        metrics, in_tok = score_choices(model, tok, items, device, tick)
-        samples = len(items)
+    def tick():
+        done[0] += 1
+        forge.progress(0.95 * done[0] / total)
 
-    primary = {"hellaswag": "acc_norm", "gsm8k": "exact_match"}.get(bench, "acc")
-    accuracy = metrics.get(primary, {}).get("value")
-    report = {"model_id": model_id, "model_source": source, "base_model": base,
-              "stand_in": bool(meta.get("stand_in")), "architecture": meta["architecture"],
-              "method": meta.get("method"), "benchmark": bench, "samples": samples,
-              "metrics": metrics, "accuracy": accuracy,
+    cache = {}
+
+    def specs_for(tok):
+        """The task YAMLs (and the sample count), built once: both models see the same
+        data (the custom rows are tokenized with the first model's tokenizer for their
+        token counts; the stand-ins share one tokenizer per architecture)."""
+        if "specs" not in cache:
+            if bench == "custom":
+                files = custom_files(job, tok, work)
+                cache["specs"] = [task_yaml(work, k, p) for k, (p, _) in files.items()]
+                cache["samples"] = sum(n for _, n in files.values())
+            else:
+                data = bench_file(bench)
+                with open(data, encoding="utf-8") as f:
+                    cache["samples"] = sum(1 for line in f if line.strip())
+                cache["specs"] = [task_yaml(work, bench, data)]
+        return cache["specs"], cache["samples"]
+
+    try:
+        info, metrics = evaluate_model(job, "model_id", device, dtype, specs_for, tick)
+        other = None
+        if compare:
+            other = evaluate_model(job, "compare_to", device, dtype, specs_for, tick)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    primary = PRIMARY.get(bench, "acc")
+    report = {"model_id": params["model_id"], "model_source": info["model_source"],
+              "base_model": info["base_model"], "stand_in": info["stand_in"],
+              "architecture": info["architecture"], "method": info["method"],
+              "benchmark": bench, "samples": info["samples"], "metrics": metrics,
+              "accuracy": metrics.get(primary, {}).get("value"),
               "accuracy_stderr": metrics.get(primary, {}).get("stderr"),
               "perplexity": metrics.get("perplexity", {}).get("value"),
-              "device": str(device), "tokens": in_tok,
-              "harness": "built-in scorer in lm-evaluation-harness's formats "
-                         "(not lm-evaluation-harness itself)"}
+              "device": str(device), "tokens": info["tokens"],
+              "harness": f"lm-evaluation-harness {_lm_eval_version()}"}
+    in_tok, out_tok = info["tokens"], info["output_tokens"]
+    if other is not None:
+        o_info, o_metrics = other
+        report["compare_to"] = {
+            "model": o_info["model"], "model_source": o_info["model_source"],
+            "base_model": o_info["base_model"], "stand_in": o_info["stand_in"],
+            "metrics": o_metrics, "accuracy": o_metrics.get(primary, {}).get("value"),
+            "perplexity": o_metrics.get("perplexity", {}).get("value")}
+        report["delta"] = {k: round(v["value"] - o_metrics[k]["value"], 6)
+                           for k, v in metrics.items()
+                           if v["value"] is not None and o_metrics.get(k, {}).get("value")
+                           is not None}
+        in_tok += o_info["tokens"]
+        out_tok += o_info["output_tokens"]
     size = forge.write_json(os.path.join(forge.artifact_dir(), "eval.json"), report)
     forge.progress(1.0)
     forge.usage(input_tokens=in_tok, output_tokens=out_tok)
     forge.artifact("eval.json", "report")
     res = {k: report[k] for k in ("benchmark", "model_source", "base_model", "stand_in",
                                   "architecture", "samples", "metrics", "accuracy",
-                                  "accuracy_stderr", "perplexity")}
-    res.update({"items": samples, "bytes": size})
+                                  "accuracy_stderr", "perplexity", "harness")}
+    for k in ("compare_to", "delta"):
+        if k in report:
+            res[k] = report[k]
+    res.update({"items": info["samples"], "bytes": size})
     forge.result(res)
+
+
+def _lm_eval_version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("lm_eval")
+    except metadata.PackageNotFoundError:
+        return "?"

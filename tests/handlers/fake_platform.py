@@ -31,7 +31,8 @@ ARTS = {}
 JOBS = {}
 MODELS = {}  # an account's models: output_model of a succeeded train -> its model artifact
 LOCK = threading.Lock()
-INPUT_PARAMS = ("dataset_uri", "validation_uri", "model_id", "teacher_model", "student_model")
+INPUT_PARAMS = ("dataset_uri", "validation_uri", "model_id", "teacher_model", "student_model",
+                "compare_to")
 
 
 def new_id(prefix):
@@ -58,7 +59,7 @@ def resolve(params):
             inputs.append((p, a))
         elif p in ("model_id",) and "://" in v:
             return None, (p, "unsupported scheme")
-        elif p in ("model_id", "teacher_model", "student_model") and v in MODELS:
+        elif p in ("model_id", "teacher_model", "student_model", "compare_to") and v in MODELS:
             inputs.append((p, ARTS[MODELS[v]]))  # the account's model: fetched as an input
     return inputs, None
 

@@ -7,6 +7,7 @@ full epoch by more than 0.5 (measured about 1.0); a resumed run reproduces the
 uninterrupted run bit for bit (losses and adapter bytes).
 """
 import json
+import math
 import pathlib
 import random
 import shutil
@@ -186,21 +187,104 @@ def test_from_checkpoint_that_is_not_a_checkpoint_is_refused(ml, lora_run):
 
 
 def test_evaluate_the_trained_model_beats_the_base_on_held_out_data(ml, lora_run):
-    def evaluate(model_id, inputs):
-        run = ml["run"]("evaluate", {"model_id": model_id, "benchmark": "custom",
-                                     "dataset_uri": "s3://b/test.jsonl"},
-                        {"dataset_uri": ml["files"]["test"], **inputs})
-        assert run.rc == 0, run.stderr
-        return run
-
-    trained = evaluate("artifact://art_x", {"model_id": lora_run.out_dir / "model.tar"})
-    base = evaluate("llama-3-8b", {})
-    t, b = trained.result, base.result
+    """One job through lm-evaluation-harness: the trained model named by its account name
+    (the gateway resolved it to its artifact: inputs.model_id) against compare_to, its
+    base."""
+    run = ml["run"]("evaluate", {"model_id": "my-model", "benchmark": "custom",
+                                 "dataset_uri": "s3://b/test.jsonl", "compare_to": "llama-3-8b"},
+                    {"dataset_uri": ml["files"]["test"],
+                     "model_id": lora_run.out_dir / "model.tar"})
+    assert run.rc == 0, run.stderr
+    t = run.result
+    b = t["compare_to"]
     assert t["model_source"] == "trained" and b["model_source"] == "stand_in"
+    assert b["model"] == "llama-3-8b" and t["harness"].startswith("lm-evaluation-harness 0.4")
     assert t["metrics"]["loss"]["samples"] == 32 and t["metrics"]["loss"]["stderr"] > 0
+    assert b["metrics"]["loss"]["samples"] == 32
     assert t["perplexity"] < 0.7 * b["perplexity"], (t, b)
-    assert trained.json("eval.json")["perplexity"] == t["perplexity"]
-    assert trained.of("usage")[0]["input_tokens"] > 0
+    assert t["delta"]["perplexity"] == round(t["perplexity"] - b["perplexity"], 6) < 0
+    assert t["delta"]["loss"] < 0
+    report = run.json("eval.json")
+    assert report["perplexity"] == t["perplexity"] and report["delta"] == t["delta"]
+    usage = run.of("usage")[0]
+    assert usage["input_tokens"] > 0 and usage.get("output_tokens", 0) == 0
+
+
+def test_custom_choice_and_text_rows(ml, tmp_path):
+    rows = [{"question": "Which gas is a noble gas?", "choices": ["argon", "oxygen", "nitrogen"],
+             "answer": "argon"},
+            {"question": "What lowers the heart rate?", "choices": ["caffeine", "beta blockers"],
+             "answer": 1},
+            {"question": "Which is a data structure?", "choices": ["a hash map", "a catalyst"],
+             "answer": "A"}] + corpus_rows(4, 9)
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    run = ml["run"]("evaluate", {"model_id": "mistral-7b", "benchmark": "custom",
+                                 "dataset_uri": "s3://b/mixed.jsonl"}, {"dataset_uri": path})
+    assert run.rc == 0, run.stderr
+    m = run.result["metrics"]
+    assert m["acc"]["samples"] == 3 and m["acc_norm"]["samples"] == 3 and m["acc"]["stderr"] > 0
+    assert m["loss"]["samples"] == 4 and m["perplexity"]["samples"] == 4
+    assert m["perplexity"]["stderr"] is None  # lm_eval has none for a weighted perplexity
+    assert run.result["samples"] == 7 and run.result["accuracy"] == m["acc"]["value"]
+    bad = write_jsonl(tmp_path / "bad.jsonl", [rows[0], {"question": "q", "choices": ["a", "b"],
+                                                        "answer": 5}])
+    run = ml["run"]("evaluate", {"model_id": "mistral-7b", "benchmark": "custom",
+                                 "dataset_uri": "s3://b/bad.jsonl"}, {"dataset_uri": bad})
+    assert run.rc == 2 and "params.dataset_uri: line 2: answer must be" in run.stderr
+
+
+def test_compare_to_must_be_a_pytorch_model(ml):
+    run = ml["run"]("evaluate", {"model_id": "llama-3-8b", "benchmark": "mmlu",
+                                 "compare_to": "tiny-bigram"})
+    assert run.rc == 2 and "params.compare_to: tiny-bigram is not a PyTorch model" in run.stderr
+
+
+def test_early_stopping_keeps_the_best_epoch(ml, tmp_path):
+    """Trained on law, validated on medicine: the held-out loss turns up after a few
+    epochs; patience 1 stops there and the output is the best epoch's model."""
+    train = write_jsonl(tmp_path / "law.jsonl", corpus_rows(16, 1, "law"))
+    valid = write_jsonl(tmp_path / "medicine.jsonl", corpus_rows(16, 2, "medicine"))
+    run = ml["run"]("train", {"model_id": "llama-3-8b", "dataset_uri": "s3://b/law.jsonl",
+                              "validation_uri": "s3://b/medicine.jsonl", "epochs": 6, "seed": 7,
+                              "max_seq_length": 96, "batch_size": 4, "learning_rate": 0.03,
+                              "early_stopping_patience": 1},
+                    {"dataset_uri": train, "validation_uri": valid})
+    assert run.rc == 0, run.stderr
+    res = run.result
+    losses = res["loss_by_epoch"]["valid_loss"]
+    assert res["stopped_early"] is True and res["early_stopping_patience"] == 1, res
+    assert res["epochs_run"] == len(losses) < 6 and res["best_epoch"] == res["epochs_run"] - 1
+    assert res["best_valid_loss"] == min(losses) == losses[res["best_epoch"] - 1] < losses[-1]
+    assert [a["path"] for a in run.artifacts if a["kind"] == "checkpoint"] == \
+        [f"checkpoint-epoch-{e}.tar" for e in range(1, res["epochs_run"] + 1)]
+    # keep-best: the output adapter holds the best epoch's weights, not the last epoch's
+    from safetensors.torch import load
+
+    adapter = load(tar_member(run.out_dir / "model.tar", "adapter_model.safetensors"))
+
+    def same(epoch):
+        ckpt = load(tar_member(run.out_dir / f"checkpoint-epoch-{epoch}.tar",
+                               "weights.safetensors"))
+        ckpt = {k.replace(".default", ""): v for k, v in ckpt.items()}
+        assert set(ckpt) == set(adapter)
+        return all(ckpt[k].equal(adapter[k]) for k in adapter)
+
+    assert same(res["best_epoch"]) and not same(res["epochs_run"])
+    # and lm-evaluation-harness scores it as the trainer did: the best epoch's loss on the
+    # validation rows (it also scores the newline ending each prompt: within 0.02)
+    ev = ml["run"]("evaluate", {"model_id": "artifact://art_es", "benchmark": "custom",
+                                "dataset_uri": "s3://b/medicine.jsonl"},
+                   {"model_id": run.out_dir / "model.tar", "dataset_uri": valid})
+    assert ev.rc == 0, ev.stderr
+    assert abs(math.log(ev.result["perplexity"]) - res["best_valid_loss"]) < 0.02, \
+        (ev.result, res)
+
+
+def test_early_stopping_needs_validation_data(ml):
+    run = ml["run"]("train", {"model_id": "llama-3-8b", "dataset_uri": "s3://b/train.jsonl",
+                              "validation_split": 0, "early_stopping_patience": 2},
+                    {"dataset_uri": ml["files"]["train"]})
+    assert run.rc == 2 and "params.early_stopping_patience needs validation data" in run.stderr
 
 
 @pytest.mark.parametrize("bench,metric,n", [("mmlu", "acc", 12), ("arc_easy", "acc", 10),
