@@ -222,16 +222,18 @@ class NexaForgeClient:
             labels=labels, idempotency_key=idempotency_key, **extra_params)
 
     def evaluate(self, model_id: str, benchmark: str, *, dataset_uri: Optional[str] = None,
+                 compare_to: Optional[str] = None,
                  metadata: Optional[Mapping[str, str]] = None, priority: Optional[int] = None,
                  max_attempts: Optional[int] = None, timeout_seconds: Optional[int] = None,
                  gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
                  labels: Optional[Mapping[str, str]] = None,
                  idempotency_key: Optional[str] = None, **extra_params: Any) -> Job:
         """Evaluation of ``model_id`` on ``benchmark`` (mmlu, gsm8k, hellaswag, arc_easy, or
-        ``custom`` with ``dataset_uri``)."""
+        ``custom`` with ``dataset_uri``); ``compare_to`` (a model name or artifact:// URI)
+        is evaluated on the same data in the same job (result ``compare_to`` and ``delta``)."""
         return self.submit(
             "evaluate", {"model_id": model_id, "benchmark": benchmark,
-                         "dataset_uri": dataset_uri},
+                         "dataset_uri": dataset_uri, "compare_to": compare_to},
             metadata=metadata, priority=priority, max_attempts=max_attempts,
             timeout_seconds=timeout_seconds, gpu_type=gpu_type, gpu_count=gpu_count,
             labels=labels, idempotency_key=idempotency_key, **extra_params)
