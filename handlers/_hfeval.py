@@ -274,6 +274,11 @@ def main(job: dict, model_path: str | None = None) -> None:
     """model_path: unused (kept for callers of the older signature); the model of each
     param is found by model_file."""
     hf.require_ml()
+    # a job-private datasets cache (the JSON files lm_eval loads), set before any import
+    # of datasets reads it
+    work = tempfile.mkdtemp(prefix="lm-eval-",
+                            dir=os.path.dirname(os.path.abspath(forge.artifact_dir())))
+    os.environ["HF_DATASETS_CACHE"] = os.path.join(work, "datasets-cache")
     try:
         import lm_eval  # noqa: F401
     except ImportError as exc:
@@ -288,9 +293,6 @@ def main(job: dict, model_path: str | None = None) -> None:
         forge.fail(f"params.compare_to: {compare} is not a PyTorch model (a stand-in base or a "
                    "model trained from one); compare_to needs one, like model_id")
     device, dtype = hf.device_and_dtype()
-    work = tempfile.mkdtemp(prefix="lm-eval-",
-                            dir=os.path.dirname(os.path.abspath(forge.artifact_dir())))
-    os.environ["HF_DATASETS_CACHE"] = os.path.join(work, "datasets-cache")
     done = [0]
     total = 2 if compare else 1
 
