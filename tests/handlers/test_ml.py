@@ -20,7 +20,8 @@ from handlers_kit import HANDLERS, run_handler, write_jsonl, write_parquet
 sys.path.insert(0, str(HANDLERS))
 import _corpus  # noqa: E402
 
-TIMEOUT = 120
+# per handler run; generous: correctness tests that run on shared 2-core machines
+TIMEOUT = 300
 
 
 def corpus_rows(n, seed, domain="law"):
