@@ -29,6 +29,8 @@ FORGE_PIP_MODULES=(
     requests:requests
     openai:openai
     pyarrow:pyarrow # handlers/requirements.txt: the handlers read and write Parquet
+    datasketch:datasketch # handlers/requirements.txt: audit's near-duplicates
+    py3langid:py3langid # handlers/requirements.txt: audit's language identification
 )
 
 FORGE_KAFKA_LIB=$FORGE_ROOT/deploy/kafka/lib
