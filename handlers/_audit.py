@@ -6,8 +6,8 @@
     --> main process: exact duplicates (first seen wins), near-duplicates (MinHash LSH:
         query, verify the estimated Jaccard, then insert; union-find clusters)
 
-Near-duplicates: datasketch MinHash (128 permutations, crc32 of character 5-grams of the
-lowercased, punctuation-free text) in a MinHashLSH at `near_duplicate_threshold`, banded
+Near-duplicates: datasketch MinHash (128 permutations over the character 5-grams of the
+lowercased text, punctuation made spaces, hashed by shingle_hashes) in a MinHashLSH at `near_duplicate_threshold`, banded
 towards recall (weights 0.3/0.7) and every candidate verified against the threshold. Language:
 py3langid (its model ships in the wheel: no download). Token lengths: the `tokenizers`
 tokenizer.json of a stand-in or of a model train wrote, counted as train encodes a row
@@ -22,7 +22,6 @@ import hashlib
 import json
 import os
 import re
-import zlib
 from dataclasses import dataclass, field
 
 import _audit_format as fmt
@@ -32,7 +31,7 @@ import _forge as forge
 CHUNK_ROWS = 512
 NUM_PERM = 128
 SHINGLE = 5
-LANG_CHARS = 600  # language is decided on the first characters of a row
+LANG_CHARS = 200  # language is decided on the first characters of a row
 LSH_WEIGHTS = (0.3, 0.7)  # false positive vs false negative weight: recall first
 
 # The rubric a judge model will be given (hook; see the module docstring).
@@ -72,11 +71,28 @@ def fingerprint(text: str) -> int:
 _NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 
 
-def shingles(text: str) -> set[bytes]:
+def shingle_hashes(text: str) -> list[int]:
+    """32-bit hashes of the character 5-grams of the lowercased text with runs of
+    punctuation and spaces made one space: a polynomial rolling hash over the code points,
+    vectorised with numpy. These are the items of the row's MinHash (its hashfunc is the
+    identity; datasketch's affine32 scheme mixes them with murmur3's finaliser), which
+    saves hashing each 5-gram as a Python bytes object. Repeats are left in: they do not
+    change a minimum."""
+    import numpy as np
+
     norm = _NON_WORD.sub(" ", text.lower()).strip()
-    if len(norm) <= SHINGLE:
-        return {norm.encode()} if norm else set()
-    return {norm[i:i + SHINGLE].encode() for i in range(len(norm) - SHINGLE + 1)}
+    if not norm:
+        return []
+    cp = np.frombuffer(norm.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    n = max(1, len(cp) - SHINGLE + 1)
+    h = np.zeros(n, dtype=np.uint64)
+    for k in range(min(SHINGLE, len(cp))):
+        h = (h * np.uint64(1000003) + cp[k:k + n]) & np.uint64(0xFFFFFFFF)
+    return h.tolist()
+
+
+def _identity(x: int) -> int:
+    return x
 
 
 class Analyzer:
@@ -90,7 +106,7 @@ class Analyzer:
             from datasketch import MinHash
 
             self._MinHash = MinHash
-            self.minhash = MinHash(num_perm=NUM_PERM, seed=1, hashfunc=zlib.crc32)
+            self.minhash = MinHash(num_perm=NUM_PERM, seed=1, hashfunc=_identity)
         self.ident = None
         if "language" in checks:
             from py3langid.langid import MODEL_FILE, LanguageIdentifier
@@ -123,11 +139,11 @@ class Analyzer:
                            if v is None or (isinstance(v, str) and not v.strip())]
         info.keyset = ",".join(sorted(rec.keys()))
         if self.minhash is not None and text.strip():
-            sh = shingles(text)
+            sh = shingle_hashes(text)
             if sh:
-                m = self._MinHash(num_perm=NUM_PERM, seed=1, hashfunc=zlib.crc32,
+                m = self._MinHash(num_perm=NUM_PERM, seed=1, hashfunc=_identity,
                                   permutations=self.minhash.permutations, scheme="affine32")
-                m.update_batch(list(sh))
+                m.update_batch(sh)
                 info.signature = m.hashvalues.astype("uint32")
         if "pii" in self.checks:
             for s in fmt.texts(rec):
@@ -242,7 +258,12 @@ class NearDuplicates:
 
         self._Lean = LeanMinHash
         self.threshold = threshold
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
+        try:
+            self.lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
+        except ValueError:
+            # over ~0.95 the optimal banding has one band; 4 bands of 32 rows still make a
+            # pair at 0.99 a candidate with probability 0.99 (verified after)
+            self.lsh = MinHashLSH(num_perm=NUM_PERM, params=(4, 32))
         self.sigs: dict[int, object] = {}
         self.parent: dict[int, int] = {}
         self.best: dict[int, float] = {}  # row -> highest similarity to a cluster member
@@ -250,7 +271,7 @@ class NearDuplicates:
     def add(self, idx: int, sig) -> None:
         import numpy as np
 
-        lean = self._Lean(seed=1, hashvalues=sig.astype(np.uint64), scheme="affine32")
+        lean = self._Lean(seed=1, hashvalues=sig, scheme="affine32")
         for j in self.lsh.query(lean):
             sim = float(np.count_nonzero(self.sigs[j] == sig)) / NUM_PERM
             if sim >= self.threshold:

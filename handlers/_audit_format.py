@@ -29,7 +29,10 @@ PAIRS = (("prompt", "completion", "prompt_completion"),
 
 def check(rec: dict) -> tuple[str, list[str]]:
     """(shape, issue codes) of one record; issue codes may repeat a code once per message
-    but are de-duplicated here, in first-seen order."""
+    but are de-duplicated here, in first-seen order. A null field counts as absent (a
+    Parquet file gives every row every column)."""
+    if any(v is None for v in rec.values()):
+        rec = {k: v for k, v in rec.items() if v is not None}
     if "messages" in rec:
         return "chat", _dedup(_chat(rec["messages"]))
     for p_key, c_key, shape in PAIRS:
@@ -64,6 +67,8 @@ def _chat(msgs) -> list[str]:
         if not isinstance(m, dict):
             issues.append("message_not_object")
             continue
+        # Parquet gives every message every key of the column's struct: absent = null
+        m = {k: v for k, v in m.items() if v is not None}
         if "role" not in m:
             issues.append("message_missing_key:role")
         unknown = sorted(k for k in m if k not in MESSAGE_KEYS)
