@@ -41,7 +41,7 @@ static const struct {
     {"dataset_uri", false},     {"validation_uri", false}, {"model_id", true},
     {"teacher_model", true},    {"student_model", true},   {"output_model", true},
     {"from_checkpoint", false}, /* train: artifact:// of a checkpoint (kind checked) */
-    {"compare_to", true},
+    {"compare_to", true},       {"tokenizer_model", true}, /* audit: whose tokenizer counts */
 };
 #define NPARAMS (sizeof(input_params) / sizeof(input_params[0]))
 

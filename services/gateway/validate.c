@@ -77,7 +77,16 @@ static const struct pspec generate_params[] = {
 static const struct pspec audit_params[] = {
     {"dataset_uri", NULL, NULL, 0, 0, 0, P_URI, true, false},
     {"checks", NULL, NULL, 0, 32, 0, P_STRLIST, false, false},
+    {"near_duplicate_threshold", NULL, NULL, 0, 0, 0, P_RATE, false, false},
+    {"tokenizer_model", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, false, false},
+    {"max_seq_length", NULL, NULL, 1, 1000000, 0, P_INT, false, false},
+    {"fix", NULL, NULL, 0, 0, 0, P_BOOL, false, false},
+    {"judge", NULL, NULL, 0, NAME_MAX_LEN, 0, P_STR, false, false}, /* refused: audit_check */
 };
+/* What handlers/audit checks (its CHECKS); "judge" is named but not available yet. */
+static const char *const audit_checks[] = {
+    "duplicates",      "near_duplicates", "pii",          "language", "token_lengths",
+    "training_format", "empty_fields",    "length_stats", "schema",   NULL};
 static const struct pspec distill_params[] = {
     {"teacher_model", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, true, false},
     {"student_model", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, true, false},
@@ -148,6 +157,36 @@ static int train_check(const cJSON *params, struct nf_json_err *err)
     return 0;
 }
 
+#define JUDGE_NOT_YET                                                                              \
+    "LLM-judge scoring is not available yet (it needs the model providers of issue 21)"
+
+/* audit: every check is one the handler knows; the LLM judge is not there yet. */
+static int audit_check(const cJSON *params, struct nf_json_err *err)
+{
+    const cJSON *checks = cJSON_GetObjectItemCaseSensitive(params, "checks"), *it;
+    size_t i;
+
+    if (cJSON_GetObjectItemCaseSensitive(params, "judge"))
+        return nf_json_fail(err, "judge", "judge: " JUDGE_NOT_YET);
+    if (checks && cJSON_GetArraySize(checks) == 0)
+        return nf_json_fail(err, "checks", "checks must name at least one check");
+    cJSON_ArrayForEach(it, checks)
+    {
+        if (strcmp(it->valuestring, "judge") == 0)
+            return nf_json_fail(err, "checks", "checks: judge: " JUDGE_NOT_YET);
+        for (i = 0; audit_checks[i]; i++)
+            if (strcmp(it->valuestring, audit_checks[i]) == 0)
+                break;
+        if (!audit_checks[i])
+            return nf_json_fail(err, "checks",
+                                "unknown check \"%s\" (known: duplicates, near_duplicates, pii, "
+                                "language, token_lengths, training_format, empty_fields, "
+                                "length_stats, schema)",
+                                it->valuestring);
+    }
+    return 0;
+}
+
 /* evaluate: dataset_uri goes with benchmark "custom", and only with it. */
 static int evaluate_check(const cJSON *params, struct nf_json_err *err)
 {
@@ -170,7 +209,7 @@ static int evaluate_check(const cJSON *params, struct nf_json_err *err)
 /* In the order of nf_job_types. */
 static const struct tspec types[NF_NJOB_TYPES] = {
     TSPEC("generate", generate_params, NULL),
-    TSPEC("audit", audit_params, NULL),
+    TSPEC("audit", audit_params, audit_check),
     TSPEC("distill", distill_params, NULL),
     TSPEC("train", train_params, train_check),
     TSPEC("evaluate", evaluate_params, evaluate_check),

@@ -176,6 +176,9 @@ class NexaForgeClient:
             labels=labels, idempotency_key=idempotency_key, **extra_params)
 
     def audit(self, dataset_uri: str, *, checks: Optional[Sequence[str]] = None,
+              near_duplicate_threshold: Optional[float] = None,
+              tokenizer_model: Optional[str] = None, max_seq_length: Optional[int] = None,
+              fix: Optional[bool] = None,
               metadata: Optional[Mapping[str, str]] = None, priority: Optional[int] = None,
               max_attempts: Optional[int] = None, timeout_seconds: Optional[int] = None,
               gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
@@ -183,10 +186,25 @@ class NexaForgeClient:
               idempotency_key: Optional[str] = None, **extra_params: Any) -> Job:
         """Dataset quality audit of ``dataset_uri``: ``s3://bucket/key`` (a file you
         uploaded there, :meth:`upload_file`) or ``artifact://art_...`` (an upload or a
-        job's output); Parquet, JSONL or CSV."""
+        job's output); Parquet, JSONL or CSV.
+
+        ``checks`` (default all): ``duplicates``, ``near_duplicates`` (MinHash LSH at
+        ``near_duplicate_threshold``, default 0.8), ``pii`` (e-mail addresses, phone and
+        card numbers, IP addresses, secrets), ``language``, ``token_lengths`` (under
+        ``tokenizer_model``'s tokenizer, default ``llama-3-8b``; rows over
+        ``max_seq_length``, default 128, are flagged), ``training_format`` (chat,
+        prompt/completion, instruction/response rows as train reads them),
+        ``empty_fields``, ``length_stats``, ``schema``. Artifacts: ``report.json`` and
+        ``scored.parquet`` (per-row flags and scores); ``fix=True`` adds
+        ``cleaned.jsonl`` (duplicates dropped, personal data redacted, invalid rows
+        dropped), a dataset :meth:`train` accepts. An LLM-judge score (``judge``) is not
+        available yet."""
         return self.submit(
             "audit", {"dataset_uri": dataset_uri,
-                      "checks": list(checks) if checks is not None else None},
+                      "checks": list(checks) if checks is not None else None,
+                      "near_duplicate_threshold": near_duplicate_threshold,
+                      "tokenizer_model": tokenizer_model, "max_seq_length": max_seq_length,
+                      "fix": fix},
             metadata=metadata, priority=priority, max_attempts=max_attempts,
             timeout_seconds=timeout_seconds, gpu_type=gpu_type, gpu_count=gpu_count,
             labels=labels, idempotency_key=idempotency_key, **extra_params)

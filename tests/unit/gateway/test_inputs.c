@@ -72,6 +72,12 @@ static void test_plan(void **state)
     assert_string_equal(in[1].param, "compare_to");
     assert_int_equal(in[1].kind, GW_INPUT_MODEL);
     cJSON_Delete(p);
+    /* audit's tokenizer_model: a model like the others (a name or an artifact) */
+    p = cJSON_Parse("{\"dataset_uri\":\"s3://b/k\",\"tokenizer_model\":\"llama-3-8b\"}");
+    assert_int_equal(gw_inputs_plan(p, in, 8), 2);
+    assert_string_equal(in[1].param, "tokenizer_model");
+    assert_int_equal(in[1].kind, GW_INPUT_MODEL);
+    cJSON_Delete(p);
     p = cJSON_Parse("{\"domain\":\"law\",\"num_samples\":3}");
     assert_int_equal(gw_inputs_plan(p, in, 8), 0);
     cJSON_Delete(p);
