@@ -7,13 +7,11 @@ under a stand-in's tokenizer, the scored and cleaned datasets, and the params.
 import json
 import random
 
+import _audit_format as fmt  # handlers/ is on sys.path (handlers_kit)
+import _audit_pii as pii
 import pyarrow.parquet as pq
 import pytest
-
 from handlers_kit import write_jsonl, write_parquet
-
-import _audit_format as fmt  # noqa: E402  (handlers/ is on sys.path: handlers_kit)
-import _audit_pii as pii  # noqa: E402
 
 # ---- personal data: each kind, and what must not be taken for it ----------------------
 
@@ -37,8 +35,8 @@ POSITIVES = [
     ("secret:slack_token", "xoxb-2048-4096-abcdefABCDEF1234 in the config"),
     ("secret:google_api_key", "maps key AIzaSyD-9tSrke72PouQMnMX-a7eZSW0jkFMBWY"),
     ("secret:private_key", "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXk="),
-    ("secret:jwt", "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
-                   "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"),
+    ("secret:jwt", ("Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+                    "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U")),
     ("secret:high_entropy", "secret = Zx9kQ2mP7vL4tR8wY1nB6cH3jF5dS0gAq7Wc"),
 ]
 
@@ -207,7 +205,7 @@ def test_planted_near_duplicates_are_found(handler, tmp_path):
 
 
 def test_a_stricter_threshold_finds_fewer(handler, tmp_path):
-    recs, near, _ = planted()
+    recs, _near, _ = planted()
     path = write_jsonl(tmp_path / "d.jsonl", recs)
     rows = {}
     for t in (0.5, 0.99):
@@ -341,7 +339,7 @@ def test_bad_params_exit_2_naming_them(handler, tmp_path, params, needle):
 
 
 def test_the_same_rows_with_a_pool_of_workers(handler, tmp_path, monkeypatch):
-    recs, near, _ = planted(seed=11, n_base=400, n_near=40)
+    recs, _near, _ = planted(seed=11, n_base=400, n_near=40)
     path = write_jsonl(tmp_path / "d.jsonl", recs)
     runs = []
     for workers in ("1", "2"):
