@@ -155,7 +155,15 @@ def test_audit_finds_planted_problems_and_its_cleaned_dataset_trains(api):
     trained = run_ok(api, "train", {"model_id": "llama-3-8b",
                                     "dataset_uri": arts["cleaned.jsonl"]["uri"], "epochs": 1},
                      timeout=300)
-    assert any(a["name"] == "model.tar" for a in trained["artifacts"]), trained["artifacts"]
+    model_tar = next(a for a in trained["artifacts"] if a["name"] == "model.tar")
+    # the fine-tuned model's own tokenizer (fetched as an input) counts the tokens too
+    counted = run_ok(api, "audit", {"dataset_uri": arts["cleaned.jsonl"]["uri"],
+                                    "checks": ["token_lengths"],
+                                    "tokenizer_model": model_tar["uri"]})
+    tl = json.loads(download(api, next(a for a in counted["artifacts"]
+                                       if a["name"] == "report.json")))["token_lengths"]
+    assert tl["tokenizer_model"] == model_tar["uri"] and tl["stand_in"] is True
+    assert tl["total"] > 0
 
 
 def test_the_gateway_refuses_bad_audit_params(api):

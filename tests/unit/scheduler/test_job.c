@@ -448,6 +448,12 @@ static void test_request_inputs(void **state)
                      "\"name\":\"checkpoint-epoch-1.tar\",\"bytes\":12}]");
     cJSON_ReplaceItemInObject(d, "inputs", in);
     assert_int_equal(sched_request_parse(d, JOB, &r, &err), 0);
+    /* audit's tokenizer_model is an input too (a model train wrote) */
+    cJSON_ReplaceItemInObject(d, "inputs",
+                              cJSON_Parse("[{\"param\":\"tokenizer_model\",\"uri\":\"" ART
+                                          "\",\"object_key\":\"tenants/usr_1/jobs/j/1/"
+                                          "model.tar\",\"name\":\"model.tar\",\"bytes\":9}]"));
+    assert_int_equal(sched_request_parse(d, JOB, &r, &err), 0);
     for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         cJSON_ReplaceItemInObject(d, "inputs", cJSON_Parse(bad[i]));
         assert_int_equal(sched_request_parse(d, JOB, &r, &err), -1);
