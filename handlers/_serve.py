@@ -32,6 +32,10 @@ API (JSON; the subset of OpenAI's that the official `openai` client uses):
                               "finish_reason"}]. The prompt is the tokenizer's chat template
                               when it has one, else ours (chat_prompt below).
   POST /admin/stop            {"status": "stopping"}; the process exits right after.
+  --api-key-env VAR: every request but /healthz must carry "Authorization: Bearer <the
+  value of VAR>" (401 otherwise; the key is read from the environment, never argv, never
+  logged): a provider's stand-in checks its key (deploy/local/providers.sh). --stand-in:
+  /v1/models marks the model stand_in: true. --port: a fixed port instead of a free one.
   "model" in a request is accepted and not checked (one model per endpoint).
   stream: true answers text/event-stream, chunked: one `data: {chunk}` per piece of text
   (OpenAI's text_completion / chat.completion.chunk objects), the last with its
@@ -54,6 +58,7 @@ import sys
 sys.dont_write_bytecode = True
 
 import argparse  # noqa: E402
+import hmac  # noqa: E402
 import http.server  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
@@ -298,6 +303,10 @@ class TextGenerator:
     def prompt_of(self, messages):
         return chat_prompt(messages, self.tok)
 
+    def chat(self, messages, max_tokens, temperature, seed):
+        """complete() of a chat's prompt (_providers.LocalChat: a model on the worker)."""
+        return self.complete(self.prompt_of(messages), max_tokens, temperature, seed)
+
     def stream(self, prompt, max_tokens, temperature, seed, stats, cancel):
         stats.update(prompt_tokens=0, completion_tokens=0, finish_reason="length")
         if self.bigram is not None:
@@ -384,7 +393,7 @@ def _usage(stats):
             "total_tokens": stats["prompt_tokens"] + stats["completion_tokens"]}
 
 
-def make_handler(model_id, gen, gate, stopping=None):
+def make_handler(model_id, gen, gate, stopping=None, api_key=None, stand_in=False):
     created = int(time.time())
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -408,18 +417,35 @@ def make_handler(model_id, gen, gate, stopping=None):
         def error(self, status, code, message, param=None, kind="invalid_request_error"):
             self.send_json(status, ApiError(status, message, param, code, kind).body())
 
+        def authorized(self):
+            """With an API key configured: the request's Bearer token must be it."""
+            if api_key is None:
+                return True
+            got = self.headers.get("Authorization", "")
+            if got.startswith("Bearer ") and hmac.compare_digest(got[7:].encode(), api_key):
+                return True
+            self.error(401, "invalid_api_key", "a valid API key is required (Authorization: "
+                       "Bearer ...)", kind="authentication_error")
+            return False
+
+        def model_entry(self):
+            entry = {"id": model_id, "object": "model", "created": created,
+                     "owned_by": "nexa-forge"}
+            if stand_in:
+                entry["stand_in"] = True
+            return entry
+
         def do_GET(self):
             path = self.path.split("?", 1)[0].rstrip("/") or "/"
+            if path != "/healthz" and not self.authorized():
+                return
             if path == "/healthz":
                 self.send_json(200, {"status": "ok", "model_id": model_id})
             elif path == "/v1/models":
-                self.send_json(200, {"object": "list", "data": [
-                    {"id": model_id, "object": "model", "created": created,
-                     "owned_by": "nexa-forge"}]})
+                self.send_json(200, {"object": "list", "data": [self.model_entry()]})
             elif path.startswith("/v1/models/"):
                 if path[len("/v1/models/"):] == model_id:
-                    self.send_json(200, {"id": model_id, "object": "model",
-                                         "created": created, "owned_by": "nexa-forge"})
+                    self.send_json(200, self.model_entry())
                 else:
                     self.error(404, "model_not_found", "no such model", "model")
             else:
@@ -448,6 +474,8 @@ def make_handler(model_id, gen, gate, stopping=None):
 
         def do_POST(self):
             path = self.path.split("?", 1)[0].rstrip("/")
+            if not self.authorized():
+                return
             if path == "/admin/stop":
                 self.send_json(200, {"status": "stopping"})
                 if stopping is not None:
@@ -592,7 +620,15 @@ def main():
     ap.add_argument("--replicas", type=int, default=1)
     ap.add_argument("--watch-pid", type=int, default=0)
     ap.add_argument("--watch-start", default="")
+    ap.add_argument("--port", type=int, default=0)
+    ap.add_argument("--api-key-env", default="")
+    ap.add_argument("--stand-in", action="store_true")
     args = ap.parse_args()
+    api_key = None
+    if args.api_key_env:
+        api_key = os.environ.get(args.api_key_env, "").encode()
+        if not api_key:
+            sys.exit(f"--api-key-env: {args.api_key_env} is not set")
 
     if args.hf_model:
         gen = TextGenerator(hf_dir=args.hf_model)
@@ -601,7 +637,8 @@ def main():
             gen = TextGenerator(bigram=BigramModel.from_json(json.load(f)))
     gate = threading.BoundedSemaphore(max(1, args.replicas))
     stop = threading.Event()
-    server = Server(("127.0.0.1", 0), make_handler(args.model_id, gen, gate, stop))
+    server = Server(("127.0.0.1", args.port),
+                    make_handler(args.model_id, gen, gate, stop, api_key, args.stand_in))
     port = server.server_address[1]
 
     def on_signal(signum, frame):

@@ -29,7 +29,7 @@ FORGE_PIP_MODULES=(
     requests:requests
     openai:openai
     pyarrow:pyarrow # handlers/requirements.txt: the handlers read and write Parquet
-    datasketch:datasketch # handlers/requirements.txt: audit's near-duplicates
+    datasketch:datasketch # handlers/requirements.txt: near-duplicates (generate, distill, audit)
     py3langid:py3langid # handlers/requirements.txt: audit's language identification
 )
 
