@@ -42,6 +42,7 @@ static const struct {
     {"teacher_model", true},    {"student_model", true},   {"output_model", true},
     {"from_checkpoint", false}, /* train: artifact:// of a checkpoint (kind checked) */
     {"compare_to", true},       {"tokenizer_model", true}, /* audit: whose tokenizer counts */
+    {"generator", true},
 };
 #define NPARAMS (sizeof(input_params) / sizeof(input_params[0]))
 
@@ -60,6 +61,11 @@ size_t gw_inputs_plan(const cJSON *params, struct gw_input *out, size_t max)
     for (i = 0; i < NPARAMS && n < max; i++) {
         v = nf_json_str(params, input_params[i].name);
         if (!v)
+            continue;
+        /* generate's templates are no model; a deployment id (dep-...) is resolved to its
+         * endpoint with the deployments, not in the catalogue */
+        if (strcmp(input_params[i].name, "generator") == 0 &&
+            (strcmp(v, "template") == 0 || strncmp(v, "dep-", 4) == 0))
             continue;
         memset(&out[n], 0, sizeof(out[n]));
         out[n].param = input_params[i].name;

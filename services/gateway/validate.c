@@ -29,6 +29,7 @@ enum pkind {
     P_ENUM,    /* one of choices */
     P_REGION,  /* cloud region name, e.g. us-east-1 */
     P_MNAME,   /* a name for a new model: 1..64 of [a-z0-9._-] (gw_model_name_valid) */
+    P_RANGE,   /* number in [0, max] */
 };
 
 struct pspec {
@@ -65,6 +66,8 @@ struct tspec {
 static const char *const formats[] = {"jsonl", "parquet", NULL};
 static const char *const benchmarks[] = {"mmlu", "gsm8k", "hellaswag", "arc_easy", "custom", NULL};
 static const char *const train_methods[] = {"lora", "full", NULL};
+static const char *const gen_tasks[] = {"instruction", "qa", "chat", NULL};
+static const char *const distill_methods[] = {"sequence", "logits", NULL};
 
 /* name, choices, default string, min, max, default int, kind, required, has default */
 static const struct pspec generate_params[] = {
@@ -73,6 +76,16 @@ static const struct pspec generate_params[] = {
     {"model", NULL, NULL, 0, NAME_MAX_LEN, 0, P_STR, false, false},
     {"seed", NULL, NULL, 0, SEED_MAX, 0, P_INT, false, false},
     {"format", formats, "jsonl", 0, 0, 0, P_ENUM, false, false},
+    /* a model writes the rows (handlers/_generate.py) unless generator is "template" */
+    {"generator", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, false, false},
+    {"task", gen_tasks, NULL, 0, 0, 0, P_ENUM, false, false},
+    {"seed_topics", NULL, NULL, 0, 1000, 0, P_STRLIST, false, false},
+    {"dataset_uri", NULL, NULL, 0, 0, 0, P_URI, false, false},
+    {"temperature", NULL, NULL, 0, 2, 0, P_RANGE, false, false},
+    {"system_prompt", NULL, NULL, 0, 4000, 0, P_STR, false, false},
+    {"output_format", formats, NULL, 0, 0, 0, P_ENUM, false, false},
+    {"max_tokens", NULL, NULL, 8, 1024, 0, P_INT, false, false},
+    {"near_duplicate_threshold", NULL, NULL, 0, 1, 0, P_NUM, false, false},
 };
 static const struct pspec audit_params[] = {
     {"dataset_uri", NULL, NULL, 0, 0, 0, P_URI, true, false},
@@ -92,6 +105,19 @@ static const struct pspec distill_params[] = {
     {"student_model", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, true, false},
     {"dataset_uri", NULL, NULL, 0, 0, 0, P_URI, true, false},
     {"num_samples", NULL, NULL, 1, SAMPLES_MAX, 0, P_INT, false, false},
+    {"method", distill_methods, NULL, 0, 0, 0, P_ENUM, false, false},
+    {"max_tokens", NULL, NULL, 1, 4096, 0, P_INT, false, false},
+    {"temperature", NULL, NULL, 0, 2, 0, P_RANGE, false, false},
+    {"system_prompt", NULL, NULL, 0, 4000, 0, P_STR, false, false},
+    {"holdout", NULL, NULL, 0, 0, 0, P_FRAC, false, false},
+    {"epochs", NULL, NULL, 1, 100, 0, P_INT, false, false},
+    {"batch_size", NULL, NULL, 1, 4096, 0, P_INT, false, false},
+    {"learning_rate", NULL, NULL, 0, 0, 0, P_RATE, false, false},
+    {"train_method", train_methods, NULL, 0, 0, 0, P_ENUM, false, false},
+    {"max_seq_length", NULL, NULL, 8, 512, 0, P_INT, false, false},
+    {"seed", NULL, NULL, 0, SEED_MAX, 0, P_INT, false, false},
+    {"kd_temperature", NULL, NULL, 0, 100, 0, P_NUM, false, false},
+    {"kd_alpha", NULL, NULL, 0, 0, 0, P_RATE, false, false},
 };
 static const struct pspec train_params[] = {
     {"model_id", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, true, false},
@@ -187,6 +213,16 @@ static int audit_check(const cJSON *params, struct nf_json_err *err)
     return 0;
 }
 
+/* generate: seed_topics or a seed dataset, not both (output_format, when given, wins over
+ * format, its older name, which defaults to jsonl). */
+static int generate_check(const cJSON *params, struct nf_json_err *err)
+{
+    if (cJSON_GetObjectItemCaseSensitive(params, "seed_topics") &&
+        cJSON_GetObjectItemCaseSensitive(params, "dataset_uri"))
+        return nf_json_fail(err, "seed_topics", "give seed_topics or dataset_uri, not both");
+    return 0;
+}
+
 /* evaluate: dataset_uri goes with benchmark "custom", and only with it. */
 static int evaluate_check(const cJSON *params, struct nf_json_err *err)
 {
@@ -208,7 +244,7 @@ static int evaluate_check(const cJSON *params, struct nf_json_err *err)
 
 /* In the order of nf_job_types. */
 static const struct tspec types[NF_NJOB_TYPES] = {
-    TSPEC("generate", generate_params, NULL),
+    TSPEC("generate", generate_params, generate_check),
     TSPEC("audit", audit_params, audit_check),
     TSPEC("distill", distill_params, NULL),
     TSPEC("train", train_params, train_check),
@@ -427,6 +463,14 @@ static int param_one(const struct pspec *ps, const cJSON *src, cJSON *dst, struc
         if (rc < 0)
             return nf_json_fail(err, ps->name,
                                 "%s must be a number greater than 0 and at most %lld", ps->name,
+                                ps->max);
+        if (rc == 0 && !cJSON_AddNumberToObject(dst, ps->name, d))
+            abort();
+        return 0;
+    case P_RANGE:
+        rc = nf_json_get_num(src, ps->name, ps->required, 0, (double)ps->max, &d, err);
+        if (rc < 0)
+            return nf_json_fail(err, ps->name, "%s must be a number from 0 to %lld", ps->name,
                                 ps->max);
         if (rc == 0 && !cJSON_AddNumberToObject(dst, ps->name, d))
             abort();

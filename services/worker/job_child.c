@@ -343,15 +343,33 @@ static void env_add(char **env, size_t *k, const char *fmt, ...)
     env[(*k)++] = nf_xstrdup(buf);
 }
 
-/* Environment of a handler: ours minus NF_* settings (secrets), plus the job's. */
+/* true when the NAME of "NAME=value" is an item of the comma-separated list. */
+static bool env_listed(const char *entry, const char *list)
+{
+    size_t len = strcspn(entry, "=");
+
+    for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) {
+        while (*p == ' ')
+            p++;
+        size_t n = strcspn(p, ", ");
+        if (n == len && strncmp(p, entry, len) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Environment of a handler: ours minus NF_* settings (secrets) but those the operator
+ * names in NF_WORKER_HANDLER_ENV (the providers' file and keys), plus the job's. */
 static char **build_env(const struct wk_job *job)
 {
+    const char *pass = job->ctx->cfg->handler_env;
     size_t n = 0, k = 0;
     while (environ[n] != NULL)
         n++;
     char **env = nf_xcalloc(n + 8, sizeof(char *));
     for (size_t i = 0; i < n; i++) {
-        if (strncmp(environ[i], "NF_", 3) == 0 && strncmp(environ[i], "NF_LOG_LEVEL=", 13) != 0)
+        if (strncmp(environ[i], "NF_", 3) == 0 && strncmp(environ[i], "NF_LOG_LEVEL=", 13) != 0 &&
+            !env_listed(environ[i], pass))
             continue;
         env[k++] = nf_xstrdup(environ[i]);
     }

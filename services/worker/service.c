@@ -62,6 +62,10 @@ static const struct nf_cfg_opt wk_opts[] = {
      "older name of NF_WORKER_WORK_DIR, used when that is empty"},
     {"NF_WORKER_MAX_INPUT_BYTES", NF_CFG_STR, "21474836480", 1, 20, false, OFF(max_input),
      "largest total size of a job's inputs fetched from the object store, in bytes"},
+    {"NF_WORKER_HANDLER_ENV", NF_CFG_STR, "", 0, 4096, false, OFF(handler_env),
+     "comma-separated names of variables of the agent's environment passed to handlers even "
+     "though they start with NF_ (NF_PROVIDERS_FILE and the provider keys it names); every "
+     "other NF_* variable stays the agent's"},
     {"NF_WORKER_SLOTS", NF_CFG_INT, "1", 1, 64, false, OFF(slots), "jobs run at the same time"},
     /* what it offers the scheduler */
     {"NF_WORKER_GPU_TYPE", NF_CFG_STR, "", 0, 0, false, OFF(gpu_type),

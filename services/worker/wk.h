@@ -79,6 +79,7 @@ struct wk_config {
     char *work_dir;      /* NF_WORKER_WORK_DIR: the job directories' root */
     char *artifact_root; /* NF_WORKER_ARTIFACT_ROOT: older name of the work dir */
     char *max_input;     /* NF_WORKER_MAX_INPUT_BYTES (text: over an int) */
+    char *handler_env;   /* NF_WORKER_HANDLER_ENV: NF_ names passed to handlers, a,b */
     int slots;           /* NF_WORKER_SLOTS */
     char *gpu_type;      /* NF_WORKER_GPU_TYPE, "" = none */
     int gpu_count;       /* NF_WORKER_GPU_COUNT */

@@ -263,11 +263,34 @@ static void test_generate_failures(void **state)
         {"{\"domain\":\"d\",\"num_samples\":1,\"seed\":1.5}", "seed"},
         {"{\"domain\":\"d\",\"num_samples\":1,\"model\":\"\"}", "model"},
         {"{\"domain\":\"d\",\"num_samples\":1,\"model\":{}}", "model"},
+        {"{\"domain\":\"d\",\"num_samples\":1,\"task\":\"poem\"}", "task"},
+        {"{\"domain\":\"d\",\"num_samples\":1,\"temperature\":2.5}", "temperature"},
+        {"{\"domain\":\"d\",\"num_samples\":1,\"generator\":\"file:///x\"}", "generator"},
+        {"{\"domain\":\"d\",\"num_samples\":1,\"seed_topics\":[\"\"]}", "seed_topics"},
+        {"{\"domain\":\"d\",\"num_samples\":1,\"seed_topics\":[\"a\"],"
+         "\"dataset_uri\":\"s3://b/k\"}",
+         "seed_topics"},
+        {"{\"domain\":\"d\",\"num_samples\":1,\"output_format\":\"csv\"}", "output_format"},
+        {"{\"domain\":\"d\",\"num_samples\":1,\"near_duplicate_threshold\":0}",
+         "near_duplicate_threshold"},
     };
     char json[600];
     char *s;
 
     bad_all("generate", refused, sizeof(refused) / sizeof(refused[0]));
+    /* a model generator (issue 21): its params, temperature 0 (greedy) included */
+    ok_free("generate", "{\"domain\":\"d\",\"num_samples\":5,\"generator\":\"gpt-4\","
+                        "\"task\":\"chat\",\"temperature\":0,\"seed_topics\":[\"cells\"],"
+                        "\"system_prompt\":\"be brief\",\"output_format\":\"parquet\","
+                        "\"max_tokens\":64,\"near_duplicate_threshold\":0.7}");
+    ok_free("distill", "{\"teacher_model\":\"gpt-4\",\"student_model\":\"llama-3-8b\","
+                       "\"dataset_uri\":\"s3://b/k\",\"method\":\"logits\",\"holdout\":0.2,"
+                       "\"epochs\":2,\"train_method\":\"full\",\"kd_alpha\":0.5,"
+                       "\"temperature\":0}");
+    bad("distill",
+        "{\"teacher_model\":\"t\",\"student_model\":\"s\",\"dataset_uri\":"
+        "\"s3://b/k\",\"method\":\"lora\"}",
+        "method");
 
     /* domain: 128 characters is the limit (proto/openapi.yaml GenerateParams) */
     s = repeat('d', 128);
