@@ -23,8 +23,9 @@ Authorization header: it is never printed, logged, or put in a result, artifact 
 
 Calls: up to `concurrency` at once (threads), at most `requests_per_minute` started per
 minute; 429, 5xx and transport errors are retried with exponential backoff (0.5 s doubling,
-at most 30 s, Retry-After honoured up to 60 s) while the provider's retry budget (total
-seconds spent waiting to retry, all calls together) lasts; after that ProviderOutage: the
+at most 30 s, Retry-After honoured up to 60 s) while the provider's retry budget (the
+seconds without any answer since the first failure, all calls together) lasts, and each call
+at most max_retries times; after that ProviderOutage: the
 handler exits 75 (class infra: the platform retries the attempt; never the user's fault).
 401/403/404 from a provider are the operator's configuration: ProviderOutage too. Other
 4xx answers refuse one request: that call raises Refused, and the caller drops its row.
@@ -248,7 +249,7 @@ class RemoteChat(ChatModel):
         self.meter.output_per_1m = float(prices.get("output_per_1m_usd") or 0)
         self._lock = threading.Lock()
         self._next_start = 0.0
-        self._waited = 0.0  # seconds spent waiting to retry, every call together
+        self._failing_since = None  # monotonic time of the first failure since an answer
 
     def scrub(self, text: str) -> str:
         """text with the key (if a provider echoed it) replaced: safe to show."""
@@ -269,16 +270,23 @@ class RemoteChat(ChatModel):
             time.sleep(start - now)
 
     def _spend(self, delay: float, why: str) -> None:
-        """Accounts delay against the retry budget (ProviderOutage when it is spent), then
-        sleeps it."""
+        """Sleeps delay before a retry, unless the provider would then have gone without a
+        single answer for longer than the retry budget: ProviderOutage."""
         with self._lock:
-            if self._waited + delay > self.retry_budget_s:
+            now = time.monotonic()
+            if self._failing_since is None:
+                self._failing_since = now
+            failing = now - self._failing_since
+            if failing + delay > self.retry_budget_s:
                 raise ProviderOutage(f"{self.label} is unavailable: {why}; gave up after "
-                                     f"{self._waited:.0f}s of retries (retry budget "
+                                     f"{failing:.0f}s without an answer (retry budget "
                                      f"{self.retry_budget_s:.0f}s)")
-            self._waited += delay
             self.meter.retries += 1
         time.sleep(delay)
+
+    def _answered(self) -> None:
+        with self._lock:
+            self._failing_since = None
 
     def _chat(self, messages, max_tokens, temperature, seed) -> Answer:
         body = {"model": self.model, "messages": messages, "max_tokens": max_tokens,
@@ -299,7 +307,9 @@ class RemoteChat(ChatModel):
                                              method="POST")
                 with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                     raw = resp.read(MAX_ANSWER_BYTES + 1)
-                return self._parse(raw, messages)
+                answer = self._parse(raw, messages)
+                self._answered()
+                return answer
             except urllib.error.HTTPError as exc:
                 status = exc.code
                 detail = self._error_text(exc)

@@ -34,6 +34,7 @@ forge_profile_load() {
     esac
 
     FORGE_PROFILE=$profile
+    FORGE_PORT_OFFSET=$offset # providers.sh: the stand-in provider's port
     FORGE_STATE=$FORGE_ROOT/.forge/$profile
     FORGE_LOGS=$FORGE_STATE/logs
     FORGE_RUN=$FORGE_STATE/run
@@ -133,6 +134,11 @@ forge_service_env() {
         echo "NF_WORKER_ARTIFACT_ROOT=$FORGE_ARTIFACTS"
         # the handlers' stand-in models, built once (deterministic) and shared by profiles
         echo "NEXA_MODEL_CACHE=$FORGE_ROOT/.forge/models"
+        # the model providers (providers.sh): the file and its keys reach the handlers
+        # only, by name (every other NF_* variable stays the agent's)
+        echo "NF_PROVIDERS_FILE=$FORGE_STATE/providers.json"
+        echo "NF_PROVIDER_KEY_OPENAI=$(forge_secret NF_PROVIDER_KEY_OPENAI)"
+        echo "NF_WORKER_HANDLER_ENV=NF_PROVIDERS_FILE,NF_PROVIDER_KEY_OPENAI"
         ;;
     esac
     # Debug (sanitizer) builds: report every error with a stack and stop at the first.

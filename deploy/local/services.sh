@@ -147,9 +147,11 @@ forge_worker_check() {
 forge_svcs_start() {
     mkdir -p "$FORGE_LOGS" "$FORGE_RUN" "$FORGE_ARTIFACTS"
     forge_secret NF_WORKER_REGISTRATION_TOKEN >/dev/null # create it before any reader
+    forge_standin_launch # providers.sh: the local gpt-4 stand-in; ready before the worker
     local name
     for name in "${FORGE_SERVERS[@]}"; do forge_svc_start "$name"; done
     forge_svcs_wait_ready
+    forge_standin_wait
     forge_svc_start worker
     forge_worker_check
 }
@@ -172,6 +174,7 @@ forge_svcs_stop() {
         fi
         rm -f "$(forge_svc_pidfile "$name")"
     done
+    forge_standin_stop
     ((${#pids[@]})) || return 0
     forge_say "stopping: ${names[*]}"
     local i
@@ -188,6 +191,7 @@ forge_svcs_status() {
                 forge_svc_unready_why "$name"
         fi
     done
+    forge_standin_status
 }
 
 # ---------------------------------------------------------------- the local API key
