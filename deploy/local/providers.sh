@@ -70,7 +70,8 @@ forge_standin_launch() {
     forge_say "standin: gpt-4 stand-in (openai provider) on port $PORT_STANDIN"
     [[ -f $STANDIN_LOG ]] && mv -f "$STANDIN_LOG" "$STANDIN_LOG.1"
     # the key reaches the server through its environment, never argv
-    (cd "$FORGE_ROOT/handlers" && exec env NEXA_MODEL_CACHE="$models" NF_PROVIDER_KEY_OPENAI="$key" \
+    # one torch thread per request: generation is latency bound (see _providers.LocalChat)
+    (cd "$FORGE_ROOT/handlers" && exec env NEXA_MODEL_CACHE="$models" NF_PROVIDER_KEY_OPENAI="$key" OMP_NUM_THREADS=1 \
         setsid python3 -c '
 import sys
 sys.dont_write_bytecode = True
