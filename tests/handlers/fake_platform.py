@@ -8,9 +8,13 @@ It follows the data plane's contracts (/work notes "dataplane"): POST /api/files
 a job's s3:// and artifact:// inputs are resolved at submit (422 naming the param when
 missing, file:// refused); the handler gets the job JSON with "inputs" = {param: local
 path} of a copy in the job's own directory, and its reported artifacts become
-artifact://<id>. Jobs run at once in a thread; costs are a token amount. Test-only: no
+artifact://<id>. Jobs run at once in a thread; costs are a token amount. The catalogue's
+gpt-4 (provider:openai/gpt-4) is served by a tiny chat endpoint here whose answers come
+from the reference corpus (the stack runs a model stand-in instead: providers.sh), given
+to the handlers as the stack gives it (NF_PROVIDERS_FILE and a key). Test-only: no
 auth, no tenants, everything in memory but the files."""
 import email.parser
+import random
 import email.policy
 import hashlib
 import json
@@ -33,6 +37,56 @@ MODELS = {}  # an account's models: output_model of a succeeded train -> its mod
 LOCK = threading.Lock()
 INPUT_PARAMS = ("dataset_uri", "validation_uri", "model_id", "teacher_model", "student_model",
                 "compare_to")
+
+
+PROVIDER_KEY = "sk-fake-" + uuid.uuid4().hex
+
+
+class ChatStandIn(BaseHTTPRequestHandler):
+    """POST /v1/chat/completions: an answer from the reference corpus for the last user
+    message (sys.path has HANDLERS for _corpus), with usage; checks the key."""
+
+    def log_message(self, *a):
+        pass
+
+    def do_POST(self):
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.headers.get("Authorization") != "Bearer " + PROVIDER_KEY:
+            body, status = b'{"error": {"message": "bad key"}}', 401
+        else:
+            import _corpus
+
+            prompt = req["messages"][-1]["content"]
+            text = _corpus.answer(random.Random(prompt), "generic", prompt)
+            body, status = json.dumps({"choices": [{
+                "index": 0, "finish_reason": "stop",
+                "message": {"role": "assistant", "content": text}}],
+                "usage": {"prompt_tokens": len(prompt.split()),
+                          "completion_tokens": len(text.split())}}).encode(), 200
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def start_provider():
+    """The gpt-4 endpoint and the providers file the handlers read."""
+    sys.path.insert(0, str(HANDLERS))
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), ChatStandIn)
+    srv.daemon_threads = True
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    ROOT.mkdir(parents=True, exist_ok=True)
+    conf = {"providers": {"openai": {
+        "base_url": f"http://127.0.0.1:{srv.server_address[1]}/v1",
+        "api_key_env": "NF_PROVIDER_KEY_OPENAI", "stand_in": True, "concurrency": 4,
+        "models": {"gpt-4": {"input_per_1m_usd": 30.0, "output_per_1m_usd": 60.0}}}}}
+    (ROOT / "providers.json").write_text(json.dumps(conf))
+    return {"NF_PROVIDERS_FILE": str(ROOT / "providers.json"),
+            "NF_PROVIDER_KEY_OPENAI": PROVIDER_KEY}
+
+
+PROVIDER_ENV = {}
 
 
 def new_id(prefix):
@@ -80,7 +134,7 @@ def run_job(job, inputs):
     proc = subprocess.run([sys.executable, str(HANDLERS / job["job_type"])],
                           input=json.dumps(doc), capture_output=True, text=True,
                           env=dict(os.environ, NF_ARTIFACT_DIR=str(out),
-                                   NF_JOB_ID=job["job_id"]), timeout=120)
+                                   NF_JOB_ID=job["job_id"], **PROVIDER_ENV), timeout=240)
     arts = []
     for line in proc.stdout.splitlines():
         msg = json.loads(line)
@@ -215,6 +269,7 @@ class H(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
+    PROVIDER_ENV.update(start_provider())
     srv = ThreadingHTTPServer(("127.0.0.1", 0), H)
     srv.daemon_threads = True
     print(srv.server_address[1], flush=True)
