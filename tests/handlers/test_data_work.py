@@ -30,8 +30,8 @@ class Fake:
     request after `die_after` of them. A wrong key gets 401 with the header echoed (the
     handler must scrub it)."""
 
-    def __init__(self, fail_first=0, die_after=None):
-        self.fail_first, self.die_after = fail_first, die_after
+    def __init__(self, fail_first=0, die_after=None, key=KEY):
+        self.fail_first, self.die_after, self.key = fail_first, die_after, key
         self.requests = 0
         self.answered = 0
         self.lock = threading.Lock()
@@ -59,7 +59,9 @@ class Fake:
                 with fake.lock:
                     fake.requests += 1
                     n = fake.requests
-                if auth != "Bearer " + KEY:
+                if fake.key is not None and auth != "Bearer " + fake.key:
+                    return self.reply(401, {"error": {"message": f"bad key {auth}"}})
+                if fake.key is None and auth:
                     return self.reply(401, {"error": {"message": f"bad key {auth}"}})
                 if n <= fake.fail_first or (fake.die_after is not None and
                                             fake.answered >= fake.die_after):
@@ -217,6 +219,28 @@ def test_a_wrong_key_is_the_operators_fault(provider, tmp_path):
     r = run("generate", {"domain": "code", "num_samples": 2, "generator": "acme-large"},
             tmp_path / "out", env)
     assert r.rc == 75 and "answered 401" in r.stderr and "sk-wrong" not in r.stderr
+
+
+def test_generate_from_a_seed_dataset_through_a_deployment(tmp_path):
+    """A deployment handed in the job JSON is called at its base_url, without a key; a seed
+    dataset's prompts are the examples."""
+    fake = Fake(key=None)
+    try:
+        seeds = prompts_file(tmp_path, 5, seed=9)
+        job = {"job_id": "job_dep", "job_type": "generate", "attempt": 1,
+               "params": {"domain": "law", "num_samples": 6, "generator": "dep-0123456789ab",
+                          "dataset_uri": "s3://b/seeds.jsonl", "seed": 2},
+               "inputs": {"dataset_uri": str(seeds)},
+               "deployments": {"generator": {"id": "dep-0123456789ab", "base_url": fake.url,
+                                             "model": "my-model"}}}
+        r = run_handler("generate", job, tmp_path / "out", env={}, timeout=120)
+        assert r.rc == 0, r.stderr
+        assert r.result["generator"] == {"model": "deployment dep-0123456789ab",
+                                         "kind": "deployment", "stand_in": False}
+        assert r.result["topics_source"] == "dataset_uri" and r.result["num_samples"] == 6
+        assert fake.answered == r.result["calls"]
+    finally:
+        fake.close()
 
 
 def test_unknown_generator_is_a_user_error(provider, tmp_path):
