@@ -399,6 +399,7 @@ def main(job: dict) -> None:
     forge.progress(1.0)
     forge.result({
         "teacher_model": P["teacher"], "student_model": student, "method": P["method"],
+        "output_model": job["params"].get("output_model"),
         "teacher": teacher.describe(), "stand_in": teacher.stand_in,
         "prompts": len(prompts), "num_samples": len(kept), "heldout_samples": len(heldout),
         "teacher_calls": asked, "resumed_answers": resumed, "retries": m.retries,

@@ -129,22 +129,25 @@ const char sched_events_sql[] =
     " ON CONFLICT (artifact_id) DO NOTHING"
     " RETURNING artifact_id"
     "), mdl AS ("
-    /* a succeeded train registers its model artifact in the caller's catalogue under
-     * params.output_model, by default <base>-ft-<job id's last 6>; a name taken meanwhile
-     * (another train, an upload) keeps its model: this one stays an artifact only */
+    /* a succeeded train (or distill: its student) registers its model artifact in the
+     * caller's catalogue under params.output_model, by default <base>-ft-<job id's last 6>;
+     * a name taken meanwhile (another train, an upload) keeps its model: this one stays an
+     * artifact only. b.p: the param naming the base (model_id, distill's student_model) */
     " INSERT INTO sched.models (model_id, user_id, name, kind, base_model, architecture,"
     "  parameters, stand_in, artifact_id, job_id)"
-    " SELECT $20, u.user_id, n.name, 'fine_tuned', u.params->>'model_id',"
-    "  u.models->'model_id'->>'architecture',"
-    "  CASE WHEN jsonb_typeof(u.models->'model_id'->'parameters') = 'number'"
-    "   THEN (u.models->'model_id'->>'parameters')::numeric::bigint END,"
-    "  coalesce(u.models->'model_id'->'stand_in' = 'true'::jsonb, false), a.artifact_id, u.job_id"
+    " SELECT $20, u.user_id, n.name, 'fine_tuned', u.params->>b.p,"
+    "  u.models->b.p->>'architecture',"
+    "  CASE WHEN jsonb_typeof(u.models->b.p->'parameters') = 'number'"
+    "   THEN (u.models->b.p->>'parameters')::numeric::bigint END,"
+    "  coalesce(u.models->b.p->'stand_in' = 'true'::jsonb, false), a.artifact_id, u.job_id"
     " FROM upd u"
+    " CROSS JOIN LATERAL (SELECT CASE u.job_type WHEN 'distill' THEN 'student_model'"
+    "  ELSE 'model_id' END AS p) b"
     " CROSS JOIN LATERAL (SELECT coalesce(u.params->>'output_model',"
-    "  " SCHED_MODEL_DEFAULT_NAME("u.params->>'model_id'", "u.job_id") ") AS name) n"
+    "  " SCHED_MODEL_DEFAULT_NAME("u.params->>b.p", "u.job_id") ") AS name) n"
     " CROSS JOIN LATERAL (SELECT artifact_id FROM art"
     "  WHERE kind = 'model' AND object_key IS NOT NULL ORDER BY artifact_id LIMIT 1) a"
-    " WHERE u.status = 'succeeded' AND u.job_type = 'train'"
+    " WHERE u.status = 'succeeded' AND u.job_type IN ('train', 'distill')"
     "  AND n.name ~ '^[a-z0-9._-]{1,64}$'"
     " ON CONFLICT (user_id, name) WHERE deleted_at IS NULL DO NOTHING"
     " RETURNING model_id"

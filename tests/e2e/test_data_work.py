@@ -21,6 +21,9 @@ import _corpus  # noqa: E402
 import _rows  # noqa: E402
 
 
+STUDENT = "distilled-e2e-" + os.urandom(3).hex()
+
+
 def provider_key():
     secrets = pathlib.Path(env("NF_TEST_STATE_DIR")) / "secrets.env"
     for line in secrets.read_text().splitlines():
@@ -87,7 +90,8 @@ def distilled(api):
     upload_ok(api, body, uri="s3://e2e-data-work/prompts.jsonl", filename="prompts.jsonl")
     return run_ok(api, "distill", {"teacher_model": "gpt-4", "student_model": "llama-3-8b",
                                    "dataset_uri": "s3://e2e-data-work/prompts.jsonl",
-                                   "max_tokens": 48, "epochs": 2, "holdout": 0.2, "seed": 3},
+                                   "max_tokens": 48, "epochs": 2, "holdout": 0.2, "seed": 3,
+                                   "output_model": STUDENT},
                   timeout=600)
 
 
@@ -101,6 +105,11 @@ def test_distill_end_to_end_the_student_beats_the_untrained_student(api, distill
     assert any(n.endswith("distilled.jsonl") and k == "dataset" for n, k in names.items())
     assert any(n.endswith("model.tar") and k == "model" for n, k in names.items())
     assert "checkpoint" in names.values()
+    # the student is registered in the account's catalogue, as train's output_model
+    model = api.call("GET", f"/api/models/{STUDENT}", "/api/models/{model}").json()
+    assert model["kind"] == "fine_tuned" and model["base_model"] == "llama-3-8b", model
+    assert model["artifact_id"] in {a["artifact_id"] for a in distilled["artifacts"]
+                                    if a["kind"] == "model"}
 
 
 def test_no_provider_key_anywhere(api, generated, distilled):
