@@ -2,8 +2,9 @@
 the account's deployments, and models run on the worker itself (DESIGN §15).
 
     resolve(job, "teacher_model") -> a ChatModel (.chat(messages) -> Answer) for:
-      job["deployments"][param]        a deployment of the caller (the gateway put its
-                                       worker-local base_url there): called directly, no key
+      job["models"][param] of kind     a deployment of the caller (the gateway resolved
+      "deployment"                     dep-... to its worker-local base_url): called
+                                       directly, no key
       a catalogue model whose source   that provider of NF_PROVIDERS_FILE (gpt-4 ->
       is provider:<name>/<model>       provider:openai/gpt-4), or a bare name some
                                        configured provider offers
@@ -444,8 +445,10 @@ def resolve(job: dict, param: str, allow_template: bool = False) -> ChatModel | 
     """The ChatModel params.<param> names (see the module doc); None for "template" when
     allow_template. Exits 2 naming the parameter for a name nothing serves."""
     name = job["params"].get(param)
-    deps = job.get("deployments") if isinstance(job.get("deployments"), dict) else {}
-    dep = deps.get(param)
+    models = job.get("models") if isinstance(job.get("models"), dict) else {}
+    dep = models.get(param)
+    if not (isinstance(dep, dict) and dep.get("kind") == "deployment"):
+        dep = None
     if isinstance(dep, dict) and isinstance(dep.get("base_url"), str):
         return RemoteChat(dep["base_url"], dep.get("model") or str(name),
                           label=f"deployment {dep.get('id') or name}", kind="deployment")

@@ -260,6 +260,8 @@ enum gw_input_kind {
     GW_INPUT_ARTIFACT,   /* artifact://: the registry's record of artifact_id */
     GW_INPUT_MODEL,      /* a bare model name: the catalogue (the caller's, then base) */
     GW_INPUT_NEW_MODEL,  /* output_model: must name no model of the caller's catalogue */
+    GW_INPUT_DEPLOYMENT, /* generator / teacher_model "dep-...": a ready deployment of the
+                            caller, called by the handler at its worker-local base URL */
 };
 
 /* One param that names stored data or a model. */

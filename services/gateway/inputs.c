@@ -16,6 +16,10 @@
  *                              models[param] = it (no input: the worker finds it by its
  *                              source) | 404: 422 "unknown model"
  *         output_model <name>  GET /internal/models/<name> -> 404: free | 200: 409
+ *         dep-<id>             (generator, teacher_model) GET /internal/deployments/<id>
+ *                              -> 200 ready: models[param] = {id, kind: "deployment",
+ *                              source: "deployment:<id>", base_url, model} | not ready:
+ *                              422 | 404: 422 "no such deployment"
  *         registry down or an unexpected answer: 503
  *   --> valid.inputs = [{param, uri, object_key, name, bytes}],
  *       valid.models = {param: model object} --> done(valid)
@@ -53,6 +57,12 @@ const char *gw_input_basename(const char *path)
     return slash ? slash + 1 : path;
 }
 
+/* The params whose model may be one of the caller's deployments (a provider, DESIGN §15). */
+static bool deployment_param(const char *param)
+{
+    return strcmp(param, "generator") == 0 || strcmp(param, "teacher_model") == 0;
+}
+
 size_t gw_inputs_plan(const cJSON *params, struct gw_input *out, size_t max)
 {
     size_t i, n = 0;
@@ -62,15 +72,15 @@ size_t gw_inputs_plan(const cJSON *params, struct gw_input *out, size_t max)
         v = nf_json_str(params, input_params[i].name);
         if (!v)
             continue;
-        /* generate's templates are no model; a deployment id (dep-...) is resolved to its
-         * endpoint with the deployments, not in the catalogue */
-        if (strcmp(input_params[i].name, "generator") == 0 &&
-            (strcmp(v, "template") == 0 || strncmp(v, "dep-", 4) == 0))
+        /* generate's templates are no model */
+        if (strcmp(input_params[i].name, "generator") == 0 && strcmp(v, "template") == 0)
             continue;
         memset(&out[n], 0, sizeof(out[n]));
         out[n].param = input_params[i].name;
         out[n].uri = v;
-        if (strcmp(input_params[i].name, "output_model") == 0) {
+        if (deployment_param(input_params[i].name) && strncmp(v, "dep-", 4) == 0) {
+            out[n++].kind = GW_INPUT_DEPLOYMENT;
+        } else if (strcmp(input_params[i].name, "output_model") == 0) {
             out[n++].kind = GW_INPUT_NEW_MODEL;
         } else if (strncmp(v, "artifact://", 11) == 0) {
             out[n].kind = GW_INPUT_ARTIFACT;
@@ -261,6 +271,45 @@ static void on_model(const struct nf_http_resp *resp, void *arg)
     }
 }
 
+/* The registry's deployment record for a dep-... generator or teacher_model. */
+static void on_deployment(const struct nf_http_resp *resp, void *arg)
+{
+    struct resolve_op *op = arg;
+    const struct gw_input *in = &op->plan[op->next];
+    cJSON *doc = resp->status == 200 ? nf_json_parse(resp->body, resp->len) : NULL;
+    const char *status = nf_json_str(doc, "status"), *url = nf_json_str(doc, "endpoint_url");
+
+    if (resp->status == 404 || (resp->status == 200 && doc && !status)) {
+        nf_http_reply_error(op->req, 422, "invalid_params", in->param,
+                            "no such deployment %s; GET /api/deployments lists yours", in->uri);
+    } else if (status && strcmp(status, "ready") != 0) {
+        nf_http_reply_error(op->req, 422, "invalid_params", in->param,
+                            "deployment %s is %s: deploy the model again, or name another", in->uri,
+                            status);
+    } else if (status && url && strncmp(url, "http://", 7) == 0) {
+        cJSON *m = nf_json_obj();
+        char source[GW_DEP_ID_LEN + 16], base[2048];
+        snprintf(source, sizeof(source), "deployment:%s", in->uri);
+        snprintf(base, sizeof(base), "%s/v1", url);
+        nf_json_add_str(m, "id", in->uri);
+        nf_json_add_str(m, "kind", "deployment");
+        nf_json_add_str(m, "source", source);
+        nf_json_add_str(m, "base_url", base);
+        nf_json_add_str(m, "model", nf_json_str(doc, "model"));
+        if (!cJSON_AddItemToObject(op->models, in->param, m))
+            abort();
+        cJSON_Delete(doc);
+        op->next++;
+        resolve_next(op);
+        return;
+    } else {
+        gw_backend_error(op->ctx, GW_BACKEND_SCHEDULER);
+        gw_reply_unavailable(op->req, 1, "the deployment registry is unavailable, try again");
+    }
+    cJSON_Delete(doc);
+    finish(op, false);
+}
+
 static void resolve_next(struct resolve_op *op)
 {
     const struct gw_input *in;
@@ -276,6 +325,17 @@ static void resolve_next(struct resolve_op *op)
         return;
     }
     in = &op->plan[op->next];
+    if (in->kind == GW_INPUT_DEPLOYMENT) {
+        if (!gw_dep_id_valid(in->uri)) {
+            nf_http_reply_error(op->req, 422, "invalid_params", in->param,
+                                "no such deployment; a deployment id is dep- and 12 hex digits");
+            finish(op, false);
+            return;
+        }
+        snprintf(target, sizeof(target), "/internal/deployments/%s", in->uri);
+        sched_get(op, target, on_deployment, "the deployment registry is unavailable, try again");
+        return;
+    }
     if (in->kind == GW_INPUT_MODEL || in->kind == GW_INPUT_NEW_MODEL) {
         if (!gw_model_name_valid(in->uri, in->kind == GW_INPUT_MODEL)) {
             unknown_model(op, in); /* NEW_MODEL names were validated already */

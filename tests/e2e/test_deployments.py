@@ -205,6 +205,28 @@ def test_another_tenant_gets_404_everywhere(api, llama, other_user_key):
         oai(api, other_user_key, dep).completions.create(model="x", prompt="x", max_tokens=2)
 
 
+def test_a_deployment_is_a_generator_and_teacher_for_its_owner_only(api, owner, llama,
+                                                                   other_user_key):
+    """DESIGN §15 providers: a ready deployment of the caller, named by its id, writes a
+    generate job's rows (the handler calls it at the base URL the gateway resolved); another
+    account's deployment, an unknown one or a malformed id is a 422 naming the param."""
+    dep, _ = llama
+    done = run_ok(api, "generate", {"domain": "biology", "num_samples": 3, "generator": dep,
+                                    "task": "qa", "max_tokens": 24, "seed": 4},
+                  key=owner, timeout=300)
+    res = done["result"]
+    assert res["generator"]["kind"] == "deployment", res
+    assert res["generator"]["model"] == f"deployment {dep}", res
+    assert res["num_samples"] == 3 and res["calls"] >= 3, res
+    for key, generator in ((other_user_key, dep), (owner, "dep-000000000000"),
+                           (owner, "dep-nothex00000z")):
+        resp = api.submit("generate", {"domain": "x", "num_samples": 1, "generator": generator},
+                          key=key)
+        assert resp.status_code == 422, resp.text
+        err = resp.json()["error"]
+        assert err["param"] == "generator" and "deployment" in err["message"], err
+
+
 def test_unknown_deployment_is_404(api, owner):
     for dep in ("dep-000000000000", "dep-nothex00000z", "job_1"):
         assert api.call("GET", f"/api/deployments/{dep}", ONE, key=owner).status_code == 404

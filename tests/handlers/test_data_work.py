@@ -231,8 +231,9 @@ def test_generate_from_a_seed_dataset_through_a_deployment(tmp_path):
                "params": {"domain": "law", "num_samples": 6, "generator": "dep-0123456789ab",
                           "dataset_uri": "s3://b/seeds.jsonl", "seed": 2},
                "inputs": {"dataset_uri": str(seeds)},
-               "deployments": {"generator": {"id": "dep-0123456789ab", "base_url": fake.url,
-                                             "model": "my-model"}}}
+               "models": {"generator": {"id": "dep-0123456789ab", "kind": "deployment",
+                                        "source": "deployment:dep-0123456789ab",
+                                        "base_url": fake.url, "model": "my-model"}}}
         r = run_handler("generate", job, tmp_path / "out", env={}, timeout=120)
         assert r.rc == 0, r.stderr
         assert r.result["generator"] == {"model": "deployment dep-0123456789ab",

@@ -72,6 +72,20 @@ static void test_plan(void **state)
     assert_string_equal(in[1].param, "compare_to");
     assert_int_equal(in[1].kind, GW_INPUT_MODEL);
     cJSON_Delete(p);
+    /* a deployment of the caller as generator or teacher (a provider); generate's
+     * templates are no model; a dep- model_id is a model name like any other */
+    p = cJSON_Parse("{\"teacher_model\":\"dep-0123456789ab\",\"generator\":\"template\","
+                    "\"model_id\":\"dep-0123456789ab\"}");
+    assert_int_equal(gw_inputs_plan(p, in, 8), 2);
+    assert_string_equal(in[0].param, "model_id");
+    assert_int_equal(in[0].kind, GW_INPUT_MODEL);
+    assert_string_equal(in[1].param, "teacher_model");
+    assert_int_equal(in[1].kind, GW_INPUT_DEPLOYMENT);
+    cJSON_Delete(p);
+    p = cJSON_Parse("{\"generator\":\"dep-0123456789ab\"}");
+    assert_int_equal(gw_inputs_plan(p, in, 8), 1);
+    assert_int_equal(in[0].kind, GW_INPUT_DEPLOYMENT);
+    cJSON_Delete(p);
     /* audit's tokenizer_model: a model like the others (a name or an artifact) */
     p = cJSON_Parse("{\"dataset_uri\":\"s3://b/k\",\"tokenizer_model\":\"llama-3-8b\"}");
     assert_int_equal(gw_inputs_plan(p, in, 8), 2);
