@@ -115,13 +115,19 @@ void wk_api_register(struct wk_ctx *ctx)
         return;
     cJSON *body = nf_json_obj();
     nf_json_add_str(body, "hostname", ctx->set.hostname);
-    nf_json_add_str(body, "gpu_type", ctx->cfg->gpu_type[0] ? ctx->cfg->gpu_type : NULL);
-    nf_json_add_int(body, "gpu_count", ctx->cfg->gpu_count);
+    nf_json_add_str(body, "gpu_type", ctx->gpu_type[0] ? ctx->gpu_type : NULL);
+    nf_json_add_int(body, "gpu_count", ctx->gpu_count);
     cJSON *types = cJSON_AddArrayToObject(body, "job_types");
     for (int i = 0; i < NF_NJOB_TYPES; i++)
         if (ctx->set.types & (1u << i))
             cJSON_AddItemToArray(types, cJSON_CreateString(nf_job_types[i]));
-    cJSON_AddItemToObject(body, "labels", cJSON_Duplicate(ctx->set.labels, true));
+    cJSON *labels = cJSON_Duplicate(ctx->set.labels, true);
+    if (ctx->gpu_memory_mib > 0 && !cJSON_GetObjectItemCaseSensitive(labels, "gpu_memory_gb")) {
+        char gb[24]; /* detected: what each GPU holds, for jobs that need a size */
+        snprintf(gb, sizeof(gb), "%lld", (ctx->gpu_memory_mib + 512) / 1024);
+        nf_json_add_str(labels, "gpu_memory_gb", gb);
+    }
+    cJSON_AddItemToObject(body, "labels", labels);
     nf_json_add_str(body, "version", WK_VERSION);
     ctx->registering = true;
     if (wk_post(ctx, ctx->http, "register", ctx->cfg->reg_token, body, REGISTER_TIMEOUT_MS,

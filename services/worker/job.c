@@ -108,6 +108,7 @@ static struct wk_job *job_new(struct wk_ctx *ctx, const cJSON *doc, const char *
     job->attempt = attempt;
     long long gc = nf_json_int(doc, "gpu_count", 0);
     job->gpu_count = gc < 0 ? 0 : gc > 64 ? 64 : (int)gc;
+    wk_gpus_take(job);
     long long to = nf_json_int(doc, "timeout_seconds", 0);
     job->timeout_s = to > 0 ? to : 0;
     job->artifacts = cJSON_CreateArray();

@@ -45,6 +45,8 @@ struct wk_job {
     char job_type[16];
     long long attempt;
     int gpu_count;
+    uint64_t gpu_mask;       /* bit i: pinned to ctx->gpu_devices[i] (gpus.c) */
+    char gpus[256];          /* CUDA_VISIBLE_DEVICES for the handler, e.g. "2,3" */
     long long timeout_s;     /* 0 = none */
     char root_dir[PATH_MAX]; /* <work dir>/<job_id>-<attempt>; "" once removed */
     char dir[PATH_MAX];      /* root_dir/out: NF_ARTIFACT_DIR, the handler's cwd */

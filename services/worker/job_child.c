@@ -366,16 +366,21 @@ static char **build_env(const struct wk_job *job)
     size_t n = 0, k = 0;
     while (environ[n] != NULL)
         n++;
-    char **env = nf_xcalloc(n + 8, sizeof(char *));
+    char **env = nf_xcalloc(n + 9, sizeof(char *));
     for (size_t i = 0; i < n; i++) {
         if (strncmp(environ[i], "NF_", 3) == 0 && strncmp(environ[i], "NF_LOG_LEVEL=", 13) != 0 &&
             !env_listed(environ[i], pass))
             continue;
+        if (strncmp(environ[i], "CUDA_VISIBLE_DEVICES=", 21) == 0 && job->ctx->ngpu_devices >= 0)
+            continue; /* replaced by the job's own below */
         env[k++] = nf_xstrdup(environ[i]);
     }
     env_add(env, &k, "NF_JOB_ID=%s", job->job_id);
     env_add(env, &k, "NF_ARTIFACT_DIR=%s", job->dir);
     env_add(env, &k, "NF_GPU_COUNT=%d", job->gpu_count);
+    /* pinned to its own GPUs (gpus.c); a job that asked for none sees none */
+    if (job->ctx->ngpu_devices >= 0)
+        env_add(env, &k, "CUDA_VISIBLE_DEVICES=%s", job->gpus);
     env_add(env, &k, "NF_JOB_TYPE=%s", job->job_type);
     env_add(env, &k, "NF_ATTEMPT=%lld", job->attempt);
     if (job->resume.n > 0)

@@ -71,6 +71,7 @@ void wk_job_destroy(struct wk_job *job)
         link = &(*link)->next;
     *link = job->next;
     ctx->njobs--;
+    wk_gpus_give(job);
     wk_job_release(job);
     wk_job_dir_done(job);
     wk_inputs_free(&job->inputs);

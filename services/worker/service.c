@@ -205,6 +205,11 @@ static int wk_start(void *arg)
     ctx->sigchld = evsignal_new(ctx->base, SIGCHLD, wk_on_sigchld, ctx);
     if (!ctx->drain || !ctx->sigchld || event_add(ctx->sigchld, NULL) < 0)
         return -1;
+    snprintf(ctx->gpu_type, sizeof(ctx->gpu_type), "%s", cfg->gpu_type);
+    ctx->gpu_count = cfg->gpu_count;
+    wk_gpus_detect(ctx);
+    ctx->ngpu_devices =
+        wk_gpus_devices(getenv("CUDA_VISIBLE_DEVICES"), ctx->gpu_count, ctx->gpu_devices, 64);
     wk_publish_replay(ctx);
     return wk_api_start(ctx);
 }

@@ -315,6 +315,12 @@ struct wk_ctx {
     struct wk_job *jobs;  /* running and finishing jobs */
     int njobs;
     struct wk_outbox *outbox; /* journal of what is published (outbox.c); NULL: none */
+    char gpu_type[32];        /* what the worker reports: NF_WORKER_GPU_TYPE or detected */
+    int gpu_count;            /* NF_WORKER_GPU_COUNT or detected */
+    long long gpu_memory_mib; /* detected (0: unknown) */
+    int gpu_devices[64];      /* the device ids jobs are pinned to (gpus.c) */
+    int ngpu_devices;         /* -1: the agent's CUDA_VISIBLE_DEVICES is no id list */
+    int gpu_refs[64];         /* jobs pinned to gpu_devices[i] now */
     struct wk_out *outs;      /* messages waiting for a retry, oldest first */
     struct wk_out *outs_tail; /* the newest of them */
     struct event *outs_timer; /* their retry */
@@ -409,6 +415,29 @@ void wk_jobs_heartbeat_done(struct wk_ctx *ctx, bool ok);
  * is freed, and ctx->slot_freed called, once it finished and nothing is held any more. */
 void wk_job_hold(struct wk_job *job);
 void wk_job_delivered(struct wk_job *job);
+
+/* ---- gpus.c: the worker's GPUs and each job's ------------------------------------- */
+
+/* "NVIDIA H100 80GB HBM3" -> "h100" ("" when no word names a model). */
+void wk_gpu_type_of(const char *product, char *out, size_t len);
+/* nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits output -> the
+ * first GPU's type and memory (MiB) and the number of GPUs; -1 when none is listed. */
+int wk_gpus_parse_smi(const char *text, char *type, size_t type_len, int *count,
+                      long long *memory_mib);
+/* Fills ctx->gpu_type, gpu_count and gpu_memory_mib from nvidia-smi when the operator set
+ * no NF_WORKER_GPU_TYPE and the machine has NVIDIA GPUs; else leaves the configured ones. */
+void wk_gpus_detect(struct wk_ctx *ctx);
+/* The device ids the agent may hand out: its own CUDA_VISIBLE_DEVICES (visible, may be
+ * NULL) when set, else 0..count-1; at most max. -1 when visible is not a list of ids. */
+int wk_gpus_devices(const char *visible, int count, int *ids, int max);
+/* Picks want of the ndev devices for a job, free ones (not in busy) first: their bit mask
+ * (bit i = devices[i]) and their ids as "2,3" in out ("" when want <= 0). */
+uint64_t wk_gpus_busy(const struct wk_ctx *ctx);
+/* A job's GPUs (its gpu_count of the worker's devices) taken and given back; the
+ * job's CUDA_VISIBLE_DEVICES value is job->gpus. */
+void wk_gpus_take(struct wk_job *job);
+void wk_gpus_give(struct wk_job *job);
+uint64_t wk_gpus_pick(uint64_t busy, const int *devices, int ndev, int want, char *out, size_t len);
 
 /* publish.c */
 /*
