@@ -132,6 +132,8 @@ forge_service_env() {
         echo "NF_WORKER_REGISTRATION_TOKEN=$(forge_secret NF_WORKER_REGISTRATION_TOKEN)"
         echo "NF_WORKER_HANDLERS=$FORGE_ROOT/handlers"
         echo "NF_WORKER_ARTIFACT_ROOT=$FORGE_ARTIFACTS"
+        # deploy jobs go to workers of their region (params.region, default us-east-1)
+        echo "NF_WORKER_LABELS=region=us-east-1"
         # the handlers' stand-in models, built once (deterministic) and shared by profiles
         echo "NEXA_MODEL_CACHE=$FORGE_ROOT/.forge/models"
         # the model providers (providers.sh): the file and its keys reach the handlers

@@ -66,7 +66,7 @@ gpu_type, a gpu_count or labels go only to workers that have them.
   --name      the worker's name here (default: the next free worker-N)
   --gpu-type  NF_WORKER_GPU_TYPE   (default: none)
   --gpus      NF_WORKER_GPU_COUNT  (default: 1)
-  --labels    NF_WORKER_LABELS     (default: none)
+  --labels    NF_WORKER_LABELS     (default: region=us-east-1; a region= label of yours wins)
   --slots     NF_WORKER_SLOTS      jobs run side by side (default: 1)
   --types     NF_WORKER_JOB_TYPES  (default: all six)
 EOF
@@ -122,6 +122,9 @@ cmd_worker() {
     # registration token, handlers, artifact root) from env.sh, then the options given.
     local line
     while IFS= read -r line; do export "${line?}"; done < <(forge_service_env worker)
+    # a worker is in the stack's region unless its labels say another (deploy jobs pick
+    # workers by region)
+    [[ ,$labels, == *,region=* ]] || labels=${labels:+$labels,}region=us-east-1
     export NF_WORKER_GPU_TYPE=$gpu_type NF_WORKER_GPU_COUNT=$gpus NF_WORKER_LABELS=$labels
     export NF_WORKER_SLOTS=$slots NF_WORKER_JOB_TYPES=$types
     export NF_WORKER_HOSTNAME="$(hostname)-${name}"

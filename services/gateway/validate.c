@@ -660,6 +660,24 @@ static int common_all(const cJSON *body, cJSON *dst, struct nf_json_err *err)
     return 0;
 }
 
+/* deploy: the region picks the workers labelled region=<it> (DESIGN §4): params.region
+ * (default us-east-1) becomes labels.region; a labels.region that says otherwise is a 422. */
+static int region_label(cJSON *req, struct nf_json_err *err)
+{
+    const char *region = nf_json_str(cJSON_GetObjectItemCaseSensitive(req, "params"), "region");
+    cJSON *labels = cJSON_GetObjectItemCaseSensitive(req, "labels");
+    const char *given = nf_json_str(labels, "region");
+
+    if (region == NULL || !cJSON_IsObject(labels))
+        return 0;
+    if (given != NULL && strcmp(given, region) != 0)
+        return nf_json_fail(err, "region", "region %s and labels.region %s disagree: give one",
+                            region, given);
+    if (given == NULL)
+        nf_json_add_str(labels, "region", region);
+    return 0;
+}
+
 int gw_validate_job(const char *job_type, const cJSON *body, cJSON **out, struct nf_json_err *err)
 {
     const struct tspec *t;
@@ -692,6 +710,8 @@ int gw_validate_job(const char *job_type, const cJSON *body, cJSON **out, struct
     if (t->check && t->check(params, err) < 0)
         goto fail;
     if (common_all(body, req, err) < 0)
+        goto fail;
+    if (strcmp(job_type, "deploy") == 0 && region_label(req, err) < 0)
         goto fail;
     *out = req;
     return 0;

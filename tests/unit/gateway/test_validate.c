@@ -612,10 +612,19 @@ static void test_deploy(void **state)
         {"{\"model_id\":\"m\",\"region\":\"-us\"}", "region"},
         {"{\"model_id\":\"m\",\"region\":5}", "region"},
         {"{\"model_id\":\"m\",\"region\":\"a-very-long-region-name-of-33-chars\"}", "region"},
+        /* the region picks the workers: a labels.region that says otherwise is refused */
+        {"{\"model_id\":\"m\",\"region\":\"eu-west-2\",\"labels\":{\"region\":\"us-east-1\"}}",
+         "region"},
+        {"{\"model_id\":\"m\",\"labels\":{\"region\":\"eu-west-2\"}}", "region"},
     };
     cJSON *req = ok("deploy", "{\"model_id\":\"m\"}");
 
     assert_string_equal(cJSON_GetStringValue(param(req, "region")), "us-east-1");
+    assert_string_equal(nf_json_str(get(req, "labels"), "region"), "us-east-1");
+    cJSON_Delete(req);
+    req = ok("deploy", "{\"model_id\":\"m\",\"region\":\"eu-west-2\",\"labels\":{\"pool\":\"a\"}}");
+    assert_string_equal(nf_json_str(get(req, "labels"), "region"), "eu-west-2");
+    assert_string_equal(nf_json_str(get(req, "labels"), "pool"), "a");
     assert_int_equal((int)cJSON_GetNumberValue(param(req, "replicas")), 1);
     cJSON_Delete(req);
     req = ok("deploy", "{\"model_id\":\"m\",\"region\":\"eu-west-2\",\"replicas\":64}");
