@@ -45,6 +45,8 @@ struct nf_http_limits {
     size_t max_body;    /* bytes; default 1 MiB when 0 */
     size_t max_headers; /* bytes; default 16 KiB when 0 */
     int timeout_s;      /* idle/read timeout; default 30 when 0 */
+    bool json_only;     /* a whole body declared as another media type than JSON: 415 (every
+                           service's API; a test server of XML or text leaves it false) */
 };
 
 /*

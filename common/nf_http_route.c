@@ -450,7 +450,7 @@ void nf_http_on_request(struct evhttp_request *ev, void *arg)
         return;
     }
 
-    if (!json_or_no_body(ev)) {
+    if (srv->limits.json_only && !json_or_no_body(ev)) {
         segs_free(segs, nsegs);
         nf_http_reply_error(req, 415, "unsupported_media_type", NULL,
                             "the body must be JSON: send it with Content-Type: application/json");

@@ -332,7 +332,7 @@ static int http_new(struct nf_svc *svc)
 {
     const struct nf_svc_desc *d = svc->desc;
     struct nf_http_limits limits = {svc->max_body ? svc->max_body : d->max_body, 0,
-                                    d->http_timeout_s};
+                                    d->http_timeout_s, true};
     char *host = NULL;
     size_t i;
     int port, rc;

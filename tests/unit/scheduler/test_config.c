@@ -75,6 +75,7 @@ static void test_descriptor(void **state)
         {"GET", "/internal/jobs/{job_id}"},
         {"GET", "/internal/jobs"},
         {"GET", "/internal/jobs/{job_id}/events"},
+        {"GET", "/internal/jobs/{job_id}/checkpoints"},
         {"GET", "/internal/artifacts"},
         {"GET", "/internal/artifacts/{artifact_id}"},
         {"DELETE", "/internal/artifacts/{artifact_id}"},
