@@ -19,6 +19,9 @@
 #include "nf_log.h"
 #include "wk.h"
 
+#define SMI_QUERY                                                                                  \
+    "nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits 2>/dev/null"
+
 /* The short type name schedulers and users write (h100, a100, l4, ...) from a product
  * name such as "NVIDIA H100 80GB HBM3" or "NVIDIA A100-SXM4-40GB": the first word (words
  * split at blanks and '-') with a digit that is not a memory size or a memory kind,
@@ -90,10 +93,8 @@ void wk_gpus_detect(struct wk_ctx *ctx)
     long long mib = 0;
 
     if (ctx->cfg->gpu_type[0] != '\0')
-        return; /* the operator said what the worker has */
-    FILE *f = popen("nvidia-smi --query-gpu=name,memory.total --format=csv,noheader,nounits "
-                    "2>/dev/null",
-                    "r");
+        return;                      /* the operator said what the worker has */
+    FILE *f = popen(SMI_QUERY, "r"); /* NOLINT(cert-env33-c): a fixed command line */
     if (f == NULL)
         return;
     while (used < sizeof(text) - 1) {

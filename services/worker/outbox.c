@@ -181,7 +181,7 @@ static void push(struct wk_outbox *ob, uint64_t seq, off_t off)
 static void drop(struct wk_outbox *ob, uint64_t seq)
 {
     ssize_t i = find(ob, seq);
-    if (i < 0)
+    if (i < 0 || ob->ents == NULL)
         return;
     memmove(ob->ents + i, ob->ents + i + 1, (ob->n - (size_t)i - 1) * sizeof(*ob->ents));
     ob->n--;
