@@ -314,15 +314,20 @@ static void test_fleet(void **state)
     r = wmt_eval(wm_lua_fleet, 0, "wrk_f", "wrk_none", NULL);
     assert_int_equal(r->elements, 2);
     const redisReply *f = r->element[0], *n = r->element[1];
-    assert_int_equal(f->elements, 3);
+    assert_int_equal(f->elements, 4);
     assert_string_equal(f->element[0]->str, "123");
     assert_string_equal(f->element[1]->str, "1");
     assert_int_equal(f->element[2]->elements, 2);
     assert_string_equal(f->element[2]->element[0]->str, a); /* sorted: a < b */
     assert_string_equal(f->element[2]->element[1]->str, b);
+    /* each job's owner, for a user's view of the fleet (the dispatch's user_id) */
+    assert_int_equal(f->element[3]->elements, 2);
+    assert_string_equal(f->element[3]->element[0]->str, "usr_1");
+    assert_string_equal(f->element[3]->element[1]->str, "usr_1");
     assert_string_equal(n->element[0]->str, "");
     assert_string_equal(n->element[1]->str, "");
     assert_int_equal(n->element[2]->elements, 0);
+    assert_int_equal(n->element[3]->elements, 0);
     freeReplyObject(r);
 }
 
