@@ -239,10 +239,12 @@ def test_every_job_type_through_the_sdk(client, contract, dataset_uri):
 
 
 def test_common_fields_are_applied(client):
-    # (no labels: a job's labels are requirements the test stack's one worker lacks)
-    job = client.deploy(model_id="tiny-bigram", region="eu-west-1", replicas=2, priority=7,
+    # (no labels: a job's labels are requirements the test stack's one worker lacks; a
+    # deploy's region is one: the stack's worker is in us-east-1)
+    job = client.deploy(model_id="tiny-bigram", region="us-east-1", replicas=2, priority=7,
                         max_attempts=2, timeout_seconds=600, metadata={"team": "sdk"})
-    assert job["params"] == {"model_id": "tiny-bigram", "region": "eu-west-1", "replicas": 2}
+    assert job["params"] == {"model_id": "tiny-bigram", "region": "us-east-1", "replicas": 2}
+    assert job["labels"] == {"region": "us-east-1"}
     assert job["priority"] == 7 and job["max_attempts"] == 2
     assert job["timeout_seconds"] == 600 and job["metadata"] == {"team": "sdk"}
     assert client.wait(job, timeout=WAIT, poll_interval=0.25)["status"] == "succeeded"
