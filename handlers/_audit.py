@@ -13,8 +13,8 @@ py3langid (its model ships in the wheel: no download). Token lengths: the `token
 tokenizer.json of a stand-in or of a model train wrote, counted as train encodes a row
 (<s> prompt ### Assistant: completion </s>), so "over max_seq_length" means truncated by train.
 
-The optional LLM judge is a hook only (JUDGE_RUBRIC below): scoring rows through a provider
-needs handlers/_providers.py, which is not there yet; audit refuses `judge` until it is.
+The optional LLM judge (_audit_judge.py) scores rows with the rubric JUDGE_RUBRIC below,
+through a model of handlers/_providers.py.
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ SHINGLE = 5
 LANG_CHARS = 200  # language is decided on the first characters of a row
 LSH_WEIGHTS = (0.3, 0.7)  # false positive vs false negative weight: recall first
 
-# The rubric a judge model will be given (hook; see the module docstring).
+# The rubric the judge model is given (_audit_judge.py).
 JUDGE_RUBRIC = (
     "Score the assistant's answer to the user from 1 to 5. 5: correct, complete, clear and "
     "safe. 4: correct with minor gaps or style issues. 3: partly correct or unclear. 2: "

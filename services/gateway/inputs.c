@@ -16,7 +16,7 @@
  *                              models[param] = it (no input: the worker finds it by its
  *                              source) | 404: 422 "unknown model"
  *         output_model <name>  GET /internal/models/<name> -> 404: free | 200: 409
- *         dep-<id>             (generator, teacher_model) GET /internal/deployments/<id>
+ *         dep-<id>             (generator, teacher_model, judge) GET /internal/deployments/<id>
  *                              -> 200 ready: models[param] = {id, kind: "deployment",
  *                              source: "deployment:<id>", base_url, model} | not ready:
  *                              422 | 404: 422 "no such deployment"
@@ -46,7 +46,7 @@ static const struct {
     {"teacher_model", true},    {"student_model", true},   {"output_model", true},
     {"from_checkpoint", false}, /* train: artifact:// of a checkpoint (kind checked) */
     {"compare_to", true},       {"tokenizer_model", true}, /* audit: whose tokenizer counts */
-    {"generator", true},
+    {"generator", true},        {"judge", true},           /* audit: the model that scores rows */
 };
 #define NPARAMS (sizeof(input_params) / sizeof(input_params[0]))
 
@@ -60,7 +60,8 @@ const char *gw_input_basename(const char *path)
 /* The params whose model may be one of the caller's deployments (a provider, DESIGN §15). */
 static bool deployment_param(const char *param)
 {
-    return strcmp(param, "generator") == 0 || strcmp(param, "teacher_model") == 0;
+    return strcmp(param, "generator") == 0 || strcmp(param, "teacher_model") == 0 ||
+           strcmp(param, "judge") == 0;
 }
 
 size_t gw_inputs_plan(const cJSON *params, struct gw_input *out, size_t max)

@@ -94,9 +94,11 @@ static const struct pspec audit_params[] = {
     {"tokenizer_model", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, false, false},
     {"max_seq_length", NULL, NULL, 1, 1000000, 0, P_INT, false, false},
     {"fix", NULL, NULL, 0, 0, 0, P_BOOL, false, false},
-    {"judge", NULL, NULL, 0, NAME_MAX_LEN, 0, P_STR, false, false}, /* refused: audit_check */
+    /* a model scoring rows 1-5 (handlers/_audit_judge.py): resolved like model_id */
+    {"judge", NULL, NULL, 0, NAME_MAX_LEN, 0, P_MODEL, false, false},
+    {"judge_max_rows", NULL, NULL, 1, 10000, 0, P_INT, false, false},
 };
-/* What handlers/audit checks (its CHECKS); "judge" is named but not available yet. */
+/* What handlers/audit checks (its CHECKS); "judge" is one too, with params.judge. */
 static const char *const audit_checks[] = {
     "duplicates",      "near_duplicates", "pii",          "language", "token_lengths",
     "training_format", "empty_fields",    "length_stats", "schema",   NULL};
@@ -184,23 +186,23 @@ static int train_check(const cJSON *params, struct nf_json_err *err)
     return 0;
 }
 
-#define JUDGE_NOT_YET                                                                              \
-    "LLM-judge scoring is not available yet (it needs the model providers of issue 21)"
-
-/* audit: every check is one the handler knows; the LLM judge is not there yet. */
+/* audit: every check is one the handler knows; the judge check names its model. */
 static int audit_check(const cJSON *params, struct nf_json_err *err)
 {
     const cJSON *checks = cJSON_GetObjectItemCaseSensitive(params, "checks"), *it;
     size_t i;
 
-    if (cJSON_GetObjectItemCaseSensitive(params, "judge"))
-        return nf_json_fail(err, "judge", "judge: " JUDGE_NOT_YET);
     if (checks && cJSON_GetArraySize(checks) == 0)
         return nf_json_fail(err, "checks", "checks must name at least one check");
     cJSON_ArrayForEach(it, checks)
     {
-        if (strcmp(it->valuestring, "judge") == 0)
-            return nf_json_fail(err, "checks", "checks: judge: " JUDGE_NOT_YET);
+        if (strcmp(it->valuestring, "judge") == 0) {
+            if (!cJSON_GetObjectItemCaseSensitive(params, "judge"))
+                return nf_json_fail(err, "judge",
+                                    "the judge check needs a model: name it in judge (a provider "
+                                    "model such as gpt-4, one of your deployments or models)");
+            continue;
+        }
         for (i = 0; audit_checks[i]; i++)
             if (strcmp(it->valuestring, audit_checks[i]) == 0)
                 break;
@@ -208,7 +210,7 @@ static int audit_check(const cJSON *params, struct nf_json_err *err)
             return nf_json_fail(err, "checks",
                                 "unknown check \"%s\" (known: duplicates, near_duplicates, pii, "
                                 "language, token_lengths, training_format, empty_fields, "
-                                "length_stats, schema)",
+                                "length_stats, schema, judge)",
                                 it->valuestring);
     }
     return 0;

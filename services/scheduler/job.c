@@ -82,8 +82,9 @@ bool sched_file_name_ok(const char *s)
 bool sched_input_valid(const cJSON *in, const char *user_id)
 {
     static const char *const params[] = {
-        "dataset_uri",     "validation_uri", "model_id",        "teacher_model", "student_model",
-        "from_checkpoint", "compare_to",     "tokenizer_model", "generator",     NULL};
+        "dataset_uri",   "validation_uri",  "model_id",   "teacher_model",
+        "student_model", "from_checkpoint", "compare_to", "tokenizer_model",
+        "generator",     "judge",           NULL};
     const char *param = nf_json_str(in, "param"), *key = nf_json_str(in, "object_key");
     const char *uri = nf_json_str(in, "uri");
     const cJSON *bytes = cJSON_GetObjectItemCaseSensitive(in, "bytes");

@@ -2,7 +2,8 @@
 fix: true; the report finds the planted near-duplicates (recall >= 0.9), personal data
 and invalid chat rows by line number; the scored and cleaned datasets download; a short
 train of the llama-3-8b stand-in runs on the cleaned one. The gateway refuses unknown
-checks and the judge (not available yet) before queueing."""
+checks and the judge's model before queueing; the judge (the stack's gpt-4 stand-in
+provider) scores rows."""
 import io
 import json
 import random
@@ -170,8 +171,8 @@ def test_the_gateway_refuses_bad_audit_params(api):
     ok = {"dataset_uri": "s3://b/k"}  # the session's seeded object
     refused(api.submit("audit", dict(ok, checks=["pii", "spelling"])), "checks",
             'unknown check "spelling"')
-    refused(api.submit("audit", dict(ok, checks=["judge"])), "checks", "not available yet")
-    refused(api.submit("audit", dict(ok, judge="gpt-4")), "judge", "not available yet")
+    refused(api.submit("audit", dict(ok, checks=["judge"])), "judge", "needs a model")
+    refused(api.submit("audit", dict(ok, judge="no-such-model")), "judge", "unknown model")
     refused(api.submit("audit", dict(ok, near_duplicate_threshold=0)),
             "near_duplicate_threshold", "greater than 0")
     refused(api.submit("audit", dict(ok, max_seq_length=0)), "max_seq_length", "")
@@ -185,3 +186,25 @@ def test_checks_select_what_runs(api):
     done = run_ok(api, "audit", {"dataset_uri": "s3://b/k", "checks": ["pii", "language"]})
     assert done["result"]["pii_rows"] == 0 and "near_duplicates" not in done["result"]
     assert sorted(a["name"] for a in done["artifacts"]) == ["report.json", "scored.parquet"]
+
+
+def test_a_judge_scores_rows_through_the_stacks_provider(api):
+    """issue 21 §4: judge="gpt-4" (the stack's stand-in provider, behind its key) is asked
+    about every valid row up to judge_max_rows; its answers, scores or not (a stand-in's
+    random weights rarely say a digit), and its tokens are on the job."""
+    rows = [{"messages": [{"role": "user", "content": f"What is {i} plus {i}?"},
+                          {"role": "assistant", "content": f"It is {2 * i}."}]}
+            for i in range(5)] + [{"messages": [{"role": "user", "content": "no answer"}]}]
+    upload(api, "".join(json.dumps(r) + "\n" for r in rows).encode(),
+           "s3://e2e-audit/judged.jsonl")
+    done = run_ok(api, "audit", {"dataset_uri": "s3://e2e-audit/judged.jsonl",
+                                 "checks": ["training_format", "judge"], "judge": "gpt-4",
+                                 "judge_max_rows": 4}, timeout=300)
+    report = json.loads(download(api, next(a for a in done["artifacts"]
+                                           if a["name"] == "report.json")))
+    j = report["judge"]
+    assert j["available"] is True and j["model"] == "openai/gpt-4" and j["stand_in"] is True
+    assert j["rows_asked"] == 4 and j["rows_scored"] + j["unparsed"] == 4, j
+    assert j["calls"] == 4 and j["prompt_tokens"] > 0, j
+    assert "Score the assistant" in j["rubric"]
+    assert done["result"]["judge"]["model"] == "openai/gpt-4"

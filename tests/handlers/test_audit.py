@@ -324,8 +324,8 @@ def test_token_lengths_match_train(handler, tmp_path):
 
 @pytest.mark.parametrize("params,needle", [
     ({"checks": ["duplicates", "spelling"]}, "unknown check 'spelling'"),
-    ({"checks": ["judge"]}, "params.judge: LLM-judge scoring is not available yet"),
-    ({"judge": "gpt-4"}, "params.judge: LLM-judge scoring is not available yet"),
+    ({"checks": ["judge"]}, "params.judge: the judge check needs a model"),
+    ({"judge": "gpt-4", "judge_max_rows": 0}, "params.judge_max_rows"),
     ({"near_duplicate_threshold": 0}, "params.near_duplicate_threshold"),
     ({"near_duplicate_threshold": 1.5}, "params.near_duplicate_threshold"),
     ({"max_seq_length": 0}, "params.max_seq_length"),
@@ -367,3 +367,79 @@ def test_chat_rows_in_parquet_by_row(handler, tmp_path):
     assert report["duplicate_clusters"] == [[1, 3]]
     cleaned = [json.loads(x) for x in (run.out_dir / "cleaned.jsonl").read_text().splitlines()]
     assert cleaned == [GOOD_CHAT]
+
+
+class JudgeServer:
+    """An OpenAI-compatible judge (a deployment: no key): 2 for an answer that says
+    "wrong", 5 for "right", else a word with no digit; counts what it was asked."""
+
+    def __init__(self):
+        import http.server
+        import threading
+        self.asked = []
+        srv = self
+
+        class H(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *a):
+                pass
+
+            def do_POST(self):
+                req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                assert req["messages"][0]["role"] == "system"  # the rubric
+                text = req["messages"][-1]["content"]
+                srv.asked.append(text)
+                answer = "2" if "wrong" in text else "Score: 5" if "right" in text else "hmm"
+                body = json.dumps({"choices": [{"index": 0, "finish_reason": "stop",
+                                                "message": {"role": "assistant",
+                                                            "content": answer}}],
+                                   "usage": {"prompt_tokens": 30, "completion_tokens": 1}})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+
+def test_judge_scores_valid_rows_through_a_model(handler, tmp_path):
+    """issue 21 §4: an LLM judge (here a deployment of the account) scores the valid rows
+    with the stated rubric; invalid and text-only rows are not asked; its tokens are
+    metered; scores land in scored.parquet and the report."""
+    rows = [
+        {"messages": [{"role": "user", "content": "Is the sky blue?"},
+                      {"role": "assistant", "content": "Yes, that is right."}]},
+        {"prompt": "2 + 2?", "completion": "5, which is wrong."},
+        {"messages": [{"role": "user", "content": "Hello"}]},  # no assistant turn: invalid
+        {"instruction": "Name a colour.", "response": "Blue."},
+        {"messages": [{"role": "user", "content": "Capital of France?"},
+                      {"role": "assistant", "content": "Paris is right."}]},
+    ]
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    judge = JudgeServer()
+    try:
+        dep = {"id": "dep-0123456789ab", "kind": "deployment",
+               "source": "deployment:dep-0123456789ab", "base_url": judge.url,
+               "model": "judge-model"}
+        run = handler("audit", {"dataset_uri": "s3://b/d.jsonl", "judge": "dep-0123456789ab",
+                                "checks": ["training_format", "judge"]},
+                      {"dataset_uri": path}, models={"judge": dep})
+    finally:
+        judge.server.shutdown()
+    assert run.rc == 0, run.stderr
+    assert len(judge.asked) == 4  # the invalid row is not judged
+    assert not any("Hello" in a for a in judge.asked)
+    report = json.loads((run.out_dir / "report.json").read_text())
+    j = report["judge"]
+    assert j["available"] is True and j["kind"] == "deployment"
+    assert j["rows_asked"] == 4 and j["rows_scored"] == 3 and j["unparsed"] == 1
+    assert j["distribution"] == {"1": 0, "2": 1, "3": 0, "4": 0, "5": 2}
+    assert j["mean"] == 4.0 and "Score the assistant" in j["rubric"]
+    scored = pq.read_table(str(run.out_dir / "scored.parquet")).to_pylist()
+    assert [s["judge_score"] for s in scored] == [5.0, 2.0, None, None, 5.0]
+    used = [ln["usage"] for ln in run.lines if "usage" in ln]
+    assert sum(u.get("input_tokens", 0) for u in used) >= 4 * 30
+    assert sum(u.get("output_tokens", 0) for u in used) >= 4
+    assert run.result["judge"]["mean"] == 4.0

@@ -197,8 +197,9 @@ class NexaForgeClient:
         ``empty_fields``, ``length_stats``, ``schema``. Artifacts: ``report.json`` and
         ``scored.parquet`` (per-row flags and scores); ``fix=True`` adds
         ``cleaned.jsonl`` (duplicates dropped, personal data redacted, invalid rows
-        dropped), a dataset :meth:`train` accepts. An LLM-judge score (``judge``) is not
-        available yet."""
+        dropped), a dataset :meth:`train` accepts. ``judge="gpt-4"`` (a provider model, one
+        of your deployments or models) also scores up to ``judge_max_rows`` (default 200)
+        valid rows from 1 to 5."""
         return self.submit(
             "audit", {"dataset_uri": dataset_uri,
                       "checks": list(checks) if checks is not None else None,

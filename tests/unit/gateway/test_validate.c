@@ -379,8 +379,10 @@ static void test_audit(void **state)
         {"{\"dataset_uri\":\"s3://b/k\",\"checks\":[null]}", "checks"},
         {"{\"dataset_uri\":\"s3://b/k\",\"checks\":[]}", "checks"},
         {"{\"dataset_uri\":\"s3://b/k\",\"checks\":[\"pii\",\"dedup\"]}", "checks"},
-        {"{\"dataset_uri\":\"s3://b/k\",\"checks\":[\"judge\"]}", "checks"},
-        {"{\"dataset_uri\":\"s3://b/k\",\"judge\":\"gpt-4\"}", "judge"},
+        {"{\"dataset_uri\":\"s3://b/k\",\"checks\":[\"judge\"]}", "judge"}, /* no model */
+        {"{\"dataset_uri\":\"s3://b/k\",\"judge\":\"\"}", "judge"},
+        {"{\"dataset_uri\":\"s3://b/k\",\"judge\":\"gpt-4\",\"judge_max_rows\":0}",
+         "judge_max_rows"},
         {"{\"dataset_uri\":\"s3://b/k\",\"near_duplicate_threshold\":0}",
          "near_duplicate_threshold"},
         {"{\"dataset_uri\":\"s3://b/k\",\"near_duplicate_threshold\":1.01}",
@@ -419,10 +421,10 @@ static void test_audit(void **state)
     bad_all("audit", refused, sizeof(refused) / sizeof(refused[0]));
     refusal_says("audit", "{\"dataset_uri\":\"s3://b/k\",\"checks\":[\"pii\",\"dedup\"]}",
                  "unknown check \"dedup\"");
-    refusal_says("audit", "{\"dataset_uri\":\"s3://b/k\",\"judge\":\"gpt-4\"}",
-                 "not available yet");
     refusal_says("audit", "{\"dataset_uri\":\"s3://b/k\",\"checks\":[\"judge\"]}",
-                 "not available yet");
+                 "the judge check needs a model");
+    ok_free("audit", "{\"dataset_uri\":\"s3://b/k\",\"checks\":[\"pii\",\"judge\"],"
+                     "\"judge\":\"gpt-4\",\"judge_max_rows\":50}");
 }
 
 static void test_audit_checks_limit(void **state)
