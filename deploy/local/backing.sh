@@ -324,9 +324,14 @@ forge_backing_stop() {
 # forge_check_port_free NAME PORT: refuses to start when something that is not ours
 # (a system-wide redis, another checkout's stack) already holds the port.
 forge_check_port_free() {
-    if forge_port_open "$2"; then
-        forge_die "$1: port $2 is already in use by a process this stack did not start (profile $FORGE_PROFILE)"
-    fi
+    # A process just killed is a zombie (forge_pid_exists: gone) while its other threads
+    # still exit and hold its listening socket for a moment: give that up to 5 s.
+    local i
+    for ((i = 0; i < 50; i++)); do
+        forge_port_open "$2" || return 0
+        sleep 0.1
+    done
+    forge_die "$1: port $2 is already in use by a process this stack did not start (profile $FORGE_PROFILE)"
 }
 
 # forge_status_line NAME PID PORT [READY_CMD...]: one row of `./forge status`. A failing
