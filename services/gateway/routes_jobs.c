@@ -444,8 +444,11 @@ static void list_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struc
     to_scheduler(ctx, req, who, "GET", "/internal/jobs", true);
 }
 
-static void cancel_authed(struct gw_ctx *ctx, struct nf_http_req *req,
-                          const struct gw_principal *who)
+/* /api/jobs/{job_id}/<what> -> nf-scheduler /internal/jobs/{job_id}/<what> as the caller;
+ * a malformed job id is a 404 without a backend call. */
+static void job_to_scheduler(struct gw_ctx *ctx, struct nf_http_req *req,
+                             const struct gw_principal *who, const char *method, const char *what,
+                             bool query)
 {
     const char *job_id = nf_http_req_param(req, "job_id");
     char path[64 + NF_ID_MAX];
@@ -454,8 +457,14 @@ static void cancel_authed(struct gw_ctx *ctx, struct nf_http_req *req,
         not_found(req);
         return;
     }
-    snprintf(path, sizeof(path), "/internal/jobs/%s/cancel", job_id);
-    to_scheduler(ctx, req, who, "POST", path, false);
+    snprintf(path, sizeof(path), "/internal/jobs/%s/%s", job_id, what);
+    to_scheduler(ctx, req, who, method, path, query);
+}
+
+static void cancel_authed(struct gw_ctx *ctx, struct nf_http_req *req,
+                          const struct gw_principal *who)
+{
+    job_to_scheduler(ctx, req, who, "POST", "cancel", false);
 }
 
 /* true when the client asks for text/event-stream (and not only for JSON). */
@@ -474,33 +483,19 @@ static void events_authed(struct gw_ctx *ctx, struct nf_http_req *req,
                           const struct gw_principal *who)
 {
     const char *job_id = nf_http_req_param(req, "job_id");
-    char path[64 + NF_ID_MAX];
 
-    if (!nf_id_valid("job", job_id)) {
-        not_found(req);
-        return;
-    }
-    if (wants_sse(req)) {
+    if (nf_id_valid("job", job_id) && wants_sse(req)) {
         gw_sse_start(ctx, req, job_id, who->user_id, nf_http_req_header(req, "Last-Event-ID"));
         return;
     }
-    snprintf(path, sizeof(path), "/internal/jobs/%s/events", job_id);
-    to_scheduler(ctx, req, who, "GET", path, true);
+    job_to_scheduler(ctx, req, who, "GET", "events", true);
 }
 
 /* The job's checkpoint artifacts (epoch, step, attempt, artifact id and uri): owner only. */
 static void checkpoints_authed(struct gw_ctx *ctx, struct nf_http_req *req,
                                const struct gw_principal *who)
 {
-    const char *job_id = nf_http_req_param(req, "job_id");
-    char path[64 + NF_ID_MAX];
-
-    if (!nf_id_valid("job", job_id)) {
-        not_found(req);
-        return;
-    }
-    snprintf(path, sizeof(path), "/internal/jobs/%s/checkpoints", job_id);
-    to_scheduler(ctx, req, who, "GET", path, false);
+    job_to_scheduler(ctx, req, who, "GET", "checkpoints", false);
 }
 
 GW_ROUTE_AUTHED(gw_jobs_list, list_authed)
