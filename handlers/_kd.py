@@ -20,6 +20,7 @@ import tempfile
 
 import _forge as forge
 import _hf as hf
+from _sft import optimizer_step
 
 
 def check_teacher(teacher, student: str) -> None:
@@ -96,11 +97,7 @@ def train(job, teacher, student, kept, heldout, P, coll, tick) -> dict:
                 log_target=True, reduction="batchmean") * T * T
             ce = torch.nn.functional.cross_entropy(s_sel, target[sel])
             loss = alpha * kl + (1 - alpha) * ce
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            optimizer_step(model, opt, sched, loss)
             step += 1
             processed += int(mask.sum()) * 2  # the student and the teacher each read it
             total += float(loss) * int(sel.sum())

@@ -221,6 +221,18 @@ def load_checkpoint(path: str, model, opt, sched, label: str = "NF_RESUME_DIR",
 # ---- early stopping -----------------------------------------------------------------
 
 
+def optimizer_step(model, opt, sched, loss) -> None:
+    """One optimizer step on loss: gradients from it alone, clipped to norm 1.0, then the
+    learning-rate schedule's step (the trainer of train and distill's logits method)."""
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+
+
 def hf_trainable_copy(model) -> dict:
     """The trainable tensors (what a checkpoint holds), copied to the CPU."""
     return {k: v.clone() for k, v in trainable_state(model).items()}
@@ -377,11 +389,7 @@ def main(job: dict) -> None:
             with amp:
                 nll, n = hf.token_nll(model, ids, labels, mask)
             loss = nll / max(1, n)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sched.step()
+            optimizer_step(model, opt, sched, loss)
             step += 1
             ntok = int(mask.sum())
             processed += ntok
