@@ -23,8 +23,8 @@ variable reach the handlers through NF_WORKER_HANDLER_ENV, as on the stack's wor
   checkpoints every CKPT answers) and holds the next ones; once that checkpoint is
   recorded the test SIGKILLs the agent and its handler (by pid, never by a name pattern)
   and starts another agent. The retried attempt resumes the collection from the
-  checkpoint: the teacher answers exactly one request per prompt over the whole job, plus
-  at most `concurrency` requests that were in flight (held) at the kill.
+  checkpoint: over the whole job the teacher answers exactly one request per prompt, and
+  receives besides only the requests in flight (held) at the kill, at most `concurrency`.
 
 The student is the tiny bigram model (seconds to train): what is tested is collection.
 """
