@@ -159,6 +159,22 @@ static int parse_addr(const struct nf_cfg_opt *o, const char *val, char **out, c
     return 0;
 }
 
+static int parse_addrs(const struct nf_cfg_opt *o, const char *val, char **out, char *err,
+                       size_t errlen)
+{
+    char *addrs[NF_CFG_MAX_ADDRS];
+    int n = nf_cfg_split_addrs(val, addrs, NF_CFG_MAX_ADDRS);
+
+    if (n < 0)
+        return cfg_fail(err, errlen, o,
+                        "must be host:port, or up to %d of them separated by commas (got \"%s\")",
+                        NF_CFG_MAX_ADDRS, shown(o, val));
+    for (int i = 0; i < n; i++)
+        free(addrs[i]);
+    *out = nf_xstrdup(val);
+    return 0;
+}
+
 static int parse_str(const struct nf_cfg_opt *o, const char *val, char **out, char *err,
                      size_t errlen)
 {
@@ -205,6 +221,9 @@ int nf_cfg_load(const struct nf_cfg_opt *opts, size_t n, void *cfg, char *err, s
         case NF_CFG_ADDR:
             rc = parse_addr(o, val, field_at(cfg, o), err, errlen);
             break;
+        case NF_CFG_ADDRS:
+            rc = parse_addrs(o, val, field_at(cfg, o), err, errlen);
+            break;
         case NF_CFG_LEVEL:
             rc = parse_level(o, val, field_at(cfg, o), err, errlen);
             break;
@@ -232,7 +251,8 @@ void nf_cfg_free(const struct nf_cfg_opt *opts, size_t n, void *cfg)
     if (!cfg)
         return;
     for (i = 0; i < n; i++) {
-        if (opts[i].type != NF_CFG_STR && opts[i].type != NF_CFG_ADDR)
+        if (opts[i].type != NF_CFG_STR && opts[i].type != NF_CFG_ADDR &&
+            opts[i].type != NF_CFG_ADDRS)
             continue;
         s = field_at(cfg, &opts[i]);
         free(*s);
@@ -251,6 +271,7 @@ static const char *value_text(const struct nf_cfg_opt *o, const void *cfg, char 
     switch (o->type) {
     case NF_CFG_STR:
     case NF_CFG_ADDR:
+    case NF_CFG_ADDRS:
         s = *(char *const *)cfield_at(cfg, o);
         if (!s)
             return NULL;
@@ -311,6 +332,8 @@ static const char *type_name(enum nf_cfg_type t)
         return "bool";
     case NF_CFG_ADDR:
         return "host:port";
+    case NF_CFG_ADDRS:
+        return "host:port[,host:port...]";
     case NF_CFG_LEVEL:
         return "debug|info|warn|error";
     case NF_CFG_I64:
@@ -428,4 +451,37 @@ int nf_cfg_split_addr(const char *addr, char **host, int *port)
     *host = copy;
     *port = p;
     return 0;
+}
+
+int nf_cfg_split_addrs(const char *list, char **addrs, int max)
+{
+    const char *p = list, *end;
+    int n = 0;
+
+    if (!list || max <= 0)
+        return -1;
+    for (;;) {
+        char *one, *host = NULL;
+        size_t len;
+        int port;
+
+        while (*p == ' ')
+            p++;
+        end = strchr(p, ',');
+        len = end ? (size_t)(end - p) : strlen(p);
+        while (len > 0 && p[len - 1] == ' ')
+            len--;
+        one = nf_xstrndup(p, len);
+        if (n == max || nf_cfg_split_addr(one, &host, &port) != 0) {
+            free(one);
+            while (n > 0)
+                free(addrs[--n]);
+            return -1;
+        }
+        free(host);
+        addrs[n++] = one;
+        if (!end)
+            return n;
+        p = end + 1;
+    }
 }

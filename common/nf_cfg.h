@@ -22,7 +22,11 @@ enum nf_cfg_type {
     NF_CFG_ADDR,  /* char * field holding "host:port" (or "[v6]:port"), checked here once */
     NF_CFG_LEVEL, /* int field: a log level (enum nf_log_level) from debug/info/warn/error */
     NF_CFG_I64,   /* long long field (byte sizes past 2 GiB), checked against [min, max] */
+    NF_CFG_ADDRS, /* char * field: one or more host:port, comma-separated (a service's
+                     replicas), each checked; at most NF_CFG_MAX_ADDRS */
 };
+
+#define NF_CFG_MAX_ADDRS 16
 
 struct nf_cfg_opt {
     const char *env; /* environment variable name, NF_<SVC>_<NAME> */
@@ -52,10 +56,14 @@ struct nf_cfg_table {
 
 /* Logs the effective configuration of all tables as one `config` line, secrets masked. */
 void nf_cfg_log(const struct nf_cfg_table *t, size_t ntables);
-/* Frees the NF_CFG_STR and NF_CFG_ADDR fields; accepts a half-loaded struct (NULL fields). */
+/* Frees the NF_CFG_STR, NF_CFG_ADDR and NF_CFG_ADDRS fields; accepts a half-loaded struct (NULL
+ * fields). */
 void nf_cfg_free(const struct nf_cfg_opt *opts, size_t n, void *cfg);
 /* Prints the tables' rows (env, type, default, bounds, help) under one heading, for --help;
  * t[i].cfg is not used. */
 void nf_cfg_usage(const struct nf_cfg_table *t, size_t ntables, FILE *out);
+/* Splits "host:port,host:port" (spaces around the commas allowed) into up to max
+ * "host:port" heap copies in addrs; the count, or -1 if empty, malformed or too many. */
+int nf_cfg_split_addrs(const char *list, char **addrs, int max);
 /* Splits "host:port" into host (heap copy) and port; -1 if malformed. */
 int nf_cfg_split_addr(const char *addr, char **host, int *port);

@@ -1,7 +1,8 @@
 #pragma once
 /*
  * nf_http_client: the internal HTTP client, for calls between services: keep-alive
- * connections to one host:port, per-request timeouts.
+ * connections to one host:port or to the replicas of a service (failover between them),
+ * per-request timeouts.
  */
 #include <event2/event.h>
 #include <stddef.h>
@@ -20,10 +21,17 @@ struct nf_http_resp {
 /* Fires exactly once per request, also when the client is freed first (status 0). */
 typedef void (*nf_http_client_cb)(const struct nf_http_resp *resp, void *arg);
 
-/* timeout_ms: default per-request timeout. max_conns: pool size (requests beyond it
- * wait for a free connection). */
+#define NF_HTTP_CLIENT_MAX_ENDPOINTS 16
+
+/* timeout_ms: default per-request timeout. max_conns: pool size per endpoint (requests
+ * beyond it wait for a free connection). */
 int nf_http_client_new(struct nf_http_client **out, struct event_base *base, const char *host,
                        int port, int timeout_ms, int max_conns);
+/* The same over n (1..NF_HTTP_CLIENT_MAX_ENDPOINTS) replicas of one service, with
+ * failover between them (see nf_http_client.c). */
+int nf_http_client_new_multi(struct nf_http_client **out, struct event_base *base,
+                             const char *const *hosts, const int *ports, size_t n, int timeout_ms,
+                             int max_conns);
 void nf_http_client_free(struct nf_http_client *cli);
 /*
  * Sends a request. headers: NULL or a NULL-terminated array of name, value, name, value...

@@ -11,6 +11,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include "nf_cfg.h"
 #include "nf_http_client.h"
 #include "nf_json.h"
 #include "nf_log.h"
@@ -518,18 +524,79 @@ void nf_svc_stop(struct nf_svc *svc)
     nf_app_stop(&svc->app);
 }
 
-int nf_svc_client(struct nf_svc *svc, struct nf_http_client **out, const char *env,
-                  const char *addr, int timeout_ms, int conns)
+/*
+ * Adds host:port to the endpoint list; a name that resolves to several addresses of one
+ * family (a headless service, round-robin DNS) adds one endpoint per address, resolved
+ * once here. Other names stay names (evhttp resolves them at each connect): "localhost"
+ * giving ::1 and 127.0.0.1 is one server, not two replicas.
+ */
+static void add_endpoints(char *host, int port, char **hosts, int *ports, size_t *n)
 {
-    char *host = NULL;
-    int port, rc;
+    struct addrinfo hints = {0}, *res = NULL, *ai;
+    size_t first = *n, found = 0;
+    char ip[INET6_ADDRSTRLEN];
 
-    rc = nf_cfg_split_addr(addr, &host, &port);
-    if (rc == 0)
-        rc = nf_http_client_new(out, svc->base, host, port, timeout_ms, conns);
-    free(host);
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    if (getaddrinfo(host, NULL, &hints, &res) == 0) {
+        for (ai = res; ai && *n < NF_HTTP_CLIENT_MAX_ENDPOINTS; ai = ai->ai_next) {
+            const void *a = ai->ai_family == AF_INET
+                                ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
+                                : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+            bool dup = false;
+
+            if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+                ai->ai_family != res->ai_family || !inet_ntop(ai->ai_family, a, ip, sizeof(ip)))
+                continue;
+            for (size_t i = first; i < *n; i++)
+                dup = dup || strcmp(hosts[i], ip) == 0;
+            if (dup)
+                continue;
+            hosts[*n] = nf_xstrdup(ip);
+            ports[(*n)++] = port;
+            found++;
+        }
+        freeaddrinfo(res);
+    }
+    if (found > 1) {
+        free(host);
+        return;
+    }
+    while (*n > first) /* one address or none: keep the name */
+        free(hosts[--*n]);
+    if (*n < NF_HTTP_CLIENT_MAX_ENDPOINTS) {
+        hosts[*n] = host;
+        ports[(*n)++] = port;
+    } else
+        free(host);
+}
+
+int nf_svc_client(struct nf_svc *svc, struct nf_http_client **out, const char *env,
+                  const char *addrs, int timeout_ms, int conns)
+{
+    char *list[NF_CFG_MAX_ADDRS], *hosts[NF_HTTP_CLIENT_MAX_ENDPOINTS];
+    int ports[NF_HTTP_CLIENT_MAX_ENDPOINTS];
+    int nlist = nf_cfg_split_addrs(addrs, list, NF_CFG_MAX_ADDRS), rc = -1;
+    size_t n = 0;
+
+    for (int i = 0; i < nlist; i++) {
+        char *host = NULL;
+        int port;
+
+        if (nf_cfg_split_addr(list[i], &host, &port) == 0)
+            add_endpoints(host, port, hosts, ports, &n);
+        free(list[i]);
+    }
+    if (n > 0)
+        rc = nf_http_client_new_multi(out, svc->base, (const char *const *)hosts, ports, n,
+                                      timeout_ms, conns);
+    for (size_t i = 0; i < n; i++)
+        free(hosts[i]);
     if (rc != 0)
         nf_log_kv(NF_LOG_ERROR, "client_failed", "cannot create http client", "env", env, NULL);
+    else if (n > 1)
+        nf_log_kv(NF_LOG_INFO, "client_replicas", "calls fail over between the replicas", "env",
+                  env, "addrs", addrs, NULL);
     return rc;
 }
 

@@ -188,9 +188,10 @@ void nf_svc_usage(struct nf_svc *svc, FILE *out);
 /* Starts the graceful stop as SIGTERM would. */
 void nf_svc_stop(struct nf_svc *svc);
 /*
- * A client of another service's internal HTTP API on the service's loop: addr is the value
- * of the NF_CFG_ADDR row env (checked at load). 0 with *out set (the caller owns it), or -1
+ * A client of another service's internal HTTP API on the service's loop: addrs is the value
+ * of the NF_CFG_ADDRS row env (checked at load): one host:port or the service's replicas,
+ * with failover between them (nf_http_client.c). 0 with *out set (the caller owns it), or -1
  * logged (event client_failed, naming env) with *out untouched.
  */
 int nf_svc_client(struct nf_svc *svc, struct nf_http_client **out, const char *env,
-                  const char *addr, int timeout_ms, int conns);
+                  const char *addrs, int timeout_ms, int conns);

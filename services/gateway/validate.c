@@ -120,6 +120,8 @@ static const struct pspec distill_params[] = {
     {"seed", NULL, NULL, 0, SEED_MAX, 0, P_INT, false, false},
     {"kd_temperature", NULL, NULL, 0, 100, 0, P_NUM, false, false},
     {"kd_alpha", NULL, NULL, 0, 0, 0, P_RATE, false, false},
+    {"max_chars", NULL, NULL, 1, 1000000, 0, P_INT, false, false},
+    {"checkpoint_every", NULL, NULL, 1, 1000000, 0, P_INT, false, false},
     {"output_model", NULL, NULL, 0, 0, 0, P_MNAME, false, false},
 };
 static const struct pspec train_params[] = {

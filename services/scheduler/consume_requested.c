@@ -23,7 +23,10 @@
  * both delivery reports. Redelivery is harmless: the insert does nothing, the dispatch and
  * the queued event carry deterministic ids (the worker-manager dedupes by job id, the
  * events consumer by event id), and a job that has moved past queued/attempt 1 is not
- * dispatched again.
+ * dispatched again. Nor is one the worker-manager already holds (wm:job:<id> exists: the
+ * first dispatch arrived), so a replica taking over a dead one's partitions, which reads
+ * again what was not committed, makes no duplicate dispatches:
+ *       --known---> redelivered, still queued: EXISTS wm:job:<id> -> 1: snapshot only
  */
 #include "sched.h"
 
@@ -109,6 +112,7 @@ struct req_work {
 };
 
 static void st_insert(struct nf_work *w);
+static void st_known(struct nf_work *w);
 static void st_budget(struct nf_work *w);
 static void st_refuse(struct nf_work *w);
 static void st_refuse_produce(struct nf_work *w);
@@ -259,7 +263,39 @@ static void on_insert(const PGresult *res, const char *err, const char *pgcode, 
         nf_work_goto(&rw->w, st_refuse_produce);
         return;
     }
+    if (rw->do_dispatch && !(inserted && strcmp(inserted, "1") == 0)) {
+        nf_work_goto(&rw->w, st_known);
+        return;
+    }
     nf_work_goto(&rw->w, rw->do_dispatch ? st_budget : st_snapshot);
+}
+
+static void on_known(redisReply *reply, void *arg)
+{
+    struct req_work *rw = arg;
+    struct sched_ctx *ctx = sched_of(&rw->w);
+
+    if (sched_redis_failed(&rw->w, reply, REDIS_REPLY_INTEGER))
+        return;
+    if (reply->integer == 0) {
+        nf_work_goto(&rw->w, st_budget);
+        return;
+    }
+    rw->do_dispatch = false;
+    nf_metrics_counter_add(ctx->m.dispatch_known, 1);
+    nf_log_kv(NF_LOG_INFO, "dispatch_known", "redelivered job already held by the worker-manager",
+              "job_id", rw->snap.job_id, NULL);
+    nf_work_goto(&rw->w, st_snapshot);
+}
+
+/* A redelivered request of a job still queued: was its dispatch already taken? */
+static void st_known(struct nf_work *w)
+{
+    struct req_work *rw = (struct req_work *)w;
+
+    w->what = "known";
+    /* on failure the callback has already fired with NULL and retried */
+    (void)nf_redis_cmd(sched_of(w)->redis, on_known, rw, "EXISTS wm:job:%s", rw->snap.job_id);
 }
 
 static void st_insert(struct nf_work *w)

@@ -17,6 +17,9 @@ void sched_metrics_register(struct sched_ctx *ctx)
         nf_metrics_counter(m, "nf_sched_jobs_requested_total", "job requests recorded", NULL);
     ctx->m.requested_dup = nf_metrics_counter(m, "nf_sched_jobs_requested_duplicate_total",
                                               "job requests redelivered for known jobs", NULL);
+    ctx->m.dispatch_known = nf_metrics_counter(
+        m, "nf_sched_dispatch_known_total",
+        "redelivered requests not dispatched again: the worker-manager holds the job", NULL);
     ctx->m.dispatched = nf_metrics_counter(m, "nf_sched_jobs_dispatched_total",
                                            "dispatch messages delivered", NULL);
     ctx->m.malformed_req =

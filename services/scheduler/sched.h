@@ -369,8 +369,9 @@ void sched_snap_clear(struct sched_snap *s);
  * ------------------------------------------------------------------------------------ */
 /* Metric series, registered at init (sched_metrics_register). */
 struct sched_counters {
-    struct nf_counter *requested;     /* jobs inserted */
-    struct nf_counter *requested_dup; /* requested redelivered (already known) */
+    struct nf_counter *requested;      /* jobs inserted */
+    struct nf_counter *requested_dup;  /* requested redelivered (already known) */
+    struct nf_counter *dispatch_known; /* redelivered, the worker-manager holds it: no dispatch */
     struct nf_counter *dispatched;
     struct nf_counter *malformed_req;
     struct nf_counter *malformed_ev;

@@ -40,7 +40,7 @@
 static const struct nf_cfg_opt sched_opts[] = {
     {"NF_SCHEDULER_RETRY_CAP_S", NF_CFG_INT, "60", 1, 3600, false, OFF(retry_cap_s),
      "cap in seconds of the retry backoff of failed attempts (2^attempt s)"},
-    {"NF_WM_ADDR", NF_CFG_ADDR, "127.0.0.1:8104", 0, 0, false, OFF(wm_addr),
+    {"NF_WM_ADDR", NF_CFG_ADDRS, "127.0.0.1:8104", 0, 0, false, OFF(wm_addr),
      "nf-worker-manager address (job cancel)"},
     {"NF_SCHEDULER_RETRY_POLL_MS", NF_CFG_INT, "500", 50, 60000, false, OFF(retry_poll_ms),
      "how often retries that are due are dispatched"},
@@ -51,7 +51,7 @@ static const struct nf_cfg_opt sched_opts[] = {
      "handled again"},
     {"NF_SCHEDULER_TIMEOUT_GRACE_S", NF_CFG_INT, "60", 0, 86400, false, OFF(timeout_grace_s),
      "a job running this long past its timeout_seconds is failed with class timeout"},
-    {"NF_BILLING_ADDR", NF_CFG_ADDR, "127.0.0.1:8103", 0, 0, false, OFF(billing_addr),
+    {"NF_BILLING_ADDR", NF_CFG_ADDRS, "127.0.0.1:8103", 0, 0, false, OFF(billing_addr),
      "nf-billing internal address (budget checks before dispatch)"},
     {"NF_SCHEDULER_BUDGET_WAIT_MS", NF_CFG_INT, "30000", 0, 3600000, false, OFF(budget_wait_ms),
      "billing unreachable this long: a new job is dispatched without its budget check"},
