@@ -167,7 +167,7 @@ export interface BillingSummary {
   period_end: string;
   currency: 'USD';
   meters: BillingLine[];
-  job_types: { job_type: JobType; lines: BillingLine[]; total_usd: string; total_micros: number }[];
+  job_types: { job_type: JobType | 'files'; lines: BillingLine[]; total_usd: string; total_micros: number }[];
   total_usd: string;
   total_micros: number;
 }

@@ -151,9 +151,9 @@ forge_service_env() {
         # quarantine of freed memory would be all its RSS (the data-plane test measures
         # the gateway's memory under a 100 MiB upload and download).
         if [[ $name == gateway ]]; then
-            echo "ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:quarantine_size_mb=1:thread_local_quarantine_size_kb=64"
+            echo "ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:handle_abort=1:quarantine_size_mb=1:thread_local_quarantine_size_kb=64"
         else
-            echo "ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1"
+            echo "ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1:handle_abort=1"
         fi
         echo "UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1"
     fi

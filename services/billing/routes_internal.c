@@ -153,6 +153,20 @@ static cJSON *add_array(cJSON *o, const char *key)
     return a;
 }
 
+/* The summary's groups: the six job types, then "files" (the storage of uploaded files,
+ * which no job made). */
+#define NGROUPS 7
+static const char *const group_names[NGROUPS] = {"generate", "audit",  "distill", "train",
+                                                 "evaluate", "deploy", "files"};
+
+static int group_index(const char *job_type)
+{
+    for (int t = 0; job_type && t < NGROUPS; t++)
+        if (strcmp(group_names[t], job_type) == 0)
+            return t;
+    return -1;
+}
+
 static bool same_line(const PGresult *res, int a, int b)
 {
     const char *ma = nf_pg_val(res, a, "meter"), *mb = nf_pg_val(res, b, "meter");
@@ -169,8 +183,8 @@ static bool same_line(const PGresult *res, int a, int b)
  */
 static cJSON *summary_body(const PGresult *res, const char *user_id, const struct read_req *rr)
 {
-    cJSON *body = nf_json_obj(), *meters, *types, *jt[6] = {0}, *jl[6] = {0}, *line;
-    long long jt_total[6] = {0}, total = 0, cost, sum_cost;
+    cJSON *body = nf_json_obj(), *meters, *types, *jt[NGROUPS] = {0}, *jl[NGROUPS] = {0}, *line;
+    long long jt_total[NGROUPS] = {0}, total = 0, cost, sum_cost;
     int rows = PQntuples(res), row, first, t;
     enum bill_meter meter;
     struct bill_rate rate;
@@ -188,7 +202,7 @@ static cJSON *summary_body(const PGresult *res, const char *user_id, const struc
         sum = 0;
         sum_cost = 0;
         for (row = first; row < rows && (row == first || same_line(res, first, row)); row++) {
-            t = nf_job_type_index(nf_pg_val(res, row, "job_type"));
+            t = group_index(nf_pg_val(res, row, "job_type"));
             if (bill_u64_parse(nf_pg_val(res, row, "quantity"), &qty) < 0 || t < 0 ||
                 sum > UINT64_MAX - qty || ll_val(res, row, "cost_micros", &cost) < 0 || cost < 0 ||
                 jt_total[t] > LLONG_MAX - cost || sum_cost > LLONG_MAX - cost)
@@ -199,7 +213,7 @@ static cJSON *summary_body(const PGresult *res, const char *user_id, const struc
                              nf_pg_val(res, row, "effective_from"), cost);
             if (!jt[t]) {
                 jt[t] = nf_json_obj();
-                nf_json_add_str(jt[t], "job_type", nf_job_types[t]);
+                nf_json_add_str(jt[t], "job_type", group_names[t]);
                 jl[t] = add_array(jt[t], "lines");
             }
             if (!cJSON_AddItemToArray(jl[t], line))
@@ -215,7 +229,7 @@ static cJSON *summary_body(const PGresult *res, const char *user_id, const struc
         total += sum_cost;
     }
     types = add_array(body, "job_types");
-    for (t = 0; t < 6; t++) {
+    for (t = 0; t < NGROUPS; t++) {
         if (!jt[t])
             continue;
         add_total(jt[t], jt_total[t]);
@@ -227,7 +241,7 @@ static cJSON *summary_body(const PGresult *res, const char *user_id, const struc
     return body;
 bad:
     nf_log_error("summary_failed", "malformed or overflowing usage total in row %d", first);
-    for (t = 0; t < 6; t++)
+    for (t = 0; t < NGROUPS; t++)
         cJSON_Delete(jt[t]);
     cJSON_Delete(body);
     return NULL;
@@ -302,14 +316,14 @@ static struct read_req *read_params(struct nf_http_req *req, bool series)
         }
         v = nf_http_req_query(req, "job_type");
         if (v && *v) {
-            t = nf_job_type_index(v);
+            t = group_index(v);
             if (t < 0) {
                 nf_http_reply_error(req, 422, "invalid_params", "job_type",
-                                    "job_type must be generate, audit, distill, train, evaluate "
-                                    "or deploy");
+                                    "job_type must be generate, audit, distill, train, evaluate, "
+                                    "deploy or files");
                 return NULL;
             }
-            rr.job_type = nf_job_types[t];
+            rr.job_type = group_names[t];
         }
     }
     nf_time_format_rfc3339(start, rr.start);

@@ -446,20 +446,29 @@ static bool matches(const struct sched_list_query *q, const cJSON *doc)
     return true;
 }
 
-/* Inserts doc (owned from now on) into arr, keeping job ids in descending order. */
+/*
+ * Inserts doc (owned from now on) into arr, keeping job ids in descending order. Not with
+ * cJSON_InsertItemInArray: Debian 12's cJSON 1.7.15 (+deb12u4) refuses every insert past
+ * index 0 (its CVE-2023-50471 backport checks the new item's prev link). The items after
+ * the position are taken off the end and added back behind doc.
+ */
 static void insert_sorted(cJSON *arr, cJSON *doc)
 {
     const char *id = nf_json_str(doc, "job_id");
-    int i = 0, n = cJSON_GetArraySize(arr);
+    int i = 0, n = cJSON_GetArraySize(arr), j;
+    cJSON **after;
 
     while (i < n && strcmp(nf_json_str(cJSON_GetArrayItem(arr, i), "job_id"), id) > 0)
         i++;
-    if (i == n) {
-        if (!cJSON_AddItemToArray(arr, doc))
-            abort();
-    } else if (!cJSON_InsertItemInArray(arr, i, doc)) {
+    after = nf_xcalloc((size_t)(n - i) + 1, sizeof(*after));
+    for (j = n - 1; j >= i; j--)
+        after[j - i] = cJSON_DetachItemFromArray(arr, j);
+    if (!cJSON_AddItemToArray(arr, doc))
         abort();
-    }
+    for (j = 0; j < n - i; j++)
+        if (!cJSON_AddItemToArray(arr, after[j]))
+            abort();
+    free(after);
 }
 
 void sched_list_merge(cJSON *pg, const struct sched_list_query *q, const char *const *docs,

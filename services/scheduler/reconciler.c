@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "nf_http_client.h"
 #include "nf_log.h"
 #include "nf_mem.h"
 #include "nf_metrics.h"
@@ -347,13 +348,51 @@ static void start_pass(struct sched_ctx *ctx, enum rec_pass kind)
     nf_work_start(&rw->w, NULL, query);
 }
 
+/* The worker-manager's /readyz before the stuck pass: 200 -> the pass runs. */
+static void on_wm_ready(const struct nf_http_resp *resp, void *arg)
+{
+    struct sched_ctx *ctx = arg;
+
+    if (!ctx->rec || ctx->svc->closing || ctx->svc->stopping)
+        return;
+    ctx->rec->wm_asked = false;
+    if (resp->status == 200) {
+        start_pass(ctx, REC_STUCK);
+        return;
+    }
+    nf_log_kv(NF_LOG_INFO, "stuck_pass_skipped",
+              "the worker-manager is not ready: dispatches may still be on their way to it",
+              "status", resp->status ? "503" : "unreachable", "reason",
+              resp->status ? resp->body : resp->error, NULL);
+}
+
+/*
+ * The stuck pass dispatches again what the worker-manager does not hold. While it is not
+ * consuming (restarting, partitions being handed over, no progress) a dispatch can wait
+ * on its topic longer than stuck_s: the pass would only make duplicates, so it waits for
+ * the worker-manager to say it is ready.
+ */
+static void start_stuck(struct sched_ctx *ctx)
+{
+    if (ctx->rec->busy[REC_STUCK] || ctx->rec->wm_asked || !ctx->wm)
+        return;
+    ctx->rec->wm_asked = true;
+    if (nf_http_client_request(ctx->wm, "GET", "/readyz", NULL, NULL, 0, 0, on_wm_ready, ctx) != 0)
+        ctx->rec->wm_asked = false;
+}
+
 static void start_passes(struct sched_ctx *ctx, bool sweep)
 {
     int kind;
 
-    for (kind = 0; kind < REC_NPASSES; kind++)
-        if (rec_passes[kind].on_sweep == sweep)
+    for (kind = 0; kind < REC_NPASSES; kind++) {
+        if (rec_passes[kind].on_sweep != sweep)
+            continue;
+        if (kind == REC_STUCK)
+            start_stuck(ctx);
+        else
             start_pass(ctx, (enum rec_pass)kind);
+    }
 }
 
 static void on_retry_tick(evutil_socket_t fd, short what, void *arg)

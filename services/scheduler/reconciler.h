@@ -51,6 +51,7 @@ enum rec_action { REC_A_NONE, REC_A_REDISPATCH, REC_A_REQUEUE, REC_A_REWRITE };
 struct sched_reconciler {
     struct event *retry_tick, *sweep_tick;
     bool busy[REC_NPASSES];        /* a pass of this kind is alive */
+    bool wm_asked;                 /* the worker-manager's readiness asked before the stuck pass */
     char stuck_after[NF_ID_MAX];   /* the stuck pass walks queued jobs by id */
     long long snap_after_us;       /* the snapshot pass's position: updated_at ... */
     char snap_after_id[NF_ID_MAX]; /* ... and job id */

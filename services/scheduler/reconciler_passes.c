@@ -6,7 +6,9 @@
  *                          -> forge.job.dispatch (id "dispatch:<job>:<attempt>")
  *                          -> delivered: next_attempt_at = NULL, dispatched_at = now()
  *
- *   every reconcile_s    stuck: queued jobs not waiting for a retry whose last dispatch is
+ *   every reconcile_s    stuck (only while the worker-manager's /readyz says 200: one that
+ *                          is not consuming has dispatches on their way to it): queued
+ *                          jobs not waiting for a retry whose last dispatch is
  *                          older than stuck_s -> Redis: in wm:queue:<type>? leased? which
  *                          attempt does wm:job:<id> know?
  *                            held by the worker-manager        -> nothing

@@ -771,3 +771,42 @@ def test_stored_artifacts_are_metered(api, events, billed):
                                                 meter_quantities(b) else None)(
         summary(api, billed["key"])))
     check_summary_arithmetic(body)
+
+
+def test_uploaded_files_storage_is_on_the_bill_as_files(api, producer):
+    """The storage of an uploaded file (no job made it) is billed under the group "files":
+    the summary and the usage series answer 200 with it (the summary answered 500 on
+    such a cell before). The stack meters storage once an hour, so the test publishes the
+    record the scheduler's meter makes at a window's end (forge.usage.recorded from
+    nf-scheduler, job_type "files", job_id the file's artifact id) for a real upload;
+    the meter itself is test_stored_artifacts_are_metered's."""
+    user_id, key = new_user("files-bill")
+    resp = api.call("POST", "/api/files", key=key, data={"purpose": "dataset"},
+                    files={"file": ("stored.jsonl", b'{"text": "kept"}\n' * 100,
+                                    "application/octet-stream")})
+    assert resp.status_code == 201, resp.text
+    file_id = resp.json()["id"]
+    start = (int(time.time()) // 3600 - 1) * 3600
+    eid = "use_" + hashlib.sha256(f"{file_id}:1:storage_byte_hours:{start}".encode()).hexdigest()[:32]
+    data = {"user_id": user_id, "job_id": file_id, "job_type": "files", "attempt": 1,
+            "meter": "storage_byte_hours", "quantity": 1700,
+            "window_start": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(start)),
+            "window_end": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(start + 3600))}
+    produce(producer, "forge.usage", user_id,
+            envelope("forge.usage.recorded", "nf-scheduler", user_id, eid, data))
+    producer.flush(30)
+
+    def files_group():
+        body = summary(api, key)
+        return body if any(g["job_type"] == "files" for g in body["job_types"]) else None
+
+    body = poll("the files group on the bill", files_group, timeout=60)
+    check_summary_arithmetic(body)
+    group = next(g for g in body["job_types"] if g["job_type"] == "files")
+    assert [(l["meter"], l["quantity"]) for l in group["lines"]] == \
+        [("storage_byte_hours", 1700)], group
+    resp = api.call("GET", "/api/billing/usage", key=key,
+                    params={"job_type": "files", "meter": "storage_byte_hours"})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["job_type"] == "files", resp.json()
+    assert sum(p["quantity"] for p in resp.json()["points"]) == 1700, resp.json()

@@ -357,6 +357,19 @@ static void test_merge_adds_unrecorded_jobs_in_order(void **state)
     for (int i = 0; i < 4; i++)
         free(docs[i]);
     cJSON_Delete(pg);
+
+    /* between two rows (the insert Debian's cJSON refuses past index 0) */
+    pg = cJSON_CreateArray();
+    cJSON_AddItemToArray(pg, job(JOB_D, "running", "generate", "{}"));
+    cJSON_AddItemToArray(pg, job(JOB_A, "succeeded", "generate", "{}"));
+    docs[0] = doc(JOB_B, "queued", "generate", "{}");
+    docs[1] = doc(JOB_C, "queued", "generate", "{}");
+    sched_list_merge(pg, &q, (const char *const *)docs, 2, &more);
+    ids_are(pg, (const char *const[]){JOB_D, JOB_C, JOB_B, JOB_A}, 4);
+    assert_false(more);
+    free(docs[0]);
+    free(docs[1]);
+    cJSON_Delete(pg);
     sched_list_query_clear(&q);
 }
 
