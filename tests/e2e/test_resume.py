@@ -118,6 +118,23 @@ def children(pid):
     return kids
 
 
+def kill_agent(victim, timeout=5):
+    """SIGKILLs a fleet agent and the handlers it runs (they would die with it anyway),
+    by pid, and waits until they are gone."""
+    handlers = [p for p in children(victim.proc.pid) if alive(p)]
+    victim.proc.kill()
+    for pid in handlers:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    victim.proc.wait(timeout)
+    for pid in handlers:
+        wait(lambda p=pid: not alive(p), timeout, "the handler to die")
+    return handlers
+
+
 def test_killed_worker_retry_resumes_from_the_last_checkpoint(api, dataset, fleet):
     # role=victim jobs run on the agent that is killed (then on its successor), the same
     # job never interrupted on an agent of its own meanwhile (role=steady)
@@ -131,17 +148,7 @@ def test_killed_worker_retry_resumes_from_the_last_checkpoint(api, dataset, flee
     assert first[0]["name"] == "checkpoint-epoch-1.tar", first
     job = api.get_job(killed_id).json()
     assert job["status"] == "running" and job["attempt"] == 1, job
-    handlers = [p for p in children(victim.proc.pid) if alive(p)]
-    victim.proc.kill()  # SIGKILL the agent ...
-    for pid in handlers:  # ... and its handler (it would die with the agent anyway)
-        for kill in (os.killpg, os.kill):
-            try:
-                kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    victim.proc.wait(5)
-    for pid in handlers:
-        wait(lambda p=pid: not alive(p), 5, "the handler to die")
+    kill_agent(victim)
     fleet.start("rescuer", labels={"role": "victim"})
 
     done = api.wait_terminal(killed_id, timeout=600)

@@ -47,7 +47,7 @@ from conftest import ROOT
 from test_data_plane import upload_ok
 from test_data_work import provider_key
 from test_jobs import all_events
-from test_resume import children, logs
+from test_resume import children, kill_agent, logs
 from test_workers import HANDLERS, Fleet, alive, wait
 
 sys.path.insert(0, str(ROOT / "handlers"))
@@ -296,18 +296,8 @@ def test_a_worker_killed_mid_collection_asks_the_teacher_only_for_what_is_missin
     # mid-collection: the teacher answered ckpt prompts and holds the next requests
     wait(lambda: proxy.held == concurrency, 120, "the next requests to be in flight")
     assert proxy.answered == ckpt, proxy.statuses
-    handlers = [p for p in children(victim.proc.pid) if alive(p)]
-    assert handlers, "the distill handler runs under the agent"
-    victim.proc.kill()  # SIGKILL the agent ...
-    for pid in handlers:  # ... and its handler (it would die with the agent anyway)
-        for kill in (os.killpg, os.kill):
-            try:
-                kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    victim.proc.wait(10)
-    for pid in handlers:
-        wait(lambda p=pid: not alive(p), 30, "the handler to die")
+    assert children(victim.proc.pid), "the distill handler runs under the agent"
+    assert kill_agent(victim, timeout=30)
     in_flight = proxy.held
     proxy.release()  # the held requests' caller is dead: they are answered 503 to nobody
     rescuer = start_agent("rescuer", "victim")
