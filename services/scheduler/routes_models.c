@@ -8,7 +8,9 @@
  *   GET    /internal/models               -> 200 {object: list, data: [base..., own...]}
  *   GET    /internal/models/{model}       -> 200 model | 404   (name or mdl_ id)
  *   DELETE /internal/models/{model}       -> 200 the deleted model | 403 a base model | 404
- *   POST   /internal/models {name, uri}   -> 201 model
+ *   POST   /internal/models {name, uri, architecture?, parameters?} -> 201 model
+ *          (the gateway sends architecture and parameters once it has checked that the
+ *          upload is a loadable Hugging Face model directory: gateway/model_check.h)
  *          -> 422 name (not 1..64 of [a-z0-9._-]) or uri (not artifact:// of a live
  *             purpose=model file of the caller) | 409 the name is taken (own or base)
  *
@@ -54,8 +56,9 @@ static const char create_sql[] =
     " WHERE artifact_id = $3 AND user_id = $2 AND deleted_at IS NULL"
     "  AND source = 'upload' AND purpose = 'model'"
     "), ins AS ("
-    " INSERT INTO sched.models (model_id, user_id, name, kind, artifact_id)"
-    " SELECT $1, $2, $4, 'uploaded', f.artifact_id FROM f"
+    " INSERT INTO sched.models (model_id, user_id, name, kind, artifact_id, architecture,"
+    "  parameters)"
+    " SELECT $1, $2, $4, 'uploaded', f.artifact_id, $5, $6::bigint FROM f"
     " ON CONFLICT (user_id, name) WHERE deleted_at IS NULL DO NOTHING"
     " RETURNING *"
     ")"
@@ -260,8 +263,9 @@ static void on_create(const PGresult *res, const char *err, const char *pgcode, 
 void sched_route_model_create(struct nf_http_req *req, void *arg)
 {
     struct sched_ctx *ctx = arg;
-    const char *params[4], *user = sched_http_caller(req), *name, *uri;
-    char model_id[NF_ID_MAX];
+    const char *params[6], *user = sched_http_caller(req), *name, *uri, *arch;
+    char model_id[NF_ID_MAX], count[32];
+    const cJSON *n;
     struct models_op *op;
     cJSON *body;
 
@@ -297,7 +301,15 @@ void sched_route_model_create(struct nf_http_req *req, void *arg)
     params[1] = user;
     params[2] = uri + 11;
     params[3] = name;
-    if (nf_pg_query(ctx->pg, create_sql, 4, params, on_create, op) < 0) {
+    arch = nf_json_str(body, "architecture");
+    params[4] = arch && strlen(arch) <= 48 ? arch : NULL;
+    n = cJSON_GetObjectItemCaseSensitive(body, "parameters");
+    params[5] = NULL;
+    if (cJSON_IsNumber(n) && n->valuedouble >= 0 && n->valuedouble < 1e15) {
+        snprintf(count, sizeof(count), "%lld", (long long)n->valuedouble);
+        params[5] = count;
+    }
+    if (nf_pg_query(ctx->pg, create_sql, 6, params, on_create, op) < 0) {
         sched_http_unavailable(req, "could not queue the query");
         free(op);
     }
