@@ -14,7 +14,7 @@ deploy handler starts it detached, so the job can finish while it serves) and ex
     endpoint it deployed.
 
 API (JSON; the subset of OpenAI's that the official `openai` client uses):
-  GET  /healthz               {"status": "ok", "model_id"}
+  GET  /healthz               {"status": "ok", "model_id", "pid"} (not proxied: internal)
   GET  /v1/models             {"object": "list", "data": [{"id", "object": "model",
                               "created", "owned_by"}]}
   POST /v1/completions        {"prompt" (a string, or a list of one string), "max_tokens"
@@ -440,7 +440,7 @@ def make_handler(model_id, gen, gate, stopping=None, api_key=None, stand_in=Fals
             if path != "/healthz" and not self.authorized():
                 return
             if path == "/healthz":
-                self.send_json(200, {"status": "ok", "model_id": model_id})
+                self.send_json(200, {"status": "ok", "model_id": model_id, "pid": os.getpid()})
             elif path == "/v1/models":
                 self.send_json(200, {"object": "list", "data": [self.model_entry()]})
             elif path.startswith("/v1/models/"):

@@ -202,7 +202,7 @@ def brief(job):
             "distill": ("num_samples", "prompts"),
             "train": ("epochs", "final_loss", "tokens"),
             "evaluate": ("model_source", "benchmark", "accuracy", "perplexity"),
-            "deploy": ("endpoint_url", "model_source")}.get(job.get("job_type"), ())
+            "deploy": ("base_url", "model_source")}.get(job.get("job_type"), ())
     return json.dumps({k: result[k] for k in keys if k in result}, separators=(", ", ": "))
 
 

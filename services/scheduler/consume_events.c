@@ -78,7 +78,11 @@ const char sched_events_sql[] =
     "   ELSE coalesce($12::text, j.worker_id) END,"
     "  progress = CASE WHEN n.status = 'queued' THEN 0 WHEN n.status = 'succeeded' THEN 1"
     "   ELSE coalesce($13::float8, j.progress) END,"
-    "  result = CASE WHEN n.status = 'succeeded' THEN $14::jsonb ELSE j.result END,"
+    /* result.internal is the platform's (a deploy's worker-local endpoint): kept out of
+     * the job's public result and its event, read below */
+    "  result = CASE WHEN n.status <> 'succeeded' THEN j.result"
+    "   WHEN jsonb_typeof($14::jsonb) = 'object' THEN $14::jsonb - 'internal'"
+    "   ELSE $14::jsonb END,"
     "  error = CASE WHEN n.status = 'succeeded' THEN NULL"
     "   ELSE coalesce($15::jsonb, j.error) END,"
     "  started_at = CASE WHEN n.status = 'queued' THEN NULL"
@@ -95,7 +99,9 @@ const char sched_events_sql[] =
     " RETURNING j.*"
     "), ev AS ("
     " INSERT INTO sched.job_events (event_id, job_id, type, attempt, data, at)"
-    " SELECT $2, job_id, $3, $4::int, $16::jsonb, coalesce($17::timestamptz, now())"
+    " SELECT $2, job_id, $3, $4::int, CASE WHEN jsonb_typeof($16::jsonb) = 'object'"
+    "  THEN $16::jsonb #- '{result,internal}' ELSE $16::jsonb END,"
+    "  coalesce($17::timestamptz, now())"
     " FROM dec WHERE outcome IN ('apply', 'echo', 'record')"
     " ON CONFLICT (event_id) DO NOTHING"
     " RETURNING event_id"
@@ -153,18 +159,21 @@ const char sched_events_sql[] =
     " RETURNING model_id"
     "), dep AS ("
     /* a succeeded deploy records its deployment (migrations/0007): the endpoint's base URL
-     * (an http://host:port, its /v1 dropped) is the worker's, never shown to users */
+     * (result.internal.endpoint_url, an http://host:port, its /v1 dropped) is the
+     * worker's, never shown to users */
     " INSERT INTO sched.deployments (deployment_id, user_id, job_id, model, endpoint_url,"
     "  region, replicas, worker_id)"
     " SELECT u.result->>'deployment_id', u.user_id, u.job_id,"
     "  coalesce(u.params->>'model_id', ''),"
-    "  regexp_replace(u.result->>'endpoint_url', '(/v1)?/?$', ''), u.result->>'region',"
+    "  regexp_replace($14::jsonb #>> '{internal,endpoint_url}', '(/v1)?/?$', ''),"
+    "  u.result->>'region',"
     "  CASE WHEN jsonb_typeof(u.result->'replicas') = 'number'"
     "   THEN (u.result->>'replicas')::numeric::int END, u.worker_id"
     " FROM upd u"
     " WHERE u.status = 'succeeded' AND u.job_type = 'deploy'"
     "  AND u.result->>'deployment_id' ~ '^dep-[0-9a-f]{12}$'"
-    "  AND u.result->>'endpoint_url' ~ '^http://[A-Za-z0-9.-]+:[0-9]{1,5}(/v1)?/?$'"
+    "  AND $14::jsonb #>> '{internal,endpoint_url}'"
+    "   ~ '^http://[A-Za-z0-9.-]+:[0-9]{1,5}(/v1)?/?$'"
     " ON CONFLICT DO NOTHING"
     " RETURNING deployment_id"
     "), r AS ("

@@ -8,12 +8,12 @@ to the endpoint and through /api/deployments/{id}/v1, in the same run, interleav
 
 Deploys MODEL (default tiny-bigram: a bigram model, whose answer takes well under a
 millisecond, so the figures are the transport's), then sends N sequential
-POST /v1/completions {"prompt", "max_tokens"} alternately to the endpoint (its URL from the
-deploy job's result) and through the gateway (API key, owner check, proxy, metering), each
+POST /v1/completions {"prompt", "max_tokens"} alternately to the endpoint (its worker-local
+URL from the deployment registry, sched.deployments: users never see it) and through the gateway (API key, owner check, proxy, metering), each
 over its own keep-alive session; prints p50/p90/p99 of both and the difference (goal: p50
 added <= 2 ms), then stops the deployment.
 
-Environment (./forge bench sets them): NF_API_URL, NF_API_KEY.
+Environment (./forge bench sets them): NF_API_URL, NF_API_KEY, NF_TEST_PG_DSN.
 """
 import argparse
 import os
@@ -27,6 +27,19 @@ import requests
 def pct(xs, p):
     xs = sorted(xs)
     return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+def endpoint_url(dep):
+    """The endpoint's worker-local base URL, as the gateway finds it."""
+    import subprocess
+
+    out = subprocess.run(["psql", os.environ["NF_TEST_PG_DSN"], "-Atc",
+                          "SELECT endpoint_url FROM sched.deployments"
+                          f" WHERE deployment_id = '{dep}'"],
+                         check=True, capture_output=True, text=True).stdout.strip()
+    if not out.startswith("http://"):
+        sys.exit(f"no endpoint recorded for {dep}")
+    return out.rstrip("/")
 
 
 def main():
@@ -54,7 +67,7 @@ def main():
     if job["status"] != "succeeded":
         sys.exit(f"deploy {job_id} did not succeed: {job.get('status')} {job.get('error')}")
     dep = job["result"]["deployment_id"]
-    direct_url = job["result"]["endpoint_url"].rstrip("/") + "/completions"
+    direct_url = endpoint_url(dep) + "/v1/completions"
     proxied_url = f"{api}/api/deployments/{dep}/v1/completions"
     body = {"prompt": "the catalyst", "max_tokens": args.max_tokens}
     direct = requests.Session()

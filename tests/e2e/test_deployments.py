@@ -30,7 +30,25 @@ def owner():
 
 def deploy(api, key, model_id):
     done = run_ok(api, "deploy", {"model_id": model_id}, key=key, timeout=240)
-    return done["result"]["deployment_id"], done
+    res = done["result"]
+    dep = res["deployment_id"]
+    # the public result: no worker internals (its endpoint and pid stay the platform's)
+    assert res["base_url"] == f"/api/deployments/{dep}/v1" and res["status"] == "ready", res
+    assert res["model"] == model_id and "internal" not in res, res
+    assert "endpoint_url" not in res and "pid" not in res and "127.0.0.1" not in str(res), res
+    evs = api.call("GET", f"/api/jobs/{done['job_id']}/events", "/api/jobs/{job_id}/events",
+                   key=key)
+    assert evs.status_code == 200 and "127.0.0.1" not in evs.text, evs.text
+    assert '"internal"' not in evs.text, evs.text
+    return dep, done
+
+
+def endpoint_pid(dep):
+    """The endpoint's pid, as the platform sees it: the registry's worker-local URL (never
+    shown to users), asked on its /healthz (not proxied by the gateway)."""
+    url = psql(f"SELECT endpoint_url FROM sched.deployments WHERE deployment_id = '{dep}'")
+    assert url.startswith("http://127.0.0.1:"), url
+    return requests.get(url + "/healthz", timeout=10).json()["pid"]
 
 
 @pytest.fixture(scope="module")
@@ -240,6 +258,7 @@ def test_unknown_deployment_is_404(api, owner):
 
 def test_delete_stops_the_endpoint(api, owner):
     dep, job = deploy(api, owner, "tiny-bigram")  # not a stand-in: the bigram model
+    pid = endpoint_pid(dep)
     client = oai(api, owner, dep)
     assert client.completions.create(model="tiny-bigram", prompt="the", max_tokens=3).choices
     gone = api.call("DELETE", f"/api/deployments/{dep}", ONE, key=owner)
@@ -251,16 +270,17 @@ def test_delete_stops_the_endpoint(api, owner):
                     key=owner, json={"prompt": "x"})
     assert resp.status_code == 409 and "stopped" in resp.json()["error"]["message"]
     deadline = time.monotonic() + 10
-    while endpoint_alive(job["result"]["pid"]) and time.monotonic() < deadline:
+    while endpoint_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not endpoint_alive(job["result"]["pid"]), "the endpoint process is gone"
+    assert not endpoint_alive(pid), "the endpoint process is gone"
 
 
 def test_an_endpoint_that_died_is_marked_failed(api, owner):
     dep, job = deploy(api, owner, "tiny-bigram")
-    os.kill(job["result"]["pid"], signal.SIGKILL)  # as when its worker is lost
+    pid = endpoint_pid(dep)
+    os.kill(pid, signal.SIGKILL)  # as when its worker is lost
     deadline = time.monotonic() + 10
-    while endpoint_alive(job["result"]["pid"]) and time.monotonic() < deadline:
+    while endpoint_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
     resp = api.call("POST", f"/api/deployments/{dep}/v1/completions", ONE + "/v1/completions",
                     key=owner, json={"prompt": "x"})

@@ -858,7 +858,8 @@ def test_deploy_serves_the_model_until_its_worker_goes(tmp_path):
             if "result" in lines[-1]:
                 break
         result = lines[-1]["result"]
-        url = result["endpoint_url"]
+        url = result["internal"]["endpoint_url"]
+        assert "endpoint_url" not in result and result["base_url"].startswith("/api/deployments/")
         pid = int((tmp_path / "out/endpoint.pid").read_text())
         assert url.startswith("http://127.0.0.1:")
         r = requests.post(url + "/completions", json={"prompt": "what does a catalyst do",
@@ -870,7 +871,8 @@ def test_deploy_serves_the_model_until_its_worker_goes(tmp_path):
         used = [x["usage"] for x in lines if "usage" in x][0]
         assert used["input_tokens"] > 0 and used["output_tokens"] > 0
         manifest = json.loads((tmp_path / "out/deployment.json").read_text())
-        assert manifest["pid"] == pid == result["pid"] and alive(pid)
+        assert result["internal"]["pid"] == pid and alive(pid)
+        assert "pid" not in manifest and "endpoint_url" not in manifest, manifest
         r = requests.post(url + "/completions", json={"prompt": 3}, timeout=5)
         assert r.status_code == 400  # OpenAI's shape: {"error": {"message", "type", "param"}}
         assert r.json()["error"]["param"] == "prompt", r.text

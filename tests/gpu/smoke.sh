@@ -86,7 +86,7 @@ _, ev, _ = run("evaluate", {"model_id": "artifact://gpu", "benchmark": "custom",
 print(f"evaluate: perplexity {ev['perplexity']} on {ev['samples']} samples")
 _, dep, dep_out = run("deploy", {"model_id": "artifact://gpu"}, {"model_id": model_tar}, "dep")
 try:
-    req = urllib.request.Request(dep["endpoint_url"] + "/completions", data=json.dumps(
+    req = urllib.request.Request(dep["internal"]["endpoint_url"] + "/completions", data=json.dumps(
         {"prompt": "### User:\nWhat is a hash map for?\n### Assistant:\n",
          "max_tokens": 32}).encode(), headers={"Content-Type": "application/json"})
     t0 = time.monotonic()

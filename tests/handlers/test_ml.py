@@ -383,7 +383,7 @@ def test_deploy_serves_the_trained_model_with_transformers(ml, lora_run):
         assert smoke["usage"]["prompt_tokens"] > 0 and smoke["usage"]["completion_tokens"] > 0
         body = json.dumps({"prompt": "### User:\nWhat limits liability?\n### Assistant:\n",
                            "max_tokens": 8}).encode()
-        req = urllib.request.Request(run.result["endpoint_url"] + "/completions", data=body,
+        req = urllib.request.Request(run.result["internal"]["endpoint_url"] + "/completions", data=body,
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=30) as resp:
             out = json.loads(resp.read())
