@@ -260,7 +260,8 @@ enum gw_input_kind {
     GW_INPUT_ARTIFACT,   /* artifact://: the registry's record of artifact_id */
     GW_INPUT_MODEL,      /* a bare model name: the catalogue (the caller's, then base) */
     GW_INPUT_NEW_MODEL,  /* output_model: must name no model of the caller's catalogue */
-    GW_INPUT_DEPLOYMENT, /* generator / teacher_model "dep-...": a ready deployment of the
+    GW_INPUT_DEPLOYMENT, /* generator / teacher_model / judge / evaluate's model_id and
+                            compare_to "dep-...": a ready deployment of the
                             caller, called by the handler at its worker-local base URL */
 };
 
@@ -279,6 +280,10 @@ struct gw_input {
  * how many.
  */
 size_t gw_inputs_plan(const cJSON *params, struct gw_input *out, size_t max);
+/* The same for a job type: evaluate's model_id and compare_to may also name a deployment
+ * (dep-...) of the caller, like generator, teacher_model and judge of every type. */
+size_t gw_inputs_plan_job(const char *job_type, const cJSON *params, struct gw_input *out,
+                          size_t max);
 /* The last segment of a key or name ("a/b/c.parquet" -> "c.parquet"). */
 const char *gw_input_basename(const char *path);
 /* valid (owned by the callee again) with "inputs" added, or NULL when the answer (422 naming
@@ -294,7 +299,7 @@ typedef void (*gw_inputs_cb)(struct gw_ctx *ctx, struct nf_http_req *req, cJSON 
  * once.
  */
 void gw_inputs_resolve(struct gw_ctx *ctx, struct nf_http_req *req, const char *user_id,
-                       cJSON *valid, gw_inputs_cb done, void *arg);
+                       const char *job_type, cJSON *valid, gw_inputs_cb done, void *arg);
 
 /* ---- ctx.c: the context and shared helpers ----------------------------------------- */
 

@@ -16,7 +16,8 @@
  *                              models[param] = it (no input: the worker finds it by its
  *                              source) | 404: 422 "unknown model"
  *         output_model <name>  GET /internal/models/<name> -> 404: free | 200: 409
- *         dep-<id>             (generator, teacher_model, judge) GET /internal/deployments/<id>
+ *         dep-<id>             (generator, teacher_model, judge; evaluate's model_id and
+ *                              compare_to) GET /internal/deployments/<id>
  *                              -> 200 ready: models[param] = {id, kind: "deployment",
  *                              source: "deployment:<id>", base_url, model} | not ready:
  *                              422 | 404: 422 "no such deployment"
@@ -57,14 +58,24 @@ const char *gw_input_basename(const char *path)
     return slash ? slash + 1 : path;
 }
 
-/* The params whose model may be one of the caller's deployments (a provider, DESIGN §15). */
-static bool deployment_param(const char *param)
+/* The params whose model may be one of the caller's deployments (a provider, DESIGN §15;
+ * evaluate scores a running deployment through its OpenAI API: handlers/_apilm.py). */
+static bool deployment_param(const char *job_type, const char *param)
 {
-    return strcmp(param, "generator") == 0 || strcmp(param, "teacher_model") == 0 ||
-           strcmp(param, "judge") == 0;
+    if (strcmp(param, "generator") == 0 || strcmp(param, "teacher_model") == 0 ||
+        strcmp(param, "judge") == 0)
+        return true;
+    return job_type && strcmp(job_type, "evaluate") == 0 &&
+           (strcmp(param, "model_id") == 0 || strcmp(param, "compare_to") == 0);
 }
 
 size_t gw_inputs_plan(const cJSON *params, struct gw_input *out, size_t max)
+{
+    return gw_inputs_plan_job(NULL, params, out, max);
+}
+
+size_t gw_inputs_plan_job(const char *job_type, const cJSON *params, struct gw_input *out,
+                          size_t max)
 {
     size_t i, n = 0;
     const char *v;
@@ -79,7 +90,7 @@ size_t gw_inputs_plan(const cJSON *params, struct gw_input *out, size_t max)
         memset(&out[n], 0, sizeof(out[n]));
         out[n].param = input_params[i].name;
         out[n].uri = v;
-        if (deployment_param(input_params[i].name) && strncmp(v, "dep-", 4) == 0) {
+        if (deployment_param(job_type, input_params[i].name) && strncmp(v, "dep-", 4) == 0) {
             out[n++].kind = GW_INPUT_DEPLOYMENT;
         } else if (strcmp(input_params[i].name, "output_model") == 0) {
             out[n++].kind = GW_INPUT_NEW_MODEL;
@@ -357,7 +368,7 @@ static void resolve_next(struct resolve_op *op)
 }
 
 void gw_inputs_resolve(struct gw_ctx *ctx, struct nf_http_req *req, const char *user_id,
-                       cJSON *valid, gw_inputs_cb done, void *arg)
+                       const char *job_type, cJSON *valid, gw_inputs_cb done, void *arg)
 {
     struct resolve_op *op = nf_xcalloc(1, sizeof(*op));
 
@@ -369,7 +380,8 @@ void gw_inputs_resolve(struct gw_ctx *ctx, struct nf_http_req *req, const char *
     op->models = cJSON_CreateObject();
     if (!op->inputs || !op->models)
         abort();
-    op->n = gw_inputs_plan(cJSON_GetObjectItemCaseSensitive(valid, "params"), op->plan, NPARAMS);
+    op->n = gw_inputs_plan_job(job_type, cJSON_GetObjectItemCaseSensitive(valid, "params"),
+                               op->plan, NPARAMS);
     op->done = done;
     op->arg = arg;
     resolve_next(op);

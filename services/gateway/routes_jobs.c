@@ -278,7 +278,7 @@ static void submit_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     op->req = req;
     op->type_idx = idx;
     snprintf(op->user_id, sizeof(op->user_id), "%s", who->user_id);
-    gw_inputs_resolve(ctx, req, who->user_id, valid, submit_resolved, op);
+    gw_inputs_resolve(ctx, req, who->user_id, job_type, valid, submit_resolved, op);
 }
 
 /* The inputs exist and are the caller's (valid has them): the job is made and sent. */

@@ -86,6 +86,18 @@ static void test_plan(void **state)
     assert_int_equal(gw_inputs_plan(p, in, 8), 1);
     assert_int_equal(in[0].kind, GW_INPUT_DEPLOYMENT);
     cJSON_Delete(p);
+    /* evaluate scores a running deployment: its model_id and compare_to may be dep-...;
+     * for the other types a dep- model_id stays a model name */
+    p = cJSON_Parse("{\"model_id\":\"dep-0123456789ab\",\"compare_to\":\"dep-ba9876543210\"}");
+    assert_int_equal(gw_inputs_plan_job("evaluate", p, in, 8), 2);
+    assert_int_equal(in[0].kind, GW_INPUT_DEPLOYMENT);
+    assert_int_equal(in[1].kind, GW_INPUT_DEPLOYMENT);
+    assert_string_equal(in[1].uri, "dep-ba9876543210");
+    assert_int_equal(gw_inputs_plan_job("deploy", p, in, 8), 2);
+    assert_int_equal(in[0].kind, GW_INPUT_MODEL);
+    assert_int_equal(gw_inputs_plan_job("train", p, in, 8), 2);
+    assert_int_equal(in[1].kind, GW_INPUT_MODEL);
+    cJSON_Delete(p);
     /* audit's tokenizer_model: a model like the others (a name or an artifact) */
     p = cJSON_Parse("{\"dataset_uri\":\"s3://b/k\",\"tokenizer_model\":\"llama-3-8b\"}");
     assert_int_equal(gw_inputs_plan(p, in, 8), 2);
