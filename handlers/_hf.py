@@ -320,8 +320,9 @@ def pack_dir(src: str, tar_path: str) -> int:
 
 
 def unpack_model(path: str, key: str = "model_id") -> str:
-    """A model.tar (written by train) unpacked into a private dir of the job's directory
-    (the parent of NF_ARTIFACT_DIR); returns that dir. Exits 2 when it is not one."""
+    """A model.tar (written by train, or a user's uploaded Hugging Face directory)
+    unpacked into a private dir of the job's directory (the parent of NF_ARTIFACT_DIR);
+    returns that dir. Exits 2 when it is not one."""
     base = os.path.dirname(os.path.abspath(forge.artifact_dir()))
     dest = tempfile.mkdtemp(prefix="model-", dir=base)
     try:
@@ -330,8 +331,24 @@ def unpack_model(path: str, key: str = "model_id") -> str:
     except (tarfile.TarError, OSError) as exc:
         forge.fail(f"params.{key}: not a model.tar written by train: {exc}")
     if not os.path.isfile(os.path.join(dest, "nexa.json")):
-        forge.fail(f"params.{key}: the model.tar holds no nexa.json (not written by train)")
+        uploaded_meta(dest, key)
     return dest
+
+
+def uploaded_meta(model_dir: str, key: str) -> None:
+    """A user's Hugging Face model directory (POST /api/models checked its structure):
+    our nexa.json written from its config.json, so it loads like train's output."""
+    try:
+        with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+            config = json.load(f)
+        arch = config["model_type"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        forge.fail(f"params.{key}: the model.tar holds neither nexa.json (written by train) "
+                   f"nor a Hugging Face config.json with a model_type: {exc}")
+    meta = {"name": None, "architecture": arch, "stand_in": False, "base_model": None,
+            "method": "uploaded"}
+    with open(os.path.join(model_dir, "nexa.json"), "w", encoding="utf-8") as f:
+        json.dump(meta, f)
 
 
 def load_for_inference(model_dir: str, device, dtype) -> tuple:
@@ -342,7 +359,8 @@ def load_for_inference(model_dir: str, device, dtype) -> tuple:
     with open(os.path.join(model_dir, "nexa.json"), encoding="utf-8") as f:
         meta = json.load(f)
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
-    if os.path.isfile(os.path.join(model_dir, "model.safetensors")):
+    if os.path.isfile(os.path.join(model_dir, "model.safetensors")) or \
+            os.path.isfile(os.path.join(model_dir, "model.safetensors.index.json")):
         model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
     else:
         from peft import PeftModel

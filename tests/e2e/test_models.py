@@ -130,8 +130,9 @@ def test_default_name_and_a_fine_tune_of_a_fine_tune(api, seeded_object):
 
 
 def test_register_an_uploaded_model(api, other_user_key):
+    from test_model_upload import hf_files, tar_of
     name = unique("uploaded")
-    weights = upload_ok(api, b'{"bigram": {}}\n', purpose="model", filename="model.json")
+    weights = upload_ok(api, tar_of(hf_files()[0]), purpose="model", filename="model.tar")
     data = upload_ok(api, b'{"text": "x"}\n', purpose="dataset")
 
     def register(body, key="default"):
@@ -151,11 +152,13 @@ def test_register_an_uploaded_model(api, other_user_key):
     # another tenant cannot register this account's file
     resp = register({"name": unique("x"), "uri": weights["uri"]}, key=other_user_key)
     assert resp.status_code == 422, resp.text
-    # by name, the uploaded file is the job's model input (its contents are the handler's
-    # to judge: this one is no bigram model)
-    resp = api.submit("evaluate", {"model_id": name, "benchmark": "mmlu"})
+    # by name, the uploaded file is the job's model input (test_model_upload.py runs it)
+    resp = api.submit("deploy", {"model_id": name})
     assert resp.status_code == 202, resp.text
-    api.wait_terminal(resp.json()["job_id"])
+    dispatch_ok = api.wait_terminal(resp.json()["job_id"], timeout=240)
+    assert dispatch_ok["status"] == "succeeded", dispatch_ok
+    api.call("DELETE", f"/api/deployments/{dispatch_ok['result']['deployment_id']}",
+             "/api/deployments/{deployment_id}")
     # base models belong to the operator
     resp = api.call("DELETE", "/api/models/llama-3-8b", "/api/models/{model}")
     assert resp.status_code == 403, resp.text
