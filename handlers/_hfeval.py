@@ -2,7 +2,10 @@
 
 The model: a stand-in base by name (_hf.STAND_INS), or a model.tar written by train (an
 artifact:// URI, or an account model's name the gateway resolved to its artifact; either
-way the worker fetched it into inputs.<param>). It is loaded with transformers and wrapped
+way the worker fetched it into inputs.<param>), or a running deployment of the caller
+(dep-...: job["models"][param] has its worker-local base_url), scored through its
+OpenAI API with _apilm.DeploymentLM - the same numbers as the model loaded here; its
+tokens count as this job's usage. It is loaded with transformers and wrapped
 as lm_eval's HFLM (the model and tokenizer objects: nothing is fetched from the hub;
 HF_HUB_OFFLINE and HF_DATASETS_OFFLINE are set). handlers/evaluate calls main(job, path).
 
@@ -29,6 +32,7 @@ import math
 import os
 import shutil
 import tempfile
+import urllib.request
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
@@ -71,6 +75,36 @@ def model_file(job: dict, key: str) -> str | None:
     return None
 
 
+def deployment_of(job: dict, key: str) -> dict | None:
+    """job["models"][key] when the gateway resolved params.<key> (dep-...) to a running
+    deployment of the caller: {id, kind: "deployment", base_url (worker-local), model}."""
+    m = (job.get("models") or {}).get(key)
+    if isinstance(m, dict) and m.get("kind") == "deployment" and \
+            isinstance(m.get("base_url"), str) and m["base_url"].startswith("http://"):
+        return m
+    return None
+
+
+def deployment_lm(job: dict, key: str):
+    """(lm, None, meta, "deployment") for a deployment: lm_eval over its API (_apilm.py);
+    no tokenizer on this side."""
+    import _apilm
+
+    dep = deployment_of(job, key)
+    stand_in = False
+    try:
+        with urllib.request.urlopen(dep["base_url"].rstrip("/") + "/models", timeout=30) as r:
+            data = json.loads(r.read()).get("data") or [{}]
+        stand_in = bool(data[0].get("stand_in"))
+    except (OSError, ValueError, AttributeError):
+        forge.fail(f"params.{key}: deployment {dep.get('id')} does not answer (stopped or its "
+                   "worker is gone?)", forge.EXIT_RETRYABLE)
+    lm = _apilm.deployment_lm_class()(dep["base_url"], dep.get("model") or dep.get("id"))
+    meta = {"architecture": None, "base_model": dep.get("model"), "name": dep.get("id"),
+            "stand_in": stand_in, "method": None}
+    return lm, None, meta, "deployment"
+
+
 def is_torch_model(job: dict, key: str) -> bool:
     """A stand-in base by name, or a fetched tar (train's model.tar)."""
     import tarfile
@@ -85,6 +119,8 @@ def load_lm(job: dict, key: str, device, dtype):
     """(lm_eval HFLM, meta, source) for params.<key>."""
     from tokenizers.processors import TemplateProcessing
 
+    if deployment_of(job, key):
+        return deployment_lm(job, key)
     name = job["params"][key]
     path = model_file(job, key)
     if path is None:
@@ -195,6 +231,9 @@ def _text_doc(tok, prompt: str, completion: str) -> dict:
     </s> as target. tokens: the tokens lm_eval scores - it moves the context's trailing
     whitespace (the tag's newline) into the continuation, so that newline counts too."""
     context = prompt + hf.ASSISTANT_TAG if prompt else ""
+    if tok is None:  # a deployment (no tokenizer here): words stand in for tokens
+        target = completion
+        return {"context": context, "target": target, "tokens": max(1, len(target.split()))}
     target = completion + tok.eos_token
     whole = tok.encode(context + target, add_special_tokens=False)
     ctx = tok.encode(context.rstrip(), add_special_tokens=False) if context.strip() else []
@@ -255,14 +294,15 @@ def evaluate_model(job, key, device, dtype, specs_for, tick):
 
     lm, tok, meta, source = load_lm(job, key, device, dtype)
     specs, samples = specs_for(tok)
+    where = "through its OpenAI API" if source == "deployment" else f"on {device}"
     forge.log(f"evaluating the {source} model {job['params'][key]} (base "
-              f"{meta.get('base_model') or meta.get('name')}, {meta['architecture']}) with "
-              f"lm-evaluation-harness on {device}")
+              f"{meta.get('base_model') or meta.get('name')}, {meta.get('architecture')}) "
+              f"with lm-evaluation-harness {where}")
     metrics = run_tasks(lm, specs)
     tick()
     info = {"model": job["params"][key], "model_source": source,
             "base_model": meta.get("base_model") or meta.get("name"),
-            "stand_in": bool(meta.get("stand_in")), "architecture": meta["architecture"],
+            "stand_in": bool(meta.get("stand_in")), "architecture": meta.get("architecture"),
             "method": meta.get("method"), "samples": samples,
             "tokens": lm.in_tokens, "output_tokens": lm.out_tokens}
     del lm
@@ -289,7 +329,8 @@ def main(job: dict, model_path: str | None = None) -> None:
     if bench not in BENCHMARKS:
         forge.fail(f"params.benchmark must be one of {', '.join(BENCHMARKS)}")
     compare = forge.str_param(params, "compare_to", max_len=4096)
-    if compare is not None and not is_torch_model(job, "compare_to"):
+    if compare is not None and not (is_torch_model(job, "compare_to")
+                                    or deployment_of(job, "compare_to")):
         forge.fail(f"params.compare_to: {compare} is not a PyTorch model (a stand-in base or a "
                    "model trained from one); compare_to needs one, like model_id")
     device, dtype = hf.device_and_dtype()

@@ -17,14 +17,25 @@ API (JSON; the subset of OpenAI's that the official `openai` client uses):
   GET  /healthz               {"status": "ok", "model_id", "pid"} (not proxied: internal)
   GET  /v1/models             {"object": "list", "data": [{"id", "object": "model",
                               "created", "owned_by"}]}
-  POST /v1/completions        {"prompt" (a string, or a list of one string), "max_tokens"
-                              (1..256, default 16), "temperature" (0..2; 0 = greedy,
-                              default 0), "stop" (a string or up to 4), "n" (1 only),
-                              "seed", "stream", "stream_options": {"include_usage"}}
+  POST /v1/completions        {"prompt" (a string, or a list of up to 64 strings: one
+                              choice each, index = its position), "max_tokens" (1..256,
+                              default 16; 0 with echo: score the prompt only), "temperature"
+                              (0..2; 0 = greedy, default 0), "stop" (a string or up to 4),
+                              "n" (1 only), "seed", "echo" (the prompt starts the choice's
+                              text), "logprobs" (0..5: per token its log-probability and the
+                              top alternatives), "stream", "stream_options": {"include_usage"}}
                               -> {"id", "object": "text_completion", "created", "model",
                               "choices": [{"text", "index", "logprobs", "finish_reason"}],
                               "usage": {"prompt_tokens", "completion_tokens",
                               "total_tokens"}}
+                              logprobs (OpenAI's legacy completions shape): {"tokens",
+                              "token_logprobs", "top_logprobs", "text_offset"} over the
+                              prompt's tokens (with echo; the first, <s>, has null) and the
+                              completion's, each token's log-probability given all before
+                              it (one forward pass; the completion re-tokenized from its
+                              text). What lm-evaluation-harness needs to score multiple
+                              choice and perplexity through the API (handlers/_apilm.py).
+                              PyTorch models only; not with stream.
   POST /v1/chat/completions   the same with "messages" ([{"role": system|user|assistant,
                               "content": a string or [{"type": "text", "text"}]}]) instead
                               of "prompt" -> "object": "chat.completion", choices
@@ -75,6 +86,8 @@ from _lm import BigramModel, EOS, UNK, tokenize  # noqa: E402
 MAX_BODY = 1024 * 1024
 MAX_TOKENS = 256
 MAX_STOP = 4
+MAX_PROMPTS = 64  # prompts of one /v1/completions request (scored one after the other)
+MAX_LOGPROBS = 5  # OpenAI's legacy completions allow up to 5 alternatives per token
 ROLES = ("system", "developer", "user", "assistant")
 
 
@@ -148,11 +161,20 @@ def parse_request(kind, req):
         out["messages"] = [_message_text(m, i) for i, m in enumerate(msgs)]
     else:
         prompt = req.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1:
-            prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise ApiError(400, "prompt must be a string (or a list of one string)", "prompt")
-        out["prompt"] = prompt
+        prompts = prompt if isinstance(prompt, list) else [prompt]
+        if not prompts or len(prompts) > MAX_PROMPTS or \
+                not all(isinstance(x, str) for x in prompts):
+            raise ApiError(400, f"prompt must be a string or a list of 1..{MAX_PROMPTS} "
+                           "strings", "prompt")
+        out["prompt"], out["prompts"] = prompts[0], prompts
+        echo = req.get("echo", False)
+        if not isinstance(echo, bool):
+            raise ApiError(400, "echo must be a boolean", "echo")
+        out["echo"] = echo
+        logprobs = req.get("logprobs")
+        if logprobs is not None and (not _is_int(logprobs) or not 0 <= logprobs <= MAX_LOGPROBS):
+            raise ApiError(400, f"logprobs must be an integer 0..{MAX_LOGPROBS}", "logprobs")
+        out["logprobs"] = logprobs
     model = req.get("model")
     if model is not None and not isinstance(model, str):
         raise ApiError(400, "model must be a string", "model")
@@ -161,8 +183,9 @@ def parse_request(kind, req):
         max_tokens = req.get("max_completion_tokens")
     if max_tokens is None:
         max_tokens = 16
-    if not _is_int(max_tokens) or not 1 <= max_tokens <= MAX_TOKENS:
-        raise ApiError(400, f"max_tokens must be an integer 1..{MAX_TOKENS}", "max_tokens")
+    low = 0 if out.get("echo") else 1  # echo with max_tokens 0: score the prompt only
+    if not _is_int(max_tokens) or not low <= max_tokens <= MAX_TOKENS:
+        raise ApiError(400, f"max_tokens must be an integer {low}..{MAX_TOKENS}", "max_tokens")
     out["max_tokens"] = max_tokens
     temperature = req.get("temperature")
     if temperature is None:
@@ -201,6 +224,11 @@ def parse_request(kind, req):
             raise ApiError(400, "stream_options must be {\"include_usage\": true|false}",
                            "stream_options")
     out["include_usage"] = bool((opts or {}).get("include_usage", False))
+    if kind != "chat":
+        out["scored"] = out["echo"] or out["logprobs"] is not None or len(out["prompts"]) > 1
+        if out["stream"] and out["scored"]:
+            raise ApiError(400, "echo, logprobs and a list of prompts are not supported with "
+                           "stream: true", "stream")
     return out
 
 
@@ -376,6 +404,55 @@ class TextGenerator:
         stats["finish_reason"] = "stop" if new and new[-1] == self.tok.eos_token_id \
             else "length"
 
+    def score(self, prompt, completion, top, echo):
+        """OpenAI's logprobs object of prompt + completion (the prompt's part only with
+        echo), and the prompt's token count: one forward pass, no grad."""
+        import torch
+
+        if self.tok is None:
+            raise ApiError(400, "echo and logprobs need a PyTorch model (this endpoint serves "
+                           "a bigram model)", "logprobs")
+        ids = self.tok.encode(prompt, add_special_tokens=False)
+        bos = self.tok.bos_token_id
+        if bos is not None and (not ids or ids[0] != bos):
+            ids = [bos] + ids
+        n_prompt = len(ids)
+        if completion:
+            ids = ids + self.tok.encode(completion, add_special_tokens=False)
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit and len(ids) > limit:
+            raise ApiError(400, f"the prompt and completion take {len(ids)} tokens; this "
+                           f"model reads at most {limit}", "prompt")
+        with torch.no_grad():
+            x = torch.tensor([ids], device=self.device)
+            logits = self.model(input_ids=x).logits[0].float()
+            logp = torch.log_softmax(logits, dim=-1)
+        start = 0 if echo else n_prompt
+        tokens, lps, tops, offsets = [], [], [], []
+        at = 0
+        for j in range(len(ids)):
+            piece = self.tok.decode([ids[j]])
+            special = j == 0 and bos is not None and ids[0] == bos
+            if j >= start:
+                tokens.append(piece)
+                offsets.append(at)
+                if j == 0:
+                    lps.append(None)
+                    tops.append(None)
+                else:
+                    row = logp[j - 1]
+                    lps.append(float(row[ids[j]]))
+                    if top:
+                        vals, idx = torch.topk(row, top)
+                        tops.append({self.tok.decode([int(i)]): float(v)
+                                     for v, i in zip(vals.tolist(), idx.tolist())})
+                    else:
+                        tops.append({})
+            if not special:
+                at += len(piece)
+        return {"tokens": tokens, "token_logprobs": lps, "top_logprobs": tops,
+                "text_offset": offsets}, n_prompt
+
     def complete(self, prompt, max_tokens, temperature, seed):
         """(text, finish_reason, prompt tokens, completion tokens): the deploy handler's
         smoke test and the tests."""
@@ -498,6 +575,8 @@ def make_handler(model_id, gen, gate, stopping=None, api_key=None, stand_in=Fals
             with gate:
                 if p["stream"]:
                     self.answer_stream(chat, prompt, p)
+                elif not chat and p["scored"]:
+                    self.answer_scored(p)
                 else:
                     self.answer(chat, prompt, p)
 
@@ -539,6 +618,35 @@ def make_handler(model_id, gen, gate, stopping=None, api_key=None, stand_in=Fals
             self.send_json(200, {"id": pre + uuid.uuid4().hex[:24], "object": obj,
                                  "created": int(time.time()), "model": model_id,
                                  "choices": [choice], "usage": _usage(stats)})
+
+        def answer_scored(self, p):
+            """Completions with echo, logprobs or several prompts: one choice per prompt."""
+            choices, used = [], {"prompt_tokens": 0, "completion_tokens": 0}
+            try:
+                for i, prompt in enumerate(p["prompts"]):
+                    stats, text = {"finish_reason": "length", "completion_tokens": 0}, ""
+                    if p["max_tokens"] > 0:
+                        text = "".join(self.generate(prompt, p, stats, threading.Event()))
+                    lp, n_prompt = None, None
+                    if p["logprobs"] is not None:
+                        lp, n_prompt = gen.score(prompt, text, p["logprobs"], p["echo"])
+                    if n_prompt is None:
+                        n_prompt = stats.get("prompt_tokens") or \
+                            gen.score(prompt, "", 0, False)[1]
+                    used["prompt_tokens"] += n_prompt
+                    used["completion_tokens"] += stats["completion_tokens"]
+                    choices.append({"text": (prompt if p["echo"] else "") + text, "index": i,
+                                    "logprobs": lp, "finish_reason": stats["finish_reason"]})
+            except ApiError as exc:
+                self.send_json(exc.status, exc.body())
+                return
+            except Exception as exc:  # noqa: BLE001  (a model failure: answered)
+                self.error(500, "generation_failed", f"generation failed: {exc}", None,
+                           "server_error")
+                return
+            self.send_json(200, {"id": "cmpl-" + uuid.uuid4().hex[:24],
+                                 "object": "text_completion", "created": int(time.time()),
+                                 "model": model_id, "choices": choices, "usage": _usage(used)})
 
         def write_chunk(self, data):
             self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
