@@ -554,9 +554,9 @@ def make_handler(model_id, gen, gate, stopping=None, api_key=None, stand_in=Fals
             if not self.authorized():
                 return
             if path == "/admin/stop":
-                self.send_json(200, {"status": "stopping"})
-                if stopping is not None:
+                if stopping is not None:  # set before the answer: whoever reads it sees it set
                     stopping.set()
+                self.send_json(200, {"status": "stopping"})
                 return
             kinds = {"/v1/completions": "completion", "/v1/chat/completions": "chat"}
             if path not in kinds:

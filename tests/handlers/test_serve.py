@@ -147,6 +147,14 @@ def test_stop_ends_a_completion(endpoint):
     ({"prompt": "x", "stream": "yes"}, "stream"),
     ({"prompt": "x", "stream_options": {"include_usage": True}}, "stream_options"),
     ({"prompt": "x", "seed": 1.5}, "seed"),
+    ({"prompt": "x", "echo": "yes"}, "echo"),
+    ({"prompt": "x", "logprobs": 6}, "logprobs"),
+    ({"prompt": "x", "logprobs": True}, "logprobs"),
+    ({"prompt": ["x"] * 65}, "prompt"),
+    ({"prompt": ["x", 3]}, "prompt"),
+    ({"prompt": "x", "echo": True, "stream": True}, "stream"),
+    ({"prompt": "x", "max_tokens": -1, "echo": True}, "max_tokens"),
+    ({"prompt": "x", "echo": True, "max_tokens": 0}, "logprobs"),  # a bigram model
 ])
 def test_bad_fields_are_400_naming_them(endpoint, body, param):
     status, ctype, text = call(endpoint[0], "POST", "/v1/completions", body)
@@ -171,6 +179,54 @@ def test_bad_json_and_unknown_paths(endpoint):
     assert status == 404 and json.loads(text)["error"]["code"] == "not_found"
     status, _, _ = call(endpoint[0], "GET", "/healthz")
     assert status == 200
+
+
+def test_echo_and_logprobs_score_prompts_as_the_model_does():
+    """echo + logprobs + max_tokens 0 (what lm-evaluation-harness asks to score a choice):
+    per token its log-probability under the model given all before it, <s> first with
+    null; several prompts answer in order; a longer prompt's shared prefix scores the same."""
+    pytest.importorskip("torch")
+    import torch
+    import _hf
+
+    gen = _serve.TextGenerator(hf_dir=_hf.stand_in_dir("llama-3-8b"))
+    stop = threading.Event()
+    server = _serve.Server(("127.0.0.1", 0), _serve.make_handler(
+        "llama-3-8b", gen, threading.BoundedSemaphore(2), stop))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        ctx, whole = "The catalyst", "The catalyst lowers the energy"
+        status, _, text = call(port, "POST", "/v1/completions", {
+            "prompt": [ctx, whole], "max_tokens": 0, "echo": True, "logprobs": 2})
+        assert status == 200, text
+        doc = json.loads(text)
+        a, b = (c["logprobs"] for c in doc["choices"])
+        assert [c["index"] for c in doc["choices"]] == [0, 1]
+        assert [c["text"] for c in doc["choices"]] == [ctx, whole]
+        ids = [gen.tok.bos_token_id] + gen.tok.encode(whole, add_special_tokens=False)
+        assert doc["usage"]["prompt_tokens"] == len(a["tokens"]) + len(ids)
+        assert doc["usage"]["completion_tokens"] == 0
+        with torch.no_grad():
+            logp = torch.log_softmax(gen.model(torch.tensor([ids])).logits[0].float(), -1)
+        want = [None] + [float(logp[j - 1, ids[j]]) for j in range(1, len(ids))]
+        assert b["token_logprobs"][0] is None and a["token_logprobs"][0] is None
+        assert b["token_logprobs"][1:] == pytest.approx(want[1:], abs=1e-5)
+        n = len(a["tokens"])
+        assert a["token_logprobs"][1:] == pytest.approx(b["token_logprobs"][1:n], abs=1e-5)
+        assert "".join(b["tokens"][1:]) == whole and b["text_offset"][1] == 0
+        assert all(len(t) == 2 for t in b["top_logprobs"][1:])
+        assert all(lp <= max(t.values()) + 1e-6
+                   for lp, t in zip(b["token_logprobs"][1:], b["top_logprobs"][1:]))
+        # without echo: the completion's tokens only, after a greedy generation
+        status, _, text = call(port, "POST", "/v1/completions", {
+            "prompt": ctx, "max_tokens": 4, "logprobs": 0})
+        c = json.loads(text)["choices"][0]
+        assert status == 200 and "".join(c["logprobs"]["tokens"]) == c["text"]
+        assert all(lp is not None for lp in c["logprobs"]["token_logprobs"])
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_admin_stop_sets_the_stop_event(endpoint):
