@@ -397,7 +397,7 @@ int gw_mc_safetensors(struct gw_mc *mc, const char *file, const char *hdr, size_
     cJSON *doc;
     const cJSON *t, *v;
     struct span *spans = NULL;
-    uint64_t params = 0, numel, at = 0;
+    uint64_t params = 0, numel = 0, at = 0;
     size_t n = 0, i, count;
     int rc = -1;
 
