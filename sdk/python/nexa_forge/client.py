@@ -573,7 +573,10 @@ class NexaForgeClient:
 
     def register_model(self, name: str, uri: str) -> Dict[str, Any]:
         """Registers an uploaded model (``uri`` = ``artifact://`` of a ``purpose="model"``
-        file of yours, see :meth:`upload_file`) under ``name`` in your namespace."""
+        file of yours, see :meth:`upload_file`: an uncompressed tar of a Hugging Face model
+        directory) under ``name`` in your namespace. The platform checks that it loads
+        (config, tokenizer, safetensors headers) and returns its architecture and
+        parameter count; a bad upload raises the 422 naming what is wrong."""
         resp = self._transport.request("POST", "/api/models", json_body={"name": name, "uri": uri})
         data = resp.json()
         return data if isinstance(data, dict) else {"id": name}
