@@ -99,6 +99,12 @@ def deployment_lm(job: dict, key: str):
     except (OSError, ValueError, AttributeError):
         forge.fail(f"params.{key}: deployment {dep.get('id')} does not answer (stopped or its "
                    "worker is gone?)", forge.EXIT_RETRYABLE)
+    try:  # can it score prompts? (a bigram deployment cannot: 400)
+        _apilm.post(dep["base_url"].rstrip("/") + "/completions",
+                    {"prompt": "a", "max_tokens": 0, "echo": True, "logprobs": 0})
+    except _apilm.ApiFailure as exc:
+        forge.fail(f"params.{key}: deployment {dep.get('id')} cannot score prompts through "
+                   f"its API (echo and logprobs need a PyTorch model): {exc}")
     lm = _apilm.deployment_lm_class()(dep["base_url"], dep.get("model") or dep.get("id"))
     meta = {"architecture": None, "base_model": dep.get("model"), "name": dep.get("id"),
             "stand_in": stand_in, "method": None}
@@ -298,7 +304,13 @@ def evaluate_model(job, key, device, dtype, specs_for, tick):
     forge.log(f"evaluating the {source} model {job['params'][key]} (base "
               f"{meta.get('base_model') or meta.get('name')}, {meta.get('architecture')}) "
               f"with lm-evaluation-harness {where}")
-    metrics = run_tasks(lm, specs)
+    try:
+        metrics = run_tasks(lm, specs)
+    except Exception as exc:  # noqa: BLE001  (_apilm.ApiFailure: the deployment failed)
+        if type(exc).__name__ != "ApiFailure":
+            raise
+        forge.fail(f"params.{key}: the deployment stopped answering during the evaluation: "
+                   f"{exc}")
     tick()
     info = {"model": job["params"][key], "model_source": source,
             "base_model": meta.get("base_model") or meta.get("name"),

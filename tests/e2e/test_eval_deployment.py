@@ -6,7 +6,7 @@ deployment; another tenant's deployment is unknown."""
 import time
 
 import pytest
-from test_data_plane import refused, run_ok
+from test_data_plane import refused, run_ok, wait_as
 from test_deployments import ONE, deploy, deploy_usage, new_key
 
 TOL = 1e-6
@@ -81,3 +81,18 @@ def test_another_tenants_deployment_is_unknown(api, owner, llama):
             "compare_to", "no such deployment")
     refused(api.submit("evaluate", {"model_id": "dep-000000000000", "benchmark": "arc_easy"},
                        key=owner), "model_id", "no such deployment")
+
+
+def test_a_deployment_that_cannot_score_fails_the_job_clearly(api, owner):
+    """A bigram deployment has no token log-probabilities: the job fails as the user's,
+    naming model_id, instead of crashing inside lm-evaluation-harness."""
+    dep, _ = deploy(api, owner, "tiny-bigram")
+    try:
+        resp = api.submit("evaluate", {"model_id": dep, "benchmark": "arc_easy"}, key=owner)
+        assert resp.status_code == 202, resp.text
+        done = wait_as(api, resp.json()["job_id"], owner, 240)
+        assert done["status"] == "failed" and done["error"]["class"] == "user_error", done
+        assert "cannot score prompts" in done["error"]["message"], done["error"]
+        assert "params.model_id" in done["error"]["message"], done["error"]
+    finally:
+        api.call("DELETE", f"/api/deployments/{dep}", ONE, key=owner)

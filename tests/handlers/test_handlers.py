@@ -221,7 +221,9 @@ def test_deploy_serves_a_trained_model_by_artifact_uri(handler, trained):
         assert run.rc == 0, run.stderr
         assert run.result["model_source"] == "trained"
         manifest = run.json("deployment.json")
-        assert manifest["model_id"] == "artifact://art_model"
+        assert manifest["model"] == "artifact://art_model"
+        assert "endpoint_url" not in manifest and "pid" not in manifest, manifest
+        assert run.result["internal"]["endpoint_url"].startswith("http://127.0.0.1:")
         assert manifest["smoke_test"]["completion"]
     finally:
         stop_endpoint(run)
