@@ -71,8 +71,15 @@
     " RETURNING 1"                                                                         \
     ")"
 
-/* The verdict of an event; cls reads a source `s` joined to its lease `l` and its
- * attempt's end `a` (ATTEMPT_JOIN). A closed attempt takes nothing new. */
+/* The lease `l` of an event `s`: its attempt's; for a serving deployment's GPU time
+ * (attempt null, a worker named) any attempt of the job that worker leased. */
+#define LEASE_JOIN                                                                         \
+    " LEFT JOIN LATERAL (SELECT l0.* FROM billing.leases l0 WHERE l0.job_id = s.job_id"    \
+    "  AND (l0.attempt = s.attempt OR (s.attempt IS NULL AND l0.worker_id = s.worker_id))" \
+    "  ORDER BY l0.attempt DESC LIMIT 1) l ON true"
+
+/* The verdict of an event; cls reads a source `s` joined to its lease `l` (LEASE_JOIN) and
+ * its attempt's end `a` (ATTEMPT_JOIN). A closed attempt takes nothing new. */
 #define ATTEMPT_JOIN                                                                       \
     " LEFT JOIN billing.attempts a ON a.job_id = s.job_id AND a.attempt = s.attempt"
 #define LEASE_VERDICT(none)                                                                \
@@ -92,7 +99,7 @@ const char bill_batch_sql[] =
     " ORDER BY x.event_id"
     "), cls AS ("
     " SELECT s.*," LEASE_VERDICT("'pending'")
-    " FROM src s LEFT JOIN billing.leases l ON l.job_id = s.job_id AND l.attempt = s.attempt"
+    " FROM src s" LEASE_JOIN
     ATTEMPT_JOIN
     ")" RECORD_CTES
     ", pend AS ("
@@ -124,8 +131,8 @@ const char bill_batch_sql[] =
 const char bill_sweep_sql[] =
     "WITH pick AS ("
     " SELECT p.event_id FROM billing.usage_pending p"
-    " WHERE EXISTS (SELECT 1 FROM billing.leases l"
-    "               WHERE l.job_id = p.job_id AND l.attempt = p.attempt)"
+    " WHERE EXISTS (SELECT 1 FROM billing.leases l WHERE l.job_id = p.job_id"
+    "  AND (l.attempt = p.attempt OR (p.attempt IS NULL AND l.worker_id = p.worker_id)))"
     "  OR p.parked_at < now() - make_interval(secs => $1::int)"
     " ORDER BY p.event_id LIMIT $2::int FOR UPDATE SKIP LOCKED"
     "), s AS ("
@@ -133,7 +140,7 @@ const char bill_sweep_sql[] =
     " RETURNING p.*"
     "), cls AS ("
     " SELECT s.*," LEASE_VERDICT("'expired'")
-    " FROM s LEFT JOIN billing.leases l ON l.job_id = s.job_id AND l.attempt = s.attempt"
+    " FROM s" LEASE_JOIN
     ATTEMPT_JOIN
     ")" RECORD_CTES
     ", ref AS ("

@@ -17,6 +17,7 @@
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -132,14 +133,16 @@ void bill_usd_format(long long micros, char out[32])
     snprintf(out, 32, "%s%llu.%06llu", micros < 0 ? "-" : "", u / 1000000ULL, u % 1000000ULL);
 }
 
-/* A deployment's request usage (job_type deploy, token meters, a dep-<12 hex>
- * data.deployment_id), metered by the gateway. */
+/* A deployment's usage while it serves (job_type deploy, a dep-<12 hex>
+ * data.deployment_id): its requests' tokens, metered by the gateway, or its GPU time,
+ * metered by the worker that serves it. */
 static bool serving_usage(const cJSON *data, const struct bill_usage *u)
 {
     const char *dep = nf_json_str(data, "deployment_id");
 
     if (!dep || !u->job_type || strcmp(u->job_type, "deploy") != 0 ||
-        (u->meter != BILL_INPUT_TOKENS && u->meter != BILL_OUTPUT_TOKENS))
+        (u->meter != BILL_INPUT_TOKENS && u->meter != BILL_OUTPUT_TOKENS &&
+         u->meter != BILL_GPU_MS))
         return false;
     if (strncmp(dep, "dep-", 4) != 0 || strlen(dep) != 16)
         return false;
@@ -253,10 +256,17 @@ int bill_usage_parse(const cJSON *ev, struct bill_usage *out, const char **why)
     /* compute is metered by the worker that leased the job: it must say who it is; a
      * deployment's requests are metered by the gateway that proxied them, on the deploy
      * job, with data.deployment_id and no worker or attempt (the job's attempts are
-     * closed: the endpoint serves after its job succeeded) */
+     * closed: the endpoint serves after its job succeeded); its GPU time while it serves
+     * by the worker serving it: data.worker_id (a worker that leased the job, checked
+     * like any lease) and no attempt */
     if (serving_usage(data, &u)) {
-        if (u.worker_id || u.attempt > 0) {
-            *why = "a deployment's usage has no data.worker_id or data.attempt";
+        if (u.attempt > 0) {
+            *why = "a deployment's usage has no data.attempt";
+            return -1;
+        }
+        if (u.meter == BILL_GPU_MS ? !u.worker_id : u.worker_id != NULL) {
+            *why = u.worker_id ? "a deployment's request usage has no data.worker_id"
+                               : "a deployment's GPU time needs data.worker_id";
             return -1;
         }
     } else if (u.meter != BILL_STORAGE_BYTE_HOURS && (!u.worker_id || u.attempt < 1)) {
@@ -285,7 +295,10 @@ cJSON *bill_usage_rebuild(const char *event_id, const char *user_id, const char 
     nf_json_add_str(data, "user_id", user_id);
     nf_json_add_str(data, "job_id", job_id);
     nf_json_add_str(data, "job_type", job_type);
-    nf_json_add_int(data, "attempt", attempt);
+    if (attempt > 0)
+        nf_json_add_int(data, "attempt", attempt);
+    else if (!cJSON_AddNullToObject(data, "attempt")) /* a deployment's serving usage */
+        abort();
     nf_json_add_str(data, "worker_id", worker_id);
     nf_json_add_str(data, "meter", meter);
     nf_json_add_int(data, "quantity", quantity);

@@ -173,7 +173,7 @@ static void test_usage_deployment(void **state)
         {"\"deployment_id\":\"dep-0123456789ab\"", NULL},
         {"\"attempt\":null", "required for compute meters"},
         {"\"attempt\":null,\"deployment_id\":\"dep-XYZ\"", "required for compute meters"},
-        {"\"attempt\":2,\"deployment_id\":\"dep-0123456789ab\"", "no data.worker_id"},
+        {"\"attempt\":2,\"deployment_id\":\"dep-0123456789ab\"", "no data.attempt"},
         {"\"worker_id\":\"wrk_1\",\"deployment_id\":\"dep-0123456789ab\"", "no data.worker_id"},
     };
     char data[1024];
@@ -196,6 +196,48 @@ static void test_usage_deployment(void **state)
             assert_int_equal(u.attempt, 0);
             assert_null(u.worker_id);
             assert_int_equal(u.meter, BILL_OUTPUT_TOKENS);
+        } else {
+            assert_int_equal(bill_usage_parse(ev, &u, &why), -1);
+            assert_non_null(why);
+            if (!strstr(why, datas[i][1]))
+                fail_msg("case %zu: reason '%s'", i, why);
+        }
+        cJSON_Delete(ev);
+    }
+}
+
+/* A deployment's GPU time while it serves, metered by the worker serving it: a worker, no
+ * attempt. */
+static void test_usage_deployment_gpu(void **state)
+{
+    static const char *const datas[][2] = {
+        {"\"attempt\":null,\"worker_id\":\"wrk_1\",\"deployment_id\":\"dep-0123456789ab\"", NULL},
+        {"\"worker_id\":\"wrk_1\",\"deployment_id\":\"dep-0123456789ab\"", NULL},
+        {"\"attempt\":null,\"deployment_id\":\"dep-0123456789ab\"", "needs data.worker_id"},
+        {"\"attempt\":1,\"worker_id\":\"wrk_1\",\"deployment_id\":\"dep-0123456789ab\"",
+         "no data.attempt"},
+        {"\"attempt\":null,\"worker_id\":\"wrk_1\"", "required for compute meters"},
+    };
+    char data[1024];
+    struct bill_usage u;
+    const char *why;
+    cJSON *ev;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(datas) / sizeof(datas[0]); i++) {
+        snprintf(data, sizeof(data),
+                 "{\"user_id\":\"usr_1\",\"job_id\":\"job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M\","
+                 "\"job_type\":\"deploy\",%s,\"meter\":\"gpu_ms\",\"quantity\":2000,"
+                 "\"window_start\":\"2026-11-28T21:00:00Z\","
+                 "\"window_end\":\"2026-11-28T21:00:02Z\"}",
+                 datas[i][0]);
+        ev = usage_event("forge.usage.recorded", data);
+        why = NULL;
+        if (datas[i][1] == NULL) {
+            assert_int_equal(bill_usage_parse(ev, &u, &why), 0);
+            assert_int_equal(u.attempt, 0);
+            assert_string_equal(u.worker_id, "wrk_1");
+            assert_int_equal(u.meter, BILL_GPU_MS);
         } else {
             assert_int_equal(bill_usage_parse(ev, &u, &why), -1);
             assert_non_null(why);
@@ -489,7 +531,8 @@ static void test_period_parse(void **state)
 int main(void)
 {
     return NF_TEST_RUN(NULL, NULL, test_seeded_rates_exact, test_rounding_half_up, test_cost_errors,
-                       test_usd_format, test_usage_ok, test_usage_deployment, test_usage_failures,
-                       test_meters, test_month_start, test_u64_parse, test_usage_json,
-                       test_usage_rebuild, test_bucket_parse, test_period_parse);
+                       test_usd_format, test_usage_ok, test_usage_deployment,
+                       test_usage_deployment_gpu, test_usage_failures, test_meters,
+                       test_month_start, test_u64_parse, test_usage_json, test_usage_rebuild,
+                       test_bucket_parse, test_period_parse);
 }
