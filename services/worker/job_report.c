@@ -98,6 +98,25 @@ static void emit_final_usage(struct wk_job *job)
         emit_usage(job, "output_tokens", job->output_tokens, 0, job->started_ms, end);
 }
 
+/* A deploy attempt that succeeded leaves its endpoint serving: its GPU time from the
+ * handler's exit on is metered by serving.c (the attempt's own windows end there). */
+static void serve_deployment(struct wk_job *job)
+{
+    const char *dep = nf_json_str(job->result, "deployment_id");
+
+    if (strcmp(job->job_type, "deploy") != 0 || job->stop != WK_STOP_NONE || job->failed ||
+        !WIFEXITED(job->wstatus) || WEXITSTATUS(job->wstatus) != 0 || job->root_dir[0] == '\0')
+        return;
+    if (!wk_deployment_id_valid(dep)) {
+        nf_log_kv(NF_LOG_WARN, "deployment_meter_off",
+                  "the deploy result has no deployment_id: its GPU time is not metered", "job_id",
+                  job->job_id, NULL);
+        return;
+    }
+    wk_serving_start(job->ctx, job->job_id, job->user_id, dep, job->gpu_count,
+                     job->exited_ms ? job->exited_ms : nf_now_ms(), job->root_dir);
+}
+
 /* ---- progress and logs ------------------------------------------------------------------- */
 
 static void send_progress(struct wk_job *job)
@@ -329,6 +348,7 @@ void wk_report_finish(struct wk_job *job)
     if (job->progress_dirty)
         send_progress(job); /* the last value the throttle held back */
     emit_final_usage(job);
+    serve_deployment(job);
     report_outcome(job);
     wk_job_dir_done(job);
     wk_job_delivered(job);

@@ -117,8 +117,7 @@ fail : {
 
 /* ---- kept deploy directories -------------------------------------------------------------- */
 
-/* Whether <dir>/out/endpoint.pid names a live process (not a zombie). */
-static bool endpoint_alive(const char *dir)
+bool wk_endpoint_alive(const char *dir)
 {
     char path[PATH_MAX + 32], text[32] = "";
     snprintf(path, sizeof(path), "%s/out/endpoint.pid", dir);
@@ -158,7 +157,7 @@ static void on_keep_check(evutil_socket_t fd, short what, void *arg)
     struct wk_kept **link = &ctx->kept;
     while (*link != NULL) {
         struct wk_kept *k = *link;
-        if (endpoint_alive(k->dir)) {
+        if (wk_endpoint_alive(k->dir)) {
             link = &k->next;
             continue;
         }

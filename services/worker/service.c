@@ -87,6 +87,9 @@ static const struct nf_cfg_opt wk_opts[] = {
      "seconds between SIGTERM and SIGKILL for a handler"},
     {"NF_WORKER_USAGE_WINDOW_S", NF_CFG_INT, "60", 1, 3600, false, OFF(usage_window_s),
      "GPU time is metered in windows of this many seconds"},
+    {"NF_WORKER_DEPLOY_METER_S", NF_CFG_INT, "60", 1, 3600, false, OFF(deploy_meter_s),
+     "a deployment's GPU time while it serves (after its deploy job succeeded) is metered in "
+     "windows of this many seconds until the endpoint stops"},
     {"NF_WORKER_PROGRESS_INTERVAL_MS", NF_CFG_INT, "500", 0, 60000, false, OFF(progress_ms),
      "at most one progress event per job per this interval"},
     /* a pre-registered identity */
@@ -251,6 +254,8 @@ static void wk_close(void *arg)
     nf_http_client_free(ctx->report_http);
     nf_http_client_free(ctx->http);
     ctx->poll_http = ctx->report_http = ctx->http = NULL;
+    /* the endpoints stop as the agent exits: their last windows, before the flush */
+    wk_serving_close(ctx);
     /* Delivery reports fire here; failures stay in the outbox (publish_deferred). */
     nf_kafka_producer_free(ctx->producer, PRODUCER_FLUSH_MS);
     ctx->producer = NULL;

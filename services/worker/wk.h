@@ -23,6 +23,8 @@
  *   publish.c     Kafka with retry: a job's slot is freed only after its terminal event and
  *                 usage were delivered. Without Kafka (NF_KAFKA_BROKERS empty) the same
  *                 messages go to POST /api/workers/events|usage, which check the lease
+ *   serving.c     deployments served after their deploy job ended: GPU time metered in
+ *                 windows (forge.usage, deployment_id) until the endpoint stops
  *   job_report.c  stdout lines -> proto.c; progress, logs, usage windows, terminal event
  *   job_upload.c  after exit 0: a forked uploader puts the artifacts in the store
  *   job_ckpt.c    while the handler runs: checkpoints uploaded and recorded at once
@@ -90,6 +92,7 @@ struct wk_config {
     int drain_timeout_s; /* NF_WORKER_DRAIN_TIMEOUT_S */
     int kill_grace_s;    /* NF_WORKER_KILL_GRACE_S */
     int usage_window_s;  /* NF_WORKER_USAGE_WINDOW_S */
+    int deploy_meter_s;  /* NF_WORKER_DEPLOY_METER_S: a serving deployment's GPU windows */
     int progress_ms;     /* NF_WORKER_PROGRESS_INTERVAL_MS */
     int outbox_max_mb;   /* NF_WORKER_OUTBOX_MAX_MB */
     char *worker_id;     /* NF_WORKER_ID: a pre-registered identity ("" = register) */
@@ -279,6 +282,15 @@ uint64_t wk_gpu_ms(uint64_t wall_ms, int gpu_count);
 /* The complete forge.usage.recorded envelope (nf_event_usage: deterministic id), heap JSON
  * text. The agent's u->window is the window index (0 for per-job totals). */
 char *wk_usage_event(const struct nf_usage *u, const char *source);
+/* A serving deployment's window: "use_" + first 32 hex of SHA-256
+ * ("job_id:serving:meter:window"), apart from every attempt's ids. */
+void wk_serving_usage_id(const char *job_id, const char *meter, long long window,
+                         char out[WK_USAGE_ID_LEN + 1]);
+/* Its envelope, heap JSON text: u's, with that id, data.attempt null (u->attempt is
+ * ignored) and data.deployment_id = dep_id. */
+char *wk_serving_event(const struct nf_usage *u, const char *dep_id, const char *source);
+/* "dep-" + 12 lowercase hex (the deploy handler's deployment id). */
+bool wk_deployment_id_valid(const char *s);
 
 /* ---- the running agent ----------------------------------------------------------------- */
 
@@ -286,6 +298,7 @@ struct wk_job;
 struct wk_out;
 struct wk_outbox;
 struct wk_kept;
+struct wk_serving;
 
 struct wk_ctx {
     struct nf_svc *svc;                 /* not owned: nf_svc_stop, the exit status */
@@ -314,24 +327,26 @@ struct wk_ctx {
     struct event *finish; /* deferred: every job reported -> the farewell */
     struct wk_job *jobs;  /* running and finishing jobs */
     int njobs;
-    struct wk_outbox *outbox; /* journal of what is published (outbox.c); NULL: none */
-    char gpu_type[32];        /* what the worker reports: NF_WORKER_GPU_TYPE or detected */
-    int gpu_count;            /* NF_WORKER_GPU_COUNT or detected */
-    long long gpu_memory_mib; /* detected (0: unknown) */
-    int gpu_devices[64];      /* the device ids jobs are pinned to (gpus.c) */
-    int ngpu_devices;         /* -1: the agent's CUDA_VISIBLE_DEVICES is no id list */
-    int gpu_refs[64];         /* jobs pinned to gpu_devices[i] now */
-    struct wk_out *outs;      /* messages waiting for a retry, oldest first */
-    struct wk_out *outs_tail; /* the newest of them */
-    struct event *outs_timer; /* their retry */
-    int outs_delay_ms;        /* the next retry's delay (backoff) */
-    char root[4096];          /* the work dir, absolute (wk_root_prepare) */
-    struct wk_kept *kept;     /* deploy job directories kept while their endpoint runs */
-    struct event *keep_ev;    /* checks them while any is kept */
-    bool stopping;            /* SIGTERM: no new jobs */
-    bool draining;            /* the manager said drain: no new jobs, exit once idle */
-    bool stopped;             /* the farewell is done: nothing left in flight */
-    bool closing;             /* tearing down: callbacks must not chain */
+    struct wk_outbox *outbox;   /* journal of what is published (outbox.c); NULL: none */
+    char gpu_type[32];          /* what the worker reports: NF_WORKER_GPU_TYPE or detected */
+    int gpu_count;              /* NF_WORKER_GPU_COUNT or detected */
+    long long gpu_memory_mib;   /* detected (0: unknown) */
+    int gpu_devices[64];        /* the device ids jobs are pinned to (gpus.c) */
+    int ngpu_devices;           /* -1: the agent's CUDA_VISIBLE_DEVICES is no id list */
+    int gpu_refs[64];           /* jobs pinned to gpu_devices[i] now */
+    struct wk_out *outs;        /* messages waiting for a retry, oldest first */
+    struct wk_out *outs_tail;   /* the newest of them */
+    struct event *outs_timer;   /* their retry */
+    int outs_delay_ms;          /* the next retry's delay (backoff) */
+    char root[4096];            /* the work dir, absolute (wk_root_prepare) */
+    struct wk_kept *kept;       /* deploy job directories kept while their endpoint runs */
+    struct wk_serving *serving; /* deployments metered while they serve (serving.c) */
+    struct event *serving_ev;   /* checks them while any is metered */
+    struct event *keep_ev;      /* checks them while any is kept */
+    bool stopping;              /* SIGTERM: no new jobs */
+    bool draining;              /* the manager said drain: no new jobs, exit once idle */
+    bool stopped;               /* the farewell is done: nothing left in flight */
+    bool closing;               /* tearing down: callbacks must not chain */
     /* api.c's hooks for the job files below it, set by wk_api_start (NULL: none) */
     void (*heartbeat_now)(struct wk_ctx *ctx); /* a job started: confirm its lease at once */
     void (*slot_freed)(struct wk_ctx *ctx);    /* a job was freed: poll, or finish a stop */
@@ -351,6 +366,8 @@ int wk_rmtree(const char *path);
 void wk_jobdir_keep(struct wk_ctx *ctx, const char *dir);
 /* Removes every kept directory (the agent exits: so do the endpoints). */
 void wk_jobdir_free_all(struct wk_ctx *ctx);
+/* Whether <dir>/out/endpoint.pid names a live process (not a zombie). */
+bool wk_endpoint_alive(const char *dir);
 
 /* wk.c */
 /*
@@ -451,3 +468,13 @@ void wk_publish(struct wk_ctx *ctx, struct wk_job *job, const char *topic, const
  * exists). */
 void wk_publish_replay(struct wk_ctx *ctx);
 void wk_publish_free(struct wk_ctx *ctx);
+
+/* ---- serving.c ----------------------------------------------------------------------- */
+
+/* Starts metering a deployment that serves from the kept job directory dir (its
+ * out/endpoint.pid) from start_ms on; nothing for gpu_count <= 0 or without Kafka. */
+void wk_serving_start(struct wk_ctx *ctx, const char *job_id, const char *user_id,
+                      const char *dep_id, int gpu_count, uint64_t start_ms, const char *dir);
+/* The agent closes (its endpoints stop with it): every deployment's last window, up to
+ * now, is published (before the producer's flush), and the list freed. */
+void wk_serving_close(struct wk_ctx *ctx);

@@ -97,8 +97,63 @@ static void test_event(void **state)
     free(again);
 }
 
+/* A serving deployment's window: its own id space (job:serving:meter:window), attempt
+ * null, the deployment id, the worker; the same window twice is the same event. */
+static void test_serving_event(void **state)
+{
+    char id[WK_USAGE_ID_LEN + 1], hex[NF_SHA256_HEX_LEN + 1], attempt_id[WK_USAGE_ID_LEN + 1];
+    const char *job = "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M";
+    struct nf_usage u = {.user_id = "usr_7",
+                         .job_id = job,
+                         .job_type = "deploy",
+                         .attempt = 3, /* ignored */
+                         .worker_id = "wrk_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M",
+                         .meter = "gpu_ms",
+                         .quantity = 2000,
+                         .window = 4,
+                         .start_ms = 1764363832000ULL,
+                         .end_ms = 1764363834000ULL};
+
+    wk_serving_usage_id(job, "gpu_ms", 4, id);
+    const char *key = "job_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M:serving:gpu_ms:4";
+    nf_crypto_sha256_hex(key, strlen(key), hex);
+    assert_memory_equal(id, "use_", 4);
+    assert_memory_equal(id + 4, hex, 32);
+    for (long long a = 0; a < 4; a++) { /* never an attempt's window id */
+        wk_usage_id(job, a, "gpu_ms", 4, attempt_id);
+        assert_string_not_equal(id, attempt_id);
+    }
+    char *text = wk_serving_event(&u, "dep-0123456789ab", "nf-worker/wrk_x");
+    char *again = wk_serving_event(&u, "dep-0123456789ab", "nf-worker/wrk_x");
+    cJSON *ev = cJSON_Parse(text), *ev2 = cJSON_Parse(again);
+    const cJSON *data = nf_event_data(ev, NULL, NULL, NULL);
+    assert_non_null(data);
+    assert_string_equal(nf_json_str(ev, "id"), id);
+    assert_string_equal(nf_json_str(ev2, "id"), id);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(data, "attempt")));
+    assert_string_equal(nf_json_str(data, "deployment_id"), "dep-0123456789ab");
+    assert_string_equal(nf_json_str(data, "worker_id"), "wrk_01JDQ7Z6V1TB6Y4Q4ZKX3R1V9M");
+    assert_string_equal(nf_json_str(data, "job_type"), "deploy");
+    assert_int_equal(nf_json_int(data, "quantity", 0), 2000);
+    cJSON_Delete(ev);
+    cJSON_Delete(ev2);
+    free(text);
+    free(again);
+}
+
+static void test_deployment_id(void **state)
+{
+    assert_true(wk_deployment_id_valid("dep-0123456789ab"));
+    assert_false(wk_deployment_id_valid(NULL));
+    assert_false(wk_deployment_id_valid("dep-0123456789AB"));
+    assert_false(wk_deployment_id_valid("dep-0123456789a"));
+    assert_false(wk_deployment_id_valid("dep-0123456789abc"));
+    assert_false(wk_deployment_id_valid("job-0123456789ab"));
+}
+
 int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
-    return NF_TEST_RUN(NULL, NULL, test_id_deterministic, test_id_varies, test_gpu_ms, test_event);
+    return NF_TEST_RUN(NULL, NULL, test_id_deterministic, test_id_varies, test_gpu_ms, test_event,
+                       test_serving_event, test_deployment_id);
 }
