@@ -465,6 +465,77 @@ static void test_attempt_close(void **state)
 }
 
 /* billing.cell_cost_micros is bill_cost_micros: the half-up boundary, big products. */
+/* A serving deployment's GPU time (job_type deploy, attempt null, deployment_id), metered
+ * by the worker serving it: recorded when that worker leased the job (any attempt), even
+ * after the attempt closed; waiting like any event before the lease is seen (attempt null
+ * in usage_pending: 0006), recorded by the sweep once it is; another worker's refused. It
+ * never counts towards the attempt's usage. */
+static void add_serving(cJSON *arr, const struct ids *x, const char *tag, const char *worker,
+                        long long q, const char *start, const char *end)
+{
+    char buf[1024], id[96];
+    const char *why = NULL;
+    struct bill_usage u;
+    cJSON *ev;
+
+    snprintf(id, sizeof(id), "use_%s_%s", tag, x->job);
+    snprintf(buf, sizeof(buf),
+             "{\"specversion\":\"1.0\",\"id\":\"%s\",\"source\":\"t\","
+             "\"type\":\"forge.usage.recorded\",\"subject\":\"%s\",\"data\":{\"user_id\":\"%s\","
+             "\"job_id\":\"%s\",\"job_type\":\"deploy\",\"attempt\":null,\"worker_id\":\"%s\","
+             "\"deployment_id\":\"dep-0123456789ab\",\"meter\":\"gpu_ms\",\"quantity\":%lld,"
+             "\"window_start\":\"%s\",\"window_end\":\"%s\"}}",
+             id, x->user, x->user, x->job, worker, q, start, end);
+    ev = cJSON_Parse(buf);
+    if (bill_usage_parse(ev, &u, &why) < 0)
+        fail_msg("serving usage does not parse: %s", why);
+    cJSON_AddItemToArray(arr, bill_usage_json(&u));
+    cJSON_Delete(ev);
+}
+
+static void test_serving_gpu_time(void **state)
+{
+    struct ids x;
+    cJSON *arr;
+    const char *p[2] = {"3600", "1000"};
+
+    nf_test_skip_unless(conn != NULL);
+    ids_new(&x);
+    arr = cJSON_CreateArray();
+    add_serving(arr, &x, "s0", x.worker, 2000, DAY "21:00:00Z", DAY "21:00:02Z");
+    expect_batch(arr, "pending");
+    expect_scalar("SELECT count(*)::text FROM billing.usage_pending WHERE job_id = $1"
+                  " AND attempt IS NULL",
+                  x.job, NULL, "1");
+    lease(&x, x.worker);
+    nf_test_pg_exec(conn, bill_sweep_sql, 2, p);
+    expect_scalar(JOBS, x.job, "gpu_ms", "2000");
+    /* the deploy attempt ends (its own 1 usage event) and closes */
+    arr = cJSON_CreateArray();
+    add_event(arr, &x, "a1", x.worker, "gpu_ms", 500, DAY "20:59:59Z", DAY "21:00:00Z");
+    expect_batch(arr, "recorded");
+    end_attempt(&x, "1", "1");
+    expect_close(&x, "600", "closed:1:complete");
+    /* serving windows after the close: recorded, redelivery a duplicate, another worker
+     * refused */
+    arr = cJSON_CreateArray();
+    add_serving(arr, &x, "s1", x.worker, 2000, DAY "21:00:02Z", DAY "21:00:04Z");
+    add_serving(arr, &x, "s1", x.worker, 2000, DAY "21:00:02Z", DAY "21:00:04Z");
+    add_serving(arr, &x, "s2", x.other, 2000, DAY "21:00:02Z", DAY "21:00:04Z");
+    expect_batch(arr, "recorded,pending");
+    arr = cJSON_CreateArray();
+    add_serving(arr, &x, "s1", x.worker, 2000, DAY "21:00:02Z", DAY "21:00:04Z");
+    expect_batch(arr, "duplicate");
+    expect_scalar(JOBS, x.job, "gpu_ms", "4500");
+    p[0] = "0";
+    nf_test_pg_exec(conn, bill_sweep_sql, 2, p);
+    expect_scalar("SELECT reason FROM billing.usage_refused WHERE job_id = $1", x.job, NULL,
+                  "lease_timeout");
+    expect_scalar("SELECT count(*)::text FROM billing.usage_events WHERE job_id = $1"
+                  " AND attempt = 1",
+                  x.job, NULL, "1");
+}
+
 static void test_cell_cost_is_bill_cost_micros(void **state)
 {
     static const struct {
@@ -624,5 +695,6 @@ int main(void)
     return NF_TEST_RUN_GROUP(setup, teardown, test_duplicates_change_nothing, test_lease_rule,
                              test_sweep, test_effects_query, test_attempt_close,
                              test_lock_statements, test_cell_cost_is_bill_cost_micros,
-                             test_job_costs_add_up_to_the_summary, test_price_book_matches_header);
+                             test_job_costs_add_up_to_the_summary, test_price_book_matches_header,
+                             test_serving_gpu_time);
 }
