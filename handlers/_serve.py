@@ -62,7 +62,8 @@ concurrency); more wait their turn.
 Python standard library only for a bigram model.json; --hf-model serves a Hugging Face
 model directory (a stand-in base, or train's unpacked model.tar: merged, or an adapter on
 its base) with transformers' generate (streamed through TextIteratorStreamer), tokens
-counted by its tokenizer.
+counted by its tokenizer, or with vLLM where the site installed it and the job has a GPU
+(_vllm.py: the same API and usage report; endpoint.json's "engine" says which).
 """
 import sys
 
@@ -738,8 +739,11 @@ def main():
         if not api_key:
             sys.exit(f"--api-key-env: {args.api_key_env} is not set")
 
+    engine = "bigram"
     if args.hf_model:
-        gen = TextGenerator(hf_dir=args.hf_model)
+        import _vllm  # vLLM where the site installed it and the job has a GPU
+
+        gen, engine = _vllm.make_generator(args.hf_model)
     else:
         with open(args.model, encoding="utf-8") as f:
             gen = TextGenerator(bigram=BigramModel.from_json(json.load(f)))
@@ -756,7 +760,8 @@ def main():
     signal.signal(signal.SIGINT, on_signal)
     write_atomic(os.path.join(args.dir, "endpoint.pid"), f"{os.getpid()}\n")
     write_atomic(os.path.join(args.dir, "endpoint.json"), json.dumps(
-        {"pid": os.getpid(), "port": port, "url": f"http://127.0.0.1:{port}/v1"}) + "\n")
+        {"pid": os.getpid(), "port": port, "url": f"http://127.0.0.1:{port}/v1",
+         "engine": engine}) + "\n")
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               daemon=True)
     thread.start()
