@@ -39,6 +39,7 @@ import tarfile
 import tempfile
 import time
 
+import _ddp
 import _forge as forge
 import _hf as hf
 
@@ -263,6 +264,23 @@ def _best_weights_at_resume(early: dict, state: dict, model):
 # ---- the run ------------------------------------------------------------------------
 
 
+def _ddp_step_loss(dp, train_model, batch, pad, device, amp):
+    """One data-parallel step's loss on this rank's shard of the global batch: its summed
+    NLL x world / the global batch's labelled tokens, so DDP's gradient average is the
+    single-process gradient (_ddp.py). -> (loss, the global summed NLL, labelled tokens,
+    tokens processed: the global batch's, as the single-process run counts them)."""
+    mine, weight = _ddp.shard(dp, batch), 1.0
+    if not mine:  # fewer items than ranks: a zero-weight pass keeps DDP's collectives in step
+        mine, weight = batch[:1], 0.0
+    ids, labels, mask = hf.collate(mine, pad, device)
+    with amp:
+        nll, n = hf.token_nll(train_model, ids, labels, mask)
+    g_nll, g_n = _ddp.all_sum(dp, [float(nll) * weight, n * weight], device)
+    loss = nll * (weight * dp.world / max(1.0, g_n))
+    return loss, g_nll, int(g_n), sum(len(x) for x, _ in batch)
+
+
+
 def main(job: dict) -> None:
     P = params_of(job)
     name = P["model_id"]
@@ -285,7 +303,13 @@ def main(job: dict) -> None:
     import transformers
 
     device, dtype = hf.device_and_dtype()
-    base_dir = hf.stand_in_dir(name)
+    base_dir = hf.stand_in_dir(name)  # built once, here, before any other rank starts
+    # gpu_count > 1 (or NF_DDP_CPU_RANKS): data-parallel ranks (_ddp.py); this process is
+    # rank 0 and alone writes protocol lines, checkpoints and outputs
+    dp = _ddp.setup(job, device.type == "cuda",
+                    torch.cuda.device_count() if device.type == "cuda" else 0)
+    if dp.active:
+        device = dp.device
     meta = hf.stand_in_meta(name)
     tok = transformers.AutoTokenizer.from_pretrained(base_dir)
     train = hf.encode_pairs(tok, train_pairs, P["max_seq_length"], P["train_on_inputs"])
@@ -309,6 +333,10 @@ def main(job: dict) -> None:
                    "or validation_split (and at least two records)")
     forge.log(f"fine-tuning the {meta['architecture']} stand-in for {name} ({P['method']}) on "
               f"{len(train)} examples, {len(valid)} held out, on {device} ({dtype})")
+    if dp.active:
+        forge.log(f"data-parallel over {dp.world} ranks ({dp.backend}): the effective batch "
+                  f"is batch_size={P['batch_size']}, about {math.ceil(P['batch_size'] / dp.world)}"
+                  " per rank; steps, learning rate and schedule are the single-process run's")
 
     torch.manual_seed(P["seed"])
     random.seed(P["seed"])
@@ -363,7 +391,7 @@ def main(job: dict) -> None:
                   + (f" of {state['job_id']}" if state.get("job_id") else "") + ")")
     if resume is None and valid:
         with amp:
-            valid_before, n = hf.mean_loss(model, valid, bs, pad, device)
+            valid_before, n = _ddp.mean_loss(dp, model, valid, bs, pad, device)
         processed += n
         emit_metric(step=0, epoch=0, valid_loss=valid_before)
 
@@ -378,6 +406,9 @@ def main(job: dict) -> None:
 
     tick = forge.Progress()
     model.train()
+    train_model = _ddp.wrap(dp, model)  # model itself without data parallelism
+    if dp.rank > 0:  # dropout masks of its own per rank (rank 0 keeps the run's stream)
+        torch.manual_seed(P["seed"] + 1009 * dp.rank + start_epoch)
     epoch = start_epoch - 1
     for epoch in range(start_epoch, P["epochs"] + 1):
         order = torch.randperm(len(train),
@@ -385,13 +416,16 @@ def main(job: dict) -> None:
         ep_nll, ep_n, win_nll, win_n, win_tok, win_t = 0.0, 0, 0.0, 0, 0, time.monotonic()
         for b in range(steps_per_epoch):
             batch = [train[i] for i in order[b * bs:(b + 1) * bs].tolist()]
-            ids, labels, mask = hf.collate(batch, pad, device)
-            with amp:
-                nll, n = hf.token_nll(model, ids, labels, mask)
-            loss = nll / max(1, n)
+            if dp.active:
+                loss, nll, n, ntok = _ddp_step_loss(dp, train_model, batch, pad, device, amp)
+            else:
+                ids, labels, mask = hf.collate(batch, pad, device)
+                with amp:
+                    nll, n = hf.token_nll(model, ids, labels, mask)
+                loss = nll / max(1, n)
+                ntok = int(mask.sum())
             optimizer_step(model, opt, sched, loss)
             step += 1
-            ntok = int(mask.sum())
             processed += ntok
             ep_nll += float(nll)
             ep_n += n
@@ -410,7 +444,7 @@ def main(job: dict) -> None:
         valid_loss = None
         if valid:
             with amp:
-                valid_loss, n = hf.mean_loss(model, valid, bs, pad, device)
+                valid_loss, n = _ddp.mean_loss(dp, model, valid, bs, pad, device)
             processed += n
             history["valid_loss"].append(round(valid_loss, 6))
         emit_metric(step=step, epoch=epoch, train_loss=train_loss, valid_loss=valid_loss,
@@ -434,15 +468,19 @@ def main(job: dict) -> None:
         # Announced at once: the agent uploads it while training goes on and records it,
         # so a retry of this attempt resumes from it even if the worker dies meanwhile.
         # epoch and step ride along (additive keys): GET /api/jobs/{id}/checkpoints.
-        ckpt = save_checkpoint(out, epoch, model, opt, sched, state)
-        forge.emit({"artifact": {"path": ckpt, "kind": "checkpoint", "epoch": epoch,
-                                 "step": step}})
+        if dp.main:  # the weights are the same on every rank
+            ckpt = save_checkpoint(out, epoch, model, opt, sched, state)
+            forge.emit({"artifact": {"path": ckpt, "kind": "checkpoint", "epoch": epoch,
+                                     "step": step}})
         if stopped_early:
             forge.log(f"early stopping after epoch {epoch}: the validation loss has not "
                       f"improved for {patience} epoch(s); keeping epoch {early['best_epoch']} "
                       f"(valid_loss={early['best_loss']:.4f})")
             break
     last_epoch = epoch
+    _ddp.finish(dp)
+    if not dp.main:
+        return  # rank 0 writes the outputs
     if patience is not None and early["best_epoch"] != last_epoch and best_weights is not None:
         model.load_state_dict(best_weights, strict=False)  # keep-best
 
@@ -485,6 +523,10 @@ def main(job: dict) -> None:
            "bytes": size,
            "resumed_from_epoch": start_epoch - 1 if resume is not None else None,
            "from_checkpoint": continued}
+    if dp.active:
+        res["data_parallel"] = {"world_size": dp.world, "backend": dp.backend,
+                                "effective_batch_size": bs,
+                                "per_rank_batch_size": math.ceil(bs / dp.world)}
     if patience is not None:
         res.update({"early_stopping_patience": patience, "stopped_early": stopped_early,
                     "best_epoch": early["best_epoch"],
