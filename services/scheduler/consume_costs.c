@@ -5,9 +5,9 @@
  *   nf-billing, after committing usage or an attempt's end, produces the job's total cost
  *   (forge.billing.job_cost {job_id, user_id, cost_micros, attempts_closed}) -->
  *   msg --parse--> malformed? log + count + done
- *       --apply--> lock the job row, then ONE statement: cost_micros and
- *                  cost_attempts_closed each = the new value when larger (version + 1),
- *                  returns the row --> snapshot job:<id> --> done
+ *       --apply--> lock the job row, then ONE statement: (cost_attempts_closed,
+ *                  cost_micros) = the new pair when it is larger, compared in that order
+ *                  (version + 1), returns the row --> snapshot job:<id> --> done
  *       nothing changed (older or repeated values, an unknown job): done
  *
  * cost_final is a generated column of sched.jobs: terminal status and
@@ -18,10 +18,15 @@
  *
  * Why this way: billing is the only one that knows when a job's usage is committed and
  * what it costs (price book, rounding), and the scheduler is the only writer of the job
- * object. A total only grows (usage is never removed and prices apply by hour), so
- * keeping the largest total makes redelivered, reordered or replayed updates harmless,
- * and the last usage window, which lands after the terminal event, still reaches the
- * object.
+ * object. While the set of closed attempts stays the same a total only grows (usage is
+ * never removed and prices apply by hour); a close may lower it once - an attempt that
+ * failed through the platform's fault (worker_lost, infra, preempted) is waived, its
+ * usage taken out of the cost - and a close never comes undone, so attempts_closed
+ * only grows. So the pair (attempts_closed, cost) compared in that order is largest for
+ * the latest state, and keeping the largest pair makes redelivered, reordered or
+ * replayed updates harmless, and the last usage window, which lands after the terminal
+ * event, still reaches the object. (A waived attempt that closes before an earlier one,
+ * which leaves n unchanged, shows in cost_usd when n grows - before cost_final.)
  */
 #include "sched.h"
 
@@ -49,11 +54,14 @@ static const char lock_sql[] = "SELECT 1 FROM sched.jobs WHERE job_id = $1 FOR U
 /* clang-format off */
 const char sched_costs_sql[] =
     "WITH upd AS ("
-    " UPDATE sched.jobs SET cost_micros = greatest(cost_micros, $3::bigint),"
+    " UPDATE sched.jobs SET cost_micros = CASE"
+    "   WHEN cost_attempts_closed < $4::int THEN $3::bigint"
+    "   ELSE greatest(cost_micros, $3::bigint) END,"
     "  cost_attempts_closed = greatest(cost_attempts_closed, $4::int),"
     "  updated_at = now(), version = version + 1"
     " WHERE job_id = $1 AND user_id = $2"
-    "  AND (cost_micros < $3::bigint OR cost_attempts_closed < $4::int)"
+    "  AND (cost_attempts_closed < $4::int"
+    "   OR (cost_attempts_closed = $4::int AND cost_micros < $3::bigint))"
     " RETURNING *"
     ")"
     " SELECT " SCHED_JOB_COLS("r.") ","

@@ -2,9 +2,10 @@
  * Integration (needs NF_TEST_PG_DSN): the job cost update of consume_costs.c. A larger
  * total is stored (version + 1, the row returned for the snapshot); a smaller, equal or
  * another user's total changes nothing, so redelivered and reordered updates are harmless.
- * The closed attempts only grow too, and cost_final (a generated column) is true exactly
- * when the job is terminal and billing closed every attempt it had, whichever came last.
- * Skips cleanly without a database.
+ * The closed attempts only grow too; a total with more attempts closed replaces the
+ * stored one even when smaller (a waived attempt's usage left the cost), and cost_final (a
+ * generated column) is true exactly when the job is terminal and billing closed every attempt it
+ * had, whichever came last. Skips cleanly without a database.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -187,7 +188,58 @@ static void test_cost_final(void **state)
     assert_true(row_final(job));
 }
 
+/* A waived attempt (worker_lost, infra, preempted) takes its usage out of the cost when it
+ * closes: a smaller total with more attempts closed replaces the larger one; a smaller
+ * total with fewer or as many closed does not (reordered, redelivered). */
+static void test_waived_close_lowers_the_cost(void **state)
+{
+    char job[NF_ID_MAX], user[NF_ID_MAX], cost[32];
+    const char *p[2];
+    bool final = true;
+    char *v;
+
+    nf_test_skip_unless(conn != NULL);
+    nf_id_new("job", job, sizeof(job));
+    nf_id_new("usr", user, sizeof(user));
+    p[0] = job;
+    p[1] = user;
+    nf_test_pg_exec(conn,
+                    "INSERT INTO sched.jobs (job_id, user_id, job_type, status, params)"
+                    " VALUES ($1, $2, 'train', 'running', '{}')",
+                    2, p);
+    /* attempt 1 runs: its usage is priced while its end is not known */
+    v = apply_closed(job, user, "700", "0", cost, NULL);
+    assert_string_equal(v, "2");
+    assert_string_equal(cost, "0.000700");
+    free(v);
+    /* its worker is lost: attempt 1 closes waived, the cost drops to 0 */
+    v = apply_closed(job, user, "0", "1", cost, &final);
+    assert_string_equal(v, "3");
+    assert_string_equal(cost, "0.000000");
+    assert_false(final);
+    free(v);
+    /* the provisional total arriving late (reordered, redelivered): nothing */
+    v = apply_closed(job, user, "700", "0", NULL, NULL);
+    assert_string_equal(v, "");
+    free(v);
+    /* attempt 2's usage grows the cost again; it succeeds and closes: final */
+    v = apply_closed(job, user, "300", "1", cost, NULL);
+    assert_string_equal(v, "4");
+    assert_string_equal(cost, "0.000300");
+    free(v);
+    set_state(job, "succeeded", "2");
+    v = apply_closed(job, user, "300", "2", cost, &final);
+    assert_string_equal(v, "5");
+    assert_true(final);
+    free(v);
+    v = apply_closed(job, user, "700", "1", NULL, NULL); /* stale: nothing */
+    assert_string_equal(v, "");
+    free(v);
+    assert_true(row_final(job));
+}
+
 int main(void)
 {
-    return NF_TEST_RUN_GROUP(setup, teardown, test_cost_final, test_cost_only_grows);
+    return NF_TEST_RUN_GROUP(setup, teardown, test_cost_final, test_cost_only_grows,
+                             test_waived_close_lowers_the_cost);
 }
