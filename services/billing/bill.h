@@ -7,14 +7,16 @@
  *   forge.jobs.events --> consume_events.c: forge.job.assigned -> billing.leases
  *                         (who leased which attempt); succeeded / failed / cancelled ->
  *                         billing.attempts (how an attempt ended, with the number of
- *                         usage events its worker published) -> effects; others: done
+ *                         usage events its worker published and the failure's class:
+ *                         worker_lost, infra, preempted waive it) -> effects; others: done
  *   forge.usage --> consume_usage.c: messages gathered into a batch (NF_BILLING_BATCH_MAX
  *                   or NF_BILLING_BATCH_LINGER_MS) --> bad ones: to forge.usage.dlq
  *               --> ONE statement for the good ones: each event checked against its
  *                   lease (ok | pending | refused), inserted if its id is new, and only
  *                   the inserted ones added to usage_hourly and usage_jobs
  *               --> follow-ups (effects.c): the touched jobs' ended attempts closed
- *                   when their usage is complete, the cost of every touched job (with
+ *                   when their usage is complete (a waived one's usage moved from
+ *                   usage_jobs to usage_waived), the cost of every touched job (with
  *                   how many of its attempts are closed) to forge.billing.costs, budget
  *                   alerts to forge.audit, refused to the DLQ
  *               --> every message of the batch marked done (offsets stored) last
@@ -167,6 +169,14 @@ int64_t bill_month_start(int64_t ms);
  * -1 on junk or overflow. */
 int bill_u64_parse(const char *s, uint64_t *out);
 
+/*
+ * Whether an attempt that ended with this error class is free of charge: the platform's
+ * fault (worker_lost, infra, preempted), so its usage is metered but not priced (the
+ * attempt is retried). user_error, timeout, no class (succeeded, cancelled) or an unknown
+ * class: charged. NULL -> false.
+ */
+bool bill_class_waived(const char *error_class);
+
 /* ------------------------------------------------------------------------------------
  * Query parameters (usage.c, pure)
  * ------------------------------------------------------------------------------------ */
@@ -237,19 +247,21 @@ cJSON *bill_cost_event(const char *job_id, const char *user_id, long long cost_m
  * The running service (ctx.c)
  * ------------------------------------------------------------------------------------ */
 struct bill_counters {
-    struct nf_counter *recorded;     /* new usage events */
-    struct nf_counter *duplicate;    /* redelivered usage events */
-    struct nf_counter *invalid;      /* malformed, sent to forge.usage.dlq */
-    struct nf_counter *refused;      /* not leased by the emitting worker */
-    struct nf_counter *pending;      /* parked until their lease is seen */
-    struct nf_counter *leases;       /* forge.job.assigned recorded */
-    struct nf_counter *ends;         /* attempt ends recorded (succeeded/failed/cancelled) */
-    struct nf_counter *closed;       /* attempts closed (usage complete, ended, timeout) */
-    struct nf_counter *alerts;       /* budget alerts sent */
-    struct nf_counter *costs;        /* job cost updates produced */
-    struct nf_counter *batches;      /* ingest statements committed */
-    struct nf_counter *step_retries; /* backend failures retried */
-    struct nf_gauge *inflight;       /* live work items */
+    struct nf_counter *recorded;        /* new usage events */
+    struct nf_counter *duplicate;       /* redelivered usage events */
+    struct nf_counter *invalid;         /* malformed, sent to forge.usage.dlq */
+    struct nf_counter *refused;         /* not leased by the emitting worker */
+    struct nf_counter *pending;         /* parked until their lease is seen */
+    struct nf_counter *waived;          /* recorded for a waived attempt after its close */
+    struct nf_counter *attempts_waived; /* attempts closed free of charge */
+    struct nf_counter *leases;          /* forge.job.assigned recorded */
+    struct nf_counter *ends;            /* attempt ends recorded (succeeded/failed/cancelled) */
+    struct nf_counter *closed;          /* attempts closed (usage complete, ended, timeout) */
+    struct nf_counter *alerts;          /* budget alerts sent */
+    struct nf_counter *costs;           /* job cost updates produced */
+    struct nf_counter *batches;         /* ingest statements committed */
+    struct nf_counter *step_retries;    /* backend failures retried */
+    struct nf_gauge *inflight;          /* live work items */
 };
 
 struct bill_work;
@@ -272,6 +284,8 @@ struct bill_ctx {
 };
 
 void bill_metrics_register(struct bill_ctx *ctx);
+/* One usage event recorded for a waived attempt (counted, its quantity by meter). */
+void bill_count_waived(struct bill_ctx *ctx, enum bill_meter meter, long long q);
 
 /* ------------------------------------------------------------------------------------
  * Work items (nf_work + ctx.c): a Kafka batch, a lease, a sweep or an alert check, each a
@@ -365,8 +379,9 @@ cJSON *bill_usage_rebuild(const char *event_id, const char *user_id, const char 
 /* consume_events.c: $1 job, $2 attempt, $3 worker, $4 user. */
 #define BILL_LEASE_NPARAMS 4
 extern const char bill_lease_sql[];
-/* consume_events.c: an attempt's end: $1 job, $2 attempt, $3 user, $4 usage events or NULL. */
-#define BILL_ATTEMPT_NPARAMS 4
+/* consume_events.c: an attempt's end: $1 job, $2 attempt, $3 user, $4 usage events or NULL,
+ * $5 error class or NULL, $6 waived ("true" / "false"; NULL: false). */
+#define BILL_ATTEMPT_NPARAMS 6
 extern const char bill_attempt_sql[];
 
 /* sweep.c */

@@ -12,7 +12,10 @@
  *
  * usage_events comes only from the worker that ran the attempt (how many forge.usage
  * events it published); an end the platform reported (worker lost, timeout, cancel
- * before the run) has none and closes the attempt at once.
+ * before the run) has none and closes the attempt at once. A failed end's error.class
+ * is kept with it and decides the charge (bill_class_waived): worker_lost, infra and
+ * preempted attempts are waived - their usage is metered, never priced (effects.c moves
+ * it out of the job's cells when the attempt closes).
  *
  * A malformed assigned event is logged and skipped: it cannot become a lease, so the
  * usage it would have covered waits as pending and is refused after the lease wait. A
@@ -37,8 +40,10 @@ const char bill_lease_sql[] =
     " VALUES ($1, $2::int, $3, $4) ON CONFLICT (job_id, attempt) DO NOTHING";
 
 const char bill_attempt_sql[] =
-    "INSERT INTO billing.attempts (job_id, attempt, user_id, usage_events)"
-    " VALUES ($1, $2::int, $3, $4::int) ON CONFLICT (job_id, attempt) DO NOTHING";
+    "INSERT INTO billing.attempts (job_id, attempt, user_id, usage_events, error_class,"
+    "  waived)"
+    " VALUES ($1, $2::int, $3, $4::int, $5, coalesce($6::bool, false))"
+    " ON CONFLICT (job_id, attempt) DO NOTHING";
 
 /* The event types that end an attempt. */
 static const char *const end_types[] = {"forge.job.succeeded", "forge.job.failed",
@@ -89,8 +94,8 @@ static void on_attempt(const PGresult *res, const char *err, const char *pgcode,
 static void st_attempt(struct nf_work *w)
 {
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(bill_work_of(w)->ev, "data");
-    const cJSON *n = cJSON_GetObjectItemCaseSensitive(data, "usage_events");
-    const char *params[BILL_ATTEMPT_NPARAMS];
+    const cJSON *n = cJSON_GetObjectItemCaseSensitive(data, "usage_events"), *error;
+    const char *params[BILL_ATTEMPT_NPARAMS], *cls;
     char attempt[24], count[24];
 
     w->what = "attempt";
@@ -99,6 +104,13 @@ static void st_attempt(struct nf_work *w)
     params[1] = attempt;
     params[2] = nf_json_str(data, "user_id");
     params[3] = NULL; /* no count (or a malformed one): the attempt closes at once */
+    /* the class decides the charge: a failure through the platform's fault is free */
+    error = cJSON_GetObjectItemCaseSensitive(data, "error");
+    cls = strcmp(nf_json_str(bill_work_of(w)->ev, "type"), "forge.job.failed") == 0
+              ? nf_json_str(error, "class")
+              : NULL;
+    params[4] = cls && strlen(cls) <= 32 ? cls : NULL;
+    params[5] = bill_class_waived(params[4]) ? "true" : "false";
     if (cJSON_IsNumber(n) && n->valuedouble >= 0 && n->valuedouble <= 1e9 &&
         (double)(long long)n->valuedouble == n->valuedouble) {
         snprintf(count, sizeof(count), "%lld", (long long)n->valuedouble);

@@ -7,14 +7,18 @@
  *     the others: ONE statement (bill_batch_sql), so all of it commits or none, after
  *     the batch's jobs were locked shared (bill_ingest_lock_sql, same transaction):
  *       closed       the event's attempt is closed (billing.attempts): refused
- *                    (attempt_closed), its job's cost is final
+ *                    (attempt_closed), its job's cost is final; closed and waived (it
+ *                    failed worker_lost, infra or preempted): after the lease check
+ *                    recorded as `waived` (usage_events, usage_hourly, usage_waived;
+ *                    not usage_jobs, so never priced)
  *       lease check  worker_id given: billing.leases must say this worker leased this
  *                    attempt of this user's job -> ok; another worker or user -> refused
  *                    (usage_refused + DLQ); no lease seen yet -> parked in usage_pending
  *                    (sweep.c decides later); no worker_id (platform storage) -> ok
  *       insert       usage_events ON CONFLICT (event_id) DO NOTHING
  *       rollups      only the rows the insert returned are added to usage_hourly and
- *                    usage_jobs, so a redelivered, replayed or duplicated event adds 0
+ *                    usage_jobs (usage_waived for waived ones), so a redelivered,
+ *                    replayed or duplicated event adds 0
  *   --> effects.c: job costs, budget alerts, DLQ messages produced
  *   --> every message of the batch marked done: offsets are stored only now
  *
@@ -49,9 +53,11 @@
     " INSERT INTO billing.usage_events (event_id, user_id, job_id, job_type, attempt,"     \
     "  worker_id, meter, quantity, window_start, window_end)"                              \
     " SELECT event_id, user_id, job_id, job_type, attempt, worker_id, meter, quantity,"    \
-    "  window_start, window_end FROM cls WHERE verdict = 'ok' ORDER BY event_id"           \
+    "  window_start, window_end FROM cls WHERE verdict IN ('ok', 'waived')"                \
+    "  ORDER BY event_id"                                                                  \
     " ON CONFLICT (event_id) DO NOTHING"                                                   \
-    " RETURNING event_id, user_id, job_id, job_type, meter, quantity, window_start"        \
+    " RETURNING event_id, user_id, job_id, job_type, attempt, meter, quantity,"            \
+    "  window_start"                                                                       \
     "), roll AS ("                                                                         \
     " INSERT INTO billing.usage_hourly AS h (user_id, job_type, meter, hour, quantity)"    \
     " SELECT user_id, job_type, meter, date_trunc('hour', window_start, 'UTC'),"           \
@@ -65,9 +71,21 @@
     " SELECT job_id, min(user_id), min(job_type), meter,"                                  \
     "  date_trunc('hour', window_start, 'UTC'), sum(quantity)"                             \
     " FROM ins WHERE meter <> 'storage_byte_hours'"                                        \
+    "  AND event_id IN (SELECT event_id FROM cls WHERE verdict = 'ok')"                    \
     " GROUP BY job_id, meter, 5 ORDER BY 1, 4, 5"                                          \
     " ON CONFLICT (job_id, meter, hour)"                                                   \
     " DO UPDATE SET quantity = j.quantity + excluded.quantity"                             \
+    " RETURNING 1"                                                                         \
+    "), wroll AS ("                                                                        \
+    " INSERT INTO billing.usage_waived AS w (job_id, attempt, user_id, job_type, meter,"  \
+    "  hour, quantity)"                                                                    \
+    " SELECT job_id, attempt, min(user_id), min(job_type), meter,"                         \
+    "  date_trunc('hour', window_start, 'UTC'), sum(quantity)"                             \
+    " FROM ins WHERE meter <> 'storage_byte_hours'"                                        \
+    "  AND event_id IN (SELECT event_id FROM cls WHERE verdict = 'waived')"                \
+    " GROUP BY job_id, attempt, meter, 6 ORDER BY 1, 2, 5, 6"                              \
+    " ON CONFLICT (job_id, attempt, meter, hour)"                                          \
+    " DO UPDATE SET quantity = w.quantity + excluded.quantity"                             \
     " RETURNING 1"                                                                         \
     ")"
 
@@ -79,15 +97,18 @@
     "  ORDER BY l0.attempt DESC LIMIT 1) l ON true"
 
 /* The verdict of an event; cls reads a source `s` joined to its lease `l` (LEASE_JOIN) and
- * its attempt's end `a` (ATTEMPT_JOIN). A closed attempt takes nothing new. */
+ * its attempt's end `a` (ATTEMPT_JOIN). A closed attempt takes nothing new, except a waived
+ * one: usage its worker leased is recorded as waived (usage_waived, never priced). */
 #define ATTEMPT_JOIN                                                                       \
     " LEFT JOIN billing.attempts a ON a.job_id = s.job_id AND a.attempt = s.attempt"
+#define LEASED_VERDICT                                                                     \
+    " CASE WHEN a.closed_at IS NOT NULL AND a.waived THEN 'waived' ELSE 'ok' END"
 #define LEASE_VERDICT(none)                                                                \
-    " CASE WHEN a.closed_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM billing.usage_events e" \
-    "   WHERE e.event_id = s.event_id) THEN 'closed'"                                      \
-    "  WHEN s.worker_id IS NULL THEN 'ok'"                                                 \
+    " CASE WHEN a.closed_at IS NOT NULL AND NOT a.waived AND NOT EXISTS ("                 \
+    "   SELECT 1 FROM billing.usage_events e WHERE e.event_id = s.event_id) THEN 'closed'" \
+    "  WHEN s.worker_id IS NULL THEN" LEASED_VERDICT                                       \
     "  WHEN l.job_id IS NULL THEN " none                                                   \
-    "  WHEN l.worker_id = s.worker_id AND l.user_id = s.user_id THEN 'ok'"                 \
+    "  WHEN l.worker_id = s.worker_id AND l.user_id = s.user_id THEN" LEASED_VERDICT       \
     "  ELSE 'refused' END AS verdict"
 
 const char bill_batch_sql[] =
@@ -119,8 +140,9 @@ const char bill_batch_sql[] =
     " ON CONFLICT (event_id) DO NOTHING"
     " RETURNING 1"
     ")"
-    " SELECT c.event_id, CASE WHEN c.verdict <> 'ok' THEN c.verdict"
-    "  WHEN i.event_id IS NOT NULL THEN 'recorded' ELSE 'duplicate' END AS verdict,"
+    " SELECT c.event_id, CASE WHEN c.verdict NOT IN ('ok', 'waived') THEN c.verdict"
+    "  WHEN i.event_id IS NULL THEN 'duplicate'"
+    "  WHEN c.verdict = 'waived' THEN 'waived' ELSE 'recorded' END AS verdict,"
     "  c.job_id, c.user_id, c.meter"
     " FROM cls c LEFT JOIN ins i ON i.event_id = c.event_id ORDER BY c.event_id";
 
@@ -149,12 +171,13 @@ const char bill_sweep_sql[] =
     " SELECT event_id, user_id, job_id, attempt, worker_id, meter, quantity,"
     "  CASE verdict WHEN 'expired' THEN 'lease_timeout' WHEN 'closed' THEN 'attempt_closed'"
     "  ELSE 'not_leased' END"
-    " FROM cls WHERE verdict <> 'ok'"
+    " FROM cls WHERE verdict NOT IN ('ok', 'waived')"
     " ON CONFLICT (event_id) DO NOTHING"
     " RETURNING 1"
     ")"
-    " SELECT c.event_id, CASE WHEN c.verdict <> 'ok' THEN c.verdict"
-    "  WHEN i.event_id IS NOT NULL THEN 'recorded' ELSE 'duplicate' END AS verdict,"
+    " SELECT c.event_id, CASE WHEN c.verdict NOT IN ('ok', 'waived') THEN c.verdict"
+    "  WHEN i.event_id IS NULL THEN 'duplicate'"
+    "  WHEN c.verdict = 'waived' THEN 'waived' ELSE 'recorded' END AS verdict,"
     "  c.job_id, c.user_id, c.job_type, c.attempt, c.worker_id, c.meter,"
     "  c.quantity, " BILL_TS("c.window_start") " AS window_start,"
     "  " BILL_TS("c.window_end") " AS window_end"
@@ -258,6 +281,11 @@ static void on_ingest(const PGresult *res, const char *err, const char *pgcode, 
         if (strcmp(verdict, "recorded") == 0) {
             nf_metrics_counter_add(ctx->m.recorded, 1);
             count_quantity(ctx, it->u.meter, it->u.quantity);
+        } else if (strcmp(verdict, "waived") == 0) {
+            bill_count_waived(ctx, it->u.meter, it->u.quantity);
+            nf_log_kv(NF_LOG_INFO, "usage_waived",
+                      "usage of a waived attempt recorded, not charged", "event_id", id, "job_id",
+                      it->u.job_id, NULL);
         } else if (strcmp(verdict, "duplicate") == 0) {
             nf_metrics_counter_add(ctx->m.duplicate, 1);
         } else if (strcmp(verdict, "pending") == 0) {

@@ -6,6 +6,7 @@
  */
 #include "bill.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +31,11 @@ void bill_metrics_register(struct bill_ctx *ctx)
         nf_metrics_counter(m, USAGE_EVENTS, "usage events recorded", "result=\"refused\"");
     ctx->m.pending =
         nf_metrics_counter(m, USAGE_EVENTS, "usage events recorded", "result=\"pending\"");
+    ctx->m.waived =
+        nf_metrics_counter(m, USAGE_EVENTS, "usage events recorded", "result=\"waived\"");
+    ctx->m.attempts_waived =
+        nf_metrics_counter(m, "nf_bill_attempts_waived_total",
+                           "attempts closed free of charge (worker_lost, infra, preempted)", NULL);
     ctx->m.leases = nf_metrics_counter(m, "nf_bill_leases_total",
                                        "job leases recorded (assigned events)", NULL);
     ctx->m.ends = nf_metrics_counter(m, "nf_bill_attempt_ends_total",
@@ -46,6 +52,19 @@ void bill_metrics_register(struct bill_ctx *ctx)
                                              "backend failures retried with backoff", NULL);
     ctx->m.inflight =
         nf_metrics_gauge(m, "nf_bill_inflight_messages", "Kafka messages being handled", NULL);
+}
+
+void bill_count_waived(struct bill_ctx *ctx, enum bill_meter meter, long long q)
+{
+    char labels[64];
+
+    nf_metrics_counter_add(ctx->m.waived, 1);
+    snprintf(labels, sizeof(labels), "meter=\"%s\"", bill_meter_name(meter));
+    nf_metrics_counter_add(nf_metrics_counter(ctx->metrics, "nf_bill_usage_waived_quantity_total",
+                                              "metered quantity of waived attempts recorded after "
+                                              "their close, base units",
+                                              labels),
+                           (uint64_t)q);
 }
 
 /* ------------------------------------------------------------------ work items */

@@ -7,7 +7,10 @@
  *               usage is complete (usage_events recorded, or refused for want of a
  *               lease), when the platform ended them (no count) or when they ended
  *               NF_BILLING_CLOSE_WAIT_S ago; usage still pending for a closed attempt
- *               is refused with it (attempt_closed, to the DLQ)
+ *               is refused with it (attempt_closed, to the DLQ); a waived attempt
+ *               (failed worker_lost, infra or preempted) has its recorded compute
+ *               usage moved out of the job's cells (usage_jobs) into usage_waived in
+ *               the same statement, and its pending usage is left to the sweep
  *   st_query    ONE statement: the cost of every touched job (its cells in usage_jobs x
  *               price book, BILL_CELLS_COST) with attempts_closed, the longest run 1..n
  *               of its closed attempts, and, for every touched user with a budget, the
@@ -95,10 +98,35 @@ const char bill_close_sql[] =
     "), closed AS ("
     " UPDATE billing.attempts a SET closed_at = now() FROM due d"
     " WHERE a.job_id = d.job_id AND a.attempt = d.attempt AND d.why IS NOT NULL"
-    " RETURNING a.job_id, a.attempt, d.why"
+    " RETURNING a.job_id, a.attempt, d.why, a.waived"
+    "), moved AS ("
+    /* a waived attempt's recorded compute usage, per meter and hour: out of the job's
+     * cells into usage_waived, once (closed_at is set once, under the exclusive lock) */
+    " SELECT e.job_id, e.attempt, min(e.user_id) AS user_id, min(e.job_type) AS job_type,"
+    "  e.meter, date_trunc('hour', e.window_start, 'UTC') AS hour, sum(e.quantity) AS quantity"
+    " FROM billing.usage_events e JOIN closed c"
+    "  ON c.job_id = e.job_id AND c.attempt = e.attempt AND c.waived"
+    " WHERE e.meter <> 'storage_byte_hours'"
+    " GROUP BY e.job_id, e.attempt, e.meter, 6"
+    "), waive AS ("
+    " INSERT INTO billing.usage_waived AS w (job_id, attempt, user_id, job_type, meter, hour,"
+    "  quantity)"
+    " SELECT job_id, attempt, user_id, job_type, meter, hour, quantity FROM moved"
+    " ORDER BY 1, 2, 5, 6"
+    " ON CONFLICT (job_id, attempt, meter, hour)"
+    " DO UPDATE SET quantity = w.quantity + excluded.quantity"
+    " RETURNING 1"
+    "), unpriced AS ("
+    " UPDATE billing.usage_jobs j SET quantity = j.quantity - m.quantity"
+    " FROM (SELECT job_id, meter, hour, sum(quantity) AS quantity FROM moved"
+    "       GROUP BY 1, 2, 3) m"
+    " WHERE j.job_id = m.job_id AND j.meter = m.meter AND j.hour = m.hour"
+    " RETURNING 1"
     "), gone AS ("
+    /* pending usage of a waived attempt stays: the sweep records it as waived once its
+     * lease shows (or refuses it) */
     " DELETE FROM billing.usage_pending p USING closed c"
-    " WHERE p.job_id = c.job_id AND p.attempt = c.attempt"
+    " WHERE p.job_id = c.job_id AND p.attempt = c.attempt AND NOT c.waived"
     " RETURNING p.*"
     "), ref AS ("
     " INSERT INTO billing.usage_refused (event_id, user_id, job_id, attempt, worker_id,"
@@ -109,12 +137,13 @@ const char bill_close_sql[] =
     ")"
     " SELECT 'closed' AS kind, c.job_id, c.attempt, c.why, NULL AS event_id,"
     "  NULL AS user_id, NULL AS job_type, NULL AS worker_id, NULL AS meter,"
-    "  NULL::bigint AS quantity, NULL AS window_start, NULL AS window_end"
+    "  NULL::bigint AS quantity, NULL AS window_start, NULL AS window_end,"
+    "  c.waived::text AS waived"
     " FROM closed c"
     " UNION ALL"
     " SELECT 'refused', g.job_id, g.attempt, NULL, g.event_id, g.user_id, g.job_type,"
     "  g.worker_id, g.meter, g.quantity, " BILL_TS("g.window_start") ","
-    "  " BILL_TS("g.window_end")
+    "  " BILL_TS("g.window_end") ", NULL"
     " FROM gone g"
     " ORDER BY 1, 2, 3";
 
@@ -286,7 +315,15 @@ static void on_close(const PGresult *res, const char *err, const char *pgcode, v
         if (!kind || !job_id || !attempt)
             continue;
         if (strcmp(kind, "closed") == 0) {
+            const char *waived = nf_pg_val(res, row, "waived");
+
             nf_metrics_counter_add(ctx->m.closed, 1);
+            if (waived && strcmp(waived, "true") == 0) {
+                nf_metrics_counter_add(ctx->m.attempts_waived, 1);
+                nf_log_kv(NF_LOG_INFO, "attempt_waived",
+                          "attempt failed through the platform's fault: its usage is not charged",
+                          "job_id", job_id, "attempt", attempt, NULL);
+            }
             if (why && strcmp(why, "timeout") == 0)
                 nf_log_kv(NF_LOG_WARN, "attempt_close_timeout",
                           "attempt closed with usage missing after the close wait", "job_id",

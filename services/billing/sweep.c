@@ -9,7 +9,9 @@
  *       another worker or user                --> refused (not_leased)
  *       still no lease                        --> refused (lease_timeout; it still
  *                                                 counts towards its attempt's usage)
- *       its attempt closed meanwhile          --> refused (attempt_closed)
+ *       its attempt closed meanwhile          --> refused (attempt_closed); when it
+ *                                                 closed waived and the lease is right:
+ *                                                 recorded as waived (never priced)
  *   --> overdue: jobs with an attempt that ended NF_BILLING_CLOSE_WAIT_S ago and is still
  *       missing usage (bill_overdue_sql, a page) join the touched jobs; effects.c closes
  *       those attempts, so a lost usage message cannot hold a cost open for ever
@@ -48,6 +50,7 @@ static void on_sweep(const PGresult *res, const char *err, const char *pgcode, v
     struct nf_work *w = arg;
     struct bill_work *bw = bill_work_of(w);
     struct bill_ctx *ctx = bill_ctx_of(w);
+    enum bill_meter m;
     int row, rows;
 
     if (nf_work_failed(w, res, err))
@@ -62,6 +65,11 @@ static void on_sweep(const PGresult *res, const char *err, const char *pgcode, v
 
         if (!id || !verdict || !job_id || !user_id || !meter)
             continue;
+        if (strcmp(verdict, "waived") == 0) { /* its attempt closed waived meanwhile */
+            bill_count_waived(ctx, bill_meter_parse(meter, &m) == 0 ? m : BILL_GPU_MS,
+                              ll(nf_pg_val(res, row, "quantity")));
+            continue;
+        }
         if (strcmp(verdict, "recorded") == 0 || strcmp(verdict, "duplicate") == 0) {
             nf_metrics_counter_add(verdict[0] == 'r' ? ctx->m.recorded : ctx->m.duplicate, 1);
             if (strcmp(meter, "storage_byte_hours") != 0)

@@ -308,6 +308,17 @@ cJSON *bill_usage_rebuild(const char *event_id, const char *user_id, const char 
 }
 
 /* ------------------------------------------------------------------------------------
+ * Waived attempts
+ * ------------------------------------------------------------------------------------ */
+
+bool bill_class_waived(const char *error_class)
+{
+    static const char *const free_classes[] = {"worker_lost", "infra", "preempted"};
+
+    return error_class && nf_str_index(free_classes, 3, error_class) >= 0;
+}
+
+/* ------------------------------------------------------------------------------------
  * Query parameters
  * ------------------------------------------------------------------------------------ */
 

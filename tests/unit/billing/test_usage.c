@@ -528,11 +528,26 @@ static void test_period_parse(void **state)
     assert_int_equal(bill_period_parse("2024-01-01", "2025-01-01", now, &s, &e, &err), 0);
 }
 
+/* The charge of an attempt: the platform's faults are free, everything else is billed. */
+static void test_class_waived(void **state)
+{
+    assert_true(bill_class_waived("worker_lost"));
+    assert_true(bill_class_waived("infra"));
+    assert_true(bill_class_waived("preempted"));
+    assert_false(bill_class_waived("user_error"));
+    assert_false(bill_class_waived("timeout")); /* the job's own time limit */
+    assert_false(bill_class_waived(NULL));      /* succeeded, cancelled */
+    assert_false(bill_class_waived(""));
+    assert_false(bill_class_waived("Infra")); /* exact names only */
+    assert_false(bill_class_waived("infra "));
+    assert_false(bill_class_waived("worker"));
+}
+
 int main(void)
 {
     return NF_TEST_RUN(NULL, NULL, test_seeded_rates_exact, test_rounding_half_up, test_cost_errors,
                        test_usd_format, test_usage_ok, test_usage_deployment,
                        test_usage_deployment_gpu, test_usage_failures, test_meters,
                        test_month_start, test_u64_parse, test_usage_json, test_usage_rebuild,
-                       test_bucket_parse, test_period_parse);
+                       test_bucket_parse, test_period_parse, test_class_waived);
 }
