@@ -1,7 +1,7 @@
 /*
  * Integration (needs NF_TEST_PG_DSN): attempts that fail through the platform's fault
  * (worker_lost, infra, preempted) are not charged, on a real Postgres with the billing
- * migrations (0006_waived_attempts.sql) and the statements of consume_events.c,
+ * migrations (0007_waived_attempts.sql) and the statements of consume_events.c,
  * consume_usage.c, sweep.c and effects.c:
  *   - usage recorded before the end is priced until the attempt closes; the close moves it
  *     out of the job's cells (usage_jobs) into usage_waived, once;
