@@ -327,8 +327,8 @@ uint64_t wm_reap_hold(uint64_t now_ms, uint64_t prev_tick_ms, uint64_t hold_unti
 
 /* The job event types an agent publishes itself (the others belong to the services). */
 static const char *const worker_event_types[] = {
-    "forge.job.running",   "forge.job.progress", "forge.job.log",
-    "forge.job.succeeded", "forge.job.failed",   "forge.job.cancelled",
+    "forge.job.running", "forge.job.progress",  "forge.job.log",    "forge.job.succeeded",
+    "forge.job.failed",  "forge.job.cancelled", "forge.job.metric",
 };
 
 #define REPORT_ID_MAX 128

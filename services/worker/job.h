@@ -98,6 +98,7 @@ struct wk_job {
     long long input_tokens, output_tokens;
     char last_stderr[512];
     int malformed, logs, logs_dropped, stderr_lines;
+    int metrics, metrics_dropped; /* forge.job.metric events sent / over the cap */
     uint64_t started_ms, exited_ms;
     /* forge.usage events published for this attempt: its terminal event says how many, so
      * billing knows when it holds them all */

@@ -8,6 +8,8 @@
  *                               artifact  --> announced list (checked at the end);
  *                                             a checkpoint: job_ckpt.c's queue
  *                               result    --> kept, the last one wins
+ *                               metric    --> forge.job.metric {attempt, metric}
+ *                                             (WK_MAX_METRIC_EVENTS per attempt)
  *   every usage_window_s --> forge.usage gpu_ms of the closed window
  *   finish --> last progress, final usage (open window, tokens) --> terminal event:
  *       succeeded (result + the records of the uploaded artifacts, job_upload.c) |
@@ -15,8 +17,9 @@
  *       job) --> the job directory is removed (or kept for a deploy endpoint)
  *
  * Usage and terminal events are reliable (held against the job until delivered);
- * progress and logs are fire and forget. This file sits below job.c and job_child.c, which
- * call it, and above publish.c and job_set.c: it never calls back up.
+ * progress, logs and metrics are fire and forget (journalled in the outbox all the same). This file
+ * sits below job.c and job_child.c, which call it, and above publish.c and job_set.c: it never
+ * calls back up.
  */
 #include <limits.h>
 #include <stdio.h>
@@ -171,6 +174,22 @@ static void got_log(struct wk_job *job, const char *message)
     wk_report_event(job, "forge.job.log", data, false);
 }
 
+/* A checked metric (proto.c) as forge.job.metric: the scheduler keeps it per attempt and
+ * serves it as GET /api/jobs/{id}/metrics (and its SSE). */
+static void got_metric(struct wk_job *job, const cJSON *metric)
+{
+    if (job->metrics >= WK_MAX_METRIC_EVENTS) {
+        job->metrics_dropped++;
+        return;
+    }
+    job->metrics++;
+    cJSON *data = wk_report_event_data(job, "running");
+    cJSON *copy = cJSON_Duplicate(metric, true);
+    if (copy == NULL || !cJSON_AddItemToObject(data, "metric", copy))
+        abort();
+    wk_report_event(job, "forge.job.metric", data, false);
+}
+
 void wk_report_init(struct wk_job *job)
 {
     struct event_base *base = job->ctx->base;
@@ -240,6 +259,9 @@ void wk_report_stdout_line(struct wk_job *job, const char *line, size_t len)
         cJSON_AddItemToArray(job->artifacts, a);
         break;
     }
+    case WK_LINE_METRIC:
+        got_metric(job, l.metric);
+        break;
     case WK_LINE_RESULT:
         cJSON_Delete(job->result);
         job->result = cJSON_DetachItemViaPointer(l.doc, l.result);
@@ -331,12 +353,13 @@ void wk_report_finish(struct wk_job *job)
         return;
     job->finished = true;
     wk_job_release(job);
-    if (job->malformed > 0 || job->logs_dropped > 0) {
-        char m[16], d[16];
+    if (job->malformed > 0 || job->logs_dropped > 0 || job->metrics_dropped > 0) {
+        char m[16], d[16], md[16];
         snprintf(m, sizeof(m), "%d", job->malformed);
         snprintf(d, sizeof(d), "%d", job->logs_dropped);
+        snprintf(md, sizeof(md), "%d", job->metrics_dropped);
         nf_log_kv(NF_LOG_INFO, "handler_output_ignored", "handler lines ignored", "job_id",
-                  job->job_id, "malformed", m, "logs_dropped", d, NULL);
+                  job->job_id, "malformed", m, "logs_dropped", d, "metrics_dropped", md, NULL);
     }
     wk_job_hold(job); /* keep job alive while queuing its messages */
     if (job->lost) {

@@ -1,6 +1,6 @@
 /*
  * The handler stdout protocol (DESIGN §7): one JSON object per line, holding exactly one
- * of progress, log, usage, artifact, result. Anything else is malformed: the agent ignores
+ * of progress, log, usage, artifact, result, metric. Anything else is malformed: the agent ignores
  * and counts it, so a chatty handler cannot break its own job.
  */
 #include <math.h>
@@ -12,9 +12,9 @@
 #define KIND_MAX 32
 #define PATH_MAX_LEN 4096
 
-static const char *const keys[] = {"progress", "log", "usage", "artifact", "result"};
-static const enum wk_line_kind kinds[] = {WK_LINE_PROGRESS, WK_LINE_LOG, WK_LINE_USAGE,
-                                          WK_LINE_ARTIFACT, WK_LINE_RESULT};
+static const char *const keys[] = {"progress", "log", "usage", "artifact", "result", "metric"};
+static const enum wk_line_kind kinds[] = {WK_LINE_PROGRESS, WK_LINE_LOG,    WK_LINE_USAGE,
+                                          WK_LINE_ARTIFACT, WK_LINE_RESULT, WK_LINE_METRIC};
 
 void wk_line_clear(struct wk_line *l)
 {
@@ -47,6 +47,57 @@ static bool kind_ok(const char *s)
         if (!((*s >= 'a' && *s <= 'z') || (*s >= '0' && *s <= '9') || *s == '_' || *s == '-'))
             return false;
     return true;
+}
+
+/* A metric name: 1..WK_METRIC_NAME_MAX of [A-Za-z0-9_./-], starting alphanumeric (so
+ * "valid_loss" and "arc_easy/acc" pass; control bytes, quotes, spaces do not). */
+static bool metric_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > WK_METRIC_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+        if (!alnum && (i == 0 || (c != '_' && c != '.' && c != '/' && c != '-')))
+            return false;
+    }
+    return true;
+}
+
+/* A metric object (see wk_proto_parse in wk.h): every member checked, none trusted. */
+static bool metric_ok(const cJSON *m)
+{
+    const cJSON *it;
+    int values = 0;
+    bool step = false;
+
+    if (!cJSON_IsObject(m))
+        return false;
+    cJSON_ArrayForEach(it, m)
+    {
+        if (it->string == NULL || !cJSON_IsNumber(it) || !isfinite(it->valuedouble))
+            return false;
+        if (strcmp(it->string, "step") == 0) {
+            if (step || it->valuedouble < 0 || it->valuedouble > (double)WK_METRIC_STEP_MAX ||
+                it->valuedouble != floor(it->valuedouble))
+                return false;
+            step = true;
+        } else if (strcmp(it->string, "epoch") == 0) {
+            if (it->valuedouble < 0)
+                return false;
+        } else if (!metric_name_ok(it->string) || ++values > WK_METRIC_VALUES_MAX) {
+            return false;
+        }
+    }
+    /* a name given twice would leave a reader guessing which value counts */
+    cJSON_ArrayForEach(it, m)
+    {
+        for (const cJSON *o = it->next; o != NULL; o = o->next)
+            if (strcmp(it->string, o->string) == 0)
+                return false;
+    }
+    return step && values > 0;
 }
 
 static enum wk_line_kind parse_member(struct wk_line *out, enum wk_line_kind kind, cJSON *val)
@@ -85,6 +136,11 @@ static enum wk_line_kind parse_member(struct wk_line *out, enum wk_line_kind kin
         if (!cJSON_IsObject(val))
             return WK_LINE_MALFORMED;
         out->result = val;
+        return kind;
+    case WK_LINE_METRIC:
+        if (!metric_ok(val))
+            return WK_LINE_MALFORMED;
+        out->metric = val;
         return kind;
     default:
         return WK_LINE_MALFORMED;

@@ -69,6 +69,7 @@ extern const struct nf_svc_desc wk_service;
 #define WK_MAX_LINE ((size_t)64 * 1024) /* longest stdout/stderr line kept */
 #define WK_MAX_LOG_EVENTS 1000          /* log events per job; more are counted, not sent */
 #define WK_LOG_MSG_MAX 4096             /* a log event's message is cut to this */
+#define WK_MAX_METRIC_EVENTS 10000      /* metric events per attempt; more are counted, not sent */
 #define WK_EXIT_RETRYABLE 75            /* EX_TEMPFAIL: retryable failure (class infra) */
 
 /* The service's own rows (svc->own), the NF_WORKER_* table of service.c; NF_LOG_LEVEL is
@@ -142,7 +143,12 @@ enum wk_line_kind {
     WK_LINE_USAGE,     /* {"usage": {"input_tokens": n, "output_tokens": n}} */
     WK_LINE_ARTIFACT,  /* {"artifact": {"path": "...", "kind": "..."}} */
     WK_LINE_RESULT,    /* {"result": {...}} */
+    WK_LINE_METRIC,    /* {"metric": {"step": n, "epoch"?: x, "<name>": x, ...}} */
 };
+
+#define WK_METRIC_STEP_MAX 1000000000000LL /* 1e12 steps: bigger is certainly a bug */
+#define WK_METRIC_VALUES_MAX 32            /* values of one metric line besides step, epoch */
+#define WK_METRIC_NAME_MAX 64              /* [A-Za-z0-9_./-], the first an alphanumeric */
 
 struct wk_line {
     enum wk_line_kind kind;
@@ -154,12 +160,17 @@ struct wk_line {
     const char *path;     /* artifact: points into doc */
     const char *art_kind; /* artifact: "file" when absent */
     cJSON *result;        /* result: points into doc; detach to keep it */
+    cJSON *metric;        /* metric: points into doc, checked (wk_proto_parse) */
 };
 
 /*
  * Parses one stdout line (len bytes, no newline needed; a trailing \r is ignored). A
  * line is an object holding exactly one of the keys progress, log, usage, artifact,
- * result (other keys are ignored). Returns the kind, also stored in out->kind.
+ * result, metric (other keys are ignored). A metric is an object: "step" an integer in
+ * 0..WK_METRIC_STEP_MAX, "epoch" (optional) a finite number >= 0, and 1 to
+ * WK_METRIC_VALUES_MAX more members, each a well-formed name (WK_METRIC_NAME_MAX) with a
+ * finite number; anything else makes the whole line malformed. Returns the kind, also stored in
+ * out->kind.
  */
 enum wk_line_kind wk_proto_parse(const char *line, size_t len, struct wk_line *out);
 void wk_line_clear(struct wk_line *l);

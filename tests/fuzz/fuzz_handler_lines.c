@@ -3,7 +3,9 @@
  * protocol message. Handlers read users' datasets, and what they print can echo them, so
  * a line is hostile input to the agent.
  */
+#include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "fuzz.h"
 #include "wk.h"
@@ -18,6 +20,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         abort(); /* negative usage */
     if (k == WK_LINE_ARTIFACT && (l.path == NULL || l.art_kind == NULL))
         abort();
+    if (k == WK_LINE_METRIC) {
+        /* what reaches the event: an integer step in range, then only finite numbers */
+        const cJSON *it, *step = cJSON_GetObjectItemCaseSensitive(l.metric, "step");
+        int n = 0;
+        if (!cJSON_IsNumber(step) || step->valuedouble < 0 ||
+            step->valuedouble > (double)WK_METRIC_STEP_MAX ||
+            step->valuedouble != floor(step->valuedouble))
+            abort();
+        cJSON_ArrayForEach(it, l.metric)
+        {
+            if (!cJSON_IsNumber(it) || !isfinite(it->valuedouble) || it->string == NULL ||
+                strlen(it->string) > WK_METRIC_NAME_MAX)
+                abort();
+            n++;
+        }
+        if (n < 2 || n > WK_METRIC_VALUES_MAX + 2)
+            abort();
+    }
     wk_line_clear(&l);
     return 0;
 }

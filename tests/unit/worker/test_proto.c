@@ -118,6 +118,78 @@ static void test_artifact(void **state)
     expect_malformed(bad, sizeof(bad) / sizeof(bad[0]), false);
 }
 
+/* A metric line is hostile input: only an integer step, finite numbers and well-formed
+ * names pass, and a bounded number of them. */
+static void test_metric(void **state)
+{
+    struct wk_line l;
+    assert_int_equal(parse("{\"metric\":{\"step\":3,\"epoch\":1,\"train_loss\":2.5,"
+                           "\"learning_rate\":1e-4}}",
+                           &l),
+                     WK_LINE_METRIC);
+    assert_int_equal(nf_json_int(l.metric, "step", -1), 3);
+    assert_true(cJSON_GetObjectItemCaseSensitive(l.metric, "train_loss")->valuedouble == 2.5);
+    wk_line_clear(&l);
+    /* evaluate's per-task scores: a slash in the name, step 0, no epoch */
+    assert_int_equal(parse("{\"metric\":{\"step\":0,\"arc_easy/acc\":0.25}}", &l), WK_LINE_METRIC);
+    wk_line_clear(&l);
+    assert_int_equal(parse("{\"metric\":{\"step\":1e12,\"valid_loss\":-0.5}}", &l), WK_LINE_METRIC);
+    wk_line_clear(&l);
+
+    /* the most values a line may carry, and one more */
+    char line[4096];
+    size_t n = (size_t)snprintf(line, sizeof(line), "{\"metric\":{\"step\":1");
+    for (int i = 0; i < WK_METRIC_VALUES_MAX; i++)
+        n += (size_t)snprintf(line + n, sizeof(line) - n, ",\"m%d\":%d", i, i);
+    snprintf(line + n, sizeof(line) - n, "}}");
+    assert_int_equal(parse(line, &l), WK_LINE_METRIC);
+    wk_line_clear(&l);
+    snprintf(line + n, sizeof(line) - n, ",\"one_more\":1}}");
+    assert_int_equal(parse(line, &l), WK_LINE_MALFORMED);
+    assert_null(l.doc);
+
+    /* a name of the longest length, and one longer */
+    char name[WK_METRIC_NAME_MAX + 2];
+    memset(name, 'a', sizeof(name) - 1);
+    name[WK_METRIC_NAME_MAX] = '\0';
+    snprintf(line, sizeof(line), "{\"metric\":{\"step\":1,\"%s\":1}}", name);
+    assert_int_equal(parse(line, &l), WK_LINE_METRIC);
+    wk_line_clear(&l);
+    name[WK_METRIC_NAME_MAX] = 'a';
+    name[WK_METRIC_NAME_MAX + 1] = '\0';
+    snprintf(line, sizeof(line), "{\"metric\":{\"step\":1,\"%s\":1}}", name);
+    assert_int_equal(parse(line, &l), WK_LINE_MALFORMED);
+
+    static const char *const bad[] = {
+        "{\"metric\":{\"train_loss\":1}}",                   /* no step */
+        "{\"metric\":{\"step\":1}}",                         /* no value */
+        "{\"metric\":{\"step\":-1,\"loss\":1}}",             /* negative step */
+        "{\"metric\":{\"step\":1.5,\"loss\":1}}",            /* fractional step */
+        "{\"metric\":{\"step\":1e13,\"loss\":1}}",           /* step too big */
+        "{\"metric\":{\"step\":\"1\",\"loss\":1}}",          /* step a string */
+        "{\"metric\":{\"step\":1,\"loss\":\"1\"}}",          /* value a string */
+        "{\"metric\":{\"step\":1,\"loss\":null}}",           /* value null */
+        "{\"metric\":{\"step\":1,\"loss\":true}}",           /* value a boolean */
+        "{\"metric\":{\"step\":1,\"loss\":[1]}}",            /* value an array */
+        "{\"metric\":{\"step\":1,\"loss\":{\"a\":1}}}",      /* value an object */
+        "{\"metric\":{\"step\":1,\"loss\":1e999}}",          /* infinite */
+        "{\"metric\":{\"step\":1,\"loss\":-1e999}}",         /* -infinite */
+        "{\"metric\":{\"step\":1,\"loss\":NaN}}",            /* not JSON */
+        "{\"metric\":{\"step\":1,\"epoch\":-1,\"loss\":1}}", /* negative epoch */
+        "{\"metric\":{\"step\":1,\"\":1}}",                  /* empty name */
+        "{\"metric\":{\"step\":1,\"bad name\":1}}",          /* space */
+        "{\"metric\":{\"step\":1,\"_x\":1}}",                /* leading punctuation */
+        "{\"metric\":{\"step\":1,\"a\\nb\":1}}",             /* control byte */
+        "{\"metric\":{\"step\":1,\"lo\\\"ss\":1}}",          /* quote */
+        "{\"metric\":{\"step\":1,\"loss\":1,\"loss\":2}}",   /* a name twice */
+        "{\"metric\":{\"step\":1,\"step\":2,\"loss\":1}}",   /* step twice */
+        "{\"metric\":[1,2]}",                                /* not an object */
+        "{\"metric\":3}",
+        "{\"metric\":{\"step\":1,\"loss\":1},\"log\":\"x\"}", /* two kinds at once */
+    };
+    expect_malformed(bad, sizeof(bad) / sizeof(bad[0]), true);
+}
+
 static void test_malformed_and_empty(void **state)
 {
     struct wk_line l;
@@ -150,5 +222,5 @@ int main(void)
 {
     nf_log_init("test", NF_LOG_ERROR);
     return NF_TEST_RUN(NULL, NULL, test_progress, test_log_and_result, test_usage, test_artifact,
-                       test_malformed_and_empty);
+                       test_metric, test_malformed_and_empty);
 }
