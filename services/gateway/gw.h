@@ -474,17 +474,18 @@ void gw_stream_unlink(struct gw_ctx *ctx, struct gw_stream *st);
 /* At close: ends every stream still open (each closes and frees itself). */
 void gw_streams_close_all(struct gw_ctx *ctx);
 
-/* ---- sse.c: GET /api/jobs/{job_id}/events with Accept: text/event-stream ---------- */
+/* ---- sse.c: GET /api/jobs/{job_id}/events|metrics as text/event-stream ------------ */
 
 /*
- * Streams the job's events as Server-Sent Events until the job ends: polls
- * nf-scheduler's events page every 250 ms (at once while it says has_more), one SSE
- * message per event (id = its cursor, event = its type, data = the event JSON), and a
+ * Streams the job's events (what "events") or metric points (what "metrics") as
+ * Server-Sent Events until the job ends: polls nf-scheduler's page
+ * /internal/jobs/{id}/<what> every 250 ms (at once while it says has_more), one SSE
+ * message per item (id = its cursor, event = its type, data = the item JSON), and a
  * final `event: end`. last_event_id (Last-Event-ID header, may be NULL) resumes after
- * that event. The first page decides the status: 404 / 400 / 503 are answered as JSON.
+ * that item. The first page decides the status: 404 / 400 / 503 are answered as JSON.
  */
 void gw_sse_start(struct gw_ctx *ctx, struct nf_http_req *req, const char *job_id,
-                  const char *user_id, const char *last_event_id);
+                  const char *user_id, const char *last_event_id, const char *what);
 /* The SSE "id/event/data" block of one event item (caller frees); NULL if it lacks a type. */
 char *gw_sse_format(const cJSON *event);
 

@@ -23,6 +23,8 @@ void gw_jobs_get(struct nf_http_req *req, void *arg);
 void gw_jobs_list(struct nf_http_req *req, void *arg);
 void gw_jobs_cancel(struct nf_http_req *req, void *arg);
 void gw_jobs_events(struct nf_http_req *req, void *arg);
+/* GET /api/jobs/{job_id}/metrics (owner only; JSON or SSE) */
+void gw_jobs_metrics(struct nf_http_req *req, void *arg);
 /* GET /api/jobs/{job_id}/checkpoints (owner only) */
 void gw_jobs_checkpoints(struct nf_http_req *req, void *arg);
 

@@ -29,6 +29,8 @@
  *     auth -> forwarded to nf-scheduler (/internal/jobs..., caller in X-Nf-User-Id, the
  *     client's query string as it came: the scheduler validates it) -> relayed
  *   GET /api/jobs/{job_id}/events with Accept: text/event-stream -> sse.c
+ *   GET /api/jobs/{job_id}/metrics?limit=&cursor= -> nf-scheduler (the job's metric points);
+ *     ?stream=true (or Accept: text/event-stream without stream=false) -> sse.c
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -485,10 +487,28 @@ static void events_authed(struct gw_ctx *ctx, struct nf_http_req *req,
     const char *job_id = nf_http_req_param(req, "job_id");
 
     if (nf_id_valid("job", job_id) && wants_sse(req)) {
-        gw_sse_start(ctx, req, job_id, who->user_id, nf_http_req_header(req, "Last-Event-ID"));
+        gw_sse_start(ctx, req, job_id, who->user_id, nf_http_req_header(req, "Last-Event-ID"),
+                     "events");
         return;
     }
     job_to_scheduler(ctx, req, who, "GET", "events", true);
+}
+
+/* The job's metric points (owner only): JSON pages, or SSE (event: metric) until the job
+ * ends with ?stream=true or Accept: text/event-stream - the events' SSE poller (sse.c). */
+static void metrics_authed(struct gw_ctx *ctx, struct nf_http_req *req,
+                           const struct gw_principal *who)
+{
+    const char *job_id = nf_http_req_param(req, "job_id"), *stream;
+
+    stream = nf_http_req_query(req, "stream");
+    if (nf_id_valid("job", job_id) &&
+        ((stream && strcmp(stream, "true") == 0) || (!stream && wants_sse(req)))) {
+        gw_sse_start(ctx, req, job_id, who->user_id, nf_http_req_header(req, "Last-Event-ID"),
+                     "metrics");
+        return;
+    }
+    job_to_scheduler(ctx, req, who, "GET", "metrics", true);
 }
 
 /* The job's checkpoint artifacts (epoch, step, attempt, artifact id and uri): owner only. */
@@ -502,3 +522,4 @@ GW_ROUTE_AUTHED(gw_jobs_list, list_authed)
 GW_ROUTE_AUTHED(gw_jobs_checkpoints, checkpoints_authed)
 GW_ROUTE_AUTHED(gw_jobs_cancel, cancel_authed)
 GW_ROUTE_AUTHED(gw_jobs_events, events_authed)
+GW_ROUTE_AUTHED(gw_jobs_metrics, metrics_authed)

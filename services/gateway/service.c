@@ -107,6 +107,7 @@ static const struct nf_svc_route routes[] = {
     {"POST", "/api/jobs/{job_id}/cancel", gw_jobs_cancel},
     {"GET", "/api/jobs/{job_id}/events", gw_jobs_events},
     {"GET", "/api/jobs/{job_id}/checkpoints", gw_jobs_checkpoints},
+    {"GET", "/api/jobs/{job_id}/metrics", gw_jobs_metrics},
     WORKERS("/api/workers", gw_workers_list), /* the fleet list (also /api/workers/) */
     WORKERS("/api/workers/{a}", gw_workers_forward),
     WORKERS("/api/workers/{a}/{b}", gw_workers_forward),

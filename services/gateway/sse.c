@@ -1,8 +1,9 @@
 /*
  * Live job events as Server-Sent Events (GET /api/jobs/{job_id}/events with
- * Accept: text/event-stream).
+ * Accept: text/event-stream), and the same for a job's metric points
+ * (GET /api/jobs/{job_id}/metrics?stream=true: "what" is metrics, event: metric).
  *
- *   start --> poll: nf-scheduler GET /internal/jobs/{id}/events?limit=100&cursor=<last>
+ *   start --> poll: nf-scheduler GET /internal/jobs/{id}/<what>?limit=100&cursor=<last>
  *   first page: 404 / 400 / 503 -> a JSON answer, done
  *               200 -> 200 text/event-stream, then every page:
  *     each event  -> "id: <cursor>\nevent: forge.job.<t>\ndata: <event JSON>\n\n"
@@ -37,6 +38,7 @@ struct sse {
     char job_id[NF_ID_MAX];
     char user_id[NF_ID_MAX];
     char cursor[256]; /* after the last event sent ("" from the start) */
+    const char *what; /* "events" or "metrics": the scheduler page polled (static) */
     uint64_t last_write_ms;
     bool started;  /* 200 and the headers are out */
     bool inflight; /* a scheduler call is out: its callback owns the next step */
@@ -229,8 +231,8 @@ static void poll_now(struct sse *s)
                              NULL};
     struct nf_http_resp fail = {0};
 
-    snprintf(path, sizeof(path), "/internal/jobs/%s/events?limit=%d%s%s", s->job_id, PAGE_LIMIT,
-             s->cursor[0] ? "&cursor=" : "", s->cursor);
+    snprintf(path, sizeof(path), "/internal/jobs/%s/%s?limit=%d%s%s", s->job_id, s->what,
+             PAGE_LIMIT, s->cursor[0] ? "&cursor=" : "", s->cursor);
     s->inflight = true;
     if (!s->ctx->sched ||
         nf_http_client_request(s->ctx->sched, "GET", path, headers, NULL, 0, 0, on_page, s) != 0) {
@@ -249,7 +251,7 @@ static bool cursor_chars_ok(const char *c)
 }
 
 void gw_sse_start(struct gw_ctx *ctx, struct nf_http_req *req, const char *job_id,
-                  const char *user_id, const char *last_event_id)
+                  const char *user_id, const char *last_event_id, const char *what)
 {
     struct sse *s;
 
@@ -263,6 +265,7 @@ void gw_sse_start(struct gw_ctx *ctx, struct nf_http_req *req, const char *job_i
     s->ctx = ctx;
     s->req = req;
     s->link.close = on_link_close;
+    s->what = strcmp(what, "metrics") == 0 ? "metrics" : "events";
     snprintf(s->job_id, sizeof(s->job_id), "%s", job_id);
     snprintf(s->user_id, sizeof(s->user_id), "%s", user_id);
     if (last_event_id)

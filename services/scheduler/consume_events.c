@@ -1,7 +1,8 @@
 /*
  * forge.jobs.events: the state machine of DESIGN §4 applied to sched.jobs.
  *
- *   msg --parse----> malformed? log + count + done
+ *   msg --metric?--> forge.job.metric: metrics.c keeps the point (no state change)
+ *       --parse----> malformed? log + count + done
  *       --lane-----> one job's events are applied one at a time, in delivery order
  *       --apply----> ONE statement: lock the row, decide (duplicate / echo / apply /
  *                    record / ignore) from the rule of state.c, UPDATE, INSERT the event
@@ -295,6 +296,10 @@ void sched_events_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg)
     char part[16], off[24];
 
     ev = nf_json_parse(msg->payload, msg->len);
+    if (ev && sched_metric_event(ev)) {
+        sched_metrics_handle(ctx, msg, ev); /* a point, not a transition (metrics.c) */
+        return;
+    }
     if (!ev || sched_event_parse(ev, &e, &why) < 0) {
         snprintf(part, sizeof(part), "%d", (int)msg->partition);
         snprintf(off, sizeof(off), "%lld", (long long)msg->offset);

@@ -256,7 +256,8 @@ static char cursor_kind(enum sched_list_kind kind)
 {
     if (kind == SCHED_LIST_JOBS)
         return SCHED_CURSOR_JOBS;
-    return kind == SCHED_LIST_EVENTS ? (char)SCHED_CURSOR_EVENTS : (char)SCHED_CURSOR_ARTIFACTS;
+    return kind == SCHED_LIST_EVENTS || kind == SCHED_LIST_METRICS ? (char)SCHED_CURSOR_EVENTS
+                                                                   : (char)SCHED_CURSOR_ARTIFACTS;
 }
 
 /* One decoded key=value pair into q. */
@@ -268,12 +269,12 @@ static int parse_pair(enum sched_list_kind kind, const char *key, const char *va
     long v;
 
     if (strcmp(key, "limit") == 0) {
+        int max = kind == SCHED_LIST_METRICS ? SCHED_METRICS_MAX_LIMIT : SCHED_LIST_MAX_LIMIT;
         if (once(seen, SEEN_LIMIT, key, err) < 0)
             return -1;
         v = isdigit((unsigned char)val[0]) ? strtol(val, &end, 10) : -1;
-        if (v < 1 || v > SCHED_LIST_MAX_LIMIT || *end || strlen(val) > 3)
-            return nf_json_fail(err, "limit", "limit must be an integer between 1 and %d",
-                                SCHED_LIST_MAX_LIMIT);
+        if (v < 1 || v > max || *end || strlen(val) > (kind == SCHED_LIST_METRICS ? 4u : 3u))
+            return nf_json_fail(err, "limit", "limit must be an integer between 1 and %d", max);
         q->limit = (int)v;
         return 0;
     }
@@ -334,6 +335,11 @@ static int parse_pair(enum sched_list_kind kind, const char *key, const char *va
         snprintf(q->s3_uri, sizeof(q->s3_uri), "%s", val);
         return 0;
     }
+    if (kind == SCHED_LIST_METRICS && strcmp(key, "stream") == 0) {
+        if (strcmp(val, "true") != 0 && strcmp(val, "false") != 0)
+            return nf_json_fail(err, "stream", "stream must be true or false");
+        return 0;
+    }
     if (kind == SCHED_LIST_FILES && strcmp(key, "purpose") == 0) {
         if (once(seen, SEEN_JOB, key, err) < 0)
             return -1;
@@ -355,7 +361,7 @@ int sched_list_parse(enum sched_list_kind kind, const char *query, struct sched_
     size_t len;
 
     memset(&q, 0, sizeof(q));
-    q.limit = SCHED_LIST_DEFAULT_LIMIT;
+    q.limit = kind == SCHED_LIST_METRICS ? SCHED_METRICS_DEFAULT_LIMIT : SCHED_LIST_DEFAULT_LIMIT;
     while (*p) {
         amp = strchr(p, '&');
         len = amp ? (size_t)(amp - p) : strlen(p);

@@ -25,6 +25,10 @@ const char *sched_http_caller(struct nf_http_req *req);
 /* Parses the query of a list route; answers 400 itself and returns -1 when bad. */
 int sched_http_list_query(struct nf_http_req *req, enum sched_list_kind kind,
                           struct sched_list_query *q);
+/* A job read that found no row: the job accepted a moment ago (its job:<id> snapshot is
+ * the caller's and not recorded yet) answers an empty page with job_status queued;
+ * anything else 404. */
+void sched_http_unrecorded_page(struct nf_http_req *req);
 /* {data, has_more, next_cursor} around data; the cursor is made from last when has_more. */
 cJSON *sched_http_page(cJSON *data, bool has_more, char kind, const char *last);
 
@@ -53,6 +57,10 @@ void sched_route_deployment(struct nf_http_req *req, void *ctx);
 void sched_route_deployment_status(struct nf_http_req *req, void *ctx);
 /* "dep-" and 12 lowercase hex digits. */
 bool sched_deployment_id_valid(const char *id);
+/* metrics.c: GET /internal/jobs/{job_id}/metrics (owner only; the events page's shape) */
+void sched_route_metrics(struct nf_http_req *req, void *ctx);
+/* metrics.c: a forge.job.metric message (ev its parsed envelope, taken over) */
+void sched_metrics_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg, cJSON *ev);
 /* cancel.c: POST /internal/jobs/{job_id}/cancel */
 void sched_route_cancel(struct nf_http_req *req, void *ctx);
 /* While stopping (the busy hook, each drain tick): the cancels that will not go on (waiting

@@ -292,14 +292,10 @@ void sched_route_jobs(struct nf_http_req *req, void *arg)
 
 /* ---- GET /internal/jobs/{job_id}/events --------------------------------------------- */
 
-/*
- * No row: a job the gateway accepted a moment ago is not recorded yet (its job:<id>
- * snapshot is this user's and has no `ver`): an empty page, job_status queued; else 404.
- */
 static void on_unrecorded(redisReply *reply, void *arg)
 {
-    struct list_op *op = arg;
-    const char *user = nf_http_req_header(op->req, "X-Nf-User-Id");
+    struct nf_http_req *req = arg;
+    const char *user = nf_http_req_header(req, "X-Nf-User-Id");
     cJSON *body;
 
     if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
@@ -310,24 +306,24 @@ static void on_unrecorded(redisReply *reply, void *arg)
             abort();
         nf_json_add_str(body, "next_cursor", NULL);
         nf_json_add_str(body, "job_status", "queued");
-        nf_http_reply_json(op->req, 200, body);
+        nf_http_reply_json(req, 200, body);
     } else {
-        nf_http_reply_error(op->req, 404, "not_found", NULL, "job not found");
+        nf_http_reply_error(req, 404, "not_found", NULL, "job not found");
     }
-    free(op);
 }
 
-static void unrecorded_events(struct list_op *op)
+/* (routes.h) the request's data is the service context (nf_http_req_set_data). */
+void sched_http_unrecorded_page(struct nf_http_req *req)
 {
-    struct sched_ctx *ctx = nf_http_req_data(op->req);
+    struct sched_ctx *ctx = nf_http_req_data(req);
 
     if (ctx->svc->closing) {
-        on_unrecorded(NULL, op);
+        on_unrecorded(NULL, req);
         return;
     }
     /* on_unrecorded fires exactly once (at once with NULL when Redis is down) */
-    (void)nf_redis_cmd(ctx->redis, on_unrecorded, op, "HMGET job:%s user_id ver",
-                       nf_http_req_param(op->req, "job_id"));
+    (void)nf_redis_cmd(ctx->redis, on_unrecorded, req, "HMGET job:%s user_id ver",
+                       nf_http_req_param(req, "job_id"));
 }
 
 static void on_events(const PGresult *res, const char *err, const char *pgcode, void *arg)
@@ -345,7 +341,8 @@ static void on_events(const PGresult *res, const char *err, const char *pgcode, 
     }
     n = PQntuples(res);
     if (n < 1) {
-        unrecorded_events(op);
+        sched_http_unrecorded_page(op->req); /* No row: accepted a moment ago, or 404 */
+        free(op);
         return;
     }
     data = cJSON_CreateArray();

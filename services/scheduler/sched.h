@@ -213,6 +213,23 @@ int sched_retry_backoff_ms(int attempt, int cap_s);
 /* Strict RFC 3339 ("2026-11-28T21:03:52.123Z", "...+02:00"). */
 bool sched_time_valid(const char *s);
 
+/* forge.job.metric (metrics.c): one point a job's handler printed, checked again here.
+ * Pointers point into the parsed event; values is owned (sched_metric_clear). */
+#define SCHED_METRIC_STEP_MAX 1e12
+#define SCHED_METRIC_VALUES_MAX 32 /* besides step and epoch */
+#define SCHED_METRIC_NAME_MAX 64   /* [A-Za-z0-9_./-], the first alphanumeric */
+struct sched_metric {
+    const char *id, *job_id, *time; /* time NULL when absent or not RFC 3339 */
+    char attempt[16], step[24];
+    char epoch[32]; /* "" when absent */
+    cJSON *values;  /* {"<name>": number}: the point without step and epoch */
+};
+int sched_metric_parse(const cJSON *ev, struct sched_metric *m, const char **why);
+void sched_metric_clear(struct sched_metric *m);
+bool sched_metric_name_valid(const char *s);
+/* true for an envelope of type forge.job.metric (sched_events_handle passes it on). */
+bool sched_metric_event(const cJSON *ev);
+
 /* data of forge.job.requested; every pointer points into the parsed event. */
 struct sched_request {
     const char *job_id, *user_id, *job_type;
@@ -525,7 +542,16 @@ int sched_cursor_encode(char kind, const char *pos, char *out, size_t outlen);
 /* Decodes a cursor of kind into pos; -1 (pos untouched) for anything we did not make. */
 int sched_cursor_decode(char kind, const char *cursor, char *pos, size_t poslen);
 
-enum sched_list_kind { SCHED_LIST_JOBS, SCHED_LIST_EVENTS, SCHED_LIST_ARTIFACTS, SCHED_LIST_FILES };
+enum sched_list_kind {
+    SCHED_LIST_JOBS,
+    SCHED_LIST_EVENTS,
+    SCHED_LIST_ARTIFACTS,
+    SCHED_LIST_FILES,
+    SCHED_LIST_METRICS, /* a job's metric points: cursor as events (a seq), limit to 1000,
+                         * stream=true|false accepted (the gateway acts on it) */
+};
+#define SCHED_METRICS_DEFAULT_LIMIT 100
+#define SCHED_METRICS_MAX_LIMIT 1000
 #define SCHED_LIST_DEFAULT_LIMIT 20
 #define SCHED_LIST_MAX_LIMIT 100
 #define SCHED_LIST_MAX_META 16

@@ -74,6 +74,7 @@ static const struct nf_svc_route sched_routes[] = {
     {"GET", "/internal/jobs", sched_route_jobs},
     {"GET", "/internal/jobs/{job_id}/events", sched_route_events},
     {"GET", "/internal/jobs/{job_id}/checkpoints", sched_route_checkpoints},
+    {"GET", "/internal/jobs/{job_id}/metrics", sched_route_metrics},
     {"GET", "/internal/artifacts", sched_route_artifacts},
     {"GET", "/internal/artifacts/{artifact_id}", sched_route_artifact},
     {"DELETE", "/internal/artifacts/{artifact_id}", sched_route_artifact_delete},

@@ -204,6 +204,23 @@ static void test_list_all_filters(void **state)
     sched_list_query_clear(&q);
 }
 
+/* A job's metric points: up to 1000 a page, and stream= (the gateway's) is accepted. */
+static void test_list_metrics_query(void **state)
+{
+    struct sched_list_query q;
+
+    parse_ok(SCHED_LIST_METRICS, "limit=1000&stream=false", &q);
+    assert_int_equal(q.limit, 1000);
+    sched_list_query_clear(&q);
+    parse_ok(SCHED_LIST_METRICS, "", &q);
+    assert_int_equal(q.limit, SCHED_METRICS_DEFAULT_LIMIT);
+    sched_list_query_clear(&q);
+    parse_bad(SCHED_LIST_METRICS, "limit=1001", "limit", "between 1 and 1000");
+    parse_bad(SCHED_LIST_METRICS, "limit=01000", "limit", "integer");
+    parse_bad(SCHED_LIST_METRICS, "stream=yes", "stream", "true or false");
+    parse_bad(SCHED_LIST_EVENTS, "stream=true", "stream", "unknown");
+}
+
 static void test_list_bad_queries(void **state)
 {
     char long_key[128], long_val[700], many[1024];
@@ -437,8 +454,8 @@ int main(void)
 {
     return NF_TEST_RUN(NULL, NULL, test_cursor_roundtrip, test_cursor_encode_refuses_bad_positions,
                        test_cursor_decode_refuses_what_we_did_not_make, test_query_decode,
-                       test_list_defaults, test_list_all_filters, test_list_bad_queries,
-                       test_list_files_query, test_list_cursors_are_per_list, test_types_array,
-                       test_merge_adds_unrecorded_jobs_in_order,
+                       test_list_defaults, test_list_all_filters, test_list_metrics_query,
+                       test_list_bad_queries, test_list_files_query, test_list_cursors_are_per_list,
+                       test_types_array, test_merge_adds_unrecorded_jobs_in_order,
                        test_merge_respects_filters_cursor_and_limit);
 }
