@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import re
 import sys
@@ -30,6 +31,34 @@ EXIT_RETRYABLE = 75
 def emit(obj):
     sys.stdout.write(json.dumps(obj, separators=(",", ":")) + "\n")
     sys.stdout.flush()
+
+
+_METRIC_BAD = re.compile(r"[^A-Za-z0-9_./-]")
+
+
+def metric_name(name):
+    """A metric name the agent accepts ([A-Za-z0-9_./-], alphanumeric first, <= 64)."""
+    name = _METRIC_BAD.sub("_", str(name)).lstrip("_./-")[:64]
+    return name or "value"
+
+
+def metric(step, epoch=None, **values):
+    """One live metric point ({"metric": ...}; the agent publishes it as forge.job.metric,
+    GET /api/jobs/{id}/metrics). Values that are not finite numbers are left out (the agent
+    would drop the whole line), and at most 32 are sent."""
+    point = {"step": int(step)}
+    if epoch is not None:
+        point["epoch"] = epoch
+    kept = 0
+    for k, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            continue
+        if kept == 32:
+            break
+        point[metric_name(k)] = round(v, 6) if isinstance(v, float) else v
+        kept += 1
+    if kept:
+        emit({"metric": point})
 
 
 def progress(fraction):

@@ -403,6 +403,12 @@ def main(job: dict, model_path: str | None = None) -> None:
                            is not None}
         in_tok += o_info["tokens"]
         out_tok += o_info["output_tokens"]
+    # the scores as a live metric point (step 0): "<benchmark>/<metric>", and the
+    # compared model's under "compare_to/<benchmark>/<metric>"
+    scores = {f"{bench}/{k}": v.get("value") for k, v in metrics.items()}
+    if other is not None:
+        scores.update({f"compare_to/{bench}/{k}": v.get("value") for k, v in o_metrics.items()})
+    forge.metric(0, **scores)
     size = forge.write_json(os.path.join(forge.artifact_dir(), "eval.json"), report)
     forge.progress(1.0)
     forge.usage(input_tokens=in_tok, output_tokens=out_tok)

@@ -150,6 +150,10 @@ def test_evaluate_scores_a_trained_model_by_artifact_uri(handler, trained, datas
                   {"model_id": trained})
     assert run.rc == 0, run.stderr
     assert run.result["model_source"] == "trained"
+    # its scores as one live metric point at step 0 (forge.job.metric)
+    points = run.of("metric")
+    assert len(points) == 1 and points[0]["step"] == 0
+    assert points[0]["mmlu/perplexity"] == run.result["perplexity"]
     custom = handler("evaluate", {"model_id": "artifact://art_model", "benchmark": "custom",
                                   "dataset_uri": "s3://bucket/eval.csv"},
                      {"model_id": trained, "dataset_uri": datasets["csv"]})
