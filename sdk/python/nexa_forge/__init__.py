@@ -10,6 +10,7 @@
 Standard library only; see :class:`NexaForgeClient` for every method and
 :mod:`nexa_forge.errors` for the exceptions.
 """
+from ._ml import Deployment, Deployments, MetricPoint, Model, Models
 from ._sse import ServerSentEvent
 from ._version import __version__
 from .client import DEFAULT_BASE_URL, JOB_TYPES, TERMINAL_STATUSES, NexaForgeClient
@@ -24,6 +25,11 @@ __all__ = [
     "JOB_TYPES",
     "TERMINAL_STATUSES",
     "ServerSentEvent",
+    "Models",
+    "Deployments",
+    "Model",
+    "Deployment",
+    "MetricPoint",
     "NexaForgeError",
     "AuthenticationError",
     "NotFoundError",

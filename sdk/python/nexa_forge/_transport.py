@@ -292,11 +292,13 @@ class Transport:
         params: Optional[Mapping[str, Any]] = None,
         headers: Optional[Mapping[str, str]] = None,
         timeout: Optional[float] = -1.0,
+        json_body: Any = None,
     ) -> StreamResponse:
         """Like :meth:`request`, but the body is left to read from the returned
-        :class:`StreamResponse` (close it when done)."""
-        return cast(StreamResponse, self._request(method, path, params, None, headers, None,
-                                                  True, timeout, True, None, None))
+        :class:`StreamResponse` (close it when done). ``json_body``: a request body (a
+        streamed chat completion)."""
+        return cast(StreamResponse, self._request(method, path, params, json_body, headers,
+                                                  None, True, timeout, True, None, None))
 
     def _request(self, method: str, path: str, params: Optional[Mapping[str, Any]],
                  json_body: Any, headers: Optional[Mapping[str, str]],

@@ -7,6 +7,10 @@
     nexa-forge billing
     nexa-forge files upload data.parquet --uri s3://bucket/data.parquet
     nexa-forge artifacts download art_01J... ./out/
+    nexa-forge jobs metrics job_01J... --follow
+    nexa-forge models list
+    nexa-forge deployments list | delete dep-...
+    nexa-forge chat dep-...
 
 The key and URL come from ``--api-key``/``--base-url`` or ``NEXA_API_KEY``/``NEXA_API_URL``.
 Objects are printed as JSON on stdout; lists as a table (``--json`` for JSON); progress
@@ -21,6 +25,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 
 from . import errors
 from ._version import __version__
+from ._cli_ml import _ml_parsers
+from ._progress import is_terminal
 from .client import JOB_TYPES, NexaForgeClient
 
 # (flag, dest, type, required, help) per job type; DESIGN §4.
@@ -155,6 +161,15 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("job_id")
     ev.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
     ev.set_defaults(handler=_cmd_events)
+
+    jm = jsub.add_parser("metrics", help="a job's metric points: loss per step, scores "
+                         "(--follow: live)")
+    jm.add_argument("job_id")
+    jm.add_argument("--follow", "-f", action="store_true", help="stream until the job ends")
+    _json_flag(jm)
+    jm.set_defaults(handler=_cmd_metrics)
+
+    _ml_parsers(sub)
 
     # keys
     keys = sub.add_parser("keys", help="manage API keys")
@@ -296,15 +311,20 @@ def _cmd_submit(client: NexaForgeClient, args: argparse.Namespace) -> int:
         return 0
     _note(f"submitted {job['job_id']} ({job.get('status')})")
     final = client.wait(job["job_id"], timeout=args.wait_timeout,
-                        poll_interval=args.poll_interval, on_update=_progress)
+                        poll_interval=args.poll_interval, on_update=_updates())
     _print_json(final)
     return 0
 
 
 def _cmd_wait(client: NexaForgeClient, args: argparse.Namespace) -> int:
     _print_json(client.wait(args.job_id, timeout=args.wait_timeout,
-                            poll_interval=args.poll_interval, on_update=_progress))
+                            poll_interval=args.poll_interval, on_update=_updates()))
     return 0
+
+
+def _updates() -> Optional[Callable[[Dict[str, Any]], None]]:
+    """wait()'s progress bar on a terminal; a line per change elsewhere (logs, pipes)."""
+    return None if is_terminal(sys.stderr) else _progress
 
 
 def _progress(job: Dict[str, Any]) -> None:
@@ -453,6 +473,25 @@ class _Meter:
             end = "\n" if done >= total else ""
             print(f"\r{self.verb} {done}/{total} bytes ({done * 100 // total}%)", end=end,
                   file=sys.stderr, flush=True)
+
+
+def _cmd_metrics(client: NexaForgeClient, args: argparse.Namespace) -> int:
+    """One line per point: JSON with --json (and always with --follow), else a table."""
+    if args.follow:
+        for point in client.job_metrics(args.job_id, stream=True):
+            print(json.dumps(point, separators=(",", ":")), flush=True)
+        return 0
+    points = client.job_metrics(args.job_id)
+    if args.json:
+        return _print_json(points)
+    names: List[str] = []
+    for p in points:
+        names += [n for n in (p.get("values") or {}) if n not in names]
+    rows = [dict(p.get("values") or {}, step=p.get("step"), epoch=p.get("epoch"),
+                 attempt=p.get("attempt")) for p in points]
+    _table(rows, [("STEP", "step"), ("EPOCH", "epoch"), ("ATTEMPT", "attempt")]
+           + [(n.upper(), n) for n in names])
+    return 0
 
 
 def _cmd_workers(client: NexaForgeClient, args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import decimal
 import os
 import pathlib
 import re
+import sys
 import time
 import urllib.parse
 import uuid
@@ -19,6 +20,9 @@ from typing import (Any, Callable, Dict, Iterator, List, Literal, Mapping, Optio
 
 from . import _files, errors
 from ._files import ProgressFn
+from ._jobs import _SubmitMixin
+from ._ml import _MLMixin
+from ._progress import WaitProgress, is_terminal
 from ._sse import ServerSentEvent, SSEDecoder, iter_sse_lines
 from ._transport import Response, Transport
 
@@ -41,7 +45,7 @@ Names = Union[str, Sequence[str], None]
 _SEGMENT = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
-class NexaForgeClient:
+class NexaForgeClient(_SubmitMixin, _MLMixin):
     """A client for the Nexa Forge API.
 
     ``api_key`` defaults to ``$NEXA_API_KEY`` and ``base_url`` to ``$NEXA_API_URL``, then
@@ -52,6 +56,12 @@ class NexaForgeClient:
 
     One client may be shared by threads; it keeps connections open per host. Use it as a
     context manager, or call :meth:`close`, to close them.
+
+    The job types (:meth:`generate`, :meth:`audit`, :meth:`distill`, :meth:`train`,
+    :meth:`evaluate`, :meth:`deploy`) take every parameter their handlers accept
+    (``_jobs.py``); models, deployments, chat and a job's live metrics are in ``_ml.py``
+    (``client.models``, ``client.deployments``, :meth:`chat`, :meth:`openai`,
+    :meth:`job_metrics`, :meth:`checkpoints`).
     """
 
     def __init__(
@@ -159,118 +169,6 @@ class NexaForgeClient:
                                        headers={"Idempotency-Key": key}, idempotent=True)
         return _object(resp)
 
-    def generate(self, domain: str, num_samples: int, *, model: Optional[str] = None,
-                 seed: Optional[int] = None, format: Optional[str] = None,
-                 metadata: Optional[Mapping[str, str]] = None, priority: Optional[int] = None,
-                 max_attempts: Optional[int] = None, timeout_seconds: Optional[int] = None,
-                 gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
-                 labels: Optional[Mapping[str, str]] = None,
-                 idempotency_key: Optional[str] = None, **extra_params: Any) -> Job:
-        """Synthetic data generation: ``num_samples`` (1..1,000,000) samples about
-        ``domain``, written as a JSONL artifact."""
-        return self.submit(
-            "generate", {"domain": domain, "num_samples": num_samples, "model": model,
-                         "seed": seed, "format": format},
-            metadata=metadata, priority=priority, max_attempts=max_attempts,
-            timeout_seconds=timeout_seconds, gpu_type=gpu_type, gpu_count=gpu_count,
-            labels=labels, idempotency_key=idempotency_key, **extra_params)
-
-    def audit(self, dataset_uri: str, *, checks: Optional[Sequence[str]] = None,
-              near_duplicate_threshold: Optional[float] = None,
-              tokenizer_model: Optional[str] = None, max_seq_length: Optional[int] = None,
-              fix: Optional[bool] = None,
-              metadata: Optional[Mapping[str, str]] = None, priority: Optional[int] = None,
-              max_attempts: Optional[int] = None, timeout_seconds: Optional[int] = None,
-              gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
-              labels: Optional[Mapping[str, str]] = None,
-              idempotency_key: Optional[str] = None, **extra_params: Any) -> Job:
-        """Dataset quality audit of ``dataset_uri``: ``s3://bucket/key`` (a file you
-        uploaded there, :meth:`upload_file`) or ``artifact://art_...`` (an upload or a
-        job's output); Parquet, JSONL or CSV.
-
-        ``checks`` (default all): ``duplicates``, ``near_duplicates`` (MinHash LSH at
-        ``near_duplicate_threshold``, default 0.8), ``pii`` (e-mail addresses, phone and
-        card numbers, IP addresses, secrets), ``language``, ``token_lengths`` (under
-        ``tokenizer_model``'s tokenizer, default ``llama-3-8b``; rows over
-        ``max_seq_length``, default 128, are flagged), ``training_format`` (chat,
-        prompt/completion, instruction/response rows as train reads them),
-        ``empty_fields``, ``length_stats``, ``schema``. Artifacts: ``report.json`` and
-        ``scored.parquet`` (per-row flags and scores); ``fix=True`` adds
-        ``cleaned.jsonl`` (duplicates dropped, personal data redacted, invalid rows
-        dropped), a dataset :meth:`train` accepts. ``judge="gpt-4"`` (a provider model, one
-        of your deployments or models) also scores up to ``judge_max_rows`` (default 200)
-        valid rows from 1 to 5."""
-        return self.submit(
-            "audit", {"dataset_uri": dataset_uri,
-                      "checks": list(checks) if checks is not None else None,
-                      "near_duplicate_threshold": near_duplicate_threshold,
-                      "tokenizer_model": tokenizer_model, "max_seq_length": max_seq_length,
-                      "fix": fix},
-            metadata=metadata, priority=priority, max_attempts=max_attempts,
-            timeout_seconds=timeout_seconds, gpu_type=gpu_type, gpu_count=gpu_count,
-            labels=labels, idempotency_key=idempotency_key, **extra_params)
-
-    def distill(self, teacher_model: str, student_model: str, dataset_uri: str, *,
-                num_samples: Optional[int] = None,
-                metadata: Optional[Mapping[str, str]] = None, priority: Optional[int] = None,
-                max_attempts: Optional[int] = None, timeout_seconds: Optional[int] = None,
-                gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
-                labels: Optional[Mapping[str, str]] = None,
-                idempotency_key: Optional[str] = None, **extra_params: Any) -> Job:
-        """Distillation of ``teacher_model`` into ``student_model`` on ``dataset_uri``."""
-        return self.submit(
-            "distill", {"teacher_model": teacher_model, "student_model": student_model,
-                        "dataset_uri": dataset_uri, "num_samples": num_samples},
-            metadata=metadata, priority=priority, max_attempts=max_attempts,
-            timeout_seconds=timeout_seconds, gpu_type=gpu_type, gpu_count=gpu_count,
-            labels=labels, idempotency_key=idempotency_key, **extra_params)
-
-    def train(self, model_id: str, dataset_uri: str, *, epochs: Optional[int] = None,
-              learning_rate: Optional[float] = None, lora: Optional[bool] = None,
-              metadata: Optional[Mapping[str, str]] = None, priority: Optional[int] = None,
-              max_attempts: Optional[int] = None, timeout_seconds: Optional[int] = None,
-              gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
-              labels: Optional[Mapping[str, str]] = None,
-              idempotency_key: Optional[str] = None, **extra_params: Any) -> Job:
-        """Fine-tuning of ``model_id`` on ``dataset_uri`` (epochs 1..100, default 3)."""
-        return self.submit(
-            "train", {"model_id": model_id, "dataset_uri": dataset_uri, "epochs": epochs,
-                      "learning_rate": learning_rate, "lora": lora},
-            metadata=metadata, priority=priority, max_attempts=max_attempts,
-            timeout_seconds=timeout_seconds, gpu_type=gpu_type, gpu_count=gpu_count,
-            labels=labels, idempotency_key=idempotency_key, **extra_params)
-
-    def evaluate(self, model_id: str, benchmark: str, *, dataset_uri: Optional[str] = None,
-                 compare_to: Optional[str] = None,
-                 metadata: Optional[Mapping[str, str]] = None, priority: Optional[int] = None,
-                 max_attempts: Optional[int] = None, timeout_seconds: Optional[int] = None,
-                 gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
-                 labels: Optional[Mapping[str, str]] = None,
-                 idempotency_key: Optional[str] = None, **extra_params: Any) -> Job:
-        """Evaluation of ``model_id`` on ``benchmark`` (mmlu, gsm8k, hellaswag, arc_easy, or
-        ``custom`` with ``dataset_uri``); ``compare_to`` (a model name or artifact:// URI)
-        is evaluated on the same data in the same job (result ``compare_to`` and ``delta``)."""
-        return self.submit(
-            "evaluate", {"model_id": model_id, "benchmark": benchmark,
-                         "dataset_uri": dataset_uri, "compare_to": compare_to},
-            metadata=metadata, priority=priority, max_attempts=max_attempts,
-            timeout_seconds=timeout_seconds, gpu_type=gpu_type, gpu_count=gpu_count,
-            labels=labels, idempotency_key=idempotency_key, **extra_params)
-
-    def deploy(self, model_id: str, *, region: Optional[str] = None,
-               replicas: Optional[int] = None,
-               metadata: Optional[Mapping[str, str]] = None, priority: Optional[int] = None,
-               max_attempts: Optional[int] = None, timeout_seconds: Optional[int] = None,
-               gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
-               labels: Optional[Mapping[str, str]] = None,
-               idempotency_key: Optional[str] = None, **extra_params: Any) -> Job:
-        """Deployment of ``model_id`` (region default us-east-1, replicas 1..64)."""
-        return self.submit(
-            "deploy", {"model_id": model_id, "region": region, "replicas": replicas},
-            metadata=metadata, priority=priority, max_attempts=max_attempts,
-            timeout_seconds=timeout_seconds, gpu_type=gpu_type, gpu_count=gpu_count,
-            labels=labels, idempotency_key=idempotency_key, **extra_params)
-
     # ------------------------------------------------------------------ jobs: read
 
     def get_job(self, job_id: JobRef) -> Job:
@@ -316,7 +214,7 @@ class NexaForgeClient:
     def wait(self, job_id: JobRef, timeout: Optional[float] = None, poll_interval: float = 1.0,
              *, raise_on_failure: bool = True,
              on_update: Optional[Callable[[Job], None]] = None,
-             final_cost: bool = True) -> Job:
+             final_cost: bool = True, progress: Optional[bool] = None) -> Job:
         """Polls the job until it reaches a terminal state and returns it.
 
         With ``final_cost`` (the default) it also waits until the job's cost is final
@@ -330,11 +228,29 @@ class NexaForgeClient:
         False), and :class:`~nexa_forge.WaitTimeoutError` after ``timeout`` seconds
         (None = no limit), also when the job ended but its cost is not final by then.
         ``on_update`` is called with the job whenever its status or progress changes.
+
+        ``progress``: a progress bar on stderr (status, percent, and for a training job
+        its step, latest loss and ETA from :meth:`job_metrics`); None (the default) draws
+        it only when stderr is a terminal.
         """
         if poll_interval <= 0:
             raise ValueError("poll_interval must be > 0")
         jid = _job_id(job_id)
         deadline = None if timeout is None else time.monotonic() + timeout
+        bar = None
+        if progress or (progress is None and is_terminal(sys.stderr)):
+            bar = WaitProgress(lambda path, params: self._get(path, params))
+        try:
+            return self._wait_loop(jid, timeout, deadline, poll_interval, raise_on_failure,
+                                   on_update, final_cost, bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _wait_loop(self, jid: str, timeout: Optional[float], deadline: Optional[float],
+                   poll_interval: float, raise_on_failure: bool,
+                   on_update: Optional[Callable[[Job], None]], final_cost: bool,
+                   bar: Optional[WaitProgress]) -> Job:
         seen = None
         job: Optional[Job] = None
         while True:
@@ -342,6 +258,8 @@ class NexaForgeClient:
             state = (job.get("status"), job.get("progress"))
             if on_update is not None and state != seen:
                 on_update(job)
+            if bar is not None:
+                bar.update(job, force=state != seen)
             seen = state
             pause = poll_interval
             if job.get("status") in TERMINAL_STATUSES:
@@ -407,8 +325,8 @@ class NexaForgeClient:
         path = f"/api/jobs/{_seg(jid)}/events"
         return self._stream(jid, path, last_event_id, raw)
 
-    def _stream(self, jid: str, path: str, last_event_id: Optional[str], raw: bool
-                ) -> Iterator[Any]:
+    def _stream(self, jid: str, path: str, last_event_id: Optional[str], raw: bool,
+                fallback: Optional[Callable[[], Iterator[Any]]] = None) -> Iterator[Any]:
         decoder = SSEDecoder()
         decoder.last_event_id = last_event_id
         failures = 0  # rounds in a row that ended without an event (silence excepted)
@@ -422,7 +340,7 @@ class NexaForgeClient:
             if ctype != "text/event-stream":
                 # The server answered a plain list: hand out what it has, then stop.
                 resp.close()
-                yield from self.iter_job_events(jid)
+                yield from (fallback() if fallback is not None else self.iter_job_events(jid))
                 return
             got_event = silent = False
             broke: Optional[errors.ConnectionError] = None
