@@ -76,6 +76,7 @@ static void test_descriptor(void **state)
         {"GET", "/internal/jobs"},
         {"GET", "/internal/jobs/{job_id}/events"},
         {"GET", "/internal/jobs/{job_id}/checkpoints"},
+        {"GET", "/internal/jobs/{job_id}/metrics"},
         {"GET", "/internal/artifacts"},
         {"GET", "/internal/artifacts/{artifact_id}"},
         {"DELETE", "/internal/artifacts/{artifact_id}"},
