@@ -240,3 +240,19 @@ def test_deploy_keeps_the_baseline_for_a_bare_name(handler):
         assert run.result["model_source"] == "baseline"
     finally:
         stop_endpoint(run)
+
+
+def test_forge_metric_writes_only_what_the_agent_accepts(capsys):
+    """_forge.metric: non-finite and non-number values are left out (the agent would skip
+    the whole line), names are made well-formed, at most 32 values, nothing without one."""
+    import json
+
+    import _forge
+    _forge.metric(3, epoch=0.5, train_loss=2.5, valid_loss=float("nan"), bad=None,
+                  flag=True, **{"arc easy/acc,none": 0.25, "_lr": 1e-4})
+    _forge.metric(4, loss=float("inf"))  # no value left: no line
+    _forge.metric(5, **{f"m{i}": i for i in range(40)})
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert lines[0] == {"metric": {"step": 3, "epoch": 0.5, "train_loss": 2.5,
+                                   "arc_easy/acc_none": 0.25, "lr": 0.0001}}
+    assert len(lines) == 2 and len(lines[1]["metric"]) == 33  # step + 32 values
