@@ -209,6 +209,10 @@ def test_evaluate_the_trained_model_beats_the_base_on_held_out_data(ml, lora_run
     assert report["perplexity"] == t["perplexity"] and report["delta"] == t["delta"]
     usage = run.of("usage")[0]
     assert usage["input_tokens"] > 0 and usage.get("output_tokens", 0) == 0
+    # the scores as one live metric point at step 0, the compared model's beside them
+    [point] = run.of("metric")
+    assert point["step"] == 0 and point["custom/perplexity"] == t["perplexity"], point
+    assert point["compare_to/custom/perplexity"] == b["perplexity"], point
 
 
 def test_custom_choice_and_text_rows(ml, tmp_path):

@@ -115,7 +115,8 @@ class _SubmitMixin:
                 train_method: Optional[TrainMethod] = None,
                 max_seq_length: Optional[int] = None, seed: Optional[int] = None,
                 kd_temperature: Optional[float] = None, kd_alpha: Optional[float] = None,
-                output_model: Optional[str] = None,
+                output_model: Optional[str] = None, max_chars: Optional[int] = None,
+                checkpoint_every: Optional[int] = None,
                 metadata: Optional[Mapping[str, str]] = None, priority: Optional[int] = None,
                 max_attempts: Optional[int] = None, timeout_seconds: Optional[int] = None,
                 gpu_type: Optional[str] = None, gpu_count: Optional[int] = None,
@@ -136,8 +137,10 @@ class _SubmitMixin:
         out to compare the trained student with the untrained one (default 0.1). The
         student's training: ``epochs`` 1..100, ``batch_size`` 1..4096,
         ``learning_rate`` (0..1], ``train_method`` ``lora`` or ``full``,
-        ``max_seq_length`` 8..512, ``seed``. A teacher outage is retried by the platform,
-        resuming the collection where it stopped."""
+        ``max_seq_length`` 8..512, ``seed``. ``max_chars`` (1..1,000,000, default 8000):
+        longer answers are dropped. A teacher outage is retried by the platform, resuming
+        the collection where it stopped (the answers so far are checkpointed every
+        ``checkpoint_every`` answers)."""
         return self.submit(
             "distill", {"teacher_model": teacher_model, "student_model": student_model,
                         "dataset_uri": dataset_uri, "num_samples": num_samples,
@@ -147,7 +150,8 @@ class _SubmitMixin:
                         "learning_rate": learning_rate, "train_method": train_method,
                         "max_seq_length": max_seq_length, "seed": seed,
                         "kd_temperature": kd_temperature, "kd_alpha": kd_alpha,
-                        "output_model": output_model},
+                        "output_model": output_model, "max_chars": max_chars,
+                        "checkpoint_every": checkpoint_every},
             metadata=metadata, priority=priority, max_attempts=max_attempts,
             timeout_seconds=timeout_seconds, gpu_type=gpu_type, gpu_count=gpu_count,
             labels=labels, idempotency_key=idempotency_key, **extra_params)
