@@ -235,9 +235,13 @@ int nf_http_server_new(struct nf_http_server **out, struct event_base *base, con
         goto err_free;
     evhttp_set_gencb(srv->http, nf_http_on_request, srv);
     evhttp_set_bevcb(srv->http, nf_http_conn_new, srv); /* the connection filter */
+    /* Every method evhttp knows reaches the router, so one a path does not take is a 405
+     * with Allow there (TRACE, CONNECT included); evhttp itself answers 501 only for a method
+     * HTTP does not define. */
     evhttp_set_allowed_methods(srv->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                               EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+                                              EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH |
+                                              EVHTTP_REQ_TRACE | EVHTTP_REQ_CONNECT);
     evhttp_set_max_body_size(srv->http, (ev_ssize_t)srv->limits.max_body);
     /* evhttp's own cap is a backstop against memory abuse; nf_http_on_request answers 431 from
      * max_headers with the headers it already parsed. */

@@ -180,6 +180,16 @@ static void req_answer(struct nf_http_req *req, int status, const char *content_
         }
         if (srv->stopped)
             evhttp_add_header(out, "Connection", "close");
+        /* evhttp frames no answer to CONNECT (a tunnel would follow a 2xx); ours is always
+         * an error: give it its length, and close, as no request follows a refused tunnel */
+        if (strcmp(req->method, "CONNECT") == 0) {
+            char cl[24];
+            snprintf(cl, sizeof(cl), "%zu", len);
+            evhttp_remove_header(out, "Content-Length");
+            evhttp_add_header(out, "Content-Length", cl);
+            if (!srv->stopped)
+                evhttp_add_header(out, "Connection", "close");
+        }
         /* evhttp would send a body even where HTTP forbids one */
         if (len > 0 && status != 204 && status != 304 && strcmp(req->method, "HEAD") != 0)
             evbuffer_add(evhttp_request_get_output_buffer(req->ev), body, len);

@@ -1,10 +1,15 @@
 """Bad input gets a clear JSON error with a 4xx status - never a crash, a hang or a 500 -
 and the gateway keeps serving. Each answer is validated against the OpenAPI contract
 (the Error schema with a request_id) by the api fixture."""
+import http.client
+import json
+import re
+import urllib.parse
+
 import pytest
 import requests
 
-from conftest import env
+from conftest import OPENAPI_URI, env
 
 
 def error_of(resp, status, code=None, param=None):
@@ -111,6 +116,59 @@ def test_bearer_header_works(api, contract):
                         headers={"Authorization": f"Bearer {api.key}"}, timeout=10)
     contract.check_response("GET", "/api/jobs/{job_id}", resp)
     assert resp.status_code == 404  # authenticated, and the job does not exist
+
+
+HTTP_METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+def _sample_path(template):
+    """A concrete path for a template of the spec, each {param} a value of its shape."""
+    values = {"job_id": "job_" + "0" * 26, "artifact_id": "art_" + "0" * 26,
+              "file_id": "art_" + "0" * 26}
+    return re.sub(r"\{(\w+)\}", lambda m: values.get(m.group(1), "x1"), template)
+
+
+def _method_not_allowed(contract, resp, allow=None):
+    """A 405 as the MethodNotAllowed response of the spec documents it."""
+    error_of(resp, 405, "method_not_allowed")
+    doc = contract.spec["components"]["responses"]["MethodNotAllowed"]
+    contract._validator(doc["headers"]["Allow"]["schema"]).validate(resp.headers["Allow"])
+    contract._validator({"$ref": f"{OPENAPI_URI}#/components/schemas/Error"}).validate(resp.json())
+    methods = {m.strip() for m in resp.headers["Allow"].split(",")}
+    if allow is not None:
+        assert methods == set(allow), resp.headers["Allow"]
+    return methods
+
+
+def test_undeclared_methods_are_405_with_allow(contract):
+    """Issues 15/16: TRACE (and CONNECT) used to be a 501 from the HTTP library; a method a
+    path does not take is a JSON 405 whose Allow names at least every method the spec
+    declares for the path, on every path of the spec, before authentication."""
+    base = env("NF_TEST_API_URL")
+    for template, item in contract.spec["paths"].items():
+        declared = {m.upper() for m in item if m in HTTP_METHODS}
+        resp = requests.request("TRACE", base + _sample_path(template), timeout=10)
+        allowed = _method_not_allowed(contract, resp)
+        assert declared <= allowed, (template, resp.headers["Allow"])
+    # a method missing from a path's route, with and without a body
+    _method_not_allowed(contract, requests.patch(base + "/api/jobs", json={}, timeout=10),
+                        allow={"GET"})
+    _method_not_allowed(contract, requests.delete(base + "/api/billing/summary", timeout=10),
+                        allow={"GET"})
+    _method_not_allowed(contract, requests.put(base + "/healthz", timeout=10), allow={"GET"})
+    conn = http.client.HTTPConnection(urllib.parse.urlsplit(base).netloc, timeout=10)
+    conn.request("CONNECT", "/api/auth/api-keys")
+    raw = conn.getresponse()
+    assert raw.status == 405 and raw.getheader("Allow") == "GET, POST", raw.getheaders()
+    assert json.loads(raw.read())["error"]["code"] == "method_not_allowed"
+    conn.close()
+
+
+@pytest.mark.parametrize("method", ["TRACE", "GET", "PATCH", "OPTIONS"])
+def test_unknown_path_stays_404(method):
+    resp = requests.request(method, env("NF_TEST_API_URL") + "/api/nothing/here", timeout=10)
+    error_of(resp, 404, "not_found")
+    assert "Allow" not in resp.headers
 
 
 def test_still_serving_after_bad_input(api):

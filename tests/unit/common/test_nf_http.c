@@ -406,6 +406,58 @@ static void test_malformed_request_raw(void **state)
     free(resp);
 }
 
+/*
+ * Every method the route table can name reaches the router: one the path does not take is
+ * a JSON 405 with Allow (TRACE, CONNECT, OPTIONS, PATCH), an unknown path stays 404. Only a
+ * method HTTP does not define at all is 501 (RFC 9110 §15.6.2), still as JSON.
+ */
+static void test_undeclared_methods_raw(void **state)
+{
+    struct fx *fx = *state;
+    const struct {
+        const char *req;
+        const char *status;
+        const char *allow; /* NULL: no Allow header expected */
+        const char *code;
+    } cases[] = {
+        {"TRACE /api/things/x HTTP/1.1\r\nHost: x\r\n\r\n", "405", "Allow: GET, DELETE\r\n",
+         "method_not_allowed"},
+        {"TRACE /healthz HTTP/1.1\r\nHost: x\r\n\r\n", "405", "Allow: GET\r\n",
+         "method_not_allowed"},
+        {"TRACE /nope HTTP/1.1\r\nHost: x\r\n\r\n", "404", NULL, "not_found"},
+        {"CONNECT /api/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", "405",
+         "Allow: POST, PATCH\r\n", "method_not_allowed"},
+        {"PATCH /api/things/x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", "405",
+         "Allow: GET, DELETE\r\n", "method_not_allowed"},
+        {"OPTIONS /api/q HTTP/1.1\r\nHost: x\r\n\r\n", "405", "Allow: GET\r\n",
+         "method_not_allowed"},
+        /* no tunnels: an authority-form target is this server's "/" */
+        {"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n\r\n", "405", "Allow: GET\r\n",
+         "method_not_allowed"},
+        {"BREW /api/q HTTP/1.1\r\nHost: x\r\n\r\n", "501", NULL, "not_implemented"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *resp = raw_exchange(fx, cases[i].req, strlen(cases[i].req), "}}");
+        char want[64], code[64];
+
+        snprintf(want, sizeof(want), "HTTP/1.1 %s ", cases[i].status);
+        snprintf(code, sizeof(code), "\"code\":\"%s\"", cases[i].code);
+        if (strstr(resp, want) == NULL || strstr(resp, code) == NULL ||
+            strstr(resp, "Content-Type: application/json") == NULL ||
+            (cases[i].allow != NULL && strstr(resp, cases[i].allow) == NULL) ||
+            (cases[i].allow == NULL && strstr(resp, "Allow:") != NULL))
+            fail_msg("%s-> %s", cases[i].req, resp);
+        /* evhttp frames no answer to CONNECT: ours has a length and closes, or a client
+         * would wait for more */
+        if (strncmp(cases[i].req, "CONNECT", 7) == 0 &&
+            (strstr(resp, "Content-Length: ") == NULL || strstr(resp, "Connection: close") == NULL))
+            fail_msg("%s-> %s", cases[i].req, resp);
+        free(resp);
+    }
+    assert_int_equal(fx->handler_calls, 0);
+}
+
 static void test_body_too_large_raw_chunked(void **state)
 {
     struct fx *fx = *state;
@@ -559,7 +611,8 @@ int main(void)
     rc = NF_TEST_RUN(setup, teardown, test_route_params_decoded, test_route_literal_beats_param,
                      test_not_found_vs_method_not_allowed, test_trailing_slash, test_query_decoding,
                      test_route_registration_errors, test_json_body, test_body_and_patch,
-                     test_malformed_request_raw, test_request_id, test_health_ready_metrics);
+                     test_malformed_request_raw, test_undeclared_methods_raw, test_request_id,
+                     test_health_ready_metrics);
     rc |= NF_TEST_RUN(setup_small, teardown, test_body_too_large, test_headers_too_large,
                       test_body_too_large_raw_chunked);
     rc |= NF_TEST_RUN(NULL, NULL, test_metrics_absent, test_bind_errors_and_reuseport);
