@@ -4,8 +4,11 @@
 import Link from 'next/link';
 import { useRouter, useSearchParams } from 'next/navigation';
 import { useState, type FormEvent } from 'react';
-import { api } from '@/lib/api';
+import { api, ApiError } from '@/lib/api';
 import { InlineError } from './ui';
+
+const ALREADY_REGISTERED =
+  'Could not sign in with this e-mail and password. If you already have an account, sign in instead.';
 
 function safeNext(next: string | null): string {
   // only paths of this site (no //host or scheme): an open redirect otherwise
@@ -27,7 +30,13 @@ export function AuthForm({ mode }: { mode: 'sign-in' | 'sign-up' }) {
     setError(undefined);
     try {
       if (signUp) await api.register(email, password);
-      await api.login(email, password);
+      await api.login(email, password).catch((err: unknown) => {
+        // sign-up answers the same for an e-mail that has an account (it does not say
+        // which e-mails have one); signing in then fails unless the password is the owner's
+        if (signUp && err instanceof ApiError && err.status === 401)
+          throw new ApiError(401, err.code, ALREADY_REGISTERED, err.method, err.path, undefined, err.requestId);
+        throw err;
+      });
       router.replace(signUp ? '/settings/api-keys?welcome=1' : safeNext(params.get('next')));
     } catch (err) {
       setError(err);

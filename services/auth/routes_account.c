@@ -4,7 +4,8 @@
  *
  *   register {email, password}
  *     shape (422) -> INCR auth:reg:addr:<addr> (429 over the hourly limit)
- *     -> Argon2id on a hasher thread -> INSERT user (409 when the e-mail is taken) -> 201
+ *     -> Argon2id on a hasher thread -> INSERT user unless the e-mail is taken
+ *     -> 201 either way, the same body (a taken e-mail is not revealed)
  *
  *   login {email, password}
  *     shape (422) -> lf_check: failures of this e-mail / address >= limit? 429 Retry-After
@@ -68,10 +69,15 @@ static const char reg_count_lua[] =
 static const char user_by_email_sql[] =
     "SELECT user_id, password_hash FROM auth.users WHERE email = $1";
 
+/* One row whether or not the e-mail was free, so a taken e-mail is answered exactly like a
+ * new one (no enumeration): the fresh user_id and now() either way; existing_user_id (the
+ * owner of a taken e-mail, for our log only) is NULL when the row went in, as the statement
+ * does not see its own insert. */
 static const char register_sql[] =
-    "INSERT INTO auth.users (user_id, email, password_hash) VALUES ($1, $2, $3)"
-    " ON CONFLICT (email) DO NOTHING"
-    " RETURNING user_id, email, auth.rfc3339(created_at) AS created_at";
+    "WITH ins AS (INSERT INTO auth.users (user_id, email, password_hash) VALUES ($1, $2, $3)"
+    " ON CONFLICT (email) DO NOTHING RETURNING created_at)"
+    " SELECT auth.rfc3339(COALESCE((SELECT created_at FROM ins), now())) AS created_at,"
+    " (SELECT user_id FROM auth.users WHERE email = $2) AS existing_user_id";
 
 static const char session_sql[] =
     "INSERT INTO auth.sessions (token_hash, user_id, expires_at, client_addr)"
@@ -182,22 +188,29 @@ static void registered(const PGresult *res, const char *err, const char *pgcode,
     struct auth_ctx *ctx = op->ctx;
     cJSON *out;
 
-    if (!res) {
-        nf_log_kv(NF_LOG_ERROR, "register_failed", "cannot create the user", "error", err, "pgcode",
-                  pgcode, NULL);
+    if (!res || PQntuples(res) != 1) {
+        nf_log_kv(NF_LOG_ERROR, "register_failed", "cannot create the user", "error",
+                  res ? "no row" : err, "pgcode", pgcode, NULL);
         auth_unavailable(ctx, op->req, AUTH_BACKEND_PG,
                          "the account store is unavailable, try again");
-    } else if (PQntuples(res) != 1) {
-        nf_http_reply_error(op->req, 409, "email_taken", "email",
-                            "an account with this e-mail address already exists");
     } else {
+        const char *owner = nf_pg_val(res, 0, "existing_user_id");
+
+        /* A taken e-mail gets the same 201 as a new one, naming an id that was never stored:
+         * no session, no key, nothing of the owner's account; only our log knows. */
         out = nf_json_obj();
-        nf_json_add_str(out, "user_id", nf_pg_val(res, 0, "user_id"));
-        nf_json_add_str(out, "email", nf_pg_val(res, 0, "email"));
+        nf_json_add_str(out, "user_id", op->user_id);
+        nf_json_add_str(out, "email", op->email);
         nf_json_add_str(out, "created_at", nf_pg_val(res, 0, "created_at"));
-        nf_metrics_counter_add(ctx->m_registered, 1);
-        nf_log_kv(NF_LOG_INFO, "user_registered", "user registered", "user_id", op->user_id,
-                  "client_addr", auth_req_client_addr(op->req), NULL);
+        if (owner != NULL) {
+            nf_log_kv(NF_LOG_INFO, "register_email_taken",
+                      "sign-up for an existing account answered as new", "user_id", owner,
+                      "client_addr", auth_req_client_addr(op->req), NULL);
+        } else {
+            nf_metrics_counter_add(ctx->m_registered, 1);
+            nf_log_kv(NF_LOG_INFO, "user_registered", "user registered", "user_id", op->user_id,
+                      "client_addr", auth_req_client_addr(op->req), NULL);
+        }
         nf_http_reply_json(op->req, 201, out); /* out consumed */
     }
     register_free(op);
