@@ -647,3 +647,15 @@ const struct gw_dep_cached *gw_dep_cache_find(const struct gw_dep_cached *cache,
 void gw_dep_cache_put(struct gw_dep_cached *cache, const struct gw_dep_cached *e, uint64_t now_ms);
 /* Forgets deployment id (cache may be NULL). */
 void gw_dep_cache_drop(struct gw_dep_cached *cache, const char *id);
+
+/* ---- routes_auth.c ------------------------------------------------------------------- */
+
+/*
+ * A new key's own limits against what this gateway applies (rate_max per minute, bursts of
+ * burst_max): a key may only lower them, so a higher rate_limit_per_minute or burst in the
+ * POST /api/auth/api-keys body is refused rather than stored and shown unapplied. 0 when
+ * the body asks for nothing higher (or is not a JSON object: nf-auth answers that); -1 with
+ * *param the offending field and msg the refusal naming the maximum.
+ */
+int gw_key_limits_check(const char *body, size_t len, int rate_max, int burst_max,
+                        const char **param, char *msg, size_t msglen);

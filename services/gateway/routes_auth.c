@@ -10,6 +10,7 @@
  *   GET  /api/auth/me, /api-keys         \
  *   POST /api/auth/api-keys               > gw_keys_auth -> nf-auth with X-Nf-User-Id,
  *   DELETE /api/auth/api-keys/{key_id}   /                  X-Nf-Key-Id, X-Nf-Auth
+ *   (POST /api-keys asking for limits above this gateway's -> 422 here, never forwarded)
  *
  *   answer: status, body, Content-Type, Set-Cookie, Retry-After, Cache-Control relayed;
  *   nf-auth unreachable or timed out -> 503 Retry-After 1
@@ -151,8 +152,44 @@ static void me_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct 
     forward_as(ctx, req, "/api/auth/me", who);
 }
 
+int gw_key_limits_check(const char *body, size_t len, int rate_max, int burst_max,
+                        const char **param, char *msg, size_t msglen)
+{
+    static const char *const names[] = {"rate_limit_per_minute", "burst"};
+    cJSON *doc = body != NULL && len > 0 ? cJSON_ParseWithLength(body, len) : NULL;
+    int rc = 0;
+
+    for (size_t i = 0; cJSON_IsObject(doc) && i < 2 && rc == 0; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(doc, names[i]);
+        int max = i == 0 ? rate_max : burst_max;
+
+        if (cJSON_IsNumber(v) && v->valuedouble > max) {
+            *param = names[i];
+            snprintf(msg, msglen,
+                     "%s must be at most %d: this deployment applies %d %s to every key, and a "
+                     "key may only lower it",
+                     names[i], max, max, i == 0 ? "requests a minute" : "requests at once");
+            rc = -1;
+        }
+    }
+    cJSON_Delete(doc);
+    return rc;
+}
+
+/* Creating a key: refused here when it asks for more than this gateway would apply. */
 static void keys_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct gw_principal *who)
 {
+    const char *param = NULL;
+    char msg[192];
+    size_t len = 0;
+    const char *body = nf_http_req_body(req, &len);
+
+    if (strcmp(nf_http_req_method(req), "POST") == 0 &&
+        gw_key_limits_check(body, len, ctx->cfg->rate_per_min, ctx->cfg->rate_burst, &param, msg,
+                            sizeof(msg)) != 0) {
+        nf_http_reply_error(req, 422, "invalid_params", param, "%s", msg);
+        return;
+    }
     forward_as(ctx, req, "/api/auth/api-keys", who);
 }
 
