@@ -40,6 +40,12 @@ void wm_route_drain(struct nf_http_req *req, void *arg);
 /* One lost-worker scan (called by the reaper's tick): forge.worker.lost per worker. */
 void wm_fleet_scan(struct wm_ctx *ctx);
 
+/* ---- disable.c ------------------------------------------------------------------------- */
+
+/* POST /api/workers/disable {worker_id}: registration token only; the worker's token is
+ * refused from then on, cached or not -> 200 {"worker_id", "status": "disabled"}. */
+void wm_route_disable(struct nf_http_req *req, void *arg);
+
 /* ---- cancel.c -------------------------------------------------------------------------- */
 
 /* POST /internal/jobs/{job_id}/cancel -> 200 {"job_id", "state", "worker_id"}. */

@@ -63,6 +63,7 @@ static const struct nf_svc_route wm_routes[] = {
     {"POST", "/api/workers/heartbeat", wm_route_heartbeat},
     {"GET", "/api/workers", wm_route_list},
     {"POST", "/api/workers/drain", wm_route_drain},
+    {"POST", "/api/workers/disable", wm_route_disable},
     {"POST", "/api/workers/events", wm_route_events},
     {"POST", "/api/workers/usage", wm_route_usage},
     {"POST", "/internal/jobs/{job_id}/cancel", wm_route_cancel},

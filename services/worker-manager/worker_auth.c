@@ -4,6 +4,7 @@
  *
  *   token --sha256--> hex --(constant time)--> wm:worker:<id>.token_hash
  *                                      miss --> wm.workers row --> refill the hash
+ *   a cached record with the field "disabled" (disable.c) is refused without a look
  *
  * Only the SHA-256 of a worker token is ever stored; the token itself is shown once, in
  * the registration answer.
@@ -164,6 +165,11 @@ static void on_redis_worker(redisReply *reply, void *arg)
                     "'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') AS registered_at "
                     "FROM wm.workers WHERE worker_id = $1 AND status <> 'disabled'",
                     1, params, on_pg_worker, call);
+        return;
+    }
+    /* disabled (disable.c): refused at once, whatever the cached token says */
+    if (hash_field(reply, "disabled") != NULL) {
+        finish(call, 403, NULL);
         return;
     }
     if (worker_from_fields(&w, call->worker_id, hash_field(reply, "token_hash"),

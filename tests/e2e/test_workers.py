@@ -755,6 +755,45 @@ def test_agent_without_kafka_reports_through_the_api(api, fleet):
     assert done["result"]["worker"] == "no-kafka"
 
 
+def test_disabled_worker_is_refused_at_once(fleet):
+    """Issue 15: a disabled worker kept authenticating from the Redis cache of its token.
+    An operator's disable takes effect on the very next call, with the token still cached,
+    and the worker cannot disable (or re-enable) itself."""
+    reg = fleet.register("disabled")
+    hdr = {"Authorization": f"Bearer {reg['worker_token']}"}
+    wid = reg["worker_id"]
+    beat = {"worker_id": wid, "jobs": []}
+    r = requests.post(f"{fleet.api}/api/workers/heartbeat", headers=hdr, json=beat, timeout=10)
+    assert r.status_code == 200, r.text
+    assert redis_cli("HEXISTS", f"wm:worker:{wid}", "token_hash") == "1"  # cached
+    # the worker's own token cannot disable it, nor can a wrong one
+    for token in (reg["worker_token"], "wrong"):
+        r = requests.post(f"{fleet.api}/api/workers/disable", json={"worker_id": wid},
+                          headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert r.status_code == 403, r.text
+    op = {"Authorization": f"Bearer {fleet.reg_token}"}
+    r = requests.post(f"{fleet.api}/api/workers/disable", json={"worker_id": wid}, headers=op,
+                      timeout=10)
+    assert r.status_code == 200 and r.json() == {"worker_id": wid, "status": "disabled"}, r.text
+    assert redis_cli("HEXISTS", f"wm:worker:{wid}", "token_hash") == "1"  # still cached
+    for path, body in (("heartbeat", beat), ("next_job", {"worker_id": wid, "wait_seconds": 0}),
+                       ("drain", {"worker_id": wid})):
+        r = requests.post(f"{fleet.api}/api/workers/{path}", headers=hdr, json=body, timeout=10)
+        assert r.status_code == 403, (path, r.text)
+        assert r.json()["error"]["code"] == "forbidden"
+    # and with the cache gone, Postgres says the same
+    redis_cli("DEL", f"wm:worker:{wid}")
+    r = requests.post(f"{fleet.api}/api/workers/heartbeat", headers=hdr, json=beat, timeout=10)
+    assert r.status_code == 403, r.text
+    # idempotent; an unknown worker is 404
+    r = requests.post(f"{fleet.api}/api/workers/disable", json={"worker_id": wid}, headers=op,
+                      timeout=10)
+    assert r.status_code == 200, r.text
+    r = requests.post(f"{fleet.api}/api/workers/disable",
+                      json={"worker_id": "wrk_01JDQ7Z6V1TB6Y4Q4ZKX3R1ZZZ"}, headers=op, timeout=10)
+    assert r.status_code == 404, r.text
+
+
 def test_worker_protocol_refusals(fleet):
     api_url = fleet.api
     reg = fleet.register("protocol")

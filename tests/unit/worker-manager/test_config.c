@@ -115,10 +115,15 @@ static void test_topics(void **state)
 static void test_routes(void **state)
 {
     static const char *const want[][2] = {
-        {"POST", "/api/workers/register"},  {"POST", "/api/workers/next_job"},
-        {"POST", "/api/workers/heartbeat"}, {"GET", "/api/workers"},
-        {"POST", "/api/workers/drain"},     {"POST", "/api/workers/events"},
-        {"POST", "/api/workers/usage"},     {"POST", "/internal/jobs/{job_id}/cancel"},
+        {"POST", "/api/workers/register"},
+        {"POST", "/api/workers/next_job"},
+        {"POST", "/api/workers/heartbeat"},
+        {"GET", "/api/workers"},
+        {"POST", "/api/workers/drain"},
+        {"POST", "/api/workers/disable"},
+        {"POST", "/api/workers/events"},
+        {"POST", "/api/workers/usage"},
+        {"POST", "/internal/jobs/{job_id}/cancel"},
     };
     size_t i, n = sizeof(want) / sizeof(want[0]);
 
