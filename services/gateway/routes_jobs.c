@@ -329,7 +329,26 @@ static void submit_resolved(struct gw_ctx *ctx, struct nf_http_req *req, cJSON *
     submit_start(op);
 }
 
-GW_ROUTE_AUTHED(gw_jobs_submit, submit_authed)
+/*
+ * POST /api/jobs/{job_type} and GET /api/jobs/{job_id} have one shape, so the router lets
+ * both methods reach either path. Each route refuses, as the router would and before
+ * authentication, the path that is the other's: a job id takes only GET, a job type only
+ * POST (405 with Allow).
+ */
+static void method_not_allowed(struct nf_http_req *req, const char *allow)
+{
+    nf_http_set_header(req, "Allow", allow);
+    nf_http_reply_error(req, 405, "method_not_allowed", NULL, "method %s is not allowed here",
+                        nf_http_req_method(req));
+}
+
+void gw_jobs_submit(struct nf_http_req *req, void *arg)
+{
+    if (nf_id_valid("job", nf_http_req_param(req, "job_type")))
+        method_not_allowed(req, "GET");
+    else
+        gw_keys_auth(arg, req, submit_authed);
+}
 
 /* ---- GET /api/jobs/{job_id} ------------------------------------------------------ */
 
@@ -412,7 +431,13 @@ static void get_authed(struct gw_ctx *ctx, struct nf_http_req *req, const struct
     gw_snapshot_get(ctx, op->job_id, snapshot_done, op);
 }
 
-GW_ROUTE_AUTHED(gw_jobs_get, get_authed)
+void gw_jobs_get(struct nf_http_req *req, void *arg)
+{
+    if (nf_job_type_index(nf_http_req_param(req, "job_id")) >= 0)
+        method_not_allowed(req, "POST");
+    else
+        gw_keys_auth(arg, req, get_authed);
+}
 
 /* ---- forwarded to nf-scheduler: list, cancel, events --------------------------------- */
 

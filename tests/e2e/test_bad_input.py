@@ -156,6 +156,14 @@ def test_undeclared_methods_are_405_with_allow(contract):
     _method_not_allowed(contract, requests.delete(base + "/api/billing/summary", timeout=10),
                         allow={"GET"})
     _method_not_allowed(contract, requests.put(base + "/healthz", timeout=10), allow={"GET"})
+    # /api/jobs/generate and /api/jobs/{job_id} share a pattern shape: each still refuses
+    # the other's method, with or without a key
+    for key in (None, env("NF_TEST_API_KEY")):
+        hdrs = {"X-Nexa-Api-Key": key} if key else {}
+        _method_not_allowed(contract, requests.get(base + "/api/jobs/generate", headers=hdrs,
+                                                   timeout=10), allow={"POST"})
+        _method_not_allowed(contract, requests.post(base + "/api/jobs/job_" + "0" * 26, json={},
+                                                    headers=hdrs, timeout=10), allow={"GET"})
     conn = http.client.HTTPConnection(urllib.parse.urlsplit(base).netloc, timeout=10)
     conn.request("CONNECT", "/api/auth/api-keys")
     raw = conn.getresponse()
