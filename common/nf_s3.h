@@ -210,6 +210,24 @@ int nf_s3_download_file(const struct nf_s3_conf *conf, const char *key, const ch
 int nf_s3_upload_file(const struct nf_s3_conf *conf, const char *key, const char *path,
                       const char *content_type, char *err, size_t errlen);
 
+/* One object of a listing. */
+struct nf_s3_object {
+    char *key;      /* the full key (owned) */
+    long long size; /* bytes */
+    char etag[72];  /* as the store sent it, quotes included; "" when absent or longer */
+};
+
+/*
+ * Lists every key under prefix (ListObjectsV2, 1000 keys a page, continuation followed;
+ * keys in the store's order: ascending), at most max_keys of them. On success 0 with *out
+ * a new array of *n entries (NULL and 0 when none; free it with nf_s3_objects_free). On
+ * failure *out and *n are untouched and err gets a reason: -E2BIG (more than max_keys),
+ * -EIO (anything else). Each page is retried as above.
+ */
+int nf_s3_list(const struct nf_s3_conf *conf, const char *prefix, int max_keys,
+               struct nf_s3_object **out, int *n, char *err, size_t errlen);
+void nf_s3_objects_free(struct nf_s3_object *v, int n);
+
 /* ---- helpers ---- */
 
 /* Whether conf is usable; else false with a reason in err (errlen > 0) naming the field. */

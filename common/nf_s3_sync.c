@@ -421,3 +421,116 @@ out_cfg:
     s3_cfg_clear(&c);
     return rc;
 }
+
+/* ---- listing a prefix ---- */
+
+void nf_s3_objects_free(struct nf_s3_object *v, int n)
+{
+    for (int i = 0; v != NULL && i < n; i++)
+        free(v[i].key);
+    free(v);
+}
+
+/* The <Contents> of one ListObjectsV2 page appended to *v (n entries, cap slots). -1 when
+ * the page does not parse, -E2BIG past max_keys. */
+static int list_entries(const char *xml, size_t len, struct nf_s3_object **v, int *n, int *cap,
+                        int max_keys)
+{
+    size_t pos = 0;
+    const char *c;
+    size_t clen;
+    char key[NF_S3_KEY_MAX + 1];
+
+    while (s3_xml_find(xml, len, "Contents", &pos, &c, &clen)) {
+        size_t p = 0;
+        const char *sv;
+        size_t slen;
+        long long size;
+        if (!s3_xml_get(c, clen, "Key", key, sizeof(key)) ||
+            !s3_xml_find(c, clen, "Size", &p, &sv, &slen) || !s3_parse_size(sv, slen, &size))
+            return -1;
+        if (*n >= max_keys)
+            return -E2BIG;
+        if (*n == *cap) {
+            *cap = *cap ? *cap * 2 : 64;
+            *v = nf_xrealloc(*v, (size_t)*cap * sizeof(**v));
+        }
+        struct nf_s3_object *o = &(*v)[(*n)++];
+        memset(o, 0, sizeof(*o));
+        o->key = nf_xstrdup(key);
+        o->size = size;
+        if (!s3_xml_get(c, clen, "ETag", o->etag, sizeof(o->etag)))
+            o->etag[0] = '\0';
+    }
+    return 0;
+}
+
+int nf_s3_list(const struct nf_s3_conf *conf, const char *prefix, int max_keys,
+               struct nf_s3_object **out, int *nout, char *err, size_t errlen)
+{
+    struct s3_cfg c;
+    struct sreq q;
+    struct nf_s3_object *v = NULL;
+    int n = 0, cap = 0, rc = -EIO;
+    char token[S3_TOKEN_MAX] = "", flag[16];
+
+    if (!s3_cfg_init(&c, conf, err, errlen))
+        return -EIO;
+    if (strlen(prefix) > NF_S3_KEY_MAX) {
+        errf(err, errlen, "prefix too long");
+        goto out_cfg;
+    }
+    s3_curl_init();
+    sreq_init(&q, &c);
+    q.resp.max = S3_LISTBODY_MAX;
+    q.easy = curl_easy_init();
+    if (q.easy == NULL)
+        abort();
+    for (;;) {
+        /* the query as curl 7.88 signs it: parameters sorted, values encoded */
+        char *epre = nf_s3_encode(prefix, false), *etok = nf_s3_encode(token, false);
+        size_t len = strlen(epre) + strlen(etok) + 96;
+        char *query = nf_xmalloc(len);
+        snprintf(query, len, "%s%s%slist-type=2&max-keys=1000&prefix=%s",
+                 token[0] ? "continuation-token=" : "", etok, token[0] ? "&" : "", epre);
+        int run = sreq_run(&q, "GET", NULL, query, NULL, (long)c.timeout_ms);
+        free(query);
+        free(etok);
+        free(epre);
+        if (run != 0) {
+            set_err(err, errlen, "list", &q);
+            break;
+        }
+        const char *xml = q.resp.data ? q.resp.data : "";
+        int got = q.resp.dropped ? -1 : list_entries(xml, q.resp.len, &v, &n, &cap, max_keys);
+        if (got == -E2BIG) {
+            errf(err, errlen, "more than %d objects under %s", max_keys, prefix);
+            rc = -E2BIG;
+            break;
+        }
+        if (got < 0 || !s3_xml_get(xml, q.resp.len, "IsTruncated", flag, sizeof(flag))) {
+            errf(err, errlen, "list: the store's answer does not parse");
+            break;
+        }
+        if (strcmp(flag, "true") != 0) {
+            rc = 0;
+            break;
+        }
+        if (!s3_xml_get(xml, q.resp.len, "NextContinuationToken", token, sizeof(token)) ||
+            token[0] == '\0') {
+            errf(err, errlen, "list: truncated answer without a continuation token");
+            break;
+        }
+    }
+    curl_easy_cleanup(q.easy);
+    s3_buf_free(&q.resp);
+    if (rc == 0) {
+        *out = v;
+        *nout = n;
+        v = NULL;
+    }
+    nf_s3_objects_free(v, n);
+out_cfg:
+    s3_cfg_clear(&c);
+    return rc;
+}

@@ -180,6 +180,13 @@ int wk_settings_load(const struct wk_config *cfg, struct wk_settings *set, char 
                  cfg->max_input);
         return -1;
     }
+    if (cfg->store_cache[0] != '\0') {
+        set->store_cache = nf_xstrdup(cfg->store_cache);
+    } else {
+        size_t n = strlen(set->work_dir) + sizeof("/store-cache");
+        set->store_cache = nf_xmalloc(n);
+        snprintf(set->store_cache, n, "%s/store-cache", set->work_dir);
+    }
     set->s3 = (struct nf_s3_conf){.endpoint = cfg->s3_endpoint,
                                   .region = cfg->s3_region,
                                   .access_key = cfg->s3_access_key,
@@ -206,6 +213,7 @@ void wk_settings_free(struct wk_settings *set)
     free(set->api_host);
     free(set->api_prefix);
     free(set->hostname);
+    free(set->store_cache);
     cJSON_Delete(set->labels);
     memset(set, 0, sizeof(*set));
 }

@@ -139,6 +139,11 @@ void wk_job_start(struct wk_ctx *ctx, const cJSON *doc, const char *lease_id)
         wk_report_finish_early(job, "user_error", "bad_input", err);
         return;
     }
+    if (wk_store_parse(doc, ctx->set.s3.bucket, ctx->set.store_cache, &job->store, err,
+                       sizeof(err)) < 0) {
+        wk_report_finish_early(job, "infra", "bad_model_source", err);
+        return;
+    }
     if (wk_resume_parse(doc, &job->resume, err, sizeof(err)) < 0)
         nf_log_kv(NF_LOG_WARN, "resume_refused", err, "job_id", job->job_id, NULL);
     else if (job->resume.n > 0)
@@ -157,6 +162,7 @@ void wk_job_start(struct wk_ctx *ctx, const cJSON *doc, const char *lease_id)
         wk_report_finish_early(job, "user_error", "bad_input", "an input path is too long");
         return;
     }
+    wk_store_job_json(hdoc, &job->store);
     int rc = wk_child_spawn(job, hdoc, &why);
     cJSON_Delete(hdoc);
     if (rc == -2) {

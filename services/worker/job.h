@@ -45,15 +45,17 @@ struct wk_job {
     char job_type[16];
     long long attempt;
     int gpu_count;
-    uint64_t gpu_mask;       /* bit i: pinned to ctx->gpu_devices[i] (gpus.c) */
-    char gpus[256];          /* CUDA_VISIBLE_DEVICES for the handler, e.g. "2,3" */
-    long long timeout_s;     /* 0 = none */
-    char root_dir[PATH_MAX]; /* <work dir>/<job_id>-<attempt>; "" once removed */
-    char dir[PATH_MAX];      /* root_dir/out: NF_ARTIFACT_DIR, the handler's cwd */
-    struct wk_inputs inputs; /* from the dispatch, checked */
-    struct wk_inputs resume; /* the dispatch's "resume" checkpoint (n 0 or 1): fetched into
-                                root_dir/resume, NF_RESUME_DIR */
-    pid_t pid;               /* 0 before spawn */
+    uint64_t gpu_mask;           /* bit i: pinned to ctx->gpu_devices[i] (gpus.c) */
+    char gpus[256];              /* CUDA_VISIBLE_DEVICES for the handler, e.g. "2,3" */
+    long long timeout_s;         /* 0 = none */
+    char root_dir[PATH_MAX];     /* <work dir>/<job_id>-<attempt>; "" once removed */
+    char dir[PATH_MAX];          /* root_dir/out: NF_ARTIFACT_DIR, the handler's cwd */
+    struct wk_inputs inputs;     /* from the dispatch, checked */
+    struct wk_inputs resume;     /* the dispatch's "resume" checkpoint (n 0 or 1): fetched into
+                                    root_dir/resume, NF_RESUME_DIR */
+    struct wk_store_items store; /* base models and benchmark data from the store (the
+                                    worker's cache, fetched by the child) */
+    pid_t pid;                   /* 0 before spawn */
     bool exited;
     int wstatus;
     struct bufferevent *in, *out, *err;

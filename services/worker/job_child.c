@@ -15,7 +15,8 @@
  *
  * Without inputs only async-signal-safe calls happen between fork and exec (librdkafka
  * has threads). With inputs (or a checkpoint to resume from: the dispatch's "resume",
- * fetched into <job dir>/resume, NF_RESUME_DIR) the child runs libcurl before exec: it touches
+ * fetched into <job dir>/resume, NF_RESUME_DIR; or a base model or benchmark from the store:
+ * storecache.c) the child runs libcurl before exec: it touches
  * nothing of the loop's or librdkafka's, and glibc keeps malloc and stdio usable after fork; its
  * signal handlers are reset first, so a cancel or timeout ends a download at once. This file sits
  * below job.c and above job_upload.c, job_report.c and job_set.c.
@@ -416,7 +417,8 @@ struct child_args {
     const struct wk_inputs *inputs;
     const char *resume_dir; /* where the resume checkpoint goes */
     const struct wk_inputs *resume;
-    const struct wk_settings *set; /* S3 and the input cap */
+    const struct wk_store_items *store; /* base models and benchmark data, into the cache */
+    const struct wk_settings *set;      /* S3 and the input cap */
     pid_t parent;
 };
 
@@ -487,6 +489,11 @@ static void child_exec(const struct child_args *a)
         send_note(&n);
         _exit(1);
     }
+    if (a->store->n > 0 && wk_store_fetch(&a->set->s3, a->store, 1, &n.why) < 0) {
+        n.tag = NOTE_FAILED;
+        send_note(&n);
+        _exit(1);
+    }
     if (a->resume->n > 0 && fetch_resume(a) < 0)
         wk_rmtree(a->resume_dir); /* the handler starts over */
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -547,6 +554,7 @@ int wk_child_spawn(struct wk_job *job, const cJSON *doc, const char **why)
                               .inputs = &job->inputs,
                               .resume_dir = resume_dir,
                               .resume = &job->resume,
+                              .store = &job->store,
                               .set = &ctx->set,
                               .parent = getpid()};
     pid_t pid = fork();

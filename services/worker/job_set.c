@@ -76,6 +76,7 @@ void wk_job_destroy(struct wk_job *job)
     wk_job_dir_done(job);
     wk_inputs_free(&job->inputs);
     wk_inputs_free(&job->resume);
+    wk_store_items_free(&job->store);
     cJSON_Delete(job->ck_queue);
     cJSON_Delete(job->ck_item);
     free(job->ck_line);

@@ -62,6 +62,9 @@ static const struct nf_cfg_opt wk_opts[] = {
      "older name of NF_WORKER_WORK_DIR, used when that is empty"},
     {"NF_WORKER_MAX_INPUT_BYTES", NF_CFG_STR, "21474836480", 1, 20, false, OFF(max_input),
      "largest total size of a job's inputs fetched from the object store, in bytes"},
+    {"NF_WORKER_STORE_CACHE", NF_CFG_STR, "", 0, 0, false, OFF(store_cache),
+     "directory where base models (catalogue source s3://) and benchmark data fetched from "
+     "the object store are kept between jobs; empty = <work dir>/store-cache"},
     {"NF_WORKER_HANDLER_ENV", NF_CFG_STR, "", 0, 4096, false, OFF(handler_env),
      "comma-separated names of variables of the agent's environment passed to handlers even "
      "though they start with NF_ (NF_PROVIDERS_FILE and the provider keys it names); every "

@@ -82,6 +82,7 @@ struct wk_config {
     char *work_dir;      /* NF_WORKER_WORK_DIR: the job directories' root */
     char *artifact_root; /* NF_WORKER_ARTIFACT_ROOT: older name of the work dir */
     char *max_input;     /* NF_WORKER_MAX_INPUT_BYTES (text: over an int) */
+    char *store_cache;   /* NF_WORKER_STORE_CACHE: base models and benchmarks from the store */
     char *handler_env;   /* NF_WORKER_HANDLER_ENV: NF_ names passed to handlers, a,b */
     int slots;           /* NF_WORKER_SLOTS */
     char *gpu_type;      /* NF_WORKER_GPU_TYPE, "" = none */
@@ -115,6 +116,7 @@ struct wk_settings {
     char *hostname;
     const char *work_dir;      /* NF_WORKER_WORK_DIR, else NF_WORKER_ARTIFACT_ROOT */
     long long max_input_bytes; /* a job's inputs together */
+    char *store_cache;         /* NF_WORKER_STORE_CACHE, else <work dir>/store-cache */
     struct nf_s3_conf s3;      /* its strings point into the wk_config */
 };
 
@@ -279,6 +281,45 @@ int wk_stage_in(const struct nf_s3_conf *conf, const struct wk_inputs *in, const
 int wk_stage_out_one(const struct nf_s3_conf *conf, const char *dir, const char *rel,
                      const char *key, uint64_t *bytes, char sha_hex[NF_SHA256_HEX_LEN + 1],
                      char *err, size_t errlen);
+
+/* ---- storecache.c: base models and benchmark data from the store, cached ------------------ */
+
+#define WK_STORE_MAX 8 /* store prefixes one job may need */
+
+enum wk_store_kind { WK_STORE_MODEL, WK_STORE_BENCHMARK };
+
+struct wk_store_item {
+    enum wk_store_kind kind;
+    char param[WK_PARAM_MAX + 1]; /* model: the param it is the base of; benchmark: its name */
+    char *uri;                    /* s3://<bucket>/<prefix>, for messages */
+    char *prefix;                 /* the key prefix, ending in '/' */
+    char *dir;                    /* <cache root>/<bucket>/<prefix without the last '/'> */
+};
+
+struct wk_store_items {
+    struct wk_store_item *v;
+    int n;
+};
+
+/* "s3://<bucket>/<prefix>[/]" of our bucket, the prefix outside tenants/ and made of valid
+ * segments -> "<prefix>/" in prefix (cap bytes). -1 for anything else. */
+int wk_store_prefix(const char *source, const char *bucket, char *prefix, size_t cap);
+/*
+ * What of the store the job needs: each "models" entry of kind base whose source is
+ * s3:// (checked by wk_store_prefix; else -1 with err naming the model), and for an
+ * evaluate job its params.benchmark (not custom) under benchmarks/<name>/. out (free it
+ * with wk_store_items_free) is untouched on error.
+ */
+int wk_store_parse(const cJSON *doc, const char *bucket, const char *cache_root,
+                   struct wk_store_items *out, char *err, size_t errlen);
+void wk_store_items_free(struct wk_store_items *s);
+/* Adds to the handler's job JSON where each item will be: models.<param>.local_dir, and
+ * benchmark_data {name, uri, dir} (dir missing after the fetch: the store has none). */
+void wk_store_job_json(cJSON *hdoc, const struct wk_store_items *s);
+/* Blocking (the job's child): brings each item's directory up to date with the store,
+ * one {"log"} line each on log_fd. -1 with why (infra) on the first failure. */
+int wk_store_fetch(const struct nf_s3_conf *conf, const struct wk_store_items *s, int log_fd,
+                   struct wk_stage_err *why);
 
 /* ---- usage.c ------------------------------------------------------------------------- */
 
