@@ -155,6 +155,63 @@ def stand_in_meta(name: str) -> dict:
         return json.load(f)
 
 
+# ---- base models: fetched from the object store, or built here -------------------------
+
+
+def base_entry(job: dict, key: str) -> dict:
+    """The catalogue entry the gateway resolved params.<key> to (job["models"][key]) when
+    it is a base model; {} otherwise."""
+    models = job.get("models") if isinstance(job.get("models"), dict) else {}
+    entry = models.get(key)
+    return entry if isinstance(entry, dict) and entry.get("kind") == "base" else {}
+
+
+def has_weights(job: dict, key: str = "model_id") -> bool:
+    """params.<key> is a base model this worker has a Hugging Face directory for: the
+    worker fetched it from the store (its catalogue source is s3://), or it is a stand-in
+    (built here). Cheap: no torch import."""
+    return isinstance(base_entry(job, key).get("local_dir"), str) or is_stand_in(
+        job.get("params", {}).get(key))
+
+
+def base_dir_of(job: dict, key: str = "model_id") -> tuple[str, str]:
+    """(model directory, source) of params.<key> (has_weights must hold): the directory the
+    worker fetched from the catalogue's s3:// source into its store cache
+    (job["models"][key]["local_dir"]), else the stand-in built here
+    ("builtin:stand-in/<name>")."""
+    entry = base_entry(job, key)
+    name = job["params"][key]
+    local = entry.get("local_dir")
+    if isinstance(local, str):
+        if not os.path.isfile(os.path.join(local, "config.json")):
+            forge.fail(f"params.{key}: the base model {name} fetched from "
+                       f"{entry.get('source')} is not a Hugging Face model directory (no "
+                       "config.json): the operator's catalogue names the wrong prefix",
+                       forge.EXIT_RETRYABLE)
+        return local, str(entry.get("source"))
+    return stand_in_dir(name), f"builtin:stand-in/{name}"
+
+
+def base_meta(job: dict, key: str, model_dir: str) -> dict:
+    """name, architecture, stand_in, parameters, real_parameters of a base model dir: its
+    nexa.json (a stand-in), else its config.json and the catalogue entry (any Hugging Face
+    model directory a site put in the store). parameters may be None (counted on load)."""
+    path = os.path.join(model_dir, "nexa.json")
+    entry = base_entry(job, key)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+        if entry.get("stand_in") is not None:
+            meta["stand_in"] = bool(meta.get("stand_in") or entry.get("stand_in"))
+        return meta
+    with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    archs = config.get("architectures") or [config.get("model_type") or "unknown"]
+    return {"name": job["params"][key], "architecture": archs[0],
+            "stand_in": bool(entry.get("stand_in")), "parameters": None,
+            "real_parameters": entry.get("parameters")}
+
+
 # ---- devices ------------------------------------------------------------------------
 
 
@@ -351,13 +408,15 @@ def uploaded_meta(model_dir: str, key: str) -> None:
         json.dump(meta, f)
 
 
-def load_for_inference(model_dir: str, device, dtype) -> tuple:
-    """(model, tokenizer, meta) of a stand-in base dir or an unpacked model.tar: a merged
-    or full model loads directly; an adapter loads on its base stand-in."""
+def load_for_inference(model_dir: str, device, dtype, meta: dict | None = None) -> tuple:
+    """(model, tokenizer, meta) of a base model dir or an unpacked model.tar: a merged
+    or full model loads directly; an adapter loads on its base stand-in. meta: the base's
+    (base_meta), else the dir's nexa.json."""
     import transformers
 
-    with open(os.path.join(model_dir, "nexa.json"), encoding="utf-8") as f:
-        meta = json.load(f)
+    if meta is None:
+        with open(os.path.join(model_dir, "nexa.json"), encoding="utf-8") as f:
+            meta = json.load(f)
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
     if os.path.isfile(os.path.join(model_dir, "model.safetensors")) or \
             os.path.isfile(os.path.join(model_dir, "model.safetensors.index.json")):

@@ -36,6 +36,7 @@ import urllib.request
 
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+import _benchmarks  # noqa: E402
 import _forge as forge  # noqa: E402
 import _hf as hf  # noqa: E402
 
@@ -52,12 +53,23 @@ MAX_ROWS = 5000
 BOOTSTRAP_ITERS = 1000
 
 
-def bench_file(name: str) -> str:
-    path = os.path.join(os.environ.get("NEXA_BENCHMARK_DIR") or BENCH_DIR, f"{name}.jsonl")
-    if not os.path.isfile(path):
-        forge.fail(f"benchmark {name}: its data ({path}) is missing on this worker",
-                   forge.EXIT_RETRYABLE)
-    return path
+def bench_file(job: dict, name: str, work: str) -> tuple[str, dict]:
+    """(one JSONL file of benchmark name's rows, where they came from): the store's
+    benchmarks/<name>/ the worker fetched (its files joined in name order), else the
+    bundled sample (_benchmarks.data_for says why)."""
+    files, where = _benchmarks.data_for(job, name)
+    if not files:
+        forge.fail(f"benchmark {name}: no data on this worker ({where})", forge.EXIT_RETRYABLE)
+    if len(files) == 1:
+        return files[0], where
+    path = os.path.join(work, f"{name}-data.jsonl")
+    with open(path, "w", encoding="utf-8") as out:
+        for p in files:
+            with open(p, encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        out.write(line.rstrip("\n") + "\n")
+    return path, where
 
 
 # ---- the models ---------------------------------------------------------------------
@@ -115,7 +127,7 @@ def is_torch_model(job: dict, key: str) -> bool:
     """A stand-in base by name, or a fetched tar (train's model.tar)."""
     import tarfile
 
-    if hf.is_stand_in(job["params"].get(key)):
+    if hf.has_weights(job, key):
         return True
     path = model_file(job, key)
     return path is not None and tarfile.is_tarfile(path)
@@ -129,13 +141,19 @@ def load_lm(job: dict, key: str, device, dtype):
         return deployment_lm(job, key)
     name = job["params"][key]
     path = model_file(job, key)
+    base_meta = None
     if path is None:
-        if not hf.is_stand_in(name):
+        if not hf.has_weights(job, key):
             forge.fail(f"params.{key}: {name} is not a PyTorch model on this worker")
-        model_dir, source = hf.stand_in_dir(name), "stand_in"
+        model_dir, base_source = hf.base_dir_of(job, key)
+        base_meta = hf.base_meta(job, key, model_dir)
+        source = "stand_in" if base_meta.get("stand_in") else "base"
+        forge.log(f"base model {name}: {base_meta['architecture']}"
+                  f"{' stand-in' if base_meta.get('stand_in') else ''} from {base_source}")
+        base_meta["base_source"] = base_source
     else:
         model_dir, source = hf.unpack_model(path, key), "trained"
-    model, tok, meta = hf.load_for_inference(model_dir, device, dtype)
+    model, tok, meta = hf.load_for_inference(model_dir, device, dtype, meta=base_meta)
     if hasattr(model, "merge_and_unload"):  # a LoRA adapter: HFLM takes a plain model
         model = model.merge_and_unload()
     # The models are trained on "<s>" + text (_hf.encode_pair); the saved tokenizers add
@@ -313,6 +331,7 @@ def evaluate_model(job, key, device, dtype, specs_for, tick):
                    f"{exc}")
     tick()
     info = {"model": job["params"][key], "model_source": source,
+            "base_source": meta.get("base_source"),
             "base_model": meta.get("base_model") or meta.get("name"),
             "stand_in": bool(meta.get("stand_in")), "architecture": meta.get("architecture"),
             "method": meta.get("method"), "samples": samples,
@@ -365,9 +384,13 @@ def main(job: dict, model_path: str | None = None) -> None:
                 cache["specs"] = [task_yaml(work, k, p) for k, (p, _) in files.items()]
                 cache["samples"] = sum(n for _, n in files.values())
             else:
-                data = bench_file(bench)
+                data, where = bench_file(job, bench, work)
                 with open(data, encoding="utf-8") as f:
                     cache["samples"] = sum(1 for line in f if line.strip())
+                cache["data"] = where
+                forge.log(f"benchmark {bench}: {cache['samples']} rows from "
+                          + (where.get("uri") or where.get("dir") or "the bundled sample")
+                          + (f" ({where['note']})" if where.get("note") else ""))
                 cache["specs"] = [task_yaml(work, bench, data)]
         return cache["specs"], cache["samples"]
 
@@ -384,6 +407,8 @@ def main(job: dict, model_path: str | None = None) -> None:
               "base_model": info["base_model"], "stand_in": info["stand_in"],
               "architecture": info["architecture"], "method": info["method"],
               "benchmark": bench, "samples": info["samples"], "metrics": metrics,
+              "benchmark_data": cache.get("data", {"source": "dataset_uri"}),
+              "base_source": info["base_source"],
               "accuracy": metrics.get(primary, {}).get("value"),
               "accuracy_stderr": metrics.get(primary, {}).get("stderr"),
               "perplexity": metrics.get("perplexity", {}).get("value"),
@@ -413,7 +438,8 @@ def main(job: dict, model_path: str | None = None) -> None:
     forge.progress(1.0)
     forge.usage(input_tokens=in_tok, output_tokens=out_tok)
     forge.artifact("eval.json", "report")
-    res = {k: report[k] for k in ("benchmark", "model_source", "base_model", "stand_in",
+    res = {k: report[k] for k in ("benchmark", "benchmark_data", "base_source", "model_source",
+                                  "base_model", "stand_in",
                                   "architecture", "samples", "metrics", "accuracy",
                                   "accuracy_stderr", "perplexity", "harness")}
     for k in ("compare_to", "delta"):

@@ -303,14 +303,15 @@ def main(job: dict) -> None:
     import transformers
 
     device, dtype = hf.device_and_dtype()
-    base_dir = hf.stand_in_dir(name)  # built once, here, before any other rank starts
+    # the base (built or fetched) once, here, before any other rank starts
+    base_dir, base_source = hf.base_dir_of(job, "model_id")
     # gpu_count > 1 (or NF_DDP_CPU_RANKS): data-parallel ranks (_ddp.py); this process is
     # rank 0 and alone writes protocol lines, checkpoints and outputs
     dp = _ddp.setup(job, device.type == "cuda",
                     torch.cuda.device_count() if device.type == "cuda" else 0)
     if dp.active:
         device = dp.device
-    meta = hf.stand_in_meta(name)
+    meta = hf.base_meta(job, "model_id", base_dir)
     tok = transformers.AutoTokenizer.from_pretrained(base_dir)
     train = hf.encode_pairs(tok, train_pairs, P["max_seq_length"], P["train_on_inputs"])
     if validation is not None:
@@ -331,7 +332,9 @@ def main(job: dict) -> None:
     if patience is not None and not valid:
         forge.fail("params.early_stopping_patience needs validation data: give validation_uri "
                    "or validation_split (and at least two records)")
-    forge.log(f"fine-tuning the {meta['architecture']} stand-in for {name} ({P['method']}) on "
+    forge.log(f"base model {name}: {meta['architecture']}"
+              f"{' stand-in' if meta.get('stand_in') else ''} from {base_source}")
+    forge.log(f"fine-tuning the {meta['architecture']} {name} ({P['method']}) on "
               f"{len(train)} examples, {len(valid)} held out, on {device} ({dtype})")
     if dp.active:
         forge.log(f"data-parallel over {dp.world} ranks ({dp.backend}): the effective batch "
@@ -347,11 +350,13 @@ def main(job: dict) -> None:
            and dtype != torch.float32 else contextlib.nullcontext())
     model.to(device)
     arch = model.config.model_type
+    if meta.get("parameters") is None:  # a site's model without our nexa.json
+        meta["parameters"] = sum(p.numel() for p in model.parameters())
     if P["method"] == "lora":
         from peft import LoraConfig, get_peft_model
 
         lcfg = LoraConfig(r=P["lora_r"], lora_alpha=P["lora_alpha"],
-                          lora_dropout=P["lora_dropout"], target_modules=hf.LORA_TARGETS[arch],
+                          lora_dropout=P["lora_dropout"], target_modules=hf.LORA_TARGETS.get(arch, "all-linear"),
                           task_type="CAUSAL_LM")
         model = get_peft_model(model, lcfg)
     n_params = sum(p.numel() for p in model.parameters())
@@ -496,18 +501,20 @@ def main(job: dict) -> None:
     if merged:
         final.save_pretrained(mdir, safe_serialization=True)
     tok.save_pretrained(mdir)
-    out_meta = {"base_model": name, "architecture": meta["architecture"], "stand_in": True,
+    out_meta = {"base_model": name, "architecture": meta["architecture"],
+                "stand_in": bool(meta.get("stand_in")), "base_source": base_source,
                 "method": P["method"], "merged": merged, "parameters": meta["parameters"],
-                "real_parameters": meta["real_parameters"], "trainable_parameters": n_trainable,
-                "train_on_inputs": P["train_on_inputs"], "job_id": forge.job_id(job)}
+                "real_parameters": meta.get("real_parameters"),
+                "trainable_parameters": n_trainable, "train_on_inputs": P["train_on_inputs"], "job_id": forge.job_id(job)}
     with open(os.path.join(mdir, "nexa.json"), "w", encoding="utf-8") as f:
         json.dump(out_meta, f, indent=2, sort_keys=True)
     size = hf.pack_dir(mdir, os.path.join(out, "model.tar"))
     shutil.rmtree(mdir, ignore_errors=True)
 
-    res = {"model_id": name, "base_model": name, "stand_in": True,
+    res = {"model_id": name, "base_model": name, "stand_in": bool(meta.get("stand_in")),
+           "base_source": base_source,
            "architecture": meta["architecture"], "parameters": meta["parameters"],
-           "real_parameters": meta["real_parameters"], "trainable_parameters": n_trainable,
+           "real_parameters": meta.get("real_parameters"), "trainable_parameters": n_trainable,
            "loaded_parameters": n_params, "method": P["method"], "merged": merged,
            "epochs": P["epochs"], "steps": step, "batch_size": bs,
            "learning_rate": P["learning_rate"],
