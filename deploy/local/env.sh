@@ -113,6 +113,10 @@ forge_service_env() {
         # 3 missed beats): the fleet tests measure the recovery a site gets out of the box.
         ;;
     scheduler)
+        # the catalogue with the stand-ins this stack put in its object store (store.sh)
+        if [[ -f $FORGE_STATE/models.json ]]; then
+            echo "NF_SCHEDULER_MODELS_FILE=$FORGE_STATE/models.json"
+        fi
         # a billing outage test waits this long for its first job (default 30 s)
         if [[ $FORGE_PROFILE == test ]]; then
             echo "NF_SCHEDULER_BUDGET_WAIT_MS=4000"
@@ -136,6 +140,8 @@ forge_service_env() {
         echo "NF_WORKER_LABELS=region=us-east-1"
         # the handlers' stand-in models, built once (deterministic) and shared by profiles
         echo "NEXA_MODEL_CACHE=$FORGE_ROOT/.forge/models"
+        # base models and benchmark data fetched from the object store (store.sh)
+        echo "NF_WORKER_STORE_CACHE=$FORGE_STATE/worker-cache"
         # the model providers (providers.sh): the file and its keys reach the handlers
         # only, by name (every other NF_* variable stays the agent's)
         echo "NF_PROVIDERS_FILE=$FORGE_STATE/providers.json"

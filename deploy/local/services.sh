@@ -148,6 +148,7 @@ forge_svcs_start() {
     mkdir -p "$FORGE_LOGS" "$FORGE_RUN" "$FORGE_ARTIFACTS"
     forge_secret NF_WORKER_REGISTRATION_TOKEN >/dev/null # create it before any reader
     forge_standin_launch # providers.sh: the local gpt-4 stand-in; ready before the worker
+    forge_store_seed     # store.sh: stand-ins, benchmarks, the catalogue the scheduler reads
     local name
     for name in "${FORGE_SERVERS[@]}"; do forge_svc_start "$name"; done
     forge_svcs_wait_ready
