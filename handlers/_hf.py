@@ -180,7 +180,7 @@ def base_dir_of(job: dict, key: str = "model_id") -> tuple[str, str]:
     (job["models"][key]["local_dir"]), else the stand-in built here
     ("builtin:stand-in/<name>")."""
     entry = base_entry(job, key)
-    name = job["params"][key]
+    name = job.get("params", {}).get(key)
     local = entry.get("local_dir")
     if isinstance(local, str):
         if not os.path.isfile(os.path.join(local, "config.json")):
@@ -207,7 +207,7 @@ def base_meta(job: dict, key: str, model_dir: str) -> dict:
     with open(os.path.join(model_dir, "config.json"), encoding="utf-8") as f:
         config = json.load(f)
     archs = config.get("architectures") or [config.get("model_type") or "unknown"]
-    return {"name": job["params"][key], "architecture": archs[0],
+    return {"name": job.get("params", {}).get(key), "architecture": archs[0],
             "stand_in": bool(entry.get("stand_in")), "parameters": None,
             "real_parameters": entry.get("parameters")}
 
@@ -414,6 +414,8 @@ def load_for_inference(model_dir: str, device, dtype, meta: dict | None = None) 
     (base_meta), else the dir's nexa.json."""
     import transformers
 
+    if meta is None and not os.path.isfile(os.path.join(model_dir, "nexa.json")):
+        meta = base_meta({"params": {"model_id": None}}, "model_id", model_dir)  # a site's
     if meta is None:
         with open(os.path.join(model_dir, "nexa.json"), encoding="utf-8") as f:
             meta = json.load(f)

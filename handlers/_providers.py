@@ -473,13 +473,18 @@ def resolve(job: dict, param: str, allow_template: bool = False) -> ChatModel | 
 
 
 def local_model(job: dict, param: str, name) -> ChatModel:
-    """A stand-in base by name, or the account's model (inputs[param]: model.tar or a bigram
+    """A base model with weights on this worker (a stand-in by name, or one the worker
+    fetched from the store), or the account's model (inputs[param]: model.tar or a bigram
     model.json), run on this worker."""
     import _hf
 
-    if _hf.is_stand_in(name):
+    fetched = _hf.base_entry(job, param).get("local_dir")  # from the store, by the worker
+    if isinstance(fetched, str) or _hf.is_stand_in(name):
         _hf.require_ml()
-        return LocalChat(name, hf_dir=_hf.stand_in_dir(name), stand_in=True)
+        hf_dir = _hf.base_dir_of(job, param)[0] if isinstance(fetched, str) else \
+            _hf.stand_in_dir(name)
+        return LocalChat(name, hf_dir=hf_dir,
+                         stand_in=bool(_hf.base_meta(job, param, hf_dir).get("stand_in")))
     path = local_input(job, param)
     if path is None:
         forge.fail(f"params.{param}: unknown model {name!r}: not a provider's model, a "
