@@ -172,3 +172,13 @@ def test_a_fetched_dir_that_is_no_model_is_the_operators_fault(store, tmp_path):
                                  "epochs": 1}, models, {"dataset_uri": store["train"]})
     assert run.rc == 75, run.stderr  # retryable (infra): not the user's fault
     assert "no config.json" in run.stderr or any("no config.json" in str(x) for x in run.lines)
+
+
+def test_deploy_serves_a_site_model_from_the_store(store):
+    """deploy's server (_serve.TextGenerator) on a fetched directory without nexa.json."""
+    import _serve
+
+    gen = _serve.TextGenerator(hf_dir=str(store["site"]))
+    prompt = gen.prompt_of([{"role": "user", "content": "what is 2 plus 2"}])
+    text, reason, n_in, n_out = gen.complete(prompt, 5, 0.0, None)
+    assert n_in > 0 and 1 <= n_out <= 5 and isinstance(text, str)
