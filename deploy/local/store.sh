@@ -153,7 +153,7 @@ cmd_benchmarks() {
 forge_benchmarks_import() {
     local dir=${1:-}
     [[ -n $dir && -d $dir ]] || forge_die "usage: ./forge benchmarks import DIR (DIR/<name>.jsonl or DIR/<name>/*.jsonl; name: mmlu, hellaswag, arc_easy, gsm8k)"
-    local plan line name file rows names=() total
+    local plan name file rows names=() total n
     plan=$(python3 "$FORGE_BENCH_PY" check "$dir") ||
         forge_die "benchmarks import: $dir is not valid benchmark data (nothing was loaded)"
     while IFS=$'\t' read -r name file rows; do
