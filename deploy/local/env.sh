@@ -191,6 +191,8 @@ forge_secret() {
 
 # The environment tests get (integration ctest and e2e pytest), pointed at this profile.
 forge_test_env() {
+    # the tests' own stack scripts (conftest.stack) load the profile again: same ports
+    echo "FORGE_TEST_PORT_OFFSET=$FORGE_TEST_PORT_OFFSET"
     echo "NF_TEST_REDIS_ADDR=$FORGE_REDIS_ADDR"
     echo "NF_TEST_KAFKA_BROKERS=$FORGE_KAFKA_BROKERS"
     echo "NF_TEST_PG_DSN=$FORGE_PG_DSN"
