@@ -240,104 +240,27 @@ void sched_metrics_handle(struct sched_ctx *ctx, struct nf_kafka_msg *msg, cJSON
 
 /* ---- GET /internal/jobs/{job_id}/metrics ------------------------------------------------ */
 
-struct page_op {
-    struct nf_http_req *req;
-    int limit;
-};
-
-static void on_page(const PGresult *res, const char *err, const char *pgcode, void *arg)
+/* One metric point of the page: {type: "metric", step, epoch, attempt, time, values}. */
+static cJSON *point_item(const PGresult *res, int i)
 {
-    struct page_op *op = arg;
-    const char *seq, *last = NULL, *text, *epoch;
-    char cur[SCHED_CURSOR_MAX];
-    cJSON *data, *item, *body, *values;
-    int i, n, rows = 0;
+    const char *epoch = nf_pg_val(res, i, "epoch"), *text = nf_pg_val(res, i, "data");
+    cJSON *item = nf_json_obj(), *values = text ? cJSON_Parse(text) : NULL;
 
-    (void)pgcode;
-    if (!res) {
-        sched_http_unavailable(op->req, err);
-        free(op);
-        return;
-    }
-    n = PQntuples(res);
-    if (n < 1) {
-        sched_http_unrecorded_page(op->req); /* accepted a moment ago, or not the caller's */
-        free(op);
-        return;
-    }
-    data = cJSON_CreateArray();
-    if (!data)
+    nf_json_add_str(item, "type", "metric");
+    nf_json_add_int(item, "step", strtoll(nf_pg_val(res, i, "step"), NULL, 10));
+    if (!cJSON_AddItemToObject(
+            item, "epoch", epoch ? cJSON_CreateNumber(strtod(epoch, NULL)) : cJSON_CreateNull()))
         abort();
-    for (i = 0; i < n; i++) {
-        seq = nf_pg_val(res, i, "seq");
-        if (!seq)
-            continue; /* the job has no (more) points */
-        if (++rows > op->limit)
-            break;
-        item = nf_json_obj();
-        nf_json_add_str(item, "type", "metric");
-        nf_json_add_int(item, "step", strtoll(nf_pg_val(res, i, "step"), NULL, 10));
-        epoch = nf_pg_val(res, i, "epoch");
-        if (!cJSON_AddItemToObject(item, "epoch",
-                                   epoch ? cJSON_CreateNumber(strtod(epoch, NULL))
-                                         : cJSON_CreateNull()))
-            abort();
-        nf_json_add_int(item, "attempt", strtoll(nf_pg_val(res, i, "attempt"), NULL, 10));
-        nf_json_add_str(item, "time", nf_pg_val(res, i, "at"));
-        text = nf_pg_val(res, i, "data");
-        values = text ? cJSON_Parse(text) : NULL;
-        if (!cJSON_AddItemToObject(item, "values", values ? values : cJSON_CreateObject()))
-            abort();
-        if (sched_cursor_encode(SCHED_CURSOR_EVENTS, seq, cur, sizeof(cur)) == 0)
-            nf_json_add_str(item, "cursor", cur);
-        if (!cJSON_AddItemToArray(data, item))
-            abort();
-        last = seq;
-    }
-    /* like events, points are a log that grows: next_cursor is after the last one given */
-    body = nf_json_obj();
-    nf_json_add_str(body, "object", "list");
-    if (!cJSON_AddItemToObject(body, "data", data) ||
-        !cJSON_AddBoolToObject(body, "has_more", rows > op->limit))
+    nf_json_add_int(item, "attempt", strtoll(nf_pg_val(res, i, "attempt"), NULL, 10));
+    nf_json_add_str(item, "time", nf_pg_val(res, i, "at"));
+    if (!cJSON_AddItemToObject(item, "values", values ? values : cJSON_CreateObject()))
         abort();
-    if (last && sched_cursor_encode(SCHED_CURSOR_EVENTS, last, cur, sizeof(cur)) == 0)
-        nf_json_add_str(body, "next_cursor", cur);
-    else
-        nf_json_add_str(body, "next_cursor", NULL);
-    nf_json_add_str(body, "job_status", nf_pg_val(res, 0, "job_status"));
-    nf_http_reply_json(op->req, 200, body);
-    free(op);
+    return item;
 }
 
 void sched_route_metrics(struct nf_http_req *req, void *arg)
 {
-    struct sched_ctx *ctx = arg;
-    struct sched_list_query q;
-    struct page_op *op;
-    const char *params[4], *user = sched_http_caller(req),
-                           *job_id = nf_http_req_param(req, "job_id");
-    char limit[16];
+    static const struct sched_log points = {page_sql, SCHED_LIST_METRICS, point_item, "list"};
 
-    if (!user)
-        return;
-    if (!job_id || !nf_id_valid("job", job_id)) {
-        nf_http_reply_error(req, 404, "not_found", NULL, "job not found");
-        return;
-    }
-    if (sched_http_list_query(req, SCHED_LIST_METRICS, &q) < 0)
-        return;
-    snprintf(limit, sizeof(limit), "%d", q.limit + 1);
-    params[0] = job_id;
-    params[1] = user;
-    params[2] = q.after[0] ? q.after : "0";
-    params[3] = limit;
-    op = nf_xcalloc(1, sizeof(*op));
-    op->req = req;
-    op->limit = q.limit;
-    nf_http_req_set_data(req, ctx);
-    if (nf_pg_query(ctx->pg, page_sql, 4, params, on_page, op) < 0) {
-        sched_http_unavailable(req, "could not queue the query");
-        free(op);
-    }
-    sched_list_query_clear(&q);
+    sched_http_log_page(req, arg, &points);
 }

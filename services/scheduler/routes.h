@@ -29,6 +29,20 @@ int sched_http_list_query(struct nf_http_req *req, enum sched_list_kind kind,
  * the caller's and not recorded yet) answers an empty page with job_status queued;
  * anything else 404. */
 void sched_http_unrecorded_page(struct nf_http_req *req);
+/* One of a job's logs read by pages (its events, its metric points): the statement ($1 job,
+ * $2 caller, $3 after seq, $4 limit + 1; rows with seq, at, attempt, job_status ...), the
+ * list kind of its query string, the builder of one entry from row i, and the "object" of
+ * the page (NULL: none). */
+struct sched_log {
+    const char *sql;
+    enum sched_list_kind kind;
+    cJSON *(*item)(const PGresult *res, int i);
+    const char *object;
+};
+/* GET a page of a log of one of the caller's jobs: {data, has_more, next_cursor,
+ * job_status}, each entry with its cursor. */
+void sched_http_log_page(struct nf_http_req *req, struct sched_ctx *ctx,
+                         const struct sched_log *log);
 /* {data, has_more, next_cursor} around data; the cursor is made from last when has_more. */
 cJSON *sched_http_page(cJSON *data, bool has_more, char kind, const char *last);
 

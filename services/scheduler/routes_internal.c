@@ -326,14 +326,28 @@ void sched_http_unrecorded_page(struct nf_http_req *req)
                        nf_http_req_param(req, "job_id"));
 }
 
-static void on_events(const PGresult *res, const char *err, const char *pgcode, void *arg)
+/* A page of a job's log being read: the request, its limit and how to read it. */
+struct log_op {
+    struct nf_http_req *req;
+    int limit;
+    const struct sched_log *log;
+};
+
+/*
+ * The page of a job's log (its events, its metric points): rows ordered by seq, a row
+ * without seq (the job alone, LEFT JOIN) when it has no (more) entries, none when there is
+ * no such job of the caller. Each entry carries its cursor; the log grows, so next_cursor
+ * always points after the last entry given.
+ */
+static void on_log(const PGresult *res, const char *err, const char *pgcode, void *arg)
 {
-    struct list_op *op = arg;
-    const char *type, *seq, *last = NULL, *data_text;
-    char full[64], cur[SCHED_CURSOR_MAX];
+    struct log_op *op = arg;
+    const char *seq, *last = NULL;
+    char cur[SCHED_CURSOR_MAX];
     cJSON *data, *item, *body;
     int i, n, rows = 0;
 
+    (void)pgcode;
     if (!res) {
         sched_http_unavailable(op->req, err);
         free(op);
@@ -350,30 +364,20 @@ static void on_events(const PGresult *res, const char *err, const char *pgcode, 
         abort();
     for (i = 0; i < n; i++) {
         seq = nf_pg_val(res, i, "seq");
-        if (!nf_pg_val(res, i, "event_id") || !seq)
-            continue; /* the job has no (more) events */
-        rows++;
-        if (rows > op->limit)
+        if (!seq)
+            continue; /* the job has no (more) entries */
+        if (++rows > op->limit)
             break;
-        type = nf_pg_val(res, i, "type");
-        item = nf_json_obj();
-        nf_json_add_str(item, "event_id", nf_pg_val(res, i, "event_id"));
-        snprintf(full, sizeof(full), "forge.job.%s", type ? type : "unknown");
-        nf_json_add_str(item, "type", full);
-        nf_json_add_int(item, "attempt", strtoll(nf_pg_val(res, i, "attempt"), NULL, 10));
-        nf_json_add_str(item, "time", nf_pg_val(res, i, "at"));
-        data_text = nf_pg_val(res, i, "data");
-        if (!cJSON_AddItemToObject(item, "data",
-                                   data_text ? cJSON_Parse(data_text) : cJSON_CreateObject()))
-            abort();
+        item = op->log->item(res, i);
         if (sched_cursor_encode(SCHED_CURSOR_EVENTS, seq, cur, sizeof(cur)) == 0)
             nf_json_add_str(item, "cursor", cur);
         if (!cJSON_AddItemToArray(data, item))
             abort();
         last = seq;
     }
-    /* events are a log that grows: next_cursor always points after the last one given */
     body = nf_json_obj();
+    if (op->log->object)
+        nf_json_add_str(body, "object", op->log->object);
     if (!cJSON_AddItemToObject(body, "data", data) ||
         !cJSON_AddBoolToObject(body, "has_more", rows > op->limit))
         abort();
@@ -386,11 +390,12 @@ static void on_events(const PGresult *res, const char *err, const char *pgcode, 
     free(op);
 }
 
-void sched_route_events(struct nf_http_req *req, void *arg)
+/* (routes.h) GET a page of one of the caller's jobs' logs. */
+void sched_http_log_page(struct nf_http_req *req, struct sched_ctx *ctx,
+                         const struct sched_log *log)
 {
-    struct sched_ctx *ctx = arg;
     struct sched_list_query q;
-    struct list_op *op;
+    struct log_op *op;
     const char *params[4], *user = sched_http_caller(req),
                            *job_id = nf_http_req_param(req, "job_id");
     char limit[16];
@@ -401,7 +406,7 @@ void sched_route_events(struct nf_http_req *req, void *arg)
         nf_http_reply_error(req, 404, "not_found", NULL, "job not found");
         return;
     }
-    if (sched_http_list_query(req, SCHED_LIST_EVENTS, &q) < 0)
+    if (sched_http_list_query(req, log->kind, &q) < 0)
         return;
     snprintf(limit, sizeof(limit), "%d", q.limit + 1);
     params[0] = job_id;
@@ -411,10 +416,35 @@ void sched_route_events(struct nf_http_req *req, void *arg)
     op = nf_xcalloc(1, sizeof(*op));
     op->req = req;
     op->limit = q.limit;
+    op->log = log;
     nf_http_req_set_data(req, ctx);
-    if (nf_pg_query(ctx->pg, events_sql, 4, params, on_events, op) < 0) {
+    if (nf_pg_query(ctx->pg, log->sql, 4, params, on_log, op) < 0) {
         sched_http_unavailable(req, "could not queue the query");
         free(op);
     }
     sched_list_query_clear(&q);
+}
+
+/* One job event of the page: {event_id, type, attempt, time, data}. */
+static cJSON *event_item(const PGresult *res, int i)
+{
+    const char *type = nf_pg_val(res, i, "type"), *text = nf_pg_val(res, i, "data");
+    cJSON *item = nf_json_obj();
+    char full[64];
+
+    nf_json_add_str(item, "event_id", nf_pg_val(res, i, "event_id"));
+    snprintf(full, sizeof(full), "forge.job.%s", type ? type : "unknown");
+    nf_json_add_str(item, "type", full);
+    nf_json_add_int(item, "attempt", strtoll(nf_pg_val(res, i, "attempt"), NULL, 10));
+    nf_json_add_str(item, "time", nf_pg_val(res, i, "at"));
+    if (!cJSON_AddItemToObject(item, "data", text ? cJSON_Parse(text) : cJSON_CreateObject()))
+        abort();
+    return item;
+}
+
+void sched_route_events(struct nf_http_req *req, void *arg)
+{
+    static const struct sched_log events = {events_sql, SCHED_LIST_EVENTS, event_item, NULL};
+
+    sched_http_log_page(req, arg, &events);
 }
