@@ -56,21 +56,6 @@ static const char page_sql[] =
 
 /* ---- the event -------------------------------------------------------------------------- */
 
-bool sched_metric_name_valid(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-
-    if (n == 0 || n > SCHED_METRIC_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-        if (!alnum && (i == 0 || (c != '_' && c != '.' && c != '/' && c != '-')))
-            return false;
-    }
-    return true;
-}
-
 /* The point's values (step and epoch apart) into m->values; -1 with *why when bad. */
 static int parse_point(const cJSON *metric, struct sched_metric *m, const char **why)
 {
@@ -104,7 +89,7 @@ static int parse_point(const cJSON *metric, struct sched_metric *m, const char *
             }
             snprintf(m->epoch, sizeof(m->epoch), "%.17g", it->valuedouble);
         } else {
-            if (!sched_metric_name_valid(it->string) ||
+            if (!nf_metric_name_valid(it->string) ||
                 cJSON_GetObjectItemCaseSensitive(m->values, it->string)) {
                 *why = "data.metric names must be [A-Za-z0-9_./-], at most 64, each once";
                 return -1;

@@ -216,8 +216,8 @@ bool sched_time_valid(const char *s);
 /* forge.job.metric (metrics.c): one point a job's handler printed, checked again here.
  * Pointers point into the parsed event; values is owned (sched_metric_clear). */
 #define SCHED_METRIC_STEP_MAX 1e12
-#define SCHED_METRIC_VALUES_MAX 32 /* besides step and epoch */
-#define SCHED_METRIC_NAME_MAX 64   /* [A-Za-z0-9_./-], the first alphanumeric */
+#define SCHED_METRIC_VALUES_MAX 32               /* besides step and epoch */
+#define SCHED_METRIC_NAME_MAX NF_METRIC_NAME_MAX /* nf_metric_name_valid */
 struct sched_metric {
     const char *id, *job_id, *time; /* time NULL when absent or not RFC 3339 */
     char attempt[16], step[24];
@@ -226,7 +226,6 @@ struct sched_metric {
 };
 int sched_metric_parse(const cJSON *ev, struct sched_metric *m, const char **why);
 void sched_metric_clear(struct sched_metric *m);
-bool sched_metric_name_valid(const char *s);
 /* true for an envelope of type forge.job.metric (sched_events_handle passes it on). */
 bool sched_metric_event(const cJSON *ev);
 

@@ -49,22 +49,6 @@ static bool kind_ok(const char *s)
     return true;
 }
 
-/* A metric name: 1..WK_METRIC_NAME_MAX of [A-Za-z0-9_./-], starting alphanumeric (so
- * "valid_loss" and "arc_easy/acc" pass; control bytes, quotes, spaces do not). */
-static bool metric_name_ok(const char *s)
-{
-    size_t n = strlen(s);
-    if (n == 0 || n > WK_METRIC_NAME_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-        if (!alnum && (i == 0 || (c != '_' && c != '.' && c != '/' && c != '-')))
-            return false;
-    }
-    return true;
-}
-
 /* A metric object (see wk_proto_parse in wk.h): every member checked, none trusted. */
 static bool metric_ok(const cJSON *m)
 {
@@ -86,7 +70,7 @@ static bool metric_ok(const cJSON *m)
         } else if (strcmp(it->string, "epoch") == 0) {
             if (it->valuedouble < 0)
                 return false;
-        } else if (!metric_name_ok(it->string) || ++values > WK_METRIC_VALUES_MAX) {
+        } else if (!nf_metric_name_valid(it->string) || ++values > WK_METRIC_VALUES_MAX) {
             return false;
         }
     }

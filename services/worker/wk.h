@@ -148,9 +148,9 @@ enum wk_line_kind {
     WK_LINE_METRIC,    /* {"metric": {"step": n, "epoch"?: x, "<name>": x, ...}} */
 };
 
-#define WK_METRIC_STEP_MAX 1000000000000LL /* 1e12 steps: bigger is certainly a bug */
-#define WK_METRIC_VALUES_MAX 32            /* values of one metric line besides step, epoch */
-#define WK_METRIC_NAME_MAX 64              /* [A-Za-z0-9_./-], the first an alphanumeric */
+#define WK_METRIC_STEP_MAX 1000000000000LL    /* 1e12 steps: bigger is certainly a bug */
+#define WK_METRIC_VALUES_MAX 32               /* values of one metric line besides step, epoch */
+#define WK_METRIC_NAME_MAX NF_METRIC_NAME_MAX /* nf_metric_name_valid */
 
 struct wk_line {
     enum wk_line_kind kind;

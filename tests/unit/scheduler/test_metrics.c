@@ -120,17 +120,17 @@ static void test_metric_bad(void **state)
 
 static void test_metric_names(void **state)
 {
-    assert_true(sched_metric_name_valid("train_loss"));
-    assert_true(sched_metric_name_valid("hellaswag/acc_norm"));
-    assert_true(sched_metric_name_valid("lr-0.1"));
-    assert_false(sched_metric_name_valid(""));
-    assert_false(sched_metric_name_valid(NULL));
-    assert_false(sched_metric_name_valid("/x"));
-    assert_false(sched_metric_name_valid("a b"));
-    assert_false(sched_metric_name_valid("a\"b"));
-    assert_true(sched_metric_name_valid(
+    assert_true(nf_metric_name_valid("train_loss"));
+    assert_true(nf_metric_name_valid("hellaswag/acc_norm"));
+    assert_true(nf_metric_name_valid("lr-0.1"));
+    assert_false(nf_metric_name_valid(""));
+    assert_false(nf_metric_name_valid(NULL));
+    assert_false(nf_metric_name_valid("/x"));
+    assert_false(nf_metric_name_valid("a b"));
+    assert_false(nf_metric_name_valid("a\"b"));
+    assert_true(nf_metric_name_valid(
         "a123456789012345678901234567890123456789012345678901234567890123")); /* 64 */
-    assert_false(sched_metric_name_valid(
+    assert_false(nf_metric_name_valid(
         "a1234567890123456789012345678901234567890123456789012345678901234")); /* 65 */
 }
 
